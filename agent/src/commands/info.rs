@@ -1,0 +1,68 @@
+//! `shoal info`: the node's identity, addresses, swarm state and data path.
+
+use std::fmt::Write as _;
+
+use shoal_control::api::{InfoRequest, InfoResponse};
+
+use crate::{
+    cli::{InfoArgs, OutputFormat},
+    client,
+};
+
+pub fn run(host: &str, args: InfoArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let info = runtime.block_on(async {
+        let mut agent = client::connect(host).await?;
+        agent
+            .info(InfoRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(client::status_error)
+    })?;
+    match args.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&info)?),
+        OutputFormat::Table => print!("{}", render(&info)),
+    }
+    Ok(())
+}
+
+/// Docker-style `info`: one `Key: value` a line, sections indented.
+fn render(info: &InfoResponse) -> String {
+    let or_none = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "Server Version: {}", info.version);
+    let _ = writeln!(out, "Name: {}", info.hostname);
+    let _ = writeln!(out, "NodeID: {}", info.node_id);
+    let _ = writeln!(out, "Swarm: {}", info.swarm_state);
+    let _ = writeln!(out, " Listen Address: {}", info.listen_addr);
+    let _ = writeln!(out, " Advertise Address: {}", or_none(&info.advertise_addr));
+    let _ = writeln!(out, " Data Path Address: {}", or_none(&info.data_path_addr));
+    let _ = writeln!(out, " Data Path Port: {}", info.data_path_port);
+    let _ = writeln!(out, " Gossip Port: {}", info.gossip_port);
+    let _ = writeln!(out, "State Dir: {}", info.state_dir);
+    if let Some(dp) = &info.dataplane {
+        let _ = writeln!(out, "Dataplane:");
+        let _ = writeln!(
+            out,
+            " Underlay Interface: {}",
+            or_none(&dp.underlay_interface)
+        );
+        let _ = writeln!(out, " XDP Attached: {}", dp.xdp_attached);
+        let _ = writeln!(out, " Pinned Maps: {}", or_none(&dp.pin_dir));
+        if !dp.error.is_empty() {
+            let _ = writeln!(out, " Error: {}", dp.error);
+        }
+        for c in &dp.counters {
+            let _ = writeln!(out, " {}: {} packets, {} bytes", c.hook, c.packets, c.bytes);
+        }
+    }
+    out
+}

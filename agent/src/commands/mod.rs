@@ -1,0 +1,3 @@
+//! CLI commands that call the agent's API, one module each.
+
+pub mod info;

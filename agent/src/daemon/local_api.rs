@@ -1,0 +1,127 @@
+//! The local API: a unix socket (mode 0600, root only) serving the gRPC `Agent` service that
+//! the CLI calls. The same service definition is served on 2377 once the node is in a swarm.
+
+use std::{
+    future::Future,
+    os::unix::fs::PermissionsExt as _,
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::{Context as _, bail};
+use shoal_control::{
+    api::{
+        InfoRequest, InfoResponse,
+        agent_server::{Agent, AgentServer},
+    },
+    identity::NodeId,
+};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+use tracing::warn;
+
+use super::{config::Config, node_dataplane::NodeDataplane};
+
+/// Shared with the daemon, which takes the data path out at shutdown to detach it.
+pub type SharedDataplane = Arc<Mutex<Option<NodeDataplane>>>;
+
+pub struct AgentService {
+    /// The parts of `info` that do not change while the agent runs.
+    static_info: InfoResponse,
+    dataplane: SharedDataplane,
+}
+
+impl AgentService {
+    pub fn new(
+        node_id: NodeId,
+        config: Config,
+        state_dir: &Path,
+        dataplane: NodeDataplane,
+    ) -> Self {
+        let static_info = InfoResponse {
+            node_id: node_id.to_string(),
+            hostname: config.hostname,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            swarm_state: "inactive".to_string(),
+            listen_addr: config.listen_addr.to_string(),
+            advertise_addr: config
+                .advertise_addr
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            data_path_addr: config
+                .data_path_addr
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            data_path_port: config.data_path_port.into(),
+            gossip_port: config.gossip_port.into(),
+            state_dir: state_dir.display().to_string(),
+            dataplane: None,
+        };
+        AgentService {
+            static_info,
+            dataplane: Arc::new(Mutex::new(Some(dataplane))),
+        }
+    }
+
+    pub fn dataplane(&self) -> SharedDataplane {
+        Arc::clone(&self.dataplane)
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        let dataplane = self
+            .dataplane
+            .lock()
+            .map_err(|_| Status::internal("data path state poisoned"))?
+            .as_ref()
+            .map(NodeDataplane::info);
+        Ok(Response::new(InfoResponse {
+            dataplane,
+            ..self.static_info.clone()
+        }))
+    }
+}
+
+/// Binds the socket at `path` with mode 0600. A socket file left by an agent that died is
+/// replaced; one that still answers belongs to a running agent and is refused.
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("another agent is already listening on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {} to mode 0600", path.display()))?;
+    Ok(listener)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets in-flight calls finish.
+pub async fn serve(
+    listener: UnixListener,
+    service: AgentService,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tonic::transport::Server::builder()
+        .add_service(AgentServer::new(service))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .context("serving the local API")
+}
+
+pub fn remove_socket(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(socket = %path.display(), cause = %e, "cannot remove socket");
+    }
+}

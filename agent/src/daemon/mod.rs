@@ -1,0 +1,71 @@
+//! `shoal agent`: the node daemon.
+//!
+//! Lifecycle: init tracing -> resolve config -> lock the state dir -> node identity -> data
+//! path -> bind the local API -> log what is bound -> serve until SIGTERM/SIGINT -> drain:
+//! stop serving, detach programs, remove the socket. Pinned maps stay, on purpose.
+//!
+//! # Layout
+//! - `config`: flags resolved against the host (hostname, addresses, underlay interface).
+//! - `state_dir`: the state directory and its exclusive lock.
+//! - `node_dataplane`: the eBPF data path as this node runs it.
+//! - `local_api`: the unix socket and the API service behind it.
+
+mod config;
+mod local_api;
+mod node_dataplane;
+mod state_dir;
+
+use anyhow::Context as _;
+use shoal_control::identity::NodeId;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::info;
+
+use crate::{cli::AgentArgs, logging};
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    logging::init(&args.log_level, args.log_format)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: AgentArgs) -> anyhow::Result<()> {
+    let config = config::Config::resolve(&args)?;
+    let state = state_dir::StateDir::lock(&args.state_dir)?;
+    let node_id = NodeId::load_or_create(state.path()).context("loading the node identity")?;
+    info!(node_id = %node_id, hostname = %config.hostname, state_dir = %state.path().display(), "node identity");
+
+    let dataplane =
+        node_dataplane::NodeDataplane::start(&node_id, config.underlay_interface.as_deref())?;
+    let listener = local_api::bind(&args.socket)?;
+    info!(socket = %args.socket.display(), "local API listening");
+
+    let service = local_api::AgentService::new(node_id, config, state.path(), dataplane);
+    let dataplane = service.dataplane();
+    local_api::serve(listener, service, shutdown_signal()).await?;
+
+    info!("shutting down");
+    // Detach programs before the socket disappears, so that "socket gone" means "clean".
+    drop(dataplane.lock().map(|mut dp| dp.take()));
+    local_api::remove_socket(&args.socket);
+    drop(state);
+    info!("stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the agent with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!(signal = "SIGTERM", "received"),
+        _ = int.recv() => info!(signal = "SIGINT", "received"),
+    }
+}

@@ -1,0 +1,14 @@
+//! Types shared by shoal's eBPF programs (kernel side) and the dataplane crate (userspace).
+//!
+//! Everything here is `#![no_std]`, `#[repr(C)]` and `Copy`, because the same bytes are read by
+//! the kernel and by userspace. Each map's name is a `pub const` used by both sides, its layout
+//! is documented next to it, and each shared type has a compile-time size check so that a field
+//! added on one side cannot silently shift the other.
+//!
+//! # Layout
+//! - [`stats`]: per-hook packet and byte counters.
+//! - [`programs`]: names of the eBPF programs in the object.
+#![no_std]
+
+pub mod programs;
+pub mod stats;

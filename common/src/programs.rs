@@ -1,0 +1,11 @@
+//! Names of the programs in shoal's eBPF object, as the kernel-side functions are named.
+
+/// XDP program for the node's underlay interface (the future ingress routing-mesh fast path).
+pub const XDP_UNDERLAY: &str = "shoal_xdp";
+/// tc (clsact) program for packets a task-facing veth receives (the future VIP DNAT hook).
+pub const TC_INGRESS: &str = "shoal_tc_ingress";
+/// tc (clsact) program for packets a task-facing veth sends (the future reverse-NAT hook).
+pub const TC_EGRESS: &str = "shoal_tc_egress";
+/// Minimal XDP program (parse nothing, pass everything): the floor that benchmarks compare
+/// every other program against.
+pub const XDP_FLOOR: &str = "shoal_xdp_floor";

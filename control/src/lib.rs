@@ -1,0 +1,18 @@
+//! shoal's control plane: the cluster model, node identity and the gRPC API.
+//!
+//! This crate knows nothing of aya, netlink or sockets inside namespaces; it publishes desired
+//! state and the agent's reconcile loops apply it.
+//!
+//! # Layout
+//! - [`api`]: the gRPC API (generated from `proto/shoal.proto`), served on the local socket and
+//!   on 2377.
+//! - [`identity`]: a node's ID, created once and kept in the state directory.
+#![forbid(unsafe_code)]
+
+pub mod identity;
+
+/// The gRPC API, generated from `proto/shoal.proto`.
+pub mod api {
+    #![allow(clippy::all, reason = "generated code")]
+    tonic::include_proto!("shoal.v1");
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Installs everything shoal needs to build, run and test on a fresh Debian machine (as root).
+# Idempotent: a second run checks what is there and finishes in seconds.
+#
+#   - Debian packages: iproute2, nftables, util-linux (nsenter), procps, curl
+#   - the pinned nightly with rust-src, which builds the eBPF object (ebpf/toolchain.env)
+#   - bpf-linker, built against that nightly's own LLVM, under $SHOAL_TOOLCHAIN_DIR
+#   - bpffs mounted at /sys/fs/bpf
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=../ebpf/toolchain.env
+source "$here/ebpf/toolchain.env"
+toolchain_dir=${SHOAL_TOOLCHAIN_DIR:-/opt/shoal-toolchain}
+
+say() { printf 'setup: %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: shoal needs root (network namespaces, eBPF, bpffs); run as root" >&2
+  exit 1
+fi
+
+# --- Debian packages -------------------------------------------------------------------------
+need_pkgs=()
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v nft >/dev/null || need_pkgs+=(nftables)
+command -v nsenter >/dev/null || need_pkgs+=(util-linux)
+command -v pkill >/dev/null || need_pkgs+=(procps)
+command -v curl >/dev/null || need_pkgs+=(curl)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  say "installing ${need_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+# --- eBPF toolchain --------------------------------------------------------------------------
+stamp="$toolchain_dir/stamp"
+want="$SHOAL_BPF_NIGHTLY bpf-linker-$SHOAL_BPF_LINKER_VERSION llvm-$SHOAL_BPF_LLVM_MAJOR"
+if ! rustup run "$SHOAL_BPF_NIGHTLY" rustc --version >/dev/null 2>&1 \
+  || [ ! -d "$(rustup run "$SHOAL_BPF_NIGHTLY" rustc --print sysroot)/lib/rustlib/src" ]; then
+  say "installing $SHOAL_BPF_NIGHTLY with rust-src"
+  rustup toolchain install "$SHOAL_BPF_NIGHTLY" --profile minimal -c rust-src >/dev/null
+fi
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$toolchain_dir/bin/bpf-linker" ]; then
+  sysroot=$(rustup run "$SHOAL_BPF_NIGHTLY" rustc --print sysroot)
+  libllvm=$(find "$sysroot/lib" -maxdepth 1 -name "libLLVM.so.$SHOAL_BPF_LLVM_MAJOR*" | head -n 1)
+  if [ -z "$libllvm" ]; then
+    echo "setup: $SHOAL_BPF_NIGHTLY ships no libLLVM.so.$SHOAL_BPF_LLVM_MAJOR*; fix ebpf/toolchain.env" >&2
+    exit 1
+  fi
+  # bpf-linker links libLLVM dynamically from $LLVM_PREFIX/lib and records that path as rpath.
+  mkdir -p "$toolchain_dir/llvm/lib"
+  ln -sf "$libllvm" "$toolchain_dir/llvm/lib/libLLVM.so"
+  ln -sf "$libllvm" "$toolchain_dir/llvm/lib/$(basename "$libllvm")"
+  say "building bpf-linker $SHOAL_BPF_LINKER_VERSION against LLVM $SHOAL_BPF_LLVM_MAJOR (about a minute)"
+  LLVM_PREFIX="$toolchain_dir/llvm" cargo install --quiet --locked --force \
+    --root "$toolchain_dir" bpf-linker --version "$SHOAL_BPF_LINKER_VERSION" \
+    --no-default-features --features "llvm-$SHOAL_BPF_LLVM_MAJOR"
+  echo "$want" >"$stamp"
+fi
+
+# --- bpffs -----------------------------------------------------------------------------------
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+
+say "ready (eBPF toolchain in $toolchain_dir)"
