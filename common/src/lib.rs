@@ -12,3 +12,6 @@
 
 pub mod programs;
 pub mod stats;
+
+/// Maps the agent pins under the node's bpffs directory, so a restarted agent re-adopts them.
+pub const PINNED_MAPS: &[&str] = &[stats::STATS_MAP];

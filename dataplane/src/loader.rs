@@ -1,6 +1,6 @@
 //! [`Dataplane`]: the loaded eBPF object, its programs and where they are attached.
 //!
-//! Maps are pinned by name under the node's pin directory, so a restarted agent re-adopts
+//! Maps listed in `shoal_common::PINNED_MAPS` are pinned by name under the node's pin directory, so a restarted agent re-adopts
 //! them (and later, established flows survive the restart). Links are owned by the
 //! [`Dataplane`] and detached when it is dropped; they are deliberately not pinned yet.
 
@@ -13,7 +13,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode},
 };
-use shoal_common::{programs, stats::STATS_MAP};
+use shoal_common::{PINNED_MAPS, programs, stats::STATS_MAP};
 use tracing::info;
 
 use crate::{error::Error, object, stats::HookCounters};
@@ -45,13 +45,21 @@ impl Dataplane {
     pub fn load(pin_dir: Option<&Path>) -> Result<Self, Error> {
         let bytes = object::bytes()?;
         let mut loader = EbpfLoader::new();
-        if let Some(dir) = pin_dir {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-                what: "creating pin directory",
-                path: dir.to_path_buf(),
-                source,
-            })?;
-            loader.default_map_pin_directory(dir);
+        let pin_paths: Vec<(&str, PathBuf)> = match pin_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                    what: "creating pin directory",
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+                PINNED_MAPS.iter().map(|name| (*name, dir.join(name))).collect()
+            }
+            None => Vec::new(),
+        };
+        // Pinned maps are re-adopted when the pin exists, created and pinned otherwise. The
+        // object marks no map as pinned, so without a directory every map stays private.
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(bytes)?;
         for name in XDP_PROGRAMS {

@@ -4,8 +4,9 @@ use aya_ebpf::{macros::map, maps::PerCpuArray};
 use shoal_common::stats::{PacketCounters, STATS_SLOTS, StatsSlot};
 
 /// See `shoal_common::stats::STATS_MAP` for the layout. The static's name is the map's name.
+/// Not marked pinned here: userspace pins it per node, or keeps it private (tests, benches).
 #[map]
-static SHOAL_STATS: PerCpuArray<PacketCounters> = PerCpuArray::pinned(STATS_SLOTS, 0);
+static SHOAL_STATS: PerCpuArray<PacketCounters> = PerCpuArray::with_max_entries(STATS_SLOTS, 0);
 
 /// Adds one packet of `bytes` to `slot` on this CPU. Per-CPU slots need no atomics.
 #[inline(always)]

@@ -1,1 +1,11 @@
-fn main() {}
+//! End-to-end tests: real namespaces, real eBPF programs, the real `shoal` binary. Needs root.
+//!
+//! One test binary with a module per area, as hickory and aya do.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a failed unwrap is a failed test, with its message"
+)]
+
+mod cli_errors;
+mod cluster_basics;
+mod dataplane_programs;

@@ -1,0 +1,210 @@
+//! A 3-node cluster of real agents: they come up, keep their identity across SIGKILL, shut
+//! down cleanly, and the fixture leaves nothing behind.
+
+use std::{collections::HashSet, net::UdpSocket, path::Path, process::Command, time::Duration};
+
+use shoal_dataplane::netns::run_in;
+use shoal_tests::{Cluster, names::BPFFS_ROOT, wait_until};
+
+fn pin_dir(node_id: &str) -> std::path::PathBuf {
+    Path::new(BPFFS_ROOT).join("shoal").join(node_id)
+}
+
+fn xdp_rx_packets(info: &serde_json::Value) -> u64 {
+    info["dataplane"]["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["hook"] == "xdp_underlay_rx")
+        .and_then(|c| c["packets"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn three_agents_come_up_and_answer_info() {
+    let cluster = Cluster::start(3);
+    let mut ids = HashSet::new();
+    for node in &cluster.nodes {
+        let info = node.info();
+        assert_eq!(info["hostname"], node.name.as_str(), "{info}");
+        assert_eq!(info["swarm_state"], "inactive", "{info}");
+        assert_eq!(
+            info["advertise_addr"],
+            format!("{}:2377", node.address),
+            "{info}"
+        );
+        assert_eq!(info["data_path_addr"], node.address.to_string(), "{info}");
+        let dataplane = &info["dataplane"];
+        assert_eq!(dataplane["underlay_interface"], "eth0", "{info}");
+        assert_eq!(dataplane["xdp_attached"], true, "{info}");
+        let id = info["node_id"].as_str().unwrap().to_string();
+        assert_eq!(id.len(), 25, "node id {id}");
+        assert!(
+            pin_dir(&id).join("SHOAL_STATS").exists(),
+            "map not pinned for {id}"
+        );
+        ids.insert(id);
+
+        // The program really is on the node's underlay interface.
+        let link = cluster.exec(
+            cluster
+                .nodes
+                .iter()
+                .position(|n| n.name == node.name)
+                .unwrap(),
+            "ip",
+            &["link", "show", "eth0"],
+        );
+        let link = String::from_utf8_lossy(&link.stdout);
+        assert!(link.contains("prog/xdp"), "{}: {link}", node.name);
+    }
+    assert_eq!(ids.len(), 3, "node IDs must be distinct: {ids:?}");
+}
+
+#[test]
+fn sigkilled_agent_restarts_as_the_same_node_and_keeps_its_counters() {
+    let mut cluster = Cluster::start(2);
+    let id_before = cluster.nodes[1].node_id();
+
+    // --- 1. traffic from the outside client reaches node2's XDP counter
+    let target = (cluster.nodes[1].address, 9);
+    let client = cluster.client.path();
+    run_in(Path::new(&client), || {
+        let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for _ in 0..10 {
+            socket.send_to(b"count me", target).unwrap();
+        }
+    })
+    .unwrap();
+    let counted = wait_until(Duration::from_secs(5), "node2 to count 10 frames", || {
+        let n = xdp_rx_packets(&cluster.nodes[1].info());
+        if n >= 10 {
+            Ok(n)
+        } else {
+            Err(format!("{n} packets"))
+        }
+    });
+
+    // --- 2. SIGKILL: the API goes away, the socket file and the pins stay
+    cluster.nodes[1].kill();
+    assert!(
+        cluster.nodes[1].try_info().is_err(),
+        "a killed agent still answers"
+    );
+    assert!(
+        cluster.nodes[1].socket().exists(),
+        "SIGKILL cannot remove the socket"
+    );
+    assert!(pin_dir(&id_before).exists(), "pins must survive the agent");
+
+    // --- 3. restart: same node ID, stale socket replaced, pinned counters re-adopted
+    cluster.nodes[1].start();
+    let info = cluster.nodes[1].info();
+    assert_eq!(
+        info["node_id"],
+        id_before.as_str(),
+        "node ID changed across restart"
+    );
+    assert!(
+        xdp_rx_packets(&info) >= counted,
+        "counters were reset: {} < {counted}",
+        xdp_rx_packets(&info)
+    );
+    // node1 was not disturbed.
+    assert!(cluster.nodes[0].try_info().is_ok());
+}
+
+#[test]
+fn sigterm_detaches_programs_and_removes_the_socket() {
+    let mut cluster = Cluster::start(1);
+    let id = cluster.nodes[0].node_id();
+    let status = cluster.nodes[0].stop().unwrap();
+    assert!(status.success(), "agent exited with {status} on SIGTERM");
+    assert!(!cluster.nodes[0].socket().exists(), "socket left behind");
+    let link = cluster.exec(0, "ip", &["link", "show", "eth0"]);
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(!link.contains("xdp"), "XDP left attached: {link}");
+    // Pinned maps stay on purpose: a restarted agent re-adopts them.
+    assert!(pin_dir(&id).exists());
+}
+
+#[test]
+fn a_second_agent_on_the_same_state_dir_is_refused() {
+    let cluster = Cluster::start(1);
+    let node = &cluster.nodes[0];
+    let out = cluster
+        .node_ns(0)
+        .command(shoal_tests::agent::shoal_bin().to_str().unwrap())
+        .arg("agent")
+        .arg("--state-dir")
+        .arg(node.state_dir())
+        .arg("--socket")
+        .arg(cluster.work_dir().join("other.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another shoal agent is already using state dir"),
+        "{stderr}"
+    );
+    // The running agent is untouched.
+    assert!(node.try_info().is_ok());
+}
+
+#[test]
+fn teardown_leaves_nothing_behind() {
+    let links_before = root_links();
+    let cluster = Cluster::start(3);
+    let prefix = cluster.prefix().to_string();
+    let namespaces: Vec<String> = cluster.namespaces().iter().map(|s| s.to_string()).collect();
+    let ids: Vec<String> = cluster.nodes.iter().map(|n| n.node_id()).collect();
+    let pids: Vec<u32> = cluster.nodes.iter().filter_map(|n| n.pid()).collect();
+    let work = cluster.work_dir();
+    for id in &ids {
+        assert!(pin_dir(id).exists());
+    }
+
+    drop(cluster);
+
+    let listed = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    for ns in &namespaces {
+        assert!(!listed.contains(ns.as_str()), "namespace {ns} left behind");
+    }
+    assert!(!listed.contains(&format!("{prefix}-")), "{listed}");
+    for id in &ids {
+        assert!(!pin_dir(id).exists(), "pins of {id} left behind");
+    }
+    for pid in pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "agent {pid} still running"
+        );
+    }
+    assert!(!work.exists(), "{} left behind", work.display());
+    assert_eq!(
+        root_links(),
+        links_before,
+        "links in the root namespace changed"
+    );
+}
+
+/// Names of the links in the test's own (root) namespace.
+fn root_links() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split(": ")
+                .nth(1)
+                .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        })
+        .filter(|n| n.starts_with("shoal") || n.starts_with("veth") || n.starts_with("br"))
+        .collect();
+    names.sort();
+    names
+}

@@ -1,0 +1,209 @@
+//! [`Cluster`]: N node namespaces and an outside client on one underlay bridge, with a real
+//! `shoal agent` in every node.
+//!
+//! ```text
+//!   <prefix>-ul:  br0 ── n1 ─┐ ── n2 ─┐ ... ── cl ─┐          (the underlay "switch")
+//!   <prefix>-n1:  eth0 <─────┘  192.168.S.11/24
+//!   <prefix>-n2:  eth0 <───────────────┘ 192.168.S.12/24
+//!   <prefix>-cl:  eth0 <──────────────────────────┘ 192.168.S.100/24   (outside client)
+//! ```
+//! Each fixture's underlay lives in namespaces of its own, so fixtures run in parallel.
+
+use std::{net::Ipv4Addr, path::PathBuf, process::Output};
+
+use crate::{
+    agent::Agent,
+    names::{remove_pins_under, sweep_stale, unique_prefix, work_dir},
+    netns::Netns,
+};
+
+/// How a node is cut off the underlay.
+#[derive(Clone, Copy, Debug)]
+pub enum Cut {
+    /// Its bridge port goes down: no carrier, like a pulled cable.
+    LinkDown,
+    /// nftables in the node drops everything on eth0, in and out: the link stays up.
+    NftDrop,
+}
+
+/// The client's host number on the underlay subnet.
+const CLIENT_HOST: u8 = 100;
+/// Node i (0-based) gets host number `NODE_HOST_BASE + i + 1`.
+const NODE_HOST_BASE: u8 = 10;
+
+pub struct Cluster {
+    prefix: String,
+    /// Agents, dropped (stopped) before the namespaces they run in.
+    pub nodes: Vec<Agent>,
+    node_ns: Vec<Netns>,
+    /// The outside client: on the underlay, running no agent.
+    pub client: Netns,
+    underlay: Netns,
+    subnet: [u8; 3],
+}
+
+impl Cluster {
+    /// Builds the topology and starts an agent on each of `n` nodes, waiting until every one
+    /// answers `shoal info`.
+    pub fn start(n: usize) -> Cluster {
+        let mut cluster = Cluster::build(n);
+        for agent in &mut cluster.nodes {
+            agent.start();
+        }
+        cluster
+    }
+
+    /// Builds the topology without starting agents.
+    pub fn build(n: usize) -> Cluster {
+        assert!((1..=50).contains(&n), "a cluster has 1 to 50 nodes");
+        sweep_stale();
+        let prefix = unique_prefix();
+        let work = work_dir(&prefix);
+        std::fs::create_dir_all(&work).unwrap();
+        // A subnet per fixture; they cannot clash anyway, as each underlay is its own netns.
+        let third = (std::process::id() as u8).wrapping_add(prefix.len() as u8) % 250 + 1;
+        let subnet = [192, 168, third];
+
+        let underlay = Netns::create(&format!("{prefix}-ul"));
+        underlay.ip(&["link", "add", "br0", "type", "bridge"]);
+        underlay.ip(&["link", "set", "br0", "up"]);
+
+        let client = Netns::create(&format!("{prefix}-cl"));
+        plug(&underlay, &client, "cl", host(subnet, CLIENT_HOST));
+
+        let mut node_ns = Vec::new();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let name = format!("node{}", i + 1);
+            let ns = Netns::create(&format!("{prefix}-n{}", i + 1));
+            let address = host(subnet, NODE_HOST_BASE + i as u8 + 1);
+            plug(&underlay, &ns, &port_name(i), address);
+            nodes.push(Agent::new(&name, address, &ns.path(), work.join(&name)));
+            node_ns.push(ns);
+        }
+        Cluster {
+            prefix,
+            nodes,
+            node_ns,
+            client,
+            underlay,
+            subnet,
+        }
+    }
+
+    /// The prefix every resource of this fixture is named with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Work directory: node state dirs, sockets and logs.
+    pub fn work_dir(&self) -> PathBuf {
+        work_dir(&self.prefix)
+    }
+
+    /// Node `i`'s namespace (0-based).
+    pub fn node_ns(&self, i: usize) -> &Netns {
+        &self.node_ns[i]
+    }
+
+    /// Every namespace of the fixture.
+    pub fn namespaces(&self) -> Vec<&str> {
+        let mut all = vec![self.underlay.name(), self.client.name()];
+        all.extend(self.node_ns.iter().map(Netns::name));
+        all
+    }
+
+    pub fn client_address(&self) -> Ipv4Addr {
+        host(self.subnet, CLIENT_HOST)
+    }
+
+    /// Runs a command in node `i`'s namespace.
+    pub fn exec(&self, i: usize, program: &str, args: &[&str]) -> Output {
+        self.node_ns[i].exec(program, args)
+    }
+
+    /// Cuts node `i` off the underlay.
+    pub fn cut(&self, i: usize, how: Cut) {
+        match how {
+            Cut::LinkDown => {
+                self.underlay.ip(&["link", "set", &port_name(i), "down"]);
+            }
+            Cut::NftDrop => {
+                let ns = &self.node_ns[i];
+                for cmd in [
+                    "add table inet shoal_cut",
+                    "add chain inet shoal_cut in { type filter hook input priority -300 ; }",
+                    "add chain inet shoal_cut out { type filter hook output priority -300 ; }",
+                    "add rule inet shoal_cut in iifname eth0 drop",
+                    "add rule inet shoal_cut out oifname eth0 drop",
+                ] {
+                    let out = ns.exec("nft", &[cmd]);
+                    assert!(
+                        out.status.success(),
+                        "nft {cmd}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Undoes [`Cluster::cut`].
+    pub fn heal(&self, i: usize, how: Cut) {
+        match how {
+            Cut::LinkDown => {
+                self.underlay.ip(&["link", "set", &port_name(i), "up"]);
+            }
+            Cut::NftDrop => {
+                let out = self.node_ns[i].exec("nft", &["delete table inet shoal_cut"]);
+                assert!(out.status.success(), "nft delete table: {out:?}");
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Stop agents first: they detach their programs on SIGTERM.
+        self.nodes.clear();
+        let work = work_dir(&self.prefix);
+        remove_pins_under(&work);
+        if std::thread::panicking() {
+            eprintln!(
+                "cluster {}: agent logs kept in {}",
+                self.prefix,
+                work.display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        // The namespaces (and every link in them) go when the fields drop, after this.
+    }
+}
+
+fn host(subnet: [u8; 3], n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(subnet[0], subnet[1], subnet[2], n)
+}
+
+fn port_name(i: usize) -> String {
+    format!("n{}", i + 1)
+}
+
+/// Connects `ns` to the underlay bridge with a veth: `port` on the bridge, `eth0` in `ns`.
+fn plug(underlay: &Netns, ns: &Netns, port: &str, address: Ipv4Addr) {
+    underlay.ip(&[
+        "link",
+        "add",
+        port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        ns.name(),
+    ]);
+    underlay.ip(&["link", "set", port, "master", "br0", "up"]);
+    ns.ip(&["addr", "add", &format!("{address}/24"), "dev", "eth0"]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+}

@@ -1,0 +1,80 @@
+//! Unique names for fixture resources, the work directory, and sweeping leftovers.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+/// Every fixture resource name starts with this.
+pub const PREFIX_ROOT: &str = "shoal-t";
+/// Agents' state dirs, sockets and logs live under here, one directory per fixture prefix.
+pub const WORK_ROOT: &str = "/tmp/shoal-tests";
+/// bpffs root where agents pin maps (`<root>/shoal/<node-id>`).
+pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A prefix unique on this machine: `shoal-t<pid>-<n>`.
+pub fn unique_prefix() -> String {
+    format!(
+        "{PREFIX_ROOT}{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The pid a prefix was made by, if it is one of ours.
+fn owner_pid(name: &str) -> Option<i32> {
+    name.strip_prefix(PREFIX_ROOT)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The work directory of one fixture.
+pub fn work_dir(prefix: &str) -> PathBuf {
+    Path::new(WORK_ROOT).join(prefix)
+}
+
+/// Removes the pins of every node whose state dir lies under `dir` (`*/state/node-id`).
+pub fn remove_pins_under(dir: &Path) {
+    let Ok(nodes) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for node in nodes.flatten() {
+        if let Ok(id) = std::fs::read_to_string(node.path().join("state/node-id")) {
+            let id = id.trim();
+            if !id.is_empty() && !id.contains('/') {
+                let _ = std::fs::remove_dir_all(Path::new(BPFFS_ROOT).join("shoal").join(id));
+            }
+        }
+    }
+}
+
+/// Deletes namespaces, pins and work dirs left by fixtures whose process no longer exists.
+pub fn sweep_stale() {
+    let netns = Command::new("ip").args(["netns", "list"]).output();
+    if let Ok(out) = netns {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if owner_pid(name).is_some_and(|pid| !pid_alive(pid)) {
+                let _ = Command::new("ip").args(["netns", "del", name]).status();
+            }
+        }
+    }
+    if let Ok(dirs) = std::fs::read_dir(WORK_ROOT) {
+        for dir in dirs.flatten() {
+            let name = dir.file_name().to_string_lossy().into_owned();
+            if owner_pid(&name).is_some_and(|pid| !pid_alive(pid)) {
+                remove_pins_under(&dir.path());
+                let _ = std::fs::remove_dir_all(dir.path());
+            }
+        }
+    }
+}
