@@ -32,7 +32,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the node agent (the daemon).
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Show this node's identity, addresses, swarm state and data path.
     Info(InfoArgs),
     /// Run the built-in demo workload: HTTP on TCP and echo on UDP, answering with its

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         Err(e) => return cli::report_parse_error(e),
     };
     let result = match cli.command {
-        cli::Command::Agent(args) => daemon::run(args),
+        cli::Command::Agent(args) => daemon::run(*args),
         cli::Command::Info(args) => commands::info::run(&cli.host, args),
         cli::Command::Whoami(args) => whoami::run(args),
     };

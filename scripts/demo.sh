@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# shoal demo: builds shoal, starts a local 3-node cluster in network namespaces on this
+# machine, and shows it working. The cluster stays up for you to explore; `demo.sh down`
+# removes it (namespaces, agents, state, pinned maps).
+#
+#   shoal-demo-ul      the underlay "switch": bridge br0
+#   shoal-demo-node1   eth0 192.168.50.11/24   agent socket /run/shoal-demo/node1/shoal.sock
+#   shoal-demo-node2   eth0 192.168.50.12/24   ...
+#   shoal-demo-node3   eth0 192.168.50.13/24
+#   shoal-demo-client  eth0 192.168.50.100/24  an outside client on the underlay
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+NODES=3
+PREFIX=shoal-demo
+RUN=/run/shoal-demo
+SUBNET=192.168.50
+SHOAL=$PWD/target/debug/shoal
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+node_ns() { echo "$PREFIX-node$1"; }
+node_sock() { echo "$RUN/node$1/shoal.sock"; }
+node_shoal() { local i=$1; shift; "$SHOAL" -H "unix://$(node_sock "$i")" "$@"; }
+
+down() {
+  for i in $(seq 1 $NODES); do
+    if [ -f "$RUN/node$i/agent.pid" ]; then
+      kill -TERM "$(cat "$RUN/node$i/agent.pid")" 2>/dev/null || true
+    fi
+  done
+  # Give agents a moment to detach their programs, then make sure they are gone.
+  for _ in $(seq 1 50); do
+    pgrep -f "$RUN/node" >/dev/null || break
+    sleep 0.1
+  done
+  pkill -KILL -f "$RUN/node" 2>/dev/null || true
+  for i in $(seq 1 $NODES); do
+    id=$(cat "$RUN/node$i/state/node-id" 2>/dev/null || true)
+    [ -n "$id" ] && rm -rf "/sys/fs/bpf/shoal/$id"
+  done
+  for ns in $(ip netns list | awk '{print $1}' | grep "^$PREFIX-" || true); do
+    ip netns del "$ns"
+  done
+  rm -rf "$RUN"
+}
+
+plug() { # plug NS PORT ADDRESS: a veth from the underlay bridge to eth0 in NS
+  ip -n "$PREFIX-ul" link add "$2" type veth peer name eth0 netns "$1"
+  ip -n "$PREFIX-ul" link set "$2" master br0 up
+  ip -n "$1" addr add "$3/24" dev eth0
+  ip -n "$1" link set eth0 up
+  ip -n "$1" link set lo up
+}
+
+if [ "${1:-up}" = down ]; then
+  down
+  echo "demo: removed"
+  exit 0
+fi
+
+say "Setting up this machine (packages, eBPF toolchain, bpffs)"
+./scripts/setup.sh
+say "Building shoal"
+SHOAL_REQUIRE_EBPF=1 cargo build --locked --bin shoal
+
+say "Removing any earlier demo"
+down
+
+say "Creating the underlay and $NODES node namespaces"
+ip netns add "$PREFIX-ul"
+ip -n "$PREFIX-ul" link add br0 type bridge
+ip -n "$PREFIX-ul" link set br0 up
+ip netns add "$PREFIX-client"
+plug "$PREFIX-client" client "$SUBNET.100"
+for i in $(seq 1 $NODES); do
+  ip netns add "$(node_ns "$i")"
+  plug "$(node_ns "$i")" "n$i" "$SUBNET.$((10 + i))"
+done
+
+say "Starting an agent in each node"
+for i in $(seq 1 $NODES); do
+  mkdir -p "$RUN/node$i"
+  # nsenter enters the network namespace only, so bpffs stays visible to the agent.
+  nsenter --net="/run/netns/$(node_ns "$i")" -- setsid "$SHOAL" agent \
+    --state-dir "$RUN/node$i/state" --socket "$(node_sock "$i")" \
+    --hostname "node$i" --advertise-addr "$SUBNET.$((10 + i))" \
+    >"$RUN/node$i/agent.log" 2>&1 </dev/null &
+  echo $! >"$RUN/node$i/agent.pid"
+done
+for i in $(seq 1 $NODES); do
+  for _ in $(seq 1 100); do
+    node_shoal "$i" info >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  node_shoal "$i" info >/dev/null || { cat "$RUN/node$i/agent.log"; exit 1; }
+done
+
+say "Sending a little traffic from the outside client to each node's underlay address"
+for i in $(seq 1 $NODES); do
+  ip netns exec "$PREFIX-client" bash -c "for n in 1 2 3 4 5; do echo hi >/dev/udp/$SUBNET.$((10 + i))/9; done" || true
+done
+
+for i in $(seq 1 $NODES); do
+  say "shoal -H unix://$(node_sock "$i") info"
+  node_shoal "$i" info
+done
+
+cat <<EOT
+
+The cluster is running. Try:
+  $SHOAL -H unix://$(node_sock 1) info
+  $SHOAL -H unix://$(node_sock 2) info --format json
+  ip -n $(node_ns 1) link show eth0        # the XDP program on the underlay interface
+  tail $RUN/node1/agent.log
+Tear it down with:
+  ./scripts/demo.sh down
+EOT
