@@ -1,1 +1,38 @@
-fn main() {}
+//! shoal's benchmarks. Each one measures shoal and a floor or a real peer in the same run, on
+//! the same machine, and prints the ratio. Timing goals live here, never in tests.
+//!
+//! Usage: `shoal-bench <benchmark>` (as root). See bench/README.md for what each number means.
+//!
+//! # Layout
+//! - `program_cost`: per-packet cost of each eBPF program against a do-nothing floor.
+#![allow(clippy::print_stdout, reason = "a benchmark's output is its report")]
+
+mod program_cost;
+
+use std::process::ExitCode;
+
+const BENCHMARKS: &[(&str, &str)] = &[(
+    "program-cost",
+    "per-packet cost of each eBPF program vs a do-nothing floor (BPF_PROG_TEST_RUN)",
+)];
+
+fn main() -> ExitCode {
+    let name = std::env::args().nth(1).unwrap_or_default();
+    let result = match name.as_str() {
+        "program-cost" => program_cost::run(),
+        _ => {
+            eprintln!("usage: shoal-bench <benchmark>");
+            for (name, what) in BENCHMARKS {
+                eprintln!("  {name:<14} {what}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -7,5 +7,7 @@ pub const TC_INGRESS: &str = "shoal_tc_ingress";
 /// tc (clsact) program for packets a task-facing veth sends (the future reverse-NAT hook).
 pub const TC_EGRESS: &str = "shoal_tc_egress";
 /// Minimal XDP program (parse nothing, pass everything): the floor that benchmarks compare
-/// every other program against.
+/// every XDP program against.
 pub const XDP_FLOOR: &str = "shoal_xdp_floor";
+/// Minimal tc program: the floor for tc programs (skb test runs cost more than XDP ones).
+pub const TC_FLOOR: &str = "shoal_tc_floor";

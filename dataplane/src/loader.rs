@@ -37,7 +37,11 @@ pub struct TestRunOutcome {
 }
 
 const XDP_PROGRAMS: [&str; 2] = [programs::XDP_UNDERLAY, programs::XDP_FLOOR];
-const TC_PROGRAMS: [&str; 2] = [programs::TC_INGRESS, programs::TC_EGRESS];
+const TC_PROGRAMS: [&str; 3] = [
+    programs::TC_INGRESS,
+    programs::TC_EGRESS,
+    programs::TC_FLOOR,
+];
 
 impl Dataplane {
     /// Loads the embedded object and every program in it into the kernel. With `pin_dir`, maps
@@ -52,7 +56,10 @@ impl Dataplane {
                     path: dir.to_path_buf(),
                     source,
                 })?;
-                PINNED_MAPS.iter().map(|name| (*name, dir.join(name))).collect()
+                PINNED_MAPS
+                    .iter()
+                    .map(|name| (*name, dir.join(name)))
+                    .collect()
             }
             None => Vec::new(),
         };

@@ -44,10 +44,16 @@ mod programs {
         TC_ACT_OK
     }
 
-    /// The benchmark floor: does nothing but pass.
+    /// The XDP benchmark floor: does nothing but pass.
     #[xdp]
     pub fn shoal_xdp_floor(_ctx: XdpContext) -> u32 {
         xdp_action::XDP_PASS
+    }
+
+    /// The tc benchmark floor: does nothing but pass.
+    #[classifier]
+    pub fn shoal_tc_floor(_ctx: TcContext) -> i32 {
+        TC_ACT_OK
     }
 }
 
