@@ -7,9 +7,15 @@
 //! - [`api`]: the gRPC API (generated from `proto/shoal.proto`), served on the local socket and
 //!   on 2377.
 //! - [`identity`]: a node's ID, created once and kept in the state directory.
+//! - [`cluster`]: the cluster model kept in Raft, and the commands that change it.
+//! - [`raft`]: Raft among managers (openraft), its log and state machine on redb.
+//! - [`pki`]: the cluster CA, node certificates, join tokens and TLS configuration.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod identity;
+pub mod pki;
+pub mod raft;
 
 /// The gRPC API, generated from `proto/shoal.proto`.
 pub mod api {

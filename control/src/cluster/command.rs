@@ -1,0 +1,109 @@
+//! Commands: the entries of the Raft log, and how each one changes [`ClusterState`].
+//!
+//! Callers validate before proposing (for a clear error without a log entry); `apply`
+//! validates again, because the state may have changed between the check and the commit.
+
+use serde::{Deserialize, Serialize};
+
+use super::model::{Availability, ClusterInfo, ClusterState, NodeRecord, Role};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// `swarm init`: the cluster and its first node (a manager).
+    Init {
+        cluster: ClusterInfo,
+        node: NodeRecord,
+    },
+    /// A node joined (`swarm join`), or re-joined with the same ID.
+    AddNode(NodeRecord),
+    /// `node update`.
+    UpdateNode {
+        id: String,
+        availability: Option<Availability>,
+        labels_add: Vec<(String, String)>,
+        labels_rm: Vec<String>,
+    },
+    /// `node promote` / `node demote`.
+    SetRole { id: String, role: Role },
+    /// `node rm`, or a node's `swarm leave`.
+    RemoveNode { id: String },
+    /// `swarm join-token --rotate`.
+    RotateSecret { role: Role, secret: String },
+}
+
+/// What applying a command produced. Errors are part of the replicated result, not a failure
+/// of the log: every manager reaches the same verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    Ok,
+    Rejected(String),
+}
+
+impl ClusterState {
+    /// Applies `command`, or leaves the state untouched and says why not.
+    pub fn apply(&mut self, command: &Command) -> CommandResponse {
+        match self.try_apply(command) {
+            Ok(()) => CommandResponse::Ok,
+            Err(why) => CommandResponse::Rejected(why),
+        }
+    }
+
+    fn try_apply(&mut self, command: &Command) -> Result<(), String> {
+        match command {
+            Command::Init { cluster, node } => {
+                if self.cluster.is_some() {
+                    return Err("This node is already part of a swarm.".into());
+                }
+                self.cluster = Some(cluster.clone());
+                self.nodes.insert(node.id.clone(), node.clone());
+            }
+            Command::AddNode(node) => {
+                self.cluster_info()?;
+                self.nodes.insert(node.id.clone(), node.clone());
+            }
+            Command::UpdateNode {
+                id,
+                availability,
+                labels_add,
+                labels_rm,
+            } => {
+                let node = self.node_mut(id)?;
+                if let Some(a) = availability {
+                    node.availability = *a;
+                }
+                for key in labels_rm {
+                    node.labels.remove(key);
+                }
+                for (key, value) in labels_add {
+                    node.labels.insert(key.clone(), value.clone());
+                }
+            }
+            Command::SetRole { id, role } => {
+                self.node_mut(id)?.role = *role;
+            }
+            Command::RemoveNode { id } => {
+                self.nodes
+                    .remove(id)
+                    .ok_or_else(|| format!("node {id} not found"))?;
+            }
+            Command::RotateSecret { role, secret } => {
+                let cluster = self.cluster.as_mut().ok_or("no swarm")?;
+                match role {
+                    Role::Worker => cluster.worker_secret = secret.clone(),
+                    Role::Manager => cluster.manager_secret = secret.clone(),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn cluster_info(&self) -> Result<&ClusterInfo, String> {
+        self.cluster.as_ref().ok_or_else(|| "no swarm".to_string())
+    }
+
+    fn node_mut(&mut self, id: &str) -> Result<&mut NodeRecord, String> {
+        self.nodes
+            .get_mut(id)
+            .ok_or_else(|| format!("node {id} not found"))
+    }
+}

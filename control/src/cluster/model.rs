@@ -1,0 +1,116 @@
+//! The objects of the cluster model. All are serde types: they travel in Raft log entries and
+//! snapshots (postcard), and are shown by the CLI.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// A node's role, as in Swarm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    Worker,
+    Manager,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Worker => "worker",
+            Role::Manager => "manager",
+        }
+    }
+}
+
+/// Whether the scheduler may place tasks on a node, as in Swarm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Availability {
+    /// Takes new tasks.
+    Active,
+    /// Keeps its tasks, takes no new ones.
+    Pause,
+    /// Its tasks move elsewhere.
+    Drain,
+}
+
+impl Availability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Active => "active",
+            Availability::Pause => "pause",
+            Availability::Drain => "drain",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Availability::Active),
+            "pause" => Some(Availability::Pause),
+            "drain" => Some(Availability::Drain),
+            _ => None,
+        }
+    }
+}
+
+/// The cluster itself: created once by `swarm init`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// Cluster ID (25 characters, like a node ID).
+    pub id: String,
+    /// The cluster CA certificate, PEM. Its SHA-256 digest is the first part of join tokens.
+    pub ca_cert_pem: String,
+    /// The CA's private key, PEM. Replicated to managers only (it lives in the Raft store,
+    /// which only managers hold), so any manager can issue certificates.
+    pub ca_key_pem: String,
+    /// Secret part of the worker join token.
+    pub worker_secret: String,
+    /// Secret part of the manager join token.
+    pub manager_secret: String,
+    /// Address pools overlay subnets are allocated from (`--default-addr-pool`).
+    pub default_addr_pools: Vec<String>,
+    /// Prefix length of each allocated subnet (`--default-addr-pool-mask-length`).
+    pub subnet_size: u8,
+    /// Heartbeat period; a node silent for 3 periods is Down.
+    pub heartbeat_period_ms: u64,
+    /// Unix time of `swarm init`, seconds.
+    pub created_at: u64,
+}
+
+/// A node of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Node ID, as kept in the node's state dir.
+    pub id: String,
+    pub hostname: String,
+    pub role: Role,
+    pub availability: Availability,
+    pub labels: BTreeMap<String, String>,
+    /// Where the node's API listens for other nodes (advertise address, port 2377).
+    pub addr: SocketAddr,
+    /// VXLAN outer source address.
+    pub data_path_addr: IpAddr,
+    /// Unix time the node joined, seconds.
+    pub created_at: u64,
+}
+
+/// Everything the Raft state machine holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// `None` until `swarm init` is applied.
+    pub cluster: Option<ClusterInfo>,
+    /// Nodes by node ID.
+    pub nodes: BTreeMap<String, NodeRecord>,
+}
+
+/// The Raft member ID of a node: openraft needs a `Copy` integer, our IDs are strings. The
+/// first 8 bytes of the ID's SHA-256; collisions among a cluster's managers are negligible
+/// (and checked when a manager joins).
+pub fn raft_id(node_id: &str) -> u64 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(node_id.as_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(bytes)
+}

@@ -1,0 +1,2 @@
+pub struct LogStore;
+pub struct StateMachineStore;
