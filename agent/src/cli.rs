@@ -38,6 +38,154 @@ pub enum Command {
     /// Run the built-in demo workload: HTTP on TCP and echo on UDP, answering with its
     /// hostname and addresses.
     Whoami(WhoamiArgs),
+    /// Manage the swarm: init, join, join-token, leave.
+    #[command(subcommand)]
+    Swarm(SwarmCommand),
+    /// Manage the swarm's nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SwarmCommand {
+    /// Create a swarm with this node as its first manager.
+    Init(SwarmInitArgs),
+    /// Join a swarm as a worker or a manager, as the token says.
+    Join(SwarmJoinArgs),
+    /// Show or rotate a join token.
+    JoinToken(JoinTokenArgs),
+    /// Leave the swarm.
+    Leave(LeaveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SwarmInitArgs {
+    /// Address other nodes reach this one at: IP or IP:PORT (default port 2377).
+    #[arg(long, default_value = "")]
+    pub advertise_addr: String,
+    /// Source address for VXLAN traffic (default: the advertise address).
+    #[arg(long, default_value = "")]
+    pub data_path_addr: String,
+    /// Address pool overlay subnets are allocated from (repeatable; default 10.0.0.0/8).
+    #[arg(long = "default-addr-pool")]
+    pub default_addr_pools: Vec<String>,
+    /// Prefix length of each overlay subnet allocated from the pools.
+    #[arg(long, default_value_t = 24)]
+    pub default_addr_pool_mask_length: u32,
+    /// Heartbeat period; a node silent for 3 periods is Down.
+    #[arg(long, default_value = "1s", value_parser = crate::duration::parse_duration)]
+    pub dispatcher_heartbeat: std::time::Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct SwarmJoinArgs {
+    /// Join token (from `shoal swarm join-token`).
+    #[arg(long)]
+    pub token: String,
+    /// Address other nodes reach this one at: IP or IP:PORT (default port 2377).
+    #[arg(long, default_value = "")]
+    pub advertise_addr: String,
+    /// Source address for VXLAN traffic (default: the advertise address).
+    #[arg(long, default_value = "")]
+    pub data_path_addr: String,
+    /// A manager of the swarm: HOST:PORT (port 2377 if omitted).
+    pub remote_addr: String,
+}
+
+#[derive(Args, Debug)]
+pub struct JoinTokenArgs {
+    /// Only print the token.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Replace the token with a new one; the old one stops working.
+    #[arg(long)]
+    pub rotate: bool,
+    /// Which token.
+    #[arg(value_parser = ["worker", "manager"])]
+    pub role: String,
+}
+
+#[derive(Args, Debug)]
+pub struct LeaveArgs {
+    /// Leave even when this is a manager whose leaving costs the swarm its quorum.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// List the swarm's nodes.
+    #[command(alias = "list")]
+    Ls(FormatArgs),
+    /// Show one or more nodes in detail.
+    Inspect(NodeInspectArgs),
+    /// Change a node's availability or labels.
+    Update(NodeUpdateArgs),
+    /// Make workers managers.
+    Promote(NodesArgs),
+    /// Make managers workers.
+    Demote(NodesArgs),
+    /// Remove nodes from the swarm.
+    #[command(alias = "remove")]
+    Rm(NodeRmArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FormatArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct NodeInspectArgs {
+    /// Human-readable output instead of JSON.
+    #[arg(long)]
+    pub pretty: bool,
+    /// Node IDs or hostnames (`self` for this node).
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NodeUpdateArgs {
+    /// Availability: active, pause or drain.
+    #[arg(long, value_parser = ["active", "pause", "drain"])]
+    pub availability: Option<String>,
+    /// Add or change a label (key=value; repeatable).
+    #[arg(long = "label-add", value_parser = parse_label)]
+    pub labels_add: Vec<(String, String)>,
+    /// Remove a label (repeatable).
+    #[arg(long = "label-rm")]
+    pub labels_rm: Vec<String>,
+    /// Node ID or hostname.
+    pub node: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NodesArgs {
+    /// Node IDs or hostnames.
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct NodeRmArgs {
+    /// Remove a node that is not down.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Node IDs or hostnames.
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+}
+
+/// `key=value` (or `key`, with an empty value, as Docker allows).
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s.split_once('=').unwrap_or((s, ""));
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return Err(format!("invalid label {s:?}: expected key=value"));
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 #[derive(Args, Debug)]

@@ -1,34 +1,40 @@
-//! Connecting the CLI to an agent's API: `unix:///path` (the default) or `tcp://host:port`.
+//! Connecting the CLI to an agent's API: `unix:///path` (the default).
+
+use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use hyper_util::rt::TokioIo;
-use shoal_control::api::agent_client::AgentClient;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
-/// Connects to the agent at `host`, failing with a message that says what to check.
-pub async fn connect(host: &str) -> anyhow::Result<AgentClient<Channel>> {
+/// Connects to the agent at `host` and runs `call` with the channel, on a small runtime of its
+/// own. Failures come back as one line that says what to check.
+pub fn with_agent<T>(
+    host: &str,
+    call: impl AsyncFnOnce(Channel) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let channel = connect(host).await?;
+        call(channel).await
+    })
+}
+
+async fn connect(host: &str) -> anyhow::Result<Channel> {
     let Some(path) = host.strip_prefix("unix://") else {
         bail!("unsupported host {host:?}: expected unix:///path/to/shoal.sock");
     };
-    let path = path.to_string();
-    // The URI is required by the HTTP/2 layer but never dialled: the connector opens the socket.
-    let channel = Endpoint::from_static("http://shoal.local")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
+    shoal_control::local_client::connect_unix(Path::new(path))
         .await
         .map_err(|e| anyhow::anyhow!("{}", root_cause(&e)))
         .with_context(|| {
             format!("cannot reach the shoal agent at {host} (is `shoal agent` running?)")
-        })?;
-    Ok(AgentClient::new(channel))
+        })
 }
 
-/// Turns an API error status into one line.
+/// Turns an API error status into one line: the message is written for operators.
 pub fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", status.message())
+    anyhow::anyhow!("{}", status.message().replace('\n', " "))
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

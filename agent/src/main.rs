@@ -6,13 +6,16 @@
 //! - `client`: connecting to an agent's API (`-H`, `SHOAL_HOST`).
 //! - `commands`: one module per CLI command that calls the API.
 //! - `whoami`: the built-in demo workload.
+//! - `table`, `duration`: Docker-style tables and durations.
 //! - `logging`: the one place that configures tracing.
 
 mod cli;
 mod client;
 mod commands;
 mod daemon;
+mod duration;
 mod logging;
+mod table;
 mod whoami;
 
 use std::process::ExitCode;
@@ -28,6 +31,8 @@ fn main() -> ExitCode {
         cli::Command::Agent(args) => daemon::run(*args),
         cli::Command::Info(args) => commands::info::run(&cli.host, args),
         cli::Command::Whoami(args) => whoami::run(args),
+        cli::Command::Swarm(command) => commands::swarm::run(&cli.host, command),
+        cli::Command::Node(command) => commands::node::run(&cli.host, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,21 +5,30 @@
 //!
 //! # Layout
 //! - `program_cost`: per-packet cost of each eBPF program against a do-nothing floor.
+//! - `raft_writes`: Raft write throughput and commit latency with 3 managers.
 #![allow(clippy::print_stdout, reason = "a benchmark's output is its report")]
 
 mod program_cost;
+mod raft_writes;
 
 use std::process::ExitCode;
 
-const BENCHMARKS: &[(&str, &str)] = &[(
-    "program-cost",
-    "per-packet cost of each eBPF program vs a do-nothing floor (BPF_PROG_TEST_RUN)",
-)];
+const BENCHMARKS: &[(&str, &str)] = &[
+    (
+        "program-cost",
+        "per-packet cost of each eBPF program vs a do-nothing floor (BPF_PROG_TEST_RUN)",
+    ),
+    (
+        "raft-writes",
+        "Raft write throughput and p50/p99 commit latency, 3 managers (netns cluster)",
+    ),
+];
 
 fn main() -> ExitCode {
     let name = std::env::args().nth(1).unwrap_or_default();
     let result = match name.as_str() {
         "program-cost" => program_cost::run(),
+        "raft-writes" => raft_writes::run(),
         _ => {
             eprintln!("usage: shoal-bench <benchmark>");
             for (name, what) in BENCHMARKS {

@@ -7,15 +7,20 @@
 //! - [`api`]: the gRPC API (generated from `proto/shoal.proto`), served on the local socket and
 //!   on 2377.
 //! - [`identity`]: a node's ID, created once and kept in the state directory.
+//! - [`local_client`]: connecting to an agent's local API socket.
 //! - [`cluster`]: the cluster model kept in Raft, and the commands that change it.
 //! - [`raft`]: Raft among managers (openraft), its log and state machine on redb.
 //! - [`pki`]: the cluster CA, node certificates, join tokens and TLS configuration.
+//! - [`swarm`]: the node's membership at run time: init, join, leave, Raft, heartbeats, and the
+//!   `Cluster` API service.
 #![forbid(unsafe_code)]
 
 pub mod cluster;
 pub mod identity;
+pub mod local_client;
 pub mod pki;
 pub mod raft;
+pub mod swarm;
 
 /// The gRPC API, generated from `proto/shoal.proto`.
 pub mod api {

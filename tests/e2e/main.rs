@@ -9,3 +9,4 @@
 mod cli_errors;
 mod cluster_basics;
 mod dataplane_programs;
+mod swarm_core;

@@ -20,20 +20,25 @@ use crate::wait::wait_until;
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The `shoal` binary under test: `$SHOAL_BIN`, or `shoal` next to the test's target dir
-/// (`target/<profile>/deps/e2e-* -> target/<profile>/shoal`).
+/// The `shoal` binary under test: `$SHOAL_BIN`, or `shoal` in the caller's target profile
+/// directory (tests run from `target/<profile>/deps/`, benchmarks from `target/<profile>/`).
 pub fn shoal_bin() -> PathBuf {
     if let Some(bin) = std::env::var_os("SHOAL_BIN") {
         return PathBuf::from(bin);
     }
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("shoal");
-    assert!(
-        bin.is_file(),
-        "{} not found: build it first (cargo build), or set SHOAL_BIN",
-        bin.display()
-    );
-    bin
+    let here = exe.parent().unwrap();
+    let candidates = [here.join("shoal"), here.parent().unwrap().join("shoal")];
+    candidates
+        .iter()
+        .find(|bin| bin.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "{} not found: build it first (cargo build), or set SHOAL_BIN",
+                candidates[1].display()
+            )
+        })
 }
 
 /// Runs the `shoal` CLI with `args` against the agent listening on `socket`.

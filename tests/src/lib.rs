@@ -11,6 +11,7 @@
 //! - [`agent`]: one `shoal agent` process and the CLI pointed at it.
 //! - [`netns`]: [`Netns`], a named network namespace owned by the test, and command helpers.
 //! - [`names`]: unique prefixes, the work directory, and sweeping leftovers of dead runs.
+//! - [`swarm`]: forming a swarm on a cluster, and reading `node ls`.
 //! - [`wait`]: bounded polling for conditions.
 #![allow(
     clippy::unwrap_used,
@@ -21,6 +22,7 @@ pub mod agent;
 pub mod cluster;
 pub mod names;
 pub mod netns;
+pub mod swarm;
 pub mod wait;
 
 pub use agent::Agent;

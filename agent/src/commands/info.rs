@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use shoal_control::api::{InfoRequest, InfoResponse};
+use shoal_control::api::{InfoRequest, InfoResponse, agent_client::AgentClient};
 
 use crate::{
     cli::{InfoArgs, OutputFormat},
@@ -10,12 +10,8 @@ use crate::{
 };
 
 pub fn run(host: &str, args: InfoArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let info = runtime.block_on(async {
-        let mut agent = client::connect(host).await?;
-        agent
+    let info = client::with_agent(host, async |channel| {
+        AgentClient::new(channel)
             .info(InfoRequest {})
             .await
             .map(tonic::Response::into_inner)
@@ -42,6 +38,13 @@ fn render(info: &InfoResponse) -> String {
     let _ = writeln!(out, "Name: {}", info.hostname);
     let _ = writeln!(out, "NodeID: {}", info.node_id);
     let _ = writeln!(out, "Swarm: {}", info.swarm_state);
+    if info.swarm_state == "active" {
+        let _ = writeln!(out, " NodeID: {}", info.node_id);
+        let _ = writeln!(out, " Is Manager: {}", info.is_manager);
+        let _ = writeln!(out, " ClusterID: {}", info.cluster_id);
+        let _ = writeln!(out, " Managers: {}", info.managers);
+        let _ = writeln!(out, " Nodes: {}", info.nodes);
+    }
     let _ = writeln!(out, " Listen Address: {}", info.listen_addr);
     let _ = writeln!(out, " Advertise Address: {}", or_none(&info.advertise_addr));
     let _ = writeln!(out, " Data Path Address: {}", or_none(&info.data_path_addr));

@@ -1,5 +1,5 @@
-//! The local API: a unix socket (mode 0600, root only) serving the gRPC `Agent` service that
-//! the CLI calls. The same service definition is served on 2377 once the node is in a swarm.
+//! The local API: a unix socket (mode 0600, root only) serving the gRPC `Agent` service (this
+//! node) and the `Cluster` service (the swarm, with this node's root as the caller) to the CLI.
 
 use std::{
     future::Future,
@@ -13,8 +13,10 @@ use shoal_control::{
     api::{
         InfoRequest, InfoResponse,
         agent_server::{Agent, AgentServer},
+        cluster_server::ClusterServer,
     },
     identity::NodeId,
+    swarm::{ClusterService, Swarm},
 };
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -30,6 +32,7 @@ pub struct AgentService {
     /// The parts of `info` that do not change while the agent runs.
     static_info: InfoResponse,
     dataplane: SharedDataplane,
+    swarm: Swarm,
 }
 
 impl AgentService {
@@ -38,6 +41,7 @@ impl AgentService {
         config: Config,
         state_dir: &Path,
         dataplane: NodeDataplane,
+        swarm: Swarm,
     ) -> Self {
         let static_info = InfoResponse {
             node_id: node_id.to_string(),
@@ -56,11 +60,12 @@ impl AgentService {
             data_path_port: config.data_path_port.into(),
             gossip_port: config.gossip_port.into(),
             state_dir: state_dir.display().to_string(),
-            dataplane: None,
+            ..Default::default()
         };
         AgentService {
             static_info,
             dataplane: Arc::new(Mutex::new(Some(dataplane))),
+            swarm,
         }
     }
 
@@ -78,8 +83,14 @@ impl Agent for AgentService {
             .map_err(|_| Status::internal("data path state poisoned"))?
             .as_ref()
             .map(NodeDataplane::info);
+        let swarm = self.swarm.summary().await;
         Ok(Response::new(InfoResponse {
             dataplane,
+            swarm_state: if swarm.active { "active" } else { "inactive" }.to_string(),
+            cluster_id: swarm.cluster_id,
+            is_manager: swarm.is_manager,
+            managers: swarm.managers,
+            nodes: swarm.nodes,
             ..self.static_info.clone()
         }))
     }
@@ -105,14 +116,17 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then lets in-flight calls finish.
+/// Serves the API (the agent's own calls, and the cluster calls as this node's root) on
+/// `listener` until `shutdown` resolves, then lets in-flight calls finish.
 pub async fn serve(
     listener: UnixListener,
     service: AgentService,
+    swarm: Swarm,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .add_service(AgentServer::new(service))
+        .add_service(ClusterServer::new(ClusterService::local(swarm)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .context("serving the local API")

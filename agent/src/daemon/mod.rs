@@ -15,8 +15,13 @@ mod local_api;
 mod node_dataplane;
 mod state_dir;
 
+use std::time::Duration;
+
 use anyhow::Context as _;
-use shoal_control::identity::NodeId;
+use shoal_control::{
+    identity::NodeId,
+    swarm::{NodeConfig, Swarm},
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
@@ -39,14 +44,30 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
 
     let dataplane =
         node_dataplane::NodeDataplane::start(&node_id, config.underlay_interface.as_deref())?;
+    let swarm = Swarm::new(NodeConfig {
+        node_id: node_id.clone(),
+        hostname: config.hostname.clone(),
+        state_dir: state.path().to_path_buf(),
+        listen_addr: config.listen_addr,
+        advertise_addr: config.advertise_addr,
+        data_path_addr: config.data_path_addr,
+        heartbeat_period: DEFAULT_HEARTBEAT,
+    });
+    swarm
+        .resume()
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))
+        .context("resuming the swarm membership")?;
     let listener = local_api::bind(&args.socket)?;
     info!(socket = %args.socket.display(), "local API listening");
 
-    let service = local_api::AgentService::new(node_id, config, state.path(), dataplane);
+    let service =
+        local_api::AgentService::new(node_id, config, state.path(), dataplane, swarm.clone());
     let dataplane = service.dataplane();
-    local_api::serve(listener, service, shutdown_signal()).await?;
+    local_api::serve(listener, service, swarm.clone(), shutdown_signal()).await?;
 
     info!("shutting down");
+    swarm.shutdown().await;
     // Detach programs before the socket disappears, so that "socket gone" means "clean".
     drop(dataplane.lock().map(|mut dp| dp.take()));
     local_api::remove_socket(&args.socket);
@@ -54,6 +75,9 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
     info!("stopped");
     Ok(())
 }
+
+/// Swarm's default is 5 s; shoal notices a dead node five times sooner.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Resolves on the first SIGTERM or SIGINT.
 async fn shutdown_signal() {

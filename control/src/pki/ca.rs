@@ -1,0 +1,315 @@
+//! The cluster CA: creating it at `swarm init`, its digest (the first part of join tokens), and
+//! issuing node certificates that carry a node's ID and role.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{NodeCredentials, PkiError, TLS_SERVER_NAME, pem};
+use crate::cluster::Role;
+
+/// Common name of the CA certificate, as in Swarm.
+pub const CA_COMMON_NAME: &str = "swarm-ca";
+/// Organizational unit of a manager's certificate, as in Swarm.
+pub const OU_MANAGER: &str = "swarm-manager";
+/// Organizational unit of a worker's certificate, as in Swarm.
+pub const OU_WORKER: &str = "swarm-worker";
+/// Length of a CA digest in a join token: SHA-256 in base 36 needs at most 50 digits.
+pub const CA_DIGEST_LEN: usize = 50;
+
+/// 20 years, counting leap days.
+const CA_VALIDITY: Duration = Duration::from_secs((20 * 365 + 5) * 24 * 3600);
+const NODE_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Certificates start being valid a little in the past, so a node whose clock is a bit behind
+/// the manager's still accepts a certificate issued a second ago.
+const BACKDATE: Duration = Duration::from_secs(3600);
+
+/// The cluster CA: its certificate and private key, PEM. The key lives only in the managers'
+/// Raft store (see [`crate::cluster::ClusterInfo`]).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterCa {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+// Hand-written so that a stray `{:?}` never prints the CA's private key.
+impl std::fmt::Debug for ClusterCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCa")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"[redacted]")
+            .finish()
+    }
+}
+
+impl ClusterCa {
+    /// A new self-signed CA (ECDSA P-256): CN `swarm-ca`, O = the cluster ID, valid 20 years.
+    pub fn generate(cluster_id: &str) -> Result<Self, PkiError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err("the CA key"))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, CA_COMMON_NAME);
+        dn.push(DnType::OrganizationName, cluster_id);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        set_validity(&mut params, CA_VALIDITY);
+        let cert = params
+            .self_signed(&key)
+            .map_err(gen_err("the CA certificate"))?;
+        Ok(ClusterCa {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// The CA digest of join tokens: SHA-256 of the certificate's DER, in base 36, lowercase,
+    /// zero-padded to 50 characters (Docker's format).
+    pub fn digest(&self) -> Result<String, PkiError> {
+        Ok(digest_of_der(
+            pem::cert_der(&self.cert_pem, "the CA certificate")?.as_ref(),
+        ))
+    }
+
+    /// A certificate for a node, signed by this CA: CN = node ID, OU = `swarm-manager` or
+    /// `swarm-worker`, O = cluster ID, DNS names `shoal-node` (the name every node is reached
+    /// by in TLS, since nodes are addressed by IP) and the node ID, valid 1 year, usable as TLS
+    /// client and server.
+    ///
+    /// The node's key pair is generated here, on the manager, rather than on the node with a
+    /// CSR: the credentials travel back to the node inside the TLS connection of its Join call
+    /// (whose server it has authenticated against the token's CA digest), so the key is never
+    /// exposed in clear, and the join protocol stays one round trip.
+    pub fn issue(
+        &self,
+        node_id: &str,
+        role: Role,
+        cluster_id: &str,
+    ) -> Result<NodeCredentials, PkiError> {
+        let ca_key = KeyPair::from_pem(&self.key_pem).map_err(gen_err("the CA key (parsing)"))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&self.cert_pem, ca_key).map_err(gen_err("the CA issuer"))?;
+
+        let node_key =
+            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err("the node key"))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, node_id);
+        dn.push(DnType::OrganizationalUnitName, role_ou(role));
+        dn.push(DnType::OrganizationName, cluster_id);
+        params.distinguished_name = dn;
+        params.subject_alt_names = vec![
+            SanType::DnsName(
+                TLS_SERVER_NAME
+                    .try_into()
+                    .map_err(gen_err("the node certificate's DNS name"))?,
+            ),
+            SanType::DnsName(
+                node_id
+                    .try_into()
+                    .map_err(gen_err("the node certificate's node ID name"))?,
+            ),
+        ];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        set_validity(&mut params, NODE_VALIDITY);
+        let cert = params
+            .signed_by(&node_key, &issuer)
+            .map_err(gen_err("the node certificate"))?;
+        Ok(NodeCredentials {
+            ca_cert_pem: self.cert_pem.clone(),
+            cert_pem: cert.pem(),
+            key_pem: node_key.serialize_pem(),
+        })
+    }
+}
+
+/// The OU a role is written as in node certificates.
+pub(crate) fn role_ou(role: Role) -> &'static str {
+    match role {
+        Role::Manager => OU_MANAGER,
+        Role::Worker => OU_WORKER,
+    }
+}
+
+/// SHA-256 of `der` in base 36, zero-padded to [`CA_DIGEST_LEN`] (what Docker's
+/// `big.Int.Text(36)` with `%050s` gives).
+pub(crate) fn digest_of_der(der: &[u8]) -> String {
+    base36_padded(&Sha256::digest(der))
+}
+
+/// A big-endian unsigned number in base 36, lowercase, zero-padded to [`CA_DIGEST_LEN`].
+fn base36_padded(big_endian: &[u8]) -> String {
+    let mut n = big_endian.to_vec();
+    let mut digits = Vec::with_capacity(CA_DIGEST_LEN);
+    // Schoolbook division of the big-endian number by 36 until it is zero.
+    while n.iter().any(|&b| b != 0) {
+        let mut rem: u32 = 0;
+        for byte in n.iter_mut() {
+            let cur = (rem << 8) | u32::from(*byte);
+            *byte = (cur / 36) as u8;
+            rem = cur % 36;
+        }
+        digits.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[rem as usize]);
+    }
+    while digits.len() < CA_DIGEST_LEN {
+        digits.push(b'0');
+    }
+    digits.iter().rev().map(|&d| d as char).collect()
+}
+
+/// Sets `params` valid from `BACKDATE` ago for `length`. rcgen re-exports no "now" (nor its
+/// time crate), so the dates are the Unix epoch plus the system clock.
+fn set_validity(params: &mut CertificateParams, length: Duration) {
+    // A clock before 1970 is not worth an error: the certificate then starts at the epoch.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    params.not_before = epoch + now.saturating_sub(BACKDATE);
+    params.not_after = epoch + (now + length);
+}
+
+fn gen_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> PkiError {
+    move |source| PkiError::Generate { what, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use x509_parser::{certificate::X509Certificate, prelude::FromDer};
+
+    use super::*;
+    use crate::pki::peer_identity;
+
+    #[test]
+    fn ca_digest_is_50_base36_chars_and_stable() {
+        let ca = ClusterCa::generate("cluster1").unwrap();
+        let digest = ca.digest().unwrap();
+        assert_eq!(digest.len(), CA_DIGEST_LEN);
+        assert!(
+            digest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        );
+        assert_eq!(ca.digest().unwrap(), digest);
+        // A CA that went through serde (as in the Raft store) has the same digest.
+        let copy = ClusterCa {
+            cert_pem: ca.cert_pem.clone(),
+            key_pem: ca.key_pem.clone(),
+        };
+        assert_eq!(copy.digest().unwrap(), digest);
+        assert_ne!(
+            ClusterCa::generate("cluster1").unwrap().digest().unwrap(),
+            digest
+        );
+    }
+
+    #[test]
+    fn base36_matches_known_values() {
+        // SHA-256("") in base 36, computed independently (Python's int(hex, 16) in base 36).
+        assert_eq!(
+            digest_of_der(b""),
+            "5oaq0bjhj6un82wg98mgigso5q7qlhc63je4gw7ivixqqhkd3p"
+        );
+    }
+
+    #[test]
+    fn base36_pads_with_zeros() {
+        assert_eq!(base36_padded(&[0; 32]), "0".repeat(50));
+        let mut one = [0u8; 32];
+        one[31] = 37;
+        assert_eq!(base36_padded(&one), format!("{}11", "0".repeat(48)));
+        assert_eq!(base36_padded(&[0xff; 32]).len(), 50);
+    }
+
+    #[test]
+    fn ca_certificate_fields() {
+        let ca = ClusterCa::generate("cluster1").unwrap();
+        let der = pem::cert_der(&ca.cert_pem, "ca").unwrap();
+        let (_, cert) = X509Certificate::from_der(der.as_ref()).unwrap();
+        assert!(cert.is_ca());
+        let cn = cert.subject().iter_common_name().next().unwrap();
+        assert_eq!(cn.as_str().unwrap(), CA_COMMON_NAME);
+        let o = cert.subject().iter_organization().next().unwrap();
+        assert_eq!(o.as_str().unwrap(), "cluster1");
+        let years = (cert.validity().not_after.timestamp()
+            - cert.validity().not_before.timestamp())
+            / (365 * 24 * 3600);
+        assert_eq!(years, 20);
+        // Re-encoding the DER gives back the stored PEM (connect_for_join relies on it).
+        assert_eq!(pem::encode_cert(der.as_ref()), ca.cert_pem);
+    }
+
+    #[test]
+    fn issued_certificates_carry_node_id_and_role() {
+        let ca = ClusterCa::generate("cluster1").unwrap();
+        for (node_id, role) in [
+            ("manager0000000000000000001", Role::Manager),
+            ("worker00000000000000000002", Role::Worker),
+        ] {
+            let creds = ca.issue(node_id, role, "cluster1").unwrap();
+            assert_eq!(creds.ca_cert_pem, ca.cert_pem);
+            let der = pem::cert_der(&creds.cert_pem, "node").unwrap();
+            let id = peer_identity(der.as_ref()).unwrap();
+            assert_eq!(id.node_id, node_id);
+            assert_eq!(id.role, role);
+
+            let (_, cert) = X509Certificate::from_der(der.as_ref()).unwrap();
+            assert!(!cert.is_ca());
+            let ou = cert.subject().iter_organizational_unit().next().unwrap();
+            assert_eq!(ou.as_str().unwrap(), role_ou(role));
+            let o = cert.subject().iter_organization().next().unwrap();
+            assert_eq!(o.as_str().unwrap(), "cluster1");
+            let eku = cert.extended_key_usage().unwrap().unwrap().value;
+            assert!(eku.server_auth && eku.client_auth);
+            let san = cert.subject_alternative_name().unwrap().unwrap().value;
+            let names: Vec<String> = san.general_names.iter().map(|n| n.to_string()).collect();
+            assert_eq!(
+                names,
+                [
+                    format!("DNSName({TLS_SERVER_NAME})"),
+                    format!("DNSName({node_id})")
+                ]
+            );
+            let days = (cert.validity().not_after.timestamp()
+                - cert.validity().not_before.timestamp())
+                / (24 * 3600);
+            assert_eq!(days, 365);
+            assert_eq!(
+                cert.issuer().to_string(),
+                X509Certificate::from_der(pem::cert_der(&ca.cert_pem, "ca").unwrap().as_ref())
+                    .unwrap()
+                    .1
+                    .subject()
+                    .to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn broken_ca_is_an_error() {
+        let ca = ClusterCa {
+            cert_pem: "not a certificate".into(),
+            key_pem: "not a key".into(),
+        };
+        assert!(ca.digest().is_err());
+        assert!(ca.issue("node", Role::Worker, "cluster1").is_err());
+    }
+}

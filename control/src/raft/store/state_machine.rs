@@ -1,0 +1,275 @@
+//! [`StateMachineStore`]: the [`ClusterState`] the log builds, its snapshots, and the shared
+//! handle the rest of the manager reads the state through.
+
+use std::io::Cursor;
+use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
+    RaftSnapshotBuilder, SnapshotMeta, StoredMembership,
+};
+use redb::Database;
+use serde::{Deserialize, Serialize};
+
+use super::{APPLIED, DbError, SM, SNAPSHOT, StorageError, get, put, write};
+use crate::cluster::{ClusterState, CommandResponse};
+use crate::raft::TypeConfig;
+
+/// A read handle on the replicated [`ClusterState`], shared with the [`StateMachineStore`] it
+/// came from: it sees every entry applied so far, including a snapshot installed. Cloning is
+/// cheap.
+///
+/// The lock is a std one, so reads need no runtime, and the state machine holds it for writing
+/// only while it applies entries in memory, never across IO.
+#[derive(Clone, Debug)]
+pub struct StateReader(Arc<RwLock<ClusterState>>);
+
+impl StateReader {
+    /// A copy of the current state.
+    pub fn cluster_state(&self) -> ClusterState {
+        self.read(ClusterState::clone)
+    }
+
+    /// Runs `f` on the current state, under the read lock: keep it short, the state machine
+    /// waits for it to apply entries.
+    pub fn read<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> T {
+        // Poisoning takes a panic inside `ClusterState::apply`, which has no panicking path;
+        // serving the state on beats taking the manager down over it.
+        f(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, ClusterState> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+type Membership = StoredMembership<u64, BasicNode>;
+
+/// The state machine as saved in redb (`"applied"`) and as carried in snapshot data.
+#[derive(Debug, Default, Deserialize)]
+struct SmImage {
+    last_applied: Option<LogId<u64>>,
+    membership: Membership,
+    state: ClusterState,
+}
+
+/// [`SmImage`] by reference, to encode without cloning the state; same fields in the same
+/// order, hence the same postcard encoding.
+#[derive(Serialize)]
+struct SmImageRef<'a> {
+    last_applied: &'a Option<LogId<u64>>,
+    membership: &'a Membership,
+    state: &'a ClusterState,
+}
+
+impl SmImageRef<'_> {
+    fn encode(&self) -> Result<Vec<u8>, DbError> {
+        Ok(postcard::to_stdvec(self)?)
+    }
+}
+
+/// The current snapshot, as saved in redb (`"snapshot"`).
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<u64, BasicNode>,
+    data: Vec<u8>,
+}
+
+impl StoredSnapshot {
+    fn into_snapshot(self) -> Snapshot<TypeConfig> {
+        Snapshot {
+            meta: self.meta,
+            snapshot: Box::new(Cursor::new(self.data)),
+        }
+    }
+}
+
+/// The Raft state machine of a manager: the [`ClusterState`] in memory (read it through
+/// [`StateMachineStore::reader`]), saved to redb after every applied batch.
+pub struct StateMachineStore {
+    db: Arc<Database>,
+    state: StateReader,
+    last_applied: Option<LogId<u64>>,
+    membership: Membership,
+}
+
+impl StateMachineStore {
+    /// Loads the state machine saved in `db`, or an empty one.
+    pub(super) fn load(db: Arc<Database>) -> Result<Self, DbError> {
+        let image: SmImage = get(&db, SM, APPLIED)?.unwrap_or_default();
+        Ok(Self {
+            db,
+            state: StateReader(Arc::new(RwLock::new(image.state))),
+            last_applied: image.last_applied,
+            membership: image.membership,
+        })
+    }
+
+    /// A read handle on the replicated cluster state, which stays current as entries apply.
+    pub fn reader(&self) -> StateReader {
+        self.state.clone()
+    }
+
+    /// A copy of the current cluster state.
+    pub fn cluster_state(&self) -> ClusterState {
+        self.state.cluster_state()
+    }
+
+    /// The state machine with `state`, encoded as saved under `"applied"`.
+    fn encode(&self, state: &ClusterState) -> Result<Vec<u8>, DbError> {
+        SmImageRef {
+            last_applied: &self.last_applied,
+            membership: &self.membership,
+            state,
+        }
+        .encode()
+    }
+
+    /// Saves the encoded state machine and, if given, makes `snapshot` the current snapshot, in
+    /// one transaction.
+    fn save(&self, image: &[u8], snapshot: Option<&StoredSnapshot>) -> Result<(), DbError> {
+        write(&self.db, |txn| {
+            txn.open_table(SM)?.insert(APPLIED, image)?;
+            if let Some(snapshot) = snapshot {
+                put(txn, SM, SNAPSHOT, snapshot)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SmSnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId<u64>>, Membership), StorageError> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut responses = Vec::new();
+        let image = {
+            let mut state = self.state.write();
+            for entry in entries {
+                self.last_applied = Some(entry.log_id);
+                responses.push(match entry.payload {
+                    EntryPayload::Blank => CommandResponse::Ok,
+                    EntryPayload::Normal(command) => state.apply(&command),
+                    EntryPayload::Membership(membership) => {
+                        self.membership = StoredMembership::new(Some(entry.log_id), membership);
+                        CommandResponse::Ok
+                    }
+                });
+            }
+            self.encode(&state)
+        };
+        // Written after the lock is released: readers need not wait for the disk.
+        if !responses.is_empty() {
+            image
+                .and_then(|image| self.save(&image, None))
+                .map_err(|e| e.into_storage(ErrorSubject::StateMachine, ErrorVerb::Write))?;
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // A copy (the state is small) freezes the view: entries applied while the snapshot is
+        // built stay out of it, as they are out of `last_applied`.
+        SmSnapshotBuilder {
+            db: self.db.clone(),
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            state: self.state.cluster_state(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
+        let data = snapshot.into_inner();
+        let image: SmImage = postcard::from_bytes(&data)
+            .map_err(|e| DbError::from(e).into_storage(subject(), ErrorVerb::Read))?;
+        // The ids come from the meta, which openraft checked; the data carries the same ones, as
+        // `build_snapshot` wrote both.
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        let encoded = self.encode(&image.state);
+        *self.state.write() = image.state;
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        encoded
+            .and_then(|image| self.save(&image, Some(&stored)))
+            .map_err(|e| e.into_storage(subject(), ErrorVerb::Write))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let stored: Option<StoredSnapshot> = get(&self.db, SM, SNAPSHOT)
+            .map_err(|e| e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
+        Ok(stored.map(StoredSnapshot::into_snapshot))
+    }
+}
+
+/// Builds a snapshot of the state machine as it was when openraft asked for the builder.
+pub struct SmSnapshotBuilder {
+    db: Arc<Database>,
+    last_applied: Option<LogId<u64>>,
+    membership: Membership,
+    state: ClusterState,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SmSnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let data = SmImageRef {
+            last_applied: &self.last_applied,
+            membership: &self.membership,
+            state: &self.state,
+        }
+        .encode()
+        .map_err(|e| e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
+        // Unique even for two snapshots at the same log id, as openraft asks; a clock before
+        // 1970 only costs that uniqueness.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let last = self
+            .last_applied
+            .map_or_else(|| "none".to_string(), |id| id.to_string());
+        let meta = SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+            snapshot_id: format!("{last}-{nanos}"),
+        };
+        let stored = StoredSnapshot { meta, data };
+        let signature = stored.meta.signature();
+        write(&self.db, |txn| {
+            // This builder runs beside the state machine: a snapshot installed meanwhile is
+            // newer, and must stay the current one.
+            let current: Option<StoredSnapshot> = {
+                let table = txn.open_table(SM)?;
+                let value = redb::ReadableTable::get(&table, SNAPSHOT)?;
+                value.map(|v| postcard::from_bytes(v.value())).transpose()?
+            };
+            if current.is_none_or(|c| c.meta.last_log_id <= stored.meta.last_log_id) {
+                put(txn, SM, SNAPSHOT, &stored)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| e.into_storage(ErrorSubject::Snapshot(Some(signature)), ErrorVerb::Write))?;
+        Ok(stored.into_snapshot())
+    }
+}

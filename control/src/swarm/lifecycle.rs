@@ -1,0 +1,626 @@
+//! Membership changes: `swarm init`, `swarm join`, `swarm leave`, resuming after a restart,
+//! and switching role when the node is promoted or demoted.
+//!
+//! Each change runs under the swarm's transition lock and is all-or-nothing: on any failure
+//! the membership files are removed and anything started is stopped.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use openraft::BasicNode;
+use tokio::{net::TcpListener, sync::watch};
+use tonic::Status;
+use tracing::{info, warn};
+
+use super::{
+    Active, ManagerRole, Swarm, heartbeat,
+    liveness::Liveness,
+    peers::Peers,
+    persist::{self, SwarmFile},
+    raft_network::NetworkFactory,
+    service::ClusterService,
+};
+use crate::{
+    api::{
+        AddRaftMemberRequest, AdmitRequest, InitRequest, InitResponse, JoinSwarmRequest,
+        JoinSwarmResponse, UpdateNodeRequest, cluster_client::ClusterClient,
+        cluster_server::ClusterServer,
+    },
+    cluster::{Availability, ClusterInfo, Command, NodeRecord, Role, raft_id},
+    identity::NodeId,
+    pki::{self, ClusterCa, JoinToken, NodeCredentials},
+    raft::{Raft, store},
+};
+
+/// The manager port, when an address is given without one.
+pub const MANAGER_PORT: u16 = 2377;
+const DEFAULT_POOL: &str = "10.0.0.0/8";
+const DEFAULT_SUBNET_SIZE: u8 = 24;
+const ALREADY_IN_SWARM: &str = "This node is already part of a swarm. Use \"shoal swarm leave\" \
+     to leave this swarm and join another one.";
+
+impl Swarm {
+    /// Resumes the membership kept in the state dir, after an agent restart (even SIGKILL).
+    pub async fn resume(&self) -> Result<(), Status> {
+        let _guard = self.inner.transitions.lock().await;
+        let state_dir = &self.inner.config.state_dir;
+        let file = persist::load(state_dir).map_err(internal("reading the swarm membership"))?;
+        let Some(file) = file else {
+            return Ok(());
+        };
+        let creds = NodeCredentials::load(&persist::swarm_dir(state_dir))
+            .map_err(internal("reading the node credentials"))?
+            .ok_or_else(|| Status::internal("swarm.json exists but the credentials are missing"))?;
+        info!(cluster_id = %file.cluster_id, role = file.role.as_str(), "resuming swarm membership");
+        let active = self.activate(file, creds).await?;
+        *self.inner.active.write().await = Some(active);
+        Ok(())
+    }
+
+    /// `swarm init`.
+    pub async fn init(&self, request: InitRequest) -> Result<InitResponse, Status> {
+        let _guard = self.inner.transitions.lock().await;
+        if self.inner.active.read().await.is_some() {
+            return Err(Status::failed_precondition(ALREADY_IN_SWARM));
+        }
+        let addr = self.advertise_addr(&request.advertise_addr)?;
+        let data_path_addr = self.data_path_addr(&request.data_path_addr, addr)?;
+        let (pools, subnet_size) = validate_pools(
+            &request.default_addr_pools,
+            request.default_addr_pool_mask_length,
+        )?;
+
+        let node_id = self.node_id().to_string();
+        let cluster_id = NodeId::generate().to_string();
+        let ca = ClusterCa::generate(&cluster_id).map_err(internal("creating the cluster CA"))?;
+        let creds = ca
+            .issue(&node_id, Role::Manager, &cluster_id)
+            .map_err(internal("issuing this node's certificate"))?;
+        let cluster = ClusterInfo {
+            id: cluster_id.clone(),
+            ca_cert_pem: ca.cert_pem.clone(),
+            ca_key_pem: ca.key_pem.clone(),
+            worker_secret: pki::generate_secret(),
+            manager_secret: pki::generate_secret(),
+            default_addr_pools: pools,
+            subnet_size,
+            heartbeat_period_ms: match request.dispatcher_heartbeat_ms {
+                0 => self.inner.config.heartbeat_period.as_millis() as u64,
+                ms => ms,
+            },
+            created_at: now_secs(),
+        };
+        let worker_token = JoinToken::new(
+            ca.digest().map_err(internal("digesting the CA"))?,
+            cluster.worker_secret.clone(),
+        );
+        let node = self.node_record(Role::Manager, addr, data_path_addr);
+        let file = SwarmFile {
+            cluster_id,
+            role: Role::Manager,
+            addr,
+            data_path_addr,
+            manager_addrs: vec![addr],
+        };
+
+        let result = async {
+            self.save_membership(&file, &creds)?;
+            let active = self.activate(file, creds).await?;
+            *self.inner.active.write().await = Some(Arc::clone(&active));
+            let manager = active
+                .manager
+                .as_ref()
+                .ok_or_else(|| Status::internal("a manager without raft"))?;
+            let members = BTreeMap::from([(raft_id(&node_id), BasicNode::new(addr.to_string()))]);
+            manager
+                .raft
+                .initialize(members)
+                .await
+                .map_err(internal("initializing raft"))?;
+            wait_for_leader(&manager.raft, Duration::from_secs(10)).await?;
+            self.propose(manager, Command::Init { cluster, node }).await
+        }
+        .await;
+        if let Err(e) = result {
+            self.abandon().await;
+            return Err(e);
+        }
+        info!(%addr, "swarm initialized");
+        Ok(InitResponse {
+            node_id,
+            worker_token: worker_token.to_string(),
+            manager_addr: addr.to_string(),
+        })
+    }
+
+    /// `swarm join`: admitted by a manager with a token, without trusting it on first use.
+    pub async fn join(&self, request: JoinSwarmRequest) -> Result<JoinSwarmResponse, Status> {
+        let _guard = self.inner.transitions.lock().await;
+        if self.inner.active.read().await.is_some() {
+            return Err(Status::failed_precondition(ALREADY_IN_SWARM));
+        }
+        let token: JoinToken = request
+            .token
+            .trim()
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+        let remote = parse_addr(&request.remote_addr, MANAGER_PORT)
+            .map_err(|e| Status::invalid_argument(format!("invalid manager address: {e}")))?;
+        let addr = self.advertise_addr(&request.advertise_addr)?;
+        let data_path_addr = self.data_path_addr(&request.data_path_addr, addr)?;
+
+        let (channel, verified_ca) = pki::connect_for_join(remote, &token)
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot join the swarm at {remote}: {e}")))?;
+        let admitted = ClusterClient::new(channel)
+            .admit(AdmitRequest {
+                token: token.to_string(),
+                node_id: self.node_id().to_string(),
+                hostname: self.inner.config.hostname.clone(),
+                addr: addr.to_string(),
+                data_path_addr: data_path_addr.to_string(),
+            })
+            .await?
+            .into_inner();
+        if admitted.ca_cert_pem.trim() != verified_ca.trim() {
+            return Err(Status::permission_denied(
+                "the manager's certificates do not match the CA it presented",
+            ));
+        }
+        let role = parse_role(&admitted.role)?;
+        let creds = NodeCredentials {
+            ca_cert_pem: admitted.ca_cert_pem,
+            cert_pem: admitted.cert_pem,
+            key_pem: admitted.key_pem,
+        };
+        let mut manager_addrs: Vec<SocketAddr> = admitted
+            .manager_addrs
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        if manager_addrs.is_empty() {
+            manager_addrs.push(remote);
+        }
+        let file = SwarmFile {
+            cluster_id: admitted.cluster_id,
+            role,
+            addr,
+            data_path_addr,
+            manager_addrs,
+        };
+
+        let result = async {
+            self.save_membership(&file, &creds)?;
+            let active = self.activate(file, creds).await?;
+            *self.inner.active.write().await = Some(Arc::clone(&active));
+            if role == Role::Manager {
+                self.become_raft_member(&active).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            self.abandon().await;
+            return Err(e);
+        }
+        info!(%remote, role = role.as_str(), "joined the swarm");
+        Ok(JoinSwarmResponse {
+            role: role.as_str().to_string(),
+        })
+    }
+
+    /// `swarm leave`. A manager is refused (without `force`) when it is the last one or when
+    /// its leaving would cost the swarm its Raft quorum; otherwise it is demoted first.
+    pub async fn leave(&self, force: bool) -> Result<(), Status> {
+        let active = self.active().await?;
+        if active.role() == Role::Manager && !force {
+            self.check_manager_may_leave(&active)?;
+            // Demotion goes through the leader, which removes us from Raft cleanly.
+            let demote = UpdateNodeRequest {
+                node: self.node_id().to_string(),
+                role: Role::Worker.as_str().to_string(),
+                ..Default::default()
+            };
+            self.update_node(demote).await?;
+        }
+        let _guard = self.inner.transitions.lock().await;
+        self.abandon().await;
+        info!("left the swarm");
+        Ok(())
+    }
+
+    fn check_manager_may_leave(&self, active: &Active) -> Result<(), Status> {
+        let Some(manager) = &active.manager else {
+            return Ok(());
+        };
+        let metrics = manager.raft.metrics().borrow().clone();
+        let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+        let me = raft_id(self.node_id());
+        if voters.len() <= 1 {
+            return Err(Status::failed_precondition(
+                "You are attempting to leave the swarm on a node that is participating as a \
+                 manager. Removing the last manager erases all current state of the swarm. Use \
+                 `--force` to ignore this message.",
+            ));
+        }
+        let state = manager.state();
+        let period = heartbeat_period(&state);
+        let reachable = state
+            .nodes
+            .values()
+            .filter(|n| n.role == Role::Manager && raft_id(&n.id) != me)
+            .filter(|n| !active.liveness.is_down(&n.id, period))
+            .count();
+        let remaining = voters.len() - 1;
+        let quorum = remaining / 2 + 1;
+        if reachable < quorum {
+            return Err(Status::failed_precondition(format!(
+                "You are attempting to leave the swarm on a node that is participating as a \
+                 manager. Leaving the swarm will leave you with {reachable} managers out of \
+                 {remaining}. This means Raft quorum will be lost and your swarm will become \
+                 inaccessible. Use `--force` to ignore this message."
+            )));
+        }
+        Ok(())
+    }
+
+    /// Follows a role change decided by the leader (promotion or demotion): restarts the
+    /// membership with Raft started or stopped.
+    pub(super) async fn switch_role(&self, role: Role) -> Result<(), Status> {
+        let _guard = self.inner.transitions.lock().await;
+        let Some(old) = self.inner.active.write().await.take() else {
+            return Ok(());
+        };
+        let mut file = old.file();
+        if file.role == role {
+            *self.inner.active.write().await = Some(old);
+            return Ok(());
+        }
+        info!(
+            from = file.role.as_str(),
+            to = role.as_str(),
+            "switching role"
+        );
+        old.deactivate().await;
+        let creds = old.creds.clone();
+        drop(old);
+        if role == Role::Worker {
+            // A demoted manager's log is of no further use, and stale if it is promoted again.
+            let _ = std::fs::remove_file(persist::raft_path(&self.inner.config.state_dir));
+        }
+        file.role = role;
+        self.save_membership(&file, &creds)?;
+        let active = self.activate(file, creds).await?;
+        *self.inner.active.write().await = Some(Arc::clone(&active));
+        if role == Role::Manager {
+            self.become_raft_member(&active).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks the leader to make this (manager) node a Raft voter, now that its Raft server is up.
+    async fn become_raft_member(&self, active: &Active) -> Result<(), Status> {
+        let request = AddRaftMemberRequest {
+            node_id: self.node_id().to_string(),
+            addr: active.file().addr.to_string(),
+        };
+        // The leader may be changing hands or still learning of us: retry for a while.
+        let mut last = Status::unavailable("no manager answered");
+        for _ in 0..20 {
+            let addrs: Vec<SocketAddr> = active
+                .leader_addr()
+                .into_iter()
+                .chain(active.file().manager_addrs)
+                .collect();
+            for addr in addrs {
+                match active
+                    .peers
+                    .client(addr)?
+                    .add_raft_member(request.clone())
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    Err(e) => last = e,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(last)
+    }
+
+    /// Starts everything an active membership runs: the 2377 server, Raft on managers, and the
+    /// heartbeat loop.
+    pub(super) async fn activate(
+        &self,
+        file: SwarmFile,
+        creds: NodeCredentials,
+    ) -> Result<Arc<Active>, Status> {
+        let config = &self.inner.config;
+        let listener = TcpListener::bind(config.listen_addr).await.map_err(|e| {
+            Status::unavailable(format!("cannot listen on {}: {e}", config.listen_addr))
+        })?;
+        let client_tls = pki::client_tls(&creds).map_err(internal("client TLS configuration"))?;
+        let server_tls = pki::server_tls(&creds).map_err(internal("server TLS configuration"))?;
+        let peers = Arc::new(Peers::new(client_tls));
+        let manager = match file.role {
+            Role::Manager => Some(self.start_raft(Arc::clone(&peers)).await?),
+            Role::Worker => None,
+        };
+        let (stop, stopped) = watch::channel(false);
+        let active = Arc::new(Active {
+            file: Mutex::new(file),
+            creds,
+            peers,
+            manager,
+            liveness: Liveness::new(),
+            leader_hint: Mutex::new(None),
+            stop,
+            tasks: Mutex::new(Vec::new()),
+        });
+
+        let server = {
+            let mut stopped = stopped.clone();
+            let service = ClusterServer::new(ClusterService::remote(self.clone()));
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            tokio::spawn(async move {
+                let result = tonic::transport::Server::builder()
+                    .tls_config(server_tls)
+                    .map(|mut builder| builder.add_service(service))
+                    .map_err(|e| e.to_string());
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                match result {
+                    Ok(router) => {
+                        if let Err(e) = router
+                            .serve_with_incoming_shutdown(incoming, shutdown)
+                            .await
+                        {
+                            warn!(cause = %e, "cluster API server failed");
+                        }
+                    }
+                    Err(e) => warn!(cause = %e, "cluster API server TLS configuration"),
+                }
+            })
+        };
+        let beats = tokio::spawn(heartbeat::run(
+            self.clone(),
+            Arc::clone(&active),
+            stopped.clone(),
+        ));
+        let mut tasks = vec![server, beats];
+        if let Some(manager) = &active.manager {
+            tasks.push(tokio::spawn(heartbeat::watch_leadership(
+                self.clone(),
+                Arc::clone(&active),
+                manager.raft.clone(),
+                stopped,
+            )));
+        }
+        if let Ok(mut slot) = active.tasks.lock() {
+            slot.extend(tasks);
+        }
+        info!(listen = %config.listen_addr, "cluster API listening (mutual TLS)");
+        Ok(active)
+    }
+
+    async fn start_raft(&self, peers: Arc<Peers>) -> Result<ManagerRole, Status> {
+        let path = persist::raft_path(&self.inner.config.state_dir);
+        let (log_store, state_machine) =
+            store::open(&path).map_err(internal("opening the raft store"))?;
+        let reader = state_machine.reader();
+        let config = openraft::Config {
+            cluster_name: "shoal".to_string(),
+            // Leader loss is noticed within ~1-2 s, so a new leader is elected well within 5 s.
+            heartbeat_interval: 250,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(internal("raft configuration"))?;
+        let raft = Raft::new(
+            raft_id(self.node_id()),
+            Arc::new(config),
+            NetworkFactory { peers },
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(internal("starting raft"))?;
+        Ok(ManagerRole {
+            raft,
+            state_machine: reader,
+        })
+    }
+
+    fn save_membership(&self, file: &SwarmFile, creds: &NodeCredentials) -> Result<(), Status> {
+        let state_dir = &self.inner.config.state_dir;
+        creds
+            .save(&persist::swarm_dir(state_dir))
+            .map_err(internal("saving the node credentials"))?;
+        persist::save(state_dir, file).map_err(internal("saving the swarm membership"))
+    }
+
+    /// Stops whatever is active and forgets the membership on disk.
+    async fn abandon(&self) {
+        if let Some(active) = self.inner.active.write().await.take() {
+            active.deactivate().await;
+        }
+        if let Err(e) = persist::remove(&self.inner.config.state_dir) {
+            warn!(cause = %e, "cannot remove the swarm membership files");
+        }
+    }
+
+    fn node_record(&self, role: Role, addr: SocketAddr, data_path_addr: IpAddr) -> NodeRecord {
+        NodeRecord {
+            id: self.node_id().to_string(),
+            hostname: self.inner.config.hostname.clone(),
+            role,
+            availability: Availability::Active,
+            labels: BTreeMap::new(),
+            addr,
+            data_path_addr,
+            created_at: now_secs(),
+        }
+    }
+
+    fn advertise_addr(&self, requested: &str) -> Result<SocketAddr, Status> {
+        if !requested.is_empty() {
+            return parse_addr(requested, MANAGER_PORT)
+                .map_err(|e| Status::invalid_argument(format!("invalid --advertise-addr: {e}")));
+        }
+        self.inner.config.advertise_addr.ok_or_else(|| {
+            Status::invalid_argument(
+                "could not choose an IP address to advertise since this system has several \
+                 addresses or none; specify one with --advertise-addr",
+            )
+        })
+    }
+
+    fn data_path_addr(&self, requested: &str, advertise: SocketAddr) -> Result<IpAddr, Status> {
+        if !requested.is_empty() {
+            return requested.parse().map_err(|_| {
+                Status::invalid_argument(format!("invalid --data-path-addr {requested:?}"))
+            });
+        }
+        Ok(self.inner.config.data_path_addr.unwrap_or(advertise.ip()))
+    }
+}
+
+/// Parses `IP` or `IP:PORT`.
+pub fn parse_addr(s: &str, default_port: u16) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, default_port))
+        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
+}
+
+pub(super) fn parse_role(s: &str) -> Result<Role, Status> {
+    match s {
+        "worker" => Ok(Role::Worker),
+        "manager" => Ok(Role::Manager),
+        other => Err(Status::invalid_argument(format!(
+            "invalid role {other:?}: expected worker or manager"
+        ))),
+    }
+}
+
+/// Checks `--default-addr-pool` and `--default-addr-pool-mask-length`.
+fn validate_pools(pools: &[String], mask_length: u32) -> Result<(Vec<String>, u8), Status> {
+    let subnet_size = if mask_length == 0 {
+        DEFAULT_SUBNET_SIZE
+    } else {
+        u8::try_from(mask_length).unwrap_or(u8::MAX)
+    };
+    let pools: Vec<String> = if pools.is_empty() {
+        vec![DEFAULT_POOL.to_string()]
+    } else {
+        pools.to_vec()
+    };
+    let mut parsed: Vec<ipnet::Ipv4Net> = Vec::new();
+    for pool in &pools {
+        let net: ipnet::Ipv4Net = pool.trim().parse().map_err(|_| {
+            Status::invalid_argument(format!(
+                "invalid default address pool {pool:?}: not an IPv4 CIDR"
+            ))
+        })?;
+        if net.network() != net.addr() {
+            return Err(Status::invalid_argument(format!(
+                "invalid default address pool {pool:?}: host bits are set (did you mean {}?)",
+                net.trunc()
+            )));
+        }
+        if subnet_size < net.prefix_len() || subnet_size > 29 {
+            return Err(Status::invalid_argument(format!(
+                "invalid default address pool mask length {subnet_size}: it must be between {} \
+                 (the pool {pool}) and 29",
+                net.prefix_len()
+            )));
+        }
+        if let Some(other) = parsed.iter().find(|p| p.contains(&net) || net.contains(*p)) {
+            return Err(Status::invalid_argument(format!(
+                "invalid default address pools: {pool} overlaps {other}"
+            )));
+        }
+        parsed.push(net);
+    }
+    Ok((
+        parsed.iter().map(ToString::to_string).collect(),
+        subnet_size,
+    ))
+}
+
+async fn wait_for_leader(raft: &Raft, timeout: Duration) -> Result<(), Status> {
+    raft.wait(Some(timeout))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .map(|_| ())
+        .map_err(|e| Status::unavailable(format!("no raft leader was elected: {e}")))
+}
+
+pub(super) fn heartbeat_period(state: &crate::cluster::ClusterState) -> Duration {
+    Duration::from_millis(
+        state
+            .cluster
+            .as_ref()
+            .map_or(1000, |c| c.heartbeat_period_ms.max(1)),
+    )
+}
+
+pub(super) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Maps an error to an internal status with what was being done.
+pub(super) fn internal<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Status {
+    move |e| Status::internal(format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_are_validated() {
+        let ok = validate_pools(&[], 0).unwrap();
+        assert_eq!(ok, (vec!["10.0.0.0/8".to_string()], 24));
+        let ok = validate_pools(&["10.20.0.0/16".into()], 26).unwrap();
+        assert_eq!(ok.1, 26);
+        for (pools, mask) in [
+            (vec!["10.0.0.0/33".to_string()], 0),
+            (vec!["not-a-cidr".to_string()], 0),
+            (vec!["10.0.0.1/8".to_string()], 0),
+            (vec!["10.0.0.0/16".to_string()], 8),
+            (vec!["10.0.0.0/16".to_string()], 30),
+            (vec!["10.0.0.0/8".to_string(), "10.1.0.0/16".to_string()], 0),
+        ] {
+            assert!(
+                validate_pools(&pools, mask).is_err(),
+                "{pools:?} /{mask} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_take_a_default_port() {
+        assert_eq!(
+            parse_addr("10.0.0.1", 2377).unwrap(),
+            "10.0.0.1:2377".parse().unwrap()
+        );
+        assert_eq!(
+            parse_addr("10.0.0.1:99", 2377).unwrap(),
+            "10.0.0.1:99".parse().unwrap()
+        );
+        assert!(parse_addr("manager", 2377).is_err());
+    }
+}

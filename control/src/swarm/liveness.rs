@@ -1,0 +1,94 @@
+//! The leader's view of which nodes are alive: the last heartbeat from each node. A node
+//! silent for three heartbeat periods is Down.
+//!
+//! A manager that just became leader has not heard from anyone yet, so every node gets a grace
+//! period counted from the moment of the leadership change ([`Liveness::became_leader`]).
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+/// Heartbeat periods of silence after which a node is Down (Swarm's rule).
+pub const MISSED_PERIODS: u32 = 3;
+
+pub struct Liveness {
+    seen: Mutex<Seen>,
+}
+
+struct Seen {
+    last: HashMap<String, Instant>,
+    /// No node is Down for silence before this: when this manager became leader.
+    grace_from: Instant,
+}
+
+impl Liveness {
+    pub fn new() -> Self {
+        Liveness {
+            seen: Mutex::new(Seen {
+                last: HashMap::new(),
+                grace_from: Instant::now(),
+            }),
+        }
+    }
+
+    pub fn record(&self, node_id: &str) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.last.insert(node_id.to_string(), Instant::now());
+        }
+    }
+
+    pub fn became_leader(&self) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.grace_from = Instant::now();
+        }
+    }
+
+    /// Time since `node_id` was last heard from (or since the grace period began).
+    pub fn silence(&self, node_id: &str) -> Duration {
+        let Ok(seen) = self.seen.lock() else {
+            return Duration::ZERO;
+        };
+        let last = seen
+            .last
+            .get(node_id)
+            .copied()
+            .map_or(seen.grace_from, |t| t.max(seen.grace_from));
+        last.elapsed()
+    }
+
+    pub fn is_down(&self, node_id: &str, period: Duration) -> bool {
+        self.silence(node_id) > period * MISSED_PERIODS
+    }
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silent_nodes_go_down_after_three_periods_with_grace_for_new_leaders() {
+        let liveness = Liveness::new();
+        let period = Duration::from_millis(10);
+        liveness.record("a");
+        assert!(!liveness.is_down("a", period));
+        assert!(!liveness.is_down("never-seen", period), "grace period");
+        std::thread::sleep(period * (MISSED_PERIODS + 1));
+        assert!(liveness.is_down("a", period));
+        assert!(liveness.is_down("never-seen", period));
+        liveness.became_leader();
+        assert!(
+            !liveness.is_down("a", period),
+            "a new leader gives everyone grace"
+        );
+        liveness.record("a");
+        assert!(!liveness.is_down("a", period));
+    }
+}

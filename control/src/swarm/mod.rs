@@ -1,0 +1,253 @@
+//! A node's membership in a swarm, at run time: init, join and leave; the 2377 server; Raft on
+//! managers; heartbeats; and the leader-side operations behind the cluster API.
+//!
+//! A node is either outside any swarm, or *active*: it holds credentials signed by the cluster
+//! CA, serves the cluster API on its listen address over mutual TLS, heartbeats the leader,
+//! and, when a manager, runs Raft. Activation is all-or-nothing: a failed init or join leaves
+//! no credentials, no Raft log and no listener behind.
+//!
+//! # Layout
+//! - `lifecycle`: init, join, leave, resume after restart, promotion and demotion.
+//! - `manager`: what the leader does for the API (admit, node operations, tokens, heartbeats).
+//! - `service`: the tonic service: who may call what, and forwarding to the leader.
+//! - `heartbeat`: the node side of heartbeats.
+//! - `liveness`: the leader's record of heartbeats (Ready/Down).
+//! - `peers`: mutual-TLS clients for other nodes.
+//! - `raft_network`: openraft's network over the cluster API.
+//! - `persist`: the membership files under the state dir.
+
+mod heartbeat;
+mod lifecycle;
+mod liveness;
+mod manager;
+mod peers;
+mod persist;
+mod raft_network;
+mod service;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+pub use service::ClusterService;
+use tokio::{sync::watch, task::JoinHandle};
+use tonic::Status;
+use tracing::{debug, warn};
+
+use self::{liveness::Liveness, peers::Peers, persist::SwarmFile};
+use crate::{
+    api::cluster_client::ClusterClient,
+    cluster::{ClusterState, Role, raft_id},
+    identity::NodeId,
+    pki::NodeCredentials,
+    raft::{Raft, store::StateReader},
+};
+
+/// What the agent tells the swarm runtime about this node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub hostname: String,
+    pub state_dir: PathBuf,
+    /// Where the cluster API listens for other nodes (`--listen-addr`, port 2377).
+    pub listen_addr: SocketAddr,
+    /// The agent's `--advertise-addr` (or its guess), the default for init and join.
+    pub advertise_addr: Option<SocketAddr>,
+    /// The agent's `--data-path-addr`, the default for init and join.
+    pub data_path_addr: Option<IpAddr>,
+    /// Heartbeat period this node proposes at `swarm init`.
+    pub heartbeat_period: Duration,
+}
+
+/// A node's swarm runtime. Cheap to clone; all clones are the same node.
+#[derive(Clone)]
+pub struct Swarm {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: NodeConfig,
+    /// `Some` while the node is in a swarm.
+    active: tokio::sync::RwLock<Option<Arc<Active>>>,
+    /// Serializes membership changes (init, join, leave, role switches).
+    transitions: tokio::sync::Mutex<()>,
+}
+
+/// An active membership: everything that exists only while the node is in a swarm.
+struct Active {
+    file: Mutex<SwarmFile>,
+    creds: NodeCredentials,
+    peers: Arc<Peers>,
+    /// Raft, on managers.
+    manager: Option<ManagerRole>,
+    /// On managers: heartbeats seen (the leader's is the one that counts).
+    liveness: Liveness,
+    /// Where the leader was last seen, for workers (managers ask Raft).
+    leader_hint: Mutex<Option<SocketAddr>>,
+    /// Set to `true` to stop the server and the loops.
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+struct ManagerRole {
+    raft: Raft,
+    /// Read access to the state machine that Raft owns.
+    state_machine: StateReader,
+}
+
+/// What `shoal info` shows about the swarm.
+#[derive(Clone, Debug, Default)]
+pub struct SwarmSummary {
+    pub active: bool,
+    pub cluster_id: String,
+    pub is_manager: bool,
+    pub managers: u32,
+    pub nodes: u32,
+}
+
+/// How long a stopping task may take before it is aborted.
+const STOP_GRACE: Duration = Duration::from_millis(300);
+
+const NOT_IN_SWARM: &str = "This node is not part of a swarm";
+const NOT_A_MANAGER: &str = "This node is not a swarm manager. Worker nodes can't be used to \
+     view or modify cluster state. Please run this command on a manager node or promote the \
+     current node to a manager.";
+
+impl Swarm {
+    pub fn new(config: NodeConfig) -> Swarm {
+        Swarm {
+            inner: Arc::new(Inner {
+                config,
+                active: tokio::sync::RwLock::new(None),
+                transitions: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    fn node_id(&self) -> &str {
+        self.inner.config.node_id.as_str()
+    }
+
+    async fn active(&self) -> Result<Arc<Active>, Status> {
+        self.inner
+            .active
+            .read()
+            .await
+            .clone()
+            .ok_or_else(|| Status::failed_precondition(NOT_IN_SWARM))
+    }
+
+    /// For `shoal info`.
+    pub async fn summary(&self) -> SwarmSummary {
+        let Ok(active) = self.active().await else {
+            return SwarmSummary::default();
+        };
+        let (cluster_id, role) = {
+            let file = active.file();
+            (file.cluster_id, file.role)
+        };
+        let (managers, nodes) = match self.list_nodes().await {
+            Ok(list) => (
+                list.nodes.iter().filter(|n| n.role == "manager").count() as u32,
+                list.nodes.len() as u32,
+            ),
+            Err(e) => {
+                debug!(cause = %e.message(), "cannot count nodes for info");
+                (0, 0)
+            }
+        };
+        SwarmSummary {
+            active: true,
+            cluster_id,
+            is_manager: role == Role::Manager,
+            managers,
+            nodes,
+        }
+    }
+
+    /// Stops the server, loops and Raft, keeping the membership on disk (agent shutdown).
+    pub async fn shutdown(&self) {
+        let _guard = self.inner.transitions.lock().await;
+        if let Some(active) = self.inner.active.write().await.take() {
+            active.deactivate().await;
+        }
+    }
+}
+
+impl Active {
+    fn file(&self) -> SwarmFile {
+        match self.file.lock() {
+            Ok(file) => file.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn role(&self) -> Role {
+        self.file().role
+    }
+
+    /// The leader's API address, if known.
+    fn leader_addr(&self) -> Option<SocketAddr> {
+        if let Some(manager) = &self.manager {
+            let metrics = manager.raft.metrics().borrow().clone();
+            let leader = metrics.current_leader?;
+            let node = metrics
+                .membership_config
+                .membership()
+                .get_node(&leader)?
+                .clone();
+            return node.addr.parse().ok();
+        }
+        let hint = self.leader_hint.lock().ok().and_then(|h| *h);
+        hint.or_else(|| self.file().manager_addrs.first().copied())
+    }
+
+    /// `Some` when this node is the Raft leader.
+    fn leading(&self, node_id: &str) -> Option<&ManagerRole> {
+        let manager = self.manager.as_ref()?;
+        let leader = manager.raft.metrics().borrow().current_leader;
+        (leader == Some(raft_id(node_id))).then_some(manager)
+    }
+
+    /// A client for the leader, for forwarding.
+    fn leader_client(&self) -> Result<ClusterClient<tonic::transport::Channel>, Status> {
+        let addr = self
+            .leader_addr()
+            .ok_or_else(|| Status::unavailable("no leader is known: the swarm has no quorum"))?;
+        self.peers.client(addr)
+    }
+
+    /// Stops everything this membership runs. Tasks get a moment to finish; the server's open
+    /// connections (peers keep theirs open) are then cut, which releases the port.
+    async fn deactivate(&self) {
+        let _ = self.stop.send(true);
+        if let Some(manager) = &self.manager
+            && let Err(e) = manager.raft.shutdown().await
+        {
+            warn!(cause = %e, "raft did not shut down cleanly");
+        }
+        let tasks: Vec<JoinHandle<()>> = match self.tasks.lock() {
+            Ok(mut tasks) => tasks.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for mut task in tasks {
+            if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+impl ManagerRole {
+    fn state(&self) -> ClusterState {
+        self.state_machine.cluster_state()
+    }
+}

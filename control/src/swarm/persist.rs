@@ -1,0 +1,75 @@
+//! A node's swarm membership on disk, under `<state-dir>/swarm/`: `swarm.json` (cluster,
+//! role, addresses, known managers), the credentials (`ca.pem`, `node.pem`, `node-key.pem`)
+//! and, on managers, `raft.redb`. Leaving the swarm removes the whole directory.
+
+use std::{
+    fs, io,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::Role;
+
+const SWARM_DIR: &str = "swarm";
+const SWARM_FILE: &str = "swarm.json";
+const RAFT_FILE: &str = "raft.redb";
+
+/// What a node must remember about its swarm to come back after a restart.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SwarmFile {
+    pub cluster_id: String,
+    pub role: Role,
+    /// This node's API address for other nodes (advertise address, port 2377).
+    pub addr: SocketAddr,
+    pub data_path_addr: IpAddr,
+    /// Managers' API addresses, as last learned; where a restarted worker looks for the leader.
+    pub manager_addrs: Vec<SocketAddr>,
+}
+
+pub fn swarm_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join(SWARM_DIR)
+}
+
+pub fn raft_path(state_dir: &Path) -> PathBuf {
+    swarm_dir(state_dir).join(RAFT_FILE)
+}
+
+/// The membership kept in `state_dir`, if the node is in a swarm.
+pub fn load(state_dir: &Path) -> io::Result<Option<SwarmFile>> {
+    let path = swarm_dir(state_dir).join(SWARM_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `swarm.json` atomically (temp file, fsync, rename).
+pub fn save(state_dir: &Path, file: &SwarmFile) -> io::Result<()> {
+    let dir = swarm_dir(state_dir);
+    fs::create_dir_all(&dir)?;
+    let path = dir.join(SWARM_FILE);
+    let tmp = path.with_extension("tmp");
+    let bytes = serde_json::to_vec_pretty(file).map_err(io::Error::other)?;
+    {
+        let f = fs::File::create(&tmp)?;
+        io::Write::write_all(&mut &f, &bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(tmp, path)
+}
+
+/// Forgets the swarm: credentials, Raft log and all.
+pub fn remove(state_dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(swarm_dir(state_dir)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,132 @@
+//! openraft's network, carried by the cluster API's `Raft` call on 2377 (mutual TLS). Requests
+//! and responses are postcard-encoded openraft types; a transport failure is "unreachable"
+//! to openraft, which retries with backoff.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use openraft::{
+    BasicNode,
+    error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable},
+    network::{RPCOption, RaftNetwork, RaftNetworkFactory},
+    raft::{
+        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
+        InstallSnapshotResponse, VoteRequest, VoteResponse,
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::peers::Peers;
+use crate::{
+    api::RaftRequest,
+    raft::{Raft, TypeConfig},
+};
+
+pub const KIND_APPEND: &str = "append";
+pub const KIND_VOTE: &str = "vote";
+pub const KIND_SNAPSHOT: &str = "snapshot";
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<u64, BasicNode, RaftError<u64, E>>>;
+
+pub struct NetworkFactory {
+    pub peers: Arc<Peers>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerLink {
+        PeerLink {
+            target,
+            addr: node.addr.parse().ok(),
+            peers: Arc::clone(&self.peers),
+        }
+    }
+}
+
+/// The link to one Raft peer.
+pub struct PeerLink {
+    target: u64,
+    /// `None` when the member's address does not parse; every call is then unreachable.
+    addr: Option<SocketAddr>,
+    peers: Arc<Peers>,
+}
+
+impl PeerLink {
+    async fn call<Req, Resp, E>(&self, kind: &str, request: &Req) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let addr = self.addr.ok_or_else(|| {
+            RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
+                "member address does not parse",
+            )))
+        })?;
+        let payload =
+            postcard::to_allocvec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = self
+            .peers
+            .client(addr)
+            .map_err(|s| RPCError::Unreachable(Unreachable::new(&s)))?;
+        let response = client
+            .raft(RaftRequest {
+                kind: kind.to_string(),
+                payload,
+            })
+            .await
+            .map_err(|s| RPCError::Unreachable(Unreachable::new(&s)))?
+            .into_inner();
+        let result: Result<Resp, RaftError<u64, E>> = postcard::from_bytes(&response.payload)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerLink {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<u64>> {
+        self.call(KIND_APPEND, &rpc).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
+        self.call(KIND_SNAPSHOT, &rpc).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        _option: RPCOption,
+    ) -> RpcResult<VoteResponse<u64>> {
+        self.call(KIND_VOTE, &rpc).await
+    }
+}
+
+/// Serves one `Raft` call: decodes the request, hands it to the local Raft, encodes the result.
+pub async fn serve(raft: &Raft, request: RaftRequest) -> Result<Vec<u8>, tonic::Status> {
+    fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, tonic::Status> {
+        postcard::from_bytes(payload)
+            .map_err(|e| tonic::Status::invalid_argument(format!("undecodable raft request: {e}")))
+    }
+    let encoded = match request.kind.as_str() {
+        KIND_APPEND => postcard::to_allocvec(&raft.append_entries(decode(&request.payload)?).await),
+        KIND_VOTE => postcard::to_allocvec(&raft.vote(decode(&request.payload)?).await),
+        KIND_SNAPSHOT => {
+            postcard::to_allocvec(&raft.install_snapshot(decode(&request.payload)?).await)
+        }
+        other => {
+            return Err(tonic::Status::invalid_argument(format!(
+                "unknown raft request kind {other:?}"
+            )));
+        }
+    };
+    encoded.map_err(|e| tonic::Status::internal(format!("encoding raft response: {e}")))
+}

@@ -1,0 +1,431 @@
+//! The cluster core on 5 real agents (3 managers, 2 workers): forming the swarm, leader
+//! failover with durable state, Down and Ready, refusals, node management, bad input.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use shoal_control::api::{Empty, RaftRequest, UpdateNodeRequest, cluster_client::ClusterClient};
+use shoal_dataplane::netns::run_in;
+use shoal_tests::{Cluster, Cut, wait_until};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+/// Runs the CLI on node `i` and asserts it succeeded.
+fn run(cluster: &Cluster, i: usize, args: &[&str]) {
+    let out = cluster.nodes[i].cli(args);
+    assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+}
+
+fn node<'a>(nodes: &'a [serde_json::Value], hostname: &str) -> &'a serde_json::Value {
+    nodes
+        .iter()
+        .find(|n| n["hostname"] == hostname)
+        .unwrap_or_else(|| panic!("{hostname} not in {nodes:?}"))
+}
+
+#[test]
+fn five_nodes_form_a_swarm_with_one_leader() {
+    let cluster = Cluster::start(5);
+    cluster.form_swarm(3);
+
+    let nodes = cluster.node_ls(0).unwrap();
+    let roles: Vec<&str> = nodes.iter().map(|n| n["role"].as_str().unwrap()).collect();
+    assert_eq!(
+        roles.iter().filter(|r| **r == "manager").count(),
+        3,
+        "{nodes:?}"
+    );
+    assert_eq!(node(&nodes, "node1")["manager_status"], "leader");
+    for reachable in ["node2", "node3"] {
+        assert_eq!(
+            node(&nodes, reachable)["manager_status"],
+            "reachable",
+            "{nodes:?}"
+        );
+    }
+
+    // A follower and a worker answer too: their calls are forwarded to the leader.
+    for i in [1, 4] {
+        let seen = cluster.node_ls(i).unwrap();
+        assert_eq!(seen.len(), 5, "node{} sees {seen:?}", i + 1);
+    }
+
+    // The table marks the node it runs on, and uses Swarm's words.
+    let table = cluster.nodes[3].cli(&["node", "ls"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    let header = table.lines().next().unwrap();
+    for column in ["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let own = table.lines().find(|l| l.contains("node4")).unwrap();
+    assert!(
+        own.contains(" * ") && own.contains("Ready") && own.contains("Active"),
+        "{table}"
+    );
+    assert!(
+        table.contains("Leader") && table.contains("Reachable"),
+        "{table}"
+    );
+
+    let info = cluster.nodes[4].info();
+    assert_eq!(info["swarm_state"], "active");
+    assert_eq!(info["is_manager"], false);
+    assert_eq!(info["managers"], 3);
+    assert_eq!(info["nodes"], 5);
+}
+
+#[test]
+fn leader_failover_keeps_state_and_the_killed_manager_catches_up() {
+    let mut cluster = Cluster::start(4);
+    cluster.form_swarm(3);
+
+    // --- 1. write state through the leader
+    let out = cluster.nodes[0].cli(&["node", "update", "--label-add", "zone=a", "node4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // --- 2. SIGKILL the leader: a new one within 5 s
+    cluster.nodes[0].kill();
+    let killed_at = Instant::now();
+    let new_leader = wait_until(Duration::from_secs(5), "a new leader", || {
+        let leader = cluster.leader(1)?;
+        if leader == "node1" {
+            Err("still node1".into())
+        } else {
+            Ok(leader)
+        }
+    });
+    eprintln!("new leader {new_leader} after {:?}", killed_at.elapsed());
+
+    // --- 3. what was written before the kill is still there
+    let nodes = cluster.node_ls(1).unwrap();
+    assert_eq!(node(&nodes, "node4")["labels"]["zone"], "a", "{nodes:?}");
+    // and the swarm takes new writes
+    let out = cluster.nodes[1].cli(&["node", "update", "--label-add", "after=kill", "node4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // --- 4. the killed manager restarts with its log and catches up
+    cluster.nodes[0].start();
+    wait_until(Duration::from_secs(15), "node1 to catch up", || {
+        let nodes = cluster.node_ls(0)?;
+        let seen = &node(&nodes, "node4")["labels"];
+        let node1 = node(&nodes, "node1");
+        if seen["after"] == "kill" && node1["status"] == "ready" {
+            Ok(())
+        } else {
+            Err(format!("labels {seen}, node1 {node1}"))
+        }
+    });
+    let info = cluster.nodes[0].info();
+    assert_eq!(info["is_manager"], true);
+}
+
+#[test]
+fn a_node_cut_off_goes_down_and_comes_back() {
+    let cluster = Cluster::start(3);
+    cluster.form_swarm(1);
+    for how in [Cut::LinkDown, Cut::NftDrop] {
+        cluster.cut(2, how);
+        let cut_at = Instant::now();
+        wait_until(Duration::from_secs(5), "node3 Down within 5 s", || {
+            let nodes = cluster.node_ls(0)?;
+            let status = &node(&nodes, "node3")["status"];
+            if status == "down" {
+                Ok(())
+            } else {
+                Err(format!("{status}"))
+            }
+        });
+        eprintln!("{how:?}: node3 down after {:?}", cut_at.elapsed());
+        cluster.heal(2, how);
+        wait_until(Duration::from_secs(5), "node3 Ready after healing", || {
+            let nodes = cluster.node_ls(0)?;
+            let status = &node(&nodes, "node3")["status"];
+            if status == "ready" {
+                Ok(())
+            } else {
+                Err(format!("{status}"))
+            }
+        });
+    }
+}
+
+#[test]
+fn wrong_tokens_plain_tcp_and_worker_certificates_are_refused() {
+    let cluster = Cluster::start(3);
+    cluster.form_swarm(1);
+    let manager = format!("{}:2377", cluster.nodes[0].address);
+
+    // --- 1. a malformed token and a token of another swarm
+    let out = cluster.nodes[1].cli(&["swarm", "leave"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cluster.nodes[1].cli(&["swarm", "join", "--token", "SWMTKN-1-bogus", &manager]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("invalid join token"),
+        "{}",
+        stderr(&out)
+    );
+    let token = cluster.join_token(0, "worker");
+    let foreign = format!(
+        "SWMTKN-1-{}-{}",
+        "1".repeat(50),
+        token.rsplit('-').next().unwrap()
+    );
+    let out = cluster.nodes[1].cli(&["swarm", "join", "--token", &foreign, &manager]);
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+
+    // --- 2. a rotated token no longer works, the new one does
+    let out = cluster.nodes[0].cli(&["swarm", "join-token", "--rotate", "worker"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rotated = cluster.join_token(0, "worker");
+    assert_ne!(rotated, token);
+    let out = cluster.nodes[1].cli(&["swarm", "join", "--token", &token, &manager]);
+    assert!(!out.status.success(), "an old token was accepted");
+    assert!(
+        stderr(&out).contains("invalid join token"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cluster.nodes[1].cli(&["swarm", "join", "--token", &rotated, &manager]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // --- 3. a plain TCP client gets no gRPC answer on 2377
+    let addr = cluster.nodes[0].address;
+    let reply = run_in(Path::new(&cluster.client.path()), || {
+        let mut stream = TcpStream::connect((addr, 2377)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = stream.read_to_end(&mut reply);
+        reply
+    })
+    .unwrap();
+    // A TLS server answers plaintext with at most an alert record (type 0x15), never HTTP/2.
+    assert!(
+        reply.is_empty() || reply[0] == 0x15,
+        "plaintext got {reply:?}"
+    );
+
+    // --- 4. with a worker's certificate: reads yes, manager calls and raft no; without any
+    // certificate: nothing but the join call
+    let creds = cluster.nodes[2].state_dir().join("swarm");
+    let read = |f: &str| std::fs::read_to_string(creds.join(f)).unwrap();
+    let worker_tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem")))
+        .identity(Identity::from_pem(read("node.pem"), read("node-key.pem")))
+        .domain_name("shoal-node");
+    let anonymous_tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem")))
+        .domain_name("shoal-node");
+    let codes = run_in(Path::new(&cluster.client.path()), || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let connect = async |tls: ClientTlsConfig| {
+                let channel = Endpoint::from_shared(format!("https://{addr}:2377"))
+                    .unwrap()
+                    .tls_config(tls)
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                ClusterClient::new(channel)
+            };
+            let mut worker = connect(worker_tls).await;
+            let list = worker.list_nodes(Empty {}).await.map(|_| ());
+            let update = worker
+                .update_node(UpdateNodeRequest {
+                    node: "node1".into(),
+                    availability: "drain".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ());
+            let raft = worker
+                .raft(RaftRequest {
+                    kind: "vote".into(),
+                    payload: vec![],
+                })
+                .await
+                .map(|_| ());
+            let mut anonymous = connect(anonymous_tls).await;
+            let anon_list = anonymous.list_nodes(Empty {}).await.map(|_| ());
+            [list, update, raft, anon_list].map(|r| r.err().map(|s| s.code()))
+        })
+    })
+    .unwrap();
+    assert_eq!(codes[0], None, "a worker may list nodes");
+    assert_eq!(
+        codes[1],
+        Some(tonic::Code::PermissionDenied),
+        "worker updated a node"
+    );
+    assert_eq!(
+        codes[2],
+        Some(tonic::Code::PermissionDenied),
+        "worker spoke raft"
+    );
+    assert_eq!(
+        codes[3],
+        Some(tonic::Code::Unauthenticated),
+        "anonymous listed nodes"
+    );
+    let nodes = cluster.node_ls(0).unwrap();
+    assert_eq!(node(&nodes, "node1")["availability"], "active");
+}
+
+#[test]
+fn node_management_round_trips_and_survives_a_leader_change() {
+    let mut cluster = Cluster::start(4);
+    cluster.form_swarm(3);
+
+    // --- 1. drain, labels, back to active
+    run(
+        &cluster,
+        1,
+        &[
+            "node",
+            "update",
+            "--availability",
+            "drain",
+            "--label-add",
+            "disk=ssd",
+            "--label-add",
+            "rack=r1",
+            "node4",
+        ],
+    );
+    run(
+        &cluster,
+        2,
+        &["node", "update", "--label-rm", "rack", "node4"],
+    );
+    let nodes = cluster.node_ls(0).unwrap();
+    let n4 = node(&nodes, "node4");
+    assert_eq!(n4["availability"], "drain");
+    assert_eq!(n4["labels"]["disk"], "ssd");
+    assert!(n4["labels"].get("rack").is_none(), "{n4}");
+
+    // --- 2. promote node4, demote node3: each follows its new role
+    run(&cluster, 0, &["node", "promote", "node4"]);
+    run(&cluster, 0, &["node", "demote", "node3"]);
+    wait_until(
+        Duration::from_secs(15),
+        "node4 a reachable manager, node3 a worker",
+        || {
+            let nodes = cluster.node_ls(0)?;
+            let (n3, n4) = (node(&nodes, "node3"), node(&nodes, "node4"));
+            let n4_info = cluster.nodes[3].try_info()?;
+            let n3_info = cluster.nodes[2].try_info()?;
+            if n4["manager_status"] == "reachable"
+                && n3["role"] == "worker"
+                && n4_info["is_manager"] == true
+                && n3_info["is_manager"] == false
+            {
+                Ok(())
+            } else {
+                Err(format!("node3 {n3}, node4 {n4}"))
+            }
+        },
+    );
+
+    // --- 3. kill the leader: everything above is still true under the new one
+    cluster.nodes[0].kill();
+    let nodes = wait_until(Duration::from_secs(10), "a new leader", || {
+        let nodes = cluster.node_ls(1)?;
+        let leader = nodes.iter().find(|n| n["manager_status"] == "leader");
+        match leader {
+            Some(l) if l["hostname"] != "node1" => Ok(nodes),
+            _ => Err("no new leader yet".into()),
+        }
+    });
+    let n4 = node(&nodes, "node4");
+    assert_eq!(n4["role"], "manager");
+    assert_eq!(n4["availability"], "drain");
+    assert_eq!(n4["labels"]["disk"], "ssd");
+    assert_eq!(node(&nodes, "node3")["role"], "worker");
+
+    // --- 4. make node4 active again through the new leader
+    run(
+        &cluster,
+        3,
+        &["node", "update", "--availability", "active", "node4"],
+    );
+    let nodes = cluster.node_ls(1).unwrap();
+    assert_eq!(node(&nodes, "node4")["availability"], "active");
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_writes_nothing() {
+    let cluster = Cluster::start(2);
+    let n1 = &cluster.nodes[0];
+    let swarm_dir = n1.state_dir().join("swarm");
+
+    for (args, needle) in [
+        (
+            &["swarm", "init", "--default-addr-pool", "10.0.0.0/33"][..],
+            "invalid default address pool",
+        ),
+        (
+            &["swarm", "init", "--default-addr-pool", "banana"][..],
+            "invalid default address pool",
+        ),
+        (
+            &["swarm", "init", "--default-addr-pool-mask-length", "40"][..],
+            "mask length",
+        ),
+        (
+            &["swarm", "init", "--advertise-addr", "nonsense"][..],
+            "invalid --advertise-addr",
+        ),
+        (&["node", "ls"][..], "not part of a swarm"),
+    ] {
+        let out = n1.cli(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!swarm_dir.exists(), "{args:?} left {}", swarm_dir.display());
+    }
+    let out = n1.cli(&["swarm", "join", "10.0.0.1:2377"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "join without a token: {}",
+        stderr(&out)
+    );
+
+    let out = n1.cli(&["swarm", "init"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = n1.cli(&["swarm", "init"]);
+    assert!(
+        stderr(&out).contains("already part of a swarm"),
+        "{}",
+        stderr(&out)
+    );
+    let out = n1.cli(&["node", "update", "--availability", "drain", "nosuchnode"]);
+    assert!(
+        stderr(&out).contains("node nosuchnode not found"),
+        "{}",
+        stderr(&out)
+    );
+    let out = n1.cli(&["node", "update", "--availability", "sideways", "node1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = n1.cli(&["swarm", "leave"]);
+    assert!(stderr(&out).contains("last manager"), "{}", stderr(&out));
+    assert_eq!(cluster.node_ls(0).unwrap().len(), 1);
+}
