@@ -101,16 +101,34 @@ for i in $(seq 1 $NODES); do
   ip netns exec "$PREFIX-client" bash -c "for n in 1 2 3 4 5; do echo hi >/dev/udp/$SUBNET.$((10 + i))/9; done" || true
 done
 
-for i in $(seq 1 $NODES); do
-  say "shoal -H unix://$(node_sock "$i") info"
-  node_shoal "$i" info
+say "node1: shoal swarm init"
+node_shoal 1 swarm init
+manager_token=$(node_shoal 1 swarm join-token -q manager)
+say "node2 and node3 join as managers (three managers survive the loss of one)"
+node_shoal 2 swarm join --token "$manager_token" "$SUBNET.11:2377"
+node_shoal 3 swarm join --token "$manager_token" "$SUBNET.11:2377"
+
+# Heartbeats mark every node Ready within a second or two.
+for _ in $(seq 1 50); do
+  [ "$(node_shoal 1 node ls | grep -c Ready)" -eq $NODES ] && break
+  sleep 0.2
 done
+say "shoal node ls   (on node1, the leader)"
+node_shoal 1 node ls
+say "shoal node ls   (on node3, a follower: the call is forwarded to the leader)"
+node_shoal 3 node ls
+
+say "shoal info   (on node2)"
+node_shoal 2 info
 
 cat <<EOT
 
 The cluster is running. Try:
-  $SHOAL -H unix://$(node_sock 1) info
+  $SHOAL -H unix://$(node_sock 1) node ls
+  $SHOAL -H unix://$(node_sock 1) node inspect --pretty node2
+  $SHOAL -H unix://$(node_sock 1) node update --label-add zone=a node3
   $SHOAL -H unix://$(node_sock 2) info --format json
+  kill -9 \$(cat $RUN/node1/agent.pid)   # then: node ls on node2 shows a new leader
   ip -n $(node_ns 1) link show eth0        # the XDP program on the underlay interface
   tail $RUN/node1/agent.log
 Tear it down with:

@@ -6,7 +6,7 @@
 //! - `client`: connecting to an agent's API (`-H`, `SHOAL_HOST`).
 //! - `commands`: one module per CLI command that calls the API.
 //! - `whoami`: the built-in demo workload.
-//! - `table`, `duration`: Docker-style tables and durations.
+//! - `table`, `duration`, `time_format`: Docker-style tables, durations and timestamps.
 //! - `logging`: the one place that configures tracing.
 
 mod cli;
@@ -16,6 +16,7 @@ mod daemon;
 mod duration;
 mod logging;
 mod table;
+mod time_format;
 mod whoami;
 
 use std::process::ExitCode;

@@ -429,3 +429,55 @@ fn bad_input_is_one_clear_line_and_writes_nothing() {
     assert!(stderr(&out).contains("last manager"), "{}", stderr(&out));
     assert_eq!(cluster.node_ls(0).unwrap().len(), 1);
 }
+
+#[test]
+fn a_manager_may_not_leave_when_that_breaks_quorum() {
+    let mut cluster = Cluster::start(3);
+    cluster.form_swarm(3);
+
+    // --- 1. with one manager dead, a second leaving would leave 1 of 2: refused
+    cluster.nodes[2].kill();
+    wait_until(Duration::from_secs(5), "node3 unreachable", || {
+        let nodes = cluster.node_ls(0)?;
+        let n3 = node(&nodes, "node3");
+        if n3["manager_status"] == "unreachable" {
+            Ok(())
+        } else {
+            Err(format!("{n3}"))
+        }
+    });
+    let out = cluster.nodes[1].cli(&["swarm", "leave"]);
+    assert!(!out.status.success(), "a manager left and broke quorum");
+    let err = stderr(&out);
+    assert!(
+        err.contains("Raft quorum will be lost") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(cluster.nodes[1].info()["swarm_state"], "active");
+
+    // --- 2. with all three up, one manager may leave: it is demoted first
+    cluster.nodes[2].start();
+    wait_until(Duration::from_secs(10), "node3 reachable again", || {
+        let nodes = cluster.node_ls(0)?;
+        let n3 = node(&nodes, "node3");
+        if n3["manager_status"] == "reachable" {
+            Ok(())
+        } else {
+            Err(format!("{n3}"))
+        }
+    });
+    run(&cluster, 1, &["swarm", "leave"]);
+    assert_eq!(cluster.nodes[1].info()["swarm_state"], "inactive");
+    let nodes = cluster.node_ls(0).unwrap();
+    assert_eq!(node(&nodes, "node2")["role"], "worker", "{nodes:?}");
+    wait_until(Duration::from_secs(5), "node2 Down after leaving", || {
+        let nodes = cluster.node_ls(0)?;
+        let n2 = node(&nodes, "node2");
+        if n2["status"] == "down" {
+            Ok(())
+        } else {
+            Err(format!("{n2}"))
+        }
+    });
+}

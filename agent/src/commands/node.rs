@@ -12,6 +12,7 @@ use crate::{
     cli::{NodeCommand, NodeInspectArgs, NodeUpdateArgs, OutputFormat},
     client::{status_error, with_agent},
     table,
+    time_format::rfc3339,
 };
 
 pub fn run(host: &str, command: NodeCommand) -> anyhow::Result<()> {
@@ -181,7 +182,7 @@ fn capitalize(s: &str) -> String {
 fn docker_shape(node: &NodeInfo) -> serde_json::Value {
     let mut shaped = serde_json::json!({
         "ID": node.id,
-        "CreatedAt": node.created_at,
+        "CreatedAt": rfc3339(node.created_at),
         "Spec": {
             "Labels": node.labels,
             "Role": node.role,
@@ -215,7 +216,7 @@ fn pretty(node: &NodeInfo) -> String {
         }
     }
     let _ = writeln!(out, "Hostname:\t\t{}", node.hostname);
-    let _ = writeln!(out, "Joined at:\t\t{}", node.created_at);
+    let _ = writeln!(out, "Joined at:\t\t{}", rfc3339(node.created_at));
     let _ = writeln!(out, "Status:");
     let _ = writeln!(out, " State:\t\t\t{}", capitalize(&node.status));
     let _ = writeln!(out, " Availability:\t\t{}", capitalize(&node.availability));

@@ -1,5 +1,5 @@
 //! The Raft storage of a manager: the log, the vote and the state machine, kept in one redb file
-//! (`<state-dir>/raft.redb`) that [`LogStore`] and [`StateMachineStore`] share.
+//! (`<state-dir>/swarm/raft.redb`) that [`LogStore`] and [`StateMachineStore`] share.
 //!
 //! # Tables
 //! Every value is postcard-encoded.

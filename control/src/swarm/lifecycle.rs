@@ -218,7 +218,7 @@ impl Swarm {
     pub async fn leave(&self, force: bool) -> Result<(), Status> {
         let active = self.active().await?;
         if active.role() == Role::Manager && !force {
-            self.check_manager_may_leave(&active)?;
+            self.check_manager_may_leave().await?;
             // Demotion goes through the leader, which removes us from Raft cleanly.
             let demote = UpdateNodeRequest {
                 node: self.node_id().to_string(),
@@ -233,29 +233,25 @@ impl Swarm {
         Ok(())
     }
 
-    fn check_manager_may_leave(&self, active: &Active) -> Result<(), Status> {
-        let Some(manager) = &active.manager else {
-            return Ok(());
-        };
-        let metrics = manager.raft.metrics().borrow().clone();
-        let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
-        let me = raft_id(self.node_id());
-        if voters.len() <= 1 {
+    /// Counts, in the leader's view, the managers that would remain reachable.
+    async fn check_manager_may_leave(&self) -> Result<(), Status> {
+        let nodes = self.list_nodes().await?.nodes;
+        let others: Vec<_> = nodes
+            .iter()
+            .filter(|n| n.role == Role::Manager.as_str() && n.id != self.node_id())
+            .collect();
+        if others.is_empty() {
             return Err(Status::failed_precondition(
                 "You are attempting to leave the swarm on a node that is participating as a \
                  manager. Removing the last manager erases all current state of the swarm. Use \
                  `--force` to ignore this message.",
             ));
         }
-        let state = manager.state();
-        let period = heartbeat_period(&state);
-        let reachable = state
-            .nodes
-            .values()
-            .filter(|n| n.role == Role::Manager && raft_id(&n.id) != me)
-            .filter(|n| !active.liveness.is_down(&n.id, period))
+        let reachable = others
+            .iter()
+            .filter(|n| n.manager_status == "leader" || n.manager_status == "reachable")
             .count();
-        let remaining = voters.len() - 1;
+        let remaining = others.len();
         let quorum = remaining / 2 + 1;
         if reachable < quorum {
             return Err(Status::failed_precondition(format!(
