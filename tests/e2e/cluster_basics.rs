@@ -59,6 +59,18 @@ fn three_agents_come_up_and_answer_info() {
         assert!(link.contains("prog/xdp"), "{}: {link}", node.name);
     }
     assert_eq!(ids.len(), 3, "node IDs must be distinct: {ids:?}");
+
+    // Each agent serves Prometheus metrics on its own 127.0.0.1:9323, from the live maps.
+    let out = cluster.exec(0, "curl", &["-sf", "http://127.0.0.1:9323/metrics"]);
+    assert!(out.status.success(), "metrics endpoint: {out:?}");
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "shoal_dataplane_packets_total{hook=\"xdp_underlay_rx\"}",
+        "shoal_dataplane_bytes_total{hook=\"tc_egress\"} 0",
+        "shoal_swarm_active 0",
+    ] {
+        assert!(metrics.contains(expected), "{expected} not in:\n{metrics}");
+    }
 }
 
 #[test]

@@ -9,9 +9,11 @@
 //! - `state_dir`: the state directory and its exclusive lock.
 //! - `node_dataplane`: the eBPF data path as this node runs it.
 //! - `local_api`: the unix socket and the API service behind it.
+//! - `metrics`: the Prometheus endpoint.
 
 mod config;
 mod local_api;
+mod metrics;
 mod node_dataplane;
 mod state_dir;
 
@@ -58,15 +60,19 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
         .await
         .map_err(|s| anyhow::anyhow!("{}", s.message()))
         .context("resuming the swarm membership")?;
-    let listener = local_api::bind(&args.socket)?;
-    info!(socket = %args.socket.display(), "local API listening");
-
     let service =
         local_api::AgentService::new(node_id, config, state.path(), dataplane, swarm.clone());
     let dataplane = service.dataplane();
+    let (metrics_addr, metrics) =
+        metrics::serve(args.metrics_addr, dataplane.clone(), swarm.clone()).await?;
+    info!(addr = %metrics_addr, "metrics endpoint listening");
+    // Bound last: once the socket exists, the agent is up.
+    let listener = local_api::bind(&args.socket)?;
+    info!(socket = %args.socket.display(), "local API listening");
     local_api::serve(listener, service, swarm.clone(), shutdown_signal()).await?;
 
     info!("shutting down");
+    metrics.abort();
     swarm.shutdown().await;
     // Detach programs before the socket disappears, so that "socket gone" means "clean".
     drop(dataplane.lock().map(|mut dp| dp.take()));

@@ -1,0 +1,142 @@
+//! The Prometheus endpoint (`--metrics-addr`, text exposition format): the data path's
+//! counters, read from the eBPF maps at scrape time, and the node's view of the swarm.
+//!
+//! Each scrape gathers a snapshot (the swarm summary may ask the leader) and encodes it
+//! through a one-off registry, so nothing here caches a value that could go stale.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, text::encode},
+    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+use shoal_control::{api::HookCounters, swarm::Swarm};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tracing::warn;
+
+use super::local_api::SharedDataplane;
+
+#[derive(Clone)]
+struct Sources {
+    dataplane: SharedDataplane,
+    swarm: Swarm,
+}
+
+/// Binds `addr` and serves `/metrics` until the returned task is aborted.
+pub async fn serve(
+    addr: SocketAddr,
+    dataplane: SharedDataplane,
+    swarm: Swarm,
+) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint --metrics-addr {addr}"))?;
+    let bound = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(Sources { dataplane, swarm });
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!(cause = %e, "metrics endpoint failed");
+        }
+    });
+    Ok((bound, task))
+}
+
+async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
+    let swarm = sources.swarm.summary().await;
+    let hooks = sources
+        .dataplane
+        .lock()
+        .ok()
+        .and_then(|dp| dp.as_ref().map(|dp| dp.info().counters))
+        .unwrap_or_default();
+    let snapshot = Snapshot {
+        hooks,
+        swarm_active: swarm.active,
+        is_manager: swarm.is_manager,
+        managers: swarm.managers,
+        nodes: swarm.nodes,
+    };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
+    let mut body = String::new();
+    if let Err(e) = encode(&mut body, &registry) {
+        warn!(cause = %e, "encoding metrics");
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+/// One scrape's values.
+#[derive(Debug)]
+struct Snapshot {
+    hooks: Vec<HookCounters>,
+    swarm_active: bool,
+    is_manager: bool,
+    managers: u32,
+    nodes: u32,
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, value) in [
+            (
+                "shoal_dataplane_packets",
+                "Packets seen by each eBPF hook of this node.",
+                (|h: &HookCounters| h.packets) as fn(&HookCounters) -> u64,
+            ),
+            (
+                "shoal_dataplane_bytes",
+                "Bytes seen by each eBPF hook of this node.",
+                |h: &HookCounters| h.bytes,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            for hook in &self.hooks {
+                let labels = vec![("hook", hook.hook.as_str())];
+                ConstCounter::new(value(hook)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for (name, help, value) in [
+            (
+                "shoal_swarm_active",
+                "1 when this node is in a swarm.",
+                i64::from(self.swarm_active),
+            ),
+            (
+                "shoal_swarm_manager",
+                "1 when this node is a manager.",
+                i64::from(self.is_manager),
+            ),
+            (
+                "shoal_swarm_managers",
+                "Managers in the swarm.",
+                i64::from(self.managers),
+            ),
+            (
+                "shoal_swarm_nodes",
+                "Nodes in the swarm.",
+                i64::from(self.nodes),
+            ),
+        ] {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
