@@ -5,6 +5,7 @@
 //! - `daemon`: `shoal agent`: config, state dir, data path, local API, shutdown.
 //! - `client`: connecting to an agent's API (`-H`, `SHOAL_HOST`).
 //! - `commands`: one module per CLI command that calls the API.
+//! - `executor`: the exec driver: tasks as processes in their own namespaces.
 //! - `whoami`: the built-in demo workload.
 //! - `table`, `duration`, `time_format`: Docker-style tables, durations and timestamps.
 //! - `logging`: the one place that configures tracing.
@@ -14,6 +15,11 @@ mod client;
 mod commands;
 mod daemon;
 mod duration;
+#[allow(
+    dead_code,
+    reason = "log_paths, exec_command and pid serve `service logs` and `shoal exec`, not wired yet"
+)]
+mod executor;
 mod logging;
 mod table;
 mod time_format;
@@ -34,6 +40,7 @@ fn main() -> ExitCode {
         cli::Command::Whoami(args) => whoami::run(args),
         cli::Command::Swarm(command) => commands::swarm::run(&cli.host, command),
         cli::Command::Node(command) => commands::node::run(&cli.host, command),
+        cli::Command::Service(command) => commands::service::run(&cli.host, *command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

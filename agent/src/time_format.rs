@@ -13,6 +13,28 @@ pub fn rfc3339(unix_secs: u64) -> String {
     )
 }
 
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Docker's "5 seconds ago" for `then_ms`, seen at `now_ms`.
+pub fn ago(now_ms: u64, then_ms: u64) -> String {
+    let secs = now_ms.saturating_sub(then_ms) / 1000;
+    match secs {
+        0 => "Less than a second ago".to_string(),
+        1 => "1 second ago".to_string(),
+        2..=59 => format!("{secs} seconds ago"),
+        60..=119 => "About a minute ago".to_string(),
+        120..=3599 => format!("{} minutes ago", secs / 60),
+        3600..=7199 => "About an hour ago".to_string(),
+        7200..=172_799 => format!("{} hours ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86_400),
+    }
+}
+
 /// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -34,5 +56,8 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(super::rfc3339(1_795_418_681), "2026-11-23T07:24:41Z");
+        assert_eq!(super::ago(10_500, 10_000), "Less than a second ago");
+        assert_eq!(super::ago(15_000, 10_000), "5 seconds ago");
+        assert_eq!(super::ago(100_000, 10_000), "About a minute ago");
     }
 }

@@ -6,10 +6,12 @@
 //! # Layout
 //! - `program_cost`: per-packet cost of each eBPF program against a do-nothing floor.
 //! - `raft_writes`: Raft write throughput and commit latency with 3 managers.
+//! - `scheduler`: the orchestrator placing 1,000 replicas on 100 simulated nodes.
 #![allow(clippy::print_stdout, reason = "a benchmark's output is its report")]
 
 mod program_cost;
 mod raft_writes;
+mod scheduler;
 
 use std::process::ExitCode;
 
@@ -22,6 +24,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
         "raft-writes",
         "Raft write throughput and p50/p99 commit latency, 3 managers (netns cluster)",
     ),
+    (
+        "scheduler",
+        "orchestrator placements/s for 1,000 replicas on 100 nodes, constraint floor, steady pass",
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -29,6 +35,7 @@ fn main() -> ExitCode {
     let result = match name.as_str() {
         "program-cost" => program_cost::run(),
         "raft-writes" => raft_writes::run(),
+        "scheduler" => scheduler::run(),
         _ => {
             eprintln!("usage: shoal-bench <benchmark>");
             for (name, what) in BENCHMARKS {

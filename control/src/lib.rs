@@ -18,6 +18,7 @@
 pub mod cluster;
 pub mod identity;
 pub mod local_client;
+pub mod orchestrator;
 pub mod pki;
 pub mod raft;
 pub mod swarm;

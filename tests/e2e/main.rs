@@ -9,4 +9,5 @@
 mod cli_errors;
 mod cluster_basics;
 mod dataplane_programs;
+mod services;
 mod swarm_core;

@@ -13,7 +13,7 @@ use std::{net::Ipv4Addr, path::PathBuf, process::Output};
 
 use crate::{
     agent::Agent,
-    names::{remove_pins_under, sweep_stale, unique_prefix, work_dir},
+    names::{kill_tasks_under, remove_pins_under, sweep_stale, unique_prefix, work_dir},
     netns::Netns,
 };
 
@@ -167,6 +167,7 @@ impl Drop for Cluster {
         // Stop agents first: they detach their programs on SIGTERM.
         self.nodes.clear();
         let work = work_dir(&self.prefix);
+        kill_tasks_under(&work);
         remove_pins_under(&work);
         if std::thread::panicking() {
             eprintln!(

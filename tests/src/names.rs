@@ -57,6 +57,46 @@ pub fn remove_pins_under(dir: &Path) {
     }
 }
 
+/// Kills the task processes of every node under `dir` (`*/state/tasks/*/pid`). Tasks outlive
+/// their agent on purpose (a restarted agent re-adopts them), so a fixture must end them itself.
+/// A recorded PID is killed only while its start time still matches, so a recycled PID is safe.
+pub fn kill_tasks_under(dir: &Path) {
+    let Ok(nodes) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for node in nodes.flatten() {
+        let Ok(tasks) = std::fs::read_dir(node.path().join("state/tasks")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(record) = std::fs::read_to_string(task.path().join("pid")) else {
+                continue;
+            };
+            let mut fields = record.split_whitespace();
+            let (Some(Ok(pid)), Some(start)) =
+                (fields.next().map(str::parse::<i32>), fields.next())
+            else {
+                continue;
+            };
+            if process_start_time(pid).as_deref() == Some(start) {
+                // The task leads its own process group (setsid): end the whole tree.
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(-pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// Field 22 of /proc/<pid>/stat (start time in clock ticks), as text.
+fn process_start_time(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after its ')' are plain.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split_whitespace().nth(19).map(str::to_string)
+}
+
 /// Deletes namespaces, pins and work dirs left by fixtures whose process no longer exists.
 pub fn sweep_stale() {
     let netns = Command::new("ip").args(["netns", "list"]).output();
@@ -72,6 +112,7 @@ pub fn sweep_stale() {
         for dir in dirs.flatten() {
             let name = dir.file_name().to_string_lossy().into_owned();
             if owner_pid(&name).is_some_and(|pid| !pid_alive(pid)) {
+                kill_tasks_under(&dir.path());
                 remove_pins_under(&dir.path());
                 let _ = std::fs::remove_dir_all(dir.path());
             }

@@ -2,4 +2,5 @@
 
 pub mod info;
 pub mod node;
+pub mod service;
 pub mod swarm;

@@ -11,7 +11,7 @@ use tonic::transport::Channel;
 use crate::{
     cli::{NodeCommand, NodeInspectArgs, NodeUpdateArgs, OutputFormat},
     client::{status_error, with_agent},
-    table,
+    table::{self, capitalize},
     time_format::rfc3339,
 };
 
@@ -168,14 +168,6 @@ fn find<'a>(nodes: &'a [NodeInfo], reference: &str) -> anyhow::Result<&'a NodeIn
         [] => anyhow::bail!("No such node: {reference}"),
         _ => anyhow::bail!("node {reference} is ambiguous ({} matches)", matches.len()),
     }
-}
-
-fn capitalize(s: &str) -> String {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().collect::<String>() + chars.as_str())
-        .unwrap_or_default()
 }
 
 /// The fields of `docker node inspect` that shoal has, in Docker's shape.

@@ -10,14 +10,16 @@
 //! - `node_dataplane`: the eBPF data path as this node runs it.
 //! - `local_api`: the unix socket and the API service behind it.
 //! - `metrics`: the Prometheus endpoint.
+//! - `tasks`: the exec driver as the swarm's task runner.
 
 mod config;
 mod local_api;
 mod metrics;
 mod node_dataplane;
 mod state_dir;
+mod tasks;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use shoal_control::{
@@ -46,15 +48,22 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
 
     let dataplane =
         node_dataplane::NodeDataplane::start(&node_id, config.underlay_interface.as_deref())?;
-    let swarm = Swarm::new(NodeConfig {
-        node_id: node_id.clone(),
-        hostname: config.hostname.clone(),
-        state_dir: state.path().to_path_buf(),
-        listen_addr: config.listen_addr,
-        advertise_addr: config.advertise_addr,
-        data_path_addr: config.data_path_addr,
-        heartbeat_period: DEFAULT_HEARTBEAT,
-    });
+    // Tasks survive agent restarts: the executor re-adopts them before the swarm resumes.
+    let executor = Arc::new(
+        crate::executor::Executor::open(state.path()).context("opening the task executor")?,
+    );
+    let swarm = Swarm::new(
+        NodeConfig {
+            node_id: node_id.clone(),
+            hostname: config.hostname.clone(),
+            state_dir: state.path().to_path_buf(),
+            listen_addr: config.listen_addr,
+            advertise_addr: config.advertise_addr,
+            data_path_addr: config.data_path_addr,
+            heartbeat_period: DEFAULT_HEARTBEAT,
+        },
+        executor,
+    );
     swarm
         .resume()
         .await

@@ -5,7 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{Availability, ClusterInfo, ClusterState, NodeRecord, Role};
+use super::{
+    model::{Availability, ClusterInfo, ClusterState, NodeRecord, Role},
+    service::{Service, Task, TaskStatus},
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -29,6 +32,22 @@ pub enum Command {
     RemoveNode { id: String },
     /// `swarm join-token --rotate`.
     RotateSecret { role: Role, secret: String },
+    /// `service create`: the name must be free.
+    CreateService(Service),
+    /// `service update`, `scale`, rollback, and the orchestrator's update progress.
+    UpdateService(Service),
+    /// `service rm`: the service and all its tasks.
+    RemoveService { id: String },
+    /// The orchestrator creates or changes tasks (placement, desired state).
+    PutTasks(Vec<Task>),
+    /// Nodes report what their tasks did. Reports for unknown tasks, from a node the task is
+    /// not on, or moving a task backwards are ignored: nodes may report late.
+    ReportTasks {
+        node_id: String,
+        reports: Vec<(String, TaskStatus)>,
+    },
+    /// The orchestrator prunes task history.
+    RemoveTasks(Vec<String>),
 }
 
 /// What applying a command produced. Errors are part of the replicated result, not a failure
@@ -85,6 +104,51 @@ impl ClusterState {
                 self.nodes
                     .remove(id)
                     .ok_or_else(|| format!("node {id} not found"))?;
+            }
+            Command::CreateService(service) => {
+                if self
+                    .services
+                    .values()
+                    .any(|s| s.spec.name == service.spec.name)
+                {
+                    return Err(format!("service {} already exists", service.spec.name));
+                }
+                self.services.insert(service.id.clone(), service.clone());
+            }
+            Command::UpdateService(service) => {
+                let current = self
+                    .services
+                    .get_mut(&service.id)
+                    .ok_or_else(|| format!("service {} not found", service.id))?;
+                *current = service.clone();
+            }
+            Command::RemoveService { id } => {
+                self.services
+                    .remove(id)
+                    .ok_or_else(|| format!("service {id} not found"))?;
+                self.tasks.retain(|_, t| t.service_id != *id);
+            }
+            Command::PutTasks(tasks) => {
+                for task in tasks {
+                    if self.services.contains_key(&task.service_id) {
+                        self.tasks.insert(task.id.clone(), task.clone());
+                    }
+                }
+            }
+            Command::ReportTasks { node_id, reports } => {
+                for (id, status) in reports {
+                    if let Some(task) = self.tasks.get_mut(id)
+                        && task.node_id == *node_id
+                        && status.state >= task.status.state
+                    {
+                        task.status = status.clone();
+                    }
+                }
+            }
+            Command::RemoveTasks(ids) => {
+                for id in ids {
+                    self.tasks.remove(id);
+                }
             }
             Command::RotateSecret { role, secret } => {
                 let cluster = self.cluster.as_mut().ok_or("no swarm")?;

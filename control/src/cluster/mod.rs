@@ -5,9 +5,16 @@
 //! # Layout
 //! - `model`: the objects (cluster, nodes) and their enums.
 //! - `command`: [`Command`], [`CommandResponse`] and [`ClusterState::apply`].
+//! - `service`: services (desired state) and tasks (their instances on nodes).
 
 mod command;
 mod model;
+mod service;
 
 pub use command::{Command, CommandResponse};
 pub use model::{Availability, ClusterInfo, ClusterState, NodeRecord, Role, raft_id};
+pub use service::{
+    BindMount, Constraint, ConstraintKey, FailureAction, RestartCondition, RestartPolicy, Service,
+    ServiceMode, ServiceSpec, Task, TaskState, TaskStatus, UpdateConfig, UpdateOrder, UpdateState,
+    UpdateStatus,
+};

@@ -102,6 +102,10 @@ pub struct ClusterState {
     pub cluster: Option<ClusterInfo>,
     /// Nodes by node ID.
     pub nodes: BTreeMap<String, NodeRecord>,
+    /// Services by service ID.
+    pub services: super::service::Services,
+    /// Tasks by task ID, current and history.
+    pub tasks: super::service::Tasks,
 }
 
 /// The Raft member ID of a node: openraft needs a `Copy` integer, our IDs are strings. The

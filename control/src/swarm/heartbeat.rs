@@ -7,7 +7,11 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::{Active, Swarm, lifecycle::parse_role};
+use super::{
+    Active, Swarm,
+    dispatch::{decode_tasks, encode_reports},
+    lifecycle::parse_role,
+};
 use crate::{api::HeartbeatRequest, cluster::raft_id, raft::Raft};
 
 /// Boxed because the loop may switch the node's role, which starts a new loop: the future
@@ -28,16 +32,30 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
             _ = tokio::time::sleep(period) => {}
         }
         let node_id = swarm.config().node_id.as_str().to_string();
-        if active.leading(&node_id).is_some() {
+        let reports = swarm.inner.runner.take_reports();
+        if let Some(manager) = active.leading(&node_id) {
+            // The leader beats for itself without a round trip.
             active.liveness.record(&node_id);
+            match swarm.dispatch(manager, &node_id, reports.clone()).await {
+                Ok(assigned) => follow(&swarm, assigned).await,
+                Err(e) => {
+                    debug!(cause = %e.message(), "local dispatch failed");
+                    swarm.inner.runner.requeue(reports);
+                }
+            }
             continue;
         }
         let Some(leader) = active.leader_addr() else {
             debug!("no leader known; heartbeat skipped");
+            swarm.inner.runner.requeue(reports);
             continue;
         };
+        let request = HeartbeatRequest {
+            node_id,
+            task_reports: encode_reports(&reports),
+        };
         let reply = match active.peers.client(leader) {
-            Ok(mut client) => client.heartbeat(HeartbeatRequest { node_id }).await,
+            Ok(mut client) => client.heartbeat(request).await,
             Err(e) => Err(e),
         };
         match reply {
@@ -45,6 +63,10 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
                 let reply = reply.into_inner();
                 period = Duration::from_millis(reply.period_ms.max(50));
                 active.learn_managers(reply.leader_addr.parse().ok(), &reply.manager_addrs, &swarm);
+                match decode_tasks(&reply.assigned_tasks) {
+                    Ok(assigned) => follow(&swarm, assigned).await,
+                    Err(e) => warn!(cause = %e.message(), "bad task assignments from the leader"),
+                }
                 if let Ok(role) = parse_role(&reply.role)
                     && role != active.role()
                 {
@@ -60,9 +82,18 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
             }
             Err(status) => {
                 debug!(%leader, cause = %status.message(), "heartbeat failed");
+                swarm.inner.runner.requeue(reports);
                 active.forget_leader(leader);
             }
         }
+    }
+}
+
+/// Hands the assignments to the task runner, which forks: not on an async worker.
+async fn follow(swarm: &Swarm, assigned: Vec<crate::cluster::Task>) {
+    let runner = std::sync::Arc::clone(&swarm.inner.runner);
+    if let Err(e) = tokio::task::spawn_blocking(move || runner.reconcile(&assigned)).await {
+        warn!(cause = %e, "the task runner failed");
     }
 }
 

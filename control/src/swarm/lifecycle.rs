@@ -17,7 +17,7 @@ use tonic::Status;
 use tracing::{info, warn};
 
 use super::{
-    Active, ManagerRole, Swarm, heartbeat,
+    Active, ManagerRole, Swarm, dispatch, heartbeat,
     liveness::Liveness,
     peers::Peers,
     persist::{self, SwarmFile},
@@ -229,6 +229,11 @@ impl Swarm {
         }
         let _guard = self.inner.transitions.lock().await;
         self.abandon().await;
+        // Stopping waits out each task's grace period: not on an async worker.
+        let runner = Arc::clone(&self.inner.runner);
+        if let Err(e) = tokio::task::spawn_blocking(move || runner.stop_all()).await {
+            warn!(cause = %e, "stopping the tasks failed");
+        }
         info!("left the swarm");
         Ok(())
     }
@@ -394,6 +399,11 @@ impl Swarm {
                 self.clone(),
                 Arc::clone(&active),
                 manager.raft.clone(),
+                stopped.clone(),
+            )));
+            tasks.push(tokio::spawn(dispatch::orchestrate(
+                self.clone(),
+                Arc::clone(&active),
                 stopped,
             )));
         }

@@ -9,6 +9,7 @@ use tracing::info;
 
 use super::{
     Active, ManagerRole, NOT_A_MANAGER, Swarm,
+    dispatch::{decode_reports, encode_tasks},
     lifecycle::{heartbeat_period, internal, now_secs, parse_role},
 };
 use crate::{
@@ -40,6 +41,7 @@ macro_rules! on_leader {
         };
     };
 }
+pub(super) use on_leader;
 
 impl Swarm {
     /// A node presents a join token: check it, issue its certificate, record the node.
@@ -325,7 +327,7 @@ impl Swarm {
         })
     }
 
-    /// A node says it is alive.
+    /// A node says it is alive, and what its tasks did; gets its task assignments back.
     pub async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatResponse, Status> {
         let active = self.active().await?;
         // Followers keep a record too, so a follower that becomes leader knows who was alive.
@@ -338,11 +340,14 @@ impl Swarm {
                 request.node_id
             ))
         })?;
+        let reports = decode_reports(&request.task_reports)?;
+        let assigned = self.dispatch(manager, &request.node_id, reports).await?;
         Ok(HeartbeatResponse {
             period_ms: heartbeat_period(&state).as_millis() as u64,
             leader_addr: active.file().addr.to_string(),
             manager_addrs: manager_addrs(&state),
             role: node.role.as_str().to_string(),
+            assigned_tasks: encode_tasks(&assigned),
         })
     }
 
@@ -444,7 +449,10 @@ fn node_info(node: &NodeRecord, active: &Active, raft: &RaftView, period: Durati
 }
 
 /// Finds a node by ID, hostname, or unique ID prefix, as Docker does.
-fn resolve_node<'a>(state: &'a ClusterState, reference: &str) -> Result<&'a NodeRecord, Status> {
+pub(super) fn resolve_node<'a>(
+    state: &'a ClusterState,
+    reference: &str,
+) -> Result<&'a NodeRecord, Status> {
     if reference.is_empty() {
         return Err(Status::invalid_argument(
             "a node ID or hostname is required",

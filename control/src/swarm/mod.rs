@@ -11,11 +11,16 @@
 //! - `manager`: what the leader does for the API (admit, node operations, tokens, heartbeats).
 //! - `service`: the tonic service: who may call what, and forwarding to the leader.
 //! - `heartbeat`: the node side of heartbeats.
+//! - `dispatch`: tasks to nodes and status back, on the heartbeat; the orchestrator loop.
+//! - `services`: what the leader does for the service API.
+//! - `convert`: API messages to and from the cluster model.
 //! - `liveness`: the leader's record of heartbeats (Ready/Down).
 //! - `peers`: mutual-TLS clients for other nodes.
 //! - `raft_network`: openraft's network over the cluster API.
 //! - `persist`: the membership files under the state dir.
 
+mod convert;
+mod dispatch;
 mod heartbeat;
 mod lifecycle;
 mod liveness;
@@ -24,6 +29,7 @@ mod peers;
 mod persist;
 mod raft_network;
 mod service;
+mod services;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -32,6 +38,7 @@ use std::{
     time::Duration,
 };
 
+pub use dispatch::{NoTasks, TaskReports, TaskRunner};
 pub use service::ClusterService;
 use tokio::{sync::watch, task::JoinHandle};
 use tonic::Status;
@@ -70,6 +77,8 @@ pub struct Swarm {
 
 struct Inner {
     config: NodeConfig,
+    /// Runs the tasks the leader assigns to this node.
+    runner: Arc<dyn TaskRunner>,
     /// `Some` while the node is in a swarm.
     active: tokio::sync::RwLock<Option<Arc<Active>>>,
     /// Serializes membership changes (init, join, leave, role switches).
@@ -117,10 +126,11 @@ const NOT_A_MANAGER: &str = "This node is not a swarm manager. Worker nodes can'
      current node to a manager.";
 
 impl Swarm {
-    pub fn new(config: NodeConfig) -> Swarm {
+    pub fn new(config: NodeConfig, runner: Arc<dyn TaskRunner>) -> Swarm {
         Swarm {
             inner: Arc::new(Inner {
                 config,
+                runner,
                 active: tokio::sync::RwLock::new(None),
                 transitions: tokio::sync::Mutex::new(()),
             }),

@@ -13,8 +13,10 @@ use crate::{
     api::{
         AddRaftMemberRequest, AdmitRequest, AdmitResponse, Empty, HeartbeatRequest,
         HeartbeatResponse, InitRequest, InitResponse, JoinSwarmRequest, JoinSwarmResponse,
-        JoinTokenRequest, JoinTokenResponse, LeaveRequest, ListNodesResponse, NodeInfo,
-        RaftRequest, RaftResponse, RemoveNodeRequest, UpdateNodeRequest, cluster_server::Cluster,
+        JoinTokenRequest, JoinTokenResponse, LeaveRequest, ListNodesResponse, ListServicesResponse,
+        ListTasksRequest, ListTasksResponse, NodeInfo, RaftRequest, RaftResponse,
+        RemoveNodeRequest, ServiceInfo, ServiceRef, ServiceSpec, UpdateNodeRequest,
+        UpdateServiceRequest, cluster_server::Cluster,
     },
     cluster::Role,
     pki::{self, PeerIdentity},
@@ -218,6 +220,58 @@ impl Cluster for ClusterService {
         }
         self.swarm
             .heartbeat(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_service(
+        &self,
+        request: Request<ServiceSpec>,
+    ) -> Result<Response<ServiceInfo>, Status> {
+        self.manager(&request).await?;
+        self.swarm
+            .create_service(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_service(
+        &self,
+        request: Request<UpdateServiceRequest>,
+    ) -> Result<Response<ServiceInfo>, Status> {
+        self.manager(&request).await?;
+        self.swarm
+            .update_service(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_service(
+        &self,
+        request: Request<ServiceRef>,
+    ) -> Result<Response<Empty>, Status> {
+        self.manager(&request).await?;
+        self.swarm
+            .remove_service(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_services(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        self.member(&request)?;
+        self.swarm.list_services().await.map(Response::new)
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        self.member(&request)?;
+        self.swarm
+            .list_tasks(request.into_inner())
             .await
             .map(Response::new)
     }

@@ -1,0 +1,97 @@
+//! Finding the tasks again when the executor opens (after an agent restart, SIGKILL
+//! included): a task whose process still runs is re-adopted, never started a second time; one
+//! whose process is gone is reported failed.
+
+use std::path::Path;
+
+use shoal_control::cluster::{TaskState, TaskStatus};
+use tracing::{info, warn};
+
+use super::{
+    ExecutorError,
+    proc::Liveness,
+    state::{Phase, State, TaskEntry, status},
+    stop::signal_group,
+    store::{self, TaskDir},
+};
+
+/// Loads every task directory under `tasks_dir` into `state`, queueing a report for each.
+pub fn load(tasks_dir: &Path, state: &mut State) -> Result<(), ExecutorError> {
+    for id in store::list(tasks_dir)? {
+        let dir = TaskDir::new(tasks_dir, &id);
+        let process = match dir.read_pid() {
+            Ok(process) => process,
+            Err(e) => {
+                warn!(task = %id, error = %e, "unreadable pid file: treating the task as exited");
+                None
+            }
+        };
+        let task = match dir.read_spec() {
+            Ok(task) => task,
+            Err(e) => {
+                // Without its spec the task can be neither supervised nor reported (spec.json
+                // is written before the process starts, so this is a damaged directory).
+                warn!(task = %id, error = %e, "unreadable task spec: killing and removing the task");
+                if let Some(process) = process {
+                    signal_group(process, true, nix::sys::signal::Signal::SIGKILL);
+                }
+                if let Err(e) = dir.remove() {
+                    warn!(task = %id, error = %e, "removing a damaged task dir");
+                }
+                continue;
+            }
+        };
+        let last = match dir.read_status() {
+            Ok(last) => last,
+            Err(e) => {
+                warn!(task = %id, error = %e, "unreadable task status");
+                None
+            }
+        };
+        let running = process.filter(|p| p.liveness() == Liveness::Alive);
+        let phase = match running {
+            Some(process) => Phase::Running {
+                process,
+                adopted: true,
+            },
+            None => Phase::Exited,
+        };
+        let placeholder = last
+            .clone()
+            .unwrap_or_else(|| status(TaskState::Preparing, "", String::new(), None));
+        state.tasks.insert(
+            id.clone(),
+            TaskEntry {
+                task,
+                dir,
+                phase,
+                status: placeholder,
+                stopping: false,
+                kill_at: None,
+            },
+        );
+        // The previous agent may have died before the leader got its last report: send it
+        // again (a repeated status does not move a task, so this is harmless).
+        match (last, running) {
+            (Some(last), _) if last.state.is_terminal() => state.reports.push_back((id, last)),
+            (Some(last), Some(process)) if last.state == TaskState::Running => {
+                info!(task = %id, pid = process.pid, "re-adopted running task");
+                state.reports.push_back((id, last));
+            }
+            // Died between spawning and recording Running: it is running now.
+            (_, Some(process)) => {
+                info!(task = %id, pid = process.pid, "re-adopted running task");
+                state.record(&id, running_status());
+            }
+            (_, None) => {
+                let error = "task exited while the agent was down".to_owned();
+                state.record(&id, status(TaskState::Failed, "failed", error, None));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn running_status() -> TaskStatus {
+    status(TaskState::Running, "started", String::new(), None)
+}

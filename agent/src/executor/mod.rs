@@ -1,0 +1,169 @@
+//! The exec driver: runs a task as a process tree in network, mount and UTS namespaces of its
+//! own (like Nomad's exec driver), not as a container image.
+//!
+//! The agent hands [`Executor::reconcile`] every task the leader assigned to this node; the
+//! executor starts and stops processes to match, and queues status changes that the agent
+//! takes with [`Executor::take_reports`] and sends to the leader.
+//!
+//! Tasks outlive the agent: their processes are in sessions of their own, with no
+//! parent-death signal, and everything needed to find them again is on disk, so a restarted
+//! agent (even after SIGKILL) re-adopts them instead of starting them twice.
+//!
+//! On disk, `<state_dir>/tasks/<task-id>/` holds `spec.json` (the task), `status.json` (its
+//! last status), `pid` (`<pid> <start time>`), `stdout.log` and `stderr.log`.
+//!
+//! # Layout
+//! - `error`: [`ExecutorError`].
+//! - `store`: a task's directory and its files.
+//! - `proc`: a process's identity (PID + start time) and whether it still runs.
+//! - `state`: the shared state, and recording a status (persisted, then queued).
+//! - `adopt`: loading the task directories when the executor opens.
+//! - `reconcile`: following the assignments: start, stop, forget.
+//! - `spawn`: starting a task's process in its namespaces.
+//! - `stop`: SIGTERM now, SIGKILL after the grace period.
+//! - `supervise`: the thread that notices exits, reaps, and delivers due SIGKILLs.
+//! - `exec`: a command inside a running task's namespaces (`shoal exec`).
+
+mod adopt;
+mod error;
+mod exec;
+mod proc;
+mod reconcile;
+mod spawn;
+mod state;
+mod stop;
+mod store;
+mod supervise;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{Arc, Condvar, Mutex, PoisonError, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+pub use error::ExecutorError;
+use shoal_control::cluster::{Task, TaskStatus};
+
+use state::{Inner, State};
+
+/// Extra time `stop_all` waits beyond the longest grace period, for SIGKILL to take effect.
+const KILL_MARGIN: Duration = Duration::from_secs(5);
+
+/// Runs this node's tasks. One per state dir (the agent's state-dir lock guarantees it).
+///
+/// Reports follow a take-and-requeue model: [`Executor::take_reports`] hands over the pending
+/// status changes, and a caller that fails to deliver them gives them back with
+/// [`Executor::requeue`], so none is lost.
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+impl Executor {
+    /// Opens (creating if needed) `<state_dir>/tasks/`, re-adopts the tasks whose process
+    /// still runs, reports those whose process is gone as failed ("task exited while the
+    /// agent was down"), and starts the supervisor thread. Every known task's current status
+    /// is queued as a report, since the previous agent may have died before sending it.
+    pub fn open(state_dir: &Path) -> Result<Executor, ExecutorError> {
+        let tasks_dir = state_dir.join("tasks");
+        store::create_private_dir(&tasks_dir)?;
+        let mut state = State::default();
+        adopt::load(&tasks_dir, &mut state)?;
+        let inner = Arc::new(Inner {
+            tasks_dir,
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            closed: Default::default(),
+        });
+        supervise::start(inner.clone()).map_err(|source| ExecutorError::Spawn {
+            what: "the task supervisor thread",
+            source,
+        })?;
+        Ok(Executor { inner })
+    }
+
+    /// Makes local processes follow `assigned`, every task the leader assigned to this node:
+    /// starts those desired Running that were never started here, stops (in the background:
+    /// SIGTERM to the process group, SIGKILL after `stop_grace_ms`) those desired Shutdown and
+    /// the running ones missing from `assigned` (orphans), and deletes the directories of
+    /// finished tasks missing from `assigned`. A task is never started twice, whatever
+    /// `assigned` says later.
+    pub fn reconcile(&self, assigned: &[Task]) {
+        reconcile::reconcile(&self.inner, assigned);
+    }
+
+    /// Status changes since the last call, oldest first, by task ID.
+    pub fn take_reports(&self) -> Vec<(String, TaskStatus)> {
+        self.inner.lock().reports.drain(..).collect()
+    }
+
+    /// Gives back reports from [`Executor::take_reports`] that could not be delivered: they
+    /// are taken again, before any newer ones, by the next call.
+    pub fn requeue(&self, reports: Vec<(String, TaskStatus)>) {
+        let mut state = self.inner.lock();
+        for report in reports.into_iter().rev() {
+            state.reports.push_front(report);
+        }
+    }
+
+    /// The task's stdout and stderr logs, if the task is known here.
+    pub fn log_paths(&self, task_id: &str) -> Option<(PathBuf, PathBuf)> {
+        let state = self.inner.lock();
+        let dir = &state.tasks.get(task_id)?.dir;
+        Some((dir.stdout_path(), dir.stderr_path()))
+    }
+
+    /// A command that runs `argv` inside the task's network, mount and UTS namespaces, with
+    /// the task's env, in `/`. Stdio is the caller's to set. Error if the task is not running
+    /// here.
+    pub fn exec_command(&self, task_id: &str, argv: &[String]) -> Result<Command, ExecutorError> {
+        exec::exec_command(&self.inner, task_id, argv)
+    }
+
+    /// The PID of a running task (its namespaces are `/proc/<pid>/ns/*`).
+    pub fn pid(&self, task_id: &str) -> Option<u32> {
+        let state = self.inner.lock();
+        state.tasks.get(task_id)?.running().map(|(p, _)| p.pid)
+    }
+
+    /// Stops every task (the node is leaving the swarm) and waits until they have exited, at
+    /// most the longest grace period plus a few seconds. False if some are still running.
+    /// Agent shutdown does not call this: tasks keep running across agent restarts.
+    pub fn stop_all(&self) -> bool {
+        let mut state = self.inner.lock();
+        let mut longest = Duration::ZERO;
+        for entry in state.tasks.values_mut() {
+            let grace = Duration::from_millis(entry.task.spec.stop_grace_ms);
+            longest = longest.max(grace);
+            stop::request_stop(entry, grace);
+        }
+        let deadline = Instant::now() + longest + KILL_MARGIN;
+        loop {
+            if state.tasks.values().all(|e| e.running().is_none()) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .inner
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+impl Drop for Executor {
+    /// Stops the supervisor, as if the agent had exited: tasks keep running, unsupervised,
+    /// until an executor opens the state dir again.
+    fn drop(&mut self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.changed.notify_all();
+    }
+}

@@ -1,0 +1,159 @@
+//! Making local processes follow the leader's assignments: start what should run, stop what
+//! should not (desired Shutdown, or no longer assigned here at all), forget what is over.
+
+use std::{collections::HashSet, path::Path, time::Duration};
+
+use nix::sys::{signal::Signal, wait::waitpid};
+use shoal_control::cluster::{Task, TaskState};
+use tracing::warn;
+
+use super::{
+    adopt::running_status,
+    spawn,
+    state::{Inner, Phase, State, TaskEntry, status},
+    stop::{request_stop, signal_group},
+    store::{TaskDir, validate_task_id},
+};
+
+pub fn reconcile(inner: &Inner, assigned: &[Task]) {
+    let mut state = inner.lock();
+    let mut wanted = HashSet::new();
+    for task in assigned {
+        wanted.insert(task.id.as_str());
+        if let Some(entry) = state.tasks.get_mut(&task.id) {
+            // Known here: it runs or has run. Never started twice; only stopped on request.
+            if task.desired_state > TaskState::Running {
+                request_stop(entry, Duration::from_millis(task.spec.stop_grace_ms));
+            }
+            continue;
+        }
+        if let Err(e) = validate_task_id(&task.id) {
+            refuse(&mut state, &task.id, e.to_string());
+            continue;
+        }
+        // Over already (as far as the leader knows): nothing left to do here.
+        if task.status.state.is_terminal() {
+            continue;
+        }
+        match task.desired_state {
+            TaskState::Running => start(&inner.tasks_dir, &mut state, task),
+            // Told to stop before it was started: it never will be, which the leader (waiting
+            // for it to be terminal) must hear.
+            desired if desired > TaskState::Running => {
+                never_started(&inner.tasks_dir, &mut state, task);
+            }
+            // Not to be started yet.
+            _ => {}
+        }
+    }
+
+    let unassigned: Vec<String> = state
+        .tasks
+        .keys()
+        .filter(|id| !wanted.contains(id.as_str()))
+        .cloned()
+        .collect();
+    for id in unassigned {
+        let Some(entry) = state.tasks.get_mut(&id) else {
+            continue;
+        };
+        if entry.running().is_some() {
+            // An orphan: the leader no longer has it here (removed service, task moved while
+            // this node was cut off). Stopped with the grace period it was started with.
+            let grace = Duration::from_millis(entry.task.spec.stop_grace_ms);
+            request_stop(entry, grace);
+        } else {
+            // Over, and the leader has dropped it: its directory (and logs) can go.
+            if let Err(e) = entry.dir.remove() {
+                warn!(task = %id, error = %e, "removing a finished task's directory");
+            }
+            state.tasks.remove(&id);
+        }
+    }
+    state.rejected.retain(|id| wanted.contains(id.as_str()));
+}
+
+/// Reports a task that cannot even get a directory, once.
+fn refuse(state: &mut State, id: &str, error: String) {
+    if state.rejected.insert(id.to_owned()) {
+        let rejected = status(TaskState::Rejected, "rejected", error, None);
+        state.reports.push_back((id.to_owned(), rejected));
+    }
+}
+
+/// Creates the task's directory and entry (not running yet). False if it was refused.
+fn add(tasks_dir: &Path, state: &mut State, task: &Task) -> bool {
+    let dir = match TaskDir::create(tasks_dir, task) {
+        Ok(dir) => dir,
+        Err(e) => {
+            refuse(state, &task.id, format!("preparing task failed: {e}"));
+            return false;
+        }
+    };
+    let preparing = status(TaskState::Preparing, "preparing", String::new(), None);
+    state.tasks.insert(
+        task.id.clone(),
+        TaskEntry {
+            task: task.clone(),
+            dir,
+            phase: Phase::Exited,
+            status: preparing,
+            stopping: false,
+            kill_at: None,
+        },
+    );
+    true
+}
+
+/// Records, once, that a task will never start here: reported Shutdown.
+fn never_started(tasks_dir: &Path, state: &mut State, task: &Task) {
+    if add(tasks_dir, state, task) {
+        let shutdown = status(TaskState::Shutdown, "shutdown", String::new(), None);
+        state.record(&task.id, shutdown);
+    }
+}
+
+/// Preparing -> Starting -> Running, or Failed. Spawning is quick (fork + exec), so it is done
+/// here, under the lock: the supervisor cannot see the process before its entry exists.
+fn start(tasks_dir: &Path, state: &mut State, task: &Task) {
+    if !add(tasks_dir, state, task) {
+        return;
+    }
+    let id = task.id.as_str();
+    state.record(
+        id,
+        status(TaskState::Preparing, "preparing", String::new(), None),
+    );
+    state.record(
+        id,
+        status(TaskState::Starting, "starting", String::new(), None),
+    );
+    let Some(dir) = state.tasks.get(id).map(|e| e.dir.clone()) else {
+        return;
+    };
+    let result = spawn::spawn(task, &dir).and_then(|process| match dir.write_pid(process) {
+        Ok(()) => Ok(process),
+        Err(e) => {
+            // Unrecorded, the process could not be found again after a restart: do not let
+            // it run. SIGKILL makes the wait short.
+            signal_group(process, false, Signal::SIGKILL);
+            let _ = waitpid(process.nix_pid(), None);
+            Err(e.to_string())
+        }
+    });
+    match result {
+        Ok(process) => {
+            if let Some(entry) = state.tasks.get_mut(id) {
+                entry.phase = Phase::Running {
+                    process,
+                    adopted: false,
+                };
+            }
+            state.record(id, running_status());
+        }
+        Err(e) => {
+            let error = format!("starting task failed: {e}");
+            state.record(id, status(TaskState::Failed, "failed", error, None));
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! Starting a task: its process in new network, mount and UTS namespaces, in a session of its
+//! own, with the service's bind mounts, env and logs.
+//!
+//! Everything that can be checked or allocated is done before the fork; the `pre_exec` hook
+//! runs in the forked child of a multi-threaded process, where only async-signal-safe calls
+//! are allowed, so it makes raw syscalls on prepared C strings and allocates nothing.
+
+use std::{
+    ffi::{CString, OsStr},
+    fs::File,
+    io::{self, Read as _},
+    os::{
+        fd::{AsRawFd as _, OwnedFd, RawFd},
+        unix::{ffi::OsStrExt as _, fs::PermissionsExt as _, process::CommandExt as _},
+    },
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use nix::{
+    fcntl::OFlag,
+    sys::statvfs::{FsFlags, statvfs},
+};
+use shoal_control::cluster::{BindMount, Task};
+
+use super::{proc::ProcessIdentity, store::TaskDir};
+
+/// Docker's default PATH, used when the service sets none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The kernel's limit on a hostname (HOST_NAME_MAX).
+const HOST_NAME_MAX: usize = 64;
+
+/// The environment a task (and `exec` into it) gets. Not the agent's own: its variables
+/// (RUST_LOG, SHOAL_HOST, ...) are none of the task's business, as with Docker.
+pub fn task_env(task: &Task) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATH".to_owned(), DEFAULT_PATH.to_owned()),
+        ("HOSTNAME".to_owned(), hostname(&task.id).to_owned()),
+        ("HOME".to_owned(), "/root".to_owned()),
+    ];
+    env.extend(task.spec.env.iter().cloned());
+    env.push(("SHOAL_TASK_ID".to_owned(), task.id.clone()));
+    env.push(("SHOAL_TASK_NAME".to_owned(), task.name()));
+    env.push(("SHOAL_SERVICE_NAME".to_owned(), task.spec.name.clone()));
+    env
+}
+
+/// A task's hostname is its ID, as in Docker, cut to what the kernel accepts. Task IDs are
+/// ASCII (checked by the store), so cutting at a byte is cutting at a character.
+fn hostname(task_id: &str) -> &str {
+    &task_id[..task_id.len().min(HOST_NAME_MAX)]
+}
+
+/// The program `argv0` names: itself if it has a '/', else the first executable file of that
+/// name on `path`. Checked here so a typo reads as "not found" rather than as an errno.
+fn find_executable(argv0: &str, path: &str) -> Option<PathBuf> {
+    let is_executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if argv0.contains('/') {
+        // Relative paths are relative to the task's working directory, "/".
+        let p = Path::new("/").join(argv0);
+        return is_executable(&p).then_some(p);
+    }
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(argv0))
+        .find(|p| is_executable(p))
+}
+
+fn c_string(s: &OsStr, what: &str) -> Result<CString, String> {
+    CString::new(s.as_bytes()).map_err(|_| format!("{what} {s:?} contains a NUL byte"))
+}
+
+/// A bind mount ready for the child.
+struct PreparedMount {
+    source: CString,
+    target: CString,
+    /// Flags of the read-only remount, or `None` for a writable mount.
+    readonly_flags: Option<libc::c_ulong>,
+}
+
+/// Checks the service's mounts and turns them into C strings and flags.
+fn prepare_mounts(task: &Task) -> Result<Vec<PreparedMount>, String> {
+    task.spec
+        .mounts
+        .iter()
+        .map(|m| {
+            for (what, path) in [("source", &m.source), ("target", &m.target)] {
+                if !Path::new(path).is_absolute() {
+                    return Err(format!("invalid mount: {what} {path:?} is not absolute"));
+                }
+                // No root filesystem of its own to create the target in: it must exist on
+                // the host (and stays unchanged there: the mount is only in the task's view).
+                if !Path::new(path).exists() {
+                    return Err(format!("invalid mount: {what} {path:?} does not exist"));
+                }
+            }
+            let readonly_flags = if m.readonly {
+                // A read-only remount must keep the flags the source's mount has (nosuid,
+                // nodev, ...): the kernel refuses to clear locked ones, and clearing them
+                // would loosen the host's policy anyway.
+                let source_flags = statvfs(Path::new(&m.source))
+                    .map_err(|e| format!("invalid mount: source {:?}: {e}", m.source))?
+                    .flags();
+                Some(remount_flags(source_flags))
+            } else {
+                None
+            };
+            Ok(PreparedMount {
+                source: c_string(OsStr::new(&m.source), "mount source")?,
+                target: c_string(OsStr::new(&m.target), "mount target")?,
+                readonly_flags,
+            })
+        })
+        .collect()
+}
+
+fn remount_flags(source: FsFlags) -> libc::c_ulong {
+    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+    for (st, ms) in [
+        (FsFlags::ST_NOSUID, libc::MS_NOSUID),
+        (FsFlags::ST_NODEV, libc::MS_NODEV),
+        (FsFlags::ST_NOEXEC, libc::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, libc::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if source.contains(st) {
+            flags |= ms;
+        }
+    }
+    flags
+}
+
+/// Which step of the child's setup failed, sent to the parent over a pipe (the error itself
+/// comes back through `spawn`, as an errno without context).
+const STEP_SETSID: u32 = 0;
+const STEP_UNSHARE: u32 = 1;
+const STEP_PRIVATE: u32 = 2;
+const STEP_HOSTNAME: u32 = 3;
+/// Mount `i`: `STEP_MOUNTS + 2 * i` binds it, `+ 1` makes it read-only.
+const STEP_MOUNTS: u32 = 4;
+
+fn describe_step(step: u32, mounts: &[BindMount]) -> String {
+    match step {
+        STEP_SETSID => "creating a session".to_owned(),
+        STEP_UNSHARE => "creating the task's namespaces".to_owned(),
+        STEP_PRIVATE => "making mount propagation private".to_owned(),
+        STEP_HOSTNAME => "setting the hostname".to_owned(),
+        _ => {
+            let i = ((step - STEP_MOUNTS) / 2) as usize;
+            let Some(m) = mounts.get(i) else {
+                return format!("setup step {step}");
+            };
+            if (step - STEP_MOUNTS).is_multiple_of(2) {
+                format!("bind-mounting {:?} on {:?}", m.source, m.target)
+            } else {
+                format!("making {:?} read-only", m.target)
+            }
+        }
+    }
+}
+
+/// The child's setup, between fork and exec. Returns the failed step with the errno.
+///
+/// # Safety
+/// Must run in a freshly forked child (it changes the calling process's namespaces and
+/// session). Only async-signal-safe syscalls, on memory prepared before the fork.
+unsafe fn setup_child(
+    hostname: &CString,
+    mounts: &[PreparedMount],
+) -> Result<(), (u32, io::Error)> {
+    let fail = |step: u32| (step, io::Error::last_os_error());
+    // SAFETY (all calls below): plain syscalls, valid NUL-terminated pointers that outlive the
+    // calls (owned by the closure), null where the kernel accepts null.
+    unsafe {
+        // A session of its own: the agent's terminal and process-group signals (Ctrl-C,
+        // systemd stopping the agent's group) do not reach the task, and the task's process
+        // group (pgid = pid) is what stopping it signals.
+        if libc::setsid() == -1 {
+            return Err(fail(STEP_SETSID));
+        }
+        // No CLONE_NEWPID: the task's PID stays visible to the agent, which watches it. The
+        // new network namespace has only a down loopback; the networking piece configures it
+        // (via /proc/<pid>/ns/net) after the task starts.
+        if libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS | libc::CLONE_NEWUTS) == -1 {
+            return Err(fail(STEP_UNSHARE));
+        }
+        // Without this, the task's bind mounts would propagate back to the host (systemd
+        // makes "/" shared).
+        let flags = libc::MS_REC | libc::MS_PRIVATE;
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        ) == -1
+        {
+            return Err(fail(STEP_PRIVATE));
+        }
+        let name = hostname.as_bytes();
+        if libc::sethostname(name.as_ptr().cast(), name.len()) == -1 {
+            return Err(fail(STEP_HOSTNAME));
+        }
+        for (i, m) in (0u32..).zip(mounts) {
+            // Recursive, as Docker's bind mounts: mounts below the source come along.
+            let bind = libc::MS_BIND | libc::MS_REC;
+            if libc::mount(
+                m.source.as_ptr(),
+                m.target.as_ptr(),
+                std::ptr::null(),
+                bind,
+                std::ptr::null(),
+            ) == -1
+            {
+                return Err(fail(STEP_MOUNTS + 2 * i));
+            }
+            if let Some(flags) = m.readonly_flags
+                && libc::mount(
+                    std::ptr::null(),
+                    m.target.as_ptr(),
+                    std::ptr::null(),
+                    flags,
+                    std::ptr::null(),
+                ) == -1
+            {
+                return Err(fail(STEP_MOUNTS + 2 * i + 1));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts the task's process. The error is the status error's text, after "starting task
+/// failed: ".
+pub fn spawn(task: &Task, dir: &TaskDir) -> Result<ProcessIdentity, String> {
+    let Some(argv0) = task.spec.command.first() else {
+        return Err("the service has no command".to_owned());
+    };
+    let env = task_env(task);
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    let Some(program) = find_executable(argv0, path) else {
+        return Err(format!("executable {argv0:?} not found"));
+    };
+    let mounts = prepare_mounts(task)?;
+    let hostname = c_string(OsStr::new(hostname(&task.id)), "hostname")?;
+    let (stdout, stderr) = dir.open_logs().map_err(|e| e.to_string())?;
+    let (step_read, step_write): (OwnedFd, OwnedFd) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("creating a pipe: {e}"))?;
+
+    let mut command = Command::new(&program);
+    command
+        .arg0(argv0)
+        .args(&task.spec.command[1..])
+        .env_clear()
+        .envs(env)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    let step_fd: RawFd = step_write.as_raw_fd();
+    // SAFETY: `setup_child` makes only async-signal-safe syscalls on data prepared above (the
+    // closure owns it: no allocation in the child); the failure report is a single write(2)
+    // to a pipe whose write end the closure keeps open (CLOEXEC: the task does not inherit
+    // it). No parent-death signal is set: the task must outlive an agent restart.
+    unsafe {
+        command.pre_exec(move || {
+            let _keep_open = &step_write;
+            match setup_child(&hostname, &mounts) {
+                Ok(()) => Ok(()),
+                Err((step, err)) => {
+                    let bytes = step.to_ne_bytes();
+                    libc::write(step_fd, bytes.as_ptr().cast(), bytes.len());
+                    Err(err)
+                }
+            }
+        });
+    }
+    let spawned = command.spawn();
+    // Closes the parent's write end, so reading below sees EOF rather than blocking.
+    drop(command);
+    let child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            let mut step = [0u8; 4];
+            let context = match File::from(step_read).read_exact(&mut step) {
+                Ok(()) => describe_step(u32::from_ne_bytes(step), &task.spec.mounts),
+                // No step reported: the setup succeeded and exec itself failed.
+                Err(_) => format!("executing {}", program.display()),
+            };
+            return Err(format!("{context}: {e}"));
+        }
+    };
+    // The child is not reaped until the supervisor has seen it exit, so its /proc entry is
+    // there even if it already exited.
+    let pid = child.id();
+    ProcessIdentity::of(pid).ok_or_else(|| {
+        format!("process {pid} vanished right after starting (reaped by someone else?)")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_executables_on_the_path_only() {
+        assert_eq!(
+            find_executable("sh", "/nonexistent:/bin:/usr/bin"),
+            Some(PathBuf::from("/bin/sh"))
+        );
+        assert_eq!(find_executable("no-such-program-x", DEFAULT_PATH), None);
+        assert_eq!(
+            find_executable("/bin/sh", ""),
+            Some(PathBuf::from("/bin/sh"))
+        );
+        // A directory or a non-executable file is not a program.
+        assert_eq!(find_executable("/etc", DEFAULT_PATH), None);
+        assert_eq!(find_executable("/proc/self/status", DEFAULT_PATH), None);
+    }
+
+    #[test]
+    fn long_task_ids_are_cut_for_the_hostname() {
+        let id = "a".repeat(100);
+        assert_eq!(hostname(&id).len(), HOST_NAME_MAX);
+        assert_eq!(hostname("abc"), "abc");
+    }
+
+    #[test]
+    fn readonly_remount_keeps_the_source_flags() {
+        let flags = remount_flags(FsFlags::ST_NOSUID | FsFlags::ST_NODEV);
+        assert_eq!(
+            flags,
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! The executor's shared state: what it knows of each task, the reports not yet taken, and the
+//! one place a status changes (persisted to the task dir, then queued for the leader).
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    path::PathBuf,
+    sync::{Condvar, Mutex, MutexGuard, PoisonError, atomic::AtomicBool},
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use shoal_control::cluster::{Task, TaskState, TaskStatus};
+use tracing::warn;
+
+use super::{proc::ProcessIdentity, store::TaskDir};
+
+/// Shared by the [`super::Executor`] handle and its supervisor thread.
+pub struct Inner {
+    pub tasks_dir: PathBuf,
+    pub state: Mutex<State>,
+    /// Notified when a task exits (for `stop_all`) and when a stop is requested (so the
+    /// supervisor re-computes when its next SIGKILL is due).
+    pub changed: Condvar,
+    /// Set when the executor is dropped: the supervisor stops, as it would if the agent died.
+    pub closed: AtomicBool,
+}
+
+impl Inner {
+    /// The state, even if a thread panicked while holding it: every update leaves it
+    /// consistent, and refusing to supervise tasks after one panic would only leak them.
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Default)]
+pub struct State {
+    pub tasks: HashMap<String, TaskEntry>,
+    /// Status changes not taken yet, oldest first.
+    pub reports: VecDeque<(String, TaskStatus)>,
+    /// Tasks refused before they had a directory (invalid ID): reported once, not every time
+    /// they are assigned again.
+    pub rejected: HashSet<String>,
+}
+
+pub struct TaskEntry {
+    /// The task as it was assigned when it was started (its spec never changes afterwards).
+    pub task: Task,
+    pub dir: TaskDir,
+    pub phase: Phase,
+    /// The last status recorded.
+    pub status: TaskStatus,
+    /// A stop was requested: the exit is reported as Shutdown, and signals are not resent.
+    pub stopping: bool,
+    /// When the process group gets SIGKILL if it has not exited by then.
+    pub kill_at: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// `adopted`: found running by `Executor::open`, so not our child: watched via /proc
+    /// rather than waited for.
+    Running {
+        process: ProcessIdentity,
+        adopted: bool,
+    },
+    Exited,
+}
+
+impl TaskEntry {
+    pub fn running(&self) -> Option<(ProcessIdentity, bool)> {
+        match self.phase {
+            Phase::Running { process, adopted } => Some((process, adopted)),
+            Phase::Exited => None,
+        }
+    }
+}
+
+impl State {
+    /// Records a new status of a known task: in its directory (so a restarted agent knows it)
+    /// and in the report queue.
+    pub fn record(&mut self, id: &str, status: TaskStatus) {
+        let Some(entry) = self.tasks.get_mut(id) else {
+            return;
+        };
+        if let Err(e) = entry.dir.write_status(&status) {
+            // The report still reaches the leader; only a restart would lose it.
+            warn!(task = id, error = %e, "recording task status");
+        }
+        entry.status = status.clone();
+        self.reports.push_back((id.to_owned(), status));
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub fn status(
+    state: TaskState,
+    message: &str,
+    error: String,
+    exit_code: Option<i32>,
+) -> TaskStatus {
+    TaskStatus {
+        state,
+        message: message.to_owned(),
+        error,
+        exit_code,
+        timestamp_ms: now_ms(),
+    }
+}

@@ -1,0 +1,151 @@
+//! The supervisor: one thread per executor that notices task exits, reports them, reaps the
+//! processes and delivers SIGKILLs that are due.
+//!
+//! It polls (every [`POLL`], or sooner when a SIGKILL is due) rather than blocking in wait():
+//! re-adopted processes are not our children and can only be watched through /proc, and a
+//! SIGCHLD handler would compete with tokio's. Our children are checked with
+//! `waitid(WNOHANG | WNOWAIT)`: the exit is observed without reaping, so the leader's PID stays
+//! held (as a zombie) while what is left of its process group is killed, and only then reaped.
+
+use std::{
+    io,
+    sync::{Arc, PoisonError, atomic::Ordering},
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    errno::Errno,
+    sys::{
+        signal::Signal,
+        wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid},
+    },
+};
+use shoal_control::cluster::TaskState;
+
+use super::{
+    proc::{Liveness, ProcessIdentity},
+    state::{Inner, Phase, State, status},
+    stop::signal_group,
+};
+
+/// How often running tasks are checked: the delay before an exit is reported.
+const POLL: Duration = Duration::from_millis(50);
+
+pub fn start(inner: Arc<Inner>) -> io::Result<()> {
+    thread::Builder::new()
+        .name("task-supervisor".to_owned())
+        .spawn(move || run(&inner))?;
+    Ok(())
+}
+
+/// How a task's process ended.
+enum Outcome {
+    /// Exit code, or 128 + signal number, as a shell (and Docker) reports it.
+    Code(i32),
+    /// Why the exit status is not known.
+    Unknown(&'static str),
+}
+
+fn run(inner: &Inner) {
+    let mut state = inner.lock();
+    loop {
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let now = Instant::now();
+        let mut exited = Vec::new();
+        let mut next_check = now + POLL;
+        for (id, entry) in &mut state.tasks {
+            let Some((process, adopted)) = entry.running() else {
+                continue;
+            };
+            if let Some(outcome) = check_exit(process, adopted) {
+                exited.push((id.clone(), outcome));
+                continue;
+            }
+            match entry.kill_at {
+                Some(at) if at <= now => {
+                    signal_group(process, adopted, Signal::SIGKILL);
+                    entry.kill_at = None;
+                }
+                Some(at) => next_check = next_check.min(at),
+                None => {}
+            }
+        }
+        if !exited.is_empty() {
+            for (id, outcome) in exited {
+                finish(&mut state, &id, outcome);
+            }
+            inner.changed.notify_all();
+        }
+        let timeout = next_check.saturating_duration_since(Instant::now());
+        state = inner
+            .changed
+            .wait_timeout(state, timeout)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+}
+
+fn check_exit(process: ProcessIdentity, adopted: bool) -> Option<Outcome> {
+    if adopted {
+        return match process.liveness() {
+            Liveness::Alive => None,
+            Liveness::Zombie | Liveness::Gone => Some(Outcome::Unknown(
+                "its exit status is unknown: it was started before the agent restarted",
+            )),
+        };
+    }
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+    match waitid(Id::Pid(process.nix_pid()), flags) {
+        Ok(WaitStatus::Exited(_, code)) => Some(Outcome::Code(code)),
+        Ok(WaitStatus::Signaled(_, signal, _)) => Some(Outcome::Code(128 + signal as i32)),
+        Ok(_) | Err(Errno::EINTR) => None,
+        // ECHILD: someone else in this process reaped it (waitpid(-1)).
+        Err(_) => Some(Outcome::Unknown("its exit status was lost")),
+    }
+}
+
+/// Records a task's exit and reaps its process.
+fn finish(state: &mut State, id: &str, outcome: Outcome) {
+    let Some(entry) = state.tasks.get_mut(id) else {
+        return;
+    };
+    let Some((process, adopted)) = entry.running() else {
+        return;
+    };
+    // What the task left behind in its process group dies with it, as in a container whose
+    // init exits. Safe: a PID number stays allocated while any group member uses it as its
+    // pgid, and our child's (the leader's) stays held until reaped below. (An adopted leader
+    // that is fully gone with no member left frees the number, but recycling it as another
+    // group's ID within one poll would take a whole cycle of the PID space.)
+    signal_group(process, false, Signal::SIGKILL);
+    let exit_code = match outcome {
+        Outcome::Code(code) => Some(code),
+        Outcome::Unknown(_) => None,
+    };
+    let new_status = match outcome {
+        _ if entry.stopping => status(TaskState::Shutdown, "shutdown", String::new(), exit_code),
+        Outcome::Code(0) => status(TaskState::Complete, "finished", String::new(), exit_code),
+        Outcome::Code(code) => status(
+            TaskState::Failed,
+            "failed",
+            format!("task: non-zero exit ({code})"),
+            exit_code,
+        ),
+        Outcome::Unknown(why) => status(
+            TaskState::Failed,
+            "failed",
+            format!("task exited; {why}"),
+            None,
+        ),
+    };
+    entry.phase = Phase::Exited;
+    entry.kill_at = None;
+    state.record(id, new_status);
+    if !adopted {
+        // Reap: it exited (seen above), so this does not block. An error means it is gone.
+        let _ = waitpid(process.nix_pid(), Some(WaitPidFlag::WNOHANG));
+    }
+}

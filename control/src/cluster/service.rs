@@ -1,0 +1,232 @@
+//! Services and tasks: the desired state (`ServiceSpec`) and its instances (`Task`), as kept
+//! in Raft. Vocabulary and defaults follow Docker's swarm mode.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What the user asked for: `service create` / `service update`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    /// The task's command line (argv), run by the exec driver.
+    pub command: Vec<String>,
+    /// `-e KEY=VALUE`, in order.
+    pub env: Vec<(String, String)>,
+    /// `--mount type=bind,src=,dst=`.
+    pub mounts: Vec<BindMount>,
+    pub mode: ServiceMode,
+    /// `--constraint`, all of which must hold on a node.
+    pub constraints: Vec<Constraint>,
+    pub restart: RestartPolicy,
+    pub update: UpdateConfig,
+    pub rollback: UpdateConfig,
+    /// Time between SIGTERM and SIGKILL when a task is stopped.
+    pub stop_grace_ms: u64,
+    /// Bumped by `service update --force` so tasks are replaced even if nothing else changed.
+    pub force_update: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    pub source: String,
+    pub target: String,
+    pub readonly: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceMode {
+    Replicated {
+        replicas: u64,
+    },
+    /// One task on every eligible node.
+    Global,
+}
+
+/// `node.role==manager`, `node.labels.zone!=b`, ...
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Constraint {
+    pub key: ConstraintKey,
+    pub equal: bool,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConstraintKey {
+    Role,
+    Hostname,
+    NodeId,
+    Label(String),
+}
+
+/// As the user writes it: `node.labels.zone!=b`.
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = match &self.key {
+            ConstraintKey::Role => "node.role".to_string(),
+            ConstraintKey::Hostname => "node.hostname".to_string(),
+            ConstraintKey::NodeId => "node.id".to_string(),
+            ConstraintKey::Label(label) => format!("node.labels.{label}"),
+        };
+        let op = if self.equal { "==" } else { "!=" };
+        write!(f, "{key}{op}{}", self.value)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestartCondition {
+    None,
+    OnFailure,
+    Any,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    pub condition: RestartCondition,
+    pub delay_ms: u64,
+    /// 0: unlimited.
+    pub max_attempts: u64,
+    /// Window in which attempts are counted; 0: forever.
+    pub window_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureAction {
+    Pause,
+    Continue,
+    Rollback,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdateOrder {
+    StopFirst,
+    StartFirst,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateConfig {
+    /// Tasks replaced at a time; 0: all at once.
+    pub parallelism: u64,
+    pub delay_ms: u64,
+    pub failure_action: FailureAction,
+    /// How long a new task must run to count as a success.
+    pub monitor_ms: u64,
+    /// Fraction of failed tasks tolerated, in thousandths.
+    pub max_failure_ratio_milli: u64,
+    pub order: UpdateOrder,
+}
+
+/// A service in the store: its spec, the previous one (for rollback), and its update state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: String,
+    pub spec: ServiceSpec,
+    /// Increments on every spec change; tasks record the version they run.
+    pub version: u64,
+    pub previous_spec: Option<ServiceSpec>,
+    pub update_status: Option<UpdateStatus>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    pub state: UpdateState,
+    pub message: String,
+    pub started_at_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UpdateState {
+    Updating,
+    Paused,
+    Completed,
+    RollbackStarted,
+    RollbackPaused,
+    RollbackCompleted,
+}
+
+/// Task states, in Docker's order: a task only moves forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    New,
+    Pending,
+    Assigned,
+    Accepted,
+    Preparing,
+    Starting,
+    Running,
+    Complete,
+    Shutdown,
+    Failed,
+    Rejected,
+    Orphaned,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::New => "new",
+            TaskState::Pending => "pending",
+            TaskState::Assigned => "assigned",
+            TaskState::Accepted => "accepted",
+            TaskState::Preparing => "preparing",
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Complete => "complete",
+            TaskState::Shutdown => "shutdown",
+            TaskState::Failed => "failed",
+            TaskState::Rejected => "rejected",
+            TaskState::Orphaned => "orphaned",
+        }
+    }
+
+    /// Whether the task has stopped for good.
+    pub fn is_terminal(self) -> bool {
+        self >= TaskState::Complete
+    }
+}
+
+/// What the task's node last reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub state: TaskState,
+    pub message: String,
+    /// Why it failed or was rejected, for the ERROR column.
+    pub error: String,
+    pub exit_code: Option<i32>,
+    pub timestamp_ms: u64,
+}
+
+/// One instance of a service on one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub service_id: String,
+    /// Replicated services: the slot (1-based). Global services: 0.
+    pub slot: u64,
+    /// The node it runs on; empty while pending (no eligible node).
+    pub node_id: String,
+    /// The service version whose spec the task runs.
+    pub service_version: u64,
+    pub spec: ServiceSpec,
+    /// What the orchestrator wants: Running, or Shutdown to stop it.
+    pub desired_state: TaskState,
+    pub status: TaskStatus,
+    pub created_at_ms: u64,
+}
+
+impl Task {
+    /// `<service>.<slot>.<task-id>` (replicated) or `<service>.<node-id>.<task-id>` (global).
+    pub fn name(&self) -> String {
+        if self.slot > 0 {
+            format!("{}.{}.{}", self.spec.name, self.slot, self.id)
+        } else {
+            format!("{}.{}.{}", self.spec.name, self.node_id, self.id)
+        }
+    }
+}
+
+/// Services by ID and tasks by ID; part of [`super::ClusterState`].
+pub type Services = BTreeMap<String, Service>;
+pub type Tasks = BTreeMap<String, Task>;

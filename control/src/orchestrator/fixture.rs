@@ -1,0 +1,273 @@
+//! Test fixture: a simulated cluster that runs reconcile passes, applies their commands with
+//! `ClusterState::apply`, and plays the nodes (tasks start, stop, fail).
+#![allow(clippy::unwrap_used, reason = "test code")]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::cluster::{
+    Availability, ClusterState, Command, CommandResponse, FailureAction, NodeRecord,
+    RestartCondition, RestartPolicy, Role, Service, ServiceMode, ServiceSpec, Task, TaskState,
+    TaskStatus, UpdateConfig, UpdateOrder, UpdateState,
+};
+
+use super::{Inputs, reconcile};
+
+pub fn node(id: &str, role: Role) -> NodeRecord {
+    NodeRecord {
+        id: id.to_string(),
+        hostname: id.to_string(),
+        role,
+        availability: Availability::Active,
+        labels: BTreeMap::new(),
+        addr: "127.0.0.1:2377".parse().unwrap(),
+        data_path_addr: "127.0.0.1".parse().unwrap(),
+        created_at: 0,
+    }
+}
+
+pub fn update_config() -> UpdateConfig {
+    UpdateConfig {
+        parallelism: 1,
+        delay_ms: 0,
+        failure_action: FailureAction::Pause,
+        monitor_ms: 5_000,
+        max_failure_ratio_milli: 0,
+        order: UpdateOrder::StopFirst,
+    }
+}
+
+pub fn spec(name: &str, mode: ServiceMode) -> ServiceSpec {
+    ServiceSpec {
+        name: name.to_string(),
+        command: vec!["sleep".into(), "infinity".into()],
+        env: Vec::new(),
+        mounts: Vec::new(),
+        mode,
+        constraints: Vec::new(),
+        restart: RestartPolicy {
+            condition: RestartCondition::Any,
+            delay_ms: 0,
+            max_attempts: 0,
+            window_ms: 0,
+        },
+        update: update_config(),
+        rollback: update_config(),
+        stop_grace_ms: 10_000,
+        force_update: 0,
+    }
+}
+
+pub fn replicated(name: &str, replicas: u64) -> ServiceSpec {
+    spec(name, ServiceMode::Replicated { replicas })
+}
+
+pub fn global(name: &str) -> ServiceSpec {
+    spec(name, ServiceMode::Global)
+}
+
+pub struct Sim {
+    pub state: ClusterState,
+    pub down: BTreeSet<String>,
+    pub now: u64,
+    next_id: u64,
+}
+
+impl Sim {
+    /// Nodes n1..=n<count>, n1 a manager, the others workers; time starts at 1,000,000 ms.
+    pub fn new(count: usize) -> Sim {
+        let mut sim = Sim {
+            state: ClusterState::default(),
+            down: BTreeSet::new(),
+            now: 1_000_000,
+            next_id: 0,
+        };
+        for i in 1..=count {
+            let role = if i == 1 { Role::Manager } else { Role::Worker };
+            sim.add_node(&format!("n{i}"), role);
+        }
+        sim
+    }
+
+    pub fn add_node(&mut self, id: &str, role: Role) {
+        self.state.nodes.insert(id.to_string(), node(id, role));
+    }
+
+    pub fn node_mut(&mut self, id: &str) -> &mut NodeRecord {
+        self.state.nodes.get_mut(id).unwrap()
+    }
+
+    pub fn create(&mut self, id: &str, spec: ServiceSpec) {
+        let service = Service {
+            id: id.to_string(),
+            spec,
+            version: 1,
+            previous_spec: None,
+            update_status: None,
+            created_at_ms: self.now,
+            updated_at_ms: self.now,
+        };
+        self.apply(&Command::CreateService(service));
+    }
+
+    pub fn service(&self, id: &str) -> &Service {
+        &self.state.services[id]
+    }
+
+    /// `service update`, as the API does it.
+    pub fn update(&mut self, id: &str, change: impl FnOnce(&mut ServiceSpec)) {
+        let mut service = self.service(id).clone();
+        let mut spec = service.spec.clone();
+        change(&mut spec);
+        service.previous_spec = Some(std::mem::replace(&mut service.spec, spec));
+        service.version += 1;
+        service.update_status = None;
+        service.updated_at_ms = self.now;
+        self.apply(&Command::UpdateService(service));
+    }
+
+    pub fn update_state(&self, id: &str) -> Option<UpdateState> {
+        self.service(id).update_status.as_ref().map(|s| s.state)
+    }
+
+    pub fn apply(&mut self, command: &Command) {
+        assert_eq!(
+            self.state.apply(command),
+            CommandResponse::Ok,
+            "{command:?}"
+        );
+    }
+
+    /// One reconcile pass at the current time, applied.
+    pub fn pass(&mut self) -> Vec<Command> {
+        let down = self.down.clone();
+        let is_ready = move |id: &str| !down.contains(id);
+        let inputs = Inputs {
+            state: &self.state,
+            is_ready: &is_ready,
+            now_ms: self.now,
+        };
+        let mut next = self.next_id;
+        let commands = reconcile(&inputs, &mut || {
+            next += 1;
+            format!("t{next:04}")
+        });
+        self.next_id = next;
+        for command in &commands {
+            self.apply(command);
+        }
+        commands
+    }
+
+    /// A pass, then checks that a second pass right after it has nothing to do.
+    pub fn step(&mut self) -> Vec<Command> {
+        let commands = self.pass();
+        let again = self.pass();
+        assert!(again.is_empty(), "not idempotent: {again:#?}");
+        commands
+    }
+
+    /// Plays the nodes that are up: assigned tasks start Running, tasks told to stop report
+    /// Shutdown.
+    pub fn nodes_act(&mut self) {
+        let now = self.now;
+        for task in self.state.tasks.values_mut() {
+            if task.node_id.is_empty() || self.down.contains(&task.node_id) {
+                continue;
+            }
+            if !self.state.nodes.contains_key(&task.node_id) || task.status.state.is_terminal() {
+                continue;
+            }
+            let state = if task.desired_state == TaskState::Running {
+                TaskState::Running
+            } else {
+                TaskState::Shutdown
+            };
+            if task.status.state != state {
+                task.status = status(state, now);
+            }
+        }
+    }
+
+    /// Passes and node actions until nothing changes (at most 50 rounds).
+    pub fn settle(&mut self) {
+        for _ in 0..50 {
+            let commands = self.step();
+            let before = self.state.tasks.clone();
+            self.nodes_act();
+            if commands.is_empty() && before == self.state.tasks {
+                return;
+            }
+        }
+        panic!("did not settle");
+    }
+
+    pub fn report(&mut self, task_id: &str, state: TaskState) {
+        let now = self.now;
+        let task = self.state.tasks.get_mut(task_id).unwrap();
+        task.status = status(state, now);
+    }
+
+    pub fn tasks(&self, service: &str) -> Vec<&Task> {
+        self.state
+            .tasks
+            .values()
+            .filter(|t| t.service_id == service)
+            .collect()
+    }
+
+    /// Tasks the orchestrator wants running.
+    pub fn wanted(&self, service: &str) -> Vec<&Task> {
+        let mut tasks: Vec<&Task> = self
+            .tasks(service)
+            .into_iter()
+            .filter(|t| t.desired_state == TaskState::Running)
+            .collect();
+        tasks.sort_by_key(|t| (t.slot, t.node_id.clone()));
+        tasks
+    }
+
+    /// The wanted task of each slot (replicated) or node (global).
+    pub fn current(&self, service: &str, slot: u64) -> &Task {
+        let wanted: Vec<&Task> = self
+            .wanted(service)
+            .into_iter()
+            .filter(|t| t.slot == slot)
+            .collect();
+        assert_eq!(wanted.len(), 1, "slot {slot}: {wanted:#?}");
+        wanted[0]
+    }
+
+    /// Wanted-running tasks per node ("" for pending).
+    pub fn per_node(&self, service: &str) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for task in self.wanted(service) {
+            *counts.entry(task.node_id.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Running tasks per service version.
+    pub fn running_versions(&self, service: &str) -> BTreeMap<u64, usize> {
+        let mut counts = BTreeMap::new();
+        for task in self.wanted(service) {
+            if task.status.state == TaskState::Running {
+                *counts.entry(task.service_version).or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
+pub fn status(state: TaskState, now: u64) -> TaskStatus {
+    TaskStatus {
+        state,
+        message: state.as_str().to_string(),
+        error: String::new(),
+        exit_code: None,
+        timestamp_ms: now,
+    }
+}
+
+pub fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}

@@ -1,0 +1,164 @@
+//! Global services: one task on every node that can take one. A node that is drained, no
+//! longer satisfies the constraints or has left loses its task; a Down or paused node keeps
+//! the one it has (it is not replaced elsewhere: there is no elsewhere for a global task).
+
+use super::{
+    pass::{ServicePass, SlotKey, Target},
+    restart::should_restart,
+    update,
+};
+
+pub(super) fn reconcile(pass: &mut ServicePass<'_, '_>) {
+    let constraints = pass.service.spec.constraints.clone();
+    let ctx = pass.ctx;
+    let gone: Vec<SlotKey<'_>> = pass
+        .slots
+        .keys()
+        .copied()
+        .filter(|k| !matches!(k, SlotKey::Node(id) if ctx.can_keep(id, &constraints)))
+        .collect();
+    for key in gone {
+        pass.shutdown_all(key);
+    }
+    let kept: Vec<&str> = ctx
+        .state
+        .nodes
+        .keys()
+        .map(String::as_str)
+        .filter(|id| ctx.can_keep(id, &constraints))
+        .collect();
+    for id in &kept {
+        pass.retire_superseded(SlotKey::Node(id));
+    }
+    update::advance(pass);
+    for id in kept {
+        if !ctx.can_take_new(id, &constraints) {
+            continue;
+        }
+        let key = SlotKey::Node(id);
+        let current = pass
+            .slots
+            .get(&key)
+            .and_then(|slot| slot.current().map(|index| (slot, index)));
+        match current {
+            None => {
+                let (spec, version) = (pass.service.spec.clone(), pass.service.version);
+                pass.create(key, spec, version, Target::Node(id));
+            }
+            Some((slot, index)) => {
+                let task = &slot.tasks[index];
+                if task.status.state.is_terminal()
+                    && should_restart(&pass.service.spec.restart, &slot.tasks, index, ctx.now)
+                {
+                    let (spec, version) = pass.spec_for(task);
+                    pass.shutdown(key, index);
+                    pass.create(key, spec, version, Target::Node(id));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cluster::{Availability, Role, TaskState};
+    use crate::orchestrator::{
+        fixture::{Sim, counts, global},
+        parse_constraint,
+    };
+
+    #[test]
+    fn follows_nodes_joining_draining_and_relabelled() {
+        let mut sim = Sim::new(2);
+        let mut spec = global("agent");
+        spec.constraints = vec![parse_constraint("node.labels.role!=edge").unwrap()];
+        sim.create("agent", spec);
+        sim.settle();
+        assert_eq!(sim.per_node("agent"), counts(&[("n1", 1), ("n2", 1)]));
+        assert!(sim.wanted("agent").iter().all(|t| t.slot == 0));
+
+        // A node joins: it gets one.
+        sim.add_node("n3", Role::Worker);
+        sim.settle();
+        assert_eq!(
+            sim.per_node("agent"),
+            counts(&[("n1", 1), ("n2", 1), ("n3", 1)])
+        );
+
+        // Drained: its task stops and is not replaced anywhere.
+        sim.node_mut("n2").availability = Availability::Drain;
+        sim.settle();
+        assert_eq!(sim.per_node("agent"), counts(&[("n1", 1), ("n3", 1)]));
+        let stopped: Vec<_> = sim
+            .tasks("agent")
+            .into_iter()
+            .filter(|t| t.node_id == "n2")
+            .collect();
+        assert_eq!(stopped.len(), 1);
+        assert_eq!(stopped[0].status.state, TaskState::Shutdown);
+
+        // Back to active: a new task there.
+        sim.node_mut("n2").availability = Availability::Active;
+        sim.settle();
+        assert_eq!(
+            sim.per_node("agent"),
+            counts(&[("n1", 1), ("n2", 1), ("n3", 1)])
+        );
+
+        // A label change that breaks the constraint.
+        sim.node_mut("n3")
+            .labels
+            .insert("role".into(), "edge".into());
+        sim.settle();
+        assert_eq!(sim.per_node("agent"), counts(&[("n1", 1), ("n2", 1)]));
+
+        // Removed node: its task is shut down and orphaned.
+        let on_n1 = sim.wanted("agent")[0].id.clone();
+        sim.state.nodes.remove("n1");
+        sim.settle();
+        assert_eq!(sim.per_node("agent"), counts(&[("n2", 1)]));
+        assert_eq!(sim.state.tasks[&on_n1].status.state, TaskState::Orphaned);
+    }
+
+    #[test]
+    fn down_or_paused_nodes_keep_their_task() {
+        let mut sim = Sim::new(3);
+        sim.create("agent", global("agent"));
+        sim.settle();
+        let all = counts(&[("n1", 1), ("n2", 1), ("n3", 1)]);
+        sim.down.insert("n2".into());
+        sim.node_mut("n3").availability = Availability::Pause;
+        sim.settle();
+        assert_eq!(sim.per_node("agent"), all);
+        sim.down.clear();
+        sim.settle();
+        assert_eq!(sim.per_node("agent"), all);
+        assert_eq!(sim.tasks("agent").len(), 3);
+
+        // A new node that is down from the start gets nothing until it is up.
+        sim.add_node("n4", Role::Worker);
+        sim.down.insert("n4".into());
+        sim.settle();
+        assert_eq!(sim.per_node("agent").get("n4"), None);
+        sim.down.clear();
+        sim.settle();
+        assert_eq!(sim.per_node("agent").get("n4"), Some(&1));
+    }
+
+    #[test]
+    fn failed_global_task_restarts_on_its_node() {
+        let mut sim = Sim::new(2);
+        sim.create("agent", global("agent"));
+        sim.settle();
+        let first = sim.wanted("agent")[0].clone();
+        sim.report(&first.id, TaskState::Failed);
+        sim.settle();
+        assert_eq!(sim.per_node("agent"), counts(&[("n1", 1), ("n2", 1)]));
+        let now_on_n1: Vec<_> = sim
+            .tasks("agent")
+            .into_iter()
+            .filter(|t| t.node_id == first.node_id)
+            .collect();
+        assert_eq!(now_on_n1.len(), 2);
+    }
+}

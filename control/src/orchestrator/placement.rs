@@ -1,0 +1,196 @@
+//! Which nodes may run a service's tasks, and which of them gets the next one ("spread").
+//!
+//! Task counts are kept for the whole pass and updated as tasks are created and shut down, so
+//! that every placement in a pass sees the ones made before it: scaling 1 -> 5 on three nodes
+//! gives 2/2/1 in a single pass.
+
+use std::collections::HashMap;
+
+use crate::cluster::{Availability, ClusterState, Constraint, NodeRecord, Task, TaskState};
+
+use super::constraints::satisfies;
+
+/// The pass's view of the nodes: the store's records plus readiness, asked once per node.
+pub(super) struct Ctx<'a> {
+    pub state: &'a ClusterState,
+    pub now: u64,
+    ready: HashMap<&'a str, bool>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(state: &'a ClusterState, is_ready: &dyn Fn(&str) -> bool, now: u64) -> Self {
+        let ready = state
+            .nodes
+            .keys()
+            .map(|id| (id.as_str(), is_ready(id)))
+            .collect();
+        Ctx { state, now, ready }
+    }
+
+    pub fn node(&self, id: &str) -> Option<&'a NodeRecord> {
+        self.state.nodes.get(id)
+    }
+
+    fn is_ready(&self, id: &str) -> bool {
+        self.ready.get(id).copied().unwrap_or(false)
+    }
+
+    /// Whether a task already on `node_id` may stay there: the node exists, is not drained and
+    /// still satisfies the constraints. A Down node keeps its tasks here; replicated services
+    /// add readiness on top (see [`Ctx::can_keep_replicated`]).
+    pub fn can_keep(&self, node_id: &str, constraints: &[Constraint]) -> bool {
+        self.node(node_id)
+            .is_some_and(|n| n.availability != Availability::Drain && satisfies(n, constraints))
+    }
+
+    /// Replicated tasks on a Down node are replaced elsewhere, so they may not stay.
+    pub fn can_keep_replicated(&self, node_id: &str, constraints: &[Constraint]) -> bool {
+        self.can_keep(node_id, constraints) && self.is_ready(node_id)
+    }
+
+    /// Whether a new task may be placed on `node_id`: Active, Ready, constraints satisfied.
+    pub fn can_take_new(&self, node_id: &str, constraints: &[Constraint]) -> bool {
+        self.node(node_id)
+            .is_some_and(|n| self.available(n) && satisfies(n, constraints))
+    }
+
+    fn available(&self, node: &NodeRecord) -> bool {
+        node.availability == Availability::Active && self.is_ready(&node.id)
+    }
+
+    /// The nodes a service's new tasks may go to, and why there are none when there are none.
+    pub fn candidates(&self, constraints: &[Constraint]) -> Candidates<'a> {
+        let mut nodes = Vec::new();
+        let mut unavailable = 0;
+        let mut unsatisfied = 0;
+        for node in self.state.nodes.values() {
+            // Docker's filter order: readiness/availability first, then constraints, and a
+            // node is counted against the first filter it fails.
+            if !self.available(node) {
+                unavailable += 1;
+            } else if !satisfies(node, constraints) {
+                unsatisfied += 1;
+            } else {
+                nodes.push(node.id.as_str());
+            }
+        }
+        Candidates {
+            nodes,
+            error: no_suitable_node(unavailable, unsatisfied),
+        }
+    }
+}
+
+/// Docker's message, most frequent reason first:
+/// `no suitable node (scheduling constraints not satisfied on 2 nodes; 1 node not available
+/// for new tasks)`.
+fn no_suitable_node(unavailable: usize, unsatisfied: usize) -> String {
+    let plural = |n: usize| if n == 1 { "node" } else { "nodes" };
+    let mut reasons = Vec::new();
+    if unavailable > 0 {
+        reasons.push((
+            unavailable,
+            format!(
+                "{unavailable} {} not available for new tasks",
+                plural(unavailable)
+            ),
+        ));
+    }
+    if unsatisfied > 0 {
+        reasons.push((
+            unsatisfied,
+            format!(
+                "scheduling constraints not satisfied on {unsatisfied} {}",
+                plural(unsatisfied)
+            ),
+        ));
+    }
+    // Stable: on a tie the availability reason stays first.
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
+    if reasons.is_empty() {
+        return "no suitable node".to_string();
+    }
+    let reasons: Vec<String> = reasons.into_iter().map(|(_, r)| r).collect();
+    format!("no suitable node ({})", reasons.join("; "))
+}
+
+pub(super) struct Candidates<'a> {
+    /// Eligible node IDs, in ID order.
+    pub nodes: Vec<&'a str>,
+    /// The Pending error when `nodes` is empty.
+    pub error: String,
+}
+
+/// Tasks that occupy a node: non-terminal, wanted Running, assigned.
+pub(super) fn occupies(task: &Task) -> bool {
+    task.desired_state == TaskState::Running
+        && !task.status.state.is_terminal()
+        && !task.node_id.is_empty()
+}
+
+/// Task counts per node, of each service and of all services.
+#[derive(Default)]
+pub(super) struct Placer {
+    /// Service ID -> node ID -> tasks.
+    per_service: HashMap<String, HashMap<String, usize>>,
+    total: HashMap<String, usize>,
+}
+
+impl Placer {
+    pub fn new(state: &ClusterState) -> Self {
+        let mut placer = Placer::default();
+        for task in state.tasks.values() {
+            placer.count(task, true);
+        }
+        placer
+    }
+
+    /// Adds (`add`) or removes a task from the counts, if it occupies its node.
+    pub fn count(&mut self, task: &Task, add: bool) {
+        if !occupies(task) {
+            return;
+        }
+        let step = |n: &mut usize| *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        step(
+            self.per_service
+                .entry(task.service_id.clone())
+                .or_default()
+                .entry(task.node_id.clone())
+                .or_default(),
+        );
+        step(self.total.entry(task.node_id.clone()).or_default());
+    }
+
+    /// The spread choice among `candidates`: fewest tasks of this service, then fewest tasks
+    /// overall, then node ID (candidates are in ID order, and the first minimum wins).
+    pub fn choose<'c>(&self, service_id: &str, candidates: &[&'c str]) -> Option<&'c str> {
+        let mine = self.per_service.get(service_id);
+        candidates.iter().copied().min_by_key(|node| {
+            let of_service = mine.and_then(|m| m.get(*node)).copied().unwrap_or(0);
+            let all = self.total.get(*node).copied().unwrap_or(0);
+            (of_service, all)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explains_why_no_node_fits() {
+        assert_eq!(
+            no_suitable_node(3, 0),
+            "no suitable node (3 nodes not available for new tasks)"
+        );
+        assert_eq!(
+            no_suitable_node(0, 1),
+            "no suitable node (scheduling constraints not satisfied on 1 node)"
+        );
+        assert_eq!(
+            no_suitable_node(1, 2),
+            "no suitable node (scheduling constraints not satisfied on 2 nodes; 1 node not available for new tasks)"
+        );
+        assert_eq!(no_suitable_node(0, 0), "no suitable node");
+    }
+}

@@ -1,0 +1,339 @@
+//! Between the API's messages and the cluster model: service specs in both directions (with
+//! validation and Docker's defaults), tasks and services out.
+
+use tonic::Status;
+
+use crate::{
+    api,
+    cluster::{
+        BindMount, ClusterState, FailureAction, RestartCondition, RestartPolicy, Service,
+        ServiceMode, ServiceSpec, Task, UpdateConfig, UpdateOrder, UpdateState,
+    },
+    orchestrator::parse_constraint,
+};
+
+/// Docker's default stop grace period.
+const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
+/// Docker's default update monitor period.
+const DEFAULT_MONITOR_MS: u64 = 5_000;
+
+/// Checks an API spec and turns it into the model, with Docker's defaults for what is unset.
+pub fn spec_from_api(spec: &api::ServiceSpec) -> Result<ServiceSpec, Status> {
+    let invalid = |m: String| Status::invalid_argument(m);
+    validate_name(&spec.name)?;
+    if spec.command.is_empty() || spec.command[0].is_empty() {
+        return Err(invalid(
+            "a service needs a command: shoal service create ... -- COMMAND [ARG...]".into(),
+        ));
+    }
+    let mode = match spec.mode.as_str() {
+        "" | "replicated" => ServiceMode::Replicated {
+            replicas: spec.replicas,
+        },
+        "global" => {
+            if spec.replicas != 0 {
+                return Err(invalid(
+                    "replicas can only be used with replicated mode".into(),
+                ));
+            }
+            ServiceMode::Global
+        }
+        other => {
+            return Err(invalid(format!(
+                "invalid mode {other:?}: expected replicated or global"
+            )));
+        }
+    };
+    let constraints = spec
+        .constraints
+        .iter()
+        .map(|c| parse_constraint(c).map_err(invalid))
+        .collect::<Result<_, _>>()?;
+    for mount in &spec.mounts {
+        if !mount.source.starts_with('/') || !mount.target.starts_with('/') {
+            return Err(invalid(format!(
+                "invalid mount {}:{}: source and target must be absolute paths",
+                mount.source, mount.target
+            )));
+        }
+    }
+    for kv in &spec.env {
+        if kv.key.is_empty() || kv.key.contains('=') {
+            return Err(invalid(format!(
+                "invalid environment variable {:?}",
+                kv.key
+            )));
+        }
+    }
+    let update = update_from_api(spec.update.as_ref())?;
+    Ok(ServiceSpec {
+        name: spec.name.clone(),
+        command: spec.command.clone(),
+        env: spec
+            .env
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect(),
+        mounts: spec
+            .mounts
+            .iter()
+            .map(|m| BindMount {
+                source: m.source.clone(),
+                target: m.target.clone(),
+                readonly: m.readonly,
+            })
+            .collect(),
+        mode,
+        constraints,
+        restart: restart_from_api(spec.restart.as_ref())?,
+        update,
+        rollback: match &spec.rollback {
+            Some(r) => update_from_api(Some(r))?,
+            None => update,
+        },
+        stop_grace_ms: if spec.stop_grace_ms == 0 {
+            DEFAULT_STOP_GRACE_MS
+        } else {
+            spec.stop_grace_ms
+        },
+        force_update: spec.force_update,
+    })
+}
+
+/// Docker's rule for names: letters, digits, `_`, `.`, `-`, starting with a letter or digit,
+/// at most 63 characters (they become DNS labels).
+fn validate_name(name: &str) -> Result<(), Status> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "invalid service name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at most 63 characters"
+        )))
+    }
+}
+
+fn restart_from_api(r: Option<&api::RestartPolicyMsg>) -> Result<RestartPolicy, Status> {
+    let Some(r) = r else {
+        return Ok(RestartPolicy {
+            condition: RestartCondition::Any,
+            delay_ms: 5_000,
+            max_attempts: 0,
+            window_ms: 0,
+        });
+    };
+    let condition = match r.condition.as_str() {
+        "" | "any" => RestartCondition::Any,
+        "on-failure" => RestartCondition::OnFailure,
+        "none" => RestartCondition::None,
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "invalid restart condition {other:?}: expected none, on-failure or any"
+            )));
+        }
+    };
+    Ok(RestartPolicy {
+        condition,
+        delay_ms: r.delay_ms,
+        max_attempts: r.max_attempts,
+        window_ms: r.window_ms,
+    })
+}
+
+fn update_from_api(u: Option<&api::UpdateConfigMsg>) -> Result<UpdateConfig, Status> {
+    let Some(u) = u else {
+        return Ok(UpdateConfig {
+            parallelism: 1,
+            delay_ms: 0,
+            failure_action: FailureAction::Pause,
+            monitor_ms: DEFAULT_MONITOR_MS,
+            max_failure_ratio_milli: 0,
+            order: UpdateOrder::StopFirst,
+        });
+    };
+    let failure_action = match u.failure_action.as_str() {
+        "" | "pause" => FailureAction::Pause,
+        "continue" => FailureAction::Continue,
+        "rollback" => FailureAction::Rollback,
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "invalid update failure action {other:?}: expected pause, continue or rollback"
+            )));
+        }
+    };
+    let order = match u.order.as_str() {
+        "" | "stop-first" => UpdateOrder::StopFirst,
+        "start-first" => UpdateOrder::StartFirst,
+        other => {
+            return Err(Status::invalid_argument(format!(
+                "invalid update order {other:?}: expected stop-first or start-first"
+            )));
+        }
+    };
+    if u.max_failure_ratio_milli > 1000 {
+        return Err(Status::invalid_argument(
+            "the update max failure ratio must be between 0 and 1",
+        ));
+    }
+    Ok(UpdateConfig {
+        parallelism: u.parallelism,
+        delay_ms: u.delay_ms,
+        failure_action,
+        monitor_ms: if u.monitor_ms == 0 {
+            DEFAULT_MONITOR_MS
+        } else {
+            u.monitor_ms
+        },
+        max_failure_ratio_milli: u.max_failure_ratio_milli,
+        order,
+    })
+}
+
+pub fn spec_to_api(spec: &ServiceSpec) -> api::ServiceSpec {
+    let (mode, replicas) = match spec.mode {
+        ServiceMode::Replicated { replicas } => ("replicated", replicas),
+        ServiceMode::Global => ("global", 0),
+    };
+    api::ServiceSpec {
+        name: spec.name.clone(),
+        command: spec.command.clone(),
+        env: spec
+            .env
+            .iter()
+            .map(|(key, value)| api::KeyValue {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        mounts: spec
+            .mounts
+            .iter()
+            .map(|m| api::Mount {
+                source: m.source.clone(),
+                target: m.target.clone(),
+                readonly: m.readonly,
+            })
+            .collect(),
+        mode: mode.to_string(),
+        replicas,
+        constraints: spec.constraints.iter().map(ToString::to_string).collect(),
+        restart: Some(api::RestartPolicyMsg {
+            condition: match spec.restart.condition {
+                RestartCondition::None => "none",
+                RestartCondition::OnFailure => "on-failure",
+                RestartCondition::Any => "any",
+            }
+            .to_string(),
+            delay_ms: spec.restart.delay_ms,
+            max_attempts: spec.restart.max_attempts,
+            window_ms: spec.restart.window_ms,
+        }),
+        update: Some(update_to_api(&spec.update)),
+        rollback: Some(update_to_api(&spec.rollback)),
+        stop_grace_ms: spec.stop_grace_ms,
+        force_update: spec.force_update,
+    }
+}
+
+fn update_to_api(u: &UpdateConfig) -> api::UpdateConfigMsg {
+    api::UpdateConfigMsg {
+        parallelism: u.parallelism,
+        delay_ms: u.delay_ms,
+        failure_action: match u.failure_action {
+            FailureAction::Pause => "pause",
+            FailureAction::Continue => "continue",
+            FailureAction::Rollback => "rollback",
+        }
+        .to_string(),
+        monitor_ms: u.monitor_ms,
+        max_failure_ratio_milli: u.max_failure_ratio_milli,
+        order: match u.order {
+            UpdateOrder::StopFirst => "stop-first",
+            UpdateOrder::StartFirst => "start-first",
+        }
+        .to_string(),
+    }
+}
+
+/// `eligible_nodes`: for global services, how many nodes should run a task (Docker shows
+/// global REPLICAS as running/eligible, even before the orchestrator has placed them).
+pub fn service_to_api(
+    service: &Service,
+    state: &ClusterState,
+    eligible_nodes: u64,
+) -> api::ServiceInfo {
+    let tasks = state.tasks.values().filter(|t| {
+        t.service_id == service.id && t.desired_state == crate::cluster::TaskState::Running
+    });
+    let (mut desired, mut running) = (0u64, 0u64);
+    for task in tasks {
+        desired += 1;
+        if task.status.state == crate::cluster::TaskState::Running {
+            running += 1;
+        }
+    }
+    desired = match service.spec.mode {
+        ServiceMode::Replicated { replicas } => replicas,
+        ServiceMode::Global => eligible_nodes.max(desired),
+    };
+    let (update_state, update_message) = match &service.update_status {
+        Some(u) => (update_state_str(u.state), u.message.clone()),
+        None => ("", String::new()),
+    };
+    api::ServiceInfo {
+        id: service.id.clone(),
+        spec: Some(spec_to_api(&service.spec)),
+        version: service.version,
+        created_at_ms: service.created_at_ms,
+        updated_at_ms: service.updated_at_ms,
+        desired_tasks: desired,
+        running_tasks: running,
+        update_state: update_state.to_string(),
+        update_message,
+        previous_spec: service.previous_spec.as_ref().map(spec_to_api),
+    }
+}
+
+fn update_state_str(state: UpdateState) -> &'static str {
+    match state {
+        UpdateState::Updating => "updating",
+        UpdateState::Paused => "paused",
+        UpdateState::Completed => "completed",
+        UpdateState::RollbackStarted => "rollback_started",
+        UpdateState::RollbackPaused => "rollback_paused",
+        UpdateState::RollbackCompleted => "rollback_completed",
+    }
+}
+
+pub fn task_to_api(task: &Task, state: &ClusterState) -> api::TaskInfo {
+    api::TaskInfo {
+        id: task.id.clone(),
+        service_id: task.service_id.clone(),
+        service_name: task.spec.name.clone(),
+        slot: task.slot,
+        node_id: task.node_id.clone(),
+        node_hostname: state
+            .nodes
+            .get(&task.node_id)
+            .map(|n| n.hostname.clone())
+            .unwrap_or_default(),
+        desired_state: task.desired_state.as_str().to_string(),
+        state: task.status.state.as_str().to_string(),
+        message: task.status.message.clone(),
+        error: task.status.error.clone(),
+        exit_code: task.status.exit_code.unwrap_or_default(),
+        has_exit_code: task.status.exit_code.is_some(),
+        timestamp_ms: task.status.timestamp_ms,
+        created_at_ms: task.created_at_ms,
+        service_version: task.service_version,
+        name: task.name(),
+    }
+}

@@ -1,0 +1,143 @@
+//! The dispatcher: tasks travel to nodes, and their status back, on the heartbeat. Each beat a
+//! node sends what its tasks did since the last one and gets every task assigned to it with its
+//! desired state; the node's [`TaskRunner`] makes its processes follow.
+//!
+//! Also the orchestrator loop: on the leader, every [`ORCHESTRATE_EVERY`], the pure
+//! [`crate::orchestrator::reconcile`] turns services into task placements and rollout steps.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::{Active, ManagerRole, Swarm, lifecycle::heartbeat_period, services::now_ms};
+use crate::{
+    cluster::{Command, Task, TaskStatus},
+    identity::NodeId,
+    orchestrator::{Inputs, reconcile},
+};
+
+/// How often the leader reconciles services with tasks.
+pub const ORCHESTRATE_EVERY: Duration = Duration::from_millis(250);
+
+/// Status reports: (task ID, what happened).
+pub type TaskReports = Vec<(String, TaskStatus)>;
+
+/// Runs this node's tasks. The agent implements it with its exec driver; the swarm runtime
+/// only moves assignments and reports.
+pub trait TaskRunner: Send + Sync + 'static {
+    /// Makes local processes follow `assigned`: every task the leader assigned to this node.
+    fn reconcile(&self, assigned: &[Task]);
+    /// Status changes since the last call.
+    fn take_reports(&self) -> TaskReports;
+    /// Gives back reports that could not be delivered, to send with the next beat.
+    fn requeue(&self, reports: TaskReports);
+    /// Stops every task (the node leaves the swarm).
+    fn stop_all(&self);
+}
+
+/// A node that runs no tasks (tests of the control plane alone).
+pub struct NoTasks;
+
+impl TaskRunner for NoTasks {
+    fn reconcile(&self, _: &[Task]) {}
+    fn take_reports(&self) -> TaskReports {
+        Vec::new()
+    }
+    fn requeue(&self, _: TaskReports) {}
+    fn stop_all(&self) {}
+}
+
+pub(super) fn encode_reports(reports: &TaskReports) -> Vec<u8> {
+    postcard::to_allocvec(reports).unwrap_or_default()
+}
+
+pub(super) fn decode_reports(bytes: &[u8]) -> Result<TaskReports, tonic::Status> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    postcard::from_bytes(bytes)
+        .map_err(|e| tonic::Status::invalid_argument(format!("undecodable task reports: {e}")))
+}
+
+pub(super) fn encode_tasks(tasks: &[Task]) -> Vec<u8> {
+    postcard::to_allocvec(tasks).unwrap_or_default()
+}
+
+pub(super) fn decode_tasks(bytes: &[u8]) -> Result<Vec<Task>, tonic::Status> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    postcard::from_bytes(bytes)
+        .map_err(|e| tonic::Status::invalid_argument(format!("undecodable task assignments: {e}")))
+}
+
+impl Swarm {
+    /// On the leader: records a node's reports and returns its assignments.
+    pub(super) async fn dispatch(
+        &self,
+        manager: &ManagerRole,
+        node_id: &str,
+        reports: TaskReports,
+    ) -> Result<Vec<Task>, tonic::Status> {
+        if !reports.is_empty() {
+            let command = Command::ReportTasks {
+                node_id: node_id.to_string(),
+                reports,
+            };
+            self.propose(manager, command).await?;
+        }
+        Ok(assigned_to(&manager.state(), node_id))
+    }
+}
+
+/// The tasks a node must run or stop: those desired running, and those still running there.
+fn assigned_to(state: &crate::cluster::ClusterState, node_id: &str) -> Vec<Task> {
+    state
+        .tasks
+        .values()
+        .filter(|t| t.node_id == node_id)
+        .filter(|t| {
+            t.desired_state == crate::cluster::TaskState::Running || !t.status.state.is_terminal()
+        })
+        .cloned()
+        .collect()
+}
+
+/// On managers: while this node leads, reconciles every [`ORCHESTRATE_EVERY`].
+pub(super) async fn orchestrate(
+    swarm: Swarm,
+    active: Arc<Active>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(ORCHESTRATE_EVERY) => {}
+        }
+        let Some(manager) = active.leading(swarm.node_id()) else {
+            continue;
+        };
+        // Computed in a block: the inputs borrow non-Send closures that must not live across
+        // the awaits below.
+        let commands = {
+            let state = manager.state();
+            let period = heartbeat_period(&state);
+            let me = swarm.node_id();
+            let is_ready = |node: &str| node == me || !active.liveness.is_down(node, period);
+            let inputs = Inputs {
+                state: &state,
+                is_ready: &is_ready,
+                now_ms: now_ms(),
+            };
+            reconcile(&inputs, &mut || NodeId::generate().to_string())
+        };
+        for command in commands {
+            debug!(?command, "orchestrator");
+            if let Err(e) = swarm.propose(manager, command).await {
+                warn!(cause = %e.message(), "orchestrator command not committed");
+                break;
+            }
+        }
+    }
+}

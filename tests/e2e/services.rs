@@ -1,0 +1,317 @@
+//! Services and tasks on a 3-node swarm, with `shoal whoami` as the task command: scaling and
+//! spread, global services, constraints, drain, node death, rolling updates and rollback,
+//! and bad input.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use shoal_tests::{Cluster, Cut, agent::shoal_bin, wait_until};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+/// Runs the CLI on node `i`, asserting success, and returns stdout.
+fn ok(cluster: &Cluster, i: usize, args: &[&str]) -> String {
+    let out = cluster.nodes[i].cli(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{}",
+        stderr(&out),
+        cluster.nodes[i].log_tail()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `service ps --format json`.
+fn tasks(cluster: &Cluster, service: &str) -> Vec<serde_json::Value> {
+    let out = ok(cluster, 0, &["service", "ps", "--format", "json", service]);
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Running tasks per node hostname.
+fn running_per_node(cluster: &Cluster, service: &str) -> BTreeMap<String, usize> {
+    let mut per_node = BTreeMap::new();
+    for t in tasks(cluster, service) {
+        if t["state"] == "running" && t["desired_state"] == "running" {
+            *per_node
+                .entry(t["node_hostname"].as_str().unwrap().to_string())
+                .or_insert(0) += 1;
+        }
+    }
+    per_node
+}
+
+fn whoami() -> String {
+    shoal_bin().display().to_string()
+}
+
+fn create(cluster: &Cluster, extra: &[&str]) -> String {
+    let bin = whoami();
+    let mut args = vec!["service", "create"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", &bin, "whoami", "--port", "8080"]);
+    ok(cluster, 0, &args)
+}
+
+#[test]
+fn replicas_scale_up_spread_and_scale_down() {
+    let cluster = Cluster::start(3);
+    cluster.form_swarm(1);
+
+    // --- 1. one replica; without -d the CLI follows it to convergence
+    let out = create(&cluster, &["--name", "web", "--replicas", "1"]);
+    assert!(out.contains("verify: Service converged"), "{out}");
+    assert_eq!(running_per_node(&cluster, "web").values().sum::<usize>(), 1);
+
+    // --- 2. scale to 5: spread 2/2/1
+    let out = ok(&cluster, 0, &["service", "scale", "web=5"]);
+    assert!(
+        out.contains("web scaled to 5") && out.contains("overall progress: 5 out of 5"),
+        "{out}"
+    );
+    let mut counts: Vec<usize> = running_per_node(&cluster, "web").into_values().collect();
+    counts.sort();
+    assert_eq!(counts, vec![1, 2, 2], "spread");
+
+    // --- 3. service ls shows REPLICAS 5/5
+    let ls = ok(&cluster, 0, &["service", "ls"]);
+    let row = ls.lines().find(|l| l.contains(" web ")).unwrap();
+    assert!(row.contains("replicated") && row.contains("5/5"), "{ls}");
+
+    // --- 4. back to 1
+    ok(&cluster, 0, &["service", "scale", "web=1"]);
+    wait_until(Duration::from_secs(10), "one running task", || {
+        let n: usize = running_per_node(&cluster, "web").values().sum();
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(format!("{n} running"))
+        }
+    });
+
+    // --- 5. a task's hostname is its ID, and it runs in namespaces of its own
+    let ps = tasks(&cluster, "web");
+    let task = ps.iter().find(|t| t["state"] == "running").unwrap();
+    assert_eq!(task["id"].as_str().unwrap().len(), 25);
+}
+
+#[test]
+fn global_service_follows_nodes_and_constraints_are_obeyed() {
+    let cluster = Cluster::start(3);
+    // node3 stays out for now
+    let init = ok(&cluster, 0, &["swarm", "init"]);
+    assert!(init.contains("Swarm initialized"));
+    let token = cluster.join_token(0, "worker");
+    let manager = format!("{}:2377", cluster.nodes[0].address);
+    ok(&cluster, 1, &["swarm", "join", "--token", &token, &manager]);
+
+    // --- 1. global: one task on each of the 2 nodes
+    create(&cluster, &["--name", "agent", "--mode", "global"]);
+    assert_eq!(running_per_node(&cluster, "agent").len(), 2);
+
+    // --- 2. node3 joins: it gets one too
+    ok(&cluster, 2, &["swarm", "join", "--token", &token, &manager]);
+    wait_until(Duration::from_secs(15), "a global task on node3", || {
+        let per_node = running_per_node(&cluster, "agent");
+        if per_node.len() == 3 && per_node.values().all(|n| *n == 1) {
+            Ok(())
+        } else {
+            Err(format!("{per_node:?}"))
+        }
+    });
+
+    // --- 3. a constraint: only the manager
+    create(
+        &cluster,
+        &[
+            "--name",
+            "mgr",
+            "--replicas",
+            "3",
+            "--constraint",
+            "node.role==manager",
+        ],
+    );
+    assert_eq!(
+        running_per_node(&cluster, "mgr"),
+        BTreeMap::from([("node1".to_string(), 3)])
+    );
+
+    // --- 4. a constraint nothing satisfies: the CLI says why and exits non-zero
+    let bin = whoami();
+    let out = cluster.nodes[0].cli(&[
+        "service",
+        "create",
+        "--name",
+        "nowhere",
+        "--constraint",
+        "node.labels.zone==mars",
+        "--",
+        &bin,
+        "whoami",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no suitable node"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn drain_moves_tasks_and_a_dead_node_has_its_tasks_rescheduled() {
+    let mut cluster = Cluster::start(3);
+    cluster.form_swarm(1);
+    create(&cluster, &["--name", "web", "--replicas", "3"]);
+    assert_eq!(running_per_node(&cluster, "web").len(), 3, "one per node");
+
+    // --- 1. drain node2: its task moves; active again: nothing moves back
+    ok(
+        &cluster,
+        0,
+        &["node", "update", "--availability", "drain", "node2"],
+    );
+    wait_until(Duration::from_secs(10), "node2 empty, 3 running", || {
+        let per_node = running_per_node(&cluster, "web");
+        let total: usize = per_node.values().sum();
+        if !per_node.contains_key("node2") && total == 3 {
+            Ok(())
+        } else {
+            Err(format!("{per_node:?}"))
+        }
+    });
+    ok(
+        &cluster,
+        0,
+        &["node", "update", "--availability", "active", "node2"],
+    );
+    let nodes = cluster.node_ls(0).unwrap();
+    let n2 = nodes.iter().find(|n| n["hostname"] == "node2").unwrap();
+    assert_eq!(n2["availability"], "active");
+
+    // --- 2. kill node3's agent and cut its link: its task is rescheduled within 10 s
+    let before = running_per_node(&cluster, "web");
+    assert!(before.contains_key("node3"), "{before:?}");
+    cluster.nodes[2].kill();
+    cluster.cut(2, Cut::LinkDown);
+    wait_until(Duration::from_secs(10), "node3's task rescheduled", || {
+        let per_node = running_per_node(&cluster, "web");
+        let elsewhere: usize = per_node
+            .iter()
+            .filter(|(n, _)| *n != "node3")
+            .map(|(_, c)| c)
+            .sum();
+        if elsewhere == 3 {
+            Ok(())
+        } else {
+            Err(format!("{per_node:?}"))
+        }
+    });
+}
+
+#[test]
+fn rolling_update_paces_batches_and_a_failing_update_rolls_back() {
+    let cluster = Cluster::start(3);
+    cluster.form_swarm(1);
+    create(&cluster, &["--name", "web", "--replicas", "3"]);
+
+    // --- 1. parallelism 1, delay 1 s: new tasks start at least ~1 s apart
+    let out = ok(
+        &cluster,
+        0,
+        &[
+            "service",
+            "update",
+            "--update-parallelism",
+            "1",
+            "--update-delay",
+            "1s",
+            "--args",
+            "whoami --port 8081",
+            "web",
+        ],
+    );
+    assert!(out.contains("verify: Service converged"), "{out}");
+    let ps = tasks(&cluster, "web");
+    let mut starts: Vec<u64> = ps
+        .iter()
+        .filter(|t| t["desired_state"] == "running" && t["service_version"] == 2)
+        .map(|t| t["created_at_ms"].as_u64().unwrap())
+        .collect();
+    starts.sort();
+    assert_eq!(starts.len(), 3, "{ps:?}");
+    for pair in starts.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 1000,
+            "batches {}ms apart: {starts:?}",
+            pair[1] - pair[0]
+        );
+    }
+    // the old tasks are history rows
+    let table = ok(&cluster, 0, &["service", "ps", "web"]);
+    assert!(table.contains("\\_ web."), "{table}");
+
+    // --- 2. a command that fails, with failure action rollback
+    let out = cluster.nodes[0].cli(&[
+        "service",
+        "update",
+        "--update-failure-action",
+        "rollback",
+        "--update-monitor",
+        "2s",
+        "--args",
+        "whoami --port notaport",
+        "web",
+    ]);
+    assert!(!out.status.success(), "a failing update succeeded");
+    assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
+    let inspect = ok(&cluster, 0, &["service", "inspect", "web"]);
+    assert!(
+        inspect.contains("8081") && !inspect.contains("notaport"),
+        "{inspect}"
+    );
+}
+
+#[test]
+fn bad_service_input_is_refused_and_creates_nothing() {
+    let cluster = Cluster::start(1);
+    cluster.form_swarm(1);
+    let bin = whoami();
+    for (args, code, needle) in [
+        (vec!["--replicas", "-1"], 2, "-1"),
+        (
+            vec!["--mode", "global", "--replicas", "3"],
+            1,
+            "replicas can only be used with replicated mode",
+        ),
+        (vec!["--update-delay", "5x"], 2, "invalid duration"),
+        (vec!["--constraint", "node.foo==x"], 1, "invalid constraint"),
+        (vec!["--name", "bad name"], 1, "invalid service name"),
+        (
+            vec!["--mount", "type=volume,src=a,dst=/b"],
+            2,
+            "only type=bind",
+        ),
+    ] {
+        let mut full = vec!["service", "create"];
+        full.extend_from_slice(&args);
+        full.extend_from_slice(&["--", &bin, "whoami"]);
+        let out = cluster.nodes[0].cli(&full);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out).lines().count(),
+            1,
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    let ls = ok(&cluster, 0, &["service", "ls", "--format", "json"]);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&ls)
+            .unwrap()
+            .len(),
+        0,
+        "{ls}"
+    );
+}
