@@ -47,6 +47,8 @@ pub enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(Box<ServiceCommand>),
+    /// Run a command inside a task's namespaces, wherever it runs; exits with its code.
+    Exec(ExecArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -66,6 +68,8 @@ pub enum ServiceCommand {
     Update(ServiceUpdateArgs),
     /// Go back to a service's previous spec.
     Rollback(ServiceRollbackArgs),
+    /// Show the output of every task of a service, from every node.
+    Logs(ServiceLogsArgs),
     /// Remove services.
     #[command(alias = "remove")]
     Rm(ServiceRmArgs),
@@ -207,6 +211,23 @@ pub struct ServiceRollbackArgs {
     #[arg(short, long)]
     pub detach: bool,
     pub service: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ServiceLogsArgs {
+    /// Keep following new output.
+    #[arg(short, long)]
+    pub follow: bool,
+    pub service: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    /// Task ID, unique ID prefix, or SERVICE.SLOT.
+    pub task: String,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug)]

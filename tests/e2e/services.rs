@@ -315,3 +315,116 @@ fn bad_service_input_is_refused_and_creates_nothing() {
         "{ls}"
     );
 }
+
+#[test]
+fn logs_from_every_node_exec_into_tasks_and_tasks_survive_an_agent_restart() {
+    let mut cluster = Cluster::start(3);
+    cluster.form_swarm(1);
+    // A marker no other test uses, so the process count below is this test's alone.
+    let marker = format!("sleep 60{}", std::process::id() % 10);
+    let script = format!("echo hello from $SHOAL_TASK_NAME; echo oops >&2; exec {marker}");
+    ok(
+        &cluster,
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "echoer",
+            "--replicas",
+            "3",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    assert_eq!(
+        running_per_node(&cluster, "echoer").len(),
+        3,
+        "one task per node"
+    );
+
+    // --- 1. logs: every task's lines, from every node, with Docker's prefix
+    let ps = tasks(&cluster, "echoer");
+    let logs = wait_until(Duration::from_secs(5), "three tasks' output", || {
+        let logs = ok(&cluster, 0, &["service", "logs", "echoer"]);
+        let hellos = logs
+            .lines()
+            .filter(|l| l.contains("| hello from echoer."))
+            .count();
+        if hellos == 3 { Ok(logs) } else { Err(logs) }
+    });
+    for task in ps.iter().filter(|t| t["desired_state"] == "running") {
+        let prefix = format!(
+            "{}@{}",
+            task["name"].as_str().unwrap(),
+            task["node_hostname"].as_str().unwrap()
+        );
+        let line = format!("{prefix} | hello from {}", task["name"].as_str().unwrap());
+        assert!(
+            logs.lines()
+                .any(|l| l.starts_with(&prefix) && l.contains(&line[prefix.len()..])),
+            "{line} in:\n{logs}"
+        );
+        // All prefixes have the same width here, so no padding sits between prefix and bar.
+        assert!(
+            logs.contains(&format!("{prefix} | oops")),
+            "stderr of {prefix} in:\n{logs}"
+        );
+    }
+
+    // --- 2. exec: hostname is the task ID, on another node; the exit code comes back
+    let remote = ps
+        .iter()
+        .find(|t| t["desired_state"] == "running" && t["node_hostname"] != "node1")
+        .unwrap();
+    let slot = format!("echoer.{}", remote["slot"]);
+    let out = ok(&cluster, 0, &["exec", &slot, "--", "hostname"]);
+    assert_eq!(
+        out.trim(),
+        remote["id"].as_str().unwrap(),
+        "hostname of {slot}"
+    );
+    let out = cluster.nodes[0].cli(&["exec", &slot, "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let out = cluster.nodes[0].cli(&["exec", "nosuchtask", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("task nosuchtask not found"),
+        "{}",
+        stderr(&out)
+    );
+
+    // --- 3. SIGKILL node2's agent and restart it: its task is re-adopted, not duplicated
+    let before: Vec<String> = running_ids(&cluster);
+    cluster.nodes[1].kill();
+    cluster.nodes[1].start();
+    wait_until(Duration::from_secs(10), "the same 3 tasks running", || {
+        let now = running_ids(&cluster);
+        if now == before {
+            Ok(())
+        } else {
+            Err(format!("{now:?} vs {before:?}"))
+        }
+    });
+    let count = std::process::Command::new("pgrep")
+        .args(["-fc", &marker])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&count.stdout).trim(),
+        "3",
+        "task processes after restart"
+    );
+}
+
+fn running_ids(cluster: &Cluster) -> Vec<String> {
+    let mut ids: Vec<String> = tasks(cluster, "echoer")
+        .iter()
+        .filter(|t| t["state"] == "running" && t["desired_state"] == "running")
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}

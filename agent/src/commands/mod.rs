@@ -1,6 +1,8 @@
 //! CLI commands that call the agent's API, one module each.
 
+pub mod exec;
 pub mod info;
+pub mod logs;
 pub mod node;
 pub mod service;
 pub mod swarm;

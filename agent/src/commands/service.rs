@@ -63,6 +63,7 @@ pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ServiceCommand::Logs(args) => super::logs::run(channel, &args.service, args.follow).await,
         ServiceCommand::Rm(args) => {
             let mut cluster = ClusterClient::new(channel);
             for service in args.services {

@@ -1,6 +1,8 @@
 //! The exec driver as the swarm's task runner: the swarm runtime moves assignments and
 //! reports on heartbeats, the executor runs the processes.
 
+use std::{path::PathBuf, process::Command};
+
 use shoal_control::{
     cluster::Task,
     swarm::{TaskReports, TaskRunner},
@@ -25,5 +27,13 @@ impl TaskRunner for Executor {
         if !Executor::stop_all(self) {
             tracing::warn!("some tasks did not stop in time while leaving the swarm");
         }
+    }
+
+    fn log_paths(&self, task_id: &str) -> Option<(PathBuf, PathBuf)> {
+        Executor::log_paths(self, task_id)
+    }
+
+    fn exec_command(&self, task_id: &str, argv: &[String]) -> Result<Command, String> {
+        Executor::exec_command(self, task_id, argv).map_err(|e| e.to_string())
     }
 }

@@ -176,7 +176,7 @@ impl<'a, 'x> ServicePass<'a, 'x> {
                 .filter(|n| self.candidates.nodes.contains(&n.as_str()))
                 .or_else(|| {
                     self.placer
-                        .choose(&self.service.id, &self.candidates.nodes)
+                        .choose(&self.service.id, &self.candidates)
                         .map(str::to_string)
                 }),
         };
@@ -219,7 +219,7 @@ impl<'a, 'x> ServicePass<'a, 'x> {
         else {
             return;
         };
-        match self.placer.choose(&self.service.id, &self.candidates.nodes) {
+        match self.placer.choose(&self.service.id, &self.candidates) {
             Some(node) => {
                 let task = cow.to_mut();
                 task.node_id = node.to_string();

@@ -61,9 +61,10 @@ impl<'a> Ctx<'a> {
     /// The nodes a service's new tasks may go to, and why there are none when there are none.
     pub fn candidates(&self, constraints: &[Constraint]) -> Candidates<'a> {
         let mut nodes = Vec::new();
+        let mut indices = Vec::new();
         let mut unavailable = 0;
         let mut unsatisfied = 0;
-        for node in self.state.nodes.values() {
+        for (index, node) in self.state.nodes.values().enumerate() {
             // Docker's filter order: readiness/availability first, then constraints, and a
             // node is counted against the first filter it fails.
             if !self.available(node) {
@@ -72,10 +73,12 @@ impl<'a> Ctx<'a> {
                 unsatisfied += 1;
             } else {
                 nodes.push(node.id.as_str());
+                indices.push(index);
             }
         }
         Candidates {
             nodes,
+            indices,
             error: no_suitable_node(unavailable, unsatisfied),
         }
     }
@@ -117,6 +120,8 @@ fn no_suitable_node(unavailable: usize, unsatisfied: usize) -> String {
 pub(super) struct Candidates<'a> {
     /// Eligible node IDs, in ID order.
     pub nodes: Vec<&'a str>,
+    /// Their positions among the store's nodes (see [`Placer`]).
+    indices: Vec<usize>,
     /// The Pending error when `nodes` is empty.
     pub error: String,
 }
@@ -128,48 +133,72 @@ pub(super) fn occupies(task: &Task) -> bool {
         && !task.node_id.is_empty()
 }
 
-/// Task counts per node, of each service and of all services.
-#[derive(Default)]
+/// Task counts per node, of each service and of all services. Nodes are numbered by their
+/// position in the store's (ordered) node map, as in [`Candidates`], so that choosing a node
+/// compares array entries rather than hashing node IDs: placement is the hot loop.
 pub(super) struct Placer {
-    /// Service ID -> node ID -> tasks.
-    per_service: HashMap<String, HashMap<String, usize>>,
-    total: HashMap<String, usize>,
+    index: HashMap<String, usize>,
+    total: Vec<usize>,
+    /// Service ID -> tasks per node.
+    per_service: HashMap<String, Vec<usize>>,
 }
 
 impl Placer {
     pub fn new(state: &ClusterState) -> Self {
-        let mut placer = Placer::default();
+        let mut placer = Placer {
+            index: state
+                .nodes
+                .keys()
+                .enumerate()
+                .map(|(i, id)| (id.clone(), i))
+                .collect(),
+            total: vec![0; state.nodes.len()],
+            per_service: HashMap::new(),
+        };
         for task in state.tasks.values() {
             placer.count(task, true);
         }
         placer
     }
 
-    /// Adds (`add`) or removes a task from the counts, if it occupies its node.
+    /// Adds (`add`) or removes a task from the counts, if it occupies a node of the store.
     pub fn count(&mut self, task: &Task, add: bool) {
         if !occupies(task) {
             return;
         }
-        let step = |n: &mut usize| *n = if add { *n + 1 } else { n.saturating_sub(1) };
-        step(
+        let Some(&node) = self.index.get(&task.node_id) else {
+            return;
+        };
+        let nodes = self.total.len();
+        if !self.per_service.contains_key(&task.service_id) {
             self.per_service
-                .entry(task.service_id.clone())
-                .or_default()
-                .entry(task.node_id.clone())
-                .or_default(),
-        );
-        step(self.total.entry(task.node_id.clone()).or_default());
+                .insert(task.service_id.clone(), vec![0; nodes]);
+        }
+        let step = |n: &mut usize| *n = if add { *n + 1 } else { n.saturating_sub(1) };
+        if let Some(mine) = self
+            .per_service
+            .get_mut(&task.service_id)
+            .and_then(|v| v.get_mut(node))
+        {
+            step(mine);
+        }
+        if let Some(all) = self.total.get_mut(node) {
+            step(all);
+        }
     }
 
     /// The spread choice among `candidates`: fewest tasks of this service, then fewest tasks
     /// overall, then node ID (candidates are in ID order, and the first minimum wins).
-    pub fn choose<'c>(&self, service_id: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    pub fn choose<'c>(&self, service_id: &str, candidates: &Candidates<'c>) -> Option<&'c str> {
         let mine = self.per_service.get(service_id);
-        candidates.iter().copied().min_by_key(|node| {
-            let of_service = mine.and_then(|m| m.get(*node)).copied().unwrap_or(0);
-            let all = self.total.get(*node).copied().unwrap_or(0);
-            (of_service, all)
-        })
+        let count =
+            |v: Option<&Vec<usize>>, i: usize| v.and_then(|v| v.get(i)).copied().unwrap_or(0);
+        let best = candidates
+            .indices
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, i)| (count(mine, **i), count(Some(&self.total), **i)))?;
+        candidates.nodes.get(best.0).copied()
     }
 }
 

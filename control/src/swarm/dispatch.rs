@@ -34,6 +34,11 @@ pub trait TaskRunner: Send + Sync + 'static {
     fn requeue(&self, reports: TaskReports);
     /// Stops every task (the node leaves the swarm).
     fn stop_all(&self);
+    /// Where a task's stdout and stderr are kept on this node, if it ran here.
+    fn log_paths(&self, task_id: &str) -> Option<(std::path::PathBuf, std::path::PathBuf)>;
+    /// A command that runs `argv` inside a running task's namespaces on this node.
+    fn exec_command(&self, task_id: &str, argv: &[String])
+    -> Result<std::process::Command, String>;
 }
 
 /// A node that runs no tasks (tests of the control plane alone).
@@ -46,6 +51,12 @@ impl TaskRunner for NoTasks {
     }
     fn requeue(&self, _: TaskReports) {}
     fn stop_all(&self) {}
+    fn log_paths(&self, _: &str) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+        None
+    }
+    fn exec_command(&self, task_id: &str, _: &[String]) -> Result<std::process::Command, String> {
+        Err(format!("task {task_id} is not running on this node"))
+    }
 }
 
 pub(super) fn encode_reports(reports: &TaskReports) -> Vec<u8> {

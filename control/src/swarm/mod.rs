@@ -13,6 +13,7 @@
 //! - `heartbeat`: the node side of heartbeats.
 //! - `dispatch`: tasks to nodes and status back, on the heartbeat; the orchestrator loop.
 //! - `services`: what the leader does for the service API.
+//! - `task_io`: a task's logs and `exec`, served on its node and relayed by others.
 //! - `convert`: API messages to and from the cluster model.
 //! - `liveness`: the leader's record of heartbeats (Ready/Down).
 //! - `peers`: mutual-TLS clients for other nodes.
@@ -30,6 +31,7 @@ mod persist;
 mod raft_network;
 mod service;
 mod services;
+mod task_io;
 
 use std::{
     net::{IpAddr, SocketAddr},

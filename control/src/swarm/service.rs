@@ -8,15 +8,18 @@
 
 use tonic::{Request, Response, Status};
 
-use super::{Swarm, raft_network};
+use super::{
+    Swarm, raft_network,
+    task_io::{ExecStream, LogStream},
+};
 use crate::{
     api::{
-        AddRaftMemberRequest, AdmitRequest, AdmitResponse, Empty, HeartbeatRequest,
+        AddRaftMemberRequest, AdmitRequest, AdmitResponse, Empty, ExecRequest, HeartbeatRequest,
         HeartbeatResponse, InitRequest, InitResponse, JoinSwarmRequest, JoinSwarmResponse,
         JoinTokenRequest, JoinTokenResponse, LeaveRequest, ListNodesResponse, ListServicesResponse,
         ListTasksRequest, ListTasksResponse, NodeInfo, RaftRequest, RaftResponse,
-        RemoveNodeRequest, ServiceInfo, ServiceRef, ServiceSpec, UpdateNodeRequest,
-        UpdateServiceRequest, cluster_server::Cluster,
+        RemoveNodeRequest, ServiceInfo, ServiceRef, ServiceSpec, TaskLogsRequest,
+        UpdateNodeRequest, UpdateServiceRequest, cluster_server::Cluster,
     },
     cluster::Role,
     pki::{self, PeerIdentity},
@@ -110,6 +113,16 @@ impl ClusterService {
                 }
             }
             Caller::Anonymous => Err(no_certificate()),
+        }
+    }
+}
+
+impl ClusterService {
+    /// Root on this node (whatever its role), or a node whose role is manager.
+    async fn manager_or_root<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        match self.caller(request)? {
+            Caller::Root => Ok(()),
+            _ => self.manager(request).await,
         }
     }
 }
@@ -272,6 +285,30 @@ impl Cluster for ClusterService {
         self.member(&request)?;
         self.swarm
             .list_tasks(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type TaskLogsStream = LogStream;
+
+    async fn task_logs(
+        &self,
+        request: Request<TaskLogsRequest>,
+    ) -> Result<Response<LogStream>, Status> {
+        self.member(&request)?;
+        self.swarm
+            .task_logs(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type ExecStream = ExecStream;
+
+    async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecStream>, Status> {
+        // Running commands in tasks: root on a node, or a manager relaying for its root.
+        self.manager_or_root(&request).await?;
+        self.swarm
+            .exec(request.into_inner())
             .await
             .map(Response::new)
     }
