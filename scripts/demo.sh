@@ -35,6 +35,10 @@ down() {
     sleep 0.1
   done
   pkill -KILL -f "$RUN/node" 2>/dev/null || true
+  # Tasks outlive their agent on purpose (a restarted agent re-adopts them): end them now.
+  for pidfile in "$RUN"/node*/state/tasks/*/pid; do
+    [ -f "$pidfile" ] && kill -KILL -- "-$(cut -d' ' -f1 "$pidfile")" 2>/dev/null || true
+  done
   for i in $(seq 1 $NODES); do
     id=$(cat "$RUN/node$i/state/node-id" 2>/dev/null || true)
     [ -n "$id" ] && rm -rf "/sys/fs/bpf/shoal/$id"
@@ -121,12 +125,25 @@ node_shoal 3 node ls
 say "shoal info   (on node2)"
 node_shoal 2 info
 
+say "shoal service create --name web --replicas 3 -- shoal whoami --port 80"
+node_shoal 1 service create --name web --replicas 3 -- "$SHOAL" whoami --port 80
+say "shoal service ls"
+node_shoal 1 service ls
+say "shoal service ps web"
+node_shoal 1 service ps web
+say "shoal exec web.2 -- hostname   (a task's hostname is its ID; it may run on another node)"
+node_shoal 1 exec web.2 -- hostname
+say "shoal service logs web"
+node_shoal 1 service logs web
+
 cat <<EOT
 
 The cluster is running. Try:
   $SHOAL -H unix://$(node_sock 1) node ls
   $SHOAL -H unix://$(node_sock 1) node inspect --pretty node2
   $SHOAL -H unix://$(node_sock 1) node update --label-add zone=a node3
+  $SHOAL -H unix://$(node_sock 1) service scale web=6
+  $SHOAL -H unix://$(node_sock 1) service update --update-delay 1s --args "whoami --port 81" web
   $SHOAL -H unix://$(node_sock 2) info --format json
   kill -9 \$(cat $RUN/node1/agent.pid)   # then: node ls on node2 shows a new leader
   ip -n $(node_ns 1) link show eth0        # the XDP program on the underlay interface

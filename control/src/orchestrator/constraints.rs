@@ -6,8 +6,7 @@ use crate::cluster::{Constraint, ConstraintKey, NodeRecord};
 
 /// Parses `node.role==manager`, `node.labels.zone != b`, ...
 pub fn parse_constraint(expr: &str) -> Result<Constraint, String> {
-    // `!=` is looked for first: `a!=b` also contains `=`, but never `==`, so the order only
-    // matters for clarity; the first operator found splits the expression.
+    // The first operator splits the expression; a second one is rejected below.
     let (key, equal, value) = if let Some((k, v)) = expr.split_once("!=") {
         (k, false, v)
     } else if let Some((k, v)) = expr.split_once("==") {

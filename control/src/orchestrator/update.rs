@@ -6,9 +6,10 @@
 //!   when its `started_at_ms` equals the service's `updated_at_ms` (both are set together:
 //!   here when an update starts or rolls back; any later spec change moves `updated_at_ms`).
 //! - A slot is *dirty* when its current task runs another spec than the service's.
-//! - The update's own tasks are the up-to-date ones created since `started_at_ms`; a batch is
-//!   finished when none of them is still on its way to Running, and finished *at* the newest
-//!   Running or stop timestamp among them.
+//! - The update's own tasks are the up-to-date ones created since `started_at_ms`. A batch is
+//!   finished when no up-to-date task is still on its way to Running (so a task that cannot
+//!   be placed holds the update, as in Docker), and finished *at* the newest Running or stop
+//!   timestamp among the update's own tasks.
 //!
 //! Transitions, for a status that belongs to the current spec:
 //! - Updating / RollbackStarted: a batch of `parallelism` dirty slots is replaced once the
