@@ -7,11 +7,13 @@
 //! - `program_cost`: per-packet cost of each eBPF program against a do-nothing floor.
 //! - `raft_writes`: Raft write throughput and commit latency with 3 managers.
 //! - `scheduler`: the orchestrator placing 1,000 replicas on 100 simulated nodes.
+//! - `service_create`: `service create --replicas 50` to all running, on 3 real nodes.
 #![allow(clippy::print_stdout, reason = "a benchmark's output is its report")]
 
 mod program_cost;
 mod raft_writes;
 mod scheduler;
+mod service_create;
 
 use std::process::ExitCode;
 
@@ -28,6 +30,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
         "scheduler",
         "orchestrator placements/s for 1,000 replicas on 100 nodes, constraint floor, steady pass",
     ),
+    (
+        "service-create",
+        "service create --replicas 50 to all running on 3 nodes, vs unshare x50 (netns cluster)",
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -36,6 +42,7 @@ fn main() -> ExitCode {
         "program-cost" => program_cost::run(),
         "raft-writes" => raft_writes::run(),
         "scheduler" => scheduler::run(),
+        "service-create" => service_create::run(),
         _ => {
             eprintln!("usage: shoal-bench <benchmark>");
             for (name, what) in BENCHMARKS {

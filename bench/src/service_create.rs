@@ -56,7 +56,10 @@ pub fn run() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let elapsed = started.elapsed();
-        api.remove_service(ServiceRef { service: "bench".into() }).await?;
+        api.remove_service(ServiceRef {
+            service: "bench".into(),
+        })
+        .await?;
         anyhow::Ok(elapsed)
     })?;
 
@@ -79,9 +82,23 @@ pub fn run() -> anyhow::Result<()> {
         bail!("floor failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
-    println!("service-create: {REPLICAS} replicas of `sleep 600` on 3 nodes (netns), 1 s heartbeats");
-    println!("{:<34} {:>10}", "shoal: create -> all running", format!("{shoal:.2?}"));
-    println!("{:<34} {:>10}", "floor: unshare x50 from a shell", format!("{floor:.2?}"));
-    println!("{:<34} {:>10.1}", "ratio", shoal.as_secs_f64() / floor.as_secs_f64());
+    println!(
+        "service-create: {REPLICAS} replicas of `sleep 600` on 3 nodes (netns), 1 s heartbeats"
+    );
+    println!(
+        "{:<34} {:>10}",
+        "shoal: create -> all running",
+        format!("{shoal:.2?}")
+    );
+    println!(
+        "{:<34} {:>10}",
+        "floor: unshare x50 from a shell",
+        format!("{floor:.2?}")
+    );
+    println!(
+        "{:<34} {:>10.1}",
+        "ratio",
+        shoal.as_secs_f64() / floor.as_secs_f64()
+    );
     Ok(())
 }

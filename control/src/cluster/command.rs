@@ -120,6 +120,14 @@ impl ClusterState {
                     .services
                     .get_mut(&service.id)
                     .ok_or_else(|| format!("service {} not found", service.id))?;
+                // A write based on an older version (the orchestrator's, racing a user's
+                // update) must not undo the newer spec.
+                if service.version < current.version {
+                    return Err(format!(
+                        "service {} changed meanwhile (version {} < {}); retry",
+                        service.spec.name, service.version, current.version
+                    ));
+                }
                 *current = service.clone();
             }
             Command::RemoveService { id } => {
@@ -130,9 +138,18 @@ impl ClusterState {
             }
             Command::PutTasks(tasks) => {
                 for task in tasks {
-                    if self.services.contains_key(&task.service_id) {
-                        self.tasks.insert(task.id.clone(), task.clone());
+                    if !self.services.contains_key(&task.service_id) {
+                        continue;
                     }
+                    let mut task = task.clone();
+                    // The orchestrator decided on a state read before a node's report was
+                    // committed: keep the further-along status, states only move forward.
+                    if let Some(existing) = self.tasks.get(&task.id)
+                        && existing.status.state > task.status.state
+                    {
+                        task.status = existing.status.clone();
+                    }
+                    self.tasks.insert(task.id.clone(), task);
                 }
             }
             Command::ReportTasks { node_id, reports } => {

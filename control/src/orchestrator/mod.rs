@@ -30,7 +30,8 @@ mod fixture;
 
 use std::collections::HashMap;
 
-pub use constraints::{format_constraint, parse_constraint, satisfies};
+pub use constraints::{parse_constraint, satisfies};
+pub use pass::same_task_spec;
 
 use crate::cluster::{ClusterState, Command, Service, ServiceMode, Task};
 

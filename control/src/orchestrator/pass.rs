@@ -336,7 +336,7 @@ fn age_key(task: &Task) -> (u64, u64, &str) {
 /// (replicas), update and rollback settings and the restart policy are the orchestrator's
 /// business, and constraints only matter when the task's node stops satisfying them (as in
 /// Docker), so changing them does not restart anything.
-pub(super) fn same_task_spec(a: &ServiceSpec, b: &ServiceSpec) -> bool {
+pub fn same_task_spec(a: &ServiceSpec, b: &ServiceSpec) -> bool {
     a.command == b.command
         && a.env == b.env
         && a.mounts == b.mounts

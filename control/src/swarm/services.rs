@@ -15,9 +15,9 @@ use crate::{
         Empty, ListServicesResponse, ListTasksRequest, ListTasksResponse, ServiceInfo, ServiceRef,
         ServiceSpec as ApiServiceSpec, UpdateServiceRequest,
     },
-    cluster::{Availability, ClusterState, Command, Service, ServiceSpec},
+    cluster::{Availability, ClusterState, Command, Service, UpdateState, UpdateStatus},
     identity::NodeId,
-    orchestrator::satisfies,
+    orchestrator::{same_task_spec, satisfies},
 };
 
 impl Swarm {
@@ -72,11 +72,18 @@ impl Swarm {
             spec
         };
         if new_spec != service.spec {
-            let template_changed = !same_task_template(&service.spec, &new_spec);
+            let template_changed = !same_task_spec(&service.spec, &new_spec);
             service.previous_spec = Some(std::mem::replace(&mut service.spec, new_spec));
             service.version += 1;
             service.updated_at_ms = now_ms();
-            if template_changed {
+            if request.rollback {
+                // A requested rollback rolls out with the rollback settings, as in Docker.
+                service.update_status = Some(UpdateStatus {
+                    state: UpdateState::RollbackStarted,
+                    message: "manually requested rollback".to_string(),
+                    started_at_ms: service.updated_at_ms,
+                });
+            } else if template_changed {
                 // The orchestrator starts the rolling update when it sees the new version.
                 service.update_status = None;
             }
@@ -177,18 +184,6 @@ impl Swarm {
         });
         Ok(ListTasksResponse { tasks })
     }
-}
-
-/// Whether two specs run the same tasks: what a task is made of, as opposed to how many there
-/// are and how they are rolled out (Docker's TaskTemplate versus the rest of the spec).
-fn same_task_template(a: &ServiceSpec, b: &ServiceSpec) -> bool {
-    a.command == b.command
-        && a.env == b.env
-        && a.mounts == b.mounts
-        && a.constraints == b.constraints
-        && a.restart == b.restart
-        && a.stop_grace_ms == b.stop_grace_ms
-        && a.force_update == b.force_update
 }
 
 /// Finds a service by ID, name, or unique ID prefix.
