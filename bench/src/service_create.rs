@@ -64,9 +64,10 @@ pub fn run() -> anyhow::Result<()> {
     })?;
 
     // The floor: 50 processes in new namespaces, started by a shell in node1. `sleep 601`
-    // tells them apart from the service's tasks, which may still be stopping.
+    // tells them apart from the service's tasks, which may still be stopping. Their output
+    // goes to /dev/null: inheriting the pipe would keep `output()` waiting until they exit.
     let script = format!(
-        "for i in $(seq {REPLICAS}); do unshare --net --mount --uts sleep 601 & done; \
+        "for i in $(seq {REPLICAS}); do unshare --net --mount --uts sleep 601 >/dev/null 2>&1 & done; \
          while [ $(pgrep -c -f 'sleep 601') -lt {REPLICAS} ]; do :; done"
     );
     let started = Instant::now();
