@@ -14,6 +14,9 @@ use super::{
 };
 use crate::{api::HeartbeatRequest, cluster::raft_id, raft::Raft};
 
+/// How soon a node beats again when its tasks have news.
+const SOON: Duration = Duration::from_millis(100);
+
 /// Boxed because the loop may switch the node's role, which starts a new loop: the future
 /// would otherwise contain itself.
 pub(super) fn run(
@@ -26,18 +29,24 @@ pub(super) fn run(
 
 async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>) {
     let mut period = swarm.config().heartbeat_period;
+    let mut next = period;
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(next) => {}
         }
+        next = period;
         let node_id = swarm.config().node_id.as_str().to_string();
         let reports = swarm.inner.runner.take_reports();
         if let Some(manager) = active.leading(&node_id) {
             // The leader beats for itself without a round trip.
             active.liveness.record(&node_id);
             match swarm.dispatch(manager, &node_id, reports.clone()).await {
-                Ok(assigned) => follow(&swarm, assigned).await,
+                Ok(assigned) => {
+                    if follow(&swarm, assigned).await {
+                        next = SOON.min(period);
+                    }
+                }
                 Err(e) => {
                     debug!(cause = %e.message(), "local dispatch failed");
                     swarm.inner.runner.requeue(reports);
@@ -64,7 +73,11 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
                 period = Duration::from_millis(reply.period_ms.max(50));
                 active.learn_managers(reply.leader_addr.parse().ok(), &reply.manager_addrs, &swarm);
                 match decode_tasks(&reply.assigned_tasks) {
-                    Ok(assigned) => follow(&swarm, assigned).await,
+                    Ok(assigned) => {
+                        if follow(&swarm, assigned).await {
+                            next = SOON.min(period);
+                        }
+                    }
                     Err(e) => warn!(cause = %e.message(), "bad task assignments from the leader"),
                 }
                 if let Ok(role) = parse_role(&reply.role)
@@ -90,10 +103,24 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
 }
 
 /// Hands the assignments to the task runner, which forks: not on an async worker.
-async fn follow(swarm: &Swarm, assigned: Vec<crate::cluster::Task>) {
+/// Returns whether the runner has news to report: then the next beat should come soon, so a
+/// task that just started is seen Running within ~100 ms instead of a period later.
+async fn follow(swarm: &Swarm, assigned: Vec<crate::cluster::Task>) -> bool {
     let runner = std::sync::Arc::clone(&swarm.inner.runner);
-    if let Err(e) = tokio::task::spawn_blocking(move || runner.reconcile(&assigned)).await {
-        warn!(cause = %e, "the task runner failed");
+    match tokio::task::spawn_blocking(move || {
+        runner.reconcile(&assigned);
+        let pending = runner.take_reports();
+        let news = !pending.is_empty();
+        runner.requeue(pending);
+        news
+    })
+    .await
+    {
+        Ok(news) => news,
+        Err(e) => {
+            warn!(cause = %e, "the task runner failed");
+            false
+        }
     }
 }
 
