@@ -49,6 +49,9 @@ pub enum Command {
     Service(Box<ServiceCommand>),
     /// Run a command inside a task's namespaces, wherever it runs; exits with its code.
     Exec(ExecArgs),
+    /// Manage overlay networks.
+    #[command(subcommand)]
+    Network(NetworkCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -228,6 +231,47 @@ pub struct ExecArgs {
     /// The command to run, after `--`.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCommand {
+    /// Create an overlay network.
+    Create(NetworkCreateArgs),
+    /// List networks.
+    #[command(alias = "list")]
+    Ls(FormatArgs),
+    /// Show networks in Docker's JSON shape.
+    Inspect(NetworkNamesArgs),
+    /// Remove networks.
+    #[command(alias = "remove")]
+    Rm(NetworkNamesArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkCreateArgs {
+    /// Network driver: overlay.
+    #[arg(short, long, default_value = "overlay")]
+    pub driver: String,
+    /// Subnet in CIDR form (default: allocated from the swarm's address pools).
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// Gateway address (default: the subnet's first host).
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// Standalone tasks may attach.
+    #[arg(long)]
+    pub attachable: bool,
+    /// No access to the outside world.
+    #[arg(long)]
+    pub internal: bool,
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkNamesArgs {
+    /// Network names or IDs.
+    #[arg(required = true)]
+    pub networks: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         cli::Command::Node(command) => commands::node::run(&cli.host, command),
         cli::Command::Service(command) => commands::service::run(&cli.host, *command),
         cli::Command::Exec(_) => Ok(()),
+        cli::Command::Network(command) => commands::network::run(&cli.host, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@
 //! - `service_create`: `service create --replicas 50` to all running, on 3 real nodes.
 #![allow(clippy::print_stdout, reason = "a benchmark's output is its report")]
 
+mod gossip;
 mod program_cost;
 mod raft_writes;
 mod scheduler;
@@ -18,6 +19,10 @@ mod service_create;
 use std::process::ExitCode;
 
 const BENCHMARKS: &[(&str, &str)] = &[
+    (
+        "gossip",
+        "network DB: endpoint change -> all members, p50/max, 3/100/1,000 members on loopback",
+    ),
     (
         "program-cost",
         "per-packet cost of each eBPF program vs a do-nothing floor (BPF_PROG_TEST_RUN)",
@@ -39,6 +44,7 @@ const BENCHMARKS: &[(&str, &str)] = &[
 fn main() -> ExitCode {
     let name = std::env::args().nth(1).unwrap_or_default();
     let result = match name.as_str() {
+        "gossip" => gossip::run(),
         "program-cost" => program_cost::run(),
         "raft-writes" => raft_writes::run(),
         "scheduler" => scheduler::run(),

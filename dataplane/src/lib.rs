@@ -9,6 +9,7 @@
 //! - [`stats`]: typed handle on the per-CPU packet counters.
 //! - [`bpffs`]: mounting bpffs and the per-node pin directory.
 //! - [`netns`]: running code inside another network namespace, on a thread of its own.
+//! - [`overlay`]: overlay sandboxes (bridge + VXLAN netns), task veths, remote endpoints.
 //! - [`error`]: the crate's error type.
 
 pub mod bpffs;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod loader;
 pub mod netns;
 pub mod object;
+pub mod overlay;
 pub mod stats;
 
 pub use error::Error;

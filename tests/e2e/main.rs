@@ -9,5 +9,6 @@
 mod cli_errors;
 mod cluster_basics;
 mod dataplane_programs;
+mod networks;
 mod services;
 mod swarm_core;

@@ -3,6 +3,7 @@
 pub mod exec;
 pub mod info;
 pub mod logs;
+pub mod network;
 pub mod node;
 pub mod service;
 pub mod swarm;

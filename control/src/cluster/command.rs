@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     model::{Availability, ClusterInfo, ClusterState, NodeRecord, Role},
+    network::Network,
     service::{Service, Task, TaskStatus},
 };
 
@@ -48,6 +49,11 @@ pub enum Command {
     },
     /// The orchestrator prunes task history.
     RemoveTasks(Vec<String>),
+    /// `network create`, and the ingress network at `swarm init`. Name, subnet and VNI must be
+    /// free.
+    CreateNetwork(Network),
+    /// `network rm`.
+    RemoveNetwork { id: String },
 }
 
 /// What applying a command produced. Errors are part of the replicated result, not a failure
@@ -166,6 +172,25 @@ impl ClusterState {
                 for id in ids {
                     self.tasks.remove(id);
                 }
+            }
+            Command::CreateNetwork(network) => {
+                if let Some(other) = self.networks.values().find(|n| {
+                    n.name == network.name
+                        || n.vni == network.vni
+                        || n.subnet.contains(&network.subnet)
+                        || network.subnet.contains(&n.subnet)
+                }) {
+                    return Err(format!(
+                        "network {} conflicts with network {}",
+                        network.name, other.name
+                    ));
+                }
+                self.networks.insert(network.id.clone(), network.clone());
+            }
+            Command::RemoveNetwork { id } => {
+                self.networks
+                    .remove(id)
+                    .ok_or_else(|| format!("network {id} not found"))?;
             }
             Command::RotateSecret { role, secret } => {
                 let cluster = self.cluster.as_mut().ok_or("no swarm")?;

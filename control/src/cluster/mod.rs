@@ -6,9 +6,11 @@
 //! - `model`: the objects (cluster, nodes) and their enums.
 //! - `command`: [`Command`], [`CommandResponse`] and [`ClusterState::apply`].
 //! - `service`: services (desired state) and tasks (their instances on nodes).
+//! - [`network`]: overlay networks.
 
 mod command;
 mod model;
+pub mod network;
 mod service;
 
 pub use command::{Command, CommandResponse};

@@ -106,6 +106,8 @@ pub struct ClusterState {
     pub services: super::service::Services,
     /// Tasks by task ID, current and history.
     pub tasks: super::service::Tasks,
+    /// Overlay networks by network ID.
+    pub networks: BTreeMap<String, super::network::Network>,
 }
 
 /// The Raft member ID of a node: openraft needs a `Copy` integer, our IDs are strings. The

@@ -122,7 +122,9 @@ impl Swarm {
                 .await
                 .map_err(internal("initializing raft"))?;
             wait_for_leader(&manager.raft, Duration::from_secs(10)).await?;
-            self.propose(manager, Command::Init { cluster, node }).await
+            self.propose(manager, Command::Init { cluster, node })
+                .await?;
+            self.create_ingress(manager).await
         }
         .await;
         if let Err(e) = result {

@@ -13,6 +13,7 @@
 //! - `heartbeat`: the node side of heartbeats.
 //! - `dispatch`: tasks to nodes and status back, on the heartbeat; the orchestrator loop.
 //! - `services`: what the leader does for the service API.
+//! - `networks`: what the leader does for the network API, and the ingress network.
 //! - `task_io`: a task's logs and `exec`, served on its node and relayed by others.
 //! - `convert`: API messages to and from the cluster model.
 //! - `liveness`: the leader's record of heartbeats (Ready/Down).
@@ -26,6 +27,7 @@ mod heartbeat;
 mod lifecycle;
 mod liveness;
 mod manager;
+mod networks;
 mod peers;
 mod persist;
 mod raft_network;

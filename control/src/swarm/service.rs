@@ -16,10 +16,11 @@ use crate::{
     api::{
         AddRaftMemberRequest, AdmitRequest, AdmitResponse, Empty, ExecRequest, HeartbeatRequest,
         HeartbeatResponse, InitRequest, InitResponse, JoinSwarmRequest, JoinSwarmResponse,
-        JoinTokenRequest, JoinTokenResponse, LeaveRequest, ListNodesResponse, ListServicesResponse,
-        ListTasksRequest, ListTasksResponse, NodeInfo, RaftRequest, RaftResponse,
-        RemoveNodeRequest, ServiceInfo, ServiceRef, ServiceSpec, TaskLogsRequest,
-        UpdateNodeRequest, UpdateServiceRequest, cluster_server::Cluster,
+        JoinTokenRequest, JoinTokenResponse, LeaveRequest, ListNetworksResponse, ListNodesResponse,
+        ListServicesResponse, ListTasksRequest, ListTasksResponse, NetworkInfo, NetworkRef,
+        NetworkSpec, NodeInfo, RaftRequest, RaftResponse, RemoveNodeRequest, ServiceInfo,
+        ServiceRef, ServiceSpec, TaskLogsRequest, UpdateNodeRequest, UpdateServiceRequest,
+        cluster_server::Cluster,
     },
     cluster::Role,
     pki::{self, PeerIdentity},
@@ -311,6 +312,36 @@ impl Cluster for ClusterService {
             .exec(request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn create_network(
+        &self,
+        request: Request<NetworkSpec>,
+    ) -> Result<Response<NetworkInfo>, Status> {
+        self.manager(&request).await?;
+        self.swarm
+            .create_network(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_network(
+        &self,
+        request: Request<NetworkRef>,
+    ) -> Result<Response<Empty>, Status> {
+        self.manager(&request).await?;
+        self.swarm
+            .remove_network(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_networks(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        self.member(&request)?;
+        self.swarm.list_networks().await.map(Response::new)
     }
 
     async fn raft(&self, request: Request<RaftRequest>) -> Result<Response<RaftResponse>, Status> {

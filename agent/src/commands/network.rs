@@ -1,0 +1,133 @@
+//! `shoal network create | ls | inspect | rm`, with Docker's columns and JSON shape.
+
+use shoal_control::api::{
+    Empty, NetworkInfo, NetworkRef, NetworkSpec, cluster_client::ClusterClient,
+};
+use tonic::transport::Channel;
+
+use crate::{
+    cli::{NetworkCommand, OutputFormat},
+    client::{status_error, with_agent},
+    table,
+    time_format::rfc3339,
+};
+
+pub fn run(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
+    with_agent(host, async |channel| match command {
+        NetworkCommand::Create(args) => {
+            let spec = NetworkSpec {
+                name: args.name,
+                driver: args.driver,
+                subnet: args.subnet.unwrap_or_default(),
+                gateway: args.gateway.unwrap_or_default(),
+                attachable: args.attachable,
+                internal: args.internal,
+            };
+            let network = ClusterClient::new(channel)
+                .create_network(spec)
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("{}", network.id);
+            Ok(())
+        }
+        NetworkCommand::Ls(args) => {
+            let mut networks = list(channel).await?;
+            networks.sort_by(|a, b| a.name.cmp(&b.name));
+            if args.format == OutputFormat::Json {
+                println!("{}", serde_json::to_string_pretty(&networks)?);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = networks
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.id.chars().take(12).collect(),
+                        n.name.clone(),
+                        n.driver.clone(),
+                        "swarm".to_string(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table::render(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows)
+            );
+            Ok(())
+        }
+        NetworkCommand::Inspect(args) => {
+            let networks = list(channel).await?;
+            let mut shaped = Vec::new();
+            for reference in &args.networks {
+                shaped.push(docker_shape(find(&networks, reference)?));
+            }
+            println!("{}", serde_json::to_string_pretty(&shaped)?);
+            Ok(())
+        }
+        NetworkCommand::Rm(args) => {
+            let mut cluster = ClusterClient::new(channel);
+            for network in args.networks {
+                let request = NetworkRef {
+                    network: network.clone(),
+                };
+                cluster
+                    .remove_network(request)
+                    .await
+                    .map_err(status_error)?;
+                println!("{network}");
+            }
+            Ok(())
+        }
+    })
+}
+
+async fn list(channel: Channel) -> anyhow::Result<Vec<NetworkInfo>> {
+    Ok(ClusterClient::new(channel)
+        .list_networks(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .networks)
+}
+
+fn find<'a>(networks: &'a [NetworkInfo], reference: &str) -> anyhow::Result<&'a NetworkInfo> {
+    if let Some(n) = networks
+        .iter()
+        .find(|n| n.id == reference || n.name == reference)
+    {
+        return Ok(n);
+    }
+    let matches: Vec<&NetworkInfo> = networks
+        .iter()
+        .filter(|n| n.id.starts_with(reference))
+        .collect();
+    match matches.as_slice() {
+        [n] => Ok(n),
+        [] => anyhow::bail!("network {reference} not found"),
+        _ => anyhow::bail!("network {reference} is ambiguous"),
+    }
+}
+
+/// `docker network inspect`'s shape. Containers (this node's endpoints) come with task
+/// attachments.
+fn docker_shape(n: &NetworkInfo) -> serde_json::Value {
+    serde_json::json!({
+        "Name": n.name,
+        "Id": n.id,
+        "Created": rfc3339(n.created_at_ms / 1000),
+        "Scope": "swarm",
+        "Driver": n.driver,
+        "EnableIPv6": false,
+        "IPAM": {
+            "Driver": "default",
+            "Options": null,
+            "Config": [{ "Subnet": n.subnet, "Gateway": n.gateway }],
+        },
+        "Internal": n.internal,
+        "Attachable": n.attachable,
+        "Ingress": n.ingress,
+        "Containers": {},
+        "Options": { "com.docker.network.driver.overlay.vxlanid_list": n.vni.to_string() },
+        "Labels": {},
+    })
+}

@@ -1,0 +1,306 @@
+//! Network DB: each node's endpoint table per overlay network, replicated by gossip on 7946 like
+//! libnetwork's networkdb. SWIM membership (foca) and entry broadcasts go over UDP, full-state
+//! push-pull over TCP on the same port; everything is AES-256-GCM encrypted with rotatable keys.
+//! The data path keeps working while managers are down because this needs no Raft.
+//!
+//! Beyond Swarm: a node SWIM declares down has its endpoints withdrawn at once (subscribers get
+//! `Change::Remove`), so DNS/LB drop its backends within seconds; they come back when it does.
+//!
+//! # Layout
+//! - `wire`: packet framing and AES-256-GCM with a key ring (rotation without a gap).
+//! - `table`: entries, Lamport clocks, tombstones and reaping, down-node withdrawal.
+//! - `membership`: foca identity, custom-broadcast handler, the UDP/timer engine task.
+//! - `pushpull`: TCP full-state exchange (join and periodic anti-entropy).
+//! - `stats`: received/sent/dropped counters.
+//! - `tests`: three in-process members on loopback.
+
+mod membership;
+mod pushpull;
+mod stats;
+mod table;
+#[cfg(test)]
+mod tests;
+mod wire;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{broadcast, mpsc};
+
+use membership::{Cmd, EngineConfig, Member};
+pub use stats::NetDbStats;
+use stats::Stats;
+use table::Table;
+pub use table::{Change, Endpoint};
+use wire::Keyring;
+
+/// Errors from the network DB, with the address or step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetDbError {
+    #[error("binding gossip UDP on {0}: {1}")]
+    BindUdp(SocketAddr, #[source] std::io::Error),
+    #[error("binding gossip TCP on {0}: {1}")]
+    BindTcp(SocketAddr, #[source] std::io::Error),
+    #[error("no gossip keys configured")]
+    NoKeys,
+    #[error("push-pull: connecting to {0}: {1}")]
+    Connect(SocketAddr, #[source] std::io::Error),
+    #[error("push-pull I/O: {0}")]
+    PushPullIo(#[source] std::io::Error),
+    #[error("push-pull with {0} timed out")]
+    Timeout(SocketAddr),
+    #[error("push-pull frame of {0} bytes is too large")]
+    FrameTooLarge(usize),
+    #[error("push-pull frame dropped: {0}")]
+    Rejected(&'static str),
+    #[error("encoding gossip message: {0}")]
+    Encode(#[source] postcard::Error),
+    #[error("decoding gossip message: {0}")]
+    Decode(#[source] postcard::Error),
+    #[error("could not join through any seed ({0} tried); last error: {1}")]
+    Join(usize, Box<NetDbError>),
+}
+
+/// How a node gossips.
+#[derive(Debug, Clone)]
+pub struct NetDbConfig {
+    pub node_id: String,
+    /// UDP and TCP both bind here (7946 in production; port 0 in tests).
+    pub bind: SocketAddr,
+    /// What others use to reach us; an unspecified IP or port 0 is replaced by the bound one.
+    pub advertise: SocketAddr,
+    /// Accepted keys (distributed through Raft); must not be empty.
+    pub keys: Vec<[u8; 32]>,
+    /// Index into `keys` used to send.
+    pub primary_key: usize,
+    /// Periodic anti-entropy (30 s in production).
+    pub push_pull_every: Duration,
+    /// How long deletes are remembered so late copies do not resurrect entries.
+    pub tombstone_ttl: Duration,
+    /// SWIM probe period (1 s in production); suspicion lasts three periods.
+    pub probe_period: Duration,
+}
+
+impl NetDbConfig {
+    /// Production defaults around a node id, address and key.
+    pub fn new(node_id: impl Into<String>, bind: SocketAddr, key: [u8; 32]) -> NetDbConfig {
+        NetDbConfig {
+            node_id: node_id.into(),
+            bind,
+            advertise: bind,
+            keys: vec![key],
+            primary_key: 0,
+            push_pull_every: Duration::from_secs(30),
+            tombstone_ttl: Duration::from_secs(30 * 60),
+            probe_period: Duration::from_secs(1),
+        }
+    }
+}
+
+/// State shared by the API, the engine task and push-pull tasks.
+pub(crate) struct Shared {
+    table: Mutex<Table>,
+    keys: RwLock<Keyring>,
+    stats: Stats,
+    members: Mutex<HashMap<Member, bool>>,
+    /// Our current SWIM identity (foca renews it after a false "down").
+    identity: Mutex<Member>,
+    cmd: mpsc::UnboundedSender<Cmd>,
+}
+
+/// A poisoned lock only means another task panicked mid-update; the data is still usable and
+/// gossip must keep going, so we take it rather than propagate the panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running network DB; cheap to share behind an `Arc`. Stops when the `shutdown` future given
+/// to [`NetDb::start`] completes.
+pub struct NetDb {
+    shared: Arc<Shared>,
+    events: broadcast::Sender<Change>,
+    bound: SocketAddr,
+}
+
+impl NetDb {
+    /// Binds UDP and TCP on `config.bind` (the same port for both, as Docker does) and starts
+    /// the engine; it runs until `shutdown` completes, then leaves the cluster gracefully.
+    pub async fn start(
+        config: NetDbConfig,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<NetDb, NetDbError> {
+        if config.keys.is_empty() {
+            return Err(NetDbError::NoKeys);
+        }
+        let (udp, tcp) = bind_both(config.bind).await?;
+        let bound = udp
+            .local_addr()
+            .map_err(|e| NetDbError::BindUdp(config.bind, e))?;
+        let mut advertise = config.advertise;
+        if advertise.ip().is_unspecified() {
+            advertise.set_ip(bound.ip());
+        }
+        if advertise.port() == 0 {
+            advertise.set_port(bound.port());
+        }
+        tracing::info!(node = %config.node_id, %bound, %advertise, "netdb: gossip bound (udp+tcp)");
+        let (events, _) = broadcast::channel(4096);
+        let (cmd, cmd_rx) = mpsc::unbounded_channel();
+        let identity = Member {
+            node_id: config.node_id.clone(),
+            addr: advertise,
+            // Nanoseconds since the epoch: a restarted node outranks its previous incarnation.
+            generation: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+        };
+        let shared = Arc::new(Shared {
+            table: Mutex::new(Table::new(config.node_id.clone(), events.clone())),
+            keys: RwLock::new(Keyring::new(&config.keys, config.primary_key)),
+            stats: Stats::default(),
+            members: Mutex::new(HashMap::new()),
+            identity: Mutex::new(identity.clone()),
+            cmd,
+        });
+        let server = tokio::spawn(pushpull::serve(shared.clone(), tcp));
+        let engine = membership::run(
+            shared.clone(),
+            Arc::new(udp),
+            EngineConfig {
+                identity,
+                probe_period: config.probe_period,
+                push_pull_every: config.push_pull_every,
+                tombstone_ttl: config.tombstone_ttl,
+            },
+            cmd_rx,
+            shutdown,
+        );
+        tokio::spawn(async move {
+            engine.await;
+            server.abort();
+        });
+        Ok(NetDb {
+            shared,
+            events,
+            bound,
+        })
+    }
+
+    /// The UDP/TCP address actually bound (useful with port 0).
+    pub fn bound(&self) -> SocketAddr {
+        self.bound
+    }
+
+    /// Full-state push-pull with each seed (the late joiner gets the whole table at once), then
+    /// a SWIM announce to it. Succeeds if at least one seed answered.
+    pub async fn join(&self, seeds: &[SocketAddr]) -> Result<(), NetDbError> {
+        let mut last = None;
+        let mut ok = false;
+        for seed in seeds {
+            match pushpull::exchange(&self.shared, *seed).await {
+                Ok(member) => {
+                    ok = true;
+                    let _ = self.shared.cmd.send(Cmd::Announce(member));
+                }
+                Err(e) => {
+                    tracing::warn!(%seed, err = %e, "netdb: join through seed failed");
+                    last = Some(e);
+                }
+            }
+        }
+        match (ok, last) {
+            (true, _) | (false, None) => Ok(()),
+            (false, Some(e)) => Err(NetDbError::Join(seeds.len(), Box::new(e))),
+        }
+    }
+
+    /// Attach to a network: from now on its entries are kept and reported. Pulls the current
+    /// table from a peer so the node does not wait for the next periodic push-pull.
+    pub fn join_network(&self, network_id: &str) {
+        let mut table = lock(&self.shared.table);
+        if table.is_joined(network_id) {
+            return;
+        }
+        table.join_network(network_id);
+        drop(table);
+        let peers: Vec<SocketAddr> = lock(&self.shared.members)
+            .iter()
+            .filter(|(_, alive)| **alive)
+            .map(|(m, _)| m.addr)
+            .take(1)
+            .collect();
+        for peer in peers {
+            let shared = self.shared.clone();
+            tokio::spawn(async move { pushpull::exchange(&shared, peer).await });
+        }
+    }
+
+    /// Detach: our own endpoints there are deleted and the network's table is dropped.
+    pub fn leave_network(&self, network_id: &str) {
+        lock(&self.shared.table).leave_network(network_id);
+        let _ = self.shared.cmd.send(Cmd::Flush);
+    }
+
+    /// Adds or updates one of this node's endpoints (joins its network if needed).
+    pub fn put_endpoint(&self, e: Endpoint) {
+        lock(&self.shared.table).local_put(e);
+        let _ = self.shared.cmd.send(Cmd::Flush);
+    }
+
+    /// Deletes an endpoint, leaving a tombstone for `tombstone_ttl`.
+    pub fn delete_endpoint(&self, network_id: &str, endpoint_id: &str) {
+        lock(&self.shared.table).local_delete(network_id, endpoint_id);
+        let _ = self.shared.cmd.send(Cmd::Flush);
+    }
+
+    /// Live entries of a joined network, without those of nodes currently down.
+    pub fn endpoints(&self, network_id: &str) -> Vec<Endpoint> {
+        lock(&self.shared.table).live(network_id)
+    }
+
+    /// Changes to live entries (what DNS and the load balancer follow).
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.events.subscribe()
+    }
+
+    /// Rotation without a gap: receive with any of `keys`, send with `keys[primary]`. Roll out
+    /// by adding the new key everywhere, then switching primary, then removing the old one.
+    pub fn set_keys(&self, keys: Vec<[u8; 32]>, primary: usize) {
+        if keys.is_empty() {
+            tracing::warn!("netdb: refusing an empty key list");
+            return;
+        }
+        *self.shared.keys.write().unwrap_or_else(|p| p.into_inner()) = Keyring::new(&keys, primary);
+    }
+
+    /// Known SWIM members (node id, gossip address, alive), without ourselves.
+    pub fn members(&self) -> Vec<(String, SocketAddr, bool)> {
+        membership::members(&lock(&self.shared.members))
+    }
+
+    pub fn stats(&self) -> NetDbStats {
+        self.shared.stats.snapshot()
+    }
+}
+
+/// Binds UDP then TCP on the same port; with port 0 the TCP port may already be taken, so retry.
+async fn bind_both(bind: SocketAddr) -> Result<(UdpSocket, TcpListener), NetDbError> {
+    let mut attempts = 0;
+    loop {
+        let udp = UdpSocket::bind(bind)
+            .await
+            .map_err(|e| NetDbError::BindUdp(bind, e))?;
+        let addr = udp.local_addr().map_err(|e| NetDbError::BindUdp(bind, e))?;
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if bind.port() == 0 && attempts < 10 => {
+                attempts += 1;
+                tracing::debug!(%addr, err = %e, "netdb: tcp port taken, retrying");
+            }
+            Err(e) => return Err(NetDbError::BindTcp(addr, e)),
+        }
+    }
+}

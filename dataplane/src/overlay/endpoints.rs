@@ -1,0 +1,109 @@
+//! Remote endpoints: how a sandbox reaches a task on another node without flooding or learning.
+//!
+//! Per remote task we program, in the sandbox:
+//! - a static FDB entry on `vxlan0`: its MAC -> the remote VTEP (`bridge fdb ... self permanent
+//!   dst VTEP`), so the VXLAN device knows where to send unicast frames for that MAC;
+//! - a permanent neighbour entry IP -> MAC on `vxlan0`: with `proxy` on, `vxlan0` answers the
+//!   local tasks' ARP requests from it, so ARP never crosses the underlay;
+//! - the same neighbour entry on `br0`, so traffic the sandbox itself originates (from the
+//!   gateway address) resolves without ARP either.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+};
+
+use rtnetlink::{
+    Handle,
+    packet_route::{
+        AddressFamily,
+        neighbour::{
+            NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+        },
+    },
+};
+
+use super::{
+    BRIDGE_NAME, OverlayError, Sandbox, VXLAN_NAME,
+    netlink::{errno, index_of, nl_err, with_handle},
+};
+
+/// Programs a remote endpoint (see the module docs). Idempotent: entries are replaced.
+pub fn add_remote_endpoint(
+    sandbox: &Sandbox,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+    vtep: Ipv4Addr,
+) -> Result<(), OverlayError> {
+    let netns = sandbox.path.as_path();
+    with_handle(netns, |h| async move {
+        let vxlan = index_of(&h, VXLAN_NAME, netns).await?;
+        let bridge = index_of(&h, BRIDGE_NAME, netns).await?;
+        h.neighbours()
+            .add_bridge(vxlan, &mac)
+            .flags(NeighbourFlags::Own)
+            .destination(IpAddr::V4(vtep))
+            .replace()
+            .execute()
+            .await
+            .map_err(nl_err("adding fdb entry on", VXLAN_NAME, netns))?;
+        for (index, name) in [(vxlan, VXLAN_NAME), (bridge, BRIDGE_NAME)] {
+            h.neighbours()
+                .add(index, IpAddr::V4(ip))
+                .link_layer_address(&mac)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl_err("adding neighbour entry on", name, netns))?;
+        }
+        Ok(())
+    })
+}
+
+/// Removes what [`add_remote_endpoint`] programmed. Missing entries are not an error.
+pub fn remove_remote_endpoint(
+    sandbox: &Sandbox,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+    vtep: Ipv4Addr,
+) -> Result<(), OverlayError> {
+    let netns = sandbox.path.as_path();
+    with_handle(netns, |h| async move {
+        let vxlan = index_of(&h, VXLAN_NAME, netns).await?;
+        let bridge = index_of(&h, BRIDGE_NAME, netns).await?;
+
+        let mut fdb = NeighbourMessage::default();
+        fdb.header.family = AddressFamily::Bridge;
+        fdb.header.ifindex = vxlan;
+        fdb.header.state = NeighbourState::Permanent;
+        fdb.header.flags = NeighbourFlags::Own;
+        fdb.attributes = vec![
+            NeighbourAttribute::LinkLayerAddress(mac.to_vec()),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(vtep)),
+        ];
+        delete(&h, fdb, "deleting fdb entry on", VXLAN_NAME, netns).await?;
+
+        for (index, name) in [(vxlan, VXLAN_NAME), (bridge, BRIDGE_NAME)] {
+            let mut neigh = NeighbourMessage::default();
+            neigh.header.family = AddressFamily::Inet;
+            neigh.header.ifindex = index;
+            neigh.attributes = vec![NeighbourAttribute::Destination(NeighbourAddress::Inet(ip))];
+            delete(&h, neigh, "deleting neighbour entry on", name, netns).await?;
+        }
+        Ok(())
+    })
+}
+
+async fn delete(
+    h: &Handle,
+    message: NeighbourMessage,
+    what: &'static str,
+    link: &str,
+    netns: &Path,
+) -> Result<(), OverlayError> {
+    match h.neighbours().del(message).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(nl_err(what, link, netns)(e)),
+    }
+}

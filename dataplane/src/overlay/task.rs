@@ -1,0 +1,207 @@
+//! Attaching a task's netns to a sandbox with a veth pair.
+//!
+//! The pair is created by one request sent in the sandbox: the sandbox end gets the task-derived
+//! name and `br0` as master, and the peer is created directly inside the task netns under its
+//! final name (`eth0`, ...) with the IP-derived MAC. Creating the peer in place avoids the
+//! temporary-name dance (every task's `eth0` would collide inside the sandbox).
+
+use std::{
+    fs::File,
+    net::{IpAddr, Ipv4Addr},
+    os::fd::AsRawFd,
+    path::Path,
+};
+
+use rtnetlink::{
+    Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage},
+};
+
+use super::{
+    BRIDGE_NAME, OverlayError, Sandbox, mac_for_ip,
+    netlink::{errno, index_of, link_by_name, nl_err, with_handle},
+};
+
+/// Linux's interface-name limit (IFNAMSIZ - 1).
+const MAX_IFNAME: usize = 15;
+
+fn check_ifname(name: &str) -> Result<(), OverlayError> {
+    if name.is_empty() || name.len() > MAX_IFNAME || name.contains(['/', ' ']) {
+        return Err(OverlayError::Invalid(format!(
+            "interface name {name:?} (1..={MAX_IFNAME} chars, no '/' or spaces)"
+        )));
+    }
+    Ok(())
+}
+
+fn mac_of(link: &LinkMessage) -> Option<&[u8]> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(mac) => Some(mac.as_slice()),
+        _ => None,
+    })
+}
+
+/// Connects `task_netns` to the sandbox's `br0`: veth `host_side_name` (sandbox) <->
+/// `ifname` (task) carrying `ip` with MAC [`mac_for_ip`], the sandbox MTU, loopback up, and a
+/// default route via the gateway when `default_route` (a task's first network gets it; extra
+/// networks only reach their own subnet, like Docker).
+///
+/// Idempotent: if both ends exist and the task end has the expected MAC, the pair is kept and
+/// its settings re-applied; a half-present pair (e.g. after a crash) is removed and rebuilt.
+pub fn attach_task(
+    sandbox: &Sandbox,
+    task_netns: &Path,
+    ifname: &str,
+    ip: ipnet::Ipv4Net,
+    default_route: bool,
+    host_side_name: &str,
+) -> Result<(), OverlayError> {
+    check_ifname(ifname)?;
+    check_ifname(host_side_name)?;
+    if !sandbox.spec.subnet.contains(&ip.addr()) {
+        return Err(OverlayError::Invalid(format!(
+            "task address {ip} is outside subnet {}",
+            sandbox.spec.subnet
+        )));
+    }
+    let mac = mac_for_ip(ip.addr());
+    let mtu = sandbox.spec.mtu;
+    let gateway = sandbox.spec.gateway;
+    let sandbox_ns = sandbox.path.as_path();
+
+    let task_end = with_handle(task_netns, |h| async move {
+        Ok(link_by_name(&h, ifname, task_netns)
+            .await?
+            .map(|l| (l.header.index, mac_of(&l) == Some(&mac[..]))))
+    })?;
+    let host_end = with_handle(sandbox_ns, |h| async move {
+        Ok(link_by_name(&h, host_side_name, sandbox_ns)
+            .await?
+            .map(|l| l.header.index))
+    })?;
+
+    let intact = matches!((task_end, host_end), (Some((_, true)), Some(_)));
+    if !intact {
+        // Remove whichever half is left over, then create the pair in one request.
+        if let Some((index, _)) = task_end {
+            with_handle(task_netns, |h| async move {
+                delete_link(&h, index, ifname, task_netns).await
+            })?;
+        }
+        let task_fd = File::open(task_netns).map_err(|source| OverlayError::Netns {
+            what: "opening task netns",
+            path: task_netns.to_path_buf(),
+            source,
+        })?;
+        let fd = task_fd.as_raw_fd();
+        with_handle(sandbox_ns, |h| async move {
+            if let Some(index) = host_end {
+                delete_link(&h, index, host_side_name, sandbox_ns).await?;
+            }
+            let bridge = index_of(&h, BRIDGE_NAME, sandbox_ns).await?;
+            let peer = LinkUnspec::new_with_name(ifname)
+                .address(mac.to_vec())
+                .mtu(mtu)
+                .setns_by_fd(fd)
+                .build();
+            h.link()
+                .add(
+                    LinkVeth::new(host_side_name, ifname)
+                        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                        .mtu(mtu)
+                        .controller(bridge)
+                        .up()
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl_err("creating veth", host_side_name, sandbox_ns))
+        })?;
+        drop(task_fd);
+    } else {
+        with_handle(sandbox_ns, |h| async move {
+            let bridge = index_of(&h, BRIDGE_NAME, sandbox_ns).await?;
+            let index = index_of(&h, host_side_name, sandbox_ns).await?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(index)
+                        .controller(bridge)
+                        .mtu(mtu)
+                        .up()
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl_err("enslaving and raising", host_side_name, sandbox_ns))
+        })?;
+    }
+
+    with_handle(task_netns, |h| async move {
+        configure_task_end(&h, task_netns, ifname, ip, mtu, gateway, default_route).await
+    })
+}
+
+/// Inside the task netns: loopback up, MTU, address, up, optional default route. Every step
+/// uses set/replace semantics so re-running is harmless.
+async fn configure_task_end(
+    h: &Handle,
+    netns: &Path,
+    ifname: &str,
+    ip: ipnet::Ipv4Net,
+    mtu: u32,
+    gateway: Ipv4Addr,
+    default_route: bool,
+) -> Result<(), OverlayError> {
+    let lo = index_of(h, "lo", netns).await?;
+    h.link()
+        .set(LinkUnspec::new_with_index(lo).up().build())
+        .execute()
+        .await
+        .map_err(nl_err("raising", "lo", netns))?;
+    let index = index_of(h, ifname, netns).await?;
+    h.link()
+        .set(LinkUnspec::new_with_index(index).mtu(mtu).up().build())
+        .execute()
+        .await
+        .map_err(nl_err("raising", ifname, netns))?;
+    h.address()
+        .add(index, IpAddr::V4(ip.addr()), ip.prefix_len())
+        .replace()
+        .execute()
+        .await
+        .map_err(nl_err("adding address on", ifname, netns))?;
+    if default_route {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gateway)
+            .output_interface(index)
+            .build();
+        h.route()
+            .add(route)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl_err("adding default route via", ifname, netns))?;
+    }
+    Ok(())
+}
+
+async fn delete_link(h: &Handle, index: u32, name: &str, netns: &Path) -> Result<(), OverlayError> {
+    match h.link().del(index).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(nix::errno::Errno::ENODEV) => Ok(()),
+        Err(e) => Err(nl_err("deleting link", name, netns)(e)),
+    }
+}
+
+/// Removes the task's veth pair (deleting the sandbox end takes the task end with it).
+/// Missing is success.
+pub fn detach_task(sandbox: &Sandbox, host_side_name: &str) -> Result<(), OverlayError> {
+    check_ifname(host_side_name)?;
+    let netns = sandbox.path.as_path();
+    with_handle(netns, |h| async move {
+        match link_by_name(&h, host_side_name, netns).await? {
+            Some(link) => delete_link(&h, link.header.index, host_side_name, netns).await,
+            None => Ok(()),
+        }
+    })
+}
