@@ -20,7 +20,7 @@ const DEFAULT_MONITOR_MS: u64 = 5_000;
 /// Checks an API spec and turns it into the model, with Docker's defaults for what is unset.
 pub fn spec_from_api(spec: &api::ServiceSpec) -> Result<ServiceSpec, Status> {
     let invalid = |m: String| Status::invalid_argument(m);
-    validate_name(&spec.name)?;
+    validate_name("service", &spec.name)?;
     if spec.command.is_empty() || spec.command[0].is_empty() {
         return Err(invalid(
             "a service needs a command: shoal service create ... -- COMMAND [ARG...]".into(),
@@ -100,9 +100,10 @@ pub fn spec_from_api(spec: &api::ServiceSpec) -> Result<ServiceSpec, Status> {
     })
 }
 
-/// Docker's rule for names: letters, digits, `_`, `.`, `-`, starting with a letter or digit,
-/// at most 63 characters (they become DNS labels).
-fn validate_name(name: &str) -> Result<(), Status> {
+/// Docker's rule for service and network names: letters, digits, `_`, `.`, `-`, starting
+/// with a letter or digit, at most 63 characters (they become DNS labels). `kind` names the
+/// object in the error.
+pub(super) fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -116,7 +117,7 @@ fn validate_name(name: &str) -> Result<(), Status> {
         Ok(())
     } else {
         Err(Status::invalid_argument(format!(
-            "invalid service name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at most 63 characters"
+            "invalid {kind} name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at most 63 characters"
         )))
     }
 }

@@ -3,7 +3,7 @@
 
 use tonic::Status;
 
-use super::{ManagerRole, Swarm, manager::on_leader, services::now_ms};
+use super::{ManagerRole, Swarm, convert::validate_name, manager::on_leader, services::now_ms};
 use crate::{
     allocator::{allocate_subnet, allocate_vni, validate_subnet},
     api::{Empty, ListNetworksResponse, NetworkInfo, NetworkRef, NetworkSpec},
@@ -74,20 +74,7 @@ impl Swarm {
 fn new_network(state: &ClusterState, spec: &NetworkSpec) -> Result<Network, Status> {
     let invalid = |m: String| Status::invalid_argument(m);
     let name = spec.name.trim();
-    let valid_name = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if !valid_name {
-        return Err(invalid(format!(
-            "invalid network name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-        )));
-    }
+    validate_name("network", name)?;
     if state.networks.values().any(|n| n.name == name) {
         return Err(Status::already_exists(format!(
             "network with name {name} already exists"
