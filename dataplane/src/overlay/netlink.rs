@@ -8,7 +8,7 @@
 use std::{future::Future, path::Path, pin::pin};
 
 use futures::TryStreamExt;
-use rtnetlink::{Handle, packet_route::link::LinkMessage};
+use rtnetlink::{Handle, LinkUnspec, packet_route::link::LinkMessage};
 
 use super::OverlayError;
 
@@ -95,4 +95,28 @@ pub(crate) async fn index_of(
             link: name.to_string(),
             netns: netns.to_path_buf(),
         })
+}
+
+/// Enslaves link `index` (called `name`) to `bridge`, sets its MTU and brings it up: what
+/// every port of a sandbox bridge needs, the VXLAN device and each task's veth alike.
+pub(crate) async fn enslave_and_raise(
+    handle: &Handle,
+    index: u32,
+    name: &str,
+    bridge: u32,
+    mtu: u32,
+    netns: &Path,
+) -> Result<(), OverlayError> {
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .controller(bridge)
+                .mtu(mtu)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl_err("enslaving and raising", name, netns))
 }

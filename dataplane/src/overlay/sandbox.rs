@@ -20,7 +20,7 @@ use rtnetlink::{
 
 use super::{
     BRIDGE_NAME, OverlayError, OverlaySpec, Sandbox, VXLAN_NAME,
-    netlink::{index_of, link_by_name, nl_err, with_handle},
+    netlink::{enslave_and_raise, index_of, link_by_name, nl_err, with_handle},
     netns,
 };
 
@@ -97,18 +97,7 @@ pub fn ensure_sandbox(
     with_handle(path, |handle| async move {
         let bridge = index_of(&handle, BRIDGE_NAME, path).await?;
         let vxlan = index_of(&handle, VXLAN_NAME, path).await?;
-        handle
-            .link()
-            .set(
-                LinkUnspec::new_with_index(vxlan)
-                    .controller(bridge)
-                    .mtu(mtu)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(nl_err("enslaving and raising", VXLAN_NAME, path))
+        enslave_and_raise(&handle, vxlan, VXLAN_NAME, bridge, mtu, path).await
     })?;
     Ok(sandbox)
 }

@@ -19,7 +19,7 @@ use rtnetlink::{
 
 use super::{
     BRIDGE_NAME, OverlayError, Sandbox, mac_for_ip,
-    netlink::{errno, index_of, link_by_name, nl_err, with_handle},
+    netlink::{enslave_and_raise, errno, index_of, link_by_name, nl_err, with_handle},
 };
 
 /// Linux's interface-name limit (IFNAMSIZ - 1).
@@ -122,17 +122,7 @@ pub fn attach_task(
         with_handle(sandbox_ns, |h| async move {
             let bridge = index_of(&h, BRIDGE_NAME, sandbox_ns).await?;
             let index = index_of(&h, host_side_name, sandbox_ns).await?;
-            h.link()
-                .set(
-                    LinkUnspec::new_with_index(index)
-                        .controller(bridge)
-                        .mtu(mtu)
-                        .up()
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(nl_err("enslaving and raising", host_side_name, sandbox_ns))
+            enslave_and_raise(&h, index, host_side_name, bridge, mtu, sandbox_ns).await
         })?;
     }
 
