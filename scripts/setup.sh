@@ -2,7 +2,8 @@
 # Installs everything shoal needs to build, run and test on a fresh Debian machine (as root).
 # Idempotent: a second run checks what is there and finishes in seconds.
 #
-#   - Debian packages: iproute2, nftables, util-linux (nsenter), procps, curl
+#   - Debian packages: iproute2, nftables, util-linux (nsenter), procps, curl, iperf3
+#     (benchmarks), tcpdump (overlay tests)
 #   - the pinned nightly with rust-src, which builds the eBPF object (ebpf/toolchain.env)
 #   - bpf-linker, built against that nightly's own LLVM, under $SHOAL_TOOLCHAIN_DIR
 #   - bpffs mounted at /sys/fs/bpf
@@ -27,6 +28,8 @@ command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v nsenter >/dev/null || need_pkgs+=(util-linux)
 command -v pkill >/dev/null || need_pkgs+=(procps)
 command -v curl >/dev/null || need_pkgs+=(curl)
+command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
+command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
   apt-get update -qq

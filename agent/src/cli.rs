@@ -130,6 +130,9 @@ pub struct ServiceCreateArgs {
     /// Placement constraint, e.g. node.role==manager (repeatable).
     #[arg(long = "constraint")]
     pub constraints: Vec<String>,
+    /// Attach to an overlay network, by name or ID (repeatable: eth0, eth1, ... in order).
+    #[arg(long = "network")]
+    pub networks: Vec<String>,
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(short = 'e', long = "env", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
@@ -194,6 +197,12 @@ pub struct ServiceUpdateArgs {
     /// Remove a placement constraint (repeatable).
     #[arg(long = "constraint-rm")]
     pub constraint_rm: Vec<String>,
+    /// Attach to another network (repeatable).
+    #[arg(long = "network-add")]
+    pub network_add: Vec<String>,
+    /// Detach from a network, by name or ID (repeatable).
+    #[arg(long = "network-rm")]
+    pub network_rm: Vec<String>,
     #[command(flatten)]
     pub rollout: RolloutArgs,
     /// Replace every task even if nothing changed.

@@ -6,6 +6,7 @@
 //! - `client`: connecting to an agent's API (`-H`, `SHOAL_HOST`).
 //! - `commands`: one module per CLI command that calls the API.
 //! - `executor`: the exec driver: tasks as processes in their own namespaces.
+//! - `networking`: overlay networks on this node: sandboxes, gateway, gossiped endpoints.
 //! - `whoami`: the built-in demo workload.
 //! - `table`, `duration`, `time_format`: Docker-style tables, durations and timestamps.
 //! - `logging`: the one place that configures tracing.
@@ -15,12 +16,9 @@ mod client;
 mod commands;
 mod daemon;
 mod duration;
-#[allow(
-    dead_code,
-    reason = "Executor::pid is for the overlay networking piece, which is not built yet"
-)]
 mod executor;
 mod logging;
+mod networking;
 mod table;
 mod time_format;
 mod whoami;

@@ -1,113 +1,406 @@
 //! gossip: how long an endpoint change takes to reach every member of the network DB, with 3,
 //! 100 and 1,000 in-process members on loopback (production SWIM timers: 1 s probes, 200 ms
-//! gossip rounds; changes are also pushed at once to 3 random members).
+//! gossip rounds), against a floor measured in the same run: the same-sized datagram sent by
+//! direct UDP unicast from one socket to every member. Also times the withdrawal of a
+//! partitioned member's endpoints.
+//!
+//! Arrival times come from each member's `subscribe()` stream (what DNS and the load balancer
+//! follow), not from polling, so measuring does not steal CPU from 1,000 engines on 2 cores.
+//!
+//! `SHOAL_GOSSIP_SIZES=3,100` runs only some sizes.
 
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use shoal_control::netdb::{Endpoint, NetDb, NetDbConfig};
+use shoal_control::netdb::{Change, Endpoint, NetDb, NetDbConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 const ROUNDS: usize = 20;
+const KEY: [u8; 32] = [42; 32];
+/// Per-round limit; the periodic push-pull (30 s) would repair anything later than this.
+const ROUND_LIMIT: Duration = Duration::from_secs(30);
+/// About the size of the datagram the network DB sends for one endpoint record (SWIM header,
+/// the postcard-encoded record, AES-GCM header and tag), so the floor moves the same bytes.
+const FLOOR_PAYLOAD: usize = 200;
 
 pub fn run() -> anyhow::Result<()> {
+    let sizes: Vec<usize> = match std::env::var("SHOAL_GOSSIP_SIZES") {
+        Ok(s) => s
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .context("SHOAL_GOSSIP_SIZES: comma-separated sizes")
+            })
+            .collect::<anyhow::Result<_>>()?,
+        Err(_) => vec![3, 100, 1000],
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    for n in [3usize, 100, 1000] {
-        rt.block_on(measure(n))?;
+    let mut rows = Vec::new();
+    for n in sizes {
+        rows.push(rt.block_on(measure(n))?);
+    }
+    println!();
+    println!(
+        "gossip summary ({ROUNDS} rounds per size; times from put_endpoint to the last member)"
+    );
+    println!(
+        "{:>7} {:>9} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>11} {:>12}",
+        "members",
+        "setup",
+        "shoal p50",
+        "shoal max",
+        "floor p50",
+        "floor max",
+        "p50 x",
+        "max x",
+        "detected",
+        "withdrawn"
+    );
+    for r in rows {
+        println!(
+            "{:>7} {:>9} {:>10} {:>10} {:>10} {:>10} {:>9.1} {:>9.1} {:>11} {:>12}",
+            r.n,
+            fmt(Some(r.setup)),
+            fmt(r.shoal.p50),
+            fmt(r.shoal.max),
+            fmt(r.floor.p50),
+            fmt(r.floor.max),
+            ratio(r.shoal.p50, r.floor.p50),
+            ratio(r.shoal.max, r.floor.max),
+            fmt(r.detected),
+            fmt(r.withdrawn),
+        );
     }
     Ok(())
 }
 
-async fn measure(n: usize) -> anyhow::Result<()> {
+struct Row {
+    n: usize,
+    setup: Duration,
+    shoal: Summary,
+    floor: Summary,
+    /// Partition -> the first member withdraws the victim's endpoint (SWIM detection).
+    detected: Option<Duration>,
+    /// First withdrawal -> the last member withdraws it (spread after detection).
+    withdrawn: Option<Duration>,
+}
+
+#[derive(Default)]
+struct Summary {
+    p50: Option<Duration>,
+    max: Option<Duration>,
+    missed: usize,
+}
+
+impl Summary {
+    fn of(mut times: Vec<Duration>, missed: usize) -> Summary {
+        times.sort();
+        Summary {
+            p50: times.get(times.len() / 2).copied(),
+            max: times.last().copied(),
+            missed,
+        }
+    }
+}
+
+fn fmt(d: Option<Duration>) -> String {
+    d.map_or_else(|| "-".into(), |d| format!("{d:.1?}"))
+}
+
+fn ratio(a: Option<Duration>, b: Option<Duration>) -> f64 {
+    match (a, b) {
+        (Some(a), Some(b)) if !b.is_zero() => a.as_secs_f64() / b.as_secs_f64(),
+        _ => f64::NAN,
+    }
+}
+
+/// One member saw one endpoint appear or disappear.
+struct Arrival {
+    member: usize,
+    endpoint_id: String,
+    upsert: bool,
+    at: Instant,
+}
+
+async fn measure(n: usize) -> anyhow::Result<Row> {
     let bind: SocketAddr = "127.0.0.1:0".parse()?;
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let mut dbs: Vec<NetDb> = Vec::with_capacity(n);
+
+    // --- 1. start n members, each joining through the first (TCP push-pull + SWIM announce)
     let setup = Instant::now();
+    let mut dbs: Vec<NetDb> = Vec::with_capacity(n);
     for i in 0..n {
         let mut rx = stop_tx.subscribe();
         let db = NetDb::start(
-            NetDbConfig::new(format!("node-{i}"), bind, [42; 32]),
+            NetDbConfig::new(format!("node-{i}"), bind, KEY),
             async move {
                 let _ = rx.recv().await;
             },
         )
-        .await?;
+        .await
+        .with_context(|| format!("starting member {i} (raise `ulimit -n` for 1,000 members)"))?;
         db.join_network("bench");
         if let Some(seed) = dbs.first() {
             db.join(&[seed.bound()]).await?;
         }
         dbs.push(db);
     }
-    // Wait (bounded) for SWIM to converge so every member knows every other one.
-    let limit = Duration::from_secs(if n > 100 { 120 } else { 60 });
+    let started = setup.elapsed();
+
+    // --- 2. wait (bounded) until every member sees every other one alive
+    let limit = Duration::from_secs(120);
     let deadline = Instant::now() + limit;
     let full = loop {
-        let min = dbs
-            .iter()
-            .map(|d| d.members().iter().filter(|m| m.2).count())
-            .min()
-            .unwrap_or(0);
+        let min = dbs.iter().map(NetDb::alive_members).min().unwrap_or(0);
         if min + 1 >= n {
             break true;
         }
         if Instant::now() > deadline {
             println!(
-                "gossip n={n}: membership not fully converged after {limit:?} (min view {min} of {})",
+                "gossip n={n}: membership not converged after {limit:?} (smallest view {min} of {})",
                 n - 1
             );
             break false;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(if n > 100 { 500 } else { 50 })).await;
     };
+    let setup = setup.elapsed();
     println!(
-        "gossip n={n}: setup + membership {} in {:.1?}",
-        if full { "converged" } else { "partial" },
-        setup.elapsed()
+        "gossip n={n}: setup {setup:.1?} (members started and joined in {started:.1?}, \
+         membership {})",
+        if full { "complete" } else { "partial" },
     );
+
+    // --- 3. follow every member's change stream
+    let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel::<Arrival>();
+    let mut followers = JoinSet::new();
+    for (member, db) in dbs.iter().enumerate() {
+        let mut changes = db.subscribe();
+        let tx = arrivals_tx.clone();
+        followers.spawn(async move {
+            loop {
+                let (e, upsert) = match changes.recv().await {
+                    Ok(Change::Upsert(e)) => (e, true),
+                    Ok(Change::Remove(e)) => (e, false),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                let at = Instant::now();
+                let arrival = Arrival {
+                    member,
+                    endpoint_id: e.endpoint_id,
+                    upsert,
+                    at,
+                };
+                if tx.send(arrival).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
+    // --- 4. rounds: one member puts an endpoint; time until the last member lists it
     let mut times = Vec::with_capacity(ROUNDS);
     let mut missed = 0;
     for r in 0..ROUNDS {
-        let writer = &dbs[(r * 7919) % n];
+        let writer = &dbs[writer_of(r, n)];
         let id = format!("task-{r}");
         let start = Instant::now();
-        writer.put_endpoint(Endpoint {
-            network_id: "bench".into(),
-            endpoint_id: id.clone(),
-            node_id: String::new(),
-            ip: Ipv4Addr::new(10, 0, (r / 250) as u8, (r % 250) as u8 + 2),
-            mac: [2, 0, 0, 0, 0, r as u8],
-            vtep: Ipv4Addr::LOCALHOST,
-            service: "bench".into(),
-            aliases: vec![],
-        });
-        let deadline = start + Duration::from_secs(30);
-        loop {
-            let done = dbs
-                .iter()
-                .all(|d| d.endpoints("bench").iter().any(|e| e.endpoint_id == id));
-            if done {
-                times.push(start.elapsed());
-                break;
-            }
-            if Instant::now() > deadline {
+        writer.put_endpoint(endpoint(r, &id));
+        match wait_all(&mut arrivals, &id, true, n, None, start + ROUND_LIMIT).await {
+            Ok((_, last)) => times.push(last - start),
+            Err(reached) => {
                 missed += 1;
-                break;
+                println!("gossip n={n}: round {r}: {reached} of {n} members in {ROUND_LIMIT:?}");
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        // Let the round's retransmissions settle so rounds do not share packets.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    times.sort();
-    let p50 = times.get(times.len() / 2).copied().unwrap_or_default();
-    let max = times.last().copied().unwrap_or_default();
+    let shoal = Summary::of(times, missed);
     println!(
-        "gossip n={n}: change -> all members: p50 {p50:.1?}, max {max:.1?} ({} rounds, {missed} not converged in 30 s)",
-        times.len()
+        "gossip n={n}: shoal change -> all members: p50 {}, max {} ({} rounds, {} not converged \
+         in {ROUND_LIMIT:?})",
+        fmt(shoal.p50),
+        fmt(shoal.max),
+        ROUNDS - shoal.missed,
+        shoal.missed
     );
+
+    // --- 5. floor: the same-sized datagram unicast from one socket to one socket per member
+    let floor = floor(n).await?;
+    println!(
+        "gossip n={n}: floor unicast -> all members: p50 {}, max {} (ratio p50 {:.1}, max {:.1})",
+        fmt(floor.p50),
+        fmt(floor.max),
+        ratio(shoal.p50, floor.p50),
+        ratio(shoal.max, floor.max),
+    );
+
+    // --- 6. partition the writer of round 1 (a key nobody else has: it can neither send nor
+    // receive); time until SWIM declares it down and everyone withdraws its endpoint
+    let victim = writer_of(1, n);
+    let id = "task-1";
+    while arrivals.try_recv().is_ok() {}
+    let cut = Instant::now();
+    dbs[victim].set_keys(vec![[7; 32]], 0);
+    let (detected, withdrawn) = match wait_all(
+        &mut arrivals,
+        id,
+        false,
+        n - 1,
+        Some(victim),
+        cut + Duration::from_secs(60),
+    )
+    .await
+    {
+        Ok((first, last)) => (Some(first - cut), Some(last - first)),
+        Err(reached) => {
+            println!(
+                "gossip n={n}: partition: {reached} of {} members withdrew in 60 s",
+                n - 1
+            );
+            (None, None)
+        }
+    };
+    println!(
+        "gossip n={n}: partitioned member: detected (first withdrawal) after {}, withdrawn \
+         everywhere {} later",
+        fmt(detected),
+        fmt(withdrawn),
+    );
+
     let _ = stop_tx.send(());
+    followers.abort_all();
     // Let the engines leave before the next size starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    Ok(())
+    Ok(Row {
+        n,
+        setup,
+        shoal,
+        floor,
+        detected,
+        withdrawn,
+    })
+}
+
+/// Spreads writers over the members (7919 is prime, so sizes never alias).
+fn writer_of(round: usize, n: usize) -> usize {
+    (round * 7919) % n
+}
+
+fn endpoint(r: usize, id: &str) -> Endpoint {
+    Endpoint {
+        network_id: "bench".into(),
+        endpoint_id: id.into(),
+        node_id: String::new(),
+        ip: Ipv4Addr::new(10, 0, (r / 250) as u8, (r % 250) as u8 + 2),
+        mac: [2, 0, 0, 0, 0, r as u8],
+        vtep: Ipv4Addr::LOCALHOST,
+        service: "bench".into(),
+        aliases: vec![],
+    }
+}
+
+/// Waits until `want` distinct members (other than `except`) report `id` appearing (`upsert`)
+/// or disappearing; returns the first and last arrival, or how many were reached by `deadline`.
+async fn wait_all(
+    arrivals: &mut mpsc::UnboundedReceiver<Arrival>,
+    id: &str,
+    upsert: bool,
+    want: usize,
+    except: Option<usize>,
+    deadline: Instant,
+) -> Result<(Instant, Instant), usize> {
+    let mut seen = HashSet::new();
+    let mut first = None;
+    while seen.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let a = match tokio::time::timeout(left, arrivals.recv()).await {
+            Ok(Some(a)) => a,
+            Ok(None) | Err(_) => return Err(seen.len()),
+        };
+        if a.endpoint_id != id || a.upsert != upsert || Some(a.member) == except {
+            continue;
+        }
+        if seen.insert(a.member) {
+            first.get_or_insert(a.at);
+            if seen.len() == want {
+                return Ok((first.unwrap_or(a.at), a.at));
+            }
+        }
+    }
+    Err(seen.len())
+}
+
+/// The lower bound on this machine: one socket sends the change to each of `n` sockets, each
+/// read by its own task (as each member has its engine task); time until the last one has it.
+async fn floor(n: usize) -> anyhow::Result<Summary> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u32, Instant)>();
+    let mut addrs = Vec::with_capacity(n);
+    let mut readers = JoinSet::new();
+    for _ in 0..n {
+        let sock = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .context("floor: bind")?;
+        addrs.push(sock.local_addr()?);
+        let tx = tx.clone();
+        readers.spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok(len) = sock.recv(&mut buf).await {
+                if len >= 4 {
+                    let round = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                    if tx.send((round, Instant::now())).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+    let sender = Arc::new(
+        UdpSocket::bind("127.0.0.1:0")
+            .await
+            .context("floor: bind")?,
+    );
+    let mut payload = vec![0u8; FLOOR_PAYLOAD];
+    let mut times = Vec::with_capacity(ROUNDS);
+    let mut missed = 0;
+    for r in 0..ROUNDS as u32 {
+        payload[..4].copy_from_slice(&r.to_be_bytes());
+        let start = Instant::now();
+        for to in &addrs {
+            sender.send_to(&payload, to).await.context("floor: send")?;
+        }
+        let mut got = 0;
+        let mut last = start;
+        let deadline = start + Duration::from_secs(5);
+        while got < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, rx.recv()).await {
+                Ok(Some((round, at))) if round == r => {
+                    got += 1;
+                    last = last.max(at);
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if got == n {
+            times.push(last - start);
+        } else {
+            missed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    readers.abort_all();
+    Ok(Summary::of(times, missed))
 }

@@ -5,12 +5,14 @@
 //!
 //! # Layout
 //! - `program_cost`: per-packet cost of each eBPF program against a do-nothing floor.
+//! - `overlay_throughput`: iperf3 TCP task to task over VXLAN vs node to node on the underlay.
 //! - `raft_writes`: Raft write throughput and commit latency with 3 managers.
 //! - `scheduler`: the orchestrator placing 1,000 replicas on 100 simulated nodes.
 //! - `service_create`: `service create --replicas 50` to all running, on 3 real nodes.
 #![allow(clippy::print_stdout, reason = "a benchmark's output is its report")]
 
 mod gossip;
+mod overlay_throughput;
 mod program_cost;
 mod raft_writes;
 mod scheduler;
@@ -22,6 +24,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
     (
         "gossip",
         "network DB: endpoint change -> all members, p50/max, 3/100/1,000 members on loopback",
+    ),
+    (
+        "overlay-throughput",
+        "TCP task to task across nodes over the overlay vs the bare underlay (iperf3, netns)",
     ),
     (
         "program-cost",
@@ -45,6 +51,7 @@ fn main() -> ExitCode {
     let name = std::env::args().nth(1).unwrap_or_default();
     let result = match name.as_str() {
         "gossip" => gossip::run(),
+        "overlay-throughput" => overlay_throughput::run(),
         "program-cost" => program_cost::run(),
         "raft-writes" => raft_writes::run(),
         "scheduler" => scheduler::run(),
@@ -52,7 +59,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!("usage: shoal-bench <benchmark>");
             for (name, what) in BENCHMARKS {
-                eprintln!("  {name:<14} {what}");
+                eprintln!("  {name:<18} {what}");
             }
             return ExitCode::from(2);
         }

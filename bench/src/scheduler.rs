@@ -210,6 +210,7 @@ fn cluster(constraint: Option<&str>) -> anyhow::Result<ClusterState> {
             .map_err(anyhow::Error::msg)?
             .into_iter()
             .collect(),
+        networks: Vec::new(),
         restart: RestartPolicy {
             condition: RestartCondition::Any,
             delay_ms: 0,

@@ -1,13 +1,16 @@
 //! Address and identifier allocation on the leader: overlay subnets from the cluster's
-//! address pools, gateways, and VNIs. Pure functions of the cluster state, so every decision is
+//! address pools, gateways, VNIs, and task addresses. Pure functions of the cluster state, so every decision is
 //! made once, by the leader, and then replicated.
 
-use std::net::Ipv4Addr;
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+};
 
 use ipnet::Ipv4Net;
 
 use crate::cluster::{
-    ClusterState,
+    ClusterState, NetworkAttachment, Task,
     network::{FIRST_USER_VNI, MAX_VNI},
 };
 
@@ -37,6 +40,10 @@ pub enum AllocError {
     PoolsExhausted { pools: String, size: u8 },
     #[error("no VXLAN network identifier left")]
     VnisExhausted,
+    #[error("no IP address left on network {network} ({subnet})")]
+    AddressesExhausted { network: String, subnet: Ipv4Net },
+    #[error("network {0} no longer exists")]
+    NetworkGone(String),
 }
 
 /// Checks a user-chosen subnet (and gateway) against the existing networks.
@@ -115,6 +122,79 @@ pub fn allocate_vni(state: &ClusterState) -> Result<u32, AllocError> {
     (FIRST_USER_VNI..=MAX_VNI)
         .find(|vni| !used.contains(vni))
         .ok_or(AllocError::VnisExhausted)
+}
+
+/// Gives each task of `tasks` that has no addresses yet one address per network of its spec.
+/// Returns the tasks that could not get them, with why; those keep no addresses.
+///
+/// Addresses never held by a stored task are preferred, so a new task does not take the address
+/// of one that just stopped while its endpoint may still be withdrawing on other nodes; only
+/// when those run out are addresses of finished tasks reused. Allocations made earlier in the
+/// same batch count as held.
+pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, AllocError)> {
+    let mut held: HashMap<&str, HashSet<Ipv4Addr>> = HashMap::new();
+    let mut live: HashMap<&str, HashSet<Ipv4Addr>> = HashMap::new();
+    for task in state.tasks.values() {
+        for a in &task.networks {
+            held.entry(a.network.id.as_str())
+                .or_default()
+                .insert(a.addr.addr());
+            if !task.status.state.is_terminal() {
+                live.entry(a.network.id.as_str())
+                    .or_default()
+                    .insert(a.addr.addr());
+            }
+        }
+    }
+    let mut batch: HashMap<String, HashSet<Ipv4Addr>> = HashMap::new();
+    let mut failed = Vec::new();
+    for task in tasks.iter_mut() {
+        if !task.networks.is_empty() || task.spec.networks.is_empty() {
+            continue;
+        }
+        let mut attachments = Vec::with_capacity(task.spec.networks.len());
+        for id in &task.spec.networks {
+            let Some(network) = state.networks.get(id) else {
+                failed.push((task.id.clone(), AllocError::NetworkGone(id.clone())));
+                break;
+            };
+            let taken = |ip: &Ipv4Addr, strict: bool| {
+                let sets = if strict { &held } else { &live };
+                sets.get(id.as_str()).is_some_and(|s| s.contains(ip))
+                    || batch.get(id).is_some_and(|s| s.contains(ip))
+            };
+            let free = |strict: bool| {
+                network
+                    .subnet
+                    .hosts()
+                    .find(|ip| *ip != network.gateway && !taken(ip, strict))
+            };
+            let Some(ip) = free(true).or_else(|| free(false)) else {
+                failed.push((
+                    task.id.clone(),
+                    AllocError::AddressesExhausted {
+                        network: network.name.clone(),
+                        subnet: network.subnet,
+                    },
+                ));
+                break;
+            };
+            attachments.push(NetworkAttachment {
+                network: network.clone(),
+                addr: Ipv4Net::new(ip, network.subnet.prefix_len()).unwrap_or(network.subnet),
+            });
+        }
+        if attachments.len() == task.spec.networks.len() {
+            for a in &attachments {
+                batch
+                    .entry(a.network.id.clone())
+                    .or_default()
+                    .insert(a.addr.addr());
+            }
+            task.networks = attachments;
+        }
+    }
+    failed
 }
 
 fn overlapping(state: &ClusterState, net: Ipv4Net) -> Option<(String, Ipv4Net)> {

@@ -13,7 +13,9 @@ use std::{net::Ipv4Addr, path::PathBuf, process::Output};
 
 use crate::{
     agent::Agent,
-    names::{kill_tasks_under, remove_pins_under, sweep_stale, unique_prefix, work_dir},
+    names::{
+        kill_tasks_under, remove_pins_under, sweep_stale, unique_prefix, unmount_under, work_dir,
+    },
     netns::Netns,
 };
 
@@ -113,6 +115,11 @@ impl Cluster {
         all
     }
 
+    /// The outside client's namespace (on the underlay, not in the swarm).
+    pub fn client_ns(&self) -> &Netns {
+        &self.client
+    }
+
     pub fn client_address(&self) -> Ipv4Addr {
         host(self.subnet, CLIENT_HOST)
     }
@@ -168,6 +175,7 @@ impl Drop for Cluster {
         self.nodes.clear();
         let work = work_dir(&self.prefix);
         kill_tasks_under(&work);
+        unmount_under(&work);
         remove_pins_under(&work);
         if std::thread::panicking() {
             eprintln!(

@@ -12,6 +12,7 @@
 //! - [`netns`]: [`Netns`], a named network namespace owned by the test, and command helpers.
 //! - [`names`]: unique prefixes, the work directory, and sweeping leftovers of dead runs.
 //! - [`swarm`]: forming a swarm on a cluster, and reading `node ls`.
+//! - [`task_net`]: sockets opened inside a task's network namespace.
 //! - [`wait`]: bounded polling for conditions.
 #![allow(
     clippy::unwrap_used,
@@ -23,6 +24,7 @@ pub mod cluster;
 pub mod names;
 pub mod netns;
 pub mod swarm;
+pub mod task_net;
 pub mod wait;
 
 pub use agent::Agent;

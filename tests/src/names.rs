@@ -97,6 +97,24 @@ fn process_start_time(pid: i32) -> Option<String> {
     after.split_whitespace().nth(19).map(str::to_string)
 }
 
+/// Detaches every mount under `dir`: the agents' sandbox and task network namespaces
+/// (`<state>/netns/*`, and the directory's own bind mount). Deepest first, so nothing is busy.
+pub fn unmount_under(dir: &Path) {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    // Field 5 is the mount point (octal escapes for spaces, which our paths never contain).
+    let mut points: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 /// Deletes namespaces, pins and work dirs left by fixtures whose process no longer exists.
 pub fn sweep_stale() {
     let netns = Command::new("ip").args(["netns", "list"]).output();
@@ -113,6 +131,7 @@ pub fn sweep_stale() {
             let name = dir.file_name().to_string_lossy().into_owned();
             if owner_pid(&name).is_some_and(|pid| !pid_alive(pid)) {
                 kill_tasks_under(&dir.path());
+                unmount_under(&dir.path());
                 remove_pins_under(&dir.path());
                 let _ = std::fs::remove_dir_all(dir.path());
             }

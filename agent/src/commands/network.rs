@@ -1,7 +1,8 @@
 //! `shoal network create | ls | inspect | rm`, with Docker's columns and JSON shape.
 
 use shoal_control::api::{
-    Empty, NetworkInfo, NetworkRef, NetworkSpec, cluster_client::ClusterClient,
+    Empty, LocalNetworkRequest, LocalNetworkResponse, NetworkInfo, NetworkRef, NetworkSpec,
+    agent_client::AgentClient, cluster_client::ClusterClient,
 };
 use tonic::transport::Channel;
 
@@ -56,10 +57,18 @@ pub fn run(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
             Ok(())
         }
         NetworkCommand::Inspect(args) => {
-            let networks = list(channel).await?;
+            let networks = list(channel.clone()).await?;
             let mut shaped = Vec::new();
             for reference in &args.networks {
-                shaped.push(docker_shape(find(&networks, reference)?));
+                let network = find(&networks, reference)?;
+                let local = AgentClient::new(channel.clone())
+                    .local_network(LocalNetworkRequest {
+                        network_id: network.id.clone(),
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                shaped.push(docker_shape(network, &local));
             }
             println!("{}", serde_json::to_string_pretty(&shaped)?);
             Ok(())
@@ -108,9 +117,28 @@ fn find<'a>(networks: &'a [NetworkInfo], reference: &str) -> anyhow::Result<&'a 
     }
 }
 
-/// `docker network inspect`'s shape. Containers (this node's endpoints) come with task
-/// attachments.
-fn docker_shape(n: &NetworkInfo) -> serde_json::Value {
+/// `docker network inspect`'s shape, with this node's endpoints as Containers (keyed by task
+/// ID) and the network DB members it sees as Peers.
+fn docker_shape(n: &NetworkInfo, local: &LocalNetworkResponse) -> serde_json::Value {
+    let containers: serde_json::Map<String, serde_json::Value> = local
+        .endpoints
+        .iter()
+        .map(|e| {
+            let value = serde_json::json!({
+                "Name": e.task_name,
+                "EndpointID": format!("{}-{}", e.task_id, &n.id[..n.id.len().min(12)]),
+                "MacAddress": e.mac,
+                "IPv4Address": e.addr,
+                "IPv6Address": "",
+            });
+            (e.task_id.clone(), value)
+        })
+        .collect();
+    let peers: Vec<serde_json::Value> = local
+        .peers
+        .iter()
+        .map(|p| serde_json::json!({ "Name": p.node_id, "IP": p.addr }))
+        .collect();
     serde_json::json!({
         "Name": n.name,
         "Id": n.id,
@@ -126,8 +154,9 @@ fn docker_shape(n: &NetworkInfo) -> serde_json::Value {
         "Internal": n.internal,
         "Attachable": n.attachable,
         "Ingress": n.ingress,
-        "Containers": {},
+        "Containers": containers,
         "Options": { "com.docker.network.driver.overlay.vxlanid_list": n.vni.to_string() },
         "Labels": {},
+        "Peers": peers,
     })
 }

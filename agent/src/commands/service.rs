@@ -105,6 +105,7 @@ async fn create(channel: Channel, args: ServiceCreateArgs) -> anyhow::Result<()>
         mode: args.mode,
         replicas: args.replicas.unwrap_or(1),
         constraints: args.constraints,
+        networks: args.networks,
         ..Default::default()
     };
     if spec.mode == "global" {
@@ -158,6 +159,11 @@ async fn update_command(channel: Channel, args: ServiceUpdateArgs) -> anyhow::Re
         }));
     spec.constraints.retain(|c| !args.constraint_rm.contains(c));
     spec.constraints.extend(args.constraint_add.iter().cloned());
+    if !args.network_rm.is_empty() {
+        let ids = network_ids(channel.clone(), &args.network_rm).await?;
+        spec.networks.retain(|n| !ids.contains(n));
+    }
+    spec.networks.extend(args.network_add.iter().cloned());
     apply_rollout(&mut spec, &args.rollout)?;
     if args.force {
         spec.force_update += 1;
@@ -168,6 +174,27 @@ async fn update_command(channel: Channel, args: ServiceUpdateArgs) -> anyhow::Re
         converge(channel, &info.id, Expect::Forward).await?;
     }
     Ok(())
+}
+
+/// The IDs of networks given by name, ID or ID prefix (the spec keeps IDs).
+async fn network_ids(channel: Channel, references: &[String]) -> anyhow::Result<Vec<String>> {
+    let networks = ClusterClient::new(channel)
+        .list_networks(Empty {})
+        .await
+        .map_err(status_error)?
+        .into_inner()
+        .networks;
+    references
+        .iter()
+        .map(|r| {
+            networks
+                .iter()
+                .find(|n| n.name == *r || n.id == *r)
+                .or_else(|| networks.iter().find(|n| n.id.starts_with(r.as_str())))
+                .map(|n| n.id.clone())
+                .ok_or_else(|| anyhow::anyhow!("network {r} not found"))
+        })
+        .collect()
 }
 
 /// Applies the restart and update flags that were given onto `spec`.
@@ -511,6 +538,7 @@ fn docker_shape(service: &ServiceInfo) -> serde_json::Value {
                     "Window": restart.window_ms * 1_000_000,
                 },
                 "Placement": { "Constraints": spec.constraints },
+                "Networks": spec.networks.iter().map(|id| serde_json::json!({ "Target": id })).collect::<Vec<_>>(),
                 "ForceUpdate": spec.force_update,
             },
             "Mode": mode,

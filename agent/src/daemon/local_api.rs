@@ -11,7 +11,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use shoal_control::{
     api::{
-        InfoRequest, InfoResponse,
+        GossipPeer, InfoRequest, InfoResponse, LocalEndpoint, LocalNetworkRequest,
+        LocalNetworkResponse,
         agent_server::{Agent, AgentServer},
         cluster_server::ClusterServer,
     },
@@ -24,6 +25,7 @@ use tonic::{Request, Response, Status};
 use tracing::warn;
 
 use super::{config::Config, node_dataplane::NodeDataplane};
+use crate::networking::NodeNetworking;
 
 /// Shared with the daemon, which takes the data path out at shutdown to detach it.
 pub type SharedDataplane = Arc<Mutex<Option<NodeDataplane>>>;
@@ -33,6 +35,7 @@ pub struct AgentService {
     static_info: InfoResponse,
     dataplane: SharedDataplane,
     swarm: Swarm,
+    networking: Arc<NodeNetworking>,
 }
 
 impl AgentService {
@@ -42,6 +45,7 @@ impl AgentService {
         state_dir: &Path,
         dataplane: NodeDataplane,
         swarm: Swarm,
+        networking: Arc<NodeNetworking>,
     ) -> Self {
         let static_info = InfoResponse {
             node_id: node_id.to_string(),
@@ -66,6 +70,7 @@ impl AgentService {
             static_info,
             dataplane: Arc::new(Mutex::new(Some(dataplane))),
             swarm,
+            networking,
         }
     }
 
@@ -76,6 +81,39 @@ impl AgentService {
 
 #[tonic::async_trait]
 impl Agent for AgentService {
+    async fn local_network(
+        &self,
+        request: Request<LocalNetworkRequest>,
+    ) -> Result<Response<LocalNetworkResponse>, Status> {
+        let id = &request.get_ref().network_id;
+        let endpoints = self
+            .networking
+            .local_endpoints(id)
+            .into_iter()
+            .map(|(e, prefix)| LocalEndpoint {
+                task_name: e.aliases.first().cloned().unwrap_or_default(),
+                addr: format!("{}/{prefix}", e.ip),
+                mac: e
+                    .mac
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+                task_id: e.endpoint_id,
+            })
+            .collect();
+        let peers = self
+            .networking
+            .gossip_members()
+            .into_iter()
+            .map(|(node_id, addr)| GossipPeer {
+                node_id,
+                addr: addr.ip().to_string(),
+            })
+            .collect();
+        Ok(Response::new(LocalNetworkResponse { endpoints, peers }))
+    }
+
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         let dataplane = self
             .dataplane

@@ -4,7 +4,7 @@
 //! Each scrape gathers a snapshot (the swarm summary may ask the leader) and encodes it
 //! through a one-off registry, so nothing here caches a value that could go stale.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
@@ -14,16 +14,18 @@ use prometheus_client::{
     metrics::{counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use shoal_control::{api::HookCounters, swarm::Swarm};
+use shoal_control::{api::HookCounters, netdb::NetDbStats, swarm::Swarm};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::warn;
 
 use super::local_api::SharedDataplane;
+use crate::networking::NodeNetworking;
 
 #[derive(Clone)]
 struct Sources {
     dataplane: SharedDataplane,
     swarm: Swarm,
+    networking: Arc<NodeNetworking>,
 }
 
 /// Binds `addr` and serves `/metrics` until the returned task is aborted.
@@ -31,6 +33,7 @@ pub async fn serve(
     addr: SocketAddr,
     dataplane: SharedDataplane,
     swarm: Swarm,
+    networking: Arc<NodeNetworking>,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr)
         .await
@@ -38,7 +41,11 @@ pub async fn serve(
     let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/metrics", get(scrape))
-        .with_state(Sources { dataplane, swarm });
+        .with_state(Sources {
+            dataplane,
+            swarm,
+            networking,
+        });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             warn!(cause = %e, "metrics endpoint failed");
@@ -61,6 +68,7 @@ async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
         is_manager: swarm.is_manager,
         managers: swarm.managers,
         nodes: swarm.nodes,
+        gossip: sources.networking.gossip_stats().unwrap_or_default(),
     };
     let mut registry = Registry::default();
     registry.register_collector(Box::new(snapshot));
@@ -85,6 +93,7 @@ struct Snapshot {
     is_manager: bool,
     managers: u32,
     nodes: u32,
+    gossip: NetDbStats,
 }
 
 impl Collector for Snapshot {
@@ -111,6 +120,40 @@ impl Collector for Snapshot {
                 let labels = vec![("hook", hook.hook.as_str())];
                 ConstCounter::new(value(hook)).encode(family.encode_family(&labels)?)?;
             }
+        }
+        let g = &self.gossip;
+        for (name, help, value) in [
+            (
+                "shoal_gossip_received_packets",
+                "Network-DB packets received and accepted.",
+                g.received,
+            ),
+            (
+                "shoal_gossip_sent_packets",
+                "Network-DB packets sent.",
+                g.sent,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let mut dropped = encoder.encode_descriptor(
+            "shoal_gossip_dropped_packets",
+            "Network-DB packets dropped, by reason.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (reason, value) in [
+            ("truncated", g.dropped_truncated),
+            ("undecryptable", g.dropped_undecryptable),
+            ("malformed", g.dropped_malformed),
+        ] {
+            ConstCounter::new(value).encode(dropped.encode_family(&vec![("reason", reason)])?)?;
         }
         for (name, help, value) in [
             (

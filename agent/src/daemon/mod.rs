@@ -19,7 +19,12 @@ mod node_dataplane;
 mod state_dir;
 mod tasks;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use shoal_control::{
@@ -29,7 +34,11 @@ use shoal_control::{
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
-use crate::{cli::AgentArgs, logging};
+use crate::{
+    cli::AgentArgs,
+    logging,
+    networking::{self, NetworkingConfig, NodeNetworking},
+};
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     logging::init(&args.log_level, args.log_format)?;
@@ -48,10 +57,29 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
 
     let dataplane =
         node_dataplane::NodeDataplane::start(&node_id, config.underlay_interface.as_deref())?;
-    // Tasks survive agent restarts: the executor re-adopts them before the swarm resumes.
-    let executor = Arc::new(
-        crate::executor::Executor::open(state.path()).context("opening the task executor")?,
-    );
+    let networking = NodeNetworking::new(NetworkingConfig {
+        node_id: node_id.to_string(),
+        node_netns: PathBuf::from(format!("/proc/{}/ns/net", std::process::id())),
+        netns_dir: networking::netns_dir(state.path()),
+        state_dir: state.path().to_path_buf(),
+        data_path_addr: match config.data_path_addr {
+            Some(IpAddr::V4(ip)) => Some(ip),
+            _ => None,
+        },
+        data_path_port: config.data_path_port,
+        gossip_addr: config
+            .advertise_addr
+            .map(|a| SocketAddr::new(a.ip(), config.gossip_port)),
+    });
+    // Tasks survive agent restarts: the executor re-adopts them (and reconnects their
+    // networks) before the swarm resumes.
+    let executor = crate::executor::Executor::open(state.path(), networking.clone())
+        .context("opening the task executor")?;
+    networking.remove_stale_sandboxes();
+    let tasks = Arc::new(tasks::NodeTasks {
+        executor,
+        networking: networking.clone(),
+    });
     let swarm = Swarm::new(
         NodeConfig {
             node_id: node_id.clone(),
@@ -62,18 +90,29 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
             data_path_addr: config.data_path_addr,
             heartbeat_period: DEFAULT_HEARTBEAT,
         },
-        executor,
+        tasks,
     );
     swarm
         .resume()
         .await
         .map_err(|s| anyhow::anyhow!("{}", s.message()))
         .context("resuming the swarm membership")?;
-    let service =
-        local_api::AgentService::new(node_id, config, state.path(), dataplane, swarm.clone());
+    let service = local_api::AgentService::new(
+        node_id,
+        config,
+        state.path(),
+        dataplane,
+        swarm.clone(),
+        networking.clone(),
+    );
     let dataplane = service.dataplane();
-    let (metrics_addr, metrics) =
-        metrics::serve(args.metrics_addr, dataplane.clone(), swarm.clone()).await?;
+    let (metrics_addr, metrics) = metrics::serve(
+        args.metrics_addr,
+        dataplane.clone(),
+        swarm.clone(),
+        networking.clone(),
+    )
+    .await?;
     info!(addr = %metrics_addr, "metrics endpoint listening");
     // Bound last: once the socket exists, the agent is up.
     let listener = local_api::bind(&args.socket)?;

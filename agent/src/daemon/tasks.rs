@@ -1,39 +1,52 @@
-//! The exec driver as the swarm's task runner: the swarm runtime moves assignments and
-//! reports on heartbeats, the executor runs the processes.
+//! The exec driver and the overlay networking as the swarm's task runner: the swarm runtime
+//! moves assignments, reports and gossip settings on heartbeats; the executor runs the
+//! processes and the networking connects them.
 
-use std::{path::PathBuf, process::Command};
+use std::{path::PathBuf, process::Command, sync::Arc};
 
 use shoal_control::{
-    cluster::Task,
+    cluster::{Task, gossip::GossipConfig},
     swarm::{TaskReports, TaskRunner},
 };
 
-use crate::executor::Executor;
+use crate::{executor::Executor, networking::NodeNetworking};
 
-impl TaskRunner for Executor {
+pub struct NodeTasks {
+    pub executor: Executor,
+    pub networking: Arc<NodeNetworking>,
+}
+
+impl TaskRunner for NodeTasks {
     fn reconcile(&self, assigned: &[Task]) {
-        Executor::reconcile(self, assigned);
+        self.executor.reconcile(assigned);
     }
 
     fn take_reports(&self) -> TaskReports {
-        Executor::take_reports(self)
+        self.executor.take_reports()
     }
 
     fn requeue(&self, reports: TaskReports) {
-        Executor::requeue(self, reports);
+        self.executor.requeue(reports);
     }
 
     fn stop_all(&self) {
-        if !Executor::stop_all(self) {
+        if !self.executor.stop_all() {
             tracing::warn!("some tasks did not stop in time while leaving the swarm");
         }
+        self.networking.leave();
     }
 
     fn log_paths(&self, task_id: &str) -> Option<(PathBuf, PathBuf)> {
-        Executor::log_paths(self, task_id)
+        self.executor.log_paths(task_id)
     }
 
     fn exec_command(&self, task_id: &str, argv: &[String]) -> Result<Command, String> {
-        Executor::exec_command(self, task_id, argv).map_err(|e| e.to_string())
+        self.executor
+            .exec_command(task_id, argv)
+            .map_err(|e| e.to_string())
+    }
+
+    fn gossip(&self, config: &GossipConfig) {
+        self.networking.on_gossip(config);
     }
 }

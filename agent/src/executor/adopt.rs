@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::{
     ExecutorError,
     proc::Liveness,
-    state::{Phase, State, TaskEntry, status},
+    state::{Inner, Phase, State, TaskEntry, status},
     stop::signal_group,
     store::{self, TaskDir},
 };
@@ -94,4 +94,20 @@ pub fn load(tasks_dir: &Path, state: &mut State) -> Result<(), ExecutorError> {
 
 pub fn running_status() -> TaskStatus {
     status(TaskState::Running, "started", String::new(), None)
+}
+
+/// After [`load`]: re-attaches the running tasks to their networks and releases the networks
+/// of those that exited while no agent was watching.
+pub fn reconnect(inner: &Inner) {
+    let state = inner.lock();
+    for entry in state.tasks.values() {
+        let netns = inner.task_netns(&entry.task.id);
+        if entry.running().is_none() {
+            inner.release_network(&entry.task);
+        } else if netns.exists()
+            && let Err(e) = inner.network.attach(&entry.task, &netns)
+        {
+            warn!(task = %entry.task.id, error = %e, "re-attaching a re-adopted task's networks");
+        }
+    }
 }

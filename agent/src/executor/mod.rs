@@ -10,7 +10,9 @@
 //! agent (even after SIGKILL) re-adopts them instead of starting them twice.
 //!
 //! On disk, `<state_dir>/tasks/<task-id>/` holds `spec.json` (the task), `status.json` (its
-//! last status), `pid` (`<pid> <start time>`), `stdout.log` and `stderr.log`.
+//! last status), `pid` (`<pid> <start time>`), `stdout.log` and `stderr.log`; the task's
+//! network namespace is mounted at `<state_dir>/netns/task-<task-id>` from before its process
+//! starts (so its interfaces are there when it runs) until it has exited.
 //!
 //! # Layout
 //! - `error`: [`ExecutorError`].
@@ -53,6 +55,15 @@ use state::{Inner, State};
 /// Extra time `stop_all` waits beyond the longest grace period, for SIGKILL to take effect.
 const KILL_MARGIN: Duration = Duration::from_secs(5);
 
+/// Connects a task's network namespace to its networks (the agent's overlay networking).
+pub trait TaskNetwork: Send + Sync {
+    /// Called before the task's process starts, and again for a re-adopted running task after
+    /// an agent restart (so it must be idempotent). An error fails the task.
+    fn attach(&self, task: &Task, netns: &Path) -> Result<(), String>;
+    /// Called once the task's process has exited for good, before its namespace is deleted.
+    fn detach(&self, task: &Task, netns: &Path);
+}
+
 /// Runs this node's tasks. One per state dir (the agent's state-dir lock guarantees it).
 ///
 /// Reports follow a take-and-requeue model: [`Executor::take_reports`] hands over the pending
@@ -67,17 +78,26 @@ impl Executor {
     /// still runs, reports those whose process is gone as failed ("task exited while the
     /// agent was down"), and starts the supervisor thread. Every known task's current status
     /// is queued as a report, since the previous agent may have died before sending it.
-    pub fn open(state_dir: &Path) -> Result<Executor, ExecutorError> {
+    ///
+    /// Re-adopted tasks are attached to their networks again (idempotently: working traffic is
+    /// not disturbed), and the namespaces of tasks that exited meanwhile are released.
+    pub fn open(
+        state_dir: &Path,
+        network: Arc<dyn TaskNetwork>,
+    ) -> Result<Executor, ExecutorError> {
         let tasks_dir = state_dir.join("tasks");
         store::create_private_dir(&tasks_dir)?;
         let mut state = State::default();
         adopt::load(&tasks_dir, &mut state)?;
         let inner = Arc::new(Inner {
             tasks_dir,
+            netns_dir: state_dir.join("netns"),
+            network,
             state: Mutex::new(state),
             changed: Condvar::new(),
             closed: Default::default(),
         });
+        adopt::reconnect(&inner);
         supervise::start(inner.clone()).map_err(|source| ExecutorError::Spawn {
             what: "the task supervisor thread",
             source,
@@ -124,6 +144,7 @@ impl Executor {
     }
 
     /// The PID of a running task (its namespaces are `/proc/<pid>/ns/*`).
+    #[cfg(test)]
     pub fn pid(&self, task_id: &str) -> Option<u32> {
         let state = self.inner.lock();
         state.tasks.get(task_id)?.running().map(|(p, _)| p.pid)

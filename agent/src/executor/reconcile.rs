@@ -36,7 +36,7 @@ pub fn reconcile(inner: &Inner, assigned: &[Task]) {
             continue;
         }
         match task.desired_state {
-            TaskState::Running => start(&inner.tasks_dir, &mut state, task),
+            TaskState::Running => start(inner, &mut state, task),
             // Told to stop before it was started: it never will be, which the leader (waiting
             // for it to be terminal) must hear.
             desired if desired > TaskState::Running => {
@@ -115,8 +115,8 @@ fn never_started(tasks_dir: &Path, state: &mut State, task: &Task) {
 
 /// Preparing -> Starting -> Running, or Failed. Spawning is quick (fork + exec), so it is done
 /// here, under the lock: the supervisor cannot see the process before its entry exists.
-fn start(tasks_dir: &Path, state: &mut State, task: &Task) {
-    if !add(tasks_dir, state, task) {
+fn start(inner: &Inner, state: &mut State, task: &Task) {
+    if !add(&inner.tasks_dir, state, task) {
         return;
     }
     let id = task.id.as_str();
@@ -131,16 +131,19 @@ fn start(tasks_dir: &Path, state: &mut State, task: &Task) {
     let Some(dir) = state.tasks.get(id).map(|e| e.dir.clone()) else {
         return;
     };
-    let result = spawn::spawn(task, &dir).and_then(|process| match dir.write_pid(process) {
-        Ok(()) => Ok(process),
-        Err(e) => {
-            // Unrecorded, the process could not be found again after a restart: do not let
-            // it run. SIGKILL makes the wait short.
-            signal_group(process, false, Signal::SIGKILL);
-            let _ = waitpid(process.nix_pid(), None);
-            Err(e.to_string())
-        }
-    });
+    let netns = inner.task_netns(id);
+    let result = connect(inner, task, &netns)
+        .and_then(|()| spawn::spawn(task, &dir, &netns, &inner.netns_dir))
+        .and_then(|process| match dir.write_pid(process) {
+            Ok(()) => Ok(process),
+            Err(e) => {
+                // Unrecorded, the process could not be found again after a restart: do not let
+                // it run. SIGKILL makes the wait short.
+                signal_group(process, false, Signal::SIGKILL);
+                let _ = waitpid(process.nix_pid(), None);
+                Err(e.to_string())
+            }
+        });
     match result {
         Ok(process) => {
             if let Some(entry) = state.tasks.get_mut(id) {
@@ -152,8 +155,19 @@ fn start(tasks_dir: &Path, state: &mut State, task: &Task) {
             state.record(id, running_status());
         }
         Err(e) => {
+            inner.release_network(task);
             let error = format!("starting task failed: {e}");
             state.record(id, status(TaskState::Failed, "failed", error, None));
         }
     }
+}
+
+/// The task's network namespace, with its interfaces, before the process exists.
+fn connect(inner: &Inner, task: &Task, netns: &Path) -> Result<(), String> {
+    shoal_dataplane::overlay::create_netns(netns)
+        .map_err(|e| format!("creating the network namespace: {e}"))?;
+    inner
+        .network
+        .attach(task, netns)
+        .map_err(|e| format!("connecting to networks: {e}"))
 }

@@ -1,5 +1,6 @@
-//! Starting a task: its process in new network, mount and UTS namespaces, in a session of its
-//! own, with the service's bind mounts, env and logs.
+//! Starting a task: its process in the network namespace prepared for it (interfaces already
+//! configured) and new mount and UTS namespaces, in a session of its own, with the service's
+//! bind mounts, env and logs.
 //!
 //! Everything that can be checked or allocated is done before the fork; the `pre_exec` hook
 //! runs in the forked child of a multi-threaded process, where only async-signal-safe calls
@@ -141,8 +142,9 @@ const STEP_SETSID: u32 = 0;
 const STEP_UNSHARE: u32 = 1;
 const STEP_PRIVATE: u32 = 2;
 const STEP_HOSTNAME: u32 = 3;
+const STEP_NETNS: u32 = 4;
 /// Mount `i`: `STEP_MOUNTS + 2 * i` binds it, `+ 1` makes it read-only.
-const STEP_MOUNTS: u32 = 4;
+const STEP_MOUNTS: u32 = 5;
 
 fn describe_step(step: u32, mounts: &[BindMount]) -> String {
     match step {
@@ -150,6 +152,7 @@ fn describe_step(step: u32, mounts: &[BindMount]) -> String {
         STEP_UNSHARE => "creating the task's namespaces".to_owned(),
         STEP_PRIVATE => "making mount propagation private".to_owned(),
         STEP_HOSTNAME => "setting the hostname".to_owned(),
+        STEP_NETNS => "entering the task's network namespace".to_owned(),
         _ => {
             let i = ((step - STEP_MOUNTS) / 2) as usize;
             let Some(m) = mounts.get(i) else {
@@ -170,6 +173,8 @@ fn describe_step(step: u32, mounts: &[BindMount]) -> String {
 /// Must run in a freshly forked child (it changes the calling process's namespaces and
 /// session). Only async-signal-safe syscalls, on memory prepared before the fork.
 unsafe fn setup_child(
+    netns: RawFd,
+    netns_dir: &CString,
     hostname: &CString,
     mounts: &[PreparedMount],
 ) -> Result<(), (u32, io::Error)> {
@@ -183,10 +188,13 @@ unsafe fn setup_child(
         if libc::setsid() == -1 {
             return Err(fail(STEP_SETSID));
         }
-        // No CLONE_NEWPID: the task's PID stays visible to the agent, which watches it. The
-        // new network namespace has only a down loopback; the networking piece configures it
-        // (via /proc/<pid>/ns/net) after the task starts.
-        if libc::unshare(libc::CLONE_NEWNET | libc::CLONE_NEWNS | libc::CLONE_NEWUTS) == -1 {
+        // The network namespace was made and connected before the fork, so the task's
+        // interfaces exist when its program starts.
+        if libc::setns(netns, libc::CLONE_NEWNET) == -1 {
+            return Err(fail(STEP_NETNS));
+        }
+        // No CLONE_NEWPID: the task's PID stays visible to the agent, which watches it.
+        if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) == -1 {
             return Err(fail(STEP_UNSHARE));
         }
         // Without this, the task's bind mounts would propagate back to the host (systemd
@@ -202,6 +210,10 @@ unsafe fn setup_child(
         {
             return Err(fail(STEP_PRIVATE));
         }
+        // The copies of the namespace mounts (sandboxes, other tasks) this new mount namespace
+        // got would keep those namespaces alive after shoal deletes them. Best effort: there
+        // is nothing to drop if the directory is not a mount point yet.
+        libc::umount2(netns_dir.as_ptr(), libc::MNT_DETACH);
         let name = hostname.as_bytes();
         if libc::sethostname(name.as_ptr().cast(), name.len()) == -1 {
             return Err(fail(STEP_HOSTNAME));
@@ -237,7 +249,12 @@ unsafe fn setup_child(
 
 /// Starts the task's process. The error is the status error's text, after "starting task
 /// failed: ".
-pub fn spawn(task: &Task, dir: &TaskDir) -> Result<ProcessIdentity, String> {
+pub fn spawn(
+    task: &Task,
+    dir: &TaskDir,
+    netns: &Path,
+    netns_dir: &Path,
+) -> Result<ProcessIdentity, String> {
     let Some(argv0) = task.spec.command.first() else {
         return Err("the service has no command".to_owned());
     };
@@ -252,6 +269,10 @@ pub fn spawn(task: &Task, dir: &TaskDir) -> Result<ProcessIdentity, String> {
     };
     let mounts = prepare_mounts(task)?;
     let hostname = c_string(OsStr::new(hostname(&task.id)), "hostname")?;
+    let netns_dir = c_string(netns_dir.as_os_str(), "netns directory")?;
+    // CLOEXEC: used by setns() before the exec, never inherited by the task.
+    let netns = File::open(netns)
+        .map_err(|e| format!("opening the network namespace {}: {e}", netns.display()))?;
     let (stdout, stderr) = dir.open_logs().map_err(|e| e.to_string())?;
     let (step_read, step_write): (OwnedFd, OwnedFd) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("creating a pipe: {e}"))?;
@@ -267,14 +288,15 @@ pub fn spawn(task: &Task, dir: &TaskDir) -> Result<ProcessIdentity, String> {
         .stdout(stdout)
         .stderr(stderr);
     let step_fd: RawFd = step_write.as_raw_fd();
+    let netns_fd: RawFd = netns.as_raw_fd();
     // SAFETY: `setup_child` makes only async-signal-safe syscalls on data prepared above (the
     // closure owns it: no allocation in the child); the failure report is a single write(2)
     // to a pipe whose write end the closure keeps open (CLOEXEC: the task does not inherit
     // it). No parent-death signal is set: the task must outlive an agent restart.
     unsafe {
         command.pre_exec(move || {
-            let _keep_open = &step_write;
-            match setup_child(&hostname, &mounts) {
+            let _keep_open = (&step_write, &netns);
+            match setup_child(netns_fd, &netns_dir, &hostname, &mounts) {
                 Ok(()) => Ok(()),
                 Err((step, err)) => {
                     let bytes = step.to_ne_bytes();

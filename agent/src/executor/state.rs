@@ -16,6 +16,10 @@ use super::{proc::ProcessIdentity, store::TaskDir};
 /// Shared by the [`super::Executor`] handle and its supervisor thread.
 pub struct Inner {
     pub tasks_dir: PathBuf,
+    /// Where each task's network namespace is bind-mounted (`task-<id>`), next to the
+    /// networking's sandboxes: tasks drop this whole directory from their mount view.
+    pub netns_dir: PathBuf,
+    pub network: std::sync::Arc<dyn super::TaskNetwork>,
     pub state: Mutex<State>,
     /// Notified when a task exits (for `stop_all`) and when a stop is requested (so the
     /// supervisor re-computes when its next SIGKILL is due).
@@ -25,6 +29,24 @@ pub struct Inner {
 }
 
 impl Inner {
+    /// Where the task's network namespace is mounted while the task lives.
+    pub fn task_netns(&self, task_id: &str) -> PathBuf {
+        self.netns_dir.join(format!("task-{task_id}"))
+    }
+
+    /// Disconnects an exited task from its networks and deletes its network namespace. Safe to
+    /// repeat; failures are logged (the namespace is retried the next time).
+    pub fn release_network(&self, task: &Task) {
+        let netns = self.task_netns(&task.id);
+        if !netns.exists() {
+            return;
+        }
+        self.network.detach(task, &netns);
+        if let Err(e) = shoal_dataplane::overlay::remove_netns(&netns) {
+            warn!(task = %task.id, error = %e, "removing the task's network namespace");
+        }
+    }
+
     /// The state, even if a thread panicked while holding it: every update leaves it
     /// consistent, and refusing to supervise tasks after one panic would only leak them.
     pub fn lock(&self) -> MutexGuard<'_, State> {

@@ -76,6 +76,9 @@ fn run(inner: &Inner) {
         if !exited.is_empty() {
             for (id, outcome) in exited {
                 finish(&mut state, &id, outcome);
+                if let Some(entry) = state.tasks.get(&id) {
+                    inner.release_network(&entry.task);
+                }
             }
             inner.changed.notify_all();
         }

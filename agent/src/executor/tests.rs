@@ -19,11 +19,37 @@ use shoal_control::cluster::{
     TaskState, TaskStatus, UpdateConfig, UpdateOrder,
 };
 
+use std::sync::{Arc, Mutex};
+
 use super::{
-    Executor,
+    Executor, TaskNetwork,
     proc::{Liveness, ProcessIdentity},
     store,
 };
+
+/// The executor's side of networking, recorded: which task namespaces were handed over to be
+/// attached and detached (these tests' tasks are on no network).
+#[derive(Default)]
+struct RecordedNetwork {
+    calls: Mutex<Vec<String>>,
+}
+
+impl TaskNetwork for RecordedNetwork {
+    fn attach(&self, task: &Task, netns: &Path) -> Result<(), String> {
+        assert!(netns.exists(), "attach gets an existing namespace");
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("attach {}", task.id));
+        Ok(())
+    }
+    fn detach(&self, task: &Task, _: &Path) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("detach {}", task.id));
+    }
+}
 
 const WAIT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(20);
@@ -32,6 +58,7 @@ const POLL: Duration = Duration::from_millis(20);
 /// recorded in it, reaps them, and removes the directory.
 struct Harness {
     dir: PathBuf,
+    network: Arc<RecordedNetwork>,
 }
 
 impl Harness {
@@ -45,11 +72,18 @@ impl Harness {
             std::process::id()
         ));
         fs::create_dir_all(&dir).expect("creating the state dir");
-        Harness { dir }
+        Harness {
+            dir,
+            network: Arc::default(),
+        }
     }
 
     fn open(&self) -> Executor {
-        Executor::open(&self.dir).expect("opening the executor")
+        Executor::open(&self.dir, self.network.clone()).expect("opening the executor")
+    }
+
+    fn network_calls(&self) -> Vec<String> {
+        self.network.calls.lock().unwrap().clone()
     }
 
     /// A scratch directory (for mounts), removed with the state dir.
@@ -93,6 +127,8 @@ impl Drop for Harness {
                 }
             }
         }
+        // Task namespaces are mounted under netns/ (itself a mount point).
+        let _ = nix::mount::umount2(&self.dir.join("netns"), nix::mount::MntFlags::MNT_DETACH);
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -119,6 +155,7 @@ fn task(id: &str, command: &[&str]) -> Task {
             mounts: vec![],
             mode: ServiceMode::Replicated { replicas: 1 },
             constraints: vec![],
+            networks: vec![],
             restart: RestartPolicy {
                 condition: RestartCondition::Any,
                 delay_ms: 0,
@@ -130,6 +167,7 @@ fn task(id: &str, command: &[&str]) -> Task {
             stop_grace_ms: 10_000,
             force_update: 0,
         },
+        networks: vec![],
         desired_state: TaskState::Running,
         status: TaskStatus {
             state: TaskState::Assigned,
@@ -266,6 +304,14 @@ fn task_runs_in_its_own_namespaces_with_hostname_logs_and_env() {
     }
     // Not a pid namespace: the agent must see and signal the task's PID.
     assert_eq!(ns_link("self", "pid"), ns_link(&pid.to_string(), "pid"));
+    // Its network namespace is the one prepared (and handed to the networking) before it ran.
+    let netns = h.dir.join("netns").join("task-tns1");
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).expect("stat"));
+    assert_eq!(
+        inode(&netns),
+        inode(&PathBuf::from(format!("/proc/{pid}/ns/net")))
+    );
+    assert_eq!(h.network_calls(), ["attach tns1"]);
 
     let (stdout, stderr) = ex.log_paths("tns1").expect("log paths");
     let out = wait_for_log(&stdout, "foo=bar");
@@ -304,6 +350,9 @@ fn task_runs_in_its_own_namespaces_with_hostname_logs_and_env() {
     wait_gone(process);
     assert_eq!(ex.pid("tns1"), None);
     assert!(ex.exec_command("tns1", &["true".into()]).is_err());
+    // Exited: detached, and its namespace is gone.
+    assert_eq!(h.network_calls(), ["attach tns1", "detach tns1"]);
+    assert!(!netns.exists(), "the task's netns mount is removed");
 }
 
 #[test]

@@ -54,6 +54,9 @@ pub enum Command {
     CreateNetwork(Network),
     /// `network rm`.
     RemoveNetwork { id: String },
+    /// A new network-DB key (the leader's periodic rotation, or `swarm update
+    /// --rotate-gossip-key`).
+    RotateGossipKey(super::gossip::GossipKey),
 }
 
 /// What applying a command produced. Errors are part of the replicated result, not a failure
@@ -188,9 +191,26 @@ impl ClusterState {
                 self.networks.insert(network.id.clone(), network.clone());
             }
             Command::RemoveNetwork { id } => {
+                // Checked here, in the replicated apply, so a service created concurrently on
+                // the network cannot slip between a check and the removal.
+                if let Some(user) = self
+                    .services
+                    .values()
+                    .find(|s| s.spec.networks.contains(id))
+                {
+                    let name = self.networks.get(id).map_or(id.as_str(), |n| &n.name);
+                    return Err(format!(
+                        "network {name} is in use by service {}",
+                        user.spec.name
+                    ));
+                }
                 self.networks
                     .remove(id)
                     .ok_or_else(|| format!("network {id} not found"))?;
+            }
+            Command::RotateGossipKey(key) => {
+                let cluster = self.cluster.as_mut().ok_or("no swarm")?;
+                super::gossip::rotate(&mut cluster.gossip_keys, key.clone());
             }
             Command::RotateSecret { role, secret } => {
                 let cluster = self.cluster.as_mut().ok_or("no swarm")?;

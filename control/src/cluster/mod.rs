@@ -9,12 +9,14 @@
 //! - [`network`]: overlay networks.
 
 mod command;
+pub mod gossip;
 mod model;
 pub mod network;
 mod service;
 
 pub use command::{Command, CommandResponse};
 pub use model::{Availability, ClusterInfo, ClusterState, NodeRecord, Role, raft_id};
+pub use network::NetworkAttachment;
 pub use service::{
     BindMount, Constraint, ConstraintKey, FailureAction, RestartCondition, RestartPolicy, Service,
     ServiceMode, ServiceSpec, Task, TaskState, TaskStatus, UpdateConfig, UpdateOrder, UpdateState,

@@ -76,6 +76,8 @@ pub struct ClusterInfo {
     pub heartbeat_period_ms: u64,
     /// Unix time of `swarm init`, seconds.
     pub created_at: u64,
+    /// Network-DB keys, oldest first (see [`super::gossip`]).
+    pub gossip_keys: Vec<super::gossip::GossipKey>,
 }
 
 /// A node of the cluster.

@@ -30,3 +30,12 @@ pub struct Network {
     pub ingress: bool,
     pub created_at_ms: u64,
 }
+
+/// A task's place on one network: a copy of the network as it was when the task was created
+/// (so a node can build the sandbox from the task alone, even with every manager down) and the
+/// task's address with the subnet's prefix length.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAttachment {
+    pub network: Network,
+    pub addr: ipnet::Ipv4Net,
+}

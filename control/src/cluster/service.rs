@@ -18,6 +18,10 @@ pub struct ServiceSpec {
     pub mode: ServiceMode,
     /// `--constraint`, all of which must hold on a node.
     pub constraints: Vec<Constraint>,
+    /// `--network`: IDs of the overlay networks every task attaches to, in order (eth0, eth1,
+    /// ...). Names are resolved when the spec is accepted, so a renamed or re-created network
+    /// never silently changes what a running service is on.
+    pub networks: Vec<String>,
     pub restart: RestartPolicy,
     pub update: UpdateConfig,
     pub rollback: UpdateConfig,
@@ -210,6 +214,9 @@ pub struct Task {
     /// The service version whose spec the task runs.
     pub service_version: u64,
     pub spec: ServiceSpec,
+    /// One per network of the spec, in the same order, with the address the leader allocated.
+    /// Empty until allocated; the orchestrator never assigns a task to a node before that.
+    pub networks: Vec<super::NetworkAttachment>,
     /// What the orchestrator wants: Running, or Shutdown to stop it.
     pub desired_state: TaskState,
     pub status: TaskStatus,

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 
 use membership::{Cmd, EngineConfig, Member};
 pub use stats::NetDbStats;
@@ -106,6 +106,8 @@ pub(crate) struct Shared {
     keys: RwLock<Keyring>,
     stats: Stats,
     members: Mutex<HashMap<Member, bool>>,
+    /// Woken on every SWIM "member up", so `join` can wait for the seed to accept us.
+    member_up: Notify,
     /// Our current SWIM identity (foca renews it after a false "down").
     identity: Mutex<Member>,
     cmd: mpsc::UnboundedSender<Cmd>,
@@ -162,6 +164,7 @@ impl NetDb {
             keys: RwLock::new(Keyring::new(&config.keys, config.primary_key)),
             stats: Stats::default(),
             members: Mutex::new(HashMap::new()),
+            member_up: Notify::new(),
             identity: Mutex::new(identity.clone()),
             cmd,
         });
@@ -194,8 +197,14 @@ impl NetDb {
         self.bound
     }
 
-    /// Full-state push-pull with each seed (the late joiner gets the whole table at once), then
-    /// a SWIM announce to it. Succeeds if at least one seed answered.
+    /// Full-state push-pull with each seed (the late joiner gets the whole table and member list
+    /// at once), then a SWIM announce to it, waiting (up to 2 s) until the seed has
+    /// answered it. Succeeds if at least one seed answered the push-pull.
+    ///
+    /// Why wait: the seed's member list is what the next joiner gets. If nodes join back to back
+    /// and `join` returned before the seed processed our announce, the next joiner would not
+    /// learn about us from the seed, and SWIM alone takes minutes to introduce two members in a
+    /// large cluster (until one happens to probe the other, or the next periodic push-pull).
     pub async fn join(&self, seeds: &[SocketAddr]) -> Result<(), NetDbError> {
         let mut last = None;
         let mut ok = false;
@@ -203,7 +212,8 @@ impl NetDb {
             match pushpull::exchange(&self.shared, *seed).await {
                 Ok(member) => {
                     ok = true;
-                    let _ = self.shared.cmd.send(Cmd::Announce(member));
+                    let _ = self.shared.cmd.send(Cmd::Announce(member.clone()));
+                    self.wait_alive(&member).await;
                 }
                 Err(e) => {
                     tracing::warn!(%seed, err = %e, "netdb: join through seed failed");
@@ -214,6 +224,29 @@ impl NetDb {
         match (ok, last) {
             (true, _) | (false, None) => Ok(()),
             (false, Some(e)) => Err(NetDbError::Join(seeds.len(), Box::new(e))),
+        }
+    }
+
+    /// Waits until SWIM reports `member` alive (the seed answered our announce with its feed).
+    /// Only logs on timeout: the push-pull worked, so SWIM will get there, just later.
+    async fn wait_alive(&self, member: &Member) {
+        let deadline = tokio::time::Instant::now() + JOIN_WAIT;
+        loop {
+            let up = self.shared.member_up.notified();
+            tokio::pin!(up);
+            // Registered before checking, so a wake-up between the check and the wait is kept.
+            up.as_mut().enable();
+            let alive = lock(&self.shared.members)
+                .iter()
+                .any(|(m, alive)| *alive && m.node_id == member.node_id && m.addr == member.addr);
+            if alive {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, up).await.is_err() {
+                tracing::warn!(node = %member.node_id, addr = %member.addr,
+                    "netdb: seed did not answer the SWIM announce in time");
+                return;
+            }
         }
     }
 
@@ -281,10 +314,22 @@ impl NetDb {
         membership::members(&lock(&self.shared.members))
     }
 
+    /// How many members are alive, without ourselves: [`NetDb::members`] without building the
+    /// list (cheap enough to poll on 1,000 members).
+    pub fn alive_members(&self) -> usize {
+        lock(&self.shared.members)
+            .values()
+            .filter(|alive| **alive)
+            .count()
+    }
+
     pub fn stats(&self) -> NetDbStats {
         self.shared.stats.snapshot()
     }
 }
+
+/// How long `join` waits for a seed's SWIM answer after the push-pull succeeded.
+const JOIN_WAIT: Duration = Duration::from_secs(2);
 
 /// Binds UDP then TCP on the same port; with port 0 the TCP port may already be taken, so retry.
 async fn bind_both(bind: SocketAddr) -> Result<(UdpSocket, TcpListener), NetDbError> {

@@ -1,6 +1,7 @@
 //! Full-state push-pull over TCP: on join (so a late joiner gets the whole table at once) and
 //! periodically (to repair anything the UDP broadcasts lost). Each side sends every record it
-//! holds, tombstones included, and merges the other's.
+//! holds, tombstones included, and merges the other's. Both also send the members they see
+//! alive, so a joiner knows the whole cluster at once instead of meeting it one probe at a time.
 //!
 //! Frame: `[len u32 BE][wire packet]`, the packet encrypted like the UDP ones.
 
@@ -25,12 +26,20 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Serialize, Deserialize)]
 struct PushPull {
     from: Member,
+    /// Members the sender sees alive (itself excluded; `from` is announced separately).
+    members: Vec<Member>,
     records: Vec<Record>,
 }
 
 fn ours(shared: &Shared) -> PushPull {
+    let members = lock(&shared.members)
+        .iter()
+        .filter(|(_, alive)| **alive)
+        .map(|(m, _)| m.clone())
+        .collect();
     PushPull {
         from: lock(&shared.identity).clone(),
+        members,
         records: lock(&shared.table).snapshot(),
     }
 }
@@ -41,6 +50,9 @@ fn merge(shared: &Shared, msg: PushPull) {
         table.merge(rec);
     }
     drop(table);
+    if !msg.members.is_empty() {
+        let _ = shared.cmd.send(Cmd::Learn(msg.members));
+    }
     // Re-assertions of our own entries may have been queued.
     let _ = shared.cmd.send(Cmd::Flush);
 }

@@ -217,3 +217,62 @@ async fn wrong_key_and_garbage_are_counted() {
     let b = node("b", vec![KEY]).await;
     b.db.join(&[a.db.bound()]).await.expect("a still answers");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joiner_gets_member_list_and_seed_lists_it() {
+    let (a, b, c) = cluster().await;
+    let d = node("d", vec![KEY]).await;
+    d.db.join(&[a.db.bound()]).await.expect("d joins via a");
+    // No wait: b and c came in a's push-pull list, a answered the announce before `join`
+    // returned, and a listed d before answering.
+    let alive = |db: &NetDb| -> Vec<String> {
+        db.members()
+            .into_iter()
+            .filter(|m| m.2)
+            .map(|m| m.0)
+            .collect()
+    };
+    assert_eq!(alive(&d.db), ["a", "b", "c"], "d's view right after join");
+    assert!(
+        alive(&a.db).contains(&"d".to_string()),
+        "seed a lists d once join returns: {:?}",
+        a.db.members()
+    );
+    assert_eq!(a.db.alive_members(), 3);
+    // The others hear of d by gossip.
+    eventually("b and c see d", Duration::from_secs(5), || {
+        [&b, &c].iter().all(|n| n.db.alive_members() == 3)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_member_is_withdrawn_everywhere() {
+    let (a, b, c) = cluster().await;
+    c.db.put_endpoint(ep("n1", "t3", "c", 3));
+    a.db.put_endpoint(ep("n1", "t1", "a", 2));
+    eventually("puts reach everyone", Duration::from_secs(2), || {
+        [&a, &b, &c]
+            .iter()
+            .all(|n| ids(&n.db, "n1") == ["t1", "t3"])
+    })
+    .await;
+    // c can neither be read nor read anyone: a partition, not a graceful leave, so only SWIM
+    // probing can find out (suspect after a failed probe, down 3 probe periods later).
+    c.db.set_keys(vec![[3u8; 32]], 0);
+    eventually(
+        "c's endpoint withdrawn on a and b",
+        Duration::from_secs(10),
+        || [&a, &b].iter().all(|n| ids(&n.db, "n1") == ["t1"]),
+    )
+    .await;
+    for n in [&a, &b] {
+        let m = n.db.members();
+        assert!(m.iter().any(|m| m.0 == "c" && !m.2), "c is down in {m:?}");
+        assert_eq!(
+            n.db.alive_members(),
+            1,
+            "a and b still see each other: {m:?}"
+        );
+    }
+}

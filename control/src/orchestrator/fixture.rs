@@ -44,6 +44,7 @@ pub fn spec(name: &str, mode: ServiceMode) -> ServiceSpec {
         mounts: Vec::new(),
         mode,
         constraints: Vec::new(),
+        networks: Vec::new(),
         restart: RestartPolicy {
             condition: RestartCondition::Any,
             delay_ms: 0,

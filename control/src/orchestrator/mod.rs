@@ -31,6 +31,7 @@ mod fixture;
 use std::collections::HashMap;
 
 pub use constraints::{parse_constraint, satisfies};
+pub(crate) use pass::PENDING;
 pub use pass::same_task_spec;
 
 use crate::cluster::{ClusterState, Command, Service, ServiceMode, Task};

@@ -198,6 +198,8 @@ impl<'a, 'x> ServicePass<'a, 'x> {
             node_id: node.unwrap_or_default(),
             service_version: version,
             spec,
+            // Addresses are the allocator's, after placement (see `allocator::address_tasks`).
+            networks: Vec::new(),
             desired_state: TaskState::Running,
             status,
             created_at_ms: now,
@@ -316,7 +318,7 @@ impl<'a, 'x> ServicePass<'a, 'x> {
 }
 
 const ASSIGNED: &str = "scheduler assigned task to node";
-const PENDING: &str = "pending task scheduling";
+pub(crate) const PENDING: &str = "pending task scheduling";
 
 fn status(state: TaskState, message: &str, now: u64) -> TaskStatus {
     TaskStatus {
@@ -340,6 +342,7 @@ pub fn same_task_spec(a: &ServiceSpec, b: &ServiceSpec) -> bool {
     a.command == b.command
         && a.env == b.env
         && a.mounts == b.mounts
+        && a.networks == b.networks
         && a.stop_grace_ms == b.stop_grace_ms
         && a.force_update == b.force_update
 }

@@ -18,7 +18,7 @@ const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
 const DEFAULT_MONITOR_MS: u64 = 5_000;
 
 /// Checks an API spec and turns it into the model, with Docker's defaults for what is unset.
-pub fn spec_from_api(spec: &api::ServiceSpec) -> Result<ServiceSpec, Status> {
+pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<ServiceSpec, Status> {
     let invalid = |m: String| Status::invalid_argument(m);
     validate_name("service", &spec.name)?;
     if spec.command.is_empty() || spec.command[0].is_empty() {
@@ -66,6 +66,7 @@ pub fn spec_from_api(spec: &api::ServiceSpec) -> Result<ServiceSpec, Status> {
         }
     }
     let update = update_from_api(spec.update.as_ref())?;
+    let networks = networks_from_api(&spec.networks, state)?;
     Ok(ServiceSpec {
         name: spec.name.clone(),
         command: spec.command.clone(),
@@ -85,6 +86,7 @@ pub fn spec_from_api(spec: &api::ServiceSpec) -> Result<ServiceSpec, Status> {
             .collect(),
         mode,
         constraints,
+        networks,
         restart: restart_from_api(spec.restart.as_ref())?,
         update,
         rollback: match &spec.rollback {
@@ -98,6 +100,29 @@ pub fn spec_from_api(spec: &api::ServiceSpec) -> Result<ServiceSpec, Status> {
         },
         force_update: spec.force_update,
     })
+}
+
+/// `--network` references (names, IDs or ID prefixes) to network IDs, in order. The routing
+/// mesh network is Swarm's to attach (published ports), not the user's, as in Docker.
+fn networks_from_api(references: &[String], state: &ClusterState) -> Result<Vec<String>, Status> {
+    let mut ids: Vec<String> = Vec::with_capacity(references.len());
+    for reference in references {
+        let network = super::networks::resolve_network(state, reference)?;
+        if network.ingress {
+            return Err(Status::invalid_argument(format!(
+                "service cannot be explicitly attached to the ingress network {:?}",
+                network.name
+            )));
+        }
+        if ids.contains(&network.id) {
+            return Err(Status::invalid_argument(format!(
+                "network {} is given more than once",
+                network.name
+            )));
+        }
+        ids.push(network.id.clone());
+    }
+    Ok(ids)
 }
 
 /// Docker's rule for service and network names: letters, digits, `_`, `.`, `-`, starting
@@ -226,6 +251,7 @@ pub fn spec_to_api(spec: &ServiceSpec) -> api::ServiceSpec {
         mode: mode.to_string(),
         replicas,
         constraints: spec.constraints.iter().map(ToString::to_string).collect(),
+        networks: spec.networks.clone(),
         restart: Some(api::RestartPolicyMsg {
             condition: match spec.restart.condition {
                 RestartCondition::None => "none",
@@ -336,5 +362,14 @@ pub fn task_to_api(task: &Task, state: &ClusterState) -> api::TaskInfo {
         created_at_ms: task.created_at_ms,
         service_version: task.service_version,
         name: task.name(),
+        networks: task
+            .networks
+            .iter()
+            .map(|a| api::TaskNetwork {
+                network_id: a.network.id.clone(),
+                network_name: a.network.name.clone(),
+                addr: a.addr.to_string(),
+            })
+            .collect(),
     }
 }

@@ -12,7 +12,8 @@ use tracing::{debug, warn};
 
 use super::{Active, ManagerRole, Swarm, lifecycle::heartbeat_period, services::now_ms};
 use crate::{
-    cluster::{Command, Task, TaskStatus},
+    allocator::address_tasks,
+    cluster::{Command, Task, TaskState, TaskStatus, gossip::GossipConfig},
     identity::NodeId,
     orchestrator::{Inputs, reconcile},
 };
@@ -39,6 +40,8 @@ pub trait TaskRunner: Send + Sync + 'static {
     /// A command that runs `argv` inside a running task's namespaces on this node.
     fn exec_command(&self, task_id: &str, argv: &[String])
     -> Result<std::process::Command, String>;
+    /// The network DB's keys and peers, as the leader sent them with this beat.
+    fn gossip(&self, _config: &GossipConfig) {}
 }
 
 /// A node that runs no tasks (tests of the control plane alone).
@@ -69,6 +72,31 @@ pub(super) fn decode_reports(bytes: &[u8]) -> Result<TaskReports, tonic::Status>
     }
     postcard::from_bytes(bytes)
         .map_err(|e| tonic::Status::invalid_argument(format!("undecodable task reports: {e}")))
+}
+
+pub(super) fn encode_gossip(config: &GossipConfig) -> Vec<u8> {
+    postcard::to_allocvec(config).unwrap_or_default()
+}
+
+pub(super) fn decode_gossip(bytes: &[u8]) -> Result<GossipConfig, tonic::Status> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| tonic::Status::invalid_argument(format!("undecodable gossip config: {e}")))
+}
+
+/// The keys and peer addresses every node gets with its heartbeat answer.
+pub(super) fn gossip_config(state: &crate::cluster::ClusterState) -> GossipConfig {
+    GossipConfig {
+        keys: state
+            .cluster
+            .as_ref()
+            .map(|c| c.gossip_keys.clone())
+            .unwrap_or_default(),
+        peers: state
+            .nodes
+            .values()
+            .map(|n| (n.id.clone(), n.addr.ip()))
+            .collect(),
+    }
 }
 
 pub(super) fn encode_tasks(tasks: &[Task]) -> Vec<u8> {
@@ -115,6 +143,28 @@ fn assigned_to(state: &crate::cluster::ClusterState, node_id: &str) -> Vec<Task>
         .collect()
 }
 
+/// Allocates network addresses for the tasks the orchestrator creates. A task that cannot get
+/// them is not sent to its node: it stays Pending with the reason, and the next pass retries.
+fn address_new_tasks(state: &crate::cluster::ClusterState, commands: &mut [Command]) {
+    for command in commands {
+        let Command::PutTasks(tasks) = command else {
+            continue;
+        };
+        for (id, error) in address_tasks(state, tasks) {
+            if let Some(task) = tasks.iter_mut().find(|t| t.id == id) {
+                task.node_id.clear();
+                task.status = TaskStatus {
+                    state: TaskState::Pending,
+                    message: crate::orchestrator::PENDING.to_string(),
+                    error: error.to_string(),
+                    exit_code: None,
+                    timestamp_ms: now_ms(),
+                };
+            }
+        }
+    }
+}
+
 /// On managers: while this node leads, reconciles every [`ORCHESTRATE_EVERY`].
 pub(super) async fn orchestrate(
     swarm: Swarm,
@@ -141,7 +191,9 @@ pub(super) async fn orchestrate(
                 is_ready: &is_ready,
                 now_ms: now_ms(),
             };
-            reconcile(&inputs, &mut || NodeId::generate().to_string())
+            let mut commands = reconcile(&inputs, &mut || NodeId::generate().to_string());
+            address_new_tasks(&state, &mut commands);
+            commands
         };
         for command in commands {
             debug!(?command, "orchestrator");

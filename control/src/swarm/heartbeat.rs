@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Active, Swarm,
-    dispatch::{decode_tasks, encode_reports},
+    dispatch::{decode_gossip, decode_tasks, encode_reports, gossip_config},
     lifecycle::parse_role,
 };
 use crate::{api::HeartbeatRequest, cluster::raft_id, raft::Raft};
@@ -43,6 +43,7 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
             active.liveness.record(&node_id);
             match swarm.dispatch(manager, &node_id, reports.clone()).await {
                 Ok(assigned) => {
+                    swarm.inner.runner.gossip(&gossip_config(&manager.state()));
                     if follow(&swarm, assigned).await {
                         next = SOON.min(period);
                     }
@@ -72,6 +73,10 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
                 let reply = reply.into_inner();
                 period = Duration::from_millis(reply.period_ms.max(50));
                 active.learn_managers(reply.leader_addr.parse().ok(), &reply.manager_addrs, &swarm);
+                match decode_gossip(&reply.gossip) {
+                    Ok(config) => swarm.inner.runner.gossip(&config),
+                    Err(e) => warn!(cause = %e.message(), "bad gossip config from the leader"),
+                }
                 match decode_tasks(&reply.assigned_tasks) {
                     Ok(assigned) => {
                         if follow(&swarm, assigned).await {

@@ -30,7 +30,7 @@ use crate::{
         JoinSwarmResponse, UpdateNodeRequest, cluster_client::ClusterClient,
         cluster_server::ClusterServer,
     },
-    cluster::{Availability, ClusterInfo, Command, NodeRecord, Role, raft_id},
+    cluster::{Availability, ClusterInfo, Command, NodeRecord, Role, gossip::GossipKey, raft_id},
     identity::NodeId,
     pki::{self, ClusterCa, JoinToken, NodeCredentials},
     raft::{Raft, store},
@@ -93,6 +93,7 @@ impl Swarm {
                 ms => ms,
             },
             created_at: now_secs(),
+            gossip_keys: vec![GossipKey::generate(now_secs() * 1000)],
         };
         let worker_token = JoinToken::new(
             ca.digest().map_err(internal("digesting the CA"))?,

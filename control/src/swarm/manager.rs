@@ -9,7 +9,7 @@ use tracing::info;
 
 use super::{
     Active, ManagerRole, NOT_A_MANAGER, Swarm,
-    dispatch::{decode_reports, encode_tasks},
+    dispatch::{decode_reports, encode_gossip, encode_tasks, gossip_config},
     lifecycle::{heartbeat_period, internal, now_secs, parse_role},
 };
 use crate::{
@@ -348,6 +348,7 @@ impl Swarm {
             manager_addrs: manager_addrs(&state),
             role: node.role.as_str().to_string(),
             assigned_tasks: encode_tasks(&assigned),
+            gossip: encode_gossip(&gossip_config(&state)),
         })
     }
 

@@ -116,7 +116,10 @@ fn new_network(state: &ClusterState, spec: &NetworkSpec) -> Result<Network, Stat
     })
 }
 
-fn resolve_network<'a>(state: &'a ClusterState, reference: &str) -> Result<&'a Network, Status> {
+pub(super) fn resolve_network<'a>(
+    state: &'a ClusterState,
+    reference: &str,
+) -> Result<&'a Network, Status> {
     if let Some(n) = state.networks.get(reference) {
         return Ok(n);
     }

@@ -23,8 +23,8 @@ use crate::{
 impl Swarm {
     pub async fn create_service(&self, spec: ApiServiceSpec) -> Result<ServiceInfo, Status> {
         on_leader!(self, _active, manager, spec, create_service);
-        let spec = spec_from_api(&spec)?;
         let state = manager.state();
+        let spec = spec_from_api(&spec, &state)?;
         if state.services.values().any(|s| s.spec.name == spec.name) {
             return Err(Status::already_exists(format!(
                 "service {} already exists",
@@ -65,7 +65,7 @@ impl Swarm {
                 .spec
                 .as_ref()
                 .ok_or_else(|| Status::invalid_argument("service update needs a spec"))?;
-            let spec = spec_from_api(spec)?;
+            let spec = spec_from_api(spec, &state)?;
             if spec.name != service.spec.name {
                 return Err(Status::invalid_argument("a service cannot be renamed"));
             }

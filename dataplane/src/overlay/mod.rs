@@ -8,15 +8,23 @@
 //!
 //! # Layout
 //! - [`error`]: [`OverlayError`], what failed, on which link, in which netns.
-//! - `netns`: creating and removing named netns under `/run/shoal/netns`.
+//! - `netns`: creating and removing bind-mounted netns (sandboxes and tasks).
 //! - `netlink`: an rtnetlink connection opened inside a given netns; link lookups.
 //! - `sandbox`: [`ensure_sandbox`] / [`remove_sandbox`] (bridge `br0` + `vxlan0`).
 //! - `task`: [`attach_task`] / [`detach_task`] (veth between a task netns and `br0`).
 //! - `endpoints`: [`add_remote_endpoint`] / [`remove_remote_endpoint`] (static FDB + neighbours).
+//! - `gateway`: the node's gateway bridge ([`ensure_gateway_bridge`] / [`remove_gateway_bridge`],
+//!   masquerade in nftables table `shoal_gw`) and tasks' egress interfaces on it
+//!   ([`attach_task_gateway`] / [`detach_task_gateway`]).
 //! - `tests`: a two-node VXLAN topology built from netns and a veth underlay (root only).
+//! - `gateway_tests`: a task reaching an "outside" netns through the gateway bridge, masqueraded
+//!   (root only).
 
 mod endpoints;
 pub mod error;
+mod gateway;
+#[cfg(test)]
+mod gateway_tests;
 mod netlink;
 mod netns;
 mod sandbox;
@@ -31,7 +39,11 @@ use std::{
 
 pub use endpoints::{add_remote_endpoint, remove_remote_endpoint};
 pub use error::OverlayError;
-pub use netns::SANDBOX_NETNS_DIR;
+pub use gateway::{
+    DEFAULT_GATEWAY_BRIDGE, GATEWAY_MTU, GATEWAY_NFT_TABLE, GatewaySpec, attach_task_gateway,
+    detach_task_gateway, ensure_gateway_bridge, remove_gateway_bridge,
+};
+pub use netns::{create_netns, remove_netns};
 pub use sandbox::{ensure_sandbox, remove_sandbox};
 pub use task::{attach_task, detach_task};
 
@@ -74,8 +86,6 @@ pub struct OverlaySpec {
 /// A network's sandbox netns on this node, as returned by [`ensure_sandbox`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sandbox {
-    /// Name of the netns file under [`SANDBOX_NETNS_DIR`].
-    pub name: String,
     /// Path of the netns bind mount, usable with [`crate::netns::run_in`].
     pub path: PathBuf,
     /// The spec the sandbox was ensured with.

@@ -1,5 +1,6 @@
-//! Named network namespaces for sandboxes, created the way iproute2's `ip netns add` does but
-//! under our own directory so `ip netns` users and shoal never fight over names.
+//! Named network namespaces (sandboxes and tasks), created the way iproute2's `ip netns add`
+//! does but under a directory of the agent's own, so `ip netns` users, shoal, and several
+//! agents on one host never fight over names.
 //!
 //! A namespace lives as long as something references it; bind-mounting
 //! `/proc/thread-self/ns/net` of a thread that unshared onto a file keeps it alive after the
@@ -8,7 +9,7 @@
 use std::{
     fs::{self, OpenOptions},
     io,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use nix::{
@@ -18,13 +19,6 @@ use nix::{
 };
 
 use super::OverlayError;
-
-/// Where sandbox namespaces are mounted.
-pub const SANDBOX_NETNS_DIR: &str = "/run/shoal/netns";
-
-pub(crate) fn path_for(name: &str) -> PathBuf {
-    Path::new(SANDBOX_NETNS_DIR).join(name)
-}
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> OverlayError {
     let path = path.to_path_buf();
@@ -68,16 +62,20 @@ fn ensure_mount_point(dir: &Path) -> Result<(), OverlayError> {
     }
 }
 
-/// Returns the path of the named netns, creating the namespace if it does not exist yet.
-pub(crate) fn ensure_named(name: &str) -> Result<PathBuf, OverlayError> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-        return Err(OverlayError::Invalid(format!("netns name {name:?}")));
+/// Creates a network namespace kept alive by a bind mount at `path`, unless one is already
+/// mounted there. The parent directory becomes a shared mount point of its own (see
+/// `ensure_mount_point`), so a process can drop every namespace under it from its view with one
+/// detaching unmount (tasks do: otherwise their private mount namespace would keep a copy of
+/// every sandbox's mount, and with it the sandbox, alive after shoal removed it).
+pub fn create_netns(path: &Path) -> Result<(), OverlayError> {
+    let Some(dir) = path.parent().filter(|_| path.file_name().is_some()) else {
+        return Err(OverlayError::Invalid(format!("netns path {path:?}")));
+    };
+    if is_mounted_netns(path) {
+        return Ok(());
     }
-    let path = path_for(name);
-    if is_mounted_netns(&path) {
-        return Ok(path);
-    }
-    ensure_mount_point(Path::new(SANDBOX_NETNS_DIR))?;
+    ensure_mount_point(dir)?;
+    let path = path.to_path_buf();
     // The mount target must exist; a leftover file from a crash is reused.
     OpenOptions::new()
         .write(true)
@@ -108,25 +106,24 @@ pub(crate) fn ensure_named(name: &str) -> Result<PathBuf, OverlayError> {
             source,
         });
     }
-    Ok(path)
+    Ok(())
 }
 
-/// Unmounts and deletes the named netns. Everything inside goes with the last reference.
+/// Unmounts and deletes the netns at `path`. Everything inside goes with the last reference.
 /// Missing is success, so removal can be retried.
-pub(crate) fn remove_named(name: &str) -> Result<(), OverlayError> {
-    let path = path_for(name);
+pub fn remove_netns(path: &Path) -> Result<(), OverlayError> {
     if !path.exists() {
         return Ok(());
     }
     // MNT_DETACH: a process still holding the namespace open must not make removal fail; the
     // namespace is freed when that reference goes.
-    match umount2(&path, MntFlags::MNT_DETACH) {
+    match umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
-        Err(e) => return Err(io_err("unmounting network namespace", &path)(e.into())),
+        Err(e) => return Err(io_err("unmounting network namespace", path)(e.into())),
     }
-    match fs::remove_file(&path) {
+    match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_err("removing netns file", &path)(e)),
+        Err(e) => Err(io_err("removing netns file", path)(e)),
     }
 }

@@ -1,4 +1,5 @@
-//! The per-network sandbox: a named netns holding bridge `br0` and VXLAN device `vxlan0`.
+//! The per-network sandbox: a netns (bind-mounted where the agent says) holding bridge `br0`
+//! and VXLAN device `vxlan0`.
 //!
 //! `vxlan0` is created by a request sent from the node's netns with `IFLA_NET_NS_FD` pointing at
 //! the sandbox: the kernel builds the device in the sandbox but binds its UDP socket in the
@@ -24,14 +25,14 @@ use super::{
     netns,
 };
 
-/// Creates (or re-adopts) the sandbox `name` for `spec`; see the module docs.
+/// Creates (or re-adopts) the sandbox mounted at `path` for `spec`; see the module docs.
 ///
 /// Idempotent: on an existing sandbox whose `vxlan0` matches `spec`, nothing is recreated (the
 /// link indices stay the same); settings are re-applied with replace semantics, which the
 /// kernel treats as no-ops. A `vxlan0` with a different VNI/port/local address is replaced.
 pub fn ensure_sandbox(
     node_netns: &Path,
-    name: &str,
+    path: &Path,
     spec: &OverlaySpec,
 ) -> Result<Sandbox, OverlayError> {
     if !spec.subnet.contains(&spec.gateway) {
@@ -40,10 +41,9 @@ pub fn ensure_sandbox(
             spec.gateway, spec.subnet
         )));
     }
-    let sandbox_path = netns::ensure_named(name)?;
+    netns::create_netns(path)?;
     let sandbox = Sandbox {
-        name: name.to_string(),
-        path: sandbox_path,
+        path: path.to_path_buf(),
         spec: spec.clone(),
     };
 
@@ -180,6 +180,6 @@ fn vxlan_matches(link: &LinkMessage, spec: &OverlaySpec) -> bool {
 
 /// Unmounts and deletes the sandbox netns; its bridge, VXLAN device and the sandbox ends of task
 /// veths go with it (which also removes their peers in task namespaces). Missing is success.
-pub fn remove_sandbox(name: &str) -> Result<(), OverlayError> {
-    netns::remove_named(name)
+pub fn remove_sandbox(path: &Path) -> Result<(), OverlayError> {
+    netns::remove_netns(path)
 }

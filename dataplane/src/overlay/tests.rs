@@ -42,14 +42,18 @@ fn in_ns(netns: &Path, cmd: &str, args: &[&str]) -> String {
 /// Removes every netns and sandbox the test made, even when it panics half-way.
 struct Topology {
     netns: Vec<String>,
-    sandboxes: Vec<String>,
+    /// The directory sandbox netns are mounted in (a mount point of its own once used).
+    sandbox_dir: PathBuf,
+    sandboxes: Vec<PathBuf>,
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        for name in &self.sandboxes {
-            let _ = remove_sandbox(name);
+        for path in &self.sandboxes {
+            let _ = remove_sandbox(path);
         }
+        let _ = nix::mount::umount2(&self.sandbox_dir, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.sandbox_dir);
         for name in &self.netns {
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
@@ -142,9 +146,11 @@ fn two_nodes_talk_over_vxlan() {
     let pid = std::process::id();
     let [node_a, node_b, task_a, task_b] =
         ["na", "nb", "ta", "tb"].map(|n| format!("shoal-ov-{n}-{pid}"));
-    let (sbox_a, sbox_b) = (format!("ovA-{pid}"), format!("ovB-{pid}"));
+    let sandbox_dir = PathBuf::from(format!("/run/shoal/test-overlay-{pid}"));
+    let (sbox_a, sbox_b) = (sandbox_dir.join("ovA"), sandbox_dir.join("ovB"));
     let mut topo = Topology {
         netns: Vec::new(),
+        sandbox_dir: sandbox_dir.clone(),
         sandboxes: vec![sbox_a.clone(), sbox_b.clone()],
     };
     for name in [&node_a, &node_b, &task_a, &task_b] {
@@ -184,7 +190,7 @@ fn two_nodes_talk_over_vxlan() {
     let sandbox_b = run_in(&nb, || ensure_sandbox(&nb, &sbox_b, &spec_b))
         .expect("enter node B")
         .expect("sandbox B");
-    assert!(sandbox_a.path.starts_with(SANDBOX_NETNS_DIR));
+    assert_eq!(sandbox_a.path, sbox_a);
 
     attach_task(
         &sandbox_a,

@@ -57,6 +57,7 @@ async fn survives_a_restart() {
         subnet_size: 24,
         heartbeat_period_ms: 5000,
         created_at: 1_700_000_000,
+        gossip_keys: Vec::new(),
     };
     let membership = Membership::new(
         vec![BTreeSet::from([7])],

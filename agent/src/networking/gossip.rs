@@ -1,0 +1,160 @@
+//! Starting the network DB once the leader has sent the gossip keys (with every heartbeat
+//! answer), following key rotations, and re-joining when this node sees no live member.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use shoal_control::{
+    cluster::gossip::{GossipConfig, GossipKey, primary_index},
+    netdb::{NetDb, NetDbConfig},
+};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{NodeNetworking, remote};
+
+/// How long a node alone in the network DB waits between attempts to join it again.
+const REJOIN_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub struct GossipState {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// A start is under way (or done): heartbeats must not start a second one.
+    starting: bool,
+    /// The keys last given to the network DB.
+    keys: Vec<GossipKey>,
+    last_join: Option<Instant>,
+    /// Stops the running network DB.
+    stop: Option<watch::Sender<bool>>,
+}
+
+impl GossipState {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn raw_keys(keys: &[GossipKey]) -> (Vec<[u8; 32]>, usize) {
+    (
+        keys.iter().map(|k| k.key).collect(),
+        primary_index(keys.len()),
+    )
+}
+
+impl NodeNetworking {
+    /// What the leader says about gossip, with each heartbeat: starts the network DB the
+    /// first time, applies key rotations, and retries joining while alone.
+    pub fn on_gossip(self: &Arc<Self>, config: &GossipConfig) {
+        let Some(bind) = self.config.gossip_addr else {
+            return;
+        };
+        if config.keys.is_empty() {
+            return;
+        }
+        let peers: Vec<SocketAddr> = config
+            .peers
+            .iter()
+            .filter(|(id, _)| *id != self.config.node_id)
+            .map(|(_, ip)| SocketAddr::new(*ip, bind.port()))
+            .collect();
+        let mut state = self.gossip.lock();
+        let Some(db) = self.db() else {
+            if !state.starting {
+                state.starting = true;
+                state.keys = config.keys.clone();
+                self.runtime
+                    .spawn(start(self.clone(), bind, config.keys.clone(), peers));
+            }
+            return;
+        };
+        if state.keys != config.keys {
+            let (keys, primary) = raw_keys(&config.keys);
+            db.set_keys(keys, primary);
+            state.keys = config.keys.clone();
+            info!(keys = config.keys.len(), "gossip keys updated");
+        }
+        let alone = db.members().iter().all(|(_, _, alive)| !alive);
+        let due = state.last_join.is_none_or(|t| t.elapsed() >= REJOIN_EVERY);
+        if alone && due && !peers.is_empty() {
+            state.last_join = Some(Instant::now());
+            self.runtime.spawn(async move {
+                if let Err(e) = db.join(&peers).await {
+                    warn!(error = %e, "joining the network DB");
+                }
+            });
+        }
+    }
+
+    /// Stops the network DB (the node leaves the swarm); a later join starts a new one.
+    pub(super) fn stop_gossip(&self) {
+        let mut state = self.gossip.lock();
+        if let Some(stop) = state.stop.take() {
+            let _ = stop.send(true);
+        }
+        *state = Inner::default();
+        drop(state);
+        *self.netdb.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+async fn start(
+    networking: Arc<NodeNetworking>,
+    bind: SocketAddr,
+    keys: Vec<GossipKey>,
+    peers: Vec<SocketAddr>,
+) {
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let (raw, primary) = raw_keys(&keys);
+    let mut config = NetDbConfig::new(networking.config.node_id.clone(), bind, raw[primary]);
+    config.keys = raw;
+    config.primary_key = primary;
+    let shutdown = async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    };
+    let db = match NetDb::start(config, shutdown).await {
+        Ok(db) => Arc::new(db),
+        Err(e) => {
+            warn!(error = %e, "starting the network DB (retried with the next heartbeat)");
+            networking.gossip.lock().starting = false;
+            return;
+        }
+    };
+    let changes = db.subscribe();
+    // Our endpoints go in before we meet anyone: a restarted agent then re-asserts its live
+    // endpoints instead of withdrawing them for a moment (which would cut working traffic).
+    let n = networking.clone();
+    let published = db.clone();
+    let publish = tokio::task::spawn_blocking(move || {
+        let local = n.local();
+        for id in local.networks.keys() {
+            published.join_network(id);
+        }
+        for endpoint in local.endpoints.values() {
+            published.put_endpoint(endpoint.clone());
+        }
+        *n.netdb.write().unwrap_or_else(PoisonError::into_inner) = Some(published.clone());
+        for (id, net) in &local.networks {
+            remote::program_all(&n.config.node_id, &net.sandbox, &published.endpoints(id));
+        }
+    })
+    .await;
+    if let Err(e) = publish {
+        warn!(error = %e, "publishing local endpoints");
+    }
+    networking.gossip.lock().stop = Some(stop_tx);
+    tokio::spawn(remote::follow(networking.clone(), changes));
+    info!(%bind, peers = peers.len(), "network DB started");
+    if !peers.is_empty() {
+        networking.gossip.lock().last_join = Some(Instant::now());
+        if let Err(e) = db.join(&peers).await {
+            warn!(error = %e, "joining the network DB (retried while alone)");
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Overlay networking on this node: the agent's side of issue "overlay networks". It turns the
+//! networks of the tasks the executor runs into sandboxes, veths and gateway interfaces (through
+//! `shoal_dataplane::overlay`), publishes the tasks' endpoints in the network DB, and programs
+//! the endpoints other nodes publish as static FDB and neighbour entries.
+//!
+//! Desired state comes from the tasks themselves (each carries its networks and addresses), so
+//! the data path keeps following local changes while every manager is down; the network DB
+//! needs no manager either once it runs.
+//!
+//! # Layout
+//! - `mod.rs`: [`NodeNetworking`], what the executor calls to attach and detach a task.
+//! - `gossip`: starting the network DB from the keys and peers the leader sends, key rotation.
+//! - `remote`: following the network DB into FDB and neighbour entries in the sandboxes.
+//! - `egress`: the gateway bridge and each task's address on it.
+
+mod egress;
+mod gossip;
+mod remote;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
+};
+
+use shoal_control::{
+    cluster::{Task, network::Network},
+    netdb::{Endpoint, NetDb},
+};
+use shoal_dataplane::overlay::{
+    DEFAULT_MTU, OverlaySpec, Sandbox, attach_task, detach_task, ensure_sandbox, mac_for_ip,
+    remove_sandbox,
+};
+use tracing::{info, warn};
+
+use crate::executor::TaskNetwork;
+
+/// How this node takes part in overlay networks.
+#[derive(Clone, Debug)]
+pub struct NetworkingConfig {
+    pub node_id: String,
+    /// The node's own network namespace (the agent's).
+    pub node_netns: PathBuf,
+    /// Where sandboxes are mounted (`net-<network id>`), shared with the executor's tasks.
+    pub netns_dir: PathBuf,
+    /// Where the gateway leases are kept.
+    pub state_dir: PathBuf,
+    /// VXLAN outer source address; `None` when the agent could not tell (then tasks on
+    /// overlay networks fail with a clear error).
+    pub data_path_addr: Option<Ipv4Addr>,
+    pub data_path_port: u16,
+    /// UDP and TCP address of the network DB.
+    pub gossip_addr: Option<SocketAddr>,
+}
+
+/// Overlay networking on this node. Cheap to share.
+pub struct NodeNetworking {
+    config: NetworkingConfig,
+    local: Mutex<Local>,
+    egress: egress::Egress,
+    /// Set while the network DB runs (from the first gossip keys the leader sends until the
+    /// node leaves the swarm).
+    netdb: RwLock<Option<Arc<NetDb>>>,
+    gossip: gossip::GossipState,
+    runtime: tokio::runtime::Handle,
+}
+
+/// What exists on this node.
+#[derive(Default)]
+struct Local {
+    /// Sandboxes by network ID.
+    networks: HashMap<String, LocalNetwork>,
+    /// Endpoints of local tasks by (network ID, task ID): what this node publishes.
+    endpoints: HashMap<(String, String), Endpoint>,
+}
+
+struct LocalNetwork {
+    sandbox: Sandbox,
+    network: Network,
+    /// Local tasks attached to it; the sandbox goes with the last one.
+    tasks: HashSet<String>,
+}
+
+impl NodeNetworking {
+    /// Must be called inside the agent's tokio runtime (the network DB and the follower of
+    /// remote endpoints run on it).
+    pub fn new(config: NetworkingConfig) -> Arc<NodeNetworking> {
+        Arc::new(NodeNetworking {
+            egress: egress::Egress::new(&config.state_dir, &config.node_netns),
+            config,
+            local: Mutex::default(),
+            netdb: RwLock::new(None),
+            gossip: gossip::GossipState::default(),
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    fn local(&self) -> MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The network DB, while it runs.
+    fn db(&self) -> Option<Arc<NetDb>> {
+        self.netdb
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn sandbox_path(&self, network_id: &str) -> PathBuf {
+        self.config.netns_dir.join(format!("net-{network_id}"))
+    }
+
+    /// This node's endpoints on `network_id`, with the subnet's prefix length (for `network
+    /// inspect`'s Containers).
+    pub fn local_endpoints(&self, network_id: &str) -> Vec<(Endpoint, u8)> {
+        let local = self.local();
+        let Some(net) = local.networks.get(network_id) else {
+            return Vec::new();
+        };
+        let prefix = net.network.subnet.prefix_len();
+        let mut endpoints: Vec<(Endpoint, u8)> = local
+            .endpoints
+            .values()
+            .filter(|e| e.network_id == network_id)
+            .map(|e| (e.clone(), prefix))
+            .collect();
+        endpoints.sort_by_key(|(e, _)| e.ip);
+        endpoints
+    }
+
+    /// The network DB's packet counters, while it runs.
+    pub fn gossip_stats(&self) -> Option<shoal_control::netdb::NetDbStats> {
+        self.db().map(|db| db.stats())
+    }
+
+    /// Node IDs and gossip addresses of the network DB members this node sees alive.
+    pub fn gossip_members(&self) -> Vec<(String, SocketAddr)> {
+        self.db().map_or_else(Vec::new, |db| {
+            db.members()
+                .into_iter()
+                .filter(|(_, _, alive)| *alive)
+                .map(|(id, addr, _)| (id, addr))
+                .collect()
+        })
+    }
+
+    /// The sandbox of `network`, created (with the remote endpoints already known) if this is
+    /// the first local task on it.
+    fn ensure_network(&self, local: &mut Local, network: &Network) -> Result<Sandbox, String> {
+        if let Some(existing) = local.networks.get(&network.id) {
+            return Ok(existing.sandbox.clone());
+        }
+        let vtep = self.config.data_path_addr.ok_or(
+            "this node has no IPv4 data-path address: start the agent with --data-path-addr",
+        )?;
+        let spec = OverlaySpec {
+            vni: network.vni,
+            subnet: network.subnet,
+            gateway: network.gateway,
+            vxlan_port: self.config.data_path_port,
+            local_vtep: vtep,
+            mtu: DEFAULT_MTU,
+        };
+        let sandbox = ensure_sandbox(
+            &self.config.node_netns,
+            &self.sandbox_path(&network.id),
+            &spec,
+        )
+        .map_err(|e| format!("network {}: {e}", network.name))?;
+        info!(network = %network.name, vni = network.vni, "overlay sandbox ready");
+        if let Some(db) = self.db() {
+            db.join_network(&network.id);
+            remote::program_all(&self.config.node_id, &sandbox, &db.endpoints(&network.id));
+        }
+        local.networks.insert(
+            network.id.clone(),
+            LocalNetwork {
+                sandbox: sandbox.clone(),
+                network: network.clone(),
+                tasks: HashSet::new(),
+            },
+        );
+        Ok(sandbox)
+    }
+
+    /// Drops `task_id` from the network; removes the sandbox when it was the last local task.
+    fn release_network(&self, local: &mut Local, network_id: &str, task_id: &str) {
+        let Some(net) = local.networks.get_mut(network_id) else {
+            return;
+        };
+        net.tasks.remove(task_id);
+        if !net.tasks.is_empty() {
+            return;
+        }
+        let Some(net) = local.networks.remove(network_id) else {
+            return;
+        };
+        if let Some(db) = self.db() {
+            db.leave_network(network_id);
+        }
+        match remove_sandbox(&net.sandbox.path) {
+            Ok(()) => {
+                info!(network = %net.network.name, "overlay sandbox removed (no local task left)")
+            }
+            Err(e) => warn!(network = %net.network.name, error = %e, "removing a sandbox"),
+        }
+    }
+
+    /// Removes sandboxes no local task uses (left by an agent that died before cleaning up).
+    /// Called once the executor has re-adopted its tasks.
+    pub fn remove_stale_sandboxes(&self) {
+        let local = self.local();
+        let Ok(entries) = std::fs::read_dir(&self.config.netns_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(network_id) = name.strip_prefix("net-") else {
+                continue;
+            };
+            if !local.networks.contains_key(network_id) {
+                info!(network = network_id, "removing a stale overlay sandbox");
+                if let Err(e) = remove_sandbox(&entry.path()) {
+                    warn!(network = network_id, error = %e, "removing a stale sandbox");
+                }
+            }
+        }
+    }
+
+    /// The node leaves the swarm: stop gossiping and remove the gateway bridge. Tasks were
+    /// stopped (and detached) before.
+    pub fn leave(&self) {
+        self.stop_gossip();
+        self.egress.remove();
+    }
+}
+
+/// The name of a task's veth end in a sandbox (at most 15 characters).
+fn sandbox_side_name(task_id: &str, index: usize) -> String {
+    format!("v{}{index}", &task_id[..task_id.len().min(11)])
+}
+
+impl TaskNetwork for NodeNetworking {
+    fn attach(&self, task: &Task, netns: &Path) -> Result<(), String> {
+        let mut local = self.local();
+        for (index, attachment) in task.networks.iter().enumerate() {
+            let network = &attachment.network;
+            let sandbox = self.ensure_network(&mut local, network)?;
+            if let Some(net) = local.networks.get_mut(&network.id) {
+                net.tasks.insert(task.id.clone());
+            }
+            attach_task(
+                &sandbox,
+                netns,
+                &format!("eth{index}"),
+                attachment.addr,
+                false,
+                &sandbox_side_name(&task.id, index),
+            )
+            .map_err(|e| format!("network {}: {e}", network.name))?;
+            let ip = attachment.addr.addr();
+            let endpoint = Endpoint {
+                network_id: network.id.clone(),
+                endpoint_id: task.id.clone(),
+                node_id: self.config.node_id.clone(),
+                ip,
+                mac: mac_for_ip(ip),
+                vtep: sandbox.spec.local_vtep,
+                service: task.spec.name.clone(),
+                aliases: vec![task.name()],
+            };
+            if let Some(db) = self.db() {
+                db.put_endpoint(endpoint.clone());
+            }
+            local
+                .endpoints
+                .insert((network.id.clone(), task.id.clone()), endpoint);
+        }
+        drop(local);
+        // Like Docker: egress through the gateway bridge unless every network is internal
+        // (a task on no network at all still reaches the outside world).
+        if task.networks.iter().all(|a| a.network.internal) && !task.networks.is_empty() {
+            return Ok(());
+        }
+        self.egress
+            .attach(task, netns, task.networks.len())
+            .map_err(|e| format!("gateway bridge: {e}"))
+    }
+
+    fn detach(&self, task: &Task, _netns: &Path) {
+        self.egress.detach(task);
+        let mut local = self.local();
+        for (index, attachment) in task.networks.iter().enumerate() {
+            let network_id = &attachment.network.id;
+            local
+                .endpoints
+                .remove(&(network_id.clone(), task.id.clone()));
+            if let Some(db) = self.db() {
+                db.delete_endpoint(network_id, &task.id);
+            }
+            if let Some(net) = local.networks.get(network_id)
+                && let Err(e) = detach_task(&net.sandbox, &sandbox_side_name(&task.id, index))
+            {
+                warn!(task = %task.id, error = %e, "detaching a task from its sandbox");
+            }
+            self.release_network(&mut local, network_id, &task.id);
+        }
+    }
+}
+
+/// Re-exported for the agent's wiring: where the netns directory of a state dir is.
+pub fn netns_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("netns")
+}
