@@ -10,5 +10,6 @@ mod cli_errors;
 mod cluster_basics;
 mod dataplane_programs;
 mod networks;
+mod overlay;
 mod services;
 mod swarm_core;

@@ -1,0 +1,402 @@
+//! Overlay networks end to end, on 3 nodes and the outside client: tasks of a 3-replica service
+//! on network A talk over VXLAN (checked on the wire), networks are isolated from each other,
+//! tasks reach the outside through the gateway bridge unless their network is internal, a cut
+//! node's endpoints are withdrawn and come back without stale entries, established TCP
+//! survives agent restarts, and removal leaves nothing behind.
+
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use shoal_tests::{
+    Cluster, Cut,
+    agent::shoal_bin,
+    task_net::{http_from, http_get, sandbox_netns, task_netns, tcp_connect, udp_echo_from},
+    wait_until,
+};
+
+const PORT: u16 = 8080;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+fn ok(cluster: &Cluster, i: usize, args: &[&str]) -> String {
+    let out = cluster.nodes[i].cli(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{}",
+        stderr(&out),
+        cluster.nodes[i].log_tail()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn create_service(cluster: &Cluster, name: &str, replicas: &str, network: &str) {
+    let bin = shoal_bin().display().to_string();
+    let port = PORT.to_string();
+    ok(
+        cluster,
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            name,
+            "--replicas",
+            replicas,
+            "--network",
+            network,
+            "--",
+            &bin,
+            "whoami",
+            "--port",
+            &port,
+        ],
+    );
+}
+
+/// A running task: the node it runs on, its ID and its address on its first network.
+#[derive(Clone, Debug)]
+struct Placed {
+    node: usize,
+    id: String,
+    ip: Ipv4Addr,
+}
+
+impl Placed {
+    fn netns(&self, cluster: &Cluster) -> PathBuf {
+        task_netns(&cluster.nodes[self.node].state_dir(), &self.id)
+    }
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip.into(), PORT)
+    }
+}
+
+/// The service's running tasks, once `count` of them run, each with an address.
+fn running(cluster: &Cluster, service: &str, count: usize) -> Vec<Placed> {
+    wait_until(
+        Duration::from_secs(20),
+        &format!("{count} running tasks of {service}"),
+        || {
+            let out = ok(cluster, 0, &["service", "ps", "--format", "json", service]);
+            let tasks: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+            let placed: Vec<Placed> = tasks
+                .iter()
+                .filter(|t| t["state"] == "running" && t["desired_state"] == "running")
+                .map(|t| {
+                    let host = t["node_hostname"].as_str().unwrap();
+                    let addr = t["networks"][0]["addr"].as_str().unwrap();
+                    Placed {
+                        node: cluster.nodes.iter().position(|n| n.name == host).unwrap(),
+                        id: t["id"].as_str().unwrap().to_string(),
+                        ip: addr.split('/').next().unwrap().parse().unwrap(),
+                    }
+                })
+                .collect();
+            if placed.len() == count {
+                Ok(placed)
+            } else {
+                Err(format!("{tasks:?}"))
+            }
+        },
+    )
+}
+
+fn network_id(cluster: &Cluster, name: &str) -> String {
+    let out = ok(cluster, 0, &["network", "inspect", name]);
+    let all: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    all[0]["Id"].as_str().unwrap().to_string()
+}
+
+/// `MAC -> VTEP` of the static FDB entries on node `i`'s sandbox of `network_id`.
+fn fdb(cluster: &Cluster, i: usize, network_id: &str) -> BTreeSet<(String, String)> {
+    let sandbox = sandbox_netns(&cluster.nodes[i].state_dir(), network_id);
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", sandbox.display()))
+        .args(["--", "bridge", "fdb", "show", "dev", "vxlan0"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let dst = words.iter().position(|w| *w == "dst")?;
+            Some((words[0].to_string(), words.get(dst + 1)?.to_string()))
+        })
+        .collect()
+}
+
+fn mac_of(ip: Ipv4Addr) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
+/// What node `observer` should have in its FDB: every running task on another node.
+fn expected_fdb(
+    cluster: &Cluster,
+    tasks: &[Placed],
+    observer: usize,
+) -> BTreeSet<(String, String)> {
+    tasks
+        .iter()
+        .filter(|t| t.node != observer)
+        .map(|t| (mac_of(t.ip), cluster.nodes[t.node].address.to_string()))
+        .collect()
+}
+
+/// `shoal whoami` in the outside client's namespace: the "internet" tasks egress to.
+struct OutsideServer(Child);
+
+impl Drop for OutsideServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn tasks_talk_over_vxlan_networks_are_isolated_and_egress_is_masqueraded() {
+    let cluster = Cluster::start(3);
+    cluster.form_swarm(1);
+    ok(
+        &cluster,
+        0,
+        &["network", "create", "--subnet", "10.31.0.0/24", "alpha"],
+    );
+    ok(&cluster, 0, &["network", "create", "beta"]);
+    ok(&cluster, 0, &["network", "create", "--internal", "gamma"]);
+    create_service(&cluster, "web", "3", "alpha");
+    let web = running(&cluster, "web", 3);
+    let nodes: BTreeSet<usize> = web.iter().map(|t| t.node).collect();
+    assert_eq!(nodes.len(), 3, "one task per node: {web:?}");
+    for t in &web {
+        assert_eq!(t.ip.octets()[..3], [10, 31, 0], "{t:?}");
+    }
+
+    // --- every task reaches every other, over TCP and UDP (endpoints gossiped within 10 s)
+    for from in &web {
+        for to in web.iter().filter(|t| t.id != from.id) {
+            let body = wait_until(
+                Duration::from_secs(10),
+                &format!("TCP {} -> {}", from.ip, to.ip),
+                || http_from(&from.netns(&cluster), to.addr()).map_err(|e| e.to_string()),
+            );
+            assert!(body.contains(&format!("Hostname: {}", to.id)), "{body}");
+            assert!(
+                body.contains(&format!("RemoteAddr: {}:", from.ip)),
+                "{body}"
+            );
+            let echo = udp_echo_from(&from.netns(&cluster), to.addr(), "ping").unwrap();
+            assert!(echo.contains("Echo: ping"), "{echo}");
+            assert!(
+                echo.contains(&format!("RemoteAddr: {}:", from.ip)),
+                "{echo}"
+            );
+        }
+    }
+    // The interface is eth0 with Docker's MAC and the overlay MTU.
+    let link = Command::new("nsenter")
+        .arg(format!("--net={}", web[0].netns(&cluster).display()))
+        .args(["--", "ip", "-o", "link", "show", "eth0"])
+        .output()
+        .unwrap();
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(link.contains("mtu 1450"), "{link}");
+    assert!(link.contains(&mac_of(web[0].ip)), "{link}");
+
+    // --- on the wire: UDP/4789 with alpha's VNI between the two nodes' addresses
+    let vni = {
+        let out = ok(&cluster, 0, &["network", "inspect", "alpha"]);
+        let all: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        all[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (a, b) = (&web[0], &web[1]);
+    let capture = cluster
+        .node_ns(a.node)
+        .command("timeout")
+        .args([
+            "10", "tcpdump", "-i", "any", "-nn", "-v", "-c", "2", "udp", "port", "4789",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // tcpdump needs a moment to open its socket: keep sending until it has seen two packets.
+    let from_a = cluster.nodes[a.node].address.to_string();
+    let to_b = format!("{}.4789", cluster.nodes[b.node].address);
+    let mut capture = Some(capture);
+    let seen = wait_until(Duration::from_secs(10), "a VXLAN capture", || {
+        let _ = udp_echo_from(&a.netns(&cluster), b.addr(), "on the wire");
+        let child = capture.as_mut().unwrap();
+        match child.try_wait().unwrap() {
+            Some(_) => Ok(capture.take().unwrap().wait_with_output().unwrap()),
+            None => Err("capturing".into()),
+        }
+    });
+    let seen = String::from_utf8_lossy(&seen.stdout);
+    assert!(seen.contains(&format!("vni {vni}")), "{seen}");
+    assert!(
+        seen.contains(&format!("{from_a}.")) && seen.contains(&to_b),
+        "{from_a} -> {to_b}: {seen}"
+    );
+
+    // --- network B cannot reach network A
+    create_service(&cluster, "other", "1", "beta");
+    let other = running(&cluster, "other", 1).remove(0);
+    for t in &web {
+        assert!(
+            http_from(&other.netns(&cluster), t.addr()).is_err(),
+            "beta reached alpha's {}",
+            t.ip
+        );
+    }
+
+    // --- egress through the gateway bridge, masqueraded to the node's address
+    let outside_port = 9090u16;
+    let _outside = OutsideServer(
+        cluster
+            .client_ns()
+            .command(&shoal_bin().display().to_string())
+            .args(["whoami", "--port", &outside_port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let outside = SocketAddr::new(cluster.client_address().into(), outside_port);
+    let body = wait_until(Duration::from_secs(10), "egress to the client", || {
+        http_from(&web[0].netns(&cluster), outside).map_err(|e| e.to_string())
+    });
+    let node_ip = cluster.nodes[web[0].node].address;
+    assert!(body.contains(&format!("RemoteAddr: {node_ip}:")), "{body}");
+
+    // --- an internal network has no way out
+    create_service(&cluster, "sealed", "1", "gamma");
+    let sealed = running(&cluster, "sealed", 1).remove(0);
+    assert!(
+        http_from(&sealed.netns(&cluster), outside).is_err(),
+        "a task on an internal network reached the outside"
+    );
+
+    // --- a network in use cannot be removed
+    let out = cluster.nodes[0].cli(&["network", "rm", "alpha"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("in use by service web"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}
+
+#[test]
+fn cut_nodes_are_withdrawn_and_restored_flows_survive_restarts_and_rm_cleans_up() {
+    let mut cluster = Cluster::start(3);
+    cluster.form_swarm(1);
+    ok(&cluster, 0, &["network", "create", "alpha"]);
+    let alpha = network_id(&cluster, "alpha");
+    create_service(&cluster, "web", "3", "alpha");
+    let web = running(&cluster, "web", 3);
+    let on = |node: usize| web.iter().find(|t| t.node == node).unwrap().clone();
+    let (t1, t2) = (on(1), on(2));
+
+    // --- an established connection survives SIGKILL + restart of both ends' agents
+    let mut stream = wait_until(Duration::from_secs(10), "TCP 1 -> 2", || {
+        let mut s = tcp_connect(&t1.netns(&cluster), t2.addr()).map_err(|e| e.to_string())?;
+        http_get(&mut s, "/first").map_err(|e| e.to_string())?;
+        Ok(s)
+    });
+    for i in [1, 2] {
+        cluster.nodes[i].kill();
+        cluster.nodes[i].start();
+    }
+    let body = http_get(&mut stream, "/second").expect("the connection survived the restarts");
+    assert!(body.contains("GET /second"), "{body}");
+    drop(stream);
+
+    // --- every node holds exactly the other nodes' endpoints
+    for observer in 0..3 {
+        let expected = expected_fdb(&cluster, &web, observer);
+        wait_until(Duration::from_secs(10), "FDB after restarts", || {
+            let now = fdb(&cluster, observer, &alpha);
+            if now == expected {
+                Ok(())
+            } else {
+                Err(format!("node {observer}: {now:?} != {expected:?}"))
+            }
+        });
+    }
+
+    // --- node 2 cut off: its endpoint leaves node 0's FDB within 5 s of it being Down
+    cluster.cut(2, Cut::LinkDown);
+    let node2 = cluster.nodes[2].node_id();
+    wait_until(Duration::from_secs(15), "node 2 Down", || {
+        let nodes = cluster.node_ls(0)?;
+        let down = nodes
+            .iter()
+            .any(|n| n["id"].as_str() == Some(node2.as_str()) && n["status"] == "down");
+        if down {
+            Ok(())
+        } else {
+            Err(format!("{nodes:?}"))
+        }
+    });
+    let gone = (mac_of(t2.ip), cluster.nodes[2].address.to_string());
+    wait_until(
+        Duration::from_secs(5),
+        "node 2's endpoint withdrawn",
+        || {
+            let now = fdb(&cluster, 0, &alpha);
+            if now.contains(&gone) {
+                Err(format!("{now:?}"))
+            } else {
+                Ok(())
+            }
+        },
+    );
+
+    // --- healed: no stale entry anywhere; the FDB follows the tasks running now
+    cluster.heal(2, Cut::LinkDown);
+    for observer in 0..3 {
+        wait_until(Duration::from_secs(20), "FDB after healing", || {
+            let tasks = running(&cluster, "web", 3);
+            let expected = expected_fdb(&cluster, &tasks, observer);
+            let now = fdb(&cluster, observer, &alpha);
+            if now == expected {
+                Ok(())
+            } else {
+                Err(format!("node {observer}: {now:?} != {expected:?}"))
+            }
+        });
+    }
+
+    // --- removing the service, then the network, leaves no namespace on any node
+    ok(&cluster, 0, &["service", "rm", "web"]);
+    ok(&cluster, 0, &["network", "rm", "alpha"]);
+    for i in 0..3 {
+        let dir = cluster.nodes[i].state_dir().join("netns");
+        wait_until(Duration::from_secs(15), "namespaces removed", || {
+            let left: Vec<String> = std::fs::read_dir(&dir)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("node {i}: {left:?}"))
+            }
+        });
+    }
+}
