@@ -344,6 +344,8 @@ pub enum SwarmCommand {
     JoinToken(JoinTokenArgs),
     /// Leave the swarm.
     Leave(LeaveArgs),
+    /// Update the swarm's settings.
+    Update(SwarmUpdateArgs),
 }
 
 #[derive(Args, Debug)]
@@ -391,6 +393,14 @@ pub struct JoinTokenArgs {
     /// Which token.
     #[arg(value_parser = ["worker", "manager"])]
     pub role: String,
+}
+
+#[derive(Args, Debug)]
+pub struct SwarmUpdateArgs {
+    /// Add a new gossip encryption key now (it is used from the next rotation on; the leader
+    /// also rotates every 12 hours).
+    #[arg(long, required = true)]
+    pub rotate_gossip_key: bool,
 }
 
 #[derive(Args, Debug)]

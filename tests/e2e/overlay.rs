@@ -150,6 +150,27 @@ fn expected_fdb(
         .collect()
 }
 
+/// A value from node `i`'s /metrics (0 when absent).
+fn metric(cluster: &Cluster, i: usize, series: &str) -> u64 {
+    let out = cluster.exec(i, "curl", &["-sf", "http://127.0.0.1:9323/metrics"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sends raw datagrams from the outside client's namespace.
+fn send_from_client(cluster: &Cluster, to: SocketAddr, datagrams: &[&[u8]]) {
+    let socket =
+        shoal_tests::task_net::in_netns(std::path::Path::new(&cluster.client_ns().path()), || {
+            std::net::UdpSocket::bind("0.0.0.0:0")
+        })
+        .unwrap();
+    for d in datagrams {
+        socket.send_to(d, to).unwrap();
+    }
+}
+
 /// `shoal whoami` in the outside client's namespace: the "internet" tasks egress to.
 struct OutsideServer(Child);
 
@@ -286,6 +307,73 @@ fn tasks_talk_over_vxlan_networks_are_isolated_and_egress_is_masqueraded() {
         http_from(&sealed.netns(&cluster), outside).is_err(),
         "a task on an internal network reached the outside"
     );
+
+    // --- key rotation without a gap: no node ever drops a packet it cannot decrypt
+    let undecryptable = |i: usize| {
+        metric(
+            &cluster,
+            i,
+            "shoal_gossip_dropped_packets_total{reason=\"undecryptable\"}",
+        )
+    };
+    let before: Vec<u64> = (0..3).map(undecryptable).collect();
+    for keys in [2, 3] {
+        ok(&cluster, 0, &["swarm", "update", "--rotate-gossip-key"]);
+        for i in 0..3 {
+            wait_until(
+                Duration::from_secs(10),
+                "the new key on every node",
+                || match metric(&cluster, i, "shoal_gossip_keys") {
+                    k if k == keys => Ok(()),
+                    k => Err(format!("node {i} holds {k} keys")),
+                },
+            );
+        }
+    }
+    // Gossip under the rotated key still carries a new endpoint to everyone.
+    ok(
+        &cluster,
+        0,
+        &["service", "update", "--detach", "--replicas", "4", "web"],
+    );
+    let web4 = running(&cluster, "web", 4);
+    let newest = web4
+        .iter()
+        .find(|t| web.iter().all(|o| o.id != t.id))
+        .unwrap();
+    for from in &web {
+        wait_until(Duration::from_secs(10), "TCP to the new task", || {
+            http_from(&from.netns(&cluster), newest.addr()).map_err(|e| e.to_string())
+        });
+    }
+    let after: Vec<u64> = (0..3).map(undecryptable).collect();
+    assert_eq!(before, after, "undecryptable gossip during rotation");
+
+    // --- bad gossip packets: counted and dropped, the node carries on
+    let gossip = SocketAddr::new(cluster.nodes[0].address.into(), 7946);
+    let truncated = metric(
+        &cluster,
+        0,
+        "shoal_gossip_dropped_packets_total{reason=\"truncated\"}",
+    );
+    let mut forged = vec![1u8, 0x5a];
+    forged.extend((0..60u8).map(|i| i.wrapping_mul(37)));
+    send_from_client(&cluster, gossip, &[&[1, 0, 1, 2, 3][..], &forged[..]]);
+    wait_until(Duration::from_secs(5), "bad packets counted", || {
+        let t = metric(
+            &cluster,
+            0,
+            "shoal_gossip_dropped_packets_total{reason=\"truncated\"}",
+        );
+        let u = undecryptable(0);
+        if t > truncated && u > after[0] {
+            Ok(())
+        } else {
+            Err(format!("truncated {t}, undecryptable {u}"))
+        }
+    });
+    cluster.nodes[0].info();
+    http_from(&web[1].netns(&cluster), web[0].addr()).expect("the overlay still works");
 
     // --- a network in use cannot be removed
     let out = cluster.nodes[0].cli(&["network", "rm", "alpha"]);

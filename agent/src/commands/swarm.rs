@@ -1,11 +1,12 @@
-//! `shoal swarm init | join | join-token | leave`, printing what Docker prints.
+//! `shoal swarm init | join | join-token | leave | update`, printing what Docker prints.
 
 use shoal_control::api::{
-    InitRequest, JoinSwarmRequest, JoinTokenRequest, LeaveRequest, cluster_client::ClusterClient,
+    Empty, InitRequest, JoinSwarmRequest, JoinTokenRequest, LeaveRequest,
+    cluster_client::ClusterClient,
 };
 
 use crate::{
-    cli::{JoinTokenArgs, LeaveArgs, SwarmCommand, SwarmInitArgs, SwarmJoinArgs},
+    cli::{JoinTokenArgs, LeaveArgs, SwarmCommand, SwarmInitArgs, SwarmJoinArgs, SwarmUpdateArgs},
     client::{status_error, with_agent},
 };
 
@@ -15,7 +16,21 @@ pub fn run(host: &str, command: SwarmCommand) -> anyhow::Result<()> {
         SwarmCommand::Join(args) => join(host, args),
         SwarmCommand::JoinToken(args) => join_token(host, args),
         SwarmCommand::Leave(args) => leave(host, args),
+        SwarmCommand::Update(args) => update(host, args),
     }
+}
+
+fn update(host: &str, args: SwarmUpdateArgs) -> anyhow::Result<()> {
+    if args.rotate_gossip_key {
+        with_agent(host, async |channel| {
+            ClusterClient::new(channel)
+                .rotate_gossip_key(Empty {})
+                .await
+                .map_err(status_error)
+        })?;
+    }
+    println!("Swarm updated.");
+    Ok(())
 }
 
 fn init(host: &str, args: SwarmInitArgs) -> anyhow::Result<()> {

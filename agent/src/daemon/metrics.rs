@@ -69,6 +69,7 @@ async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
         managers: swarm.managers,
         nodes: swarm.nodes,
         gossip: sources.networking.gossip_stats().unwrap_or_default(),
+        gossip_keys: sources.networking.gossip_key_count() as i64,
     };
     let mut registry = Registry::default();
     registry.register_collector(Box::new(snapshot));
@@ -94,6 +95,7 @@ struct Snapshot {
     managers: u32,
     nodes: u32,
     gossip: NetDbStats,
+    gossip_keys: i64,
 }
 
 impl Collector for Snapshot {
@@ -175,6 +177,11 @@ impl Collector for Snapshot {
                 "shoal_swarm_nodes",
                 "Nodes in the swarm.",
                 i64::from(self.nodes),
+            ),
+            (
+                "shoal_gossip_keys",
+                "Gossip encryption keys this node holds.",
+                self.gossip_keys,
             ),
         ] {
             let gauge = ConstGauge::new(value);

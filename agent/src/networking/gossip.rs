@@ -49,6 +49,11 @@ fn raw_keys(keys: &[GossipKey]) -> (Vec<[u8; 32]>, usize) {
 }
 
 impl NodeNetworking {
+    /// How many gossip keys this node holds (from the leader's last heartbeat answer).
+    pub fn gossip_key_count(&self) -> usize {
+        self.gossip.lock().keys.len()
+    }
+
     /// What the leader says about gossip, with each heartbeat: starts the network DB the
     /// first time, applies key rotations, and retries joining while alone.
     pub fn on_gossip(self: &Arc<Self>, config: &GossipConfig) {

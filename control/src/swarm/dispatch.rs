@@ -179,6 +179,7 @@ pub(super) async fn orchestrate(
         let Some(manager) = active.leading(swarm.node_id()) else {
             continue;
         };
+        swarm.rotate_gossip_key_if_due(manager).await;
         // Computed in a block: the inputs borrow non-Send closures that must not live across
         // the awaits below.
         let commands = {

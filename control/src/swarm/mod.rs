@@ -23,6 +23,7 @@
 
 mod convert;
 mod dispatch;
+mod gossip_keys;
 mod heartbeat;
 mod lifecycle;
 mod liveness;

@@ -325,6 +325,14 @@ impl Cluster for ClusterService {
             .map(Response::new)
     }
 
+    async fn rotate_gossip_key(&self, request: Request<Empty>) -> Result<Response<Empty>, Status> {
+        self.manager(&request).await?;
+        self.swarm
+            .rotate_gossip_key(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn remove_network(
         &self,
         request: Request<NetworkRef>,
