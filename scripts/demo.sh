@@ -46,6 +46,9 @@ down() {
   for ns in $(ip netns list | awk '{print $1}' | grep "^$PREFIX-" || true); do
     ip netns del "$ns"
   done
+  # Overlay sandboxes and task namespaces are bind mounts under each state dir.
+  awk -v run="$RUN/" 'index($5, run) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+    while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
   rm -rf "$RUN"
 }
 
@@ -125,8 +128,10 @@ node_shoal 3 node ls
 say "shoal info   (on node2)"
 node_shoal 2 info
 
-say "shoal service create --name web --replicas 3 -- shoal whoami --port 80"
-node_shoal 1 service create --name web --replicas 3 -- "$SHOAL" whoami --port 80
+say "shoal network create -d overlay appnet"
+node_shoal 1 network create -d overlay appnet
+say "shoal service create --name web --replicas 3 --network appnet -- shoal whoami --port 80"
+node_shoal 1 service create --name web --replicas 3 --network appnet -- "$SHOAL" whoami --port 80
 say "shoal service ls"
 node_shoal 1 service ls
 say "shoal service ps web"
@@ -135,6 +140,15 @@ say "shoal exec web.2 -- hostname   (a task's hostname is its ID; it may run on 
 node_shoal 1 exec web.2 -- hostname
 say "shoal service logs web"
 node_shoal 1 service logs web
+
+addrs=$(node_shoal 1 service ps --format json web | grep -o '"addr": "[0-9.]*' | cut -d'"' -f4)
+say "Task addresses on appnet: $(echo $addrs)"
+say "shoal network inspect appnet   (on node1: its own endpoints, and its gossip peers)"
+node_shoal 1 network inspect appnet
+for ip in $addrs; do
+  say "shoal exec web.1 -- curl http://$ip/   (over VXLAN when the task is on another node)"
+  node_shoal 1 exec web.1 -- curl -s --max-time 5 "http://$ip/" | grep -E 'Hostname|RemoteAddr'
+done
 
 cat <<EOT
 
@@ -147,6 +161,7 @@ The cluster is running. Try:
   $SHOAL -H unix://$(node_sock 2) info --format json
   kill -9 \$(cat $RUN/node1/agent.pid)   # then: node ls on node2 shows a new leader
   ip -n $(node_ns 1) link show eth0        # the XDP program on the underlay interface
+  nsenter --net=$RUN/node1/state/netns/net-<network id> bridge fdb show dev vxlan0
   tail $RUN/node1/agent.log
 Tear it down with:
   ./scripts/demo.sh down
