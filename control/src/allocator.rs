@@ -212,7 +212,7 @@ fn first_host(net: Ipv4Net) -> Ipv4Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::network::Network;
+    use crate::cluster::{TaskState, network::Network};
 
     fn with_network(state: &mut ClusterState, name: &str, subnet: &str, vni: u32) {
         let subnet: Ipv4Net = subnet.parse().unwrap();
@@ -263,6 +263,88 @@ mod tests {
         with_network(&mut state, "b", "10.9.1.0/24", 4098);
         let err = allocate_subnet(&state, &pools, 24).unwrap_err();
         assert!(matches!(err, AllocError::PoolsExhausted { .. }), "{err}");
+    }
+
+    fn task_on(id: &str, networks: &[&str], state: TaskState) -> Task {
+        let mut spec = crate::orchestrator::fixture::replicated("web", 1);
+        spec.networks = networks.iter().map(|n| n.to_string()).collect();
+        Task {
+            id: id.to_string(),
+            service_id: "svc".into(),
+            slot: 1,
+            node_id: "n1".into(),
+            service_version: 1,
+            spec,
+            networks: Vec::new(),
+            desired_state: TaskState::Running,
+            status: crate::cluster::TaskStatus {
+                state,
+                message: String::new(),
+                error: String::new(),
+                exit_code: None,
+                timestamp_ms: 0,
+            },
+            created_at_ms: 0,
+        }
+    }
+
+    fn ips(task: &Task) -> Vec<String> {
+        task.networks.iter().map(|a| a.addr.to_string()).collect()
+    }
+
+    #[test]
+    fn task_addresses_skip_the_gateway_and_held_addresses_and_run_out_clearly() {
+        let mut state = ClusterState::default();
+        with_network(&mut state, "a", "10.1.0.0/29", 4097);
+        with_network(&mut state, "b", "10.2.0.0/24", 4098);
+        // One address per network, in the spec's order, with the subnet's prefix.
+        let mut batch = vec![
+            task_on("t1", &["a", "b"], TaskState::New),
+            task_on("t2", &["a"], TaskState::New),
+        ];
+        assert!(address_tasks(&state, &mut batch).is_empty());
+        assert_eq!(ips(&batch[0]), ["10.1.0.2/29", "10.2.0.2/24"]);
+        assert_eq!(ips(&batch[1]), ["10.1.0.3/29"]);
+        // Stored tasks hold their addresses, finished ones too while any is never used.
+        for t in batch {
+            state.tasks.insert(t.id.clone(), t);
+        }
+        state.tasks.get_mut("t2").unwrap().status.state = TaskState::Shutdown;
+        let mut next = vec![task_on("t3", &["a"], TaskState::New)];
+        assert!(address_tasks(&state, &mut next).is_empty());
+        assert_eq!(ips(&next[0]), ["10.1.0.4/29"]);
+        state.tasks.insert("t3".into(), next.remove(0));
+        // 10.1.0.0/29 has hosts .1 (gateway) to .6: .5 and .6 are left, then t2's .3.
+        let mut more: Vec<Task> = (4..=7)
+            .map(|i| task_on(&format!("t{i}"), &["a"], TaskState::New))
+            .collect();
+        let failed = address_tasks(&state, &mut more);
+        let got: Vec<Vec<String>> = more.iter().map(ips).collect();
+        assert_eq!(
+            got[..3],
+            [
+                vec!["10.1.0.5/29"],
+                vec!["10.1.0.6/29"],
+                vec!["10.1.0.3/29"]
+            ]
+        );
+        assert!(more[3].networks.is_empty());
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0, "t7");
+        assert!(
+            failed[0]
+                .1
+                .to_string()
+                .contains("no IP address left on network a"),
+            "{}",
+            failed[0].1
+        );
+        // A network that disappeared is an error, not a panic.
+        let mut gone = vec![task_on("t8", &["zzz"], TaskState::New)];
+        assert_eq!(
+            address_tasks(&state, &mut gone)[0].1,
+            AllocError::NetworkGone("zzz".into())
+        );
     }
 
     #[test]

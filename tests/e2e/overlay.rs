@@ -375,6 +375,34 @@ fn tasks_talk_over_vxlan_networks_are_isolated_and_egress_is_masqueraded() {
     cluster.nodes[0].info();
     http_from(&web[1].netns(&cluster), web[0].addr()).expect("the overlay still works");
 
+    // --- bad network references: one line, nothing created
+    let bin = shoal_bin().display().to_string();
+    for (network, needle) in [
+        ("nosuch", "network nosuch not found"),
+        (
+            "ingress",
+            "cannot be explicitly attached to the ingress network",
+        ),
+    ] {
+        let out = cluster.nodes[0].cli(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "bad",
+            "--network",
+            network,
+            "--",
+            &bin,
+            "whoami",
+        ]);
+        assert!(!out.status.success(), "--network {network} accepted");
+        assert!(stderr(&out).contains(needle), "{}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
+    let ls = ok(&cluster, 0, &["service", "ls"]);
+    assert!(!ls.contains("bad"), "{ls}");
+
     // --- a network in use cannot be removed
     let out = cluster.nodes[0].cli(&["network", "rm", "alpha"]);
     assert!(!out.status.success());
@@ -410,6 +438,12 @@ fn cut_nodes_are_withdrawn_and_restored_flows_survive_restarts_and_rm_cleans_up(
     let body = http_get(&mut stream, "/second").expect("the connection survived the restarts");
     assert!(body.contains("GET /second"), "{body}");
     drop(stream);
+
+    // --- the data path needs no manager: with the only manager's agent dead, tasks still talk
+    cluster.nodes[0].kill();
+    let body = http_from(&t1.netns(&cluster), t2.addr()).expect("overlay without managers");
+    assert!(body.contains(&format!("Hostname: {}", t2.id)), "{body}");
+    cluster.nodes[0].start();
 
     // --- every node holds exactly the other nodes' endpoints
     for observer in 0..3 {

@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rand::seq::SliceRandom as _;
 use shoal_control::{
     cluster::gossip::{GossipConfig, GossipKey, primary_index},
     netdb::{NetDb, NetDbConfig},
@@ -15,6 +16,9 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{NodeNetworking, remote};
+
+/// How many peers a node joins the network DB through, at once.
+const JOIN_SEEDS: usize = 3;
 
 /// How long a node alone in the network DB waits between attempts to join it again.
 const REJOIN_EVERY: Duration = Duration::from_secs(5);
@@ -63,12 +67,15 @@ impl NodeNetworking {
         if config.keys.is_empty() {
             return;
         }
-        let peers: Vec<SocketAddr> = config
+        // A few random peers are enough to join through (the push-pull brings the member list).
+        let mut peers: Vec<SocketAddr> = config
             .peers
             .iter()
             .filter(|(id, _)| *id != self.config.node_id)
             .map(|(_, ip)| SocketAddr::new(*ip, bind.port()))
             .collect();
+        peers.shuffle(&mut rand::rng());
+        peers.truncate(JOIN_SEEDS);
         let mut state = self.gossip.lock();
         let Some(db) = self.db() else {
             if !state.starting {

@@ -1,11 +1,17 @@
 //! Remote endpoints: every endpoint another node publishes on a network this node has a
 //! sandbox for becomes a static FDB entry (MAC -> that node's VTEP) and a permanent neighbour
 //! entry (IP -> MAC) in the sandbox; a withdrawn one (task gone, or its node down) is removed.
+//!
+//! Changes are applied as they come, and every [`SYNC_EVERY`] the sandboxes are compared with
+//! the network DB as a whole: that removes entries no change will ever mention (programmed by
+//! an agent that restarted while their owner went away) and repairs anything missed.
 
-use std::sync::Arc;
+use std::{collections::HashSet, net::Ipv4Addr, sync::Arc, time::Duration};
 
 use shoal_control::netdb::{Change, Endpoint};
-use shoal_dataplane::overlay::{Sandbox, add_remote_endpoint, remove_remote_endpoint};
+use shoal_dataplane::overlay::{
+    Sandbox, add_remote_endpoint, remote_endpoints, remove_remote_endpoint,
+};
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 use tracing::{debug, warn};
 
@@ -21,25 +27,30 @@ pub fn program_all(node_id: &str, sandbox: &Sandbox, endpoints: &[Endpoint]) {
     }
 }
 
+/// How often the sandboxes are compared with the whole network DB.
+const SYNC_EVERY: Duration = Duration::from_secs(5);
+
 /// Follows the network DB's changes until it stops. Each change is applied under the local
 /// lock, so it cannot interleave with a sandbox being created and filled from a snapshot.
 pub async fn follow(networking: Arc<NodeNetworking>, mut changes: Receiver<Change>) {
+    let mut sync = tokio::time::interval(SYNC_EVERY);
+    sync.tick().await;
     loop {
-        let change = match changes.recv().await {
-            Ok(change) => Some(change),
-            Err(RecvError::Lagged(missed)) => {
-                warn!(
-                    missed,
-                    "network DB changes missed: reprogramming every sandbox"
-                );
-                None
-            }
-            Err(RecvError::Closed) => return,
+        let change = tokio::select! {
+            received = changes.recv() => match received {
+                Ok(change) => Some(change),
+                Err(RecvError::Lagged(missed)) => {
+                    warn!(missed, "network DB changes missed: syncing every sandbox");
+                    None
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = sync.tick() => None,
         };
         let n = networking.clone();
         let applied = tokio::task::spawn_blocking(move || match change {
             Some(change) => n.apply_change(&change),
-            None => n.reprogram_all(),
+            None => n.sync_all(),
         })
         .await;
         if let Err(e) = applied {
@@ -73,13 +84,41 @@ impl NodeNetworking {
         }
     }
 
-    fn reprogram_all(&self) {
+    /// Makes every sandbox hold exactly the remote endpoints the network DB has. Skipped while
+    /// this node sees no other member: before its first exchange it knows nothing, and a node
+    /// cut off has had everything withdrawn by changes already.
+    fn sync_all(&self) {
         let Some(db) = self.db() else {
             return;
         };
+        if db.members().iter().all(|(_, _, alive)| !alive) {
+            return;
+        }
         let local = self.local();
         for (id, net) in &local.networks {
-            program_all(&self.config.node_id, &net.sandbox, &db.endpoints(id));
+            let wanted = db.endpoints(id);
+            program_all(&self.config.node_id, &net.sandbox, &wanted);
+            let wanted: HashSet<(Ipv4Addr, [u8; 6], Ipv4Addr)> = wanted
+                .iter()
+                .filter(|e| e.node_id != self.config.node_id)
+                .map(|e| (e.ip, e.mac, e.vtep))
+                .collect();
+            let present = match remote_endpoints(&net.sandbox) {
+                Ok(present) => present,
+                Err(e) => {
+                    warn!(network = %net.network.name, error = %e, "listing remote endpoints");
+                    continue;
+                }
+            };
+            for (ip, mac, vtep) in present {
+                if wanted.contains(&(ip, mac, vtep)) {
+                    continue;
+                }
+                debug!(%ip, %vtep, network = %net.network.name, "removing a stale remote endpoint");
+                if let Err(e) = remove_remote_endpoint(&net.sandbox, ip, mac, vtep) {
+                    warn!(%ip, error = %e, "removing a stale remote endpoint");
+                }
+            }
         }
     }
 }

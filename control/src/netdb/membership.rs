@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use foca::{
     AccumulatingRuntime, BroadcastHandler, Foca, Identity, Invalidates, OwnedNotification,
@@ -159,6 +159,10 @@ const EAGER_FANOUT: usize = 6;
 /// memberlist's `RetransmitMult` (libnetwork's networkdb uses the same 4).
 const RETRANSMIT_MULT: u32 = 4;
 
+/// How many probe periods an entry's owner may stay unknown to SWIM here before its entries are
+/// withdrawn (see `Table::withdraw_strangers`): detection of a new member takes a probe or two.
+const STRANGER_GRACE_PROBES: u32 = 5;
+
 /// How many times each node sends an update or entry broadcast it learned, for a cluster of
 /// `cluster_size` members (ourselves included): `4 * ceil(log10(n + 1))`, as memberlist.
 ///
@@ -272,7 +276,16 @@ pub(crate) async fn run(
                 e.drain();
             }
             _ = tick.tick() => {
-                lock(&e.shared.table).reap(cfg.tombstone_ttl);
+                let alive: std::collections::HashSet<String> = lock(&e.shared.members)
+                    .iter()
+                    .filter(|(_, alive)| **alive)
+                    .map(|(m, _)| m.node_id.clone())
+                    .collect();
+                let grace = cfg.probe_period * STRANGER_GRACE_PROBES;
+                let mut table = lock(&e.shared.table);
+                table.withdraw_strangers(&alive, Instant::now(), grace);
+                table.reap(cfg.tombstone_ttl);
+                drop(table);
                 if resync.due(tokio::time::Instant::now()) {
                     e.push_pull_random();
                 }

@@ -206,21 +206,24 @@ impl NetDb {
     /// learn about us from the seed, and SWIM alone takes minutes to introduce two members in a
     /// large cluster (until one happens to probe the other, or the next periodic push-pull).
     pub async fn join(&self, seeds: &[SocketAddr]) -> Result<(), NetDbError> {
-        let mut last = None;
-        let mut ok = false;
-        for seed in seeds {
+        // All seeds at once: one that is unreachable (a node cut off while we restarted)
+        // must not hold the others back for its whole timeout.
+        let attempts = seeds.iter().map(|seed| async move {
             match pushpull::exchange(&self.shared, *seed).await {
                 Ok(member) => {
-                    ok = true;
                     let _ = self.shared.cmd.send(Cmd::Announce(member.clone()));
                     self.wait_alive(&member).await;
+                    Ok(())
                 }
                 Err(e) => {
                     tracing::warn!(%seed, err = %e, "netdb: join through seed failed");
-                    last = Some(e);
+                    Err(e)
                 }
             }
-        }
+        });
+        let results = futures::future::join_all(attempts).await;
+        let ok = results.iter().any(Result::is_ok);
+        let last = results.into_iter().filter_map(Result::err).last();
         match (ok, last) {
             (true, _) | (false, None) => Ok(()),
             (false, Some(e)) => Err(NetDbError::Join(seeds.len(), Box::new(e))),

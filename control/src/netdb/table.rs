@@ -78,6 +78,8 @@ pub(crate) struct Table {
     foreign: HashMap<(String, String), (u64, String)>,
     /// Owners SWIM declared down: their entries are kept but hidden until they come back.
     down: HashSet<String>,
+    /// Owners with entries that SWIM has not shown alive here, and since when.
+    strangers: HashMap<String, Instant>,
     /// Records this node must (re)broadcast: local changes and owner re-assertions.
     outbox: Vec<Record>,
     events: broadcast::Sender<Change>,
@@ -92,6 +94,7 @@ impl Table {
             joined: HashSet::new(),
             foreign: HashMap::new(),
             down: HashSet::new(),
+            strangers: HashMap::new(),
             outbox: Vec::new(),
             events,
         }
@@ -279,6 +282,38 @@ impl Table {
         }
     }
 
+    /// Withdraws the entries of owners that SWIM has not shown alive here for `grace`.
+    ///
+    /// A node that (re)starts while another is already cut off learns that one's entries by
+    /// push-pull from a third node, but never hears it declared down: it was never up here, so
+    /// SWIM has nothing to notify. Without this its entries would stay forever, the stale
+    /// records of moby#53141. `grace` covers how long SWIM takes to show a live member.
+    pub(crate) fn withdraw_strangers(
+        &mut self,
+        alive: &HashSet<String>,
+        now: Instant,
+        grace: Duration,
+    ) {
+        let owners: HashSet<String> = self
+            .entries
+            .values()
+            .filter(|e| !e.rec.deleted)
+            .map(|e| e.rec.owner.clone())
+            .collect();
+        self.strangers
+            .retain(|owner, _| owners.contains(owner) && !alive.contains(owner));
+        for owner in owners {
+            if owner == self.node_id || alive.contains(&owner) || self.down.contains(&owner) {
+                continue;
+            }
+            let since = *self.strangers.entry(owner.clone()).or_insert(now);
+            if now.duration_since(since) >= grace {
+                tracing::debug!(%owner, "netdb: withdrawing entries of a node never seen alive");
+                self.withdraw_node(&owner);
+            }
+        }
+    }
+
     /// `node` is alive again: show its entries; fresher state arrives by push-pull/broadcast.
     /// Returns whether the node was withdrawn (so the caller can resync with it).
     pub(crate) fn restore_node(&mut self, node: &str) -> bool {
@@ -333,6 +368,36 @@ mod tests {
             service: "web".into(),
             aliases: vec![],
         }
+    }
+
+    #[test]
+    fn owners_never_seen_alive_are_withdrawn_after_the_grace() {
+        let (tx, mut rx) = broadcast::channel(16);
+        let mut t = Table::new("me".into(), tx);
+        t.join_network("n");
+        t.merge(Record {
+            endpoint: ep("n", "e1", "ghost"),
+            owner: "ghost".into(),
+            clock: 1,
+            deleted: false,
+        });
+        assert!(matches!(rx.try_recv(), Ok(Change::Upsert(_))));
+        let grace = Duration::from_secs(5);
+        let start = Instant::now();
+        let none = HashSet::new();
+        t.withdraw_strangers(&none, start, grace);
+        t.withdraw_strangers(&none, start + Duration::from_secs(4), grace);
+        assert_eq!(t.live("n").len(), 1, "still within the grace");
+        t.withdraw_strangers(&none, start + grace, grace);
+        assert!(t.live("n").is_empty());
+        assert!(matches!(rx.try_recv(), Ok(Change::Remove(_))));
+        // Seen alive later: back.
+        assert!(t.restore_node("ghost"));
+        assert_eq!(t.live("n").len(), 1);
+        // An owner SWIM shows alive is never a stranger.
+        let alive: HashSet<String> = ["ghost".to_string()].into();
+        t.withdraw_strangers(&alive, start + grace * 10, grace);
+        assert_eq!(t.live("n").len(), 1);
     }
 
     #[test]

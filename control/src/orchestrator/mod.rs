@@ -26,7 +26,7 @@ mod restart;
 mod update;
 
 #[cfg(test)]
-mod fixture;
+pub(crate) mod fixture;
 
 use std::collections::HashMap;
 

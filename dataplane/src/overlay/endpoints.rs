@@ -94,6 +94,60 @@ pub fn remove_remote_endpoint(
     })
 }
 
+/// The remote endpoints programmed in the sandbox, as `(ip, mac, vtep)`: the static FDB entries
+/// of `vxlan0`. The IP is the one the MAC was derived from ([`super::mac_for_ip`]), which is how
+/// every remote endpoint is programmed. Used to remove entries nothing asks for any more (left
+/// by an agent that restarted while their owner went away).
+pub fn remote_endpoints(
+    sandbox: &Sandbox,
+) -> Result<Vec<(Ipv4Addr, [u8; 6], Ipv4Addr)>, OverlayError> {
+    let netns = sandbox.path.as_path();
+    with_handle(netns, |h| async move {
+        use futures::TryStreamExt as _;
+        let vxlan = index_of(&h, VXLAN_NAME, netns).await?;
+        let mut dump = h
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Bridge)
+            .execute();
+        let mut found = Vec::new();
+        while let Some(entry) =
+            dump.try_next()
+                .await
+                .map_err(nl_err("listing fdb entries of", VXLAN_NAME, netns))?
+        {
+            if entry.header.ifindex != vxlan {
+                continue;
+            }
+            let mut mac = None;
+            let mut vtep = None;
+            for attribute in &entry.attributes {
+                match attribute {
+                    NeighbourAttribute::LinkLayerAddress(a) => {
+                        mac = <[u8; 6]>::try_from(a.as_slice()).ok();
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
+                        vtep = Some(*ip);
+                    }
+                    // In a bridge-family dump the parser cannot tell the address family.
+                    NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
+                        vtep = <[u8; 4]>::try_from(bytes.as_slice())
+                            .ok()
+                            .map(Ipv4Addr::from);
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(mac), Some(vtep)) = (mac, vtep)
+                && mac[..2] == [0x02, 0x42]
+            {
+                found.push((Ipv4Addr::new(mac[2], mac[3], mac[4], mac[5]), mac, vtep));
+            }
+        }
+        Ok(found)
+    })
+}
+
 async fn delete(
     h: &Handle,
     message: NeighbourMessage,

@@ -37,7 +37,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use endpoints::{add_remote_endpoint, remove_remote_endpoint};
+pub use endpoints::{add_remote_endpoint, remote_endpoints, remove_remote_endpoint};
 pub use error::OverlayError;
 pub use gateway::{
     DEFAULT_GATEWAY_BRIDGE, GATEWAY_MTU, GATEWAY_NFT_TABLE, GatewaySpec, attach_task_gateway,

@@ -288,7 +288,16 @@ fn two_nodes_talk_over_vxlan() {
     ));
 
     // Removing the endpoint on A: frames for B's MAC have nowhere to go (no flooding).
+    assert_eq!(
+        remote_endpoints(&sandbox_a).expect("list endpoints"),
+        vec![(ip_b, mac_for_ip(ip_b), vtep_b)]
+    );
     remove_remote_endpoint(&sandbox_a, ip_b, mac_for_ip(ip_b), vtep_b).expect("remove endpoint");
+    assert!(
+        remote_endpoints(&sandbox_a)
+            .expect("list endpoints")
+            .is_empty()
+    );
     remove_remote_endpoint(&sandbox_a, ip_b, mac_for_ip(ip_b), vtep_b).expect("remove twice");
     let fdb = in_ns(&sandbox_a.path, "bridge", &["fdb", "show", "dev", "vxlan0"]);
     // The bridge may still hold a learned (master) entry for the port; the VXLAN device's own
