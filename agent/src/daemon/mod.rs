@@ -76,6 +76,7 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
     let executor = crate::executor::Executor::open(state.path(), networking.clone())
         .context("opening the task executor")?;
     networking.remove_stale_sandboxes();
+    networking.resume_gossip();
     let tasks = Arc::new(tasks::NodeTasks {
         executor,
         networking: networking.clone(),

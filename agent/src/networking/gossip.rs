@@ -1,5 +1,9 @@
 //! Starting the network DB once the leader has sent the gossip keys (with every heartbeat
 //! answer), following key rotations, and re-joining when this node sees no live member.
+//!
+//! The last keys and peers are kept in `<state>/gossip.json` (mode 0600, like the node's TLS
+//! key next to it), so an agent restarted while every manager is down gossips again at once:
+//! otherwise the other nodes would declare it down and withdraw its tasks' endpoints.
 
 use std::{
     net::SocketAddr,
@@ -37,6 +41,8 @@ struct Inner {
     last_join: Option<Instant>,
     /// Stops the running network DB.
     stop: Option<watch::Sender<bool>>,
+    /// What `<state>/gossip.json` holds.
+    saved: Option<GossipConfig>,
 }
 
 impl GossipState {
@@ -77,6 +83,10 @@ impl NodeNetworking {
         peers.shuffle(&mut rand::rng());
         peers.truncate(JOIN_SEEDS);
         let mut state = self.gossip.lock();
+        if state.saved.as_ref() != Some(config) {
+            self.save_gossip(config);
+            state.saved = Some(config.clone());
+        }
         let Some(db) = self.db() else {
             if !state.starting {
                 state.starting = true;
@@ -104,8 +114,49 @@ impl NodeNetworking {
         }
     }
 
+    /// Starts the network DB from the settings saved by the previous agent, if any.
+    pub fn resume_gossip(self: &Arc<Self>) {
+        let path = self.saved_gossip_path();
+        let Ok(bytes) = std::fs::read(&path) else {
+            return;
+        };
+        match serde_json::from_slice::<GossipConfig>(&bytes) {
+            Ok(config) => {
+                info!("network DB resumed from the saved keys and peers");
+                self.on_gossip(&config);
+            }
+            Err(e) => warn!(file = %path.display(), error = %e, "unreadable saved gossip settings"),
+        }
+    }
+
+    fn saved_gossip_path(&self) -> std::path::PathBuf {
+        self.config.state_dir.join("gossip.json")
+    }
+
+    fn save_gossip(&self, config: &GossipConfig) {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = self.saved_gossip_path();
+        let tmp = path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&serde_json::to_vec(config)?)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(e) = write() {
+            warn!(file = %path.display(), error = %e, "saving gossip settings");
+        }
+    }
+
     /// Stops the network DB (the node leaves the swarm); a later join starts a new one.
     pub(super) fn stop_gossip(&self) {
+        let _ = std::fs::remove_file(self.saved_gossip_path());
         let mut state = self.gossip.lock();
         if let Some(stop) = state.stop.take() {
             let _ = stop.send(true);
