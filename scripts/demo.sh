@@ -150,6 +150,20 @@ for ip in $addrs; do
   node_shoal 1 exec web.1 -- curl -s --max-time 5 "http://$ip/" | grep -E 'Hostname|RemoteAddr'
 done
 
+say "shoal service create --name rr --endpoint-mode dnsrr --replicas 2 --network appnet -- shoal whoami"
+node_shoal 1 service create --name rr --endpoint-mode dnsrr --replicas 2 --network appnet -- "$SHOAL" whoami --port 80
+say "shoal exec web.1 -- cat /etc/resolv.conf   (every task asks the embedded DNS at 127.0.0.11)"
+node_shoal 1 exec web.1 -- cat /etc/resolv.conf
+say "shoal exec web.1 -- getent hosts web   (a vip service: its virtual IP)"
+node_shoal 1 exec web.1 -- getent hosts web
+say "shoal exec web.1 -- getent ahosts tasks.web   (every task of the service)"
+node_shoal 1 exec web.1 -- getent ahosts tasks.web | awk '{print $1}' | sort -u
+say "shoal exec web.1 -- dig +short rr   (a dnsrr service: its task IPs, shuffled per query)"
+node_shoal 1 exec web.1 -- dig @127.0.0.11 +short rr
+node_shoal 1 exec web.1 -- dig @127.0.0.11 +short rr
+say "shoal exec web.1 -- curl http://web.2/   (task names resolve too)"
+node_shoal 1 exec web.1 -- curl -s --max-time 5 "http://web.2/" | grep -E 'Hostname'
+
 cat <<EOT
 
 The cluster is running. Try:
@@ -157,6 +171,7 @@ The cluster is running. Try:
   $SHOAL -H unix://$(node_sock 1) node inspect --pretty node2
   $SHOAL -H unix://$(node_sock 1) node update --label-add zone=a node3
   $SHOAL -H unix://$(node_sock 1) service scale web=6
+  $SHOAL -H unix://$(node_sock 1) exec web.1 -- dig @127.0.0.11 tasks.web
   $SHOAL -H unix://$(node_sock 1) service update --update-delay 1s --args "whoami --port 81" web
   $SHOAL -H unix://$(node_sock 2) info --format json
   kill -9 \$(cat $RUN/node1/agent.pid)   # then: node ls on node2 shows a new leader

@@ -3,7 +3,8 @@
 # Idempotent: a second run checks what is there and finishes in seconds.
 #
 #   - Debian packages: iproute2, nftables, util-linux (nsenter), procps, curl, iperf3
-#     (benchmarks), tcpdump (overlay tests)
+#     (benchmarks), tcpdump (overlay tests), dnsmasq-base, unbound, dig and dnsperf (the DNS
+#     tests' upstream resolver and the DNS benchmark's peers)
 #   - the pinned nightly with rust-src, which builds the eBPF object (ebpf/toolchain.env)
 #   - bpf-linker, built against that nightly's own LLVM, under $SHOAL_TOOLCHAIN_DIR
 #   - bpffs mounted at /sys/fs/bpf
@@ -30,6 +31,10 @@ command -v pkill >/dev/null || need_pkgs+=(procps)
 command -v curl >/dev/null || need_pkgs+=(curl)
 command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
 command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
+command -v dnsmasq >/dev/null || need_pkgs+=(dnsmasq-base)
+command -v unbound >/dev/null || need_pkgs+=(unbound)
+command -v dig >/dev/null || need_pkgs+=(bind9-dnsutils)
+command -v dnsperf >/dev/null || need_pkgs+=(dnsperf)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
   apt-get update -qq

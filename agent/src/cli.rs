@@ -133,6 +133,9 @@ pub struct ServiceCreateArgs {
     /// Attach to an overlay network, by name or ID (repeatable: eth0, eth1, ... in order).
     #[arg(long = "network")]
     pub networks: Vec<String>,
+    /// vip: the service name resolves to a virtual IP per network; dnsrr: to the task IPs.
+    #[arg(long = "endpoint-mode", value_parser = ["vip", "dnsrr"], default_value = "vip")]
+    pub endpoint_mode: String,
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(short = 'e', long = "env", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
@@ -203,6 +206,9 @@ pub struct ServiceUpdateArgs {
     /// Detach from a network, by name or ID (repeatable).
     #[arg(long = "network-rm")]
     pub network_rm: Vec<String>,
+    /// vip or dnsrr (replaces every task: the VIPs they carry change).
+    #[arg(long = "endpoint-mode", value_parser = ["vip", "dnsrr"])]
+    pub endpoint_mode: Option<String>,
     #[command(flatten)]
     pub rollout: RolloutArgs,
     /// Replace every task even if nothing changed.
@@ -516,6 +522,10 @@ pub struct AgentArgs {
     /// Address of the Prometheus metrics endpoint.
     #[arg(long, default_value = "127.0.0.1:9323")]
     pub metrics_addr: SocketAddr,
+    /// DNS server the tasks' embedded DNS forwards other names to, IP or IP:PORT (repeatable;
+    /// default: the nameservers of the host's /etc/resolv.conf), as dockerd's --dns.
+    #[arg(long = "dns", value_parser = parse_dns_server)]
+    pub dns: Vec<SocketAddr>,
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log_level: String,
@@ -551,6 +561,13 @@ pub struct WhoamiArgs {
 }
 
 /// Accepts `IP` or `IP:PORT`, as `docker swarm init --advertise-addr` does.
+/// `--dns`: an IP (port 53) or IP:PORT.
+fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("invalid DNS server {s:?}: expected IP or IP:PORT"))
+}
+
 fn parse_advertise_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);

@@ -307,6 +307,7 @@ fn endpoint(r: usize, id: &str) -> Endpoint {
         mac: [2, 0, 0, 0, 0, r as u8],
         vtep: Ipv4Addr::LOCALHOST,
         service: "bench".into(),
+        vip: None,
         aliases: vec![],
     }
 }

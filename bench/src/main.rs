@@ -4,6 +4,7 @@
 //! Usage: `shoal-bench <benchmark>` (as root). See bench/README.md for what each number means.
 //!
 //! # Layout
+//! - `dns`: the embedded DNS server vs dnsmasq and unbound (dnsperf), and record propagation.
 //! - `program_cost`: per-packet cost of each eBPF program against a do-nothing floor.
 //! - `overlay_throughput`: iperf3 TCP task to task over VXLAN vs node to node on the underlay.
 //! - `raft_writes`: Raft write throughput and commit latency with 3 managers.
@@ -11,6 +12,7 @@
 //! - `service_create`: `service create --replicas 50` to all running, on 3 real nodes.
 #![allow(clippy::print_stdout, reason = "a benchmark's output is its report")]
 
+mod dns;
 mod gossip;
 mod overlay_throughput;
 mod program_cost;
@@ -21,6 +23,10 @@ mod service_create;
 use std::process::ExitCode;
 
 const BENCHMARKS: &[(&str, &str)] = &[
+    (
+        "dns",
+        "embedded DNS qps and p99 vs dnsmasq and unbound (dnsperf, task netns), record propagation",
+    ),
     (
         "gossip",
         "network DB: endpoint change -> all members, p50/max, 3/100/1,000 members on loopback",
@@ -50,6 +56,7 @@ const BENCHMARKS: &[(&str, &str)] = &[
 fn main() -> ExitCode {
     let name = std::env::args().nth(1).unwrap_or_default();
     let result = match name.as_str() {
+        "dns" => dns::run(),
         "gossip" => gossip::run(),
         "overlay-throughput" => overlay_throughput::run(),
         "program-cost" => program_cost::run(),

@@ -211,6 +211,7 @@ fn cluster(constraint: Option<&str>) -> anyhow::Result<ClusterState> {
             .into_iter()
             .collect(),
         networks: Vec::new(),
+        endpoint_mode: Default::default(),
         restart: RestartPolicy {
             condition: RestartCondition::Any,
             delay_ms: 0,
@@ -228,6 +229,7 @@ fn cluster(constraint: Option<&str>) -> anyhow::Result<ClusterState> {
         version: 1,
         previous_spec: None,
         update_status: None,
+        virtual_ips: Vec::new(),
         created_at_ms: 1_000_000,
         updated_at_ms: 1_000_000,
     };

@@ -1,6 +1,11 @@
-//! Address and identifier allocation on the leader: overlay subnets from the cluster's
-//! address pools, gateways, VNIs, and task addresses. Pure functions of the cluster state, so every decision is
-//! made once, by the leader, and then replicated.
+//! Address and identifier allocation: overlay subnets from the cluster's address pools,
+//! gateways, VNIs, task addresses and service VIPs. Pure functions of the cluster state, so
+//! every decision is made once (by the leader, or in the replicated apply) and then replicated.
+//!
+//! Task addresses are taken from the bottom of a subnet and VIPs from the top: a VIP is
+//! allocated in the apply of a service change while the leader may be addressing a batch of
+//! tasks from an older state, and the two only meet when the subnet is nearly full (the apply
+//! of `PutTasks` catches that case).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -10,7 +15,7 @@ use std::{
 use ipnet::Ipv4Net;
 
 use crate::cluster::{
-    ClusterState, NetworkAttachment, Task,
+    ClusterState, EndpointMode, NetworkAttachment, Service, Task, VirtualIp,
     network::{FIRST_USER_VNI, MAX_VNI},
 };
 
@@ -146,6 +151,10 @@ pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, A
             }
         }
     }
+    for (network_id, vip) in service_vips(state) {
+        held.entry(network_id).or_default().insert(vip);
+        live.entry(network_id).or_default().insert(vip);
+    }
     let mut batch: HashMap<String, HashSet<Ipv4Addr>> = HashMap::new();
     let mut failed = Vec::new();
     for task in tasks.iter_mut() {
@@ -179,9 +188,16 @@ pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, A
                 ));
                 break;
             };
+            let vip = state.services.get(&task.service_id).and_then(|s| {
+                s.virtual_ips
+                    .iter()
+                    .find(|v| v.network_id == *id)
+                    .map(|v| v.addr.addr())
+            });
             attachments.push(NetworkAttachment {
                 network: network.clone(),
                 addr: Ipv4Net::new(ip, network.subnet.prefix_len()).unwrap_or(network.subnet),
+                vip,
             });
         }
         if attachments.len() == task.spec.networks.len() {
@@ -195,6 +211,63 @@ pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, A
         }
     }
     failed
+}
+
+/// Every service's VIPs, as (network ID, address).
+fn service_vips(state: &ClusterState) -> impl Iterator<Item = (&str, Ipv4Addr)> {
+    state.services.values().flat_map(|s| {
+        s.virtual_ips
+            .iter()
+            .map(|v| (v.network_id.as_str(), v.addr.addr()))
+    })
+}
+
+/// Gives `service` one VIP per network of its spec in vip mode (none in dnsrr mode): VIPs on
+/// networks it keeps stay as they are, new networks get the highest free address. Free means
+/// not the gateway, not another service's VIP, and not held by any stored task.
+pub fn assign_vips(state: &ClusterState, service: &mut Service) -> Result<(), AllocError> {
+    if service.spec.endpoint_mode == EndpointMode::Dnsrr {
+        service.virtual_ips.clear();
+        return Ok(());
+    }
+    let mut vips = Vec::with_capacity(service.spec.networks.len());
+    for id in &service.spec.networks {
+        if let Some(kept) = service.virtual_ips.iter().find(|v| v.network_id == *id) {
+            vips.push(kept.clone());
+            continue;
+        }
+        let network = state
+            .networks
+            .get(id)
+            .ok_or_else(|| AllocError::NetworkGone(id.clone()))?;
+        let mut taken: HashSet<Ipv4Addr> = service_vips(state)
+            .filter(|(n, _)| *n == id.as_str())
+            .map(|(_, ip)| ip)
+            .collect();
+        taken.extend(
+            state
+                .tasks
+                .values()
+                .flat_map(|t| &t.networks)
+                .filter(|a| a.network.id == *id)
+                .map(|a| a.addr.addr()),
+        );
+        let ip = network
+            .subnet
+            .hosts()
+            .rev()
+            .find(|ip| *ip != network.gateway && !taken.contains(ip))
+            .ok_or_else(|| AllocError::AddressesExhausted {
+                network: network.name.clone(),
+                subnet: network.subnet,
+            })?;
+        vips.push(VirtualIp {
+            network_id: id.clone(),
+            addr: Ipv4Net::new(ip, network.subnet.prefix_len()).unwrap_or(network.subnet),
+        });
+    }
+    service.virtual_ips = vips;
+    Ok(())
 }
 
 fn overlapping(state: &ClusterState, net: Ipv4Net) -> Option<(String, Ipv4Net)> {
@@ -344,6 +417,84 @@ mod tests {
         assert_eq!(
             address_tasks(&state, &mut gone)[0].1,
             AllocError::NetworkGone("zzz".into())
+        );
+    }
+
+    fn service_on(id: &str, networks: &[&str], mode: EndpointMode) -> Service {
+        let mut spec = crate::orchestrator::fixture::replicated(id, 1);
+        spec.networks = networks.iter().map(|n| n.to_string()).collect();
+        spec.endpoint_mode = mode;
+        Service {
+            id: id.to_string(),
+            spec,
+            version: 1,
+            previous_spec: None,
+            update_status: None,
+            virtual_ips: Vec::new(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    fn vips(service: &Service) -> Vec<String> {
+        service
+            .virtual_ips
+            .iter()
+            .map(|v| format!("{}={}", v.network_id, v.addr))
+            .collect()
+    }
+
+    #[test]
+    fn vips_come_from_the_top_are_kept_and_tasks_avoid_them() {
+        let mut state = ClusterState::default();
+        with_network(&mut state, "a", "10.1.0.0/29", 4097);
+        with_network(&mut state, "b", "10.2.0.0/24", 4098);
+        let mut web = service_on("web", &["a", "b"], EndpointMode::Vip);
+        assign_vips(&state, &mut web).unwrap();
+        assert_eq!(vips(&web), ["a=10.1.0.6/29", "b=10.2.0.254/24"]);
+        state.services.insert(web.id.clone(), web.clone());
+        // Another service gets the next one down; a dnsrr service gets none.
+        let mut api = service_on("api", &["a"], EndpointMode::Vip);
+        assign_vips(&state, &mut api).unwrap();
+        assert_eq!(vips(&api), ["a=10.1.0.5/29"]);
+        state.services.insert(api.id.clone(), api);
+        let mut rr = service_on("rr", &["a"], EndpointMode::Dnsrr);
+        assign_vips(&state, &mut rr).unwrap();
+        assert!(rr.virtual_ips.is_empty());
+        // A service keeps its VIPs on the networks it keeps, even when it is re-assigned.
+        web.spec.networks = vec!["b".into()];
+        assign_vips(&state, &mut web).unwrap();
+        assert_eq!(vips(&web), ["b=10.2.0.254/24"]);
+        // Tasks skip VIPs and carry their service's.
+        let mut batch: Vec<Task> = (1..=4)
+            .map(|i| {
+                let mut t = task_on(&format!("t{i}"), &["a"], TaskState::New);
+                t.service_id = "web".into();
+                t
+            })
+            .collect();
+        let failed = address_tasks(&state, &mut batch);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        let got: Vec<Vec<String>> = batch.iter().map(ips).collect();
+        assert_eq!(
+            got[..3],
+            [["10.1.0.2/29"], ["10.1.0.3/29"], ["10.1.0.4/29"]]
+        );
+        assert!(batch[3].networks.is_empty(), "the subnet is full of VIPs");
+        assert_eq!(
+            batch[0].networks[0].vip,
+            Some("10.1.0.6".parse().unwrap()),
+            "a task carries its service's VIP"
+        );
+        // A full subnet gives a clear error for a VIP too.
+        for t in batch.into_iter().take(3) {
+            state.tasks.insert(t.id.clone(), t);
+        }
+        let mut late = service_on("late", &["a"], EndpointMode::Vip);
+        let err = assign_vips(&state, &mut late).unwrap_err();
+        assert!(
+            err.to_string().contains("no IP address left on network a"),
+            "{err}"
         );
     }
 

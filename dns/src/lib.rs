@@ -5,6 +5,24 @@
 //! # Layout
 //! - [`resolv_conf`]: reading the host's resolv.conf (upstream servers, search, options) and
 //!   writing the one each task gets.
+//! - `records`: the per-network name index built from endpoints, its lookups (scope order,
+//!   network suffix, owned names, PTR), and [`RecordsView`], the snapshot the agent swaps.
+//! - `answer`: one received message -> drop, immediate response, or forward; and the encoding
+//!   of every response (size limit, TC).
+//! - `forward`: asking the upstream resolvers (UDP, TCP on truncation, one time budget).
+//! - `transport`: each task's UDP and TCP loops and their bounds.
+//! - `server`: [`DnsServer`] (node-wide), [`ServerConfig`], and [`TaskDns`] (one task served).
+//! - `stats`: [`DnsCounters`].
 #![forbid(unsafe_code)]
 
+mod answer;
+mod forward;
+mod records;
 pub mod resolv_conf;
+mod server;
+mod stats;
+mod transport;
+
+pub use records::{EndpointRecord, NetworkInfo, Records, RecordsView};
+pub use server::{DnsServer, ServerConfig, TaskDns};
+pub use stats::DnsCounters;

@@ -9,7 +9,9 @@
 mod cli_errors;
 mod cluster_basics;
 mod dataplane_programs;
+mod dns;
 mod networks;
 mod overlay;
 mod services;
+mod support;
 mod swarm_core;

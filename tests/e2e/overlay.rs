@@ -6,8 +6,7 @@
 
 use std::{
     collections::BTreeSet,
-    net::{Ipv4Addr, SocketAddr},
-    path::PathBuf,
+    net::SocketAddr,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -15,26 +14,13 @@ use std::{
 use shoal_tests::{
     Cluster, Cut,
     agent::shoal_bin,
-    task_net::{http_from, http_get, sandbox_netns, task_netns, tcp_connect, udp_echo_from},
+    task_net::{http_from, http_get, tcp_connect, udp_echo_from},
     wait_until,
 };
 
+use crate::support::{Placed, fdb, mac_of, metric, network_id, ok, running, stderr};
+
 const PORT: u16 = 8080;
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).trim().to_string()
-}
-
-fn ok(cluster: &Cluster, i: usize, args: &[&str]) -> String {
-    let out = cluster.nodes[i].cli(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}\n{}",
-        stderr(&out),
-        cluster.nodes[i].log_tail()
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 fn create_service(cluster: &Cluster, name: &str, replicas: &str, network: &str) {
     let bin = shoal_bin().display().to_string();
@@ -61,82 +47,6 @@ fn create_service(cluster: &Cluster, name: &str, replicas: &str, network: &str) 
     );
 }
 
-/// A running task: the node it runs on, its ID and its address on its first network.
-#[derive(Clone, Debug)]
-struct Placed {
-    node: usize,
-    id: String,
-    ip: Ipv4Addr,
-}
-
-impl Placed {
-    fn netns(&self, cluster: &Cluster) -> PathBuf {
-        task_netns(&cluster.nodes[self.node].state_dir(), &self.id)
-    }
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::new(self.ip.into(), PORT)
-    }
-}
-
-/// The service's running tasks, once `count` of them run, each with an address.
-fn running(cluster: &Cluster, service: &str, count: usize) -> Vec<Placed> {
-    wait_until(
-        Duration::from_secs(20),
-        &format!("{count} running tasks of {service}"),
-        || {
-            let out = ok(cluster, 0, &["service", "ps", "--format", "json", service]);
-            let tasks: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
-            let placed: Vec<Placed> = tasks
-                .iter()
-                .filter(|t| t["state"] == "running" && t["desired_state"] == "running")
-                .map(|t| {
-                    let host = t["node_hostname"].as_str().unwrap();
-                    let addr = t["networks"][0]["addr"].as_str().unwrap();
-                    Placed {
-                        node: cluster.nodes.iter().position(|n| n.name == host).unwrap(),
-                        id: t["id"].as_str().unwrap().to_string(),
-                        ip: addr.split('/').next().unwrap().parse().unwrap(),
-                    }
-                })
-                .collect();
-            if placed.len() == count {
-                Ok(placed)
-            } else {
-                Err(format!("{tasks:?}"))
-            }
-        },
-    )
-}
-
-fn network_id(cluster: &Cluster, name: &str) -> String {
-    let out = ok(cluster, 0, &["network", "inspect", name]);
-    let all: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
-    all[0]["Id"].as_str().unwrap().to_string()
-}
-
-/// `MAC -> VTEP` of the static FDB entries on node `i`'s sandbox of `network_id`.
-fn fdb(cluster: &Cluster, i: usize, network_id: &str) -> BTreeSet<(String, String)> {
-    let sandbox = sandbox_netns(&cluster.nodes[i].state_dir(), network_id);
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", sandbox.display()))
-        .args(["--", "bridge", "fdb", "show", "dev", "vxlan0"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let words: Vec<&str> = l.split_whitespace().collect();
-            let dst = words.iter().position(|w| *w == "dst")?;
-            Some((words[0].to_string(), words.get(dst + 1)?.to_string()))
-        })
-        .collect()
-}
-
-fn mac_of(ip: Ipv4Addr) -> String {
-    let [a, b, c, d] = ip.octets();
-    format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
-}
-
 /// What node `observer` should have in its FDB: every running task on another node, if it
 /// runs a task on the network itself (else it has no sandbox at all).
 fn expected_fdb(
@@ -152,15 +62,6 @@ fn expected_fdb(
         .filter(|t| t.node != observer)
         .map(|t| (mac_of(t.ip), cluster.nodes[t.node].address.to_string()))
         .collect()
-}
-
-/// A value from node `i`'s /metrics (0 when absent).
-fn metric(cluster: &Cluster, i: usize, series: &str) -> u64 {
-    let out = cluster.exec(i, "curl", &["-sf", "http://127.0.0.1:9323/metrics"]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Sends raw datagrams from the outside client's namespace.
@@ -210,14 +111,14 @@ fn tasks_talk_over_vxlan_networks_are_isolated_and_egress_is_masqueraded() {
             let body = wait_until(
                 Duration::from_secs(10),
                 &format!("TCP {} -> {}", from.ip, to.ip),
-                || http_from(&from.netns(&cluster), to.addr()).map_err(|e| e.to_string()),
+                || http_from(&from.netns(&cluster), to.addr(PORT)).map_err(|e| e.to_string()),
             );
             assert!(body.contains(&format!("Hostname: {}", to.id)), "{body}");
             assert!(
                 body.contains(&format!("RemoteAddr: {}:", from.ip)),
                 "{body}"
             );
-            let echo = udp_echo_from(&from.netns(&cluster), to.addr(), "ping").unwrap();
+            let echo = udp_echo_from(&from.netns(&cluster), to.addr(PORT), "ping").unwrap();
             assert!(echo.contains("Echo: ping"), "{echo}");
             assert!(
                 echo.contains(&format!("RemoteAddr: {}:", from.ip)),
@@ -260,7 +161,7 @@ fn tasks_talk_over_vxlan_networks_are_isolated_and_egress_is_masqueraded() {
     let to_b = format!("{}.4789", cluster.nodes[b.node].address);
     let mut capture = Some(capture);
     let seen = wait_until(Duration::from_secs(10), "a VXLAN capture", || {
-        let _ = udp_echo_from(&a.netns(&cluster), b.addr(), "on the wire");
+        let _ = udp_echo_from(&a.netns(&cluster), b.addr(PORT), "on the wire");
         let child = capture.as_mut().unwrap();
         match child.try_wait().unwrap() {
             Some(_) => Ok(capture.take().unwrap().wait_with_output().unwrap()),
@@ -279,7 +180,7 @@ fn tasks_talk_over_vxlan_networks_are_isolated_and_egress_is_masqueraded() {
     let other = running(&cluster, "other", 1).remove(0);
     for t in &web {
         assert!(
-            http_from(&other.netns(&cluster), t.addr()).is_err(),
+            http_from(&other.netns(&cluster), t.addr(PORT)).is_err(),
             "beta reached alpha's {}",
             t.ip
         );
@@ -347,7 +248,7 @@ fn tasks_talk_over_vxlan_networks_are_isolated_and_egress_is_masqueraded() {
         .unwrap();
     for from in &web {
         wait_until(Duration::from_secs(10), "TCP to the new task", || {
-            http_from(&from.netns(&cluster), newest.addr()).map_err(|e| e.to_string())
+            http_from(&from.netns(&cluster), newest.addr(PORT)).map_err(|e| e.to_string())
         });
     }
     let after: Vec<u64> = (0..3).map(undecryptable).collect();
@@ -377,7 +278,7 @@ fn tasks_talk_over_vxlan_networks_are_isolated_and_egress_is_masqueraded() {
         }
     });
     cluster.nodes[0].info();
-    http_from(&web[1].netns(&cluster), web[0].addr()).expect("the overlay still works");
+    http_from(&web[1].netns(&cluster), web[0].addr(PORT)).expect("the overlay still works");
 
     // --- bad network references: one line, nothing created
     let bin = shoal_bin().display().to_string();
@@ -431,7 +332,7 @@ fn cut_nodes_are_withdrawn_and_restored_flows_survive_restarts_and_rm_cleans_up(
 
     // --- an established connection survives SIGKILL + restart of both ends' agents
     let mut stream = wait_until(Duration::from_secs(10), "TCP 1 -> 2", || {
-        let mut s = tcp_connect(&t1.netns(&cluster), t2.addr()).map_err(|e| e.to_string())?;
+        let mut s = tcp_connect(&t1.netns(&cluster), t2.addr(PORT)).map_err(|e| e.to_string())?;
         http_get(&mut s, "/first").map_err(|e| e.to_string())?;
         Ok(s)
     });
@@ -445,7 +346,7 @@ fn cut_nodes_are_withdrawn_and_restored_flows_survive_restarts_and_rm_cleans_up(
 
     // --- the data path needs no manager: with the only manager's agent dead, tasks still talk
     cluster.nodes[0].kill();
-    let body = http_from(&t1.netns(&cluster), t2.addr()).expect("overlay without managers");
+    let body = http_from(&t1.netns(&cluster), t2.addr(PORT)).expect("overlay without managers");
     assert!(body.contains(&format!("Hostname: {}", t2.id)), "{body}");
     // ... and an agent restarted meanwhile gossips again from its saved keys and peers.
     cluster.nodes[2].kill();
@@ -460,7 +361,7 @@ fn cut_nodes_are_withdrawn_and_restored_flows_survive_restarts_and_rm_cleans_up(
             .unwrap_or(0);
         if sent > 0 { Ok(()) } else { Err(text) }
     });
-    let body = http_from(&t1.netns(&cluster), t2.addr()).expect("overlay after the restart");
+    let body = http_from(&t1.netns(&cluster), t2.addr(PORT)).expect("overlay after the restart");
     assert!(body.contains(&format!("Hostname: {}", t2.id)), "{body}");
     cluster.nodes[0].start();
 

@@ -60,6 +60,8 @@ pub struct Agent {
     netns_path: String,
     /// This node's work dir: `state/`, `shoal.sock`, `agent.log`.
     dir: PathBuf,
+    /// More `shoal agent` flags, for the next start (e.g. `--dns`).
+    pub extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -72,6 +74,7 @@ impl Agent {
             address,
             netns_path: netns_path.to_string(),
             dir,
+            extra_args: Vec::new(),
             child: None,
         }
     }
@@ -112,6 +115,7 @@ impl Agent {
             .args(["--hostname", &self.name])
             .args(["--advertise-addr", &self.address.to_string()])
             .args(["--log-level", "debug"])
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

@@ -106,6 +106,7 @@ async fn create(channel: Channel, args: ServiceCreateArgs) -> anyhow::Result<()>
         replicas: args.replicas.unwrap_or(1),
         constraints: args.constraints,
         networks: args.networks,
+        endpoint_mode: args.endpoint_mode,
         ..Default::default()
     };
     if spec.mode == "global" {
@@ -164,6 +165,9 @@ async fn update_command(channel: Channel, args: ServiceUpdateArgs) -> anyhow::Re
         spec.networks.retain(|n| !ids.contains(n));
     }
     spec.networks.extend(args.network_add.iter().cloned());
+    if let Some(mode) = &args.endpoint_mode {
+        spec.endpoint_mode = mode.clone();
+    }
     apply_rollout(&mut spec, &args.rollout)?;
     if args.force {
         spec.force_update += 1;
@@ -544,7 +548,13 @@ fn docker_shape(service: &ServiceInfo) -> serde_json::Value {
             "Mode": mode,
             "UpdateConfig": update(&spec.update),
             "RollbackConfig": update(&spec.rollback),
-            "EndpointSpec": { "Mode": "vip" },
+            "EndpointSpec": { "Mode": endpoint_mode(&spec) },
+        },
+        "Endpoint": {
+            "Spec": { "Mode": endpoint_mode(&spec) },
+            "VirtualIPs": service.virtual_ips.iter().map(|v| serde_json::json!({
+                "NetworkID": v.network_id, "Addr": v.addr,
+            })).collect::<Vec<_>>(),
         },
         "UpdateStatus": if service.update_state.is_empty() {
             serde_json::Value::Null
@@ -616,8 +626,19 @@ fn pretty(service: &ServiceInfo) -> String {
             );
         }
     }
-    let _ = writeln!(out, "Endpoint Mode:\tvip");
+    let _ = writeln!(out, "Endpoint Mode:\t{}", endpoint_mode(&spec));
+    for vip in &service.virtual_ips {
+        let _ = writeln!(out, " VirtualIP:\t{} on {}", vip.addr, vip.network_id);
+    }
     out
+}
+
+fn endpoint_mode(spec: &ServiceSpec) -> &str {
+    if spec.endpoint_mode.is_empty() {
+        "vip"
+    } else {
+        &spec.endpoint_mode
+    }
 }
 
 fn human_ms(ms: u64) -> String {

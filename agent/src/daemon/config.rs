@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context as _, bail};
 use nix::ifaddrs::getifaddrs;
+use shoal_dns::resolv_conf::ResolvConf;
 
 use crate::cli::AgentArgs;
 
@@ -19,7 +20,14 @@ pub struct Config {
     pub gossip_port: u16,
     /// The interface holding the data-path address: where the underlay XDP program goes.
     pub underlay_interface: Option<String>,
+    /// Where the embedded DNS forwards names that are not the cluster's.
+    pub dns_upstreams: Vec<SocketAddr>,
+    /// Each task's /etc/resolv.conf: the embedded server, with the host's search and options.
+    pub task_resolv_conf: String,
 }
+
+/// The host's resolver configuration, read once at start as Docker does.
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 
 impl Config {
     pub fn resolve(args: &AgentArgs) -> anyhow::Result<Self> {
@@ -59,7 +67,21 @@ impl Config {
             ),
             None => None,
         };
+        let host_resolv = match std::fs::read_to_string(HOST_RESOLV_CONF) {
+            Ok(text) => ResolvConf::parse(&text),
+            Err(e) => {
+                tracing::warn!(path = HOST_RESOLV_CONF, error = %e, "no host resolver configuration");
+                ResolvConf::default()
+            }
+        };
+        let dns_upstreams = if args.dns.is_empty() {
+            host_resolv.nameservers.clone()
+        } else {
+            args.dns.clone()
+        };
         Ok(Config {
+            dns_upstreams,
+            task_resolv_conf: host_resolv.for_task(),
             hostname,
             listen_addr: args.listen_addr,
             advertise_addr,

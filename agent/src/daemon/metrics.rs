@@ -70,6 +70,7 @@ async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
         nodes: swarm.nodes,
         gossip: sources.networking.gossip_stats().unwrap_or_default(),
         gossip_keys: sources.networking.gossip_key_count() as i64,
+        dns: sources.networking.dns_counters(),
     };
     let mut registry = Registry::default();
     registry.register_collector(Box::new(snapshot));
@@ -96,6 +97,7 @@ struct Snapshot {
     nodes: u32,
     gossip: NetDbStats,
     gossip_keys: i64,
+    dns: shoal_dns::DnsCounters,
 }
 
 impl Collector for Snapshot {
@@ -156,6 +158,36 @@ impl Collector for Snapshot {
             ("malformed", g.dropped_malformed),
         ] {
             ConstCounter::new(value).encode(dropped.encode_family(&vec![("reason", reason)])?)?;
+        }
+        let d = &self.dns;
+        let mut queries = encoder.encode_descriptor(
+            "shoal_dns_queries",
+            "Queries to the embedded DNS servers of this node's tasks, by transport.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (transport, value) in [("udp", d.queries_udp), ("tcp", d.queries_tcp)] {
+            ConstCounter::new(value)
+                .encode(queries.encode_family(&vec![("transport", transport)])?)?;
+        }
+        let mut outcomes = encoder.encode_descriptor(
+            "shoal_dns_responses",
+            "Embedded DNS outcomes: answered from the cluster's records, NXDOMAIN, forwarded, \
+             SERVFAIL after upstream failure, refused, malformed input, truncated over UDP.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (outcome, value) in [
+            ("local", d.answered_local),
+            ("nxdomain", d.nxdomain),
+            ("forwarded", d.forwarded),
+            ("upstream_failure", d.upstream_failures),
+            ("refused", d.refused),
+            ("malformed", d.malformed),
+            ("truncated", d.truncated),
+        ] {
+            ConstCounter::new(value)
+                .encode(outcomes.encode_family(&vec![("outcome", outcome)])?)?;
         }
         for (name, help, value) in [
             (

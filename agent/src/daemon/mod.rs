@@ -67,6 +67,8 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
             _ => None,
         },
         data_path_port: config.data_path_port,
+        dns_upstreams: config.dns_upstreams.clone(),
+        task_resolv_conf: config.task_resolv_conf.clone(),
         gossip_addr: config
             .advertise_addr
             .map(|a| SocketAddr::new(a.ip(), config.gossip_port)),

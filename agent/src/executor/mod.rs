@@ -62,6 +62,11 @@ pub trait TaskNetwork: Send + Sync {
     fn attach(&self, task: &Task, netns: &Path) -> Result<(), String>;
     /// Called once the task's process has exited for good, before its namespace is deleted.
     fn detach(&self, task: &Task, netns: &Path);
+    /// What the task's /etc/resolv.conf says (a private bind mount in its mount namespace);
+    /// `None` leaves the host's file in view.
+    fn resolv_conf(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Runs this node's tasks. One per state dir (the agent's state-dir lock guarantees it).

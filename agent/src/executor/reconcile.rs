@@ -133,7 +133,10 @@ fn start(inner: &Inner, state: &mut State, task: &Task) {
     };
     let netns = inner.task_netns(id);
     let result = connect(inner, task, &netns)
-        .and_then(|()| spawn::spawn(task, &dir, &netns, &inner.netns_dir))
+        .and_then(|()| {
+            let resolv_conf = inner.network.resolv_conf();
+            spawn::spawn(task, &dir, &netns, &inner.netns_dir, resolv_conf.as_deref())
+        })
         .and_then(|process| match dir.write_pid(process) {
             Ok(()) => Ok(process),
             Err(e) => {

@@ -83,10 +83,35 @@ struct PreparedMount {
     readonly_flags: Option<libc::c_ulong>,
 }
 
-/// Checks the service's mounts and turns them into C strings and flags.
-fn prepare_mounts(task: &Task) -> Result<Vec<PreparedMount>, String> {
-    task.spec
-        .mounts
+/// Where a task's resolver configuration is, in its view and the host's.
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// The mounts of a task: its resolv.conf first (so a service's own mount of /etc/resolv.conf
+/// still wins), then the service's. The host having no /etc/resolv.conf (or a dangling link)
+/// leaves nothing to mount over: the task then resolves as the host does.
+fn task_mounts(
+    task: &Task,
+    dir: &TaskDir,
+    resolv_conf: Option<&str>,
+) -> Result<Vec<BindMount>, String> {
+    let mut mounts = Vec::with_capacity(task.spec.mounts.len() + 1);
+    if let Some(text) = resolv_conf
+        && Path::new(RESOLV_CONF).exists()
+    {
+        let source = dir.write_resolv_conf(text).map_err(|e| e.to_string())?;
+        mounts.push(BindMount {
+            source: source.to_string_lossy().into_owned(),
+            target: RESOLV_CONF.to_owned(),
+            readonly: false,
+        });
+    }
+    mounts.extend(task.spec.mounts.iter().cloned());
+    Ok(mounts)
+}
+
+/// Checks the mounts and turns them into C strings and flags.
+fn prepare_mounts(mounts: &[BindMount]) -> Result<Vec<PreparedMount>, String> {
+    mounts
         .iter()
         .map(|m| {
             for (what, path) in [("source", &m.source), ("target", &m.target)] {
@@ -254,6 +279,7 @@ pub fn spawn(
     dir: &TaskDir,
     netns: &Path,
     netns_dir: &Path,
+    resolv_conf: Option<&str>,
 ) -> Result<ProcessIdentity, String> {
     let Some(argv0) = task.spec.command.first() else {
         return Err("the service has no command".to_owned());
@@ -267,7 +293,8 @@ pub fn spawn(
     let Some(program) = find_executable(argv0, path) else {
         return Err(format!("executable {argv0:?} not found"));
     };
-    let mounts = prepare_mounts(task)?;
+    let bind_mounts = task_mounts(task, dir, resolv_conf)?;
+    let mounts = prepare_mounts(&bind_mounts)?;
     let hostname = c_string(OsStr::new(hostname(&task.id)), "hostname")?;
     let netns_dir = c_string(netns_dir.as_os_str(), "netns directory")?;
     // CLOEXEC: used by setns() before the exec, never inherited by the task.
@@ -314,7 +341,7 @@ pub fn spawn(
         Err(e) => {
             let mut step = [0u8; 4];
             let context = match File::from(step_read).read_exact(&mut step) {
-                Ok(()) => describe_step(u32::from_ne_bytes(step), &task.spec.mounts),
+                Ok(()) => describe_step(u32::from_ne_bytes(step), &bind_mounts),
                 // No step reported: the setup succeeded and exec itself failed.
                 Err(_) => format!("executing {}", program.display()),
             };

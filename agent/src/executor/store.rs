@@ -13,7 +13,7 @@
 use std::{
     fs::{self, DirBuilder, File, OpenOptions},
     io::{self, Write as _},
-    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _},
+    os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
 };
 
@@ -26,6 +26,7 @@ const STATUS: &str = "status.json";
 const PID: &str = "pid";
 const STDOUT: &str = "stdout.log";
 const STDERR: &str = "stderr.log";
+const RESOLV_CONF: &str = "resolv.conf";
 
 /// The task ID names a directory, so it must not be able to walk out of `tasks/`.
 pub fn validate_task_id(id: &str) -> Result<(), ExecutorError> {
@@ -144,6 +145,20 @@ impl TaskDir {
 
     pub fn write_pid(&self, process: ProcessIdentity) -> Result<(), ExecutorError> {
         self.write_atomic(PID, process.to_line().as_bytes())
+    }
+
+    /// Writes the resolv.conf the task sees (bind-mounted over /etc/resolv.conf in its mount
+    /// namespace) and returns its path. World-readable: any user in the task resolves names.
+    pub fn write_resolv_conf(&self, text: &str) -> Result<PathBuf, ExecutorError> {
+        self.write_atomic(RESOLV_CONF, text.as_bytes())?;
+        let path = self.path.join(RESOLV_CONF);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).map_err(|source| {
+            ExecutorError::Write {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        Ok(path)
     }
 
     /// The log files, opened for appending: a task started again after a failure to record its

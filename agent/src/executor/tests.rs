@@ -156,6 +156,7 @@ fn task(id: &str, command: &[&str]) -> Task {
             mode: ServiceMode::Replicated { replicas: 1 },
             constraints: vec![],
             networks: vec![],
+            endpoint_mode: Default::default(),
             restart: RestartPolicy {
                 condition: RestartCondition::Any,
                 delay_ms: 0,

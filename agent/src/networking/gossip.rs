@@ -213,6 +213,9 @@ async fn start(
     }
     networking.gossip.lock().stop = Some(stop_tx);
     tokio::spawn(remote::follow(networking.clone(), changes));
+    tokio::spawn(super::dns::follow(networking.clone(), db.subscribe()));
+    let n = networking.clone();
+    let _ = tokio::task::spawn_blocking(move || n.refresh_dns()).await;
     info!(%bind, peers = peers.len(), "network DB started");
     if !peers.is_empty() {
         networking.gossip.lock().last_join = Some(Instant::now());

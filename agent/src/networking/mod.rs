@@ -12,7 +12,9 @@
 //! - `gossip`: starting the network DB from the keys and peers the leader sends, key rotation.
 //! - `remote`: following the network DB into FDB and neighbour entries in the sandboxes.
 //! - `egress`: the gateway bridge and each task's address on it.
+//! - `dns`: the embedded DNS server in each task, and its records.
 
+mod dns;
 mod egress;
 mod gossip;
 mod remote;
@@ -52,6 +54,10 @@ pub struct NetworkingConfig {
     pub data_path_port: u16,
     /// UDP and TCP address of the network DB.
     pub gossip_addr: Option<SocketAddr>,
+    /// Where the embedded DNS forwards names that are not the cluster's.
+    pub dns_upstreams: Vec<SocketAddr>,
+    /// What each task's /etc/resolv.conf says.
+    pub task_resolv_conf: String,
 }
 
 /// Overlay networking on this node. Cheap to share.
@@ -59,6 +65,7 @@ pub struct NodeNetworking {
     config: NetworkingConfig,
     local: Mutex<Local>,
     egress: egress::Egress,
+    dns: dns::EmbeddedDns,
     /// Set while the network DB runs (from the first gossip keys the leader sends until the
     /// node leaves the swarm).
     netdb: RwLock<Option<Arc<NetDb>>>,
@@ -88,6 +95,10 @@ impl NodeNetworking {
     pub fn new(config: NetworkingConfig) -> Arc<NodeNetworking> {
         Arc::new(NodeNetworking {
             egress: egress::Egress::new(&config.state_dir, &config.node_netns),
+            dns: dns::EmbeddedDns::new(
+                config.dns_upstreams.clone(),
+                config.task_resolv_conf.clone(),
+            ),
             config,
             local: Mutex::default(),
             netdb: RwLock::new(None),
@@ -128,6 +139,11 @@ impl NodeNetworking {
             .collect();
         endpoints.sort_by_key(|(e, _)| e.ip);
         endpoints
+    }
+
+    /// The embedded DNS servers' counters (all tasks of this node).
+    pub fn dns_counters(&self) -> shoal_dns::DnsCounters {
+        self.dns.counters()
     }
 
     /// The network DB's packet counters, while it runs.
@@ -269,7 +285,8 @@ impl TaskNetwork for NodeNetworking {
                 mac: mac_for_ip(ip),
                 vtep: sandbox.spec.local_vtep,
                 service: task.spec.name.clone(),
-                aliases: vec![task.name()],
+                vip: attachment.vip,
+                aliases: task.dns_names(),
             };
             if let Some(db) = self.db() {
                 db.put_endpoint(endpoint.clone());
@@ -281,15 +298,20 @@ impl TaskNetwork for NodeNetworking {
         drop(local);
         // Like Docker: egress through the gateway bridge unless every network is internal
         // (a task on no network at all still reaches the outside world).
-        if task.networks.iter().all(|a| a.network.internal) && !task.networks.is_empty() {
-            return Ok(());
+        let internal_only =
+            task.networks.iter().all(|a| a.network.internal) && !task.networks.is_empty();
+        if !internal_only {
+            self.egress
+                .attach(task, netns, task.networks.len())
+                .map_err(|e| format!("gateway bridge: {e}"))?;
         }
-        self.egress
-            .attach(task, netns, task.networks.len())
-            .map_err(|e| format!("gateway bridge: {e}"))
+        self.refresh_dns();
+        let _runtime = self.runtime.enter();
+        self.dns.serve(task, netns)
     }
 
     fn detach(&self, task: &Task, _netns: &Path) {
+        self.dns.stop(&task.id);
         self.egress.detach(task);
         let mut local = self.local();
         for (index, attachment) in task.networks.iter().enumerate() {
@@ -307,6 +329,12 @@ impl TaskNetwork for NodeNetworking {
             }
             self.release_network(&mut local, network_id, &task.id);
         }
+        drop(local);
+        self.refresh_dns();
+    }
+
+    fn resolv_conf(&self) -> Option<String> {
+        Some(self.dns.task_resolv_conf())
     }
 }
 

@@ -122,12 +122,14 @@ impl ClusterState {
                 {
                     return Err(format!("service {} already exists", service.spec.name));
                 }
-                self.services.insert(service.id.clone(), service.clone());
+                let mut service = service.clone();
+                crate::allocator::assign_vips(self, &mut service).map_err(|e| e.to_string())?;
+                self.services.insert(service.id.clone(), service);
             }
             Command::UpdateService(service) => {
                 let current = self
                     .services
-                    .get_mut(&service.id)
+                    .get(&service.id)
                     .ok_or_else(|| format!("service {} not found", service.id))?;
                 // A write based on an older version (the orchestrator's, racing a user's
                 // update) must not undo the newer spec.
@@ -137,7 +139,11 @@ impl ClusterState {
                         service.spec.name, service.version, current.version
                     ));
                 }
-                *current = service.clone();
+                let mut service = service.clone();
+                // The stored VIPs, not the writer's copy, are what the service keeps.
+                service.virtual_ips = current.virtual_ips.clone();
+                crate::allocator::assign_vips(self, &mut service).map_err(|e| e.to_string())?;
+                self.services.insert(service.id.clone(), service);
             }
             Command::RemoveService { id } => {
                 self.services
@@ -151,6 +157,14 @@ impl ClusterState {
                         continue;
                     }
                     let mut task = task.clone();
+                    if !self.tasks.contains_key(&task.id) && self.address_conflict(&task) {
+                        // Addressed by the leader from a state older than a VIP allocated
+                        // since: back to Pending, the next pass addresses it again.
+                        task.networks.clear();
+                        task.node_id.clear();
+                        task.status.state = super::TaskState::Pending;
+                        task.status.error = "address conflict with a service VIP; retrying".into();
+                    }
                     // The orchestrator decided on a state read before a node's report was
                     // committed: keep the further-along status, states only move forward.
                     if let Some(existing) = self.tasks.get(&task.id)
@@ -221,6 +235,17 @@ impl ClusterState {
             }
         }
         Ok(())
+    }
+
+    /// Whether a new task's address on some network is a service's VIP there.
+    fn address_conflict(&self, task: &Task) -> bool {
+        task.networks.iter().any(|a| {
+            self.services.values().any(|s| {
+                s.virtual_ips
+                    .iter()
+                    .any(|v| v.network_id == a.network.id && v.addr.addr() == a.addr.addr())
+            })
+        })
     }
 
     fn cluster_info(&self) -> Result<&ClusterInfo, String> {

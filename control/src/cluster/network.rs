@@ -38,4 +38,7 @@ pub struct Network {
 pub struct NetworkAttachment {
     pub network: Network,
     pub addr: ipnet::Ipv4Net,
+    /// The service's virtual IP on this network (vip mode), copied for the same reason: the
+    /// node publishes it with the task's endpoint, and DNS answers the service name with it.
+    pub vip: Option<std::net::Ipv4Addr>,
 }

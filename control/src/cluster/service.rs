@@ -22,6 +22,8 @@ pub struct ServiceSpec {
     /// ...). Names are resolved when the spec is accepted, so a renamed or re-created network
     /// never silently changes what a running service is on.
     pub networks: Vec<String>,
+    /// `--endpoint-mode`: how the service's name resolves on its networks.
+    pub endpoint_mode: EndpointMode,
     pub restart: RestartPolicy,
     pub update: UpdateConfig,
     pub rollback: UpdateConfig,
@@ -29,6 +31,33 @@ pub struct ServiceSpec {
     pub stop_grace_ms: u64,
     /// Bumped by `service update --force` so tasks are replaced even if nothing else changed.
     pub force_update: u64,
+}
+
+/// Docker's endpoint modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EndpointMode {
+    /// The service name resolves to one virtual IP per network, load-balanced to the tasks.
+    #[default]
+    Vip,
+    /// No virtual IP: the service name resolves to the task IPs (DNS round robin).
+    Dnsrr,
+}
+
+impl EndpointMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointMode::Vip => "vip",
+            EndpointMode::Dnsrr => "dnsrr",
+        }
+    }
+}
+
+/// A vip-mode service's virtual IP on one of its networks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualIp {
+    pub network_id: String,
+    /// The address with the subnet's prefix length (Docker shows `10.0.0.2/24`).
+    pub addr: ipnet::Ipv4Net,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +158,9 @@ pub struct Service {
     pub version: u64,
     pub previous_spec: Option<ServiceSpec>,
     pub update_status: Option<UpdateStatus>,
+    /// One per network of the spec in vip mode, none in dnsrr mode; allocated when the
+    /// service is created or updated (in the replicated apply, so no two services get one).
+    pub virtual_ips: Vec<VirtualIp>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }
@@ -231,6 +263,16 @@ impl Task {
         } else {
             format!("{}.{}.{}", self.spec.name, self.node_id, self.id)
         }
+    }
+
+    /// The names the embedded DNS resolves to this task: its full name, then the short
+    /// `<service>.<slot>` (`<service>.<node-id>` for global services).
+    pub fn dns_names(&self) -> Vec<String> {
+        let full = self.name();
+        let short = full
+            .rsplit_once('.')
+            .map_or_else(|| full.clone(), |(s, _)| s.to_string());
+        vec![full, short]
     }
 }
 

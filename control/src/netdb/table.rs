@@ -28,7 +28,11 @@ pub struct Endpoint {
     pub mac: [u8; 6],
     /// The VTEP (data-path address) of the node running the task.
     pub vtep: Ipv4Addr,
+    /// The service's name, and its VIP on this network (vip mode; `None` in dnsrr mode): what
+    /// the embedded DNS answers the service name with.
     pub service: String,
+    pub vip: Option<Ipv4Addr>,
+    /// The task's DNS names: `<service>.<slot>.<task-id>` first, then `<service>.<slot>`.
     pub aliases: Vec<String>,
 }
 
@@ -366,6 +370,7 @@ mod tests {
             mac: [2, 0, 0, 0, 0, 2],
             vtep: Ipv4Addr::LOCALHOST,
             service: "web".into(),
+            vip: None,
             aliases: vec![],
         }
     }

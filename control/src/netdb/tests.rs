@@ -45,6 +45,7 @@ fn ep(net: &str, id: &str, node: &str, last: u8) -> Endpoint {
         mac: [2, 0, 0, 0, 0, last],
         vtep: Ipv4Addr::LOCALHOST,
         service: "web".into(),
+        vip: None,
         aliases: vec!["w".into()],
     }
 }

@@ -45,6 +45,7 @@ pub fn spec(name: &str, mode: ServiceMode) -> ServiceSpec {
         mode,
         constraints: Vec::new(),
         networks: Vec::new(),
+        endpoint_mode: Default::default(),
         restart: RestartPolicy {
             condition: RestartCondition::Any,
             delay_ms: 0,
@@ -104,6 +105,7 @@ impl Sim {
             version: 1,
             previous_spec: None,
             update_status: None,
+            virtual_ips: Vec::new(),
             created_at_ms: self.now,
             updated_at_ms: self.now,
         };

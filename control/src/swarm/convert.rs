@@ -6,8 +6,8 @@ use tonic::Status;
 use crate::{
     api,
     cluster::{
-        BindMount, ClusterState, FailureAction, RestartCondition, RestartPolicy, Service,
-        ServiceMode, ServiceSpec, Task, UpdateConfig, UpdateOrder, UpdateState,
+        BindMount, ClusterState, EndpointMode, FailureAction, RestartCondition, RestartPolicy,
+        Service, ServiceMode, ServiceSpec, Task, UpdateConfig, UpdateOrder, UpdateState,
     },
     orchestrator::parse_constraint,
 };
@@ -67,6 +67,15 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
     }
     let update = update_from_api(spec.update.as_ref())?;
     let networks = networks_from_api(&spec.networks, state)?;
+    let endpoint_mode = match spec.endpoint_mode.as_str() {
+        "" | "vip" => EndpointMode::Vip,
+        "dnsrr" => EndpointMode::Dnsrr,
+        other => {
+            return Err(invalid(format!(
+                "invalid endpoint mode {other:?}: expected vip or dnsrr"
+            )));
+        }
+    };
     Ok(ServiceSpec {
         name: spec.name.clone(),
         command: spec.command.clone(),
@@ -87,6 +96,7 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
         mode,
         constraints,
         networks,
+        endpoint_mode,
         restart: restart_from_api(spec.restart.as_ref())?,
         update,
         rollback: match &spec.rollback {
@@ -252,6 +262,7 @@ pub fn spec_to_api(spec: &ServiceSpec) -> api::ServiceSpec {
         replicas,
         constraints: spec.constraints.iter().map(ToString::to_string).collect(),
         networks: spec.networks.clone(),
+        endpoint_mode: spec.endpoint_mode.as_str().to_string(),
         restart: Some(api::RestartPolicyMsg {
             condition: match spec.restart.condition {
                 RestartCondition::None => "none",
@@ -326,6 +337,14 @@ pub fn service_to_api(
         update_state: update_state.to_string(),
         update_message,
         previous_spec: service.previous_spec.as_ref().map(spec_to_api),
+        virtual_ips: service
+            .virtual_ips
+            .iter()
+            .map(|v| api::VirtualIp {
+                network_id: v.network_id.clone(),
+                addr: v.addr.to_string(),
+            })
+            .collect(),
     }
 }
 

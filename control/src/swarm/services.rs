@@ -38,11 +38,19 @@ impl Swarm {
             version: 1,
             previous_spec: None,
             update_status: None,
+            virtual_ips: Vec::new(),
             created_at_ms: now,
             updated_at_ms: now,
         };
         self.propose(manager, Command::CreateService(service.clone()))
             .await?;
+        // As stored: the apply allocated the VIPs.
+        let service = manager
+            .state()
+            .services
+            .get(&service.id)
+            .cloned()
+            .unwrap_or(service);
         Ok(self.service_info(&_active, manager, &service))
     }
 
@@ -108,6 +116,13 @@ impl Swarm {
                 }
             }
         }
+        // As stored: the apply keeps or allocates the VIPs.
+        let service = manager
+            .state()
+            .services
+            .get(&service.id)
+            .cloned()
+            .unwrap_or(service);
         Ok(self.service_info(&_active, manager, &service))
     }
 

@@ -1,0 +1,180 @@
+//! The embedded DNS in every task: a UDP socket and a TCP listener on 127.0.0.11:53 made
+//! inside the task's network namespace and served by the node's one [`DnsServer`], each task
+//! answered within the networks it is attached to; and the records, rebuilt from the network
+//! DB (and this node's own endpoints) whenever they change.
+//!
+//! Answers come from the network DB, not the Raft store, so they follow the cluster (a task
+//! starting or stopping anywhere, a node dying) as fast as gossip does, and keep working while
+//! every manager is down, as Docker's do.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{SocketAddr, TcpListener, UdpSocket},
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use shoal_control::{
+    cluster::Task,
+    netdb::{Change, Endpoint},
+};
+use shoal_dns::{
+    DnsCounters, DnsServer, EndpointRecord, NetworkInfo, Records, RecordsView, ServerConfig,
+    TaskDns, resolv_conf::EMBEDDED_DNS,
+};
+use tokio::sync::broadcast::{Receiver, error::RecvError};
+use tracing::{debug, warn};
+
+use super::NodeNetworking;
+
+/// How long a burst of network DB changes is gathered before the records are rebuilt once.
+const COALESCE: Duration = Duration::from_millis(20);
+
+/// The node's embedded DNS: one server, one records view, the tasks it serves.
+pub struct EmbeddedDns {
+    server: Arc<DnsServer>,
+    records: Arc<RecordsView>,
+    /// Served tasks by task ID; dropping a [`TaskDns`] stops serving it.
+    tasks: Mutex<HashMap<String, TaskDns>>,
+    /// What every task's /etc/resolv.conf says.
+    task_resolv_conf: String,
+}
+
+impl EmbeddedDns {
+    /// `upstreams`: where names that are not the cluster's are forwarded (from the agent's
+    /// netns, so the host's loopback resolvers work too). `task_resolv_conf`: the text of each
+    /// task's resolv.conf.
+    pub fn new(upstreams: Vec<SocketAddr>, task_resolv_conf: String) -> EmbeddedDns {
+        let config = ServerConfig {
+            upstreams,
+            ..ServerConfig::default()
+        };
+        let records = RecordsView::new(Records::empty());
+        EmbeddedDns {
+            server: DnsServer::new(config, records.clone()),
+            records,
+            tasks: Mutex::default(),
+            task_resolv_conf,
+        }
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, HashMap<String, TaskDns>> {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn task_resolv_conf(&self) -> String {
+        self.task_resolv_conf.clone()
+    }
+
+    pub fn counters(&self) -> DnsCounters {
+        self.server.counters()
+    }
+
+    /// Starts answering inside `task`'s namespace, unless that is already done (attach is
+    /// called again for tasks re-adopted after an agent restart, whose sockets died with the
+    /// old agent). Must be called inside the agent's runtime.
+    pub fn serve(&self, task: &Task, netns: &Path) -> Result<(), String> {
+        let mut tasks = self.tasks();
+        if tasks.contains_key(&task.id) {
+            return Ok(());
+        }
+        let (udp, tcp) = bind_in(netns).map_err(|e| format!("embedded DNS: {e}"))?;
+        let scope = task.networks.iter().map(|a| a.network.id.clone()).collect();
+        let served = self
+            .server
+            .serve_task(udp, tcp, scope)
+            .map_err(|e| format!("embedded DNS: {e}"))?;
+        tasks.insert(task.id.clone(), served);
+        debug!(task = %task.id, "embedded DNS serving");
+        Ok(())
+    }
+
+    /// Stops answering for `task_id` (its sockets close; the namespace goes next).
+    pub fn stop(&self, task_id: &str) {
+        if let Some(served) = self.tasks().remove(task_id) {
+            served.stop();
+        }
+    }
+}
+
+/// UDP and TCP sockets on 127.0.0.11:53 inside `netns`: made on a thread that entered it (a
+/// socket belongs to the namespace it was created in, whichever thread serves it later).
+fn bind_in(netns: &Path) -> Result<(UdpSocket, TcpListener), String> {
+    let addr = SocketAddr::new(EMBEDDED_DNS, 53);
+    shoal_dataplane::netns::run_in(netns, move || {
+        let udp = UdpSocket::bind(addr).map_err(|e| format!("binding udp {addr}: {e}"))?;
+        let tcp = TcpListener::bind(addr).map_err(|e| format!("binding tcp {addr}: {e}"))?;
+        Ok::<_, String>((udp, tcp))
+    })
+    .map_err(|e| e.to_string())?
+}
+
+impl NodeNetworking {
+    /// Rebuilds the DNS records from this node's networks: its own endpoints, and every other
+    /// node's from the network DB (which already hides those of nodes that are down).
+    pub(super) fn refresh_dns(&self) {
+        let local = self.local();
+        let networks: Vec<NetworkInfo> = local
+            .networks
+            .values()
+            .map(|n| NetworkInfo {
+                id: n.network.id.clone(),
+                name: n.network.name.clone(),
+            })
+            .collect();
+        // Keyed by (network, task): the DB's copy of a local endpoint and ours are the same.
+        let mut endpoints: BTreeMap<(String, String), Endpoint> = local
+            .endpoints
+            .iter()
+            .map(|(key, e)| (key.clone(), e.clone()))
+            .collect();
+        if let Some(db) = self.db() {
+            for id in local.networks.keys() {
+                for e in db.endpoints(id) {
+                    endpoints
+                        .entry((e.network_id.clone(), e.endpoint_id.clone()))
+                        .or_insert(e);
+                }
+            }
+        }
+        drop(local);
+        let records = endpoints.into_values().map(|e| EndpointRecord {
+            network_id: e.network_id,
+            task_id: e.endpoint_id,
+            ip: e.ip,
+            service: e.service,
+            vip: e.vip,
+            aliases: e.aliases,
+        });
+        self.dns
+            .records
+            .replace(Records::new(networks, records.collect()));
+    }
+}
+
+/// Follows the network DB's changes into the DNS records until it stops: each burst of changes
+/// (gathered for [`COALESCE`]) rebuilds the records once.
+pub async fn follow(networking: Arc<NodeNetworking>, mut changes: Receiver<Change>) {
+    loop {
+        match changes.recv().await {
+            Ok(_) => {}
+            Err(RecvError::Lagged(missed)) => {
+                warn!(
+                    missed,
+                    "network DB changes missed: rebuilding the DNS records"
+                );
+            }
+            Err(RecvError::Closed) => return,
+        }
+        tokio::time::sleep(COALESCE).await;
+        // Whatever queued meanwhile is covered by the rebuild below.
+        while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
+            changes.try_recv()
+        {}
+        let n = networking.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || n.refresh_dns()).await {
+            warn!(error = %e, "rebuilding the DNS records failed");
+        }
+    }
+}

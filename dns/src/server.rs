@@ -1,0 +1,130 @@
+//! The node-wide server: configuration, records and counters shared by every task, and the
+//! handle that keeps one task's sockets served.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tracing::{debug, info};
+
+use crate::records::RecordsView;
+use crate::stats::{Counters, DnsCounters};
+use crate::transport::{self, TaskState};
+
+/// How the server forwards and what it bounds.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Resolvers for names that are not shoal's, tried in order (the host's resolv.conf).
+    pub upstreams: Vec<SocketAddr>,
+    /// Budget for one forwarded query across all upstreams, from its arrival; then SERVFAIL.
+    pub upstream_timeout: Duration,
+    /// Forwards in flight per task; beyond it queries to forward get REFUSED, so a flood costs
+    /// bounded memory and sockets.
+    pub max_pending_forwards: usize,
+    /// Open TCP connections per task; extra connections are closed at once.
+    pub max_tcp_connections: usize,
+    /// A TCP connection that sends no complete message for this long is closed.
+    pub tcp_idle_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            upstreams: Vec::new(),
+            upstream_timeout: Duration::from_secs(2),
+            max_pending_forwards: 128,
+            max_tcp_connections: 16,
+            tcp_idle_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One per node: every task's sockets are served against the same records and counters, each
+/// with that task's own scope.
+#[derive(Debug)]
+pub struct DnsServer {
+    pub(crate) config: ServerConfig,
+    /// Swapped by the agent; read on every query.
+    pub(crate) records: Arc<RecordsView>,
+    pub(crate) counters: Counters,
+}
+
+impl DnsServer {
+    /// A server answering from `records` (which the caller keeps, to swap them).
+    pub fn new(config: ServerConfig, records: Arc<RecordsView>) -> Arc<DnsServer> {
+        Arc::new(DnsServer {
+            config,
+            records,
+            counters: Counters::default(),
+        })
+    }
+
+    /// Serves one task from sockets already bound (inside the task's netns) to 127.0.0.11:53.
+    ///
+    /// `scope` is the task's network IDs in attachment order. Must be called within a tokio
+    /// runtime (an error otherwise); the sockets may be blocking std sockets, they are switched
+    /// to non-blocking here.
+    pub fn serve_task(
+        self: &Arc<Self>,
+        udp: std::net::UdpSocket,
+        tcp: std::net::TcpListener,
+        scope: Vec<String>,
+    ) -> io::Result<TaskDns> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
+        udp.set_nonblocking(true)?;
+        tcp.set_nonblocking(true)?;
+        let udp = tokio::net::UdpSocket::from_std(udp)?;
+        let tcp = tokio::net::TcpListener::from_std(tcp)?;
+        info!(
+            udp = %display_addr(udp.local_addr()),
+            tcp = %display_addr(tcp.local_addr()),
+            scope = ?scope,
+            "serving task DNS"
+        );
+        let state = Arc::new(TaskState::new(Arc::clone(self), scope));
+        Ok(TaskDns {
+            udp: runtime.spawn(transport::serve_udp(Arc::clone(&state), udp)),
+            tcp: runtime.spawn(transport::serve_tcp(Arc::clone(&state), tcp)),
+            state,
+        })
+    }
+
+    /// A node-wide snapshot of the counters.
+    pub fn counters(&self) -> DnsCounters {
+        self.counters.snapshot()
+    }
+}
+
+fn display_addr(addr: io::Result<SocketAddr>) -> String {
+    addr.map_or_else(|err| format!("unknown ({err})"), |a| a.to_string())
+}
+
+/// One task being served. Stops serving (and closes the sockets, in-flight forwards and TCP
+/// connections) when dropped or on [`TaskDns::stop`].
+#[derive(Debug)]
+pub struct TaskDns {
+    udp: JoinHandle<()>,
+    tcp: JoinHandle<()>,
+    state: Arc<TaskState>,
+}
+
+impl TaskDns {
+    /// Stops serving this task.
+    pub fn stop(self) {}
+
+    /// Forwards of this task currently waiting on an upstream; never above
+    /// [`ServerConfig::max_pending_forwards`].
+    pub fn forwards_in_flight(&self) -> usize {
+        self.state.forwards_in_flight()
+    }
+}
+
+impl Drop for TaskDns {
+    fn drop(&mut self) {
+        debug!(scope = ?self.state.scope, "stopping task DNS");
+        self.udp.abort();
+        self.tcp.abort();
+    }
+}

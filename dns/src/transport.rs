@@ -1,0 +1,282 @@
+//! One task's UDP and TCP loops: receive, answer inline or forward under a bound, send.
+//!
+//! These loops are ours rather than hickory-server's `Server` because that server answers
+//! FORMERR to, or drops, malformed and short messages before any handler sees them (so bad input
+//! could not be counted), and spawns a task per UDP query without bound (so a flood of queries
+//! to forward would grow memory without limit). Here local answers are computed inline in the
+//! UDP loop, only forwards are spawned, and those are capped by a per-task semaphore.
+//!
+//! Forward tasks and TCP connections live in `JoinSet`s owned by their loop, so aborting a
+//! loop (when the task's [`crate::TaskDns`] is dropped) aborts them too and closes every socket.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout};
+use tracing::{debug, warn};
+
+use crate::answer::{Action, Answerer, Pending, Transport};
+use crate::forward;
+use crate::server::DnsServer;
+use crate::stats::bump;
+
+/// Largest query datagram we read. Real queries are a few dozen bytes; a longer datagram is
+/// cut, fails to parse, and gets FORMERR.
+const UDP_QUERY_BUFFER: usize = 4096;
+
+/// Pause after a socket error that is not about one peer (EMFILE on accept, say), so a
+/// persistent error does not spin the loop.
+const ERROR_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Upper bound on the configured upstream budget; nothing useful waits longer for DNS.
+const MAX_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// What one task's loops share.
+#[derive(Debug)]
+pub(crate) struct TaskState {
+    /// Records, config and counters: node-wide.
+    pub(crate) server: Arc<DnsServer>,
+    /// The networks this task is attached to, in attachment order.
+    pub(crate) scope: Vec<String>,
+    /// One permit per forward in flight (UDP and TCP); bounds upstream sockets and memory.
+    pub(crate) forward_permits: Arc<Semaphore>,
+    /// The configured size of `forward_permits`, to report how many are in use.
+    pub(crate) max_forwards: usize,
+    /// One permit per open TCP connection.
+    pub(crate) tcp_permits: Arc<Semaphore>,
+}
+
+impl TaskState {
+    pub(crate) fn new(server: Arc<DnsServer>, scope: Vec<String>) -> TaskState {
+        // Semaphore::new panics above MAX_PERMITS; no configuration should be able to do that.
+        let max_forwards = server
+            .config
+            .max_pending_forwards
+            .min(Semaphore::MAX_PERMITS);
+        let max_tcp = server
+            .config
+            .max_tcp_connections
+            .min(Semaphore::MAX_PERMITS);
+        TaskState {
+            server,
+            scope,
+            forward_permits: Arc::new(Semaphore::new(max_forwards)),
+            max_forwards,
+            tcp_permits: Arc::new(Semaphore::new(max_tcp)),
+        }
+    }
+
+    /// Forwards currently waiting on an upstream.
+    pub(crate) fn forwards_in_flight(&self) -> usize {
+        self.max_forwards
+            .saturating_sub(self.forward_permits.available_permits())
+    }
+
+    fn handle(&self, bytes: &[u8], src: SocketAddr, transport: Transport) -> Action {
+        let records = self.server.records.current();
+        Answerer {
+            records: &records,
+            scope: &self.scope,
+            counters: &self.server.counters,
+            can_forward: !self.server.config.upstreams.is_empty(),
+        }
+        .handle(bytes, src, transport)
+    }
+
+    /// Asks the upstreams and builds the client's response (relayed answer or SERVFAIL).
+    async fn forward(&self, pending: &Pending, arrived: Instant) -> Option<Vec<u8>> {
+        let counters = &self.server.counters;
+        let Some(question) = pending.question() else {
+            return pending.servfail(counters);
+        };
+        // Clamped so that `Instant + Duration` cannot overflow whatever the configuration says.
+        let deadline = arrived
+            + self
+                .server
+                .config
+                .upstream_timeout
+                .min(MAX_UPSTREAM_TIMEOUT);
+        match forward::forward(
+            &self.server.config.upstreams,
+            question,
+            pending.upstream_flags(),
+            deadline,
+        )
+        .await
+        {
+            Ok(reply) => pending.relay(&reply, counters),
+            Err(err) => {
+                debug!(name = %question.name(), cause = %err, "no upstream answer; SERVFAIL");
+                pending.servfail(counters)
+            }
+        }
+    }
+}
+
+/// Serves `socket` until the surrounding task is aborted.
+pub(crate) async fn serve_udp(task: Arc<TaskState>, socket: UdpSocket) {
+    let socket = Arc::new(socket);
+    let mut buf = vec![0u8; UDP_QUERY_BUFFER];
+    let mut forwards = JoinSet::new();
+    loop {
+        tokio::select! {
+            // Reap finished forwards first so the set never holds more than the permits allow.
+            biased;
+            Some(_) = forwards.join_next(), if !forwards.is_empty() => {}
+            received = socket.recv_from(&mut buf) => {
+                let (len, src) = match received {
+                    Ok(received) => received,
+                    Err(err) => {
+                        debug!(cause = %err, "UDP receive failed");
+                        tokio::time::sleep(ERROR_BACKOFF).await;
+                        continue;
+                    }
+                };
+                bump(&task.server.counters.queries_udp);
+                let arrived = Instant::now();
+                let Some(bytes) = buf.get(..len) else { continue };
+                match task.handle(bytes, src, Transport::Udp) {
+                    Action::Drop => {}
+                    Action::Reply(response) => send_udp(&socket, &response, src).await,
+                    Action::Forward(pending) => match try_forward_permit(&task) {
+                        Some(permit) => {
+                            let (task, socket) = (Arc::clone(&task), Arc::clone(&socket));
+                            forwards.spawn(async move {
+                                let response = task.forward(&pending, arrived).await;
+                                drop(permit);
+                                if let Some(response) = response {
+                                    send_udp(&socket, &response, src).await;
+                                }
+                            });
+                        }
+                        None => {
+                            if let Some(response) = pending.refused(&task.server.counters) {
+                                send_udp(&socket, &response, src).await;
+                            }
+                        }
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// A forward permit, counting the query as forwarded; `None` when the task is at its limit.
+fn try_forward_permit(task: &TaskState) -> Option<OwnedSemaphorePermit> {
+    let permit = Arc::clone(&task.forward_permits).try_acquire_owned().ok()?;
+    bump(&task.server.counters.forwarded);
+    Some(permit)
+}
+
+async fn send_udp(socket: &UdpSocket, response: &[u8], dst: SocketAddr) {
+    if let Err(err) = socket.send_to(response, dst).await {
+        debug!(%dst, cause = %err, "UDP send failed");
+    }
+}
+
+/// Accepts connections until the surrounding task is aborted; over the limit, closes them.
+pub(crate) async fn serve_tcp(task: Arc<TaskState>, listener: TcpListener) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        warn!(cause = %err, "TCP accept failed");
+                        tokio::time::sleep(ERROR_BACKOFF).await;
+                        continue;
+                    }
+                };
+                match Arc::clone(&task.tcp_permits).try_acquire_owned() {
+                    Ok(permit) => {
+                        connections.spawn(serve_connection(Arc::clone(&task), stream, peer, permit));
+                    }
+                    Err(_) => {
+                        debug!(%peer, "TCP connection limit reached; closing");
+                        bump(&task.server.counters.refused);
+                        drop(stream);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Serves length-prefixed messages on one connection, one at a time, until the client closes
+/// it, sends nothing for the idle timeout, or an I/O error.
+async fn serve_connection(
+    task: Arc<TaskState>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    _permit: OwnedSemaphorePermit,
+) {
+    let idle = task.server.config.tcp_idle_timeout;
+    loop {
+        let message = match timeout(idle, read_message(&mut stream)).await {
+            Ok(Ok(Some(message))) => message,
+            Ok(Ok(None)) => return,
+            Ok(Err(err)) => {
+                debug!(%peer, cause = %err, "TCP read failed");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "TCP connection idle; closing");
+                return;
+            }
+        };
+        bump(&task.server.counters.queries_tcp);
+        let arrived = Instant::now();
+        let response = match task.handle(&message, peer, Transport::Tcp) {
+            Action::Drop => continue,
+            Action::Reply(response) => Some(response),
+            Action::Forward(pending) => match try_forward_permit(&task) {
+                Some(_permit) => task.forward(&pending, arrived).await,
+                None => pending.refused(&task.server.counters),
+            },
+        };
+        let Some(response) = response else { continue };
+        match timeout(idle, write_message(&mut stream, &response)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                debug!(%peer, cause = %err, "TCP write failed");
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "TCP client not reading; closing");
+                return;
+            }
+        }
+    }
+}
+
+/// One length-prefixed message, or `None` on a clean close before its length.
+async fn read_message(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 2];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(err) => return Err(err),
+    }
+    let mut message = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    stream.read_exact(&mut message).await?;
+    Ok(Some(message))
+}
+
+async fn write_message(stream: &mut TcpStream, message: &[u8]) -> io::Result<()> {
+    // TCP responses are encoded with a 65535-byte limit, so this only fails on a bug.
+    let len = u16::try_from(message.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "response over 65535 bytes"))?;
+    let mut framed = Vec::with_capacity(message.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(message);
+    stream.write_all(&framed).await
+}

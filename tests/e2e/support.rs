@@ -1,0 +1,116 @@
+//! Helpers the end-to-end modules share: CLI calls that must succeed, a service's running
+//! tasks, a sandbox's FDB, metrics.
+
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    process::Command,
+    time::Duration,
+};
+
+use shoal_tests::{
+    Cluster,
+    task_net::{sandbox_netns, task_netns},
+    wait_until,
+};
+
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).trim().to_string()
+}
+
+pub fn ok(cluster: &Cluster, i: usize, args: &[&str]) -> String {
+    let out = cluster.nodes[i].cli(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{}",
+        stderr(&out),
+        cluster.nodes[i].log_tail()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A running task: the node it runs on, its ID and its address on its first network.
+#[derive(Clone, Debug)]
+pub struct Placed {
+    pub node: usize,
+    pub id: String,
+    pub ip: Ipv4Addr,
+}
+
+impl Placed {
+    pub fn netns(&self, cluster: &Cluster) -> PathBuf {
+        task_netns(&cluster.nodes[self.node].state_dir(), &self.id)
+    }
+    pub fn addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.ip.into(), port)
+    }
+}
+
+/// The service's running tasks, once `count` of them run, each with an address.
+pub fn running(cluster: &Cluster, service: &str, count: usize) -> Vec<Placed> {
+    wait_until(
+        Duration::from_secs(20),
+        &format!("{count} running tasks of {service}"),
+        || {
+            let out = ok(cluster, 0, &["service", "ps", "--format", "json", service]);
+            let tasks: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+            let placed: Vec<Placed> = tasks
+                .iter()
+                .filter(|t| t["state"] == "running" && t["desired_state"] == "running")
+                .map(|t| {
+                    let host = t["node_hostname"].as_str().unwrap();
+                    let addr = t["networks"][0]["addr"].as_str().unwrap();
+                    Placed {
+                        node: cluster.nodes.iter().position(|n| n.name == host).unwrap(),
+                        id: t["id"].as_str().unwrap().to_string(),
+                        ip: addr.split('/').next().unwrap().parse().unwrap(),
+                    }
+                })
+                .collect();
+            if placed.len() == count {
+                Ok(placed)
+            } else {
+                Err(format!("{tasks:?}"))
+            }
+        },
+    )
+}
+
+pub fn network_id(cluster: &Cluster, name: &str) -> String {
+    let out = ok(cluster, 0, &["network", "inspect", name]);
+    let all: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    all[0]["Id"].as_str().unwrap().to_string()
+}
+
+/// `MAC -> VTEP` of the static FDB entries on node `i`'s sandbox of `network_id`.
+pub fn fdb(cluster: &Cluster, i: usize, network_id: &str) -> BTreeSet<(String, String)> {
+    let sandbox = sandbox_netns(&cluster.nodes[i].state_dir(), network_id);
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", sandbox.display()))
+        .args(["--", "bridge", "fdb", "show", "dev", "vxlan0"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let dst = words.iter().position(|w| *w == "dst")?;
+            Some((words[0].to_string(), words.get(dst + 1)?.to_string()))
+        })
+        .collect()
+}
+
+pub fn mac_of(ip: Ipv4Addr) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("02:42:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+}
+
+/// A value from node `i`'s /metrics (0 when absent).
+pub fn metric(cluster: &Cluster, i: usize, series: &str) -> u64 {
+    let out = cluster.exec(i, "curl", &["-sf", "http://127.0.0.1:9323/metrics"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
