@@ -72,7 +72,8 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
         gossip_addr: config
             .advertise_addr
             .map(|a| SocketAddr::new(a.ip(), config.gossip_port)),
-    });
+    })
+    .context("starting the embedded DNS server")?;
     // Tasks survive agent restarts: the executor re-adopts them (and reconnects their
     // networks) before the swarm resumes.
     let executor = crate::executor::Executor::open(state.path(), networking.clone())

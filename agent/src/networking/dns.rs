@@ -28,7 +28,8 @@ use tracing::{debug, warn};
 
 use super::NodeNetworking;
 
-/// How long a burst of network DB changes is gathered before the records are rebuilt once.
+/// At most one rebuild of the records per this long: the first change of a burst is applied
+/// at once, the rest of the burst with one rebuild after it.
 const COALESCE: Duration = Duration::from_millis(20);
 
 /// The node's embedded DNS: one server, one records view, the tasks it serves.
@@ -45,18 +46,21 @@ impl EmbeddedDns {
     /// `upstreams`: where names that are not the cluster's are forwarded (from the agent's
     /// netns, so the host's loopback resolvers work too). `task_resolv_conf`: the text of each
     /// task's resolv.conf.
-    pub fn new(upstreams: Vec<SocketAddr>, task_resolv_conf: String) -> EmbeddedDns {
+    pub fn new(
+        upstreams: Vec<SocketAddr>,
+        task_resolv_conf: String,
+    ) -> std::io::Result<EmbeddedDns> {
         let config = ServerConfig {
             upstreams,
             ..ServerConfig::default()
         };
         let records = RecordsView::new(Records::empty());
-        EmbeddedDns {
-            server: DnsServer::new(config, records.clone()),
+        Ok(EmbeddedDns {
+            server: DnsServer::new(config, records.clone())?,
             records,
             tasks: Mutex::default(),
             task_resolv_conf,
-        }
+        })
     }
 
     fn tasks(&self) -> MutexGuard<'_, HashMap<String, TaskDns>> {
@@ -73,7 +77,7 @@ impl EmbeddedDns {
 
     /// Starts answering inside `task`'s namespace, unless that is already done (attach is
     /// called again for tasks re-adopted after an agent restart, whose sockets died with the
-    /// old agent). Must be called inside the agent's runtime.
+    /// old agent).
     pub fn serve(&self, task: &Task, netns: &Path) -> Result<(), String> {
         let mut tasks = self.tasks();
         if tasks.contains_key(&task.id) {
@@ -153,8 +157,8 @@ impl NodeNetworking {
     }
 }
 
-/// Follows the network DB's changes into the DNS records until it stops: each burst of changes
-/// (gathered for [`COALESCE`]) rebuilds the records once.
+/// Follows the network DB's changes into the DNS records until it stops; a burst of changes
+/// costs one rebuild per [`COALESCE`], and a lone change is answered at once.
 pub async fn follow(networking: Arc<NodeNetworking>, mut changes: Receiver<Change>) {
     loop {
         match changes.recv().await {
@@ -167,7 +171,6 @@ pub async fn follow(networking: Arc<NodeNetworking>, mut changes: Receiver<Chang
             }
             Err(RecvError::Closed) => return,
         }
-        tokio::time::sleep(COALESCE).await;
         // Whatever queued meanwhile is covered by the rebuild below.
         while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
             changes.try_recv()
@@ -176,5 +179,6 @@ pub async fn follow(networking: Arc<NodeNetworking>, mut changes: Receiver<Chang
         if let Err(e) = tokio::task::spawn_blocking(move || n.refresh_dns()).await {
             warn!(error = %e, "rebuilding the DNS records failed");
         }
+        tokio::time::sleep(COALESCE).await;
     }
 }

@@ -92,19 +92,19 @@ struct LocalNetwork {
 impl NodeNetworking {
     /// Must be called inside the agent's tokio runtime (the network DB and the follower of
     /// remote endpoints run on it).
-    pub fn new(config: NetworkingConfig) -> Arc<NodeNetworking> {
-        Arc::new(NodeNetworking {
+    pub fn new(config: NetworkingConfig) -> std::io::Result<Arc<NodeNetworking>> {
+        Ok(Arc::new(NodeNetworking {
             egress: egress::Egress::new(&config.state_dir, &config.node_netns),
             dns: dns::EmbeddedDns::new(
                 config.dns_upstreams.clone(),
                 config.task_resolv_conf.clone(),
-            ),
+            )?,
             config,
             local: Mutex::default(),
             netdb: RwLock::new(None),
             gossip: gossip::GossipState::default(),
             runtime: tokio::runtime::Handle::current(),
-        })
+        }))
     }
 
     fn local(&self) -> MutexGuard<'_, Local> {
@@ -306,7 +306,6 @@ impl TaskNetwork for NodeNetworking {
                 .map_err(|e| format!("gateway bridge: {e}"))?;
         }
         self.refresh_dns();
-        let _runtime = self.runtime.enter();
         self.dns.serve(task, netns)
     }
 

@@ -106,7 +106,7 @@ pub struct Served {
 /// Serves `records` for one task with `scope`; call inside a runtime.
 pub fn serve(records: Records, config: ServerConfig, scope: &[&str]) -> Served {
     let view = RecordsView::new(records);
-    let server = DnsServer::new(config, Arc::clone(&view));
+    let server = DnsServer::new(config, Arc::clone(&view)).expect("starting the server");
     let (task, udp, tcp) = serve_on(&server, scope);
     Served {
         server,

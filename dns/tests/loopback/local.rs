@@ -233,12 +233,30 @@ async fn stop_closes_the_sockets() {
 }
 
 #[test]
-fn serve_task_outside_a_runtime_is_an_error_not_a_panic() {
+fn serve_task_works_from_a_thread_without_a_runtime() {
     let server = shoal_dns::DnsServer::new(
         ServerConfig::default(),
         shoal_dns::RecordsView::new(Records::empty()),
-    );
+    )
+    .unwrap();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    assert!(server.serve_task(udp, tcp, vec![]).is_err());
+    let addr = udp.local_addr().unwrap();
+    let _task = server.serve_task(udp, tcp, vec![]).unwrap();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let msg = query("nosuchname.", RecordType::A).to_vec().unwrap();
+    client.send_to(&msg, addr).unwrap();
+    let mut buf = [0u8; 512];
+    let n = client
+        .recv(&mut buf)
+        .expect("an answer from the serving thread");
+    assert_eq!(
+        buf[3] & 0x0f,
+        3,
+        "NXDOMAIN for a single label we do not have"
+    );
+    assert!(n >= 12);
 }
