@@ -8,10 +8,22 @@
 //! # Layout
 //! - [`stats`]: per-hook packet and byte counters.
 //! - [`programs`]: names of the eBPF programs in the object.
+//! - [`lb`]: service VIP load balancing: VIPs, backends, round-robin cursors, flows, counters.
 #![no_std]
 
+pub mod lb;
 pub mod programs;
 pub mod stats;
 
 /// Maps the agent pins under the node's bpffs directory, so a restarted agent re-adopts them.
-pub const PINNED_MAPS: &[&str] = &[stats::STATS_MAP];
+pub const PINNED_MAPS: &[&str] = &[
+    stats::STATS_MAP,
+    lb::VIPS_MAP,
+    lb::SLOTS_MAP,
+    lb::BACKENDS_MAP,
+    lb::CURSORS_MAP,
+    lb::FLOWS_MAP,
+    lb::SERVICE_STATS_MAP,
+    lb::BACKEND_STATS_MAP,
+    lb::EVENTS_MAP,
+];

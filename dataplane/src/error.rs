@@ -41,6 +41,9 @@ pub enum Error {
         source: Box<aya::programs::ProgramError>,
     },
 
+    #[error("this node's load balancer is full: at most {max} {what}")]
+    LbCapacity { what: &'static str, max: u32 },
+
     #[error("mounting bpffs at {path}")]
     MountBpffs {
         path: PathBuf,

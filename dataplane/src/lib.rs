@@ -7,6 +7,8 @@
 //! - [`loader`]: [`Dataplane`], which loads the object with its maps pinned per node and
 //!   attaches programs to interfaces (XDP on the underlay, tc on task-facing veths).
 //! - [`stats`]: typed handle on the per-CPU packet counters.
+//! - [`lb`]: [`LoadBalancer`], the service VIP maps kept equal to a desired table, and their
+//!   counters.
 //! - [`bpffs`]: mounting bpffs and the per-node pin directory.
 //! - [`netns`]: running code inside another network namespace, on a thread of its own.
 //! - [`overlay`]: overlay sandboxes (bridge + VXLAN netns), task veths, remote endpoints.
@@ -14,6 +16,7 @@
 
 pub mod bpffs;
 pub mod error;
+pub mod lb;
 pub mod loader;
 pub mod netns;
 pub mod object;
@@ -21,5 +24,6 @@ pub mod overlay;
 pub mod stats;
 
 pub use error::Error;
+pub use lb::{LbTable, LoadBalancer};
 pub use loader::{Dataplane, TestRunOutcome};
 pub use stats::HookCounters;

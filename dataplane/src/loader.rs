@@ -1,8 +1,13 @@
 //! [`Dataplane`]: the loaded eBPF object, its programs and where they are attached.
 //!
-//! Maps listed in `shoal_common::PINNED_MAPS` are pinned by name under the node's pin directory, so a restarted agent re-adopts
-//! them (and later, established flows survive the restart). Links are owned by the
-//! [`Dataplane`] and detached when it is dropped; they are deliberately not pinned yet.
+//! Maps listed in `shoal_common::PINNED_MAPS` are pinned by name under the node's pin
+//! directory, so a restarted agent re-adopts them (and established flows survive the restart).
+//!
+//! The underlay XDP link is owned by the [`Dataplane`] and detached when it is dropped. The tc
+//! programs on task-facing veths are classic clsact filters instead, owned by the interface:
+//! they keep running, on the pinned maps, while the agent is down (even after SIGKILL), go
+//! away with the veth, and a restarted agent swaps its freshly loaded programs in with one
+//! netlink replace each. That is what keeps VIP flows alive across agent restarts.
 
 use std::{
     path::{Path, PathBuf},
@@ -11,16 +16,21 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode},
+    programs::{
+        SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
+    },
 };
 use shoal_common::{PINNED_MAPS, programs, stats::STATS_MAP};
 use tracing::info;
 
-use crate::{error::Error, object, stats::HookCounters};
+use crate::{error::Error, lb::LoadBalancer, object, stats::HookCounters};
 
 /// The loaded eBPF object. Dropping it detaches every program it attached.
 pub struct Dataplane {
     ebpf: Ebpf,
+    /// The VIP maps, taken out of `ebpf`.
+    lb: LoadBalancer,
     /// Where the maps are pinned, or `None` for a private, unpinned instance (tests, benches).
     pin_dir: Option<PathBuf>,
 }
@@ -42,6 +52,11 @@ const TC_PROGRAMS: [&str; 3] = [
     programs::TC_EGRESS,
     programs::TC_FLOOR,
 ];
+
+/// Where shoal's filter sits on a task-facing veth's clsact hooks (`tc filter show dev ...
+/// ingress` lists it as `pref 1 bpf ... handle 0x1`).
+const TASK_FILTER_PRIORITY: u16 = 1;
+const TASK_FILTER_HANDLE: TcHandle = TcHandle::new(0, 1);
 
 impl Dataplane {
     /// Loads the embedded object and every program in it into the kernel. With `pin_dir`, maps
@@ -79,10 +94,21 @@ impl Dataplane {
                 .load()
                 .map_err(|e| program_error(name, e))?;
         }
+        let lb = LoadBalancer::adopt(&mut ebpf)?;
         Ok(Self {
             ebpf,
+            lb,
             pin_dir: pin_dir.map(Path::to_path_buf),
         })
+    }
+
+    /// The service VIP load balancer (its maps and counters).
+    pub fn lb(&self) -> &LoadBalancer {
+        &self.lb
+    }
+
+    pub fn lb_mut(&mut self) -> &mut LoadBalancer {
+        &mut self.lb
     }
 
     /// Where the maps are pinned, if they are.
@@ -113,6 +139,52 @@ impl Dataplane {
                 .map_err(|e| attach_error(name, interface, e))?;
         }
         info!(interface, "attached tc ingress and egress");
+        Ok(())
+    }
+
+    /// Attaches the task-facing programs to both directions of `interface` (in the calling
+    /// thread's netns; the sandbox end of a task's veth) as clsact filters the interface owns:
+    /// a filter left by an earlier agent is replaced in place, so traffic never goes
+    /// unfiltered. Idempotent.
+    pub fn attach_task_veth(&mut self, interface: &str) -> Result<(), Error> {
+        // Fails when the qdisc exists already, which is the usual case after a restart; a
+        // missing qdisc shows as the attach error below.
+        let _ = tc::qdisc_add_clsact(interface);
+        for (name, direction) in [
+            (programs::TC_INGRESS, TcAttachType::Ingress),
+            (programs::TC_EGRESS, TcAttachType::Egress),
+        ] {
+            let program = classifier_mut(&mut self.ebpf, name)?;
+            let existing = SchedClassifierLink::attached(
+                interface,
+                direction,
+                TASK_FILTER_PRIORITY,
+                TASK_FILTER_HANDLE,
+                None,
+            )
+            .map_err(|e| attach_error(name, interface, tc::TcError::IoError(e).into()))?;
+            let link_id = match program.attach_to_link(existing) {
+                Ok(id) => id,
+                // Nothing to replace: a new veth.
+                Err(_) => program
+                    .attach_with_options(
+                        interface,
+                        direction,
+                        TcAttachOptions::Netlink(NlOptions {
+                            priority: TASK_FILTER_PRIORITY,
+                            handle: TASK_FILTER_HANDLE,
+                            classid: None,
+                        }),
+                    )
+                    .map_err(|e| attach_error(name, interface, e))?,
+            };
+            // The filter belongs to the interface, not to this process: forgetting the link
+            // keeps aya from detaching it when the program is dropped.
+            let link = program
+                .take_link(link_id)
+                .map_err(|e| attach_error(name, interface, e))?;
+            std::mem::forget(link);
+        }
         Ok(())
     }
 

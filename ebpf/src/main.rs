@@ -2,12 +2,19 @@
 //!
 //! # Layout
 //! - `stats`: the per-CPU packet/byte counters every program updates.
+//! - `lb`: service VIP load balancing on the task-facing veths (tc).
 //!
-//! The programs only count and pass for now; later they grow into the VIP load balancer (tc)
-//! and the ingress routing mesh (XDP).
+//! The underlay XDP program only counts and passes for now; it grows into the ingress routing
+//! mesh.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// The round-robin cursor needs an atomic fetch-add, which the bpfel target exposes only as an
+// intrinsic (it has no `core::sync::atomic` types). The crate is built with a pinned nightly.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
+#[cfg(target_arch = "bpf")]
+mod lb;
 #[cfg(target_arch = "bpf")]
 mod stats;
 
@@ -20,7 +27,7 @@ mod programs {
     };
     use shoal_common::stats::StatsSlot;
 
-    use crate::stats;
+    use crate::{lb, stats};
 
     /// Underlay XDP hook: counts every frame and passes it to the stack.
     #[xdp]
@@ -30,18 +37,20 @@ mod programs {
         xdp_action::XDP_PASS
     }
 
-    /// Task-facing tc ingress hook: counts and passes.
+    /// tc ingress of a task-facing veth (what the task sends): counts, answers ARP for VIPs,
+    /// balances traffic to VIPs.
     #[classifier]
     pub fn shoal_tc_ingress(ctx: TcContext) -> i32 {
         stats::count(StatsSlot::TcIngress, u64::from(ctx.len()));
-        TC_ACT_OK
+        lb::from_task(&ctx)
     }
 
-    /// Task-facing tc egress hook: counts and passes.
+    /// tc egress of a task-facing veth (what the task receives): counts, undoes the VIP NAT
+    /// on replies.
     #[classifier]
     pub fn shoal_tc_egress(ctx: TcContext) -> i32 {
         stats::count(StatsSlot::TcEgress, u64::from(ctx.len()));
-        TC_ACT_OK
+        lb::to_task(&ctx)
     }
 
     /// The XDP benchmark floor: does nothing but pass.

@@ -1,12 +1,7 @@
 //! The local API: a unix socket (mode 0600, root only) serving the gRPC `Agent` service (this
 //! node) and the `Cluster` service (the swarm, with this node's root as the caller) to the CLI.
 
-use std::{
-    future::Future,
-    os::unix::fs::PermissionsExt as _,
-    path::Path,
-    sync::{Arc, Mutex},
-};
+use std::{future::Future, os::unix::fs::PermissionsExt as _, path::Path, sync::Arc};
 
 use anyhow::{Context as _, bail};
 use shoal_control::{
@@ -24,11 +19,11 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
-use super::{config::Config, node_dataplane::NodeDataplane};
+use super::{
+    config::Config,
+    node_dataplane::{NodeDataplane, SharedDataplane},
+};
 use crate::networking::NodeNetworking;
-
-/// Shared with the daemon, which takes the data path out at shutdown to detach it.
-pub type SharedDataplane = Arc<Mutex<Option<NodeDataplane>>>;
 
 pub struct AgentService {
     /// The parts of `info` that do not change while the agent runs.
@@ -43,7 +38,7 @@ impl AgentService {
         node_id: NodeId,
         config: Config,
         state_dir: &Path,
-        dataplane: NodeDataplane,
+        dataplane: SharedDataplane,
         swarm: Swarm,
         networking: Arc<NodeNetworking>,
     ) -> Self {
@@ -68,14 +63,10 @@ impl AgentService {
         };
         AgentService {
             static_info,
-            dataplane: Arc::new(Mutex::new(Some(dataplane))),
+            dataplane,
             swarm,
             networking,
         }
-    }
-
-    pub fn dataplane(&self) -> SharedDataplane {
-        Arc::clone(&self.dataplane)
     }
 }
 
@@ -115,12 +106,7 @@ impl Agent for AgentService {
     }
 
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        let dataplane = self
-            .dataplane
-            .lock()
-            .map_err(|_| Status::internal("data path state poisoned"))?
-            .as_ref()
-            .map(NodeDataplane::info);
+        let dataplane = self.dataplane.lock().as_ref().map(NodeDataplane::info);
         let swarm = self.swarm.summary().await;
         Ok(Response::new(InfoResponse {
             dataplane,

@@ -18,7 +18,7 @@ use shoal_control::{api::HookCounters, netdb::NetDbStats, swarm::Swarm};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::warn;
 
-use super::local_api::SharedDataplane;
+use super::node_dataplane::SharedDataplane;
 use crate::networking::NodeNetworking;
 
 #[derive(Clone)]
@@ -59,8 +59,8 @@ async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
     let hooks = sources
         .dataplane
         .lock()
-        .ok()
-        .and_then(|dp| dp.as_ref().map(|dp| dp.info().counters))
+        .as_ref()
+        .map(|dp| dp.info().counters)
         .unwrap_or_default();
     let snapshot = Snapshot {
         hooks,

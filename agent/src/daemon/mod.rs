@@ -55,24 +55,29 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
     let node_id = NodeId::load_or_create(state.path()).context("loading the node identity")?;
     info!(node_id = %node_id, hostname = %config.hostname, state_dir = %state.path().display(), "node identity");
 
-    let dataplane =
-        node_dataplane::NodeDataplane::start(&node_id, config.underlay_interface.as_deref())?;
-    let networking = NodeNetworking::new(NetworkingConfig {
-        node_id: node_id.to_string(),
-        node_netns: PathBuf::from(format!("/proc/{}/ns/net", std::process::id())),
-        netns_dir: networking::netns_dir(state.path()),
-        state_dir: state.path().to_path_buf(),
-        data_path_addr: match config.data_path_addr {
-            Some(IpAddr::V4(ip)) => Some(ip),
-            _ => None,
+    let dataplane = node_dataplane::SharedDataplane::new(node_dataplane::NodeDataplane::start(
+        &node_id,
+        config.underlay_interface.as_deref(),
+    )?);
+    let networking = NodeNetworking::new(
+        NetworkingConfig {
+            node_id: node_id.to_string(),
+            node_netns: PathBuf::from(format!("/proc/{}/ns/net", std::process::id())),
+            netns_dir: networking::netns_dir(state.path()),
+            state_dir: state.path().to_path_buf(),
+            data_path_addr: match config.data_path_addr {
+                Some(IpAddr::V4(ip)) => Some(ip),
+                _ => None,
+            },
+            data_path_port: config.data_path_port,
+            dns_upstreams: config.dns_upstreams.clone(),
+            task_resolv_conf: config.task_resolv_conf.clone(),
+            gossip_addr: config
+                .advertise_addr
+                .map(|a| SocketAddr::new(a.ip(), config.gossip_port)),
         },
-        data_path_port: config.data_path_port,
-        dns_upstreams: config.dns_upstreams.clone(),
-        task_resolv_conf: config.task_resolv_conf.clone(),
-        gossip_addr: config
-            .advertise_addr
-            .map(|a| SocketAddr::new(a.ip(), config.gossip_port)),
-    })
+        Some(Arc::new(dataplane.clone())),
+    )
     .context("starting the embedded DNS server")?;
     // Tasks survive agent restarts: the executor re-adopts them (and reconnects their
     // networks) before the swarm resumes.
@@ -105,11 +110,10 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
         node_id,
         config,
         state.path(),
-        dataplane,
+        dataplane.clone(),
         swarm.clone(),
         networking.clone(),
     );
-    let dataplane = service.dataplane();
     let (metrics_addr, metrics) = metrics::serve(
         args.metrics_addr,
         dataplane.clone(),
@@ -127,7 +131,7 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
     metrics.abort();
     swarm.shutdown().await;
     // Detach programs before the socket disappears, so that "socket gone" means "clean".
-    drop(dataplane.lock().map(|mut dp| dp.take()));
+    drop(dataplane.lock().take());
     local_api::remove_socket(&args.socket);
     drop(state);
     info!("stopped");

@@ -1,15 +1,64 @@
 //! The eBPF data path as this node runs it: maps pinned under the node's bpffs directory, the
-//! XDP program on the underlay interface.
+//! XDP program on the underlay interface, the tc programs on task veths and the VIP maps (for
+//! the networking, through [`VipDataplane`]).
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
 
 use anyhow::Context as _;
 use shoal_control::{
     api::{DataplaneInfo, HookCounters},
     identity::NodeId,
 };
-use shoal_dataplane::{Dataplane, bpffs};
+use shoal_dataplane::{Dataplane, LbTable, bpffs, lb::ApplyReport, netns::run_in};
 use tracing::warn;
+
+use crate::networking::VipDataplane;
+
+/// Shared by the API, the metrics and the networking; the daemon takes the data path out at
+/// shutdown to detach it.
+#[derive(Clone)]
+pub struct SharedDataplane(Arc<Mutex<Option<NodeDataplane>>>);
+
+impl SharedDataplane {
+    pub fn new(dataplane: NodeDataplane) -> Self {
+        SharedDataplane(Arc::new(Mutex::new(Some(dataplane))))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Option<NodeDataplane>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+const STOPPED: &str = "the data path is stopped";
+
+impl VipDataplane for SharedDataplane {
+    fn attach_task_veth(&self, netns: &Path, interface: &str) -> Result<(), String> {
+        let mut guard = self.lock();
+        let dp = guard.as_mut().ok_or(STOPPED)?;
+        run_in(netns, || dp.dataplane.attach_task_veth(interface))
+            .and_then(|attached| attached)
+            .map_err(|e| format!("attaching the load balancer to {interface}: {e}"))
+    }
+
+    fn apply(&self, table: &LbTable) -> Result<ApplyReport, String> {
+        let mut guard = self.lock();
+        let dp = guard.as_mut().ok_or(STOPPED)?;
+        dp.dataplane
+            .lb_mut()
+            .apply(table)
+            .map_err(|e| e.to_string())
+    }
+
+    fn table(&self) -> LbTable {
+        self.lock()
+            .as_ref()
+            .map(|dp| dp.dataplane.lb().table())
+            .unwrap_or_default()
+    }
+}
 
 pub struct NodeDataplane {
     dataplane: Dataplane,

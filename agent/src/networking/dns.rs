@@ -8,17 +8,14 @@
 //! every manager is down, as Docker's do.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     net::{SocketAddr, TcpListener, UdpSocket},
     path::Path,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
-use shoal_control::{
-    cluster::Task,
-    netdb::{Change, Endpoint},
-};
+use shoal_control::{cluster::Task, netdb::Change};
 use shoal_dns::{
     DnsCounters, DnsServer, EndpointRecord, NetworkInfo, Records, RecordsView, ServerConfig,
     TaskDns, resolv_conf::EMBEDDED_DNS,
@@ -118,8 +115,8 @@ impl NodeNetworking {
     /// Rebuilds the DNS records from this node's networks: its own endpoints, and every other
     /// node's from the network DB (which already hides those of nodes that are down).
     pub(super) fn refresh_dns(&self) {
-        let local = self.local();
-        let networks: Vec<NetworkInfo> = local
+        let networks: Vec<NetworkInfo> = self
+            .local()
             .networks
             .values()
             .map(|n| NetworkInfo {
@@ -127,30 +124,17 @@ impl NodeNetworking {
                 name: n.network.name.clone(),
             })
             .collect();
-        // Keyed by (network, task): the DB's copy of a local endpoint and ours are the same.
-        let mut endpoints: BTreeMap<(String, String), Endpoint> = local
-            .endpoints
-            .iter()
-            .map(|(key, e)| (key.clone(), e.clone()))
-            .collect();
-        if let Some(db) = self.db() {
-            for id in local.networks.keys() {
-                for e in db.endpoints(id) {
-                    endpoints
-                        .entry((e.network_id.clone(), e.endpoint_id.clone()))
-                        .or_insert(e);
-                }
-            }
-        }
-        drop(local);
-        let records = endpoints.into_values().map(|e| EndpointRecord {
-            network_id: e.network_id,
-            task_id: e.endpoint_id,
-            ip: e.ip,
-            service: e.service,
-            vip: e.vip,
-            aliases: e.aliases,
-        });
+        let records = self
+            .visible_endpoints()
+            .into_iter()
+            .map(|e| EndpointRecord {
+                network_id: e.network_id,
+                task_id: e.endpoint_id,
+                ip: e.ip,
+                service: e.service,
+                vip: e.vip,
+                aliases: e.aliases,
+            });
         self.dns
             .records
             .replace(Records::new(networks, records.collect()));
@@ -176,8 +160,8 @@ pub async fn follow(networking: Arc<NodeNetworking>, mut changes: Receiver<Chang
             changes.try_recv()
         {}
         let n = networking.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || n.refresh_dns()).await {
-            warn!(error = %e, "rebuilding the DNS records failed");
+        if let Err(e) = tokio::task::spawn_blocking(move || n.refresh_services()).await {
+            warn!(error = %e, "rebuilding the DNS records and VIP backends failed");
         }
         tokio::time::sleep(COALESCE).await;
     }

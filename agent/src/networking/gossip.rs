@@ -215,7 +215,7 @@ async fn start(
     tokio::spawn(remote::follow(networking.clone(), changes));
     tokio::spawn(super::dns::follow(networking.clone(), db.subscribe()));
     let n = networking.clone();
-    let _ = tokio::task::spawn_blocking(move || n.refresh_dns()).await;
+    let _ = tokio::task::spawn_blocking(move || n.refresh_services()).await;
     info!(%bind, peers = peers.len(), "network DB started");
     if !peers.is_empty() {
         networking.gossip.lock().last_join = Some(Instant::now());

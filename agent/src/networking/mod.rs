@@ -13,14 +13,18 @@
 //! - `remote`: following the network DB into FDB and neighbour entries in the sandboxes.
 //! - `egress`: the gateway bridge and each task's address on it.
 //! - `dns`: the embedded DNS server in each task, and its records.
+//! - `vip`: the eBPF load balancer: programs on each task's veth, VIP -> backends table.
 
 mod dns;
 mod egress;
 mod gossip;
 mod remote;
+mod vip;
+
+pub use vip::VipDataplane;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
@@ -66,6 +70,7 @@ pub struct NodeNetworking {
     local: Mutex<Local>,
     egress: egress::Egress,
     dns: dns::EmbeddedDns,
+    vips: vip::Vips,
     /// Set while the network DB runs (from the first gossip keys the leader sends until the
     /// node leaves the swarm).
     netdb: RwLock<Option<Arc<NetDb>>>,
@@ -91,20 +96,55 @@ struct LocalNetwork {
 
 impl NodeNetworking {
     /// Must be called inside the agent's tokio runtime (the network DB and the follower of
-    /// remote endpoints run on it).
-    pub fn new(config: NetworkingConfig) -> std::io::Result<Arc<NodeNetworking>> {
-        Ok(Arc::new(NodeNetworking {
+    /// remote endpoints run on it). Without `dataplane`, service VIPs are not balanced.
+    pub fn new(
+        config: NetworkingConfig,
+        dataplane: Option<Arc<dyn VipDataplane>>,
+    ) -> std::io::Result<Arc<NodeNetworking>> {
+        let networking = Arc::new(NodeNetworking {
             egress: egress::Egress::new(&config.state_dir, &config.node_netns),
             dns: dns::EmbeddedDns::new(
                 config.dns_upstreams.clone(),
                 config.task_resolv_conf.clone(),
             )?,
+            vips: vip::Vips::new(dataplane),
             config,
             local: Mutex::default(),
             netdb: RwLock::new(None),
             gossip: gossip::GossipState::default(),
             runtime: tokio::runtime::Handle::current(),
-        }))
+        });
+        tokio::spawn(vip::refresh_periodically(networking.clone()));
+        Ok(networking)
+    }
+
+    /// The endpoints of every network this node has a sandbox for: its own, and every other
+    /// node's from the network DB (which already hides those of nodes that are down). What
+    /// both the DNS records and the VIP backends are built from.
+    fn visible_endpoints(&self) -> Vec<Endpoint> {
+        let local = self.local();
+        // Keyed by (network, task): the DB's copy of a local endpoint and ours are the same.
+        let mut endpoints: BTreeMap<(String, String), Endpoint> = local
+            .endpoints
+            .iter()
+            .map(|(key, e)| (key.clone(), e.clone()))
+            .collect();
+        if let Some(db) = self.db() {
+            for id in local.networks.keys() {
+                for e in db.endpoints(id) {
+                    endpoints
+                        .entry((e.network_id.clone(), e.endpoint_id.clone()))
+                        .or_insert(e);
+                }
+            }
+        }
+        endpoints.into_values().collect()
+    }
+
+    /// Rebuilds what follows the endpoints: the DNS records and the VIP backends.
+    fn refresh_services(&self) {
+        self.refresh_dns();
+        self.refresh_vips();
     }
 
     fn local(&self) -> MutexGuard<'_, Local> {
@@ -267,15 +307,19 @@ impl TaskNetwork for NodeNetworking {
             if let Some(net) = local.networks.get_mut(&network.id) {
                 net.tasks.insert(task.id.clone());
             }
+            let veth = sandbox_side_name(&task.id, index);
             attach_task(
                 &sandbox,
                 netns,
                 &format!("eth{index}"),
                 attachment.addr,
                 false,
-                &sandbox_side_name(&task.id, index),
+                &veth,
             )
             .map_err(|e| format!("network {}: {e}", network.name))?;
+            self.vips
+                .attach(&sandbox.path, &veth)
+                .map_err(|e| format!("network {}: {e}", network.name))?;
             let ip = attachment.addr.addr();
             let endpoint = Endpoint {
                 network_id: network.id.clone(),
@@ -305,7 +349,7 @@ impl TaskNetwork for NodeNetworking {
                 .attach(task, netns, task.networks.len())
                 .map_err(|e| format!("gateway bridge: {e}"))?;
         }
-        self.refresh_dns();
+        self.refresh_services();
         self.dns.serve(task, netns)
     }
 
@@ -329,7 +373,7 @@ impl TaskNetwork for NodeNetworking {
             self.release_network(&mut local, network_id, &task.id);
         }
         drop(local);
-        self.refresh_dns();
+        self.refresh_services();
     }
 
     fn resolv_conf(&self) -> Option<String> {

@@ -1,0 +1,137 @@
+//! Service VIPs on this node: the task-facing eBPF programs on every task's veth, and the load
+//! balancer's table (VIP -> running tasks' addresses) kept equal to what the network DB and
+//! this node's own endpoints say, so a task starting or stopping anywhere, a scale, a drain or
+//! a node's death reaches the maps as fast as gossip brings it.
+//!
+//! After an agent restart the maps still hold the last table (they are pinned) while the
+//! network DB starts empty. Until it has settled (met a live member, or run for
+//! [`SETTLE_AFTER`] alone), backends are only added, never removed: removing one resets its
+//! flows, and a backend missing only because gossip has not caught up yet must not lose its
+//! connections.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
+};
+
+use shoal_dataplane::{LbTable, lb::ApplyReport};
+use tracing::{debug, info, warn};
+
+use super::NodeNetworking;
+
+/// What the networking needs of the eBPF data path: implemented by the agent's shared
+/// [`shoal_dataplane::Dataplane`]; absent when the agent runs without one (unit tests).
+pub trait VipDataplane: Send + Sync {
+    /// Attaches the task-facing programs to `interface` inside the namespace at `netns`.
+    fn attach_task_veth(&self, netns: &Path, interface: &str) -> Result<(), String>;
+    /// Makes the maps hold exactly `table`.
+    fn apply(&self, table: &LbTable) -> Result<ApplyReport, String>;
+    /// What the maps hold now.
+    fn table(&self) -> LbTable;
+}
+
+/// How long a network DB that has met nobody is waited for before backends may be removed.
+pub const SETTLE_AFTER: Duration = Duration::from_secs(5);
+/// How often the table is recomputed even without a change (applies what was deferred).
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
+
+/// The load balancer as this node runs it.
+pub struct Vips {
+    dataplane: Option<Arc<dyn VipDataplane>>,
+    state: Mutex<VipState>,
+}
+
+#[derive(Default)]
+struct VipState {
+    /// When the network DB started in this agent's life.
+    db_started: Option<Instant>,
+    /// Latched once removals are allowed.
+    settled: bool,
+}
+
+impl Vips {
+    pub fn new(dataplane: Option<Arc<dyn VipDataplane>>) -> Vips {
+        Vips {
+            dataplane,
+            state: Mutex::default(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, VipState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Puts the task-facing programs on a task's veth (its sandbox end).
+    pub fn attach(&self, sandbox: &Path, interface: &str) -> Result<(), String> {
+        match &self.dataplane {
+            Some(dp) => dp.attach_task_veth(sandbox, interface),
+            None => Ok(()),
+        }
+    }
+}
+
+impl NodeNetworking {
+    /// Recomputes the load balancer's table from the endpoints this node sees and applies
+    /// what changed.
+    pub(super) fn refresh_vips(&self) {
+        let Some(dp) = self.vips.dataplane.clone() else {
+            return;
+        };
+        let mut wanted = LbTable::new();
+        for e in self.visible_endpoints() {
+            if let Some(vip) = e.vip {
+                wanted.entry(vip).or_default().insert(e.ip);
+            }
+        }
+        if !self.vips_settled() {
+            // Keep what the maps hold; only add.
+            for (vip, backends) in dp.table() {
+                wanted.entry(vip).or_default().extend(backends);
+            }
+        }
+        match dp.apply(&wanted) {
+            Ok(report) if report != ApplyReport::default() => {
+                info!(
+                    vips_added = report.vips_added,
+                    vips_removed = report.vips_removed,
+                    backends_added = report.backends_added,
+                    backends_removed = report.backends_removed,
+                    "service VIPs updated"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "updating the service VIPs"),
+        }
+    }
+
+    /// May backends be removed yet? See the module's comment.
+    fn vips_settled(&self) -> bool {
+        let mut state = self.vips.state();
+        if state.settled {
+            return true;
+        }
+        let Some(db) = self.db() else {
+            return false;
+        };
+        let started = *state.db_started.get_or_insert_with(Instant::now);
+        if db.alive_members() > 0 || started.elapsed() >= SETTLE_AFTER {
+            debug!("network DB settled: stale VIP backends may be removed");
+            state.settled = true;
+        }
+        state.settled
+    }
+}
+
+/// Re-applies the table every [`REFRESH_EVERY`] (changes are applied as they come by the
+/// network DB follower; this catches what was deferred while the DB settled).
+pub async fn refresh_periodically(networking: Arc<NodeNetworking>) {
+    let mut tick = tokio::time::interval(REFRESH_EVERY);
+    loop {
+        tick.tick().await;
+        let n = networking.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || n.refresh_vips()).await {
+            warn!(error = %e, "refreshing the service VIPs failed");
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! East-west service load balancing on the task-facing veths (the sandbox end of each task's
+//! veth): packets a task sends to a VIP are balanced onto a backend (tc ingress), and the
+//! backend's replies get the VIP back as their source (tc egress). Layouts and the
+//! consistency rules between the agent and these programs: `shoal_common::lb`.
+//!
+//! # Layout
+//! - `maps`: the maps and the counter updates.
+//! - `headers`: offsets and parsing.
+//! - `nat`: address and MAC rewrites with checksums.
+//! - `arp`: the ARP responder for VIPs.
+//! - `reset`: the TCP reset sent for refused and orphaned connections.
+
+mod arp;
+mod headers;
+pub mod maps;
+mod nat;
+mod reset;
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    programs::TcContext,
+};
+use headers::{
+    ETH_P_ARP, ETH_P_IP, ETH_TYPE, IP_DST, IP_SRC, Ipv4Flow, NotAFlow, PROTO_TCP, TCP_ACK_FLAG,
+    TCP_FLAGS, TCP_SEQ, TCP_SYN, ipv4_flow, mac_of,
+};
+use maps::{
+    SHOAL_LB_BACKENDS, SHOAL_LB_CURSORS, SHOAL_LB_FLOWS, SHOAL_LB_SLOTS, SHOAL_LB_VIPS,
+    count_event, count_traffic,
+};
+use shoal_common::lb::{
+    FLOW_FORWARD, FLOW_REPLY, FlowKey, FlowState, LbEvent, SlotKey, VipService,
+};
+
+const PASS: i32 = TC_ACT_OK as i32;
+const DROP: i32 = TC_ACT_SHOT as i32;
+
+/// A packet a task sent (tc ingress on the sandbox end of its veth).
+#[inline(always)]
+pub fn from_task(ctx: &TcContext) -> i32 {
+    let Ok(ethertype) = ctx.load::<u16>(ETH_TYPE) else {
+        return PASS;
+    };
+    if ethertype == ETH_P_ARP {
+        return arp::answer_vip_request(ctx);
+    }
+    if ethertype != ETH_P_IP {
+        return PASS;
+    }
+    // Only traffic to a VIP is ours; everything else passes untouched, however odd it is.
+    let Ok(dst) = ctx.load::<u32>(IP_DST) else {
+        return PASS;
+    };
+    // SAFETY: copied out at once (see aya's note on hash map aliasing).
+    let Some(vip) = (unsafe { SHOAL_LB_VIPS.get(&dst) }).copied() else {
+        return PASS;
+    };
+    let flow = match ipv4_flow(ctx) {
+        Ok(flow) => flow,
+        Err(NotAFlow::Fragment) => {
+            count_event(LbEvent::Fragment);
+            return DROP;
+        }
+        Err(NotAFlow::Truncated | NotAFlow::OtherProtocol) => {
+            count_event(LbEvent::Malformed);
+            return DROP;
+        }
+    };
+    match balance(ctx, &flow, &vip) {
+        Ok(verdict) => verdict,
+        Err(_) => {
+            count_event(LbEvent::Malformed);
+            DROP
+        }
+    }
+}
+
+/// What to do with the TCP flags of a segment for flow tracking.
+struct TcpSegment {
+    /// A SYN without ACK: the start of a connection.
+    opening: bool,
+    /// Its sequence number (the ISN, when opening), as loaded.
+    seq: u32,
+}
+
+#[inline(always)]
+fn balance(ctx: &TcContext, flow: &Ipv4Flow, vip: &VipService) -> Result<i32, i64> {
+    let tcp = if flow.proto == PROTO_TCP {
+        let flags: u8 = ctx.load(flow.l4 + TCP_FLAGS)?;
+        Some(TcpSegment {
+            opening: flags & TCP_SYN != 0 && flags & TCP_ACK_FLAG == 0,
+            seq: ctx.load(flow.l4 + TCP_SEQ)?,
+        })
+    } else {
+        None
+    };
+    let key = FlowKey {
+        src_ip: flow.src_ip,
+        dst_ip: flow.dst_ip,
+        src_port: flow.src_port,
+        dst_port: flow.dst_port,
+        proto: flow.proto,
+        direction: FLOW_FORWARD,
+        pad: [0; 2],
+    };
+    // SAFETY: copied out at once.
+    let known = unsafe { SHOAL_LB_FLOWS.get(&key) }.copied();
+    let mut new_flow = false;
+    let state = match known {
+        // A SYN with a new ISN on a known 5-tuple is a new connection (the port was reused).
+        Some(state)
+            if tcp
+                .as_ref()
+                .is_some_and(|t| t.opening && t.seq != state.tcp_isn) =>
+        {
+            forget_reply(flow, &state);
+            None
+        }
+        Some(state) if backend_alive(&state, vip) => Some(state),
+        Some(state) => {
+            count_event(LbEvent::BackendGone);
+            forget_reply(flow, &state);
+            let _ = SHOAL_LB_FLOWS.remove(&key);
+            if tcp.is_some() {
+                return Ok(reset::reply_with_reset(ctx, flow));
+            }
+            // UDP has no connection to break: the flow moves to a live backend.
+            None
+        }
+        None => None,
+    };
+    let state = match state {
+        Some(state) => state,
+        None => {
+            // Only the start of a connection may be balanced: a mid-stream TCP segment with no
+            // flow entry (its backend was removed, or the entry evicted) is reset.
+            if tcp.as_ref().is_some_and(|t| !t.opening) {
+                count_event(LbEvent::BackendGone);
+                return Ok(reset::reply_with_reset(ctx, flow));
+            }
+            let Some(state) = pick_backend(vip, tcp.as_ref().map_or(0, |t| t.seq)) else {
+                count_event(LbEvent::NoBackend);
+                return Ok(if tcp.is_some() {
+                    reset::reply_with_reset(ctx, flow)
+                } else {
+                    DROP
+                });
+            };
+            remember(&key, flow, &state);
+            new_flow = true;
+            state
+        }
+    };
+    count_traffic(
+        state.service_id,
+        state.backend_id,
+        u64::from(ctx.len()),
+        new_flow,
+    );
+    nat::rewrite_addr(ctx, flow, IP_DST, flow.dst_ip, state.nat_ip)?;
+    nat::set_dst_mac(ctx, &mac_of(state.nat_ip))?;
+    Ok(PASS)
+}
+
+/// Is the flow's backend still the service's, at the same address?
+#[inline(always)]
+fn backend_alive(state: &FlowState, vip: &VipService) -> bool {
+    state.service_id == vip.service_id
+        && SHOAL_LB_BACKENDS
+            .get(state.backend_id)
+            .is_some_and(|b| b.ip == state.nat_ip && b.service_id == vip.service_id)
+}
+
+/// The next backend of the service in round-robin order, as a forward flow state.
+#[inline(always)]
+fn pick_backend(vip: &VipService, tcp_isn: u32) -> Option<FlowState> {
+    if vip.backend_count == 0 {
+        return None;
+    }
+    let cursor = SHOAL_LB_CURSORS.get_ptr_mut(vip.service_id)?;
+    // SAFETY: a valid array slot; every CPU updates it only through this atomic add (BPF's
+    // atomic fetch-add: the bpfel target has no `core::sync::atomic` types), so the round
+    // robin is exact across CPUs.
+    let n = unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(cursor, 1) };
+    let slot = SlotKey {
+        service_id: vip.service_id,
+        slot: n % vip.backend_count,
+    };
+    // SAFETY: copied out at once.
+    let backend_id = unsafe { SHOAL_LB_SLOTS.get(&slot) }.copied()?;
+    let backend = SHOAL_LB_BACKENDS.get(backend_id)?;
+    if backend.service_id != vip.service_id || backend.ip == 0 {
+        return None;
+    }
+    Some(FlowState {
+        nat_ip: backend.ip,
+        backend_id,
+        service_id: vip.service_id,
+        tcp_isn,
+    })
+}
+
+/// Stores the forward entry and the reply entry that undoes the NAT.
+#[inline(always)]
+fn remember(key: &FlowKey, flow: &Ipv4Flow, state: &FlowState) {
+    let reply = FlowState {
+        nat_ip: flow.dst_ip,
+        ..*state
+    };
+    let _ = SHOAL_LB_FLOWS.insert(key, state, 0);
+    let _ = SHOAL_LB_FLOWS.insert(&reply_key(flow, state), &reply, 0);
+}
+
+#[inline(always)]
+fn forget_reply(flow: &Ipv4Flow, state: &FlowState) {
+    let _ = SHOAL_LB_FLOWS.remove(&reply_key(flow, state));
+}
+
+/// The key of the backend's replies to the client.
+#[inline(always)]
+fn reply_key(flow: &Ipv4Flow, state: &FlowState) -> FlowKey {
+    FlowKey {
+        src_ip: state.nat_ip,
+        dst_ip: flow.src_ip,
+        src_port: flow.dst_port,
+        dst_port: flow.src_port,
+        proto: flow.proto,
+        direction: FLOW_REPLY,
+        pad: [0; 2],
+    }
+}
+
+/// A packet on its way to a task (tc egress on the sandbox end of its veth): a backend's reply
+/// to a balanced flow gets the VIP back as its source.
+#[inline(always)]
+pub fn to_task(ctx: &TcContext) -> i32 {
+    match ctx.load::<u16>(ETH_TYPE) {
+        Ok(ethertype) if ethertype == ETH_P_IP => {}
+        _ => return PASS,
+    }
+    let Ok(flow) = ipv4_flow(ctx) else {
+        return PASS;
+    };
+    let key = FlowKey {
+        src_ip: flow.src_ip,
+        dst_ip: flow.dst_ip,
+        src_port: flow.src_port,
+        dst_port: flow.dst_port,
+        proto: flow.proto,
+        direction: FLOW_REPLY,
+        pad: [0; 2],
+    };
+    // SAFETY: copied out at once.
+    let Some(state) = (unsafe { SHOAL_LB_FLOWS.get(&key) }).copied() else {
+        return PASS;
+    };
+    count_event(LbEvent::ReplyNat);
+    count_traffic(
+        state.service_id,
+        state.backend_id,
+        u64::from(ctx.len()),
+        false,
+    );
+    let rewritten = nat::rewrite_addr(ctx, &flow, IP_SRC, flow.src_ip, state.nat_ip)
+        .and_then(|()| nat::set_src_mac(ctx, &mac_of(state.nat_ip)));
+    match rewritten {
+        Ok(()) => PASS,
+        Err(_) => DROP,
+    }
+}
