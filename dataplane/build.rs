@@ -51,8 +51,16 @@ fn main() -> anyhow::Result<()> {
     let path = env::var_os("PATH").unwrap_or_default();
     let mut paths = vec![linker_dir];
     paths.extend(env::split_paths(&path));
+    let linker = PathBuf::from("../ebpf/link-bpf-v3.sh")
+        .canonicalize()
+        .context("finding ebpf/link-bpf-v3.sh")?;
+    println!("cargo:rerun-if-changed={}", linker.display());
     // SAFETY: build scripts are single-threaded here; nothing else reads the environment yet.
-    unsafe { env::set_var("PATH", env::join_paths(paths)?) };
+    unsafe {
+        env::set_var("PATH", env::join_paths(paths)?);
+        // Links for BPF ISA v3 (atomic fetch-add); see the script for why.
+        env::set_var("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", &linker);
+    }
 
     aya_build::build_ebpf(
         [aya_build::Package {

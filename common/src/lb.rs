@@ -10,7 +10,7 @@
 //! LB_VIPS      HASH        VIP                      -> VipService { service_id, backend_count }
 //! LB_SLOTS     HASH        SlotKey{service_id,slot} -> backend_id          (slots 0..count)
 //! LB_BACKENDS  ARRAY       backend_id               -> Backend { ip, service_id }  (0 = none)
-//! LB_CURSORS   ARRAY       service_id               -> u32 round-robin cursor (atomic add)
+//! LB_CURSORS   ARRAY       service_id               -> u64 round-robin cursor (atomic add)
 //! LB_FLOWS     LRU_HASH    FlowKey                  -> FlowState (forward and reply entries)
 //! LB_SERVICE_STATS PERCPU_ARRAY service_id          -> LbCounters
 //! LB_BACKEND_STATS PERCPU_ARRAY backend_id          -> LbCounters
@@ -38,8 +38,10 @@ pub const SLOTS_MAP: &str = "SHOAL_LB_SLOTS";
 /// Map `SHOAL_LB_BACKENDS`: `ARRAY`, index backend ID -> [`Backend`]. ID 0 is never used, so
 /// a zeroed entry means "no backend".
 pub const BACKENDS_MAP: &str = "SHOAL_LB_BACKENDS";
-/// Map `SHOAL_LB_CURSORS`: `ARRAY`, index service ID -> `u32`, the next round-robin position.
-/// Shared by all CPUs (one atomic add per new flow) so the spread is exact, not per CPU.
+/// Map `SHOAL_LB_CURSORS`: `ARRAY`, index service ID -> `u64`, the next round-robin position.
+/// Shared by all CPUs (one atomic fetch-add per new flow) so the spread is exact, not per
+/// CPU; 64 bits so it never wraps (a wrap would skew one rotation when the backend count does
+/// not divide 2^32).
 pub const CURSORS_MAP: &str = "SHOAL_LB_CURSORS";
 /// Map `SHOAL_LB_FLOWS`: `LRU_HASH`, key [`FlowKey`] -> [`FlowState`]. No timeout: an entry
 /// lives as long as the LRU keeps it (it is refreshed by every packet of its flow), so an idle
@@ -136,7 +138,7 @@ pub struct FlowState {
     pub backend_id: u32,
     /// The service (per-service counters, liveness check).
     pub service_id: u32,
-    /// TCP: the client's initial sequence number (host order). A SYN with another ISN on the
+    /// TCP: the client's initial sequence number (as on the wire). A SYN with another ISN on the
     /// same 5-tuple is a new connection (port reuse) and is balanced again; a retransmitted
     /// SYN keeps its backend. 0 for UDP.
     pub tcp_isn: u32,

@@ -56,7 +56,7 @@ pub struct LoadBalancer {
     vips: HashMap<MapData, u32, VipService>,
     slots: HashMap<MapData, SlotKey, u32>,
     backends: Array<MapData, Backend>,
-    cursors: Array<MapData, u32>,
+    cursors: Array<MapData, u64>,
     flows: HashMap<MapData, FlowKey, FlowState>,
     service_stats: PerCpuArray<MapData, LbCounters>,
     backend_stats: PerCpuArray<MapData, LbCounters>,

@@ -10,6 +10,7 @@ mod cli_errors;
 mod cluster_basics;
 mod dataplane_programs;
 mod dns;
+mod lb_programs;
 mod networks;
 mod overlay;
 mod services;

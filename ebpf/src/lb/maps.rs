@@ -22,7 +22,7 @@ pub static SHOAL_LB_SLOTS: HashMap<SlotKey, u32> = HashMap::with_max_entries(MAX
 pub static SHOAL_LB_BACKENDS: Array<Backend> = Array::with_max_entries(MAX_BACKENDS, 0);
 
 #[map]
-pub static SHOAL_LB_CURSORS: Array<u32> = Array::with_max_entries(MAX_SERVICES, 0);
+pub static SHOAL_LB_CURSORS: Array<u64> = Array::with_max_entries(MAX_SERVICES, 0);
 
 #[map]
 pub static SHOAL_LB_FLOWS: LruHashMap<FlowKey, FlowState> =

@@ -180,13 +180,14 @@ fn pick_backend(vip: &VipService, tcp_isn: u32) -> Option<FlowState> {
         return None;
     }
     let cursor = SHOAL_LB_CURSORS.get_ptr_mut(vip.service_id)?;
-    // SAFETY: a valid array slot; every CPU updates it only through this atomic add (BPF's
-    // atomic fetch-add: the bpfel target has no `core::sync::atomic` types), so the round
-    // robin is exact across CPUs.
-    let n = unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(cursor, 1) };
+    // SAFETY: a valid array slot; every CPU updates it only through this atomic fetch-add
+    // (BPF_FETCH, ISA v3: see ebpf/link-bpf-v3.sh), so the round robin is exact across CPUs.
+    // SeqCst, not Relaxed: LLVM 22 lowers a relaxed atomicrmw add to BPF's non-fetching
+    // `lock +=` even when the old value is used, and silently returns the addend instead.
+    let n = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(cursor, 1) };
     let slot = SlotKey {
         service_id: vip.service_id,
-        slot: n % vip.backend_count,
+        slot: (n % u64::from(vip.backend_count)) as u32,
     };
     // SAFETY: copied out at once.
     let backend_id = unsafe { SHOAL_LB_SLOTS.get(&slot) }.copied()?;

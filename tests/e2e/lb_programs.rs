@@ -1,0 +1,454 @@
+//! The VIP load balancer's tc programs on crafted frames (BPF_PROG_TEST_RUN), each output
+//! compared byte for byte with the frame it must be: DNAT round robin, the reply path, flows
+//! kept and re-balanced, resets, ARP, and everything that must pass untouched or be dropped
+//! and counted. The maps are programmed through the same `LoadBalancer` the agent uses.
+
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
+use etherparse::{IpHeaders, IpNumber, Ipv4Header, PacketBuilder};
+use shoal_common::{lb::LbEvent, programs};
+use shoal_dataplane::{Dataplane, LbTable};
+
+const TC_ACT_OK: u32 = 0;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 10, 19, 254);
+const BACKENDS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(10, 10, 19, 2),
+    Ipv4Addr::new(10, 10, 19, 3),
+    Ipv4Addr::new(10, 10, 19, 4),
+];
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 10, 19, 10);
+
+fn mac(ip: Ipv4Addr) -> [u8; 6] {
+    shoal_common::lb::mac_for_ip(ip.octets())
+}
+
+/// A TCP segment as a task sends or receives it.
+#[derive(Clone)]
+struct Tcp {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    /// `None`: no ACK flag.
+    ack: Option<u32>,
+    syn: bool,
+    ip_options: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Tcp {
+    /// A client's SYN to the VIP, from `sport`.
+    fn syn_to_vip(sport: u16) -> Tcp {
+        Tcp {
+            src: CLIENT,
+            dst: VIP,
+            src_mac: mac(CLIENT),
+            dst_mac: mac(VIP),
+            sport,
+            dport: 80,
+            seq: 1000 + u32::from(sport),
+            ack: None,
+            syn: true,
+            ip_options: Vec::new(),
+            payload: Vec::new(),
+        }
+    }
+
+    /// The next segment of the same connection: an ACK carrying data.
+    fn data(&self) -> Tcp {
+        Tcp {
+            seq: self.seq + 1,
+            ack: Some(77),
+            syn: false,
+            payload: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            ..self.clone()
+        }
+    }
+
+    /// The same segment after DNAT to `backend`.
+    fn to_backend(&self, backend: Ipv4Addr) -> Tcp {
+        Tcp {
+            dst: backend,
+            dst_mac: mac(backend),
+            ..self.clone()
+        }
+    }
+
+    fn frame(&self) -> Vec<u8> {
+        let mut ip =
+            Ipv4Header::new(0, 64, IpNumber::TCP, self.src.octets(), self.dst.octets()).unwrap();
+        ip.options = self.ip_options.as_slice().try_into().unwrap();
+        let mut tcp = PacketBuilder::ethernet2(self.src_mac, self.dst_mac)
+            .ip(IpHeaders::Ipv4(ip, Default::default()))
+            .tcp(self.sport, self.dport, self.seq, 64240);
+        if self.syn {
+            tcp = tcp.syn();
+        }
+        if let Some(ack) = self.ack {
+            tcp = tcp.ack(ack);
+        }
+        let mut frame = Vec::new();
+        tcp.write(&mut frame, &self.payload).unwrap();
+        frame
+    }
+}
+
+/// A UDP datagram from the client to `dst` (`checksum: false` zeroes the checksum: "none").
+fn udp_frame(dst: Ipv4Addr, sport: u16, checksum: bool) -> Vec<u8> {
+    let builder = PacketBuilder::ethernet2(mac(CLIENT), mac(dst))
+        .ipv4(CLIENT.octets(), dst.octets(), 64)
+        .udp(sport, 53);
+    let mut frame = Vec::new();
+    builder.write(&mut frame, b"ping").unwrap();
+    if !checksum {
+        let udp_check = 14 + 20 + 6;
+        frame[udp_check..udp_check + 2].copy_from_slice(&[0, 0]);
+    }
+    frame
+}
+
+/// The reset the programs must send back for `seg` (RFC 9293 3.10.7.1), from the VIP.
+fn reset_for(seg: &Tcp) -> Vec<u8> {
+    let consumed = seg.payload.len() as u32 + u32::from(seg.syn);
+    let builder = PacketBuilder::ethernet2(seg.dst_mac, seg.src_mac)
+        .ipv4(seg.dst.octets(), seg.src.octets(), 64)
+        .tcp(seg.dport, seg.sport, seg.ack.unwrap_or(0), 0)
+        .rst();
+    let builder = match seg.ack {
+        Some(_) => builder,
+        None => builder.ack(seg.seq + consumed),
+    };
+    let mut frame = Vec::new();
+    builder.write(&mut frame, &[]).unwrap();
+    frame
+}
+
+fn arp_request(target: Ipv4Addr) -> Vec<u8> {
+    let mut frame = vec![0xff; 6];
+    frame.extend_from_slice(&mac(CLIENT));
+    frame.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    frame.extend_from_slice(&mac(CLIENT));
+    frame.extend_from_slice(&CLIENT.octets());
+    frame.extend_from_slice(&[0; 6]);
+    frame.extend_from_slice(&target.octets());
+    frame
+}
+
+/// A private data path (no pins) whose VIP has `backends`.
+fn balancer(backends: &[Ipv4Addr]) -> Dataplane {
+    let mut dp = Dataplane::load(None).unwrap();
+    set_backends(&mut dp, backends);
+    dp
+}
+
+fn set_backends(dp: &mut Dataplane, backends: &[Ipv4Addr]) {
+    let table: LbTable = [(VIP, backends.iter().copied().collect::<BTreeSet<_>>())].into();
+    dp.lb_mut().apply(&table).unwrap();
+}
+
+/// Runs the task-side ingress program (what a task sends) on `frame`.
+fn send(dp: &Dataplane, frame: &[u8]) -> (u32, Vec<u8>) {
+    let out = dp.test_run(programs::TC_INGRESS, frame, 1).unwrap();
+    (out.return_value, out.data_out)
+}
+
+/// Runs the task-side egress program (what a task receives) on `frame`.
+fn receive(dp: &Dataplane, frame: &[u8]) -> (u32, Vec<u8>) {
+    let out = dp.test_run(programs::TC_EGRESS, frame, 1).unwrap();
+    (out.return_value, out.data_out)
+}
+
+fn event(dp: &Dataplane, which: LbEvent) -> u64 {
+    dp.lb()
+        .events()
+        .unwrap()
+        .into_iter()
+        .find(|(e, _)| *e == which)
+        .map(|(_, n)| n)
+        .unwrap()
+}
+
+#[test]
+fn new_flows_to_a_vip_are_dnat_ed_round_robin() {
+    let dp = balancer(&BACKENDS);
+    for i in 0..6u16 {
+        let syn = Tcp::syn_to_vip(40000 + i);
+        let (verdict, out) = send(&dp, &syn.frame());
+        let backend = BACKENDS[usize::from(i) % 3];
+        assert_eq!(verdict, TC_ACT_OK, "SYN {i}");
+        assert_eq!(
+            out,
+            syn.to_backend(backend).frame(),
+            "SYN {i} must go to {backend}, with the destination MAC and both checksums fixed"
+        );
+    }
+    let counters = dp.lb().counters().unwrap();
+    let vip_total = counters.iter().find(|c| c.backend.is_none()).unwrap();
+    assert_eq!(
+        (vip_total.counters.packets, vip_total.counters.flows),
+        (6, 6)
+    );
+    for backend in BACKENDS {
+        let c = counters
+            .iter()
+            .find(|c| c.backend == Some(backend))
+            .unwrap();
+        assert_eq!((c.counters.packets, c.counters.flows), (2, 2), "{backend}");
+    }
+}
+
+#[test]
+fn a_flow_stays_on_its_backend_and_replies_come_from_the_vip() {
+    let dp = balancer(&BACKENDS);
+    let syn = Tcp::syn_to_vip(41000);
+    let (_, first) = send(&dp, &syn.frame());
+    assert_eq!(first, syn.to_backend(BACKENDS[0]).frame());
+    // Other clients' new flows move the cursor on; this flow's segments do not.
+    send(&dp, &Tcp::syn_to_vip(41001).frame());
+    for _ in 0..3 {
+        let data = syn.data();
+        let (verdict, out) = send(&dp, &data.frame());
+        assert_eq!(verdict, TC_ACT_OK);
+        assert_eq!(out, data.to_backend(BACKENDS[0]).frame());
+    }
+    // A retransmitted SYN (same ISN) keeps its backend too.
+    assert_eq!(
+        send(&dp, &syn.frame()).1,
+        syn.to_backend(BACKENDS[0]).frame()
+    );
+
+    // The backend's SYN-ACK reaches the client with the VIP as its source.
+    let syn_ack = Tcp {
+        src: BACKENDS[0],
+        dst: CLIENT,
+        src_mac: mac(BACKENDS[0]),
+        dst_mac: mac(CLIENT),
+        sport: 80,
+        dport: 41000,
+        seq: 5000,
+        ack: Some(syn.seq + 1),
+        syn: true,
+        ip_options: Vec::new(),
+        payload: Vec::new(),
+    };
+    let (verdict, out) = receive(&dp, &syn_ack.frame());
+    assert_eq!(verdict, TC_ACT_OK);
+    let from_vip = Tcp {
+        src: VIP,
+        src_mac: mac(VIP),
+        ..syn_ack.clone()
+    };
+    assert_eq!(out, from_vip.frame(), "reply must be reverse-NAT-ed");
+    assert_eq!(event(&dp, LbEvent::ReplyNat), 1);
+
+    // A backend talking to the client on its own (no balanced flow) is left alone.
+    let unrelated = Tcp {
+        dport: 41999,
+        ..syn_ack
+    };
+    assert_eq!(receive(&dp, &unrelated.frame()).1, unrelated.frame());
+}
+
+#[test]
+fn a_reused_port_with_a_new_isn_is_balanced_again() {
+    let dp = balancer(&BACKENDS);
+    let first = Tcp::syn_to_vip(42000);
+    assert_eq!(
+        send(&dp, &first.frame()).1,
+        first.to_backend(BACKENDS[0]).frame()
+    );
+    let again = Tcp {
+        seq: first.seq + 100_000,
+        ..first
+    };
+    assert_eq!(
+        send(&dp, &again.frame()).1,
+        again.to_backend(BACKENDS[1]).frame()
+    );
+}
+
+#[test]
+fn udp_to_a_vip_is_balanced_and_a_missing_checksum_stays_missing() {
+    let dp = balancer(&BACKENDS);
+    for (i, checksum) in [(0u16, true), (1, false)] {
+        let frame = udp_frame(VIP, 50000 + i, checksum);
+        let (verdict, out) = send(&dp, &frame);
+        assert_eq!(verdict, TC_ACT_OK);
+        let backend = BACKENDS[usize::from(i)];
+        let mut expected = udp_frame(backend, 50000 + i, checksum);
+        expected[0..6].copy_from_slice(&mac(backend));
+        assert_eq!(out, expected, "datagram {i} (checksum {checksum})");
+    }
+    // The same 5-tuple stays on its backend.
+    let (_, out) = send(&dp, &udp_frame(VIP, 50000, true));
+    assert_eq!(out, udp_frame(BACKENDS[0], 50000, true));
+}
+
+#[test]
+fn ip_options_move_the_l4_header_and_are_kept() {
+    let dp = balancer(&BACKENDS);
+    let syn = Tcp {
+        // NOP, NOP, NOP, end of options: one 4-byte word.
+        ip_options: vec![1, 1, 1, 0],
+        ..Tcp::syn_to_vip(43000)
+    };
+    let (verdict, out) = send(&dp, &syn.frame());
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out, syn.to_backend(BACKENDS[0]).frame());
+}
+
+#[test]
+fn traffic_not_for_a_vip_passes_untouched() {
+    let dp = balancer(&BACKENDS);
+    let direct = Tcp {
+        dst: BACKENDS[1],
+        dst_mac: mac(BACKENDS[1]),
+        ..Tcp::syn_to_vip(44000)
+    };
+    let ping = {
+        let b = PacketBuilder::ethernet2(mac(CLIENT), mac(BACKENDS[0]))
+            .ipv4(CLIENT.octets(), BACKENDS[0].octets(), 64)
+            .icmpv4_echo_request(1, 1);
+        let mut f = Vec::new();
+        b.write(&mut f, b"ping").unwrap();
+        f
+    };
+    let ipv6 = {
+        let b = PacketBuilder::ethernet2(mac(CLIENT), mac(VIP))
+            .ipv6([0xfd; 16], [0xfe; 16], 64)
+            .tcp(44001, 80, 1, 1000)
+            .syn();
+        let mut f = Vec::new();
+        b.write(&mut f, &[]).unwrap();
+        f
+    };
+    let mut other_arp = arp_request(BACKENDS[2]);
+    other_arp.extend_from_slice(&[0; 18]);
+    // A datagram to the VIP's neighbour with a truncated UDP header.
+    let mut short = udp_frame(Ipv4Addr::new(10, 10, 19, 253), 45000, true);
+    short.truncate(14 + 20 + 3);
+    for (what, frame) in [
+        ("TCP to a task", direct.frame()),
+        ("ICMP to a task", ping),
+        ("IPv6", ipv6),
+        ("ARP for a task", other_arp),
+        ("truncated, not for a VIP", short),
+    ] {
+        let (verdict, out) = send(&dp, &frame);
+        assert_eq!(verdict, TC_ACT_OK, "{what}");
+        assert_eq!(out, frame, "{what} must pass untouched");
+        let (verdict, out) = receive(&dp, &frame);
+        assert_eq!((verdict, out), (TC_ACT_OK, frame), "{what}, egress");
+    }
+    assert!(dp.lb().flow_entries().unwrap().is_empty());
+}
+
+#[test]
+fn arp_requests_for_a_vip_are_answered_in_place() {
+    let dp = balancer(&BACKENDS);
+    let (verdict, out) = send(&dp, &arp_request(VIP));
+    assert_eq!(
+        verdict, TC_ACT_REDIRECT,
+        "the reply goes back to the asking task"
+    );
+    let mut reply = mac(CLIENT).to_vec();
+    reply.extend_from_slice(&mac(VIP));
+    reply.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 2]);
+    reply.extend_from_slice(&mac(VIP));
+    reply.extend_from_slice(&VIP.octets());
+    reply.extend_from_slice(&mac(CLIENT));
+    reply.extend_from_slice(&CLIENT.octets());
+    assert_eq!(out, reply);
+    assert_eq!(event(&dp, LbEvent::ArpReplied), 1);
+}
+
+#[test]
+fn malformed_packets_and_fragments_to_a_vip_are_dropped_and_counted() {
+    let dp = balancer(&BACKENDS);
+    // TCP header cut after 10 bytes.
+    let mut truncated = Tcp::syn_to_vip(46000).frame();
+    truncated.truncate(14 + 20 + 10);
+    // A first fragment (more fragments set) and a later one.
+    let fragment = |offset: u16, more: bool| {
+        let mut f = udp_frame(VIP, 46001, true);
+        let flags_offset: u16 = (u16::from(more) << 13) | offset;
+        f[14 + 6..14 + 8].copy_from_slice(&flags_offset.to_be_bytes());
+        f
+    };
+    let ping = {
+        let b = PacketBuilder::ethernet2(mac(CLIENT), mac(VIP))
+            .ipv4(CLIENT.octets(), VIP.octets(), 64)
+            .icmpv4_echo_request(1, 1);
+        let mut f = Vec::new();
+        b.write(&mut f, b"ping").unwrap();
+        f
+    };
+    for (what, frame) in [
+        ("truncated TCP", truncated),
+        ("ICMP to the VIP", ping),
+        ("first fragment", fragment(0, true)),
+        ("later fragment", fragment(185, false)),
+    ] {
+        assert_eq!(send(&dp, &frame).0, TC_ACT_SHOT, "{what}");
+    }
+    assert_eq!(event(&dp, LbEvent::Malformed), 2);
+    assert_eq!(event(&dp, LbEvent::Fragment), 2);
+    assert!(dp.lb().flow_entries().unwrap().is_empty());
+}
+
+#[test]
+fn a_vip_without_backends_refuses_tcp_with_a_reset_and_drops_udp() {
+    let dp = balancer(&[]);
+    let syn = Tcp::syn_to_vip(47000);
+    let (verdict, out) = send(&dp, &syn.frame());
+    assert_eq!(
+        verdict, TC_ACT_REDIRECT,
+        "the reset goes back to the client"
+    );
+    assert_eq!(out, reset_for(&syn));
+    assert_eq!(send(&dp, &udp_frame(VIP, 47001, true)).0, TC_ACT_SHOT);
+    assert_eq!(event(&dp, LbEvent::NoBackend), 2);
+}
+
+#[test]
+fn a_removed_backend_resets_its_flows_and_leaves_the_others_alone() {
+    let mut dp = balancer(&BACKENDS);
+    let flows: Vec<Tcp> = (0..3).map(|i| Tcp::syn_to_vip(48000 + i)).collect();
+    for (flow, backend) in flows.iter().zip(BACKENDS) {
+        assert_eq!(send(&dp, &flow.frame()).1, flow.to_backend(backend).frame());
+    }
+    let udp = udp_frame(VIP, 48100, true);
+    send(&dp, &udp); // slot 0: BACKENDS[0]
+    // --- scale down: the first backend goes
+    set_backends(&mut dp, &BACKENDS[1..]);
+    let orphan = flows[0].data();
+    let (verdict, out) = send(&dp, &orphan.frame());
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(out, reset_for(&orphan), "the orphaned flow fails fast");
+    for (flow, backend) in flows[1..].iter().zip(&BACKENDS[1..]) {
+        let data = flow.data();
+        assert_eq!(
+            send(&dp, &data.frame()).1,
+            data.to_backend(*backend).frame(),
+            "a flow to a backend that stays is untouched"
+        );
+    }
+    // UDP has no connection to break: its flow moves to a live backend.
+    let (verdict, out) = send(&dp, &udp);
+    assert_eq!(verdict, TC_ACT_OK);
+    let moved = &out[14 + 16..14 + 20];
+    assert!(
+        BACKENDS[1..].iter().any(|b| b.octets() == moved),
+        "UDP moved to {moved:?}"
+    );
+    assert!(event(&dp, LbEvent::BackendGone) >= 2);
+    // A segment of a connection the balancer never saw open is reset, not guessed at.
+    let stranger = Tcp::syn_to_vip(48999).data();
+    assert_eq!(send(&dp, &stranger.frame()).1, reset_for(&stranger));
+}
