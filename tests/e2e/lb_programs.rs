@@ -452,3 +452,43 @@ fn a_removed_backend_resets_its_flows_and_leaves_the_others_alone() {
     let stranger = Tcp::syn_to_vip(48999).data();
     assert_eq!(send(&dp, &stranger.frame()).1, reset_for(&stranger));
 }
+
+#[test]
+fn a_task_balanced_onto_itself_talks_to_itself_through_the_vip() {
+    let dp = balancer(&BACKENDS);
+    let me = BACKENDS[0];
+    // The client is the first backend, and slot 0 comes first.
+    let syn = Tcp {
+        src: me,
+        src_mac: mac(me),
+        ..Tcp::syn_to_vip(49000)
+    };
+    let (verdict, out) = send(&dp, &syn.frame());
+    assert_eq!(verdict, TC_ACT_REDIRECT, "sent straight back to the task");
+    let bounced = Tcp {
+        src: VIP,
+        src_mac: mac(VIP),
+        dst: me,
+        dst_mac: mac(me),
+        ..syn.clone()
+    };
+    assert_eq!(out, bounced.frame(), "the server sees the VIP as its client");
+    // The server's answer goes to the VIP too, and comes back from it.
+    let syn_ack = Tcp {
+        sport: 80,
+        dport: 49000,
+        seq: 9000,
+        ack: Some(syn.seq + 1),
+        ..syn.clone()
+    };
+    let (verdict, out) = send(&dp, &syn_ack.frame());
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    let answer = Tcp {
+        src: VIP,
+        src_mac: mac(VIP),
+        dst: me,
+        dst_mac: mac(me),
+        ..syn_ack
+    };
+    assert_eq!(out, answer.frame(), "the client sees the VIP as its peer");
+}

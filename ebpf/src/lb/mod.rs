@@ -20,6 +20,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    helpers::bpf_redirect,
     programs::TcContext,
 };
 use headers::{
@@ -159,9 +160,29 @@ fn balance(ctx: &TcContext, flow: &Ipv4Flow, vip: &VipService) -> Result<i32, i6
         u64::from(ctx.len()),
         new_flow,
     );
+    if state.nat_ip == flow.src_ip {
+        return hairpin(ctx, flow);
+    }
     nat::rewrite_addr(ctx, flow, IP_DST, flow.dst_ip, state.nat_ip)?;
     nat::set_dst_mac(ctx, &mac_of(state.nat_ip))?;
     Ok(PASS)
+}
+
+/// A task balanced onto itself. The bridge never sends a frame back out of the port it came
+/// in on, and a reply from `self` to `self` would stay on the task's loopback; so both
+/// directions are turned into `VIP -> task` and sent straight back: the client sees the VIP as
+/// its peer, and the server sees the VIP as its client (IPVS in a Docker task does the same).
+/// Both directions arrive here as `task -> VIP` (the forward entry and the one
+/// [`remember`] stores for the server's side).
+#[inline(always)]
+fn hairpin(ctx: &TcContext, flow: &Ipv4Flow) -> Result<i32, i64> {
+    let (task, vip) = (flow.src_ip, flow.dst_ip);
+    nat::rewrite_addr(ctx, flow, IP_SRC, task, vip)?;
+    nat::rewrite_addr(ctx, flow, IP_DST, vip, task)?;
+    nat::set_src_mac(ctx, &mac_of(vip))?;
+    nat::set_dst_mac(ctx, &mac_of(task))?;
+    // SAFETY: plain helper call on this skb's own interface.
+    Ok(unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) } as i32)
 }
 
 /// Is the flow's backend still the service's, at the same address?
@@ -203,14 +224,24 @@ fn pick_backend(vip: &VipService, tcp_isn: u32) -> Option<FlowState> {
     })
 }
 
-/// Stores the forward entry and the reply entry that undoes the NAT.
+/// Stores the forward entry and the reply entry that undoes the NAT. For a task balanced onto
+/// itself, the second entry is another forward one: its server side answers `task -> VIP`.
 #[inline(always)]
 fn remember(key: &FlowKey, flow: &Ipv4Flow, state: &FlowState) {
+    let _ = SHOAL_LB_FLOWS.insert(key, state, 0);
+    if state.nat_ip == flow.src_ip {
+        let server_side = FlowKey {
+            src_port: flow.dst_port,
+            dst_port: flow.src_port,
+            ..*key
+        };
+        let _ = SHOAL_LB_FLOWS.insert(&server_side, &FlowState { tcp_isn: 0, ..*state }, 0);
+        return;
+    }
     let reply = FlowState {
         nat_ip: flow.dst_ip,
         ..*state
     };
-    let _ = SHOAL_LB_FLOWS.insert(key, state, 0);
     let _ = SHOAL_LB_FLOWS.insert(&reply_key(flow, state), &reply, 0);
 }
 
