@@ -472,7 +472,11 @@ fn a_task_balanced_onto_itself_talks_to_itself_through_the_vip() {
         dst_mac: mac(me),
         ..syn.clone()
     };
-    assert_eq!(out, bounced.frame(), "the server sees the VIP as its client");
+    assert_eq!(
+        out,
+        bounced.frame(),
+        "the server sees the VIP as its client"
+    );
     // The server's answer goes to the VIP too, and comes back from it.
     let syn_ack = Tcp {
         sport: 80,

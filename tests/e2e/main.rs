@@ -16,3 +16,4 @@ mod overlay;
 mod services;
 mod support;
 mod swarm_core;
+mod vip;

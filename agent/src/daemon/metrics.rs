@@ -14,7 +14,9 @@ use prometheus_client::{
     metrics::{counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
+use shoal_common::lb::{LbCounters, LbEvent};
 use shoal_control::{api::HookCounters, netdb::NetDbStats, swarm::Swarm};
+use shoal_dataplane::lb::VipCounters;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::warn;
 
@@ -56,14 +58,16 @@ pub async fn serve(
 
 async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
     let swarm = sources.swarm.summary().await;
-    let hooks = sources
+    let (hooks, (lb, lb_events)) = sources
         .dataplane
         .lock()
         .as_ref()
-        .map(|dp| dp.info().counters)
+        .map(|dp| (dp.info().counters, dp.lb_counters()))
         .unwrap_or_default();
     let snapshot = Snapshot {
         hooks,
+        lb,
+        lb_events,
         swarm_active: swarm.active,
         is_manager: swarm.is_manager,
         managers: swarm.managers,
@@ -91,6 +95,9 @@ async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
 #[derive(Debug)]
 struct Snapshot {
     hooks: Vec<HookCounters>,
+    /// Per VIP (`backend: None`) and per backend.
+    lb: Vec<VipCounters>,
+    lb_events: Vec<(LbEvent, u64)>,
     swarm_active: bool,
     is_manager: bool,
     managers: u32,
@@ -125,6 +132,7 @@ impl Collector for Snapshot {
                 ConstCounter::new(value(hook)).encode(family.encode_family(&labels)?)?;
             }
         }
+        self.encode_lb(&mut encoder)?;
         let g = &self.gossip;
         for (name, help, value) in [
             (
@@ -218,6 +226,70 @@ impl Collector for Snapshot {
         ] {
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Snapshot {
+    /// The VIP load balancer: traffic per VIP and per backend, and what it dropped or answered.
+    fn encode_lb(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (what, help, value) in [
+            (
+                "packets",
+                "Packets of balanced flows (both directions)",
+                (|c: &LbCounters| c.packets) as fn(&LbCounters) -> u64,
+            ),
+            (
+                "bytes",
+                "Bytes of balanced flows (both directions)",
+                |c: &LbCounters| c.bytes,
+            ),
+            ("flows", "New flows balanced", |c: &LbCounters| c.flows),
+        ] {
+            for per_backend in [false, true] {
+                let (name, help) = if per_backend {
+                    (
+                        format!("shoal_lb_backend_{what}"),
+                        format!("{help}, per VIP and backend, on this node."),
+                    )
+                } else {
+                    (
+                        format!("shoal_lb_vip_{what}"),
+                        format!("{help}, per VIP, on this node."),
+                    )
+                };
+                let mut family = encoder.encode_descriptor(
+                    &name,
+                    &help,
+                    None,
+                    ConstCounter::new(0u64).metric_type(),
+                )?;
+                for c in self
+                    .lb
+                    .iter()
+                    .filter(|c| c.backend.is_some() == per_backend)
+                {
+                    let vip = c.vip.to_string();
+                    let mut labels = vec![("vip", vip)];
+                    if let Some(backend) = c.backend {
+                        labels.push(("backend", backend.to_string()));
+                    }
+                    ConstCounter::new(value(&c.counters)).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut events = encoder.encode_descriptor(
+            "shoal_lb_events",
+            "Load balancer events: ARP replies for VIPs, connections refused for lack of a \
+             backend, flows reset or moved because their backend went, fragments and malformed \
+             packets to a VIP dropped, replies reverse-NAT-ed.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (event, value) in &self.lb_events {
+            ConstCounter::new(*value)
+                .encode(events.encode_family(&vec![("event", event.name())])?)?;
         }
         Ok(())
     }

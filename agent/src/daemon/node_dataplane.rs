@@ -8,11 +8,16 @@ use std::{
 };
 
 use anyhow::Context as _;
+use shoal_common::lb::LbEvent;
 use shoal_control::{
     api::{DataplaneInfo, HookCounters},
     identity::NodeId,
 };
-use shoal_dataplane::{Dataplane, LbTable, bpffs, lb::ApplyReport, netns::run_in};
+use shoal_dataplane::{
+    Dataplane, LbTable, bpffs,
+    lb::{ApplyReport, VipCounters},
+    netns::run_in,
+};
 use tracing::warn;
 
 use crate::networking::VipDataplane;
@@ -81,6 +86,16 @@ impl NodeDataplane {
         Ok(NodeDataplane {
             dataplane,
             underlay_interface: underlay_interface.map(str::to_string),
+        })
+    }
+
+    /// The load balancer's per-VIP and per-backend counters, and its events, read now.
+    pub fn lb_counters(&self) -> (Vec<VipCounters>, Vec<(LbEvent, u64)>) {
+        let lb = self.dataplane.lb();
+        let read = lb.counters().and_then(|c| Ok((c, lb.events()?)));
+        read.unwrap_or_else(|e| {
+            warn!(error = %e, "reading the load balancer's counters");
+            Default::default()
         })
     }
 

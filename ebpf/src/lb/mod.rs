@@ -235,7 +235,14 @@ fn remember(key: &FlowKey, flow: &Ipv4Flow, state: &FlowState) {
             dst_port: flow.src_port,
             ..*key
         };
-        let _ = SHOAL_LB_FLOWS.insert(&server_side, &FlowState { tcp_isn: 0, ..*state }, 0);
+        let _ = SHOAL_LB_FLOWS.insert(
+            &server_side,
+            &FlowState {
+                tcp_isn: 0,
+                ..*state
+            },
+            0,
+        );
         return;
     }
     let reply = FlowState {

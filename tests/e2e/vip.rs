@@ -1,0 +1,385 @@
+//! Service VIPs, end to end on 3 nodes with `shoal whoami` backends: round robin per new flow
+//! (TCP and UDP) across tasks on every node, long-lived flows kept on their backend, scales and
+//! a dead node reaching the maps, orphaned flows reset, flows surviving an agent SIGKILL, and
+//! dnsrr services reached without a VIP.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::ErrorKind,
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use shoal_tests::{
+    Cluster, Cut,
+    agent::shoal_bin,
+    task_net::{http_from, http_get, tcp_connect, udp_echo_from},
+    wait_until,
+};
+
+use crate::support::{Placed, metric, ok, running};
+
+const PORT: u16 = 8080;
+
+/// Who answered: whoami's `Hostname:` line, which is the task ID.
+fn served_by(report: &str) -> String {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix("Hostname: "))
+        .unwrap_or_else(|| panic!("no Hostname in {report:?}"))
+        .to_string()
+}
+
+fn create_service(cluster: &Cluster, name: &str, extra: &[&str]) {
+    let bin = shoal_bin().display().to_string();
+    let port = PORT.to_string();
+    let mut argv = vec!["service", "create", "--detach", "--name", name];
+    argv.extend_from_slice(extra);
+    argv.extend_from_slice(&["--", &bin, "whoami", "--port", &port]);
+    ok(cluster, 0, &argv);
+}
+
+/// The service's VIP on its first network, from `service inspect`.
+fn vip_of(cluster: &Cluster, service: &str) -> Ipv4Addr {
+    let inspect: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(cluster, 0, &["service", "inspect", service])).unwrap();
+    let addr = inspect[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{service} has no VIP: {inspect:?}"));
+    addr.split('/').next().unwrap().parse().unwrap()
+}
+
+fn ids(tasks: &[Placed]) -> BTreeSet<String> {
+    tasks.iter().map(|t| t.id.clone()).collect()
+}
+
+/// Who answers `count` new TCP connections from `netns` to `to`, in order.
+fn new_connections(netns: &Path, to: SocketAddr, count: usize) -> Result<Vec<String>, String> {
+    (0..count)
+        .map(|i| {
+            http_from(netns, to)
+                .map(|r| served_by(&r))
+                .map_err(|e| format!("connection {i}: {e}"))
+        })
+        .collect()
+}
+
+/// Who answers `count` datagrams, each from a new socket (a new flow), from `netns`.
+fn new_datagrams(netns: &Path, to: SocketAddr, count: usize) -> Result<Vec<String>, String> {
+    (0..count)
+        .map(|i| {
+            udp_echo_from(netns, to, "hi")
+                .map(|r| served_by(&r))
+                .map_err(|e| format!("datagram {i}: {e}"))
+        })
+        .collect()
+}
+
+fn tally(answers: &[String]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for a in answers {
+        *counts.entry(a.clone()).or_default() += 1;
+    }
+    counts
+}
+
+/// Waits (at most `within`) until `n` new connections are answered by exactly `expected`.
+fn wait_for_backends(netns: &Path, vip: SocketAddr, expected: &BTreeSet<String>, within: Duration) {
+    wait_until(
+        within,
+        &format!("the VIP to balance over {expected:?}"),
+        || {
+            let answers = new_connections(netns, vip, expected.len() * 2)?;
+            let seen: BTreeSet<String> = answers.into_iter().collect();
+            if &seen == expected {
+                Ok(())
+            } else {
+                Err(format!("answered by {seen:?}"))
+            }
+        },
+    );
+}
+
+struct Scenario {
+    cluster: Cluster,
+    vip: SocketAddr,
+    web: Vec<Placed>,
+    client: PathBuf,
+}
+
+/// 3 nodes, network `ngx_net`, a 3-replica vip service `web` (one task per node) and a client
+/// task on node1, with the VIP balancing over all three.
+fn scenario() -> Scenario {
+    let mut cluster = Cluster::build(3);
+    for node in &mut cluster.nodes {
+        node.start();
+    }
+    cluster.form_swarm(1);
+    ok(
+        &cluster,
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.10.19.0/24",
+            "ngx_net",
+        ],
+    );
+    create_service(
+        &cluster,
+        "web",
+        &["--replicas", "3", "--network", "ngx_net"],
+    );
+    create_service(
+        &cluster,
+        "client",
+        &[
+            "--network",
+            "ngx_net",
+            "--constraint",
+            "node.hostname==node1",
+        ],
+    );
+    let web = running(&cluster, "web", 3);
+    let nodes: BTreeSet<usize> = web.iter().map(|t| t.node).collect();
+    assert_eq!(nodes.len(), 3, "one web task per node: {web:?}");
+    let client = running(&cluster, "client", 1).remove(0).netns(&cluster);
+    let vip = SocketAddr::new(vip_of(&cluster, "web").into(), PORT);
+    wait_for_backends(&client, vip, &ids(&web), Duration::from_secs(5));
+    Scenario {
+        cluster,
+        vip,
+        web,
+        client,
+    }
+}
+
+#[test]
+fn vip_round_robin_follows_the_service() {
+    // --- 1. the tutorial's topology: 3 backends on 3 nodes, a client on node1
+    let Scenario {
+        cluster,
+        vip,
+        web,
+        client,
+    } = scenario();
+
+    // --- 2. 300 new TCP connections spread evenly (±1) over the 3 backends
+    let tcp = tally(&new_connections(&client, vip, 300).unwrap());
+    assert_eq!(tcp.keys().cloned().collect::<BTreeSet<_>>(), ids(&web));
+    for (task, n) in &tcp {
+        assert!(
+            (99..=101).contains(n),
+            "TCP: {task} got {n} of 300: {tcp:?}"
+        );
+    }
+    // The same for UDP, one new flow per datagram.
+    let udp = tally(&new_datagrams(&client, vip, 300).unwrap());
+    assert_eq!(udp.keys().cloned().collect::<BTreeSet<_>>(), ids(&web));
+    for (task, n) in &udp {
+        assert!(
+            (99..=101).contains(n),
+            "UDP: {task} got {n} of 300: {udp:?}"
+        );
+    }
+    // The client's node counted them.
+    assert!(
+        metric(
+            &cluster,
+            0,
+            &format!("shoal_lb_vip_flows_total{{vip=\"{}\"}}", vip.ip())
+        ) >= 600
+    );
+
+    // --- 3. a long-lived connection stays on its backend while new flows rotate
+    let mut long_lived = tcp_connect(&client, vip).unwrap();
+    let first = served_by(&http_get(&mut long_lived, "/").unwrap());
+    for _ in 0..20 {
+        new_connections(&client, vip, 1).unwrap();
+        assert_eq!(served_by(&http_get(&mut long_lived, "/").unwrap()), first);
+    }
+
+    // --- 4. scale 3 -> 6: within 1 s of the tasks running, all six answer
+    ok(&cluster, 0, &["service", "scale", "--detach", "web=6"]);
+    let six = running(&cluster, "web", 6);
+    wait_for_backends(&client, vip, &ids(&six), Duration::from_secs(1));
+
+    // --- 5. scale 6 -> 2: within 1 s only the two left answer; flows of removed backends
+    // are reset at once, flows of the ones that stay go on
+    let mut per_backend: BTreeMap<String, TcpStream> = BTreeMap::new();
+    while per_backend.len() < 6 {
+        let mut stream = tcp_connect(&client, vip).unwrap();
+        let who = served_by(&http_get(&mut stream, "/").unwrap());
+        per_backend.entry(who).or_insert(stream);
+    }
+    ok(&cluster, 0, &["service", "scale", "--detach", "web=2"]);
+    let two = running(&cluster, "web", 2);
+    wait_for_stopped(&cluster, "web", 2);
+    wait_for_backends(&client, vip, &ids(&two), Duration::from_secs(1));
+    for (who, stream) in &mut per_backend {
+        let answer = http_get(stream, "/");
+        if ids(&two).contains(who) {
+            assert_eq!(served_by(&answer.unwrap()), *who, "a kept backend's flow");
+        } else {
+            let err = answer.expect_err("a removed backend's flow must fail");
+            assert!(
+                matches!(
+                    err.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe
+                ),
+                "a removed backend's flow must be reset, not hang: {err:?}"
+            );
+        }
+    }
+}
+
+/// Waits until only `count` tasks of `service` still run (the others' processes are gone,
+/// not just told to stop).
+fn wait_for_stopped(cluster: &Cluster, service: &str, count: usize) {
+    wait_until(
+        Duration::from_secs(20),
+        &format!("{service} down to {count} processes"),
+        || {
+            let out = ok(cluster, 0, &["service", "ps", "--format", "json", service]);
+            let tasks: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+            let alive = tasks.iter().filter(|t| t["state"] == "running").count();
+            if alive == count {
+                Ok(())
+            } else {
+                Err(format!("{alive} running"))
+            }
+        },
+    );
+}
+
+#[test]
+fn vip_flows_survive_an_agent_sigkill_and_a_dead_node_leaves_the_backends() {
+    let Scenario {
+        mut cluster,
+        vip,
+        web,
+        client,
+    } = scenario();
+
+    // --- 1. a connection open through the VIP
+    let mut conn = tcp_connect(&client, vip).unwrap();
+    let backend = served_by(&http_get(&mut conn, "/").unwrap());
+
+    // --- 2. SIGKILL the client node's agent: the programs and maps stay, the flow goes on,
+    // and new flows are still balanced
+    cluster.nodes[0].kill();
+    assert_eq!(served_by(&http_get(&mut conn, "/").unwrap()), backend);
+    let while_down: BTreeSet<String> = new_connections(&client, vip, 6)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(while_down, ids(&web), "balancing with the agent down");
+
+    // --- 3. restart it: it re-adopts the maps and swaps its programs in; the flow goes on
+    cluster.nodes[0].start();
+    wait_until(Duration::from_secs(10), "node1's agent to answer", || {
+        cluster.nodes[0].try_info().map(|_| ())
+    });
+    for _ in 0..5 {
+        assert_eq!(served_by(&http_get(&mut conn, "/").unwrap()), backend);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_for_backends(&client, vip, &ids(&web), Duration::from_secs(10));
+    assert_eq!(served_by(&http_get(&mut conn, "/").unwrap()), backend);
+
+    // --- 4. node3 dies (its link cut): its task leaves the backends within seconds, every
+    // new connection still succeeds, and a connection to it is reset by the load balancer
+    // (node3 itself can send nothing any more) instead of hanging
+    let dead = web.iter().find(|t| t.node == 2).unwrap().id.clone();
+    let mut to_dead = loop {
+        let mut stream = tcp_connect(&client, vip).unwrap();
+        if served_by(&http_get(&mut stream, "/").unwrap()) == dead {
+            break stream;
+        }
+    };
+    cluster.cut(2, Cut::LinkDown);
+    wait_until(
+        Duration::from_secs(15),
+        "node3's task to leave the VIP",
+        || {
+            let answers = new_connections(&client, vip, 6)?;
+            if answers.contains(&dead) {
+                Err(format!("still answered by {dead}"))
+            } else {
+                Ok(())
+            }
+        },
+    );
+    let err = http_get(&mut to_dead, "/").expect_err("the dead backend's flow must fail");
+    assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err:?}");
+}
+
+#[test]
+fn a_dnsrr_service_has_no_vip_and_is_reached_directly() {
+    let mut cluster = Cluster::build(2);
+    for node in &mut cluster.nodes {
+        node.start();
+    }
+    cluster.form_swarm(1);
+    ok(
+        &cluster,
+        0,
+        &["network", "create", "-d", "overlay", "rr_net"],
+    );
+    create_service(
+        &cluster,
+        "rr",
+        &[
+            "--replicas",
+            "2",
+            "--endpoint-mode",
+            "dnsrr",
+            "--network",
+            "rr_net",
+        ],
+    );
+    create_service(
+        &cluster,
+        "client",
+        &[
+            "--network",
+            "rr_net",
+            "--constraint",
+            "node.hostname==node1",
+        ],
+    );
+    let rr = running(&cluster, "rr", 2);
+    let client = running(&cluster, "client", 1).remove(0);
+    let inspect: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&cluster, 0, &["service", "inspect", "rr"])).unwrap();
+    assert_eq!(inspect[0]["Endpoint"]["VirtualIPs"], serde_json::json!([]));
+    // The name resolves to the task addresses, and each answers as itself.
+    let resolved: BTreeSet<Ipv4Addr> = ok(
+        &cluster,
+        0,
+        &["exec", &client.id, "--", "getent", "ahosts", "rr"],
+    )
+    .lines()
+    .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+    .collect();
+    let addresses: BTreeSet<Ipv4Addr> = rr.iter().map(|t| t.ip).collect();
+    assert_eq!(resolved, addresses);
+    for task in &rr {
+        let answer = http_from(&client.netns(&cluster), task.addr(PORT)).unwrap();
+        assert_eq!(served_by(&answer), task.id);
+    }
+    // The only VIP in node1's load balancer is the (vip-mode) client's own.
+    let scrape = cluster.exec(0, "curl", &["-sf", "http://127.0.0.1:9323/metrics"]);
+    let text = String::from_utf8_lossy(&scrape.stdout);
+    let balanced: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("shoal_lb_vip_flows_total{vip=\""))
+        .filter_map(|l| Some(l.split_once('"')?.0.to_string()))
+        .collect();
+    let client_vip = vip_of(&cluster, "client").to_string();
+    assert_eq!(balanced, BTreeSet::from([client_vip]), "{text}");
+}
