@@ -164,6 +164,13 @@ node_shoal 1 exec web.1 -- dig @127.0.0.11 +short rr
 say "shoal exec web.1 -- curl http://web.2/   (task names resolve too)"
 node_shoal 1 exec web.1 -- curl -s --max-time 5 "http://web.2/" | grep -E 'Hostname'
 
+say "shoal exec web.1 -- curl http://web/ x6   (the VIP: round robin over every task, in eBPF)"
+for _ in 1 2 3 4 5 6; do
+  node_shoal 1 exec web.1 -- curl -s --max-time 5 "http://web/" | grep -E 'Hostname'
+done
+say "curl node1's /metrics | grep shoal_lb_   (flows per VIP and per backend)"
+nsenter --net="/run/netns/$(node_ns 1)" -- curl -s http://127.0.0.1:9323/metrics | grep -E '^shoal_lb_(vip|backend)_flows'
+
 cat <<EOT
 
 The cluster is running. Try:

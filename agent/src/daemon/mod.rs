@@ -2,7 +2,8 @@
 //!
 //! Lifecycle: init tracing -> resolve config -> lock the state dir -> node identity -> data
 //! path -> bind the local API -> log what is bound -> serve until SIGTERM/SIGINT -> drain:
-//! stop serving, detach programs, remove the socket. Pinned maps stay, on purpose.
+//! stop serving, detach the XDP program, remove the socket. Pinned maps and the tc filters on
+//! task veths stay, on purpose: tasks outlive the agent, and so does their data path.
 //!
 //! # Layout
 //! - `config`: flags resolved against the host (hostname, addresses, underlay interface).
