@@ -136,6 +136,10 @@ pub struct ServiceCreateArgs {
     /// vip: the service name resolves to a virtual IP per network; dnsrr: to the task IPs.
     #[arg(long = "endpoint-mode", value_parser = ["vip", "dnsrr"], default_value = "vip")]
     pub endpoint_mode: String,
+    /// Publish a port: [PUBLISHED:]TARGET[/udp], or
+    /// published=P,target=T,protocol=tcp|udp,mode=ingress|host (repeatable).
+    #[arg(short = 'p', long = "publish", value_parser = crate::publish::parse_publish)]
+    pub publish: Vec<shoal_control::api::PortConfigMsg>,
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(short = 'e', long = "env", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
@@ -209,6 +213,12 @@ pub struct ServiceUpdateArgs {
     /// vip or dnsrr (replaces every task: the VIPs they carry change).
     #[arg(long = "endpoint-mode", value_parser = ["vip", "dnsrr"])]
     pub endpoint_mode: Option<String>,
+    /// Publish a port, or change how one is published (same syntax as create's --publish).
+    #[arg(long = "publish-add", value_parser = crate::publish::parse_publish)]
+    pub publish_add: Vec<shoal_control::api::PortConfigMsg>,
+    /// Stop publishing a port, by its target port: TARGET[/PROTOCOL] (repeatable).
+    #[arg(long = "publish-rm", value_parser = crate::publish::parse_publish_rm)]
+    pub publish_rm: Vec<(u32, Option<String>)>,
     #[command(flatten)]
     pub rollout: RolloutArgs,
     /// Replace every task even if nothing changed.

@@ -19,6 +19,7 @@ mod duration;
 mod executor;
 mod logging;
 mod networking;
+mod publish;
 mod table;
 mod time_format;
 mod whoami;

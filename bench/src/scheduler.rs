@@ -222,6 +222,7 @@ fn cluster(constraint: Option<&str>) -> anyhow::Result<ClusterState> {
         rollback: update,
         stop_grace_ms: 10_000,
         force_update: 0,
+        ports: Vec::new(),
     };
     let service = Service {
         id: "bench".to_string(),
@@ -230,6 +231,7 @@ fn cluster(constraint: Option<&str>) -> anyhow::Result<ClusterState> {
         previous_spec: None,
         update_status: None,
         virtual_ips: Vec::new(),
+        endpoint_ports: Vec::new(),
         created_at_ms: 1_000_000,
         updated_at_ms: 1_000_000,
     };

@@ -1,5 +1,5 @@
 //! Address and identifier allocation: overlay subnets from the cluster's address pools,
-//! gateways, VNIs, task addresses and service VIPs. Pure functions of the cluster state, so
+//! gateways, VNIs, task addresses, service VIPs and published ports. Pure functions of the cluster state, so
 //! every decision is made once (by the leader, or in the replicated apply) and then replicated.
 //!
 //! Task addresses are taken from the bottom of a subnet and VIPs from the top: a VIP is
@@ -15,9 +15,13 @@ use std::{
 use ipnet::Ipv4Net;
 
 use crate::cluster::{
-    ClusterState, EndpointMode, NetworkAttachment, Service, Task, VirtualIp,
+    ClusterState, EndpointMode, NetworkAttachment, PortConfig, Service, ServiceSpec, Task,
+    VirtualIp,
     network::{FIRST_USER_VNI, MAX_VNI},
 };
+
+/// Where published ports are allocated when none is asked for: Swarm's range.
+pub const PUBLISHED_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AllocError {
@@ -49,6 +53,16 @@ pub enum AllocError {
     AddressesExhausted { network: String, subnet: Ipv4Net },
     #[error("network {0} no longer exists")]
     NetworkGone(String),
+    #[error("port '{port}' is already in use by service '{service}' ({id}) as a published port")]
+    PortInUse {
+        port: u16,
+        service: String,
+        id: String,
+    },
+    #[error("port {port}/{protocol} is published twice")]
+    PortTwice { port: u16, protocol: &'static str },
+    #[error("no free port left to publish in {first}-{last}")]
+    PortsExhausted { first: u16, last: u16 },
 }
 
 /// Checks a user-chosen subnet (and gateway) against the existing networks.
@@ -158,11 +172,12 @@ pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, A
     let mut batch: HashMap<String, HashSet<Ipv4Addr>> = HashMap::new();
     let mut failed = Vec::new();
     for task in tasks.iter_mut() {
-        if !task.networks.is_empty() || task.spec.networks.is_empty() {
+        let networks = attachment_networks(state, &task.spec);
+        if !task.networks.is_empty() || networks.is_empty() {
             continue;
         }
-        let mut attachments = Vec::with_capacity(task.spec.networks.len());
-        for id in &task.spec.networks {
+        let mut attachments = Vec::with_capacity(networks.len());
+        for id in &networks {
             let Some(network) = state.networks.get(id) else {
                 failed.push((task.id.clone(), AllocError::NetworkGone(id.clone())));
                 break;
@@ -200,7 +215,7 @@ pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, A
                 vip,
             });
         }
-        if attachments.len() == task.spec.networks.len() {
+        if attachments.len() == networks.len() {
             for a in &attachments {
                 batch
                     .entry(a.network.id.clone())
@@ -230,8 +245,9 @@ pub fn assign_vips(state: &ClusterState, service: &mut Service) -> Result<(), Al
         service.virtual_ips.clear();
         return Ok(());
     }
-    let mut vips = Vec::with_capacity(service.spec.networks.len());
-    for id in &service.spec.networks {
+    let networks = attachment_networks(state, &service.spec);
+    let mut vips = Vec::with_capacity(networks.len());
+    for id in &networks {
         if let Some(kept) = service.virtual_ips.iter().find(|v| v.network_id == *id) {
             vips.push(kept.clone());
             continue;
@@ -267,6 +283,94 @@ pub fn assign_vips(state: &ClusterState, service: &mut Service) -> Result<(), Al
         });
     }
     service.virtual_ips = vips;
+    Ok(())
+}
+
+/// The networks a service's tasks attach to, in order: the spec's, then `ingress` when a port
+/// is published in ingress mode (the routing mesh reaches the tasks there, as in Docker).
+pub fn attachment_networks(state: &ClusterState, spec: &ServiceSpec) -> Vec<String> {
+    let mut networks = spec.networks.clone();
+    if spec.needs_ingress()
+        && let Some(ingress) = state.networks.values().find(|n| n.ingress)
+    {
+        networks.push(ingress.id.clone());
+    }
+    networks
+}
+
+/// Decides `service`'s published ports (`endpoint_ports`) from its spec: a port asked for must
+/// not be another service's (any mode: an ingress port is taken on every node, and a host
+/// port could meet another service's on any node); a port left open keeps what the service had
+/// for the same target, protocol and mode, or gets the lowest free one in [`PUBLISHED_PORTS`].
+pub fn assign_published_ports(
+    state: &ClusterState,
+    service: &mut Service,
+) -> Result<(), AllocError> {
+    let others: HashMap<(u16, &'static str), &Service> = state
+        .services
+        .values()
+        .filter(|s| s.id != service.id)
+        .flat_map(|s| {
+            s.endpoint_ports
+                .iter()
+                .map(move |p| ((p.published, p.protocol.as_str()), s))
+        })
+        .collect();
+    let asked: Vec<&PortConfig> = service
+        .spec
+        .ports
+        .iter()
+        .filter(|p| p.published != 0)
+        .collect();
+    for (i, p) in asked.iter().enumerate() {
+        if let Some(owner) = others.get(&(p.published, p.protocol.as_str())) {
+            return Err(AllocError::PortInUse {
+                port: p.published,
+                service: owner.spec.name.clone(),
+                id: owner.id.clone(),
+            });
+        }
+        if asked[..i]
+            .iter()
+            .any(|a| a.published == p.published && a.protocol == p.protocol)
+        {
+            return Err(AllocError::PortTwice {
+                port: p.published,
+                protocol: p.protocol.as_str(),
+            });
+        }
+    }
+    let mut decided: Vec<PortConfig> = Vec::with_capacity(service.spec.ports.len());
+    for p in &service.spec.ports {
+        if p.published != 0 {
+            decided.push(*p);
+            continue;
+        }
+        // Free: nobody else's, not asked for by this spec, not given to an earlier open port.
+        let free = |port: &u16| {
+            let same = |d: &PortConfig| d.published == *port && d.protocol == p.protocol;
+            !others.contains_key(&(*port, p.protocol.as_str()))
+                && !asked.iter().any(|a| same(a))
+                && !decided.iter().any(same)
+        };
+        let kept = service
+            .endpoint_ports
+            .iter()
+            .find(|e| e.target == p.target && e.protocol == p.protocol && e.mode == p.mode)
+            .map(|e| e.published)
+            .filter(free);
+        let port = kept.or_else(|| PUBLISHED_PORTS.clone().find(free)).ok_or(
+            AllocError::PortsExhausted {
+                first: *PUBLISHED_PORTS.start(),
+                last: *PUBLISHED_PORTS.end(),
+            },
+        )?;
+        decided.push(PortConfig {
+            published: port,
+            ..*p
+        });
+    }
+    service.endpoint_ports = decided;
     Ok(())
 }
 
@@ -431,6 +535,7 @@ mod tests {
             previous_spec: None,
             update_status: None,
             virtual_ips: Vec::new(),
+            endpoint_ports: Vec::new(),
             created_at_ms: 0,
             updated_at_ms: 0,
         }
@@ -548,5 +653,145 @@ mod tests {
         with_network(&mut state, "a", "10.1.0.0/24", 4097);
         with_network(&mut state, "b", "10.2.0.0/24", 4099);
         assert_eq!(allocate_vni(&state), Ok(4098));
+    }
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+    use crate::cluster::{PortProtocol, PublishMode, network::Network};
+
+    fn port(published: u16, target: u16, protocol: PortProtocol, mode: PublishMode) -> PortConfig {
+        PortConfig {
+            protocol,
+            target,
+            published,
+            mode,
+        }
+    }
+
+    fn tcp(published: u16, target: u16) -> PortConfig {
+        port(published, target, PortProtocol::Tcp, PublishMode::Ingress)
+    }
+
+    fn service(id: &str, ports: Vec<PortConfig>) -> Service {
+        let mut spec = crate::orchestrator::fixture::replicated(id, 1);
+        spec.ports = ports;
+        Service {
+            id: id.to_string(),
+            spec,
+            version: 1,
+            previous_spec: None,
+            update_status: None,
+            virtual_ips: Vec::new(),
+            endpoint_ports: Vec::new(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    /// Allocates `service`'s ports and stores it, as the apply of a create does.
+    fn create(state: &mut ClusterState, mut s: Service) -> Result<Vec<PortConfig>, AllocError> {
+        assign_published_ports(state, &mut s)?;
+        let ports = s.endpoint_ports.clone();
+        state.services.insert(s.id.clone(), s);
+        Ok(ports)
+    }
+
+    #[test]
+    fn open_ports_come_from_swarms_range_and_asked_ones_are_kept() {
+        let mut state = ClusterState::default();
+        let web = create(&mut state, service("web", vec![tcp(0, 80), tcp(30000, 81)])).unwrap();
+        // 30000 is asked for in the same spec, so the open port takes the next one.
+        assert_eq!(web, vec![tcp(30001, 80), tcp(30000, 81)]);
+        let api = create(&mut state, service("api", vec![tcp(0, 80)])).unwrap();
+        assert_eq!(api, vec![tcp(30002, 80)]);
+        // UDP has its own numbers.
+        let dns = create(
+            &mut state,
+            service(
+                "dns",
+                vec![port(0, 53, PortProtocol::Udp, PublishMode::Ingress)],
+            ),
+        )
+        .unwrap();
+        assert_eq!(dns[0].published, 30000);
+    }
+
+    #[test]
+    fn an_update_keeps_allocated_ports() {
+        let mut state = ClusterState::default();
+        create(&mut state, service("web", vec![tcp(0, 80)])).unwrap();
+        create(&mut state, service("other", vec![tcp(0, 90)])).unwrap();
+        let mut web = state.services["web"].clone();
+        web.spec.ports.push(tcp(0, 443));
+        assign_published_ports(&state, &mut web).unwrap();
+        assert_eq!(web.endpoint_ports, vec![tcp(30000, 80), tcp(30002, 443)]);
+    }
+
+    #[test]
+    fn taken_and_duplicate_ports_are_refused() {
+        let mut state = ClusterState::default();
+        create(&mut state, service("web", vec![tcp(8080, 80)])).unwrap();
+        let err = create(&mut state, service("api", vec![tcp(8080, 81)])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "port '8080' is already in use by service 'web' (web) as a published port"
+        );
+        let host = port(8080, 82, PortProtocol::Tcp, PublishMode::Host);
+        assert!(matches!(
+            create(&mut state, service("host", vec![host])),
+            Err(AllocError::PortInUse { port: 8080, .. })
+        ));
+        let twice = service("twice", vec![tcp(9000, 80), tcp(9000, 81)]);
+        assert_eq!(
+            create(&mut state, twice),
+            Err(AllocError::PortTwice {
+                port: 9000,
+                protocol: "tcp"
+            })
+        );
+        assert!(!state.services.contains_key("api") && !state.services.contains_key("twice"));
+    }
+
+    #[test]
+    fn the_range_runs_out_clearly() {
+        let mut state = ClusterState::default();
+        let all: Vec<PortConfig> = PUBLISHED_PORTS.map(|p| tcp(p, 80)).collect();
+        create(&mut state, service("hog", all)).unwrap();
+        assert_eq!(
+            create(&mut state, service("late", vec![tcp(0, 80)])),
+            Err(AllocError::PortsExhausted {
+                first: 30000,
+                last: 32767
+            })
+        );
+    }
+
+    #[test]
+    fn ingress_ports_attach_the_ingress_network_last() {
+        let mut state = ClusterState::default();
+        for (id, ingress) in [("user", false), ("mesh", true)] {
+            state.networks.insert(
+                id.into(),
+                Network {
+                    id: id.into(),
+                    name: id.into(),
+                    driver: "overlay".into(),
+                    subnet: "10.1.0.0/24".parse().unwrap(),
+                    gateway: "10.1.0.1".parse().unwrap(),
+                    vni: 4096,
+                    attachable: false,
+                    internal: false,
+                    ingress,
+                    created_at_ms: 0,
+                },
+            );
+        }
+        let mut spec = service("web", vec![tcp(8080, 80)]).spec;
+        spec.networks = vec!["user".into()];
+        assert_eq!(attachment_networks(&state, &spec), ["user", "mesh"]);
+        spec.ports = vec![port(8080, 80, PortProtocol::Tcp, PublishMode::Host)];
+        assert_eq!(attachment_networks(&state, &spec), ["user"]);
     }
 }

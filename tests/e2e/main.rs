@@ -13,6 +13,7 @@ mod dns;
 mod lb_programs;
 mod networks;
 mod overlay;
+mod publish;
 mod services;
 mod support;
 mod swarm_core;

@@ -107,6 +107,7 @@ async fn create(channel: Channel, args: ServiceCreateArgs) -> anyhow::Result<()>
         constraints: args.constraints,
         networks: args.networks,
         endpoint_mode: args.endpoint_mode,
+        ports: args.publish,
         ..Default::default()
     };
     if spec.mode == "global" {
@@ -168,6 +169,18 @@ async fn update_command(channel: Channel, args: ServiceUpdateArgs) -> anyhow::Re
     if let Some(mode) = &args.endpoint_mode {
         spec.endpoint_mode = mode.clone();
     }
+    spec.ports.retain(|p| {
+        let removed = args.publish_rm.iter().any(|(target, protocol)| {
+            p.target_port == *target && protocol.as_ref().is_none_or(|proto| *proto == p.protocol)
+        });
+        // --publish-add of a target+protocol already published changes how it is published.
+        let replaced = args
+            .publish_add
+            .iter()
+            .any(|a| a.target_port == p.target_port && a.protocol == p.protocol);
+        !removed && !replaced
+    });
+    spec.ports.extend(args.publish_add.iter().cloned());
     apply_rollout(&mut spec, &args.rollout)?;
     if args.force {
         spec.force_update += 1;
@@ -402,7 +415,11 @@ async fn ls(channel: Channel, format: OutputFormat) -> anyhow::Result<()> {
                 spec.mode.clone(),
                 format!("{}/{}", s.running_tasks, s.desired_tasks),
                 spec.command.join(" "),
-                String::new(),
+                s.endpoint_ports
+                    .iter()
+                    .map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol))
+                    .collect::<Vec<_>>()
+                    .join(","),
             ]
         })
         .collect();
@@ -548,10 +565,11 @@ fn docker_shape(service: &ServiceInfo) -> serde_json::Value {
             "Mode": mode,
             "UpdateConfig": update(&spec.update),
             "RollbackConfig": update(&spec.rollback),
-            "EndpointSpec": { "Mode": endpoint_mode(&spec) },
+            "EndpointSpec": { "Mode": endpoint_mode(&spec), "Ports": docker_ports(&spec.ports) },
         },
         "Endpoint": {
-            "Spec": { "Mode": endpoint_mode(&spec) },
+            "Spec": { "Mode": endpoint_mode(&spec), "Ports": docker_ports(&spec.ports) },
+            "Ports": docker_ports(&service.endpoint_ports),
             "VirtualIPs": service.virtual_ips.iter().map(|v| serde_json::json!({
                 "NetworkID": v.network_id, "Addr": v.addr,
             })).collect::<Vec<_>>(),
@@ -562,6 +580,25 @@ fn docker_shape(service: &ServiceInfo) -> serde_json::Value {
             serde_json::json!({ "State": service.update_state, "Message": service.update_message })
         },
     })
+}
+
+/// Ports in Docker's `PortConfig` shape; an open published port (0) is left out, as Docker
+/// does in a spec.
+fn docker_ports(ports: &[shoal_control::api::PortConfigMsg]) -> Vec<serde_json::Value> {
+    ports
+        .iter()
+        .map(|p| {
+            let mut port = serde_json::json!({
+                "Protocol": p.protocol,
+                "TargetPort": p.target_port,
+                "PublishMode": p.publish_mode,
+            });
+            if p.published_port != 0 {
+                port["PublishedPort"] = p.published_port.into();
+            }
+            port
+        })
+        .collect()
 }
 
 fn pretty(service: &ServiceInfo) -> String {

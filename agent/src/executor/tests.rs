@@ -167,6 +167,7 @@ fn task(id: &str, command: &[&str]) -> Task {
             rollback: update,
             stop_grace_ms: 10_000,
             force_update: 0,
+            ports: Vec::new(),
         },
         networks: vec![],
         desired_state: TaskState::Running,

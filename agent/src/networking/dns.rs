@@ -81,7 +81,13 @@ impl EmbeddedDns {
             return Ok(());
         }
         let (udp, tcp) = bind_in(netns).map_err(|e| format!("embedded DNS: {e}"))?;
-        let scope = task.networks.iter().map(|a| a.network.id.clone()).collect();
+        // Like Docker, names are not served on the routing mesh's network.
+        let scope = task
+            .networks
+            .iter()
+            .filter(|a| !a.network.ingress)
+            .map(|a| a.network.id.clone())
+            .collect();
         let served = self
             .server
             .serve_task(udp, tcp, scope)

@@ -123,6 +123,8 @@ impl ClusterState {
                     return Err(format!("service {} already exists", service.spec.name));
                 }
                 let mut service = service.clone();
+                crate::allocator::assign_published_ports(self, &mut service)
+                    .map_err(|e| e.to_string())?;
                 crate::allocator::assign_vips(self, &mut service).map_err(|e| e.to_string())?;
                 self.services.insert(service.id.clone(), service);
             }
@@ -140,8 +142,11 @@ impl ClusterState {
                     ));
                 }
                 let mut service = service.clone();
-                // The stored VIPs, not the writer's copy, are what the service keeps.
+                // The stored VIPs and ports, not the writer's copy, are what the service keeps.
                 service.virtual_ips = current.virtual_ips.clone();
+                service.endpoint_ports = current.endpoint_ports.clone();
+                crate::allocator::assign_published_ports(self, &mut service)
+                    .map_err(|e| e.to_string())?;
                 crate::allocator::assign_vips(self, &mut service).map_err(|e| e.to_string())?;
                 self.services.insert(service.id.clone(), service);
             }

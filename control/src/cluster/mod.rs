@@ -18,7 +18,7 @@ pub use command::{Command, CommandResponse};
 pub use model::{Availability, ClusterInfo, ClusterState, NodeRecord, Role, raft_id};
 pub use network::NetworkAttachment;
 pub use service::{
-    BindMount, Constraint, ConstraintKey, EndpointMode, FailureAction, RestartCondition,
-    RestartPolicy, Service, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus, UpdateConfig,
-    UpdateOrder, UpdateState, UpdateStatus, VirtualIp,
+    BindMount, Constraint, ConstraintKey, EndpointMode, FailureAction, PortConfig, PortProtocol,
+    PublishMode, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Task,
+    TaskState, TaskStatus, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus, VirtualIp,
 };

@@ -31,6 +31,60 @@ pub struct ServiceSpec {
     pub stop_grace_ms: u64,
     /// Bumped by `service update --force` so tasks are replaced even if nothing else changed.
     pub force_update: u64,
+    /// `-p`/`--publish`, as asked (`published` 0: any free port, allocated in the replicated
+    /// apply). Ingress-mode ports attach every task to the `ingress` network too.
+    pub ports: Vec<PortConfig>,
+}
+
+impl ServiceSpec {
+    /// Whether the tasks join the routing mesh (`ingress`): any port published in ingress mode.
+    pub fn needs_ingress(&self) -> bool {
+        self.ports.iter().any(|p| p.mode == PublishMode::Ingress)
+    }
+}
+
+/// A published port: Docker's `PortConfig`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortConfig {
+    pub protocol: PortProtocol,
+    /// The port the tasks listen on.
+    pub target: u16,
+    /// The port every node (ingress) or the task's node (host) accepts; 0 in a spec: any.
+    pub published: u16,
+    pub mode: PublishMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PortProtocol {
+    Tcp,
+    Udp,
+}
+
+impl PortProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortProtocol::Tcp => "tcp",
+            PortProtocol::Udp => "udp",
+        }
+    }
+}
+
+/// Docker's publish modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PublishMode {
+    /// The routing mesh: every node accepts the port and balances it over all tasks.
+    Ingress,
+    /// Only the nodes running a task accept the port, for their own task(s).
+    Host,
+}
+
+impl PublishMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublishMode::Ingress => "ingress",
+            PublishMode::Host => "host",
+        }
+    }
 }
 
 /// Docker's endpoint modes.
@@ -161,6 +215,9 @@ pub struct Service {
     /// One per network of the spec in vip mode, none in dnsrr mode; allocated when the
     /// service is created or updated (in the replicated apply, so no two services get one).
     pub virtual_ips: Vec<VirtualIp>,
+    /// The spec's ports with every published port decided (Docker's `Endpoint.Ports`):
+    /// allocated in the replicated apply, like the VIPs, so no two services get the same.
+    pub endpoint_ports: Vec<PortConfig>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
 }

@@ -56,6 +56,7 @@ pub fn spec(name: &str, mode: ServiceMode) -> ServiceSpec {
         rollback: update_config(),
         stop_grace_ms: 10_000,
         force_update: 0,
+        ports: Vec::new(),
     }
 }
 
@@ -106,6 +107,7 @@ impl Sim {
             previous_spec: None,
             update_status: None,
             virtual_ips: Vec::new(),
+            endpoint_ports: Vec::new(),
             created_at_ms: self.now,
             updated_at_ms: self.now,
         };

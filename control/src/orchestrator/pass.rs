@@ -343,6 +343,8 @@ pub fn same_task_spec(a: &ServiceSpec, b: &ServiceSpec) -> bool {
         && a.env == b.env
         && a.mounts == b.mounts
         && a.networks == b.networks
+        // Joining or leaving the routing mesh adds or removes an interface.
+        && a.needs_ingress() == b.needs_ingress()
         // Tasks carry their service's VIPs, which come and go with the endpoint mode.
         && a.endpoint_mode == b.endpoint_mode
         && a.stop_grace_ms == b.stop_grace_ms

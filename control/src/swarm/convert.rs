@@ -6,8 +6,9 @@ use tonic::Status;
 use crate::{
     api,
     cluster::{
-        BindMount, ClusterState, EndpointMode, FailureAction, RestartCondition, RestartPolicy,
-        Service, ServiceMode, ServiceSpec, Task, UpdateConfig, UpdateOrder, UpdateState,
+        BindMount, ClusterState, EndpointMode, FailureAction, PortConfig, PortProtocol,
+        PublishMode, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Task,
+        UpdateConfig, UpdateOrder, UpdateState,
     },
     orchestrator::parse_constraint,
 };
@@ -76,6 +77,18 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
             )));
         }
     };
+    let ports = spec
+        .ports
+        .iter()
+        .map(port_from_api)
+        .collect::<Result<Vec<_>, _>>()?;
+    if endpoint_mode == EndpointMode::Dnsrr && ports.iter().any(|p| p.mode == PublishMode::Ingress)
+    {
+        // Docker's words.
+        return Err(invalid(
+            "EndpointSpec: port published with ingress mode can't be used with dnsrr mode".into(),
+        ));
+    }
     Ok(ServiceSpec {
         name: spec.name.clone(),
         command: spec.command.clone(),
@@ -109,7 +122,55 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
             spec.stop_grace_ms
         },
         force_update: spec.force_update,
+        ports,
     })
+}
+
+fn port_from_api(p: &api::PortConfigMsg) -> Result<PortConfig, Status> {
+    let invalid = |m: String| Status::invalid_argument(m);
+    let protocol = match p.protocol.as_str() {
+        "" | "tcp" => PortProtocol::Tcp,
+        "udp" => PortProtocol::Udp,
+        other => {
+            return Err(invalid(format!(
+                "invalid protocol {other:?}: expected tcp or udp"
+            )));
+        }
+    };
+    let mode = match p.publish_mode.as_str() {
+        "" | "ingress" => PublishMode::Ingress,
+        "host" => PublishMode::Host,
+        other => {
+            return Err(invalid(format!(
+                "invalid publish mode {other:?}: expected ingress or host"
+            )));
+        }
+    };
+    let port = |value: u32, what: &str| {
+        u16::try_from(value)
+            .map_err(|_| invalid(format!("invalid {what} port {value}: at most 65535")))
+    };
+    let target = port(p.target_port, "target")?;
+    if target == 0 {
+        return Err(invalid(
+            "a published port needs a target port (1-65535)".into(),
+        ));
+    }
+    Ok(PortConfig {
+        protocol,
+        target,
+        published: port(p.published_port, "published")?,
+        mode,
+    })
+}
+
+fn port_to_api(p: &PortConfig) -> api::PortConfigMsg {
+    api::PortConfigMsg {
+        protocol: p.protocol.as_str().to_string(),
+        target_port: p.target.into(),
+        published_port: p.published.into(),
+        publish_mode: p.mode.as_str().to_string(),
+    }
 }
 
 /// `--network` references (names, IDs or ID prefixes) to network IDs, in order. The routing
@@ -278,6 +339,7 @@ pub fn spec_to_api(spec: &ServiceSpec) -> api::ServiceSpec {
         rollback: Some(update_to_api(&spec.rollback)),
         stop_grace_ms: spec.stop_grace_ms,
         force_update: spec.force_update,
+        ports: spec.ports.iter().map(port_to_api).collect(),
     }
 }
 
@@ -345,6 +407,7 @@ pub fn service_to_api(
                 addr: v.addr.to_string(),
             })
             .collect(),
+        endpoint_ports: service.endpoint_ports.iter().map(port_to_api).collect(),
     }
 }
 

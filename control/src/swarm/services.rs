@@ -39,6 +39,7 @@ impl Swarm {
             previous_spec: None,
             update_status: None,
             virtual_ips: Vec::new(),
+            endpoint_ports: Vec::new(),
             created_at_ms: now,
             updated_at_ms: now,
         };
