@@ -43,9 +43,11 @@ pub const BACKENDS_MAP: &str = "SHOAL_LB_BACKENDS";
 /// CPU; 64 bits so it never wraps (a wrap would skew one rotation when the backend count does
 /// not divide 2^32).
 pub const CURSORS_MAP: &str = "SHOAL_LB_CURSORS";
-/// Map `SHOAL_LB_FLOWS`: `LRU_HASH`, key [`FlowKey`] -> [`FlowState`]. No timeout: an entry
-/// lives as long as the LRU keeps it (it is refreshed by every packet of its flow), so an idle
-/// long-lived flow is not cut after 900 s as IPVS does (moby#31208).
+/// Map `SHOAL_LB_FLOWS`: `LRU_HASH`, key [`FlowKey`] -> [`FlowState`]. No idle timeout for an
+/// open TCP connection: it keeps its entries however long it is quiet, so a long-lived flow is
+/// not cut after 900 s as IPVS does (moby#31208). What the agent removes (every few seconds):
+/// TCP flows that have closed (FIN both ways, or a RST) and gone quiet, and UDP flows idle for
+/// minutes, so that churn of short connections never makes the LRU evict a quiet live one.
 pub const FLOWS_MAP: &str = "SHOAL_LB_FLOWS";
 /// Map `SHOAL_LB_SERVICE_STATS`: `PERCPU_ARRAY`, index service ID -> [`LbCounters`].
 pub const SERVICE_STATS_MAP: &str = "SHOAL_LB_SERVICE_STATS";
@@ -142,8 +144,20 @@ pub struct FlowState {
     /// same 5-tuple is a new connection (port reuse) and is balanced again; a retransmitted
     /// SYN keeps its backend. 0 for UDP.
     pub tcp_isn: u32,
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC) of the last packet in this entry's
+    /// direction: the agent removes closed TCP flows and idle UDP flows by it.
+    pub last_seen_ns: u64,
+    /// [`FLOW_FIN`] and [`FLOW_RST`]: what this entry's direction has sent.
+    pub flags: u32,
+    /// Explicit, so every byte of the value is written.
+    pub pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<FlowState>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowState>() == 32);
+
+/// [`FlowState::flags`]: this direction sent a FIN.
+pub const FLOW_FIN: u32 = 1;
+/// [`FlowState::flags`]: this direction sent a RST.
+pub const FLOW_RST: u32 = 2;
 
 /// Value of the per-service and per-backend counter maps, per CPU. Host order.
 #[repr(C)]

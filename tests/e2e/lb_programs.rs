@@ -496,3 +496,71 @@ fn a_task_balanced_onto_itself_talks_to_itself_through_the_vip() {
     };
     assert_eq!(out, answer.frame(), "the client sees the VIP as its peer");
 }
+
+#[test]
+fn closed_flows_are_forgotten_and_quiet_open_ones_kept() {
+    let mut dp = balancer(&BACKENDS);
+    let closing = Tcp::syn_to_vip(50100);
+    let open = Tcp::syn_to_vip(50101);
+    send(&dp, &closing.frame());
+    send(&dp, &open.frame());
+    // The client closes, then the backend (its FIN comes back through the egress program).
+    let client_fin = {
+        let b = PacketBuilder::ethernet2(mac(CLIENT), mac(VIP))
+            .ipv4(CLIENT.octets(), VIP.octets(), 64)
+            .tcp(50100, 80, closing.seq + 1, 64240)
+            .ack(77)
+            .fin();
+        let mut f = Vec::new();
+        b.write(&mut f, &[]).unwrap();
+        f
+    };
+    assert_eq!(send(&dp, &client_fin).0, TC_ACT_OK);
+    let backend_fin = {
+        let b = PacketBuilder::ethernet2(mac(BACKENDS[0]), mac(CLIENT))
+            .ipv4(BACKENDS[0].octets(), CLIENT.octets(), 64)
+            .tcp(80, 50100, 77, 64240)
+            .ack(closing.seq + 2)
+            .fin();
+        let mut f = Vec::new();
+        b.write(&mut f, &[]).unwrap();
+        f
+    };
+    assert_eq!(receive(&dp, &backend_fin).0, TC_ACT_OK);
+    assert_eq!(
+        dp.lb().flow_entries().unwrap().len(),
+        4,
+        "two flows, two entries each"
+    );
+
+    // Right away nothing goes (a last ACK may still come); once quiet, the closed flow goes
+    // and the open one, quiet as long, stays.
+    let now = shoal_dataplane::lb::monotonic_now_ns();
+    assert_eq!(dp.lb_mut().expire_flows(now).unwrap(), 0);
+    let later = now + shoal_dataplane::lb::CLOSED_FLOW_LINGER + 1_000_000_000;
+    assert_eq!(dp.lb_mut().expire_flows(later).unwrap(), 2);
+    let left: Vec<u16> = dp
+        .lb()
+        .flow_entries()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| {
+            if k.direction == 0 {
+                u16::from_be(k.src_port)
+            } else {
+                u16::from_be(k.dst_port)
+            }
+        })
+        .collect();
+    assert_eq!(
+        left,
+        [50101, 50101],
+        "only the open flow's entries are left"
+    );
+    // It still works.
+    let data = open.data();
+    assert_eq!(
+        send(&dp, &data.frame()).1,
+        data.to_backend(BACKENDS[1]).frame()
+    );
+}

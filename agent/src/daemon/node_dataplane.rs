@@ -57,6 +57,15 @@ impl VipDataplane for SharedDataplane {
             .map_err(|e| e.to_string())
     }
 
+    fn expire_flows(&self) -> Result<usize, String> {
+        let mut guard = self.lock();
+        let dp = guard.as_mut().ok_or(STOPPED)?;
+        dp.dataplane
+            .lb_mut()
+            .expire_flows(shoal_dataplane::lb::monotonic_now_ns())
+            .map_err(|e| e.to_string())
+    }
+
     fn table(&self) -> LbTable {
         self.lock()
             .as_ref()

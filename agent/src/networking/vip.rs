@@ -29,12 +29,16 @@ pub trait VipDataplane: Send + Sync {
     fn apply(&self, table: &LbTable) -> Result<ApplyReport, String>;
     /// What the maps hold now.
     fn table(&self) -> LbTable;
+    /// Forgets flows that are over (closed TCP, idle UDP); returns how many entries went.
+    fn expire_flows(&self) -> Result<usize, String>;
 }
 
 /// How long a network DB that has met nobody is waited for before backends may be removed.
 pub const SETTLE_AFTER: Duration = Duration::from_secs(5);
 /// How often the table is recomputed even without a change (applies what was deferred).
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// How often flows that are over are removed from the flow table.
+const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 
 /// The load balancer as this node runs it.
 pub struct Vips {
@@ -125,12 +129,30 @@ impl NodeNetworking {
 
 /// Re-applies the table every [`REFRESH_EVERY`] (changes are applied as they come by the
 /// network DB follower; this catches what was deferred while the DB settled).
+/// Also removes the flows that are over every [`EXPIRE_EVERY`], so churn of short connections
+/// never makes the flow table's LRU evict a quiet live one.
 pub async fn refresh_periodically(networking: Arc<NodeNetworking>) {
     let mut tick = tokio::time::interval(REFRESH_EVERY);
+    let mut last_expiry = Instant::now();
     loop {
         tick.tick().await;
         let n = networking.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || n.refresh_vips()).await {
+        let expire = last_expiry.elapsed() >= EXPIRE_EVERY;
+        if expire {
+            last_expiry = Instant::now();
+        }
+        let done = tokio::task::spawn_blocking(move || {
+            n.refresh_vips();
+            if expire && let Some(dp) = &n.vips.dataplane {
+                match dp.expire_flows() {
+                    Ok(0) => {}
+                    Ok(removed) => debug!(removed, "flows that are over forgotten"),
+                    Err(e) => warn!(error = %e, "expiring flows"),
+                }
+            }
+        })
+        .await;
+        if let Err(e) = done {
             warn!(error = %e, "refreshing the service VIPs failed");
         }
     }

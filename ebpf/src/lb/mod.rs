@@ -20,19 +20,19 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::bpf_redirect,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_redirect},
     programs::TcContext,
 };
 use headers::{
     ETH_P_ARP, ETH_P_IP, ETH_TYPE, IP_DST, IP_SRC, Ipv4Flow, NotAFlow, PROTO_TCP, TCP_ACK_FLAG,
-    TCP_FLAGS, TCP_SEQ, TCP_SYN, ipv4_flow, mac_of,
+    TCP_FIN, TCP_FLAGS, TCP_RST, TCP_SEQ, TCP_SYN, ipv4_flow, mac_of,
 };
 use maps::{
     SHOAL_LB_BACKENDS, SHOAL_LB_CURSORS, SHOAL_LB_FLOWS, SHOAL_LB_SLOTS, SHOAL_LB_VIPS,
     count_event, count_traffic,
 };
 use shoal_common::lb::{
-    FLOW_FORWARD, FLOW_REPLY, FlowKey, FlowState, LbEvent, SlotKey, VipService,
+    FLOW_FIN, FLOW_FORWARD, FLOW_REPLY, FLOW_RST, FlowKey, FlowState, LbEvent, SlotKey, VipService,
 };
 
 const PASS: i32 = TC_ACT_OK as i32;
@@ -84,6 +84,34 @@ struct TcpSegment {
     opening: bool,
     /// Its sequence number (the ISN, when opening), as loaded.
     seq: u32,
+    /// [`FLOW_FIN`] / [`FLOW_RST`] if the segment carries them.
+    closing: u32,
+}
+
+/// The flow-entry flags a TCP segment's flags set.
+#[inline(always)]
+fn closing_bits(tcp_flags: u8) -> u32 {
+    let mut bits = 0;
+    if tcp_flags & TCP_FIN != 0 {
+        bits |= FLOW_FIN;
+    }
+    if tcp_flags & TCP_RST != 0 {
+        bits |= FLOW_RST;
+    }
+    bits
+}
+
+/// Records a packet in an existing entry: when it was seen, and how the flow is closing.
+#[inline(always)]
+fn touch(key: &FlowKey, closing: u32) {
+    if let Some(state) = SHOAL_LB_FLOWS.get_ptr_mut(key) {
+        // SAFETY: a valid entry; a racing writer on another CPU can only set the same kind of
+        // values (a time, more flags), and a torn time is corrected by the next packet.
+        unsafe {
+            (*state).last_seen_ns = bpf_ktime_get_coarse_ns();
+            (*state).flags |= closing;
+        }
+    }
 }
 
 #[inline(always)]
@@ -93,6 +121,7 @@ fn balance(ctx: &TcContext, flow: &Ipv4Flow, vip: &VipService) -> Result<i32, i6
         Some(TcpSegment {
             opening: flags & TCP_SYN != 0 && flags & TCP_ACK_FLAG == 0,
             seq: ctx.load(flow.l4 + TCP_SEQ)?,
+            closing: closing_bits(flags),
         })
     } else {
         None
@@ -119,7 +148,10 @@ fn balance(ctx: &TcContext, flow: &Ipv4Flow, vip: &VipService) -> Result<i32, i6
             forget_reply(flow, &state);
             None
         }
-        Some(state) if backend_alive(&state, vip) => Some(state),
+        Some(state) if backend_alive(&state, vip) => {
+            touch(&key, tcp.as_ref().map_or(0, |t| t.closing));
+            Some(state)
+        }
         Some(state) => {
             count_event(LbEvent::BackendGone);
             forget_reply(flow, &state);
@@ -221,6 +253,10 @@ fn pick_backend(vip: &VipService, tcp_isn: u32) -> Option<FlowState> {
         backend_id,
         service_id: vip.service_id,
         tcp_isn,
+        // SAFETY: plain helper call.
+        last_seen_ns: unsafe { bpf_ktime_get_coarse_ns() },
+        flags: 0,
+        pad: 0,
     })
 }
 
@@ -295,6 +331,12 @@ pub fn to_task(ctx: &TcContext) -> i32 {
     let Some(state) = (unsafe { SHOAL_LB_FLOWS.get(&key) }).copied() else {
         return PASS;
     };
+    let closing = if flow.proto == PROTO_TCP {
+        ctx.load::<u8>(flow.l4 + TCP_FLAGS).map_or(0, closing_bits)
+    } else {
+        0
+    };
+    touch(&key, closing);
     count_event(LbEvent::ReplyNat);
     count_traffic(
         state.service_id,
