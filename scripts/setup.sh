@@ -4,7 +4,8 @@
 #
 #   - Debian packages: iproute2, nftables, util-linux (nsenter), procps, curl, iperf3
 #     (benchmarks), tcpdump (overlay tests), dnsmasq-base, unbound, dig and dnsperf (the DNS
-#     tests' upstream resolver and the DNS benchmark's peers)
+#     tests' upstream resolver and the DNS benchmark's peers), haproxy and wrk (the VIP
+#     benchmark's userspace proxy peer and HTTP load generator)
 #   - the pinned nightly with rust-src, which builds the eBPF object (ebpf/toolchain.env)
 #   - bpf-linker, built against that nightly's own LLVM, under $SHOAL_TOOLCHAIN_DIR
 #   - bpffs mounted at /sys/fs/bpf
@@ -35,6 +36,8 @@ command -v dnsmasq >/dev/null || need_pkgs+=(dnsmasq-base)
 command -v unbound >/dev/null || need_pkgs+=(unbound)
 command -v dig >/dev/null || need_pkgs+=(bind9-dnsutils)
 command -v dnsperf >/dev/null || need_pkgs+=(dnsperf)
+command -v haproxy >/dev/null || need_pkgs+=(haproxy)
+command -v wrk >/dev/null || need_pkgs+=(wrk)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
   apt-get update -qq

@@ -18,7 +18,7 @@ use std::{
     io::{BufRead as _, BufReader},
     net::{Ipv4Addr, SocketAddr, UdpSocket},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -26,8 +26,11 @@ use std::{
 use anyhow::{Context as _, bail};
 use shoal_tests::{
     Cluster,
-    agent::shoal_bin,
     task_net::{in_netns, sandbox_netns, task_netns},
+};
+
+use crate::support::{
+    Placed, cli, create_whoami, median, network_id, nsenter, output, running, version, vip,
 };
 
 /// Rounds of the three servers back to back; every number is the median over rounds.
@@ -108,11 +111,18 @@ fn throughput() -> anyhow::Result<String> {
     let cluster = Cluster::start(1);
     cluster.form_swarm(1);
     cli(&cluster, 0, &["network", "create", NETWORK])?;
-    create_service(&cluster, "web", WEB_REPLICAS, "vip")?;
-    create_service(&cluster, "rr", RR_REPLICAS, "dnsrr")?;
+    create_whoami(&cluster, NETWORK, "web", WEB_REPLICAS, WHOAMI_PORT, &[])?;
+    create_whoami(
+        &cluster,
+        NETWORK,
+        "rr",
+        RR_REPLICAS,
+        WHOAMI_PORT,
+        &["--endpoint-mode", "dnsrr"],
+    )?;
     let web = running(&cluster, "web", WEB_REPLICAS)?;
     let rr = running(&cluster, "rr", RR_REPLICAS)?;
-    let network = network_id(&cluster)?;
+    let network = network_id(&cluster, NETWORK)?;
     let vip = vip(&cluster, "web", &network)?;
     let zone = zone(&[("web", Some(vip), &web), ("rr", None, &rr)]);
     let asker = &web[0];
@@ -689,30 +699,6 @@ impl Drop for Peers {
     }
 }
 
-/// First line of `program flag`'s output (stdout or stderr), for the report.
-fn version(program: &str, flag: &str) -> String {
-    let out = Command::new(program).arg(flag).output();
-    let text = out
-        .map(|o| {
-            let mut all = String::from_utf8_lossy(&o.stdout).into_owned();
-            all.push_str(&String::from_utf8_lossy(&o.stderr));
-            all
-        })
-        .unwrap_or_default();
-    let line = text
-        .lines()
-        .find(|l| l.contains("ersion"))
-        .unwrap_or(program)
-        .trim();
-    // "Dnsmasq version 2.90  Copyright ..." / "Version 1.17.1" / "Version 2.10.0"
-    let number = line
-        .split_whitespace()
-        .skip_while(|w| !w.eq_ignore_ascii_case("version"))
-        .nth(1)
-        .unwrap_or("?");
-    format!("{program} {number}")
-}
-
 // ---------------------------------------------------------------------------------------------
 // Record propagation
 
@@ -734,9 +720,9 @@ fn propagation() -> anyhow::Result<String> {
     let cluster = Cluster::start(3);
     cluster.form_swarm(1);
     cli(&cluster, 0, &["network", "create", NETWORK])?;
-    create_service(&cluster, "web", PROPAGATION_LOW, "vip")?;
+    create_whoami(&cluster, NETWORK, "web", PROPAGATION_LOW, WHOAMI_PORT, &[])?;
     let mut placed = running(&cluster, "web", PROPAGATION_LOW)?;
-    let network = network_id(&cluster)?;
+    let network = network_id(&cluster, NETWORK)?;
     let asker = placed
         .iter()
         .find(|t| t.node == 0)
@@ -1070,155 +1056,14 @@ fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The cluster
-
-/// A running task of a service.
-#[derive(Clone, Debug)]
-struct Placed {
-    node: usize,
-    id: String,
-    slot: u64,
-    /// `<service>.<slot>.<id>`
-    name: String,
-    ip: Ipv4Addr,
-}
+// The cluster (the rest is in `support`)
 
 fn ips(tasks: &[Placed]) -> BTreeSet<Ipv4Addr> {
     tasks.iter().map(|t| t.ip).collect()
 }
 
-fn cli(cluster: &Cluster, node: usize, args: &[&str]) -> anyhow::Result<String> {
-    let out = cluster.nodes[node].cli(args);
-    if !out.status.success() {
-        bail!(
-            "shoal {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn create_service(
-    cluster: &Cluster,
-    name: &str,
-    replicas: usize,
-    endpoint_mode: &str,
-) -> anyhow::Result<()> {
-    let bin = shoal_bin().display().to_string();
-    cli(
-        cluster,
-        0,
-        &[
-            "service",
-            "create",
-            "--detach",
-            "--name",
-            name,
-            "--replicas",
-            &replicas.to_string(),
-            "--endpoint-mode",
-            endpoint_mode,
-            "--network",
-            NETWORK,
-            "--",
-            &bin,
-            "whoami",
-            "--port",
-            WHOAMI_PORT,
-        ],
-    )
-    .map(drop)
-}
-
-/// The service's running tasks, once exactly `count` run (bounded wait).
-fn running(cluster: &Cluster, service: &str, count: usize) -> anyhow::Result<Vec<Placed>> {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let out = cli(cluster, 0, &["service", "ps", "--format", "json", service])?;
-        let tasks: Vec<serde_json::Value> =
-            serde_json::from_str(&out).context("parsing service ps")?;
-        let placed: Vec<Placed> = tasks
-            .iter()
-            .filter(|t| t["state"] == "running" && t["desired_state"] == "running")
-            .filter_map(|t| {
-                let host = t["node_hostname"].as_str()?;
-                let addr = t["networks"][0]["addr"].as_str()?;
-                Some(Placed {
-                    node: cluster.nodes.iter().position(|n| n.name == host)?,
-                    id: t["id"].as_str()?.to_string(),
-                    slot: t["slot"].as_u64()?,
-                    name: t["name"].as_str()?.to_string(),
-                    ip: addr.split('/').next()?.parse().ok()?,
-                })
-            })
-            .collect();
-        if placed.len() == count {
-            return Ok(placed);
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{service}: {} of {count} tasks running after {TIMEOUT:?}",
-                placed.len()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn network_id(cluster: &Cluster) -> anyhow::Result<String> {
-    let out = cli(cluster, 0, &["network", "inspect", NETWORK])?;
-    let all: serde_json::Value = serde_json::from_str(&out).context("parsing network inspect")?;
-    all[0]["Id"]
-        .as_str()
-        .map(str::to_string)
-        .with_context(|| format!("no Id in {all}"))
-}
-
-/// The service's virtual IP on `network`, from `service inspect`.
-fn vip(cluster: &Cluster, service: &str, network: &str) -> anyhow::Result<Ipv4Addr> {
-    let out = cli(cluster, 0, &["service", "inspect", service])?;
-    let all: serde_json::Value = serde_json::from_str(&out).context("parsing service inspect")?;
-    all[0]["Endpoint"]["VirtualIPs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|v| v["NetworkID"] == network)
-        .and_then(|v| v["Addr"].as_str()?.split('/').next()?.parse().ok())
-        .with_context(|| format!("no VIP of {service} on {network} in {all}"))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// A command run in the network namespace at `netns` only.
-fn nsenter(netns: &Path, program: &str) -> Command {
-    let mut command = Command::new("nsenter");
-    command
-        .arg(format!("--net={}", netns.display()))
-        .arg("--")
-        .arg(program);
-    command
-}
-
-fn output(command: &mut Command) -> anyhow::Result<Output> {
-    let out = command
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{command:?}: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(out)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
 
 fn max(v: &[f64]) -> f64 {
     v.iter().copied().reduce(f64::max).unwrap_or(f64::NAN)

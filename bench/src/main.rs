@@ -6,19 +6,30 @@
 //! # Layout
 //! - `dns`: the embedded DNS server vs dnsmasq and unbound (dnsperf), and record propagation.
 //! - `program_cost`: per-packet cost of each eBPF program against a do-nothing floor.
+//! - `lb_program_cost`: per-packet cost of each load-balancer path (new flow, established,
+//!   reply, pass-through) against the same floor.
+//! - `lb_map_update`: programming 10,000 VIPs x 10 backends, and one change, vs `nft -f`.
+//! - `vip_throughput`: connections/s and requests/s through a VIP vs nftables DNAT and HAProxy.
 //! - `overlay_throughput`: iperf3 TCP task to task over VXLAN vs node to node on the underlay.
 //! - `raft_writes`: Raft write throughput and commit latency with 3 managers.
 //! - `scheduler`: the orchestrator placing 1,000 replicas on 100 simulated nodes.
 //! - `service_create`: `service create --replicas 50` to all running, on 3 real nodes.
+//! - `support`: helpers the benchmarks share (commands in a netns, services on the fixture);
+//!   `nft_lb`: the kube-proxy-style nftables peer of the load balancer.
 #![allow(clippy::print_stdout, reason = "a benchmark's output is its report")]
 
 mod dns;
 mod gossip;
+mod lb_map_update;
+mod lb_program_cost;
+mod nft_lb;
 mod overlay_throughput;
 mod program_cost;
 mod raft_writes;
 mod scheduler;
 mod service_create;
+mod support;
+mod vip_throughput;
 
 use std::process::ExitCode;
 
@@ -30,6 +41,14 @@ const BENCHMARKS: &[(&str, &str)] = &[
     (
         "gossip",
         "network DB: endpoint change -> all members, p50/max, 3/100/1,000 members on loopback",
+    ),
+    (
+        "lb-map-update",
+        "programming 10,000 VIPs x 10 backends, and one change at 100/10,000, vs nft -f",
+    ),
+    (
+        "lb-program-cost",
+        "per-packet cost of each LB path (new flow, established, reply, not a VIP) vs a floor",
     ),
     (
         "overlay-throughput",
@@ -51,6 +70,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
         "service-create",
         "service create --replicas 50 to all running on 3 nodes, vs unshare x50 (netns cluster)",
     ),
+    (
+        "vip-throughput",
+        "conns/s and requests/s through a VIP vs nftables DNAT and HAProxy (wrk, 3 nodes)",
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -58,11 +81,14 @@ fn main() -> ExitCode {
     let result = match name.as_str() {
         "dns" => dns::run(),
         "gossip" => gossip::run(),
+        "lb-map-update" => lb_map_update::run(),
+        "lb-program-cost" => lb_program_cost::run(),
         "overlay-throughput" => overlay_throughput::run(),
         "program-cost" => program_cost::run(),
         "raft-writes" => raft_writes::run(),
         "scheduler" => scheduler::run(),
         "service-create" => service_create::run(),
+        "vip-throughput" => vip_throughput::run(),
         _ => {
             eprintln!("usage: shoal-bench <benchmark>");
             for (name, what) in BENCHMARKS {

@@ -10,7 +10,7 @@
 use std::{
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -22,6 +22,8 @@ use shoal_dataplane::{
         ensure_sandbox, mac_for_ip, remove_sandbox,
     },
 };
+
+use crate::support::{nsenter, output};
 
 /// Measurements per path; the median is reported (odd, so the median is one real run).
 const RUNS: usize = 5;
@@ -243,30 +245,6 @@ fn sandbox(node: &Path, path: &Path, vtep: Ipv4Addr) -> anyhow::Result<Sandbox> 
         .with_context(|| format!("entering {}", node.display()))?
         .with_context(|| format!("ensuring sandbox {}", path.display()))?;
     Ok(sandbox)
-}
-
-/// A command run in the network namespace at `netns` only (sandboxes and tasks need not be
-/// under /run/netns, and `ip netns exec` would also remount /sys).
-fn nsenter(netns: &Path, program: &str) -> Command {
-    let mut command = Command::new("nsenter");
-    command
-        .arg(format!("--net={}", netns.display()))
-        .arg(program);
-    command
-}
-
-fn output(command: &mut Command) -> anyhow::Result<Output> {
-    let out = command
-        .output()
-        .with_context(|| format!("running {command:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{command:?}: {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(out)
 }
 
 fn ip(args: &[&str]) -> anyhow::Result<()> {

@@ -10,9 +10,10 @@ use etherparse::PacketBuilder;
 use shoal_common::programs;
 use shoal_dataplane::Dataplane;
 
-/// Runs per measurement, and measurements per program (the median is reported).
-const REPEAT: u32 = 1_000_000;
-const ROUNDS: usize = 5;
+/// Runs per measurement, and measurements per program (the median is reported). Shared with
+/// `lb_program_cost`.
+pub(crate) const REPEAT: u32 = 1_000_000;
+pub(crate) const ROUNDS: usize = 5;
 
 pub fn run() -> anyhow::Result<()> {
     let dataplane = Dataplane::load(None).context("loading the eBPF programs")?;
@@ -38,7 +39,13 @@ pub fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median_ns(dataplane: &Dataplane, program: &'static str, frame: &[u8]) -> anyhow::Result<f64> {
+/// The kernel's mean time per run of `program` on `frame`, in ns: the median of `ROUNDS`
+/// test runs of `REPEAT` runs each.
+pub(crate) fn median_ns(
+    dataplane: &Dataplane,
+    program: &'static str,
+    frame: &[u8],
+) -> anyhow::Result<f64> {
     let mut samples: Vec<Duration> = (0..ROUNDS)
         .map(|_| {
             dataplane

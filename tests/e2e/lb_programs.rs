@@ -564,3 +564,34 @@ fn closed_flows_are_forgotten_and_quiet_open_ones_kept() {
         data.to_backend(BACKENDS[1]).frame()
     );
 }
+
+#[test]
+fn a_direct_connection_reusing_a_closed_vip_flows_port_is_left_alone() {
+    let dp = balancer(&BACKENDS);
+    let via_vip = Tcp::syn_to_vip(50200);
+    send(&dp, &via_vip.frame());
+    // Later the client connects straight to that backend from the same port.
+    let direct = Tcp {
+        seq: 777,
+        ..via_vip.to_backend(BACKENDS[0])
+    };
+    assert_eq!(send(&dp, &direct.frame()).1, direct.frame());
+    let syn_ack = Tcp {
+        src: BACKENDS[0],
+        dst: CLIENT,
+        src_mac: mac(BACKENDS[0]),
+        dst_mac: mac(CLIENT),
+        sport: 80,
+        dport: 50200,
+        seq: 5000,
+        ack: Some(778),
+        syn: true,
+        ip_options: Vec::new(),
+        payload: Vec::new(),
+    };
+    assert_eq!(
+        receive(&dp, &syn_ack.frame()).1,
+        syn_ack.frame(),
+        "the backend's answer to the direct connection must not be rewritten to the VIP"
+    );
+}

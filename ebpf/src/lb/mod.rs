@@ -24,8 +24,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use headers::{
-    ETH_P_ARP, ETH_P_IP, ETH_TYPE, IP_DST, IP_SRC, Ipv4Flow, NotAFlow, PROTO_TCP, TCP_ACK_FLAG,
-    TCP_FIN, TCP_FLAGS, TCP_RST, TCP_SEQ, TCP_SYN, ipv4_flow, mac_of,
+    ETH_P_ARP, ETH_P_IP, ETH_TYPE, IP, IP_DST, IP_PROTO, IP_SRC, Ipv4Flow, NotAFlow, PROTO_TCP,
+    TCP_ACK_FLAG, TCP_FIN, TCP_FLAGS, TCP_RST, TCP_SEQ, TCP_SYN, ipv4_flow, mac_of,
 };
 use maps::{
     SHOAL_LB_BACKENDS, SHOAL_LB_CURSORS, SHOAL_LB_FLOWS, SHOAL_LB_SLOTS, SHOAL_LB_VIPS,
@@ -56,6 +56,7 @@ pub fn from_task(ctx: &TcContext) -> i32 {
     };
     // SAFETY: copied out at once (see aya's note on hash map aliasing).
     let Some(vip) = (unsafe { SHOAL_LB_VIPS.get(&dst) }).copied() else {
+        forget_stale_reply(ctx);
         return PASS;
     };
     let flow = match ipv4_flow(ctx) {
@@ -76,6 +77,37 @@ pub fn from_task(ctx: &TcContext) -> i32 {
             DROP
         }
     }
+}
+
+/// A task opening a TCP connection straight to another task (not through a VIP) from a port
+/// an earlier, closed VIP flow to that task used: the old flow's reply entry (still lingering
+/// before the agent forgets it) would rewrite this connection's replies to come from the
+/// VIP. It goes now. Only SYNs pay for the lookup.
+#[inline(always)]
+fn forget_stale_reply(ctx: &TcContext) {
+    // The cheapest checks first: this runs for every packet not sent to a VIP.
+    match (ctx.load::<u8>(IP), ctx.load::<u8>(IP_PROTO)) {
+        (Ok(ver_ihl), Ok(PROTO_TCP)) => {
+            let flags = ctx.load::<u8>(IP + usize::from(ver_ihl & 0x0f) * 4 + TCP_FLAGS);
+            if !matches!(flags, Ok(f) if f & TCP_SYN != 0 && f & TCP_ACK_FLAG == 0) {
+                return;
+            }
+        }
+        _ => return,
+    }
+    let Ok(flow) = ipv4_flow(ctx) else {
+        return;
+    };
+    let reply = FlowKey {
+        src_ip: flow.dst_ip,
+        dst_ip: flow.src_ip,
+        src_port: flow.dst_port,
+        dst_port: flow.src_port,
+        proto: PROTO_TCP,
+        direction: FLOW_REPLY,
+        pad: [0; 2],
+    };
+    let _ = SHOAL_LB_FLOWS.remove(&reply);
 }
 
 /// What to do with the TCP flags of a segment for flow tracking.
@@ -101,16 +133,24 @@ fn closing_bits(tcp_flags: u8) -> u32 {
     bits
 }
 
-/// Records a packet in an existing entry: when it was seen, and how the flow is closing.
+/// Looks up a flow entry: a copy of it, and where it is, to record packets in it.
 #[inline(always)]
-fn touch(key: &FlowKey, closing: u32) {
-    if let Some(state) = SHOAL_LB_FLOWS.get_ptr_mut(key) {
-        // SAFETY: a valid entry; a racing writer on another CPU can only set the same kind of
-        // values (a time, more flags), and a torn time is corrected by the next packet.
-        unsafe {
-            (*state).last_seen_ns = bpf_ktime_get_coarse_ns();
-            (*state).flags |= closing;
-        }
+fn find_flow(key: &FlowKey) -> Option<(FlowState, *mut FlowState)> {
+    let entry = SHOAL_LB_FLOWS.get_ptr_mut(key)?;
+    // SAFETY: a valid entry of the map, copied out at once.
+    Some((unsafe { *entry }, entry))
+}
+
+/// Records a packet in an entry found by [`find_flow`]: when it was seen, and how the flow is
+/// closing.
+#[inline(always)]
+fn touch(entry: *mut FlowState, closing: u32) {
+    // SAFETY: a valid entry (found just before, in this program run, under RCU); a racing
+    // writer on another CPU can only set the same kind of values (a time, more flags), and a
+    // torn time is corrected by the next packet.
+    unsafe {
+        (*entry).last_seen_ns = bpf_ktime_get_coarse_ns();
+        (*entry).flags |= closing;
     }
 }
 
@@ -135,12 +175,11 @@ fn balance(ctx: &TcContext, flow: &Ipv4Flow, vip: &VipService) -> Result<i32, i6
         direction: FLOW_FORWARD,
         pad: [0; 2],
     };
-    // SAFETY: copied out at once.
-    let known = unsafe { SHOAL_LB_FLOWS.get(&key) }.copied();
+    let known = find_flow(&key);
     let mut new_flow = false;
     let state = match known {
         // A SYN with a new ISN on a known 5-tuple is a new connection (the port was reused).
-        Some(state)
+        Some((state, _))
             if tcp
                 .as_ref()
                 .is_some_and(|t| t.opening && t.seq != state.tcp_isn) =>
@@ -148,11 +187,11 @@ fn balance(ctx: &TcContext, flow: &Ipv4Flow, vip: &VipService) -> Result<i32, i6
             forget_reply(flow, &state);
             None
         }
-        Some(state) if backend_alive(&state, vip) => {
-            touch(&key, tcp.as_ref().map_or(0, |t| t.closing));
+        Some((state, entry)) if backend_alive(&state, vip) => {
+            touch(entry, tcp.as_ref().map_or(0, |t| t.closing));
             Some(state)
         }
-        Some(state) => {
+        Some((state, _)) => {
             count_event(LbEvent::BackendGone);
             forget_reply(flow, &state);
             let _ = SHOAL_LB_FLOWS.remove(&key);
@@ -327,8 +366,7 @@ pub fn to_task(ctx: &TcContext) -> i32 {
         direction: FLOW_REPLY,
         pad: [0; 2],
     };
-    // SAFETY: copied out at once.
-    let Some(state) = (unsafe { SHOAL_LB_FLOWS.get(&key) }).copied() else {
+    let Some((state, entry)) = find_flow(&key) else {
         return PASS;
     };
     let closing = if flow.proto == PROTO_TCP {
@@ -336,7 +374,7 @@ pub fn to_task(ctx: &TcContext) -> i32 {
     } else {
         0
     };
-    touch(&key, closing);
+    touch(entry, closing);
     count_event(LbEvent::ReplyNat);
     count_traffic(
         state.service_id,
