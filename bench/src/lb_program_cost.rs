@@ -1,6 +1,6 @@
 //! Per-packet cost of the VIP load balancer's tc programs on each of their paths (new flow,
 //! established flow, reply, traffic that is not theirs), measured by the kernel with
-//! BPF_PROG_TEST_RUN against the do-nothing tc program (the floor).
+//! BPF_PROG_TEST_RUN against a minimal parse-and-pass tc program (the floor).
 //!
 //! BPF_PROG_TEST_RUN runs a program `repeat` times on one skb, and the NAT rewrites that skb:
 //! after one DNAT the frame is addressed to the backend, so repeating a frame to a VIP would
@@ -130,12 +130,12 @@ fn repeated(dp: &Dataplane) -> anyhow::Result<()> {
         "lb-program-cost, repeated: median of {ROUNDS} x {REPEAT} runs on one frame \
          ({}-byte TCP segment), floor {} on the same frame",
         rows[0].frame.len(),
-        programs::TC_FLOOR
+        programs::TC_PARSE_FLOOR
     );
     header("ns/packet");
     for row in rows {
         let before = Counted::read(dp)?;
-        let floor = median_ns(dp, programs::TC_FLOOR, &row.frame)?;
+        let floor = median_ns(dp, programs::TC_PARSE_FLOOR, &row.frame)?;
         let measured = median_ns(dp, row.program, &row.frame)?;
         expect(dp, before, row.counts, row.path)?;
         line(row.path, row.program, measured, floor);
@@ -149,7 +149,7 @@ fn single(dp: &Dataplane) -> anyhow::Result<()> {
     let mut samples: [Vec<Duration>; 5] = Default::default();
     for port in (FIRST_PORT..).take(usize::from(FLOWS)) {
         let syn = tcp(CLIENT, VIP, port, PORT, true);
-        samples[0].push(dp.test_run(programs::TC_FLOOR, &syn, 1)?.duration);
+        samples[0].push(dp.test_run(programs::TC_PARSE_FLOOR, &syn, 1)?.duration);
         let new = dp.test_run(programs::TC_INGRESS, &syn, 1)?;
         let backend = Ipv4Addr::from(<[u8; 4]>::try_from(&new.data_out[IP_DST])?);
         ensure!(
@@ -177,7 +177,7 @@ fn single(dp: &Dataplane) -> anyhow::Result<()> {
     println!(
         "lb-program-cost, single runs: {FLOWS} distinct flows, each path run once per flow \
          (repeat 1), median over flows; floor {} once per flow",
-        programs::TC_FLOOR
+        programs::TC_PARSE_FLOOR
     );
     header("ns/run");
     for (path, program, ns) in [

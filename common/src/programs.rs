@@ -11,3 +11,6 @@ pub const TC_EGRESS: &str = "shoal_tc_egress";
 pub const XDP_FLOOR: &str = "shoal_xdp_floor";
 /// Minimal tc program: the floor for tc programs (skb test runs cost more than XDP ones).
 pub const TC_FLOOR: &str = "shoal_tc_floor";
+/// Minimal parse-and-pass tc program: reads the Ethernet, IPv4 and port fields the load
+/// balancer reads of every packet, the same way, and passes. The floor for the load balancer.
+pub const TC_PARSE_FLOOR: &str = "shoal_tc_parse_floor";

@@ -47,10 +47,11 @@ pub struct TestRunOutcome {
 }
 
 const XDP_PROGRAMS: [&str; 2] = [programs::XDP_UNDERLAY, programs::XDP_FLOOR];
-const TC_PROGRAMS: [&str; 3] = [
+const TC_PROGRAMS: [&str; 4] = [
     programs::TC_INGRESS,
     programs::TC_EGRESS,
     programs::TC_FLOOR,
+    programs::TC_PARSE_FLOOR,
 ];
 
 /// Where shoal's filter sits on a task-facing veth's clsact hooks (`tc filter show dev ...

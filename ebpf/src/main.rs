@@ -64,6 +64,12 @@ mod programs {
     pub fn shoal_tc_floor(_ctx: TcContext) -> i32 {
         TC_ACT_OK
     }
+
+    /// The load balancer's benchmark floor: parses what it parses of every packet, and passes.
+    #[classifier]
+    pub fn shoal_tc_parse_floor(ctx: TcContext) -> i32 {
+        lb::parse_only(&ctx)
+    }
 }
 
 #[cfg(target_arch = "bpf")]
