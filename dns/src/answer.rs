@@ -28,7 +28,7 @@ pub(crate) const TTL: u32 = 600;
 
 /// The most we put in one UDP response whatever payload size the client advertises: more risks
 /// fragmentation and buys nothing for the answers a task asks for.
-const MAX_UDP_RESPONSE: u16 = 4096;
+pub(crate) const MAX_UDP_RESPONSE: u16 = 4096;
 
 /// The UDP payload size our OPT record advertises (the DNS flag day 2020 value).
 pub(crate) const ADVERTISED_PAYLOAD: u16 = 1232;

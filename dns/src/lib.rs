@@ -9,13 +9,18 @@
 //!   network suffix, owned names, PTR), and [`RecordsView`], the snapshot the agent swaps.
 //! - `answer`: one received message -> drop, immediate response, or forward; and the encoding
 //!   of every response (size limit, TC).
+//! - `fast`: the common UDP query (one question, a name the records answer or own, no EDNS
+//!   options) answered straight from its bytes, byte for byte as `answer` would.
 //! - `forward`: asking the upstream resolvers (UDP, TCP on truncation, one time budget).
+//! - `batch`: UDP datagrams received (`recvmmsg`) and answered (`sendmmsg`) a batch at a time.
 //! - `transport`: each task's UDP and TCP loops and their bounds.
 //! - `server`: [`DnsServer`] (node-wide), [`ServerConfig`], and [`TaskDns`] (one task served).
 //! - `stats`: [`DnsCounters`].
 #![forbid(unsafe_code)]
 
 mod answer;
+mod batch;
+mod fast;
 mod forward;
 mod records;
 pub mod resolv_conf;

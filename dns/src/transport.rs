@@ -22,13 +22,10 @@ use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
 
 use crate::answer::{Action, Answerer, Pending, Transport};
-use crate::forward;
+use crate::records::Records;
 use crate::server::DnsServer;
 use crate::stats::bump;
-
-/// Largest query datagram we read. Real queries are a few dozen bytes; a longer datagram is
-/// cut, fails to parse, and gets FORMERR.
-const UDP_QUERY_BUFFER: usize = 4096;
+use crate::{batch, fast, forward};
 
 /// Pause after a socket error that is not about one peer (EMFILE on accept, say), so a
 /// persistent error does not spin the loop.
@@ -78,10 +75,15 @@ impl TaskState {
             .saturating_sub(self.forward_permits.available_permits())
     }
 
-    fn handle(&self, bytes: &[u8], src: SocketAddr, transport: Transport) -> Action {
-        let records = self.server.records.current();
+    fn handle(
+        &self,
+        records: &Records,
+        bytes: &[u8],
+        src: SocketAddr,
+        transport: Transport,
+    ) -> Action {
         Answerer {
-            records: &records,
+            records,
             scope: &self.scope,
             counters: &self.server.counters,
             can_forward: !self.server.config.upstreams.is_empty(),
@@ -120,50 +122,87 @@ impl TaskState {
 }
 
 /// Serves `socket` until the surrounding task is aborted.
+///
+/// Each wake-up takes a batch of queued datagrams (see [`batch`]); local answers are written
+/// inline, by [`fast`] when it can and by the [`Answerer`] otherwise, and sent together.
 pub(crate) async fn serve_udp(task: Arc<TaskState>, socket: UdpSocket) {
     let socket = Arc::new(socket);
-    let mut buf = vec![0u8; UDP_QUERY_BUFFER];
+    let ipv6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
     let mut forwards = JoinSet::new();
     loop {
         tokio::select! {
             // Reap finished forwards first so the set never holds more than the permits allow.
             biased;
             Some(_) = forwards.join_next(), if !forwards.is_empty() => {}
-            received = socket.recv_from(&mut buf) => {
-                let (len, src) = match received {
-                    Ok(received) => received,
+            ready = socket.readable() => {
+                let served = ready.and_then(|()| {
+                    let records = task.server.records.current();
+                    batch::serve_ready(&socket, ipv6, |query, src, reply| {
+                        answer_udp(&task, &records, &socket, &mut forwards, query, src, reply)
+                    })
+                });
+                match served {
+                    Ok(served) => {
+                        for (response, dst) in served.unsent {
+                            send_udp(&socket, &response, dst).await;
+                        }
+                        // One batch per turn, so a flooded task cannot hold the thread that
+                        // serves every other task's DNS.
+                        if served.full {
+                            tokio::task::yield_now().await;
+                        }
+                    }
                     Err(err) => {
                         debug!(cause = %err, "UDP receive failed");
                         tokio::time::sleep(ERROR_BACKOFF).await;
-                        continue;
                     }
-                };
-                bump(&task.server.counters.queries_udp);
-                let arrived = Instant::now();
-                let Some(bytes) = buf.get(..len) else { continue };
-                match task.handle(bytes, src, Transport::Udp) {
-                    Action::Drop => {}
-                    Action::Reply(response) => send_udp(&socket, &response, src).await,
-                    Action::Forward(pending) => match try_forward_permit(&task) {
-                        Some(permit) => {
-                            let (task, socket) = (Arc::clone(&task), Arc::clone(&socket));
-                            forwards.spawn(async move {
-                                let response = task.forward(&pending, arrived).await;
-                                drop(permit);
-                                if let Some(response) = response {
-                                    send_udp(&socket, &response, src).await;
-                                }
-                            });
-                        }
-                        None => {
-                            if let Some(response) = pending.refused(&task.server.counters) {
-                                send_udp(&socket, &response, src).await;
-                            }
-                        }
-                    },
                 }
             }
         }
+    }
+}
+
+/// One datagram: writes its response into `reply` and returns true, or spawns its forward (or
+/// sends nothing) and returns false.
+fn answer_udp(
+    task: &Arc<TaskState>,
+    records: &Records,
+    socket: &Arc<UdpSocket>,
+    forwards: &mut JoinSet<()>,
+    query: &[u8],
+    src: SocketAddr,
+    reply: &mut Vec<u8>,
+) -> bool {
+    let counters = &task.server.counters;
+    bump(&counters.queries_udp);
+    if fast::answer(records, &task.scope, query, counters, reply) {
+        return true;
+    }
+    let response = match task.handle(records, query, src, Transport::Udp) {
+        Action::Drop => None,
+        Action::Reply(response) => Some(response),
+        Action::Forward(pending) => match try_forward_permit(task) {
+            Some(permit) => {
+                let arrived = Instant::now();
+                let (task, socket) = (Arc::clone(task), Arc::clone(socket));
+                forwards.spawn(async move {
+                    let response = task.forward(&pending, arrived).await;
+                    drop(permit);
+                    if let Some(response) = response {
+                        send_udp(&socket, &response, src).await;
+                    }
+                });
+                None
+            }
+            None => pending.refused(counters),
+        },
+    };
+    match response {
+        Some(response) => {
+            *reply = response;
+            true
+        }
+        None => false,
     }
 }
 
@@ -235,7 +274,8 @@ async fn serve_connection(
         };
         bump(&task.server.counters.queries_tcp);
         let arrived = Instant::now();
-        let response = match task.handle(&message, peer, Transport::Tcp) {
+        let records = task.server.records.current();
+        let response = match task.handle(&records, &message, peer, Transport::Tcp) {
             Action::Drop => continue,
             Action::Reply(response) => Some(response),
             Action::Forward(pending) => match try_forward_permit(&task) {

@@ -91,6 +91,14 @@ pub fn sample_records() -> Records {
     )
 }
 
+/// The default configuration, forwarding to `upstream`.
+pub fn forwarding_to(upstream: SocketAddr) -> ServerConfig {
+    ServerConfig {
+        upstreams: vec![upstream],
+        ..ServerConfig::default()
+    }
+}
+
 /// The scope of the usual test task.
 pub const SCOPE: &[&str] = &["n1", "n2"];
 

@@ -7,6 +7,7 @@
 )]
 
 mod abuse;
+mod batches;
 mod forwarding;
 mod harness;
 mod local;
