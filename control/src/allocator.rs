@@ -528,17 +528,7 @@ mod tests {
         let mut spec = crate::orchestrator::fixture::replicated(id, 1);
         spec.networks = networks.iter().map(|n| n.to_string()).collect();
         spec.endpoint_mode = mode;
-        Service {
-            id: id.to_string(),
-            spec,
-            version: 1,
-            previous_spec: None,
-            update_status: None,
-            virtual_ips: Vec::new(),
-            endpoint_ports: Vec::new(),
-            created_at_ms: 0,
-            updated_at_ms: 0,
-        }
+        crate::orchestrator::fixture::new_service(id, spec, 0)
     }
 
     fn vips(service: &Service) -> Vec<String> {
@@ -677,17 +667,7 @@ mod port_tests {
     fn service(id: &str, ports: Vec<PortConfig>) -> Service {
         let mut spec = crate::orchestrator::fixture::replicated(id, 1);
         spec.ports = ports;
-        Service {
-            id: id.to_string(),
-            spec,
-            version: 1,
-            previous_spec: None,
-            update_status: None,
-            virtual_ips: Vec::new(),
-            endpoint_ports: Vec::new(),
-            created_at_ms: 0,
-            updated_at_ms: 0,
-        }
+        crate::orchestrator::fixture::new_service(id, spec, 0)
     }
 
     /// Allocates `service`'s ports and stores it, as the apply of a create does.

@@ -60,6 +60,23 @@ impl Tcp {
         }
     }
 
+    /// `backend`'s SYN-ACK (ISN 5000) to the client's `dport`, acknowledging `ack`.
+    fn syn_ack_from(backend: Ipv4Addr, dport: u16, ack: u32) -> Tcp {
+        Tcp {
+            src: backend,
+            dst: CLIENT,
+            src_mac: mac(backend),
+            dst_mac: mac(CLIENT),
+            sport: 80,
+            dport,
+            seq: 5000,
+            ack: Some(ack),
+            syn: true,
+            ip_options: Vec::new(),
+            payload: Vec::new(),
+        }
+    }
+
     /// The next segment of the same connection: an ACK carrying data.
     fn data(&self) -> Tcp {
         Tcp {
@@ -224,19 +241,7 @@ fn a_flow_stays_on_its_backend_and_replies_come_from_the_vip() {
     );
 
     // The backend's SYN-ACK reaches the client with the VIP as its source.
-    let syn_ack = Tcp {
-        src: BACKENDS[0],
-        dst: CLIENT,
-        src_mac: mac(BACKENDS[0]),
-        dst_mac: mac(CLIENT),
-        sport: 80,
-        dport: 41000,
-        seq: 5000,
-        ack: Some(syn.seq + 1),
-        syn: true,
-        ip_options: Vec::new(),
-        payload: Vec::new(),
-    };
+    let syn_ack = Tcp::syn_ack_from(BACKENDS[0], 41000, syn.seq + 1);
     let (verdict, out) = receive(&dp, &syn_ack.frame());
     assert_eq!(verdict, TC_ACT_OK);
     let from_vip = Tcp {
@@ -576,19 +581,7 @@ fn a_direct_connection_reusing_a_closed_vip_flows_port_is_left_alone() {
         ..via_vip.to_backend(BACKENDS[0])
     };
     assert_eq!(send(&dp, &direct.frame()).1, direct.frame());
-    let syn_ack = Tcp {
-        src: BACKENDS[0],
-        dst: CLIENT,
-        src_mac: mac(BACKENDS[0]),
-        dst_mac: mac(CLIENT),
-        sport: 80,
-        dport: 50200,
-        seq: 5000,
-        ack: Some(778),
-        syn: true,
-        ip_options: Vec::new(),
-        payload: Vec::new(),
-    };
+    let syn_ack = Tcp::syn_ack_from(BACKENDS[0], 50200, 778);
     assert_eq!(
         receive(&dp, &syn_ack.frame()).1,
         syn_ack.frame(),

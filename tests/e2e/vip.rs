@@ -284,9 +284,11 @@ fn vip_flows_survive_an_agent_sigkill_and_a_dead_node_leaves_the_backends() {
     wait_until(Duration::from_secs(10), "node1's agent to answer", || {
         cluster.nodes[0].try_info().map(|_| ())
     });
+    // Spread over the new agent's start-up (re-attaching every task's programs), paced by
+    // new connections rather than sleeps.
     for _ in 0..5 {
         assert_eq!(served_by(&http_get(&mut conn, "/").unwrap()), backend);
-        std::thread::sleep(Duration::from_millis(200));
+        let _ = new_connections(&client, vip, 3);
     }
     wait_for_backends(&client, vip, &ids(&web), Duration::from_secs(10));
     assert_eq!(served_by(&http_get(&mut conn, "/").unwrap()), backend);

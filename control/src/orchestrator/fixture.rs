@@ -100,18 +100,7 @@ impl Sim {
     }
 
     pub fn create(&mut self, id: &str, spec: ServiceSpec) {
-        let service = Service {
-            id: id.to_string(),
-            spec,
-            version: 1,
-            previous_spec: None,
-            update_status: None,
-            virtual_ips: Vec::new(),
-            endpoint_ports: Vec::new(),
-            created_at_ms: self.now,
-            updated_at_ms: self.now,
-        };
-        self.apply(&Command::CreateService(service));
+        self.apply(&Command::CreateService(new_service(id, spec, self.now)));
     }
 
     pub fn service(&self, id: &str) -> &Service {
@@ -275,4 +264,19 @@ pub fn status(state: TaskState, now: u64) -> TaskStatus {
 
 pub fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// A service at version 1 as `service create` makes it, created at `now_ms`, nothing allocated.
+pub fn new_service(id: &str, spec: ServiceSpec, now_ms: u64) -> Service {
+    Service {
+        id: id.to_string(),
+        spec,
+        version: 1,
+        previous_spec: None,
+        update_status: None,
+        virtual_ips: Vec::new(),
+        endpoint_ports: Vec::new(),
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+    }
 }
