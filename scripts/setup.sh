@@ -5,7 +5,8 @@
 #   - Debian packages: iproute2, nftables, util-linux (nsenter), procps, curl, iperf3
 #     (benchmarks), tcpdump (overlay tests), dnsmasq-base, unbound, dig and dnsperf (the DNS
 #     tests' upstream resolver and the DNS benchmark's peers), haproxy and wrk (the VIP
-#     benchmark's userspace proxy peer and HTTP load generator)
+#     benchmark's userspace proxy peer and HTTP load generator), ethtool (the test underlay's
+#     offload settings: GRO for XDP_TX on veth, full checksums from the outside client)
 #   - the pinned nightly with rust-src, which builds the eBPF object (ebpf/toolchain.env)
 #   - bpf-linker, built against that nightly's own LLVM, under $SHOAL_TOOLCHAIN_DIR
 #   - bpffs mounted at /sys/fs/bpf
@@ -38,6 +39,7 @@ command -v dig >/dev/null || need_pkgs+=(bind9-dnsutils)
 command -v dnsperf >/dev/null || need_pkgs+=(dnsperf)
 command -v haproxy >/dev/null || need_pkgs+=(haproxy)
 command -v wrk >/dev/null || need_pkgs+=(wrk)
+command -v ethtool >/dev/null || need_pkgs+=(ethtool)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
   apt-get update -qq

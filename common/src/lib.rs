@@ -9,9 +9,11 @@
 //! - [`stats`]: per-hook packet and byte counters.
 //! - [`programs`]: names of the eBPF programs in the object.
 //! - [`lb`]: service VIP load balancing: VIPs, backends, round-robin cursors, flows, counters.
+//! - [`mesh`]: published ports (ingress routing mesh, host mode): ports, VTEPs, NAT flows.
 #![no_std]
 
 pub mod lb;
+pub mod mesh;
 pub mod programs;
 pub mod stats;
 
@@ -26,4 +28,10 @@ pub const PINNED_MAPS: &[&str] = &[
     lb::SERVICE_STATS_MAP,
     lb::BACKEND_STATS_MAP,
     lb::EVENTS_MAP,
+    mesh::CONFIG_MAP,
+    mesh::ADDRS_MAP,
+    mesh::PORTS_MAP,
+    mesh::VTEPS_MAP,
+    mesh::FLOWS_MAP,
+    mesh::EVENTS_MAP,
 ];

@@ -1,10 +1,10 @@
 //! Names of the programs in shoal's eBPF object, as the kernel-side functions are named.
 
-/// XDP program for the node's underlay interface (the future ingress routing-mesh fast path).
+/// XDP program for the node's underlay interface: the published ports' fast path.
 pub const XDP_UNDERLAY: &str = "shoal_xdp";
-/// tc (clsact) program for packets a task-facing veth receives (the future VIP DNAT hook).
+/// tc (clsact) program for packets a task-facing veth receives (VIP DNAT).
 pub const TC_INGRESS: &str = "shoal_tc_ingress";
-/// tc (clsact) program for packets a task-facing veth sends (the future reverse-NAT hook).
+/// tc (clsact) program for packets a task-facing veth sends (VIP reverse NAT).
 pub const TC_EGRESS: &str = "shoal_tc_egress";
 /// Minimal XDP program (parse nothing, pass everything): the floor that benchmarks compare
 /// every XDP program against.
@@ -14,3 +14,6 @@ pub const TC_FLOOR: &str = "shoal_tc_floor";
 /// Minimal parse-and-pass tc program: reads the Ethernet, IPv4 and port fields the load
 /// balancer reads of every packet, the same way, and passes. The floor for the load balancer.
 pub const TC_PARSE_FLOOR: &str = "shoal_tc_parse_floor";
+/// tc (clsact) ingress program for the answers of published-port flows: on the node's
+/// ingress interface (ingress mode) and on host-mode tasks' gateway-bridge ports.
+pub const TC_MESH_REPLY: &str = "shoal_tc_mesh_reply";

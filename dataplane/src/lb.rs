@@ -67,22 +67,22 @@ pub struct LoadBalancer {
     backend_ids: IdPool,
 }
 
-fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
+pub(crate) fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
     move |e| Error::Map {
         name,
         source: Box::new(e),
     }
 }
 
-fn take(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<Map, Error> {
+pub(crate) fn take(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<Map, Error> {
     ebpf.take_map(name).ok_or(Error::MissingMap { name })
 }
 
-fn octets(ip: Ipv4Addr) -> u32 {
+pub(crate) fn octets(ip: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(ip.octets())
 }
 
-fn addr(raw: u32) -> Ipv4Addr {
+pub(crate) fn addr(raw: u32) -> Ipv4Addr {
     Ipv4Addr::from(raw.to_ne_bytes())
 }
 
@@ -472,7 +472,12 @@ fn quiet_for(state: &FlowState, partner: Option<&FlowState>, now_ns: u64) -> u64
 }
 
 /// Whether a flow (its forward entry, and its partner if there is one) may be forgotten.
-fn flow_is_over(proto: u8, forward: &FlowState, partner: Option<&FlowState>, now_ns: u64) -> bool {
+pub(crate) fn flow_is_over(
+    proto: u8,
+    forward: &FlowState,
+    partner: Option<&FlowState>,
+    now_ns: u64,
+) -> bool {
     let quiet = quiet_for(forward, partner, now_ns);
     if proto != 6 {
         return quiet >= UDP_FLOW_IDLE;

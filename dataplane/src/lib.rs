@@ -9,6 +9,7 @@
 //! - [`stats`]: typed handle on the per-CPU packet counters.
 //! - [`lb`]: [`LoadBalancer`], the service VIP maps kept equal to a desired table, and their
 //!   counters.
+//! - [`mesh`]: [`Mesh`], the published ports' maps (ingress routing mesh, host mode).
 //! - [`bpffs`]: mounting bpffs and the per-node pin directory.
 //! - [`netns`]: running code inside another network namespace, on a thread of its own.
 //! - [`overlay`]: overlay sandboxes (bridge + VXLAN netns), task veths, remote endpoints.
@@ -18,6 +19,7 @@ pub mod bpffs;
 pub mod error;
 pub mod lb;
 pub mod loader;
+pub mod mesh;
 pub mod netns;
 pub mod object;
 pub mod overlay;
@@ -26,4 +28,5 @@ pub mod stats;
 pub use error::Error;
 pub use lb::{LbTable, LoadBalancer};
 pub use loader::{Dataplane, TestRunOutcome};
+pub use mesh::{Mesh, MeshTable};
 pub use stats::HookCounters;

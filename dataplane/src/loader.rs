@@ -3,11 +3,14 @@
 //! Maps listed in `shoal_common::PINNED_MAPS` are pinned by name under the node's pin
 //! directory, so a restarted agent re-adopts them (and established flows survive the restart).
 //!
-//! The underlay XDP link is owned by the [`Dataplane`] and detached when it is dropped. The tc
-//! programs on task-facing veths are classic clsact filters instead, owned by the interface:
-//! they keep running, on the pinned maps, while the agent is down (even after SIGKILL), go
-//! away with the veth, and a restarted agent swaps its freshly loaded programs in with one
-//! netlink replace each. That is what keeps VIP flows alive across agent restarts.
+//! The underlay XDP link is pinned next to the maps (`xdp_link`), so published ports keep
+//! being served while the agent is down after a SIGKILL; a restarted agent swaps its freshly
+//! loaded program into that link in place. Dropping the [`Dataplane`] (a clean stop) unpins
+//! and detaches it. The tc programs on task-facing veths and on the mesh's reply hooks are
+//! classic clsact filters instead, owned by the interface: they keep running, on the pinned
+//! maps, while the agent is down (even after SIGKILL), go away with the interface, and a
+//! restarted agent swaps its programs in with one netlink replace each. That is what keeps
+//! VIP and published-port flows alive across agent restarts.
 
 use std::{
     path::{Path, PathBuf},
@@ -18,22 +21,31 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{
         SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
+        xdp::XdpLink,
     },
 };
 use shoal_common::{PINNED_MAPS, programs, stats::STATS_MAP};
 use tracing::info;
 
-use crate::{error::Error, lb::LoadBalancer, object, stats::HookCounters};
+use crate::{error::Error, lb::LoadBalancer, mesh::Mesh, object, stats::HookCounters};
 
 /// The loaded eBPF object. Dropping it detaches every program it attached.
 pub struct Dataplane {
     ebpf: Ebpf,
     /// The VIP maps, taken out of `ebpf`.
     lb: LoadBalancer,
+    /// The published ports' maps, taken out of `ebpf`.
+    mesh: Mesh,
     /// Where the maps are pinned, or `None` for a private, unpinned instance (tests, benches).
     pin_dir: Option<PathBuf>,
+    /// The underlay XDP link, pinned under `pin_dir`.
+    underlay_xdp: Option<PinnedLink>,
 }
+
+/// The pinned underlay XDP link's name in the pin directory.
+pub const XDP_LINK_PIN: &str = "xdp_link";
 
 /// What one `BPF_PROG_TEST_RUN` returned.
 #[derive(Debug)]
@@ -47,9 +59,10 @@ pub struct TestRunOutcome {
 }
 
 const XDP_PROGRAMS: [&str; 2] = [programs::XDP_UNDERLAY, programs::XDP_FLOOR];
-const TC_PROGRAMS: [&str; 4] = [
+const TC_PROGRAMS: [&str; 5] = [
     programs::TC_INGRESS,
     programs::TC_EGRESS,
+    programs::TC_MESH_REPLY,
     programs::TC_FLOOR,
     programs::TC_PARSE_FLOOR,
 ];
@@ -96,11 +109,23 @@ impl Dataplane {
                 .map_err(|e| program_error(name, e))?;
         }
         let lb = LoadBalancer::adopt(&mut ebpf)?;
+        let mesh = Mesh::adopt(&mut ebpf)?;
         Ok(Self {
             ebpf,
             lb,
+            mesh,
             pin_dir: pin_dir.map(Path::to_path_buf),
+            underlay_xdp: None,
         })
+    }
+
+    /// The published ports' maps.
+    pub fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    pub fn mesh_mut(&mut self) -> &mut Mesh {
+        &mut self.mesh
     }
 
     /// The service VIP load balancer (its maps and counters).
@@ -119,13 +144,53 @@ impl Dataplane {
 
     /// Attaches the underlay XDP program to `interface` (in the calling thread's netns).
     /// The kernel picks native mode where the driver has it (veth does), generic otherwise.
+    /// With a pin directory the link is pinned there; a link an earlier agent left pinned
+    /// gets this program swapped in, without a moment unattached.
     pub fn attach_underlay_xdp(&mut self, interface: &str) -> Result<(), Error> {
         let name = programs::XDP_UNDERLAY;
-        xdp_mut(&mut self.ebpf, name)?
+        let pin = self.pin_dir.as_ref().map(|d| d.join(XDP_LINK_PIN));
+        let program = xdp_mut(&mut self.ebpf, name)?;
+        if let Some(pin) = &pin
+            && let Ok(pinned) = PinnedLink::from_pin(pin)
+        {
+            let replaced = XdpLink::try_from(FdLink::from(pinned))
+                .ok()
+                .and_then(|link| program.attach_to_link(link).ok());
+            if let Some(id) = replaced {
+                // The program owns the link now; keep it pinned and ours to detach.
+                let link = program
+                    .take_link(id)
+                    .map_err(|e| attach_error(name, interface, e))?;
+                self.underlay_xdp = Some(pin_link(link, pin, name, interface)?);
+                info!(
+                    interface,
+                    program = name,
+                    "XDP swapped into the pinned link"
+                );
+                return Ok(());
+            }
+            // A link whose interface is gone: start afresh.
+            let _ = std::fs::remove_file(pin);
+        }
+        let id = program
             .attach(interface, XdpMode::default())
             .map_err(|e| attach_error(name, interface, e))?;
+        if let Some(pin) = &pin {
+            let link = program
+                .take_link(id)
+                .map_err(|e| attach_error(name, interface, e))?;
+            self.underlay_xdp = Some(pin_link(link, pin, name, interface)?);
+        }
         info!(interface, program = name, "attached XDP");
         Ok(())
+    }
+
+    /// Attaches the mesh's reply program to the ingress side of `interface` (in the calling
+    /// thread's netns: the node's ingress interface, or a host-mode task's gateway-bridge
+    /// port), as a filter the interface owns (see [`Dataplane::attach_task_veth`]).
+    pub fn attach_mesh_reply(&mut self, interface: &str) -> Result<(), Error> {
+        let _ = tc::qdisc_add_clsact(interface);
+        self.attach_owned_filter(interface, programs::TC_MESH_REPLY, TcAttachType::Ingress)
     }
 
     /// Attaches the tc programs to both directions of `interface` (in the calling thread's
@@ -155,37 +220,49 @@ impl Dataplane {
             (programs::TC_INGRESS, TcAttachType::Ingress),
             (programs::TC_EGRESS, TcAttachType::Egress),
         ] {
-            let program = classifier_mut(&mut self.ebpf, name)?;
-            let existing = SchedClassifierLink::attached(
-                interface,
-                direction,
-                TASK_FILTER_PRIORITY,
-                TASK_FILTER_HANDLE,
-                None,
-            )
-            .map_err(|e| attach_error(name, interface, tc::TcError::IoError(e).into()))?;
-            let link_id = match program.attach_to_link(existing) {
-                Ok(id) => id,
-                // Nothing to replace: a new veth.
-                Err(_) => program
-                    .attach_with_options(
-                        interface,
-                        direction,
-                        TcAttachOptions::Netlink(NlOptions {
-                            priority: TASK_FILTER_PRIORITY,
-                            handle: TASK_FILTER_HANDLE,
-                            classid: None,
-                        }),
-                    )
-                    .map_err(|e| attach_error(name, interface, e))?,
-            };
-            // The filter belongs to the interface, not to this process: forgetting the link
-            // keeps aya from detaching it when the program is dropped.
-            let link = program
-                .take_link(link_id)
-                .map_err(|e| attach_error(name, interface, e))?;
-            std::mem::forget(link);
+            self.attach_owned_filter(interface, name, direction)?;
         }
+        Ok(())
+    }
+
+    /// Puts `name` on one hook of `interface` as shoal's filter there (pref 1, handle 1),
+    /// replacing an earlier one in place; the filter belongs to the interface.
+    fn attach_owned_filter(
+        &mut self,
+        interface: &str,
+        name: &'static str,
+        direction: TcAttachType,
+    ) -> Result<(), Error> {
+        let program = classifier_mut(&mut self.ebpf, name)?;
+        let existing = SchedClassifierLink::attached(
+            interface,
+            direction,
+            TASK_FILTER_PRIORITY,
+            TASK_FILTER_HANDLE,
+            None,
+        )
+        .map_err(|e| attach_error(name, interface, tc::TcError::IoError(e).into()))?;
+        let link_id = match program.attach_to_link(existing) {
+            Ok(id) => id,
+            // Nothing to replace: a new interface.
+            Err(_) => program
+                .attach_with_options(
+                    interface,
+                    direction,
+                    TcAttachOptions::Netlink(NlOptions {
+                        priority: TASK_FILTER_PRIORITY,
+                        handle: TASK_FILTER_HANDLE,
+                        classid: None,
+                    }),
+                )
+                .map_err(|e| attach_error(name, interface, e))?,
+        };
+        // The filter belongs to the interface, not to this process: forgetting the link
+        // keeps aya from detaching it when the program is dropped.
+        let link = program
+            .take_link(link_id)
+            .map_err(|e| attach_error(name, interface, e))?;
+        std::mem::forget(link);
         Ok(())
     }
 
@@ -230,6 +307,33 @@ impl Dataplane {
             duration: result.duration,
         })
     }
+}
+
+impl Drop for Dataplane {
+    /// A clean stop: the underlay XDP link is unpinned, and closing its last fd detaches it.
+    fn drop(&mut self) {
+        if let Some(link) = self.underlay_xdp.take() {
+            let _ = link.unpin();
+        }
+    }
+}
+
+/// Pins an XDP link at `pin`.
+fn pin_link(
+    link: XdpLink,
+    pin: &Path,
+    name: &'static str,
+    interface: &str,
+) -> Result<PinnedLink, Error> {
+    let pin_error = |e: String| Error::Io {
+        what: "pinning the XDP link",
+        path: pin.to_path_buf(),
+        source: std::io::Error::other(format!("{name} on {interface}: {e}")),
+    };
+    FdLink::try_from(link)
+        .map_err(|e| pin_error(e.to_string()))?
+        .pin(pin)
+        .map_err(|e| pin_error(e.to_string()))
 }
 
 fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, Error> {

@@ -3,9 +3,7 @@
 //! # Layout
 //! - `stats`: the per-CPU packet/byte counters every program updates.
 //! - `lb`: service VIP load balancing on the task-facing veths (tc).
-//!
-//! The underlay XDP program only counts and passes for now; it grows into the ingress routing
-//! mesh.
+//! - `mesh`: published ports: the underlay XDP program and the reply program (tc).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // The round-robin cursor needs an atomic fetch-add, which the bpfel target exposes only as an
@@ -15,6 +13,8 @@
 
 #[cfg(target_arch = "bpf")]
 mod lb;
+#[cfg(target_arch = "bpf")]
+mod mesh;
 #[cfg(target_arch = "bpf")]
 mod stats;
 
@@ -27,14 +27,22 @@ mod programs {
     };
     use shoal_common::stats::StatsSlot;
 
-    use crate::{lb, stats};
+    use crate::{lb, mesh, stats};
 
-    /// Underlay XDP hook: counts every frame and passes it to the stack.
+    /// Underlay XDP hook: counts every frame, sends connections to published ports on to
+    /// their tasks, and passes everything else to the stack.
     #[xdp]
     pub fn shoal_xdp(ctx: XdpContext) -> u32 {
         let len = ctx.data_end().saturating_sub(ctx.data());
         stats::count(StatsSlot::XdpUnderlayRx, len as u64);
-        xdp_action::XDP_PASS
+        mesh::from_underlay(&ctx)
+    }
+
+    /// tc ingress of the node's ingress interface and of host-mode tasks' gateway-bridge
+    /// ports: answers of published-port flows go back to their clients.
+    #[classifier]
+    pub fn shoal_tc_mesh_reply(ctx: TcContext) -> i32 {
+        mesh::from_backend(&ctx)
     }
 
     /// tc ingress of a task-facing veth (what the task sends): counts, answers ARP for VIPs,

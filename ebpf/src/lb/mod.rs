@@ -11,9 +11,9 @@
 //! - `reset`: the TCP reset sent for refused and orphaned connections.
 
 mod arp;
-mod headers;
+pub(crate) mod headers;
 pub mod maps;
-mod nat;
+pub(crate) mod nat;
 mod reset;
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
@@ -132,7 +132,7 @@ struct TcpSegment {
 
 /// The flow-entry flags a TCP segment's flags set.
 #[inline(always)]
-fn closing_bits(tcp_flags: u8) -> u32 {
+pub(crate) fn closing_bits(tcp_flags: u8) -> u32 {
     let mut bits = 0;
     if tcp_flags & TCP_FIN != 0 {
         bits |= FLOW_FIN;
@@ -270,14 +270,20 @@ fn hairpin(ctx: &TcContext, flow: &Ipv4Flow) -> Result<i32, i64> {
 #[inline(always)]
 fn backend_alive(state: &FlowState, vip: &VipService) -> bool {
     state.service_id == vip.service_id
-        && SHOAL_LB_BACKENDS
-            .get(state.backend_id)
-            .is_some_and(|b| b.ip == state.nat_ip && b.service_id == vip.service_id)
+        && backend_alive_at(state.backend_id, state.nat_ip, vip.service_id)
+}
+
+/// Does backend `id` still hold `ip` for `service_id`?
+#[inline(always)]
+pub(crate) fn backend_alive_at(id: u32, ip: u32, service_id: u32) -> bool {
+    SHOAL_LB_BACKENDS
+        .get(id)
+        .is_some_and(|b| b.ip == ip && b.service_id == service_id)
 }
 
 /// The next backend of the service in round-robin order, as a forward flow state.
 #[inline(always)]
-fn pick_backend(vip: &VipService, tcp_isn: u32) -> Option<FlowState> {
+pub(crate) fn pick_backend(vip: &VipService, tcp_isn: u32) -> Option<FlowState> {
     if vip.backend_count == 0 {
         return None;
     }

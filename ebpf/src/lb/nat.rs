@@ -21,6 +21,9 @@ pub fn rewrite_addr(
     from: u32,
     to: u32,
 ) -> Result<(), i64> {
+    if from == to {
+        return Ok(());
+    }
     let (check, flags) = if flow.proto == PROTO_TCP {
         (flow.l4 + TCP_CHECK, u64::from(BPF_F_PSEUDO_HDR))
     } else {
@@ -33,6 +36,28 @@ pub fn rewrite_addr(
     ctx.l4_csum_replace(check, u64::from(from), u64::from(to), flags | 4)?;
     ctx.l3_csum_replace(IP_CHECK, u64::from(from), u64::from(to), 4)?;
     ctx.store(addr_offset, &to, 0)
+}
+
+/// Replaces the port at `port_offset` (in the L4 header) `from` -> `to`. Ports are not in the
+/// pseudo-header: with a partial checksum the helper leaves the field alone, as it must.
+#[inline(always)]
+pub fn rewrite_port(
+    ctx: &TcContext,
+    flow: &Ipv4Flow,
+    port_offset: usize,
+    from: u16,
+    to: u16,
+) -> Result<(), i64> {
+    if from == to {
+        return Ok(());
+    }
+    let (check, flags) = if flow.proto == PROTO_TCP {
+        (flow.l4 + TCP_CHECK, 0)
+    } else {
+        (flow.l4 + UDP_CHECK, u64::from(BPF_F_MARK_MANGLED_0))
+    };
+    ctx.l4_csum_replace(check, u64::from(from), u64::from(to), flags | 2)?;
+    ctx.store(flow.l4 + port_offset, &to, 0)
 }
 
 /// Sets the destination MAC (the bridge forwards on it: to a local task's port, or to

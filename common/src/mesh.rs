@@ -1,0 +1,226 @@
+//! Published ports: the ingress routing mesh and host-mode publishing. The maps the underlay
+//! XDP program and the mesh's reply program read, and the agent writes.
+//!
+//! A connection from outside to `node:P` (any node's address) is balanced by the XDP program
+//! on the node's underlay interface, one pick per new flow, with the same round robin as the
+//! service's VIP (the service's VIP on the `ingress` network is the [`PublishedPort::frontend`]
+//! key into `shoal_common::lb`'s maps, whose backends are the service's tasks on `ingress`):
+//!
+//! - ingress mode: the packet becomes `node's ingress address:nat port -> task:target`
+//!   (source NAT, as Swarm's routing mesh does), is wrapped in VXLAN (VNI of `ingress`) to the
+//!   task's node and sent out again (`XDP_TX`), or handed to the node's own VXLAN socket when
+//!   the task is local (`XDP_PASS`). The task answers the node's ingress address, which is an
+//!   endpoint of `ingress` like a task's; the answer reaches the receiving node's ingress
+//!   interface, where the reply program (tc) undoes both NATs and redirects it out of the
+//!   underlay to the client. The backend sees the receiving node's ingress address as its
+//!   peer, not the client's (Swarm's behaviour).
+//! - host mode: `node:P -> local task's gateway-bridge address:target`, source kept, passed to
+//!   the kernel, which routes it onto the gateway bridge; the task's answer is un-NAT-ed by the
+//!   reply program on the task's gateway-bridge port and redirected out of the underlay. The
+//!   backend sees the client's address. Host-mode ports are balanced through a `lb` entry
+//!   keyed by [`host_frontend`], an address of `0.0.0.0/8` (never a VIP, never routed), whose
+//!   backends are the node's own tasks of the service.
+//!
+//! ```text
+//! SHOAL_MESH_CONFIG ARRAY[1]  0                        -> MeshConfig
+//! SHOAL_MESH_ADDRS  HASH      node address             -> u32 (1): where ports are published
+//! SHOAL_MESH_PORTS  HASH      PortKey{port, proto}     -> PublishedPort
+//! SHOAL_MESH_VTEPS  HASH      backend address          -> its node's VTEP (ingress backends)
+//! SHOAL_MESH_FLOWS  LRU_HASH  lb::FlowKey              -> MeshFlow (forward and reply entries)
+//! SHOAL_MESH_EVENTS PERCPU_ARRAY MeshEvent             -> u64
+//! ```
+//!
+//! Byte order as in `shoal_common::lb`: addresses and ports in network order, the rest host
+//! order. Forward entries are keyed by what the client sends (`client -> node:P`, direction
+//! `FLOW_FORWARD`), reply entries by what the backend sends (`task:target -> ingress
+//! address:nat port` in ingress mode, `task:target -> client` in host mode, `FLOW_REPLY`).
+//!
+//! Keeping the client's address through the mesh (beyond Swarm, moby#25526) fits this layout:
+//! a [`MeshFlow::mode`] of its own whose reply entry is keyed `task -> client` as host mode's
+//! is, with the task's answer steered back to the receiving node by its VTEP (already in the
+//! forward entry's [`MeshFlow::vtep`]) instead of by the SNAT address.
+
+/// Map `SHOAL_MESH_CONFIG`: `ARRAY` of one [`MeshConfig`].
+pub const CONFIG_MAP: &str = "SHOAL_MESH_CONFIG";
+/// Map `SHOAL_MESH_ADDRS`: `HASH`, key a node address (`u32`, network order) -> `u32` 1.
+pub const ADDRS_MAP: &str = "SHOAL_MESH_ADDRS";
+/// Map `SHOAL_MESH_PORTS`: `HASH`, key [`PortKey`] -> [`PublishedPort`].
+pub const PORTS_MAP: &str = "SHOAL_MESH_PORTS";
+/// Map `SHOAL_MESH_VTEPS`: `HASH`, key a task's ingress address -> its node's VTEP address.
+pub const VTEPS_MAP: &str = "SHOAL_MESH_VTEPS";
+/// Map `SHOAL_MESH_FLOWS`: `LRU_HASH`, key `lb::FlowKey` -> [`MeshFlow`]. Same lifetime rules
+/// as the VIP flows: an open TCP connection is never cut for being quiet; the agent forgets
+/// closed TCP flows and idle UDP ones.
+pub const FLOWS_MAP: &str = "SHOAL_MESH_FLOWS";
+/// Map `SHOAL_MESH_EVENTS`: `PERCPU_ARRAY`, index [`MeshEvent`] -> `u64` occurrences.
+pub const EVENTS_MAP: &str = "SHOAL_MESH_EVENTS";
+
+/// Node addresses a node can publish on.
+pub const MAX_ADDRS: u32 = 64;
+/// Published (port, protocol) pairs a node can hold (Swarm's range is 2,768 ports, and any
+/// port may be asked for).
+pub const MAX_PORTS: u32 = 16_384;
+/// Ingress backends a node can know the VTEP of.
+pub const MAX_VTEPS: u32 = 131_072;
+/// Flow entries (two per flow).
+pub const MAX_FLOW_ENTRIES: u32 = 131_072;
+
+/// The largest IPv4 packet that fits the `ingress` overlay (its MTU). Larger ones are dropped
+/// and counted ([`MeshEvent::TooBig`]); TCP never sends them, its MSS comes from the task.
+pub const INGRESS_MTU: u16 = 1450;
+/// Bytes VXLAN adds in front of the inner Ethernet frame: outer Ethernet, IPv4, UDP, VXLAN.
+pub const VXLAN_OVERHEAD: usize = 14 + 20 + 8 + 8;
+
+/// Value of [`CONFIG_MAP`]. All zero (the agent has not configured the mesh): every packet
+/// passes untouched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshConfig {
+    /// The node's address on `ingress` (the source of forwarded connections), network order.
+    pub ingress_ip: u32,
+    /// VXLAN outer source (the data-path address), network order.
+    pub vtep_ip: u32,
+    /// The underlay interface: where answers to clients leave.
+    pub underlay_ifindex: u32,
+    /// `ingress`'s VNI, host order.
+    pub vni: u32,
+    /// VXLAN UDP port, network order.
+    pub vxlan_port: u16,
+    pub pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<MeshConfig>() == 20);
+
+/// Key of [`PORTS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortKey {
+    /// The published port, network order.
+    pub port: u16,
+    /// 6 TCP, 17 UDP.
+    pub proto: u8,
+    pub pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<PortKey>() == 4);
+
+/// [`PublishedPort::mode`] and [`MeshFlow::mode`]: balanced over the cluster, source NAT-ed.
+pub const MODE_INGRESS: u8 = 1;
+/// [`PublishedPort::mode`] and [`MeshFlow::mode`]: this node's tasks only, source kept.
+pub const MODE_HOST: u8 = 2;
+
+/// Value of [`PORTS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublishedPort {
+    /// The `lb` VIPS key whose backends serve the port: the service's VIP on `ingress`, or
+    /// [`host_frontend`] in host mode. Network order.
+    pub frontend: u32,
+    /// The task's port, network order.
+    pub target_port: u16,
+    /// [`MODE_INGRESS`] or [`MODE_HOST`].
+    pub mode: u8,
+    pub pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<PublishedPort>() == 8);
+
+/// The `lb` key of a host-mode port: `0.<proto>.<port>` (network order when used as a key).
+pub const fn host_frontend(port: u16, proto: u8) -> [u8; 4] {
+    let p = port.to_be_bytes();
+    [0, proto, p[0], p[1]]
+}
+
+/// Value of [`FLOWS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshFlow {
+    /// `bpf_ktime_get_coarse_ns()` of the last packet in this entry's direction.
+    pub last_seen_ns: u64,
+    /// Forward: the task (new destination). Reply: the client (new destination).
+    pub peer_ip: u32,
+    /// Forward: the new source (the node's ingress address; the client in host mode).
+    /// Reply: the node address the client connected to (new source).
+    pub local_ip: u32,
+    /// Forward: the target port. Reply: the client's port.
+    pub peer_port: u16,
+    /// Forward: the new source port (NAT port; the client's in host mode). Reply: the
+    /// published port.
+    pub local_port: u16,
+    /// Forward, ingress mode: the task's node (VXLAN destination). 0 otherwise.
+    pub vtep: u32,
+    /// `lb` backend the flow is on (liveness check and counters).
+    pub backend_id: u32,
+    /// `lb` service (the frontend's).
+    pub service_id: u32,
+    /// TCP: the client's ISN (a SYN with another one is a new connection). 0 for UDP.
+    pub tcp_isn: u32,
+    /// `lb::FLOW_FIN` / `lb::FLOW_RST` seen in this direction.
+    pub flags: u32,
+    /// [`MODE_INGRESS`] or [`MODE_HOST`].
+    pub mode: u8,
+    pub pad: [u8; 7],
+}
+const _: () = assert!(core::mem::size_of::<MeshFlow>() == 48);
+
+/// What the mesh programs count besides traffic. The discriminant indexes [`EVENTS_MAP`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeshEvent {
+    /// New connections balanced onto a task.
+    Forwarded = 0,
+    /// Answers un-NAT-ed and sent to the client.
+    Replied = 1,
+    /// Connections to a published port with no task to take them: dropped.
+    NoBackend = 2,
+    /// Packets of a flow whose task went away (or a mid-stream TCP segment with no flow):
+    /// dropped; UDP flows move to a live task instead.
+    BackendGone = 3,
+    /// Fragments, truncated headers, or other protocols to a published port: dropped.
+    Malformed = 4,
+    /// Packets larger than the `ingress` MTU: dropped.
+    TooBig = 5,
+    /// No route or neighbour toward a task's node: dropped.
+    NoRoute = 6,
+    /// No free NAT port for a new connection: dropped.
+    NatPortsExhausted = 7,
+}
+
+impl MeshEvent {
+    /// Every event, in index order.
+    pub const ALL: [MeshEvent; 8] = [
+        Self::Forwarded,
+        Self::Replied,
+        Self::NoBackend,
+        Self::BackendGone,
+        Self::Malformed,
+        Self::TooBig,
+        Self::NoRoute,
+        Self::NatPortsExhausted,
+    ];
+
+    /// The event's name as shown to operators (metrics labels).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Forwarded => "forwarded",
+            Self::Replied => "replied",
+            Self::NoBackend => "no_backend",
+            Self::BackendGone => "backend_gone",
+            Self::Malformed => "malformed",
+            Self::TooBig => "too_big",
+            Self::NoRoute => "no_route",
+            Self::NatPortsExhausted => "nat_ports_exhausted",
+        }
+    }
+}
+
+/// Number of entries in [`EVENTS_MAP`].
+pub const MESH_EVENTS: u32 = MeshEvent::ALL.len() as u32;
+
+// SAFETY (all below): repr(C), integer fields only, no implicit padding (sizes asserted above),
+// every bit pattern valid.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for MeshConfig {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PortKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PublishedPort {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for MeshFlow {}

@@ -1,0 +1,71 @@
+//! The mesh's maps, kernel side. Layouts and invariants: `shoal_common::mesh`. Userspace pins
+//! them per node (or keeps them private in tests and benches).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use shoal_common::{
+    lb::FlowKey,
+    mesh::{
+        MAX_ADDRS, MAX_FLOW_ENTRIES, MAX_PORTS, MAX_VTEPS, MESH_EVENTS, MeshConfig, MeshEvent,
+        MeshFlow, PortKey, PublishedPort,
+    },
+};
+
+#[map]
+pub static SHOAL_MESH_CONFIG: Array<MeshConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+pub static SHOAL_MESH_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_ADDRS, 0);
+
+#[map]
+pub static SHOAL_MESH_PORTS: HashMap<PortKey, PublishedPort> =
+    HashMap::with_max_entries(MAX_PORTS, 0);
+
+#[map]
+pub static SHOAL_MESH_VTEPS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_VTEPS, 0);
+
+#[map]
+pub static SHOAL_MESH_FLOWS: LruHashMap<FlowKey, MeshFlow> =
+    LruHashMap::with_max_entries(MAX_FLOW_ENTRIES, 0);
+
+#[map]
+pub static SHOAL_MESH_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MESH_EVENTS, 0);
+
+/// Counts one occurrence of `event` on this CPU.
+#[inline(always)]
+pub fn count_event(event: MeshEvent) {
+    if let Some(n) = SHOAL_MESH_EVENTS.get_ptr_mut(event as u32) {
+        // SAFETY: a valid per-CPU slot, written only by this CPU while the program runs.
+        unsafe { *n += 1 };
+    }
+}
+
+/// The mesh's settings; `None` until the agent wrote them (then nothing is published).
+#[inline(always)]
+pub fn config() -> Option<MeshConfig> {
+    SHOAL_MESH_CONFIG
+        .get(0)
+        .copied()
+        .filter(|c| c.vtep_ip != 0 && c.ingress_ip != 0)
+}
+
+/// Looks up a flow entry: a copy of it, and where it is, to record packets in it.
+#[inline(always)]
+pub fn find_flow(key: &FlowKey) -> Option<(MeshFlow, *mut MeshFlow)> {
+    let entry = SHOAL_MESH_FLOWS.get_ptr_mut(key)?;
+    // SAFETY: a valid entry of the map, copied out at once.
+    Some((unsafe { *entry }, entry))
+}
+
+/// Records a packet in an entry found by [`find_flow`] (time, closing flags). Racing writers
+/// can only set the same kinds of values, as for the VIP flows.
+#[inline(always)]
+pub fn touch(entry: *mut MeshFlow, closing: u32, now: u64) {
+    // SAFETY: a valid entry found in this program run, under RCU.
+    unsafe {
+        (*entry).last_seen_ns = now;
+        (*entry).flags |= closing;
+    }
+}

@@ -1,0 +1,78 @@
+//! The answers of published-port flows (tc ingress on the node's ingress interface, and on
+//! host-mode tasks' gateway-bridge ports): `task:target -> NAT address` becomes `node:P ->
+//! client` again and goes straight out of the underlay, past the node's routing and
+//! masquerade. Everything else passes untouched.
+//!
+//! tc, not XDP, on purpose: answers come from local sockets (a task's, or out of a VXLAN
+//! device) with partial checksums, which only the skb helpers keep right.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_redirect_neigh},
+    programs::TcContext,
+};
+use shoal_common::{
+    lb::{FLOW_REPLY, FlowKey},
+    mesh::MeshEvent,
+};
+
+use super::maps::{config, count_event, find_flow, touch};
+use crate::lb::{
+    self,
+    headers::{ETH_P_IP, ETH_TYPE, IP_DST, IP_SRC, L4_DST_PORT, L4_SRC_PORT, PROTO_TCP, TCP_FLAGS},
+    nat,
+};
+
+const PASS: i32 = TC_ACT_OK as i32;
+const DROP: i32 = TC_ACT_SHOT as i32;
+
+#[inline(always)]
+pub fn from_backend(ctx: &TcContext) -> i32 {
+    match ctx.load::<u16>(ETH_TYPE) {
+        Ok(ethertype) if ethertype == ETH_P_IP => {}
+        _ => return PASS,
+    }
+    let Ok(flow) = lb::headers::ipv4_flow(ctx) else {
+        return PASS;
+    };
+    let key = FlowKey {
+        src_ip: flow.src_ip,
+        dst_ip: flow.dst_ip,
+        src_port: flow.src_port,
+        dst_port: flow.dst_port,
+        proto: flow.proto,
+        direction: FLOW_REPLY,
+        pad: [0; 2],
+    };
+    let Some((state, entry)) = find_flow(&key) else {
+        return PASS;
+    };
+    let Some(config) = config() else {
+        return PASS;
+    };
+    let closing = if flow.proto == PROTO_TCP {
+        ctx.load::<u8>(flow.l4 + TCP_FLAGS)
+            .map_or(0, lb::closing_bits)
+    } else {
+        0
+    };
+    // SAFETY: plain helper call.
+    touch(entry, closing, unsafe { bpf_ktime_get_coarse_ns() });
+    count_event(MeshEvent::Replied);
+    lb::maps::count_traffic(
+        state.service_id,
+        state.backend_id,
+        u64::from(ctx.len()),
+        false,
+    );
+    let rewritten = nat::rewrite_addr(ctx, &flow, IP_SRC, flow.src_ip, state.local_ip)
+        .and_then(|()| nat::rewrite_addr(ctx, &flow, IP_DST, flow.dst_ip, state.peer_ip))
+        .and_then(|()| nat::rewrite_port(ctx, &flow, L4_SRC_PORT, flow.src_port, state.local_port))
+        .and_then(|()| nat::rewrite_port(ctx, &flow, L4_DST_PORT, flow.dst_port, state.peer_port));
+    if rewritten.is_err() {
+        return DROP;
+    }
+    // The neighbour subsystem fills in both MACs toward the client (or its gateway).
+    // SAFETY: plain helper call, no parameters.
+    unsafe { bpf_redirect_neigh(config.underlay_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+}
