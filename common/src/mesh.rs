@@ -214,6 +214,22 @@ impl MeshEvent {
 /// Number of entries in [`EVENTS_MAP`].
 pub const MESH_EVENTS: u32 = MeshEvent::ALL.len() as u32;
 
+/// The inner source MAC of the frames the mesh sends into `ingress`: `02:43:<ingress
+/// address>`, an address no interface has. Not the ingress endpoint's own (`02:42:...`): the
+/// `ingress` bridge of the receiving node learns source MACs, and would then send the
+/// task's answers back into `vxlan0` instead of to the endpoint. Tasks answer by ARP, not by
+/// this MAC.
+pub const fn mesh_source_mac(ingress_ip: [u8; 4]) -> [u8; 6] {
+    [
+        0x02,
+        0x43,
+        ingress_ip[0],
+        ingress_ip[1],
+        ingress_ip[2],
+        ingress_ip[3],
+    ]
+}
+
 // SAFETY (all below): repr(C), integer fields only, no implicit padding (sizes asserted above),
 // every bit pattern valid.
 #[cfg(feature = "user")]

@@ -1,6 +1,7 @@
 //! Address and identifier allocation: overlay subnets from the cluster's address pools,
-//! gateways, VNIs, task addresses, service VIPs and published ports. Pure functions of the cluster state, so
-//! every decision is made once (by the leader, or in the replicated apply) and then replicated.
+//! gateways, VNIs, task addresses, service VIPs, published ports and the nodes' addresses on
+//! `ingress`. Pure functions of the cluster state, so every decision is made once (by the
+//! leader, or in the replicated apply) and then replicated.
 //!
 //! Task addresses are taken from the bottom of a subnet and VIPs from the top: a VIP is
 //! allocated in the apply of a service change while the leader may be addressing a batch of
@@ -165,7 +166,7 @@ pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, A
             }
         }
     }
-    for (network_id, vip) in service_vips(state) {
+    for (network_id, vip) in service_vips(state).chain(node_ingress_addrs(state)) {
         held.entry(network_id).or_default().insert(vip);
         live.entry(network_id).or_default().insert(vip);
     }
@@ -237,6 +238,63 @@ fn service_vips(state: &ClusterState) -> impl Iterator<Item = (&str, Ipv4Addr)> 
     })
 }
 
+/// The nodes' addresses on `ingress`, as (network ID, address).
+fn node_ingress_addrs(state: &ClusterState) -> impl Iterator<Item = (&str, Ipv4Addr)> {
+    let ingress = state.networks.values().find(|n| n.ingress);
+    ingress
+        .into_iter()
+        .flat_map(|n| state.ingress_addrs.values().map(|a| (n.id.as_str(), *a)))
+}
+
+/// Keeps [`ClusterState::ingress_addrs`] right: one address on `ingress` per node (the lowest
+/// free one: not the gateway, not a VIP, not held by any stored task or other node), none for
+/// nodes that left. Nothing before `ingress` exists. A node that finds no free address keeps
+/// none; its agent then serves no published port and logs why.
+pub fn assign_ingress_addrs(state: &mut ClusterState) {
+    let nodes: HashSet<&String> = state.nodes.keys().collect();
+    let gone: Vec<String> = state
+        .ingress_addrs
+        .keys()
+        .filter(|id| !nodes.contains(id))
+        .cloned()
+        .collect();
+    for id in gone {
+        state.ingress_addrs.remove(&id);
+    }
+    let Some(ingress) = state.networks.values().find(|n| n.ingress).cloned() else {
+        return;
+    };
+    let missing: Vec<String> = state
+        .nodes
+        .keys()
+        .filter(|id| !state.ingress_addrs.contains_key(*id))
+        .cloned()
+        .collect();
+    for id in missing {
+        let mut taken: HashSet<Ipv4Addr> = state.ingress_addrs.values().copied().collect();
+        taken.extend(
+            service_vips(state)
+                .filter(|(n, _)| *n == ingress.id)
+                .map(|(_, ip)| ip),
+        );
+        taken.extend(
+            state
+                .tasks
+                .values()
+                .flat_map(|t| &t.networks)
+                .filter(|a| a.network.id == ingress.id)
+                .map(|a| a.addr.addr()),
+        );
+        if let Some(ip) = ingress
+            .subnet
+            .hosts()
+            .find(|ip| *ip != ingress.gateway && !taken.contains(ip))
+        {
+            state.ingress_addrs.insert(id, ip);
+        }
+    }
+}
+
 /// Gives `service` one VIP per network of its spec in vip mode (none in dnsrr mode): VIPs on
 /// networks it keeps stay as they are, new networks get the highest free address. Free means
 /// not the gateway, not another service's VIP, and not held by any stored task.
@@ -267,6 +325,11 @@ pub fn assign_vips(state: &ClusterState, service: &mut Service) -> Result<(), Al
                 .flat_map(|t| &t.networks)
                 .filter(|a| a.network.id == *id)
                 .map(|a| a.addr.addr()),
+        );
+        taken.extend(
+            node_ingress_addrs(state)
+                .filter(|(n, _)| *n == id.as_str())
+                .map(|(_, ip)| ip),
         );
         let ip = network
             .subnet
@@ -643,6 +706,62 @@ mod tests {
         with_network(&mut state, "a", "10.1.0.0/24", 4097);
         with_network(&mut state, "b", "10.2.0.0/24", 4099);
         assert_eq!(allocate_vni(&state), Ok(4098));
+    }
+
+    #[test]
+    fn every_node_gets_an_ingress_address_that_tasks_and_vips_avoid() {
+        use crate::{
+            cluster::{Command, CommandResponse, Role},
+            orchestrator::fixture::node,
+        };
+        let mut state = ClusterState::default();
+        for id in ["n1", "n2"] {
+            state.nodes.insert(id.into(), node(id, Role::Worker));
+        }
+        // Before `ingress` exists there is nothing to give.
+        assign_ingress_addrs(&mut state);
+        assert!(state.ingress_addrs.is_empty());
+        let subnet: Ipv4Net = "10.255.0.0/16".parse().unwrap();
+        let ingress = Network {
+            id: "ing".into(),
+            name: "ingress".into(),
+            driver: "overlay".into(),
+            subnet,
+            gateway: first_host(subnet),
+            vni: 4096,
+            attachable: false,
+            internal: false,
+            ingress: true,
+            created_at_ms: 0,
+        };
+        assert_eq!(
+            state.apply(&Command::CreateNetwork(ingress)),
+            CommandResponse::Ok
+        );
+        let addr = |s: &ClusterState, id: &str| s.ingress_addrs.get(id).map(|a| a.to_string());
+        assert_eq!(addr(&state, "n1").as_deref(), Some("10.255.0.2"));
+        assert_eq!(addr(&state, "n2").as_deref(), Some("10.255.0.3"));
+        // A task on ingress takes the next free one.
+        let mut tasks = vec![task_on("t1", &[], TaskState::New)];
+        tasks[0].spec.ports = vec![PortConfig {
+            protocol: crate::cluster::PortProtocol::Tcp,
+            target: 80,
+            published: 8080,
+            mode: crate::cluster::PublishMode::Ingress,
+        }];
+        assert!(address_tasks(&state, &mut tasks).is_empty());
+        assert_eq!(ips(&tasks[0]), ["10.255.0.4/16"]);
+        state.tasks.insert("t1".into(), tasks.remove(0));
+        // A joining node gets one too, past the task's; a node that leaves frees its own.
+        state.nodes.insert("n3".into(), node("n3", Role::Worker));
+        assign_ingress_addrs(&mut state);
+        assert_eq!(addr(&state, "n3").as_deref(), Some("10.255.0.5"));
+        assert_eq!(
+            state.apply(&Command::RemoveNode { id: "n1".into() }),
+            CommandResponse::Ok
+        );
+        assert_eq!(addr(&state, "n1"), None);
+        assert_eq!(state.ingress_addrs.len(), 2);
     }
 }
 

@@ -185,6 +185,17 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Attaches the XDP floor (pass everything) to `interface` (in the calling thread's netns),
+    /// for as long as this [`Dataplane`] lives. What a veth needs to take frames another veth
+    /// sends with `XDP_TX` (test and benchmark underlays; a real NIC needs nothing).
+    pub fn attach_xdp_floor(&mut self, interface: &str) -> Result<(), Error> {
+        let name = programs::XDP_FLOOR;
+        xdp_mut(&mut self.ebpf, name)?
+            .attach(interface, XdpMode::default())
+            .map_err(|e| attach_error(name, interface, e))?;
+        Ok(())
+    }
+
     /// Attaches the mesh's reply program to the ingress side of `interface` (in the calling
     /// thread's netns: the node's ingress interface, or a host-mode task's gateway-bridge
     /// port), as a filter the interface owns (see [`Dataplane::attach_task_veth`]).

@@ -11,6 +11,7 @@ mod cluster_basics;
 mod dataplane_programs;
 mod dns;
 mod lb_programs;
+mod mesh;
 mod mesh_programs;
 mod networks;
 mod overlay;

@@ -35,6 +35,11 @@ fn mac(ip: Ipv4Addr) -> [u8; 6] {
     shoal_common::lb::mac_for_ip(ip.octets())
 }
 
+/// The inner source MAC of what the mesh sends into `ingress`.
+fn mesh_mac() -> [u8; 6] {
+    shoal_common::mesh::mesh_source_mac(INGRESS_ADDR.octets())
+}
+
 fn raw(ip: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(ip.octets())
 }
@@ -153,9 +158,10 @@ fn udp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, macs: ([u8; 6], [u8
     frame
 }
 
-/// Splits a VXLAN frame the XDP program built into its outer headers (checked here) and the
-/// inner frame.
-fn decapsulate(frame: &[u8], outer_macs: ([u8; 6], [u8; 6]), vtep: Ipv4Addr) -> Vec<u8> {
+/// Splits a VXLAN frame the XDP program built for a task on this node into its outer headers
+/// (checked here: to our own VXLAN socket, from the client, since the kernel drops frames
+/// from the wire with its own address as source) and the inner frame.
+fn decapsulate(frame: &[u8], outer_macs: ([u8; 6], [u8; 6]), client: Ipv4Addr) -> Vec<u8> {
     let outer = SlicedPacket::from_ethernet(frame).expect("outer frame parses");
     let eth = outer.link.as_ref().unwrap().to_header().unwrap();
     let eth = eth.ethernet2().unwrap();
@@ -170,7 +176,7 @@ fn decapsulate(frame: &[u8], outer_macs: ([u8; 6], [u8; 6]), vtep: Ipv4Addr) -> 
     let ip = ip.header().to_header();
     assert_eq!(
         (Ipv4Addr::from(ip.source), Ipv4Addr::from(ip.destination)),
-        (NODE, vtep),
+        (client, NODE),
         "outer addresses"
     );
     assert_eq!(
@@ -225,7 +231,7 @@ fn ingress_connections_are_nated_and_sent_in_vxlan_and_replies_undone() {
         out.return_value, XDP_PASS,
         "a local task's frame goes to our VXLAN socket"
     );
-    let inner = decapsulate(&out.data_out, (NODE_MAC, CLIENT_MAC), NODE);
+    let inner = decapsulate(&out.data_out, (NODE_MAC, CLIENT_MAC), CLIENT);
     let nated = Seg {
         src: INGRESS_ADDR,
         dst: LOCAL_TASK,
@@ -235,7 +241,7 @@ fn ingress_connections_are_nated_and_sent_in_vxlan_and_replies_undone() {
     };
     assert_eq!(
         inner,
-        nated.frame(mac(INGRESS_ADDR), mac(LOCAL_TASK), b""),
+        nated.frame(mesh_mac(), mac(LOCAL_TASK), b""),
         "inner frame: ingress address -> task:80, client's port kept, checksums right"
     );
     assert_eq!(event(&dp, MeshEvent::Forwarded), 1);
@@ -286,7 +292,7 @@ fn ingress_connections_are_nated_and_sent_in_vxlan_and_replies_undone() {
         )
         .unwrap();
     assert_eq!(out.return_value, XDP_PASS);
-    let inner = decapsulate(&out.data_out, (NODE_MAC, CLIENT_MAC), NODE);
+    let inner = decapsulate(&out.data_out, (NODE_MAC, CLIENT_MAC), CLIENT);
     assert_eq!(
         inner,
         Seg {
@@ -296,7 +302,7 @@ fn ingress_connections_are_nated_and_sent_in_vxlan_and_replies_undone() {
             dport: 80,
             ..data
         }
-        .frame(mac(INGRESS_ADDR), mac(LOCAL_TASK), b"GET /")
+        .frame(mesh_mac(), mac(LOCAL_TASK), b"GET /")
     );
     assert_eq!(event(&dp, MeshEvent::Forwarded), 1, "not a new flow");
 
@@ -342,7 +348,7 @@ fn a_clashing_client_port_gets_another_nat_port() {
         .test_run(programs::XDP_UNDERLAY, &clash.from_client(), 1)
         .unwrap();
     assert_eq!(out.return_value, XDP_PASS);
-    let inner = decapsulate(&out.data_out, (NODE_MAC, CLIENT_MAC), NODE);
+    let inner = decapsulate(&out.data_out, (NODE_MAC, CLIENT_MAC), other_client);
     let parsed = SlicedPacket::from_ethernet(&inner).unwrap();
     let Some(TransportSlice::Tcp(tcp)) = parsed.transport else {
         panic!("inner TCP");
@@ -362,7 +368,7 @@ fn a_clashing_client_port_gets_another_nat_port() {
             dport: 80,
             ..clash
         }
-        .frame(mac(INGRESS_ADDR), mac(LOCAL_TASK), b""),
+        .frame(mesh_mac(), mac(LOCAL_TASK), b""),
         "checksums right with the new port"
     );
     // The answer to that NAT port goes to the second client, port 41000.

@@ -40,6 +40,9 @@ pub struct Cluster {
     node_ns: Vec<Netns>,
     /// The outside client: on the underlay, running no agent.
     pub client: Netns,
+    /// The XDP floor on every underlay port (see [`pass_xdp_frames`]); dropped (detached)
+    /// before the namespaces go.
+    _underlay_xdp: shoal_dataplane::Dataplane,
     underlay: Netns,
     subnet: [u8; 3],
 }
@@ -72,6 +75,10 @@ impl Cluster {
 
         let client = Netns::create(&format!("{prefix}-cl"));
         plug(&underlay, &client, "cl", host(subnet, CLIENT_HOST));
+        // The client stands for a host on a real wire, whose frames carry full checksums: a
+        // veth from a local socket would leave them partial for the receiver's offload, which
+        // only the kernel (not an XDP program that rewrites the frame) can finish.
+        ethtool(&client, &["-K", "eth0", "tx", "off"]);
 
         let mut node_ns = Vec::new();
         let mut nodes = Vec::new();
@@ -83,11 +90,14 @@ impl Cluster {
             nodes.push(Agent::new(&name, address, &ns.path(), work.join(&name)));
             node_ns.push(ns);
         }
+        let mut ports: Vec<String> = (0..n).map(port_name).collect();
+        ports.push("cl".into());
         Cluster {
             prefix,
             nodes,
             node_ns,
             client,
+            _underlay_xdp: pass_xdp_frames(&underlay, &ports),
             underlay,
             subnet,
         }
@@ -196,6 +206,34 @@ fn host(subnet: [u8; 3], n: u8) -> Ipv4Addr {
 
 fn port_name(i: usize) -> String {
     format!("n{}", i + 1)
+}
+
+/// Puts the XDP floor (pass everything) on the underlay's bridge ports. A node's XDP program
+/// answers with `XDP_TX` out of its eth0, and a veth hands such frames to its peer only when
+/// the peer runs an XDP program too (with GRO alone they wait in the ring for the next
+/// ordinary packet); a real NIC just sends them.
+fn pass_xdp_frames(underlay: &Netns, ports: &[String]) -> shoal_dataplane::Dataplane {
+    let mut dp = shoal_dataplane::Dataplane::load(None).expect("loading the XDP floor");
+    let path = underlay.path();
+    shoal_dataplane::netns::run_in(std::path::Path::new(&path), || {
+        for port in ports {
+            dp.attach_xdp_floor(port)
+                .unwrap_or_else(|e| panic!("XDP floor on {port}: {e}"));
+        }
+    })
+    .expect("entering the underlay netns");
+    dp
+}
+
+/// Runs `ethtool` in `ns`, which must succeed.
+fn ethtool(ns: &Netns, args: &[&str]) {
+    let out = ns.exec("ethtool", args);
+    assert!(
+        out.status.success(),
+        "ethtool {args:?} in {}: {}",
+        ns.name(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Connects `ns` to the underlay bridge with a veth: `port` on the bridge, `eth0` in `ns`.

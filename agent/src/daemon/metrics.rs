@@ -14,7 +14,10 @@ use prometheus_client::{
     metrics::{counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use shoal_common::lb::{LbCounters, LbEvent};
+use shoal_common::{
+    lb::{LbCounters, LbEvent},
+    mesh::MeshEvent,
+};
 use shoal_control::{api::HookCounters, netdb::NetDbStats, swarm::Swarm};
 use shoal_dataplane::lb::VipCounters;
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -58,16 +61,17 @@ pub async fn serve(
 
 async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
     let swarm = sources.swarm.summary().await;
-    let (hooks, (lb, lb_events)) = sources
+    let (hooks, (lb, lb_events), mesh_events) = sources
         .dataplane
         .lock()
         .as_ref()
-        .map(|dp| (dp.info().counters, dp.lb_counters()))
+        .map(|dp| (dp.info().counters, dp.lb_counters(), dp.mesh_events()))
         .unwrap_or_default();
     let snapshot = Snapshot {
         hooks,
         lb,
         lb_events,
+        mesh_events,
         swarm_active: swarm.active,
         is_manager: swarm.is_manager,
         managers: swarm.managers,
@@ -98,6 +102,7 @@ struct Snapshot {
     /// Per VIP (`backend: None`) and per backend.
     lb: Vec<VipCounters>,
     lb_events: Vec<(LbEvent, u64)>,
+    mesh_events: Vec<(MeshEvent, u64)>,
     swarm_active: bool,
     is_manager: bool,
     managers: u32,
@@ -290,6 +295,19 @@ impl Snapshot {
         for (event, value) in &self.lb_events {
             ConstCounter::new(*value)
                 .encode(events.encode_family(&vec![("event", event.name())])?)?;
+        }
+        drop(events);
+        let mut mesh = encoder.encode_descriptor(
+            "shoal_mesh_events",
+            "Published ports (routing mesh and host mode): connections forwarded to a task, \
+             answers sent back to clients, and packets dropped for lack of a task, a task gone, \
+             a malformed or oversized packet, no route to the task's node, or no free NAT port.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (event, value) in &self.mesh_events {
+            ConstCounter::new(*value)
+                .encode(mesh.encode_family(&vec![("event", event.name())])?)?;
         }
         Ok(())
     }

@@ -71,6 +71,7 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
                 _ => None,
             },
             data_path_port: config.data_path_port,
+            underlay_interface: config.underlay_interface.clone(),
             dns_upstreams: config.dns_upstreams.clone(),
             task_resolv_conf: config.task_resolv_conf.clone(),
             gossip_addr: config
@@ -84,6 +85,8 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
     // networks) before the swarm resumes.
     let executor = crate::executor::Executor::open(state.path(), networking.clone())
         .context("opening the task executor")?;
+    // Before the stale sandboxes go: the `ingress` one is kept for the node's endpoint.
+    networking.resume_routing_mesh();
     networking.remove_stale_sandboxes();
     networking.resume_gossip();
     let tasks = Arc::new(tasks::NodeTasks {

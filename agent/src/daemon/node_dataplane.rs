@@ -1,6 +1,6 @@
 //! The eBPF data path as this node runs it: maps pinned under the node's bpffs directory, the
 //! XDP program on the underlay interface, the tc programs on task veths and the VIP maps (for
-//! the networking, through [`VipDataplane`]).
+//! the networking, through [`ServiceDataplane`]).
 
 use std::{
     path::Path,
@@ -8,19 +8,19 @@ use std::{
 };
 
 use anyhow::Context as _;
-use shoal_common::lb::LbEvent;
+use shoal_common::{lb::LbEvent, mesh::MeshEvent};
 use shoal_control::{
     api::{DataplaneInfo, HookCounters},
     identity::NodeId,
 };
 use shoal_dataplane::{
-    Dataplane, LbTable, bpffs,
+    Dataplane, LbTable, MeshTable, bpffs,
     lb::{ApplyReport, VipCounters},
     netns::run_in,
 };
 use tracing::warn;
 
-use crate::networking::VipDataplane;
+use crate::networking::ServiceDataplane;
 
 /// Shared by the API, the metrics and the networking; the daemon takes the data path out at
 /// shutdown to detach it.
@@ -39,13 +39,32 @@ impl SharedDataplane {
 
 const STOPPED: &str = "the data path is stopped";
 
-impl VipDataplane for SharedDataplane {
+impl ServiceDataplane for SharedDataplane {
     fn attach_task_veth(&self, netns: &Path, interface: &str) -> Result<(), String> {
         let mut guard = self.lock();
         let dp = guard.as_mut().ok_or(STOPPED)?;
         run_in(netns, || dp.dataplane.attach_task_veth(interface))
             .and_then(|attached| attached)
             .map_err(|e| format!("attaching the load balancer to {interface}: {e}"))
+    }
+
+    fn attach_mesh_reply(&self, netns: &Path, interface: &str) -> Result<(), String> {
+        let mut guard = self.lock();
+        let dp = guard.as_mut().ok_or(STOPPED)?;
+        run_in(netns, || dp.dataplane.attach_mesh_reply(interface))
+            .and_then(|attached| attached)
+            .map_err(|e| {
+                format!("attaching the published ports' reply program to {interface}: {e}")
+            })
+    }
+
+    fn apply_mesh(&self, table: &MeshTable) -> Result<(), String> {
+        let mut guard = self.lock();
+        let dp = guard.as_mut().ok_or(STOPPED)?;
+        dp.dataplane
+            .mesh_mut()
+            .apply(table)
+            .map_err(|e| e.to_string())
     }
 
     fn apply(&self, table: &LbTable) -> Result<ApplyReport, String> {
@@ -60,10 +79,10 @@ impl VipDataplane for SharedDataplane {
     fn expire_flows(&self) -> Result<usize, String> {
         let mut guard = self.lock();
         let dp = guard.as_mut().ok_or(STOPPED)?;
-        dp.dataplane
-            .lb_mut()
-            .expire_flows(shoal_dataplane::lb::monotonic_now_ns())
-            .map_err(|e| e.to_string())
+        let now = shoal_dataplane::lb::monotonic_now_ns();
+        let vip_flows = dp.dataplane.lb_mut().expire_flows(now);
+        let mesh_flows = dp.dataplane.mesh_mut().expire_flows(now);
+        Ok(vip_flows.map_err(|e| e.to_string())? + mesh_flows.map_err(|e| e.to_string())?)
     }
 
     fn table(&self) -> LbTable {
@@ -105,6 +124,14 @@ impl NodeDataplane {
         read.unwrap_or_else(|e| {
             warn!(error = %e, "reading the load balancer's counters");
             Default::default()
+        })
+    }
+
+    /// How often each published-port event happened, read now.
+    pub fn mesh_events(&self) -> Vec<(MeshEvent, u64)> {
+        self.dataplane.mesh().events().unwrap_or_else(|e| {
+            warn!(error = %e, "reading the published ports' counters");
+            Vec::new()
         })
     }
 

@@ -5,7 +5,7 @@
 use std::{path::PathBuf, process::Command, sync::Arc};
 
 use shoal_control::{
-    cluster::{Task, gossip::GossipConfig},
+    cluster::{Task, gossip::GossipConfig, mesh::RoutingMesh},
     swarm::{TaskReports, TaskRunner},
 };
 
@@ -48,5 +48,9 @@ impl TaskRunner for NodeTasks {
 
     fn gossip(&self, config: &GossipConfig) {
         self.networking.on_gossip(config);
+    }
+
+    fn routing_mesh(&self, mesh: &RoutingMesh) {
+        self.networking.on_routing_mesh(mesh);
     }
 }

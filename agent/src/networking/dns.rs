@@ -133,6 +133,8 @@ impl NodeNetworking {
         let records = self
             .visible_endpoints()
             .into_iter()
+            // Nodes' ingress endpoints have no name to answer.
+            .filter(|e| !e.service.is_empty())
             .map(|e| EndpointRecord {
                 network_id: e.network_id,
                 task_id: e.endpoint_id,

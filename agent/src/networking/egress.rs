@@ -65,7 +65,13 @@ impl Egress {
     }
 
     /// Connects the task to the gateway bridge as `eth<index>`, with the default route.
-    pub fn attach(&self, task: &Task, netns: &Path, index: usize) -> Result<(), String> {
+    /// Returns its address there and its bridge port (in the node's netns).
+    pub fn attach(
+        &self,
+        task: &Task,
+        netns: &Path,
+        index: usize,
+    ) -> Result<(Ipv4Addr, String), String> {
         let mut state = self.lock();
         if !state.ready {
             ensure_gateway_bridge(&self.node_netns, &self.spec).map_err(|e| e.to_string())?;
@@ -80,15 +86,17 @@ impl Egress {
                 ip
             }
         };
+        let port = bridge_side_name(&task.id);
         attach_task_gateway(
             &self.node_netns,
             &self.spec,
             netns,
             &format!("eth{index}"),
             ip,
-            &bridge_side_name(&task.id),
+            &port,
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        Ok((ip, port))
     }
 
     /// Removes the task's veth (if any) and frees its address.

@@ -14,14 +14,16 @@
 //! - `egress`: the gateway bridge and each task's address on it.
 //! - `dns`: the embedded DNS server in each task, and its records.
 //! - `vip`: the eBPF load balancer: programs on each task's veth, VIP -> backends table.
+//! - `mesh`: published ports: the node's ingress endpoint, the mesh's maps, host mode.
 
 mod dns;
 mod egress;
 mod gossip;
+mod mesh;
 mod remote;
 mod vip;
 
-pub use vip::VipDataplane;
+pub use vip::ServiceDataplane;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -56,6 +58,9 @@ pub struct NetworkingConfig {
     /// overlay networks fail with a clear error).
     pub data_path_addr: Option<Ipv4Addr>,
     pub data_path_port: u16,
+    /// The interface with the data-path address: where ports are published, and where the
+    /// answers of published-port flows leave.
+    pub underlay_interface: Option<String>,
     /// UDP and TCP address of the network DB.
     pub gossip_addr: Option<SocketAddr>,
     /// Where the embedded DNS forwards names that are not the cluster's.
@@ -71,6 +76,7 @@ pub struct NodeNetworking {
     egress: egress::Egress,
     dns: dns::EmbeddedDns,
     vips: vip::Vips,
+    mesh: mesh::MeshState,
     /// Set while the network DB runs (from the first gossip keys the leader sends until the
     /// node leaves the swarm).
     netdb: RwLock<Option<Arc<NetDb>>>,
@@ -96,10 +102,11 @@ struct LocalNetwork {
 
 impl NodeNetworking {
     /// Must be called inside the agent's tokio runtime (the network DB and the follower of
-    /// remote endpoints run on it). Without `dataplane`, service VIPs are not balanced.
+    /// remote endpoints run on it). Without `dataplane`, service VIPs are not balanced and
+    /// ports not published.
     pub fn new(
         config: NetworkingConfig,
-        dataplane: Option<Arc<dyn VipDataplane>>,
+        dataplane: Option<Arc<dyn ServiceDataplane>>,
     ) -> std::io::Result<Arc<NodeNetworking>> {
         let networking = Arc::new(NodeNetworking {
             egress: egress::Egress::new(&config.state_dir, &config.node_netns),
@@ -108,6 +115,7 @@ impl NodeNetworking {
                 config.task_resolv_conf.clone(),
             )?,
             vips: vip::Vips::new(dataplane),
+            mesh: mesh::MeshState::default(),
             config,
             local: Mutex::default(),
             netdb: RwLock::new(None),
@@ -141,10 +149,12 @@ impl NodeNetworking {
         endpoints.into_values().collect()
     }
 
-    /// Rebuilds what follows the endpoints: the DNS records and the VIP backends.
+    /// Rebuilds what follows the endpoints: the DNS records, the VIP backends and the
+    /// published ports.
     fn refresh_services(&self) {
         self.refresh_dns();
         self.refresh_vips();
+        self.refresh_mesh();
     }
 
     fn local(&self) -> MutexGuard<'_, Local> {
@@ -289,6 +299,7 @@ impl NodeNetworking {
     /// stopped (and detached) before.
     pub fn leave(&self) {
         self.stop_gossip();
+        self.forget_routing_mesh();
         self.egress.remove();
     }
 }
@@ -345,9 +356,14 @@ impl TaskNetwork for NodeNetworking {
         let internal_only =
             task.networks.iter().all(|a| a.network.internal) && !task.networks.is_empty();
         if !internal_only {
-            self.egress
+            let (gateway_ip, bridge_port) = self
+                .egress
                 .attach(task, netns, task.networks.len())
                 .map_err(|e| format!("gateway bridge: {e}"))?;
+            if mesh::publishes_host_ports(task) {
+                self.add_host_task(task, gateway_ip, &bridge_port)
+                    .map_err(|e| format!("host-mode ports: {e}"))?;
+            }
         }
         self.refresh_services();
         self.dns.serve(task, netns)
@@ -355,6 +371,7 @@ impl TaskNetwork for NodeNetworking {
 
     fn detach(&self, task: &Task, _netns: &Path) {
         self.dns.stop(&task.id);
+        self.remove_host_task(&task.id);
         self.egress.detach(task);
         let mut local = self.local();
         for (index, attachment) in task.networks.iter().enumerate() {

@@ -15,21 +15,27 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shoal_dataplane::{LbTable, lb::ApplyReport};
+use shoal_dataplane::{LbTable, MeshTable, lb::ApplyReport};
 use tracing::{debug, info, warn};
 
 use super::NodeNetworking;
 
-/// What the networking needs of the eBPF data path: implemented by the agent's shared
-/// [`shoal_dataplane::Dataplane`]; absent when the agent runs without one (unit tests).
-pub trait VipDataplane: Send + Sync {
+/// What the networking needs of the eBPF data path (VIPs and published ports): implemented
+/// by the agent's shared [`shoal_dataplane::Dataplane`]; absent when the agent runs without
+/// one (unit tests).
+pub trait ServiceDataplane: Send + Sync {
     /// Attaches the task-facing programs to `interface` inside the namespace at `netns`.
     fn attach_task_veth(&self, netns: &Path, interface: &str) -> Result<(), String>;
+    /// Attaches the published ports' reply program to `interface` inside `netns`.
+    fn attach_mesh_reply(&self, netns: &Path, interface: &str) -> Result<(), String>;
+    /// Makes the published ports' maps hold exactly `table`.
+    fn apply_mesh(&self, table: &MeshTable) -> Result<(), String>;
     /// Makes the maps hold exactly `table`.
     fn apply(&self, table: &LbTable) -> Result<ApplyReport, String>;
     /// What the maps hold now.
     fn table(&self) -> LbTable;
-    /// Forgets flows that are over (closed TCP, idle UDP); returns how many entries went.
+    /// Forgets flows that are over (closed TCP, idle UDP), VIP and published-port ones;
+    /// returns how many entries went.
     fn expire_flows(&self) -> Result<usize, String>;
 }
 
@@ -42,7 +48,7 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(5);
 
 /// The load balancer as this node runs it.
 pub struct Vips {
-    dataplane: Option<Arc<dyn VipDataplane>>,
+    dataplane: Option<Arc<dyn ServiceDataplane>>,
     state: Mutex<VipState>,
 }
 
@@ -55,7 +61,7 @@ struct VipState {
 }
 
 impl Vips {
-    pub fn new(dataplane: Option<Arc<dyn VipDataplane>>) -> Vips {
+    pub fn new(dataplane: Option<Arc<dyn ServiceDataplane>>) -> Vips {
         Vips {
             dataplane,
             state: Mutex::default(),
@@ -70,6 +76,22 @@ impl Vips {
     pub fn attach(&self, sandbox: &Path, interface: &str) -> Result<(), String> {
         match &self.dataplane {
             Some(dp) => dp.attach_task_veth(sandbox, interface),
+            None => Ok(()),
+        }
+    }
+
+    /// Puts the published ports' reply program on `interface` in `netns`.
+    pub fn attach_mesh_reply(&self, netns: &Path, interface: &str) -> Result<(), String> {
+        match &self.dataplane {
+            Some(dp) => dp.attach_mesh_reply(netns, interface),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes the published ports' maps hold exactly `table`.
+    pub fn apply_mesh(&self, table: &MeshTable) -> Result<(), String> {
+        match &self.dataplane {
+            Some(dp) => dp.apply_mesh(table),
             None => Ok(()),
         }
     }
@@ -88,6 +110,7 @@ impl NodeNetworking {
                 wanted.entry(vip).or_default().insert(e.ip);
             }
         }
+        self.add_host_frontends(&mut wanted);
         if !self.vips_settled() {
             // Keep what the maps hold; only add.
             for (vip, backends) in dp.table() {
@@ -143,6 +166,7 @@ pub async fn refresh_periodically(networking: Arc<NodeNetworking>) {
         }
         let done = tokio::task::spawn_blocking(move || {
             n.refresh_vips();
+            n.refresh_mesh();
             if expire && let Some(dp) = &n.vips.dataplane {
                 match dp.expire_flows() {
                     Ok(0) => {}

@@ -71,7 +71,18 @@ impl ClusterState {
     /// Applies `command`, or leaves the state untouched and says why not.
     pub fn apply(&mut self, command: &Command) -> CommandResponse {
         match self.try_apply(command) {
-            Ok(()) => CommandResponse::Ok,
+            Ok(()) => {
+                if matches!(
+                    command,
+                    Command::Init { .. }
+                        | Command::AddNode(_)
+                        | Command::RemoveNode { .. }
+                        | Command::CreateNetwork(_)
+                ) {
+                    crate::allocator::assign_ingress_addrs(self);
+                }
+                CommandResponse::Ok
+            }
             Err(why) => CommandResponse::Rejected(why),
         }
     }

@@ -7,9 +7,11 @@
 //! - `command`: [`Command`], [`CommandResponse`] and [`ClusterState::apply`].
 //! - `service`: services (desired state) and tasks (their instances on nodes).
 //! - [`network`]: overlay networks.
+//! - [`mesh`]: what a node needs to serve published ports, sent with its heartbeats.
 
 mod command;
 pub mod gossip;
+pub mod mesh;
 mod model;
 pub mod network;
 mod service;

@@ -110,6 +110,11 @@ pub struct ClusterState {
     pub tasks: super::service::Tasks,
     /// Overlay networks by network ID.
     pub networks: BTreeMap<String, super::network::Network>,
+    /// Each node's address on the `ingress` network (Swarm's ingress-sbox endpoint): the
+    /// source the routing mesh gives the connections it forwards to tasks. Allocated in the
+    /// replicated apply when a node joins or `ingress` is created; freed with the node.
+    #[serde(default)]
+    pub ingress_addrs: BTreeMap<String, std::net::Ipv4Addr>,
 }
 
 /// The Raft member ID of a node: openraft needs a `Copy` integer, our IDs are strings. The

@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use super::{Active, ManagerRole, Swarm, lifecycle::heartbeat_period, services::now_ms};
 use crate::{
     allocator::address_tasks,
-    cluster::{Command, Task, TaskState, TaskStatus, gossip::GossipConfig},
+    cluster::{Command, Task, TaskState, TaskStatus, gossip::GossipConfig, mesh::RoutingMesh},
     identity::NodeId,
     orchestrator::{Inputs, reconcile},
 };
@@ -42,6 +42,8 @@ pub trait TaskRunner: Send + Sync + 'static {
     -> Result<std::process::Command, String>;
     /// The network DB's keys and peers, as the leader sent them with this beat.
     fn gossip(&self, _config: &GossipConfig) {}
+    /// What this node needs to serve published ports, as the leader sent it with this beat.
+    fn routing_mesh(&self, _mesh: &RoutingMesh) {}
 }
 
 /// A node that runs no tasks (tests of the control plane alone).
@@ -97,6 +99,15 @@ pub(super) fn gossip_config(state: &crate::cluster::ClusterState) -> GossipConfi
             .map(|n| (n.id.clone(), n.addr.ip()))
             .collect(),
     }
+}
+
+pub(super) fn encode_mesh(mesh: &RoutingMesh) -> Vec<u8> {
+    postcard::to_allocvec(mesh).unwrap_or_default()
+}
+
+pub(super) fn decode_mesh(bytes: &[u8]) -> Result<RoutingMesh, tonic::Status> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| tonic::Status::invalid_argument(format!("undecodable routing mesh: {e}")))
 }
 
 pub(super) fn encode_tasks(tasks: &[Task]) -> Vec<u8> {

@@ -9,10 +9,14 @@ use tracing::{debug, info, warn};
 
 use super::{
     Active, Swarm,
-    dispatch::{decode_gossip, decode_tasks, encode_reports, gossip_config},
+    dispatch::{decode_gossip, decode_mesh, decode_tasks, encode_reports, gossip_config},
     lifecycle::parse_role,
 };
-use crate::{api::HeartbeatRequest, cluster::raft_id, raft::Raft};
+use crate::{
+    api::HeartbeatRequest,
+    cluster::{mesh::RoutingMesh, raft_id},
+    raft::Raft,
+};
 
 /// How soon a node beats again when its tasks have news.
 const SOON: Duration = Duration::from_millis(100);
@@ -43,7 +47,12 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
             active.liveness.record(&node_id);
             match swarm.dispatch(manager, &node_id, reports.clone()).await {
                 Ok(assigned) => {
-                    swarm.inner.runner.gossip(&gossip_config(&manager.state()));
+                    let state = manager.state();
+                    swarm.inner.runner.gossip(&gossip_config(&state));
+                    swarm
+                        .inner
+                        .runner
+                        .routing_mesh(&RoutingMesh::for_node(&state, &node_id));
                     if follow(&swarm, assigned).await {
                         next = SOON.min(period);
                     }
@@ -76,6 +85,10 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
                 match decode_gossip(&reply.gossip) {
                     Ok(config) => swarm.inner.runner.gossip(&config),
                     Err(e) => warn!(cause = %e.message(), "bad gossip config from the leader"),
+                }
+                match decode_mesh(&reply.routing_mesh) {
+                    Ok(mesh) => swarm.inner.runner.routing_mesh(&mesh),
+                    Err(e) => warn!(cause = %e.message(), "bad routing mesh from the leader"),
                 }
                 match decode_tasks(&reply.assigned_tasks) {
                     Ok(assigned) => {

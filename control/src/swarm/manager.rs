@@ -9,7 +9,7 @@ use tracing::info;
 
 use super::{
     Active, ManagerRole, NOT_A_MANAGER, Swarm,
-    dispatch::{decode_reports, encode_gossip, encode_tasks, gossip_config},
+    dispatch::{decode_reports, encode_gossip, encode_mesh, encode_tasks, gossip_config},
     lifecycle::{heartbeat_period, internal, now_secs, parse_role},
 };
 use crate::{
@@ -20,7 +20,7 @@ use crate::{
     },
     cluster::{
         Availability, ClusterInfo, ClusterState, Command, CommandResponse, NodeRecord, Role,
-        raft_id,
+        mesh::RoutingMesh, raft_id,
     },
     pki::{self, ClusterCa, JoinToken},
 };
@@ -349,6 +349,7 @@ impl Swarm {
             role: node.role.as_str().to_string(),
             assigned_tasks: encode_tasks(&assigned),
             gossip: encode_gossip(&gossip_config(&state)),
+            routing_mesh: encode_mesh(&RoutingMesh::for_node(&state, &request.node_id)),
         })
     }
 

@@ -228,7 +228,7 @@ pub fn ensure_gateway_bridge(node_netns: &Path, spec: &GatewaySpec) -> Result<()
     })?;
     // Rules before forwarding: nothing may be forwarded un-masqueraded, even for a moment.
     apply_nft(node_netns, &ruleset(spec))?;
-    enable_forwarding(node_netns)
+    enable_ip_forwarding(node_netns)
 }
 
 /// Drops IPv4 addresses on the bridge other than the gateway's (left by an older spec).
@@ -336,7 +336,8 @@ fn apply_nft(netns: &Path, script: &str) -> Result<(), OverlayError> {
 /// Sets `net.ipv4.ip_forward=1` in `netns`. Files under /proc/sys/net belong to the netns of
 /// the thread that opens them, hence the write from inside. Skipped when already on: writing it
 /// resets per-interface forwarding settings, which a reconcile loop should not keep doing.
-fn enable_forwarding(netns: &Path) -> Result<(), OverlayError> {
+/// (The routing mesh needs it too: `bpf_fib_lookup` answers only where forwarding is on.)
+pub fn enable_ip_forwarding(netns: &Path) -> Result<(), OverlayError> {
     let enable = || -> io::Result<()> {
         if fs::read_to_string(IP_FORWARD)?.trim() == "1" {
             return Ok(());

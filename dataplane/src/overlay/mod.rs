@@ -41,7 +41,7 @@ pub use endpoints::{add_remote_endpoint, remote_endpoints, remove_remote_endpoin
 pub use error::OverlayError;
 pub use gateway::{
     DEFAULT_GATEWAY_BRIDGE, GATEWAY_MTU, GATEWAY_NFT_TABLE, GatewaySpec, attach_task_gateway,
-    detach_task_gateway, ensure_gateway_bridge, remove_gateway_bridge,
+    detach_task_gateway, enable_ip_forwarding, ensure_gateway_bridge, remove_gateway_bridge,
 };
 pub use netns::{create_netns, remove_netns};
 pub use sandbox::{ensure_sandbox, remove_sandbox};

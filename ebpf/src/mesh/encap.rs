@@ -6,7 +6,9 @@
 //! on another node: the route and neighbour toward its VTEP come from `bpf_fib_lookup`, and
 //! the frame leaves again (`XDP_TX`, or a redirect when that route uses another interface). A
 //! task on this node: the frame is handed to the kernel, addressed to the node's own VXLAN
-//! socket, which delivers it into the `ingress` sandbox like any other VXLAN frame.
+//! socket, which delivers it into the `ingress` sandbox like any other VXLAN frame; its outer
+//! source is then the client's address, since the kernel drops a packet from the wire that
+//! claims one of its own addresses as source (a martian).
 
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action},
@@ -45,6 +47,7 @@ pub fn send_to_vtep(
     vtep: u32,
     entropy: u32,
     client_macs: ([u8; 6], [u8; 6]),
+    client_ip: u32,
 ) -> Result<u32, MeshEvent> {
     let inner_len = (ctx.data_end() - ctx.data()) as u16;
     // SAFETY: reading a field of the context the program was given.
@@ -69,7 +72,7 @@ pub fn send_to_vtep(
         ttl: 64,
         proto: PROTO_UDP,
         check: 0,
-        src: config.vtep_ip,
+        src: if local { client_ip } else { config.vtep_ip },
         dst: vtep,
     };
     ip.check = ipv4_checksum(&ip);

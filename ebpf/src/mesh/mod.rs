@@ -20,7 +20,7 @@ use shoal_common::{
     lb::{FLOW_FORWARD, FLOW_REPLY, FlowKey, VipService},
     mesh::{
         INGRESS_MTU, MODE_HOST, MODE_INGRESS, MeshConfig, MeshEvent, MeshFlow, PortKey,
-        PublishedPort,
+        PublishedPort, mesh_source_mac,
     },
 };
 
@@ -194,6 +194,7 @@ fn forward(
         flow.vtep,
         ip.src ^ u32::from(ports.src),
         client_macs,
+        ip.src,
     )
 }
 
@@ -337,7 +338,7 @@ fn forget_reply(flow: &MeshFlow, ip: &Ipv4Header, ports: &Ports, config: &MeshCo
 }
 
 /// Rewrites the packet for its task: destination `task:target`, and in ingress mode source
-/// `ingress address:NAT port` and the inner MACs the task's bridge expects. Checksums are
+/// `ingress address:NAT port` and the inner MACs (the task's, and [`mesh_source_mac`]). Checksums are
 /// updated incrementally (frames from the wire carry full checksums).
 #[inline(always)]
 fn rewrite(
@@ -396,7 +397,10 @@ fn rewrite(
             Err(MeshEvent::Malformed)
         };
     }
-    let (dst_mac, src_mac) = (lb::headers::mac_of(new_dst), lb::headers::mac_of(new_src));
+    let (dst_mac, src_mac) = (
+        lb::headers::mac_of(new_dst),
+        mesh_source_mac(new_src.to_ne_bytes()),
+    );
     if written && write(ctx, 0, dst_mac) && write(ctx, 6, src_mac) {
         Ok(())
     } else {

@@ -1,0 +1,338 @@
+//! Published ports on this node: the agent's side of the ingress routing mesh and host mode.
+//!
+//! What the leader sends with each heartbeat ([`RoutingMesh`]: the `ingress` network, this
+//! node's address on it, every service's published ports) is kept in
+//! `<state>/routing-mesh.json`, so ports keep being served with every manager down and across
+//! agent restarts. From it:
+//! - the node's ingress endpoint: the `ingress` sandbox exists on every node (tasks or not),
+//!   with a veth into the node's netns (`shoal_ingress`, the node's ingress address) whose
+//!   tc ingress runs the reply program, and the endpoint is published in the network DB so
+//!   every node's tasks can answer it;
+//! - the mesh's maps ([`MeshTable`]): settings, the underlay's addresses, each published port
+//!   and its frontend, and the VTEP of every task on `ingress` (from the network DB);
+//! - host-mode frontends in the load balancer's table: each host-mode port's backends are
+//!   this node's tasks of the service, at their gateway-bridge addresses, whose bridge ports
+//!   run the reply program too.
+//!
+//! Which tasks serve an ingress-mode port comes with the VIP table (`vip.rs`): the service's
+//! VIP on `ingress` and its backends, from the same endpoints.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    sync::{Mutex, MutexGuard, PoisonError},
+};
+
+use shoal_common::mesh::{
+    MODE_HOST, MODE_INGRESS, MeshConfig, PortKey, PublishedPort, host_frontend,
+};
+use shoal_control::{
+    cluster::{PortProtocol, PublishMode, Task, mesh::RoutingMesh},
+    netdb::Endpoint,
+};
+use shoal_dataplane::{
+    LbTable, MeshTable,
+    overlay::{attach_task, mac_for_ip},
+};
+use tracing::{info, warn};
+
+use super::NodeNetworking;
+
+/// The node end of the ingress endpoint's veth, in the node's netns.
+pub const NODE_INGRESS_INTERFACE: &str = "shoal_ingress";
+/// Its sandbox end, on the `ingress` bridge.
+const SANDBOX_SIDE: &str = "vnode-ingress";
+/// The member name that keeps the `ingress` sandbox while no local task uses it.
+pub(super) const NODE_ENDPOINT_MEMBER: &str = "node-ingress-endpoint";
+
+/// What this node knows of the routing mesh.
+#[derive(Default)]
+pub struct MeshState {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The leader's last word (or the saved one).
+    mesh: Option<RoutingMesh>,
+    /// The (network ID, address) the ingress endpoint was built for.
+    endpoint: Option<(String, Ipv4Addr)>,
+    /// Host-mode tasks on this node: task ID -> (service name, gateway-bridge address).
+    host_tasks: BTreeMap<String, (String, Ipv4Addr)>,
+}
+
+impl MeshState {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Does the task publish a port in host mode?
+pub fn publishes_host_ports(task: &Task) -> bool {
+    task.spec.ports.iter().any(|p| p.mode == PublishMode::Host)
+}
+
+fn proto_number(p: PortProtocol) -> u8 {
+    match p {
+        PortProtocol::Tcp => 6,
+        PortProtocol::Udp => 17,
+    }
+}
+
+fn raw(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+impl NodeNetworking {
+    /// What the leader says about published ports, with each heartbeat.
+    pub fn on_routing_mesh(&self, mesh: &RoutingMesh) {
+        {
+            let mut state = self.mesh.lock();
+            if state.mesh.as_ref() == Some(mesh) {
+                return;
+            }
+            state.mesh = Some(mesh.clone());
+        }
+        self.save_routing_mesh(mesh);
+        self.ensure_ingress_endpoint();
+        self.refresh_services();
+    }
+
+    /// Serves the ports the previous agent served, from its saved copy, until the leader
+    /// speaks.
+    pub fn resume_routing_mesh(&self) {
+        let path = self.routing_mesh_path();
+        let Ok(bytes) = std::fs::read(&path) else {
+            return;
+        };
+        match serde_json::from_slice::<RoutingMesh>(&bytes) {
+            Ok(mesh) => {
+                info!("published ports resumed from the saved routing mesh");
+                self.on_routing_mesh(&mesh);
+            }
+            Err(e) => warn!(file = %path.display(), error = %e, "unreadable saved routing mesh"),
+        }
+    }
+
+    fn routing_mesh_path(&self) -> std::path::PathBuf {
+        self.config.state_dir.join("routing-mesh.json")
+    }
+
+    fn save_routing_mesh(&self, mesh: &RoutingMesh) {
+        let path = self.routing_mesh_path();
+        let tmp = path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            std::fs::write(&tmp, serde_json::to_vec(mesh)?)?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(e) = write() {
+            warn!(file = %path.display(), error = %e, "saving the routing mesh");
+        }
+    }
+
+    /// Forgets the saved routing mesh (the node leaves the swarm).
+    pub(super) fn forget_routing_mesh(&self) {
+        let _ = std::fs::remove_file(self.routing_mesh_path());
+        let mut state = self.mesh.lock();
+        state.mesh = None;
+        state.endpoint = None;
+    }
+
+    /// Builds the node's endpoint on `ingress` (see the module docs) if it is not there yet
+    /// for the current network and address.
+    fn ensure_ingress_endpoint(&self) {
+        let (network, addr) = {
+            let state = self.mesh.lock();
+            let Some(mesh) = &state.mesh else { return };
+            let (Some(network), Some(addr)) = (mesh.ingress.clone(), mesh.node_addr) else {
+                return;
+            };
+            if state.endpoint.as_ref() == Some(&(network.id.clone(), addr)) {
+                return;
+            }
+            (network, addr)
+        };
+        let mut local = self.local();
+        let built = (|| -> Result<(), String> {
+            let sandbox = self.ensure_network(&mut local, &network)?;
+            if let Some(net) = local.networks.get_mut(&network.id) {
+                net.tasks.insert(NODE_ENDPOINT_MEMBER.to_string());
+            }
+            let prefix = network.subnet.prefix_len();
+            let ip = ipnet::Ipv4Net::new(addr, prefix).map_err(|e| e.to_string())?;
+            attach_task(
+                &sandbox,
+                &self.config.node_netns,
+                NODE_INGRESS_INTERFACE,
+                ip,
+                false,
+                SANDBOX_SIDE,
+            )
+            .map_err(|e| format!("the node's ingress endpoint: {e}"))?;
+            self.vips
+                .attach_mesh_reply(&self.config.node_netns, NODE_INGRESS_INTERFACE)?;
+            shoal_dataplane::overlay::enable_ip_forwarding(&self.config.node_netns)
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })();
+        if let Err(e) = built {
+            warn!(error = %e, "published ports in ingress mode are not served on this node");
+            return;
+        }
+        let endpoint = Endpoint {
+            network_id: network.id.clone(),
+            endpoint_id: format!("ingress-{}", self.config.node_id),
+            node_id: self.config.node_id.clone(),
+            ip: addr,
+            mac: mac_for_ip(addr),
+            vtep: self.config.data_path_addr.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            service: String::new(),
+            vip: None,
+            aliases: Vec::new(),
+        };
+        if let Some(db) = self.db() {
+            db.put_endpoint(endpoint.clone());
+        }
+        local.endpoints.insert(
+            (network.id.clone(), NODE_ENDPOINT_MEMBER.to_string()),
+            endpoint,
+        );
+        drop(local);
+        info!(address = %addr, "ingress endpoint ready: published ports are served here");
+        self.mesh.lock().endpoint = Some((network.id, addr));
+    }
+
+    /// A host-mode task came up on the gateway bridge at `gateway_ip` (its bridge port is
+    /// `bridge_port` in the node's netns): its answers go through the reply program.
+    pub(super) fn add_host_task(
+        &self,
+        task: &Task,
+        gateway_ip: Ipv4Addr,
+        bridge_port: &str,
+    ) -> Result<(), String> {
+        self.vips
+            .attach_mesh_reply(&self.config.node_netns, bridge_port)?;
+        self.mesh
+            .lock()
+            .host_tasks
+            .insert(task.id.clone(), (task.spec.name.clone(), gateway_ip));
+        Ok(())
+    }
+
+    pub(super) fn remove_host_task(&self, task_id: &str) {
+        self.mesh.lock().host_tasks.remove(task_id);
+    }
+
+    /// Adds the host-mode frontends (see the module docs) to the load balancer's table.
+    pub(super) fn add_host_frontends(&self, table: &mut LbTable) {
+        let state = self.mesh.lock();
+        let Some(mesh) = &state.mesh else { return };
+        for service in &mesh.services {
+            for port in service.ports.iter().filter(|p| p.mode == PublishMode::Host) {
+                let key =
+                    Ipv4Addr::from(host_frontend(port.published, proto_number(port.protocol)));
+                let backends = table.entry(key).or_default();
+                for (name, ip) in state.host_tasks.values() {
+                    if *name == service.name {
+                        backends.insert(*ip);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Recomputes the mesh's maps and applies what changed.
+    pub(super) fn refresh_mesh(&self) {
+        let Some(table) = self.mesh_table() else {
+            return;
+        };
+        if let Err(e) = self.vips.apply_mesh(&table) {
+            warn!(error = %e, "updating the published ports");
+        }
+    }
+
+    /// The mesh's maps as they should be now; `None` without a data path.
+    fn mesh_table(&self) -> Option<MeshTable> {
+        let mut table = MeshTable::default();
+        // Until the ingress endpoint is there nothing is published, host mode included: the
+        // programs take an all-zero setting for "not configured".
+        let (mesh, ingress_addr) = {
+            let state = self.mesh.lock();
+            match (&state.mesh, &state.endpoint) {
+                (Some(mesh), Some((_, addr))) => (mesh.clone(), *addr),
+                _ => return Some(table),
+            }
+        };
+        let Some(network) = &mesh.ingress else {
+            return Some(table);
+        };
+        let Some(config) = self.mesh_config(ingress_addr, network.vni) else {
+            return Some(table);
+        };
+        table.config = config;
+        table.addrs = self.underlay_addrs();
+        for service in &mesh.services {
+            for port in &service.ports {
+                let proto = proto_number(port.protocol);
+                let (frontend, mode) = match port.mode {
+                    PublishMode::Ingress => match service.ingress_vip {
+                        Some(vip) => (vip, MODE_INGRESS),
+                        None => continue,
+                    },
+                    PublishMode::Host => (
+                        Ipv4Addr::from(host_frontend(port.published, proto)),
+                        MODE_HOST,
+                    ),
+                };
+                table.ports.insert(
+                    PortKey {
+                        port: port.published.to_be(),
+                        proto,
+                        pad: 0,
+                    },
+                    PublishedPort {
+                        frontend: raw(frontend),
+                        target_port: port.target.to_be(),
+                        mode,
+                        pad: 0,
+                    },
+                );
+            }
+        }
+        for e in self.visible_endpoints() {
+            if e.network_id == network.id && e.vtep != Ipv4Addr::UNSPECIFIED {
+                table.vteps.insert(e.ip, e.vtep);
+            }
+        }
+        Some(table)
+    }
+
+    /// The settings of the mesh's programs, if this node has what they need.
+    fn mesh_config(&self, ingress_addr: Ipv4Addr, vni: u32) -> Option<MeshConfig> {
+        let vtep = self.config.data_path_addr?;
+        let interface = self.config.underlay_interface.as_deref()?;
+        let ifindex = nix::net::if_::if_nametoindex(interface).ok()?;
+        Some(MeshConfig {
+            ingress_ip: raw(ingress_addr),
+            vtep_ip: raw(vtep),
+            underlay_ifindex: ifindex,
+            vni,
+            vxlan_port: self.config.data_path_port.to_be(),
+            pad: 0,
+        })
+    }
+
+    /// The IPv4 addresses of the underlay interface: where ports are published.
+    fn underlay_addrs(&self) -> std::collections::BTreeSet<Ipv4Addr> {
+        let Some(interface) = self.config.underlay_interface.as_deref() else {
+            return Default::default();
+        };
+        let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+            return Default::default();
+        };
+        addrs
+            .filter(|a| a.interface_name == interface)
+            .filter_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip())))
+            .collect()
+    }
+}
