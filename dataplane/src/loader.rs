@@ -157,10 +157,12 @@ impl Dataplane {
                 .ok()
                 .and_then(|link| program.attach_to_link(link).ok());
             if let Some(id) = replaced {
-                // The program owns the link now; keep it pinned and ours to detach.
+                // The program owns the link now; pin it afresh (our fd keeps it attached
+                // meanwhile), ours to detach.
                 let link = program
                     .take_link(id)
                     .map_err(|e| attach_error(name, interface, e))?;
+                let _ = std::fs::remove_file(pin);
                 self.underlay_xdp = Some(pin_link(link, pin, name, interface)?);
                 info!(
                     interface,

@@ -6,6 +6,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    io::ErrorKind,
     net::{Ipv4Addr, SocketAddr},
     path::Path,
     time::Duration,
@@ -14,11 +15,11 @@ use std::{
 use shoal_tests::{
     Cluster, Cut,
     agent::shoal_bin,
-    task_net::{http_from, udp_echo_from},
+    task_net::{http_from, http_get, tcp_connect, udp_echo_from},
     wait_until,
 };
 
-use crate::support::{Placed, metric, ok, running, stderr};
+use crate::support::{Placed, metric, ok, running};
 
 /// Who answered: whoami's `Hostname:` line, which is the task ID.
 fn served_by(report: &str) -> String {
@@ -149,5 +150,218 @@ fn every_node_serves_the_port_round_robin_over_the_tasks() {
     assert!(
         metric(&cluster, 2, "shoal_mesh_events_total{event=\"forwarded\"}") >= 300,
         "node3 forwarded its connections"
+    );
+}
+
+/// Who answers `count` datagrams, each from a new socket (a new flow), from the client.
+fn datagrams_from_client(cluster: &Cluster, to: SocketAddr, count: usize) -> Vec<String> {
+    let netns = cluster.client_ns().path();
+    (0..count)
+        .map(|i| {
+            udp_echo_from(Path::new(&netns), to, "hi")
+                .map(|r| served_by(&r))
+                .unwrap_or_else(|e| panic!("datagram {i} to {to}: {e}"))
+        })
+        .collect()
+}
+
+/// Whether a new connection from the client to `to` is refused (what a port nobody serves
+/// answers: the kernel's reset).
+fn refused(cluster: &Cluster, to: SocketAddr) -> Result<(), String> {
+    let netns = cluster.client_ns().path();
+    match tcp_connect(Path::new(&netns), to) {
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Ok(()),
+        Err(e) => Err(format!("{to}: {e}, not refused")),
+        Ok(_) => Err(format!("{to} accepted a connection")),
+    }
+}
+
+#[test]
+fn udp_ports_and_host_mode_ports() {
+    let cluster = Cluster::start(3);
+    cluster.form_swarm(1);
+
+    // --- 1. UDP in ingress mode: 100 new flows to the node without a task spread 50/50
+    // (not on 53: the task's embedded DNS has 127.0.0.11:53)
+    create(
+        &cluster,
+        "echo",
+        7000,
+        &[
+            "--replicas",
+            "2",
+            "--constraint",
+            "node.hostname!=node3",
+            "--publish",
+            "published=5353,target=7000,protocol=udp",
+        ],
+    );
+    let echo = running(&cluster, "echo", 2);
+    let to = node_addr(&cluster, 2, 5353);
+    wait_until(Duration::from_secs(10), "UDP 5353 to be served", || {
+        let netns = cluster.client_ns().path();
+        udp_echo_from(Path::new(&netns), to, "hi")
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let counts = tally(&datagrams_from_client(&cluster, to, 100));
+    assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), ids(&echo));
+    for (task, n) in &counts {
+        assert!((49..=51).contains(n), "{task} took {n} of 100: {counts:?}");
+    }
+    // TCP on that port is not published: refused by node3's kernel.
+    refused(&cluster, to).unwrap();
+
+    // --- 2. host mode on a global service kept off node3: each node answers with its own
+    // task, and the task sees the client's own address.
+    create(
+        &cluster,
+        "edge",
+        81,
+        &[
+            "--mode",
+            "global",
+            "--constraint",
+            "node.hostname!=node3",
+            "--publish",
+            "published=8090,target=81,mode=host",
+        ],
+    );
+    let edge = running(&cluster, "edge", 2);
+    for task in &edge {
+        let to = node_addr(&cluster, task.node, 8090);
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{to} in host mode"),
+            || from_client(&cluster, to, 1).map(|_| ()),
+        );
+        let netns = cluster.client_ns().path();
+        for _ in 0..20 {
+            let report = http_from(Path::new(&netns), to).unwrap();
+            assert_eq!(
+                served_by(&report),
+                task.id,
+                "{to} answered by another node's task"
+            );
+            assert_eq!(
+                remote_addr(&report),
+                cluster.client_address(),
+                "source kept"
+            );
+        }
+    }
+    // --- 3. a node without a task of the service does not answer its port.
+    refused(&cluster, node_addr(&cluster, 2, 8090)).unwrap();
+}
+
+#[test]
+fn scaling_a_dead_node_and_publish_updates_reach_every_node() {
+    let (mut cluster, _) = tutorial();
+
+    // --- 1. scale to 3: every node's port serves the new set
+    ok(&cluster, 0, &["service", "scale", "--detach", "my-web=3"]);
+    let web = running(&cluster, "my-web", 3);
+    wait_for_tasks(&cluster, 8080, &ids(&web), Duration::from_secs(5));
+
+    // --- 2. node3 dies (its link cut): within seconds its task stops being picked, and
+    // every connection to the live nodes succeeds
+    let dead = web
+        .iter()
+        .find(|t| t.node == 2)
+        .expect("a task on node3")
+        .id
+        .clone();
+    cluster.cut(2, Cut::LinkDown);
+    for i in 0..2 {
+        let to = node_addr(&cluster, i, 8080);
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{to} to drop node3's task"),
+            || {
+                let answers = from_client(&cluster, to, 6)?;
+                if answers.contains(&dead) {
+                    Err(format!("node3's task still answers: {answers:?}"))
+                } else {
+                    Ok(())
+                }
+            },
+        );
+    }
+    cluster.heal(2, Cut::LinkDown);
+
+    // --- 3. --publish-add: a second port, without recreating the service
+    ok(
+        &cluster,
+        0,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--publish-add",
+            "8081:80",
+            "my-web",
+        ],
+    );
+    let to = node_addr(&cluster, 1, 8081);
+    wait_until(Duration::from_secs(10), "8081 to be served", || {
+        from_client(&cluster, to, 2).map(|_| ())
+    });
+
+    // --- 4. --publish-rm: 8080 stops being served on every node
+    ok(
+        &cluster,
+        0,
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--publish-rm",
+            "80",
+            "my-web",
+        ],
+    );
+    for i in 0..2 {
+        let to = node_addr(&cluster, i, 8080);
+        wait_until(
+            Duration::from_secs(10),
+            &format!("{to} to be closed"),
+            || refused(&cluster, to),
+        );
+    }
+    let _ = &mut cluster;
+}
+
+#[test]
+fn published_ports_keep_working_while_the_manager_agent_is_killed() {
+    let (mut cluster, web) = tutorial();
+    // A connection held open across the kill.
+    let netns = cluster.client_ns().path();
+    let mut held = tcp_connect(Path::new(&netns), node_addr(&cluster, 0, 8080)).unwrap();
+    let first = served_by(&http_get(&mut held, "/").unwrap());
+
+    // --- 1. node1's agent (the only manager) SIGKILLed: its XDP link is pinned, so every
+    // node's port is still served, node1's included, and the open connection goes on
+    cluster.nodes[0].kill();
+    for i in 0..3 {
+        let answers = from_client(&cluster, node_addr(&cluster, i, 8080), 20)
+            .unwrap_or_else(|e| panic!("managers down: {e}"));
+        assert_eq!(answers.into_iter().collect::<BTreeSet<_>>(), ids(&web));
+    }
+    assert_eq!(served_by(&http_get(&mut held, "/").unwrap()), first);
+
+    // --- 2. restarted: same again, from the pinned maps and the saved routing mesh
+    cluster.nodes[0].start();
+    for i in 0..3 {
+        let answers = from_client(&cluster, node_addr(&cluster, i, 8080), 20)
+            .unwrap_or_else(|e| panic!("after restart: {e}"));
+        assert_eq!(answers.into_iter().collect::<BTreeSet<_>>(), ids(&web));
+    }
+    assert_eq!(served_by(&http_get(&mut held, "/").unwrap()), first);
+    let link = cluster.exec(0, "ip", &["link", "show", "eth0"]);
+    let link = String::from_utf8_lossy(&link.stdout).into_owned();
+    assert_eq!(
+        link.matches("prog/xdp").count(),
+        1,
+        "one XDP program: {link}"
     );
 }

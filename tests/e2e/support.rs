@@ -30,7 +30,8 @@ pub fn ok(cluster: &Cluster, i: usize, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// A running task: the node it runs on, its ID and its address on its first network.
+/// A running task: the node it runs on, its ID and its address on its first network
+/// (unspecified when it has none).
 #[derive(Clone, Debug)]
 pub struct Placed {
     pub node: usize,
@@ -60,11 +61,16 @@ pub fn running(cluster: &Cluster, service: &str, count: usize) -> Vec<Placed> {
                 .filter(|t| t["state"] == "running" && t["desired_state"] == "running")
                 .map(|t| {
                     let host = t["node_hostname"].as_str().unwrap();
-                    let addr = t["networks"][0]["addr"].as_str().unwrap();
+                    // A task on no network (host-mode publishing alone) has no address.
+                    let ip = t["networks"][0]["addr"]
+                        .as_str()
+                        .map_or(Ipv4Addr::UNSPECIFIED, |a| {
+                            a.split('/').next().unwrap().parse().unwrap()
+                        });
                     Placed {
                         node: cluster.nodes.iter().position(|n| n.name == host).unwrap(),
                         id: t["id"].as_str().unwrap().to_string(),
-                        ip: addr.split('/').next().unwrap().parse().unwrap(),
+                        ip,
                     }
                 })
                 .collect();

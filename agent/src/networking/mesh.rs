@@ -256,10 +256,15 @@ impl NodeNetworking {
         let mut table = MeshTable::default();
         // Until the ingress endpoint is there nothing is published, host mode included: the
         // programs take an all-zero setting for "not configured".
-        let (mesh, ingress_addr) = {
+        let (mesh, ingress_addr, host_services) = {
             let state = self.mesh.lock();
+            let host_services: std::collections::BTreeSet<String> = state
+                .host_tasks
+                .values()
+                .map(|(name, _)| name.clone())
+                .collect();
             match (&state.mesh, &state.endpoint) {
-                (Some(mesh), Some((_, addr))) => (mesh.clone(), *addr),
+                (Some(mesh), Some((_, addr))) => (mesh.clone(), *addr, host_services),
                 _ => return Some(table),
             }
         };
@@ -279,6 +284,9 @@ impl NodeNetworking {
                         Some(vip) => (vip, MODE_INGRESS),
                         None => continue,
                     },
+                    // Only where a task of the service runs: elsewhere the port is the
+                    // node's own business (nothing listens: the kernel refuses), as in Docker.
+                    PublishMode::Host if !host_services.contains(&service.name) => continue,
                     PublishMode::Host => (
                         Ipv4Addr::from(host_frontend(port.published, proto)),
                         MODE_HOST,
