@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # shoal demo: builds shoal, starts a local 3-node cluster in network namespaces on this
-# machine, and shows it working. The cluster stays up for you to explore; `demo.sh down`
+# machine, and shows it working. The agents run their underlay XDP program in generic mode:
+# a veth delivers native XDP_TX frames only to a peer that runs XDP too (the tests give the
+# underlay's ports an XDP program instead; a real NIC needs neither). The cluster stays up for you to explore; `demo.sh down`
 # removes it (namespaces, agents, state, pinned maps).
 #
 #   shoal-demo-ul      the underlay "switch": bridge br0
@@ -80,6 +82,9 @@ ip -n "$PREFIX-ul" link add br0 type bridge
 ip -n "$PREFIX-ul" link set br0 up
 ip netns add "$PREFIX-client"
 plug "$PREFIX-client" client "$SUBNET.100"
+# The client stands for a host on a real wire: full checksums, not a local socket's partial
+# ones left for offload (which an XDP program that rewrites the frame cannot finish).
+ip netns exec "$PREFIX-client" ethtool -K eth0 tx off >/dev/null
 for i in $(seq 1 $NODES); do
   ip netns add "$(node_ns "$i")"
   plug "$(node_ns "$i")" "n$i" "$SUBNET.$((10 + i))"
@@ -92,6 +97,7 @@ for i in $(seq 1 $NODES); do
   nsenter --net="/run/netns/$(node_ns "$i")" -- setsid "$SHOAL" agent \
     --state-dir "$RUN/node$i/state" --socket "$(node_sock "$i")" \
     --hostname "node$i" --advertise-addr "$SUBNET.$((10 + i))" \
+    --xdp-mode generic \
     >"$RUN/node$i/agent.log" 2>&1 </dev/null &
   echo $! >"$RUN/node$i/agent.pid"
 done
@@ -171,6 +177,19 @@ done
 say "curl node1's /metrics | grep shoal_lb_   (flows per VIP and per backend)"
 nsenter --net="/run/netns/$(node_ns 1)" -- curl -s http://127.0.0.1:9323/metrics | grep -E '^shoal_lb_(vip|backend)_flows'
 
+say "shoal service create --name my-web --replicas 2 -p 8080:80 -- shoal whoami --port 80   (the routing mesh)"
+node_shoal 1 service create --name my-web --replicas 2 -p 8080:80 -- "$SHOAL" whoami --port 80
+node_shoal 1 service ls
+node_shoal 1 service ps my-web
+for i in $(seq 1 $NODES); do
+  say "From the outside client: curl http://$SUBNET.$((10 + i)):8080/ x4   (every node serves the port, round robin over both tasks)"
+  for _ in 1 2 3 4; do
+    ip netns exec "$PREFIX-client" curl -s --max-time 5 "http://$SUBNET.$((10 + i)):8080/" | grep -E 'Hostname|RemoteAddr' | paste -sd' '
+  done
+done
+say "curl node1's /metrics | grep shoal_mesh_   (connections the underlay XDP program forwarded)"
+nsenter --net="/run/netns/$(node_ns 1)" -- curl -s http://127.0.0.1:9323/metrics | grep -E '^shoal_mesh_events_total\{event="(forwarded|replied)"'
+
 cat <<EOT
 
 The cluster is running. Try:
@@ -178,6 +197,8 @@ The cluster is running. Try:
   $SHOAL -H unix://$(node_sock 1) node inspect --pretty node2
   $SHOAL -H unix://$(node_sock 1) node update --label-add zone=a node3
   $SHOAL -H unix://$(node_sock 1) service scale web=6
+  $SHOAL -H unix://$(node_sock 1) service update --publish-add 9090:80 my-web
+  ip netns exec $PREFIX-client curl http://$SUBNET.13:9090/
   $SHOAL -H unix://$(node_sock 1) exec web.1 -- dig @127.0.0.11 tasks.web
   $SHOAL -H unix://$(node_sock 1) service update --update-delay 1s --args "whoami --port 81" web
   $SHOAL -H unix://$(node_sock 2) info --format json

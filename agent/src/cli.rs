@@ -532,6 +532,11 @@ pub struct AgentArgs {
     /// Address of the Prometheus metrics endpoint.
     #[arg(long, default_value = "127.0.0.1:9323")]
     pub metrics_addr: SocketAddr,
+    /// How the underlay XDP program runs: `auto` lets the kernel choose (native where the
+    /// driver has it), `generic` runs it in the network stack, for drivers whose native XDP
+    /// cannot transmit (`XDP_TX`) to their peer, like a veth whose other end runs no XDP.
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    pub xdp_mode: XdpModeArg,
     /// DNS server the tasks' embedded DNS forwards other names to, IP or IP:PORT (repeatable;
     /// default: the nameservers of the host's /etc/resolv.conf), as dockerd's --dns.
     #[arg(long = "dns", value_parser = parse_dns_server)]
@@ -542,6 +547,13 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum XdpModeArg {
+    Auto,
+    Native,
+    Generic,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

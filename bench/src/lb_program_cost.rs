@@ -28,7 +28,10 @@ use shoal_common::{
 };
 use shoal_dataplane::{Dataplane, LbTable};
 
-use crate::program_cost::{REPEAT, ROUNDS, median_ns};
+use crate::{
+    program_cost::{REPEAT, ROUNDS, median_ns},
+    support::{cost_header as header, cost_line as line, median_run_ns},
+};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
 /// Repeated runs: two VIPs, each the other's only backend.
@@ -173,7 +176,7 @@ fn single(dp: &Dataplane) -> anyhow::Result<()> {
     };
     expect(dp, before, want, "single runs")?;
 
-    let [floor, new, established, reply, other] = samples.map(median);
+    let [floor, new, established, reply, other] = samples.map(|s| median_run_ns(&s));
     println!(
         "lb-program-cost, single runs: {FLOWS} distinct flows, each path run once per flow \
          (repeat 1), median over flows; floor {} once per flow",
@@ -254,28 +257,6 @@ impl Counted {
         }
         Ok(counted)
     }
-}
-
-fn header(unit: &str) {
-    println!(
-        "{:<40} {:<17} {:>10} {:>9} {:>9} {:>10}",
-        "path", "program", unit, "floor", "vs floor", "excess ns"
-    );
-}
-
-fn line(path: &str, program: &str, ns: f64, floor: f64) {
-    println!(
-        "{path:<40} {program:<17} {ns:>10.1} {floor:>9.1} {:>9.2} {:>10.1}",
-        ns / floor,
-        ns - floor
-    );
-}
-
-fn median(mut samples: Vec<Duration>) -> f64 {
-    samples.sort();
-    samples
-        .get(samples.len() / 2)
-        .map_or(f64::NAN, |d| d.as_nanos() as f64)
 }
 
 /// A TCP segment between two tasks (MACs derived from the addresses, as shoal's): a SYN, or

@@ -46,6 +46,30 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// The median of single test runs' kernel-measured times, in ns.
+pub(crate) fn median_run_ns(samples: &[Duration]) -> f64 {
+    median(samples.iter().map(|d| d.as_nanos() as f64).collect())
+}
+
+/// The header of a per-path program-cost table (`lb-program-cost`, `mesh-program-cost`);
+/// `unit` is `ns/packet` (repeated runs) or `ns/run` (single runs).
+pub(crate) fn cost_header(unit: &str) {
+    println!(
+        "{:<40} {:<19} {:>10} {:>9} {:>9} {:>10}",
+        "path", "program", unit, "floor", "vs floor", "excess ns"
+    );
+}
+
+/// One row of a program-cost table: the program's time on a path against the floor's on the
+/// same frames.
+pub(crate) fn cost_line(path: &str, program: &str, ns: f64, floor: f64) {
+    println!(
+        "{path:<40} {program:<19} {ns:>10.1} {floor:>9.1} {:>9.2} {:>10.1}",
+        ns / floor,
+        ns - floor
+    );
+}
+
 /// The `shoal` CLI against node `node`'s agent; its stdout if it succeeded.
 pub(crate) fn cli(cluster: &Cluster, node: usize, args: &[&str]) -> anyhow::Result<String> {
     let out = cluster.nodes[node].cli(args);

@@ -27,6 +27,6 @@ pub mod stats;
 
 pub use error::Error;
 pub use lb::{LbTable, LoadBalancer};
-pub use loader::{Dataplane, TestRunOutcome};
+pub use loader::{Dataplane, TestRunOutcome, XdpAttachMode};
 pub use mesh::{Mesh, MeshTable};
 pub use stats::HookCounters;

@@ -44,6 +44,27 @@ pub struct Dataplane {
     underlay_xdp: Option<PinnedLink>,
 }
 
+/// How the underlay XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum XdpAttachMode {
+    /// The kernel chooses: native where the driver has it (veth does), generic otherwise.
+    #[default]
+    Auto,
+    Native,
+    /// In the network stack (`XDP_TX` becomes an ordinary transmit).
+    Generic,
+}
+
+impl XdpAttachMode {
+    fn aya(self) -> XdpMode {
+        match self {
+            Self::Auto => XdpMode::Default,
+            Self::Native => XdpMode::Driver,
+            Self::Generic => XdpMode::Skb,
+        }
+    }
+}
+
 /// The pinned underlay XDP link's name in the pin directory.
 pub const XDP_LINK_PIN: &str = "xdp_link";
 
@@ -142,11 +163,15 @@ impl Dataplane {
         self.pin_dir.as_deref()
     }
 
-    /// Attaches the underlay XDP program to `interface` (in the calling thread's netns).
-    /// The kernel picks native mode where the driver has it (veth does), generic otherwise.
-    /// With a pin directory the link is pinned there; a link an earlier agent left pinned
-    /// gets this program swapped in, without a moment unattached.
-    pub fn attach_underlay_xdp(&mut self, interface: &str) -> Result<(), Error> {
+    /// Attaches the underlay XDP program to `interface` (in the calling thread's netns), in
+    /// `mode`. With a pin directory the link is pinned there; a link an earlier agent left
+    /// pinned gets this program swapped in, without a moment unattached (in the mode it was
+    /// attached with).
+    pub fn attach_underlay_xdp(
+        &mut self,
+        interface: &str,
+        mode: XdpAttachMode,
+    ) -> Result<(), Error> {
         let name = programs::XDP_UNDERLAY;
         let pin = self.pin_dir.as_ref().map(|d| d.join(XDP_LINK_PIN));
         let program = xdp_mut(&mut self.ebpf, name)?;
@@ -175,7 +200,7 @@ impl Dataplane {
             let _ = std::fs::remove_file(pin);
         }
         let id = program
-            .attach(interface, XdpMode::default())
+            .attach(interface, mode.aya())
             .map_err(|e| attach_error(name, interface, e))?;
         if let Some(pin) = &pin {
             let link = program

@@ -103,9 +103,11 @@ fn programs_count_real_traffic_on_a_veth_pair() {
     run_in(Path::new(&a.path()), || dp.attach_tc("veth-a"))
         .unwrap()
         .unwrap();
-    run_in(Path::new(&b.path()), || dp.attach_underlay_xdp("veth-b"))
-        .unwrap()
-        .unwrap();
+    run_in(Path::new(&b.path()), || {
+        dp.attach_underlay_xdp("veth-b", shoal_dataplane::XdpAttachMode::Auto)
+    })
+    .unwrap()
+    .unwrap();
     let shown = a.ip(&["link", "show", "veth-a"]);
     assert!(shown.contains("UP"), "veth-a is not up: {shown}");
     let shown = b.ip(&["link", "show", "veth-b"]);

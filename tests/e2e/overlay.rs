@@ -421,9 +421,11 @@ fn cut_nodes_are_withdrawn_and_restored_flows_survive_restarts_and_rm_cleans_up(
         });
     }
 
-    // --- removing the service, then the network, leaves no namespace on any node
+    // --- removing the service, then the network, leaves no namespace on any node but the
+    // `ingress` sandbox, which every node keeps for the routing mesh
     ok(&cluster, 0, &["service", "rm", "web"]);
     ok(&cluster, 0, &["network", "rm", "alpha"]);
+    let ingress = format!("net-{}", network_id(&cluster, "ingress"));
     for i in 0..3 {
         let dir = cluster.nodes[i].state_dir().join("netns");
         wait_until(Duration::from_secs(15), "namespaces removed", || {
@@ -431,6 +433,7 @@ fn cut_nodes_are_withdrawn_and_restored_flows_survive_restarts_and_rm_cleans_up(
                 .map(|d| {
                     d.flatten()
                         .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|name| *name != ingress)
                         .collect()
                 })
                 .unwrap_or_default();

@@ -1,8 +1,8 @@
 //! Published ports, as the control plane keeps them: `-p` and `--publish`, ports allocated
 //! from 30000-32767, conflicts and Docker's dnsrr rule refused in one line, `--publish-add`
 //! and `--publish-rm`, the PORTS column and `service inspect`'s Endpoint.Ports, and tasks of
-//! services with ingress ports attached to the `ingress` network. (The data path that serves
-//! the ports, XDP on the underlay, is a later step.)
+//! services with ingress ports attached to the `ingress` network. The data path that serves
+//! the ports is tested in `mesh.rs` (end to end) and `mesh_programs.rs` (the programs).
 
 use shoal_tests::{Cluster, agent::shoal_bin};
 

@@ -32,6 +32,7 @@ use shoal_control::{
     identity::NodeId,
     swarm::{NodeConfig, Swarm},
 };
+use shoal_dataplane::XdpAttachMode;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
@@ -56,9 +57,15 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
     let node_id = NodeId::load_or_create(state.path()).context("loading the node identity")?;
     info!(node_id = %node_id, hostname = %config.hostname, state_dir = %state.path().display(), "node identity");
 
+    let xdp_mode = match args.xdp_mode {
+        crate::cli::XdpModeArg::Auto => XdpAttachMode::Auto,
+        crate::cli::XdpModeArg::Native => XdpAttachMode::Native,
+        crate::cli::XdpModeArg::Generic => XdpAttachMode::Generic,
+    };
     let dataplane = node_dataplane::SharedDataplane::new(node_dataplane::NodeDataplane::start(
         &node_id,
         config.underlay_interface.as_deref(),
+        xdp_mode,
     )?);
     let networking = NodeNetworking::new(
         NetworkingConfig {

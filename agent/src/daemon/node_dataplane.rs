@@ -14,7 +14,7 @@ use shoal_control::{
     identity::NodeId,
 };
 use shoal_dataplane::{
-    Dataplane, LbTable, MeshTable, bpffs,
+    Dataplane, LbTable, MeshTable, XdpAttachMode, bpffs,
     lb::{ApplyReport, VipCounters},
     netns::run_in,
 };
@@ -102,13 +102,17 @@ pub struct NodeDataplane {
 impl NodeDataplane {
     /// Loads the programs (re-adopting this node's pinned maps) and attaches XDP to the
     /// underlay interface, if the node has a data-path address.
-    pub fn start(node_id: &NodeId, underlay_interface: Option<&str>) -> anyhow::Result<Self> {
+    pub fn start(
+        node_id: &NodeId,
+        underlay_interface: Option<&str>,
+        xdp_mode: XdpAttachMode,
+    ) -> anyhow::Result<Self> {
         let root = Path::new(bpffs::DEFAULT_ROOT);
         bpffs::ensure_mounted(root)?;
         let pin_dir = bpffs::node_pin_dir(root, node_id.as_str());
         let mut dataplane = Dataplane::load(Some(&pin_dir)).context("starting the data path")?;
         match underlay_interface {
-            Some(interface) => dataplane.attach_underlay_xdp(interface)?,
+            Some(interface) => dataplane.attach_underlay_xdp(interface, xdp_mode)?,
             None => warn!("no data-path address: the underlay XDP program is not attached"),
         }
         Ok(NodeDataplane {

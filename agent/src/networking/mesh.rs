@@ -130,12 +130,24 @@ impl NodeNetworking {
         }
     }
 
-    /// Forgets the saved routing mesh (the node leaves the swarm).
+    /// Forgets the routing mesh (the node leaves the swarm): the saved copy, the node's
+    /// ingress endpoint (and with it the `ingress` sandbox, unless a task still uses it), and
+    /// what the maps hold.
     pub(super) fn forget_routing_mesh(&self) {
         let _ = std::fs::remove_file(self.routing_mesh_path());
-        let mut state = self.mesh.lock();
-        state.mesh = None;
-        state.endpoint = None;
+        let endpoint = {
+            let mut state = self.mesh.lock();
+            state.mesh = None;
+            state.endpoint.take()
+        };
+        if let Some((network_id, _)) = endpoint {
+            let mut local = self.local();
+            local
+                .endpoints
+                .remove(&(network_id.clone(), NODE_ENDPOINT_MEMBER.to_string()));
+            self.release_network(&mut local, &network_id, NODE_ENDPOINT_MEMBER);
+        }
+        self.refresh_mesh();
     }
 
     /// Builds the node's endpoint on `ingress` (see the module docs) if it is not there yet
