@@ -8,6 +8,10 @@
 //! - `program_cost`: per-packet cost of each eBPF program against a do-nothing floor.
 //! - `lb_program_cost`: per-packet cost of each load-balancer path (new flow, established,
 //!   reply, pass-through) against the same floor.
+//! - `mesh_program_cost`: per-packet cost of the published ports' XDP and reply programs on
+//!   each path (new connection, established, host mode, reply, pass-through) against floors.
+//! - `mesh_throughput`: requests/s and connections/s from outside to a published port vs
+//!   nftables DNAT + masquerade and HAProxy on the same node.
 //! - `lb_map_update`: programming 10,000 VIPs x 10 backends, and one change, vs `nft -f`.
 //! - `vip_throughput`: connections/s and requests/s through a VIP vs nftables DNAT and HAProxy.
 //! - `overlay_throughput`: iperf3 TCP task to task over VXLAN vs node to node on the underlay.
@@ -22,6 +26,8 @@ mod dns;
 mod gossip;
 mod lb_map_update;
 mod lb_program_cost;
+mod mesh_program_cost;
+mod mesh_throughput;
 mod nft_lb;
 mod overlay_throughput;
 mod program_cost;
@@ -49,6 +55,14 @@ const BENCHMARKS: &[(&str, &str)] = &[
     (
         "lb-program-cost",
         "per-packet cost of each LB path (new flow, established, reply, not a VIP) vs a floor",
+    ),
+    (
+        "mesh-program-cost",
+        "per-packet cost of each published-port path (XDP forward, host mode, reply) vs floors",
+    ),
+    (
+        "mesh-throughput",
+        "conns/s and requests/s to a published port vs nftables DNAT and HAProxy (wrk, 3 nodes)",
     ),
     (
         "overlay-throughput",
@@ -83,6 +97,8 @@ fn main() -> ExitCode {
         "gossip" => gossip::run(),
         "lb-map-update" => lb_map_update::run(),
         "lb-program-cost" => lb_program_cost::run(),
+        "mesh-program-cost" => mesh_program_cost::run(),
+        "mesh-throughput" => mesh_throughput::run(),
         "overlay-throughput" => overlay_throughput::run(),
         "program-cost" => program_cost::run(),
         "raft-writes" => raft_writes::run(),

@@ -144,7 +144,7 @@ impl Seg {
     }
 
     /// As the client sends it to the node.
-    fn from_client(&self) -> Vec<u8> {
+    fn as_client_sends(&self) -> Vec<u8> {
         self.frame(CLIENT_MAC, NODE_MAC, b"")
     }
 }
@@ -225,7 +225,7 @@ fn ingress_connections_are_nated_and_sent_in_vxlan_and_replies_undone() {
     // --- 1. the first SYN goes to the local task: VXLAN to our own VTEP, passed to the kernel
     let syn = Seg::syn(CLIENT, 40000, 8080);
     let out = dp
-        .test_run(programs::XDP_UNDERLAY, &syn.from_client(), 1)
+        .test_run(programs::XDP_UNDERLAY, &syn.as_client_sends(), 1)
         .unwrap();
     assert_eq!(
         out.return_value, XDP_PASS,
@@ -310,7 +310,7 @@ fn ingress_connections_are_nated_and_sent_in_vxlan_and_replies_undone() {
     // interface to route from, so the route toward its node is missing: dropped, counted.
     let second = Seg::syn(CLIENT, 40001, 8080);
     let out = dp
-        .test_run(programs::XDP_UNDERLAY, &second.from_client(), 1)
+        .test_run(programs::XDP_UNDERLAY, &second.as_client_sends(), 1)
         .unwrap();
     assert_eq!(out.return_value, XDP_DROP);
     assert_eq!(event(&dp, MeshEvent::NoRoute), 1);
@@ -330,7 +330,7 @@ fn a_clashing_client_port_gets_another_nat_port() {
     let dp = mesh();
     let first = Seg::syn(CLIENT, 41000, 8080);
     assert_eq!(
-        dp.test_run(programs::XDP_UNDERLAY, &first.from_client(), 1)
+        dp.test_run(programs::XDP_UNDERLAY, &first.as_client_sends(), 1)
             .unwrap()
             .return_value,
         XDP_PASS
@@ -338,14 +338,14 @@ fn a_clashing_client_port_gets_another_nat_port() {
     // The remote task's turn (dropped here, see above), so the third SYN is the local task's.
     let _ = dp.test_run(
         programs::XDP_UNDERLAY,
-        &Seg::syn(CLIENT, 41001, 8080).from_client(),
+        &Seg::syn(CLIENT, 41001, 8080).as_client_sends(),
         1,
     );
     // Another client, same port, same task: the NAT port must differ.
     let other_client = Ipv4Addr::new(192, 168, 7, 101);
     let clash = Seg::syn(other_client, 41000, 8080);
     let out = dp
-        .test_run(programs::XDP_UNDERLAY, &clash.from_client(), 1)
+        .test_run(programs::XDP_UNDERLAY, &clash.as_client_sends(), 1)
         .unwrap();
     assert_eq!(out.return_value, XDP_PASS);
     let inner = decapsulate(&out.data_out, (NODE_MAC, CLIENT_MAC), other_client);
@@ -450,7 +450,7 @@ fn other_traffic_passes_untouched() {
     let frames = [
         (
             "unpublished port",
-            Seg::syn(CLIENT, 40000, 22).from_client(),
+            Seg::syn(CLIENT, 40000, 22).as_client_sends(),
         ),
         (
             "another host's address",
@@ -458,7 +458,7 @@ fn other_traffic_passes_untouched() {
                 dst: OTHER_NODE,
                 ..Seg::syn(CLIENT, 40000, 8080)
             }
-            .from_client(),
+            .as_client_sends(),
         ),
         (
             "UDP to a TCP-only port",
@@ -478,7 +478,7 @@ fn other_traffic_passes_untouched() {
         }),
         ("IP options", {
             // Published port, but with a header the fast path does not parse: the kernel's.
-            let mut f = Seg::syn(CLIENT, 40000, 8080).from_client();
+            let mut f = Seg::syn(CLIENT, 40000, 8080).as_client_sends();
             f[14] = 0x46;
             f
         }),
@@ -504,7 +504,7 @@ fn bad_and_unservable_packets_are_dropped_and_counted() {
     let cases = [
         (
             "truncated TCP header",
-            Seg::syn(CLIENT, 40000, 8080).from_client()[..14 + 20 + 10].to_vec(),
+            Seg::syn(CLIENT, 40000, 8080).as_client_sends()[..14 + 20 + 10].to_vec(),
             MeshEvent::Malformed,
         ),
         (
@@ -514,12 +514,12 @@ fn bad_and_unservable_packets_are_dropped_and_counted() {
         ),
         (
             "mid-stream segment of no known flow",
-            Seg::syn(CLIENT, 40002, 8080).data().from_client(),
+            Seg::syn(CLIENT, 40002, 8080).data().as_client_sends(),
             MeshEvent::BackendGone,
         ),
         (
             "a port with no task",
-            Seg::syn(CLIENT, 40003, 8081).from_client(),
+            Seg::syn(CLIENT, 40003, 8081).as_client_sends(),
             MeshEvent::NoBackend,
         ),
     ];

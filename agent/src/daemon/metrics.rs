@@ -296,7 +296,6 @@ impl Snapshot {
             ConstCounter::new(*value)
                 .encode(events.encode_family(&vec![("event", event.name())])?)?;
         }
-        drop(events);
         let mut mesh = encoder.encode_descriptor(
             "shoal_mesh_events",
             "Published ports (routing mesh and host mode): connections forwarded to a task, \
