@@ -2,7 +2,8 @@
 //! program (ingress mode: NAT both ways and VXLAN to the task's node; host mode: DNAT to the
 //! local task) and the reply program (tc) that undoes it, outputs compared with frames built
 //! by etherparse (whose checksums are computed from scratch, so they check the programs'
-//! incremental updates). Also what must pass untouched, and what is dropped and counted. The
+//! incremental updates). Also what must pass untouched, what is dropped and counted, and
+//! closed flows forgotten while quiet open ones stay. The
 //! maps are programmed through the same `LoadBalancer` and `Mesh` the agent uses.
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
@@ -104,6 +105,7 @@ struct Seg {
     seq: u32,
     syn: bool,
     ack: bool,
+    fin: bool,
 }
 
 impl Seg {
@@ -116,6 +118,7 @@ impl Seg {
             seq: 1000 + u32::from(sport),
             syn: true,
             ack: false,
+            fin: false,
         }
     }
 
@@ -137,6 +140,9 @@ impl Seg {
         }
         if self.ack {
             b = b.ack(77);
+        }
+        if self.fin {
+            b = b.fin();
         }
         let mut frame = Vec::new();
         b.write(&mut frame, payload).unwrap();
@@ -255,6 +261,7 @@ fn ingress_connections_are_nated_and_sent_in_vxlan_and_replies_undone() {
         seq: 5000,
         syn: true,
         ack: true,
+        fin: false,
     };
     let out = dp
         .test_run(
@@ -380,6 +387,7 @@ fn a_clashing_client_port_gets_another_nat_port() {
         seq: 9000,
         syn: true,
         ack: true,
+        fin: false,
     };
     let out = dp
         .test_run(
@@ -534,4 +542,81 @@ fn bad_and_unservable_packets_are_dropped_and_counted() {
         );
     }
     assert!(dp.mesh().flow_entries().unwrap().is_empty(), "no flow made");
+}
+
+#[test]
+fn closed_mesh_flows_are_forgotten_and_quiet_open_ones_kept() {
+    let mut dp = mesh();
+    // Two connections to the local task (slots 0 and 2; slot 1 is the remote task's turn,
+    // which a test run cannot route).
+    let closing = Seg::syn(CLIENT, 42000, 8080);
+    assert_eq!(
+        dp.test_run(programs::XDP_UNDERLAY, &closing.as_client_sends(), 1)
+            .unwrap()
+            .return_value,
+        XDP_PASS
+    );
+    let _ = dp.test_run(
+        programs::XDP_UNDERLAY,
+        &Seg::syn(CLIENT, 42001, 8080).as_client_sends(),
+        1,
+    );
+    let open = Seg::syn(CLIENT, 42002, 8080);
+    assert_eq!(
+        dp.test_run(programs::XDP_UNDERLAY, &open.as_client_sends(), 1)
+            .unwrap()
+            .return_value,
+        XDP_PASS
+    );
+    // The client closes, then the task (its FIN goes through the reply program).
+    let fin = Seg {
+        fin: true,
+        ..closing.data()
+    }
+    .as_client_sends();
+    assert_eq!(
+        dp.test_run(programs::XDP_UNDERLAY, &fin, 1)
+            .unwrap()
+            .return_value,
+        XDP_PASS
+    );
+    let task_fin = Seg {
+        src: LOCAL_TASK,
+        dst: INGRESS_ADDR,
+        sport: 80,
+        dport: 42000,
+        seq: 5000,
+        syn: false,
+        ack: true,
+        fin: true,
+    }
+    .frame(mac(LOCAL_TASK), mac(INGRESS_ADDR), b"");
+    assert_eq!(
+        dp.test_run(programs::TC_MESH_REPLY, &task_fin, 1)
+            .unwrap()
+            .return_value,
+        TC_ACT_REDIRECT
+    );
+    let entries = |dp: &Dataplane| dp.mesh().flow_entries().unwrap().len();
+    // Forward and reply entries of three flows (the unroutable one stored its entries too).
+    assert_eq!(entries(&dp), 6);
+
+    // Right away nothing goes (a last ACK may still come); once quiet, the closed flow goes
+    // and the open ones, quiet as long, stay.
+    let now = shoal_dataplane::lb::monotonic_now_ns();
+    assert_eq!(dp.mesh_mut().expire_flows(now).unwrap(), 0);
+    let later = now + shoal_dataplane::lb::CLOSED_FLOW_LINGER + 1_000_000_000;
+    assert_eq!(
+        dp.mesh_mut().expire_flows(later).unwrap(),
+        2,
+        "the closed flow's two entries"
+    );
+    assert_eq!(entries(&dp), 4);
+    let open_left = dp
+        .mesh()
+        .flow_entries()
+        .unwrap()
+        .iter()
+        .any(|(k, _)| k.direction == 0 && u16::from_be(k.src_port) == 42002);
+    assert!(open_left, "a quiet open connection is never cut");
 }
