@@ -3,8 +3,8 @@
 //! local task) and the reply program (tc) that undoes it, outputs compared with frames built
 //! by etherparse (whose checksums are computed from scratch, so they check the programs'
 //! incremental updates). Also what must pass untouched, what is dropped and counted, and
-//! closed flows forgotten while quiet open ones stay. The
-//! maps are programmed through the same `LoadBalancer` and `Mesh` the agent uses.
+//! closed flows forgotten while quiet open ones stay. The maps are programmed through the
+//! same `LoadBalancer` and `Mesh` the agent uses.
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
