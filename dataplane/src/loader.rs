@@ -4,9 +4,10 @@
 //! directory, so a restarted agent re-adopts them (and established flows survive the restart).
 //!
 //! The underlay XDP link is pinned next to the maps (`xdp_link`), so published ports keep
-//! being served while the agent is down after a SIGKILL; a restarted agent swaps its freshly
-//! loaded program into that link in place. Dropping the [`Dataplane`] (a clean stop) unpins
-//! and detaches it. The tc programs on task-facing veths and on the mesh's reply hooks are
+//! being served while the agent is down (stopped or killed); a restarted agent swaps its
+//! freshly loaded program into that link in place. It goes when the pin is removed (with the
+//! node's pin directory) or its interface goes. Without a pin directory (tests, benches) the
+//! link is the [`Dataplane`]'s and goes with it. The tc programs on task-facing veths and on the mesh's reply hooks are
 //! classic clsact filters instead, owned by the interface: they keep running, on the pinned
 //! maps, while the agent is down (even after SIGKILL), go away with the interface, and a
 //! restarted agent swaps its programs in with one netlink replace each. That is what keeps
@@ -31,7 +32,8 @@ use tracing::info;
 
 use crate::{error::Error, lb::LoadBalancer, mesh::Mesh, object, stats::HookCounters};
 
-/// The loaded eBPF object. Dropping it detaches every program it attached.
+/// The loaded eBPF object. Dropping it detaches the programs it owns (not the pinned XDP link,
+/// nor the filters interfaces own).
 pub struct Dataplane {
     ebpf: Ebpf,
     /// The VIP maps, taken out of `ebpf`.
@@ -40,7 +42,8 @@ pub struct Dataplane {
     mesh: Mesh,
     /// Where the maps are pinned, or `None` for a private, unpinned instance (tests, benches).
     pin_dir: Option<PathBuf>,
-    /// The underlay XDP link, pinned under `pin_dir`.
+    /// The underlay XDP link, pinned under `pin_dir`. Dropping it closes our fd only: the
+    /// pin keeps the program attached.
     underlay_xdp: Option<PinnedLink>,
 }
 
@@ -344,15 +347,6 @@ impl Dataplane {
             data_out,
             duration: result.duration,
         })
-    }
-}
-
-impl Drop for Dataplane {
-    /// A clean stop: the underlay XDP link is unpinned, and closing its last fd detaches it.
-    fn drop(&mut self) {
-        if let Some(link) = self.underlay_xdp.take() {
-            let _ = link.unpin();
-        }
     }
 }
 

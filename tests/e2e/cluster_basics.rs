@@ -127,17 +127,39 @@ fn sigkilled_agent_restarts_as_the_same_node_and_keeps_its_counters() {
 }
 
 #[test]
-fn sigterm_detaches_programs_and_removes_the_socket() {
+fn sigterm_removes_the_socket_and_keeps_the_data_path_for_the_next_agent() {
     let mut cluster = Cluster::start(1);
     let id = cluster.nodes[0].node_id();
+    let xdp = |cluster: &Cluster| {
+        let link = cluster.exec(0, "ip", &["link", "show", "eth0"]);
+        String::from_utf8_lossy(&link.stdout)
+            .matches("prog/xdp")
+            .count()
+    };
     let status = cluster.nodes[0].stop().unwrap();
     assert!(status.success(), "agent exited with {status} on SIGTERM");
     assert!(!cluster.nodes[0].socket().exists(), "socket left behind");
-    let link = cluster.exec(0, "ip", &["link", "show", "eth0"]);
-    let link = String::from_utf8_lossy(&link.stdout);
-    assert!(!link.contains("xdp"), "XDP left attached: {link}");
-    // Pinned maps stay on purpose: a restarted agent re-adopts them.
+    // The data path stays on purpose (published ports are served while the agent is down):
+    // the pinned maps and the pinned XDP link, which a restarted agent swaps its program into.
     assert!(pin_dir(&id).exists());
+    assert!(pin_dir(&id).join("xdp_link").exists());
+    assert_eq!(xdp(&cluster), 1, "XDP stays attached");
+    cluster.nodes[0].start();
+    assert_eq!(
+        xdp(&cluster),
+        1,
+        "the restarted agent's program replaced the old one"
+    );
+    // Removing the node's pins (as the fixture's teardown and `demo.sh down` do) detaches it.
+    cluster.nodes[0].stop().unwrap();
+    std::fs::remove_dir_all(pin_dir(&id)).unwrap();
+    wait_until(Duration::from_secs(5), "XDP detached with its pin", || {
+        if xdp(&cluster) == 0 {
+            Ok(())
+        } else {
+            Err("still attached".to_string())
+        }
+    });
 }
 
 #[test]

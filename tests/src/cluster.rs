@@ -181,7 +181,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // Stop agents first: they detach their programs on SIGTERM.
+        // Stop agents first; their pinned data path (maps, XDP link) goes with the pins below.
         self.nodes.clear();
         let work = work_dir(&self.prefix);
         kill_tasks_under(&work);

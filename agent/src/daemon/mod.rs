@@ -2,8 +2,9 @@
 //!
 //! Lifecycle: init tracing -> resolve config -> lock the state dir -> node identity -> data
 //! path -> bind the local API -> log what is bound -> serve until SIGTERM/SIGINT -> drain:
-//! stop serving, detach the XDP program, remove the socket. Pinned maps and the tc filters on
-//! task veths stay, on purpose: tasks outlive the agent, and so does their data path.
+//! stop serving, remove the socket. Pinned maps, the pinned underlay XDP link and the tc
+//! filters on task veths stay, on purpose: tasks outlive the agent, and so does their data
+//! path (published ports and established flows included).
 //!
 //! # Layout
 //! - `config`: flags resolved against the host (hostname, addresses, underlay interface).
