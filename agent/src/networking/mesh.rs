@@ -21,6 +21,7 @@ use std::{
     collections::BTreeMap,
     net::Ipv4Addr,
     sync::{Mutex, MutexGuard, PoisonError},
+    time::{Duration, Instant},
 };
 
 use shoal_common::mesh::{
@@ -34,7 +35,7 @@ use shoal_dataplane::{
     LbTable, MeshTable,
     overlay::{attach_task, mac_for_ip},
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::NodeNetworking;
 
@@ -59,6 +60,24 @@ struct Inner {
     endpoint: Option<(String, Ipv4Addr)>,
     /// Host-mode tasks on this node: task ID -> (service name, gateway-bridge address).
     host_tasks: BTreeMap<String, (String, Ipv4Addr)>,
+    /// Remote VTEPs, and when a datagram was last sent to each (see [`knock`]).
+    knocked: BTreeMap<Ipv4Addr, Instant>,
+}
+
+/// How often a remote VTEP is knocked at again.
+const KNOCK_EVERY: Duration = Duration::from_secs(60);
+
+/// Sends one empty datagram to `vtep`'s discard port, from the node's netns (the agent's), so
+/// the kernel resolves the neighbour entry the XDP program's `bpf_fib_lookup` needs to send
+/// to it. XDP cannot resolve a neighbour itself: without the entry its frames are dropped
+/// (counted `no_route`). Gossip usually resolves it already, unless the data-path address is
+/// not the advertise address. The remote kernel answers port unreachable, or nothing.
+fn knock(vtep: Ipv4Addr) {
+    let sent = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|socket| socket.send_to(&[], (vtep, 9)));
+    if let Err(e) = sent {
+        debug!(%vtep, error = %e, "knocking at a VTEP");
+    }
 }
 
 impl MeshState {
@@ -260,6 +279,38 @@ impl NodeNetworking {
         };
         if let Err(e) = self.vips.apply_mesh(&table) {
             warn!(error = %e, "updating the published ports");
+        }
+        self.knock_at_vteps(&table);
+    }
+
+    /// Knocks at the remote VTEPs the table sends to that were not knocked at lately.
+    fn knock_at_vteps(&self, table: &MeshTable) {
+        let own = self.config.data_path_addr;
+        let due: Vec<Ipv4Addr> = {
+            let mut state = self.mesh.lock();
+            let remote: std::collections::BTreeSet<Ipv4Addr> = table
+                .vteps
+                .values()
+                .copied()
+                .filter(|v| Some(*v) != own)
+                .collect();
+            state.knocked.retain(|vtep, _| remote.contains(vtep));
+            let due: Vec<Ipv4Addr> = remote
+                .into_iter()
+                .filter(|v| {
+                    state
+                        .knocked
+                        .get(v)
+                        .is_none_or(|t| t.elapsed() >= KNOCK_EVERY)
+                })
+                .collect();
+            for vtep in &due {
+                state.knocked.insert(*vtep, Instant::now());
+            }
+            due
+        };
+        for vtep in due {
+            knock(vtep);
         }
     }
 
