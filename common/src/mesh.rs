@@ -168,10 +168,11 @@ pub enum MeshEvent {
     Forwarded = 0,
     /// Answers un-NAT-ed and sent to the client.
     Replied = 1,
-    /// Connections to a published port with no task to take them: dropped.
+    /// Connections to a published port with no task to take them: TCP reset (refused), UDP
+    /// dropped.
     NoBackend = 2,
     /// Packets of a flow whose task went away (or a mid-stream TCP segment with no flow):
-    /// dropped; UDP flows move to a live task instead.
+    /// TCP reset; UDP flows move to a live task instead.
     BackendGone = 3,
     /// Fragments, truncated headers, or other protocols to a published port: dropped.
     Malformed = 4,

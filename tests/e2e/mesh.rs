@@ -1,8 +1,8 @@
 //! Published ports end to end, on 3 nodes with the outside client on the underlay and the
 //! Swarm tutorial's `--replicas 2 -p 8080:80` with `shoal whoami`: every node's address
 //! serves the port (the node with no task too), new connections spread evenly over the tasks,
-//! UDP, host mode on a global service, scaling, a node's death, `--publish-add/--publish-rm`,
-//! and published ports kept through an agent SIGKILL.
+//! UDP, host mode on a global service, scaling (to 0: refused), a node's death,
+//! `--publish-add/--publish-rm`, and published ports kept through an agent SIGKILL.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -256,7 +256,7 @@ fn udp_ports_and_host_mode_ports() {
 
 #[test]
 fn scaling_a_dead_node_and_publish_updates_reach_every_node() {
-    let (mut cluster, _) = tutorial();
+    let (cluster, _) = tutorial();
 
     // --- 1. scale to 3: every node's port serves the new set
     ok(&cluster, 0, &["service", "scale", "--detach", "my-web=3"]);

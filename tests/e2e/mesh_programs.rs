@@ -17,6 +17,7 @@ use shoal_dataplane::{Dataplane, LbTable, MeshTable};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 const TC_ACT_REDIRECT: u32 = 7;
 
 const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 7, 11);
@@ -506,10 +507,26 @@ fn other_traffic_passes_untouched() {
     assert!(dp.mesh().flow_entries().unwrap().is_empty(), "no flow made");
 }
 
+/// The reset a closed port would send for `seg` (RFC 9293 3.10.7.1), from the node.
+fn reset_for(seg: &Seg, payload_len: u32) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(NODE_MAC, CLIENT_MAC)
+        .ipv4(seg.dst.octets(), seg.src.octets(), 64)
+        .tcp(seg.dport, seg.sport, if seg.ack { 77 } else { 0 }, 0)
+        .rst();
+    let b = if seg.ack {
+        b
+    } else {
+        b.ack(seg.seq + payload_len + u32::from(seg.syn))
+    };
+    let mut frame = Vec::new();
+    b.write(&mut frame, &[]).unwrap();
+    frame
+}
+
 #[test]
-fn bad_and_unservable_packets_are_dropped_and_counted() {
+fn bad_and_unservable_packets_are_dropped_or_refused_and_counted() {
     let dp = mesh();
-    let cases = [
+    let dropped = [
         (
             "truncated TCP header",
             Seg::syn(CLIENT, 40000, 8080).as_client_sends()[..14 + 20 + 10].to_vec(),
@@ -520,18 +537,8 @@ fn bad_and_unservable_packets_are_dropped_and_counted() {
             Seg::syn(CLIENT, 40000, 8080).frame(CLIENT_MAC, NODE_MAC, &[0u8; 1420]),
             MeshEvent::TooBig,
         ),
-        (
-            "mid-stream segment of no known flow",
-            Seg::syn(CLIENT, 40002, 8080).data().as_client_sends(),
-            MeshEvent::BackendGone,
-        ),
-        (
-            "a port with no task",
-            Seg::syn(CLIENT, 40003, 8081).as_client_sends(),
-            MeshEvent::NoBackend,
-        ),
     ];
-    for (what, frame, counted) in cases {
+    for (what, frame, counted) in dropped {
         let before = event(&dp, counted);
         let out = dp.test_run(programs::XDP_UNDERLAY, &frame, 1).unwrap();
         assert_eq!(out.return_value, XDP_DROP, "{what}");
@@ -541,6 +548,53 @@ fn bad_and_unservable_packets_are_dropped_and_counted() {
             "{what}: {counted:?} counted"
         );
     }
+    // What no task can take is refused at once, as a closed port would: a reset, sent back.
+    let mid_stream = Seg::syn(CLIENT, 40002, 8080).data();
+    let no_task = Seg::syn(CLIENT, 40003, 8081);
+    let refused = [
+        (
+            "mid-stream segment of no known flow",
+            mid_stream,
+            b"GET /".as_slice(),
+            MeshEvent::BackendGone,
+        ),
+        (
+            "a port with no task",
+            no_task,
+            b"".as_slice(),
+            MeshEvent::NoBackend,
+        ),
+    ];
+    for (what, seg, payload, counted) in refused {
+        let before = event(&dp, counted);
+        let out = dp
+            .test_run(
+                programs::XDP_UNDERLAY,
+                &seg.frame(CLIENT_MAC, NODE_MAC, payload),
+                1,
+            )
+            .unwrap();
+        assert_eq!(out.return_value, XDP_TX, "{what}");
+        assert_eq!(
+            out.data_out,
+            reset_for(&seg, payload.len() as u32),
+            "{what}: the reset"
+        );
+        assert_eq!(
+            event(&dp, counted),
+            before + 1,
+            "{what}: {counted:?} counted"
+        );
+    }
+    // A reset is never answered with one.
+    let mut rst = no_task.as_client_sends();
+    rst[14 + 20 + 13] = 0x04;
+    assert_eq!(
+        dp.test_run(programs::XDP_UNDERLAY, &rst, 1)
+            .unwrap()
+            .return_value,
+        XDP_DROP
+    );
     assert!(dp.mesh().flow_entries().unwrap().is_empty(), "no flow made");
 }
 

@@ -14,7 +14,7 @@ mod arp;
 pub(crate) mod headers;
 pub mod maps;
 pub(crate) mod nat;
-mod reset;
+pub(crate) mod reset;
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 

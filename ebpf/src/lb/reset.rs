@@ -11,7 +11,7 @@ use aya_ebpf::{
 use super::headers::{Ipv4Flow, TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// Ethernet + IPv4 without options + TCP without options.
-const RESET_LEN: usize = 54;
+pub(crate) const RESET_LEN: usize = 54;
 const IP: usize = 14;
 const TCP: usize = 34;
 
@@ -25,9 +25,31 @@ pub fn reply_with_reset(ctx: &TcContext, flow: &Ipv4Flow) -> i32 {
     let Ok(seg) = ctx.load::<[u8; RESET_LEN]>(0) else {
         return TC_ACT_SHOT as i32;
     };
+    let Some(out) = reset_for(&seg) else {
+        return TC_ACT_SHOT as i32;
+    };
+
+    // SAFETY: helper calls on this program's own skb.
+    unsafe {
+        if bpf_skb_change_tail(ctx.skb.skb, RESET_LEN as u32, 0) != 0 {
+            return TC_ACT_SHOT as i32;
+        }
+    }
+    if flow.l4 != TCP || ctx.store(0, &out, 0).is_err() {
+        return TC_ACT_SHOT as i32;
+    }
+    // SAFETY: as above.
+    unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) as i32 }
+}
+
+/// The reset for `seg` (the first bytes of an Ethernet/IPv4/TCP frame without IP options),
+/// back to its sender from the address and MAC it was sent to; `None` for a reset (never
+/// answered). Also the routing mesh's (XDP) reset.
+#[inline(always)]
+pub(crate) fn reset_for(seg: &[u8; RESET_LEN]) -> Option<[u8; RESET_LEN]> {
     let flags = seg[TCP + 13];
     if flags & TCP_RST != 0 {
-        return TC_ACT_SHOT as i32;
+        return None;
     }
     let tot_len = u16::from_be_bytes([seg[IP + 2], seg[IP + 3]]);
     let header_len = 20 + u16::from(seg[TCP + 12] >> 4) * 4;
@@ -44,11 +66,11 @@ pub fn reply_with_reset(ctx: &TcContext, flow: &Ipv4Flow) -> i32 {
     };
 
     let mut out = [0u8; RESET_LEN];
-    // Ethernet: back to the sender, from the MAC it sent to (the VIP's).
+    // Ethernet: back to the sender, from the MAC it sent to.
     out[0..6].copy_from_slice(&seg[6..12]);
     out[6..12].copy_from_slice(&seg[0..6]);
     out[12] = 0x08;
-    // IPv4: 20 bytes, DF, TTL 64, TCP, VIP -> client.
+    // IPv4: 20 bytes, DF, TTL 64, TCP, swapped addresses.
     out[IP] = 0x45;
     out[IP + 3] = 40;
     out[IP + 6] = 0x40;
@@ -69,18 +91,7 @@ pub fn reply_with_reset(ctx: &TcContext, flow: &Ipv4Flow) -> i32 {
     let pseudo = sum_words(&out, IP + 12, IP + 20, 6 + 20);
     let tcp_check = fold(sum_words(&out, TCP, RESET_LEN, pseudo));
     out[TCP + 16..TCP + 18].copy_from_slice(&tcp_check.to_be_bytes());
-
-    // SAFETY: helper calls on this program's own skb.
-    unsafe {
-        if bpf_skb_change_tail(ctx.skb.skb, RESET_LEN as u32, 0) != 0 {
-            return TC_ACT_SHOT as i32;
-        }
-    }
-    if flow.l4 != TCP || ctx.store(0, &out, 0).is_err() {
-        return TC_ACT_SHOT as i32;
-    }
-    // SAFETY: as above.
-    unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) as i32 }
+    Some(out)
 }
 
 /// Adds the big-endian 16-bit words of `bytes[start..end]` to `sum`.

@@ -7,11 +7,13 @@
 //! - `packet`: direct packet access and checksum updates for XDP.
 //! - `encap`: VXLAN encapsulation and the verdict that sends the frame on.
 //! - `reply`: the tc program on the node's ingress interface and host-mode gateway ports.
+//! - `reset`: the TCP reset for connections no task can take.
 
 mod encap;
 pub mod maps;
 mod packet;
 mod reply;
+mod reset;
 
 pub use reply::from_backend;
 
@@ -81,6 +83,13 @@ pub fn from_underlay(ctx: &XdpContext) -> u32 {
         Ok(verdict) => verdict,
         Err(event) => {
             count_event(event);
+            // A connection no task can take is refused, as a closed port would; the rest of
+            // what cannot be served is dropped.
+            if ip.proto == PROTO_TCP
+                && matches!(event, MeshEvent::NoBackend | MeshEvent::BackendGone)
+            {
+                return reset::reply_with_reset(ctx);
+            }
             DROP
         }
     }
