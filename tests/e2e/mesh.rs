@@ -151,6 +151,23 @@ fn every_node_serves_the_port_round_robin_over_the_tasks() {
         metric(&cluster, 2, "shoal_mesh_events_total{event=\"forwarded\"}") >= 300,
         "node3 forwarded its connections"
     );
+
+    // --- 3. every node has its endpoint on `ingress`, as Docker shows it, tasks or not
+    for i in 0..3 {
+        let inspect: Vec<serde_json::Value> =
+            serde_json::from_str(&ok(&cluster, i, &["network", "inspect", "ingress"])).unwrap();
+        let sbox = &inspect[0]["Containers"]["ingress-sbox"];
+        assert_eq!(
+            sbox["Name"],
+            "ingress-endpoint",
+            "node{}: {inspect:?}",
+            i + 1
+        );
+        assert!(
+            sbox["IPv4Address"].as_str().unwrap().starts_with("10.255."),
+            "{sbox}"
+        );
+    }
 }
 
 /// Who answers `count` datagrams, each from a new socket (a new flow), from the client.
@@ -307,7 +324,25 @@ fn scaling_a_dead_node_and_publish_updates_reach_every_node() {
         from_client(&cluster, to, 2).map(|_| ())
     });
 
-    // --- 4. --publish-rm: 8080 stops being served on every node
+    // --- 4. scaled to 0: the port is still published, and with no task to take it the XDP
+    // program refuses connections at once (a reset) instead of letting them hang
+    ok(&cluster, 0, &["service", "scale", "--detach", "my-web=0"]);
+    let to = node_addr(&cluster, 1, 8081);
+    let no_backend = "shoal_mesh_events_total{event=\"no_backend\"}";
+    // (A task still stopping refuses too, with its own kernel's reset: wait for the mesh's.)
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{to} refused by XDP"),
+        || {
+            refused(&cluster, to)?;
+            match metric(&cluster, 1, no_backend) {
+                0 => Err("refused, but not for lack of a task yet".to_string()),
+                _ => Ok(()),
+            }
+        },
+    );
+
+    // --- 5. --publish-rm 80 (by target port, as Docker): 8080 and 8081 stop being served
     ok(
         &cluster,
         0,
@@ -320,15 +355,23 @@ fn scaling_a_dead_node_and_publish_updates_reach_every_node() {
             "my-web",
         ],
     );
-    for i in 0..2 {
-        let to = node_addr(&cluster, i, 8080);
+    // (Refused by the node's kernel now: the mesh no longer counts them.)
+    for (i, port) in [(0, 8080), (1, 8081)] {
+        let to = node_addr(&cluster, i, port);
         wait_until(
             Duration::from_secs(10),
-            &format!("{to} to be closed"),
-            || refused(&cluster, to),
+            &format!("{to} unpublished"),
+            || {
+                let before = metric(&cluster, i, no_backend);
+                refused(&cluster, to)?;
+                if metric(&cluster, i, no_backend) > before {
+                    Err("still refused by the mesh".to_string())
+                } else {
+                    Ok(())
+                }
+            },
         );
     }
-    let _ = &mut cluster;
 }
 
 #[test]

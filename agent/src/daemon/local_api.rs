@@ -90,7 +90,12 @@ impl Agent for AgentService {
                     .map(|b| format!("{b:02x}"))
                     .collect::<Vec<_>>()
                     .join(":"),
-                task_id: e.endpoint_id,
+                // The node's own endpoint on `ingress` has no task: Docker's key for it.
+                task_id: if e.service.is_empty() {
+                    crate::networking::INGRESS_SANDBOX_KEY.to_string()
+                } else {
+                    e.endpoint_id
+                },
             })
             .collect();
         let peers = self

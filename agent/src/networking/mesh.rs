@@ -43,6 +43,9 @@ use super::NodeNetworking;
 pub const NODE_INGRESS_INTERFACE: &str = "shoal_ingress";
 /// Its sandbox end, on the `ingress` bridge.
 const SANDBOX_SIDE: &str = "vnode-ingress";
+/// The node's endpoint's name in `network inspect ingress`, and its key there (Docker's).
+pub const INGRESS_ENDPOINT_NAME: &str = "ingress-endpoint";
+pub const INGRESS_SANDBOX_KEY: &str = "ingress-sbox";
 /// The member name that keeps the `ingress` sandbox while no local task uses it.
 pub(super) const NODE_ENDPOINT_MEMBER: &str = "node-ingress-endpoint";
 
@@ -219,7 +222,8 @@ impl NodeNetworking {
             vtep: self.config.data_path_addr.unwrap_or(Ipv4Addr::UNSPECIFIED),
             service: String::new(),
             vip: None,
-            aliases: Vec::new(),
+            // What `network inspect ingress` calls it, as Docker does.
+            aliases: vec![INGRESS_ENDPOINT_NAME.to_string()],
         };
         if let Some(db) = self.db() {
             db.put_endpoint(endpoint.clone());

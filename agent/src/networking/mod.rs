@@ -23,6 +23,7 @@ mod mesh;
 mod remote;
 mod vip;
 
+pub use mesh::INGRESS_SANDBOX_KEY;
 pub use vip::ServiceDataplane;
 
 use std::{
