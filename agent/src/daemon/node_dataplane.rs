@@ -91,6 +91,17 @@ impl ServiceDataplane for SharedDataplane {
             .map(|dp| dp.dataplane.lb().table())
             .unwrap_or_default()
     }
+
+    fn mesh_table(&self) -> MeshTable {
+        let guard = self.lock();
+        let Some(dp) = guard.as_ref() else {
+            return MeshTable::default();
+        };
+        dp.dataplane.mesh().table().unwrap_or_else(|e| {
+            warn!(error = %e, "reading the published ports' maps");
+            MeshTable::default()
+        })
+    }
 }
 
 pub struct NodeDataplane {

@@ -169,7 +169,9 @@ impl NodeNetworking {
                 .remove(&(network_id.clone(), NODE_ENDPOINT_MEMBER.to_string()));
             self.release_network(&mut local, &network_id, NODE_ENDPOINT_MEMBER);
         }
-        self.refresh_mesh();
+        if let Err(e) = self.vips.apply_mesh(&MeshTable::default()) {
+            warn!(error = %e, "clearing the published ports");
+        }
     }
 
     /// Builds the node's endpoint on `ingress` (see the module docs) if it is not there yet
@@ -318,7 +320,9 @@ impl NodeNetworking {
         }
     }
 
-    /// The mesh's maps as they should be now; `None` without a data path.
+    /// The mesh's maps as they should be now; `None` while this agent has not heard of the
+    /// routing mesh (from the leader or its saved copy): then the maps are left as they are,
+    /// so a restarting agent does not stop serving what the previous one set up.
     fn mesh_table(&self) -> Option<MeshTable> {
         let mut table = MeshTable::default();
         // Until the ingress endpoint is there nothing is published, host mode included: the
@@ -331,8 +335,9 @@ impl NodeNetworking {
                 .map(|(name, _)| name.clone())
                 .collect();
             match (&state.mesh, &state.endpoint) {
+                (None, _) => return None,
                 (Some(mesh), Some((_, addr))) => (mesh.clone(), *addr, host_services),
-                _ => return Some(table),
+                (Some(_), None) => return Some(table),
             }
         };
         let Some(network) = &mesh.ingress else {
@@ -377,6 +382,13 @@ impl NodeNetworking {
         for e in self.visible_endpoints() {
             if e.network_id == network.id && e.vtep != Ipv4Addr::UNSPECIFIED {
                 table.vteps.insert(e.ip, e.vtep);
+            }
+        }
+        if !self.vips_settled() {
+            // After a restart the network DB starts empty while the VIP maps keep their
+            // backends: keep their VTEPs too until it has settled (see `vip.rs`).
+            for (ip, vtep) in self.vips.mesh_table().vteps {
+                table.vteps.entry(ip).or_insert(vtep);
             }
         }
         Some(table)

@@ -30,6 +30,8 @@ pub trait ServiceDataplane: Send + Sync {
     fn attach_mesh_reply(&self, netns: &Path, interface: &str) -> Result<(), String>;
     /// Makes the published ports' maps hold exactly `table`.
     fn apply_mesh(&self, table: &MeshTable) -> Result<(), String>;
+    /// What the published ports' maps hold now.
+    fn mesh_table(&self) -> MeshTable;
     /// Makes the maps hold exactly `table`.
     fn apply(&self, table: &LbTable) -> Result<ApplyReport, String>;
     /// What the maps hold now.
@@ -95,6 +97,14 @@ impl Vips {
             None => Ok(()),
         }
     }
+
+    /// What the published ports' maps hold now.
+    pub fn mesh_table(&self) -> MeshTable {
+        self.dataplane
+            .as_ref()
+            .map(|dp| dp.mesh_table())
+            .unwrap_or_default()
+    }
 }
 
 impl NodeNetworking {
@@ -132,8 +142,9 @@ impl NodeNetworking {
         }
     }
 
-    /// May backends be removed yet? See the module's comment.
-    fn vips_settled(&self) -> bool {
+    /// May backends be removed yet? See the module's comment. (The published ports' VTEPs
+    /// follow the same rule.)
+    pub(super) fn vips_settled(&self) -> bool {
         let mut state = self.vips.state();
         if state.settled {
             return true;
