@@ -77,8 +77,15 @@ pub fn send_to_vtep(
     };
     ip.check = ipv4_checksum(&ip);
     let vni = config.vni;
+    // Entropy only on the wire (ECMP); to our own socket one source port per client keeps the
+    // node's conntrack (which sees that local delivery) at one entry per client, not per flow.
+    let src_port = if local {
+        0xc000
+    } else {
+        0xc000 | (fold_entropy(entropy) & 0x3fff)
+    };
     let udp = UdpVxlan {
-        src_port: (0xc000 | (fold_entropy(entropy) & 0x3fff)).to_be(),
+        src_port: src_port.to_be(),
         dst_port: config.vxlan_port,
         len: (inner_len + 16).to_be(),
         check: 0,
