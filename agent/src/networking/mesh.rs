@@ -61,6 +61,8 @@ struct Inner {
     mesh: Option<RoutingMesh>,
     /// The (network ID, address) the ingress endpoint was built for.
     endpoint: Option<(String, Ipv4Addr)>,
+    /// Why it could not be built, last time.
+    endpoint_error: Option<String>,
     /// Host-mode tasks on this node: task ID -> (service name, gateway-bridge address).
     host_tasks: BTreeMap<String, (String, Ipv4Addr)>,
     /// Remote VTEPs, and when a datagram was last sent to each (see [`knock`]).
@@ -175,8 +177,9 @@ impl NodeNetworking {
     }
 
     /// Builds the node's endpoint on `ingress` (see the module docs) if it is not there yet
-    /// for the current network and address.
-    fn ensure_ingress_endpoint(&self) {
+    /// for the current network and address. Cheap when it is; also called every second, so
+    /// an attempt that failed is retried.
+    pub(super) fn ensure_ingress_endpoint(&self) {
         let (network, addr) = {
             let state = self.mesh.lock();
             let Some(mesh) = &state.mesh else { return };
@@ -212,7 +215,13 @@ impl NodeNetworking {
             Ok(())
         })();
         if let Err(e) = built {
-            warn!(error = %e, "published ports in ingress mode are not served on this node");
+            drop(local);
+            // Retried every second: said once per distinct failure.
+            let mut state = self.mesh.lock();
+            if state.endpoint_error.as_ref() != Some(&e) {
+                warn!(error = %e, "published ports are not served on this node");
+                state.endpoint_error = Some(e);
+            }
             return;
         }
         let endpoint = Endpoint {
@@ -236,7 +245,9 @@ impl NodeNetworking {
         );
         drop(local);
         info!(address = %addr, "ingress endpoint ready: published ports are served here");
-        self.mesh.lock().endpoint = Some((network.id, addr));
+        let mut state = self.mesh.lock();
+        state.endpoint = Some((network.id, addr));
+        state.endpoint_error = None;
     }
 
     /// A host-mode task came up on the gateway bridge at `gateway_ip` (its bridge port is

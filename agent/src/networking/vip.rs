@@ -176,6 +176,7 @@ pub async fn refresh_periodically(networking: Arc<NodeNetworking>) {
             last_expiry = Instant::now();
         }
         let done = tokio::task::spawn_blocking(move || {
+            n.ensure_ingress_endpoint();
             n.refresh_vips();
             n.refresh_mesh();
             if expire && let Some(dp) = &n.vips.dataplane {
