@@ -111,10 +111,17 @@ fn throughput() -> anyhow::Result<String> {
     let cluster = Cluster::start(1);
     cluster.form_swarm(1);
     cli(&cluster, 0, &["network", "create", NETWORK])?;
-    create_whoami(&cluster, NETWORK, "web", WEB_REPLICAS, WHOAMI_PORT, &[])?;
     create_whoami(
         &cluster,
-        NETWORK,
+        Some(NETWORK),
+        "web",
+        WEB_REPLICAS,
+        WHOAMI_PORT,
+        &[],
+    )?;
+    create_whoami(
+        &cluster,
+        Some(NETWORK),
         "rr",
         RR_REPLICAS,
         WHOAMI_PORT,
@@ -720,7 +727,14 @@ fn propagation() -> anyhow::Result<String> {
     let cluster = Cluster::start(3);
     cluster.form_swarm(1);
     cli(&cluster, 0, &["network", "create", NETWORK])?;
-    create_whoami(&cluster, NETWORK, "web", PROPAGATION_LOW, WHOAMI_PORT, &[])?;
+    create_whoami(
+        &cluster,
+        Some(NETWORK),
+        "web",
+        PROPAGATION_LOW,
+        WHOAMI_PORT,
+        &[],
+    )?;
     let mut placed = running(&cluster, "web", PROPAGATION_LOW)?;
     let network = network_id(&cluster, NETWORK)?;
     let asker = placed

@@ -18,7 +18,8 @@
 //! - `raft_writes`: Raft write throughput and commit latency with 3 managers.
 //! - `scheduler`: the orchestrator placing 1,000 replicas on 100 simulated nodes.
 //! - `service_create`: `service create --replicas 50` to all running, on 3 real nodes.
-//! - `support`: helpers the benchmarks share (commands in a netns, services on the fixture);
+//! - `support`: helpers the benchmarks share (commands in a netns, services on the fixture,
+//!   program-cost tables, wrk rounds and the HAProxy peer);
 //!   `nft_lb`: the kube-proxy-style nftables peer of the load balancer.
 #![allow(clippy::print_stdout, reason = "a benchmark's output is its report")]
 

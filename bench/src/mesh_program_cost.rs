@@ -384,12 +384,14 @@ enum Segment {
 }
 
 fn tcp(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, segment: Segment) -> Vec<u8> {
-    let builder =
-        PacketBuilder::ethernet2(mac(src), mac(dst)).ipv4(src.octets(), dst.octets(), 64);
+    let builder = PacketBuilder::ethernet2(mac(src), mac(dst)).ipv4(src.octets(), dst.octets(), 64);
     let (builder, payload): (_, &[u8]) = match segment {
         Segment::Syn => (builder.tcp(sport, dport, ISN, 64240).syn(), &[]),
         Segment::SynAck => (
-            builder.tcp(sport, dport, TASK_ISN, 64240).syn().ack(ISN + 1),
+            builder
+                .tcp(sport, dport, TASK_ISN, 64240)
+                .syn()
+                .ack(ISN + 1),
             &[],
         ),
         Segment::Data => (
