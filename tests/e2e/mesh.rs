@@ -5,7 +5,7 @@
 //! `--publish-add/--publish-rm`, and published ports kept through an agent SIGKILL.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     io::ErrorKind,
     net::{Ipv4Addr, SocketAddr},
     path::Path,
@@ -19,16 +19,9 @@ use shoal_tests::{
     wait_until,
 };
 
-use crate::support::{Placed, metric, ok, running};
-
-/// Who answered: whoami's `Hostname:` line, which is the task ID.
-fn served_by(report: &str) -> String {
-    report
-        .lines()
-        .find_map(|l| l.strip_prefix("Hostname: "))
-        .unwrap_or_else(|| panic!("no Hostname in {report:?}"))
-        .to_string()
-}
+use crate::support::{
+    Placed, ids, metric, new_connections, new_datagrams, ok, running, served_by, tally,
+};
 
 /// What whoami says the connection came from (`RemoteAddr: ip:port`).
 fn remote_addr(report: &str) -> Ipv4Addr {
@@ -59,26 +52,7 @@ fn node_addr(cluster: &Cluster, i: usize, port: u16) -> SocketAddr {
 
 /// Who answers `count` new TCP connections from the outside client to `to`, in order.
 fn from_client(cluster: &Cluster, to: SocketAddr, count: usize) -> Result<Vec<String>, String> {
-    let netns = cluster.client_ns().path();
-    (0..count)
-        .map(|i| {
-            http_from(Path::new(&netns), to)
-                .map(|r| served_by(&r))
-                .map_err(|e| format!("connection {i} to {to}: {e}"))
-        })
-        .collect()
-}
-
-fn tally(answers: &[String]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for a in answers {
-        *counts.entry(a.clone()).or_default() += 1;
-    }
-    counts
-}
-
-fn ids(tasks: &[Placed]) -> BTreeSet<String> {
-    tasks.iter().map(|t| t.id.clone()).collect()
+    new_connections(Path::new(&cluster.client_ns().path()), to, count)
 }
 
 /// Waits (at most `within`) until every node's port is answered by exactly `expected`.
@@ -170,18 +144,6 @@ fn every_node_serves_the_port_round_robin_over_the_tasks() {
     }
 }
 
-/// Who answers `count` datagrams, each from a new socket (a new flow), from the client.
-fn datagrams_from_client(cluster: &Cluster, to: SocketAddr, count: usize) -> Vec<String> {
-    let netns = cluster.client_ns().path();
-    (0..count)
-        .map(|i| {
-            udp_echo_from(Path::new(&netns), to, "hi")
-                .map(|r| served_by(&r))
-                .unwrap_or_else(|e| panic!("datagram {i} to {to}: {e}"))
-        })
-        .collect()
-}
-
 /// Whether a new connection from the client to `to` is refused (what a port nobody serves
 /// answers: the kernel's reset).
 fn refused(cluster: &Cluster, to: SocketAddr) -> Result<(), String> {
@@ -221,7 +183,8 @@ fn udp_ports_and_host_mode_ports() {
             .map(|_| ())
             .map_err(|e| e.to_string())
     });
-    let counts = tally(&datagrams_from_client(&cluster, to, 100));
+    let client = cluster.client_ns().path();
+    let counts = tally(&new_datagrams(Path::new(&client), to, 100).unwrap());
     assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), ids(&echo));
     for (task, n) in &counts {
         assert!((49..=51).contains(n), "{task} took {n} of 100: {counts:?}");

@@ -123,6 +123,31 @@ impl Seg {
         }
     }
 
+    /// The local task's SYN-ACK (ISN `seq`) to the node's ingress address, NAT port `dport`.
+    fn syn_ack_from_task(dport: u16, seq: u32) -> Seg {
+        Seg {
+            src: LOCAL_TASK,
+            dst: INGRESS_ADDR,
+            sport: 80,
+            dport,
+            seq,
+            syn: true,
+            ack: true,
+            fin: false,
+        }
+    }
+
+    /// The IP packet alone (what the reply program's output is compared on: the MACs are the
+    /// neighbour subsystem's business at redirect time).
+    fn ip_packet(&self) -> Vec<u8> {
+        self.frame([0; 6], [0; 6], b"")[14..].to_vec()
+    }
+
+    /// As the local task sends it into `ingress`.
+    fn as_task_sends(&self) -> Vec<u8> {
+        self.frame(mac(LOCAL_TASK), mac(INGRESS_ADDR), b"")
+    }
+
     fn data(self) -> Seg {
         Seg {
             seq: self.seq + 1,
@@ -254,22 +279,9 @@ fn ingress_connections_are_nated_and_sent_in_vxlan_and_replies_undone() {
     assert_eq!(event(&dp, MeshEvent::Forwarded), 1);
 
     // --- 2. the task's SYN-ACK, through the reply program: back to node:8080 -> client
-    let syn_ack = Seg {
-        src: LOCAL_TASK,
-        dst: INGRESS_ADDR,
-        sport: 80,
-        dport: 40000,
-        seq: 5000,
-        syn: true,
-        ack: true,
-        fin: false,
-    };
+    let syn_ack = Seg::syn_ack_from_task(40000, 5000);
     let out = dp
-        .test_run(
-            programs::TC_MESH_REPLY,
-            &syn_ack.frame(mac(LOCAL_TASK), mac(INGRESS_ADDR), b""),
-            1,
-        )
+        .test_run(programs::TC_MESH_REPLY, &syn_ack.as_task_sends(), 1)
         .unwrap();
     assert_eq!(
         out.return_value, TC_ACT_REDIRECT,
@@ -285,7 +297,7 @@ fn ingress_connections_are_nated_and_sent_in_vxlan_and_replies_undone() {
     // MACs are the neighbour subsystem's business at redirect time: only L3 and up is ours.
     assert_eq!(
         out.data_out[14..],
-        undone.frame(mac(LOCAL_TASK), mac(INGRESS_ADDR), b"")[14..],
+        undone.ip_packet()[..],
         "reply un-NAT-ed"
     );
     assert_eq!(event(&dp, MeshEvent::Replied), 1);
@@ -380,22 +392,9 @@ fn a_clashing_client_port_gets_another_nat_port() {
         "checksums right with the new port"
     );
     // The answer to that NAT port goes to the second client, port 41000.
-    let answer = Seg {
-        src: LOCAL_TASK,
-        dst: INGRESS_ADDR,
-        sport: 80,
-        dport: nat_port,
-        seq: 9000,
-        syn: true,
-        ack: true,
-        fin: false,
-    };
+    let answer = Seg::syn_ack_from_task(nat_port, 9000);
     let out = dp
-        .test_run(
-            programs::TC_MESH_REPLY,
-            &answer.frame(mac(LOCAL_TASK), mac(INGRESS_ADDR), b""),
-            1,
-        )
+        .test_run(programs::TC_MESH_REPLY, &answer.as_task_sends(), 1)
         .unwrap();
     assert_eq!(out.return_value, TC_ACT_REDIRECT);
     let undone = Seg {
@@ -405,10 +404,7 @@ fn a_clashing_client_port_gets_another_nat_port() {
         dport: 41000,
         ..answer
     };
-    assert_eq!(
-        out.data_out[14..],
-        undone.frame(mac(LOCAL_TASK), mac(INGRESS_ADDR), b"")[14..]
-    );
+    assert_eq!(out.data_out[14..], undone.ip_packet()[..]);
 }
 
 #[test]
@@ -635,16 +631,11 @@ fn closed_mesh_flows_are_forgotten_and_quiet_open_ones_kept() {
         XDP_PASS
     );
     let task_fin = Seg {
-        src: LOCAL_TASK,
-        dst: INGRESS_ADDR,
-        sport: 80,
-        dport: 42000,
-        seq: 5000,
         syn: false,
-        ack: true,
         fin: true,
+        ..Seg::syn_ack_from_task(42000, 5000)
     }
-    .frame(mac(LOCAL_TASK), mac(INGRESS_ADDR), b"");
+    .as_task_sends();
     assert_eq!(
         dp.test_run(programs::TC_MESH_REPLY, &task_fin, 1)
             .unwrap()

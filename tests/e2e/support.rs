@@ -1,17 +1,17 @@
 //! Helpers the end-to-end modules share: CLI calls that must succeed, a service's running
-//! tasks, a sandbox's FDB, metrics.
+//! tasks, a sandbox's FDB, metrics, and who of `shoal whoami`'s tasks answers.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddr},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
 use shoal_tests::{
     Cluster,
-    task_net::{sandbox_netns, task_netns},
+    task_net::{http_from, sandbox_netns, task_netns, udp_echo_from},
     wait_until,
 };
 
@@ -119,4 +119,49 @@ pub fn metric(cluster: &Cluster, i: usize, series: &str) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Who answered: whoami's `Hostname:` line, which is the task ID.
+pub fn served_by(report: &str) -> String {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix("Hostname: "))
+        .unwrap_or_else(|| panic!("no Hostname in {report:?}"))
+        .to_string()
+}
+
+/// The IDs of `tasks`.
+pub fn ids(tasks: &[Placed]) -> BTreeSet<String> {
+    tasks.iter().map(|t| t.id.clone()).collect()
+}
+
+/// Who answers `count` new TCP connections from `netns` to `to`, in order.
+pub fn new_connections(netns: &Path, to: SocketAddr, count: usize) -> Result<Vec<String>, String> {
+    (0..count)
+        .map(|i| {
+            http_from(netns, to)
+                .map(|r| served_by(&r))
+                .map_err(|e| format!("connection {i} to {to}: {e}"))
+        })
+        .collect()
+}
+
+/// Who answers `count` datagrams to `to`, each from a new socket (a new flow), from `netns`.
+pub fn new_datagrams(netns: &Path, to: SocketAddr, count: usize) -> Result<Vec<String>, String> {
+    (0..count)
+        .map(|i| {
+            udp_echo_from(netns, to, "hi")
+                .map(|r| served_by(&r))
+                .map_err(|e| format!("datagram {i} to {to}: {e}"))
+        })
+        .collect()
+}
+
+/// How many answers each task gave.
+pub fn tally(answers: &[String]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for a in answers {
+        *counts.entry(a.clone()).or_default() += 1;
+    }
+    counts
 }

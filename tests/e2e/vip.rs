@@ -14,22 +14,15 @@ use std::{
 use shoal_tests::{
     Cluster, Cut,
     agent::shoal_bin,
-    task_net::{http_from, http_get, tcp_connect, udp_echo_from},
+    task_net::{http_from, http_get, tcp_connect},
     wait_until,
 };
 
-use crate::support::{Placed, metric, ok, running};
+use crate::support::{
+    Placed, ids, metric, new_connections, new_datagrams, ok, running, served_by, tally,
+};
 
 const PORT: u16 = 8080;
-
-/// Who answered: whoami's `Hostname:` line, which is the task ID.
-fn served_by(report: &str) -> String {
-    report
-        .lines()
-        .find_map(|l| l.strip_prefix("Hostname: "))
-        .unwrap_or_else(|| panic!("no Hostname in {report:?}"))
-        .to_string()
-}
 
 fn create_service(cluster: &Cluster, name: &str, extra: &[&str]) {
     let bin = shoal_bin().display().to_string();
@@ -48,40 +41,6 @@ fn vip_of(cluster: &Cluster, service: &str) -> Ipv4Addr {
         .as_str()
         .unwrap_or_else(|| panic!("{service} has no VIP: {inspect:?}"));
     addr.split('/').next().unwrap().parse().unwrap()
-}
-
-fn ids(tasks: &[Placed]) -> BTreeSet<String> {
-    tasks.iter().map(|t| t.id.clone()).collect()
-}
-
-/// Who answers `count` new TCP connections from `netns` to `to`, in order.
-fn new_connections(netns: &Path, to: SocketAddr, count: usize) -> Result<Vec<String>, String> {
-    (0..count)
-        .map(|i| {
-            http_from(netns, to)
-                .map(|r| served_by(&r))
-                .map_err(|e| format!("connection {i}: {e}"))
-        })
-        .collect()
-}
-
-/// Who answers `count` datagrams, each from a new socket (a new flow), from `netns`.
-fn new_datagrams(netns: &Path, to: SocketAddr, count: usize) -> Result<Vec<String>, String> {
-    (0..count)
-        .map(|i| {
-            udp_echo_from(netns, to, "hi")
-                .map(|r| served_by(&r))
-                .map_err(|e| format!("datagram {i}: {e}"))
-        })
-        .collect()
-}
-
-fn tally(answers: &[String]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for a in answers {
-        *counts.entry(a.clone()).or_default() += 1;
-    }
-    counts
 }
 
 /// Waits (at most `within`) until `n` new connections are answered by exactly `expected`.
