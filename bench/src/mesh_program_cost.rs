@@ -93,12 +93,8 @@ fn mesh() -> anyhow::Result<Dataplane> {
     dp.lb_mut()
         .apply(&table)
         .context("programming the frontends")?;
-    let published = |frontend: Ipv4Addr, target: u16, mode| PublishedPort {
-        frontend: raw(frontend),
-        target_port: target.to_be(),
-        mode,
-        pad: 0,
-    };
+    let published =
+        |frontend: Ipv4Addr, target, mode| PublishedPort::new(frontend.octets(), target, mode);
     let mesh = MeshTable {
         config: MeshConfig {
             ingress_ip: raw(INGRESS_ADDR),
@@ -111,11 +107,11 @@ fn mesh() -> anyhow::Result<Dataplane> {
         addrs: [NODE].into(),
         ports: [
             (
-                port_key(PUBLISHED, PROTO_TCP),
+                PortKey::new(PUBLISHED, PROTO_TCP),
                 published(INGRESS_VIP, TARGET, MODE_INGRESS),
             ),
             (
-                port_key(HOST_PUBLISHED, PROTO_UDP),
+                PortKey::new(HOST_PUBLISHED, PROTO_UDP),
                 published(host_key, HOST_TARGET, MODE_HOST),
             ),
         ]
@@ -350,14 +346,6 @@ impl Counted {
 
 fn raw(ip: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(ip.octets())
-}
-
-fn port_key(port: u16, proto: u8) -> PortKey {
-    PortKey {
-        port: port.to_be(),
-        proto,
-        pad: 0,
-    }
 }
 
 /// The MAC a frame from `ip` carries: the client's and the node's on the underlay, the

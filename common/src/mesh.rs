@@ -102,6 +102,17 @@ pub struct PortKey {
 }
 const _: () = assert!(core::mem::size_of::<PortKey>() == 4);
 
+impl PortKey {
+    /// The key of `port` (host order) for protocol `proto`.
+    pub const fn new(port: u16, proto: u8) -> PortKey {
+        PortKey {
+            port: port.to_be(),
+            proto,
+            pad: 0,
+        }
+    }
+}
+
 /// [`PublishedPort::mode`] and [`MeshFlow::mode`]: balanced over the cluster, source NAT-ed.
 pub const MODE_INGRESS: u8 = 1;
 /// [`PublishedPort::mode`] and [`MeshFlow::mode`]: this node's tasks only, source kept.
@@ -121,6 +132,18 @@ pub struct PublishedPort {
     pub pad: u8,
 }
 const _: () = assert!(core::mem::size_of::<PublishedPort>() == 8);
+
+impl PublishedPort {
+    /// A port served by `frontend`'s backends on `target_port` (host order), in `mode`.
+    pub const fn new(frontend: [u8; 4], target_port: u16, mode: u8) -> PublishedPort {
+        PublishedPort {
+            frontend: u32::from_ne_bytes(frontend),
+            target_port: target_port.to_be(),
+            mode,
+            pad: 0,
+        }
+    }
+}
 
 /// The `lb` key of a host-mode port: `0.<proto>.<port>` (network order when used as a key).
 pub const fn host_frontend(port: u16, proto: u8) -> [u8; 4] {

@@ -80,27 +80,28 @@ impl Mesh {
     /// Makes the maps hold exactly `desired`: VTEPs and addresses before the ports that need
     /// them, ports that go before the VTEPs they used.
     pub fn apply(&mut self, desired: &MeshTable) -> Result<(), Error> {
-        let current = self.table()?;
-        if current == *desired {
-            return Ok(());
-        }
-        if current.config != desired.config {
-            self.config
-                .set(0, desired.config, 0)
-                .map_err(map_error(CONFIG_MAP))?;
-        }
+        // Each map is read once; what differs is written.
+        let config = self.config.get(&0, 0).map_err(map_error(CONFIG_MAP))?;
+        let current_vteps = entries(&self.vteps, VTEPS_MAP)?;
+        let current_addrs = entries(&self.addrs, ADDRS_MAP)?;
+        let current_ports = entries(&self.ports, PORTS_MAP)?;
         let vteps: BTreeMap<u32, u32> = desired
             .vteps
             .iter()
             .map(|(k, v)| (octets(*k), octets(*v)))
             .collect();
         let addrs: BTreeMap<u32, u32> = desired.addrs.iter().map(|a| (octets(*a), 1)).collect();
-        add_changed(&mut self.vteps, &vteps, VTEPS_MAP)?;
-        add_changed(&mut self.addrs, &addrs, ADDRS_MAP)?;
-        add_changed(&mut self.ports, &desired.ports, PORTS_MAP)?;
-        remove_others(&mut self.ports, &desired.ports, PORTS_MAP)?;
-        remove_others(&mut self.addrs, &addrs, ADDRS_MAP)?;
-        remove_others(&mut self.vteps, &vteps, VTEPS_MAP)?;
+        if config != desired.config {
+            self.config
+                .set(0, desired.config, 0)
+                .map_err(map_error(CONFIG_MAP))?;
+        }
+        add_changed(&mut self.vteps, &current_vteps, &vteps, VTEPS_MAP)?;
+        add_changed(&mut self.addrs, &current_addrs, &addrs, ADDRS_MAP)?;
+        add_changed(&mut self.ports, &current_ports, &desired.ports, PORTS_MAP)?;
+        remove_others(&mut self.ports, &current_ports, &desired.ports, PORTS_MAP)?;
+        remove_others(&mut self.addrs, &current_addrs, &addrs, ADDRS_MAP)?;
+        remove_others(&mut self.vteps, &current_vteps, &vteps, VTEPS_MAP)?;
         Ok(())
     }
 
@@ -206,13 +207,13 @@ fn entries<K: aya::Pod + Ord, V: aya::Pod>(
         .map_err(map_error(name))
 }
 
-/// Writes the entries of `desired` that are missing or different.
+/// Writes the entries of `desired` that `current` (the map's contents) lacks or has otherwise.
 fn add_changed<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
     map: &mut HashMap<MapData, K, V>,
+    current: &BTreeMap<K, V>,
     desired: &BTreeMap<K, V>,
     name: &'static str,
 ) -> Result<(), Error> {
-    let current = entries(map, name)?;
     for (k, v) in desired {
         if current.get(k) != Some(v) {
             map.insert(k, v, 0).map_err(map_error(name))?;
@@ -221,18 +222,17 @@ fn add_changed<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
     Ok(())
 }
 
-/// Removes the entries `desired` does not have.
+/// Removes the entries of `current` (the map's contents) that `desired` does not have.
 fn remove_others<K: aya::Pod + Ord, V: aya::Pod>(
     map: &mut HashMap<MapData, K, V>,
+    current: &BTreeMap<K, V>,
     desired: &BTreeMap<K, V>,
     name: &'static str,
 ) -> Result<(), Error> {
-    for k in keys(map, name)? {
-        if !desired.contains_key(&k) {
-            match map.remove(&k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_error(name)(e)),
-            }
+    for k in current.keys().filter(|k| !desired.contains_key(k)) {
+        match map.remove(k) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_error(name)(e)),
         }
     }
     Ok(())

@@ -46,14 +46,6 @@ fn raw(ip: Ipv4Addr) -> u32 {
     u32::from_ne_bytes(ip.octets())
 }
 
-fn port_key(port: u16, proto: u8) -> PortKey {
-    PortKey {
-        port: port.to_be(),
-        proto,
-        pad: 0,
-    }
-}
-
 /// A dataplane with: TCP 8080 -> 80 in ingress mode over a local and a remote task, UDP 5353
 /// -> 53 in host mode on a local task, and TCP 8081 in ingress mode with no task at all.
 fn mesh() -> Dataplane {
@@ -67,12 +59,8 @@ fn mesh() -> Dataplane {
     ]
     .into();
     dp.lb_mut().apply(&table).expect("lb table");
-    let published = |frontend: Ipv4Addr, target: u16, mode| PublishedPort {
-        frontend: raw(frontend),
-        target_port: target.to_be(),
-        mode,
-        pad: 0,
-    };
+    let published =
+        |frontend: Ipv4Addr, target, mode| PublishedPort::new(frontend.octets(), target, mode);
     let mesh = MeshTable {
         config: MeshConfig {
             ingress_ip: raw(INGRESS_ADDR),
@@ -84,9 +72,15 @@ fn mesh() -> Dataplane {
         },
         addrs: BTreeSet::from([NODE]),
         ports: [
-            (port_key(8080, 6), published(INGRESS_VIP, 80, MODE_INGRESS)),
-            (port_key(5353, 17), published(host_key, 53, MODE_HOST)),
-            (port_key(8081, 6), published(no_task_vip, 80, MODE_INGRESS)),
+            (
+                PortKey::new(8080, 6),
+                published(INGRESS_VIP, 80, MODE_INGRESS),
+            ),
+            (PortKey::new(5353, 17), published(host_key, 53, MODE_HOST)),
+            (
+                PortKey::new(8081, 6),
+                published(no_task_vip, 80, MODE_INGRESS),
+            ),
         ]
         .into(),
         vteps: [(LOCAL_TASK, NODE), (REMOTE_TASK, OTHER_NODE)].into(),

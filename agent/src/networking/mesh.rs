@@ -376,17 +376,8 @@ impl NodeNetworking {
                     ),
                 };
                 table.ports.insert(
-                    PortKey {
-                        port: port.published.to_be(),
-                        proto,
-                        pad: 0,
-                    },
-                    PublishedPort {
-                        frontend: raw(frontend),
-                        target_port: port.target.to_be(),
-                        mode,
-                        pad: 0,
-                    },
+                    PortKey::new(port.published, proto),
+                    PublishedPort::new(frontend.octets(), port.target, mode),
                 );
             }
         }

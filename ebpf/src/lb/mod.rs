@@ -130,6 +130,37 @@ struct TcpSegment {
     closing: u32,
 }
 
+/// An IPv4 TCP/UDP packet's headers, and the key of the reply entry it would belong to
+/// (its 5-tuple as seen, direction [`FLOW_REPLY`]); `None` for anything else. What the
+/// reply hooks (VIP and published ports) look up for every packet.
+#[inline(always)]
+pub(crate) fn as_reply(ctx: &TcContext) -> Option<(Ipv4Flow, FlowKey)> {
+    if ctx.load::<u16>(ETH_TYPE).ok()? != ETH_P_IP {
+        return None;
+    }
+    let flow = ipv4_flow(ctx).ok()?;
+    let key = FlowKey {
+        src_ip: flow.src_ip,
+        dst_ip: flow.dst_ip,
+        src_port: flow.src_port,
+        dst_port: flow.dst_port,
+        proto: flow.proto,
+        direction: FLOW_REPLY,
+        pad: [0; 2],
+    };
+    Some((flow, key))
+}
+
+/// The flow-entry flags (FIN, RST) the packet carries: 0 for UDP.
+#[inline(always)]
+pub(crate) fn closing_of(ctx: &TcContext, flow: &Ipv4Flow) -> u32 {
+    if flow.proto == PROTO_TCP {
+        ctx.load::<u8>(flow.l4 + TCP_FLAGS).map_or(0, closing_bits)
+    } else {
+        0
+    }
+}
+
 /// The flow-entry flags a TCP segment's flags set.
 #[inline(always)]
 pub(crate) fn closing_bits(tcp_flags: u8) -> u32 {
@@ -366,31 +397,13 @@ fn reply_key(flow: &Ipv4Flow, state: &FlowState) -> FlowKey {
 /// to a balanced flow gets the VIP back as its source.
 #[inline(always)]
 pub fn to_task(ctx: &TcContext) -> i32 {
-    match ctx.load::<u16>(ETH_TYPE) {
-        Ok(ethertype) if ethertype == ETH_P_IP => {}
-        _ => return PASS,
-    }
-    let Ok(flow) = ipv4_flow(ctx) else {
+    let Some((flow, key)) = as_reply(ctx) else {
         return PASS;
-    };
-    let key = FlowKey {
-        src_ip: flow.src_ip,
-        dst_ip: flow.dst_ip,
-        src_port: flow.src_port,
-        dst_port: flow.dst_port,
-        proto: flow.proto,
-        direction: FLOW_REPLY,
-        pad: [0; 2],
     };
     let Some((state, entry)) = find_flow(&key) else {
         return PASS;
     };
-    let closing = if flow.proto == PROTO_TCP {
-        ctx.load::<u8>(flow.l4 + TCP_FLAGS).map_or(0, closing_bits)
-    } else {
-        0
-    };
-    touch(entry, closing);
+    touch(entry, closing_of(ctx, &flow));
     count_event(LbEvent::ReplyNat);
     count_traffic(
         state.service_id,

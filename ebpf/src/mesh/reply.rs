@@ -11,15 +11,12 @@ use aya_ebpf::{
     helpers::{bpf_ktime_get_coarse_ns, bpf_redirect_neigh},
     programs::TcContext,
 };
-use shoal_common::{
-    lb::{FLOW_REPLY, FlowKey},
-    mesh::MeshEvent,
-};
+use shoal_common::mesh::MeshEvent;
 
 use super::maps::{config, count_event, find_flow, touch};
 use crate::lb::{
     self,
-    headers::{ETH_P_IP, ETH_TYPE, IP_DST, IP_SRC, L4_DST_PORT, L4_SRC_PORT, PROTO_TCP, TCP_FLAGS},
+    headers::{IP_DST, IP_SRC, L4_DST_PORT, L4_SRC_PORT},
     nat,
 };
 
@@ -28,21 +25,8 @@ const DROP: i32 = TC_ACT_SHOT as i32;
 
 #[inline(always)]
 pub fn from_backend(ctx: &TcContext) -> i32 {
-    match ctx.load::<u16>(ETH_TYPE) {
-        Ok(ethertype) if ethertype == ETH_P_IP => {}
-        _ => return PASS,
-    }
-    let Ok(flow) = lb::headers::ipv4_flow(ctx) else {
+    let Some((flow, key)) = lb::as_reply(ctx) else {
         return PASS;
-    };
-    let key = FlowKey {
-        src_ip: flow.src_ip,
-        dst_ip: flow.dst_ip,
-        src_port: flow.src_port,
-        dst_port: flow.dst_port,
-        proto: flow.proto,
-        direction: FLOW_REPLY,
-        pad: [0; 2],
     };
     let Some((state, entry)) = find_flow(&key) else {
         return PASS;
@@ -50,12 +34,7 @@ pub fn from_backend(ctx: &TcContext) -> i32 {
     let Some(config) = config() else {
         return PASS;
     };
-    let closing = if flow.proto == PROTO_TCP {
-        ctx.load::<u8>(flow.l4 + TCP_FLAGS)
-            .map_or(0, lb::closing_bits)
-    } else {
-        0
-    };
+    let closing = lb::closing_of(ctx, &flow);
     // SAFETY: plain helper call.
     touch(entry, closing, unsafe { bpf_ktime_get_coarse_ns() });
     count_event(MeshEvent::Replied);
