@@ -7,18 +7,26 @@
 //! - [`loader`]: [`Dataplane`], which loads the object with its maps pinned per node and
 //!   attaches programs to interfaces (XDP on the underlay, tc on task-facing veths).
 //! - [`stats`]: typed handle on the per-CPU packet counters.
+//! - `maps`: what every owner of the object's maps uses (taking a map, naming it in errors,
+//!   per-CPU zeros and sums, addresses in the maps' byte order).
+//! - `flow_lifetime`: when a flow's conntrack entries may be forgotten (linger, UDP idle, a
+//!   flow's other entry) and the programs' monotonic clock; shared by [`lb`] (which re-exports
+//!   its public items) and [`mesh`].
 //! - [`lb`]: [`LoadBalancer`], the service VIP maps kept equal to a desired table, and their
 //!   counters.
 //! - [`mesh`]: [`Mesh`], the published ports' maps (ingress routing mesh, host mode).
 //! - [`bpffs`]: mounting bpffs and the per-node pin directory.
 //! - [`netns`]: running code inside another network namespace, on a thread of its own.
-//! - [`overlay`]: overlay sandboxes (bridge + VXLAN netns), task veths, remote endpoints.
+//! - [`overlay`]: overlay sandboxes (bridge + VXLAN netns), task veths, remote endpoints, and
+//!   the node's gateway bridge with its masquerade.
 //! - [`error`]: the crate's error type.
 
 pub mod bpffs;
 pub mod error;
+mod flow_lifetime;
 pub mod lb;
 pub mod loader;
+mod maps;
 pub mod mesh;
 pub mod netns;
 pub mod object;

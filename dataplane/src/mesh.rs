@@ -21,7 +21,8 @@ use shoal_common::{
 
 use crate::{
     error::Error,
-    lb::{CLOSED_FLOW_LINGER, addr, flow_is_over, map_error, octets, take},
+    flow_lifetime::{CLOSED_FLOW_LINGER, flow_is_over},
+    maps::{addr, map_error, octets, take},
 };
 
 /// What the mesh should do on this node.

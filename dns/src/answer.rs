@@ -22,20 +22,11 @@ use tracing::debug;
 use crate::forward::QueryFlags;
 use crate::records::{Records, Resolution};
 use crate::stats::{Counters, bump};
-
-/// TTL of every record shoal answers, as Swarm's.
-pub(crate) const TTL: u32 = 600;
-
-/// The most we put in one UDP response whatever payload size the client advertises: more risks
-/// fragmentation and buys nothing for the answers a task asks for.
-pub(crate) const MAX_UDP_RESPONSE: u16 = 4096;
-
-/// The UDP payload size our OPT record advertises (the DNS flag day 2020 value).
-pub(crate) const ADVERTISED_PAYLOAD: u16 = 1232;
+use crate::wire::{ADVERTISED_PAYLOAD, MAX_UDP_RESPONSE, TTL};
 
 /// How the message reached us; decides the response size limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Transport {
+pub(crate) enum ReceivedOver {
     Udp,
     Tcp,
 }
@@ -64,8 +55,13 @@ pub(crate) struct Answerer<'a> {
 }
 
 impl Answerer<'_> {
-    /// Decides what `bytes`, received from `src` over `transport`, gets. Never panics.
-    pub(crate) fn handle(&self, bytes: &[u8], src: SocketAddr, transport: Transport) -> Action {
+    /// Decides what `bytes`, received from `src` over `received_over`, gets. Never panics.
+    pub(crate) fn handle(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        received_over: ReceivedOver,
+    ) -> Action {
         let counters = self.counters;
         let Ok(header) = Header::read(&mut BinDecoder::new(bytes)) else {
             bump(&counters.malformed);
@@ -85,9 +81,9 @@ impl Answerer<'_> {
             bump(&counters.malformed);
             return reply(header_only(&header.metadata, ResponseCode::FormErr));
         }
-        let protocol = match transport {
-            Transport::Udp => Protocol::Udp,
-            Transport::Tcp => Protocol::Tcp,
+        let protocol = match received_over {
+            ReceivedOver::Udp => Protocol::Udp,
+            ReceivedOver::Tcp => Protocol::Tcp,
         };
         let request = match Request::from_bytes(bytes.to_vec(), src, protocol) {
             Ok(request) => request,
@@ -97,7 +93,10 @@ impl Answerer<'_> {
                 return reply(header_only(&header.metadata, ResponseCode::FormErr));
             }
         };
-        let pending = Pending { request, transport };
+        let pending = Pending {
+            request,
+            received_over,
+        };
         if pending
             .request
             .edns
@@ -179,7 +178,7 @@ fn header_only(request: &Metadata, rcode: ResponseCode) -> Option<Vec<u8>> {
 #[derive(Debug)]
 pub(crate) struct Pending {
     request: Request,
-    transport: Transport,
+    received_over: ReceivedOver,
 }
 
 impl Pending {
@@ -269,9 +268,9 @@ impl Pending {
             ours.set_dnssec_ok(client.flags().dnssec_ok);
             ours
         });
-        let max_size = match self.transport {
-            Transport::Udp => request.max_payload().min(MAX_UDP_RESPONSE),
-            Transport::Tcp => u16::MAX,
+        let max_size = match self.received_over {
+            ReceivedOver::Udp => request.max_payload().min(MAX_UDP_RESPONSE),
+            ReceivedOver::Tcp => u16::MAX,
         };
         let response = MessageResponseBuilder::new(&request.queries, edns.as_ref()).build(
             metadata,
@@ -351,18 +350,18 @@ mod tests {
             }
         }
 
-        fn handle(&self, bytes: &[u8], transport: Transport) -> Action {
+        fn handle(&self, bytes: &[u8], received_over: ReceivedOver) -> Action {
             Answerer {
                 records: &self.records,
                 scope: &self.scope,
                 counters: &self.counters,
                 can_forward: self.can_forward,
             }
-            .handle(bytes, "127.0.0.1:5353".parse().unwrap(), transport)
+            .handle(bytes, "127.0.0.1:5353".parse().unwrap(), received_over)
         }
 
         fn reply(&self, bytes: &[u8]) -> Message {
-            match self.handle(bytes, Transport::Udp) {
+            match self.handle(bytes, ReceivedOver::Udp) {
                 Action::Reply(out) => Message::from_vec(&out).unwrap(),
                 other => panic!("expected a reply, got {other:?}"),
             }
@@ -454,7 +453,7 @@ mod tests {
             ("9.9.9.9.in-addr.arpa.", RecordType::PTR),
             ("example.com.", RecordType::A),
         ] {
-            match f.handle(&bytes(&query(name, qtype)), Transport::Udp) {
+            match f.handle(&bytes(&query(name, qtype)), ReceivedOver::Udp) {
                 Action::Forward(p) => {
                     assert_eq!(
                         p.question().map(|q| q.name().to_ascii()).as_deref(),
@@ -543,11 +542,14 @@ mod tests {
     #[test]
     fn short_messages_and_responses_are_dropped_and_counted() {
         let f = Fixture::new();
-        assert!(matches!(f.handle(&[1, 2, 3], Transport::Udp), Action::Drop));
+        assert!(matches!(
+            f.handle(&[1, 2, 3], ReceivedOver::Udp),
+            Action::Drop
+        ));
         let mut response = query("web.", RecordType::A);
         response.metadata.message_type = MessageType::Response;
         assert!(matches!(
-            f.handle(&bytes(&response), Transport::Udp),
+            f.handle(&bytes(&response), ReceivedOver::Udp),
             Action::Drop
         ));
         assert_eq!(f.counters.snapshot().malformed, 2);
@@ -585,14 +587,14 @@ mod tests {
             endpoints,
         );
         let q = bytes(&query("big.", RecordType::A));
-        let Action::Reply(udp) = f.handle(&q, Transport::Udp) else {
+        let Action::Reply(udp) = f.handle(&q, ReceivedOver::Udp) else {
             panic!("expected a UDP reply");
         };
         assert!(udp.len() <= 512, "UDP response is {} bytes", udp.len());
         let udp = Message::from_vec(&udp).unwrap();
         assert!(udp.metadata.truncation);
         assert!(udp.answers.len() < 100);
-        let Action::Reply(tcp) = f.handle(&q, Transport::Tcp) else {
+        let Action::Reply(tcp) = f.handle(&q, ReceivedOver::Tcp) else {
             panic!("expected a TCP reply");
         };
         let tcp = Message::from_vec(&tcp).unwrap();
@@ -606,7 +608,7 @@ mod tests {
         let f = Fixture::new();
         let Action::Forward(pending) = f.handle(
             &bytes(&query("Example.COM.", RecordType::A)),
-            Transport::Udp,
+            ReceivedOver::Udp,
         ) else {
             panic!("expected forward");
         };

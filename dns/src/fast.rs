@@ -13,9 +13,9 @@ use std::net::Ipv4Addr;
 
 use rand::seq::SliceRandom;
 
-use crate::answer::{ADVERTISED_PAYLOAD, MAX_UDP_RESPONSE, TTL};
 use crate::records::{Records, Resolution};
 use crate::stats::{Counters, bump};
+use crate::wire::{ADVERTISED_PAYLOAD, MAX_UDP_RESPONSE, TTL};
 
 /// Answers beyond this take the general path (hickory stops compressing names after 120).
 const MAX_ANSWERS: usize = 64;
@@ -244,7 +244,7 @@ mod tests {
 
     use super::*;
     use crate::DnsCounters;
-    use crate::answer::{Action, Answerer, Transport};
+    use crate::answer::{Action, Answerer, ReceivedOver};
     use crate::records::{EndpointRecord, NetworkInfo};
 
     /// front (n1): `web` (VIP 10.0.1.2, 3 tasks), dnsrr `db` (4), `solo` (1), `big` (40),
@@ -307,7 +307,7 @@ mod tests {
             counters: &slow_counters,
             can_forward: true,
         }
-        .handle(query, "127.0.0.1:5353".parse().unwrap(), Transport::Udp);
+        .handle(query, "127.0.0.1:5353".parse().unwrap(), ReceivedOver::Udp);
         Outcome {
             fast,
             fast_counted: fast_counters.snapshot(),

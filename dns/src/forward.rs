@@ -15,7 +15,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
 use tracing::debug;
 
-use crate::answer::ADVERTISED_PAYLOAD;
+use crate::wire::ADVERTISED_PAYLOAD;
 
 /// Receive buffer for upstream UDP replies. We advertise [`ADVERTISED_PAYLOAD`] upstream, so a
 /// well-behaved upstream never sends more; a longer datagram is cut and fails to parse.

@@ -1,5 +1,5 @@
-//! The node-wide server: configuration, records and counters shared by every task, the thread
-//! that serves them all, and the handle that keeps one task's sockets served.
+//! The node-wide server: the thread that serves every task, and the handle that keeps one
+//! task's sockets served.
 //!
 //! Every task's sockets are served on one thread with a single-threaded runtime of its own,
 //! as dnsmasq serves from one loop: on a multi-threaded runtime, the workers kept handing a
@@ -10,54 +10,24 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
+use crate::node::{NodeShared, ServerConfig};
 use crate::records::RecordsView;
 use crate::stats::{Counters, DnsCounters};
-use crate::transport::{self, TaskState};
-
-/// How the server forwards and what it bounds.
-#[derive(Clone, Debug)]
-pub struct ServerConfig {
-    /// Resolvers for names that are not shoal's, tried in order (the host's resolv.conf).
-    pub upstreams: Vec<SocketAddr>,
-    /// Budget for one forwarded query across all upstreams, from its arrival; then SERVFAIL.
-    pub upstream_timeout: Duration,
-    /// Forwards in flight per task; beyond it queries to forward get REFUSED, so a flood costs
-    /// bounded memory and sockets.
-    pub max_pending_forwards: usize,
-    /// Open TCP connections per task; extra connections are closed at once.
-    pub max_tcp_connections: usize,
-    /// A TCP connection that sends no complete message for this long is closed.
-    pub tcp_idle_timeout: Duration,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            upstreams: Vec::new(),
-            upstream_timeout: Duration::from_secs(2),
-            max_pending_forwards: 128,
-            max_tcp_connections: 16,
-            tcp_idle_timeout: Duration::from_secs(5),
-        }
-    }
-}
+use crate::transport::{self, ServedTask};
 
 /// One per node: every task's sockets are served against the same records and counters, each
 /// with that task's own scope.
 #[derive(Debug)]
 pub struct DnsServer {
-    pub(crate) config: ServerConfig,
+    /// Configuration, records and counters, read by every task's loops.
+    node: Arc<NodeShared>,
     /// The serving thread's runtime; the thread ends when the server is dropped.
     runtime: tokio::runtime::Handle,
     _stop: tokio::sync::oneshot::Sender<()>,
-    /// Swapped by the agent; read on every query.
-    pub(crate) records: Arc<RecordsView>,
-    pub(crate) counters: Counters,
 }
 
 impl DnsServer {
@@ -77,11 +47,13 @@ impl DnsServer {
                 let _ = runtime.block_on(stopped);
             })?;
         Ok(Arc::new(DnsServer {
-            config,
+            node: Arc::new(NodeShared {
+                config,
+                records,
+                counters: Counters::default(),
+            }),
             runtime: handle,
             _stop: stop,
-            records,
-            counters: Counters::default(),
         }))
     }
 
@@ -108,17 +80,18 @@ impl DnsServer {
             scope = ?scope,
             "serving task DNS"
         );
-        let state = Arc::new(TaskState::new(Arc::clone(self), scope));
+        let task = Arc::new(ServedTask::new(Arc::clone(&self.node), scope));
         Ok(TaskDns {
-            udp: runtime.spawn(transport::serve_udp(Arc::clone(&state), udp)),
-            tcp: runtime.spawn(transport::serve_tcp(Arc::clone(&state), tcp)),
-            state,
+            udp: runtime.spawn(transport::serve_udp(Arc::clone(&task), udp)),
+            tcp: runtime.spawn(transport::serve_tcp(Arc::clone(&task), tcp)),
+            task,
+            _server: Arc::clone(self),
         })
     }
 
     /// A node-wide snapshot of the counters.
     pub fn counters(&self) -> DnsCounters {
-        self.counters.snapshot()
+        self.node.counters.snapshot()
     }
 }
 
@@ -132,7 +105,10 @@ fn display_addr(addr: io::Result<SocketAddr>) -> String {
 pub struct TaskDns {
     udp: JoinHandle<()>,
     tcp: JoinHandle<()>,
-    state: Arc<TaskState>,
+    task: Arc<ServedTask>,
+    /// Keeps the serving thread, and so this task's loops, running while the task is served,
+    /// even if everyone else has dropped the server.
+    _server: Arc<DnsServer>,
 }
 
 impl TaskDns {
@@ -142,13 +118,13 @@ impl TaskDns {
     /// Forwards of this task currently waiting on an upstream; never above
     /// [`ServerConfig::max_pending_forwards`].
     pub fn forwards_in_flight(&self) -> usize {
-        self.state.forwards_in_flight()
+        self.task.forwards_in_flight()
     }
 }
 
 impl Drop for TaskDns {
     fn drop(&mut self) {
-        debug!(scope = ?self.state.scope, "stopping task DNS");
+        debug!(scope = ?self.task.scope, "stopping task DNS");
         self.udp.abort();
         self.tcp.abort();
     }

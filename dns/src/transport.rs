@@ -21,9 +21,9 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, warn};
 
-use crate::answer::{Action, Answerer, Pending, Transport};
+use crate::answer::{Action, Answerer, Pending, ReceivedOver};
+use crate::node::NodeShared;
 use crate::records::Records;
-use crate::server::DnsServer;
 use crate::stats::bump;
 use crate::{batch, fast, forward};
 
@@ -34,11 +34,11 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// Upper bound on the configured upstream budget; nothing useful waits longer for DNS.
 const MAX_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// What one task's loops share.
+/// One task as its DNS loops see it: what they share with each other and with the node.
 #[derive(Debug)]
-pub(crate) struct TaskState {
+pub(crate) struct ServedTask {
     /// Records, config and counters: node-wide.
-    pub(crate) server: Arc<DnsServer>,
+    pub(crate) node: Arc<NodeShared>,
     /// The networks this task is attached to, in attachment order.
     pub(crate) scope: Vec<String>,
     /// One permit per forward in flight (UDP and TCP); bounds upstream sockets and memory.
@@ -49,19 +49,13 @@ pub(crate) struct TaskState {
     pub(crate) tcp_permits: Arc<Semaphore>,
 }
 
-impl TaskState {
-    pub(crate) fn new(server: Arc<DnsServer>, scope: Vec<String>) -> TaskState {
+impl ServedTask {
+    pub(crate) fn new(node: Arc<NodeShared>, scope: Vec<String>) -> ServedTask {
         // Semaphore::new panics above MAX_PERMITS; no configuration should be able to do that.
-        let max_forwards = server
-            .config
-            .max_pending_forwards
-            .min(Semaphore::MAX_PERMITS);
-        let max_tcp = server
-            .config
-            .max_tcp_connections
-            .min(Semaphore::MAX_PERMITS);
-        TaskState {
-            server,
+        let max_forwards = node.config.max_pending_forwards.min(Semaphore::MAX_PERMITS);
+        let max_tcp = node.config.max_tcp_connections.min(Semaphore::MAX_PERMITS);
+        ServedTask {
+            node,
             scope,
             forward_permits: Arc::new(Semaphore::new(max_forwards)),
             max_forwards,
@@ -80,32 +74,27 @@ impl TaskState {
         records: &Records,
         bytes: &[u8],
         src: SocketAddr,
-        transport: Transport,
+        received_over: ReceivedOver,
     ) -> Action {
         Answerer {
             records,
             scope: &self.scope,
-            counters: &self.server.counters,
-            can_forward: !self.server.config.upstreams.is_empty(),
+            counters: &self.node.counters,
+            can_forward: !self.node.config.upstreams.is_empty(),
         }
-        .handle(bytes, src, transport)
+        .handle(bytes, src, received_over)
     }
 
     /// Asks the upstreams and builds the client's response (relayed answer or SERVFAIL).
     async fn forward(&self, pending: &Pending, arrived: Instant) -> Option<Vec<u8>> {
-        let counters = &self.server.counters;
+        let counters = &self.node.counters;
         let Some(question) = pending.question() else {
             return pending.servfail(counters);
         };
         // Clamped so that `Instant + Duration` cannot overflow whatever the configuration says.
-        let deadline = arrived
-            + self
-                .server
-                .config
-                .upstream_timeout
-                .min(MAX_UPSTREAM_TIMEOUT);
+        let deadline = arrived + self.node.config.upstream_timeout.min(MAX_UPSTREAM_TIMEOUT);
         match forward::forward(
-            &self.server.config.upstreams,
+            &self.node.config.upstreams,
             question,
             pending.upstream_flags(),
             deadline,
@@ -125,7 +114,7 @@ impl TaskState {
 ///
 /// Each wake-up takes a batch of queued datagrams (see [`batch`]); local answers are written
 /// inline, by [`fast`] when it can and by the [`Answerer`] otherwise, and sent together.
-pub(crate) async fn serve_udp(task: Arc<TaskState>, socket: UdpSocket) {
+pub(crate) async fn serve_udp(task: Arc<ServedTask>, socket: UdpSocket) {
     let socket = Arc::new(socket);
     let ipv6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
     let mut forwards = JoinSet::new();
@@ -136,7 +125,7 @@ pub(crate) async fn serve_udp(task: Arc<TaskState>, socket: UdpSocket) {
             Some(_) = forwards.join_next(), if !forwards.is_empty() => {}
             ready = socket.readable() => {
                 let served = ready.and_then(|()| {
-                    let records = task.server.records.current();
+                    let records = task.node.records.current();
                     batch::serve_ready(&socket, ipv6, |query, src, reply| {
                         answer_udp(&task, &records, &socket, &mut forwards, query, src, reply)
                     })
@@ -165,7 +154,7 @@ pub(crate) async fn serve_udp(task: Arc<TaskState>, socket: UdpSocket) {
 /// One datagram: writes its response into `reply` and returns true, or spawns its forward (or
 /// sends nothing) and returns false.
 fn answer_udp(
-    task: &Arc<TaskState>,
+    task: &Arc<ServedTask>,
     records: &Records,
     socket: &Arc<UdpSocket>,
     forwards: &mut JoinSet<()>,
@@ -173,12 +162,12 @@ fn answer_udp(
     src: SocketAddr,
     reply: &mut Vec<u8>,
 ) -> bool {
-    let counters = &task.server.counters;
+    let counters = &task.node.counters;
     bump(&counters.queries_udp);
     if fast::answer(records, &task.scope, query, counters, reply) {
         return true;
     }
-    let response = match task.handle(records, query, src, Transport::Udp) {
+    let response = match task.handle(records, query, src, ReceivedOver::Udp) {
         Action::Drop => None,
         Action::Reply(response) => Some(response),
         Action::Forward(pending) => match try_forward_permit(task) {
@@ -207,9 +196,9 @@ fn answer_udp(
 }
 
 /// A forward permit, counting the query as forwarded; `None` when the task is at its limit.
-fn try_forward_permit(task: &TaskState) -> Option<OwnedSemaphorePermit> {
+fn try_forward_permit(task: &ServedTask) -> Option<OwnedSemaphorePermit> {
     let permit = Arc::clone(&task.forward_permits).try_acquire_owned().ok()?;
-    bump(&task.server.counters.forwarded);
+    bump(&task.node.counters.forwarded);
     Some(permit)
 }
 
@@ -220,7 +209,7 @@ async fn send_udp(socket: &UdpSocket, response: &[u8], dst: SocketAddr) {
 }
 
 /// Accepts connections until the surrounding task is aborted; over the limit, closes them.
-pub(crate) async fn serve_tcp(task: Arc<TaskState>, listener: TcpListener) {
+pub(crate) async fn serve_tcp(task: Arc<ServedTask>, listener: TcpListener) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -241,7 +230,7 @@ pub(crate) async fn serve_tcp(task: Arc<TaskState>, listener: TcpListener) {
                     }
                     Err(_) => {
                         debug!(%peer, "TCP connection limit reached; closing");
-                        bump(&task.server.counters.refused);
+                        bump(&task.node.counters.refused);
                         drop(stream);
                     }
                 }
@@ -253,12 +242,12 @@ pub(crate) async fn serve_tcp(task: Arc<TaskState>, listener: TcpListener) {
 /// Serves length-prefixed messages on one connection, one at a time, until the client closes
 /// it, sends nothing for the idle timeout, or an I/O error.
 async fn serve_connection(
-    task: Arc<TaskState>,
+    task: Arc<ServedTask>,
     mut stream: TcpStream,
     peer: SocketAddr,
     _permit: OwnedSemaphorePermit,
 ) {
-    let idle = task.server.config.tcp_idle_timeout;
+    let idle = task.node.config.tcp_idle_timeout;
     loop {
         let message = match timeout(idle, read_message(&mut stream)).await {
             Ok(Ok(Some(message))) => message,
@@ -272,15 +261,15 @@ async fn serve_connection(
                 return;
             }
         };
-        bump(&task.server.counters.queries_tcp);
+        bump(&task.node.counters.queries_tcp);
         let arrived = Instant::now();
-        let records = task.server.records.current();
-        let response = match task.handle(&records, &message, peer, Transport::Tcp) {
+        let records = task.node.records.current();
+        let response = match task.handle(&records, &message, peer, ReceivedOver::Tcp) {
             Action::Drop => continue,
             Action::Reply(response) => Some(response),
             Action::Forward(pending) => match try_forward_permit(&task) {
                 Some(_permit) => task.forward(&pending, arrived).await,
-                None => pending.refused(&task.server.counters),
+                None => pending.refused(&task.node.counters),
             },
         };
         let Some(response) = response else { continue };

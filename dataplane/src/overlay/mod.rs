@@ -3,7 +3,7 @@
 //!
 //! Every function is synchronous: each netlink exchange runs on a fresh thread that has entered
 //! the target network namespace and drives a private current-thread tokio runtime (see
-//! [`netlink`]). The agent calls these from a blocking thread; nothing here touches the
+//! `netlink`). The agent calls these from a blocking thread; nothing here touches the
 //! namespace of a tokio worker.
 //!
 //! # Layout
@@ -13,9 +13,10 @@
 //! - `sandbox`: [`ensure_sandbox`] / [`remove_sandbox`] (bridge `br0` + `vxlan0`).
 //! - `task`: [`attach_task`] / [`detach_task`] (veth between a task netns and `br0`).
 //! - `endpoints`: [`add_remote_endpoint`] / [`remove_remote_endpoint`] (static FDB + neighbours).
-//! - `gateway`: the node's gateway bridge ([`ensure_gateway_bridge`] / [`remove_gateway_bridge`],
-//!   masquerade in nftables table `shoal_gw`) and tasks' egress interfaces on it
-//!   ([`attach_task_gateway`] / [`detach_task_gateway`]).
+//! - `gateway`: the node's gateway bridge ([`ensure_gateway_bridge`] / [`remove_gateway_bridge`])
+//!   and tasks' egress interfaces on it ([`attach_task_gateway`] / [`detach_task_gateway`]);
+//!   within it, `gateway::masquerade` (nftables table `shoal_gw`, IPv4 forwarding),
+//!   `gateway::veth` (the bridge-to-task veth pair) and `gateway::links` (which links are ours).
 //! - `tests`: a two-node VXLAN topology built from netns and a veth underlay (root only).
 //! - `gateway_tests`: a task reaching an "outside" netns through the gateway bridge, masqueraded
 //!   (root only).

@@ -1,0 +1,196 @@
+//! When a flow's conntrack entries may be forgotten, for VIP and published-port flows alike:
+//! a closed TCP flow after a linger, a UDP flow after minutes of quiet, an open TCP flow never;
+//! which entry is a flow's other half; and the monotonic clock the programs stamp entries with.
+
+use shoal_common::lb::{FLOW_FIN, FLOW_FORWARD, FLOW_REPLY, FLOW_RST, FlowKey, FlowState};
+
+/// How long a closed TCP flow's entries stay (its last retransmitted FIN or ACK still finds
+/// them), like a short TIME_WAIT.
+pub const CLOSED_FLOW_LINGER: u64 = 10_000_000_000;
+/// How long a UDP flow may be quiet before it is forgotten (its next datagram is balanced
+/// again): UDP has no close to wait for.
+pub const UDP_FLOW_IDLE: u64 = 300_000_000_000;
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_coarse_ns` reads.
+pub fn monotonic_now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| (t.tv_sec() as u64) * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// The other entry of a flow: the reply entry of a forward one (or the forward one of a
+/// reply), or, for a task balanced onto itself, the forward entry of its server side.
+pub(crate) fn partner(key: &FlowKey, state: &FlowState) -> FlowKey {
+    let swapped_ports = FlowKey {
+        src_port: key.dst_port,
+        dst_port: key.src_port,
+        ..*key
+    };
+    match key.direction {
+        // client -> VIP, balanced onto the client itself: the server side's forward entry.
+        FLOW_FORWARD if state.nat_ip == key.src_ip => swapped_ports,
+        // client -> VIP: backend -> client.
+        FLOW_FORWARD => FlowKey {
+            src_ip: state.nat_ip,
+            dst_ip: key.src_ip,
+            direction: FLOW_REPLY,
+            ..swapped_ports
+        },
+        // backend -> client (the state holds the VIP): client -> VIP.
+        _ => FlowKey {
+            src_ip: key.dst_ip,
+            dst_ip: state.nat_ip,
+            direction: FLOW_FORWARD,
+            ..swapped_ports
+        },
+    }
+}
+
+/// Nanoseconds since either direction of the flow last saw a packet.
+pub(crate) fn quiet_for(state: &FlowState, partner: Option<&FlowState>, now_ns: u64) -> u64 {
+    let last = partner.map_or(state.last_seen_ns, |p| {
+        p.last_seen_ns.max(state.last_seen_ns)
+    });
+    now_ns.saturating_sub(last)
+}
+
+/// Whether a flow (its forward entry, and its partner if there is one) may be forgotten.
+pub(crate) fn flow_is_over(
+    proto: u8,
+    forward: &FlowState,
+    partner: Option<&FlowState>,
+    now_ns: u64,
+) -> bool {
+    let quiet = quiet_for(forward, partner, now_ns);
+    if proto != 6 {
+        return quiet >= UDP_FLOW_IDLE;
+    }
+    let flags = |s: Option<&FlowState>| s.map_or(0, |s| s.flags);
+    let reset = (forward.flags | flags(partner)) & FLOW_RST != 0;
+    let fin_both = forward.flags & FLOW_FIN != 0 && flags(partner) & FLOW_FIN != 0;
+    (reset || fin_both) && quiet >= CLOSED_FLOW_LINGER
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CLOSED_FLOW_LINGER, FlowState, UDP_FLOW_IDLE, flow_is_over, partner};
+    use shoal_common::lb::{FLOW_FIN, FLOW_FORWARD, FLOW_REPLY, FLOW_RST, FlowKey};
+
+    #[test]
+    fn a_flows_two_entries_name_each_other() {
+        let (client, vip, backend) = (10, 254, 2);
+        let forward = FlowKey {
+            src_ip: client,
+            dst_ip: vip,
+            src_port: 40000,
+            dst_port: 80,
+            proto: 6,
+            direction: FLOW_FORWARD,
+            pad: [0; 2],
+        };
+        let to_backend = FlowState {
+            nat_ip: backend,
+            ..Default::default()
+        };
+        let reply = partner(&forward, &to_backend);
+        assert_eq!(
+            reply,
+            FlowKey {
+                src_ip: backend,
+                dst_ip: client,
+                src_port: 80,
+                dst_port: 40000,
+                direction: FLOW_REPLY,
+                ..forward
+            }
+        );
+        let from_vip = FlowState {
+            nat_ip: vip,
+            ..Default::default()
+        };
+        assert_eq!(partner(&reply, &from_vip), forward);
+        // Balanced onto itself: the server side's forward entry, and back.
+        let to_self = FlowState {
+            nat_ip: client,
+            ..Default::default()
+        };
+        let server_side = partner(&forward, &to_self);
+        assert_eq!((server_side.src_port, server_side.dst_port), (80, 40000));
+        assert_eq!(partner(&server_side, &to_self), forward);
+    }
+
+    fn seen(at: u64, flags: u32) -> FlowState {
+        FlowState {
+            last_seen_ns: at,
+            flags,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn open_tcp_flows_are_never_over_however_quiet() {
+        let year = 365 * 24 * 3600 * 1_000_000_000u64;
+        assert!(!flow_is_over(6, &seen(0, 0), Some(&seen(0, 0)), year));
+        // Half-closed is still open.
+        assert!(!flow_is_over(
+            6,
+            &seen(0, FLOW_FIN),
+            Some(&seen(0, 0)),
+            year
+        ));
+    }
+
+    #[test]
+    fn closed_tcp_flows_linger_then_go() {
+        let fin = |at| seen(at, FLOW_FIN);
+        let t = 1_000;
+        assert!(!flow_is_over(
+            6,
+            &fin(t),
+            Some(&fin(t)),
+            t + CLOSED_FLOW_LINGER - 1
+        ));
+        assert!(flow_is_over(
+            6,
+            &fin(t),
+            Some(&fin(t)),
+            t + CLOSED_FLOW_LINGER
+        ));
+        // The later direction counts.
+        assert!(!flow_is_over(
+            6,
+            &fin(t),
+            Some(&fin(t + 5)),
+            t + CLOSED_FLOW_LINGER
+        ));
+        // A reset from either side closes it.
+        assert!(flow_is_over(
+            6,
+            &seen(t, 0),
+            Some(&seen(t, FLOW_RST)),
+            t + CLOSED_FLOW_LINGER
+        ));
+        assert!(flow_is_over(
+            6,
+            &seen(t, FLOW_RST),
+            None,
+            t + CLOSED_FLOW_LINGER
+        ));
+    }
+
+    #[test]
+    fn udp_flows_go_after_minutes_of_quiet() {
+        assert!(!flow_is_over(
+            17,
+            &seen(0, 0),
+            Some(&seen(7, 0)),
+            UDP_FLOW_IDLE
+        ));
+        assert!(flow_is_over(
+            17,
+            &seen(0, 0),
+            Some(&seen(7, 0)),
+            UDP_FLOW_IDLE + 7
+        ));
+    }
+}
