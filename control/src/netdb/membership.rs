@@ -1,5 +1,5 @@
-//! foca glue: our SWIM identity, the custom-broadcast handler that feeds the table, and the
-//! engine task that owns foca, the UDP socket and the timers.
+//! foca glue: the custom-broadcast handler that feeds the table, and the engine task that owns
+//! foca, the UDP socket and the timers.
 //!
 //! foca is sans-IO: it fills an `AccumulatingRuntime` with packets, timers and notifications
 //! which this module turns into encrypted datagrams, tokio sleeps and table changes. Keeping
@@ -22,7 +22,6 @@
 //! - A record only reaches members someone knows, so membership must converge too: push-pull
 //!   carries member lists, and a node push-pulls 1, 2, 4... s after joining (see `Resync`).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
@@ -30,49 +29,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use foca::{
-    AccumulatingRuntime, BroadcastHandler, Foca, Identity, Invalidates, OwnedNotification,
-    PostcardCodec, Timer,
+    AccumulatingRuntime, BroadcastHandler, Foca, Invalidates, OwnedNotification, PostcardCodec,
+    Timer,
 };
 use rand_foca::SeedableRng;
 use rand_foca::rngs::SmallRng;
-use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use crate::error_chain::Chain;
+
+use super::member::Member;
 use super::pushpull;
 use super::stats::Stats;
 use super::table::Record;
-use super::wire::{Drop, OVERHEAD};
-use super::{Shared, lock};
-
-/// A SWIM member: the node id plus where it listens. `generation` lets a restarted node (same id,
-/// maybe same address) win over its previous, declared-down incarnation, and lets foca renew the
-/// identity to rejoin automatically after a false "down".
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub(crate) struct Member {
-    pub node_id: String,
-    pub addr: SocketAddr,
-    pub generation: u64,
-}
-
-impl Identity for Member {
-    type Addr = SocketAddr;
-
-    fn renew(&self) -> Option<Self> {
-        Some(Member {
-            generation: self.generation.wrapping_add(1),
-            ..self.clone()
-        })
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        self.generation > adversary.generation
-    }
-}
+use super::wire::OVERHEAD;
+use super::{Cmd, Shared, lock};
 
 /// Identifies a broadcast so foca drops older versions of the same entry from its backlog.
 pub(crate) struct BroadcastKey {
@@ -124,19 +96,6 @@ impl BroadcastHandler<Member> for Handler {
         }
         Ok(new.then_some(key))
     }
-}
-
-/// Requests from the API and push-pull tasks to the engine.
-pub(crate) enum Cmd {
-    /// The table's outbox has records to broadcast.
-    Flush,
-    /// Announce ourselves to a member learned from a push-pull with a seed.
-    Announce(Member),
-    /// Members a push-pull peer sees alive: SWIM alone would take minutes to introduce every
-    /// member to a late joiner of a large cluster (a feed holds ~20, and unknown members are
-    /// only met when they happen to probe us), so push-pull carries the member list like
-    /// memberlist's does.
-    Learn(Vec<Member>),
 }
 
 pub(crate) struct EngineConfig {
@@ -341,9 +300,7 @@ impl Engine {
         Stats::inc(&stats.received);
         let plain = match lock_keys(&self.shared).open(packet) {
             Ok(p) => p,
-            Err(Drop::Truncated) => return Stats::inc(&stats.dropped_truncated),
-            Err(Drop::Undecryptable) => return Stats::inc(&stats.dropped_undecryptable),
-            Err(Drop::Malformed) => return Stats::inc(&stats.dropped_malformed),
+            Err(reason) => return Stats::inc(stats.dropped(reason)),
         };
         if let Err(err) = self.swim.handle_data(&plain, &mut self.rt) {
             tracing::debug!(%err, "netdb: foca refused a datagram");
@@ -505,7 +462,7 @@ impl Engine {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             if let Err(err) = pushpull::exchange(&shared, addr).await {
-                tracing::debug!(%err, "netdb: periodic push-pull");
+                tracing::debug!(err = %Chain(&err), "netdb: periodic push-pull");
             }
         });
     }
@@ -513,16 +470,6 @@ impl Engine {
 
 fn lock_keys(shared: &Shared) -> std::sync::RwLockReadGuard<'_, super::wire::Keyring> {
     shared.keys.read().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Members as the API reports them, without ourselves.
-pub(crate) fn members(m: &HashMap<Member, bool>) -> Vec<(String, SocketAddr, bool)> {
-    let mut out: Vec<_> = m
-        .iter()
-        .map(|(id, alive)| (id.node_id.clone(), id.addr, *alive))
-        .collect();
-    out.sort();
-    out
 }
 
 #[cfg(test)]

@@ -9,11 +9,17 @@
 //! # Layout
 //! - `wire`: packet framing and AES-256-GCM with a key ring (rotation without a gap).
 //! - `table`: entries, Lamport clocks, tombstones and reaping, down-node withdrawal.
-//! - `membership`: foca identity, custom-broadcast handler, the UDP/timer engine task.
+//! - `member`: a SWIM member's identity, shared by the engine, push-pull and the API.
+//! - `membership`: the custom-broadcast handler and the UDP/timer engine task around foca.
 //! - `pushpull`: TCP full-state exchange (join and periodic anti-entropy).
 //! - `stats`: received/sent/dropped counters.
 //! - `tests`: three in-process members on loopback.
+//!
+//! Here: the public API ([`NetDb`]), its errors, and the state the engine and push-pull tasks
+//! share (`Shared`, and `Cmd`, the engine's inbox). `membership` starts push-pulls; push-pull
+//! only talks to the engine through `Cmd`, so the two do not import each other.
 
+mod member;
 mod membership;
 mod pushpull;
 mod stats;
@@ -30,38 +36,43 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Notify, broadcast, mpsc};
 
-use membership::{Cmd, EngineConfig, Member};
+use crate::error_chain::Chain;
+use member::Member;
+use membership::EngineConfig;
 pub use stats::NetDbStats;
 use stats::Stats;
 use table::Table;
 pub use table::{Change, Endpoint};
+pub use wire::DropReason;
 use wire::Keyring;
 
-/// Errors from the network DB, with the address or step that failed.
+/// Errors from the network DB, with the address or step that failed. The cause is the
+/// `source()`, never part of the message: log them with [`crate::error_chain::Chain`].
 #[derive(Debug, thiserror::Error)]
 pub enum NetDbError {
-    #[error("binding gossip UDP on {0}: {1}")]
+    #[error("binding gossip UDP on {0}")]
     BindUdp(SocketAddr, #[source] std::io::Error),
-    #[error("binding gossip TCP on {0}: {1}")]
+    #[error("binding gossip TCP on {0}")]
     BindTcp(SocketAddr, #[source] std::io::Error),
     #[error("no gossip keys configured")]
     NoKeys,
-    #[error("push-pull: connecting to {0}: {1}")]
+    #[error("push-pull: connecting to {0}")]
     Connect(SocketAddr, #[source] std::io::Error),
-    #[error("push-pull I/O: {0}")]
+    #[error("push-pull I/O")]
     PushPullIo(#[source] std::io::Error),
     #[error("push-pull with {0} timed out")]
     Timeout(SocketAddr),
     #[error("push-pull frame of {0} bytes is too large")]
     FrameTooLarge(usize),
-    #[error("push-pull frame dropped: {0}")]
-    Rejected(&'static str),
-    #[error("encoding gossip message: {0}")]
+    #[error("push-pull frame dropped")]
+    Rejected(#[source] DropReason),
+    #[error("encoding gossip message")]
     Encode(#[source] postcard::Error),
-    #[error("decoding gossip message: {0}")]
+    #[error("decoding gossip message")]
     Decode(#[source] postcard::Error),
-    #[error("could not join through any seed ({0} tried); last error: {1}")]
-    Join(usize, Box<NetDbError>),
+    /// The source is the last seed's error.
+    #[error("could not join through any seed ({0} tried)")]
+    Join(usize, #[source] Box<NetDbError>),
 }
 
 /// How a node gossips.
@@ -111,6 +122,19 @@ pub(crate) struct Shared {
     /// Our current SWIM identity (foca renews it after a false "down").
     identity: Mutex<Member>,
     cmd: mpsc::UnboundedSender<Cmd>,
+}
+
+/// Requests from the API and push-pull tasks to the engine.
+pub(crate) enum Cmd {
+    /// The table's outbox has records to broadcast.
+    Flush,
+    /// Announce ourselves to a member learned from a push-pull with a seed.
+    Announce(Member),
+    /// Members a push-pull peer sees alive: SWIM alone would take minutes to introduce every
+    /// member to a late joiner of a large cluster (a feed holds ~20, and unknown members are
+    /// only met when they happen to probe us), so push-pull carries the member list like
+    /// memberlist's does.
+    Learn(Vec<Member>),
 }
 
 /// A poisoned lock only means another task panicked mid-update; the data is still usable and
@@ -216,7 +240,7 @@ impl NetDb {
                     Ok(())
                 }
                 Err(e) => {
-                    tracing::warn!(%seed, err = %e, "netdb: join through seed failed");
+                    tracing::warn!(%seed, err = %Chain(&e), "netdb: join through seed failed");
                     Err(e)
                 }
             }
@@ -314,7 +338,7 @@ impl NetDb {
 
     /// Known SWIM members (node id, gossip address, alive), without ourselves.
     pub fn members(&self) -> Vec<(String, SocketAddr, bool)> {
-        membership::members(&lock(&self.shared.members))
+        member::members(&lock(&self.shared.members))
     }
 
     /// How many members are alive, without ourselves: [`NetDb::members`] without building the

@@ -13,11 +13,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::membership::{Cmd, Member};
+use crate::error_chain::Chain;
+
+use super::member::Member;
 use super::stats::Stats;
 use super::table::Record;
-use super::wire::Drop;
-use super::{NetDbError, Shared, lock};
+use super::{Cmd, NetDbError, Shared, lock};
 
 /// A frame larger than this is refused before allocating (a full table of 100k entries fits).
 const MAX_FRAME: usize = 64 << 20;
@@ -95,18 +96,10 @@ async fn read_frame(shared: &Shared, s: &mut TcpStream) -> Result<PushPull, NetD
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .open(&packet);
-    let plain = match opened {
-        Ok(p) => p,
-        Err(d) => {
-            let (counter, why) = match d {
-                Drop::Truncated => (&shared.stats.dropped_truncated, "truncated"),
-                Drop::Undecryptable => (&shared.stats.dropped_undecryptable, "undecryptable"),
-                Drop::Malformed => (&shared.stats.dropped_malformed, "malformed"),
-            };
-            Stats::inc(counter);
-            return Err(NetDbError::Rejected(why));
-        }
-    };
+    let plain = opened.map_err(|reason| {
+        Stats::inc(shared.stats.dropped(reason));
+        NetDbError::Rejected(reason)
+    })?;
     postcard::from_bytes(&plain).map_err(|e| {
         Stats::inc(&shared.stats.dropped_malformed);
         NetDbError::Decode(e)
@@ -151,7 +144,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
             };
             match tokio::time::timeout(TIMEOUT, run).await {
                 Ok(Ok(())) => {}
-                Ok(Err(err)) => tracing::debug!(%peer, %err, "netdb: push-pull refused"),
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, err = %Chain(&err), "netdb: push-pull refused")
+                }
                 Err(_) => tracing::debug!(%peer, "netdb: push-pull timed out"),
             }
         });

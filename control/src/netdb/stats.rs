@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::wire::DropReason;
+
 /// A snapshot of the counters, returned by [`super::NetDb::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetDbStats {
@@ -32,6 +34,15 @@ impl Stats {
     pub(crate) fn inc(counter: &AtomicU64) {
         // Relaxed: these are independent counters, nothing is ordered by them.
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counter of packets dropped for `reason`.
+    pub(crate) fn dropped(&self, reason: DropReason) -> &AtomicU64 {
+        match reason {
+            DropReason::Truncated => &self.dropped_truncated,
+            DropReason::Undecryptable => &self.dropped_undecryptable,
+            DropReason::Malformed => &self.dropped_malformed,
+        }
     }
 
     pub(crate) fn snapshot(&self) -> NetDbStats {

@@ -20,10 +20,16 @@ pub(crate) const HEADER_LEN: usize = 2 + NONCE_LEN;
 pub(crate) const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 
 /// Why an incoming packet was dropped; maps one-to-one onto the stats counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Drop {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DropReason {
+    /// Shorter than the header plus the tag.
+    #[error("truncated")]
     Truncated,
+    /// No key with its id opens it (wrong key, or forged).
+    #[error("undecryptable")]
     Undecryptable,
+    /// An unknown framing version.
+    #[error("malformed")]
     Malformed,
 }
 
@@ -67,12 +73,12 @@ impl Keyring {
     }
 
     /// Decrypts with any key whose id matches (ids are one byte, so several may).
-    pub(crate) fn open(&self, packet: &[u8]) -> Result<Vec<u8>, Drop> {
+    pub(crate) fn open(&self, packet: &[u8]) -> Result<Vec<u8>, DropReason> {
         if packet.len() < OVERHEAD {
-            return Err(Drop::Truncated);
+            return Err(DropReason::Truncated);
         }
         if packet[0] != VERSION {
-            return Err(Drop::Malformed);
+            return Err(DropReason::Malformed);
         }
         let id = packet[1];
         let nonce = Nonce::from_slice(&packet[2..HEADER_LEN]);
@@ -91,7 +97,7 @@ impl Keyring {
                     )
                     .ok()
             })
-            .ok_or(Drop::Undecryptable)
+            .ok_or(DropReason::Undecryptable)
     }
 }
 
@@ -112,14 +118,14 @@ mod tests {
         let new = Keyring::new(&[b], 0);
         let p = old.seal(b"hello").unwrap();
         assert_eq!(both.open(&p).unwrap(), b"hello");
-        assert_eq!(new.open(&p), Err(Drop::Undecryptable));
+        assert_eq!(new.open(&p), Err(DropReason::Undecryptable));
         assert_eq!(new.open(&both.seal(b"x").unwrap()).unwrap(), b"x");
-        assert_eq!(old.open(&p[..10]), Err(Drop::Truncated));
+        assert_eq!(old.open(&p[..10]), Err(DropReason::Truncated));
         let mut forged = p.clone();
         *forged.last_mut().unwrap() ^= 1;
-        assert_eq!(old.open(&forged), Err(Drop::Undecryptable));
+        assert_eq!(old.open(&forged), Err(DropReason::Undecryptable));
         let mut badver = p;
         badver[0] = 9;
-        assert_eq!(old.open(&badver), Err(Drop::Malformed));
+        assert_eq!(old.open(&badver), Err(DropReason::Malformed));
     }
 }

@@ -1,0 +1,435 @@
+//! Task addresses (from the bottom of a subnet), service VIPs (from the top) and the nodes'
+//! addresses on `ingress`.
+//!
+//! A VIP is allocated in the apply of a service change while the leader may be addressing a
+//! batch of tasks from an older state; taking them from opposite ends means the two only meet
+//! when the subnet is nearly full (the apply of `PutTasks` catches that case).
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::Ipv4Addr,
+};
+
+use ipnet::Ipv4Net;
+
+use super::{AllocError, ports::attachment_networks};
+use crate::cluster::{ClusterState, EndpointMode, NetworkAttachment, Service, Task, VirtualIp};
+
+/// Gives each task of `tasks` that has no addresses yet one address per network of its spec.
+/// Returns the tasks that could not get them, with why; those keep no addresses.
+///
+/// Addresses never held by a stored task are preferred, so a new task does not take the address
+/// of one that just stopped while its endpoint may still be withdrawing on other nodes; only
+/// when those run out are addresses of finished tasks reused. Allocations made earlier in the
+/// same batch count as held.
+pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, AllocError)> {
+    let mut held: HashMap<&str, HashSet<Ipv4Addr>> = HashMap::new();
+    let mut live: HashMap<&str, HashSet<Ipv4Addr>> = HashMap::new();
+    for task in state.tasks.values() {
+        for a in &task.networks {
+            held.entry(a.network.id.as_str())
+                .or_default()
+                .insert(a.addr.addr());
+            if !task.status.state.is_terminal() {
+                live.entry(a.network.id.as_str())
+                    .or_default()
+                    .insert(a.addr.addr());
+            }
+        }
+    }
+    for (network_id, vip) in service_vips(state).chain(node_ingress_addrs(state)) {
+        held.entry(network_id).or_default().insert(vip);
+        live.entry(network_id).or_default().insert(vip);
+    }
+    let mut batch: HashMap<String, HashSet<Ipv4Addr>> = HashMap::new();
+    let mut failed = Vec::new();
+    for task in tasks.iter_mut() {
+        let networks = attachment_networks(state, &task.spec);
+        if !task.networks.is_empty() || networks.is_empty() {
+            continue;
+        }
+        let mut attachments = Vec::with_capacity(networks.len());
+        for id in &networks {
+            let Some(network) = state.networks.get(id) else {
+                failed.push((task.id.clone(), AllocError::NetworkGone(id.clone())));
+                break;
+            };
+            let taken = |ip: &Ipv4Addr, strict: bool| {
+                let sets = if strict { &held } else { &live };
+                sets.get(id.as_str()).is_some_and(|s| s.contains(ip))
+                    || batch.get(id).is_some_and(|s| s.contains(ip))
+            };
+            let free = |strict: bool| {
+                network
+                    .subnet
+                    .hosts()
+                    .find(|ip| *ip != network.gateway && !taken(ip, strict))
+            };
+            let Some(ip) = free(true).or_else(|| free(false)) else {
+                failed.push((
+                    task.id.clone(),
+                    AllocError::AddressesExhausted {
+                        network: network.name.clone(),
+                        subnet: network.subnet,
+                    },
+                ));
+                break;
+            };
+            let vip = state.services.get(&task.service_id).and_then(|s| {
+                s.virtual_ips
+                    .iter()
+                    .find(|v| v.network_id == *id)
+                    .map(|v| v.addr.addr())
+            });
+            attachments.push(NetworkAttachment {
+                network: network.clone(),
+                addr: Ipv4Net::new(ip, network.subnet.prefix_len()).unwrap_or(network.subnet),
+                vip,
+            });
+        }
+        if attachments.len() == networks.len() {
+            for a in &attachments {
+                batch
+                    .entry(a.network.id.clone())
+                    .or_default()
+                    .insert(a.addr.addr());
+            }
+            task.networks = attachments;
+        }
+    }
+    failed
+}
+
+/// Every service's VIPs, as (network ID, address).
+fn service_vips(state: &ClusterState) -> impl Iterator<Item = (&str, Ipv4Addr)> {
+    state.services.values().flat_map(|s| {
+        s.virtual_ips
+            .iter()
+            .map(|v| (v.network_id.as_str(), v.addr.addr()))
+    })
+}
+
+/// The nodes' addresses on `ingress`, as (network ID, address).
+fn node_ingress_addrs(state: &ClusterState) -> impl Iterator<Item = (&str, Ipv4Addr)> {
+    let ingress = state.networks.values().find(|n| n.ingress);
+    ingress
+        .into_iter()
+        .flat_map(|n| state.ingress_addrs.values().map(|a| (n.id.as_str(), *a)))
+}
+
+/// Keeps [`ClusterState::ingress_addrs`] right: one address on `ingress` per node (the lowest
+/// free one: not the gateway, not a VIP, not held by any stored task or other node), none for
+/// nodes that left. Nothing before `ingress` exists. A node that finds no free address keeps
+/// none; its agent then serves no published port and logs why.
+pub fn assign_ingress_addrs(state: &mut ClusterState) {
+    let nodes: HashSet<&String> = state.nodes.keys().collect();
+    let gone: Vec<String> = state
+        .ingress_addrs
+        .keys()
+        .filter(|id| !nodes.contains(id))
+        .cloned()
+        .collect();
+    for id in gone {
+        state.ingress_addrs.remove(&id);
+    }
+    let Some(ingress) = state.networks.values().find(|n| n.ingress).cloned() else {
+        return;
+    };
+    let missing: Vec<String> = state
+        .nodes
+        .keys()
+        .filter(|id| !state.ingress_addrs.contains_key(*id))
+        .cloned()
+        .collect();
+    for id in missing {
+        let mut taken: HashSet<Ipv4Addr> = state.ingress_addrs.values().copied().collect();
+        taken.extend(
+            service_vips(state)
+                .filter(|(n, _)| *n == ingress.id)
+                .map(|(_, ip)| ip),
+        );
+        taken.extend(
+            state
+                .tasks
+                .values()
+                .flat_map(|t| &t.networks)
+                .filter(|a| a.network.id == ingress.id)
+                .map(|a| a.addr.addr()),
+        );
+        if let Some(ip) = ingress
+            .subnet
+            .hosts()
+            .find(|ip| *ip != ingress.gateway && !taken.contains(ip))
+        {
+            state.ingress_addrs.insert(id, ip);
+        }
+    }
+}
+
+/// Gives `service` one VIP per network of its spec in vip mode (none in dnsrr mode): VIPs on
+/// networks it keeps stay as they are, new networks get the highest free address. Free means
+/// not the gateway, not another service's VIP, and not held by any stored task.
+pub fn assign_vips(state: &ClusterState, service: &mut Service) -> Result<(), AllocError> {
+    if service.spec.endpoint_mode == EndpointMode::Dnsrr {
+        service.virtual_ips.clear();
+        return Ok(());
+    }
+    let networks = attachment_networks(state, &service.spec);
+    let mut vips = Vec::with_capacity(networks.len());
+    for id in &networks {
+        if let Some(kept) = service.virtual_ips.iter().find(|v| v.network_id == *id) {
+            vips.push(kept.clone());
+            continue;
+        }
+        let network = state
+            .networks
+            .get(id)
+            .ok_or_else(|| AllocError::NetworkGone(id.clone()))?;
+        let mut taken: HashSet<Ipv4Addr> = service_vips(state)
+            .filter(|(n, _)| *n == id.as_str())
+            .map(|(_, ip)| ip)
+            .collect();
+        taken.extend(
+            state
+                .tasks
+                .values()
+                .flat_map(|t| &t.networks)
+                .filter(|a| a.network.id == *id)
+                .map(|a| a.addr.addr()),
+        );
+        taken.extend(
+            node_ingress_addrs(state)
+                .filter(|(n, _)| *n == id.as_str())
+                .map(|(_, ip)| ip),
+        );
+        let ip = network
+            .subnet
+            .hosts()
+            .rev()
+            .find(|ip| *ip != network.gateway && !taken.contains(ip))
+            .ok_or_else(|| AllocError::AddressesExhausted {
+                network: network.name.clone(),
+                subnet: network.subnet,
+            })?;
+        vips.push(VirtualIp {
+            network_id: id.clone(),
+            addr: Ipv4Net::new(ip, network.subnet.prefix_len()).unwrap_or(network.subnet),
+        });
+    }
+    service.virtual_ips = vips;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allocator::{subnets::first_host, tests::with_network};
+    use crate::cluster::{PortConfig, TaskState, network::Network};
+
+    fn task_on(id: &str, networks: &[&str], state: TaskState) -> Task {
+        let mut spec = crate::orchestrator::fixture::replicated("web", 1);
+        spec.networks = networks.iter().map(|n| n.to_string()).collect();
+        Task {
+            id: id.to_string(),
+            service_id: "svc".into(),
+            slot: 1,
+            node_id: "n1".into(),
+            service_version: 1,
+            spec,
+            networks: Vec::new(),
+            desired_state: TaskState::Running,
+            status: crate::cluster::TaskStatus {
+                state,
+                message: String::new(),
+                error: String::new(),
+                exit_code: None,
+                timestamp_ms: 0,
+            },
+            created_at_ms: 0,
+        }
+    }
+
+    fn ips(task: &Task) -> Vec<String> {
+        task.networks.iter().map(|a| a.addr.to_string()).collect()
+    }
+
+    #[test]
+    fn task_addresses_skip_the_gateway_and_held_addresses_and_run_out_clearly() {
+        let mut state = ClusterState::default();
+        with_network(&mut state, "a", "10.1.0.0/29", 4097);
+        with_network(&mut state, "b", "10.2.0.0/24", 4098);
+        // One address per network, in the spec's order, with the subnet's prefix.
+        let mut batch = vec![
+            task_on("t1", &["a", "b"], TaskState::New),
+            task_on("t2", &["a"], TaskState::New),
+        ];
+        assert!(address_tasks(&state, &mut batch).is_empty());
+        assert_eq!(ips(&batch[0]), ["10.1.0.2/29", "10.2.0.2/24"]);
+        assert_eq!(ips(&batch[1]), ["10.1.0.3/29"]);
+        // Stored tasks hold their addresses, finished ones too while any is never used.
+        for t in batch {
+            state.tasks.insert(t.id.clone(), t);
+        }
+        state.tasks.get_mut("t2").unwrap().status.state = TaskState::Shutdown;
+        let mut next = vec![task_on("t3", &["a"], TaskState::New)];
+        assert!(address_tasks(&state, &mut next).is_empty());
+        assert_eq!(ips(&next[0]), ["10.1.0.4/29"]);
+        state.tasks.insert("t3".into(), next.remove(0));
+        // 10.1.0.0/29 has hosts .1 (gateway) to .6: .5 and .6 are left, then t2's .3.
+        let mut more: Vec<Task> = (4..=7)
+            .map(|i| task_on(&format!("t{i}"), &["a"], TaskState::New))
+            .collect();
+        let failed = address_tasks(&state, &mut more);
+        let got: Vec<Vec<String>> = more.iter().map(ips).collect();
+        assert_eq!(
+            got[..3],
+            [
+                vec!["10.1.0.5/29"],
+                vec!["10.1.0.6/29"],
+                vec!["10.1.0.3/29"]
+            ]
+        );
+        assert!(more[3].networks.is_empty());
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].0, "t7");
+        assert!(
+            failed[0]
+                .1
+                .to_string()
+                .contains("no IP address left on network a"),
+            "{}",
+            failed[0].1
+        );
+        // A network that disappeared is an error, not a panic.
+        let mut gone = vec![task_on("t8", &["zzz"], TaskState::New)];
+        assert_eq!(
+            address_tasks(&state, &mut gone)[0].1,
+            AllocError::NetworkGone("zzz".into())
+        );
+    }
+
+    fn service_on(id: &str, networks: &[&str], mode: EndpointMode) -> Service {
+        let mut spec = crate::orchestrator::fixture::replicated(id, 1);
+        spec.networks = networks.iter().map(|n| n.to_string()).collect();
+        spec.endpoint_mode = mode;
+        crate::orchestrator::fixture::new_service(id, spec, 0)
+    }
+
+    fn vips(service: &Service) -> Vec<String> {
+        service
+            .virtual_ips
+            .iter()
+            .map(|v| format!("{}={}", v.network_id, v.addr))
+            .collect()
+    }
+
+    #[test]
+    fn vips_come_from_the_top_are_kept_and_tasks_avoid_them() {
+        let mut state = ClusterState::default();
+        with_network(&mut state, "a", "10.1.0.0/29", 4097);
+        with_network(&mut state, "b", "10.2.0.0/24", 4098);
+        let mut web = service_on("web", &["a", "b"], EndpointMode::Vip);
+        assign_vips(&state, &mut web).unwrap();
+        assert_eq!(vips(&web), ["a=10.1.0.6/29", "b=10.2.0.254/24"]);
+        state.services.insert(web.id.clone(), web.clone());
+        // Another service gets the next one down; a dnsrr service gets none.
+        let mut api = service_on("api", &["a"], EndpointMode::Vip);
+        assign_vips(&state, &mut api).unwrap();
+        assert_eq!(vips(&api), ["a=10.1.0.5/29"]);
+        state.services.insert(api.id.clone(), api);
+        let mut rr = service_on("rr", &["a"], EndpointMode::Dnsrr);
+        assign_vips(&state, &mut rr).unwrap();
+        assert!(rr.virtual_ips.is_empty());
+        // A service keeps its VIPs on the networks it keeps, even when it is re-assigned.
+        web.spec.networks = vec!["b".into()];
+        assign_vips(&state, &mut web).unwrap();
+        assert_eq!(vips(&web), ["b=10.2.0.254/24"]);
+        // Tasks skip VIPs and carry their service's.
+        let mut batch: Vec<Task> = (1..=4)
+            .map(|i| {
+                let mut t = task_on(&format!("t{i}"), &["a"], TaskState::New);
+                t.service_id = "web".into();
+                t
+            })
+            .collect();
+        let failed = address_tasks(&state, &mut batch);
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        let got: Vec<Vec<String>> = batch.iter().map(ips).collect();
+        assert_eq!(
+            got[..3],
+            [["10.1.0.2/29"], ["10.1.0.3/29"], ["10.1.0.4/29"]]
+        );
+        assert!(batch[3].networks.is_empty(), "the subnet is full of VIPs");
+        assert_eq!(
+            batch[0].networks[0].vip,
+            Some("10.1.0.6".parse().unwrap()),
+            "a task carries its service's VIP"
+        );
+        // A full subnet gives a clear error for a VIP too.
+        for t in batch.into_iter().take(3) {
+            state.tasks.insert(t.id.clone(), t);
+        }
+        let mut late = service_on("late", &["a"], EndpointMode::Vip);
+        let err = assign_vips(&state, &mut late).unwrap_err();
+        assert!(
+            err.to_string().contains("no IP address left on network a"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn every_node_gets_an_ingress_address_that_tasks_and_vips_avoid() {
+        use crate::{
+            cluster::{Command, CommandResponse, Role},
+            orchestrator::fixture::node,
+        };
+        let mut state = ClusterState::default();
+        for id in ["n1", "n2"] {
+            state.nodes.insert(id.into(), node(id, Role::Worker));
+        }
+        // Before `ingress` exists there is nothing to give.
+        assign_ingress_addrs(&mut state);
+        assert!(state.ingress_addrs.is_empty());
+        let subnet: Ipv4Net = "10.255.0.0/16".parse().unwrap();
+        let ingress = Network {
+            id: "ing".into(),
+            name: "ingress".into(),
+            driver: "overlay".into(),
+            subnet,
+            gateway: first_host(subnet),
+            vni: 4096,
+            attachable: false,
+            internal: false,
+            ingress: true,
+            created_at_ms: 0,
+        };
+        assert_eq!(
+            state.apply(&Command::CreateNetwork(ingress)),
+            CommandResponse::Ok
+        );
+        let addr = |s: &ClusterState, id: &str| s.ingress_addrs.get(id).map(|a| a.to_string());
+        assert_eq!(addr(&state, "n1").as_deref(), Some("10.255.0.2"));
+        assert_eq!(addr(&state, "n2").as_deref(), Some("10.255.0.3"));
+        // A task on ingress takes the next free one.
+        let mut tasks = vec![task_on("t1", &[], TaskState::New)];
+        tasks[0].spec.ports = vec![PortConfig {
+            protocol: crate::cluster::PortProtocol::Tcp,
+            target: 80,
+            published: 8080,
+            mode: crate::cluster::PublishMode::Ingress,
+        }];
+        assert!(address_tasks(&state, &mut tasks).is_empty());
+        assert_eq!(ips(&tasks[0]), ["10.255.0.4/16"]);
+        state.tasks.insert("t1".into(), tasks.remove(0));
+        // A joining node gets one too, past the task's; a node that leaves frees its own.
+        state.nodes.insert("n3".into(), node("n3", Role::Worker));
+        assign_ingress_addrs(&mut state);
+        assert_eq!(addr(&state, "n3").as_deref(), Some("10.255.0.5"));
+        assert_eq!(
+            state.apply(&Command::RemoveNode { id: "n1".into() }),
+            CommandResponse::Ok
+        );
+        assert_eq!(addr(&state, "n1"), None);
+        assert_eq!(state.ingress_addrs.len(), 2);
+    }
+}
