@@ -26,7 +26,6 @@ async fn connect(host: &str) -> anyhow::Result<Channel> {
     };
     shoal_control::local_client::connect_unix(Path::new(path))
         .await
-        .map_err(|e| anyhow::anyhow!("{}", root_cause(&e)))
         .with_context(|| {
             format!("cannot reach the shoal agent at {host} (is `shoal agent` running?)")
         })
@@ -35,12 +34,4 @@ async fn connect(host: &str) -> anyhow::Result<Channel> {
 /// Turns an API error status into one line: the message is written for operators.
 pub fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message().replace('\n', " "))
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }

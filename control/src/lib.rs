@@ -6,10 +6,15 @@
 //! # Layout
 //! - [`api`]: the gRPC API (generated from `proto/shoal.proto`), served on the local socket and
 //!   on 2377.
+//! - [`clock`]: wall-clock time as the cluster model stores it.
+//! - [`error_chain`]: an error with its causes on one line, the workspace's one formatter.
 //! - [`identity`]: a node's ID, created once and kept in the state directory.
 //! - [`local_client`]: connecting to an agent's local API socket.
 //! - [`cluster`]: the cluster model kept in Raft, and the commands that change it.
-//! - [`allocator`]: overlay subnets, gateways and VNIs, allocated by the leader.
+//! - [`allocator`]: subnets, gateways, VNIs, task addresses, VIPs and published ports,
+//!   allocated by the leader.
+//! - [`orchestrator`]: the pure function from the cluster state to the commands that move tasks
+//!   toward the services' desired state.
 //! - [`raft`]: Raft among managers (openraft), its log and state machine on redb.
 //! - [`pki`]: the cluster CA, node certificates, join tokens and TLS configuration.
 //! - [`netdb`]: the gossiped endpoint table on 7946 (SWIM via foca, TCP push-pull, AES-GCM).
@@ -18,7 +23,9 @@
 #![forbid(unsafe_code)]
 
 pub mod allocator;
+pub mod clock;
 pub mod cluster;
+pub mod error_chain;
 pub mod identity;
 pub mod local_client;
 pub mod netdb;
@@ -26,6 +33,9 @@ pub mod orchestrator;
 pub mod pki;
 pub mod raft;
 pub mod swarm;
+
+/// The cluster API's TCP port (Docker's 2377), used when an address names no port.
+pub const MANAGER_PORT: u16 = 2377;
 
 /// The gRPC API, generated from `proto/shoal.proto`.
 pub mod api {

@@ -7,6 +7,8 @@ use anyhow::{Context as _, bail};
 use nix::ifaddrs::getifaddrs;
 use shoal_dns::resolv_conf::ResolvConf;
 
+use shoal_control::error_chain::Chain;
+
 use crate::cli::AgentArgs;
 
 pub struct Config {
@@ -70,7 +72,7 @@ impl Config {
         let host_resolv = match std::fs::read_to_string(HOST_RESOLV_CONF) {
             Ok(text) => ResolvConf::parse(&text),
             Err(e) => {
-                tracing::warn!(path = HOST_RESOLV_CONF, error = %e, "no host resolver configuration");
+                tracing::warn!(path = HOST_RESOLV_CONF, error = %Chain(&e), "no host resolver configuration");
                 ResolvConf::default()
             }
         };

@@ -11,6 +11,7 @@ use shoal_control::{
         agent_server::{Agent, AgentServer},
         cluster_server::ClusterServer,
     },
+    error_chain::Chain,
     identity::NodeId,
     swarm::{ClusterService, Swarm},
 };
@@ -165,6 +166,6 @@ pub fn remove_socket(path: &Path) {
     if let Err(e) = std::fs::remove_file(path)
         && e.kind() != std::io::ErrorKind::NotFound
     {
-        warn!(socket = %path.display(), cause = %e, "cannot remove socket");
+        warn!(socket = %path.display(), cause = %Chain(&e), "cannot remove socket");
     }
 }

@@ -18,7 +18,7 @@ use shoal_common::{
     lb::{LbCounters, LbEvent},
     mesh::MeshEvent,
 };
-use shoal_control::{api::HookCounters, netdb::NetDbStats, swarm::Swarm};
+use shoal_control::{api::HookCounters, error_chain::Chain, netdb::NetDbStats, swarm::Swarm};
 use shoal_dataplane::lb::VipCounters;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::warn;
@@ -53,7 +53,7 @@ pub async fn serve(
         });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
-            warn!(cause = %e, "metrics endpoint failed");
+            warn!(cause = %Chain(&e), "metrics endpoint failed");
         }
     });
     Ok((bound, task))
@@ -84,7 +84,7 @@ async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
     registry.register_collector(Box::new(snapshot));
     let mut body = String::new();
     if let Err(e) = encode(&mut body, &registry) {
-        warn!(cause = %e, "encoding metrics");
+        warn!(cause = %Chain(&e), "encoding metrics");
     }
     (
         [(

@@ -116,7 +116,6 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
     swarm
         .resume()
         .await
-        .map_err(|s| anyhow::anyhow!("{}", s.message()))
         .context("resuming the swarm membership")?;
     let service = local_api::AgentService::new(
         node_id,

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use shoal_common::{lb::LbEvent, mesh::MeshEvent};
 use shoal_control::{
     api::{DataplaneInfo, HookCounters},
+    error_chain::Chain,
     identity::NodeId,
 };
 use shoal_dataplane::{
@@ -40,49 +41,41 @@ impl SharedDataplane {
 const STOPPED: &str = "the data path is stopped";
 
 impl ServiceDataplane for SharedDataplane {
-    fn attach_task_veth(&self, netns: &Path, interface: &str) -> Result<(), String> {
+    fn attach_task_veth(&self, netns: &Path, interface: &str) -> anyhow::Result<()> {
         let mut guard = self.lock();
-        let dp = guard.as_mut().ok_or(STOPPED)?;
+        let dp = guard.as_mut().context(STOPPED)?;
         run_in(netns, || dp.dataplane.attach_task_veth(interface))
             .and_then(|attached| attached)
-            .map_err(|e| format!("attaching the load balancer to {interface}: {e}"))
+            .with_context(|| format!("attaching the load balancer to {interface}"))
     }
 
-    fn attach_mesh_reply(&self, netns: &Path, interface: &str) -> Result<(), String> {
+    fn attach_mesh_reply(&self, netns: &Path, interface: &str) -> anyhow::Result<()> {
         let mut guard = self.lock();
-        let dp = guard.as_mut().ok_or(STOPPED)?;
+        let dp = guard.as_mut().context(STOPPED)?;
         run_in(netns, || dp.dataplane.attach_mesh_reply(interface))
             .and_then(|attached| attached)
-            .map_err(|e| {
-                format!("attaching the published ports' reply program to {interface}: {e}")
-            })
+            .with_context(|| format!("attaching the published ports' reply program to {interface}"))
     }
 
-    fn apply_mesh(&self, table: &MeshTable) -> Result<(), String> {
+    fn apply_mesh(&self, table: &MeshTable) -> anyhow::Result<()> {
         let mut guard = self.lock();
-        let dp = guard.as_mut().ok_or(STOPPED)?;
-        dp.dataplane
-            .mesh_mut()
-            .apply(table)
-            .map_err(|e| e.to_string())
+        let dp = guard.as_mut().context(STOPPED)?;
+        Ok(dp.dataplane.mesh_mut().apply(table)?)
     }
 
-    fn apply(&self, table: &LbTable) -> Result<ApplyReport, String> {
+    fn apply(&self, table: &LbTable) -> anyhow::Result<ApplyReport> {
         let mut guard = self.lock();
-        let dp = guard.as_mut().ok_or(STOPPED)?;
-        dp.dataplane
-            .lb_mut()
-            .apply(table)
-            .map_err(|e| e.to_string())
+        let dp = guard.as_mut().context(STOPPED)?;
+        Ok(dp.dataplane.lb_mut().apply(table)?)
     }
 
-    fn expire_flows(&self) -> Result<usize, String> {
+    fn expire_flows(&self) -> anyhow::Result<usize> {
         let mut guard = self.lock();
-        let dp = guard.as_mut().ok_or(STOPPED)?;
+        let dp = guard.as_mut().context(STOPPED)?;
         let now = shoal_dataplane::lb::monotonic_now_ns();
         let vip_flows = dp.dataplane.lb_mut().expire_flows(now);
         let mesh_flows = dp.dataplane.mesh_mut().expire_flows(now);
-        Ok(vip_flows.map_err(|e| e.to_string())? + mesh_flows.map_err(|e| e.to_string())?)
+        Ok(vip_flows? + mesh_flows?)
     }
 
     fn table(&self) -> LbTable {
@@ -98,7 +91,7 @@ impl ServiceDataplane for SharedDataplane {
             return MeshTable::default();
         };
         dp.dataplane.mesh().table().unwrap_or_else(|e| {
-            warn!(error = %e, "reading the published ports' maps");
+            warn!(error = %Chain(&e), "reading the published ports' maps");
             MeshTable::default()
         })
     }
@@ -137,7 +130,7 @@ impl NodeDataplane {
         let lb = self.dataplane.lb();
         let read = lb.counters().and_then(|c| Ok((c, lb.events()?)));
         read.unwrap_or_else(|e| {
-            warn!(error = %e, "reading the load balancer's counters");
+            warn!(error = %Chain(&e), "reading the load balancer's counters");
             Default::default()
         })
     }
@@ -145,7 +138,7 @@ impl NodeDataplane {
     /// How often each published-port event happened, read now.
     pub fn mesh_events(&self) -> Vec<(MeshEvent, u64)> {
         self.dataplane.mesh().events().unwrap_or_else(|e| {
-            warn!(error = %e, "reading the published ports' counters");
+            warn!(error = %Chain(&e), "reading the published ports' counters");
             Vec::new()
         })
     }
@@ -164,7 +157,7 @@ impl NodeDataplane {
                     .collect(),
                 String::new(),
             ),
-            Err(e) => (Vec::new(), format!("reading counters: {e}")),
+            Err(e) => (Vec::new(), format!("reading counters: {}", Chain(&e))),
         };
         DataplaneInfo {
             underlay_interface: self.underlay_interface.clone().unwrap_or_default(),

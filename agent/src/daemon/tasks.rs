@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::Command, sync::Arc};
 
 use shoal_control::{
     cluster::{Task, gossip::GossipConfig, mesh::RoutingMesh},
-    swarm::{TaskReports, TaskRunner},
+    swarm::{RunnerError, TaskReports, TaskRunner},
 };
 
 use crate::{executor::Executor, networking::NodeNetworking};
@@ -40,10 +40,8 @@ impl TaskRunner for NodeTasks {
         self.executor.log_paths(task_id)
     }
 
-    fn exec_command(&self, task_id: &str, argv: &[String]) -> Result<Command, String> {
-        self.executor
-            .exec_command(task_id, argv)
-            .map_err(|e| e.to_string())
+    fn exec_command(&self, task_id: &str, argv: &[String]) -> Result<Command, RunnerError> {
+        Ok(self.executor.exec_command(task_id, argv)?)
     }
 
     fn gossip(&self, config: &GossipConfig) {

@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use shoal_control::cluster::{TaskState, TaskStatus};
+use shoal_control::{
+    cluster::{TaskState, TaskStatus},
+    error_chain::Chain,
+};
 use tracing::{info, warn};
 
 use super::{
@@ -22,7 +25,7 @@ pub fn load(tasks_dir: &Path, state: &mut State) -> Result<(), ExecutorError> {
         let process = match dir.read_pid() {
             Ok(process) => process,
             Err(e) => {
-                warn!(task = %id, error = %e, "unreadable pid file: treating the task as exited");
+                warn!(task = %id, error = %Chain(&e), "unreadable pid file: treating the task as exited");
                 None
             }
         };
@@ -31,12 +34,12 @@ pub fn load(tasks_dir: &Path, state: &mut State) -> Result<(), ExecutorError> {
             Err(e) => {
                 // Without its spec the task can be neither supervised nor reported (spec.json
                 // is written before the process starts, so this is a damaged directory).
-                warn!(task = %id, error = %e, "unreadable task spec: killing and removing the task");
+                warn!(task = %id, error = %Chain(&e), "unreadable task spec: killing and removing the task");
                 if let Some(process) = process {
                     signal_group(process, true, nix::sys::signal::Signal::SIGKILL);
                 }
                 if let Err(e) = dir.remove() {
-                    warn!(task = %id, error = %e, "removing a damaged task dir");
+                    warn!(task = %id, error = %Chain(&e), "removing a damaged task dir");
                 }
                 continue;
             }
@@ -44,7 +47,7 @@ pub fn load(tasks_dir: &Path, state: &mut State) -> Result<(), ExecutorError> {
         let last = match dir.read_status() {
             Ok(last) => last,
             Err(e) => {
-                warn!(task = %id, error = %e, "unreadable task status");
+                warn!(task = %id, error = %Chain(&e), "unreadable task status");
                 None
             }
         };
@@ -107,7 +110,7 @@ pub fn reconnect(inner: &Inner) {
         } else if netns.exists()
             && let Err(e) = inner.network.attach(&entry.task, &netns)
         {
-            warn!(task = %entry.task.id, error = %e, "re-attaching a re-adopted task's networks");
+            warn!(task = %entry.task.id, error = %Chain(e.as_ref()), "re-attaching a re-adopted task's networks");
         }
     }
 }

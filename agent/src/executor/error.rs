@@ -1,21 +1,38 @@
 //! The executor's error type: every variant names what was being done and to which path or
-//! task, so a failure reads as one line ("writing /var/lib/shoal/tasks/x/pid: ...").
+//! task; the cause is its `#[source]`, so a failure shown with its chain reads as one line
+//! ("writing /var/lib/shoal/tasks/x/pid: No space left on device").
 
 use std::{io, path::PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
-    #[error("creating {}: {source}", path.display())]
-    CreateDir { path: PathBuf, source: io::Error },
+    #[error("creating {}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 
-    #[error("reading {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 
-    #[error("writing {}: {source}", path.display())]
-    Write { path: PathBuf, source: io::Error },
+    #[error("writing {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 
-    #[error("removing {}: {source}", path.display())]
-    Remove { path: PathBuf, source: io::Error },
+    #[error("removing {}", path.display())]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 
     #[error("parsing {}: {reason}", path.display())]
     Parse { path: PathBuf, reason: String },
@@ -29,12 +46,17 @@ pub enum ExecutorError {
     #[error("exec needs a command")]
     EmptyCommand,
 
-    #[error("opening namespace {}: {source}", path.display())]
-    OpenNamespace { path: PathBuf, source: io::Error },
+    #[error("opening namespace {}", path.display())]
+    OpenNamespace {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 
-    #[error("starting {what}: {source}")]
+    #[error("starting {what}")]
     Spawn {
         what: &'static str,
+        #[source]
         source: io::Error,
     },
 }

@@ -59,7 +59,7 @@ const KILL_MARGIN: Duration = Duration::from_secs(5);
 pub trait TaskNetwork: Send + Sync {
     /// Called before the task's process starts, and again for a re-adopted running task after
     /// an agent restart (so it must be idempotent). An error fails the task.
-    fn attach(&self, task: &Task, netns: &Path) -> Result<(), String>;
+    fn attach(&self, task: &Task, netns: &Path) -> anyhow::Result<()>;
     /// Called once the task's process has exited for good, before its namespace is deleted.
     fn detach(&self, task: &Task, netns: &Path);
     /// What the task's /etc/resolv.conf says (a private bind mount in its mount namespace);

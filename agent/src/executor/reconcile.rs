@@ -4,8 +4,13 @@
 use std::{collections::HashSet, path::Path, time::Duration};
 
 use nix::sys::{signal::Signal, wait::waitpid};
-use shoal_control::cluster::{Task, TaskState};
+use shoal_control::{
+    cluster::{Task, TaskState},
+    error_chain::Chain,
+};
 use tracing::warn;
+
+use anyhow::Context as _;
 
 use super::{
     adopt::running_status,
@@ -28,7 +33,7 @@ pub fn reconcile(inner: &Inner, assigned: &[Task]) {
             continue;
         }
         if let Err(e) = validate_task_id(&task.id) {
-            refuse(&mut state, &task.id, e.to_string());
+            refuse(&mut state, &task.id, Chain(&e).to_string());
             continue;
         }
         // Over already (as far as the leader knows): nothing left to do here.
@@ -65,7 +70,7 @@ pub fn reconcile(inner: &Inner, assigned: &[Task]) {
         } else {
             // Over, and the leader has dropped it: its directory (and logs) can go.
             if let Err(e) = entry.dir.remove() {
-                warn!(task = %id, error = %e, "removing a finished task's directory");
+                warn!(task = %id, error = %Chain(&e), "removing a finished task's directory");
             }
             state.tasks.remove(&id);
         }
@@ -86,7 +91,11 @@ fn add(tasks_dir: &Path, state: &mut State, task: &Task) -> bool {
     let dir = match TaskDir::create(tasks_dir, task) {
         Ok(dir) => dir,
         Err(e) => {
-            refuse(state, &task.id, format!("preparing task failed: {e}"));
+            refuse(
+                state,
+                &task.id,
+                format!("preparing task failed: {}", Chain(&e)),
+            );
             return false;
         }
     };
@@ -144,7 +153,7 @@ fn start(inner: &Inner, state: &mut State, task: &Task) {
                 // it run. SIGKILL makes the wait short.
                 signal_group(process, false, Signal::SIGKILL);
                 let _ = waitpid(process.nix_pid(), None);
-                Err(e.to_string())
+                Err(e.into())
             }
         });
     match result {
@@ -159,18 +168,17 @@ fn start(inner: &Inner, state: &mut State, task: &Task) {
         }
         Err(e) => {
             inner.release_network(task);
-            let error = format!("starting task failed: {e}");
+            let error = format!("starting task failed: {}", Chain(e.as_ref()));
             state.record(id, status(TaskState::Failed, "failed", error, None));
         }
     }
 }
 
 /// The task's network namespace, with its interfaces, before the process exists.
-fn connect(inner: &Inner, task: &Task, netns: &Path) -> Result<(), String> {
-    shoal_dataplane::overlay::create_netns(netns)
-        .map_err(|e| format!("creating the network namespace: {e}"))?;
+fn connect(inner: &Inner, task: &Task, netns: &Path) -> anyhow::Result<()> {
+    shoal_dataplane::overlay::create_netns(netns).context("creating the network namespace")?;
     inner
         .network
         .attach(task, netns)
-        .map_err(|e| format!("connecting to networks: {e}"))
+        .context("connecting to networks")
 }

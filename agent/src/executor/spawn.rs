@@ -6,6 +6,7 @@
 //! runs in the forked child of a multi-threaded process, where only async-signal-safe calls
 //! are allowed, so it makes raw syscalls on prepared C strings and allocates nothing.
 
+use anyhow::{Context as _, anyhow, bail};
 use std::{
     ffi::{CString, OsStr},
     fs::File,
@@ -71,8 +72,8 @@ fn find_executable(argv0: &str, path: &str) -> Option<PathBuf> {
         .find(|p| is_executable(p))
 }
 
-fn c_string(s: &OsStr, what: &str) -> Result<CString, String> {
-    CString::new(s.as_bytes()).map_err(|_| format!("{what} {s:?} contains a NUL byte"))
+fn c_string(s: &OsStr, what: &str) -> anyhow::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| anyhow!("{what} {s:?} contains a NUL byte"))
 }
 
 /// A bind mount ready for the child.
@@ -93,12 +94,12 @@ fn task_mounts(
     task: &Task,
     dir: &TaskDir,
     resolv_conf: Option<&str>,
-) -> Result<Vec<BindMount>, String> {
+) -> anyhow::Result<Vec<BindMount>> {
     let mut mounts = Vec::with_capacity(task.spec.mounts.len() + 1);
     if let Some(text) = resolv_conf
         && Path::new(RESOLV_CONF).exists()
     {
-        let source = dir.write_resolv_conf(text).map_err(|e| e.to_string())?;
+        let source = dir.write_resolv_conf(text)?;
         mounts.push(BindMount {
             source: source.to_string_lossy().into_owned(),
             target: RESOLV_CONF.to_owned(),
@@ -110,18 +111,18 @@ fn task_mounts(
 }
 
 /// Checks the mounts and turns them into C strings and flags.
-fn prepare_mounts(mounts: &[BindMount]) -> Result<Vec<PreparedMount>, String> {
+fn prepare_mounts(mounts: &[BindMount]) -> anyhow::Result<Vec<PreparedMount>> {
     mounts
         .iter()
         .map(|m| {
             for (what, path) in [("source", &m.source), ("target", &m.target)] {
                 if !Path::new(path).is_absolute() {
-                    return Err(format!("invalid mount: {what} {path:?} is not absolute"));
+                    bail!("invalid mount: {what} {path:?} is not absolute");
                 }
                 // No root filesystem of its own to create the target in: it must exist on
                 // the host (and stays unchanged there: the mount is only in the task's view).
                 if !Path::new(path).exists() {
-                    return Err(format!("invalid mount: {what} {path:?} does not exist"));
+                    bail!("invalid mount: {what} {path:?} does not exist");
                 }
             }
             let readonly_flags = if m.readonly {
@@ -129,7 +130,7 @@ fn prepare_mounts(mounts: &[BindMount]) -> Result<Vec<PreparedMount>, String> {
                 // nodev, ...): the kernel refuses to clear locked ones, and clearing them
                 // would loosen the host's policy anyway.
                 let source_flags = statvfs(Path::new(&m.source))
-                    .map_err(|e| format!("invalid mount: source {:?}: {e}", m.source))?
+                    .with_context(|| format!("invalid mount: source {:?}", m.source))?
                     .flags();
                 Some(remount_flags(source_flags))
             } else {
@@ -272,17 +273,17 @@ unsafe fn setup_child(
     Ok(())
 }
 
-/// Starts the task's process. The error is the status error's text, after "starting task
-/// failed: ".
+/// Starts the task's process. The error, with its causes, is the status error's text after
+/// "starting task failed: ".
 pub fn spawn(
     task: &Task,
     dir: &TaskDir,
     netns: &Path,
     netns_dir: &Path,
     resolv_conf: Option<&str>,
-) -> Result<ProcessIdentity, String> {
+) -> anyhow::Result<ProcessIdentity> {
     let Some(argv0) = task.spec.command.first() else {
-        return Err("the service has no command".to_owned());
+        bail!("the service has no command");
     };
     let env = task_env(task);
     let path = env
@@ -291,7 +292,7 @@ pub fn spawn(
         .find(|(k, _)| k == "PATH")
         .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
     let Some(program) = find_executable(argv0, path) else {
-        return Err(format!("executable {argv0:?} not found"));
+        bail!("executable {argv0:?} not found");
     };
     let bind_mounts = task_mounts(task, dir, resolv_conf)?;
     let mounts = prepare_mounts(&bind_mounts)?;
@@ -299,10 +300,10 @@ pub fn spawn(
     let netns_dir = c_string(netns_dir.as_os_str(), "netns directory")?;
     // CLOEXEC: used by setns() before the exec, never inherited by the task.
     let netns = File::open(netns)
-        .map_err(|e| format!("opening the network namespace {}: {e}", netns.display()))?;
-    let (stdout, stderr) = dir.open_logs().map_err(|e| e.to_string())?;
+        .with_context(|| format!("opening the network namespace {}", netns.display()))?;
+    let (stdout, stderr) = dir.open_logs()?;
     let (step_read, step_write): (OwnedFd, OwnedFd) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("creating a pipe: {e}"))?;
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating a pipe")?;
 
     let mut command = Command::new(&program);
     command
@@ -345,14 +346,14 @@ pub fn spawn(
                 // No step reported: the setup succeeded and exec itself failed.
                 Err(_) => format!("executing {}", program.display()),
             };
-            return Err(format!("{context}: {e}"));
+            return Err(anyhow::Error::new(e).context(context));
         }
     };
     // The child is not reaped until the supervisor has seen it exit, so its /proc entry is
     // there even if it already exited.
     let pid = child.id();
     ProcessIdentity::of(pid).ok_or_else(|| {
-        format!("process {pid} vanished right after starting (reaped by someone else?)")
+        anyhow!("process {pid} vanished right after starting (reaped by someone else?)")
     })
 }
 

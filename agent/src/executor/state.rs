@@ -5,10 +5,14 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     path::PathBuf,
     sync::{Condvar, Mutex, MutexGuard, PoisonError, atomic::AtomicBool},
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::Instant,
 };
 
-use shoal_control::cluster::{Task, TaskState, TaskStatus};
+use shoal_control::{
+    clock::now_ms,
+    cluster::{Task, TaskState, TaskStatus},
+    error_chain::Chain,
+};
 use tracing::warn;
 
 use super::{proc::ProcessIdentity, store::TaskDir};
@@ -43,7 +47,7 @@ impl Inner {
         }
         self.network.detach(task, &netns);
         if let Err(e) = shoal_dataplane::overlay::remove_netns(&netns) {
-            warn!(task = %task.id, error = %e, "removing the task's network namespace");
+            warn!(task = %task.id, error = %Chain(&e), "removing the task's network namespace");
         }
     }
 
@@ -106,18 +110,11 @@ impl State {
         };
         if let Err(e) = entry.dir.write_status(&status) {
             // The report still reaches the leader; only a restart would lose it.
-            warn!(task = id, error = %e, "recording task status");
+            warn!(task = id, error = %Chain(&e), "recording task status");
         }
         entry.status = status.clone();
         self.reports.push_back((id.to_owned(), status));
     }
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 pub fn status(

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use nix::{errno::Errno, sys::signal::Signal};
 use tracing::warn;
 
+use shoal_control::error_chain::Chain;
+
 use super::{
     proc::{Liveness, ProcessIdentity},
     state::TaskEntry,
@@ -22,7 +24,7 @@ pub fn signal_group(process: ProcessIdentity, adopted: bool, signal: Signal) {
     match nix::sys::signal::killpg(process.nix_pid(), signal) {
         // ESRCH: the whole group is gone already.
         Ok(()) | Err(Errno::ESRCH) => {}
-        Err(e) => warn!(pid = process.pid, %signal, error = %e, "signalling a task"),
+        Err(e) => warn!(pid = process.pid, %signal, error = %Chain(&e), "signalling a task"),
     }
 }
 

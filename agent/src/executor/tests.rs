@@ -35,7 +35,7 @@ struct RecordedNetwork {
 }
 
 impl TaskNetwork for RecordedNetwork {
-    fn attach(&self, task: &Task, netns: &Path) -> Result<(), String> {
+    fn attach(&self, task: &Task, netns: &Path) -> anyhow::Result<()> {
         assert!(netns.exists(), "attach gets an existing namespace");
         self.calls
             .lock()

@@ -15,7 +15,8 @@ use std::{
     time::Duration,
 };
 
-use shoal_control::{cluster::Task, netdb::Change};
+use anyhow::Context as _;
+use shoal_control::{cluster::Task, error_chain::Chain, netdb::Change};
 use shoal_dns::{
     DnsCounters, DnsServer, EndpointRecord, NetworkInfo, Records, RecordsView, ServerConfig,
     TaskDns, resolv_conf::EMBEDDED_DNS,
@@ -75,12 +76,12 @@ impl EmbeddedDns {
     /// Starts answering inside `task`'s namespace, unless that is already done (attach is
     /// called again for tasks re-adopted after an agent restart, whose sockets died with the
     /// old agent).
-    pub fn serve(&self, task: &Task, netns: &Path) -> Result<(), String> {
+    pub fn serve(&self, task: &Task, netns: &Path) -> anyhow::Result<()> {
         let mut tasks = self.tasks();
         if tasks.contains_key(&task.id) {
             return Ok(());
         }
-        let (udp, tcp) = bind_in(netns).map_err(|e| format!("embedded DNS: {e}"))?;
+        let (udp, tcp) = bind_in(netns).context("embedded DNS")?;
         // Like Docker, names are not served on the routing mesh's network.
         let scope = task
             .networks
@@ -91,7 +92,7 @@ impl EmbeddedDns {
         let served = self
             .server
             .serve_task(udp, tcp, scope)
-            .map_err(|e| format!("embedded DNS: {e}"))?;
+            .context("embedded DNS")?;
         tasks.insert(task.id.clone(), served);
         debug!(task = %task.id, "embedded DNS serving");
         Ok(())
@@ -107,14 +108,13 @@ impl EmbeddedDns {
 
 /// UDP and TCP sockets on 127.0.0.11:53 inside `netns`: made on a thread that entered it (a
 /// socket belongs to the namespace it was created in, whichever thread serves it later).
-fn bind_in(netns: &Path) -> Result<(UdpSocket, TcpListener), String> {
+fn bind_in(netns: &Path) -> anyhow::Result<(UdpSocket, TcpListener)> {
     let addr = SocketAddr::new(EMBEDDED_DNS, 53);
     shoal_dataplane::netns::run_in(netns, move || {
-        let udp = UdpSocket::bind(addr).map_err(|e| format!("binding udp {addr}: {e}"))?;
-        let tcp = TcpListener::bind(addr).map_err(|e| format!("binding tcp {addr}: {e}"))?;
-        Ok::<_, String>((udp, tcp))
-    })
-    .map_err(|e| e.to_string())?
+        let udp = UdpSocket::bind(addr).with_context(|| format!("binding udp {addr}"))?;
+        let tcp = TcpListener::bind(addr).with_context(|| format!("binding tcp {addr}"))?;
+        anyhow::Ok((udp, tcp))
+    })?
 }
 
 impl NodeNetworking {
@@ -169,7 +169,7 @@ pub async fn follow(networking: Arc<NodeNetworking>, mut changes: Receiver<Chang
         {}
         let n = networking.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || n.refresh_services()).await {
-            warn!(error = %e, "rebuilding the DNS records and VIP backends failed");
+            warn!(error = %Chain(&e), "rebuilding the DNS records and VIP backends failed");
         }
         tokio::time::sleep(COALESCE).await;
     }

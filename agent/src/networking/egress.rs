@@ -12,7 +12,7 @@ use std::{
     sync::{Mutex, MutexGuard, PoisonError},
 };
 
-use shoal_control::cluster::Task;
+use shoal_control::{cluster::Task, error_chain::Chain};
 use shoal_dataplane::overlay::{
     GatewaySpec, attach_task_gateway, detach_task_gateway, ensure_gateway_bridge,
     remove_gateway_bridge,
@@ -44,7 +44,7 @@ impl Egress {
         let leases_file = state_dir.join("gateway-leases.json");
         let leases = match std::fs::read(&leases_file) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                warn!(file = %leases_file.display(), error = %e, "unreadable gateway leases: starting afresh");
+                warn!(file = %leases_file.display(), error = %Chain(&e), "unreadable gateway leases: starting afresh");
                 BTreeMap::new()
             }),
             Err(_) => BTreeMap::new(),
@@ -71,10 +71,10 @@ impl Egress {
         task: &Task,
         netns: &Path,
         index: usize,
-    ) -> Result<(Ipv4Addr, String), String> {
+    ) -> anyhow::Result<(Ipv4Addr, String)> {
         let mut state = self.lock();
         if !state.ready {
-            ensure_gateway_bridge(&self.node_netns, &self.spec).map_err(|e| e.to_string())?;
+            ensure_gateway_bridge(&self.node_netns, &self.spec)?;
             state.ready = true;
         }
         let ip = match state.leases.get(&task.id) {
@@ -94,8 +94,7 @@ impl Egress {
             &format!("eth{index}"),
             ip,
             &port,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         Ok((ip, port))
     }
 
@@ -109,7 +108,7 @@ impl Egress {
         if let Err(e) =
             detach_task_gateway(&self.node_netns, &self.spec, &bridge_side_name(&task.id))
         {
-            warn!(task = %task.id, error = %e, "detaching a task from the gateway bridge");
+            warn!(task = %task.id, error = %Chain(&e), "detaching a task from the gateway bridge");
         }
     }
 
@@ -118,18 +117,18 @@ impl Egress {
         let mut state = self.lock();
         state.ready = false;
         if let Err(e) = remove_gateway_bridge(&self.node_netns, &self.spec) {
-            warn!(error = %e, "removing the gateway bridge");
+            warn!(error = %Chain(&e), "removing the gateway bridge");
         }
     }
 
-    fn free_address(&self, state: &State) -> Result<Ipv4Addr, String> {
+    fn free_address(&self, state: &State) -> anyhow::Result<Ipv4Addr> {
         let used: std::collections::HashSet<&Ipv4Addr> = state.leases.values().collect();
         self.spec
             .subnet
             .hosts()
             .find(|ip| *ip != self.spec.gateway && !used.contains(ip))
             .ok_or_else(|| {
-                format!(
+                anyhow::anyhow!(
                     "no address left on the gateway bridge ({})",
                     self.spec.subnet
                 )
@@ -143,7 +142,7 @@ impl Egress {
             std::fs::rename(&tmp, &self.leases_file)
         };
         if let Err(e) = write() {
-            warn!(file = %self.leases_file.display(), error = %e, "saving gateway leases");
+            warn!(file = %self.leases_file.display(), error = %Chain(&e), "saving gateway leases");
         }
     }
 }

@@ -14,6 +14,7 @@ use std::{
 use rand::seq::SliceRandom as _;
 use shoal_control::{
     cluster::gossip::{GossipConfig, GossipKey, primary_index},
+    error_chain::Chain,
     netdb::{NetDb, NetDbConfig},
 };
 use tokio::sync::watch;
@@ -108,7 +109,7 @@ impl NodeNetworking {
             state.last_join = Some(Instant::now());
             self.runtime.spawn(async move {
                 if let Err(e) = db.join(&peers).await {
-                    warn!(error = %e, "joining the network DB");
+                    warn!(error = %Chain(&e), "joining the network DB");
                 }
             });
         }
@@ -125,7 +126,9 @@ impl NodeNetworking {
                 info!("network DB resumed from the saved keys and peers");
                 self.on_gossip(&config);
             }
-            Err(e) => warn!(file = %path.display(), error = %e, "unreadable saved gossip settings"),
+            Err(e) => {
+                warn!(file = %path.display(), error = %Chain(&e), "unreadable saved gossip settings")
+            }
         }
     }
 
@@ -150,7 +153,7 @@ impl NodeNetworking {
             std::fs::rename(&tmp, &path)
         };
         if let Err(e) = write() {
-            warn!(file = %path.display(), error = %e, "saving gossip settings");
+            warn!(file = %path.display(), error = %Chain(&e), "saving gossip settings");
         }
     }
 
@@ -184,7 +187,7 @@ async fn start(
     let db = match NetDb::start(config, shutdown).await {
         Ok(db) => Arc::new(db),
         Err(e) => {
-            warn!(error = %e, "starting the network DB (retried with the next heartbeat)");
+            warn!(error = %Chain(&e), "starting the network DB (retried with the next heartbeat)");
             networking.gossip.lock().starting = false;
             return;
         }
@@ -209,7 +212,7 @@ async fn start(
     })
     .await;
     if let Err(e) = publish {
-        warn!(error = %e, "publishing local endpoints");
+        warn!(error = %Chain(&e), "publishing local endpoints");
     }
     networking.gossip.lock().stop = Some(stop_tx);
     tokio::spawn(remote::follow(networking.clone(), changes));
@@ -220,7 +223,7 @@ async fn start(
     if !peers.is_empty() {
         networking.gossip.lock().last_join = Some(Instant::now());
         if let Err(e) = db.join(&peers).await {
-            warn!(error = %e, "joining the network DB (retried while alone)");
+            warn!(error = %Chain(&e), "joining the network DB (retried while alone)");
         }
     }
 }

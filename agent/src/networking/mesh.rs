@@ -24,11 +24,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use shoal_common::mesh::{
     MODE_HOST, MODE_INGRESS, MeshConfig, PortKey, PublishedPort, host_frontend,
 };
 use shoal_control::{
     cluster::{PortProtocol, PublishMode, Task, mesh::RoutingMesh},
+    error_chain::Chain,
     netdb::Endpoint,
 };
 use shoal_dataplane::{
@@ -81,7 +83,7 @@ fn knock(vtep: Ipv4Addr) {
     let sent = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
         .and_then(|socket| socket.send_to(&[], (vtep, 9)));
     if let Err(e) = sent {
-        debug!(%vtep, error = %e, "knocking at a VTEP");
+        debug!(%vtep, error = %Chain(&e), "knocking at a VTEP");
     }
 }
 
@@ -134,7 +136,9 @@ impl NodeNetworking {
                 info!("published ports resumed from the saved routing mesh");
                 self.on_routing_mesh(&mesh);
             }
-            Err(e) => warn!(file = %path.display(), error = %e, "unreadable saved routing mesh"),
+            Err(e) => {
+                warn!(file = %path.display(), error = %Chain(&e), "unreadable saved routing mesh")
+            }
         }
     }
 
@@ -150,7 +154,7 @@ impl NodeNetworking {
             std::fs::rename(&tmp, &path)
         };
         if let Err(e) = write() {
-            warn!(file = %path.display(), error = %e, "saving the routing mesh");
+            warn!(file = %path.display(), error = %Chain(&e), "saving the routing mesh");
         }
     }
 
@@ -172,7 +176,7 @@ impl NodeNetworking {
             self.release_network(&mut local, &network_id, NODE_ENDPOINT_MEMBER);
         }
         if let Err(e) = self.vips.apply_mesh(&MeshTable::default()) {
-            warn!(error = %e, "clearing the published ports");
+            warn!(error = %Chain(e.as_ref()), "clearing the published ports");
         }
     }
 
@@ -192,13 +196,13 @@ impl NodeNetworking {
             (network, addr)
         };
         let mut local = self.local();
-        let built = (|| -> Result<(), String> {
+        let built = (|| -> anyhow::Result<()> {
             let sandbox = self.ensure_network(&mut local, &network)?;
             if let Some(net) = local.networks.get_mut(&network.id) {
                 net.tasks.insert(NODE_ENDPOINT_MEMBER.to_string());
             }
             let prefix = network.subnet.prefix_len();
-            let ip = ipnet::Ipv4Net::new(addr, prefix).map_err(|e| e.to_string())?;
+            let ip = ipnet::Ipv4Net::new(addr, prefix)?;
             attach_task(
                 &sandbox,
                 &self.config.node_netns,
@@ -207,16 +211,16 @@ impl NodeNetworking {
                 false,
                 SANDBOX_SIDE,
             )
-            .map_err(|e| format!("the node's ingress endpoint: {e}"))?;
+            .context("the node's ingress endpoint")?;
             self.vips
                 .attach_mesh_reply(&self.config.node_netns, NODE_INGRESS_INTERFACE)?;
-            shoal_dataplane::overlay::enable_ip_forwarding(&self.config.node_netns)
-                .map_err(|e| e.to_string())?;
+            shoal_dataplane::overlay::enable_ip_forwarding(&self.config.node_netns)?;
             Ok(())
         })();
         if let Err(e) = built {
             drop(local);
             // Retried every second: said once per distinct failure.
+            let e = Chain(e.as_ref()).to_string();
             let mut state = self.mesh.lock();
             if state.endpoint_error.as_ref() != Some(&e) {
                 warn!(error = %e, "published ports are not served on this node");
@@ -257,7 +261,7 @@ impl NodeNetworking {
         task: &Task,
         gateway_ip: Ipv4Addr,
         bridge_port: &str,
-    ) -> Result<(), String> {
+    ) -> anyhow::Result<()> {
         self.vips
             .attach_mesh_reply(&self.config.node_netns, bridge_port)?;
         self.mesh
@@ -295,7 +299,7 @@ impl NodeNetworking {
             return;
         };
         if let Err(e) = self.vips.apply_mesh(&table) {
-            warn!(error = %e, "updating the published ports");
+            warn!(error = %Chain(e.as_ref()), "updating the published ports");
         }
         self.knock_at_vteps(&table);
     }

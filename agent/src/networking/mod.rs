@@ -33,8 +33,10 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
 };
 
+use anyhow::Context as _;
 use shoal_control::{
     cluster::{Task, network::Network},
+    error_chain::Chain,
     netdb::{Endpoint, NetDb},
 };
 use shoal_dataplane::overlay::{
@@ -215,11 +217,11 @@ impl NodeNetworking {
 
     /// The sandbox of `network`, created (with the remote endpoints already known) if this is
     /// the first local task on it.
-    fn ensure_network(&self, local: &mut Local, network: &Network) -> Result<Sandbox, String> {
+    fn ensure_network(&self, local: &mut Local, network: &Network) -> anyhow::Result<Sandbox> {
         if let Some(existing) = local.networks.get(&network.id) {
             return Ok(existing.sandbox.clone());
         }
-        let vtep = self.config.data_path_addr.ok_or(
+        let vtep = self.config.data_path_addr.context(
             "this node has no IPv4 data-path address: start the agent with --data-path-addr",
         )?;
         let spec = OverlaySpec {
@@ -235,7 +237,7 @@ impl NodeNetworking {
             &self.sandbox_path(&network.id),
             &spec,
         )
-        .map_err(|e| format!("network {}: {e}", network.name))?;
+        .with_context(|| format!("network {}", network.name))?;
         info!(network = %network.name, vni = network.vni, "overlay sandbox ready");
         if let Some(db) = self.db() {
             db.join_network(&network.id);
@@ -271,7 +273,7 @@ impl NodeNetworking {
             Ok(()) => {
                 info!(network = %net.network.name, "overlay sandbox removed (no local task left)")
             }
-            Err(e) => warn!(network = %net.network.name, error = %e, "removing a sandbox"),
+            Err(e) => warn!(network = %net.network.name, error = %Chain(&e), "removing a sandbox"),
         }
     }
 
@@ -290,7 +292,7 @@ impl NodeNetworking {
             if !local.networks.contains_key(network_id) {
                 info!(network = network_id, "removing a stale overlay sandbox");
                 if let Err(e) = remove_sandbox(&entry.path()) {
-                    warn!(network = network_id, error = %e, "removing a stale sandbox");
+                    warn!(network = network_id, error = %Chain(&e), "removing a stale sandbox");
                 }
             }
         }
@@ -311,7 +313,7 @@ fn sandbox_side_name(task_id: &str, index: usize) -> String {
 }
 
 impl TaskNetwork for NodeNetworking {
-    fn attach(&self, task: &Task, netns: &Path) -> Result<(), String> {
+    fn attach(&self, task: &Task, netns: &Path) -> anyhow::Result<()> {
         let mut local = self.local();
         for (index, attachment) in task.networks.iter().enumerate() {
             let network = &attachment.network;
@@ -328,10 +330,10 @@ impl TaskNetwork for NodeNetworking {
                 false,
                 &veth,
             )
-            .map_err(|e| format!("network {}: {e}", network.name))?;
+            .with_context(|| format!("network {}", network.name))?;
             self.vips
                 .attach(&sandbox.path, &veth)
-                .map_err(|e| format!("network {}: {e}", network.name))?;
+                .with_context(|| format!("network {}", network.name))?;
             let ip = attachment.addr.addr();
             let endpoint = Endpoint {
                 network_id: network.id.clone(),
@@ -360,10 +362,10 @@ impl TaskNetwork for NodeNetworking {
             let (gateway_ip, bridge_port) = self
                 .egress
                 .attach(task, netns, task.networks.len())
-                .map_err(|e| format!("gateway bridge: {e}"))?;
+                .context("gateway bridge")?;
             if mesh::publishes_host_ports(task) {
                 self.add_host_task(task, gateway_ip, &bridge_port)
-                    .map_err(|e| format!("host-mode ports: {e}"))?;
+                    .context("host-mode ports")?;
             }
         }
         self.refresh_services();
@@ -386,7 +388,7 @@ impl TaskNetwork for NodeNetworking {
             if let Some(net) = local.networks.get(network_id)
                 && let Err(e) = detach_task(&net.sandbox, &sandbox_side_name(&task.id, index))
             {
-                warn!(task = %task.id, error = %e, "detaching a task from its sandbox");
+                warn!(task = %task.id, error = %Chain(&e), "detaching a task from its sandbox");
             }
             self.release_network(&mut local, network_id, &task.id);
         }

@@ -8,7 +8,10 @@
 
 use std::{collections::HashSet, net::Ipv4Addr, sync::Arc, time::Duration};
 
-use shoal_control::netdb::{Change, Endpoint};
+use shoal_control::{
+    error_chain::Chain,
+    netdb::{Change, Endpoint},
+};
 use shoal_dataplane::overlay::{
     Sandbox, add_remote_endpoint, remote_endpoints, remove_remote_endpoint,
 };
@@ -22,7 +25,7 @@ use super::NodeNetworking;
 pub fn program_all(node_id: &str, sandbox: &Sandbox, endpoints: &[Endpoint]) {
     for e in endpoints.iter().filter(|e| e.node_id != node_id) {
         if let Err(err) = add_remote_endpoint(sandbox, e.ip, e.mac, e.vtep) {
-            warn!(ip = %e.ip, vtep = %e.vtep, error = %err, "programming a remote endpoint");
+            warn!(ip = %e.ip, vtep = %e.vtep, error = %Chain(&err), "programming a remote endpoint");
         }
     }
 }
@@ -54,7 +57,7 @@ pub async fn follow(networking: Arc<NodeNetworking>, mut changes: Receiver<Chang
         })
         .await;
         if let Err(e) = applied {
-            warn!(error = %e, "applying a network DB change failed");
+            warn!(error = %Chain(&e), "applying a network DB change failed");
         }
     }
 }
@@ -80,7 +83,7 @@ impl NodeNetworking {
             remove_remote_endpoint(&net.sandbox, ip, mac, vtep)
         };
         if let Err(e) = result {
-            warn!(%ip, %vtep, add, error = %e, "programming a remote endpoint");
+            warn!(%ip, %vtep, add, error = %Chain(&e), "programming a remote endpoint");
         }
     }
 
@@ -106,7 +109,7 @@ impl NodeNetworking {
             let present = match remote_endpoints(&net.sandbox) {
                 Ok(present) => present,
                 Err(e) => {
-                    warn!(network = %net.network.name, error = %e, "listing remote endpoints");
+                    warn!(network = %net.network.name, error = %Chain(&e), "listing remote endpoints");
                     continue;
                 }
             };
@@ -116,7 +119,7 @@ impl NodeNetworking {
                 }
                 debug!(%ip, %vtep, network = %net.network.name, "removing a stale remote endpoint");
                 if let Err(e) = remove_remote_endpoint(&net.sandbox, ip, mac, vtep) {
-                    warn!(%ip, error = %e, "removing a stale remote endpoint");
+                    warn!(%ip, error = %Chain(&e), "removing a stale remote endpoint");
                 }
             }
         }

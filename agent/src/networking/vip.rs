@@ -18,6 +18,8 @@ use std::{
 use shoal_dataplane::{LbTable, MeshTable, lb::ApplyReport};
 use tracing::{debug, info, warn};
 
+use shoal_control::error_chain::Chain;
+
 use super::NodeNetworking;
 
 /// What the networking needs of the eBPF data path (VIPs and published ports): implemented
@@ -25,20 +27,20 @@ use super::NodeNetworking;
 /// one (unit tests).
 pub trait ServiceDataplane: Send + Sync {
     /// Attaches the task-facing programs to `interface` inside the namespace at `netns`.
-    fn attach_task_veth(&self, netns: &Path, interface: &str) -> Result<(), String>;
+    fn attach_task_veth(&self, netns: &Path, interface: &str) -> anyhow::Result<()>;
     /// Attaches the published ports' reply program to `interface` inside `netns`.
-    fn attach_mesh_reply(&self, netns: &Path, interface: &str) -> Result<(), String>;
+    fn attach_mesh_reply(&self, netns: &Path, interface: &str) -> anyhow::Result<()>;
     /// Makes the published ports' maps hold exactly `table`.
-    fn apply_mesh(&self, table: &MeshTable) -> Result<(), String>;
+    fn apply_mesh(&self, table: &MeshTable) -> anyhow::Result<()>;
     /// What the published ports' maps hold now.
     fn mesh_table(&self) -> MeshTable;
     /// Makes the maps hold exactly `table`.
-    fn apply(&self, table: &LbTable) -> Result<ApplyReport, String>;
+    fn apply(&self, table: &LbTable) -> anyhow::Result<ApplyReport>;
     /// What the maps hold now.
     fn table(&self) -> LbTable;
     /// Forgets flows that are over (closed TCP, idle UDP), VIP and published-port ones;
     /// returns how many entries went.
-    fn expire_flows(&self) -> Result<usize, String>;
+    fn expire_flows(&self) -> anyhow::Result<usize>;
 }
 
 /// How long a network DB that has met nobody is waited for before backends may be removed.
@@ -75,7 +77,7 @@ impl Vips {
     }
 
     /// Puts the task-facing programs on a task's veth (its sandbox end).
-    pub fn attach(&self, sandbox: &Path, interface: &str) -> Result<(), String> {
+    pub fn attach(&self, sandbox: &Path, interface: &str) -> anyhow::Result<()> {
         match &self.dataplane {
             Some(dp) => dp.attach_task_veth(sandbox, interface),
             None => Ok(()),
@@ -83,7 +85,7 @@ impl Vips {
     }
 
     /// Puts the published ports' reply program on `interface` in `netns`.
-    pub fn attach_mesh_reply(&self, netns: &Path, interface: &str) -> Result<(), String> {
+    pub fn attach_mesh_reply(&self, netns: &Path, interface: &str) -> anyhow::Result<()> {
         match &self.dataplane {
             Some(dp) => dp.attach_mesh_reply(netns, interface),
             None => Ok(()),
@@ -91,7 +93,7 @@ impl Vips {
     }
 
     /// Makes the published ports' maps hold exactly `table`.
-    pub fn apply_mesh(&self, table: &MeshTable) -> Result<(), String> {
+    pub fn apply_mesh(&self, table: &MeshTable) -> anyhow::Result<()> {
         match &self.dataplane {
             Some(dp) => dp.apply_mesh(table),
             None => Ok(()),
@@ -138,7 +140,7 @@ impl NodeNetworking {
                 );
             }
             Ok(_) => {}
-            Err(e) => warn!(error = %e, "updating the service VIPs"),
+            Err(e) => warn!(error = %Chain(e.as_ref()), "updating the service VIPs"),
         }
     }
 
@@ -183,13 +185,13 @@ pub async fn refresh_periodically(networking: Arc<NodeNetworking>) {
                 match dp.expire_flows() {
                     Ok(0) => {}
                     Ok(removed) => debug!(removed, "flows that are over forgotten"),
-                    Err(e) => warn!(error = %e, "expiring flows"),
+                    Err(e) => warn!(error = %Chain(e.as_ref()), "expiring flows"),
                 }
             }
         })
         .await;
         if let Err(e) = done {
-            warn!(error = %e, "refreshing the service VIPs failed");
+            warn!(error = %Chain(&e), "refreshing the service VIPs failed");
         }
     }
 }

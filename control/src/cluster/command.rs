@@ -67,6 +67,28 @@ pub enum CommandResponse {
     Rejected(String),
 }
 
+/// Why a command was not applied. Its text is the replicated verdict
+/// ([`CommandResponse::Rejected`]); the allocator's errors keep their type until then.
+#[derive(Debug, thiserror::Error)]
+enum Rejection {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Allocation(#[from] crate::allocator::AllocError),
+}
+
+impl From<String> for Rejection {
+    fn from(why: String) -> Self {
+        Rejection::Refused(why)
+    }
+}
+
+impl From<&str> for Rejection {
+    fn from(why: &str) -> Self {
+        Rejection::Refused(why.to_string())
+    }
+}
+
 impl ClusterState {
     /// Applies `command`, or leaves the state untouched and says why not.
     pub fn apply(&mut self, command: &Command) -> CommandResponse {
@@ -83,11 +105,11 @@ impl ClusterState {
                 }
                 CommandResponse::Ok
             }
-            Err(why) => CommandResponse::Rejected(why),
+            Err(why) => CommandResponse::Rejected(why.to_string()),
         }
     }
 
-    fn try_apply(&mut self, command: &Command) -> Result<(), String> {
+    fn try_apply(&mut self, command: &Command) -> Result<(), Rejection> {
         match command {
             Command::Init { cluster, node } => {
                 if self.cluster.is_some() {
@@ -131,12 +153,11 @@ impl ClusterState {
                     .values()
                     .any(|s| s.spec.name == service.spec.name)
                 {
-                    return Err(format!("service {} already exists", service.spec.name));
+                    return Err(format!("service {} already exists", service.spec.name).into());
                 }
                 let mut service = service.clone();
-                crate::allocator::assign_published_ports(self, &mut service)
-                    .map_err(|e| e.to_string())?;
-                crate::allocator::assign_vips(self, &mut service).map_err(|e| e.to_string())?;
+                crate::allocator::assign_published_ports(self, &mut service)?;
+                crate::allocator::assign_vips(self, &mut service)?;
                 self.services.insert(service.id.clone(), service);
             }
             Command::UpdateService(service) => {
@@ -150,15 +171,15 @@ impl ClusterState {
                     return Err(format!(
                         "service {} changed meanwhile (version {} < {}); retry",
                         service.spec.name, service.version, current.version
-                    ));
+                    )
+                    .into());
                 }
                 let mut service = service.clone();
                 // The stored VIPs and ports, not the writer's copy, are what the service keeps.
                 service.virtual_ips = current.virtual_ips.clone();
                 service.endpoint_ports = current.endpoint_ports.clone();
-                crate::allocator::assign_published_ports(self, &mut service)
-                    .map_err(|e| e.to_string())?;
-                crate::allocator::assign_vips(self, &mut service).map_err(|e| e.to_string())?;
+                crate::allocator::assign_published_ports(self, &mut service)?;
+                crate::allocator::assign_vips(self, &mut service)?;
                 self.services.insert(service.id.clone(), service);
             }
             Command::RemoveService { id } => {
@@ -216,7 +237,8 @@ impl ClusterState {
                     return Err(format!(
                         "network {} conflicts with network {}",
                         network.name, other.name
-                    ));
+                    )
+                    .into());
                 }
                 self.networks.insert(network.id.clone(), network.clone());
             }
@@ -229,10 +251,9 @@ impl ClusterState {
                     .find(|s| s.spec.networks.contains(id))
                 {
                     let name = self.networks.get(id).map_or(id.as_str(), |n| &n.name);
-                    return Err(format!(
-                        "network {name} is in use by service {}",
-                        user.spec.name
-                    ));
+                    return Err(
+                        format!("network {name} is in use by service {}", user.spec.name).into(),
+                    );
                 }
                 self.networks
                     .remove(id)
@@ -264,13 +285,13 @@ impl ClusterState {
         })
     }
 
-    fn cluster_info(&self) -> Result<&ClusterInfo, String> {
-        self.cluster.as_ref().ok_or_else(|| "no swarm".to_string())
+    fn cluster_info(&self) -> Result<&ClusterInfo, Rejection> {
+        self.cluster.as_ref().ok_or_else(|| "no swarm".into())
     }
 
-    fn node_mut(&mut self, id: &str) -> Result<&mut NodeRecord, String> {
+    fn node_mut(&mut self, id: &str) -> Result<&mut NodeRecord, Rejection> {
         self.nodes
             .get_mut(id)
-            .ok_or_else(|| format!("node {id} not found"))
+            .ok_or_else(|| format!("node {id} not found").into())
     }
 }

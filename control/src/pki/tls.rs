@@ -371,17 +371,6 @@ mod tests {
             .map_err(|source| PkiError::Connect { addr, source })
     }
 
-    /// An error and its sources, one line.
-    fn error_chain(e: &dyn std::error::Error) -> String {
-        let mut text = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            text = format!("{text}: {s}");
-            source = s.source();
-        }
-        text
-    }
-
     struct Cluster {
         ca: ClusterCa,
         manager: NodeCredentials,
@@ -450,7 +439,7 @@ mod tests {
         let addr = start_server(&impostor).await;
         let err = connect_for_join(addr, &token_for(&c.ca)).await.unwrap_err();
         assert!(matches!(err, PkiError::Connect { .. }), "{err:?}");
-        assert!(error_chain(&err).contains("BadSignature"), "{err:?}");
+        assert!(crate::error_chain::chain(&err).contains("BadSignature"), "{err:?}");
     }
 
     #[tokio::test]
@@ -469,8 +458,8 @@ mod tests {
             ..foreign
         };
         let result = match connect(addr, &creds).await {
-            Ok(channel) => who_am_i(channel).await.map_err(|e| error_chain(&e)),
-            Err(e) => Err(error_chain(&e)),
+            Ok(channel) => who_am_i(channel).await.map_err(|e| crate::error_chain::chain(&e)),
+            Err(e) => Err(crate::error_chain::chain(&e)),
         };
         let err = result.unwrap_err();
         assert!(err.contains("UnknownCA"), "{err}");
@@ -482,7 +471,7 @@ mod tests {
         let other = cluster("c2");
         let addr = start_server(&c.manager).await;
         let err = connect(addr, &other.worker).await.unwrap_err();
-        assert!(error_chain(&err).contains("UnknownIssuer"), "{err:?}");
+        assert!(crate::error_chain::chain(&err).contains("UnknownIssuer"), "{err:?}");
     }
 
     #[test]

@@ -1,14 +1,13 @@
 //! Between the API's messages and the cluster model: service specs in both directions (with
 //! validation and Docker's defaults), tasks and services out.
 
-use tonic::Status;
-
+use super::{error::Error, lookup::resolve_network};
 use crate::{
     api,
     cluster::{
         BindMount, ClusterState, EndpointMode, FailureAction, PortConfig, PortProtocol,
-        PublishMode, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Task,
-        UpdateConfig, UpdateOrder, UpdateState,
+        PublishMode, RestartCondition, RestartPolicy, Role, Service, ServiceMode, ServiceSpec,
+        Task, UpdateConfig, UpdateOrder, UpdateState,
     },
     orchestrator::parse_constraint,
 };
@@ -19,8 +18,8 @@ const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
 const DEFAULT_MONITOR_MS: u64 = 5_000;
 
 /// Checks an API spec and turns it into the model, with Docker's defaults for what is unset.
-pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<ServiceSpec, Status> {
-    let invalid = |m: String| Status::invalid_argument(m);
+pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<ServiceSpec, Error> {
+    let invalid = |m: String| Error::invalid(m);
     validate_name("service", &spec.name)?;
     if spec.command.is_empty() || spec.command[0].is_empty() {
         return Err(invalid(
@@ -126,8 +125,8 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
     })
 }
 
-fn port_from_api(p: &api::PortConfigMsg) -> Result<PortConfig, Status> {
-    let invalid = |m: String| Status::invalid_argument(m);
+fn port_from_api(p: &api::PortConfigMsg) -> Result<PortConfig, Error> {
+    let invalid = |m: String| Error::invalid(m);
     let protocol = match p.protocol.as_str() {
         "" | "tcp" => PortProtocol::Tcp,
         "udp" => PortProtocol::Udp,
@@ -175,18 +174,18 @@ fn port_to_api(p: &PortConfig) -> api::PortConfigMsg {
 
 /// `--network` references (names, IDs or ID prefixes) to network IDs, in order. The routing
 /// mesh network is Swarm's to attach (published ports), not the user's, as in Docker.
-fn networks_from_api(references: &[String], state: &ClusterState) -> Result<Vec<String>, Status> {
+fn networks_from_api(references: &[String], state: &ClusterState) -> Result<Vec<String>, Error> {
     let mut ids: Vec<String> = Vec::with_capacity(references.len());
     for reference in references {
-        let network = super::networks::resolve_network(state, reference)?;
+        let network = resolve_network(state, reference)?;
         if network.ingress {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "service cannot be explicitly attached to the ingress network {:?}",
                 network.name
             )));
         }
         if ids.contains(&network.id) {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "network {} is given more than once",
                 network.name
             )));
@@ -196,10 +195,21 @@ fn networks_from_api(references: &[String], state: &ClusterState) -> Result<Vec<
     Ok(ids)
 }
 
+/// A role as the API spells it.
+pub fn parse_role(s: &str) -> Result<Role, Error> {
+    match s {
+        "worker" => Ok(Role::Worker),
+        "manager" => Ok(Role::Manager),
+        other => Err(Error::invalid(format!(
+            "invalid role {other:?}: expected worker or manager"
+        ))),
+    }
+}
+
 /// Docker's rule for service and network names: letters, digits, `_`, `.`, `-`, starting
 /// with a letter or digit, at most 63 characters (they become DNS labels). `kind` names the
 /// object in the error.
-pub(super) fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
+pub fn validate_name(kind: &str, name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -212,13 +222,13 @@ pub(super) fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
     if ok {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!(
+        Err(Error::invalid(format!(
             "invalid {kind} name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at most 63 characters"
         )))
     }
 }
 
-fn restart_from_api(r: Option<&api::RestartPolicyMsg>) -> Result<RestartPolicy, Status> {
+fn restart_from_api(r: Option<&api::RestartPolicyMsg>) -> Result<RestartPolicy, Error> {
     let Some(r) = r else {
         return Ok(RestartPolicy {
             condition: RestartCondition::Any,
@@ -232,7 +242,7 @@ fn restart_from_api(r: Option<&api::RestartPolicyMsg>) -> Result<RestartPolicy, 
         "on-failure" => RestartCondition::OnFailure,
         "none" => RestartCondition::None,
         other => {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "invalid restart condition {other:?}: expected none, on-failure or any"
             )));
         }
@@ -245,7 +255,7 @@ fn restart_from_api(r: Option<&api::RestartPolicyMsg>) -> Result<RestartPolicy, 
     })
 }
 
-fn update_from_api(u: Option<&api::UpdateConfigMsg>) -> Result<UpdateConfig, Status> {
+fn update_from_api(u: Option<&api::UpdateConfigMsg>) -> Result<UpdateConfig, Error> {
     let Some(u) = u else {
         return Ok(UpdateConfig {
             parallelism: 1,
@@ -261,7 +271,7 @@ fn update_from_api(u: Option<&api::UpdateConfigMsg>) -> Result<UpdateConfig, Sta
         "continue" => FailureAction::Continue,
         "rollback" => FailureAction::Rollback,
         other => {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "invalid update failure action {other:?}: expected pause, continue or rollback"
             )));
         }
@@ -270,13 +280,13 @@ fn update_from_api(u: Option<&api::UpdateConfigMsg>) -> Result<UpdateConfig, Sta
         "" | "stop-first" => UpdateOrder::StopFirst,
         "start-first" => UpdateOrder::StartFirst,
         other => {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "invalid update order {other:?}: expected stop-first or start-first"
             )));
         }
     };
     if u.max_failure_ratio_milli > 1000 {
-        return Err(Status::invalid_argument(
+        return Err(Error::invalid(
             "the update max failure ratio must be between 0 and 1",
         ));
     }

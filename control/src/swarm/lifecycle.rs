@@ -7,54 +7,86 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
 };
 
 use openraft::BasicNode;
 use tokio::{net::TcpListener, sync::watch};
-use tonic::Status;
 use tracing::{info, warn};
 
 use super::{
-    Active, ManagerRole, Swarm, dispatch, heartbeat,
-    liveness::Liveness,
+    Active, ManagerRole, Swarm, SwarmSummary,
+    convert::parse_role,
+    error::Error,
+    grpc::ClusterService,
+    leader::{Leader, Route, liveness, orchestrate},
+    node::heartbeat,
     peers::Peers,
     persist::{self, SwarmFile},
     raft_network::NetworkFactory,
-    service::ClusterService,
 };
 use crate::{
+    MANAGER_PORT,
     api::{
         AddRaftMemberRequest, AdmitRequest, InitRequest, InitResponse, JoinSwarmRequest,
-        JoinSwarmResponse, UpdateNodeRequest, cluster_client::ClusterClient,
+        JoinSwarmResponse, NodeInfo, UpdateNodeRequest, cluster_client::ClusterClient,
         cluster_server::ClusterServer,
     },
+    clock::now_secs,
     cluster::{Availability, ClusterInfo, Command, NodeRecord, Role, gossip::GossipKey, raft_id},
+    error_chain::Chain,
     identity::NodeId,
     pki::{self, ClusterCa, JoinToken, NodeCredentials},
     raft::{Raft, store},
 };
 
-/// The manager port, when an address is given without one.
-pub const MANAGER_PORT: u16 = 2377;
 const DEFAULT_POOL: &str = "10.0.0.0/8";
 const DEFAULT_SUBNET_SIZE: u8 = 24;
-const ALREADY_IN_SWARM: &str = "This node is already part of a swarm. Use \"shoal swarm leave\" \
-     to leave this swarm and join another one.";
-
 impl Swarm {
+    /// For `shoal info`.
+    pub async fn summary(&self) -> SwarmSummary {
+        let Ok(active) = self.active().await else {
+            return SwarmSummary::default();
+        };
+        let (cluster_id, role) = {
+            let file = active.file();
+            (file.cluster_id, file.role)
+        };
+        let (managers, nodes) = match self.nodes().await {
+            Ok(nodes) => (
+                nodes.iter().filter(|n| n.role == "manager").count() as u32,
+                nodes.len() as u32,
+            ),
+            Err(e) => {
+                tracing::debug!(cause = %Chain(&e), "cannot count nodes for info");
+                (0, 0)
+            }
+        };
+        SwarmSummary {
+            active: true,
+            cluster_id,
+            is_manager: role == Role::Manager,
+            managers,
+            nodes,
+        }
+    }
+
     /// Resumes the membership kept in the state dir, after an agent restart (even SIGKILL).
-    pub async fn resume(&self) -> Result<(), Status> {
+    pub async fn resume(&self) -> Result<(), Error> {
         let _guard = self.inner.transitions.lock().await;
         let state_dir = &self.inner.config.state_dir;
-        let file = persist::load(state_dir).map_err(internal("reading the swarm membership"))?;
+        let file =
+            persist::load(state_dir).map_err(Error::internal("reading the swarm membership"))?;
         let Some(file) = file else {
             return Ok(());
         };
         let creds = NodeCredentials::load(&persist::swarm_dir(state_dir))
-            .map_err(internal("reading the node credentials"))?
-            .ok_or_else(|| Status::internal("swarm.json exists but the credentials are missing"))?;
+            .map_err(Error::pki("reading the node credentials"))?
+            .ok_or_else(|| Error::Internal {
+                what: "reading the node credentials",
+                source: "swarm.json exists but the credentials are missing".into(),
+            })?;
         info!(cluster_id = %file.cluster_id, role = file.role.as_str(), "resuming swarm membership");
         let active = self.activate(file, creds).await?;
         *self.inner.active.write().await = Some(active);
@@ -62,10 +94,10 @@ impl Swarm {
     }
 
     /// `swarm init`.
-    pub async fn init(&self, request: InitRequest) -> Result<InitResponse, Status> {
+    pub async fn init(&self, request: InitRequest) -> Result<InitResponse, Error> {
         let _guard = self.inner.transitions.lock().await;
         if self.inner.active.read().await.is_some() {
-            return Err(Status::failed_precondition(ALREADY_IN_SWARM));
+            return Err(Error::AlreadyInSwarm);
         }
         let addr = self.advertise_addr(&request.advertise_addr)?;
         let data_path_addr = self.data_path_addr(&request.data_path_addr, addr)?;
@@ -76,10 +108,10 @@ impl Swarm {
 
         let node_id = self.node_id().to_string();
         let cluster_id = NodeId::generate().to_string();
-        let ca = ClusterCa::generate(&cluster_id).map_err(internal("creating the cluster CA"))?;
+        let ca = ClusterCa::generate(&cluster_id).map_err(Error::pki("creating the cluster CA"))?;
         let creds = ca
             .issue(&node_id, Role::Manager, &cluster_id)
-            .map_err(internal("issuing this node's certificate"))?;
+            .map_err(Error::pki("issuing this node's certificate"))?;
         let cluster = ClusterInfo {
             id: cluster_id.clone(),
             ca_cert_pem: ca.cert_pem.clone(),
@@ -96,7 +128,7 @@ impl Swarm {
             gossip_keys: vec![GossipKey::generate(now_secs() * 1000)],
         };
         let worker_token = JoinToken::new(
-            ca.digest().map_err(internal("digesting the CA"))?,
+            ca.digest().map_err(Error::pki("digesting the CA"))?,
             cluster.worker_secret.clone(),
         );
         let node = self.node_record(Role::Manager, addr, data_path_addr);
@@ -112,20 +144,20 @@ impl Swarm {
             self.save_membership(&file, &creds)?;
             let active = self.activate(file, creds).await?;
             *self.inner.active.write().await = Some(Arc::clone(&active));
-            let manager = active
-                .manager
-                .as_ref()
-                .ok_or_else(|| Status::internal("a manager without raft"))?;
+            let manager = active.manager.as_ref().ok_or_else(|| Error::Internal {
+                what: "initializing raft",
+                source: "a manager without raft".into(),
+            })?;
             let members = BTreeMap::from([(raft_id(&node_id), BasicNode::new(addr.to_string()))]);
             manager
                 .raft
                 .initialize(members)
                 .await
-                .map_err(internal("initializing raft"))?;
+                .map_err(Error::internal("initializing raft"))?;
             wait_for_leader(&manager.raft, Duration::from_secs(10)).await?;
-            self.propose(manager, Command::Init { cluster, node })
-                .await?;
-            self.create_ingress(manager).await
+            let leader = Leader::of(self, &active).ok_or(Error::NoLeader)?;
+            leader.propose(Command::Init { cluster, node }).await?;
+            leader.create_ingress().await
         }
         .await;
         if let Err(e) = result {
@@ -141,24 +173,24 @@ impl Swarm {
     }
 
     /// `swarm join`: admitted by a manager with a token, without trusting it on first use.
-    pub async fn join(&self, request: JoinSwarmRequest) -> Result<JoinSwarmResponse, Status> {
+    pub async fn join(&self, request: JoinSwarmRequest) -> Result<JoinSwarmResponse, Error> {
         let _guard = self.inner.transitions.lock().await;
         if self.inner.active.read().await.is_some() {
-            return Err(Status::failed_precondition(ALREADY_IN_SWARM));
+            return Err(Error::AlreadyInSwarm);
         }
         let token: JoinToken = request
             .token
             .trim()
             .parse()
-            .map_err(|e| Status::invalid_argument(format!("{e}")))?;
+            .map_err(|e: pki::PkiError| Error::invalid(e.to_string()))?;
         let remote = parse_addr(&request.remote_addr, MANAGER_PORT)
-            .map_err(|e| Status::invalid_argument(format!("invalid manager address: {e}")))?;
+            .map_err(|e| Error::invalid(format!("invalid manager address: {e}")))?;
         let addr = self.advertise_addr(&request.advertise_addr)?;
         let data_path_addr = self.data_path_addr(&request.data_path_addr, addr)?;
 
-        let (channel, verified_ca) = pki::connect_for_join(remote, &token)
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot join the swarm at {remote}: {e}")))?;
+        let (channel, verified_ca) = pki::connect_for_join(remote, &token).await.map_err(|e| {
+            Error::unavailable_because(format!("cannot join the swarm at {remote}"), e)
+        })?;
         let admitted = ClusterClient::new(channel)
             .admit(AdmitRequest {
                 token: token.to_string(),
@@ -170,7 +202,7 @@ impl Swarm {
             .await?
             .into_inner();
         if admitted.ca_cert_pem.trim() != verified_ca.trim() {
-            return Err(Status::permission_denied(
+            return Err(Error::denied(
                 "the manager's certificates do not match the CA it presented",
             ));
         }
@@ -218,7 +250,7 @@ impl Swarm {
 
     /// `swarm leave`. A manager is refused (without `force`) when it is the last one or when
     /// its leaving would cost the swarm its Raft quorum; otherwise it is demoted first.
-    pub async fn leave(&self, force: bool) -> Result<(), Status> {
+    pub async fn leave(&self, force: bool) -> Result<(), Error> {
         let active = self.active().await?;
         if active.role() == Role::Manager && !force {
             self.check_manager_may_leave().await?;
@@ -228,28 +260,31 @@ impl Swarm {
                 role: Role::Worker.as_str().to_string(),
                 ..Default::default()
             };
-            self.update_node(demote).await?;
+            match self.route().await? {
+                Route::Here(leader) => leader.update_node(demote).await.map(drop)?,
+                Route::Forward(mut client) => client.update_node(demote).await.map(drop)?,
+            }
         }
         let _guard = self.inner.transitions.lock().await;
         self.abandon().await;
         // Stopping waits out each task's grace period: not on an async worker.
         let runner = Arc::clone(&self.inner.runner);
         if let Err(e) = tokio::task::spawn_blocking(move || runner.stop_all()).await {
-            warn!(cause = %e, "stopping the tasks failed");
+            warn!(cause = %Chain(&e), "stopping the tasks failed");
         }
         info!("left the swarm");
         Ok(())
     }
 
     /// Counts, in the leader's view, the managers that would remain reachable.
-    async fn check_manager_may_leave(&self) -> Result<(), Status> {
-        let nodes = self.list_nodes().await?.nodes;
+    async fn check_manager_may_leave(&self) -> Result<(), Error> {
+        let nodes: Vec<NodeInfo> = self.nodes().await?;
         let others: Vec<_> = nodes
             .iter()
             .filter(|n| n.role == Role::Manager.as_str() && n.id != self.node_id())
             .collect();
         if others.is_empty() {
-            return Err(Status::failed_precondition(
+            return Err(Error::refused(
                 "You are attempting to leave the swarm on a node that is participating as a \
                  manager. Removing the last manager erases all current state of the swarm. Use \
                  `--force` to ignore this message.",
@@ -262,7 +297,7 @@ impl Swarm {
         let remaining = others.len();
         let quorum = remaining / 2 + 1;
         if reachable < quorum {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::refused(format!(
                 "You are attempting to leave the swarm on a node that is participating as a \
                  manager. Leaving the swarm will leave you with {reachable} managers out of \
                  {remaining}. This means Raft quorum will be lost and your swarm will become \
@@ -274,7 +309,7 @@ impl Swarm {
 
     /// Follows a role change decided by the leader (promotion or demotion): restarts the
     /// membership with Raft started or stopped.
-    pub(super) async fn switch_role(&self, role: Role) -> Result<(), Status> {
+    pub(super) async fn switch_role(&self, role: Role) -> Result<(), Error> {
         let _guard = self.inner.transitions.lock().await;
         let Some(old) = self.inner.active.write().await.take() else {
             return Ok(());
@@ -307,13 +342,13 @@ impl Swarm {
     }
 
     /// Asks the leader to make this (manager) node a Raft voter, now that its Raft server is up.
-    async fn become_raft_member(&self, active: &Active) -> Result<(), Status> {
+    async fn become_raft_member(&self, active: &Active) -> Result<(), Error> {
         let request = AddRaftMemberRequest {
             node_id: self.node_id().to_string(),
             addr: active.file().addr.to_string(),
         };
         // The leader may be changing hands or still learning of us: retry for a while.
-        let mut last = Status::unavailable("no manager answered");
+        let mut last = Error::unavailable("no manager answered");
         for _ in 0..20 {
             let addrs: Vec<SocketAddr> = active
                 .leader_addr()
@@ -328,7 +363,7 @@ impl Swarm {
                     .await
                 {
                     Ok(_) => return Ok(()),
-                    Err(e) => last = e,
+                    Err(e) => last = e.into(),
                 }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -342,13 +377,13 @@ impl Swarm {
         &self,
         file: SwarmFile,
         creds: NodeCredentials,
-    ) -> Result<Arc<Active>, Status> {
+    ) -> Result<Arc<Active>, Error> {
         let config = &self.inner.config;
         let listener = TcpListener::bind(config.listen_addr).await.map_err(|e| {
-            Status::unavailable(format!("cannot listen on {}: {e}", config.listen_addr))
+            Error::unavailable_because(format!("cannot listen on {}", config.listen_addr), e)
         })?;
-        let client_tls = pki::client_tls(&creds).map_err(internal("client TLS configuration"))?;
-        let server_tls = pki::server_tls(&creds).map_err(internal("server TLS configuration"))?;
+        let client_tls = pki::client_tls(&creds).map_err(Error::pki("client TLS configuration"))?;
+        let server_tls = pki::server_tls(&creds).map_err(Error::pki("server TLS configuration"))?;
         let peers = Arc::new(Peers::new(client_tls));
         let manager = match file.role {
             Role::Manager => Some(self.start_raft(Arc::clone(&peers)).await?),
@@ -360,7 +395,7 @@ impl Swarm {
             creds,
             peers,
             manager,
-            liveness: Liveness::new(),
+            liveness: liveness::Liveness::new(),
             leader_hint: Mutex::new(None),
             stop,
             tasks: Mutex::new(Vec::new()),
@@ -373,8 +408,7 @@ impl Swarm {
             tokio::spawn(async move {
                 let result = tonic::transport::Server::builder()
                     .tls_config(server_tls)
-                    .map(|mut builder| builder.add_service(service))
-                    .map_err(|e| e.to_string());
+                    .map(|mut builder| builder.add_service(service));
                 let shutdown = async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
@@ -384,10 +418,10 @@ impl Swarm {
                             .serve_with_incoming_shutdown(incoming, shutdown)
                             .await
                         {
-                            warn!(cause = %e, "cluster API server failed");
+                            warn!(cause = %Chain(&e), "cluster API server failed");
                         }
                     }
-                    Err(e) => warn!(cause = %e, "cluster API server TLS configuration"),
+                    Err(e) => warn!(cause = %Chain(&e), "cluster API server TLS configuration"),
                 }
             })
         };
@@ -398,29 +432,31 @@ impl Swarm {
         ));
         let mut tasks = vec![server, beats];
         if let Some(manager) = &active.manager {
-            tasks.push(tokio::spawn(heartbeat::watch_leadership(
+            tasks.push(tokio::spawn(liveness::watch_leadership(
                 self.clone(),
                 Arc::clone(&active),
                 manager.raft.clone(),
                 stopped.clone(),
             )));
-            tasks.push(tokio::spawn(dispatch::orchestrate(
+            tasks.push(tokio::spawn(orchestrate::run(
                 self.clone(),
                 Arc::clone(&active),
                 stopped,
             )));
         }
-        if let Ok(mut slot) = active.tasks.lock() {
-            slot.extend(tasks);
-        }
+        active
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(tasks);
         info!(listen = %config.listen_addr, "cluster API listening (mutual TLS)");
         Ok(active)
     }
 
-    async fn start_raft(&self, peers: Arc<Peers>) -> Result<ManagerRole, Status> {
+    async fn start_raft(&self, peers: Arc<Peers>) -> Result<ManagerRole, Error> {
         let path = persist::raft_path(&self.inner.config.state_dir);
         let (log_store, state_machine) =
-            store::open(&path).map_err(internal("opening the raft store"))?;
+            store::open(&path).map_err(Error::internal("opening the raft store"))?;
         let reader = state_machine.reader();
         let config = openraft::Config {
             cluster_name: "shoal".to_string(),
@@ -431,7 +467,7 @@ impl Swarm {
             ..Default::default()
         }
         .validate()
-        .map_err(internal("raft configuration"))?;
+        .map_err(Error::internal("raft configuration"))?;
         let raft = Raft::new(
             raft_id(self.node_id()),
             Arc::new(config),
@@ -440,19 +476,19 @@ impl Swarm {
             state_machine,
         )
         .await
-        .map_err(internal("starting raft"))?;
+        .map_err(Error::internal("starting raft"))?;
         Ok(ManagerRole {
             raft,
             state_machine: reader,
         })
     }
 
-    fn save_membership(&self, file: &SwarmFile, creds: &NodeCredentials) -> Result<(), Status> {
+    fn save_membership(&self, file: &SwarmFile, creds: &NodeCredentials) -> Result<(), Error> {
         let state_dir = &self.inner.config.state_dir;
         creds
             .save(&persist::swarm_dir(state_dir))
-            .map_err(internal("saving the node credentials"))?;
-        persist::save(state_dir, file).map_err(internal("saving the swarm membership"))
+            .map_err(Error::pki("saving the node credentials"))?;
+        persist::save(state_dir, file).map_err(Error::internal("saving the swarm membership"))
     }
 
     /// Stops whatever is active and forgets the membership on disk.
@@ -461,7 +497,7 @@ impl Swarm {
             active.deactivate().await;
         }
         if let Err(e) = persist::remove(&self.inner.config.state_dir) {
-            warn!(cause = %e, "cannot remove the swarm membership files");
+            warn!(cause = %Chain(&e), "cannot remove the swarm membership files");
         }
     }
 
@@ -478,52 +514,47 @@ impl Swarm {
         }
     }
 
-    fn advertise_addr(&self, requested: &str) -> Result<SocketAddr, Status> {
+    fn advertise_addr(&self, requested: &str) -> Result<SocketAddr, Error> {
         if !requested.is_empty() {
             return parse_addr(requested, MANAGER_PORT)
-                .map_err(|e| Status::invalid_argument(format!("invalid --advertise-addr: {e}")));
+                .map_err(|e| Error::invalid(format!("invalid --advertise-addr: {e}")));
         }
         self.inner.config.advertise_addr.ok_or_else(|| {
-            Status::invalid_argument(
+            Error::invalid(
                 "could not choose an IP address to advertise since this system has several \
                  addresses or none; specify one with --advertise-addr",
             )
         })
     }
 
-    fn data_path_addr(&self, requested: &str, advertise: SocketAddr) -> Result<IpAddr, Status> {
+    fn data_path_addr(&self, requested: &str, advertise: SocketAddr) -> Result<IpAddr, Error> {
         if !requested.is_empty() {
-            return requested.parse().map_err(|_| {
-                Status::invalid_argument(format!("invalid --data-path-addr {requested:?}"))
-            });
+            return requested
+                .parse()
+                .map_err(|_| Error::invalid(format!("invalid --data-path-addr {requested:?}")));
         }
         Ok(self.inner.config.data_path_addr.unwrap_or(advertise.ip()))
     }
 }
 
+/// An address that is neither `IP` nor `IP:PORT`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not an IP address or IP:PORT")]
+pub struct BadAddress(String);
+
 /// Parses `IP` or `IP:PORT`.
-pub fn parse_addr(s: &str, default_port: u16) -> Result<SocketAddr, String> {
+pub fn parse_addr(s: &str, default_port: u16) -> Result<SocketAddr, BadAddress> {
     let s = s.trim();
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
     }
     s.parse::<IpAddr>()
         .map(|ip| SocketAddr::new(ip, default_port))
-        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
-}
-
-pub(super) fn parse_role(s: &str) -> Result<Role, Status> {
-    match s {
-        "worker" => Ok(Role::Worker),
-        "manager" => Ok(Role::Manager),
-        other => Err(Status::invalid_argument(format!(
-            "invalid role {other:?}: expected worker or manager"
-        ))),
-    }
+        .map_err(|_| BadAddress(s.to_string()))
 }
 
 /// Checks `--default-addr-pool` and `--default-addr-pool-mask-length`.
-fn validate_pools(pools: &[String], mask_length: u32) -> Result<(Vec<String>, u8), Status> {
+fn validate_pools(pools: &[String], mask_length: u32) -> Result<(Vec<String>, u8), Error> {
     let subnet_size = if mask_length == 0 {
         DEFAULT_SUBNET_SIZE
     } else {
@@ -537,25 +568,25 @@ fn validate_pools(pools: &[String], mask_length: u32) -> Result<(Vec<String>, u8
     let mut parsed: Vec<ipnet::Ipv4Net> = Vec::new();
     for pool in &pools {
         let net: ipnet::Ipv4Net = pool.trim().parse().map_err(|_| {
-            Status::invalid_argument(format!(
+            Error::invalid(format!(
                 "invalid default address pool {pool:?}: not an IPv4 CIDR"
             ))
         })?;
         if net.network() != net.addr() {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "invalid default address pool {pool:?}: host bits are set (did you mean {}?)",
                 net.trunc()
             )));
         }
         if subnet_size < net.prefix_len() || subnet_size > 29 {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "invalid default address pool mask length {subnet_size}: it must be between {} \
                  (the pool {pool}) and 29",
                 net.prefix_len()
             )));
         }
         if let Some(other) = parsed.iter().find(|p| p.contains(&net) || net.contains(*p)) {
-            return Err(Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "invalid default address pools: {pool} overlaps {other}"
             )));
         }
@@ -567,32 +598,12 @@ fn validate_pools(pools: &[String], mask_length: u32) -> Result<(Vec<String>, u8
     ))
 }
 
-async fn wait_for_leader(raft: &Raft, timeout: Duration) -> Result<(), Status> {
+async fn wait_for_leader(raft: &Raft, timeout: Duration) -> Result<(), Error> {
     raft.wait(Some(timeout))
         .metrics(|m| m.current_leader.is_some(), "a leader")
         .await
         .map(|_| ())
-        .map_err(|e| Status::unavailable(format!("no raft leader was elected: {e}")))
-}
-
-pub(super) fn heartbeat_period(state: &crate::cluster::ClusterState) -> Duration {
-    Duration::from_millis(
-        state
-            .cluster
-            .as_ref()
-            .map_or(1000, |c| c.heartbeat_period_ms.max(1)),
-    )
-}
-
-pub(super) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Maps an error to an internal status with what was being done.
-pub(super) fn internal<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> Status {
-    move |e| Status::internal(format!("{what}: {e}"))
+        .map_err(|e| Error::unavailable_because("no raft leader was elected", e))
 }
 
 #[cfg(test)]

@@ -7,49 +7,48 @@
 //! no credentials, no Raft log and no listener behind.
 //!
 //! # Layout
-//! - `lifecycle`: init, join, leave, resume after restart, promotion and demotion.
-//! - `manager`: what the leader does for the API (admit, node operations, tokens, heartbeats).
-//! - `service`: the tonic service: who may call what, and forwarding to the leader.
-//! - `heartbeat`: the node side of heartbeats.
-//! - `dispatch`: tasks to nodes and status back, on the heartbeat; the orchestrator loop.
-//! - `services`: what the leader does for the service API.
-//! - `networks`: what the leader does for the network API, and the ingress network.
-//! - `task_io`: a task's logs and `exec`, served on its node and relayed by others.
+//! - `lifecycle`: init, join, leave, resume after restart, promotion and demotion; `info`.
+//! - `grpc`: the `Cluster` gRPC service: who may call what, and where each call runs (here on
+//!   the leader, else forwarded to it); the one place an [`Error`] becomes a `Status`.
+//! - `leader/`: what the Raft leader does for each call, and the loops only it runs.
+//! - `node/`: what every node runs: the heartbeat loop, task I/O, the [`TaskRunner`] seam.
+//! - `codec`: the heartbeat's payloads on the wire.
 //! - `convert`: API messages to and from the cluster model.
-//! - `liveness`: the leader's record of heartbeats (Ready/Down).
+//! - `lookup`: nodes, services and networks found by ID, name or ID prefix.
+//! - `error`: [`Error`], and its mapping to a gRPC status.
 //! - `peers`: mutual-TLS clients for other nodes.
 //! - `raft_network`: openraft's network over the cluster API.
 //! - `persist`: the membership files under the state dir.
 
+mod codec;
 mod convert;
-mod dispatch;
-mod gossip_keys;
-mod heartbeat;
+pub mod error;
+mod grpc;
+mod leader;
 mod lifecycle;
-mod liveness;
-mod manager;
-mod networks;
+mod lookup;
+mod node;
 mod peers;
 mod persist;
 mod raft_network;
-mod service;
-mod services;
-mod task_io;
 
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
-pub use dispatch::{NoTasks, TaskReports, TaskRunner};
-pub use service::ClusterService;
+pub use self::{
+    error::Error,
+    grpc::ClusterService,
+    lifecycle::{BadAddress, parse_addr},
+    node::runner::{NoTasks, RunnerError, TaskReports, TaskRunner},
+};
 use tokio::{sync::watch, task::JoinHandle};
-use tonic::Status;
-use tracing::{debug, warn};
+use tracing::warn;
 
-use self::{liveness::Liveness, peers::Peers, persist::SwarmFile};
+use self::{leader::liveness::Liveness, peers::Peers, persist::SwarmFile};
 use crate::{
     api::cluster_client::ClusterClient,
     cluster::{ClusterState, Role, raft_id},
@@ -106,6 +105,7 @@ struct Active {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+#[derive(Clone)]
 struct ManagerRole {
     raft: Raft,
     /// Read access to the state machine that Raft owns.
@@ -124,11 +124,6 @@ pub struct SwarmSummary {
 
 /// How long a stopping task may take before it is aborted.
 const STOP_GRACE: Duration = Duration::from_millis(300);
-
-const NOT_IN_SWARM: &str = "This node is not part of a swarm";
-const NOT_A_MANAGER: &str = "This node is not a swarm manager. Worker nodes can't be used to \
-     view or modify cluster state. Please run this command on a manager node or promote the \
-     current node to a manager.";
 
 impl Swarm {
     pub fn new(config: NodeConfig, runner: Arc<dyn TaskRunner>) -> Swarm {
@@ -150,41 +145,13 @@ impl Swarm {
         self.inner.config.node_id.as_str()
     }
 
-    async fn active(&self) -> Result<Arc<Active>, Status> {
+    async fn active(&self) -> Result<Arc<Active>, Error> {
         self.inner
             .active
             .read()
             .await
             .clone()
-            .ok_or_else(|| Status::failed_precondition(NOT_IN_SWARM))
-    }
-
-    /// For `shoal info`.
-    pub async fn summary(&self) -> SwarmSummary {
-        let Ok(active) = self.active().await else {
-            return SwarmSummary::default();
-        };
-        let (cluster_id, role) = {
-            let file = active.file();
-            (file.cluster_id, file.role)
-        };
-        let (managers, nodes) = match self.list_nodes().await {
-            Ok(list) => (
-                list.nodes.iter().filter(|n| n.role == "manager").count() as u32,
-                list.nodes.len() as u32,
-            ),
-            Err(e) => {
-                debug!(cause = %e.message(), "cannot count nodes for info");
-                (0, 0)
-            }
-        };
-        SwarmSummary {
-            active: true,
-            cluster_id,
-            is_manager: role == Role::Manager,
-            managers,
-            nodes,
-        }
+            .ok_or(Error::NotInSwarm)
     }
 
     /// Stops the server, loops and Raft, keeping the membership on disk (agent shutdown).
@@ -198,10 +165,10 @@ impl Swarm {
 
 impl Active {
     fn file(&self) -> SwarmFile {
-        match self.file.lock() {
-            Ok(file) => file.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn role(&self) -> Role {
@@ -220,7 +187,10 @@ impl Active {
                 .clone();
             return node.addr.parse().ok();
         }
-        let hint = self.leader_hint.lock().ok().and_then(|h| *h);
+        let hint = *self
+            .leader_hint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         hint.or_else(|| self.file().manager_addrs.first().copied())
     }
 
@@ -232,10 +202,8 @@ impl Active {
     }
 
     /// A client for the leader, for forwarding.
-    fn leader_client(&self) -> Result<ClusterClient<tonic::transport::Channel>, Status> {
-        let addr = self
-            .leader_addr()
-            .ok_or_else(|| Status::unavailable("no leader is known: the swarm has no quorum"))?;
+    fn leader_client(&self) -> Result<ClusterClient<tonic::transport::Channel>, Error> {
+        let addr = self.leader_addr().ok_or(Error::NoLeader)?;
         self.peers.client(addr)
     }
 
@@ -246,12 +214,14 @@ impl Active {
         if let Some(manager) = &self.manager
             && let Err(e) = manager.raft.shutdown().await
         {
-            warn!(cause = %e, "raft did not shut down cleanly");
+            warn!(cause = %crate::error_chain::Chain(&e), "raft did not shut down cleanly");
         }
-        let tasks: Vec<JoinHandle<()>> = match self.tasks.lock() {
-            Ok(mut tasks) => tasks.drain(..).collect(),
-            Err(_) => Vec::new(),
-        };
+        let tasks: Vec<JoinHandle<()>> = self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect();
         for mut task in tasks {
             if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
                 task.abort();

@@ -1,10 +1,16 @@
 //! Clients for other nodes' APIs on 2377, over mutual TLS with this node's certificate. One
 //! lazily connected channel per address, reused by every call (tonic multiplexes on HTTP/2).
 
-use std::{collections::HashMap, net::SocketAddr, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Mutex, PoisonError},
+    time::Duration,
+};
 
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use super::error::Error;
 use crate::api::cluster_client::ClusterClient;
 
 /// How long a call to another node may take before it counts as unreachable.
@@ -25,17 +31,14 @@ impl Peers {
     }
 
     /// A client for the node at `addr`. Connects on first use; fails only on a bad config.
-    pub fn client(&self, addr: SocketAddr) -> Result<ClusterClient<Channel>, tonic::Status> {
-        let mut channels = self
-            .channels
-            .lock()
-            .map_err(|_| tonic::Status::internal("peer channel cache poisoned"))?;
+    pub fn client(&self, addr: SocketAddr) -> Result<ClusterClient<Channel>, Error> {
+        let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(channel) = channels.get(&addr) {
             return Ok(ClusterClient::new(channel.clone()));
         }
         let channel = Endpoint::from_shared(format!("https://{addr}"))
             .and_then(|e| e.tls_config(self.tls.clone()))
-            .map_err(|e| tonic::Status::internal(format!("endpoint for {addr}: {e}")))?
+            .map_err(Error::internal("configuring the endpoint of a peer"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .connect_lazy();

@@ -36,18 +36,32 @@ pub fn raft_path(state_dir: &Path) -> PathBuf {
     swarm_dir(state_dir).join(RAFT_FILE)
 }
 
+/// `swarm.json` could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("parsing {}", path.display())]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// The membership kept in `state_dir`, if the node is in a swarm.
-pub fn load(state_dir: &Path) -> io::Result<Option<SwarmFile>> {
+pub fn load(state_dir: &Path) -> Result<Option<SwarmFile>, LoadError> {
     let path = swarm_dir(state_dir).join(SWARM_FILE);
     match fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: {e}", path.display()),
-            )
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| LoadError::Parse { path, source }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+        Err(source) => Err(LoadError::Read { path, source }),
     }
 }
 

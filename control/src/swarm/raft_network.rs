@@ -15,7 +15,7 @@ use openraft::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::peers::Peers;
+use super::{codec::CodecError, error::Error, peers::Peers};
 use crate::{
     api::RaftRequest,
     raft::{Raft, TypeConfig},
@@ -111,10 +111,14 @@ impl RaftNetwork<TypeConfig> for PeerLink {
 }
 
 /// Serves one `Raft` call: decodes the request, hands it to the local Raft, encodes the result.
-pub async fn serve(raft: &Raft, request: RaftRequest) -> Result<Vec<u8>, tonic::Status> {
-    fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, tonic::Status> {
-        postcard::from_bytes(payload)
-            .map_err(|e| tonic::Status::invalid_argument(format!("undecodable raft request: {e}")))
+pub async fn serve(raft: &Raft, request: RaftRequest) -> Result<Vec<u8>, Error> {
+    fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
+        postcard::from_bytes(payload).map_err(|source| {
+            Error::Codec(CodecError::Decode {
+                what: "raft request",
+                source,
+            })
+        })
     }
     let encoded = match request.kind.as_str() {
         KIND_APPEND => postcard::to_allocvec(&raft.append_entries(decode(&request.payload)?).await),
@@ -123,10 +127,10 @@ pub async fn serve(raft: &Raft, request: RaftRequest) -> Result<Vec<u8>, tonic::
             postcard::to_allocvec(&raft.install_snapshot(decode(&request.payload)?).await)
         }
         other => {
-            return Err(tonic::Status::invalid_argument(format!(
+            return Err(Error::invalid(format!(
                 "unknown raft request kind {other:?}"
             )));
         }
     };
-    encoded.map_err(|e| tonic::Status::internal(format!("encoding raft response: {e}")))
+    encoded.map_err(Error::internal("encoding a raft response"))
 }

@@ -5,37 +5,38 @@
 
 use std::time::Duration;
 
-use tonic::Status;
-
-use super::{ManagerRole, Swarm, manager::on_leader, services::now_ms};
+use super::Leader;
 use crate::{
     api::Empty,
+    clock::now_ms,
     cluster::{ClusterState, Command, gossip::GossipKey},
+    error_chain::Chain,
+    swarm::error::Error,
 };
 
 /// Age of the newest key after which the leader adds a new one.
 pub const ROTATE_EVERY: Duration = Duration::from_secs(12 * 60 * 60);
 
-impl Swarm {
-    pub async fn rotate_gossip_key(&self, request: Empty) -> Result<Empty, Status> {
-        on_leader!(self, _active, manager, request, rotate_gossip_key);
-        self.add_gossip_key(manager).await?;
+impl Leader {
+    /// `swarm update --rotate-gossip-key`.
+    pub async fn rotate_gossip_key(&self, _: Empty) -> Result<Empty, Error> {
+        self.add_gossip_key().await?;
         Ok(Empty {})
     }
 
-    async fn add_gossip_key(&self, manager: &ManagerRole) -> Result<(), Status> {
+    async fn add_gossip_key(&self) -> Result<(), Error> {
         let command = Command::RotateGossipKey(GossipKey::generate(now_ms()));
-        self.propose(manager, command).await
+        self.propose(command).await
     }
 
     /// On the leader, from the orchestrator's loop: rotates when the newest key is too old.
-    pub(super) async fn rotate_gossip_key_if_due(&self, manager: &ManagerRole) {
-        if !rotation_due(&manager.state(), now_ms()) {
+    pub(super) async fn rotate_gossip_key_if_due(&self) {
+        if !rotation_due(&self.state(), now_ms()) {
             return;
         }
-        match self.add_gossip_key(manager).await {
+        match self.add_gossip_key().await {
             Ok(()) => tracing::info!("gossip key rotated (periodic)"),
-            Err(e) => tracing::warn!(cause = %e.message(), "periodic gossip key rotation"),
+            Err(e) => tracing::warn!(cause = %Chain(&e), "periodic gossip key rotation"),
         }
     }
 }

@@ -6,8 +6,17 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
+};
+
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::{
+    cluster::raft_id,
+    raft::Raft,
+    swarm::{Active, Swarm},
 };
 
 /// Heartbeat periods of silence after which a node is Down (Swarm's rule).
@@ -34,28 +43,27 @@ impl Liveness {
     }
 
     pub fn record(&self, node_id: &str) {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.last.insert(node_id.to_string(), Instant::now());
-        }
+        self.lock().last.insert(node_id.to_string(), Instant::now());
     }
 
     pub fn became_leader(&self) {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.grace_from = Instant::now();
-        }
+        self.lock().grace_from = Instant::now();
     }
 
     /// Time since `node_id` was last heard from (or since the grace period began).
     pub fn silence(&self, node_id: &str) -> Duration {
-        let Ok(seen) = self.seen.lock() else {
-            return Duration::ZERO;
-        };
+        let seen = self.lock();
         let last = seen
             .last
             .get(node_id)
             .copied()
             .map_or(seen.grace_from, |t| t.max(seen.grace_from));
         last.elapsed()
+    }
+
+    /// A poisoned lock only means a panic elsewhere mid-update; the times are still usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn is_down(&self, node_id: &str, period: Duration) -> bool {
@@ -66,6 +74,31 @@ impl Liveness {
 impl Default for Liveness {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// On managers: notices when this node becomes leader, to give every node a fresh grace
+/// period before it can be declared Down.
+pub async fn watch_leadership(
+    swarm: Swarm,
+    active: Arc<Active>,
+    raft: Raft,
+    mut stop: watch::Receiver<bool>,
+) {
+    let me = raft_id(swarm.config().node_id.as_str());
+    let mut metrics = raft.metrics();
+    let mut leading = false;
+    loop {
+        let now_leading = metrics.borrow().current_leader == Some(me);
+        if now_leading && !leading {
+            info!("this node is now the raft leader");
+            active.liveness.became_leader();
+        }
+        leading = now_leading;
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+        }
     }
 }
 

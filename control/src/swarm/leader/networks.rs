@@ -1,59 +1,55 @@
 //! What the leader does for the network API: create (validating or allocating the subnet and
 //! a VNI), remove, list. The `ingress` network is created with the swarm.
 
-use tonic::Status;
-
-use super::{ManagerRole, Swarm, convert::validate_name, manager::on_leader, services::now_ms};
+use super::Leader;
 use crate::{
     allocator::{allocate_subnet, allocate_vni, validate_subnet},
     api::{Empty, ListNetworksResponse, NetworkInfo, NetworkRef, NetworkSpec},
+    clock::now_ms,
     cluster::{
         ClusterState, Command,
         network::{INGRESS_NAME, INGRESS_SUBNET, INGRESS_VNI, Network},
     },
     identity::NodeId,
+    swarm::{convert::validate_name, error::Error, lookup::resolve_network},
 };
 
-impl Swarm {
-    pub async fn create_network(&self, spec: NetworkSpec) -> Result<NetworkInfo, Status> {
-        on_leader!(self, _active, manager, spec, create_network);
-        let state = manager.state();
+impl Leader {
+    pub async fn create_network(&self, spec: NetworkSpec) -> Result<NetworkInfo, Error> {
+        let state = self.state();
         let network = new_network(&state, &spec)?;
-        self.propose(manager, Command::CreateNetwork(network.clone()))
+        self.propose(Command::CreateNetwork(network.clone()))
             .await?;
         Ok(network_to_api(&network))
     }
 
-    pub async fn remove_network(&self, request: NetworkRef) -> Result<Empty, Status> {
-        on_leader!(self, _active, manager, request, remove_network);
-        let state = manager.state();
+    pub async fn remove_network(&self, request: NetworkRef) -> Result<Empty, Error> {
+        let state = self.state();
         let network = resolve_network(&state, &request.network)?;
         if network.ingress {
-            return Err(Status::failed_precondition(
+            return Err(Error::refused(
                 "ingress network cannot be removed while the swarm is active",
             ));
         }
         let id = network.id.clone();
-        self.propose(manager, Command::RemoveNetwork { id }).await?;
+        self.propose(Command::RemoveNetwork { id }).await?;
         Ok(Empty {})
     }
 
-    pub async fn list_networks(&self) -> Result<ListNetworksResponse, Status> {
-        on_leader!(self, _active, manager, Empty {}, list_networks);
-        let state = manager.state();
+    pub async fn list_networks(&self, _: Empty) -> Result<ListNetworksResponse, Error> {
+        let state = self.state();
         Ok(ListNetworksResponse {
             networks: state.networks.values().map(network_to_api).collect(),
         })
     }
 
     /// At `swarm init`: Swarm's `ingress` network, 10.255.0.0/16 on VNI 4096.
-    pub(super) async fn create_ingress(&self, manager: &ManagerRole) -> Result<(), Status> {
-        let state = manager.state();
+    pub(in crate::swarm) async fn create_ingress(&self) -> Result<(), Error> {
+        let state = self.state();
         if state.networks.values().any(|n| n.ingress) {
             return Ok(());
         }
-        let (subnet, gateway) = validate_subnet(&state, INGRESS_SUBNET, None)
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let (subnet, gateway) = validate_subnet(&state, INGRESS_SUBNET, None)?;
         let network = Network {
             id: NodeId::generate().to_string(),
             name: INGRESS_NAME.to_string(),
@@ -66,17 +62,17 @@ impl Swarm {
             ingress: true,
             created_at_ms: now_ms(),
         };
-        self.propose(manager, Command::CreateNetwork(network)).await
+        self.propose(Command::CreateNetwork(network)).await
     }
 }
 
 /// Validates a `network create` and allocates what it leaves open.
-fn new_network(state: &ClusterState, spec: &NetworkSpec) -> Result<Network, Status> {
-    let invalid = |m: String| Status::invalid_argument(m);
+fn new_network(state: &ClusterState, spec: &NetworkSpec) -> Result<Network, Error> {
+    let invalid = |m: String| Error::invalid(m);
     let name = spec.name.trim();
     validate_name("network", name)?;
     if state.networks.values().any(|n| n.name == name) {
-        return Err(Status::already_exists(format!(
+        return Err(Error::exists(format!(
             "network with name {name} already exists"
         )));
     }
@@ -91,7 +87,7 @@ fn new_network(state: &ClusterState, spec: &NetworkSpec) -> Result<Network, Stat
     let cluster = state
         .cluster
         .as_ref()
-        .ok_or_else(|| Status::unavailable("the swarm is still being initialized"))?;
+        .ok_or_else(|| Error::unavailable("the swarm is still being initialized"))?;
     let (subnet, gateway) = if spec.subnet.is_empty() {
         if !spec.gateway.is_empty() {
             return Err(invalid("a --gateway needs a --subnet".into()));
@@ -99,9 +95,8 @@ fn new_network(state: &ClusterState, spec: &NetworkSpec) -> Result<Network, Stat
         allocate_subnet(state, &cluster.default_addr_pools, cluster.subnet_size)
     } else {
         validate_subnet(state, &spec.subnet, Some(&spec.gateway))
-    }
-    .map_err(|e| invalid(e.to_string()))?;
-    let vni = allocate_vni(state).map_err(|e| Status::resource_exhausted(e.to_string()))?;
+    }?;
+    let vni = allocate_vni(state)?;
     Ok(Network {
         id: NodeId::generate().to_string(),
         name: name.to_string(),
@@ -114,30 +109,6 @@ fn new_network(state: &ClusterState, spec: &NetworkSpec) -> Result<Network, Stat
         ingress: false,
         created_at_ms: now_ms(),
     })
-}
-
-pub(super) fn resolve_network<'a>(
-    state: &'a ClusterState,
-    reference: &str,
-) -> Result<&'a Network, Status> {
-    if let Some(n) = state.networks.get(reference) {
-        return Ok(n);
-    }
-    if let Some(n) = state.networks.values().find(|n| n.name == reference) {
-        return Ok(n);
-    }
-    let matches: Vec<&Network> = state
-        .networks
-        .values()
-        .filter(|n| !reference.is_empty() && n.id.starts_with(reference))
-        .collect();
-    match matches.as_slice() {
-        [n] => Ok(n),
-        [] => Err(Status::not_found(format!("network {reference} not found"))),
-        _ => Err(Status::failed_precondition(format!(
-            "network {reference} is ambiguous"
-        ))),
-    }
 }
 
 fn network_to_api(n: &Network) -> NetworkInfo {

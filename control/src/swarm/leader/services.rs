@@ -2,31 +2,29 @@
 //! services and tasks. Placement and rollout are the orchestrator's job; these calls only
 //! write the desired state.
 
-use tonic::Status;
-
-use super::{
-    Active, ManagerRole, Swarm,
-    convert::{service_to_api, spec_from_api, task_to_api},
-    lifecycle::heartbeat_period,
-    manager::{on_leader, resolve_node},
-};
+use super::{Leader, heartbeat_period};
 use crate::{
     api::{
         Empty, ListServicesResponse, ListTasksRequest, ListTasksResponse, ServiceInfo, ServiceRef,
-        ServiceSpec as ApiServiceSpec, UpdateServiceRequest,
+        ServiceSpec as ApiServiceSpec, TaskInfo, UpdateServiceRequest,
     },
-    cluster::{Availability, ClusterState, Command, Service, UpdateState, UpdateStatus},
+    clock::now_ms,
+    cluster::{Availability, Command, Service, UpdateState, UpdateStatus},
     identity::NodeId,
     orchestrator::{same_task_spec, satisfies},
+    swarm::{
+        convert::{service_to_api, spec_from_api, task_to_api},
+        error::Error,
+        lookup::{resolve_node, resolve_service},
+    },
 };
 
-impl Swarm {
-    pub async fn create_service(&self, spec: ApiServiceSpec) -> Result<ServiceInfo, Status> {
-        on_leader!(self, _active, manager, spec, create_service);
-        let state = manager.state();
+impl Leader {
+    pub async fn create_service(&self, spec: ApiServiceSpec) -> Result<ServiceInfo, Error> {
+        let state = self.state();
         let spec = spec_from_api(&spec, &state)?;
         if state.services.values().any(|s| s.spec.name == spec.name) {
-            return Err(Status::already_exists(format!(
+            return Err(Error::exists(format!(
                 "service {} already exists",
                 spec.name
             )));
@@ -43,28 +41,27 @@ impl Swarm {
             created_at_ms: now,
             updated_at_ms: now,
         };
-        self.propose(manager, Command::CreateService(service.clone()))
+        self.propose(Command::CreateService(service.clone()))
             .await?;
         // As stored: the apply allocated the VIPs.
-        let service = manager
+        let service = self
             .state()
             .services
             .get(&service.id)
             .cloned()
             .unwrap_or(service);
-        Ok(self.service_info(&_active, manager, &service))
+        Ok(self.service_info(&service))
     }
 
     pub async fn update_service(
         &self,
         request: UpdateServiceRequest,
-    ) -> Result<ServiceInfo, Status> {
-        on_leader!(self, _active, manager, request, update_service);
-        let state = manager.state();
+    ) -> Result<ServiceInfo, Error> {
+        let state = self.state();
         let mut service = resolve_service(&state, &request.service)?.clone();
         let new_spec = if request.rollback {
             service.previous_spec.clone().ok_or_else(|| {
-                Status::failed_precondition(format!(
+                Error::refused(format!(
                     "service {} has no previous spec to roll back to",
                     service.spec.name
                 ))
@@ -73,10 +70,10 @@ impl Swarm {
             let spec = request
                 .spec
                 .as_ref()
-                .ok_or_else(|| Status::invalid_argument("service update needs a spec"))?;
+                .ok_or_else(|| Error::invalid("service update needs a spec"))?;
             let spec = spec_from_api(spec, &state)?;
             if spec.name != service.spec.name {
-                return Err(Status::invalid_argument("a service cannot be renamed"));
+                return Err(Error::invalid("a service cannot be renamed"));
             }
             spec
         };
@@ -96,7 +93,7 @@ impl Swarm {
                 // The orchestrator starts the rolling update when it sees the new version.
                 service.update_status = None;
             }
-            self.propose(manager, Command::UpdateService(service.clone()))
+            self.propose(Command::UpdateService(service.clone()))
                 .await?;
             if !template_changed {
                 // A scale or an update-policy change restarts nothing, as in Docker: the live
@@ -113,62 +110,54 @@ impl Swarm {
                     })
                     .collect();
                 if !retagged.is_empty() {
-                    self.propose(manager, Command::PutTasks(retagged)).await?;
+                    self.propose(Command::PutTasks(retagged)).await?;
                 }
             }
         }
         // As stored: the apply keeps or allocates the VIPs.
-        let service = manager
+        let service = self
             .state()
             .services
             .get(&service.id)
             .cloned()
             .unwrap_or(service);
-        Ok(self.service_info(&_active, manager, &service))
+        Ok(self.service_info(&service))
     }
 
-    pub async fn remove_service(&self, request: ServiceRef) -> Result<Empty, Status> {
-        on_leader!(self, _active, manager, request, remove_service);
-        let state = manager.state();
+    pub async fn remove_service(&self, request: ServiceRef) -> Result<Empty, Error> {
+        let state = self.state();
         let id = resolve_service(&state, &request.service)?.id.clone();
-        self.propose(manager, Command::RemoveService { id }).await?;
+        self.propose(Command::RemoveService { id }).await?;
         Ok(Empty {})
     }
 
-    pub async fn list_services(&self) -> Result<ListServicesResponse, Status> {
-        on_leader!(self, _active, manager, Empty {}, list_services);
-        let state = manager.state();
+    pub async fn list_services(&self, _: Empty) -> Result<ListServicesResponse, Error> {
+        let state = self.state();
         Ok(ListServicesResponse {
             services: state
                 .services
                 .values()
-                .map(|s| self.service_info(&_active, manager, s))
+                .map(|s| self.service_info(s))
                 .collect(),
         })
     }
 
     /// A service as the API shows it, with its global task count from node eligibility.
-    fn service_info(
-        &self,
-        active: &Active,
-        manager: &ManagerRole,
-        service: &Service,
-    ) -> ServiceInfo {
-        let state = manager.state();
+    fn service_info(&self, service: &Service) -> ServiceInfo {
+        let state = self.state();
         let period = heartbeat_period(&state);
         let eligible = state
             .nodes
             .values()
             .filter(|n| n.availability == Availability::Active)
             .filter(|n| satisfies(n, &service.spec.constraints))
-            .filter(|n| n.id == self.node_id() || !active.liveness.is_down(&n.id, period))
+            .filter(|n| n.id == self.node_id() || !self.active.liveness.is_down(&n.id, period))
             .count() as u64;
         service_to_api(service, &state, eligible)
     }
 
-    pub async fn list_tasks(&self, request: ListTasksRequest) -> Result<ListTasksResponse, Status> {
-        on_leader!(self, _active, manager, request, list_tasks);
-        let state = manager.state();
+    pub async fn list_tasks(&self, request: ListTasksRequest) -> Result<ListTasksResponse, Error> {
+        let state = self.state();
         let service = match request.service.as_str() {
             "" => None,
             s => Some(resolve_service(&state, s)?.id.clone()),
@@ -184,52 +173,86 @@ impl Swarm {
             .filter(|t| node.as_ref().is_none_or(|n| t.node_id == *n))
             .map(|t| task_to_api(t, &state))
             .collect();
-        tasks.sort_by(|a, b| {
-            (
-                &a.service_name,
-                a.slot,
-                &a.node_id,
-                std::cmp::Reverse(a.created_at_ms),
-            )
-                .cmp(&(
-                    &b.service_name,
-                    b.slot,
-                    &b.node_id,
-                    std::cmp::Reverse(b.created_at_ms),
-                ))
-        });
+        tasks.sort_by(task_rows_order);
         Ok(ListTasksResponse { tasks })
     }
 }
 
-/// Finds a service by ID, name, or unique ID prefix.
-pub(super) fn resolve_service<'a>(
-    state: &'a ClusterState,
-    reference: &str,
-) -> Result<&'a Service, Status> {
-    if let Some(service) = state.services.get(reference) {
-        return Ok(service);
-    }
-    if let Some(service) = state.services.values().find(|s| s.spec.name == reference) {
-        return Ok(service);
-    }
-    let matches: Vec<&Service> = state
-        .services
-        .values()
-        .filter(|s| !reference.is_empty() && s.id.starts_with(reference))
-        .collect();
-    match matches.as_slice() {
-        [service] => Ok(service),
-        [] => Err(Status::not_found(format!("service {reference} not found"))),
-        _ => Err(Status::failed_precondition(format!(
-            "service {reference} is ambiguous ({} matches)",
-            matches.len()
-        ))),
-    }
+/// The order `service ps` shows tasks in, as Docker does: by service, then by slot (replicated)
+/// or node (global), newest first within each, so a slot's current task heads its history rows.
+/// The node is no key of a replicated slot: a replacement on another node is the same slot.
+fn task_rows_order(a: &TaskInfo, b: &TaskInfo) -> std::cmp::Ordering {
+    let key = |t: &TaskInfo| {
+        // Global tasks have no slot (0); their node is their slot.
+        let node = if t.slot == 0 {
+            t.node_id.clone()
+        } else {
+            String::new()
+        };
+        (
+            t.service_name.clone(),
+            t.slot,
+            node,
+            std::cmp::Reverse(t.created_at_ms),
+        )
+    };
+    key(a).cmp(&key(b))
 }
 
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(slot: u64, node_id: &str, created_at_ms: u64, state: &str) -> TaskInfo {
+        TaskInfo {
+            id: format!("{node_id}-{created_at_ms}"),
+            service_name: "web".into(),
+            slot,
+            node_id: node_id.into(),
+            created_at_ms,
+            state: state.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_drained_slots_replacement_heads_its_rows_whatever_the_node_ids() {
+        // Slot 1 ran on node "zz" (drained, shut down) and now runs on "aa"; slot 2 the
+        // other way round. Each slot shows its running task first, the old one under it.
+        let mut tasks = [
+            task(1, "zz", 100, "shutdown"),
+            task(2, "aa", 100, "shutdown"),
+            task(1, "aa", 200, "running"),
+            task(2, "zz", 200, "running"),
+        ];
+        tasks.sort_by(task_rows_order);
+        let rows: Vec<(u64, &str, &str)> = tasks
+            .iter()
+            .map(|t| (t.slot, t.node_id.as_str(), t.state.as_str()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (1, "aa", "running"),
+                (1, "zz", "shutdown"),
+                (2, "zz", "running"),
+                (2, "aa", "shutdown"),
+            ]
+        );
+    }
+
+    #[test]
+    fn global_tasks_are_grouped_by_node_newest_first() {
+        let mut tasks = [
+            task(0, "bb", 100, "shutdown"),
+            task(0, "aa", 100, "running"),
+            task(0, "bb", 200, "running"),
+        ];
+        tasks.sort_by(task_rows_order);
+        let rows: Vec<(&str, u64)> = tasks
+            .iter()
+            .map(|t| (t.node_id.as_str(), t.created_at_ms))
+            .collect();
+        assert_eq!(rows, [("aa", 100), ("bb", 200), ("bb", 100)]);
+    }
 }

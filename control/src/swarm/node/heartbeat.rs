@@ -2,20 +2,27 @@
 //! from the answer where the leader and the managers are, the period, and this node's role
 //! (a promoted or demoted node follows it).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, PoisonError},
+    time::Duration,
+};
 
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use super::{
-    Active, Swarm,
-    dispatch::{decode_gossip, decode_mesh, decode_tasks, encode_reports, gossip_config},
-    lifecycle::parse_role,
-};
+use super::runner::{TaskReports, TaskRunner};
 use crate::{
-    api::HeartbeatRequest,
-    cluster::{mesh::RoutingMesh, raft_id},
-    raft::Raft,
+    api::{HeartbeatRequest, HeartbeatResponse},
+    cluster::{Task, mesh::RoutingMesh},
+    error_chain::Chain,
+    swarm::{
+        Active, Swarm,
+        codec::{decode_gossip, decode_mesh, decode_tasks, encode_reports},
+        convert::parse_role,
+        error::Error,
+        leader::{Leader, gossip_config},
+    },
 };
 
 /// How soon a node beats again when its tasks have news.
@@ -23,7 +30,7 @@ const SOON: Duration = Duration::from_millis(100);
 
 /// Boxed because the loop may switch the node's role, which starts a new loop: the future
 /// would otherwise contain itself.
-pub(super) fn run(
+pub fn run(
     swarm: Swarm,
     active: Arc<Active>,
     stop: watch::Receiver<bool>,
@@ -32,6 +39,7 @@ pub(super) fn run(
 }
 
 async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>) {
+    let runner = Arc::clone(&swarm.inner.runner);
     let mut period = swarm.config().heartbeat_period;
     let mut next = period;
     loop {
@@ -40,82 +48,94 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
             _ = tokio::time::sleep(next) => {}
         }
         next = period;
-        let node_id = swarm.config().node_id.as_str().to_string();
-        let reports = swarm.inner.runner.take_reports();
-        if let Some(manager) = active.leading(&node_id) {
+        let reports = runner.take_reports();
+        if let Some(leader) = Leader::of(&swarm, &active) {
             // The leader beats for itself without a round trip.
-            active.liveness.record(&node_id);
-            match swarm.dispatch(manager, &node_id, reports.clone()).await {
+            active.liveness.record(swarm.node_id());
+            match leader.dispatch(swarm.node_id(), reports.clone()).await {
                 Ok(assigned) => {
-                    let state = manager.state();
-                    swarm.inner.runner.gossip(&gossip_config(&state));
-                    swarm
-                        .inner
-                        .runner
-                        .routing_mesh(&RoutingMesh::for_node(&state, &node_id));
-                    if follow(&swarm, assigned).await {
+                    let state = leader.state();
+                    runner.gossip(&gossip_config(&state));
+                    runner.routing_mesh(&RoutingMesh::for_node(&state, swarm.node_id()));
+                    if follow(&runner, assigned).await {
                         next = SOON.min(period);
                     }
                 }
                 Err(e) => {
-                    debug!(cause = %e.message(), "local dispatch failed");
-                    swarm.inner.runner.requeue(reports);
+                    debug!(cause = %Chain(&e), "local dispatch failed");
+                    runner.requeue(reports);
                 }
             }
             continue;
         }
         let Some(leader) = active.leader_addr() else {
             debug!("no leader known; heartbeat skipped");
-            swarm.inner.runner.requeue(reports);
+            runner.requeue(reports);
             continue;
         };
-        let request = HeartbeatRequest {
-            node_id,
-            task_reports: encode_reports(&reports),
-        };
-        let reply = match active.peers.client(leader) {
-            Ok(mut client) => client.heartbeat(request).await,
-            Err(e) => Err(e),
-        };
-        match reply {
-            Ok(reply) => {
-                let reply = reply.into_inner();
-                period = Duration::from_millis(reply.period_ms.max(50));
-                active.learn_managers(reply.leader_addr.parse().ok(), &reply.manager_addrs, &swarm);
-                match decode_gossip(&reply.gossip) {
-                    Ok(config) => swarm.inner.runner.gossip(&config),
-                    Err(e) => warn!(cause = %e.message(), "bad gossip config from the leader"),
-                }
-                match decode_mesh(&reply.routing_mesh) {
-                    Ok(mesh) => swarm.inner.runner.routing_mesh(&mesh),
-                    Err(e) => warn!(cause = %e.message(), "bad routing mesh from the leader"),
-                }
-                match decode_tasks(&reply.assigned_tasks) {
-                    Ok(assigned) => {
-                        if follow(&swarm, assigned).await {
-                            next = SOON.min(period);
-                        }
-                    }
-                    Err(e) => warn!(cause = %e.message(), "bad task assignments from the leader"),
-                }
-                if let Ok(role) = parse_role(&reply.role)
-                    && role != active.role()
-                {
-                    // The switch restarts this membership (and this loop): run it elsewhere.
-                    let swarm = swarm.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = swarm.switch_role(role).await {
-                            warn!(cause = %e.message(), "cannot switch role");
-                        }
-                    });
-                    return;
-                }
-            }
-            Err(status) => {
-                debug!(%leader, cause = %status.message(), "heartbeat failed");
-                swarm.inner.runner.requeue(reports);
+        let reply = match send(&active, leader, swarm.node_id(), &reports).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                debug!(%leader, cause = %Chain(&e), "heartbeat failed");
+                runner.requeue(reports);
                 active.forget_leader(leader);
+                continue;
             }
+        };
+        period = Duration::from_millis(reply.period_ms.max(50));
+        active.learn_managers(reply.leader_addr.parse().ok(), &reply.manager_addrs, &swarm);
+        if let Some(assigned) = follow_reply(runner.as_ref(), &reply)
+            && follow(&runner, assigned).await
+        {
+            next = SOON.min(period);
+        }
+        if let Ok(role) = parse_role(&reply.role)
+            && role != active.role()
+        {
+            // The switch restarts this membership (and this loop): run it elsewhere.
+            let swarm = swarm.clone();
+            tokio::spawn(async move {
+                if let Err(e) = swarm.switch_role(role).await {
+                    warn!(cause = %Chain(&e), "cannot switch role");
+                }
+            });
+            return;
+        }
+    }
+}
+
+/// One heartbeat to the leader at `leader`, carrying `reports`.
+async fn send(
+    active: &Active,
+    leader: SocketAddr,
+    node_id: &str,
+    reports: &TaskReports,
+) -> Result<HeartbeatResponse, Error> {
+    let request = HeartbeatRequest {
+        node_id: node_id.to_string(),
+        task_reports: encode_reports(reports)?,
+    };
+    let reply = active.peers.client(leader)?.heartbeat(request).await?;
+    Ok(reply.into_inner())
+}
+
+/// Hands the keys and routing mesh of a heartbeat answer to the runner, and returns the tasks
+/// it assigns. Each payload that does not decode is logged and skipped: above all the
+/// assignments, since following an unreadable one could stop every task the node runs.
+fn follow_reply(runner: &dyn TaskRunner, reply: &HeartbeatResponse) -> Option<Vec<Task>> {
+    match decode_gossip(&reply.gossip) {
+        Ok(config) => runner.gossip(&config),
+        Err(e) => warn!(cause = %Chain(&e), "bad gossip config from the leader"),
+    }
+    match decode_mesh(&reply.routing_mesh) {
+        Ok(mesh) => runner.routing_mesh(&mesh),
+        Err(e) => warn!(cause = %Chain(&e), "bad routing mesh from the leader"),
+    }
+    match decode_tasks(&reply.assigned_tasks) {
+        Ok(assigned) => Some(assigned),
+        Err(e) => {
+            warn!(cause = %Chain(&e), "bad task assignments from the leader; the node's tasks are left as they are");
+            None
         }
     }
 }
@@ -123,8 +143,8 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
 /// Hands the assignments to the task runner, which forks: not on an async worker.
 /// Returns whether the runner has news to report: then the next beat should come soon, so a
 /// task that just started is seen Running within ~100 ms instead of a period later.
-async fn follow(swarm: &Swarm, assigned: Vec<crate::cluster::Task>) -> bool {
-    let runner = std::sync::Arc::clone(&swarm.inner.runner);
+async fn follow(runner: &Arc<dyn TaskRunner>, assigned: Vec<Task>) -> bool {
+    let runner = Arc::clone(runner);
     match tokio::task::spawn_blocking(move || {
         runner.reconcile(&assigned);
         let pending = runner.take_reports();
@@ -142,31 +162,6 @@ async fn follow(swarm: &Swarm, assigned: Vec<crate::cluster::Task>) -> bool {
     }
 }
 
-/// On managers: notices when this node becomes leader, to give every node a fresh grace
-/// period before it can be declared Down.
-pub(super) async fn watch_leadership(
-    swarm: Swarm,
-    active: Arc<Active>,
-    raft: Raft,
-    mut stop: watch::Receiver<bool>,
-) {
-    let me = raft_id(swarm.config().node_id.as_str());
-    let mut metrics = raft.metrics();
-    let mut leading = false;
-    loop {
-        let now_leading = metrics.borrow().current_leader == Some(me);
-        if now_leading && !leading {
-            info!("this node is now the raft leader");
-            active.liveness.became_leader();
-        }
-        leading = now_leading;
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            changed = metrics.changed() => if changed.is_err() { return },
-        }
-    }
-}
-
 impl Active {
     /// Remembers the leader and managers a heartbeat answer named, persisting a changed list
     /// so a restarted worker can find the swarm again.
@@ -176,23 +171,24 @@ impl Active {
         managers: &[String],
         swarm: &Swarm,
     ) {
-        if let Ok(mut hint) = self.leader_hint.lock() {
-            *hint = leader;
-        }
+        *self
+            .leader_hint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = leader;
         let managers: Vec<std::net::SocketAddr> =
             managers.iter().filter_map(|m| m.parse().ok()).collect();
         if managers.is_empty() {
             return;
         }
-        let changed = match self.file.lock() {
-            Ok(mut file) if file.manager_addrs != managers => {
+        let changed = {
+            let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+            (file.manager_addrs != managers).then(|| {
                 file.manager_addrs = managers;
-                Some(file.clone())
-            }
-            _ => None,
+                file.clone()
+            })
         };
         if let Some(file) = changed
-            && let Err(e) = super::persist::save(&swarm.config().state_dir, &file)
+            && let Err(e) = crate::swarm::persist::save(&swarm.config().state_dir, &file)
         {
             warn!(cause = %e, "cannot save the manager list");
         }
@@ -205,8 +201,117 @@ impl Active {
             .iter()
             .position(|m| *m == failed)
             .map_or(0, |i| (i + 1) % managers.len().max(1));
-        if let Ok(mut hint) = self.leader_hint.lock() {
-            *hint = managers.get(next).copied();
+        *self
+            .leader_hint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = managers.get(next).copied();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::Write,
+        path::PathBuf,
+        process::Command,
+        sync::{Arc, Mutex},
+    };
+
+    use super::*;
+    use crate::{
+        cluster::gossip::GossipConfig,
+        swarm::{
+            codec::{encode_gossip, encode_mesh, encode_tasks},
+            node::runner::RunnerError,
+        },
+    };
+
+    /// A runner that records what the heartbeat hands it.
+    #[derive(Default)]
+    struct Recorder {
+        reconciled: Mutex<Vec<Vec<Task>>>,
+        gossip: Mutex<usize>,
+    }
+
+    impl TaskRunner for Recorder {
+        fn reconcile(&self, assigned: &[Task]) {
+            self.reconciled.lock().unwrap().push(assigned.to_vec());
         }
+        fn take_reports(&self) -> TaskReports {
+            Vec::new()
+        }
+        fn requeue(&self, _: TaskReports) {}
+        fn stop_all(&self) {}
+        fn log_paths(&self, _: &str) -> Option<(PathBuf, PathBuf)> {
+            None
+        }
+        fn exec_command(&self, _: &str, _: &[String]) -> Result<Command, RunnerError> {
+            Err("not in this test".into())
+        }
+        fn gossip(&self, _: &GossipConfig) {
+            *self.gossip.lock().unwrap() += 1;
+        }
+    }
+
+    /// Log lines, captured.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn reply(assigned_tasks: Vec<u8>) -> HeartbeatResponse {
+        HeartbeatResponse {
+            assigned_tasks,
+            gossip: encode_gossip(&GossipConfig::default()).unwrap(),
+            routing_mesh: encode_mesh(&RoutingMesh::default()).unwrap(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_undecodable_assignment_leaves_the_nodes_tasks_running_and_is_logged() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let runner = Recorder::default();
+        tracing::subscriber::with_default(subscriber, || {
+            for mangled in [Vec::new(), vec![0xff; 7]] {
+                assert!(follow_reply(&runner, &reply(mangled)).is_none());
+            }
+        });
+        assert!(
+            runner.reconciled.lock().unwrap().is_empty(),
+            "the runner was told to follow an assignment nobody could read"
+        );
+        assert_eq!(
+            *runner.gossip.lock().unwrap(),
+            2,
+            "the other payloads still count"
+        );
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            logs.matches("bad task assignments from the leader").count(),
+            2,
+            "{logs}"
+        );
+        assert!(logs.contains("undecodable task assignments"), "{logs}");
+    }
+
+    #[test]
+    fn an_assignment_of_no_tasks_is_followed() {
+        let runner = Recorder::default();
+        let assigned = follow_reply(&runner, &reply(encode_tasks(&[]).unwrap()));
+        assert_eq!(assigned, Some(Vec::new()));
     }
 }

@@ -10,10 +10,12 @@ use tokio::{
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::Status;
 
-use super::Swarm;
-use crate::api::{
-    ExecOutput, ExecRequest, ListTasksRequest, LogChunk, TaskInfo, TaskLogsRequest,
-    cluster_client::ClusterClient,
+use crate::{
+    api::{
+        Empty, ExecOutput, ExecRequest, ListTasksRequest, LogChunk, NodeInfo, TaskInfo,
+        TaskLogsRequest, cluster_client::ClusterClient,
+    },
+    swarm::{Swarm, error::Error, leader::Route},
 };
 
 pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send + 'static>>;
@@ -24,7 +26,7 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 const CHUNK: usize = 64 * 1024;
 
 impl Swarm {
-    pub async fn task_logs(&self, request: TaskLogsRequest) -> Result<LogStream, Status> {
+    pub async fn task_logs(&self, request: TaskLogsRequest) -> Result<LogStream, Error> {
         let task = self.find_task(&request.task_id).await?;
         if task.node_id != self.node_id() {
             let mut node = self.node_client(&task.node_id).await?;
@@ -32,7 +34,7 @@ impl Swarm {
             return Ok(Box::pin(relayed));
         }
         let (stdout, stderr) = self.inner.runner.log_paths(&task.id).ok_or_else(|| {
-            Status::not_found(format!("no logs for task {} on this node", task.id))
+            Error::not_found(format!("no logs for task {} on this node", task.id))
         })?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
@@ -44,13 +46,13 @@ impl Swarm {
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
-    pub async fn exec(&self, request: ExecRequest) -> Result<ExecStream, Status> {
+    pub async fn exec(&self, request: ExecRequest) -> Result<ExecStream, Error> {
         if request.command.is_empty() {
-            return Err(Status::invalid_argument("exec needs a command"));
+            return Err(Error::invalid("exec needs a command"));
         }
         let task = self.find_task(&request.task).await?;
         if task.state != "running" {
-            return Err(Status::failed_precondition(format!(
+            return Err(Error::refused(format!(
                 "task {} is not running ({})",
                 task.name, task.state
             )));
@@ -68,15 +70,19 @@ impl Swarm {
             .inner
             .runner
             .exec_command(&task.id, &request.command)
-            .map_err(Status::failed_precondition)?;
+            .map_err(|source| Error::Exec {
+                task_id: task.id.clone(),
+                source,
+            })?;
         let mut child = tokio::process::Command::from(command)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| {
-                Status::failed_precondition(format!("cannot run {:?}: {e}", request.command[0]))
+            .map_err(|source| Error::Exec {
+                task_id: task.id.clone(),
+                source: Box::new(source),
             })?;
         let (tx, rx) = mpsc::channel(64);
         let stdout = child.stdout.take();
@@ -103,8 +109,15 @@ impl Swarm {
     }
 
     /// A task by ID, unique ID prefix, or `SERVICE.SLOT` (its current task).
-    async fn find_task(&self, reference: &str) -> Result<TaskInfo, Status> {
-        let tasks = self.list_tasks(ListTasksRequest::default()).await?.tasks;
+    async fn find_task(&self, reference: &str) -> Result<TaskInfo, Error> {
+        let tasks = match self.route().await? {
+            Route::Here(leader) => leader.list_tasks(ListTasksRequest::default()).await?,
+            Route::Forward(mut client) => client
+                .list_tasks(ListTasksRequest::default())
+                .await?
+                .into_inner(),
+        }
+        .tasks;
         if let Some(task) = tasks.iter().find(|t| t.id == reference) {
             return Ok(task.clone());
         }
@@ -124,10 +137,8 @@ impl Swarm {
             .collect();
         match matches.as_slice() {
             [task] => Ok((*task).clone()),
-            [] => Err(Status::not_found(format!("task {reference} not found"))),
-            _ => Err(Status::failed_precondition(format!(
-                "task {reference} is ambiguous"
-            ))),
+            [] => Err(Error::not_found(format!("task {reference} not found"))),
+            _ => Err(Error::refused(format!("task {reference} is ambiguous"))),
         }
     }
 
@@ -135,16 +146,27 @@ impl Swarm {
     async fn node_client(
         &self,
         node_id: &str,
-    ) -> Result<ClusterClient<tonic::transport::Channel>, Status> {
-        let nodes = self.list_nodes().await?.nodes;
+    ) -> Result<ClusterClient<tonic::transport::Channel>, Error> {
+        let nodes = self.nodes().await?;
         let node = nodes
             .iter()
             .find(|n| n.id == node_id)
-            .ok_or_else(|| Status::not_found(format!("node {node_id} not found")))?;
+            .ok_or_else(|| Error::not_found(format!("node {node_id} not found")))?;
         let addr = node.addr.parse().map_err(|_| {
-            Status::internal(format!("node {node_id} has a bad address {}", node.addr))
+            Error::unavailable(format!("node {node_id} has a bad address {}", node.addr))
         })?;
         self.active().await?.peers.client(addr)
+    }
+}
+
+impl Swarm {
+    /// Every node, in the leader's view (asked of the leader when this node does not lead).
+    pub(in crate::swarm) async fn nodes(&self) -> Result<Vec<NodeInfo>, Error> {
+        let list = match self.route().await? {
+            Route::Here(leader) => leader.list_nodes(Empty {}).await?,
+            Route::Forward(mut client) => client.list_nodes(Empty {}).await?.into_inner(),
+        };
+        Ok(list.nodes)
     }
 }
 

@@ -1,0 +1,93 @@
+//! The heartbeat's payloads on the wire: task reports up; assignments, network-DB keys and the
+//! routing mesh down. Each is one postcard document in a `bytes` field of the gRPC message.
+//!
+//! Encoding and decoding fail loudly, never into an empty payload: an empty list of tasks is
+//! encoded like any other list (a length of 0), so "this node runs nothing" can never be read
+//! out of a payload that was lost or mangled. A node that cannot decode its assignments keeps
+//! running what it runs.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    cluster::{Task, gossip::GossipConfig, mesh::RoutingMesh},
+    swarm::node::runner::TaskReports,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("encoding {what}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: postcard::Error,
+    },
+    #[error("undecodable {what}")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: postcard::Error,
+    },
+}
+
+const REPORTS: &str = "task reports";
+const TASKS: &str = "task assignments";
+const GOSSIP: &str = "gossip config";
+const MESH: &str = "routing mesh";
+
+pub fn encode_reports(reports: &TaskReports) -> Result<Vec<u8>, CodecError> {
+    encode(REPORTS, reports)
+}
+
+pub fn decode_reports(bytes: &[u8]) -> Result<TaskReports, CodecError> {
+    decode(REPORTS, bytes)
+}
+
+/// Every task assigned to a node (possibly none: that is a list of length 0, not no bytes).
+pub fn encode_tasks(tasks: &[Task]) -> Result<Vec<u8>, CodecError> {
+    encode(TASKS, tasks)
+}
+
+pub fn decode_tasks(bytes: &[u8]) -> Result<Vec<Task>, CodecError> {
+    decode(TASKS, bytes)
+}
+
+pub fn encode_gossip(config: &GossipConfig) -> Result<Vec<u8>, CodecError> {
+    encode(GOSSIP, config)
+}
+
+pub fn decode_gossip(bytes: &[u8]) -> Result<GossipConfig, CodecError> {
+    decode(GOSSIP, bytes)
+}
+
+pub fn encode_mesh(mesh: &RoutingMesh) -> Result<Vec<u8>, CodecError> {
+    encode(MESH, mesh)
+}
+
+pub fn decode_mesh(bytes: &[u8]) -> Result<RoutingMesh, CodecError> {
+    decode(MESH, bytes)
+}
+
+fn encode<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Vec<u8>, CodecError> {
+    postcard::to_allocvec(value).map_err(|source| CodecError::Encode { what, source })
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, CodecError> {
+    postcard::from_bytes(bytes).map_err(|source| CodecError::Decode { what, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_tasks_is_a_payload_of_its_own_and_no_bytes_are_an_error() {
+        let none = encode_tasks(&[]).unwrap();
+        assert!(!none.is_empty(), "an empty assignment must still be said");
+        assert!(decode_tasks(&none).unwrap().is_empty());
+        assert!(
+            matches!(decode_tasks(&[]), Err(CodecError::Decode { .. })),
+            "empty bytes must not read as 'no tasks'"
+        );
+        assert!(decode_reports(&[]).is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! The leader's side of the cluster API: what the Raft leader does for each call, and the loops
+//! only the leader runs. Nothing here forwards: a [`Leader`] exists only on the node that leads
+//! (see [`Swarm::route`]), and the gRPC file decides between it and the leader's client.
+//!
+//! # Layout
+//! - `nodes`: admission, Raft membership for new managers, node operations, join tokens.
+//! - `services`: service create, update (and roll back), remove, list; tasks listed.
+//! - `networks`: network create, remove, list; the `ingress` network.
+//! - `dispatch`: heartbeats answered: task reports in, assignments, keys and routing mesh out.
+//! - `orchestrate`: the orchestration loop (and periodic gossip key rotation) on the leader.
+//! - `gossip_keys`: rotating the network DB's keys.
+//! - `liveness`: the heartbeats seen (Ready/Down), and noticing leadership.
+
+mod dispatch;
+mod gossip_keys;
+pub(super) mod liveness;
+mod networks;
+mod nodes;
+pub(super) mod orchestrate;
+mod services;
+
+use std::{sync::Arc, time::Duration};
+
+use tonic::transport::Channel;
+
+pub(super) use self::dispatch::gossip_config;
+use super::{Active, ManagerRole, Swarm, error::Error};
+use crate::{
+    api::cluster_client::ClusterClient,
+    cluster::{ClusterState, Command, CommandResponse},
+};
+
+/// This node leads the swarm: the handles the leader's operations work with.
+#[derive(Clone)]
+pub struct Leader {
+    swarm: Swarm,
+    active: Arc<Active>,
+    manager: ManagerRole,
+}
+
+/// Where a cluster operation runs.
+pub enum Route {
+    /// This node leads: run it here.
+    Here(Leader),
+    /// Another manager leads: send it there (the caller was authorized at this first hop).
+    Forward(ClusterClient<Channel>),
+}
+
+impl Swarm {
+    /// Decides where a cluster operation runs: here when this node leads, else on the leader.
+    pub(super) async fn route(&self) -> Result<Route, Error> {
+        let active = self.active().await?;
+        if let Some(leader) = Leader::of(self, &active) {
+            return Ok(Route::Here(leader));
+        }
+        Ok(Route::Forward(active.leader_client()?))
+    }
+}
+
+impl Leader {
+    /// `Some` when `swarm` leads in this membership.
+    pub(super) fn of(swarm: &Swarm, active: &Arc<Active>) -> Option<Leader> {
+        let manager = active.leading(swarm.node_id())?.clone();
+        Some(Leader {
+            swarm: swarm.clone(),
+            active: Arc::clone(active),
+            manager,
+        })
+    }
+
+    /// The replicated state, as applied here.
+    pub(super) fn state(&self) -> ClusterState {
+        self.manager.state()
+    }
+
+    fn node_id(&self) -> &str {
+        self.swarm.node_id()
+    }
+
+    /// Appends `command` to the Raft log and waits for it to apply.
+    pub(super) async fn propose(&self, command: Command) -> Result<(), Error> {
+        let response = self
+            .manager
+            .raft
+            .client_write(command)
+            .await
+            .map_err(|e| Error::unavailable_because("cannot commit to the raft log", e))?;
+        match response.data {
+            CommandResponse::Ok => Ok(()),
+            CommandResponse::Rejected(why) => Err(Error::refused(why)),
+        }
+    }
+}
+
+/// The cluster's heartbeat period (Docker's `--dispatcher-heartbeat`).
+pub(super) fn heartbeat_period(state: &ClusterState) -> Duration {
+    Duration::from_millis(
+        state
+            .cluster
+            .as_ref()
+            .map_or(1000, |c| c.heartbeat_period_ms.max(1)),
+    )
+}

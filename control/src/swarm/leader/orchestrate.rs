@@ -1,0 +1,81 @@
+//! The orchestration loop: on the leader, every [`ORCHESTRATE_EVERY`], the pure
+//! [`crate::orchestrator::reconcile`] turns services into task placements and rollout steps,
+//! and new tasks get their network addresses before they are committed. The same loop rotates
+//! the network DB's keys when they are due.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use super::{Leader, heartbeat_period};
+use crate::{
+    allocator::address_tasks,
+    clock::now_ms,
+    cluster::{ClusterState, Command, TaskState, TaskStatus},
+    identity::NodeId,
+    orchestrator::{Inputs, reconcile},
+    swarm::{Active, Swarm},
+};
+
+/// How often the leader reconciles services with tasks.
+pub const ORCHESTRATE_EVERY: Duration = Duration::from_millis(250);
+
+/// On managers: while this node leads, reconciles every [`ORCHESTRATE_EVERY`].
+pub async fn run(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(ORCHESTRATE_EVERY) => {}
+        }
+        let Some(leader) = Leader::of(&swarm, &active) else {
+            continue;
+        };
+        leader.rotate_gossip_key_if_due().await;
+        // Computed in a block: the inputs borrow non-Send closures that must not live across
+        // the awaits below.
+        let commands = {
+            let state = leader.state();
+            let period = heartbeat_period(&state);
+            let me = leader.node_id();
+            let is_ready = |node: &str| node == me || !active.liveness.is_down(node, period);
+            let inputs = Inputs {
+                state: &state,
+                is_ready: &is_ready,
+                now_ms: now_ms(),
+            };
+            let mut commands = reconcile(&inputs, &mut || NodeId::generate().to_string());
+            address_new_tasks(&state, &mut commands);
+            commands
+        };
+        for command in commands {
+            debug!(?command, "orchestrator");
+            if let Err(e) = leader.propose(command).await {
+                warn!(cause = %crate::error_chain::Chain(&e), "orchestrator command not committed");
+                break;
+            }
+        }
+    }
+}
+
+/// Allocates network addresses for the tasks the orchestrator creates. A task that cannot get
+/// them is not sent to its node: it stays Pending with the reason, and the next pass retries.
+fn address_new_tasks(state: &ClusterState, commands: &mut [Command]) {
+    for command in commands {
+        let Command::PutTasks(tasks) = command else {
+            continue;
+        };
+        for (id, error) in address_tasks(state, tasks) {
+            if let Some(task) = tasks.iter_mut().find(|t| t.id == id) {
+                task.node_id.clear();
+                task.status = TaskStatus {
+                    state: TaskState::Pending,
+                    message: crate::orchestrator::PENDING.to_string(),
+                    error: error.to_string(),
+                    exit_code: None,
+                    timestamp_ms: now_ms(),
+                };
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Finding a node, service or network by what the user typed: an ID, a name, or a unique ID
+//! prefix, as Docker does.
+
+use super::error::Error;
+use crate::cluster::{ClusterState, NodeRecord, Service, network::Network};
+
+/// Finds a node by ID, hostname, or unique ID prefix, as Docker does.
+pub fn resolve_node<'a>(state: &'a ClusterState, reference: &str) -> Result<&'a NodeRecord, Error> {
+    if reference.is_empty() {
+        return Err(Error::invalid("a node ID or hostname is required"));
+    }
+    if let Some(node) = state.nodes.get(reference) {
+        return Ok(node);
+    }
+    let by_name: Vec<&NodeRecord> = state
+        .nodes
+        .values()
+        .filter(|n| n.hostname == reference)
+        .collect();
+    let matches = if by_name.is_empty() {
+        state
+            .nodes
+            .values()
+            .filter(|n| n.id.starts_with(reference))
+            .collect()
+    } else {
+        by_name
+    };
+    match matches.as_slice() {
+        [node] => Ok(node),
+        [] => Err(Error::not_found(format!("node {reference} not found"))),
+        _ => Err(Error::refused(format!(
+            "node {reference} is ambiguous ({} matches)",
+            matches.len()
+        ))),
+    }
+}
+
+/// Finds a service by ID, name, or unique ID prefix.
+pub fn resolve_service<'a>(state: &'a ClusterState, reference: &str) -> Result<&'a Service, Error> {
+    if let Some(service) = state.services.get(reference) {
+        return Ok(service);
+    }
+    if let Some(service) = state.services.values().find(|s| s.spec.name == reference) {
+        return Ok(service);
+    }
+    let matches: Vec<&Service> = state
+        .services
+        .values()
+        .filter(|s| !reference.is_empty() && s.id.starts_with(reference))
+        .collect();
+    match matches.as_slice() {
+        [service] => Ok(service),
+        [] => Err(Error::not_found(format!("service {reference} not found"))),
+        _ => Err(Error::refused(format!(
+            "service {reference} is ambiguous ({} matches)",
+            matches.len()
+        ))),
+    }
+}
+
+/// Finds a network by ID, name, or unique ID prefix.
+pub fn resolve_network<'a>(state: &'a ClusterState, reference: &str) -> Result<&'a Network, Error> {
+    if let Some(n) = state.networks.get(reference) {
+        return Ok(n);
+    }
+    if let Some(n) = state.networks.values().find(|n| n.name == reference) {
+        return Ok(n);
+    }
+    let matches: Vec<&Network> = state
+        .networks
+        .values()
+        .filter(|n| !reference.is_empty() && n.id.starts_with(reference))
+        .collect();
+    match matches.as_slice() {
+        [n] => Ok(n),
+        [] => Err(Error::not_found(format!("network {reference} not found"))),
+        _ => Err(Error::refused(format!("network {reference} is ambiguous"))),
+    }
+}

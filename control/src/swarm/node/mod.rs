@@ -1,0 +1,10 @@
+//! The node side of a membership: what every node runs, manager or worker.
+//!
+//! # Layout
+//! - `runner`: the [`TaskRunner`](runner::TaskRunner) seam to whatever runs processes.
+//! - `heartbeat`: the heartbeat loop: alive, task reports up, assignments followed.
+//! - `task_io`: a task's logs and `exec`, served on its node and relayed by others.
+
+pub(super) mod heartbeat;
+pub(super) mod runner;
+pub(super) mod task_io;
