@@ -1,4 +1,12 @@
 //! The command line. Flag names, defaults and vocabulary follow Docker's swarm CLI.
+//!
+//! This file holds the top level, the agent's flags and the smaller command groups;
+//! `service` holds `shoal service`'s (the largest group), `parse` the value parsers, `format`
+//! the `--format` flag every listing shares.
+
+mod format;
+mod parse;
+pub mod service;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -8,10 +16,14 @@ use std::{
 
 use clap::{Args, Parser, Subcommand, ValueEnum, error::ErrorKind};
 
+pub use self::format::{FormatArgs, OutputFormat};
+use self::{
+    parse::{parse_advertise_addr, parse_dns_server, parse_label},
+    service::ServiceCommand,
+};
+
 /// Where the CLI finds the local agent unless told otherwise.
 pub const DEFAULT_HOST: &str = "unix:///run/shoal/shoal.sock";
-/// The manager API port (Swarm's).
-pub const MANAGER_PORT: u16 = 2377;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,201 +64,6 @@ pub enum Command {
     /// Manage overlay networks.
     #[command(subcommand)]
     Network(NetworkCommand),
-}
-
-#[derive(Subcommand, Debug)]
-pub enum ServiceCommand {
-    /// Create a service.
-    Create(ServiceCreateArgs),
-    /// List services.
-    #[command(alias = "list")]
-    Ls(FormatArgs),
-    /// List the tasks of a service, with their history.
-    Ps(ServicePsArgs),
-    /// Show services in detail.
-    Inspect(ServiceInspectArgs),
-    /// Change the number of replicas: SERVICE=REPLICAS...
-    Scale(ServiceScaleArgs),
-    /// Change a service; tasks are replaced in a rolling update.
-    Update(ServiceUpdateArgs),
-    /// Go back to a service's previous spec.
-    Rollback(ServiceRollbackArgs),
-    /// Show the output of every task of a service, from every node.
-    Logs(ServiceLogsArgs),
-    /// Remove services.
-    #[command(alias = "remove")]
-    Rm(ServiceRmArgs),
-}
-
-/// Flags shared by `service create` and `service update` for restart and rollout.
-#[derive(Args, Debug, Default)]
-pub struct RolloutArgs {
-    /// Restart when: none, on-failure or any.
-    #[arg(long, value_parser = ["none", "on-failure", "any"])]
-    pub restart_condition: Option<String>,
-    /// Delay between restart attempts (e.g. 5s).
-    #[arg(long, value_parser = crate::duration::parse_duration)]
-    pub restart_delay: Option<std::time::Duration>,
-    /// Maximum restarts before giving up (0: unlimited).
-    #[arg(long)]
-    pub restart_max_attempts: Option<u64>,
-    /// Window in which restarts are counted.
-    #[arg(long, value_parser = crate::duration::parse_duration)]
-    pub restart_window: Option<std::time::Duration>,
-    /// Tasks updated at a time (0: all).
-    #[arg(long)]
-    pub update_parallelism: Option<u64>,
-    /// Delay between update batches.
-    #[arg(long, value_parser = crate::duration::parse_duration)]
-    pub update_delay: Option<std::time::Duration>,
-    /// On update failure: pause, continue or rollback.
-    #[arg(long, value_parser = ["pause", "continue", "rollback"])]
-    pub update_failure_action: Option<String>,
-    /// Update order: stop-first or start-first.
-    #[arg(long, value_parser = ["stop-first", "start-first"])]
-    pub update_order: Option<String>,
-    /// How long a new task must run to count as updated.
-    #[arg(long, value_parser = crate::duration::parse_duration)]
-    pub update_monitor: Option<std::time::Duration>,
-    /// Failure rate tolerated during an update (0 to 1).
-    #[arg(long)]
-    pub update_max_failure_ratio: Option<f64>,
-    /// Time to wait before force-killing a task.
-    #[arg(long, value_parser = crate::duration::parse_duration)]
-    pub stop_grace_period: Option<std::time::Duration>,
-}
-
-#[derive(Args, Debug)]
-pub struct ServiceCreateArgs {
-    /// Service name (default: generated).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Number of tasks (replicated mode; default 1).
-    #[arg(long)]
-    pub replicas: Option<u64>,
-    /// replicated or global.
-    #[arg(long, value_parser = ["replicated", "global"], default_value = "replicated")]
-    pub mode: String,
-    /// Placement constraint, e.g. node.role==manager (repeatable).
-    #[arg(long = "constraint")]
-    pub constraints: Vec<String>,
-    /// Attach to an overlay network, by name or ID (repeatable: eth0, eth1, ... in order).
-    #[arg(long = "network")]
-    pub networks: Vec<String>,
-    /// vip: the service name resolves to a virtual IP per network; dnsrr: to the task IPs.
-    #[arg(long = "endpoint-mode", value_parser = ["vip", "dnsrr"], default_value = "vip")]
-    pub endpoint_mode: String,
-    /// Publish a port: [PUBLISHED:]TARGET[/udp], or
-    /// published=P,target=T,protocol=tcp|udp,mode=ingress|host (repeatable).
-    #[arg(short = 'p', long = "publish", value_parser = crate::publish::parse_publish)]
-    pub publish: Vec<shoal_control::api::PortConfigMsg>,
-    /// Environment variable KEY=VALUE (repeatable).
-    #[arg(short = 'e', long = "env", value_parser = parse_env)]
-    pub env: Vec<(String, String)>,
-    /// Bind mount: type=bind,src=/host/path,dst=/task/path[,readonly] (repeatable).
-    #[arg(long = "mount", value_parser = parse_mount)]
-    pub mounts: Vec<(String, String, bool)>,
-    #[command(flatten)]
-    pub rollout: RolloutArgs,
-    /// Return at once instead of waiting for the service to converge.
-    #[arg(short, long)]
-    pub detach: bool,
-    /// The command tasks run, after `--`.
-    #[arg(last = true, required = true)]
-    pub command: Vec<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct ServicePsArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    pub format: OutputFormat,
-    /// Service name or ID.
-    pub service: String,
-}
-
-#[derive(Args, Debug)]
-pub struct ServiceInspectArgs {
-    /// Human-readable output instead of JSON.
-    #[arg(long)]
-    pub pretty: bool,
-    #[arg(required = true)]
-    pub services: Vec<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct ServiceScaleArgs {
-    /// Return at once instead of waiting for the services to converge.
-    #[arg(short, long)]
-    pub detach: bool,
-    /// SERVICE=REPLICAS.
-    #[arg(required = true, value_parser = parse_scale)]
-    pub scales: Vec<(String, u64)>,
-}
-
-#[derive(Args, Debug)]
-pub struct ServiceUpdateArgs {
-    /// Number of tasks.
-    #[arg(long)]
-    pub replicas: Option<u64>,
-    /// New arguments for the command (the command itself stays), space separated.
-    #[arg(long)]
-    pub args: Option<String>,
-    /// Add or change an environment variable (repeatable).
-    #[arg(long = "env-add", value_parser = parse_env)]
-    pub env_add: Vec<(String, String)>,
-    /// Remove an environment variable (repeatable).
-    #[arg(long = "env-rm")]
-    pub env_rm: Vec<String>,
-    /// Add a placement constraint (repeatable).
-    #[arg(long = "constraint-add")]
-    pub constraint_add: Vec<String>,
-    /// Remove a placement constraint (repeatable).
-    #[arg(long = "constraint-rm")]
-    pub constraint_rm: Vec<String>,
-    /// Attach to another network (repeatable).
-    #[arg(long = "network-add")]
-    pub network_add: Vec<String>,
-    /// Detach from a network, by name or ID (repeatable).
-    #[arg(long = "network-rm")]
-    pub network_rm: Vec<String>,
-    /// vip or dnsrr (replaces every task: the VIPs they carry change).
-    #[arg(long = "endpoint-mode", value_parser = ["vip", "dnsrr"])]
-    pub endpoint_mode: Option<String>,
-    /// Publish a port, or change how one is published (same syntax as create's --publish).
-    #[arg(long = "publish-add", value_parser = crate::publish::parse_publish)]
-    pub publish_add: Vec<shoal_control::api::PortConfigMsg>,
-    /// Stop publishing a port, by its target port: TARGET[/PROTOCOL] (repeatable).
-    #[arg(long = "publish-rm", value_parser = crate::publish::parse_publish_rm)]
-    pub publish_rm: Vec<(u32, Option<String>)>,
-    #[command(flatten)]
-    pub rollout: RolloutArgs,
-    /// Replace every task even if nothing changed.
-    #[arg(long)]
-    pub force: bool,
-    /// Go back to the previous spec.
-    #[arg(long)]
-    pub rollback: bool,
-    /// Return at once instead of waiting for the update.
-    #[arg(short, long)]
-    pub detach: bool,
-    pub service: String,
-}
-
-#[derive(Args, Debug)]
-pub struct ServiceRollbackArgs {
-    /// Return at once instead of waiting for the rollback.
-    #[arg(short, long)]
-    pub detach: bool,
-    pub service: String,
-}
-
-#[derive(Args, Debug)]
-pub struct ServiceLogsArgs {
-    /// Keep following new output.
-    #[arg(short, long)]
-    pub follow: bool,
-    pub service: String,
 }
 
 #[derive(Args, Debug)]
@@ -297,57 +114,6 @@ pub struct NetworkNamesArgs {
     /// Network names or IDs.
     #[arg(required = true)]
     pub networks: Vec<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct ServiceRmArgs {
-    #[arg(required = true)]
-    pub services: Vec<String>,
-}
-
-/// `KEY=VALUE`.
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-        _ => Err(format!(
-            "invalid environment variable {s:?}: expected KEY=VALUE"
-        )),
-    }
-}
-
-/// `type=bind,src=/a,dst=/b[,readonly]` (also `source=`, `target=`, `destination=`, `ro`).
-fn parse_mount(s: &str) -> Result<(String, String, bool), String> {
-    let (mut kind, mut src, mut dst, mut readonly) = (None, None, None, false);
-    for field in s.split(',') {
-        match field.split_once('=') {
-            Some(("type", v)) => kind = Some(v),
-            Some(("src" | "source", v)) => src = Some(v),
-            Some(("dst" | "destination" | "target", v)) => dst = Some(v),
-            Some(("readonly" | "ro", v)) => readonly = v == "true" || v == "1",
-            None if field == "readonly" || field == "ro" => readonly = true,
-            _ => return Err(format!("invalid mount {s:?}: unknown field {field:?}")),
-        }
-    }
-    match (kind, src, dst) {
-        (Some("bind"), Some(src), Some(dst)) => Ok((src.to_string(), dst.to_string(), readonly)),
-        (Some(other), ..) if other != "bind" => Err(format!(
-            "invalid mount {s:?}: only type=bind is supported (shoal runs no images)"
-        )),
-        _ => Err(format!(
-            "invalid mount {s:?}: expected type=bind,src=PATH,dst=PATH"
-        )),
-    }
-}
-
-/// `SERVICE=REPLICAS`.
-fn parse_scale(s: &str) -> Result<(String, u64), String> {
-    let (name, replicas) = s
-        .split_once('=')
-        .ok_or_else(|| format!("invalid scale {s:?}: expected SERVICE=REPLICAS"))?;
-    let replicas = replicas
-        .parse()
-        .map_err(|_| format!("invalid replicas {replicas:?} for {name}: expected a number >= 0"))?;
-    Ok((name.to_string(), replicas))
 }
 
 #[derive(Subcommand, Debug)]
@@ -445,13 +211,6 @@ pub enum NodeCommand {
 }
 
 #[derive(Args, Debug)]
-pub struct FormatArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    pub format: OutputFormat,
-}
-
-#[derive(Args, Debug)]
 pub struct NodeInspectArgs {
     /// Human-readable output instead of JSON.
     #[arg(long)]
@@ -491,15 +250,6 @@ pub struct NodeRmArgs {
     /// Node IDs or hostnames.
     #[arg(required = true)]
     pub nodes: Vec<String>,
-}
-
-/// `key=value` (or `key`, with an empty value, as Docker allows).
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    let (key, value) = s.split_once('=').unwrap_or((s, ""));
-    if key.is_empty() || key.contains(char::is_whitespace) {
-        return Err(format!("invalid label {s:?}: expected key=value"));
-    }
-    Ok((key.to_string(), value.to_string()))
 }
 
 #[derive(Args, Debug)]
@@ -562,12 +312,6 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    Table,
-    Json,
-}
-
 #[derive(Args, Debug)]
 pub struct InfoArgs {
     /// Output format.
@@ -580,23 +324,6 @@ pub struct WhoamiArgs {
     /// Port for both HTTP (TCP) and echo (UDP).
     #[arg(long, default_value_t = 80)]
     pub port: u16,
-}
-
-/// Accepts `IP` or `IP:PORT`, as `docker swarm init --advertise-addr` does.
-/// `--dns`: an IP (port 53) or IP:PORT.
-fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
-    s.parse::<SocketAddr>()
-        .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-        .map_err(|_| format!("invalid DNS server {s:?}: expected IP or IP:PORT"))
-}
-
-fn parse_advertise_addr(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = s.parse::<SocketAddr>() {
-        return Ok(addr);
-    }
-    s.parse::<IpAddr>()
-        .map(|ip| SocketAddr::new(ip, MANAGER_PORT))
-        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
 }
 
 /// Prints a parse error as one line (help and version as they are) and picks the exit code.
@@ -625,19 +352,6 @@ pub fn report_parse_error(e: clap::Error) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn advertise_addr_takes_ip_or_ip_port() {
-        assert_eq!(
-            parse_advertise_addr("10.1.2.3").unwrap(),
-            "10.1.2.3:2377".parse().unwrap()
-        );
-        assert_eq!(
-            parse_advertise_addr("10.1.2.3:4000").unwrap(),
-            "10.1.2.3:4000".parse().unwrap()
-        );
-        assert!(parse_advertise_addr("eth0:x").is_err());
-    }
 
     #[test]
     fn cli_definition_is_consistent() {

@@ -1,15 +1,18 @@
 //! `shoal`: the node agent (`shoal agent`) and the docker-compatible CLI that talks to it.
 //!
 //! # Layout
-//! - `cli`: the command line (clap), and turning parse errors into one line.
+//! - `cli`: the command line (clap): every command's flags, value parsers, one-line parse errors.
+//! - `client`: connecting the CLI to an agent's API (`-H`, `SHOAL_HOST`).
+//! - `commands`: the CLI commands that call the API, and what they print.
 //! - `daemon`: `shoal agent`: config, state dir, data path, local API, shutdown.
-//! - `client`: connecting to an agent's API (`-H`, `SHOAL_HOST`).
-//! - `commands`: one module per CLI command that calls the API.
+//! - `duration`: durations as Docker's CLI writes them (`500ms`, `1m30s`).
 //! - `executor`: the exec driver: tasks as processes in their own namespaces.
-//! - `networking`: overlay networks on this node: sandboxes, gateway, gossiped endpoints.
-//! - `whoami`: the built-in demo workload.
-//! - `table`, `duration`, `time_format`: Docker-style tables, durations and timestamps.
 //! - `logging`: the one place that configures tracing.
+//! - `networking`: overlay networks on this node: sandboxes, gateway, gossiped endpoints.
+//! - `publish`: `--publish` values (short and long form) and `--publish-rm`.
+//! - `table`: Docker-style tables.
+//! - `time_format`: timestamps and ages as Docker shows them (RFC 3339, "5 seconds ago").
+//! - `whoami`: the built-in demo workload.
 
 mod cli;
 mod client;
@@ -27,6 +30,7 @@ mod whoami;
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use shoal_control::error_chain::Chain;
 
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
@@ -35,7 +39,7 @@ fn main() -> ExitCode {
     };
     if let cli::Command::Exec(args) = cli.command {
         return commands::exec::run(&cli.host, args).unwrap_or_else(|e| {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", Chain(e.as_ref()));
             ExitCode::FAILURE
         });
     }
@@ -52,8 +56,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` puts the whole context chain on one line: "doing X: because Y".
-            eprintln!("error: {e:#}");
+            // The whole chain on one line: "doing X: because Y".
+            eprintln!("error: {}", Chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

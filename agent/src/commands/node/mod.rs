@@ -1,6 +1,7 @@
-//! `shoal node ls | inspect | update | promote | demote | rm`.
+//! `shoal node ls | inspect | update | promote | demote | rm`: each command's calls to the API;
+//! `render` holds what they print.
 
-use std::fmt::Write as _;
+mod render;
 
 use shoal_control::api::{
     Empty, InfoRequest, NodeInfo, RemoveNodeRequest, UpdateNodeRequest, agent_client::AgentClient,
@@ -11,8 +12,6 @@ use tonic::transport::Channel;
 use crate::{
     cli::{NodeCommand, NodeInspectArgs, NodeUpdateArgs, OutputFormat},
     client::{status_error, with_agent},
-    table::{self, capitalize},
-    time_format::rfc3339,
 };
 
 pub fn run(host: &str, command: NodeCommand) -> anyhow::Result<()> {
@@ -47,30 +46,7 @@ fn ls(host: &str, format: OutputFormat) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&nodes)?);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = nodes
-        .iter()
-        .map(|n| {
-            let id = if n.id == me {
-                format!("{} *", n.id)
-            } else {
-                n.id.clone()
-            };
-            vec![
-                id,
-                n.hostname.clone(),
-                capitalize(&n.status),
-                capitalize(&n.availability),
-                capitalize(&n.manager_status),
-            ]
-        })
-        .collect();
-    print!(
-        "{}",
-        table::render(
-            &["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS"],
-            &rows
-        )
-    );
+    print!("{}", render::ls_table(&nodes, &me));
     Ok(())
 }
 
@@ -86,11 +62,10 @@ fn inspect(host: &str, args: NodeInspectArgs) -> anyhow::Result<()> {
     }
     if args.pretty {
         for node in found {
-            print!("{}", pretty(node));
+            print!("{}", render::pretty(node));
         }
     } else {
-        let shaped: Vec<serde_json::Value> = found.into_iter().map(docker_shape).collect();
-        println!("{}", serde_json::to_string_pretty(&shaped)?);
+        println!("{}", render::inspect_json(&found)?);
     }
     Ok(())
 }
@@ -168,66 +143,4 @@ fn find<'a>(nodes: &'a [NodeInfo], reference: &str) -> anyhow::Result<&'a NodeIn
         [] => anyhow::bail!("No such node: {reference}"),
         _ => anyhow::bail!("node {reference} is ambiguous ({} matches)", matches.len()),
     }
-}
-
-/// The fields of `docker node inspect` that shoal has, in Docker's shape.
-fn docker_shape(node: &NodeInfo) -> serde_json::Value {
-    let mut shaped = serde_json::json!({
-        "ID": node.id,
-        "CreatedAt": rfc3339(node.created_at),
-        "Spec": {
-            "Labels": node.labels,
-            "Role": node.role,
-            "Availability": node.availability,
-        },
-        "Description": { "Hostname": node.hostname },
-        "Status": {
-            "State": node.status,
-            "Addr": node.data_path_addr,
-        },
-    });
-    if node.role == "manager" {
-        shaped["ManagerStatus"] = serde_json::json!({
-            "Leader": node.manager_status == "leader",
-            "Reachability": if node.manager_status == "unreachable" { "unreachable" } else { "reachable" },
-            "Addr": node.addr,
-        });
-    }
-    shaped
-}
-
-fn pretty(node: &NodeInfo) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "ID:\t\t\t{}", node.id);
-    if !node.labels.is_empty() {
-        let _ = writeln!(out, "Labels:");
-        let mut labels: Vec<_> = node.labels.iter().collect();
-        labels.sort();
-        for (k, v) in labels {
-            let _ = writeln!(out, " - {k}={v}");
-        }
-    }
-    let _ = writeln!(out, "Hostname:\t\t{}", node.hostname);
-    let _ = writeln!(out, "Joined at:\t\t{}", rfc3339(node.created_at));
-    let _ = writeln!(out, "Status:");
-    let _ = writeln!(out, " State:\t\t\t{}", capitalize(&node.status));
-    let _ = writeln!(out, " Availability:\t\t{}", capitalize(&node.availability));
-    let _ = writeln!(out, " Address:\t\t{}", node.data_path_addr);
-    if node.role == "manager" {
-        let _ = writeln!(out, "Manager Status:");
-        let _ = writeln!(out, " Address:\t\t{}", node.addr);
-        let reach = if node.manager_status == "unreachable" {
-            "Unreachable"
-        } else {
-            "Reachable"
-        };
-        let _ = writeln!(out, " Raft Status:\t\t{reach}");
-        let leader = if node.manager_status == "leader" {
-            "Yes"
-        } else {
-            "No"
-        };
-        let _ = writeln!(out, " Leader:\t\t{leader}");
-    }
-    out
 }

@@ -1,0 +1,210 @@
+//! The `shoal service` command line: its subcommands and their flags, as Docker's
+//! `docker service` spells them.
+
+use clap::{Args, Subcommand};
+
+use super::{
+    format::{FormatArgs, OutputFormat},
+    parse::{parse_env, parse_mount, parse_scale},
+};
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// Create a service.
+    Create(ServiceCreateArgs),
+    /// List services.
+    #[command(alias = "list")]
+    Ls(FormatArgs),
+    /// List the tasks of a service, with their history.
+    Ps(ServicePsArgs),
+    /// Show services in detail.
+    Inspect(ServiceInspectArgs),
+    /// Change the number of replicas: SERVICE=REPLICAS...
+    Scale(ServiceScaleArgs),
+    /// Change a service; tasks are replaced in a rolling update.
+    Update(ServiceUpdateArgs),
+    /// Go back to a service's previous spec.
+    Rollback(ServiceRollbackArgs),
+    /// Show the output of every task of a service, from every node.
+    Logs(ServiceLogsArgs),
+    /// Remove services.
+    #[command(alias = "remove")]
+    Rm(ServiceRmArgs),
+}
+
+/// Flags shared by `service create` and `service update` for restart and rollout.
+#[derive(Args, Debug, Default)]
+pub struct RolloutArgs {
+    /// Restart when: none, on-failure or any.
+    #[arg(long, value_parser = ["none", "on-failure", "any"])]
+    pub restart_condition: Option<String>,
+    /// Delay between restart attempts (e.g. 5s).
+    #[arg(long, value_parser = crate::duration::parse_duration)]
+    pub restart_delay: Option<std::time::Duration>,
+    /// Maximum restarts before giving up (0: unlimited).
+    #[arg(long)]
+    pub restart_max_attempts: Option<u64>,
+    /// Window in which restarts are counted.
+    #[arg(long, value_parser = crate::duration::parse_duration)]
+    pub restart_window: Option<std::time::Duration>,
+    /// Tasks updated at a time (0: all).
+    #[arg(long)]
+    pub update_parallelism: Option<u64>,
+    /// Delay between update batches.
+    #[arg(long, value_parser = crate::duration::parse_duration)]
+    pub update_delay: Option<std::time::Duration>,
+    /// On update failure: pause, continue or rollback.
+    #[arg(long, value_parser = ["pause", "continue", "rollback"])]
+    pub update_failure_action: Option<String>,
+    /// Update order: stop-first or start-first.
+    #[arg(long, value_parser = ["stop-first", "start-first"])]
+    pub update_order: Option<String>,
+    /// How long a new task must run to count as updated.
+    #[arg(long, value_parser = crate::duration::parse_duration)]
+    pub update_monitor: Option<std::time::Duration>,
+    /// Failure rate tolerated during an update (0 to 1).
+    #[arg(long)]
+    pub update_max_failure_ratio: Option<f64>,
+    /// Time to wait before force-killing a task.
+    #[arg(long, value_parser = crate::duration::parse_duration)]
+    pub stop_grace_period: Option<std::time::Duration>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServiceCreateArgs {
+    /// Service name (default: generated).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Number of tasks (replicated mode; default 1).
+    #[arg(long)]
+    pub replicas: Option<u64>,
+    /// replicated or global.
+    #[arg(long, value_parser = ["replicated", "global"], default_value = "replicated")]
+    pub mode: String,
+    /// Placement constraint, e.g. node.role==manager (repeatable).
+    #[arg(long = "constraint")]
+    pub constraints: Vec<String>,
+    /// Attach to an overlay network, by name or ID (repeatable: eth0, eth1, ... in order).
+    #[arg(long = "network")]
+    pub networks: Vec<String>,
+    /// vip: the service name resolves to a virtual IP per network; dnsrr: to the task IPs.
+    #[arg(long = "endpoint-mode", value_parser = ["vip", "dnsrr"], default_value = "vip")]
+    pub endpoint_mode: String,
+    /// Publish a port: [PUBLISHED:]TARGET[/udp], or
+    /// published=P,target=T,protocol=tcp|udp,mode=ingress|host (repeatable).
+    #[arg(short = 'p', long = "publish", value_parser = crate::publish::parse_publish)]
+    pub publish: Vec<shoal_control::api::PortConfigMsg>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(short = 'e', long = "env", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Bind mount: type=bind,src=/host/path,dst=/task/path[,readonly] (repeatable).
+    #[arg(long = "mount", value_parser = parse_mount)]
+    pub mounts: Vec<(String, String, bool)>,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+    /// Return at once instead of waiting for the service to converge.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// The command tasks run, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServicePsArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Service name or ID.
+    pub service: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ServiceInspectArgs {
+    /// Human-readable output instead of JSON.
+    #[arg(long)]
+    pub pretty: bool,
+    #[arg(required = true)]
+    pub services: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServiceScaleArgs {
+    /// Return at once instead of waiting for the services to converge.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// SERVICE=REPLICAS.
+    #[arg(required = true, value_parser = parse_scale)]
+    pub scales: Vec<(String, u64)>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServiceUpdateArgs {
+    /// Number of tasks.
+    #[arg(long)]
+    pub replicas: Option<u64>,
+    /// New arguments for the command (the command itself stays), space separated.
+    #[arg(long)]
+    pub args: Option<String>,
+    /// Add or change an environment variable (repeatable).
+    #[arg(long = "env-add", value_parser = parse_env)]
+    pub env_add: Vec<(String, String)>,
+    /// Remove an environment variable (repeatable).
+    #[arg(long = "env-rm")]
+    pub env_rm: Vec<String>,
+    /// Add a placement constraint (repeatable).
+    #[arg(long = "constraint-add")]
+    pub constraint_add: Vec<String>,
+    /// Remove a placement constraint (repeatable).
+    #[arg(long = "constraint-rm")]
+    pub constraint_rm: Vec<String>,
+    /// Attach to another network (repeatable).
+    #[arg(long = "network-add")]
+    pub network_add: Vec<String>,
+    /// Detach from a network, by name or ID (repeatable).
+    #[arg(long = "network-rm")]
+    pub network_rm: Vec<String>,
+    /// vip or dnsrr (replaces every task: the VIPs they carry change).
+    #[arg(long = "endpoint-mode", value_parser = ["vip", "dnsrr"])]
+    pub endpoint_mode: Option<String>,
+    /// Publish a port, or change how one is published (same syntax as create's --publish).
+    #[arg(long = "publish-add", value_parser = crate::publish::parse_publish)]
+    pub publish_add: Vec<shoal_control::api::PortConfigMsg>,
+    /// Stop publishing a port, by its target port: TARGET[/PROTOCOL] (repeatable).
+    #[arg(long = "publish-rm", value_parser = crate::publish::parse_publish_rm)]
+    pub publish_rm: Vec<(u32, Option<String>)>,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+    /// Replace every task even if nothing changed.
+    #[arg(long)]
+    pub force: bool,
+    /// Go back to the previous spec.
+    #[arg(long)]
+    pub rollback: bool,
+    /// Return at once instead of waiting for the update.
+    #[arg(short, long)]
+    pub detach: bool,
+    pub service: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ServiceRollbackArgs {
+    /// Return at once instead of waiting for the rollback.
+    #[arg(short, long)]
+    pub detach: bool,
+    pub service: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ServiceLogsArgs {
+    /// Keep following new output.
+    #[arg(short, long)]
+    pub follow: bool,
+    pub service: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ServiceRmArgs {
+    #[arg(required = true)]
+    pub services: Vec<String>,
+}

@@ -1,0 +1,162 @@
+//! Turning `service create` and `service update` flags into the service spec sent to the API.
+//! Pure: what needs the API (the current spec, network IDs) is passed in.
+
+use anyhow::bail;
+use shoal_control::api::{KeyValue, Mount, RestartPolicyMsg, ServiceSpec, UpdateConfigMsg};
+
+use crate::cli::service::{RolloutArgs, ServiceCreateArgs, ServiceUpdateArgs};
+
+/// The spec `service create` asks for.
+pub(super) fn from_create(args: ServiceCreateArgs) -> anyhow::Result<ServiceSpec> {
+    if args.mode == "global" && args.replicas.is_some() {
+        bail!("replicas can only be used with replicated mode");
+    }
+    let mut spec = ServiceSpec {
+        name: args.name.unwrap_or_else(generated_name),
+        command: args.command,
+        env: args
+            .env
+            .into_iter()
+            .map(|(key, value)| KeyValue { key, value })
+            .collect(),
+        mounts: args
+            .mounts
+            .into_iter()
+            .map(|(source, target, readonly)| Mount {
+                source,
+                target,
+                readonly,
+            })
+            .collect(),
+        mode: args.mode,
+        replicas: args.replicas.unwrap_or(1),
+        constraints: args.constraints,
+        networks: args.networks,
+        endpoint_mode: args.endpoint_mode,
+        ports: args.publish,
+        ..Default::default()
+    };
+    if spec.mode == "global" {
+        spec.replicas = 0;
+    }
+    apply_rollout(&mut spec, &args.rollout)?;
+    Ok(spec)
+}
+
+/// Rejects flags that make no sense for the service as it is, before anything else is asked.
+pub(super) fn check_update(spec: &ServiceSpec, args: &ServiceUpdateArgs) -> anyhow::Result<()> {
+    if args.replicas.is_some() && spec.mode == "global" {
+        bail!("replicas can only be used with replicated mode");
+    }
+    Ok(())
+}
+
+/// Applies `service update`'s flags onto the current `spec`; `removed_networks` are the IDs
+/// `--network-rm` named.
+pub(super) fn apply_update(
+    spec: &mut ServiceSpec,
+    args: &ServiceUpdateArgs,
+    removed_networks: &[String],
+) -> anyhow::Result<()> {
+    check_update(spec, args)?;
+    if let Some(replicas) = args.replicas {
+        spec.replicas = replicas;
+    }
+    if let Some(new_args) = &args.args {
+        let program = spec.command.first().cloned().unwrap_or_default();
+        spec.command = std::iter::once(program)
+            .chain(new_args.split_whitespace().map(str::to_string))
+            .collect();
+    }
+    spec.env.retain(|kv| {
+        !args.env_rm.contains(&kv.key) && !args.env_add.iter().any(|(k, _)| *k == kv.key)
+    });
+    spec.env
+        .extend(args.env_add.iter().map(|(key, value)| KeyValue {
+            key: key.clone(),
+            value: value.clone(),
+        }));
+    spec.constraints.retain(|c| !args.constraint_rm.contains(c));
+    spec.constraints.extend(args.constraint_add.iter().cloned());
+    spec.networks.retain(|n| !removed_networks.contains(n));
+    spec.networks.extend(args.network_add.iter().cloned());
+    if let Some(mode) = &args.endpoint_mode {
+        spec.endpoint_mode = mode.clone();
+    }
+    spec.ports.retain(|p| {
+        let removed = args.publish_rm.iter().any(|(target, protocol)| {
+            p.target_port == *target && protocol.as_ref().is_none_or(|proto| *proto == p.protocol)
+        });
+        // --publish-add of a target+protocol already published changes how it is published.
+        let replaced = args
+            .publish_add
+            .iter()
+            .any(|a| a.target_port == p.target_port && a.protocol == p.protocol);
+        !removed && !replaced
+    });
+    spec.ports.extend(args.publish_add.iter().cloned());
+    apply_rollout(spec, &args.rollout)?;
+    if args.force {
+        spec.force_update += 1;
+    }
+    Ok(())
+}
+
+/// Applies the restart and update flags that were given onto `spec`.
+fn apply_rollout(spec: &mut ServiceSpec, flags: &RolloutArgs) -> anyhow::Result<()> {
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let restart = spec.restart.get_or_insert_with(|| RestartPolicyMsg {
+        condition: "any".into(),
+        delay_ms: 5_000,
+        ..Default::default()
+    });
+    if let Some(c) = &flags.restart_condition {
+        restart.condition = c.clone();
+    }
+    if let Some(d) = flags.restart_delay {
+        restart.delay_ms = ms(d);
+    }
+    if let Some(n) = flags.restart_max_attempts {
+        restart.max_attempts = n;
+    }
+    if let Some(d) = flags.restart_window {
+        restart.window_ms = ms(d);
+    }
+    let update = spec.update.get_or_insert_with(|| UpdateConfigMsg {
+        parallelism: 1,
+        failure_action: "pause".into(),
+        order: "stop-first".into(),
+        ..Default::default()
+    });
+    if let Some(n) = flags.update_parallelism {
+        update.parallelism = n;
+    }
+    if let Some(d) = flags.update_delay {
+        update.delay_ms = ms(d);
+    }
+    if let Some(a) = &flags.update_failure_action {
+        update.failure_action = a.clone();
+    }
+    if let Some(o) = &flags.update_order {
+        update.order = o.clone();
+    }
+    if let Some(d) = flags.update_monitor {
+        update.monitor_ms = ms(d);
+    }
+    if let Some(r) = flags.update_max_failure_ratio {
+        if !(0.0..=1.0).contains(&r) {
+            bail!("invalid --update-max-failure-ratio {r}: it must be between 0 and 1");
+        }
+        update.max_failure_ratio_milli = (r * 1000.0).round() as u64;
+    }
+    if let Some(d) = flags.stop_grace_period {
+        spec.stop_grace_ms = ms(d);
+    }
+    Ok(())
+}
+
+/// Docker names unnamed services adjective_surname; shoal uses a short random suffix.
+fn generated_name() -> String {
+    let id = shoal_control::identity::NodeId::generate();
+    format!("svc-{}", &id.as_str()[..8])
+}
