@@ -180,6 +180,43 @@ fn drain_moves_tasks_and_a_dead_node_has_its_tasks_rescheduled() {
             Err(format!("{per_node:?}"))
         }
     });
+    // `service ps` shows each slot's running replacement first, the drained task under it
+    // as a `\_` history row (the order must not depend on the random node IDs).
+    let ps = ok(&cluster, 0, &["service", "ps", "web"]);
+    let rows: Vec<(bool, &str, &str)> = ps
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let node = words
+                .iter()
+                .position(|w| matches!(*w, "node1" | "node2" | "node3"));
+            let node = node.unwrap_or_else(|| panic!("no node in {line:?}:\n{ps}"));
+            (line.contains("\\_"), words[node], words[node + 1])
+        })
+        .collect();
+    let heads: Vec<_> = rows.iter().filter(|(history, ..)| !history).collect();
+    assert_eq!(heads.len(), 3, "one row per slot:\n{ps}");
+    assert!(
+        heads
+            .iter()
+            .all(|(_, node, desired)| *node != "node2" && *desired == "Running"),
+        "a slot's first row is its running task, not on node2:\n{ps}"
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|(history, node, desired)| *history
+                && *node == "node2"
+                && *desired == "Shutdown")
+            .count(),
+        1,
+        "the drained task is a history row:\n{ps}"
+    );
+    assert!(
+        !rows[0].0,
+        "the table starts with a slot, not a history row:\n{ps}"
+    );
+
     ok(
         &cluster,
         0,

@@ -7,38 +7,32 @@
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     time::Duration,
 };
 
 use openraft::BasicNode;
-use tokio::{net::TcpListener, sync::watch};
 use tracing::{info, warn};
 
 use super::{
-    Active, ManagerRole, Swarm, SwarmSummary,
+    Active, Swarm, SwarmSummary,
     convert::parse_role,
     error::Error,
-    grpc::ClusterService,
-    leader::{Leader, Route, liveness, orchestrate},
-    node::heartbeat,
-    peers::Peers,
+    leader::{Leader, Route},
     persist::{self, SwarmFile},
-    raft_network::NetworkFactory,
 };
 use crate::{
     MANAGER_PORT,
     api::{
         AddRaftMemberRequest, AdmitRequest, InitRequest, InitResponse, JoinSwarmRequest,
         JoinSwarmResponse, NodeInfo, UpdateNodeRequest, cluster_client::ClusterClient,
-        cluster_server::ClusterServer,
     },
     clock::now_secs,
     cluster::{Availability, ClusterInfo, Command, NodeRecord, Role, gossip::GossipKey, raft_id},
     error_chain::Chain,
     identity::NodeId,
     pki::{self, ClusterCa, JoinToken, NodeCredentials},
-    raft::{Raft, store},
+    raft::Raft,
 };
 
 const DEFAULT_POOL: &str = "10.0.0.0/8";
@@ -369,136 +363,6 @@ impl Swarm {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         Err(last)
-    }
-
-    /// Starts everything an active membership runs: the 2377 server, Raft on managers, and the
-    /// heartbeat loop.
-    pub(super) async fn activate(
-        &self,
-        file: SwarmFile,
-        creds: NodeCredentials,
-    ) -> Result<Arc<Active>, Error> {
-        let config = &self.inner.config;
-        let listener = TcpListener::bind(config.listen_addr).await.map_err(|e| {
-            Error::unavailable_because(format!("cannot listen on {}", config.listen_addr), e)
-        })?;
-        let client_tls = pki::client_tls(&creds).map_err(Error::pki("client TLS configuration"))?;
-        let server_tls = pki::server_tls(&creds).map_err(Error::pki("server TLS configuration"))?;
-        let peers = Arc::new(Peers::new(client_tls));
-        let manager = match file.role {
-            Role::Manager => Some(self.start_raft(Arc::clone(&peers)).await?),
-            Role::Worker => None,
-        };
-        let (stop, stopped) = watch::channel(false);
-        let active = Arc::new(Active {
-            file: Mutex::new(file),
-            creds,
-            peers,
-            manager,
-            liveness: liveness::Liveness::new(),
-            leader_hint: Mutex::new(None),
-            stop,
-            tasks: Mutex::new(Vec::new()),
-        });
-
-        let server = {
-            let mut stopped = stopped.clone();
-            let service = ClusterServer::new(ClusterService::remote(self.clone()));
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            tokio::spawn(async move {
-                let result = tonic::transport::Server::builder()
-                    .tls_config(server_tls)
-                    .map(|mut builder| builder.add_service(service));
-                let shutdown = async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                };
-                match result {
-                    Ok(router) => {
-                        if let Err(e) = router
-                            .serve_with_incoming_shutdown(incoming, shutdown)
-                            .await
-                        {
-                            warn!(cause = %Chain(&e), "cluster API server failed");
-                        }
-                    }
-                    Err(e) => warn!(cause = %Chain(&e), "cluster API server TLS configuration"),
-                }
-            })
-        };
-        let beats = tokio::spawn(heartbeat::run(
-            self.clone(),
-            Arc::clone(&active),
-            stopped.clone(),
-        ));
-        let mut tasks = vec![server, beats];
-        if let Some(manager) = &active.manager {
-            tasks.push(tokio::spawn(liveness::watch_leadership(
-                self.clone(),
-                Arc::clone(&active),
-                manager.raft.clone(),
-                stopped.clone(),
-            )));
-            tasks.push(tokio::spawn(orchestrate::run(
-                self.clone(),
-                Arc::clone(&active),
-                stopped,
-            )));
-        }
-        active
-            .tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(tasks);
-        info!(listen = %config.listen_addr, "cluster API listening (mutual TLS)");
-        Ok(active)
-    }
-
-    async fn start_raft(&self, peers: Arc<Peers>) -> Result<ManagerRole, Error> {
-        let path = persist::raft_path(&self.inner.config.state_dir);
-        let (log_store, state_machine) =
-            store::open(&path).map_err(Error::internal("opening the raft store"))?;
-        let reader = state_machine.reader();
-        let config = openraft::Config {
-            cluster_name: "shoal".to_string(),
-            // Leader loss is noticed within ~1-2 s, so a new leader is elected well within 5 s.
-            heartbeat_interval: 250,
-            election_timeout_min: 1000,
-            election_timeout_max: 2000,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(Error::internal("raft configuration"))?;
-        let raft = Raft::new(
-            raft_id(self.node_id()),
-            Arc::new(config),
-            NetworkFactory { peers },
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(Error::internal("starting raft"))?;
-        Ok(ManagerRole {
-            raft,
-            state_machine: reader,
-        })
-    }
-
-    fn save_membership(&self, file: &SwarmFile, creds: &NodeCredentials) -> Result<(), Error> {
-        let state_dir = &self.inner.config.state_dir;
-        creds
-            .save(&persist::swarm_dir(state_dir))
-            .map_err(Error::pki("saving the node credentials"))?;
-        persist::save(state_dir, file).map_err(Error::internal("saving the swarm membership"))
-    }
-
-    /// Stops whatever is active and forgets the membership on disk.
-    async fn abandon(&self) {
-        if let Some(active) = self.inner.active.write().await.take() {
-            active.deactivate().await;
-        }
-        if let Err(e) = persist::remove(&self.inner.config.state_dir) {
-            warn!(cause = %Chain(&e), "cannot remove the swarm membership files");
-        }
     }
 
     fn node_record(&self, role: Role, addr: SocketAddr, data_path_addr: IpAddr) -> NodeRecord {

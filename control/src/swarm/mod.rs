@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - `lifecycle`: init, join, leave, resume after restart, promotion and demotion; `info`.
+//! - `membership`: starting, saving and abandoning what an active membership runs.
 //! - `grpc`: the `Cluster` gRPC service: who may call what, and where each call runs (here on
 //!   the leader, else forwarded to it); the one place an [`Error`] becomes a `Status`.
 //! - `leader/`: what the Raft leader does for each call, and the loops only it runs.
@@ -27,6 +28,7 @@ mod grpc;
 mod leader;
 mod lifecycle;
 mod lookup;
+mod membership;
 mod node;
 mod peers;
 mod persist;

@@ -1,0 +1,162 @@
+//! An active membership's machinery: starting what it runs (the 2377 server with its TLS,
+//! Raft on managers, the heartbeat, leadership and orchestration loops), saving its files, and
+//! abandoning it. `lifecycle.rs` decides when; this file knows how.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::{net::TcpListener, sync::watch};
+use tracing::{info, warn};
+
+use super::{
+    Active, ManagerRole, Swarm,
+    error::Error,
+    grpc::ClusterService,
+    leader::{liveness, orchestrate},
+    node::heartbeat,
+    peers::Peers,
+    persist::{self, SwarmFile},
+    raft_network::NetworkFactory,
+};
+use crate::{
+    api::cluster_server::ClusterServer,
+    cluster::{Role, raft_id},
+    error_chain::Chain,
+    pki::{self, NodeCredentials},
+    raft::{Raft, store},
+};
+
+impl Swarm {
+    /// Starts everything an active membership runs: the 2377 server, Raft on managers, and the
+    /// heartbeat loop.
+    pub(super) async fn activate(
+        &self,
+        file: SwarmFile,
+        creds: NodeCredentials,
+    ) -> Result<Arc<Active>, Error> {
+        let config = &self.inner.config;
+        let listener = TcpListener::bind(config.listen_addr).await.map_err(|e| {
+            Error::unavailable_because(format!("cannot listen on {}", config.listen_addr), e)
+        })?;
+        let client_tls = pki::client_tls(&creds).map_err(Error::pki("client TLS configuration"))?;
+        let server_tls = pki::server_tls(&creds).map_err(Error::pki("server TLS configuration"))?;
+        let peers = Arc::new(Peers::new(client_tls));
+        let manager = match file.role {
+            Role::Manager => Some(self.start_raft(Arc::clone(&peers)).await?),
+            Role::Worker => None,
+        };
+        let (stop, stopped) = watch::channel(false);
+        let active = Arc::new(Active {
+            file: Mutex::new(file),
+            creds,
+            peers,
+            manager,
+            liveness: liveness::Liveness::new(),
+            leader_hint: Mutex::new(None),
+            stop,
+            tasks: Mutex::new(Vec::new()),
+        });
+
+        let server = {
+            let mut stopped = stopped.clone();
+            let service = ClusterServer::new(ClusterService::remote(self.clone()));
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            tokio::spawn(async move {
+                let result = tonic::transport::Server::builder()
+                    .tls_config(server_tls)
+                    .map(|mut builder| builder.add_service(service));
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                match result {
+                    Ok(router) => {
+                        if let Err(e) = router
+                            .serve_with_incoming_shutdown(incoming, shutdown)
+                            .await
+                        {
+                            warn!(cause = %Chain(&e), "cluster API server failed");
+                        }
+                    }
+                    Err(e) => warn!(cause = %Chain(&e), "cluster API server TLS configuration"),
+                }
+            })
+        };
+        let beats = tokio::spawn(heartbeat::run(
+            self.clone(),
+            Arc::clone(&active),
+            stopped.clone(),
+        ));
+        let mut tasks = vec![server, beats];
+        if let Some(manager) = &active.manager {
+            tasks.push(tokio::spawn(liveness::watch_leadership(
+                self.clone(),
+                Arc::clone(&active),
+                manager.raft.clone(),
+                stopped.clone(),
+            )));
+            tasks.push(tokio::spawn(orchestrate::run(
+                self.clone(),
+                Arc::clone(&active),
+                stopped,
+            )));
+        }
+        active
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(tasks);
+        info!(listen = %config.listen_addr, "cluster API listening (mutual TLS)");
+        Ok(active)
+    }
+
+    pub(super) async fn start_raft(&self, peers: Arc<Peers>) -> Result<ManagerRole, Error> {
+        let path = persist::raft_path(&self.inner.config.state_dir);
+        let (log_store, state_machine) =
+            store::open(&path).map_err(Error::internal("opening the raft store"))?;
+        let reader = state_machine.reader();
+        let config = openraft::Config {
+            cluster_name: "shoal".to_string(),
+            // Leader loss is noticed within ~1-2 s, so a new leader is elected well within 5 s.
+            heartbeat_interval: 250,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(Error::internal("raft configuration"))?;
+        let raft = Raft::new(
+            raft_id(self.node_id()),
+            Arc::new(config),
+            NetworkFactory { peers },
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(Error::internal("starting raft"))?;
+        Ok(ManagerRole {
+            raft,
+            state_machine: reader,
+        })
+    }
+
+    pub(super) fn save_membership(
+        &self,
+        file: &SwarmFile,
+        creds: &NodeCredentials,
+    ) -> Result<(), Error> {
+        let state_dir = &self.inner.config.state_dir;
+        creds
+            .save(&persist::swarm_dir(state_dir))
+            .map_err(Error::pki("saving the node credentials"))?;
+        persist::save(state_dir, file).map_err(Error::internal("saving the swarm membership"))
+    }
+
+    /// Stops whatever is active and forgets the membership on disk.
+    pub(super) async fn abandon(&self) {
+        if let Some(active) = self.inner.active.write().await.take() {
+            active.deactivate().await;
+        }
+        if let Err(e) = persist::remove(&self.inner.config.state_dir) {
+            warn!(cause = %Chain(&e), "cannot remove the swarm membership files");
+        }
+    }
+}
