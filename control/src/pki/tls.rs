@@ -439,7 +439,10 @@ mod tests {
         let addr = start_server(&impostor).await;
         let err = connect_for_join(addr, &token_for(&c.ca)).await.unwrap_err();
         assert!(matches!(err, PkiError::Connect { .. }), "{err:?}");
-        assert!(crate::error_chain::chain(&err).contains("BadSignature"), "{err:?}");
+        assert!(
+            crate::error_chain::chain(&err).contains("BadSignature"),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
@@ -458,7 +461,9 @@ mod tests {
             ..foreign
         };
         let result = match connect(addr, &creds).await {
-            Ok(channel) => who_am_i(channel).await.map_err(|e| crate::error_chain::chain(&e)),
+            Ok(channel) => who_am_i(channel)
+                .await
+                .map_err(|e| crate::error_chain::chain(&e)),
             Err(e) => Err(crate::error_chain::chain(&e)),
         };
         let err = result.unwrap_err();
@@ -471,7 +476,10 @@ mod tests {
         let other = cluster("c2");
         let addr = start_server(&c.manager).await;
         let err = connect(addr, &other.worker).await.unwrap_err();
-        assert!(crate::error_chain::chain(&err).contains("UnknownIssuer"), "{err:?}");
+        assert!(
+            crate::error_chain::chain(&err).contains("UnknownIssuer"),
+            "{err:?}"
+        );
     }
 
     #[test]
