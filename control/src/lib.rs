@@ -18,6 +18,7 @@
 //! - [`raft`]: Raft among managers (openraft), its log and state machine on redb.
 //! - [`pki`]: the cluster CA, node certificates, join tokens and TLS configuration.
 //! - [`netdb`]: the gossiped endpoint table on 7946 (SWIM via foca, TCP push-pull, AES-GCM).
+//! - [`wire_limits`]: the message bounds of every gRPC channel, client and server.
 //! - [`swarm`]: the node's membership at run time: init, join, leave, Raft, heartbeats, and the
 //!   `Cluster` API service.
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@ pub mod orchestrator;
 pub mod pki;
 pub mod raft;
 pub mod swarm;
+pub mod wire_limits;
 
 /// The cluster API's TCP port (Docker's 2377), used when an address names no port.
 pub const MANAGER_PORT: u16 = 2377;

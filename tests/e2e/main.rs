@@ -6,6 +6,7 @@
     reason = "tests: a failed unwrap is a failed test, with its message"
 )]
 
+mod authz;
 mod cli_errors;
 mod cluster_basics;
 mod dataplane_programs;

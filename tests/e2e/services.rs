@@ -314,6 +314,11 @@ fn bad_service_input_is_refused_and_creates_nothing() {
     let cluster = Cluster::start(1);
     cluster.form_swarm(1);
     let bin = whoami();
+    let huge_env = format!("BIG={}", "x".repeat(20_000));
+    let many_env: Vec<String> = (0..257)
+        .flat_map(|i| ["-e".to_string(), format!("V{i}=x")])
+        .chain(["-d".to_string()])
+        .collect();
     for (args, code, needle) in [
         (vec!["--replicas", "-1"], 2, "-1"),
         (
@@ -328,6 +333,23 @@ fn bad_service_input_is_refused_and_creates_nothing() {
             vec!["--mount", "type=volume,src=a,dst=/b"],
             2,
             "only type=bind",
+        ),
+        // Docker takes any count; one that the cluster cannot hold is refused in one line,
+        // and the leader stays up.
+        (
+            vec!["--replicas", "1000000000000", "-d"],
+            1,
+            "at most 2000 replicas",
+        ),
+        (
+            vec!["-e", &huge_env, "-d"],
+            1,
+            "the service's spec is too large",
+        ),
+        (
+            many_env.iter().map(String::as_str).collect(),
+            1,
+            "too many environment variables",
         ),
     ] {
         let mut full = vec!["service", "create"];
@@ -351,6 +373,37 @@ fn bad_service_input_is_refused_and_creates_nothing() {
         0,
         "{ls}"
     );
+
+    // The largest legal spec goes through: 256 variables, 32 constraints, a long command.
+    let mut args: Vec<String> = vec![
+        "service".into(),
+        "create".into(),
+        "--name".into(),
+        "big".into(),
+    ];
+    for i in 0..256 {
+        args.extend([
+            "-e".into(),
+            format!("VARIABLE_{i:03}=value-{i:03}-of-the-largest-spec"),
+        ]);
+    }
+    for i in 0..32 {
+        args.extend(["--constraint".into(), format!("node.labels.absent{i}!=x")]);
+    }
+    args.extend([
+        "--".into(),
+        bin.clone(),
+        "whoami".into(),
+        "--port".into(),
+        "8080".into(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ok(&cluster, 0, &args);
+    assert!(out.contains("verify: Service converged"), "{out}");
+    let inspect = ok(&cluster, 0, &["service", "inspect", "big"]);
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let env = &inspect[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"];
+    assert_eq!(env.as_array().map(Vec::len), Some(256), "{inspect}");
 }
 
 #[test]

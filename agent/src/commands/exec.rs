@@ -3,7 +3,8 @@
 
 use std::{io::Write as _, process::ExitCode};
 
-use shoal_control::api::{ExecRequest, cluster_client::ClusterClient};
+use shoal_control::api::ExecRequest;
+use shoal_control::wire_limits::cluster_client;
 
 use crate::{
     cli::ExecArgs,
@@ -16,7 +17,7 @@ pub fn run(host: &str, args: ExecArgs) -> anyhow::Result<ExitCode> {
             task: args.task,
             command: args.command,
         };
-        let mut output = ClusterClient::new(channel)
+        let mut output = cluster_client(channel)
             .exec(request)
             .await
             .map_err(status_error)?

@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-use shoal_control::api::{InfoRequest, InfoResponse, agent_client::AgentClient};
+use shoal_control::api::{InfoRequest, InfoResponse};
+use shoal_control::wire_limits::agent_client;
 
 use crate::{
     cli::{InfoArgs, OutputFormat},
@@ -11,7 +12,7 @@ use crate::{
 
 pub fn run(host: &str, args: InfoArgs) -> anyhow::Result<()> {
     let info = client::with_agent(host, async |channel| {
-        AgentClient::new(channel)
+        agent_client(channel)
             .info(InfoRequest {})
             .await
             .map(tonic::Response::into_inner)
@@ -41,9 +42,12 @@ fn render(info: &InfoResponse) -> String {
     if info.swarm_state == "active" {
         let _ = writeln!(out, " NodeID: {}", info.node_id);
         let _ = writeln!(out, " Is Manager: {}", info.is_manager);
-        let _ = writeln!(out, " ClusterID: {}", info.cluster_id);
-        let _ = writeln!(out, " Managers: {}", info.managers);
-        let _ = writeln!(out, " Nodes: {}", info.nodes);
+        // Only a manager sees the swarm's members, as in Docker.
+        if info.is_manager {
+            let _ = writeln!(out, " ClusterID: {}", info.cluster_id);
+            let _ = writeln!(out, " Managers: {}", info.managers);
+            let _ = writeln!(out, " Nodes: {}", info.nodes);
+        }
     }
     let _ = writeln!(out, " Listen Address: {}", info.listen_addr);
     let _ = writeln!(out, " Advertise Address: {}", or_none(&info.advertise_addr));

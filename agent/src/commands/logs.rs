@@ -3,9 +3,8 @@
 
 use std::io::Write as _;
 
-use shoal_control::api::{
-    ListTasksRequest, TaskInfo, TaskLogsRequest, cluster_client::ClusterClient,
-};
+use shoal_control::api::{ListTasksRequest, TaskInfo, TaskLogsRequest};
+use shoal_control::wire_limits::cluster_client;
 use tonic::transport::Channel;
 
 use crate::client::status_error;
@@ -15,7 +14,7 @@ pub async fn run(channel: Channel, service: &str, follow: bool) -> anyhow::Resul
         service: service.to_string(),
         node: String::new(),
     };
-    let tasks: Vec<TaskInfo> = ClusterClient::new(channel.clone())
+    let tasks: Vec<TaskInfo> = cluster_client(channel.clone())
         .list_tasks(request)
         .await
         .map_err(status_error)?
@@ -55,7 +54,7 @@ async fn print_task(
         task_id: task.id.clone(),
         follow,
     };
-    let mut chunks = match ClusterClient::new(channel).task_logs(request).await {
+    let mut chunks = match cluster_client(channel).task_logs(request).await {
         Ok(response) => response.into_inner(),
         // A task whose node is gone, or that never ran, has no logs to show.
         Err(status) if status.code() == tonic::Code::NotFound => return Ok(()),

@@ -2,8 +2,8 @@
 
 use shoal_control::api::{
     Empty, LocalNetworkRequest, LocalNetworkResponse, NetworkInfo, NetworkRef, NetworkSpec,
-    agent_client::AgentClient, cluster_client::ClusterClient,
 };
+use shoal_control::wire_limits::{agent_client, cluster_client};
 use tonic::transport::Channel;
 
 use crate::{
@@ -24,7 +24,7 @@ pub fn run(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
                 attachable: args.attachable,
                 internal: args.internal,
             };
-            let network = ClusterClient::new(channel)
+            let network = cluster_client(channel)
                 .create_network(spec)
                 .await
                 .map_err(status_error)?
@@ -61,7 +61,7 @@ pub fn run(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
             let mut shaped = Vec::new();
             for reference in &args.networks {
                 let network = find(&networks, reference)?;
-                let local = AgentClient::new(channel.clone())
+                let local = agent_client(channel.clone())
                     .local_network(LocalNetworkRequest {
                         network_id: network.id.clone(),
                     })
@@ -74,7 +74,7 @@ pub fn run(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
             Ok(())
         }
         NetworkCommand::Rm(args) => {
-            let mut cluster = ClusterClient::new(channel);
+            let mut cluster = cluster_client(channel);
             for network in args.networks {
                 let request = NetworkRef {
                     network: network.clone(),
@@ -91,7 +91,7 @@ pub fn run(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
 }
 
 async fn list(channel: Channel) -> anyhow::Result<Vec<NetworkInfo>> {
-    Ok(ClusterClient::new(channel)
+    Ok(cluster_client(channel)
         .list_networks(Empty {})
         .await
         .map_err(status_error)?

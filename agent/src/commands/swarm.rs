@@ -1,9 +1,7 @@
 //! `shoal swarm init | join | join-token | leave | update`, printing what Docker prints.
 
-use shoal_control::api::{
-    Empty, InitRequest, JoinSwarmRequest, JoinTokenRequest, LeaveRequest,
-    cluster_client::ClusterClient,
-};
+use shoal_control::api::{Empty, InitRequest, JoinSwarmRequest, JoinTokenRequest, LeaveRequest};
+use shoal_control::wire_limits::cluster_client;
 
 use crate::{
     cli::{JoinTokenArgs, LeaveArgs, SwarmCommand, SwarmInitArgs, SwarmJoinArgs, SwarmUpdateArgs},
@@ -23,7 +21,7 @@ pub fn run(host: &str, command: SwarmCommand) -> anyhow::Result<()> {
 fn update(host: &str, args: SwarmUpdateArgs) -> anyhow::Result<()> {
     if args.rotate_gossip_key {
         with_agent(host, async |channel| {
-            ClusterClient::new(channel)
+            cluster_client(channel)
                 .rotate_gossip_key(Empty {})
                 .await
                 .map_err(status_error)
@@ -42,7 +40,7 @@ fn init(host: &str, args: SwarmInitArgs) -> anyhow::Result<()> {
         dispatcher_heartbeat_ms: args.dispatcher_heartbeat.as_millis().max(1) as u64,
     };
     let response = with_agent(host, async |channel| {
-        let mut cluster = ClusterClient::new(channel);
+        let mut cluster = cluster_client(channel);
         cluster.init(request).await.map_err(status_error)
     })?
     .into_inner();
@@ -70,7 +68,7 @@ fn join(host: &str, args: SwarmJoinArgs) -> anyhow::Result<()> {
         data_path_addr: args.data_path_addr,
     };
     let response = with_agent(host, async |channel| {
-        ClusterClient::new(channel)
+        cluster_client(channel)
             .join_swarm(request)
             .await
             .map_err(status_error)
@@ -86,7 +84,7 @@ fn join_token(host: &str, args: JoinTokenArgs) -> anyhow::Result<()> {
         rotate: args.rotate,
     };
     let response = with_agent(host, async |channel| {
-        ClusterClient::new(channel)
+        cluster_client(channel)
             .join_token(request)
             .await
             .map_err(status_error)
@@ -112,7 +110,7 @@ fn join_token(host: &str, args: JoinTokenArgs) -> anyhow::Result<()> {
 
 fn leave(host: &str, args: LeaveArgs) -> anyhow::Result<()> {
     with_agent(host, async |channel| {
-        ClusterClient::new(channel)
+        cluster_client(channel)
             .leave(LeaveRequest { force: args.force })
             .await
             .map_err(status_error)

@@ -4,12 +4,12 @@
 use std::{future::Future, os::unix::fs::PermissionsExt as _, path::Path, sync::Arc};
 
 use anyhow::{Context as _, bail};
+use nix::sys::stat::{Mode, umask};
+use shoal_control::wire_limits::{agent_server, cluster_server};
 use shoal_control::{
     api::{
         GossipPeer, InfoRequest, InfoResponse, LocalEndpoint, LocalNetworkRequest,
-        LocalNetworkResponse,
-        agent_server::{Agent, AgentServer},
-        cluster_server::ClusterServer,
+        LocalNetworkResponse, agent_server::Agent,
     },
     error_chain::Chain,
     identity::NodeId,
@@ -139,10 +139,24 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
         std::fs::remove_file(path)
             .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {} to mode 0600", path.display()))?;
+    // Born 0600: a chmod after bind would leave a moment in which anyone may connect. The
+    // umask is the process's, so it is put back at once (the agent binds before it starts
+    // writing other files).
+    let previous = umask(Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    umask(previous);
+    let listener = bound.with_context(|| format!("binding {}", path.display()))?;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode != 0o600 {
+        bail!(
+            "{} was created with mode {mode:o}, not 0600",
+            path.display()
+        );
+    }
     Ok(listener)
 }
 
@@ -155,8 +169,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
-        .add_service(AgentServer::new(service))
-        .add_service(ClusterServer::new(ClusterService::local(swarm)))
+        .add_service(agent_server(service))
+        .add_service(cluster_server(ClusterService::local(swarm)))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .context("serving the local API")

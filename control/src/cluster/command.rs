@@ -120,6 +120,13 @@ impl ClusterState {
             }
             Command::AddNode(node) => {
                 self.cluster_info()?;
+                // Checked again in the replicated apply: two joins racing with one ID cannot
+                // both win, and a node's record is never overwritten by another's.
+                if self.nodes.contains_key(&node.id) {
+                    return Err(
+                        format!("node {} is already a member of this swarm", node.id).into(),
+                    );
+                }
                 self.nodes.insert(node.id.clone(), node.clone());
             }
             Command::UpdateNode {

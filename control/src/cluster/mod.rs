@@ -8,9 +8,12 @@
 //! - `service`: services (desired state) and tasks (their instances on nodes).
 //! - [`network`]: overlay networks.
 //! - [`mesh`]: what a node needs to serve published ports, sent with its heartbeats.
+//! - [`limits`]: what one service may ask of the cluster.
+//! - [`gossip`]: the network DB's keys and their rotation.
 
 mod command;
 pub mod gossip;
+pub mod limits;
 pub mod mesh;
 mod model;
 pub mod network;

@@ -5,7 +5,7 @@ use std::{
     fs,
     io::{self, Write},
     os::unix::fs::OpenOptionsExt,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use serde::{Deserialize, Serialize};
@@ -41,41 +41,66 @@ impl std::fmt::Debug for NodeCredentials {
     }
 }
 
+/// The link that names the current set: `<dir>/tls -> tls.<generation>`.
+const CURRENT: &str = "tls";
+
 impl NodeCredentials {
-    /// Writes the three files into `dir` (created if needed). Each file is written to a
-    /// temporary file and synced, then the three are renamed over the old ones, so a crash
-    /// never leaves a torn file. (The set of three is not atomic: a crash between two renames
-    /// can pair a new certificate with an old key; writing every temp file before the first
-    /// rename keeps that window to a few syscalls.) The key is created with mode 0600 from the
-    /// start, not chmod-ed afterwards, so it is never readable by others, even briefly.
+    /// Writes the three files as one set under `dir` (created if needed): into a new
+    /// directory `tls.<generation>`, each file and the directory synced, then the link `tls`
+    /// is switched to it with one rename, and the previous set removed. A crash at any point
+    /// leaves either the old set or the new one, never a certificate paired with another
+    /// set's key. The key is created with mode 0600, never chmod-ed afterwards.
     pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
         fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
-        let files = [
+        let previous = fs::read_link(dir.join(CURRENT)).ok();
+        let generation = previous
+            .as_ref()
+            .and_then(|p| p.to_str()?.strip_prefix("tls.")?.parse::<u64>().ok())
+            .map_or(1, |g| g + 1);
+        let name = format!("tls.{generation}");
+        let set = dir.join(&name);
+        remove_dir_if_any(&set)?;
+        fs::create_dir(&set).map_err(io_err("creating", &set))?;
+        for (file, contents, mode) in [
             (KEY_FILE, &self.key_pem, 0o600),
             (CERT_FILE, &self.cert_pem, 0o644),
             (CA_FILE, &self.ca_cert_pem, 0o644),
-        ];
-        let mut staged = Vec::with_capacity(files.len());
-        for (name, contents, mode) in files {
-            let path = dir.join(name);
-            staged.push((write_temp(&path, contents, mode)?, path));
+        ] {
+            write_synced(&set.join(file), contents, mode)?;
         }
-        for (tmp, path) in staged {
-            fs::rename(&tmp, &path).map_err(io_err("renaming into place", &path))?;
+        sync_dir(&set)?;
+        let link = dir.join("tls.link");
+        remove_file_if_any(&link)?;
+        std::os::unix::fs::symlink(&name, &link).map_err(io_err("linking", &link))?;
+        let current = dir.join(CURRENT);
+        fs::rename(&link, &current).map_err(io_err("switching", &current))?;
+        sync_dir(dir)?;
+        // What is no longer current: the previous set, and files of the flat layout of
+        // earlier versions.
+        if let Some(previous) = previous
+            && previous != Path::new(&name)
+        {
+            remove_dir_if_any(&dir.join(previous))?;
         }
-        // The renames are durable only once the directory itself is synced.
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("syncing", dir))?;
+        for file in [CA_FILE, CERT_FILE, KEY_FILE] {
+            remove_file_if_any(&dir.join(file))?;
+        }
         Ok(())
     }
 
     /// Reads the credentials saved in `dir`: `Ok(None)` when there are none (the node is not
-    /// in a swarm), an error when only some of the files are there.
+    /// in a swarm), an error when only some of the files are there. Credentials saved by
+    /// earlier versions (the three files in `dir` itself) are read too.
     pub fn load(dir: &Path) -> Result<Option<Self>, PkiError> {
-        let ca = read_optional(&dir.join(CA_FILE))?;
-        let cert = read_optional(&dir.join(CERT_FILE))?;
-        let key = read_optional(&dir.join(KEY_FILE))?;
+        let current = dir.join(CURRENT);
+        let set = if current.exists() {
+            current
+        } else {
+            dir.to_path_buf()
+        };
+        let ca = read_optional(&set.join(CA_FILE))?;
+        let cert = read_optional(&set.join(CERT_FILE))?;
+        let key = read_optional(&set.join(KEY_FILE))?;
         match (ca, cert, key) {
             (None, None, None) => Ok(None),
             (Some(ca_cert_pem), Some(cert_pem), Some(key_pem)) => Ok(Some(NodeCredentials {
@@ -84,7 +109,7 @@ impl NodeCredentials {
                 key_pem,
             })),
             (ca, cert, _) => Err(PkiError::IncompleteCredentials {
-                dir: dir.to_path_buf(),
+                dir: set,
                 missing: if ca.is_none() {
                     CA_FILE
                 } else if cert.is_none() {
@@ -96,18 +121,36 @@ impl NodeCredentials {
         }
     }
 
-    /// Removes the saved credentials (on `swarm leave`). Missing files are not an error.
+    /// Removes the saved credentials. Missing files are not an error.
     pub fn remove(dir: &Path) -> Result<(), PkiError> {
-        for name in [CA_FILE, CERT_FILE, KEY_FILE] {
-            let path = dir.join(name);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("removing", &path)(e)),
-            }
+        if let Ok(set) = fs::read_link(dir.join(CURRENT)) {
+            remove_dir_if_any(&dir.join(set))?;
+        }
+        for name in [CURRENT, CA_FILE, CERT_FILE, KEY_FILE] {
+            remove_file_if_any(&dir.join(name))?;
         }
         Ok(())
     }
+}
+
+fn remove_file_if_any(path: &Path) -> Result<(), PkiError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+fn remove_dir_if_any(path: &Path) -> Result<(), PkiError> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), PkiError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("syncing", dir))
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>, PkiError> {
@@ -118,27 +161,17 @@ fn read_optional(path: &Path) -> Result<Option<String>, PkiError> {
     }
 }
 
-/// Writes `contents` to `<path>.tmp` with `mode`, synced; returns the temp path.
-fn write_temp(path: &Path, contents: &str, mode: u32) -> Result<PathBuf, PkiError> {
-    let mut tmp: PathBuf = path.to_path_buf();
-    tmp.as_mut_os_string().push(".tmp");
-    // A temp file left by an earlier crash may have other permissions: start afresh, since
-    // `mode` only applies to files being created.
-    match fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_err("removing", &tmp)(e)),
-    }
+/// Writes `contents` to a new file at `path` with `mode`, synced.
+fn write_synced(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
-        .open(&tmp)
-        .map_err(io_err("creating", &tmp))?;
+        .open(path)
+        .map_err(io_err("creating", path))?;
     file.write_all(contents.as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(io_err("writing", &tmp))?;
-    Ok(tmp)
+        .map_err(io_err("writing", path))
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PkiError {
@@ -171,28 +204,61 @@ mod tests {
         assert!(NodeCredentials::load(&sub).unwrap().is_none());
         sample().save(&sub).unwrap();
         assert_eq!(NodeCredentials::load(&sub).unwrap(), Some(sample()));
-        let mode = fs::metadata(sub.join(KEY_FILE))
+        let mode = fs::metadata(sub.join(CURRENT).join(KEY_FILE))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        // Saving again replaces the files, and leaves no temporary file behind.
+        // Saving again replaces the set, and leaves only the link and the new set behind.
         let mut newer = sample();
         newer.cert_pem = "cert2\n".into();
         newer.save(&sub).unwrap();
         assert_eq!(NodeCredentials::load(&sub).unwrap(), Some(newer));
-        let names: Vec<_> = fs::read_dir(&sub)
+        let mut names: Vec<_> = fs::read_dir(&sub)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        names.sort();
+        assert_eq!(names, ["tls", "tls.2"]);
+    }
+
+    #[test]
+    fn a_crash_before_the_switch_leaves_the_old_set_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        sample().save(dir.path()).unwrap();
+        // A save that died after writing half of the next set: the link still names the old.
+        let next = dir.path().join("tls.2");
+        fs::create_dir(&next).unwrap();
+        fs::write(next.join(CERT_FILE), "new cert\n").unwrap();
+        assert_eq!(NodeCredentials::load(dir.path()).unwrap(), Some(sample()));
+        // The next save starts that set afresh.
+        let mut newer = sample();
+        newer.key_pem = "key2\n".into();
+        newer.save(dir.path()).unwrap();
+        assert_eq!(NodeCredentials::load(dir.path()).unwrap(), Some(newer));
+    }
+
+    #[test]
+    fn credentials_of_earlier_versions_are_read_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        for (file, contents) in [
+            (CA_FILE, "ca\n"),
+            (CERT_FILE, "cert\n"),
+            (KEY_FILE, "key\n"),
+        ] {
+            fs::write(dir.path().join(file), contents).unwrap();
+        }
+        assert_eq!(NodeCredentials::load(dir.path()).unwrap(), Some(sample()));
+        sample().save(dir.path()).unwrap();
+        assert!(!dir.path().join(CERT_FILE).exists());
+        assert_eq!(NodeCredentials::load(dir.path()).unwrap(), Some(sample()));
     }
 
     #[test]
     fn partial_credentials_are_an_error_and_remove_clears() {
         let dir = tempfile::tempdir().unwrap();
         sample().save(dir.path()).unwrap();
-        fs::remove_file(dir.path().join(CERT_FILE)).unwrap();
+        fs::remove_file(dir.path().join(CURRENT).join(CERT_FILE)).unwrap();
         let err = NodeCredentials::load(dir.path()).unwrap_err();
         assert!(err.to_string().contains(CERT_FILE), "{err}");
         NodeCredentials::remove(dir.path()).unwrap();

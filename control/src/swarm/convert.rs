@@ -7,7 +7,7 @@ use crate::{
     cluster::{
         BindMount, ClusterState, EndpointMode, FailureAction, PortConfig, PortProtocol,
         PublishMode, RestartCondition, RestartPolicy, Role, Service, ServiceMode, ServiceSpec,
-        Task, UpdateConfig, UpdateOrder, UpdateState,
+        Task, UpdateConfig, UpdateOrder, UpdateState, limits,
     },
     orchestrator::parse_constraint,
 };
@@ -26,6 +26,7 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
             "a service needs a command: shoal service create ... -- COMMAND [ARG...]".into(),
         ));
     }
+    check_bounds(spec)?;
     let mode = match spec.mode.as_str() {
         "" | "replicated" => ServiceMode::Replicated {
             replicas: spec.replicas,
@@ -88,7 +89,7 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
             "EndpointSpec: port published with ingress mode can't be used with dnsrr mode".into(),
         ));
     }
-    Ok(ServiceSpec {
+    let model = ServiceSpec {
         name: spec.name.clone(),
         command: spec.command.clone(),
         env: spec
@@ -122,7 +123,17 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
         },
         force_update: spec.force_update,
         ports,
-    })
+    };
+    // Whatever the counts, the template as it is stored and sent must stay small.
+    let encoded = postcard::to_allocvec(&model).map_or(usize::MAX, |bytes| bytes.len());
+    if encoded > limits::MAX_SPEC_BYTES {
+        return Err(invalid(format!(
+            "the service's spec is too large: {encoded} bytes encoded, at most {} \
+             (command, environment, mounts, constraints and ports together)",
+            limits::MAX_SPEC_BYTES
+        )));
+    }
+    Ok(model)
 }
 
 fn port_from_api(p: &api::PortConfigMsg) -> Result<PortConfig, Error> {
@@ -170,6 +181,40 @@ fn port_to_api(p: &PortConfig) -> api::PortConfigMsg {
         published_port: p.published.into(),
         publish_mode: p.mode.as_str().to_string(),
     }
+}
+
+/// Refuses counts the cluster could not hold (see [`limits`]), before anything is built.
+fn check_bounds(spec: &api::ServiceSpec) -> Result<(), Error> {
+    if spec.replicas > limits::MAX_REPLICAS {
+        return Err(Error::invalid(format!(
+            "invalid replicas {}: a service may have at most {} replicas",
+            spec.replicas,
+            limits::MAX_REPLICAS
+        )));
+    }
+    for (what, count, max) in [
+        ("published ports", spec.ports.len(), limits::MAX_PORTS),
+        ("networks", spec.networks.len(), limits::MAX_NETWORKS),
+        ("mounts", spec.mounts.len(), limits::MAX_MOUNTS),
+        ("environment variables", spec.env.len(), limits::MAX_ENV),
+        (
+            "constraints",
+            spec.constraints.len(),
+            limits::MAX_CONSTRAINTS,
+        ),
+        (
+            "command words",
+            spec.command.len(),
+            limits::MAX_COMMAND_WORDS,
+        ),
+    ] {
+        if count > max {
+            return Err(Error::invalid(format!(
+                "too many {what}: {count}, a service may have at most {max}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `--network` references (names, IDs or ID prefixes) to network IDs, in order. The routing

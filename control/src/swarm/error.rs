@@ -29,6 +29,15 @@ pub enum Error {
     #[error("{NOT_A_MANAGER}")]
     NotAManager,
 
+    /// A certificate of the cluster CA for a node the swarm does not know (never joined, or
+    /// removed).
+    #[error("node {0} is not a member of this swarm")]
+    UnknownNode(String),
+
+    /// The call needs credentials the caller did not present.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+
     #[error("no leader is known: the swarm has no quorum")]
     NoLeader,
 
@@ -170,6 +179,7 @@ impl Error {
                 Code::FailedPrecondition
             }
             Error::NotAManager | Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::UnknownNode(_) | Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::NoLeader | Error::NotInitialized | Error::Unavailable { .. } => {
                 Code::Unavailable
             }

@@ -3,9 +3,8 @@
 //!
 //! The same service runs on two transports. On the local unix socket the caller is this node's
 //! root (the CLI). On 2377 (mutual TLS) the caller is the node its certificate names, or
-//! anonymous when it presented none, which only the join call (`Admit`) accepts. What a node
-//! may do follows its role in the Raft store (a demoted manager's certificate still says
-//! manager); a node this manager's store does not know yet falls back to its certificate.
+//! anonymous when it presented none, which only the join call (`Admit`) accepts. What each
+//! caller may do is `authz`'s rule: what the swarm knows of the node now, not its certificate.
 //!
 //! Cluster operations run on the Raft leader. Each call below says so explicitly: authorize,
 //! then [`ClusterService::on_leader`] runs the leader's operation here when this node leads,
@@ -13,12 +12,11 @@
 
 use std::future::Future;
 
-use crate::error_chain::Chain;
-
 use tonic::{Request, Response, Status, transport::Channel};
 
 use super::{
     Swarm,
+    authz::{Caller, Needs},
     error::Error,
     leader::{Leader, Route},
     node::task_io::{ExecStream, LogStream},
@@ -26,16 +24,17 @@ use super::{
 };
 use crate::{
     api::{
-        AddRaftMemberRequest, AdmitRequest, AdmitResponse, Empty, ExecRequest, HeartbeatRequest,
-        HeartbeatResponse, InitRequest, InitResponse, JoinSwarmRequest, JoinSwarmResponse,
-        JoinTokenRequest, JoinTokenResponse, LeaveRequest, ListNetworksResponse, ListNodesResponse,
-        ListServicesResponse, ListTasksRequest, ListTasksResponse, NetworkInfo, NetworkRef,
-        NetworkSpec, NodeInfo, RaftRequest, RaftResponse, RemoveNodeRequest, ServiceInfo,
-        ServiceRef, ServiceSpec, TaskLogsRequest, UpdateNodeRequest, UpdateServiceRequest,
-        cluster_client::ClusterClient, cluster_server::Cluster,
+        AddRaftMemberRequest, AdmitRequest, AdmitResponse, Credentials, Empty, ExecRequest,
+        HeartbeatRequest, HeartbeatResponse, InitRequest, InitResponse, JoinSwarmRequest,
+        JoinSwarmResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest, ListNetworksResponse,
+        ListNodesResponse, ListServicesResponse, ListTasksRequest, ListTasksResponse, NetworkInfo,
+        NetworkRef, NetworkSpec, NodeInfo, RaftRequest, RaftResponse, RemoveNodeRequest,
+        RenewCertificateRequest, ServiceInfo, ServiceRef, ServiceSpec, TaskLogsRequest,
+        UpdateNodeRequest, UpdateServiceRequest, cluster_client::ClusterClient,
+        cluster_server::Cluster,
     },
-    cluster::Role,
-    pki::{self, PeerIdentity},
+    error_chain::Chain,
+    pki,
 };
 
 /// Which socket a call came in on.
@@ -45,13 +44,6 @@ enum Listener {
     Local,
     /// 2377, mutual TLS.
     Remote,
-}
-
-/// Who is calling.
-enum Caller {
-    Root,
-    Anonymous,
-    Node(PeerIdentity),
 }
 
 pub struct ClusterService {
@@ -90,44 +82,10 @@ impl ClusterService {
         }
     }
 
-    fn local_only<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        match self.caller(request)? {
-            Caller::Root => Ok(()),
-            _ => Err(Status::permission_denied(
-                "this call is only available on the node's local socket",
-            )),
-        }
-    }
-
-    /// Any node of the swarm, or root on a node of the swarm.
-    fn member<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        match self.caller(request)? {
-            Caller::Root | Caller::Node(_) => Ok(()),
-            Caller::Anonymous => Err(no_certificate()),
-        }
-    }
-
-    /// A manager: root on a manager, or a node whose role is manager.
-    async fn manager<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        match self.caller(request)? {
-            Caller::Root => Ok(self.swarm.require_manager().await?),
-            Caller::Node(peer) => {
-                let role = self
-                    .swarm
-                    .stored_role(&peer.node_id)
-                    .await
-                    .unwrap_or(peer.role);
-                if role == Role::Manager {
-                    Ok(())
-                } else {
-                    Err(Status::permission_denied(format!(
-                        "node {} is not a manager: this call needs a manager",
-                        peer.node_id
-                    )))
-                }
-            }
-            Caller::Anonymous => Err(no_certificate()),
-        }
+    /// Refuses the call unless its caller has what `needs` asks (see `authz`).
+    async fn allow<T>(&self, request: &Request<T>, needs: Needs<'_>) -> Result<(), Status> {
+        let caller = self.caller(request)?;
+        Ok(self.swarm.authorize(&caller, needs).await?)
     }
 }
 
@@ -149,24 +107,12 @@ impl ClusterService {
             Route::Forward(client) => forward(client, request).await,
         }
     }
-
-    /// Root on this node (whatever its role), or a node whose role is manager.
-    async fn manager_or_root<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        match self.caller(request)? {
-            Caller::Root => Ok(()),
-            _ => self.manager(request).await,
-        }
-    }
-}
-
-fn no_certificate() -> Status {
-    Status::unauthenticated("this call needs a cluster certificate")
 }
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
-        self.local_only(&request)?;
+        self.allow(&request, Needs::LocalRoot).await?;
         let response = self.swarm.init(request.into_inner()).await?;
         Ok(Response::new(response))
     }
@@ -175,13 +121,13 @@ impl Cluster for ClusterService {
         &self,
         request: Request<JoinSwarmRequest>,
     ) -> Result<Response<JoinSwarmResponse>, Status> {
-        self.local_only(&request)?;
+        self.allow(&request, Needs::LocalRoot).await?;
         let response = self.swarm.join(request.into_inner()).await?;
         Ok(Response::new(response))
     }
 
     async fn leave(&self, request: Request<LeaveRequest>) -> Result<Response<Empty>, Status> {
-        self.local_only(&request)?;
+        self.allow(&request, Needs::LocalRoot).await?;
         self.swarm.leave(request.into_inner().force).await?;
         Ok(Response::new(Empty {}))
     }
@@ -203,7 +149,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<AddRaftMemberRequest>,
     ) -> Result<Response<Empty>, Status> {
-        self.manager(&request).await?;
+        self.allow(&request, Needs::Manager).await?;
         self.on_leader(
             request.into_inner(),
             async |leader, r| leader.add_raft_member(r).await,
@@ -216,7 +162,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<JoinTokenRequest>,
     ) -> Result<Response<JoinTokenResponse>, Status> {
-        self.manager(&request).await?;
+        self.allow(&request, Needs::Manager).await?;
         self.on_leader(
             request.into_inner(),
             async |leader, r| leader.join_token(r).await,
@@ -229,7 +175,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<Empty>,
     ) -> Result<Response<ListNodesResponse>, Status> {
-        self.member(&request)?;
+        self.allow(&request, Needs::Manager).await?;
         self.on_leader(
             request.into_inner(),
             async |leader, r| leader.list_nodes(r).await,
@@ -242,7 +188,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<UpdateNodeRequest>,
     ) -> Result<Response<NodeInfo>, Status> {
-        self.manager(&request).await?;
+        self.allow(&request, Needs::Manager).await?;
         self.on_leader(
             request.into_inner(),
             async |leader, r| leader.update_node(r).await,
@@ -255,7 +201,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<RemoveNodeRequest>,
     ) -> Result<Response<Empty>, Status> {
-        self.manager(&request).await?;
+        self.allow(&request, Needs::Manager).await?;
         self.on_leader(
             request.into_inner(),
             async |leader, r| leader.remove_node(r).await,
@@ -268,12 +214,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        match self.caller(&request)? {
-            // A node speaks for itself; a manager may relay for others.
-            Caller::Node(peer) if peer.node_id == request.get_ref().node_id => {}
-            Caller::Node(_) => self.manager(&request).await?,
-            Caller::Root | Caller::Anonymous => return Err(no_certificate()),
-        }
+        // A node speaks for itself; a manager may relay for others.
+        let node_id = request.get_ref().node_id.clone();
+        self.allow(&request, Needs::Itself(&node_id)).await?;
         // Followers keep a record too, so a follower that becomes leader knows who was alive.
         self.swarm
             .record_heartbeat(&request.get_ref().node_id)
@@ -290,7 +233,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<ServiceSpec>,
     ) -> Result<Response<ServiceInfo>, Status> {
-        self.manager(&request).await?;
+        self.allow(&request, Needs::Manager).await?;
         self.on_leader(
             request.into_inner(),
             async |leader, r| leader.create_service(r).await,
@@ -303,7 +246,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<UpdateServiceRequest>,
     ) -> Result<Response<ServiceInfo>, Status> {
-        self.manager(&request).await?;
+        self.allow(&request, Needs::Manager).await?;
         self.on_leader(
             request.into_inner(),
             async |leader, r| leader.update_service(r).await,
@@ -316,7 +259,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<ServiceRef>,
     ) -> Result<Response<Empty>, Status> {
-        self.manager(&request).await?;
+        self.allow(&request, Needs::Manager).await?;
         self.on_leader(
             request.into_inner(),
             async |leader, r| leader.remove_service(r).await,
@@ -329,7 +272,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<Empty>,
     ) -> Result<Response<ListServicesResponse>, Status> {
-        self.member(&request)?;
+        self.allow(&request, Needs::Manager).await?;
         self.on_leader(
             request.into_inner(),
             async |leader, r| leader.list_services(r).await,
@@ -342,7 +285,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<ListTasksRequest>,
     ) -> Result<Response<ListTasksResponse>, Status> {
-        self.member(&request)?;
+        self.allow(&request, Needs::Manager).await?;
         self.on_leader(
             request.into_inner(),
             async |leader, r| leader.list_tasks(r).await,
@@ -357,7 +300,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<TaskLogsRequest>,
     ) -> Result<Response<LogStream>, Status> {
-        self.member(&request)?;
+        self.allow(&request, Needs::Manager).await?;
         let stream = self.swarm.task_logs(request.into_inner()).await?;
         Ok(Response::new(stream))
     }
@@ -366,7 +309,7 @@ impl Cluster for ClusterService {
 
     async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecStream>, Status> {
         // Running commands in tasks: root on a node, or a manager relaying for its root.
-        self.manager_or_root(&request).await?;
+        self.allow(&request, Needs::ManagerOrRoot).await?;
         let stream = self.swarm.exec(request.into_inner()).await?;
         Ok(Response::new(stream))
     }
@@ -375,7 +318,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<NetworkSpec>,
     ) -> Result<Response<NetworkInfo>, Status> {
-        self.manager(&request).await?;
+        self.allow(&request, Needs::Manager).await?;
         self.on_leader(
             request.into_inner(),
             async |leader, r| leader.create_network(r).await,
@@ -385,7 +328,7 @@ impl Cluster for ClusterService {
     }
 
     async fn rotate_gossip_key(&self, request: Request<Empty>) -> Result<Response<Empty>, Status> {
-        self.manager(&request).await?;
+        self.allow(&request, Needs::Manager).await?;
         self.on_leader(
             request.into_inner(),
             async |leader, r| leader.rotate_gossip_key(r).await,
@@ -398,7 +341,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<NetworkRef>,
     ) -> Result<Response<Empty>, Status> {
-        self.manager(&request).await?;
+        self.allow(&request, Needs::Manager).await?;
         self.on_leader(
             request.into_inner(),
             async |leader, r| leader.remove_network(r).await,
@@ -411,7 +354,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<Empty>,
     ) -> Result<Response<ListNetworksResponse>, Status> {
-        self.member(&request)?;
+        self.allow(&request, Needs::Member).await?;
         self.on_leader(
             request.into_inner(),
             async |leader, r| leader.list_networks(r).await,
@@ -420,11 +363,22 @@ impl Cluster for ClusterService {
         .await
     }
 
+    async fn renew_certificate(
+        &self,
+        request: Request<RenewCertificateRequest>,
+    ) -> Result<Response<Credentials>, Status> {
+        let node_id = request.get_ref().node_id.clone();
+        self.allow(&request, Needs::Itself(&node_id)).await?;
+        self.on_leader(
+            request.into_inner(),
+            async |leader, r| leader.renew_certificate(r).await,
+            async |mut client, r| client.renew_certificate(r).await,
+        )
+        .await
+    }
+
     async fn raft(&self, request: Request<RaftRequest>) -> Result<Response<RaftResponse>, Status> {
-        if !matches!(self.caller(&request)?, Caller::Node(_)) {
-            return Err(no_certificate());
-        }
-        self.manager(&request).await?;
+        self.allow(&request, Needs::ManagerNode).await?;
         let raft = self.swarm.raft().await?;
         let payload = raft_network::serve(&raft, request.into_inner()).await?;
         Ok(Response::new(RaftResponse { payload }))
@@ -440,22 +394,6 @@ impl Swarm {
             .as_ref()
             .map(|m| m.raft.clone())
             .ok_or_else(|| Error::refused("this node is not a manager"))
-    }
-
-    /// The role the store gives `node_id`, when this node holds the store.
-    async fn stored_role(&self, node_id: &str) -> Option<Role> {
-        let active = self.active().await.ok()?;
-        let manager = active.manager.as_ref()?;
-        manager.state().nodes.get(node_id).map(|n| n.role)
-    }
-
-    /// Refuses the call unless this node is a manager.
-    async fn require_manager(&self) -> Result<(), Error> {
-        let active = self.active().await?;
-        if active.role() != Role::Manager {
-            return Err(Error::NotAManager);
-        }
-        Ok(())
     }
 
     /// Notes that `node_id` is alive (every manager does, not only the leader).

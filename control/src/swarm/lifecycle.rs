@@ -21,11 +21,12 @@ use super::{
     leader::{Leader, Route},
     persist::{self, SwarmFile},
 };
+use crate::wire_limits::cluster_client;
 use crate::{
     MANAGER_PORT,
     api::{
         AddRaftMemberRequest, AdmitRequest, InitRequest, InitResponse, JoinSwarmRequest,
-        JoinSwarmResponse, NodeInfo, UpdateNodeRequest, cluster_client::ClusterClient,
+        JoinSwarmResponse, NodeInfo, RenewCertificateRequest, UpdateNodeRequest,
     },
     clock::now_secs,
     cluster::{Availability, ClusterInfo, Command, NodeRecord, Role, gossip::GossipKey, raft_id},
@@ -47,7 +48,13 @@ impl Swarm {
             let file = active.file();
             (file.cluster_id, file.role)
         };
-        let (managers, nodes) = match self.nodes().await {
+        // Only managers may list the nodes (a worker's `info` shows no counts, as Docker's).
+        let counts = if role == Role::Manager {
+            self.nodes().await
+        } else {
+            Ok(Vec::new())
+        };
+        let (managers, nodes) = match counts {
             Ok(nodes) => (
                 nodes.iter().filter(|n| n.role == "manager").count() as u32,
                 nodes.len() as u32,
@@ -185,7 +192,7 @@ impl Swarm {
         let (channel, verified_ca) = pki::connect_for_join(remote, &token).await.map_err(|e| {
             Error::unavailable_because(format!("cannot join the swarm at {remote}"), e)
         })?;
-        let admitted = ClusterClient::new(channel)
+        let admitted = cluster_client(channel)
             .admit(AdmitRequest {
                 token: token.to_string(),
                 node_id: self.node_id().to_string(),
@@ -318,8 +325,17 @@ impl Swarm {
             to = role.as_str(),
             "switching role"
         );
+        // A certificate for the new role, asked for while the old membership can still reach
+        // the managers. Authorization never trusts the certificate's role, so keeping the old
+        // one when no manager answers is safe; the next switch asks again.
+        let creds = match self.renew_credentials(&old).await {
+            Ok(creds) => creds,
+            Err(e) => {
+                warn!(cause = %Chain(&e), "keeping the old certificate: renewal failed");
+                old.creds.clone()
+            }
+        };
         old.deactivate().await;
-        let creds = old.creds.clone();
         drop(old);
         if role == Role::Worker {
             // A demoted manager's log is of no further use, and stale if it is promoted again.
@@ -333,6 +349,38 @@ impl Swarm {
             self.become_raft_member(&active).await?;
         }
         Ok(())
+    }
+
+    /// A new certificate for this node's current role, from the leader.
+    async fn renew_credentials(&self, active: &Active) -> Result<NodeCredentials, Error> {
+        let request = RenewCertificateRequest {
+            node_id: self.node_id().to_string(),
+        };
+        let mut last = Error::unavailable("no manager answered");
+        let addrs: Vec<SocketAddr> = active
+            .leader_addr()
+            .into_iter()
+            .chain(active.file().manager_addrs)
+            .collect();
+        for addr in addrs {
+            match active
+                .peers
+                .client(addr)?
+                .renew_certificate(request.clone())
+                .await
+            {
+                Ok(reply) => {
+                    let reply = reply.into_inner();
+                    return Ok(NodeCredentials {
+                        ca_cert_pem: reply.ca_cert_pem,
+                        cert_pem: reply.cert_pem,
+                        key_pem: reply.key_pem,
+                    });
+                }
+                Err(e) => last = e.into(),
+            }
+        }
+        Err(last)
     }
 
     /// Asks the leader to make this (manager) node a Raft voter, now that its Raft server is up.

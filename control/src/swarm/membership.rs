@@ -17,8 +17,8 @@ use super::{
     persist::{self, SwarmFile},
     raft_network::NetworkFactory,
 };
+use crate::wire_limits::cluster_server;
 use crate::{
-    api::cluster_server::ClusterServer,
     cluster::{Role, raft_id},
     error_chain::Chain,
     pki::{self, NodeCredentials},
@@ -52,13 +52,14 @@ impl Swarm {
             manager,
             liveness: liveness::Liveness::new(),
             leader_hint: Mutex::new(None),
+            manager_ids: Mutex::new(Vec::new()),
             stop,
             tasks: Mutex::new(Vec::new()),
         });
 
         let server = {
             let mut stopped = stopped.clone();
-            let service = ClusterServer::new(ClusterService::remote(self.clone()));
+            let service = cluster_server(ClusterService::remote(self.clone()));
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             tokio::spawn(async move {
                 let result = tonic::transport::Server::builder()

@@ -13,6 +13,7 @@
 //!   the leader, else forwarded to it); the one place an [`Error`] becomes a `Status`.
 //! - `leader/`: what the Raft leader does for each call, and the loops only it runs.
 //! - `node/`: what every node runs: the heartbeat loop, task I/O, the [`TaskRunner`] seam.
+//! - `authz`: who may call what (the store's view of the caller, never its certificate alone).
 //! - `codec`: the heartbeat's payloads on the wire.
 //! - `convert`: API messages to and from the cluster model.
 //! - `lookup`: nodes, services and networks found by ID, name or ID prefix.
@@ -21,6 +22,7 @@
 //! - `raft_network`: openraft's network over the cluster API.
 //! - `persist`: the membership files under the state dir.
 
+mod authz;
 mod codec;
 mod convert;
 pub mod error;
@@ -102,6 +104,9 @@ struct Active {
     liveness: Liveness,
     /// Where the leader was last seen, for workers (managers ask Raft).
     leader_hint: Mutex<Option<SocketAddr>>,
+    /// The managers' node IDs as the leader last named them: on a worker, who may relay logs
+    /// and exec to it (managers ask their store).
+    manager_ids: Mutex<Vec<String>>,
     /// Set to `true` to stop the server and the loops.
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,

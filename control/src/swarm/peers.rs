@@ -12,6 +12,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::error::Error;
 use crate::api::cluster_client::ClusterClient;
+use crate::wire_limits::cluster_client;
 
 /// How long a call to another node may take before it counts as unreachable.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -34,7 +35,7 @@ impl Peers {
     pub fn client(&self, addr: SocketAddr) -> Result<ClusterClient<Channel>, Error> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(channel) = channels.get(&addr) {
-            return Ok(ClusterClient::new(channel.clone()));
+            return Ok(cluster_client(channel.clone()));
         }
         let channel = Endpoint::from_shared(format!("https://{addr}"))
             .and_then(|e| e.tls_config(self.tls.clone()))
@@ -43,6 +44,6 @@ impl Peers {
             .timeout(CALL_TIMEOUT)
             .connect_lazy();
         channels.insert(addr, channel.clone());
-        Ok(ClusterClient::new(channel))
+        Ok(cluster_client(channel))
     }
 }

@@ -3,10 +3,8 @@
 
 mod render;
 
-use shoal_control::api::{
-    Empty, InfoRequest, NodeInfo, RemoveNodeRequest, UpdateNodeRequest, agent_client::AgentClient,
-    cluster_client::ClusterClient,
-};
+use shoal_control::api::{Empty, InfoRequest, NodeInfo, RemoveNodeRequest, UpdateNodeRequest};
+use shoal_control::wire_limits::{agent_client, cluster_client};
 use tonic::transport::Channel;
 
 use crate::{
@@ -22,7 +20,7 @@ pub fn run(host: &str, command: NodeCommand) -> anyhow::Result<()> {
         NodeCommand::Promote(args) => set_role(host, args.nodes, "manager"),
         NodeCommand::Demote(args) => set_role(host, args.nodes, "worker"),
         NodeCommand::Rm(args) => with_agent(host, async |channel| {
-            let mut cluster = ClusterClient::new(channel);
+            let mut cluster = cluster_client(channel);
             for node in args.nodes {
                 let request = RemoveNodeRequest {
                     node: node.clone(),
@@ -79,7 +77,7 @@ fn update(host: &str, args: NodeUpdateArgs) -> anyhow::Result<()> {
         role: String::new(),
     };
     let node = with_agent(host, async |channel| {
-        ClusterClient::new(channel)
+        cluster_client(channel)
             .update_node(request)
             .await
             .map_err(status_error)
@@ -91,7 +89,7 @@ fn update(host: &str, args: NodeUpdateArgs) -> anyhow::Result<()> {
 
 fn set_role(host: &str, nodes: Vec<String>, role: &str) -> anyhow::Result<()> {
     with_agent(host, async |channel| {
-        let mut cluster = ClusterClient::new(channel);
+        let mut cluster = cluster_client(channel);
         for node in nodes {
             let request = UpdateNodeRequest {
                 node: node.clone(),
@@ -109,7 +107,7 @@ fn set_role(host: &str, nodes: Vec<String>, role: &str) -> anyhow::Result<()> {
 }
 
 async fn own_id(channel: Channel) -> anyhow::Result<String> {
-    let info = AgentClient::new(channel)
+    let info = agent_client(channel)
         .info(InfoRequest {})
         .await
         .map_err(status_error)?
@@ -118,7 +116,7 @@ async fn own_id(channel: Channel) -> anyhow::Result<String> {
 }
 
 async fn list(channel: Channel) -> anyhow::Result<Vec<NodeInfo>> {
-    Ok(ClusterClient::new(channel)
+    Ok(cluster_client(channel)
         .list_nodes(Empty {})
         .await
         .map_err(status_error)?

@@ -15,10 +15,8 @@ mod requests;
 mod spec;
 
 use anyhow::bail;
-use shoal_control::{
-    api::{ServiceRef, cluster_client::ClusterClient},
-    clock::now_ms,
-};
+use shoal_control::wire_limits::cluster_client;
+use shoal_control::{api::ServiceRef, clock::now_ms};
 use tonic::transport::Channel;
 
 use self::{
@@ -68,7 +66,7 @@ pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
         }
         ServiceCommand::Logs(args) => super::logs::run(channel, &args.service, args.follow).await,
         ServiceCommand::Rm(args) => {
-            let mut cluster = ClusterClient::new(channel);
+            let mut cluster = cluster_client(channel);
             for service in args.services {
                 let request = ServiceRef {
                     service: service.clone(),
@@ -87,7 +85,7 @@ pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
 async fn create(channel: Channel, args: ServiceCreateArgs) -> anyhow::Result<()> {
     let detach = args.detach;
     let spec = spec::from_create(args)?;
-    let info = ClusterClient::new(channel.clone())
+    let info = cluster_client(channel.clone())
         .create_service(spec)
         .await
         .map_err(status_error)?

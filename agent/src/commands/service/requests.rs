@@ -4,8 +4,8 @@
 use anyhow::bail;
 use shoal_control::api::{
     Empty, ListTasksRequest, ServiceInfo, ServiceSpec, TaskInfo, UpdateServiceRequest,
-    cluster_client::ClusterClient,
 };
+use shoal_control::wire_limits::cluster_client;
 use tonic::transport::Channel;
 
 use crate::client::status_error;
@@ -15,7 +15,7 @@ pub(super) async fn network_ids(
     channel: Channel,
     references: &[String],
 ) -> anyhow::Result<Vec<String>> {
-    let networks = ClusterClient::new(channel)
+    let networks = cluster_client(channel)
         .list_networks(Empty {})
         .await
         .map_err(status_error)?
@@ -46,7 +46,7 @@ pub(super) async fn update(
         spec,
         rollback,
     };
-    Ok(ClusterClient::new(channel)
+    Ok(cluster_client(channel)
         .update_service(request)
         .await
         .map_err(status_error)?
@@ -54,7 +54,7 @@ pub(super) async fn update(
 }
 
 pub(super) async fn services(channel: Channel) -> anyhow::Result<Vec<ServiceInfo>> {
-    Ok(ClusterClient::new(channel)
+    Ok(cluster_client(channel)
         .list_services(Empty {})
         .await
         .map_err(status_error)?
@@ -86,7 +86,7 @@ pub(super) async fn tasks(channel: Channel, service: &str) -> anyhow::Result<Vec
         service: service.to_string(),
         node: String::new(),
     };
-    Ok(ClusterClient::new(channel)
+    Ok(cluster_client(channel)
         .list_tasks(request)
         .await
         .map_err(status_error)?

@@ -6,7 +6,9 @@
 use super::{Leader, heartbeat_period, nodes::manager_addrs};
 use crate::{
     api::{HeartbeatRequest, HeartbeatResponse},
-    cluster::{ClusterState, Command, Task, TaskState, gossip::GossipConfig, mesh::RoutingMesh},
+    cluster::{
+        ClusterState, Command, Role, Task, TaskState, gossip::GossipConfig, mesh::RoutingMesh,
+    },
     swarm::{
         codec::{decode_reports, encode_gossip, encode_mesh, encode_tasks},
         error::Error,
@@ -35,6 +37,12 @@ impl Leader {
             assigned_tasks: encode_tasks(&assigned)?,
             gossip: encode_gossip(&gossip_config(&state))?,
             routing_mesh: encode_mesh(&RoutingMesh::for_node(&state, &request.node_id))?,
+            manager_ids: state
+                .nodes
+                .values()
+                .filter(|n| n.role == Role::Manager)
+                .map(|n| n.id.clone())
+                .collect(),
         })
     }
 

@@ -9,8 +9,9 @@ use tracing::info;
 use super::{Leader, heartbeat_period};
 use crate::{
     api::{
-        AddRaftMemberRequest, AdmitRequest, AdmitResponse, Empty, JoinTokenRequest,
-        JoinTokenResponse, ListNodesResponse, NodeInfo, RemoveNodeRequest, UpdateNodeRequest,
+        AddRaftMemberRequest, AdmitRequest, AdmitResponse, Credentials, Empty, JoinTokenRequest,
+        JoinTokenResponse, ListNodesResponse, NodeInfo, RemoveNodeRequest, RenewCertificateRequest,
+        UpdateNodeRequest,
     },
     clock::now_secs,
     cluster::{Availability, ClusterInfo, ClusterState, Command, NodeRecord, Role, raft_id},
@@ -53,6 +54,12 @@ impl Leader {
         if request.hostname.is_empty() {
             return Err(Error::invalid("a joining node needs a hostname"));
         }
+        // The managers decide who a node is: an ID the swarm knows stays its owner's. A join
+        // carrying it is refused, or the token's holder could take that node's role, addresses
+        // and tasks (a node that left comes back once its record is removed).
+        if state.nodes.contains_key(&request.node_id) {
+            return Err(Error::exists(already_member(&request.node_id)));
+        }
         let addr: SocketAddr = request
             .addr
             .parse()
@@ -66,19 +73,12 @@ impl Leader {
         let creds = ca
             .issue(&request.node_id, role, &cluster.id)
             .map_err(Error::pki("issuing the node certificate"))?;
-        // A node that joins again keeps its labels (a restarted node with a wiped state dir
-        // gets a new ID and is a new node, as in Swarm).
-        let labels = state
-            .nodes
-            .get(&request.node_id)
-            .map(|n| n.labels.clone())
-            .unwrap_or_default();
         let record = NodeRecord {
             id: request.node_id.clone(),
             hostname: request.hostname.clone(),
             role,
             availability: Availability::Active,
-            labels,
+            labels: Default::default(),
             addr,
             data_path_addr,
             created_at: now_secs(),
@@ -269,6 +269,33 @@ impl Leader {
         Ok(Empty {})
     }
 
+    /// A new certificate for a node, with the role the store gives it now (a promoted or
+    /// demoted node asks after it learned of the change).
+    pub async fn renew_certificate(
+        &self,
+        request: RenewCertificateRequest,
+    ) -> Result<Credentials, Error> {
+        let state = self.state();
+        let cluster = cluster_of(&state)?;
+        let node = state
+            .nodes
+            .get(&request.node_id)
+            .ok_or_else(|| Error::UnknownNode(request.node_id.clone()))?;
+        let ca = ClusterCa {
+            cert_pem: cluster.ca_cert_pem.clone(),
+            key_pem: cluster.ca_key_pem.clone(),
+        };
+        let creds = ca
+            .issue(&node.id, node.role, &cluster.id)
+            .map_err(Error::pki("issuing the node certificate"))?;
+        info!(node_id = %node.id, role = node.role.as_str(), "node certificate renewed");
+        Ok(Credentials {
+            ca_cert_pem: creds.ca_cert_pem,
+            cert_pem: creds.cert_pem,
+            key_pem: creds.key_pem,
+        })
+    }
+
     /// `swarm join-token [--rotate] worker|manager`.
     pub async fn join_token(&self, request: JoinTokenRequest) -> Result<JoinTokenResponse, Error> {
         let role = parse_role(&request.role)?;
@@ -292,6 +319,14 @@ impl Leader {
             manager_addr: self.active.file().addr.to_string(),
         })
     }
+}
+
+/// Why a join with a known node ID is refused, and what to do about it.
+pub fn already_member(node_id: &str) -> String {
+    format!(
+        "node {node_id} is already a member of this swarm: a node joins once; to join it again, \
+         remove it first (`shoal node rm {node_id}` on a manager)"
+    )
 }
 
 pub(super) fn cluster_of(state: &ClusterState) -> Result<&ClusterInfo, Error> {

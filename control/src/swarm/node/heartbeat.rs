@@ -84,6 +84,10 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
         };
         period = Duration::from_millis(reply.period_ms.max(50));
         active.learn_managers(reply.leader_addr.parse().ok(), &reply.manager_addrs, &swarm);
+        *active
+            .manager_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = reply.manager_ids.clone();
         if let Some(assigned) = follow_reply(runner.as_ref(), &reply)
             && follow(&runner, assigned).await
         {

@@ -15,6 +15,7 @@ use crate::{
         Empty, ExecOutput, ExecRequest, ListTasksRequest, LogChunk, NodeInfo, TaskInfo,
         TaskLogsRequest, cluster_client::ClusterClient,
     },
+    cluster::Role,
     swarm::{Swarm, error::Error, leader::Route},
 };
 
@@ -27,15 +28,22 @@ const CHUNK: usize = 64 * 1024;
 
 impl Swarm {
     pub async fn task_logs(&self, request: TaskLogsRequest) -> Result<LogStream, Error> {
-        let task = self.find_task(&request.task_id).await?;
-        if task.node_id != self.node_id() {
-            let mut node = self.node_client(&task.node_id).await?;
-            let relayed = node.task_logs(request).await?.into_inner();
-            return Ok(Box::pin(relayed));
-        }
-        let (stdout, stderr) = self.inner.runner.log_paths(&task.id).ok_or_else(|| {
-            Error::not_found(format!("no logs for task {} on this node", task.id))
-        })?;
+        let task_id = if self.is_manager().await? {
+            let task = self.find_task(&request.task_id).await?;
+            if task.node_id != self.node_id() {
+                let mut node = self.node_client(&task.node_id).await?;
+                let relayed = node.task_logs(request).await?.into_inner();
+                return Ok(Box::pin(relayed));
+            }
+            task.id
+        } else {
+            // A worker cannot look tasks up: a manager relays with the full ID of one of ours.
+            request.task_id.clone()
+        };
+        let (stdout, stderr) =
+            self.inner.runner.log_paths(&task_id).ok_or_else(|| {
+                Error::not_found(format!("no logs for task {task_id} on this node"))
+            })?;
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             let follow = request.follow;
@@ -50,28 +58,35 @@ impl Swarm {
         if request.command.is_empty() {
             return Err(Error::invalid("exec needs a command"));
         }
-        let task = self.find_task(&request.task).await?;
-        if task.state != "running" {
-            return Err(Error::refused(format!(
-                "task {} is not running ({})",
-                task.name, task.state
-            )));
-        }
-        if task.node_id != self.node_id() {
-            let mut node = self.node_client(&task.node_id).await?;
-            let request = ExecRequest {
-                task: task.id.clone(),
-                command: request.command,
-            };
-            let relayed = node.exec(request).await?.into_inner();
-            return Ok(Box::pin(relayed));
-        }
+        let task_id = if self.is_manager().await? {
+            let task = self.find_task(&request.task).await?;
+            if task.state != "running" {
+                return Err(Error::refused(format!(
+                    "task {} is not running ({})",
+                    task.name, task.state
+                )));
+            }
+            if task.node_id != self.node_id() {
+                let mut node = self.node_client(&task.node_id).await?;
+                let request = ExecRequest {
+                    task: task.id.clone(),
+                    command: request.command,
+                };
+                let relayed = node.exec(request).await?.into_inner();
+                return Ok(Box::pin(relayed));
+            }
+            task.id
+        } else {
+            // A worker cannot look tasks up: root here names one of this node's tasks by its
+            // ID, and a manager relays with the full ID.
+            request.task.clone()
+        };
         let command = self
             .inner
             .runner
-            .exec_command(&task.id, &request.command)
+            .exec_command(&task_id, &request.command)
             .map_err(|source| Error::Exec {
-                task_id: task.id.clone(),
+                task_id: task_id.clone(),
                 source,
             })?;
         let mut child = tokio::process::Command::from(command)
@@ -81,7 +96,7 @@ impl Swarm {
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| Error::Exec {
-                task_id: task.id.clone(),
+                task_id: task_id.clone(),
                 source: Box::new(source),
             })?;
         let (tx, rx) = mpsc::channel(64);
@@ -160,6 +175,10 @@ impl Swarm {
 }
 
 impl Swarm {
+    async fn is_manager(&self) -> Result<bool, Error> {
+        Ok(self.active().await?.role() == Role::Manager)
+    }
+
     /// Every node, in the leader's view (asked of the leader when this node does not lead).
     pub(in crate::swarm) async fn nodes(&self) -> Result<Vec<NodeInfo>, Error> {
         let list = match self.route().await? {
