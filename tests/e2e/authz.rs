@@ -383,3 +383,110 @@ fn a_join_carrying_another_nodes_id_is_refused_and_that_node_keeps_its_place() {
         }
     });
 }
+
+#[test]
+fn strangers_on_2377_are_bounded_per_source_and_members_carry_on() {
+    let cluster = Cluster::start(2);
+    cluster.form_swarm(1);
+    let addr = cluster.nodes[0].address;
+
+    // --- 1. one source opens 100 connections and never says a word: past its share, they
+    // are closed at once
+    let (closed, held) = run_in(Path::new(&cluster.client.path()), || {
+        let streams: Vec<std::net::TcpStream> = (0..100)
+            .map(|_| std::net::TcpStream::connect((addr, 2377)).unwrap())
+            .collect();
+        let mut closed = 0;
+        for stream in &streams {
+            stream
+                .set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            if refused(stream) {
+                closed += 1;
+            }
+        }
+        (closed, streams)
+    })
+    .unwrap();
+    assert!(
+        closed >= 60,
+        "only {closed} of 100 idle connections were refused"
+    );
+
+    // --- 2. while those are held, the worker still heartbeats and the manager answers
+    wait_until(Duration::from_secs(5), "node2 Ready", || {
+        let nodes = cluster.node_ls(0)?;
+        let n2 = nodes.iter().find(|n| n["hostname"] == "node2").unwrap();
+        if n2["status"] == "ready" {
+            Ok(())
+        } else {
+            Err(format!("{n2}"))
+        }
+    });
+    drop(held);
+
+    // --- 3. join attempts from one source: a burst, then refused until it waits
+    let token = format!("SWMTKN-1-{}-{}", "0".repeat(50), "a".repeat(25));
+    let token: JoinToken = token.parse().unwrap();
+    let codes = run_in(Path::new(&cluster.client.path()), || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let endpoint = Endpoint::from_shared(format!("https://{addr}:2377"))
+                .unwrap()
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(
+                            std::fs::read_to_string(
+                                cluster.nodes[0].state_dir().join("swarm/tls/ca.pem"),
+                            )
+                            .unwrap(),
+                        ))
+                        .domain_name("shoal-node"),
+                )
+                .unwrap();
+            let mut client = ClusterClient::new(endpoint.connect().await.unwrap());
+            let mut codes = Vec::new();
+            for _ in 0..30 {
+                let status = client
+                    .admit(AdmitRequest {
+                        token: token.to_string(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap_err();
+                codes.push(status.code());
+            }
+            codes
+        })
+    })
+    .unwrap();
+    let refused = codes
+        .iter()
+        .filter(|c| **c == Code::ResourceExhausted)
+        .count();
+    assert!(
+        refused >= 15,
+        "30 quick join attempts, {refused} refused for their rate: {codes:?}"
+    );
+    assert_eq!(
+        codes[0],
+        Code::PermissionDenied,
+        "the first is judged: {codes:?}"
+    );
+}
+
+/// Whether the server closed `stream` (EOF or a reset) rather than holding it open (the
+/// read times out).
+fn refused(stream: &std::net::TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    match std::io::Read::read(&mut &*stream, &mut byte) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}

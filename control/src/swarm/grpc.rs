@@ -10,7 +10,7 @@
 //! then [`ClusterService::on_leader`] runs the leader's operation here when this node leads,
 //! or sends the same request to the leader.
 
-use std::future::Future;
+use std::{future::Future, sync::Arc, time::Instant};
 
 use tonic::{Request, Response, Status, transport::Channel};
 
@@ -21,6 +21,7 @@ use super::{
     leader::{Leader, Route},
     node::task_io::{ExecStream, LogStream},
     raft_network,
+    source_limits::SourceLimits,
 };
 use crate::{
     api::{
@@ -49,6 +50,8 @@ enum Listener {
 pub struct ClusterService {
     swarm: Swarm,
     listener: Listener,
+    /// On 2377: the bounds on join attempts per source.
+    limits: Option<Arc<SourceLimits>>,
 }
 
 impl ClusterService {
@@ -57,14 +60,16 @@ impl ClusterService {
         ClusterService {
             swarm,
             listener: Listener::Local,
+            limits: None,
         }
     }
 
-    /// The service for 2377.
-    pub fn remote(swarm: Swarm) -> Self {
+    /// The service for 2377, within `limits`.
+    pub fn remote(swarm: Swarm, limits: Arc<SourceLimits>) -> Self {
         ClusterService {
             swarm,
             listener: Listener::Remote,
+            limits: Some(limits),
         }
     }
 
@@ -136,7 +141,11 @@ impl Cluster for ClusterService {
         &self,
         request: Request<AdmitRequest>,
     ) -> Result<Response<AdmitResponse>, Status> {
-        // Anyone with a valid token: the token is the credential.
+        // Anyone with a valid token: the token is the credential, so guessing it is bounded.
+        if let Some(limits) = &self.limits {
+            let source = request.remote_addr().map(|addr| addr.ip());
+            limits.join_attempt(source, Instant::now())?;
+        }
         self.on_leader(
             request.into_inner(),
             async |leader, r| leader.admit(r).await,

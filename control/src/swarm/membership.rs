@@ -16,6 +16,7 @@ use super::{
     peers::Peers,
     persist::{self, SwarmFile},
     raft_network::NetworkFactory,
+    source_limits::{REQUEST_TIMEOUT, SourceLimits},
 };
 use crate::wire_limits::cluster_server;
 use crate::{
@@ -59,10 +60,12 @@ impl Swarm {
 
         let server = {
             let mut stopped = stopped.clone();
-            let service = cluster_server(ClusterService::remote(self.clone()));
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let limits = Arc::new(SourceLimits::default());
+            let service = cluster_server(ClusterService::remote(self.clone(), Arc::clone(&limits)));
+            let incoming = limits.incoming(listener);
             tokio::spawn(async move {
                 let result = tonic::transport::Server::builder()
+                    .timeout(REQUEST_TIMEOUT)
                     .tls_config(server_tls)
                     .map(|mut builder| builder.add_service(service));
                 let shutdown = async move {

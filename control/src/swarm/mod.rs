@@ -19,6 +19,7 @@
 //! - `lookup`: nodes, services and networks found by ID, name or ID prefix.
 //! - `error`: [`Error`], and its mapping to a gRPC status.
 //! - `peers`: mutual-TLS clients for other nodes.
+//! - `source_limits`: bounds on connections and join attempts per source on 2377.
 //! - `raft_network`: openraft's network over the cluster API.
 //! - `persist`: the membership files under the state dir.
 
@@ -35,6 +36,7 @@ mod node;
 mod peers;
 mod persist;
 mod raft_network;
+mod source_limits;
 
 use std::{
     net::{IpAddr, SocketAddr},
