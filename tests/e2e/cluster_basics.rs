@@ -1,7 +1,10 @@
 //! A 3-node cluster of real agents: they come up, keep their identity across SIGKILL, shut
 //! down cleanly, and the fixture leaves nothing behind.
 
-use std::{collections::HashSet, net::UdpSocket, path::Path, process::Command, time::Duration};
+use std::{
+    collections::HashSet, net::UdpSocket, os::unix::fs::PermissionsExt as _, path::Path,
+    process::Command, time::Duration,
+};
 
 use shoal_dataplane::netns::run_in;
 use shoal_tests::{Cluster, names::BPFFS_ROOT, wait_until};
@@ -27,6 +30,13 @@ fn three_agents_come_up_and_answer_info() {
     for node in &cluster.nodes {
         let info = node.info();
         assert_eq!(info["hostname"], node.name.as_str(), "{info}");
+        // Only root talks to the agent: the socket is born 0600.
+        let mode = std::fs::metadata(node.socket())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{} has mode {mode:o}", node.socket().display());
         assert_eq!(info["swarm_state"], "inactive", "{info}");
         assert_eq!(
             info["advertise_addr"],

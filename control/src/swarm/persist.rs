@@ -65,7 +65,7 @@ pub fn load(state_dir: &Path) -> Result<Option<SwarmFile>, LoadError> {
     }
 }
 
-/// Writes `swarm.json` atomically (temp file, fsync, rename).
+/// Writes `swarm.json` atomically and durably (temp file, fsync, rename, fsync of the dir).
 pub fn save(state_dir: &Path, file: &SwarmFile) -> io::Result<()> {
     let dir = swarm_dir(state_dir);
     fs::create_dir_all(&dir)?;
@@ -77,7 +77,10 @@ pub fn save(state_dir: &Path, file: &SwarmFile) -> io::Result<()> {
         io::Write::write_all(&mut &f, &bytes)?;
         f.sync_all()?;
     }
-    fs::rename(tmp, path)
+    fs::rename(tmp, path)?;
+    // The rename is durable only once the directory is: a power loss must not take the node's
+    // membership (and with it every task it runs) back to "not in a swarm".
+    fs::File::open(&dir)?.sync_all()
 }
 
 /// Forgets the swarm: credentials, Raft log and all.
