@@ -5,6 +5,7 @@ use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
     path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -306,6 +307,18 @@ fn node_management_round_trips_and_survives_a_leader_change() {
             }
         },
     );
+
+    // Each holds a certificate for its new role (OU swarm-manager / swarm-worker).
+    for (i, ou) in [(3, "swarm-manager"), (2, "swarm-worker")] {
+        let cert = cluster.nodes[i].state_dir().join("swarm/tls/node.pem");
+        let subject = Command::new("openssl")
+            .args(["x509", "-noout", "-subject", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap();
+        let subject = String::from_utf8_lossy(&subject.stdout).into_owned();
+        assert!(subject.contains(ou), "node{}: {subject}", i + 1);
+    }
 
     // --- 3. kill the leader: everything above is still true under the new one
     cluster.nodes[0].kill();
