@@ -50,7 +50,7 @@ pub enum Command {
     /// Run the built-in demo workload: HTTP on TCP and echo on UDP, answering with its
     /// hostname and addresses.
     Whoami(WhoamiArgs),
-    /// Manage the swarm: init, join, join-token, leave.
+    /// Manage the swarm: init, join, join-token, leave, update, unlock, unlock-key.
     #[command(subcommand)]
     Swarm(SwarmCommand),
     /// Manage the swarm's nodes.
@@ -128,6 +128,20 @@ pub enum SwarmCommand {
     Leave(LeaveArgs),
     /// Update the swarm's settings.
     Update(SwarmUpdateArgs),
+    /// Unlock a manager restarted under autolock (the key is read from stdin).
+    Unlock,
+    /// Show or rotate the unlock key.
+    UnlockKey(UnlockKeyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UnlockKeyArgs {
+    /// Only print the key.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Replace the key with a new one; managers need the new one after their next restart.
+    #[arg(long)]
+    pub rotate: bool,
 }
 
 #[derive(Args, Debug)]
@@ -147,6 +161,9 @@ pub struct SwarmInitArgs {
     /// Heartbeat period; a node silent for 3 periods is Down.
     #[arg(long, default_value = "1s", value_parser = crate::duration::parse_duration)]
     pub dispatcher_heartbeat: std::time::Duration,
+    /// Enable manager autolocking: a restarted manager needs the unlock key.
+    #[arg(long)]
+    pub autolock: bool,
 }
 
 #[derive(Args, Debug)]
@@ -178,11 +195,20 @@ pub struct JoinTokenArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("change")
+        .required(true)
+        .multiple(true)
+        .args(["rotate_gossip_key", "autolock"])
+))]
 pub struct SwarmUpdateArgs {
     /// Add a new gossip encryption key now (it is used from the next rotation on; the leader
     /// also rotates every 12 hours).
-    #[arg(long, required = true)]
+    #[arg(long)]
     pub rotate_gossip_key: bool,
+    /// Change manager autolocking setting (true|false).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub autolock: Option<bool>,
 }
 
 #[derive(Args, Debug)]

@@ -10,7 +10,7 @@ use shoal_control::{
         AddRaftMemberRequest, AdmitRequest, Empty, ExecRequest, HeartbeatRequest, InitRequest,
         JoinSwarmRequest, JoinTokenRequest, LeaveRequest, ListTasksRequest, NetworkRef,
         NetworkSpec, RaftRequest, RemoveNodeRequest, RenewCertificateRequest, ServiceRef,
-        ServiceSpec, TaskLogsRequest, UpdateNodeRequest, UpdateServiceRequest,
+        ServiceSpec, TaskLogsRequest, UnlockKeyRequest, UpdateNodeRequest, UpdateServiceRequest,
         cluster_client::ClusterClient,
     },
     cluster::Role,
@@ -51,9 +51,8 @@ fn expected(rpc: &str) -> [Answer; 5] {
         // Managers only.
         "AddRaftMember" | "JoinToken" | "ListNodes" | "UpdateNode" | "RemoveNode"
         | "CreateService" | "UpdateService" | "RemoveService" | "ListServices" | "ListTasks"
-        | "TaskLogs" | "Exec" | "CreateNetwork" | "RemoveNetwork" | "RotateGossipKey" | "Raft" => {
-            [Served, Denied, Unauthenticated, x, Unauthenticated]
-        }
+        | "TaskLogs" | "Exec" | "CreateNetwork" | "RemoveNetwork" | "RotateGossipKey"
+        | "UnlockKey" | "Raft" => [Served, Denied, Unauthenticated, x, Unauthenticated],
         // A node for itself (or a manager relaying).
         "Heartbeat" | "RenewCertificate" => [Served, Served, Unauthenticated, x, Unauthenticated],
         // Any member.
@@ -174,6 +173,13 @@ async fn call(client: &mut ClusterClient<Channel>, rpc: &str, node_id: &str) -> 
         "RotateGossipKey" => client.rotate_gossip_key(Empty {}).await.map(drop),
         "RenewCertificate" => client
             .renew_certificate(RenewCertificateRequest { node_id: me })
+            .await
+            .map(drop),
+        "UnlockKey" => client
+            .unlock_key(UnlockKeyRequest {
+                autolock: None,
+                rotate: false,
+            })
             .await
             .map(drop),
         other => panic!("RPC {other} has no call in this test"),

@@ -7,6 +7,7 @@
 )]
 
 mod authz;
+mod autolock;
 mod cli_errors;
 mod cluster_basics;
 mod dataplane_programs;

@@ -48,6 +48,9 @@ fn render(info: &InfoResponse) -> String {
             let _ = writeln!(out, " Managers: {}", info.managers);
             let _ = writeln!(out, " Nodes: {}", info.nodes);
         }
+    } else if info.swarm_state == "locked" {
+        let _ = writeln!(out, " NodeID: {}", info.node_id);
+        let _ = writeln!(out, " Is Manager: {}", info.is_manager);
     }
     let _ = writeln!(out, " Listen Address: {}", info.listen_addr);
     let _ = writeln!(out, " Advertise Address: {}", or_none(&info.advertise_addr));

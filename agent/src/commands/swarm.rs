@@ -1,10 +1,20 @@
-//! `shoal swarm init | join | join-token | leave | update`, printing what Docker prints.
+//! `shoal swarm init | join | join-token | leave | update | unlock | unlock-key`, printing what
+//! Docker prints.
 
-use shoal_control::api::{Empty, InitRequest, JoinSwarmRequest, JoinTokenRequest, LeaveRequest};
-use shoal_control::wire_limits::cluster_client;
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+
+use anyhow::Context as _;
+use shoal_control::api::{
+    Empty, InitRequest, JoinSwarmRequest, JoinTokenRequest, LeaveRequest, UnlockKeyRequest,
+    UnlockRequest,
+};
+use shoal_control::wire_limits::{agent_client, cluster_client};
 
 use crate::{
-    cli::{JoinTokenArgs, LeaveArgs, SwarmCommand, SwarmInitArgs, SwarmJoinArgs, SwarmUpdateArgs},
+    cli::{
+        JoinTokenArgs, LeaveArgs, SwarmCommand, SwarmInitArgs, SwarmJoinArgs, SwarmUpdateArgs,
+        UnlockKeyArgs,
+    },
     client::{status_error, with_agent},
 };
 
@@ -15,6 +25,8 @@ pub fn run(host: &str, command: SwarmCommand) -> anyhow::Result<()> {
         SwarmCommand::JoinToken(args) => join_token(host, args),
         SwarmCommand::Leave(args) => leave(host, args),
         SwarmCommand::Update(args) => update(host, args),
+        SwarmCommand::Unlock => unlock(host),
+        SwarmCommand::UnlockKey(args) => unlock_key(host, args),
     }
 }
 
@@ -27,7 +39,78 @@ fn update(host: &str, args: SwarmUpdateArgs) -> anyhow::Result<()> {
                 .map_err(status_error)
         })?;
     }
+    let key = match args.autolock {
+        Some(autolock) => unlock_key_call(host, false, Some(autolock))?,
+        None => String::new(),
+    };
     println!("Swarm updated.");
+    if args.autolock == Some(true) && !key.is_empty() {
+        print_unlock_key(&key);
+    }
+    Ok(())
+}
+
+/// The unlock key from the leader, after turning autolock on or off and rotating as asked;
+/// empty when autolock is off.
+fn unlock_key_call(host: &str, rotate: bool, autolock: Option<bool>) -> anyhow::Result<String> {
+    let request = UnlockKeyRequest { autolock, rotate };
+    let response = with_agent(host, async |channel| {
+        cluster_client(channel)
+            .unlock_key(request)
+            .await
+            .map_err(status_error)
+    })?;
+    Ok(response.into_inner().key)
+}
+
+fn print_unlock_key(key: &str) {
+    println!(
+        "To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\n\
+         command and provide the following key:\n"
+    );
+    println!("    {key}\n");
+    println!(
+        "Please remember to store this key in a password manager, since without it you\n\
+         will not be able to restart the manager."
+    );
+}
+
+fn unlock(host: &str) -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        print!("Enter unlock key: ");
+        std::io::stdout().flush().context("writing the prompt")?;
+    }
+    let mut key = String::new();
+    stdin
+        .lock()
+        .read_line(&mut key)
+        .context("reading the unlock key from stdin")?;
+    let request = UnlockRequest {
+        key: key.trim().to_string(),
+    };
+    with_agent(host, async |channel| {
+        agent_client(channel)
+            .unlock(request)
+            .await
+            .map_err(status_error)
+    })?;
+    Ok(())
+}
+
+fn unlock_key(host: &str, args: UnlockKeyArgs) -> anyhow::Result<()> {
+    let key = unlock_key_call(host, args.rotate, None)?;
+    if key.is_empty() {
+        anyhow::bail!("no unlock key is set");
+    }
+    if args.quiet {
+        println!("{key}");
+        return Ok(());
+    }
+    if args.rotate {
+        println!("Successfully rotated manager unlock key.\n");
+    }
+    print_unlock_key(&key);
     Ok(())
 }
 
@@ -38,6 +121,7 @@ fn init(host: &str, args: SwarmInitArgs) -> anyhow::Result<()> {
         default_addr_pools: args.default_addr_pools,
         default_addr_pool_mask_length: args.default_addr_pool_mask_length,
         dispatcher_heartbeat_ms: args.dispatcher_heartbeat.as_millis().max(1) as u64,
+        autolock: args.autolock,
     };
     let response = with_agent(host, async |channel| {
         let mut cluster = cluster_client(channel);
@@ -57,6 +141,10 @@ fn init(host: &str, args: SwarmInitArgs) -> anyhow::Result<()> {
         "To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the \
          instructions."
     );
+    if !response.unlock_key.is_empty() {
+        println!();
+        print_unlock_key(&response.unlock_key);
+    }
     Ok(())
 }
 

@@ -8,8 +8,8 @@ use nix::sys::stat::{Mode, umask};
 use shoal_control::wire_limits::{agent_server, cluster_server};
 use shoal_control::{
     api::{
-        GossipPeer, InfoRequest, InfoResponse, LocalEndpoint, LocalNetworkRequest,
-        LocalNetworkResponse, agent_server::Agent,
+        Empty, GossipPeer, InfoRequest, InfoResponse, LocalEndpoint, LocalNetworkRequest,
+        LocalNetworkResponse, UnlockRequest, agent_server::Agent,
     },
     error_chain::Chain,
     identity::NodeId,
@@ -116,13 +116,23 @@ impl Agent for AgentService {
         let swarm = self.swarm.summary().await;
         Ok(Response::new(InfoResponse {
             dataplane,
-            swarm_state: if swarm.active { "active" } else { "inactive" }.to_string(),
+            swarm_state: match (swarm.active, swarm.locked) {
+                (true, _) => "active",
+                (false, true) => "locked",
+                (false, false) => "inactive",
+            }
+            .to_string(),
             cluster_id: swarm.cluster_id,
             is_manager: swarm.is_manager,
             managers: swarm.managers,
             nodes: swarm.nodes,
             ..self.static_info.clone()
         }))
+    }
+
+    async fn unlock(&self, request: Request<UnlockRequest>) -> Result<Response<Empty>, Status> {
+        self.swarm.unlock(&request.into_inner().key).await?;
+        Ok(Response::new(Empty {}))
     }
 }
 

@@ -57,6 +57,9 @@ pub enum Command {
     /// A new network-DB key (the leader's periodic rotation, or `swarm update
     /// --rotate-gossip-key`).
     RotateGossipKey(super::gossip::GossipKey),
+    /// `swarm update --autolock`, `swarm unlock-key --rotate`: the unlock key, or `None` to
+    /// turn autolock off.
+    SetUnlockKey(Option<String>),
 }
 
 /// What applying a command produced. Errors are part of the replicated result, not a failure
@@ -269,6 +272,10 @@ impl ClusterState {
             Command::RotateGossipKey(key) => {
                 let cluster = self.cluster.as_mut().ok_or("no swarm")?;
                 super::gossip::rotate(&mut cluster.gossip_keys, key.clone());
+            }
+            Command::SetUnlockKey(key) => {
+                let cluster = self.cluster.as_mut().ok_or("no swarm")?;
+                cluster.unlock_key = key.clone();
             }
             Command::RotateSecret { role, secret } => {
                 let cluster = self.cluster.as_mut().ok_or("no swarm")?;

@@ -78,6 +78,10 @@ pub struct ClusterInfo {
     pub created_at: u64,
     /// Network-DB keys, oldest first (see [`super::gossip`]).
     pub gossip_keys: Vec<super::gossip::GossipKey>,
+    /// Autolock: the unlock key (`SWMKEY-1-...`) that seals each manager's data key and so its
+    /// Raft store and TLS key at rest; `None` when autolock is off. Kept here so that every
+    /// manager learns it, and a rotation reaches them all.
+    pub unlock_key: Option<String>,
 }
 
 /// A node of the cluster.

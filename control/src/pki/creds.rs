@@ -1,5 +1,9 @@
 //! [`NodeCredentials`]: a node's TLS identity (CA certificate, node certificate and key) and
 //! how it is kept in the state directory.
+//!
+//! Under autolock a manager's key file is sealed with its data key (the one that seals its
+//! Raft store, itself sealed with the swarm's unlock key): `shoal-sealed-key-v1`, a newline,
+//! the sealed key in base64. Otherwise, and on workers, the PEM is in the clear, as in Docker.
 
 use std::{
     fs,
@@ -11,6 +15,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::PkiError;
+use crate::raft::seal::{SealError, SealKey, base64_decode, base64_encode};
 
 /// File holding the cluster CA certificate.
 pub const CA_FILE: &str = "ca.pem";
@@ -43,6 +48,21 @@ impl std::fmt::Debug for NodeCredentials {
 
 /// The link that names the current set: `<dir>/tls -> tls.<generation>`.
 const CURRENT: &str = "tls";
+/// First line of a sealed key file.
+const SEALED_HEADER: &str = "shoal-sealed-key-v1\n";
+
+/// Why a sealed key file did not open.
+#[derive(Debug, thiserror::Error)]
+enum Unseal {
+    #[error("the key file is sealed and no data key was given")]
+    NoKey,
+    #[error("the sealed key is not base64")]
+    Encoding,
+    #[error("the sealed key does not open")]
+    Open(#[source] SealError),
+    #[error("the key is not UTF-8")]
+    Text,
+}
 
 impl NodeCredentials {
     /// Writes the three files as one set under `dir` (created if needed): into a new
@@ -51,6 +71,23 @@ impl NodeCredentials {
     /// leaves either the old set or the new one, never a certificate paired with another
     /// set's key. The key is created with mode 0600, never chmod-ed afterwards.
     pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
+        self.save_sealed(dir, None)
+    }
+
+    /// [`NodeCredentials::save`], with the key file sealed with `seal` if given.
+    pub fn save_sealed(&self, dir: &Path, seal: Option<&SealKey>) -> Result<(), PkiError> {
+        let key_file = match seal {
+            None => self.key_pem.clone(),
+            Some(seal) => {
+                let sealed = seal.seal(self.key_pem.as_bytes()).map_err(|e| {
+                    io_err("sealing", &dir.join(KEY_FILE))(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        e,
+                    ))
+                })?;
+                format!("{SEALED_HEADER}{}\n", base64_encode(&sealed, true))
+            }
+        };
         fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
         let previous = fs::read_link(dir.join(CURRENT)).ok();
         let generation = previous
@@ -62,7 +99,7 @@ impl NodeCredentials {
         remove_dir_if_any(&set)?;
         fs::create_dir(&set).map_err(io_err("creating", &set))?;
         for (file, contents, mode) in [
-            (KEY_FILE, &self.key_pem, 0o600),
+            (KEY_FILE, &key_file, 0o600),
             (CERT_FILE, &self.cert_pem, 0o644),
             (CA_FILE, &self.ca_cert_pem, 0o644),
         ] {
@@ -92,6 +129,12 @@ impl NodeCredentials {
     /// in a swarm), an error when only some of the files are there. Credentials saved by
     /// earlier versions (the three files in `dir` itself) are read too.
     pub fn load(dir: &Path) -> Result<Option<Self>, PkiError> {
+        Self::load_sealed(dir, None)
+    }
+
+    /// [`NodeCredentials::load`], opening a sealed key file with `seal`. A key file in the
+    /// clear is read as is.
+    pub fn load_sealed(dir: &Path, seal: Option<&SealKey>) -> Result<Option<Self>, PkiError> {
         let current = dir.join(CURRENT);
         let set = if current.exists() {
             current
@@ -103,10 +146,15 @@ impl NodeCredentials {
         let key = read_optional(&set.join(KEY_FILE))?;
         match (ca, cert, key) {
             (None, None, None) => Ok(None),
-            (Some(ca_cert_pem), Some(cert_pem), Some(key_pem)) => Ok(Some(NodeCredentials {
+            (Some(ca_cert_pem), Some(cert_pem), Some(key_file)) => Ok(Some(NodeCredentials {
                 ca_cert_pem,
                 cert_pem,
-                key_pem,
+                key_pem: unseal(key_file, seal).map_err(|e| {
+                    io_err("unsealing", &set.join(KEY_FILE))(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        e,
+                    ))
+                })?,
             })),
             (ca, cert, _) => Err(PkiError::IncompleteCredentials {
                 dir: set,
@@ -131,6 +179,17 @@ impl NodeCredentials {
         }
         Ok(())
     }
+}
+
+/// The PEM of a key file's contents, opened with `seal` if it is sealed.
+fn unseal(key_file: String, seal: Option<&SealKey>) -> Result<String, Unseal> {
+    let Some(body) = key_file.strip_prefix(SEALED_HEADER) else {
+        return Ok(key_file);
+    };
+    let seal = seal.ok_or(Unseal::NoKey)?;
+    let sealed = base64_decode(body.trim()).ok_or(Unseal::Encoding)?;
+    let plain = seal.open(&sealed).map_err(Unseal::Open)?;
+    String::from_utf8(plain).map_err(|_| Unseal::Text)
 }
 
 fn remove_file_if_any(path: &Path) -> Result<(), PkiError> {
@@ -263,6 +322,32 @@ mod tests {
         assert!(err.to_string().contains(CERT_FILE), "{err}");
         NodeCredentials::remove(dir.path()).unwrap();
         assert!(NodeCredentials::load(dir.path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_sealed_key_file_opens_with_its_key_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut creds = sample();
+        creds.key_pem = "-----BEGIN PRIVATE KEY-----\nabc\n".into();
+        let dek = SealKey::generate();
+        creds.save_sealed(dir.path(), Some(&dek)).unwrap();
+        let on_disk = fs::read_to_string(dir.path().join(CURRENT).join(KEY_FILE)).unwrap();
+        assert!(on_disk.starts_with(SEALED_HEADER), "{on_disk}");
+        assert!(!on_disk.contains("PRIVATE KEY"), "{on_disk}");
+        assert_eq!(
+            NodeCredentials::load_sealed(dir.path(), Some(&dek)).unwrap(),
+            Some(creds.clone())
+        );
+        for wrong in [None, Some(&SealKey::generate())] {
+            let err = NodeCredentials::load_sealed(dir.path(), wrong).unwrap_err();
+            assert!(err.to_string().starts_with("unsealing"), "{err}");
+        }
+        // Back in the clear (a demoted manager): read with or without a key.
+        creds.save(dir.path()).unwrap();
+        assert_eq!(
+            NodeCredentials::load_sealed(dir.path(), Some(&dek)).unwrap(),
+            Some(creds)
+        );
     }
 
     #[test]

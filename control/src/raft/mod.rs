@@ -3,8 +3,13 @@
 //!
 //! # Layout
 //! - [`TypeConfig`]: the openraft type parameters.
-//! - `store`: [`store::LogStore`] and [`store::StateMachineStore`] on redb.
+//! - `store`: [`store::LogStore`] and [`store::StateMachineStore`] on redb, every value sealed
+//!   with the manager's data key.
+//! - `seal`: AES-256-GCM sealing, the data key and the swarm's unlock key.
+//! - `dek`: the data key's file beside the store, in the clear or sealed with the unlock key.
 
+pub mod dek;
+pub mod seal;
 pub mod store;
 
 use std::io::Cursor;

@@ -15,6 +15,10 @@ pub const NOT_A_MANAGER: &str = "This node is not a swarm manager. Worker nodes 
      to view or modify cluster state. Please run this command on a manager node or promote the \
      current node to a manager.";
 
+/// Docker's words for a manager restarted under autolock, until `swarm unlock`.
+pub const SWARM_LOCKED: &str = "Swarm is encrypted and needs to be unlocked before it can be \
+     used. Please use \"shoal swarm unlock\" to unlock it.";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("This node is not part of a swarm")]
@@ -28,6 +32,17 @@ pub enum Error {
 
     #[error("{NOT_A_MANAGER}")]
     NotAManager,
+
+    /// A manager restarted under autolock: nothing runs until `swarm unlock`.
+    #[error("{SWARM_LOCKED}")]
+    Locked,
+
+    /// `swarm unlock` with a key that is malformed or does not open the data key.
+    #[error("invalid unlock key")]
+    InvalidUnlockKey {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 
     /// A certificate of the cluster CA for a node the swarm does not know (never joined, or
     /// removed).
@@ -175,9 +190,12 @@ impl Error {
 
     fn code(&self) -> Code {
         match self {
-            Error::NotInSwarm | Error::AlreadyInSwarm | Error::Refused(_) | Error::Exec { .. } => {
-                Code::FailedPrecondition
-            }
+            Error::NotInSwarm
+            | Error::AlreadyInSwarm
+            | Error::Locked
+            | Error::Refused(_)
+            | Error::Exec { .. } => Code::FailedPrecondition,
+            Error::InvalidUnlockKey { .. } => Code::InvalidArgument,
             Error::NotAManager | Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::UnknownNode(_) | Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::NoLeader | Error::NotInitialized | Error::Unavailable { .. } => {
@@ -216,6 +234,10 @@ mod tests {
         let status = Status::from(Error::internal("saving the swarm membership")(io));
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "saving the swarm membership: disk full");
+
+        let status = Status::from(Error::Locked);
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(status.message().starts_with("Swarm is encrypted"));
 
         let status = Status::from(Error::Invalid("invalid role \"boss\"".into()));
         assert_eq!(status.code(), Code::InvalidArgument);

@@ -31,8 +31,8 @@ use crate::{
         ListNodesResponse, ListServicesResponse, ListTasksRequest, ListTasksResponse, NetworkInfo,
         NetworkRef, NetworkSpec, NodeInfo, RaftRequest, RaftResponse, RemoveNodeRequest,
         RenewCertificateRequest, ServiceInfo, ServiceRef, ServiceSpec, TaskLogsRequest,
-        UpdateNodeRequest, UpdateServiceRequest, cluster_client::ClusterClient,
-        cluster_server::Cluster,
+        UnlockKeyRequest, UnlockKeyResponse, UpdateNodeRequest, UpdateServiceRequest,
+        cluster_client::ClusterClient, cluster_server::Cluster,
     },
     error_chain::Chain,
     pki,
@@ -382,6 +382,19 @@ impl Cluster for ClusterService {
             request.into_inner(),
             async |leader, r| leader.renew_certificate(r).await,
             async |mut client, r| client.renew_certificate(r).await,
+        )
+        .await
+    }
+
+    async fn unlock_key(
+        &self,
+        request: Request<UnlockKeyRequest>,
+    ) -> Result<Response<UnlockKeyResponse>, Status> {
+        self.allow(&request, Needs::Manager).await?;
+        self.on_leader(
+            request.into_inner(),
+            async |leader, r| leader.unlock_key(r).await,
+            async |mut client, r| client.unlock_key(r).await,
         )
         .await
     }

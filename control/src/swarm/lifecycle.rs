@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use super::{
     Active, Swarm, SwarmSummary,
+    autolock::Resumed,
     convert::parse_role,
     error::Error,
     leader::{Leader, Route},
@@ -33,7 +34,7 @@ use crate::{
     error_chain::Chain,
     identity::NodeId,
     pki::{self, ClusterCa, JoinToken, NodeCredentials},
-    raft::Raft,
+    raft::{Raft, dek, seal::UnlockKey},
 };
 
 const DEFAULT_POOL: &str = "10.0.0.0/8";
@@ -42,7 +43,15 @@ impl Swarm {
     /// For `shoal info`.
     pub async fn summary(&self) -> SwarmSummary {
         let Ok(active) = self.active().await else {
-            return SwarmSummary::default();
+            return match self.locked() {
+                Some(file) => SwarmSummary {
+                    locked: true,
+                    cluster_id: file.cluster_id,
+                    is_manager: true,
+                    ..SwarmSummary::default()
+                },
+                None => SwarmSummary::default(),
+            };
         };
         let (cluster_id, role) = {
             let file = active.file();
@@ -66,6 +75,7 @@ impl Swarm {
         };
         SwarmSummary {
             active: true,
+            locked: false,
             cluster_id,
             is_manager: role == Role::Manager,
             managers,
@@ -82,14 +92,20 @@ impl Swarm {
         let Some(file) = file else {
             return Ok(());
         };
-        let creds = NodeCredentials::load(&persist::swarm_dir(state_dir))
-            .map_err(Error::pki("reading the node credentials"))?
-            .ok_or_else(|| Error::Internal {
-                what: "reading the node credentials",
-                source: "swarm.json exists but the credentials are missing".into(),
-            })?;
+        let at_rest = match file.role {
+            Role::Worker => None,
+            Role::Manager => match self.resume_data_key()? {
+                Resumed::Open(at_rest) => Some(at_rest),
+                Resumed::Locked => {
+                    info!(cluster_id = %file.cluster_id, "swarm is locked: waiting for `swarm unlock`");
+                    *self.locked_file() = Some(file);
+                    return Ok(());
+                }
+            },
+        };
+        let creds = self.load_credentials(at_rest.as_ref().map(|a| &a.dek))?;
         info!(cluster_id = %file.cluster_id, role = file.role.as_str(), "resuming swarm membership");
-        let active = self.activate(file, creds).await?;
+        let active = self.activate(file, creds, at_rest).await?;
         *self.inner.active.write().await = Some(active);
         Ok(())
     }
@@ -97,9 +113,7 @@ impl Swarm {
     /// `swarm init`.
     pub async fn init(&self, request: InitRequest) -> Result<InitResponse, Error> {
         let _guard = self.inner.transitions.lock().await;
-        if self.inner.active.read().await.is_some() {
-            return Err(Error::AlreadyInSwarm);
-        }
+        self.check_not_in_swarm().await?;
         let addr = self.advertise_addr(&request.advertise_addr)?;
         let data_path_addr = self.data_path_addr(&request.data_path_addr, addr)?;
         let (pools, subnet_size) = validate_pools(
@@ -109,6 +123,7 @@ impl Swarm {
 
         let node_id = self.node_id().to_string();
         let cluster_id = NodeId::generate().to_string();
+        let unlock = request.autolock.then(UnlockKey::generate);
         let ca = ClusterCa::generate(&cluster_id).map_err(Error::pki("creating the cluster CA"))?;
         let creds = ca
             .issue(&node_id, Role::Manager, &cluster_id)
@@ -127,6 +142,7 @@ impl Swarm {
             },
             created_at: now_secs(),
             gossip_keys: vec![GossipKey::generate(now_secs() * 1000)],
+            unlock_key: unlock.as_ref().map(ToString::to_string),
         };
         let worker_token = JoinToken::new(
             ca.digest().map_err(Error::pki("digesting the CA"))?,
@@ -142,8 +158,10 @@ impl Swarm {
         };
 
         let result = async {
-            self.save_membership(&file, &creds)?;
-            let active = self.activate(file, creds).await?;
+            let at_rest = self.new_data_key(unlock.as_ref())?;
+            let seal_tls = unlock.is_some().then_some(&at_rest.dek);
+            self.save_membership(&file, &creds, seal_tls)?;
+            let active = self.activate(file, creds, Some(at_rest)).await?;
             *self.inner.active.write().await = Some(Arc::clone(&active));
             let manager = active.manager.as_ref().ok_or_else(|| Error::Internal {
                 what: "initializing raft",
@@ -170,15 +188,14 @@ impl Swarm {
             node_id,
             worker_token: worker_token.to_string(),
             manager_addr: addr.to_string(),
+            unlock_key: unlock.map(|k| k.to_string()).unwrap_or_default(),
         })
     }
 
     /// `swarm join`: admitted by a manager with a token, without trusting it on first use.
     pub async fn join(&self, request: JoinSwarmRequest) -> Result<JoinSwarmResponse, Error> {
         let _guard = self.inner.transitions.lock().await;
-        if self.inner.active.read().await.is_some() {
-            return Err(Error::AlreadyInSwarm);
-        }
+        self.check_not_in_swarm().await?;
         let token: JoinToken = request
             .token
             .trim()
@@ -230,8 +247,14 @@ impl Swarm {
         };
 
         let result = async {
-            self.save_membership(&file, &creds)?;
-            let active = self.activate(file, creds).await?;
+            // In the clear until the store catches up: the manager then seals it with the
+            // swarm's unlock key, if autolock is on.
+            let at_rest = match role {
+                Role::Manager => Some(self.new_data_key(None)?),
+                Role::Worker => None,
+            };
+            self.save_membership(&file, &creds, None)?;
+            let active = self.activate(file, creds, at_rest).await?;
             *self.inner.active.write().await = Some(Arc::clone(&active));
             if role == Role::Manager {
                 self.become_raft_member(&active).await?;
@@ -252,6 +275,13 @@ impl Swarm {
     /// `swarm leave`. A manager is refused (without `force`) when it is the last one or when
     /// its leaving would cost the swarm its Raft quorum; otherwise it is demoted first.
     pub async fn leave(&self, force: bool) -> Result<(), Error> {
+        {
+            let _guard = self.inner.transitions.lock().await;
+            if self.leave_locked(force)? {
+                info!("left the swarm while locked");
+                return Ok(());
+            }
+        }
         let active = self.active().await?;
         if active.role() == Role::Manager && !force {
             self.check_manager_may_leave().await?;
@@ -274,6 +304,17 @@ impl Swarm {
             warn!(cause = %Chain(&e), "stopping the tasks failed");
         }
         info!("left the swarm");
+        Ok(())
+    }
+
+    /// Refuses init and join on a node already in a swarm, locked or not.
+    async fn check_not_in_swarm(&self) -> Result<(), Error> {
+        if self.locked().is_some() {
+            return Err(Error::Locked);
+        }
+        if self.inner.active.read().await.is_some() {
+            return Err(Error::AlreadyInSwarm);
+        }
         Ok(())
     }
 
@@ -337,13 +378,21 @@ impl Swarm {
         };
         old.deactivate().await;
         drop(old);
-        if role == Role::Worker {
-            // A demoted manager's log is of no further use, and stale if it is promoted again.
-            let _ = std::fs::remove_file(persist::raft_path(&self.inner.config.state_dir));
-        }
+        let state_dir = &self.inner.config.state_dir;
+        let at_rest = match role {
+            Role::Worker => {
+                // A demoted manager's log is of no further use, and stale if it is promoted
+                // again; so is its data key.
+                let _ = std::fs::remove_file(persist::raft_path(state_dir));
+                let _ = dek::remove(&persist::swarm_dir(state_dir));
+                None
+            }
+            Role::Manager => Some(self.new_data_key(None)?),
+        };
         file.role = role;
-        self.save_membership(&file, &creds)?;
-        let active = self.activate(file, creds).await?;
+        // In the clear: a promoted manager seals it once its store says autolock is on.
+        self.save_membership(&file, &creds, None)?;
+        let active = self.activate(file, creds, at_rest).await?;
         *self.inner.active.write().await = Some(Arc::clone(&active));
         if role == Role::Manager {
             self.become_raft_member(&active).await?;

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use super::{
     Active, ManagerRole, Swarm,
+    autolock::{self, AtRest},
     error::Error,
     grpc::ClusterService,
     leader::{liveness, orchestrate},
@@ -23,16 +24,17 @@ use crate::{
     cluster::{Role, raft_id},
     error_chain::Chain,
     pki::{self, NodeCredentials},
-    raft::{Raft, store},
+    raft::{Raft, seal::SealKey, store},
 };
 
 impl Swarm {
-    /// Starts everything an active membership runs: the 2377 server, Raft on managers, and the
-    /// heartbeat loop.
+    /// Starts everything an active membership runs: the 2377 server, Raft on managers (whose
+    /// store `at_rest` seals), and the heartbeat loop.
     pub(super) async fn activate(
         &self,
         file: SwarmFile,
         creds: NodeCredentials,
+        at_rest: Option<AtRest>,
     ) -> Result<Arc<Active>, Error> {
         let config = &self.inner.config;
         let listener = TcpListener::bind(config.listen_addr).await.map_err(|e| {
@@ -41,9 +43,17 @@ impl Swarm {
         let client_tls = pki::client_tls(&creds).map_err(Error::pki("client TLS configuration"))?;
         let server_tls = pki::server_tls(&creds).map_err(Error::pki("server TLS configuration"))?;
         let peers = Arc::new(Peers::new(client_tls));
-        let manager = match file.role {
-            Role::Manager => Some(self.start_raft(Arc::clone(&peers)).await?),
-            Role::Worker => None,
+        let manager = match (file.role, &at_rest) {
+            (Role::Manager, Some(at_rest)) => {
+                Some(self.start_raft(Arc::clone(&peers), &at_rest.dek).await?)
+            }
+            (Role::Manager, None) => {
+                return Err(Error::Internal {
+                    what: "starting raft",
+                    source: "a manager without a data key".into(),
+                });
+            }
+            (Role::Worker, _) => None,
         };
         let (stop, stopped) = watch::channel(false);
         let active = Arc::new(Active {
@@ -51,6 +61,7 @@ impl Swarm {
             creds,
             peers,
             manager,
+            at_rest,
             liveness: liveness::Liveness::new(),
             leader_hint: Mutex::new(None),
             manager_ids: Mutex::new(Vec::new()),
@@ -97,6 +108,11 @@ impl Swarm {
                 manager.raft.clone(),
                 stopped.clone(),
             )));
+            tasks.push(tokio::spawn(autolock::follow_unlock_key(
+                self.clone(),
+                Arc::clone(&active),
+                stopped.clone(),
+            )));
             tasks.push(tokio::spawn(orchestrate::run(
                 self.clone(),
                 Arc::clone(&active),
@@ -112,10 +128,14 @@ impl Swarm {
         Ok(active)
     }
 
-    pub(super) async fn start_raft(&self, peers: Arc<Peers>) -> Result<ManagerRole, Error> {
+    pub(super) async fn start_raft(
+        &self,
+        peers: Arc<Peers>,
+        dek: &SealKey,
+    ) -> Result<ManagerRole, Error> {
         let path = persist::raft_path(&self.inner.config.state_dir);
         let (log_store, state_machine) =
-            store::open(&path).map_err(Error::internal("opening the raft store"))?;
+            store::open(&path, dek.clone()).map_err(Error::internal("opening the raft store"))?;
         let reader = state_machine.reader();
         let config = openraft::Config {
             cluster_name: "shoal".to_string(),
@@ -142,14 +162,17 @@ impl Swarm {
         })
     }
 
+    /// Saves `swarm.json` and the credentials, the key sealed with `dek` if given (a manager
+    /// under autolock).
     pub(super) fn save_membership(
         &self,
         file: &SwarmFile,
         creds: &NodeCredentials,
+        dek: Option<&SealKey>,
     ) -> Result<(), Error> {
         let state_dir = &self.inner.config.state_dir;
         creds
-            .save(&persist::swarm_dir(state_dir))
+            .save_sealed(&persist::swarm_dir(state_dir), dek)
             .map_err(Error::pki("saving the node credentials"))?;
         persist::save(state_dir, file).map_err(Error::internal("saving the swarm membership"))
     }

@@ -9,6 +9,7 @@
 //! # Layout
 //! - `lifecycle`: init, join, leave, resume after restart, promotion and demotion; `info`.
 //! - `membership`: starting, saving and abandoning what an active membership runs.
+//! - `autolock`: a manager's data key at rest, the locked state and `swarm unlock`.
 //! - `grpc`: the `Cluster` gRPC service: who may call what, and where each call runs (here on
 //!   the leader, else forwarded to it); the one place an [`Error`] becomes a `Status`.
 //! - `leader/`: what the Raft leader does for each call, and the loops only it runs.
@@ -24,6 +25,7 @@
 //! - `persist`: the membership files under the state dir.
 
 mod authz;
+mod autolock;
 mod codec;
 mod convert;
 pub mod error;
@@ -93,6 +95,8 @@ struct Inner {
     active: tokio::sync::RwLock<Option<Arc<Active>>>,
     /// Serializes membership changes (init, join, leave, role switches).
     transitions: tokio::sync::Mutex<()>,
+    /// A manager restarted under autolock: its membership, waiting for `swarm unlock`.
+    locked: Mutex<Option<SwarmFile>>,
 }
 
 /// An active membership: everything that exists only while the node is in a swarm.
@@ -102,6 +106,8 @@ struct Active {
     peers: Arc<Peers>,
     /// Raft, on managers.
     manager: Option<ManagerRole>,
+    /// On managers: the data key sealing the Raft store and the TLS key.
+    at_rest: Option<autolock::AtRest>,
     /// On managers: heartbeats seen (the leader's is the one that counts).
     liveness: Liveness,
     /// Where the leader was last seen, for workers (managers ask Raft).
@@ -125,6 +131,8 @@ struct ManagerRole {
 #[derive(Clone, Debug, Default)]
 pub struct SwarmSummary {
     pub active: bool,
+    /// A manager restarted under autolock, waiting for `swarm unlock`.
+    pub locked: bool,
     pub cluster_id: String,
     pub is_manager: bool,
     pub managers: u32,
@@ -142,6 +150,7 @@ impl Swarm {
                 runner,
                 active: tokio::sync::RwLock::new(None),
                 transitions: tokio::sync::Mutex::new(()),
+                locked: Mutex::new(None),
             }),
         }
     }
@@ -155,12 +164,11 @@ impl Swarm {
     }
 
     async fn active(&self) -> Result<Arc<Active>, Error> {
-        self.inner
-            .active
-            .read()
-            .await
-            .clone()
-            .ok_or(Error::NotInSwarm)
+        match self.inner.active.read().await.clone() {
+            Some(active) => Ok(active),
+            None if self.locked().is_some() => Err(Error::Locked),
+            None => Err(Error::NotInSwarm),
+        }
     }
 
     /// Stops the server, loops and Raft, keeping the membership on disk (agent shutdown).

@@ -8,7 +8,9 @@ use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, Vote};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-use super::{COMMITTED, DbError, LAST_PURGED, LOG, META, StorageError, VOTE, get, put, write};
+use super::{
+    COMMITTED, Codec, DbError, LAST_PURGED, LOG, META, StorageError, VOTE, get, put, write,
+};
 use crate::raft::TypeConfig;
 
 /// The Raft log of a manager, in redb. Cloning is cheap (the database is shared): the clones are
@@ -16,11 +18,12 @@ use crate::raft::TypeConfig;
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    codec: Codec,
 }
 
 impl LogStore {
-    pub(super) fn new(db: Arc<Database>) -> Self {
-        Self { db }
+    pub(super) fn new(db: Arc<Database>, codec: Codec) -> Self {
+        Self { db, codec }
     }
 
     /// Entries from `start` (inclusive) to `end` (exclusive, `None`: to the last one).
@@ -37,7 +40,7 @@ impl LogStore {
             if end.is_some_and(|end| index.value() >= end) {
                 break;
             }
-            entries.push(postcard::from_bytes(bytes.value())?);
+            entries.push(self.codec.decode(bytes.value())?);
         }
         Ok(entries)
     }
@@ -48,7 +51,7 @@ impl LogStore {
         let Some((_, bytes)) = table.last()? else {
             return Ok(None);
         };
-        let entry: Entry<TypeConfig> = postcard::from_bytes(bytes.value())?;
+        let entry: Entry<TypeConfig> = self.codec.decode(bytes.value())?;
         Ok(Some(entry.log_id))
     }
 }
@@ -90,7 +93,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let read = || -> Result<_, DbError> {
-            let last_purged_log_id: Option<LogId<u64>> = get(&self.db, META, LAST_PURGED)?;
+            let last_purged_log_id: Option<LogId<u64>> =
+                get(&self.db, &self.codec, META, LAST_PURGED)?;
             let last_log_id = self.last_log_id()?.or(last_purged_log_id);
             Ok(LogState {
                 last_purged_log_id,
@@ -105,21 +109,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
-        write(&self.db, |txn| put(txn, META, VOTE, vote))
+        write(&self.db, |txn| put(txn, &self.codec, META, VOTE, vote))
             .map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Write))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
-        get(&self.db, META, VOTE).map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Read))
+        get(&self.db, &self.codec, META, VOTE)
+            .map_err(|e| e.into_storage(ErrorSubject::Vote, ErrorVerb::Read))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> Result<(), StorageError> {
-        write(&self.db, |txn| put(txn, META, COMMITTED, &committed))
-            .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Write))
+        write(&self.db, |txn| {
+            put(txn, &self.codec, META, COMMITTED, &committed)
+        })
+        .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Write))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError> {
-        get::<Option<LogId<u64>>>(&self.db, META, COMMITTED)
+        get::<Option<LogId<u64>>>(&self.db, &self.codec, META, COMMITTED)
             .map(Option::flatten)
             .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Read))
     }
@@ -136,7 +143,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         write(&self.db, |txn| {
             let mut table = txn.open_table(LOG)?;
             for entry in entries {
-                let bytes = postcard::to_stdvec(&entry)?;
+                let bytes = self.codec.encode(&entry)?;
                 table.insert(entry.log_id.index, bytes.as_slice())?;
             }
             Ok(())
@@ -160,7 +167,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // One transaction: after a crash, either both the entries are gone and `last_purged`
         // says so, or neither, so `get_log_state` never sees a hole.
         write(&self.db, |txn| {
-            put(txn, META, LAST_PURGED, &log_id)?;
+            put(txn, &self.codec, META, LAST_PURGED, &log_id)?;
             txn.open_table(LOG)?
                 .retain_in(..=log_id.index, |_, _| false)?;
             Ok(())

@@ -13,7 +13,7 @@ use openraft::{
 use redb::Database;
 use serde::{Deserialize, Serialize};
 
-use super::{APPLIED, DbError, SM, SNAPSHOT, StorageError, get, put, write};
+use super::{APPLIED, Codec, DbError, SM, SNAPSHOT, StorageError, get, put, write};
 use crate::cluster::{ClusterState, CommandResponse};
 use crate::raft::TypeConfig;
 
@@ -90,6 +90,7 @@ impl StoredSnapshot {
 /// [`StateMachineStore::reader`]), saved to redb after every applied batch.
 pub struct StateMachineStore {
     db: Arc<Database>,
+    codec: Codec,
     state: StateReader,
     last_applied: Option<LogId<u64>>,
     membership: Membership,
@@ -97,10 +98,11 @@ pub struct StateMachineStore {
 
 impl StateMachineStore {
     /// Loads the state machine saved in `db`, or an empty one.
-    pub(super) fn load(db: Arc<Database>) -> Result<Self, DbError> {
-        let image: SmImage = get(&db, SM, APPLIED)?.unwrap_or_default();
+    pub(super) fn load(db: Arc<Database>, codec: Codec) -> Result<Self, DbError> {
+        let image: SmImage = get(&db, &codec, SM, APPLIED)?.unwrap_or_default();
         Ok(Self {
             db,
+            codec,
             state: StateReader(Arc::new(RwLock::new(image.state))),
             last_applied: image.last_applied,
             membership: image.membership,
@@ -130,10 +132,11 @@ impl StateMachineStore {
     /// Saves the encoded state machine and, if given, makes `snapshot` the current snapshot, in
     /// one transaction.
     fn save(&self, image: &[u8], snapshot: Option<&StoredSnapshot>) -> Result<(), DbError> {
+        let image = self.codec.seal(image)?;
         write(&self.db, |txn| {
-            txn.open_table(SM)?.insert(APPLIED, image)?;
+            txn.open_table(SM)?.insert(APPLIED, image.as_slice())?;
             if let Some(snapshot) = snapshot {
-                put(txn, SM, SNAPSHOT, snapshot)?;
+                put(txn, &self.codec, SM, SNAPSHOT, snapshot)?;
             }
             Ok(())
         })
@@ -182,6 +185,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // built stay out of it, as they are out of `last_applied`.
         SmSnapshotBuilder {
             db: self.db.clone(),
+            codec: self.codec.clone(),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             state: self.state.cluster_state(),
@@ -217,7 +221,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let stored: Option<StoredSnapshot> = get(&self.db, SM, SNAPSHOT)
+        let stored: Option<StoredSnapshot> = get(&self.db, &self.codec, SM, SNAPSHOT)
             .map_err(|e| e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
         Ok(stored.map(StoredSnapshot::into_snapshot))
     }
@@ -226,6 +230,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 /// Builds a snapshot of the state machine as it was when openraft asked for the builder.
 pub struct SmSnapshotBuilder {
     db: Arc<Database>,
+    codec: Codec,
     last_applied: Option<LogId<u64>>,
     membership: Membership,
     state: ClusterState,
@@ -262,10 +267,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SmSnapshotBuilder {
             let current: Option<StoredSnapshot> = {
                 let table = txn.open_table(SM)?;
                 let value = redb::ReadableTable::get(&table, SNAPSHOT)?;
-                value.map(|v| postcard::from_bytes(v.value())).transpose()?
+                value.map(|v| self.codec.decode(v.value())).transpose()?
             };
             if current.is_none_or(|c| c.meta.last_log_id <= stored.meta.last_log_id) {
-                put(txn, SM, SNAPSHOT, &stored)?;
+                put(txn, &self.codec, SM, SNAPSHOT, &stored)?;
             }
             Ok(())
         })

@@ -7,16 +7,18 @@ use openraft::{
 };
 use tempfile::TempDir;
 
-use super::{LogStore, StateMachineStore, StorageError, open};
+use super::{FORMAT, LOG, LogStore, META, PLAIN, SM, StateMachineStore, StorageError, open};
 use crate::cluster::{Availability, ClusterInfo, Command, CommandResponse, NodeRecord, Role};
 use crate::raft::TypeConfig;
+use crate::raft::seal::SealKey;
 
 struct TempStore;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for TempStore {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (log, sm) = open(&dir.path().join("raft.redb")).expect("open the store");
+        let (log, sm) =
+            open(&dir.path().join("raft.redb"), SealKey::generate()).expect("open the store");
         Ok((dir, log, sm))
     }
 }
@@ -43,14 +45,24 @@ fn node(id: &str, role: Role) -> NodeRecord {
     }
 }
 
-#[tokio::test]
-async fn survives_a_restart() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("raft.redb");
+/// What [`write_a_store`] wrote.
+struct Written {
+    cluster: ClusterInfo,
+    membership: Membership<u64, BasicNode>,
+    entries: Vec<Entry<TypeConfig>>,
+    vote: Vote<u64>,
+    snapshot_meta: openraft::SnapshotMeta<u64, BasicNode>,
+    state: crate::cluster::ClusterState,
+}
+
+const CA_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\n";
+
+/// A store at `path` with a vote, four entries committed and applied, and a snapshot.
+async fn write_a_store(path: &std::path::Path, dek: SealKey) -> Written {
     let cluster = ClusterInfo {
         id: "c".repeat(25),
         ca_cert_pem: "cert".into(),
-        ca_key_pem: "key".into(),
+        ca_key_pem: CA_KEY.into(),
         worker_secret: "w".into(),
         manager_secret: "m".into(),
         default_addr_pools: vec!["10.0.0.0/8".into()],
@@ -58,6 +70,7 @@ async fn survives_a_restart() {
         heartbeat_period_ms: 5000,
         created_at: 1_700_000_000,
         gossip_keys: Vec::new(),
+        unlock_key: None,
     };
     let membership = Membership::new(
         vec![BTreeSet::from([7])],
@@ -86,8 +99,8 @@ async fn survives_a_restart() {
     ];
     let vote = Vote::new_committed(3, 7);
 
-    let (snapshot_meta, expected) = {
-        let (mut log, mut sm) = open(&path).expect("open");
+    let (snapshot_meta, state) = {
+        let (mut log, mut sm) = open(path, dek).expect("open");
         log.save_vote(&vote).await.expect("save vote");
         log.blocking_append(entries.clone()).await.expect("append");
         log.save_committed(Some(log_id(4))).await.expect("commit");
@@ -102,20 +115,33 @@ async fn survives_a_restart() {
             .expect("snapshot");
         (snapshot.meta, sm.cluster_state())
     };
-    assert_eq!(expected.cluster.as_ref(), Some(&cluster));
-    assert_eq!(
-        expected.nodes.keys().collect::<Vec<_>>(),
-        ["a", "b"],
-        "{expected:?}"
-    );
+    Written {
+        cluster,
+        membership,
+        entries,
+        vote,
+        snapshot_meta,
+        state,
+    }
+}
 
-    let (mut log, mut sm) = open(&path).expect("reopen");
-    assert_eq!(log.read_vote().await.expect("vote"), Some(vote));
+/// Checks that the store at `path`, opened with `dek`, holds what [`write_a_store`] wrote.
+async fn check_the_store(path: &std::path::Path, dek: SealKey, written: &Written) {
+    let Written {
+        membership,
+        entries,
+        vote,
+        snapshot_meta,
+        state: expected,
+        ..
+    } = written;
+    let (mut log, mut sm) = open(path, dek).expect("reopen");
+    assert_eq!(log.read_vote().await.expect("vote"), Some(*vote));
     assert_eq!(
         log.read_committed().await.expect("committed"),
         Some(log_id(4))
     );
-    assert_eq!(log.try_get_log_entries(..).await.expect("log"), entries);
+    assert_eq!(&log.try_get_log_entries(..).await.expect("log"), entries);
     assert_eq!(
         log.get_log_state().await.expect("log state").last_log_id,
         Some(log_id(4))
@@ -123,12 +149,119 @@ async fn survives_a_restart() {
     let (last_applied, stored_membership) = sm.applied_state().await.expect("applied");
     assert_eq!(last_applied, Some(log_id(4)));
     assert_eq!(stored_membership.log_id(), &Some(log_id(1)));
-    assert_eq!(stored_membership.membership(), &membership);
-    assert_eq!(sm.reader().cluster_state(), expected);
+    assert_eq!(stored_membership.membership(), membership);
+    assert_eq!(&sm.reader().cluster_state(), expected);
     let current = sm
         .get_current_snapshot()
         .await
         .expect("read snapshot")
         .expect("a snapshot");
-    assert_eq!(current.meta, snapshot_meta);
+    assert_eq!(&current.meta, snapshot_meta);
+}
+
+#[tokio::test]
+async fn survives_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("raft.redb");
+    let dek = SealKey::generate();
+    let written = write_a_store(&path, dek.clone()).await;
+    assert_eq!(written.state.cluster.as_ref(), Some(&written.cluster));
+    assert_eq!(
+        written.state.nodes.keys().collect::<Vec<_>>(),
+        ["a", "b"],
+        "{:?}",
+        written.state
+    );
+    check_the_store(&path, dek, &written).await;
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn values_are_sealed_and_open_with_their_data_key_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("raft.redb");
+    let dek = SealKey::generate();
+    write_a_store(&path, dek).await;
+    let bytes = std::fs::read(&path).expect("read the store file");
+    assert!(
+        !contains(&bytes, "PRIVATE KEY"),
+        "the CA key is in the clear"
+    );
+    assert!(
+        !contains(&bytes, "MIGHAgEAMBMGByqGSM49"),
+        "the CA key is in the clear"
+    );
+    assert!(!contains(&bytes, "host-a"), "a node record is in the clear");
+    let err = open(&path, SealKey::generate())
+        .err()
+        .expect("another data key opened the store");
+    let text = crate::error_chain::chain(&err);
+    assert!(text.contains("does not open"), "{text}");
+}
+
+/// Rewrites the store at `path` as an earlier version kept it: bare postcard, no marker.
+fn make_legacy(path: &std::path::Path, dek: &SealKey) {
+    let db = redb::Database::create(path).expect("open redb");
+    let txn = db.begin_write().expect("write");
+    {
+        let bare = |v: &[u8]| {
+            assert_eq!(v[0], super::SEALED);
+            dek.open(&v[1..]).expect("open a value")
+        };
+        for table in [META, SM] {
+            let mut table = txn.open_table(table).expect("table");
+            table.remove(FORMAT).expect("remove the marker");
+            let rows: Vec<(String, Vec<u8>)> = redb::ReadableTable::iter(&table)
+                .expect("iter")
+                .map(|r| r.expect("row"))
+                .map(|(k, v)| (k.value().to_string(), bare(v.value())))
+                .collect();
+            for (k, v) in rows {
+                table.insert(k.as_str(), v.as_slice()).expect("insert");
+            }
+        }
+        let mut log = txn.open_table(LOG).expect("log");
+        let rows: Vec<(u64, Vec<u8>)> = redb::ReadableTable::iter(&log)
+            .expect("iter")
+            .map(|r| r.expect("row"))
+            .map(|(k, v)| (k.value(), bare(v.value())))
+            .collect();
+        for (k, v) in rows {
+            log.insert(k, v.as_slice()).expect("insert");
+        }
+    }
+    txn.commit().expect("commit");
+}
+
+#[tokio::test]
+async fn a_store_of_an_earlier_version_is_read_and_sealed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("raft.redb");
+    let dek = SealKey::generate();
+    let written = write_a_store(&path, dek.clone()).await;
+    make_legacy(&path, &dek);
+    // Any data key: the values were in the clear.
+    let new_dek = SealKey::generate();
+    check_the_store(&path, new_dek.clone(), &written).await;
+    // Sealed now: the new key keeps opening it, and a value kept as version 0 (plain
+    // postcard) reads too.
+    check_the_store(&path, new_dek.clone(), &written).await;
+    {
+        let db = redb::Database::create(&path).expect("open redb");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut meta = txn.open_table(META).expect("meta");
+            let mut plain = vec![PLAIN];
+            plain.extend(postcard::to_stdvec(&Vote::<u64>::new(9, 7)).expect("encode"));
+            meta.insert(super::VOTE, plain.as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let (mut log, _) = open(&path, new_dek).expect("reopen");
+    assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(9, 7)));
 }

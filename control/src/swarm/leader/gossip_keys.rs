@@ -69,6 +69,7 @@ mod tests {
             heartbeat_period_ms: 1000,
             created_at: 0,
             gossip_keys: vec![GossipKey::generate(1_000), GossipKey::generate(5_000)],
+            unlock_key: None,
         });
         let period = ROTATE_EVERY.as_millis() as u64;
         assert!(!rotation_due(&state, 5_000 + period - 1));

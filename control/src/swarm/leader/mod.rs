@@ -9,8 +9,10 @@
 //! - `dispatch`: heartbeats answered: task reports in, assignments, keys and routing mesh out.
 //! - `orchestrate`: the orchestration loop (and periodic gossip key rotation) on the leader.
 //! - `gossip_keys`: rotating the network DB's keys.
+//! - `autolock`: the unlock key shown, rotated, autolock turned on or off.
 //! - `liveness`: the heartbeats seen (Ready/Down), and noticing leadership.
 
+mod autolock;
 mod dispatch;
 mod gossip_keys;
 pub(super) mod liveness;
