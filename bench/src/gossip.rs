@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use shoal_control::netdb::{Change, Endpoint, NetDb, NetDbConfig};
+use shoal_control::netdb::{Change, Endpoint, NetDb, NetDbConfig, PushPullLimits};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -140,12 +140,20 @@ async fn measure(n: usize) -> anyhow::Result<Row> {
     let mut dbs: Vec<NetDb> = Vec::with_capacity(n);
     for i in 0..n {
         let mut rx = stop_tx.subscribe();
-        let db = NetDb::start(
-            NetDbConfig::new(format!("node-{i}"), bind, KEY),
-            async move {
-                let _ = rx.recv().await;
+        // Every member connects from 127.0.0.1, one source to push-pull's caps, which are
+        // meant for one host each: lift them, as n hosts would have n budgets.
+        let config = NetDbConfig {
+            push_pull_limits: PushPullLimits {
+                max_connections: 4096,
+                max_per_source: 4096,
+                per_source_rate: 1_000_000,
+                per_source_burst: 1_000_000,
             },
-        )
+            ..NetDbConfig::new(format!("node-{i}"), bind, KEY)
+        };
+        let db = NetDb::start(config, async move {
+            let _ = rx.recv().await;
+        })
         .await
         .with_context(|| format!("starting member {i} (raise `ulimit -n` for 1,000 members)"))?;
         db.join_network("bench");

@@ -12,6 +12,7 @@ mod cli_errors;
 mod cluster_basics;
 mod dataplane_programs;
 mod dns;
+mod gossip_bounds;
 mod lb_programs;
 mod mesh;
 mod mesh_programs;

@@ -462,7 +462,7 @@ impl Engine {
         let shared = self.shared.clone();
         tokio::spawn(async move {
             if let Err(err) = pushpull::exchange(&shared, addr).await {
-                tracing::debug!(err = %Chain(&err), "netdb: periodic push-pull");
+                tracing::debug!(error = %Chain(&err), "netdb: periodic push-pull");
             }
         });
     }

@@ -12,13 +12,17 @@
 //! - `member`: a SWIM member's identity, shared by the engine, push-pull and the API.
 //! - `membership`: the custom-broadcast handler and the UDP/timer engine task around foca.
 //! - `pushpull`: TCP full-state exchange (join and periodic anti-entropy).
-//! - `stats`: received/sent/dropped counters.
+//! - `frame`: the push-pull frame (a sealed fixed-size header, then the body) and its deadlines.
+//! - `admission`: caps on push-pull connections (in total, per source, per-source rate).
+//! - `stats`: received/sent/dropped/refused counters.
 //! - `tests`: three in-process members on loopback.
 //!
 //! Here: the public API ([`NetDb`]), its errors, and the state the engine and push-pull tasks
 //! share (`Shared`, and `Cmd`, the engine's inbox). `membership` starts push-pulls; push-pull
 //! only talks to the engine through `Cmd`, so the two do not import each other.
 
+mod admission;
+mod frame;
 mod member;
 mod membership;
 mod pushpull;
@@ -37,6 +41,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::error_chain::Chain;
+pub use admission::PushPullLimits;
 use member::Member;
 use membership::EngineConfig;
 pub use stats::NetDbStats;
@@ -58,14 +63,25 @@ pub enum NetDbError {
     NoKeys,
     #[error("push-pull: connecting to {0}")]
     Connect(SocketAddr, #[source] std::io::Error),
-    #[error("push-pull I/O")]
-    PushPullIo(#[source] std::io::Error),
-    #[error("push-pull with {0} timed out")]
-    Timeout(SocketAddr),
+    #[error("push-pull I/O with {0}")]
+    PushPullIo(SocketAddr, #[source] std::io::Error),
+    /// A slow peer: `step` took longer than `limit`.
+    #[error("push-pull with {peer}: {step} not done within {limit:?}")]
+    Deadline {
+        peer: SocketAddr,
+        step: &'static str,
+        limit: Duration,
+    },
     #[error("push-pull frame of {0} bytes is too large")]
     FrameTooLarge(usize),
-    #[error("push-pull frame dropped")]
-    Rejected(#[source] DropReason),
+    /// `part` ("header" or "body") did not open or was not valid.
+    #[error("push-pull {part} from {peer} dropped")]
+    Rejected {
+        peer: SocketAddr,
+        part: &'static str,
+        #[source]
+        reason: DropReason,
+    },
     #[error("encoding gossip message")]
     Encode(#[source] postcard::Error),
     #[error("decoding gossip message")]
@@ -93,6 +109,8 @@ pub struct NetDbConfig {
     pub tombstone_ttl: Duration,
     /// SWIM probe period (1 s in production); suspicion lasts three periods.
     pub probe_period: Duration,
+    /// Caps on incoming push-pull connections.
+    pub push_pull_limits: PushPullLimits,
 }
 
 impl NetDbConfig {
@@ -107,6 +125,7 @@ impl NetDbConfig {
             push_pull_every: Duration::from_secs(30),
             tombstone_ttl: Duration::from_secs(30 * 60),
             probe_period: Duration::from_secs(1),
+            push_pull_limits: PushPullLimits::default(),
         }
     }
 }
@@ -192,7 +211,11 @@ impl NetDb {
             identity: Mutex::new(identity.clone()),
             cmd,
         });
-        let server = tokio::spawn(pushpull::serve(shared.clone(), tcp));
+        let server = tokio::spawn(pushpull::serve(
+            shared.clone(),
+            tcp,
+            config.push_pull_limits,
+        ));
         let engine = membership::run(
             shared.clone(),
             Arc::new(udp),
@@ -240,7 +263,7 @@ impl NetDb {
                     Ok(())
                 }
                 Err(e) => {
-                    tracing::warn!(%seed, err = %Chain(&e), "netdb: join through seed failed");
+                    tracing::warn!(%seed, error = %Chain(&e), "netdb: join through seed failed");
                     Err(e)
                 }
             }

@@ -3,26 +3,30 @@
 //! holds, tombstones included, and merges the other's. Both also send the members they see
 //! alive, so a joiner knows the whole cluster at once instead of meeting it one probe at a time.
 //!
-//! Frame: `[len u32 BE][wire packet]`, the packet encrypted like the UDP ones.
+//! One frame each way (`frame`: a sealed header, then the body), the initiator first. The
+//! server admits a connection (`admission`) before reading from it; a client whose connection
+//! is closed without an answer (refused by a cap) tries again a little later.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::error_chain::Chain;
 
+use super::admission::{Admission, PushPullLimits};
+use super::frame::{self, HEADER_DEADLINE, TRANSFER_FLOOR};
 use super::member::Member;
 use super::stats::Stats;
 use super::table::Record;
 use super::{Cmd, NetDbError, Shared, lock};
 
-/// A frame larger than this is refused before allocating (a full table of 100k entries fits).
-const MAX_FRAME: usize = 64 << 20;
-const TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts after the first when the peer closes the connection without answering.
+const RETRIES: u32 = 2;
+/// Wait before the first retry; doubled for each next one.
+const RETRY_AFTER: Duration = Duration::from_millis(300);
 
 #[derive(Serialize, Deserialize)]
 struct PushPull {
@@ -32,17 +36,25 @@ struct PushPull {
     records: Vec<Record>,
 }
 
-fn ours(shared: &Shared) -> PushPull {
+fn ours(shared: &Shared) -> Result<Vec<u8>, NetDbError> {
     let members = lock(&shared.members)
         .iter()
         .filter(|(_, alive)| **alive)
         .map(|(m, _)| m.clone())
         .collect();
-    PushPull {
+    let msg = PushPull {
         from: lock(&shared.identity).clone(),
         members,
         records: lock(&shared.table).snapshot(),
-    }
+    };
+    postcard::to_allocvec(&msg).map_err(NetDbError::Encode)
+}
+
+fn decode(shared: &Shared, plain: &[u8]) -> Result<PushPull, NetDbError> {
+    postcard::from_bytes(plain).map_err(|e| {
+        Stats::inc(&shared.stats.dropped_malformed);
+        NetDbError::Decode(e)
+    })
 }
 
 fn merge(shared: &Shared, msg: PushPull) {
@@ -58,97 +70,79 @@ fn merge(shared: &Shared, msg: PushPull) {
     let _ = shared.cmd.send(Cmd::Flush);
 }
 
-async fn write_frame(shared: &Shared, s: &mut TcpStream, msg: &PushPull) -> Result<(), NetDbError> {
-    let plain = postcard::to_allocvec(msg).map_err(NetDbError::Encode)?;
-    let packet = shared
-        .keys
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .seal(&plain)
-        .ok_or(NetDbError::NoKeys)?;
-    let len = u32::try_from(packet.len()).map_err(|_| NetDbError::FrameTooLarge(packet.len()))?;
-    s.write_all(&len.to_be_bytes())
+/// Pushes our table to `addr`, pulls theirs; returns their identity (used to announce to them).
+pub(crate) async fn exchange(shared: &Shared, addr: SocketAddr) -> Result<Member, NetDbError> {
+    let mut wait = RETRY_AFTER;
+    let mut retries = RETRIES;
+    loop {
+        match exchange_once(shared, addr).await {
+            // Accepted, then closed without an answer: most likely refused by one of the
+            // peer's caps (a join burst, or a flood from elsewhere), which frees up soon.
+            Err(NetDbError::PushPullIo(..)) if retries > 0 => {
+                retries -= 1;
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn exchange_once(shared: &Shared, addr: SocketAddr) -> Result<Member, NetDbError> {
+    let mut s = tokio::time::timeout(TRANSFER_FLOOR, TcpStream::connect(addr))
         .await
-        .map_err(NetDbError::PushPullIo)?;
-    s.write_all(&packet).await.map_err(NetDbError::PushPullIo)?;
-    Stats::inc(&shared.stats.sent);
+        .map_err(|_| frame::missed(shared, addr, "connecting", TRANSFER_FLOOR))?
+        .map_err(|e| NetDbError::Connect(addr, e))?;
+    frame::write(shared, &mut s, addr, &ours(shared)?).await?;
+    // The peer reads our whole frame and seals its own table before answering.
+    let reply = frame::read(shared, &mut s, addr, TRANSFER_FLOOR).await?;
+    let theirs = decode(shared, &reply)?;
+    drop(reply);
+    let from = theirs.from.clone();
+    merge(shared, theirs);
+    Ok(from)
+}
+
+/// Answers one admitted connection.
+async fn answer(shared: &Shared, mut s: TcpStream, peer: SocketAddr) -> Result<(), NetDbError> {
+    let request = frame::read(shared, &mut s, peer, HEADER_DEADLINE).await?;
+    let theirs = decode(shared, &request)?;
+    drop(request);
+    // Reply with our state before merging theirs, so the reply is not inflated.
+    frame::write(shared, &mut s, peer, &ours(shared)?).await?;
+    merge(shared, theirs);
     Ok(())
 }
 
-async fn read_frame(shared: &Shared, s: &mut TcpStream) -> Result<PushPull, NetDbError> {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)
-        .await
-        .map_err(NetDbError::PushPullIo)?;
-    let len = u32::from_be_bytes(len) as usize;
-    Stats::inc(&shared.stats.received);
-    if len > MAX_FRAME {
-        Stats::inc(&shared.stats.dropped_malformed);
-        return Err(NetDbError::FrameTooLarge(len));
-    }
-    let mut packet = vec![0u8; len];
-    if let Err(e) = s.read_exact(&mut packet).await {
-        Stats::inc(&shared.stats.dropped_truncated);
-        return Err(NetDbError::PushPullIo(e));
-    }
-    let opened = shared
-        .keys
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .open(&packet);
-    let plain = opened.map_err(|reason| {
-        Stats::inc(shared.stats.dropped(reason));
-        NetDbError::Rejected(reason)
-    })?;
-    postcard::from_bytes(&plain).map_err(|e| {
-        Stats::inc(&shared.stats.dropped_malformed);
-        NetDbError::Decode(e)
-    })
-}
-
-/// Pushes our table to `addr`, pulls theirs; returns their identity (used to announce to them).
-pub(crate) async fn exchange(shared: &Shared, addr: SocketAddr) -> Result<Member, NetDbError> {
-    let run = async {
-        let mut s = TcpStream::connect(addr)
-            .await
-            .map_err(|e| NetDbError::Connect(addr, e))?;
-        write_frame(shared, &mut s, &ours(shared)).await?;
-        let theirs = read_frame(shared, &mut s).await?;
-        let from = theirs.from.clone();
-        merge(shared, theirs);
-        Ok(from)
-    };
-    tokio::time::timeout(TIMEOUT, run)
-        .await
-        .map_err(|_| NetDbError::Timeout(addr))?
-}
-
 /// Answers push-pulls until the listener task is dropped (the engine's shutdown aborts it).
-pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
+/// Connections over `limits` are closed as soon as they are accepted, and counted.
+pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, limits: PushPullLimits) {
+    let admission = Admission::new(limits);
     loop {
-        let (mut s, peer) = match listener.accept().await {
+        let (s, peer) = match listener.accept().await {
             Ok(x) => x,
-            Err(err) => {
-                tracing::debug!(%err, "netdb: accept");
+            Err(e) => {
+                // Out of file descriptors, mostly: back off instead of spinning.
+                tracing::debug!(error = %e, "netdb: accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit = match admission.admit(peer.ip(), std::time::Instant::now()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                Stats::inc(shared.stats.refused(refusal));
+                tracing::debug!(%peer, reason = %refusal, "netdb: push-pull connection refused");
+                drop(s);
                 continue;
             }
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let run = async {
-                let theirs = read_frame(&shared, &mut s).await?;
-                // Reply with our state before merging theirs, so the reply is not inflated.
-                write_frame(&shared, &mut s, &ours(&shared)).await?;
-                merge(&shared, theirs);
-                Ok::<(), NetDbError>(())
-            };
-            match tokio::time::timeout(TIMEOUT, run).await {
-                Ok(Ok(())) => {}
-                Ok(Err(err)) => {
-                    tracing::debug!(%peer, err = %Chain(&err), "netdb: push-pull refused")
-                }
-                Err(_) => tracing::debug!(%peer, "netdb: push-pull timed out"),
+            if let Err(e) = answer(&shared, s, peer).await {
+                tracing::debug!(%peer, error = %Chain(&e), "netdb: push-pull refused");
             }
+            drop(permit);
         });
     }
 }

@@ -277,3 +277,167 @@ async fn partitioned_member_is_withdrawn_everywhere() {
         );
     }
 }
+
+/// A connection to `to` from `source` (any address of 127/8 is ours on loopback, so each
+/// stands for another host).
+async fn connect_from(source: [u8; 4], to: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .expect("bind a loopback source");
+    socket.connect(to).await.expect("connect")
+}
+
+/// Reads until the peer closes the connection (EOF or reset); panics after `within`.
+async fn closed_by_peer(s: &mut tokio::net::TcpStream, within: Duration, what: &str) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "{what}: still open after {within:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stranger_announcing_64_mib_is_closed_after_the_header() {
+    use tokio::io::AsyncWriteExt;
+    let a = node("a", vec![KEY]).await;
+    let mut s = connect_from([127, 0, 0, 1], a.db.bound()).await;
+    // The old frame's length prefix (64 MiB), then the 64 MiB it announces, without the key.
+    // Nothing past the 34-byte header is read: the write fails once a closes the connection,
+    // long before 64 MiB went through.
+    let announced: u32 = 64 << 20;
+    let chunk = vec![0x5a_u8; 1 << 20];
+    let mut result = s.write_all(&announced.to_be_bytes()).await;
+    let mut sent = 0usize;
+    while result.is_ok() && sent < announced as usize {
+        result = s.write_all(&chunk).await;
+        sent += chunk.len();
+    }
+    assert!(
+        result.is_err(),
+        "a read the whole announced body of a stranger ({sent} bytes)"
+    );
+    // Its "header" does not open: a bad version here (0x04), a failed tag in general.
+    let stats = a.db.stats();
+    assert_eq!(stats.received, 1, "{stats:?}");
+    assert_eq!(
+        stats.dropped_malformed + stats.dropped_undecryptable,
+        1,
+        "{stats:?}"
+    );
+    assert_eq!(stats.pushpull_timed_out, 0, "{stats:?}");
+    let malformed = stats.dropped_malformed;
+
+    // A sealed header from a member announcing more than a frame may hold is refused too,
+    // before its body is read.
+    let keys = Keyring::new(&[KEY], 0);
+    let header = keys
+        .seal(&(frame::MAX_BODY as u32 + 1).to_be_bytes())
+        .expect("seal");
+    assert_eq!(header.len(), frame::HEADER_LEN);
+    let mut s = connect_from([127, 0, 0, 1], a.db.bound()).await;
+    s.write_all(&header).await.expect("write header");
+    closed_by_peer(&mut s, Duration::from_secs(2), "oversized announcement").await;
+    assert_eq!(a.db.stats().dropped_malformed, malformed + 1);
+
+    // Still serving.
+    let b = node("b", vec![KEY]).await;
+    b.db.join(&[a.db.bound()]).await.expect("a still answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_senders_are_dropped_at_the_deadline() {
+    use tokio::io::AsyncWriteExt;
+    let a = node("a", vec![KEY]).await;
+    // Half a header, then nothing: dropped at the header deadline.
+    let mut slow_header = connect_from([127, 0, 0, 2], a.db.bound()).await;
+    slow_header
+        .write_all(&[wire::VERSION; 10])
+        .await
+        .expect("write");
+    // A valid header announcing 1 KiB, then 100 bytes of it: dropped at the transfer deadline.
+    let header = Keyring::new(&[KEY], 0)
+        .seal(&1024u32.to_be_bytes())
+        .expect("seal");
+    let mut slow_body = connect_from([127, 0, 0, 3], a.db.bound()).await;
+    slow_body.write_all(&header).await.expect("write");
+    slow_body.write_all(&[0; 100]).await.expect("write");
+
+    let margin = Duration::from_secs(5);
+    closed_by_peer(
+        &mut slow_header,
+        frame::HEADER_DEADLINE + margin,
+        "slow header",
+    )
+    .await;
+    closed_by_peer(
+        &mut slow_body,
+        frame::transfer_deadline(1024) + margin,
+        "slow body",
+    )
+    .await;
+    let stats = a.db.stats();
+    assert_eq!(stats.pushpull_timed_out, 2, "{stats:?}");
+    assert_eq!(stats.dropped_undecryptable, 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_caps_are_refused_while_members_converge() {
+    use tokio::io::AsyncWriteExt;
+    let (a, b, c) = cluster().await;
+    let limits = PushPullLimits::default();
+
+    // --- 1. strangers on 10 addresses open 6 silent connections each: each address gets its
+    //        share, the first 8 fill the total, the rest are refused at once.
+    let mut held = Vec::new();
+    for host in 10..20u8 {
+        for _ in 0..6 {
+            held.push(connect_from([127, 0, 0, host], a.db.bound()).await);
+        }
+    }
+    // At most 32 of the 60 get in (fewer if a member's push-pull holds a place meanwhile).
+    let over = 60 - limits.max_connections as u64;
+    eventually("refusals counted", Duration::from_secs(5), || {
+        let s = a.db.stats();
+        s.pushpull_refused_source >= 1
+            && s.pushpull_refused_busy >= 6
+            && s.pushpull_refused_source + s.pushpull_refused_busy >= over
+    })
+    .await;
+
+    // --- 2. meanwhile the members converge (broadcasts do not need push-pull)
+    b.db.put_endpoint(ep("n1", "t2", "b", 2));
+    eventually("b's endpoint everywhere", Duration::from_secs(5), || {
+        [&a, &c].iter().all(|n| ids(&n.db, "n1") == ["t2"])
+    })
+    .await;
+
+    // --- 3. the silent ones are dropped at the header deadline, freeing their places: a late
+    //        joiner gets the whole table through a.
+    for s in &mut held {
+        let within = frame::HEADER_DEADLINE + Duration::from_secs(5);
+        closed_by_peer(s, within, "silent connection").await;
+    }
+    drop(held);
+    assert!(a.db.stats().pushpull_timed_out >= 1);
+    let d = node("d", vec![KEY]).await;
+    d.db.join_network("n1");
+    d.db.join(&[a.db.bound()]).await.expect("d joins via a");
+    assert_eq!(ids(&d.db, "n1"), ["t2"]);
+
+    // --- 4. a source opening connections one after the other faster than its rate
+    for _ in 0..limits.per_source_burst * 3 {
+        let mut s = connect_from([127, 0, 0, 30], a.db.bound()).await;
+        let _ = s.write_all(&[0; frame::HEADER_LEN]).await;
+        closed_by_peer(&mut s, Duration::from_secs(5), "garbage header").await;
+    }
+    let s = a.db.stats();
+    assert!(s.pushpull_refused_rate >= 1, "{s:?}");
+}
