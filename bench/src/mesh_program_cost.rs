@@ -61,8 +61,9 @@ const VNI: u32 = 4096;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 /// Single runs: distinct flows (client ports from `FIRST_PORT`), each sent once per path.
-/// Four flow entries each (forward and reply, ingress and host mode), well under the mesh's
-/// flow map capacity, so none is evicted.
+/// Four flow entries each (forward and reply, ingress and host mode): the ingress flows are
+/// confirmed by their client's ACK, the host-mode ones (one datagram each way) stay
+/// unconfirmed; under each table's capacity, so none is evicted.
 const FLOWS: u16 = 20_000;
 const FIRST_PORT: u16 = 20_000;
 /// What a data segment or datagram carries (about an HTTP request, a DNS answer).
@@ -179,7 +180,7 @@ fn repeated(dp: &Dataplane) -> anyhow::Result<()> {
 }
 
 /// The measured paths of the single runs, in the order they run for each flow.
-const PATHS: [(&str, &str, &str); 5] = [
+const PATHS: [(&str, &str, &str); 6] = [
     (
         "ingress: new connection (SYN)",
         programs::XDP_UNDERLAY,
@@ -189,6 +190,11 @@ const PATHS: [(&str, &str, &str); 5] = [
         "ingress reply: the task's SYN-ACK",
         programs::TC_MESH_REPLY,
         programs::TC_PARSE_FLOOR,
+    ),
+    (
+        "ingress: the client's first ACK (confirms)",
+        programs::XDP_UNDERLAY,
+        programs::XDP_FLOOR,
     ),
     (
         "ingress: established (data segment)",
@@ -210,12 +216,13 @@ const PATHS: [(&str, &str, &str); 5] = [
 /// One run per flow and path, `FLOWS` flows, each path's floor on the same frame.
 fn single(dp: &Dataplane) -> anyhow::Result<()> {
     let before = Counted::read(dp)?;
-    let mut floors: [Vec<Duration>; 5] = Default::default();
-    let mut measured: [Vec<Duration>; 5] = Default::default();
+    let mut floors: [Vec<Duration>; 6] = Default::default();
+    let mut measured: [Vec<Duration>; 6] = Default::default();
     for port in (FIRST_PORT..).take(usize::from(FLOWS)) {
         let frames = [
             tcp(CLIENT, NODE, port, PUBLISHED, Segment::Syn),
             tcp(TASK, INGRESS_ADDR, TARGET, port, Segment::SynAck),
+            tcp(CLIENT, NODE, port, PUBLISHED, Segment::Data),
             tcp(CLIENT, NODE, port, PUBLISHED, Segment::Data),
             udp(CLIENT, NODE, port, HOST_PUBLISHED),
             udp(HOST_TASK, CLIENT, HOST_TARGET, port),
@@ -231,8 +238,9 @@ fn single(dp: &Dataplane) -> anyhow::Result<()> {
     let want = Counted {
         forwarded: 2 * flows,
         replied: 2 * flows,
+        confirmed: flows,
         flows: 2 * flows,
-        packets: 5 * flows,
+        packets: 6 * flows,
         other_events: 0,
     };
     Counted::read(dp)?.expect_since(before, want, "single runs")?;
@@ -263,7 +271,7 @@ fn check(i: usize, out: &TestRunOutcome, len: usize, port: u16) -> anyhow::Resul
     let data = &out.data_out;
     match i {
         // Ingress: NAT-ed to the task and wrapped in VXLAN to our own VTEP.
-        0 | 2 => {
+        0 | 2 | 3 => {
             let inner = data.get(VXLAN_OVERHEAD..).context("short frame")?;
             ensure!(
                 out.return_value == XDP_PASS
@@ -277,7 +285,7 @@ fn check(i: usize, out: &TestRunOutcome, len: usize, port: u16) -> anyhow::Resul
             );
         }
         // Host mode: DNAT to the task, passed to the kernel.
-        3 => ensure!(
+        4 => ensure!(
             out.return_value == XDP_PASS
                 && data.len() == len
                 && ip(data, IP_SRC)? == CLIENT
@@ -298,12 +306,15 @@ fn check(i: usize, out: &TestRunOutcome, len: usize, port: u16) -> anyhow::Resul
 }
 
 /// What the mesh and the load balancer counted: new flows balanced (`Forwarded`), answers
-/// un-NAT-ed (`Replied`), every other mesh event (drops; no measured path may cause one), and
+/// un-NAT-ed (`Replied`), flows confirmed (`Confirmed`), every other mesh event (drops; no measured path may cause one), and
 /// the load balancer's packets and new flows over all frontends.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Counted {
     forwarded: u64,
     replied: u64,
+    /// Flows confirmed (the client's ACK of the SYN-ACK): ingress TCP only, as the host-mode
+    /// UDP flows see one datagram each way.
+    confirmed: u64,
     other_events: u64,
     packets: u64,
     flows: u64,
@@ -316,6 +327,7 @@ impl Counted {
             match event {
                 MeshEvent::Forwarded => counted.forwarded += n,
                 MeshEvent::Replied => counted.replied += n,
+                MeshEvent::Confirmed => counted.confirmed += n,
                 _ => counted.other_events += n,
             }
         }
@@ -331,6 +343,7 @@ impl Counted {
         let counted = Counted {
             forwarded: self.forwarded - before.forwarded,
             replied: self.replied - before.replied,
+            confirmed: self.confirmed - before.confirmed,
             other_events: self.other_events - before.other_events,
             packets: self.packets - before.packets,
             flows: self.flows - before.flows,

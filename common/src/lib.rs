@@ -33,5 +33,6 @@ pub const PINNED_MAPS: &[&str] = &[
     mesh::PORTS_MAP,
     mesh::VTEPS_MAP,
     mesh::FLOWS_MAP,
+    mesh::UNCONFIRMED_MAP,
     mesh::EVENTS_MAP,
 ];

@@ -26,9 +26,31 @@
 //! SHOAL_MESH_ADDRS  HASH      node address             -> u32 (1): where ports are published
 //! SHOAL_MESH_PORTS  HASH      PortKey{port, proto}     -> PublishedPort
 //! SHOAL_MESH_VTEPS  HASH      backend address          -> its node's VTEP (ingress backends)
-//! SHOAL_MESH_FLOWS  LRU_HASH  lb::FlowKey              -> MeshFlow (forward and reply entries)
+//! SHOAL_MESH_FLOWS  LRU_HASH  lb::FlowKey              -> MeshFlow (confirmed flows: forward
+//!                                                         and reply entries)
+//! SHOAL_MESH_UNCONFIRMED LRU_HASH lb::FlowKey         -> MeshFlow (new flows, not confirmed
+//!                                                         by their client yet)
 //! SHOAL_MESH_EVENTS PERCPU_ARRAY MeshEvent             -> u64
 //! ```
+//!
+//! # Two flow tables: a flood of spoofed SYNs cannot push out established connections
+//!
+//! A new flow's two entries go into [`UNCONFIRMED_MAP`] first. They move to [`FLOWS_MAP`]
+//! (the flow is *confirmed*) when the client shows it receives what its task sends: for TCP,
+//! the client's first segment after the task's SYN-ACK acknowledging that SYN-ACK (its ACK
+//! number within [`CONFIRM_ACK_WINDOW`] of the task's ISN + 1, which a blind spoofer cannot
+//! know); for UDP, the client's next datagram after the task's first answer. Not the task's
+//! SYN-ACK alone: the task answers spoofed SYNs too (the mesh is a NAT, not the endpoint), so
+//! that would let a flood into the confirmed table. Packets of an unconfirmed flow are
+//! balanced and NAT-ed exactly like a confirmed one's; only where the entries live differs.
+//!
+//! So a SYN flood from spoofed sources only churns the unconfirmed table (an LRU of its own,
+//! [`MAX_UNCONFIRMED_ENTRIES`]), and the agent forgets what it leaves within seconds (the
+//! client quiet for 5 s, TCP; 30 s, UDP). A real client's handshake survives a
+//! flood as long as fewer than that many new entries arrive during its round trip. Why not
+//! SYN cookies in XDP: the mesh forwards the SYN to a task that picks its own ISN, so
+//! answering with a cookie would make the mesh a SYN proxy that translates every later
+//! segment's sequence numbers; the second table needs no per-packet work on confirmed flows.
 //!
 //! Byte order as in `shoal_common::lb`: addresses and ports in network order, the rest host
 //! order. Forward entries are keyed by what the client sends (`client -> node:P`, direction
@@ -48,10 +70,15 @@ pub const ADDRS_MAP: &str = "SHOAL_MESH_ADDRS";
 pub const PORTS_MAP: &str = "SHOAL_MESH_PORTS";
 /// Map `SHOAL_MESH_VTEPS`: `HASH`, key a task's ingress address -> its node's VTEP address.
 pub const VTEPS_MAP: &str = "SHOAL_MESH_VTEPS";
-/// Map `SHOAL_MESH_FLOWS`: `LRU_HASH`, key `lb::FlowKey` -> [`MeshFlow`]. Same lifetime rules
-/// as the VIP flows: an open TCP connection is never cut for being quiet; the agent forgets
-/// closed TCP flows and idle UDP ones.
+/// Map `SHOAL_MESH_FLOWS`: `LRU_HASH`, key `lb::FlowKey` -> [`MeshFlow`]: confirmed flows.
+/// Same lifetime rules as the VIP flows: an open TCP connection is never cut for being quiet;
+/// the agent forgets closed TCP flows and idle UDP ones.
 pub const FLOWS_MAP: &str = "SHOAL_MESH_FLOWS";
+/// Map `SHOAL_MESH_UNCONFIRMED`: `LRU_HASH`, key `lb::FlowKey` -> [`MeshFlow`]: new flows
+/// not yet confirmed by their client (see the module docs). Same keys and values as
+/// [`FLOWS_MAP`]; a key is in one of the two. The agent forgets a flow here whose client has
+/// been quiet for seconds.
+pub const UNCONFIRMED_MAP: &str = "SHOAL_MESH_UNCONFIRMED";
 /// Map `SHOAL_MESH_EVENTS`: `PERCPU_ARRAY`, index [`MeshEvent`] -> `u64` occurrences.
 pub const EVENTS_MAP: &str = "SHOAL_MESH_EVENTS";
 
@@ -62,8 +89,16 @@ pub const MAX_ADDRS: u32 = 64;
 pub const MAX_PORTS: u32 = 16_384;
 /// Ingress backends a node can know the VTEP of.
 pub const MAX_VTEPS: u32 = 131_072;
-/// Flow entries (two per flow).
+/// Confirmed flow entries (two per flow).
 pub const MAX_FLOW_ENTRIES: u32 = 131_072;
+/// Unconfirmed flow entries (two per flow): what a flood churns. A client's handshake is lost
+/// to a flood only if this many new entries arrive within its round trip.
+pub const MAX_UNCONFIRMED_ENTRIES: u32 = 65_536;
+/// How far past the task's ISN + 1 the ACK number of the segment that confirms a TCP flow may
+/// be: the handshake's ACK carries ISN + 1 exactly, but a task using TCP Fast Open may send
+/// data with or right after its SYN-ACK, which the client's first ACK then covers too. A
+/// blind spoofer guesses it once in 65,536 tries.
+pub const CONFIRM_ACK_WINDOW: u32 = 65_535;
 
 /// The largest IPv4 packet that fits the `ingress` overlay (its MTU). Larger ones are dropped
 /// and counted ([`MeshEvent::TooBig`]); TCP never sends them, its MSS comes from the task.
@@ -173,15 +208,23 @@ pub struct MeshFlow {
     pub backend_id: u32,
     /// `lb` service (the frontend's).
     pub service_id: u32,
-    /// TCP: the client's ISN (a SYN with another one is a new connection). 0 for UDP.
+    /// TCP, forward: the client's ISN (a SYN with another one is a new connection). TCP,
+    /// reply: the task's ISN, from its SYN-ACK (0 until then), which the client's ACK must
+    /// acknowledge to confirm the flow. As on the wire (network order). 0 for UDP.
     pub tcp_isn: u32,
-    /// `lb::FLOW_FIN` / `lb::FLOW_RST` seen in this direction.
+    /// `lb::FLOW_FIN` / `lb::FLOW_RST` seen in this direction, and [`FLOW_UNREPLIED`].
     pub flags: u32,
     /// [`MODE_INGRESS`] or [`MODE_HOST`].
     pub mode: u8,
     pub pad: [u8; 7],
 }
 const _: () = assert!(core::mem::size_of::<MeshFlow>() == 48);
+
+/// [`MeshFlow::flags`] of a reply entry (beside `lb::FLOW_FIN` and `lb::FLOW_RST`): the task
+/// has not answered yet. Set when the flow is opened, cleared by the task's first answer (for
+/// TCP its SYN-ACK). Entries written before the flag existed never carry it, so they count as
+/// answered, as they were treated then.
+pub const FLOW_UNREPLIED: u32 = 4;
 
 /// What the mesh programs count besides traffic. The discriminant indexes [`EVENTS_MAP`].
 #[repr(u32)]
@@ -205,11 +248,32 @@ pub enum MeshEvent {
     NoRoute = 6,
     /// No free NAT port for a new connection: dropped.
     NatPortsExhausted = 7,
+    /// New flows confirmed by their client (see the module docs): moved to the confirmed
+    /// table.
+    Confirmed = 8,
+    /// Confirmed flow entries the programs removed themselves: their task went away, or their
+    /// client's port began a new connection.
+    Forgotten = 9,
+    // The agent counts the rest, in this same map so that they outlive it as the programs'
+    // counters do: flow entries (two per flow) removed by its expiry every few seconds, and
+    // those that went without it (an LRU takes its least recently used entry when full).
+    /// Confirmed flow entries the agent's expiry removed: closed TCP, idle UDP, lone replies.
+    Expired = 10,
+    /// Confirmed flow entries the LRU took: they vanished between two expiry rounds without
+    /// the programs or the agent removing them. Established flows lost to a full table (an
+    /// estimate: an entry made and evicted between two rounds is not seen).
+    Evicted = 11,
+    /// Unconfirmed flow entries the agent's expiry removed: the client never confirmed (a
+    /// spoofed SYN, a client that went away), or a one-off UDP exchange ended.
+    UnconfirmedExpired = 12,
+    /// Unconfirmed flow entries the LRU took before they were confirmed or expired: a flood
+    /// fills the unconfirmed table faster than the agent's expiry empties it.
+    UnconfirmedEvicted = 13,
 }
 
 impl MeshEvent {
     /// Every event, in index order.
-    pub const ALL: [MeshEvent; 8] = [
+    pub const ALL: [MeshEvent; 14] = [
         Self::Forwarded,
         Self::Replied,
         Self::NoBackend,
@@ -218,6 +282,12 @@ impl MeshEvent {
         Self::TooBig,
         Self::NoRoute,
         Self::NatPortsExhausted,
+        Self::Confirmed,
+        Self::Forgotten,
+        Self::Expired,
+        Self::Evicted,
+        Self::UnconfirmedExpired,
+        Self::UnconfirmedEvicted,
     ];
 
     /// The event's name as shown to operators (metrics labels).
@@ -231,6 +301,12 @@ impl MeshEvent {
             Self::TooBig => "too_big",
             Self::NoRoute => "no_route",
             Self::NatPortsExhausted => "nat_ports_exhausted",
+            Self::Confirmed => "confirmed",
+            Self::Forgotten => "forgotten",
+            Self::Expired => "expired",
+            Self::Evicted => "evicted",
+            Self::UnconfirmedExpired => "unconfirmed_expired",
+            Self::UnconfirmedEvicted => "unconfirmed_evicted",
         }
     }
 }

@@ -1,6 +1,11 @@
 //! When a flow's conntrack entries may be forgotten, for VIP and published-port flows alike:
 //! a closed TCP flow after a linger, a UDP flow after minutes of quiet, an open TCP flow never;
-//! which entry is a flow's other half; and the monotonic clock the programs stamp entries with.
+//! a published port's unconfirmed flow (its client never answered its task: a spoofed SYN)
+//! within seconds; which entry is a flow's other half; what vanished between two expiry
+//! rounds without expiry (the LRU's evictions); and the monotonic clock the programs stamp
+//! entries with.
+
+use std::collections::{HashMap, HashSet};
 
 use shoal_common::lb::{FLOW_FIN, FLOW_FORWARD, FLOW_REPLY, FLOW_RST, FlowKey, FlowState};
 
@@ -10,6 +15,16 @@ pub const CLOSED_FLOW_LINGER: u64 = 10_000_000_000;
 /// How long a UDP flow may be quiet before it is forgotten (its next datagram is balanced
 /// again): UDP has no close to wait for.
 pub const UDP_FLOW_IDLE: u64 = 300_000_000_000;
+
+/// How long the client of an unconfirmed TCP flow (a published port's flow not yet in the
+/// confirmed table, see `shoal_common::mesh`) may be quiet before the flow is forgotten: a
+/// real client answers its task's SYN-ACK within a round trip, and retransmits its SYN after
+/// 1, 2 and 4 s (RFC 6298), so 5 s forgets a spoofed SYN soon while a slow handshake keeps its
+/// task. Conntrack's SYN_SENT state plays the same part.
+pub const UNCONFIRMED_TCP_IDLE: u64 = 5_000_000_000;
+/// As [`UNCONFIRMED_TCP_IDLE`] for UDP: a client that sent once (a query answered, or spoofed)
+/// and not since. Conntrack's unreplied/unassured UDP timeout.
+pub const UNCONFIRMED_UDP_IDLE: u64 = 30_000_000_000;
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_coarse_ns` reads.
 pub fn monotonic_now_ns() -> u64 {
@@ -71,9 +86,72 @@ pub(crate) fn flow_is_over(
     (reset || fin_both) && quiet >= CLOSED_FLOW_LINGER
 }
 
+/// Whether an unconfirmed flow may be forgotten: its client (the forward entry, `last_seen_ns`)
+/// has been quiet for [`UNCONFIRMED_TCP_IDLE`] or [`UNCONFIRMED_UDP_IDLE`]. Its task's answers
+/// do not count: a task retransmits its SYN-ACK to a spoofed client for a minute.
+pub(crate) fn unconfirmed_is_over(proto: u8, client_last_seen_ns: u64, now_ns: u64) -> bool {
+    let idle = if proto == 6 {
+        UNCONFIRMED_TCP_IDLE
+    } else {
+        UNCONFIRMED_UDP_IDLE
+    };
+    now_ns.saturating_sub(client_last_seen_ns) >= idle
+}
+
+/// The keys of a flow table the last expiry round left in place, to tell at the next round
+/// what vanished in between without expiry: what an LRU map evicted (it says nothing itself).
+#[derive(Debug, Default)]
+pub(crate) struct LeftInPlace {
+    pub confirmed: HashSet<FlowKey>,
+    pub unconfirmed: HashSet<FlowKey>,
+    /// The programs' own removals from the confirmed table so far (a counter).
+    pub forgotten: u64,
+}
+
+/// Entries evicted since the last round, by table (an estimate: entries made and evicted
+/// within one round are not seen, and the programs' removals are subtracted by count).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Evicted {
+    pub confirmed: u64,
+    pub unconfirmed: u64,
+}
+
+impl LeftInPlace {
+    /// What went from each table since this was taken, other than by the programs: from the
+    /// confirmed table, less what the programs removed (`forgotten_now` minus the count then);
+    /// from the unconfirmed table, less what was confirmed (now in the confirmed table).
+    pub(crate) fn evicted_since<V>(
+        &self,
+        confirmed: &HashMap<FlowKey, V>,
+        unconfirmed: &HashMap<FlowKey, V>,
+        forgotten_now: u64,
+    ) -> Evicted {
+        let gone = self
+            .confirmed
+            .iter()
+            .filter(|k| !confirmed.contains_key(k))
+            .count() as u64;
+        let removed_by_programs = forgotten_now.saturating_sub(self.forgotten);
+        let unconfirmed_gone = self
+            .unconfirmed
+            .iter()
+            .filter(|k| !unconfirmed.contains_key(k) && !confirmed.contains_key(k))
+            .count() as u64;
+        Evicted {
+            confirmed: gone.saturating_sub(removed_by_programs),
+            unconfirmed: unconfirmed_gone,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{CLOSED_FLOW_LINGER, FlowState, UDP_FLOW_IDLE, flow_is_over, partner};
+    use std::collections::{HashMap, HashSet};
+
+    use super::{
+        CLOSED_FLOW_LINGER, Evicted, FlowState, LeftInPlace, UDP_FLOW_IDLE, UNCONFIRMED_TCP_IDLE,
+        UNCONFIRMED_UDP_IDLE, flow_is_over, partner, unconfirmed_is_over,
+    };
     use shoal_common::lb::{FLOW_FIN, FLOW_FORWARD, FLOW_REPLY, FLOW_RST, FlowKey};
 
     #[test]
@@ -192,5 +270,46 @@ mod tests {
             Some(&seen(7, 0)),
             UDP_FLOW_IDLE + 7
         ));
+    }
+
+    #[test]
+    fn unconfirmed_flows_go_once_their_client_is_quiet_for_seconds() {
+        let t = 1_000;
+        assert!(!unconfirmed_is_over(6, t, t + UNCONFIRMED_TCP_IDLE - 1));
+        assert!(unconfirmed_is_over(6, t, t + UNCONFIRMED_TCP_IDLE));
+        assert!(!unconfirmed_is_over(17, t, t + UNCONFIRMED_TCP_IDLE));
+        assert!(unconfirmed_is_over(17, t, t + UNCONFIRMED_UDP_IDLE));
+    }
+
+    #[test]
+    fn what_vanished_without_expiry_counts_as_evicted() {
+        let key = |port: u16| shoal_common::lb::FlowKey {
+            src_port: port,
+            ..Default::default()
+        };
+        let left = LeftInPlace {
+            confirmed: HashSet::from([key(1), key(2), key(3)]),
+            unconfirmed: HashSet::from([key(10), key(11), key(12)]),
+            forgotten: 5,
+        };
+        // Confirmed: 2 and 3 went, one of them removed by the programs. Unconfirmed: 10 was
+        // confirmed (now in the confirmed table), 11 went.
+        let confirmed = HashMap::from([(key(1), ()), (key(10), ())]);
+        let unconfirmed = HashMap::from([(key(12), ())]);
+        assert_eq!(
+            left.evicted_since(&confirmed, &unconfirmed, 6),
+            Evicted {
+                confirmed: 1,
+                unconfirmed: 1
+            }
+        );
+        assert_eq!(
+            left.evicted_since(&confirmed, &unconfirmed, 9),
+            Evicted {
+                confirmed: 0,
+                unconfirmed: 1
+            },
+            "never below zero"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! [`Mesh`]: the userspace side of published ports. It keeps the maps of `shoal_common::mesh`
 //! equal to a desired [`MeshTable`] (this node's settings and addresses, the published ports,
-//! the ingress backends' VTEPs), reads the events and forgets flows that are over.
+//! the ingress backends' VTEPs), reads the events and forgets flows that are over, in both
+//! flow tables (confirmed, and unconfirmed: what a SYN flood fills), counting what its expiry
+//! removed and what the LRU took.
 //!
 //! Which tasks serve a port is not here: a port's frontend is an entry of the VIP load
 //! balancer ([`crate::LoadBalancer`]), whose backends and round robin it shares.
@@ -8,20 +10,23 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
+    path::Path,
 };
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use shoal_common::{
     lb::{FLOW_FORWARD, FlowKey, FlowState},
     mesh::{
         ADDRS_MAP, CONFIG_MAP, EVENTS_MAP, FLOWS_MAP, MeshConfig, MeshEvent, MeshFlow, PORTS_MAP,
-        PortKey, PublishedPort, VTEPS_MAP,
+        PortKey, PublishedPort, UNCONFIRMED_MAP, VTEPS_MAP,
     },
 };
+use tracing::warn;
 
+pub use crate::flow_lifetime::{UNCONFIRMED_TCP_IDLE, UNCONFIRMED_UDP_IDLE};
 use crate::{
     error::Error,
-    flow_lifetime::{CLOSED_FLOW_LINGER, flow_is_over},
+    flow_lifetime::{CLOSED_FLOW_LINGER, LeftInPlace, flow_is_over, unconfirmed_is_over},
     maps::{addr, map_error, octets, take},
 };
 
@@ -43,8 +48,14 @@ pub struct Mesh {
     addrs: HashMap<MapData, u32, u32>,
     ports: HashMap<MapData, PortKey, PublishedPort>,
     vteps: HashMap<MapData, u32, u32>,
+    /// Confirmed flows.
     flows: HashMap<MapData, FlowKey, MeshFlow>,
+    /// New flows not confirmed by their client yet.
+    unconfirmed: HashMap<MapData, FlowKey, MeshFlow>,
     events: PerCpuArray<MapData, u64>,
+    /// What the last expiry round left in both flow tables: what is gone at the next round
+    /// without the programs or the expiry removing it, the LRU took.
+    left_in_place: Option<LeftInPlace>,
 }
 
 impl Mesh {
@@ -57,8 +68,11 @@ impl Mesh {
             ports: HashMap::try_from(take(ebpf, PORTS_MAP)?).map_err(map_error(PORTS_MAP))?,
             vteps: HashMap::try_from(take(ebpf, VTEPS_MAP)?).map_err(map_error(VTEPS_MAP))?,
             flows: HashMap::try_from(take(ebpf, FLOWS_MAP)?).map_err(map_error(FLOWS_MAP))?,
+            unconfirmed: HashMap::try_from(take(ebpf, UNCONFIRMED_MAP)?)
+                .map_err(map_error(UNCONFIRMED_MAP))?,
             events: PerCpuArray::try_from(take(ebpf, EVENTS_MAP)?)
                 .map_err(map_error(EVENTS_MAP))?,
+            left_in_place: None,
         })
     }
 
@@ -106,65 +120,217 @@ impl Mesh {
         Ok(())
     }
 
-    /// How often each event happened, summed over CPUs.
+    /// How often each event happened, summed over CPUs (the agent's counts included).
     pub fn events(&self) -> Result<Vec<(MeshEvent, u64)>, Error> {
         MeshEvent::ALL
             .iter()
-            .map(|event| {
-                let per_cpu = self
-                    .events
-                    .get(&(*event as u32), 0)
-                    .map_err(map_error(EVENTS_MAP))?;
-                Ok((*event, per_cpu.iter().sum()))
-            })
+            .map(|event| Ok((*event, self.event(*event)?)))
             .collect()
     }
 
-    /// Flow entries now in the map (both directions), for tests and diagnostics.
-    pub fn flow_entries(&self) -> Result<Vec<(FlowKey, MeshFlow)>, Error> {
-        self.flows
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(map_error(FLOWS_MAP))
+    /// One event's per-CPU counts, or `None` if the map has no entry for it: a map pinned by
+    /// an older agent, made when there were fewer events (an array lookup past its end is
+    /// `ENOENT`; the programs' counts of it are lost the same way, silently).
+    fn per_cpu(&self, event: MeshEvent) -> Result<Option<Vec<u64>>, Error> {
+        match self.events.get(&(event as u32), 0) {
+            Ok(values) => Ok(Some(values.to_vec())),
+            Err(aya::maps::MapError::SyscallError(e))
+                if e.io_error.raw_os_error() == Some(nix::libc::ENOENT) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(map_error(EVENTS_MAP)(e)),
+        }
     }
 
-    /// Forgets the flows that are over, by the VIP flows' rules (closed TCP after a linger,
-    /// UDP after minutes of quiet; open TCP never). Returns how many entries went.
+    fn event(&self, event: MeshEvent) -> Result<u64, Error> {
+        Ok(self
+            .per_cpu(event)?
+            .unwrap_or_default()
+            .into_iter()
+            .fold(0, u64::wrapping_add))
+    }
+
+    /// Adds `n` to one of the events the agent counts ([`MeshEvent::Expired`] and the three
+    /// after it), on the first CPU's slot: the programs never write these. The agent is the only writer, so read-add-write is safe.
+    fn count(&mut self, event: MeshEvent, n: u64) -> Result<(), Error> {
+        let index = event as u32;
+        let Some(mut values) = self.per_cpu(event)?.filter(|_| n > 0) else {
+            return Ok(());
+        };
+        if let Some(first) = values.first_mut() {
+            *first = first.wrapping_add(n);
+        }
+        let values = PerCpuValues::try_from(values).map_err(|source| Error::Io {
+            what: "building per-CPU values",
+            path: EVENTS_MAP.into(),
+            source,
+        })?;
+        self.events
+            .set(index, values, 0)
+            .map_err(map_error(EVENTS_MAP))
+    }
+
+    /// Confirmed flow entries now in the map (both directions), for tests and diagnostics.
+    pub fn flow_entries(&self) -> Result<Vec<(FlowKey, MeshFlow)>, Error> {
+        list(&self.flows, FLOWS_MAP)
+    }
+
+    /// Unconfirmed flow entries now in the map (both directions), for tests and diagnostics.
+    pub fn unconfirmed_flow_entries(&self) -> Result<Vec<(FlowKey, MeshFlow)>, Error> {
+        list(&self.unconfirmed, UNCONFIRMED_MAP)
+    }
+
+    /// Forgets the flows that are over: confirmed ones by the VIP flows' rules (closed TCP
+    /// after a linger, UDP after minutes of quiet; open TCP never), unconfirmed ones once
+    /// their client has been quiet for seconds (see `flow_lifetime`). Counts what went
+    /// ([`MeshEvent::Expired`], [`MeshEvent::UnconfirmedExpired`]) and what the LRU took since
+    /// the last round ([`MeshEvent::Evicted`], [`MeshEvent::UnconfirmedEvicted`]). Returns how
+    /// many entries went.
     pub fn expire_flows(&mut self, now_ns: u64) -> Result<usize, Error> {
-        let entries: std::collections::HashMap<FlowKey, MeshFlow> =
+        let forgotten = self.event(MeshEvent::Forgotten)?;
+        let confirmed: std::collections::HashMap<FlowKey, MeshFlow> =
             self.flow_entries()?.into_iter().collect();
-        let partnered: std::collections::HashSet<FlowKey> = entries
-            .iter()
-            .filter(|(k, _)| k.direction == FLOW_FORWARD)
-            .map(|(k, f)| reply_key(k.proto, f))
-            .collect();
-        let mut expired = Vec::new();
-        for (key, flow) in &entries {
-            if key.direction != FLOW_FORWARD {
-                // A reply entry is looked at from its forward entry; alone, it only lingers.
-                let alone = !partnered.contains(key);
-                if alone && now_ns.saturating_sub(flow.last_seen_ns) >= CLOSED_FLOW_LINGER {
-                    expired.push(*key);
-                }
-                continue;
+        let unconfirmed: std::collections::HashMap<FlowKey, MeshFlow> =
+            self.unconfirmed_flow_entries()?.into_iter().collect();
+        let evicted = self
+            .left_in_place
+            .as_ref()
+            .map(|left| left.evicted_since(&confirmed, &unconfirmed, forgotten))
+            .unwrap_or_default();
+        let expired = remove(&mut self.flows, expired_confirmed(&confirmed, now_ns));
+        let expired_unconfirmed = remove(
+            &mut self.unconfirmed,
+            expired_unconfirmed(&unconfirmed, now_ns),
+        );
+        self.left_in_place = Some(LeftInPlace {
+            confirmed: confirmed
+                .into_keys()
+                .filter(|k| !expired.contains(k))
+                .collect(),
+            unconfirmed: unconfirmed
+                .into_keys()
+                .filter(|k| !expired_unconfirmed.contains(k))
+                .collect(),
+            forgotten,
+        });
+        for (event, n) in [
+            (MeshEvent::Expired, expired.len()),
+            (MeshEvent::UnconfirmedExpired, expired_unconfirmed.len()),
+            (MeshEvent::Evicted, evicted.confirmed as usize),
+            (MeshEvent::UnconfirmedEvicted, evicted.unconfirmed as usize),
+        ] {
+            // Counting never stands in the way of forgetting flows.
+            if let Err(e) = self.count(event, n as u64) {
+                warn!(event = event.name(), error = ?e, "counting flow expiry");
             }
-            let partner_key = reply_key(key.proto, flow);
-            let partner = entries.get(&partner_key).map(as_flow_state);
-            if flow_is_over(key.proto, &as_flow_state(flow), partner.as_ref(), now_ns) {
+        }
+        Ok(expired.len() + expired_unconfirmed.len())
+    }
+}
+
+/// The confirmed entries that are over: both entries of a flow that is over, and reply
+/// entries left alone (their forward entry gone) for [`CLOSED_FLOW_LINGER`].
+fn expired_confirmed(
+    entries: &std::collections::HashMap<FlowKey, MeshFlow>,
+    now_ns: u64,
+) -> Vec<FlowKey> {
+    let partnered: std::collections::HashSet<FlowKey> = entries
+        .iter()
+        .filter(|(k, _)| k.direction == FLOW_FORWARD)
+        .map(|(k, f)| reply_key(k.proto, f))
+        .collect();
+    let mut expired = Vec::new();
+    for (key, flow) in entries {
+        if key.direction != FLOW_FORWARD {
+            // A reply entry is looked at from its forward entry; alone, it only lingers.
+            let alone = !partnered.contains(key);
+            if alone && now_ns.saturating_sub(flow.last_seen_ns) >= CLOSED_FLOW_LINGER {
                 expired.push(*key);
-                if partner.is_some() {
+            }
+            continue;
+        }
+        let partner_key = reply_key(key.proto, flow);
+        let partner = entries.get(&partner_key).map(as_flow_state);
+        if flow_is_over(key.proto, &as_flow_state(flow), partner.as_ref(), now_ns) {
+            expired.push(*key);
+            if partner.is_some() {
+                expired.push(partner_key);
+            }
+        }
+    }
+    expired
+}
+
+/// The unconfirmed entries that are over: both entries of a flow whose client has been quiet
+/// too long, and reply entries whose forward entry is gone, as long after their last answer.
+fn expired_unconfirmed(
+    entries: &std::collections::HashMap<FlowKey, MeshFlow>,
+    now_ns: u64,
+) -> Vec<FlowKey> {
+    let partnered: std::collections::HashSet<FlowKey> = entries
+        .iter()
+        .filter(|(k, _)| k.direction == FLOW_FORWARD)
+        .map(|(k, f)| reply_key(k.proto, f))
+        .collect();
+    let mut expired = Vec::new();
+    for (key, flow) in entries {
+        if key.direction == FLOW_FORWARD {
+            if unconfirmed_is_over(key.proto, flow.last_seen_ns, now_ns) {
+                expired.push(*key);
+                let partner_key = reply_key(key.proto, flow);
+                if entries.contains_key(&partner_key) {
                     expired.push(partner_key);
                 }
             }
+        } else if !partnered.contains(key)
+            && unconfirmed_is_over(key.proto, flow.last_seen_ns, now_ns)
+        {
+            expired.push(*key);
         }
-        let mut removed = 0;
-        for key in expired {
-            if self.flows.remove(&key).is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
+    expired
+}
+
+/// Removes `keys` from `map`; returns those that were there.
+fn remove(
+    map: &mut HashMap<MapData, FlowKey, MeshFlow>,
+    keys: Vec<FlowKey>,
+) -> std::collections::HashSet<FlowKey> {
+    keys.into_iter()
+        .filter(|key| map.remove(key).is_ok())
+        .collect()
+}
+
+fn list(
+    map: &HashMap<MapData, FlowKey, MeshFlow>,
+    name: &'static str,
+) -> Result<Vec<(FlowKey, MeshFlow)>, Error> {
+    map.iter()
+        .collect::<Result<_, _>>()
+        .map_err(map_error(name))
+}
+
+/// A node's flow tables as pinned under `pin_dir`, read from outside the agent (tests,
+/// diagnostics): its confirmed and its unconfirmed entries.
+pub fn pinned_flow_entries(pin_dir: &Path) -> Result<PinnedFlows, Error> {
+    let open = |name: &'static str| -> Result<Vec<(FlowKey, MeshFlow)>, Error> {
+        let data = MapData::from_pin(pin_dir.join(name)).map_err(map_error(name))?;
+        let map = HashMap::try_from(Map::from_map_data(data).map_err(map_error(name))?)
+            .map_err(map_error(name))?;
+        list(&map, name)
+    };
+    Ok(PinnedFlows {
+        confirmed: open(FLOWS_MAP)?,
+        unconfirmed: open(UNCONFIRMED_MAP)?,
+    })
+}
+
+/// What [`pinned_flow_entries`] read.
+#[derive(Clone, Debug, Default)]
+pub struct PinnedFlows {
+    pub confirmed: Vec<(FlowKey, MeshFlow)>,
+    pub unconfirmed: Vec<(FlowKey, MeshFlow)>,
 }
 
 /// The reply entry's key of a forward entry: what the task sends back, `task:target ->

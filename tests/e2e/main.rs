@@ -15,6 +15,7 @@ mod dns;
 mod gossip_bounds;
 mod lb_programs;
 mod mesh;
+mod mesh_flood;
 mod mesh_programs;
 mod networks;
 mod overlay;

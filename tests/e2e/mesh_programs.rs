@@ -2,9 +2,11 @@
 //! program (ingress mode: NAT both ways and VXLAN to the task's node; host mode: DNAT to the
 //! local task) and the reply program (tc) that undoes it, outputs compared with frames built
 //! by etherparse (whose checksums are computed from scratch, so they check the programs'
-//! incremental updates). Also what must pass untouched, what is dropped and counted, and
-//! closed flows forgotten while quiet open ones stay. The maps are programmed through the
-//! same `LoadBalancer` and `Mesh` the agent uses.
+//! incremental updates). Also what must pass untouched, what is dropped and counted, closed
+//! flows forgotten while quiet open ones stay, new flows confirmed by the client's ACK of its
+//! task's SYN-ACK (not by the SYN-ACK alone), and a SYN flood from spoofed sources churning
+//! only the unconfirmed table, never an established flow's entries. The maps are programmed
+//! through the same `LoadBalancer` and `Mesh` the agent uses.
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
@@ -100,6 +102,8 @@ struct Seg {
     seq: u32,
     syn: bool,
     ack: bool,
+    /// The acknowledgment number, when `ack`.
+    ack_no: u32,
     fin: bool,
 }
 
@@ -113,6 +117,7 @@ impl Seg {
             seq: 1000 + u32::from(sport),
             syn: true,
             ack: false,
+            ack_no: 0,
             fin: false,
         }
     }
@@ -127,6 +132,7 @@ impl Seg {
             seq,
             syn: true,
             ack: true,
+            ack_no: 77,
             fin: false,
         }
     }
@@ -142,12 +148,24 @@ impl Seg {
         self.frame(mac(LOCAL_TASK), mac(INGRESS_ADDR), b"")
     }
 
+    /// The client's next segment after its SYN, acknowledging nothing the task sent (what a
+    /// blind spoofer sends).
     fn data(self) -> Seg {
         Seg {
             seq: self.seq + 1,
             syn: false,
             ack: true,
+            ack_no: 77,
             ..self
+        }
+    }
+
+    /// The client's next segment after its SYN, acknowledging the task's SYN-ACK (ISN
+    /// `task_isn`): the handshake's ACK, which confirms the flow.
+    fn acking(self, task_isn: u32) -> Seg {
+        Seg {
+            ack_no: task_isn + 1,
+            ..self.data()
         }
     }
 
@@ -159,7 +177,7 @@ impl Seg {
             b = b.syn();
         }
         if self.ack {
-            b = b.ack(77);
+            b = b.ack(self.ack_no);
         }
         if self.fin {
             b = b.fin();
@@ -296,8 +314,9 @@ fn ingress_connections_are_nated_and_sent_in_vxlan_and_replies_undone() {
     );
     assert_eq!(event(&dp, MeshEvent::Replied), 1);
 
-    // --- 3. the connection's data stays on its task
-    let data = syn.data();
+    // --- 3. the client's ACK of the SYN-ACK, with data, stays on its task and confirms the
+    // flow
+    let data = syn.acking(5000);
     let out = dp
         .test_run(
             programs::XDP_UNDERLAY,
@@ -319,6 +338,7 @@ fn ingress_connections_are_nated_and_sent_in_vxlan_and_replies_undone() {
         .frame(mesh_mac(), mac(LOCAL_TASK), b"GET /")
     );
     assert_eq!(event(&dp, MeshEvent::Forwarded), 1, "not a new flow");
+    assert_eq!(event(&dp, MeshEvent::Confirmed), 1);
 
     // --- 4. the next connection is the remote task's turn. A test run has no ingress
     // interface to route from, so the route toward its node is missing: dropped, counted.
@@ -329,8 +349,11 @@ fn ingress_connections_are_nated_and_sent_in_vxlan_and_replies_undone() {
     assert_eq!(out.return_value, XDP_DROP);
     assert_eq!(event(&dp, MeshEvent::NoRoute), 1);
 
-    // --- 5. flow entries: forward and reply of the first connection
+    // --- 5. flow entries: forward and reply of the first connection, confirmed; the second
+    // one's, unconfirmed
+    assert_eq!(dp.mesh().unconfirmed_flow_entries().unwrap().len(), 2);
     let flows = dp.mesh().flow_entries().unwrap();
+    assert_eq!(flows.len(), 2);
     let reply = flows
         .iter()
         .find(|(k, _)| k.src_ip == raw(LOCAL_TASK) && k.dst_ip == raw(INGRESS_ADDR))
@@ -501,7 +524,12 @@ fn other_traffic_passes_untouched() {
 fn reset_for(seg: &Seg, payload_len: u32) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(NODE_MAC, CLIENT_MAC)
         .ipv4(seg.dst.octets(), seg.src.octets(), 64)
-        .tcp(seg.dport, seg.sport, if seg.ack { 77 } else { 0 }, 0)
+        .tcp(
+            seg.dport,
+            seg.sport,
+            if seg.ack { seg.ack_no } else { 0 },
+            0,
+        )
         .rst();
     let b = if seg.ack {
         b
@@ -588,17 +616,51 @@ fn bad_and_unservable_packets_are_dropped_or_refused_and_counted() {
     assert!(dp.mesh().flow_entries().unwrap().is_empty(), "no flow made");
 }
 
+/// Runs `frame` through `program` and checks the verdict.
+fn run(dp: &Dataplane, program: &'static str, frame: &[u8], verdict: u32, what: &str) {
+    let out = dp.test_run(program, frame, 1).unwrap();
+    assert_eq!(out.return_value, verdict, "{what}");
+}
+
+/// The local task's answer `task_isn` to `syn`, then the client's ACK of it: the handshake's
+/// last two steps through the mesh, which confirm the flow.
+fn complete_handshake(dp: &Dataplane, syn: Seg, task_isn: u32) {
+    let syn_ack = Seg::syn_ack_from_task(syn.sport, task_isn);
+    run(
+        dp,
+        programs::TC_MESH_REPLY,
+        &syn_ack.as_task_sends(),
+        TC_ACT_REDIRECT,
+        "SYN-ACK",
+    );
+    run(
+        dp,
+        programs::XDP_UNDERLAY,
+        &syn.acking(task_isn).as_client_sends(),
+        XDP_PASS,
+        "the handshake's ACK",
+    );
+}
+
+fn entries(dp: &Dataplane) -> (usize, usize) {
+    (
+        dp.mesh().flow_entries().unwrap().len(),
+        dp.mesh().unconfirmed_flow_entries().unwrap().len(),
+    )
+}
+
 #[test]
 fn closed_mesh_flows_are_forgotten_and_quiet_open_ones_kept() {
     let mut dp = mesh();
     // Two connections to the local task (slots 0 and 2; slot 1 is the remote task's turn,
-    // which a test run cannot route).
+    // which a test run cannot route, and never answers).
     let closing = Seg::syn(CLIENT, 42000, 8080);
-    assert_eq!(
-        dp.test_run(programs::XDP_UNDERLAY, &closing.as_client_sends(), 1)
-            .unwrap()
-            .return_value,
-        XDP_PASS
+    run(
+        &dp,
+        programs::XDP_UNDERLAY,
+        &closing.as_client_sends(),
+        XDP_PASS,
+        "SYN",
     );
     let _ = dp.test_run(
         programs::XDP_UNDERLAY,
@@ -606,51 +668,49 @@ fn closed_mesh_flows_are_forgotten_and_quiet_open_ones_kept() {
         1,
     );
     let open = Seg::syn(CLIENT, 42002, 8080);
-    assert_eq!(
-        dp.test_run(programs::XDP_UNDERLAY, &open.as_client_sends(), 1)
-            .unwrap()
-            .return_value,
-        XDP_PASS
+    run(
+        &dp,
+        programs::XDP_UNDERLAY,
+        &open.as_client_sends(),
+        XDP_PASS,
+        "SYN",
     );
+    complete_handshake(&dp, closing, 5000);
+    complete_handshake(&dp, open, 6000);
     // The client closes, then the task (its FIN goes through the reply program).
     let fin = Seg {
         fin: true,
-        ..closing.data()
+        ..closing.acking(5000)
     }
     .as_client_sends();
-    assert_eq!(
-        dp.test_run(programs::XDP_UNDERLAY, &fin, 1)
-            .unwrap()
-            .return_value,
-        XDP_PASS
-    );
+    run(&dp, programs::XDP_UNDERLAY, &fin, XDP_PASS, "client's FIN");
     let task_fin = Seg {
         syn: false,
         fin: true,
         ..Seg::syn_ack_from_task(42000, 5000)
     }
     .as_task_sends();
-    assert_eq!(
-        dp.test_run(programs::TC_MESH_REPLY, &task_fin, 1)
-            .unwrap()
-            .return_value,
-        TC_ACT_REDIRECT
+    run(
+        &dp,
+        programs::TC_MESH_REPLY,
+        &task_fin,
+        TC_ACT_REDIRECT,
+        "task's FIN",
     );
-    let entries = |dp: &Dataplane| dp.mesh().flow_entries().unwrap().len();
-    // Forward and reply entries of three flows (the unroutable one stored its entries too).
-    assert_eq!(entries(&dp), 6);
+    // Two confirmed flows; the unroutable one, unanswered, stored its entries too.
+    assert_eq!(entries(&dp), (4, 2));
 
-    // Right away nothing goes (a last ACK may still come); once quiet, the closed flow goes
-    // and the open ones, quiet as long, stay.
+    // Right away nothing goes (a last ACK may still come); once quiet, the closed flow goes,
+    // and the unconfirmed one, and the open one, quiet as long, stays.
     let now = shoal_dataplane::lb::monotonic_now_ns();
     assert_eq!(dp.mesh_mut().expire_flows(now).unwrap(), 0);
     let later = now + shoal_dataplane::lb::CLOSED_FLOW_LINGER + 1_000_000_000;
     assert_eq!(
         dp.mesh_mut().expire_flows(later).unwrap(),
-        2,
-        "the closed flow's two entries"
+        4,
+        "the closed flow's two entries, the unconfirmed flow's two"
     );
-    assert_eq!(entries(&dp), 4);
+    assert_eq!(entries(&dp), (2, 0));
     let open_left = dp
         .mesh()
         .flow_entries()
@@ -658,4 +718,224 @@ fn closed_mesh_flows_are_forgotten_and_quiet_open_ones_kept() {
         .iter()
         .any(|(k, _)| k.direction == 0 && u16::from_be(k.src_port) == 42002);
     assert!(open_left, "a quiet open connection is never cut");
+    assert_eq!(event(&dp, MeshEvent::Expired), 2);
+    assert_eq!(event(&dp, MeshEvent::UnconfirmedExpired), 2);
+    assert_eq!(event(&dp, MeshEvent::Evicted), 0);
+    assert_eq!(event(&dp, MeshEvent::UnconfirmedEvicted), 0);
+}
+
+#[test]
+fn the_clients_ack_of_the_task_answer_confirms_a_flow_not_the_answer_alone() {
+    let dp = mesh();
+    // --- 1. a SYN opens an unconfirmed flow; its retransmission keeps it and its task
+    let syn = Seg::syn(CLIENT, 43000, 8080);
+    for _ in 0..2 {
+        run(
+            &dp,
+            programs::XDP_UNDERLAY,
+            &syn.as_client_sends(),
+            XDP_PASS,
+            "SYN",
+        );
+    }
+    assert_eq!(entries(&dp), (0, 2));
+    assert_eq!(event(&dp, MeshEvent::Forwarded), 1);
+
+    // --- 2. the task's SYN-ACK is un-NAT-ed, but confirms nothing: a task answers a spoofed
+    // SYN just the same
+    let syn_ack = Seg::syn_ack_from_task(43000, 7000);
+    run(
+        &dp,
+        programs::TC_MESH_REPLY,
+        &syn_ack.as_task_sends(),
+        TC_ACT_REDIRECT,
+        "SYN-ACK",
+    );
+    assert_eq!(entries(&dp), (0, 2));
+
+    // --- 3. an ACK that does not acknowledge the SYN-ACK (a blind spoofer's) is forwarded
+    // on the unconfirmed flow, and confirms nothing either
+    run(
+        &dp,
+        programs::XDP_UNDERLAY,
+        &syn.data().as_client_sends(),
+        XDP_PASS,
+        "blind ACK",
+    );
+    assert_eq!(entries(&dp), (0, 2));
+    assert_eq!(event(&dp, MeshEvent::Confirmed), 0);
+
+    // --- 4. the client's ACK of the SYN-ACK moves both entries to the confirmed table
+    let ack = syn.acking(7000);
+    let out = dp
+        .test_run(programs::XDP_UNDERLAY, &ack.as_client_sends(), 1)
+        .unwrap();
+    assert_eq!(out.return_value, XDP_PASS);
+    let inner = decapsulate(&out.data_out, (NODE_MAC, CLIENT_MAC), CLIENT);
+    assert_eq!(
+        inner,
+        Seg {
+            src: INGRESS_ADDR,
+            dst: LOCAL_TASK,
+            sport: 43000,
+            dport: 80,
+            ..ack
+        }
+        .frame(mesh_mac(), mac(LOCAL_TASK), b""),
+        "forwarded as before"
+    );
+    assert_eq!(entries(&dp), (2, 0));
+    assert_eq!(event(&dp, MeshEvent::Confirmed), 1);
+    assert_eq!(event(&dp, MeshEvent::Forwarded), 1, "the same flow");
+    // The task's next answer finds its reply entry there.
+    let answer = Seg {
+        syn: false,
+        seq: 7001,
+        ..syn_ack
+    };
+    run(
+        &dp,
+        programs::TC_MESH_REPLY,
+        &answer.as_task_sends(),
+        TC_ACT_REDIRECT,
+        "answer",
+    );
+
+    // --- 5. UDP: the client's next datagram after its task's answer confirms the flow
+    let query = udp(CLIENT, NODE, 50000, 5353, (CLIENT_MAC, NODE_MAC));
+    run(&dp, programs::XDP_UNDERLAY, &query, XDP_PASS, "query");
+    run(&dp, programs::XDP_UNDERLAY, &query, XDP_PASS, "query again");
+    assert_eq!(entries(&dp), (2, 2), "not answered yet: unconfirmed");
+    let answer = udp(
+        HOST_TASK,
+        CLIENT,
+        53,
+        50000,
+        (mac(HOST_TASK), [2, 0, 0, 0, 0, 1]),
+    );
+    run(
+        &dp,
+        programs::TC_MESH_REPLY,
+        &answer,
+        TC_ACT_REDIRECT,
+        "UDP answer",
+    );
+    assert_eq!(entries(&dp), (2, 2), "answered, not confirmed yet");
+    run(&dp, programs::XDP_UNDERLAY, &query, XDP_PASS, "next query");
+    assert_eq!(entries(&dp), (4, 0));
+    assert_eq!(event(&dp, MeshEvent::Confirmed), 2);
+}
+
+/// The address of the `i`-th spoofed source of a flood (198.18.0.0/15, the benchmarking
+/// range: never a real client).
+fn spoofed(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i)
+}
+
+#[test]
+fn a_syn_flood_from_spoofed_sources_never_displaces_an_established_flow() {
+    let mut dp = mesh();
+    // --- 1. an established connection (confirmed), then quiet
+    let established = Seg::syn(CLIENT, 44000, 8080);
+    run(
+        &dp,
+        programs::XDP_UNDERLAY,
+        &established.as_client_sends(),
+        XDP_PASS,
+        "SYN",
+    );
+    complete_handshake(&dp, established, 8000);
+    assert_eq!(entries(&dp), (2, 0));
+    let confirmed_before = dp.mesh().flow_entries().unwrap();
+    let now = shoal_dataplane::lb::monotonic_now_ns();
+    assert_eq!(dp.mesh_mut().expire_flows(now).unwrap(), 0);
+
+    // --- 2. SYNs from distinct spoofed sources: more entries than the unconfirmed table
+    // holds. The local task answers the ones it gets (as a real one does), which confirms
+    // nothing. Half of them are the remote task's (dropped here, their entries stored).
+    let capacity = shoal_common::mesh::MAX_UNCONFIRMED_ENTRIES as usize;
+    let flood = capacity * 5 / 8;
+    let send_syns = |dp: &Dataplane, range: std::ops::Range<usize>| {
+        for i in range {
+            let syn = Seg::syn(spoofed(i as u32), 1024 + (i % 60_000) as u16, 8080);
+            let out = dp
+                .test_run(programs::XDP_UNDERLAY, &syn.as_client_sends(), 1)
+                .unwrap();
+            if out.return_value == XDP_PASS && i % 64 == 0 {
+                // The task's SYN-ACK, to the NAT port the mesh chose.
+                let inner = decapsulate(&out.data_out, (NODE_MAC, CLIENT_MAC), syn.src);
+                let nat_port = u16::from_be_bytes([inner[34], inner[35]]);
+                let syn_ack = Seg::syn_ack_from_task(nat_port, 9000);
+                let _ = dp.test_run(programs::TC_MESH_REPLY, &syn_ack.as_task_sends(), 1);
+            }
+        }
+    };
+    // In two waves with an expiry round between (at once: nothing expires), so the agent's
+    // count sees what the LRU takes from the first wave.
+    send_syns(&dp, 0..flood / 2);
+    assert_eq!(dp.mesh_mut().expire_flows(now).unwrap(), 0);
+    send_syns(&dp, flood / 2..flood);
+    let (confirmed, unconfirmed) = entries(&dp);
+    assert_eq!(
+        dp.mesh().flow_entries().unwrap(),
+        confirmed_before,
+        "the established flow's entries, untouched, and nothing else confirmed"
+    );
+    assert_eq!(confirmed, 2);
+    assert!(
+        unconfirmed <= capacity,
+        "{unconfirmed} unconfirmed entries, above the table's {capacity}"
+    );
+    assert_eq!(
+        event(&dp, MeshEvent::Confirmed),
+        1,
+        "only the real handshake"
+    );
+
+    // --- 3. the established connection goes on, both ways
+    let data = established.acking(8000);
+    let out = dp
+        .test_run(
+            programs::XDP_UNDERLAY,
+            &data.frame(CLIENT_MAC, NODE_MAC, b"GET /"),
+            1,
+        )
+        .unwrap();
+    assert_eq!(out.return_value, XDP_PASS, "established data forwarded");
+    let answer = Seg {
+        syn: false,
+        seq: 8001,
+        ..Seg::syn_ack_from_task(44000, 8000)
+    };
+    run(
+        &dp,
+        programs::TC_MESH_REPLY,
+        &answer.as_task_sends(),
+        TC_ACT_REDIRECT,
+        "established answer",
+    );
+
+    // --- 4. seconds later the agent's expiry forgets the whole flood, and counts it: what
+    // the LRU took from the first wave, and what expiry removed
+    let later = shoal_dataplane::lb::monotonic_now_ns()
+        + shoal_dataplane::mesh::UNCONFIRMED_TCP_IDLE
+        + 1_000_000_000;
+    let removed = dp.mesh_mut().expire_flows(later).unwrap();
+    assert_eq!(removed, unconfirmed, "every unconfirmed entry");
+    assert_eq!(entries(&dp), (2, 0), "the established flow alone is left");
+    assert_eq!(
+        event(&dp, MeshEvent::UnconfirmedExpired),
+        unconfirmed as u64
+    );
+    let evicted = event(&dp, MeshEvent::UnconfirmedEvicted);
+    let overflow = (2 * flood - capacity) as u64;
+    assert!(
+        evicted >= overflow / 2 && evicted <= (2 * flood) as u64,
+        "{evicted} unconfirmed entries counted as evicted, {overflow} over the capacity"
+    );
+    assert_eq!(
+        event(&dp, MeshEvent::Evicted),
+        0,
+        "no established entry lost"
+    );
 }

@@ -300,7 +300,10 @@ impl Snapshot {
             "shoal_mesh_events",
             "Published ports (routing mesh and host mode): connections forwarded to a task, \
              answers sent back to clients, and packets dropped for lack of a task, a task gone, \
-             a malformed or oversized packet, no route to the task's node, or no free NAT port.",
+             a malformed or oversized packet, no route to the task's node, or no free NAT port; \
+             flows confirmed by their client, and flow entries forgotten by the programs, \
+             expired by the agent or evicted by the LRU, confirmed and unconfirmed (a SYN \
+             flood's).",
             None,
             ConstCounter::new(0u64).metric_type(),
         )?;

@@ -8,8 +8,8 @@ use aya_ebpf::{
 use shoal_common::{
     lb::FlowKey,
     mesh::{
-        MAX_ADDRS, MAX_FLOW_ENTRIES, MAX_PORTS, MAX_VTEPS, MESH_EVENTS, MeshConfig, MeshEvent,
-        MeshFlow, PortKey, PublishedPort,
+        FLOW_UNREPLIED, MAX_ADDRS, MAX_FLOW_ENTRIES, MAX_PORTS, MAX_UNCONFIRMED_ENTRIES, MAX_VTEPS,
+        MESH_EVENTS, MeshConfig, MeshEvent, MeshFlow, PortKey, PublishedPort,
     },
 };
 
@@ -29,6 +29,10 @@ pub static SHOAL_MESH_VTEPS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_V
 #[map]
 pub static SHOAL_MESH_FLOWS: LruHashMap<FlowKey, MeshFlow> =
     LruHashMap::with_max_entries(MAX_FLOW_ENTRIES, 0);
+
+#[map]
+pub static SHOAL_MESH_UNCONFIRMED: LruHashMap<FlowKey, MeshFlow> =
+    LruHashMap::with_max_entries(MAX_UNCONFIRMED_ENTRIES, 0);
 
 #[map]
 pub static SHOAL_MESH_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MESH_EVENTS, 0);
@@ -51,12 +55,25 @@ pub fn config() -> Option<MeshConfig> {
         .filter(|c| c.vtep_ip != 0 && c.ingress_ip != 0)
 }
 
-/// Looks up a flow entry: a copy of it, and where it is, to record packets in it.
+/// Looks up a flow entry in `table` ([`SHOAL_MESH_FLOWS`] or [`SHOAL_MESH_UNCONFIRMED`]): a
+/// copy of it, and where it is, to record packets in it.
 #[inline(always)]
-pub fn find_flow(key: &FlowKey) -> Option<(MeshFlow, *mut MeshFlow)> {
-    let entry = SHOAL_MESH_FLOWS.get_ptr_mut(key)?;
+pub fn find_in(
+    table: &LruHashMap<FlowKey, MeshFlow>,
+    key: &FlowKey,
+) -> Option<(MeshFlow, *mut MeshFlow)> {
+    let entry = table.get_ptr_mut(key)?;
     // SAFETY: a valid entry of the map, copied out at once.
     Some((unsafe { *entry }, entry))
+}
+
+/// Looks up an entry of a confirmed flow, else of an unconfirmed one; `true` with the latter.
+#[inline(always)]
+pub fn find_flow(key: &FlowKey) -> Option<(MeshFlow, *mut MeshFlow, bool)> {
+    if let Some((flow, entry)) = find_in(&SHOAL_MESH_FLOWS, key) {
+        return Some((flow, entry, false));
+    }
+    find_in(&SHOAL_MESH_UNCONFIRMED, key).map(|(flow, entry)| (flow, entry, true))
 }
 
 /// Records a packet in an entry found by [`find_flow`] (time, closing flags). Racing writers
@@ -67,5 +84,19 @@ pub fn touch(entry: *mut MeshFlow, closing: u32, now: u64) {
     unsafe {
         (*entry).last_seen_ns = now;
         (*entry).flags |= closing;
+    }
+}
+
+/// Records the task's answer in an unconfirmed flow's reply entry: no longer
+/// [`FLOW_UNREPLIED`], and for a SYN-ACK the task's ISN (`syn_seq`, as on the wire), which the
+/// client's ACK must acknowledge to confirm the flow.
+#[inline(always)]
+pub fn answered(entry: *mut MeshFlow, syn_seq: Option<u32>) {
+    // SAFETY: as for `touch`; a racing answer on another CPU writes the same values.
+    unsafe {
+        if let Some(seq) = syn_seq {
+            (*entry).tcp_isn = seq;
+        }
+        (*entry).flags &= !FLOW_UNREPLIED;
     }
 }

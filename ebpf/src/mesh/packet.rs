@@ -42,6 +42,7 @@ pub struct Ports {
 
 /// Offsets within the L4 header.
 pub const TCP_SEQ: usize = 4;
+pub const TCP_ACK: usize = 8;
 pub const TCP_FLAGS: usize = 13;
 pub const TCP_CHECK: usize = 16;
 pub const UDP_CHECK: usize = 6;

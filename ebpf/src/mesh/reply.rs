@@ -5,6 +5,10 @@
 //!
 //! tc, not XDP, on purpose: answers come from local sockets (a task's, or out of a VXLAN
 //! device) with partial checksums, which only the skb helpers keep right.
+//!
+//! An answer of an unconfirmed flow is un-NAT-ed all the same, and recorded in its reply entry
+//! (answered; for TCP the task's ISN): what the client's next packet needs to confirm the
+//! flow, in the XDP program.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -13,10 +17,12 @@ use aya_ebpf::{
 };
 use shoal_common::mesh::MeshEvent;
 
-use super::maps::{config, count_event, find_flow, touch};
+use super::maps::{answered, config, count_event, find_flow, touch};
 use crate::lb::{
     self,
-    headers::{IP_DST, IP_SRC, L4_DST_PORT, L4_SRC_PORT},
+    headers::{
+        IP_DST, IP_SRC, Ipv4Flow, L4_DST_PORT, L4_SRC_PORT, PROTO_TCP, TCP_FLAGS, TCP_SEQ, TCP_SYN,
+    },
     nat,
 };
 
@@ -28,7 +34,7 @@ pub fn from_backend(ctx: &TcContext) -> i32 {
     let Some((flow, key)) = lb::as_reply(ctx) else {
         return PASS;
     };
-    let Some((state, entry)) = find_flow(&key) else {
+    let Some((state, entry, unconfirmed)) = find_flow(&key) else {
         return PASS;
     };
     let Some(config) = config() else {
@@ -37,6 +43,9 @@ pub fn from_backend(ctx: &TcContext) -> i32 {
     let closing = lb::closing_of(ctx, &flow);
     // SAFETY: plain helper call.
     touch(entry, closing, unsafe { bpf_ktime_get_coarse_ns() });
+    if unconfirmed {
+        record_answer(ctx, &flow, entry);
+    }
     count_event(MeshEvent::Replied);
     lb::maps::count_traffic(
         state.service_id,
@@ -54,4 +63,21 @@ pub fn from_backend(ctx: &TcContext) -> i32 {
     // The neighbour subsystem fills in both MACs toward the client (or its gateway).
     // SAFETY: plain helper call, no parameters.
     unsafe { bpf_redirect_neigh(config.underlay_ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+}
+
+/// The task's answer to an unconfirmed flow (see `shoal_common::mesh`): any UDP datagram, or a
+/// TCP SYN-ACK, whose ISN the client's ACK must then acknowledge.
+#[inline(always)]
+fn record_answer(ctx: &TcContext, flow: &Ipv4Flow, entry: *mut shoal_common::mesh::MeshFlow) {
+    if flow.proto != PROTO_TCP {
+        answered(entry, None);
+        return;
+    }
+    if let (Ok(flags), Ok(seq)) = (
+        ctx.load::<u8>(flow.l4 + TCP_FLAGS),
+        ctx.load::<u32>(flow.l4 + TCP_SEQ),
+    ) && flags & TCP_SYN != 0
+    {
+        answered(entry, Some(seq));
+    }
 }
