@@ -172,6 +172,26 @@ impl Collector for Snapshot {
         ] {
             ConstCounter::new(value).encode(dropped.encode_family(&vec![("reason", reason)])?)?;
         }
+        let mut refused = encoder.encode_descriptor(
+            "shoal_gossip_pushpull_refused_connections",
+            "Gossip push-pull connections closed at accept, by reason: busy (the cap on \
+             connections served at once), source (its share open), rate (too fast).",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (reason, value) in [
+            ("busy", g.pushpull_refused_busy),
+            ("source", g.pushpull_refused_source),
+            ("rate", g.pushpull_refused_rate),
+        ] {
+            ConstCounter::new(value).encode(refused.encode_family(&vec![("reason", reason)])?)?;
+        }
+        ConstCounter::new(g.pushpull_timed_out).encode(encoder.encode_descriptor(
+            "shoal_gossip_pushpull_timeouts",
+            "Gossip push-pull connections dropped for missing a deadline (slow senders).",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?)?;
         let d = &self.dns;
         let mut queries = encoder.encode_descriptor(
             "shoal_dns_queries",
