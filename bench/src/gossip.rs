@@ -7,15 +7,22 @@
 //! Arrival times come from each member's `subscribe()` stream (what DNS and the load balancer
 //! follow), not from polling, so measuring does not steal CPU from 1,000 engines on 2 cores.
 //!
+//! Entry signatures: every member signs its records with its own P-256 key and verifies the
+//! others'. The bench times one signature and one verification of a realistic record, counts
+//! the verifications the members did during the rounds, and reports what they cost as a share
+//! of the process's CPU over the same rounds (all of gossip: SWIM, AES-GCM, foca, signatures).
+//!
 //! `SHOAL_GOSSIP_SIZES=3,100` runs only some sizes.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use shoal_control::netdb::{Change, Endpoint, NetDb, NetDbConfig, PushPullLimits};
+use shoal_control::netdb::{
+    Change, Endpoint, NetDb, NetDbConfig, PushPullLimits, SigningKey, verify_entry,
+};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -44,6 +51,11 @@ pub fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("tokio runtime")?;
+    let cost = signature_cost()?;
+    println!(
+        "gossip: one entry signature {:.1?}, one verification {:.1?} (ECDSA P-256, mean of {COST_ITERATIONS})",
+        cost.sign, cost.verify
+    );
     let mut rows = Vec::new();
     for n in sizes {
         rows.push(rt.block_on(measure(n))?);
@@ -65,7 +77,7 @@ pub fn run() -> anyhow::Result<()> {
         "detected",
         "withdrawn"
     );
-    for r in rows {
+    for r in &rows {
         println!(
             "{:>7} {:>9} {:>10} {:>10} {:>10} {:>10} {:>9.1} {:>9.1} {:>11} {:>12}",
             r.n,
@@ -80,7 +92,112 @@ pub fn run() -> anyhow::Result<()> {
             fmt(r.withdrawn),
         );
     }
+    println!();
+    println!(
+        "entry signatures (sign {:.1?}, verify {:.1?} each; CPU of the whole process over the rounds)",
+        cost.sign, cost.verify
+    );
+    println!(
+        "{:>7} {:>14} {:>12} {:>15} {:>13} {:>8} {:>11} {:>11}",
+        "members",
+        "verifs/change",
+        "sig CPU/chg",
+        "gossip CPU/chg",
+        "sig CPU all",
+        "share",
+        "idle CPU/s",
+        "share @1/s"
+    );
+    for r in &rows {
+        let changes = (ROUNDS - r.shoal.missed).max(1) as f64;
+        let sig =
+            cost.sign.as_secs_f64() * ROUNDS as f64 + cost.verify.as_secs_f64() * r.verified as f64;
+        let cpu = r.cpu.as_secs_f64();
+        let (sig_per_change, cpu_per_change) = (sig / changes, cpu / changes);
+        // One change a second in the whole cluster: SWIM's idle cost plus one change's.
+        let at_one = 100.0 * sig_per_change / (r.idle + cpu_per_change);
+        println!(
+            "{:>7} {:>14.0} {:>12} {:>15} {:>13} {:>7.2}% {:>10.2}s {:>10.2}%",
+            r.n,
+            r.verified as f64 / changes,
+            fmt(Some(Duration::from_secs_f64(sig_per_change))),
+            fmt(Some(Duration::from_secs_f64(cpu_per_change))),
+            fmt(Some(Duration::from_secs_f64(sig))),
+            if cpu > 0.0 {
+                100.0 * sig / cpu
+            } else {
+                f64::NAN
+            },
+            r.idle,
+            at_one,
+        );
+    }
     Ok(())
+}
+
+const COST_ITERATIONS: u32 = 2000;
+/// How long CPU is measured with no change, before the rounds.
+const IDLE_WINDOW: Duration = Duration::from_secs(3);
+
+/// What one entry signature and one verification cost on this machine.
+struct SignatureCost {
+    sign: Duration,
+    verify: Duration,
+}
+
+fn signature_cost() -> anyhow::Result<SignatureCost> {
+    let key = SigningKey::generate().context("generating a key")?;
+    let mut e = endpoint(7, "x7c9d0a1b2c3d4e5f6a7b8c9d0");
+    e.vip = Some(Ipv4Addr::new(10, 0, 0, 2));
+    e.aliases = vec![
+        "bench.7.x7c9d0a1b2c3d4e5f6a7b8c9d0".into(),
+        "bench.7".into(),
+    ];
+    let start = Instant::now();
+    let mut sigs = Vec::with_capacity(COST_ITERATIONS as usize);
+    for clock in 0..u64::from(COST_ITERATIONS) {
+        sigs.push(key.sign_entry(&e, "node-7", clock, false));
+    }
+    let sign = start.elapsed() / COST_ITERATIONS;
+    let start = Instant::now();
+    let mut ok = 0u32;
+    for (clock, sig) in sigs.iter().enumerate() {
+        ok += u32::from(verify_entry(
+            key.public_key(),
+            &e,
+            "node-7",
+            clock as u64,
+            false,
+            sig,
+        ));
+    }
+    let verify = start.elapsed() / COST_ITERATIONS;
+    anyhow::ensure!(
+        ok == COST_ITERATIONS,
+        "{} signatures did not verify",
+        COST_ITERATIONS - ok
+    );
+    Ok(SignatureCost { sign, verify })
+}
+
+/// CPU time (user + system) of this process so far, from `/proc/self/stat` (clock ticks of
+/// 10 ms: the rounds last seconds, so that is precise enough).
+fn process_cpu() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
+    // Fields after the command (which may hold spaces) start at ")": state is field 3, utime
+    // and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .context("short /proc/self/stat")?
+            .parse()
+            .context("parsing /proc/self/stat")
+    };
+    // `rest` starts at field 3 (state), so field k is at index k - 3.
+    let total = ticks(14 - 3)? + ticks(15 - 3)?;
+    Ok(Duration::from_millis(total * 10))
 }
 
 struct Row {
@@ -92,6 +209,12 @@ struct Row {
     detected: Option<Duration>,
     /// First withdrawal -> the last member withdraws it (spread after detection).
     withdrawn: Option<Duration>,
+    /// Entry signatures the members verified during the rounds.
+    verified: u64,
+    /// CPU time of the whole process during the rounds.
+    cpu: Duration,
+    /// CPU seconds per second with no change being spread (SWIM alone).
+    idle: f64,
 }
 
 #[derive(Default)]
@@ -135,10 +258,20 @@ async fn measure(n: usize) -> anyhow::Result<Row> {
     let bind: SocketAddr = "127.0.0.1:0".parse()?;
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
 
-    // --- 1. start n members, each joining through the first (TCP push-pull + SWIM announce)
+    // --- 1. start n members, each joining through the first (TCP push-pull + SWIM announce),
+    //        each with its node key and everyone's public keys (what the managers send)
+    let keys: Vec<SigningKey> = (0..n)
+        .map(|_| SigningKey::generate())
+        .collect::<Result<_, _>>()
+        .context("generating node keys")?;
+    let certified: HashMap<String, Vec<u8>> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (format!("node-{i}"), k.public_key().to_vec()))
+        .collect();
     let setup = Instant::now();
     let mut dbs: Vec<NetDb> = Vec::with_capacity(n);
-    for i in 0..n {
+    for (i, key) in keys.iter().enumerate() {
         let mut rx = stop_tx.subscribe();
         // Every member connects from 127.0.0.1, one source to push-pull's caps, which are
         // meant for one host each: lift them, as n hosts would have n budgets.
@@ -149,6 +282,8 @@ async fn measure(n: usize) -> anyhow::Result<Row> {
                 per_source_rate: 1_000_000,
                 per_source_burst: 1_000_000,
             },
+            signing_key: Some(key.clone()),
+            peer_keys: certified.clone(),
             ..NetDbConfig::new(format!("node-{i}"), bind, KEY)
         };
         let db = NetDb::start(config, async move {
@@ -217,6 +352,14 @@ async fn measure(n: usize) -> anyhow::Result<Row> {
     }
 
     // --- 4. rounds: one member puts an endpoint; time until the last member lists it
+    // --- 3b. CPU with no change at all (SWIM probes and gossip rounds), for the share at a
+    //         realistic change rate
+    let idle_cpu = process_cpu()?;
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let idle = process_cpu()?.saturating_sub(idle_cpu).as_secs_f64() / IDLE_WINDOW.as_secs_f64();
+
+    let verified_before: u64 = dbs.iter().map(|d| d.stats().entries_verified).sum();
+    let cpu_before = process_cpu()?;
     let mut times = Vec::with_capacity(ROUNDS);
     let mut missed = 0;
     for r in 0..ROUNDS {
@@ -234,6 +377,20 @@ async fn measure(n: usize) -> anyhow::Result<Row> {
         // Let the round's retransmissions settle so rounds do not share packets.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let cpu = process_cpu()?.saturating_sub(cpu_before);
+    let verified = dbs
+        .iter()
+        .map(|d| d.stats().entries_verified)
+        .sum::<u64>()
+        .saturating_sub(verified_before);
+    let forged: u64 = dbs
+        .iter()
+        .map(|d| d.stats().dropped_forged + d.stats().dropped_unknown_owner)
+        .sum();
+    println!(
+        "gossip n={n}: rounds used {cpu:.1?} of CPU; {verified} signatures verified, {forged} \
+         entries dropped as unsigned"
+    );
     let shoal = Summary::of(times, missed);
     println!(
         "gossip n={n}: shoal change -> all members: p50 {}, max {} ({} rounds, {} not converged \
@@ -298,6 +455,9 @@ async fn measure(n: usize) -> anyhow::Result<Row> {
         floor,
         detected,
         withdrawn,
+        verified,
+        cpu,
+        idle,
     })
 }
 

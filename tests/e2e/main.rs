@@ -17,6 +17,7 @@ mod lb_programs;
 mod mesh;
 mod mesh_flood;
 mod mesh_programs;
+mod netdb_signatures;
 mod networks;
 mod overlay;
 mod publish;

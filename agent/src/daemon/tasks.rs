@@ -51,4 +51,8 @@ impl TaskRunner for NodeTasks {
     fn routing_mesh(&self, mesh: &RoutingMesh) {
         self.networking.on_routing_mesh(mesh);
     }
+
+    fn node_key(&self, key_pem: &str) {
+        self.networking.on_node_key(key_pem);
+    }
 }

@@ -4,8 +4,14 @@
 //! The last keys and peers are kept in `<state>/gossip.json` (mode 0600, like the node's TLS
 //! key next to it), so an agent restarted while every manager is down gossips again at once:
 //! otherwise the other nodes would declare it down and withdraw its tasks' endpoints.
+//!
+//! Entry signatures: the network DB signs this node's entries with its TLS key, which the swarm
+//! runtime hands over in memory whenever a membership starts (`on_node_key`: on a locked
+//! manager the file on disk is sealed), and checks everyone's against the keys the managers
+//! send (`GossipConfig::node_keys`). A renewed certificate brings a new key the same way.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
@@ -15,7 +21,7 @@ use rand::seq::SliceRandom as _;
 use shoal_control::{
     cluster::gossip::{GossipConfig, GossipKey, primary_index},
     error_chain::Chain,
-    netdb::{NetDb, NetDbConfig},
+    netdb::{NetDb, NetDbConfig, SigningKey},
 };
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -44,12 +50,20 @@ struct Inner {
     stop: Option<watch::Sender<bool>>,
     /// What `<state>/gossip.json` holds.
     saved: Option<GossipConfig>,
+    /// The node keys last given to the network DB.
+    node_keys: Vec<(String, Vec<u8>)>,
+    /// This node's own key, as the swarm runtime last handed it over.
+    own_key: Option<SigningKey>,
 }
 
 impl GossipState {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+fn peer_keys(config: &GossipConfig) -> HashMap<String, Vec<u8>> {
+    config.node_keys.iter().cloned().collect()
 }
 
 fn raw_keys(keys: &[GossipKey]) -> (Vec<[u8; 32]>, usize) {
@@ -92,11 +106,16 @@ impl NodeNetworking {
             if !state.starting {
                 state.starting = true;
                 state.keys = config.keys.clone();
+                state.node_keys = config.node_keys.clone();
                 self.runtime
-                    .spawn(start(self.clone(), bind, config.keys.clone(), peers));
+                    .spawn(start(self.clone(), bind, config.clone(), peers));
             }
             return;
         };
+        if state.node_keys != config.node_keys {
+            db.set_peer_keys(peer_keys(config));
+            state.node_keys = config.node_keys.clone();
+        }
         if state.keys != config.keys {
             let (keys, primary) = raw_keys(&config.keys);
             db.set_keys(keys, primary);
@@ -112,6 +131,27 @@ impl NodeNetworking {
                     warn!(error = %Chain(&e), "joining the network DB");
                 }
             });
+        }
+    }
+
+    /// The swarm runtime's copy of this node's key (PEM, in the clear): kept for a network
+    /// DB not started yet, and given to the running one when it differs (it re-publishes the
+    /// node's entries signed with it).
+    pub fn on_node_key(&self, key_pem: &str) {
+        let key = match SigningKey::from_pem(key_pem) {
+            Ok(key) => key,
+            Err(e) => {
+                warn!(error = %Chain(&e), "the node key cannot sign network DB entries");
+                return;
+            }
+        };
+        let public = key.public_key().to_vec();
+        self.gossip.lock().own_key = Some(key.clone());
+        if let Some(db) = self.db()
+            && db.signing_public_key().as_deref() != Some(public.as_slice())
+        {
+            info!("network DB entries signed with the node's current key");
+            db.set_signing_key(key);
         }
     }
 
@@ -173,14 +213,16 @@ impl NodeNetworking {
 async fn start(
     networking: Arc<NodeNetworking>,
     bind: SocketAddr,
-    keys: Vec<GossipKey>,
+    gossip: GossipConfig,
     peers: Vec<SocketAddr>,
 ) {
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let (raw, primary) = raw_keys(&keys);
+    let (raw, primary) = raw_keys(&gossip.keys);
     let mut config = NetDbConfig::new(networking.config.node_id.clone(), bind, raw[primary]);
     config.keys = raw;
     config.primary_key = primary;
+    config.signing_key = networking.gossip.lock().own_key.clone();
+    config.peer_keys = peer_keys(&gossip);
     let shutdown = async move {
         let _ = stop_rx.wait_for(|s| *s).await;
     };
@@ -213,6 +255,15 @@ async fn start(
     .await;
     if let Err(e) = publish {
         warn!(error = %Chain(&e), "publishing local endpoints");
+    }
+    // A key handed over while the DB was starting found no DB to give it to (`on_node_key`
+    // stores it first, this looks after the DB is registered: one of the two sees the other).
+    let own_key = networking.gossip.lock().own_key.clone();
+    if let Some(key) = own_key
+        && db.signing_public_key().as_deref() != Some(key.public_key())
+    {
+        info!("network DB entries signed with the node's current key");
+        db.set_signing_key(key);
     }
     networking.gossip.lock().stop = Some(stop_tx);
     tokio::spawn(remote::follow(networking.clone(), changes));

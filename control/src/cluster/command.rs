@@ -60,6 +60,8 @@ pub enum Command {
     /// `swarm update --autolock`, `swarm unlock-key --rotate`: the unlock key, or `None` to
     /// turn autolock off.
     SetUnlockKey(Option<String>),
+    /// A certificate was issued for a node (admission, renewal): the public key it certifies.
+    SetNodeKey { id: String, public_key: Vec<u8> },
 }
 
 /// What applying a command produced. Errors are part of the replicated result, not a failure
@@ -156,6 +158,7 @@ impl ClusterState {
                 self.nodes
                     .remove(id)
                     .ok_or_else(|| format!("node {id} not found"))?;
+                self.node_keys.remove(id);
             }
             Command::CreateService(service) => {
                 if self
@@ -283,6 +286,11 @@ impl ClusterState {
                     Role::Worker => cluster.worker_secret = secret.clone(),
                     Role::Manager => cluster.manager_secret = secret.clone(),
                 }
+            }
+            Command::SetNodeKey { id, public_key } => {
+                // Only for a member: a key must not outlive (or precede) its node's record.
+                self.node_mut(id)?;
+                self.node_keys.insert(id.clone(), public_key.clone());
             }
         }
         Ok(())

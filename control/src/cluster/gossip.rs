@@ -1,5 +1,5 @@
 //! Network-DB encryption keys, kept in Raft and handed to every node with its heartbeats, and
-//! what a node needs to gossip: the keys and where its peers are.
+//! what a node needs to gossip: the keys, where its peers are and their entry-signing keys.
 //!
 //! Rotation follows swarmkit's key manager: keys are kept oldest first, at most [`KEEP`], and
 //! nodes send with the second newest. A new key is thus accepted everywhere one rotation before
@@ -59,6 +59,10 @@ pub struct GossipConfig {
     /// Addresses of the cluster's nodes (their gossip port is the cluster-wide 7946, or
     /// whatever every agent was started with).
     pub peers: Vec<(String, IpAddr)>,
+    /// Each node's certified public key (node ID, key): the network DB takes a node's entries
+    /// only if signed with it.
+    #[serde(default)]
+    pub node_keys: Vec<(String, Vec<u8>)>,
 }
 
 #[cfg(test)]

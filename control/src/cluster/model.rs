@@ -119,6 +119,11 @@ pub struct ClusterState {
     /// replicated apply when a node joins or `ingress` is created; freed with the node.
     #[serde(default)]
     pub ingress_addrs: BTreeMap<String, std::net::Ipv4Addr>,
+    /// Each node's public key (node ID -> the key its certificate certifies, an uncompressed
+    /// P-256 point), recorded when the managers issue the certificate: the network DB checks a
+    /// node's entries against it, so no other member can forge them.
+    #[serde(default)]
+    pub node_keys: BTreeMap<String, Vec<u8>>,
 }
 
 /// The Raft member ID of a node: openraft needs a `Copy` integer, our IDs are strings. The

@@ -5,10 +5,15 @@
 //!
 //! Beyond Swarm: a node SWIM declares down has its endpoints withdrawn at once (subscribers get
 //! `Change::Remove`), so DNS/LB drop its backends within seconds; they come back when it does.
+//! And every entry is signed by its owner with its CA-certified node key, so a member, though it
+//! holds the gossip key, cannot forge another node's endpoints (`sign`).
 //!
 //! # Layout
 //! - `wire`: packet framing and AES-256-GCM with a key ring (rotation without a gap).
-//! - `table`: entries, Lamport clocks, tombstones and reaping, down-node withdrawal.
+//! - `record`: the wire types (an endpoint, one signed versioned record of it, a change).
+//! - `table`: entries, Lamport clocks, tombstones and reaping, down-node withdrawal; checks each
+//!   new version's signature once.
+//! - `sign`: signing records with the node key and verifying them with the owner's public key.
 //! - `member`: a SWIM member's identity, shared by the engine, push-pull and the API.
 //! - `membership`: the custom-broadcast handler and the UDP/timer engine task around foca.
 //! - `pushpull`: TCP full-state exchange (join and periodic anti-entropy).
@@ -26,6 +31,8 @@ mod frame;
 mod member;
 mod membership;
 mod pushpull;
+mod record;
+mod sign;
 mod stats;
 mod table;
 #[cfg(test)]
@@ -44,6 +51,7 @@ use crate::error_chain::Chain;
 pub use admission::PushPullLimits;
 use member::Member;
 use membership::EngineConfig;
+pub use sign::{SigningKey, SigningKeyError, verify_entry};
 pub use stats::NetDbStats;
 use stats::Stats;
 use table::Table;
@@ -111,6 +119,12 @@ pub struct NetDbConfig {
     pub probe_period: Duration,
     /// Caps on incoming push-pull connections.
     pub push_pull_limits: PushPullLimits,
+    /// The node key records are signed with (the TLS key its certificate certifies). Without
+    /// one, our records go out unsigned and every other node drops them.
+    pub signing_key: Option<SigningKey>,
+    /// Each node's certified public key (node ID -> key), as the managers distribute them:
+    /// records are taken only if their owner's key verifies them.
+    pub peer_keys: HashMap<String, Vec<u8>>,
 }
 
 impl NetDbConfig {
@@ -126,6 +140,8 @@ impl NetDbConfig {
             tombstone_ttl: Duration::from_secs(30 * 60),
             probe_period: Duration::from_secs(1),
             push_pull_limits: PushPullLimits::default(),
+            signing_key: None,
+            peer_keys: HashMap::new(),
         }
     }
 }
@@ -134,7 +150,8 @@ impl NetDbConfig {
 pub(crate) struct Shared {
     table: Mutex<Table>,
     keys: RwLock<Keyring>,
-    stats: Stats,
+    /// Shared with the table, which counts signature checks.
+    stats: Arc<Stats>,
     members: Mutex<HashMap<Member, bool>>,
     /// Woken on every SWIM "member up", so `join` can wait for the seed to accept us.
     member_up: Notify,
@@ -202,10 +219,16 @@ impl NetDb {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64),
         };
+        let stats = Arc::new(Stats::default());
+        let mut table = Table::new(config.node_id.clone(), events.clone(), stats.clone());
+        if let Some(key) = config.signing_key {
+            table.set_signer(key);
+        }
+        table.set_peer_keys(config.peer_keys);
         let shared = Arc::new(Shared {
-            table: Mutex::new(Table::new(config.node_id.clone(), events.clone())),
+            table: Mutex::new(table),
             keys: RwLock::new(Keyring::new(&config.keys, config.primary_key)),
-            stats: Stats::default(),
+            stats,
             members: Mutex::new(HashMap::new()),
             member_up: Notify::new(),
             identity: Mutex::new(identity.clone()),
@@ -357,6 +380,23 @@ impl NetDb {
             return;
         }
         *self.shared.keys.write().unwrap_or_else(|p| p.into_inner()) = Keyring::new(&keys, primary);
+    }
+
+    /// Signs our records with `key` from now on; a new key (a renewed certificate) re-publishes
+    /// them signed with it.
+    pub fn set_signing_key(&self, key: SigningKey) {
+        lock(&self.shared.table).set_signer(key);
+        let _ = self.shared.cmd.send(Cmd::Flush);
+    }
+
+    /// The public key our records are signed with, if any.
+    pub fn signing_public_key(&self) -> Option<Vec<u8>> {
+        lock(&self.shared.table).signer_public_key()
+    }
+
+    /// Every node's certified public key, as the managers last sent them.
+    pub fn set_peer_keys(&self, keys: HashMap<String, Vec<u8>>) {
+        lock(&self.shared.table).set_peer_keys(keys);
     }
 
     /// Known SWIM members (node id, gossip address, alive), without ourselves.

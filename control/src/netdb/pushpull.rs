@@ -3,6 +3,9 @@
 //! holds, tombstones included, and merges the other's. Both also send the members they see
 //! alive, so a joiner knows the whole cluster at once instead of meeting it one probe at a time.
 //!
+//! Records are merged like broadcasts (each new version's signature checked once), but the
+//! checks run before the table is locked.
+//!
 //! One frame each way (`frame`: a sealed header, then the body), the initiator first. The
 //! server admits a connection (`admission`) before reading from it; a client whose connection
 //! is closed without an answer (refused by a cap) tries again a little later.
@@ -19,6 +22,7 @@ use crate::error_chain::Chain;
 use super::admission::{Admission, PushPullLimits};
 use super::frame::{self, HEADER_DEADLINE, TRANSFER_FLOOR};
 use super::member::Member;
+use super::sign;
 use super::stats::Stats;
 use super::table::Record;
 use super::{Cmd, NetDbError, Shared, lock};
@@ -58,9 +62,26 @@ fn decode(shared: &Shared, plain: &[u8]) -> Result<PushPull, NetDbError> {
 }
 
 fn merge(shared: &Shared, msg: PushPull) {
+    // Signatures are verified without the table's lock (a joiner gets every entry at once, each
+    // new to it), so the engine keeps answering probes meanwhile; only new versions are.
+    let keys: Vec<Option<Vec<u8>>> = {
+        let table = lock(&shared.table);
+        msg.records.iter().map(|r| table.key_to_check(r)).collect()
+    };
+    let checked: Vec<Option<bool>> = msg
+        .records
+        .iter()
+        .zip(keys)
+        .map(|(rec, key)| {
+            key.map(|key| {
+                Stats::inc(&shared.stats.entries_verified);
+                sign::verify(&key, rec)
+            })
+        })
+        .collect();
     let mut table = lock(&shared.table);
-    for rec in msg.records {
-        table.merge(rec);
+    for (rec, checked) in msg.records.into_iter().zip(checked) {
+        table.merge_checked(rec, checked);
     }
     drop(table);
     if !msg.members.is_empty() {

@@ -1,6 +1,7 @@
 //! Packet counters: every datagram or frame we drop is counted by reason, so an operator can tell
 //! a key mismatch (undecryptable) from a broken peer (malformed) or a short read (truncated);
-//! push-pull connections refused at accept and transfers dropped at a deadline are counted too.
+//! push-pull connections refused at accept and transfers dropped at a deadline are counted too,
+//! and so are entries dropped because their owner did not sign them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,6 +32,12 @@ pub struct NetDbStats {
     /// Push-pull connections dropped because a header, a frame, a send or a connect missed
     /// its deadline (slow senders).
     pub pushpull_timed_out: u64,
+    /// Entry signatures checked (each new version once, not each copy of it).
+    pub entries_verified: u64,
+    /// Entries whose signature is not their owner's: forged by another member (or corrupt).
+    pub dropped_forged: u64,
+    /// Entries of an owner the managers have given no key for (yet): parked, not installed.
+    pub dropped_unknown_owner: u64,
 }
 
 /// The live counters, shared by the UDP loop and the push-pull tasks.
@@ -45,6 +52,9 @@ pub(crate) struct Stats {
     pub pushpull_refused_source: AtomicU64,
     pub pushpull_refused_rate: AtomicU64,
     pub pushpull_timed_out: AtomicU64,
+    pub entries_verified: AtomicU64,
+    pub dropped_forged: AtomicU64,
+    pub dropped_unknown_owner: AtomicU64,
 }
 
 impl Stats {
@@ -82,6 +92,9 @@ impl Stats {
             pushpull_refused_source: self.pushpull_refused_source.load(Ordering::Relaxed),
             pushpull_refused_rate: self.pushpull_refused_rate.load(Ordering::Relaxed),
             pushpull_timed_out: self.pushpull_timed_out.load(Ordering::Relaxed),
+            entries_verified: self.entries_verified.load(Ordering::Relaxed),
+            dropped_forged: self.dropped_forged.load(Ordering::Relaxed),
+            dropped_unknown_owner: self.dropped_unknown_owner.load(Ordering::Relaxed),
         }
     }
 }

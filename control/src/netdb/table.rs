@@ -9,61 +9,27 @@
 //! that differs from what it holds (a stale copy or tombstone from a previous life, e.g. after a
 //! restart with a fresh table), it re-asserts its current state with a clock above the stale one.
 //! That is what stops a rejoining node from being shadowed by stale tombstones of itself.
+//!
+//! Signatures (`sign`): a node signs every record it writes; a remote record is installed (or,
+//! for networks we are not attached to, its version kept and relayed) only if its owner's
+//! public key verifies it. Only records newer than what we hold are checked, so copies that
+//! push-pull and retransmits bring again cost a comparison, not a verification. A record of an
+//! owner whose key we do not know yet is parked (a few, newest per entry) and checked again
+//! when the managers' keys arrive.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-/// A task's attachment to an overlay network, as replicated between nodes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    pub network_id: String,
-    /// The task id.
-    pub endpoint_id: String,
-    pub node_id: String,
-    pub ip: Ipv4Addr,
-    pub mac: [u8; 6],
-    /// The VTEP (data-path address) of the node running the task.
-    pub vtep: Ipv4Addr,
-    /// The service's name, and its VIP on this network (vip mode; `None` in dnsrr mode): what
-    /// the embedded DNS answers the service name with.
-    pub service: String,
-    pub vip: Option<Ipv4Addr>,
-    /// The task's DNS names: `<service>.<slot>.<task-id>` first, then `<service>.<slot>`.
-    pub aliases: Vec<String>,
-}
+pub(crate) use super::record::Record;
+pub use super::record::{Change, Endpoint};
+use super::sign::{self, SigningKey};
+use super::stats::Stats;
 
-/// What subscribers see: only changes to live entries of joined networks of alive owners.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    Upsert(Endpoint),
-    Remove(Endpoint),
-}
-
-/// One versioned entry as sent on the wire (broadcasts and push-pull).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Record {
-    pub endpoint: Endpoint,
-    /// The node that wrote this version (the only node allowed to change it).
-    pub owner: String,
-    pub clock: u64,
-    pub deleted: bool,
-}
-
-impl Record {
-    fn version(&self) -> (u64, &str) {
-        (self.clock, &self.owner)
-    }
-    fn key(&self) -> (String, String) {
-        (
-            self.endpoint.network_id.clone(),
-            self.endpoint.endpoint_id.clone(),
-        )
-    }
-}
+/// How many records of owners with no known key are kept for a second look.
+const PARKED_MAX: usize = 1024;
 
 struct Entry {
     rec: Record,
@@ -87,10 +53,28 @@ pub(crate) struct Table {
     /// Records this node must (re)broadcast: local changes and owner re-assertions.
     outbox: Vec<Record>,
     events: broadcast::Sender<Change>,
+    /// Signs our records; `None` until the agent has the node key (others drop them meanwhile).
+    signer: Option<SigningKey>,
+    /// Each node's certified public key, from the managers.
+    peer_keys: HashMap<String, Vec<u8>>,
+    /// Records whose owner had no known key when they came, newest per entry.
+    parked: HashMap<(String, String), Record>,
+    stats: Arc<Stats>,
+}
+
+/// What checking a remote record's signature found.
+enum Check {
+    Valid,
+    UnknownOwner,
+    Forged,
 }
 
 impl Table {
-    pub(crate) fn new(node_id: String, events: broadcast::Sender<Change>) -> Table {
+    pub(crate) fn new(
+        node_id: String,
+        events: broadcast::Sender<Change>,
+        stats: Arc<Stats>,
+    ) -> Table {
         Table {
             node_id,
             clock: 0,
@@ -101,6 +85,111 @@ impl Table {
             strangers: HashMap::new(),
             outbox: Vec::new(),
             events,
+            signer: None,
+            peer_keys: HashMap::new(),
+            parked: HashMap::new(),
+            stats,
+        }
+    }
+
+    /// Signs `rec` with our key (unsigned without one).
+    fn signed(&self, mut rec: Record) -> Record {
+        rec.signature = self
+            .signer
+            .as_ref()
+            .map(|k| k.sign(&rec))
+            .unwrap_or_default();
+        rec
+    }
+
+    fn check(&self, rec: &Record) -> Check {
+        let key = if rec.owner == self.node_id {
+            self.signer.as_ref().map(SigningKey::public_key)
+        } else {
+            self.peer_keys.get(&rec.owner).map(Vec::as_slice)
+        };
+        let Some(key) = key else {
+            return Check::UnknownOwner;
+        };
+        Stats::inc(&self.stats.entries_verified);
+        if sign::verify(key, rec) {
+            Check::Valid
+        } else {
+            Check::Forged
+        }
+    }
+
+    /// Whether `rec` may be taken in; counts and parks the ones that may not. `checked`: its
+    /// signature was already verified (`Some(valid)`), outside the table's lock.
+    fn admit(&mut self, rec: &Record, checked: Option<bool>) -> bool {
+        let check = match checked {
+            Some(true) => Check::Valid,
+            Some(false) => Check::Forged,
+            None => self.check(rec),
+        };
+        match check {
+            Check::Valid => true,
+            Check::Forged => {
+                Stats::inc(&self.stats.dropped_forged);
+                tracing::debug!(owner = %rec.owner, endpoint = %rec.endpoint.endpoint_id,
+                    clock = rec.clock, "netdb: dropped a record its owner did not sign");
+                false
+            }
+            Check::UnknownOwner => {
+                Stats::inc(&self.stats.dropped_unknown_owner);
+                let key = rec.key();
+                let newer = self
+                    .parked
+                    .get(&key)
+                    .is_none_or(|p| rec.version() > p.version());
+                if newer && (self.parked.len() < PARKED_MAX || self.parked.contains_key(&key)) {
+                    self.parked.insert(key, rec.clone());
+                }
+                false
+            }
+        }
+    }
+
+    /// From now on our records are signed with `key`. If it is a new key (a renewed
+    /// certificate), our records are re-published above their current versions, signed with
+    /// it: nodes that meet them later check them against the new key.
+    pub(crate) fn set_signer(&mut self, key: SigningKey) {
+        let same = self
+            .signer
+            .as_ref()
+            .is_some_and(|k| k.public_key() == key.public_key());
+        self.signer = Some(key);
+        if same {
+            return;
+        }
+        let ours: Vec<Record> = self
+            .entries
+            .values()
+            .filter(|e| e.rec.owner == self.node_id)
+            .map(|e| e.rec.clone())
+            .collect();
+        for rec in ours {
+            let clock = self.next_clock();
+            let rec = self.signed(Record { clock, ..rec });
+            self.outbox.push(rec.clone());
+            self.install(rec);
+        }
+    }
+
+    pub(crate) fn signer_public_key(&self) -> Option<Vec<u8>> {
+        self.signer.as_ref().map(|k| k.public_key().to_vec())
+    }
+
+    /// The managers' current view of every node's key; parked records are looked at again.
+    pub(crate) fn set_peer_keys(&mut self, keys: HashMap<String, Vec<u8>>) {
+        self.peer_keys = keys;
+        let parked: Vec<Record> = std::mem::take(&mut self.parked).into_values().collect();
+        for rec in parked {
+            if self.peer_keys.contains_key(&rec.owner) {
+                self.merge(rec);
+            } else {
+                self.parked.insert(rec.key(), rec);
+            }
         }
     }
 
@@ -152,7 +241,9 @@ impl Table {
             owner: self.node_id.clone(),
             clock: self.next_clock(),
             deleted: false,
+            signature: Vec::new(),
         };
+        let rec = self.signed(rec);
         self.outbox.push(rec.clone());
         self.install(rec);
     }
@@ -167,14 +258,44 @@ impl Table {
             owner: self.node_id.clone(),
             clock: self.next_clock(),
             deleted: true,
+            signature: Vec::new(),
         };
+        let rec = self.signed(rec);
         self.outbox.push(rec.clone());
         self.install(rec);
     }
 
     /// Merges a remote record; returns true when it was new information (worth relaying).
+    ///
+    /// Only a record that would change something is verified (and counted if it fails): what
+    /// we already hold, at that version or above, is discarded unverified.
     pub(crate) fn merge(&mut self, rec: Record) -> bool {
-        self.clock = self.clock.max(rec.clock);
+        self.merge_checked(rec, None)
+    }
+
+    /// The public key to verify `rec` with, if merging it would change something: push-pull
+    /// verifies a whole table's worth of records with this, without holding the table (which
+    /// the engine needs for every datagram), then merges them with [`Table::merge_checked`].
+    /// `None` leaves the check to the merge (nothing to do, an unknown owner, or our own).
+    pub(crate) fn key_to_check(&self, rec: &Record) -> Option<Vec<u8>> {
+        if rec.owner == self.node_id {
+            return None;
+        }
+        let key = rec.key();
+        let newer = if self.joined.contains(&key.0) {
+            self.entries
+                .get(&key)
+                .is_none_or(|e| rec.version() > e.rec.version())
+        } else {
+            self.foreign
+                .get(&key)
+                .is_none_or(|(c, o)| (rec.clock, rec.owner.as_str()) > (*c, o.as_str()))
+        };
+        newer.then(|| self.peer_keys.get(&rec.owner).cloned())?
+    }
+
+    /// [`Table::merge`], with the signature already verified when `checked` is `Some`.
+    pub(crate) fn merge_checked(&mut self, rec: Record, checked: Option<bool>) -> bool {
         let key = rec.key();
         if !self.joined.contains(&key.0) && rec.owner != self.node_id {
             // Not attached: keep only the version, so each change is relayed once.
@@ -182,26 +303,36 @@ impl Table {
                 .foreign
                 .get(&key)
                 .is_none_or(|(c, o)| (rec.clock, rec.owner.as_str()) > (*c, o.as_str()));
-            if newer {
-                self.foreign.insert(key, (rec.clock, rec.owner));
+            // Verified too: a forged high version kept here would stop us relaying the real
+            // owner's next changes.
+            if !newer || !self.admit(&rec, checked) {
+                return false;
             }
-            return newer;
+            self.clock = self.clock.max(rec.clock);
+            self.foreign.insert(key, (rec.clock, rec.owner));
+            return true;
         }
         let current = self.entries.get(&key);
-        let newer = current.is_none_or(|e| rec.version() > e.rec.version());
         if rec.owner == self.node_id {
             // Owner authority: anything about our own entries that is not exactly what we hold
             // is stale, from a previous life of this node.
             let same = current
                 .is_some_and(|e| e.rec.deleted == rec.deleted && e.rec.endpoint == rec.endpoint);
-            if !same && current.is_none_or(|e| rec.version() >= e.rec.version()) {
+            let stale = !same && current.is_none_or(|e| rec.version() >= e.rec.version());
+            // Checked before its clock counts: a forged record must not move our clock.
+            if stale && self.admit(&rec, checked) {
+                self.clock = self.clock.max(rec.clock);
                 self.reassert(key, rec);
             }
             return false;
         }
-        if !newer {
+        if current.is_some_and(|e| rec.version() <= e.rec.version()) {
             return false;
         }
+        if !self.admit(&rec, checked) {
+            return false;
+        }
+        self.clock = self.clock.max(rec.clock);
         self.install(rec);
         true
     }
@@ -219,12 +350,20 @@ impl Table {
                 owner: self.node_id.clone(),
                 clock,
                 deleted: true,
+                signature: Vec::new(),
             },
         };
+        let rec = self.signed(rec);
         self.outbox.push(rec.clone());
         if self.joined.contains(&key.0) {
             self.install(rec);
         }
+    }
+
+    /// Queues `rec` for broadcast as is: how a test plays a member forging others' records.
+    #[cfg(test)]
+    pub(crate) fn push_raw(&mut self, rec: Record) {
+        self.outbox.push(rec);
     }
 
     pub(crate) fn take_outbox(&mut self) -> Vec<Record> {
@@ -359,6 +498,10 @@ impl Table {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     pub(crate) fn ep(net: &str, id: &str, node: &str) -> Endpoint {
@@ -375,17 +518,51 @@ mod tests {
         }
     }
 
+    /// A key per node name, the same for every table of one test.
+    fn keys(names: &[&str]) -> HashMap<String, SigningKey> {
+        names
+            .iter()
+            .map(|n| (n.to_string(), SigningKey::generate().expect("key")))
+            .collect()
+    }
+
+    /// A table for `node` that signs with its key and knows everyone's.
+    fn table(
+        node: &str,
+        tx: broadcast::Sender<Change>,
+        keys: &HashMap<String, SigningKey>,
+    ) -> Table {
+        let mut t = Table::new(node.into(), tx, Arc::default());
+        t.set_signer(keys[node].clone());
+        t.set_peer_keys(
+            keys.iter()
+                .map(|(n, k)| (n.clone(), k.public_key().to_vec()))
+                .collect(),
+        );
+        t
+    }
+
+    fn signed_by(key: &SigningKey, rec: Record) -> Record {
+        let signature = key.sign(&rec);
+        Record { signature, ..rec }
+    }
+
     #[test]
     fn owners_never_seen_alive_are_withdrawn_after_the_grace() {
         let (tx, mut rx) = broadcast::channel(16);
-        let mut t = Table::new("me".into(), tx);
+        let k = keys(&["me", "ghost"]);
+        let mut t = table("me", tx, &k);
         t.join_network("n");
-        t.merge(Record {
-            endpoint: ep("n", "e1", "ghost"),
-            owner: "ghost".into(),
-            clock: 1,
-            deleted: false,
-        });
+        t.merge(signed_by(
+            &k["ghost"],
+            Record {
+                endpoint: ep("n", "e1", "ghost"),
+                owner: "ghost".into(),
+                clock: 1,
+                deleted: false,
+                signature: Vec::new(),
+            },
+        ));
         assert!(matches!(rx.try_recv(), Ok(Change::Upsert(_))));
         let grace = Duration::from_secs(5);
         let start = Instant::now();
@@ -408,8 +585,9 @@ mod tests {
     #[test]
     fn lamport_resolution_tombstones_and_authority() {
         let (tx, _rx) = broadcast::channel(64);
-        let mut a = Table::new("a".into(), tx.clone());
-        let mut b = Table::new("b".into(), tx);
+        let k = keys(&["a", "b"]);
+        let mut a = table("a", tx.clone(), &k);
+        let mut b = table("b", tx, &k);
         b.join_network("n");
         a.local_put(ep("n", "t1", "a"));
         for r in a.take_outbox() {
@@ -436,7 +614,7 @@ mod tests {
         // A restarted "a" with a fresh table puts t1 again at clock 1; b's tombstone (clock 2)
         // comes back to it and it re-asserts above it.
         let (tx2, _r2) = broadcast::channel(64);
-        let mut a2 = Table::new("a".into(), tx2);
+        let mut a2 = table("a", tx2, &k);
         a2.local_put(ep("n", "t1", "a"));
         a2.take_outbox();
         for r in b.snapshot() {
@@ -454,5 +632,106 @@ mod tests {
         );
         b.reap(Duration::ZERO);
         assert_eq!(b.snapshot().len(), 1);
+    }
+
+    #[test]
+    fn records_are_verified_once_and_forgeries_dropped() {
+        let (tx, _rx) = broadcast::channel(64);
+        let k = keys(&["a", "b", "m"]);
+        let mut a = table("a", tx.clone(), &k);
+        let mut b = table("b", tx, &k);
+        b.join_network("n");
+        a.local_put(ep("n", "t1", "a"));
+        let put = a.take_outbox();
+        assert!(b.merge(put[0].clone()));
+        let verified = b.stats.entries_verified.load(Ordering::Relaxed);
+        // Copies of a version we hold are not verified again.
+        for _ in 0..5 {
+            assert!(!b.merge(put[0].clone()));
+        }
+        assert_eq!(b.stats.entries_verified.load(Ordering::Relaxed), verified);
+
+        // m rewrites a's entry above its version, signed with m's own key or not at all.
+        let mut moved = ep("n", "t1", "a");
+        moved.ip = Ipv4Addr::new(10, 0, 0, 66);
+        let forged = Record {
+            endpoint: moved,
+            owner: "a".into(),
+            clock: 99,
+            deleted: false,
+            signature: Vec::new(),
+        };
+        assert!(!b.merge(forged.clone()));
+        assert!(!b.merge(signed_by(&k["m"], forged.clone())));
+        assert_eq!(b.stats.dropped_forged.load(Ordering::Relaxed), 2);
+        assert_eq!(b.live("n")[0].ip, Ipv4Addr::new(10, 0, 0, 2));
+        // ... and its clock did not count.
+        b.local_put(ep("n", "t2", "b"));
+        assert!(b.take_outbox()[0].clock < 99);
+        // A forged tombstone does not delete it either.
+        let tomb = Record {
+            deleted: true,
+            ..put[0].clone()
+        };
+        assert!(!b.merge(signed_by(&k["m"], Record { clock: 50, ..tomb })));
+        assert_eq!(b.live("n").len(), 2);
+
+        // An owner with no known key: parked, taken once its key arrives.
+        let mut c = Table::new("c".into(), broadcast::channel(8).0, Arc::default());
+        c.join_network("n");
+        assert!(!c.merge(put[0].clone()));
+        assert_eq!(c.stats.dropped_unknown_owner.load(Ordering::Relaxed), 1);
+        assert!(c.live("n").is_empty());
+        c.set_peer_keys(HashMap::from([(
+            "a".to_string(),
+            k["a"].public_key().to_vec(),
+        )]));
+        assert_eq!(c.live("n").len(), 1);
+    }
+
+    #[test]
+    fn push_pull_checks_only_new_versions_outside_the_lock() {
+        let (tx, _rx) = broadcast::channel(64);
+        let k = keys(&["a", "b"]);
+        let mut a = table("a", tx.clone(), &k);
+        let mut b = table("b", tx, &k);
+        b.join_network("n");
+        a.local_put(ep("n", "t1", "a"));
+        let rec = a.take_outbox().remove(0);
+        let key = b.key_to_check(&rec).expect("a new version is checked");
+        assert_eq!(key, k["a"].public_key());
+        // A forged copy, found out before the lock: dropped and counted.
+        assert!(!b.merge_checked(rec.clone(), Some(false)));
+        assert_eq!(b.stats.dropped_forged.load(Ordering::Relaxed), 1);
+        assert!(b.live("n").is_empty());
+        assert!(b.merge_checked(rec.clone(), Some(sign::verify(&key, &rec))));
+        // Held now: nothing to check, and our own records are left to the merge.
+        assert!(b.key_to_check(&rec).is_none());
+        b.local_put(ep("n", "t2", "b"));
+        let ours = b.take_outbox().remove(0);
+        assert!(b.key_to_check(&ours).is_none());
+    }
+
+    #[test]
+    fn a_new_key_republishes_our_records_under_it() {
+        let (tx, _rx) = broadcast::channel(64);
+        let k = keys(&["a", "b"]);
+        let mut a = table("a", tx.clone(), &k);
+        a.local_put(ep("n", "t1", "a"));
+        a.take_outbox();
+        let renewed = SigningKey::generate().expect("key");
+        a.set_signer(renewed.clone());
+        let out = a.take_outbox();
+        assert_eq!(out.len(), 1);
+        // b, told the new key, takes the re-signed record.
+        let mut b = table("b", tx, &k);
+        let mut peers: HashMap<String, Vec<u8>> = HashMap::new();
+        peers.insert("a".into(), renewed.public_key().to_vec());
+        b.set_peer_keys(peers);
+        b.join_network("n");
+        assert!(b.merge(out[0].clone()));
+        // The same key again changes nothing.
+        a.set_signer(renewed);
+        assert!(a.take_outbox().is_empty());
     }
 }

@@ -1,7 +1,9 @@
 //! Three (or four) in-process members on loopback with fast SWIM timers. Every wait polls with a
 //! deadline; nothing relies on a bare sleep for synchronisation.
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -10,10 +12,34 @@ use super::*;
 
 const KEY: [u8; 32] = [7; 32];
 
+/// The members tests use, each with its node key (as the CA would have issued it).
+const NAMES: [&str; 7] = ["a", "b", "c", "d", "m", "x", "z"];
+
+fn node_keys() -> &'static HashMap<String, SigningKey> {
+    static KEYS: OnceLock<HashMap<String, SigningKey>> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        NAMES
+            .iter()
+            .map(|n| (n.to_string(), SigningKey::generate().expect("key")))
+            .collect()
+    })
+}
+
+/// What the managers would send: every member's key but z's (a node they never admitted).
+fn certified() -> HashMap<String, Vec<u8>> {
+    node_keys()
+        .iter()
+        .filter(|(n, _)| *n != "z")
+        .map(|(n, k)| (n.clone(), k.public_key().to_vec()))
+        .collect()
+}
+
 fn config(node: &str, keys: Vec<[u8; 32]>) -> NetDbConfig {
     let bind: SocketAddr = "127.0.0.1:0".parse().expect("addr");
     NetDbConfig {
         keys,
+        signing_key: node_keys().get(node).cloned(),
+        peer_keys: certified(),
         push_pull_every: Duration::from_secs(2),
         tombstone_ttl: Duration::from_secs(60),
         probe_period: Duration::from_millis(200),
@@ -440,4 +466,118 @@ async fn connections_over_the_caps_are_refused_while_members_converge() {
     }
     let s = a.db.stats();
     assert!(s.pushpull_refused_rate >= 1, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_entries_are_dropped_everywhere_and_owners_still_converge() {
+    let (a, b, c) = cluster().await;
+    // --- 1. m, a member like any other (it holds the gossip key and its own node key).
+    let m = node("m", vec![KEY]).await;
+    m.db.join_network("n1");
+    m.db.join(&[a.db.bound()]).await.expect("m joins");
+    a.db.put_endpoint(ep("n1", "t1", "a", 2));
+    let all = [&a, &b, &c, &m];
+    eventually("t1 everywhere", Duration::from_secs(5), || {
+        all.iter().all(|n| ids(&n.db, "n1") == ["t1"])
+    })
+    .await;
+
+    // --- 2. m broadcasts records in a's name: t1 moved to its own address, a new endpoint,
+    //        a tombstone of t1; signed with its own key, or not at all; and one of z, a node
+    //        the managers never certified.
+    let mut moved = ep("n1", "t1", "a", 66);
+    moved.vtep = Ipv4Addr::new(192, 0, 2, 66);
+    let forged = |endpoint: Endpoint, owner: &str, clock: u64, deleted: bool, by: &str| {
+        let rec = table::Record {
+            endpoint,
+            owner: owner.into(),
+            clock,
+            deleted,
+            signature: Vec::new(),
+        };
+        let signature = node_keys()[by].sign(&rec);
+        table::Record { signature, ..rec }
+    };
+    // The tombstone of t1 replaces the moved t1 in m's broadcast queue (same entry, newer):
+    // three forgeries in a's and b's names reach each member.
+    let forgeries = [
+        forged(moved.clone(), "a", 1000, false, "m"),
+        forged(ep("n1", "evil", "a", 67), "a", 1001, false, "m"),
+        forged(ep("n1", "t1", "a", 2), "a", 1002, true, "m"),
+        table::Record {
+            signature: Vec::new(),
+            ..forged(ep("n1", "bogus", "b", 68), "b", 1003, false, "m")
+        },
+    ];
+    let before: Vec<NetDbStats> = [&a, &b, &c].iter().map(|n| n.db.stats()).collect();
+    {
+        let mut t = lock(&m.db.shared.table);
+        for rec in forgeries {
+            t.push_raw(rec);
+        }
+        t.push_raw(forged(ep("n1", "ghost", "z", 69), "z", 1004, false, "z"));
+    }
+    let _ = m.db.shared.cmd.send(Cmd::Flush);
+    eventually(
+        "every forgery counted on a, b and c",
+        Duration::from_secs(5),
+        || {
+            [&a, &b, &c].iter().zip(&before).all(|(n, was)| {
+                let s = n.db.stats();
+                s.dropped_forged >= was.dropped_forged + 3
+                    && s.dropped_unknown_owner > was.dropped_unknown_owner
+            })
+        },
+    )
+    .await;
+    for n in [&a, &b, &c] {
+        assert_eq!(ids(&n.db, "n1"), ["t1"], "forged entries installed");
+        assert_eq!(n.db.endpoints("n1")[0], ep("n1", "t1", "a", 2), "t1 moved");
+    }
+
+    // --- 3. a push-pull brings nothing forged either (m never installed its forgeries).
+    let d = node("d", vec![KEY]).await;
+    d.db.join_network("n1");
+    d.db.join(&[m.db.bound()]).await.expect("d joins via m");
+    assert_eq!(ids(&d.db, "n1"), ["t1"]);
+
+    // --- 4. the real owner's changes still converge, tombstones included, with a clock far
+    //        below the forgeries'.
+    a.db.put_endpoint(ep("n1", "t2", "a", 3));
+    a.db.delete_endpoint("n1", "t1");
+    let all = [&a, &b, &c, &m, &d];
+    eventually(
+        "a's put and delete everywhere",
+        Duration::from_secs(5),
+        || all.iter().all(|n| ids(&n.db, "n1") == ["t2"]),
+    )
+    .await;
+    // Each version was checked once per node, not once per copy (retransmits, push-pulls).
+    let verified = b.db.stats().entries_verified;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        b.db.stats().entries_verified,
+        verified,
+        "copies verified again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_of_an_owner_learned_late_are_taken_when_its_key_arrives() {
+    let a = node("a", vec![KEY]).await;
+    let mut cfg = config("b", vec![KEY]);
+    cfg.peer_keys.remove("a");
+    let (_stop, rx) = oneshot::channel::<()>();
+    let b = NetDb::start(cfg, async move {
+        let _ = rx.await;
+    })
+    .await
+    .expect("start");
+    b.join_network("n1");
+    a.db.put_endpoint(ep("n1", "t1", "a", 2));
+    b.join(&[a.db.bound()]).await.expect("b joins");
+    assert!(b.endpoints("n1").is_empty(), "taken without a's key");
+    assert!(b.stats().dropped_unknown_owner >= 1);
+    b.set_peer_keys(certified());
+    assert_eq!(ids(&b, "n1"), ["t1"]);
 }

@@ -1,5 +1,6 @@
 //! [`PeerIdentity`]: who is on the other end of a mutual-TLS connection, read from the
-//! certificate it presented.
+//! certificate it presented; and [`certified_key`], the public key a node certificate
+//! certifies (what the network DB checks a node's entries against).
 
 use x509_parser::{certificate::X509Certificate, prelude::FromDer};
 
@@ -49,6 +50,17 @@ pub fn peer_identity(cert_der: &[u8]) -> Result<PeerIdentity, PkiError> {
         other => return Err(PkiError::UnknownRole(other.to_string())),
     };
     Ok(PeerIdentity { node_id, role })
+}
+
+/// The public key of a node certificate (PEM): the SubjectPublicKeyInfo's key, for ECDSA
+/// P-256 the uncompressed point. The managers record it when they issue the certificate.
+pub fn certified_key(cert_pem: &str) -> Result<Vec<u8>, PkiError> {
+    let der = super::pem::cert_der(cert_pem, "the node certificate")?;
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|source| PkiError::X509 {
+        what: "the node certificate",
+        source,
+    })?;
+    Ok(cert.public_key().subject_public_key.data.to_vec())
 }
 
 #[cfg(test)]

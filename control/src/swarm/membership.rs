@@ -43,6 +43,7 @@ impl Swarm {
         let client_tls = pki::client_tls(&creds).map_err(Error::pki("client TLS configuration"))?;
         let server_tls = pki::server_tls(&creds).map_err(Error::pki("server TLS configuration"))?;
         let peers = Arc::new(Peers::new(client_tls));
+        self.inner.runner.node_key(&creds.key_pem);
         let manager = match (file.role, &at_rest) {
             (Role::Manager, Some(at_rest)) => {
                 Some(self.start_raft(Arc::clone(&peers), &at_rest.dek).await?)

@@ -52,6 +52,17 @@ impl Leader {
         node_id: &str,
         reports: TaskReports,
     ) -> Result<Vec<Task>, Error> {
+        if node_id == self.node_id() {
+            // The first manager's certificate was issued before the swarm existed (`swarm
+            // init`): its key is recorded by its first beat as leader (a no-op afterwards).
+            // A failure must not stop the beat: the next one tries again.
+            if let Err(e) = self
+                .record_node_key(node_id, &self.active.creds.cert_pem)
+                .await
+            {
+                tracing::warn!(error = %crate::error_chain::Chain(&e), "recording this node's key");
+            }
+        }
         if !reports.is_empty() {
             let command = Command::ReportTasks {
                 node_id: node_id.to_string(),
@@ -63,7 +74,7 @@ impl Leader {
     }
 }
 
-/// The keys and peer addresses every node gets with its heartbeat answer.
+/// The keys, peer addresses and node keys every node gets with its heartbeat answer.
 pub fn gossip_config(state: &ClusterState) -> GossipConfig {
     GossipConfig {
         keys: state
@@ -75,6 +86,11 @@ pub fn gossip_config(state: &ClusterState) -> GossipConfig {
             .nodes
             .values()
             .map(|n| (n.id.clone(), n.addr.ip()))
+            .collect(),
+        node_keys: state
+            .node_keys
+            .iter()
+            .map(|(id, key)| (id.clone(), key.clone()))
             .collect(),
     }
 }

@@ -84,6 +84,8 @@ impl Leader {
             created_at: now_secs(),
         };
         self.propose(Command::AddNode(record)).await?;
+        self.record_node_key(&request.node_id, &creds.cert_pem)
+            .await?;
         self.active.liveness.record(&request.node_id);
         info!(node_id = %request.node_id, hostname = %request.hostname, role = role.as_str(), "node admitted");
         Ok(AdmitResponse {
@@ -288,12 +290,29 @@ impl Leader {
         let creds = ca
             .issue(&node.id, node.role, &cluster.id)
             .map_err(Error::pki("issuing the node certificate"))?;
+        // Before the node gets its new key: every node learns it with its next heartbeat.
+        self.record_node_key(&node.id, &creds.cert_pem).await?;
         info!(node_id = %node.id, role = node.role.as_str(), "node certificate renewed");
         Ok(Credentials {
             ca_cert_pem: creds.ca_cert_pem,
             cert_pem: creds.cert_pem,
             key_pem: creds.key_pem,
         })
+    }
+
+    /// Records the public key of a certificate issued for `node_id`: the key the network DB
+    /// checks that node's entries against (`cluster::gossip::GossipConfig::node_keys`).
+    pub(super) async fn record_node_key(&self, node_id: &str, cert_pem: &str) -> Result<(), Error> {
+        let public_key = pki::certified_key(cert_pem)
+            .map_err(Error::pki("reading the key of the issued certificate"))?;
+        if self.state().node_keys.get(node_id) == Some(&public_key) {
+            return Ok(());
+        }
+        self.propose(Command::SetNodeKey {
+            id: node_id.to_string(),
+            public_key,
+        })
+        .await
     }
 
     /// `swarm join-token [--rotate] worker|manager`.

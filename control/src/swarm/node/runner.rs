@@ -30,6 +30,10 @@ pub trait TaskRunner: Send + Sync + 'static {
     fn gossip(&self, _config: &GossipConfig) {}
     /// What this node needs to serve published ports, as the leader sent it with this beat.
     fn routing_mesh(&self, _mesh: &RoutingMesh) {}
+    /// This node's TLS private key (PEM), in the clear, whenever a membership starts (after a
+    /// join, a restart, an unlock or a renewal): the network DB signs the node's entries with
+    /// it. Handed over in memory, since on a locked manager the file on disk is sealed.
+    fn node_key(&self, _key_pem: &str) {}
 }
 
 /// A node that runs no tasks (tests of the control plane alone).
