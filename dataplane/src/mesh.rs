@@ -229,17 +229,24 @@ impl Mesh {
     }
 }
 
+/// The reply entries whose forward entry is in `entries`.
+fn partnered_replies(
+    entries: &std::collections::HashMap<FlowKey, MeshFlow>,
+) -> std::collections::HashSet<FlowKey> {
+    entries
+        .iter()
+        .filter(|(k, _)| k.direction == FLOW_FORWARD)
+        .map(|(k, f)| reply_key(k.proto, f))
+        .collect()
+}
+
 /// The confirmed entries that are over: both entries of a flow that is over, and reply
 /// entries left alone (their forward entry gone) for [`CLOSED_FLOW_LINGER`].
 fn expired_confirmed(
     entries: &std::collections::HashMap<FlowKey, MeshFlow>,
     now_ns: u64,
 ) -> Vec<FlowKey> {
-    let partnered: std::collections::HashSet<FlowKey> = entries
-        .iter()
-        .filter(|(k, _)| k.direction == FLOW_FORWARD)
-        .map(|(k, f)| reply_key(k.proto, f))
-        .collect();
+    let partnered = partnered_replies(entries);
     let mut expired = Vec::new();
     for (key, flow) in entries {
         if key.direction != FLOW_FORWARD {
@@ -268,11 +275,7 @@ fn expired_unconfirmed(
     entries: &std::collections::HashMap<FlowKey, MeshFlow>,
     now_ns: u64,
 ) -> Vec<FlowKey> {
-    let partnered: std::collections::HashSet<FlowKey> = entries
-        .iter()
-        .filter(|(k, _)| k.direction == FLOW_FORWARD)
-        .map(|(k, f)| reply_key(k.proto, f))
-        .collect();
+    let partnered = partnered_replies(entries);
     let mut expired = Vec::new();
     for (key, flow) in entries {
         if key.direction == FLOW_FORWARD {

@@ -406,12 +406,7 @@ impl Swarm {
             node_id: self.node_id().to_string(),
         };
         let mut last = Error::unavailable("no manager answered");
-        let addrs: Vec<SocketAddr> = active
-            .leader_addr()
-            .into_iter()
-            .chain(active.file().manager_addrs)
-            .collect();
-        for addr in addrs {
+        for addr in active.managers_leader_first() {
             match active
                 .peers
                 .client(addr)?
@@ -441,12 +436,7 @@ impl Swarm {
         // The leader may be changing hands or still learning of us: retry for a while.
         let mut last = Error::unavailable("no manager answered");
         for _ in 0..20 {
-            let addrs: Vec<SocketAddr> = active
-                .leader_addr()
-                .into_iter()
-                .chain(active.file().manager_addrs)
-                .collect();
-            for addr in addrs {
+            for addr in active.managers_leader_first() {
                 match active
                     .peers
                     .client(addr)?

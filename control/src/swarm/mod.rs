@@ -218,6 +218,14 @@ impl Active {
         (leader == Some(raft_id(node_id))).then_some(manager)
     }
 
+    /// Where to ask the managers: the leader (if known), then every manager last heard of.
+    fn managers_leader_first(&self) -> Vec<SocketAddr> {
+        self.leader_addr()
+            .into_iter()
+            .chain(self.file().manager_addrs)
+            .collect()
+    }
+
     /// A client for the leader, for forwarding.
     fn leader_client(&self) -> Result<ClusterClient<tonic::transport::Channel>, Error> {
         let addr = self.leader_addr().ok_or(Error::NoLeader)?;

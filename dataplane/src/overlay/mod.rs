@@ -9,9 +9,11 @@
 //! # Layout
 //! - [`error`]: [`OverlayError`], what failed, on which link, in which netns.
 //! - `netns`: creating and removing bind-mounted netns (sandboxes and tasks).
-//! - `netlink`: an rtnetlink connection opened inside a given netns; link lookups.
+//! - `netlink`: an rtnetlink connection opened inside a given netns; link lookups, deletion.
 //! - `sandbox`: [`ensure_sandbox`] / [`remove_sandbox`] (bridge `br0` + `vxlan0`).
 //! - `task`: [`attach_task`] / [`detach_task`] (veth between a task netns and `br0`).
+//! - `pair`: a task's veth pair created into its netns, and the task end's settings (shared
+//!   by `task` and `gateway::veth`).
 //! - `endpoints`: [`add_remote_endpoint`] / [`remove_remote_endpoint`] (static FDB + neighbours).
 //! - `gateway`: the node's gateway bridge ([`ensure_gateway_bridge`] / [`remove_gateway_bridge`])
 //!   and tasks' egress interfaces on it ([`attach_task_gateway`] / [`detach_task_gateway`]);
@@ -28,6 +30,7 @@ mod gateway;
 mod gateway_tests;
 mod netlink;
 mod netns;
+mod pair;
 mod sandbox;
 mod task;
 #[cfg(test)]

@@ -8,7 +8,10 @@
 use std::{future::Future, path::Path, pin::pin};
 
 use futures::TryStreamExt;
-use rtnetlink::{Handle, LinkUnspec, packet_route::link::LinkMessage};
+use rtnetlink::{
+    Handle, LinkUnspec,
+    packet_route::link::{LinkAttribute, LinkMessage},
+};
 
 use super::OverlayError;
 
@@ -119,4 +122,26 @@ pub(crate) async fn enslave_and_raise(
         .execute()
         .await
         .map_err(nl_err("enslaving and raising", name, netns))
+}
+
+/// The link's hardware address, if it has one.
+pub(crate) fn mac_of(link: &LinkMessage) -> Option<&[u8]> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Address(mac) => Some(mac.as_slice()),
+        _ => None,
+    })
+}
+
+/// Deletes link `index` (`name` in `netns`, for the error); already gone is success.
+pub(crate) async fn delete_link(
+    h: &Handle,
+    index: u32,
+    name: &str,
+    netns: &Path,
+) -> Result<(), OverlayError> {
+    match h.link().del(index).execute().await {
+        Ok(()) => Ok(()),
+        Err(e) if errno(&e) == Some(nix::errno::Errno::ENODEV) => Ok(()),
+        Err(e) => Err(nl_err("deleting link", name, netns)(e)),
+    }
 }

@@ -5,21 +5,12 @@
 //! final name (`eth0`, ...) with the IP-derived MAC. Creating the peer in place avoids the
 //! temporary-name dance (every task's `eth0` would collide inside the sandbox).
 
-use std::{
-    fs::File,
-    net::{IpAddr, Ipv4Addr},
-    os::fd::AsRawFd,
-    path::Path,
-};
-
-use rtnetlink::{
-    Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
-    packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage},
-};
+use std::path::Path;
 
 use super::{
     BRIDGE_NAME, OverlayError, Sandbox, mac_for_ip,
-    netlink::{enslave_and_raise, errno, index_of, link_by_name, nl_err, with_handle},
+    netlink::{delete_link, enslave_and_raise, index_of, link_by_name, mac_of, with_handle},
+    pair::{configure_task_end, create_pair},
 };
 
 /// Linux's interface-name limit (IFNAMSIZ - 1).
@@ -32,13 +23,6 @@ fn check_ifname(name: &str) -> Result<(), OverlayError> {
         )));
     }
     Ok(())
-}
-
-fn mac_of(link: &LinkMessage) -> Option<&[u8]> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(mac) => Some(mac.as_slice()),
-        _ => None,
-    })
 }
 
 /// Connects `task_netns` to the sandbox's `br0`: veth `host_side_name` (sandbox) <->
@@ -88,36 +72,20 @@ pub fn attach_task(
                 delete_link(&h, index, ifname, task_netns).await
             })?;
         }
-        let task_fd = File::open(task_netns).map_err(|source| OverlayError::Netns {
-            what: "opening task netns",
-            path: task_netns.to_path_buf(),
-            source,
-        })?;
-        let fd = task_fd.as_raw_fd();
-        with_handle(sandbox_ns, |h| async move {
-            if let Some(index) = host_end {
-                delete_link(&h, index, host_side_name, sandbox_ns).await?;
-            }
-            let bridge = index_of(&h, BRIDGE_NAME, sandbox_ns).await?;
-            let peer = LinkUnspec::new_with_name(ifname)
-                .address(mac.to_vec())
-                .mtu(mtu)
-                .setns_by_fd(fd)
-                .build();
-            h.link()
-                .add(
-                    LinkVeth::new(host_side_name, ifname)
-                        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-                        .mtu(mtu)
-                        .controller(bridge)
-                        .up()
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(nl_err("creating veth", host_side_name, sandbox_ns))
-        })?;
-        drop(task_fd);
+        if let Some(index) = host_end {
+            with_handle(sandbox_ns, |h| async move {
+                delete_link(&h, index, host_side_name, sandbox_ns).await
+            })?;
+        }
+        create_pair(
+            sandbox_ns,
+            BRIDGE_NAME,
+            host_side_name,
+            task_netns,
+            ifname,
+            mac,
+            mtu,
+        )?;
     } else {
         with_handle(sandbox_ns, |h| async move {
             let bridge = index_of(&h, BRIDGE_NAME, sandbox_ns).await?;
@@ -127,60 +95,16 @@ pub fn attach_task(
     }
 
     with_handle(task_netns, |h| async move {
-        configure_task_end(&h, task_netns, ifname, ip, mtu, gateway, default_route).await
+        configure_task_end(
+            &h,
+            task_netns,
+            ifname,
+            ip,
+            mtu,
+            default_route.then_some(gateway),
+        )
+        .await
     })
-}
-
-/// Inside the task netns: loopback up, MTU, address, up, optional default route. Every step
-/// uses set/replace semantics so re-running is harmless.
-async fn configure_task_end(
-    h: &Handle,
-    netns: &Path,
-    ifname: &str,
-    ip: ipnet::Ipv4Net,
-    mtu: u32,
-    gateway: Ipv4Addr,
-    default_route: bool,
-) -> Result<(), OverlayError> {
-    let lo = index_of(h, "lo", netns).await?;
-    h.link()
-        .set(LinkUnspec::new_with_index(lo).up().build())
-        .execute()
-        .await
-        .map_err(nl_err("raising", "lo", netns))?;
-    let index = index_of(h, ifname, netns).await?;
-    h.link()
-        .set(LinkUnspec::new_with_index(index).mtu(mtu).up().build())
-        .execute()
-        .await
-        .map_err(nl_err("raising", ifname, netns))?;
-    h.address()
-        .add(index, IpAddr::V4(ip.addr()), ip.prefix_len())
-        .replace()
-        .execute()
-        .await
-        .map_err(nl_err("adding address on", ifname, netns))?;
-    if default_route {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(gateway)
-            .output_interface(index)
-            .build();
-        h.route()
-            .add(route)
-            .replace()
-            .execute()
-            .await
-            .map_err(nl_err("adding default route via", ifname, netns))?;
-    }
-    Ok(())
-}
-
-async fn delete_link(h: &Handle, index: u32, name: &str, netns: &Path) -> Result<(), OverlayError> {
-    match h.link().del(index).execute().await {
-        Ok(()) => Ok(()),
-        Err(e) if errno(&e) == Some(nix::errno::Errno::ENODEV) => Ok(()),
-        Err(e) => Err(nl_err("deleting link", name, netns)(e)),
-    }
 }
 
 /// Removes the task's veth pair (deleting the sandbox end takes the task end with it).

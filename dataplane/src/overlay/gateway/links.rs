@@ -9,10 +9,7 @@ use rtnetlink::{
     packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
 };
 
-use crate::overlay::{
-    OverlayError,
-    netlink::{errno, link_by_name, nl_err},
-};
+use crate::overlay::{OverlayError, netlink::link_by_name};
 
 pub(super) fn kind_of(link: &LinkMessage) -> Option<&InfoKind> {
     link.attributes.iter().find_map(|a| match a {
@@ -20,13 +17,6 @@ pub(super) fn kind_of(link: &LinkMessage) -> Option<&InfoKind> {
             LinkInfo::Kind(kind) => Some(kind),
             _ => None,
         }),
-        _ => None,
-    })
-}
-
-pub(super) fn mac_of(link: &LinkMessage) -> Option<&[u8]> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::Address(mac) => Some(mac.as_slice()),
         _ => None,
     })
 }
@@ -77,18 +67,5 @@ pub(super) async fn owned_link(
             kind_of(&link)
         ))),
         None => Ok(None),
-    }
-}
-
-pub(super) async fn delete_link(
-    h: &Handle,
-    index: u32,
-    name: &str,
-    netns: &Path,
-) -> Result<(), OverlayError> {
-    match h.link().del(index).execute().await {
-        Ok(()) => Ok(()),
-        Err(e) if errno(&e) == Some(nix::errno::Errno::ENODEV) => Ok(()),
-        Err(e) => Err(nl_err("deleting link", name, netns)(e)),
     }
 }

@@ -41,13 +41,13 @@ use rtnetlink::{
 pub use masquerade::{GATEWAY_NFT_TABLE, enable_ip_forwarding};
 
 use self::{
-    links::{delete_link, is_veth_port_of, not_our_port, owned_link},
+    links::{is_veth_port_of, not_our_port, owned_link},
     masquerade::{apply_nft, removal_script, ruleset},
     veth::TaskVeth,
 };
 use super::{
     OverlayError,
-    netlink::{errno, index_of, link_by_name, nl_err, with_handle},
+    netlink::{delete_link, errno, index_of, link_by_name, nl_err, with_handle},
 };
 
 /// Default name of the gateway bridge (Docker's is `docker_gwbridge`).

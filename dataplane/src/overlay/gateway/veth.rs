@@ -1,26 +1,18 @@
 //! The veth pair between a bridge and a task netns, created in one request, kept when intact
 //! and rebuilt otherwise, and the task end's settings (address, MTU, default route).
 
-use std::{
-    fs::File,
-    net::{IpAddr, Ipv4Addr},
-    os::fd::AsRawFd,
-    path::Path,
-};
+use std::{net::Ipv4Addr, path::Path};
 
 use ipnet::Ipv4Net;
-use rtnetlink::{
-    Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
-    packet_route::link::{InfoData, InfoVeth},
-};
 
 use super::{
     check_ifname,
-    links::{delete_link, is_veth_port_of, mac_of, not_our_port, peer_index_of},
+    links::{is_veth_port_of, not_our_port, peer_index_of},
 };
 use crate::overlay::{
     OverlayError, mac_for_ip,
-    netlink::{enslave_and_raise, index_of, link_by_name, nl_err, with_handle},
+    netlink::{delete_link, enslave_and_raise, index_of, link_by_name, mac_of, with_handle},
+    pair::{configure_task_end, create_pair},
 };
 
 /// A veth pair from a bridge (in `bridge_netns`) to a task netns, built the way `task.rs` builds
@@ -97,84 +89,24 @@ impl TaskVeth<'_> {
                     delete_link(&h, index, ifname, task_netns).await
                 })?;
             }
-            let task_fd = File::open(task_netns).map_err(|source| OverlayError::Netns {
-                what: "opening task netns",
-                path: task_netns.to_path_buf(),
-                source,
-            })?;
-            let fd = task_fd.as_raw_fd();
-            with_handle(bridge_netns, |h| async move {
-                if let Some((index, _, _)) = host_end {
-                    delete_link(&h, index, host_side_name, bridge_netns).await?;
-                }
-                let bridge = index_of(&h, bridge, bridge_netns).await?;
-                let peer = LinkUnspec::new_with_name(ifname)
-                    .address(mac.to_vec())
-                    .mtu(mtu)
-                    .setns_by_fd(fd)
-                    .build();
-                h.link()
-                    .add(
-                        LinkVeth::new(host_side_name, ifname)
-                            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-                            .mtu(mtu)
-                            .controller(bridge)
-                            .up()
-                            .build(),
-                    )
-                    .execute()
-                    .await
-                    .map_err(nl_err("creating veth", host_side_name, bridge_netns))
-            })?;
-            // Keep the namespace fd open until the kernel has used it.
-            drop(task_fd);
+            if let Some((index, _, _)) = host_end {
+                with_handle(bridge_netns, |h| async move {
+                    delete_link(&h, index, host_side_name, bridge_netns).await
+                })?;
+            }
+            create_pair(
+                bridge_netns,
+                bridge,
+                host_side_name,
+                task_netns,
+                ifname,
+                mac,
+                mtu,
+            )?;
         }
 
         with_handle(task_netns, |h| async move {
             configure_task_end(&h, task_netns, ifname, ip, mtu, default_route).await
         })
     }
-}
-
-/// Inside the task netns: loopback up, MTU, address, up, optional default route. Every step
-/// uses set/replace semantics so re-running is harmless.
-async fn configure_task_end(
-    h: &Handle,
-    netns: &Path,
-    ifname: &str,
-    ip: Ipv4Net,
-    mtu: u32,
-    default_route: Option<Ipv4Addr>,
-) -> Result<(), OverlayError> {
-    let lo = index_of(h, "lo", netns).await?;
-    h.link()
-        .set(LinkUnspec::new_with_index(lo).up().build())
-        .execute()
-        .await
-        .map_err(nl_err("raising", "lo", netns))?;
-    let index = index_of(h, ifname, netns).await?;
-    h.link()
-        .set(LinkUnspec::new_with_index(index).mtu(mtu).up().build())
-        .execute()
-        .await
-        .map_err(nl_err("raising", ifname, netns))?;
-    h.address()
-        .add(index, IpAddr::V4(ip.addr()), ip.prefix_len())
-        .replace()
-        .execute()
-        .await
-        .map_err(nl_err("adding address on", ifname, netns))?;
-    if let Some(gateway) = default_route {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(gateway)
-            .output_interface(index)
-            .build();
-        h.route()
-            .add(route)
-            .replace()
-            .execute()
-            .await
-            .map_err(nl_err("adding default route via", ifname, netns))?;
-    }
-    Ok(())
 }
