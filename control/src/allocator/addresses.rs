@@ -426,7 +426,11 @@ mod tests {
         assign_ingress_addrs(&mut state);
         assert_eq!(addr(&state, "n3").as_deref(), Some("10.255.0.5"));
         assert_eq!(
-            state.apply(&Command::RemoveNode { id: "n1".into() }),
+            state.apply(&Command::RemoveNode {
+                id: "n1".into(),
+                removed_at: 0,
+                revoked_until: 0
+            }),
             CommandResponse::Ok
         );
         assert_eq!(addr(&state, "n1"), None);

@@ -29,8 +29,16 @@ pub enum Command {
     },
     /// `node promote` / `node demote`.
     SetRole { id: String, role: Role },
-    /// `node rm`, or a node's `swarm leave`.
-    RemoveNode { id: String },
+    /// `node rm`, or a node's `swarm leave`. The node's certificates are refused until the
+    /// last one it could hold expires (`revoked_until`); entries past theirs are dropped then
+    /// (`removed_at`), so the list stays as long as the removals of one certificate lifetime.
+    RemoveNode {
+        id: String,
+        /// Unix time of the removal, seconds.
+        removed_at: u64,
+        /// Unix time the last certificate the node could hold expires, seconds.
+        revoked_until: u64,
+    },
     /// `swarm join-token --rotate`.
     RotateSecret { role: Role, secret: String },
     /// `service create`: the name must be free.
@@ -154,11 +162,17 @@ impl ClusterState {
             Command::SetRole { id, role } => {
                 self.node_mut(id)?.role = *role;
             }
-            Command::RemoveNode { id } => {
+            Command::RemoveNode {
+                id,
+                removed_at,
+                revoked_until,
+            } => {
                 self.nodes
                     .remove(id)
                     .ok_or_else(|| format!("node {id} not found"))?;
                 self.node_keys.remove(id);
+                self.revoked.retain(|_, until| *until > *removed_at);
+                self.revoked.insert(id.clone(), *revoked_until);
             }
             Command::CreateService(service) => {
                 if self

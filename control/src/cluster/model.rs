@@ -124,6 +124,12 @@ pub struct ClusterState {
     /// node's entries against it, so no other member can forge them.
     #[serde(default)]
     pub node_keys: BTreeMap<String, Vec<u8>>,
+    /// Removed nodes whose certificates are still within their validity (node ID -> unix
+    /// seconds when the last one expires): the 2377 servers refuse them at the handshake.
+    /// (Calls are refused anyway, since only nodes in `nodes` are authorized; the list shuts
+    /// the door before TLS is even finished, and outlives the node's record.)
+    #[serde(default)]
+    pub revoked: BTreeMap<String, u64>,
 }
 
 /// The Raft member ID of a node: openraft needs a `Copy` integer, our IDs are strings. The

@@ -24,7 +24,8 @@ pub const CA_DIGEST_LEN: usize = 50;
 
 /// 20 years, counting leap days.
 const CA_VALIDITY: Duration = Duration::from_secs((20 * 365 + 5) * 24 * 3600);
-const NODE_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long a node certificate is valid.
+pub const NODE_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Certificates start being valid a little in the past, so a node whose clock is a bit behind
 /// the manager's still accepts a certificate issued a second ago.
 const BACKDATE: Duration = Duration::from_secs(3600);

@@ -7,8 +7,9 @@
 //! - [`peer`]: [`peer_identity`] — the node ID and role of a (TLS-verified) peer certificate;
 //!   [`certified_key`] — the public key a node certificate certifies.
 //! - [`token`]: [`JoinToken`] — `SWMTKN-1-<CA digest>-<secret>`, parsing and checking.
-//! - [`tls`]: [`server_tls`], [`client_tls`] and [`connect_for_join`] (joining without trust
-//!   on first use).
+//! - [`tls`]: [`client_tls`] and [`connect_for_join`] (joining without trust on first use).
+//! - [`tls_server`]: [`server_config`] (client certificates checked against the CA and the
+//!   swarm's [`Revocations`]) and [`handshakes`], which the 2377 server runs itself.
 //! - `error`: [`PkiError`]; `pem`: PEM helpers.
 
 pub mod ca;
@@ -17,11 +18,13 @@ mod error;
 pub mod peer;
 mod pem;
 pub mod tls;
+pub mod tls_server;
 pub mod token;
 
-pub use ca::ClusterCa;
+pub use ca::{ClusterCa, NODE_VALIDITY};
 pub use creds::NodeCredentials;
 pub use error::PkiError;
 pub use peer::{PeerIdentity, certified_key, peer_identity};
-pub use tls::{TLS_SERVER_NAME, client_tls, connect_for_join, server_tls};
+pub use tls::{TLS_SERVER_NAME, client_tls, connect_for_join};
+pub use tls_server::{NoRevocations, Revocations, handshakes, server_config};
 pub use token::{JoinToken, generate_secret};

@@ -1,6 +1,7 @@
-//! TLS configuration for the 2377 gRPC API: the server and client configurations of nodes
-//! that hold credentials, and the connection a joining node makes before it has any, which
-//! trusts the manager only if it proves it belongs to the CA pinned by the join token.
+//! TLS configuration for the 2377 gRPC API, the client side (the server's is `tls_server`):
+//! the configuration of nodes that hold credentials, and the connection a joining node makes
+//! before it has any, which trusts the manager only if it proves it belongs to the CA pinned by
+//! the join token.
 
 use std::{
     io,
@@ -23,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::{
     codegen::http::Uri,
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 
 use super::{JoinToken, NodeCredentials, PkiError, ca::digest_of_der, pem};
@@ -33,32 +34,10 @@ use super::{JoinToken, NodeCredentials, PkiError, ca::digest_of_der, pem};
 pub const TLS_SERVER_NAME: &str = "shoal-node";
 
 /// gRPC runs over HTTP/2 only.
-const ALPN_H2: &[u8] = b"h2";
+pub(super) const ALPN_H2: &[u8] = b"h2";
 /// Bounds a TLS handshake, so a silent peer cannot hold a connection slot (server) or a join
 /// (client) forever.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The TLS configuration of the 2377 server of a node.
-///
-/// The server presents its node certificate followed by the CA certificate (a joining node
-/// has no CA yet: it finds the CA in the chain and checks it against its token). Client
-/// certificates are verified against the cluster CA when presented, but are OPTIONAL: a node
-/// that is joining has none and must still reach the Join call. Authorization is therefore per
-/// call: handlers read `request.peer_certs()` and [`super::peer_identity`], and treat a call
-/// without a certificate as anonymous.
-pub fn server_tls(creds: &NodeCredentials) -> Result<ServerTlsConfig, PkiError> {
-    check(creds)?;
-    let chain = format!(
-        "{}\n{}\n",
-        creds.cert_pem.trim_end(),
-        creds.ca_cert_pem.trim_end()
-    );
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(chain, &creds.key_pem))
-        .client_ca_root(Certificate::from_pem(&creds.ca_cert_pem))
-        .client_auth_optional(true)
-        .timeout(HANDSHAKE_TIMEOUT))
-}
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The TLS configuration of a node's connections to managers: trust only the cluster CA,
 /// present the node certificate, expect the name [`TLS_SERVER_NAME`]. Use with an `https://`
@@ -262,8 +241,8 @@ impl ServerCertVerifier for JoinVerifier {
 
 #[cfg(test)]
 mod tests {
-    //! End-to-end over loopback with a real tonic server (`Server::tls_config(server_tls(..))`)
-    //! and real tonic channels. The server is a raw `tower::Service` rather than a generated
+    //! End-to-end over loopback with a real tonic server (TLS by `tls_server`, as the 2377
+    //! server does it) and real tonic channels. The server is a raw `tower::Service` rather than a generated
     //! gRPC service: it answers every request with the identity it read from the client's
     //! certificate in a response header, which is all these tests need to see.
 
@@ -273,13 +252,14 @@ mod tests {
         task::{Context, Poll},
     };
 
+    use tokio_stream::wrappers::TcpListenerStream;
     use tonic::{
         body::Body,
         codegen::{Service, http},
         server::NamedService,
         transport::{
             Server,
-            server::{TcpConnectInfo, TcpIncoming, TlsConnectInfo},
+            server::{TcpConnectInfo, TlsConnectInfo},
         },
     };
     use tower::ServiceExt;
@@ -287,7 +267,10 @@ mod tests {
     use super::*;
     use crate::{
         cluster::Role,
-        pki::{ClusterCa, peer_identity},
+        pki::{
+            ClusterCa, peer_identity,
+            tls_server::{NoRevocations, Revocations, handshakes, server_config},
+        },
     };
 
     const PEER_HEADER: &str = "x-shoal-peer";
@@ -332,14 +315,30 @@ mod tests {
     }
 
     async fn start_server(creds: &NodeCredentials) -> SocketAddr {
+        start_server_revoking(creds, Arc::new(NoRevocations)).await
+    }
+
+    async fn start_server_revoking(
+        creds: &NodeCredentials,
+        revocations: Arc<dyn Revocations>,
+    ) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = Server::builder()
-            .tls_config(server_tls(creds).unwrap())
-            .unwrap()
-            .add_service(WhoAmI);
-        tokio::spawn(router.serve_with_incoming(TcpIncoming::from(listener)));
+        let config = server_config(creds, revocations).unwrap();
+        let incoming = handshakes(TcpListenerStream::new(listener), config);
+        let router = Server::builder().add_service(WhoAmI);
+        tokio::spawn(router.serve_with_incoming(incoming));
         addr
+    }
+
+    /// Refuses the node IDs it holds.
+    #[derive(Debug)]
+    struct Removed(&'static [&'static str]);
+
+    impl Revocations for Removed {
+        fn is_revoked(&self, node_id: &str) -> bool {
+            self.0.contains(&node_id)
+        }
     }
 
     /// One request on `channel`; the identity the server saw.
@@ -471,6 +470,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn certificate_of_a_removed_node_is_refused_at_the_handshake() {
+        let c = cluster("c1");
+        let addr = start_server_revoking(&c.manager, Arc::new(Removed(&["worker1"]))).await;
+        // The certificate is validly signed by the CA; only the revocation list stops it.
+        let result = match connect(addr, &c.worker).await {
+            Ok(channel) => who_am_i(channel)
+                .await
+                .map_err(|e| crate::error_chain::chain(&e)),
+            Err(e) => Err(crate::error_chain::chain(&e)),
+        };
+        let err = result.unwrap_err();
+        assert!(err.contains("Revoked"), "{err}");
+        // Others still get in, and so does a node without a certificate (joining).
+        let manager = connect(addr, &c.manager).await.unwrap();
+        assert_eq!(who_am_i(manager).await.unwrap(), "manager1/Manager");
+        let (joining, _) = connect_for_join(addr, &token_for(&c.ca)).await.unwrap();
+        assert_eq!(who_am_i(joining).await.unwrap(), "anonymous");
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_does_not_hold_up_the_next_handshake() {
+        let c = cluster("c1");
+        let addr = start_server(&c.manager).await;
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        // Handshakes one after the other would keep this one waiting for the silent one's
+        // timeout (10 s).
+        let answered = tokio::time::timeout(Duration::from_secs(5), async {
+            let channel = connect(addr, &c.worker).await.unwrap();
+            who_am_i(channel).await.unwrap()
+        })
+        .await
+        .expect("a handshake waited for another client's");
+        assert_eq!(answered, "worker1/Worker");
+    }
+
+    #[tokio::test]
     async fn node_of_another_cluster_rejects_the_server() {
         let c = cluster("c1");
         let other = cluster("c2");
@@ -490,7 +525,7 @@ mod tests {
             ..c.worker
         };
         assert!(matches!(
-            server_tls(&broken),
+            server_config(&broken, Arc::new(NoRevocations)),
             Err(PkiError::Pem {
                 what: "the node key",
                 ..

@@ -5,12 +5,17 @@
 //! manager; a removed node's certificate is still signed by the CA); on a worker, which has no
 //! store, the managers the leader named with the last heartbeat (the only callers a worker
 //! serves: managers relaying logs and exec). A node the swarm does not know gets nothing but
-//! `Admit`, whose credential is the join token.
+//! `Admit`, whose credential is the join token. A manager's 2377 server also refuses a removed
+//! node's certificate at the TLS handshake ([`StoreRevocations`]).
 
 use std::sync::PoisonError;
 
 use super::{Swarm, error::Error};
-use crate::{cluster::Role, pki::PeerIdentity};
+use crate::{
+    cluster::Role,
+    pki::{PeerIdentity, Revocations},
+    raft::store::StateReader,
+};
 
 /// Who is calling.
 pub enum Caller {
@@ -85,7 +90,9 @@ impl Swarm {
     async fn known_role(&self, node_id: &str) -> Option<Role> {
         let active = self.active().await.ok()?;
         match &active.manager {
-            Some(manager) => manager.state().nodes.get(node_id).map(|n| n.role),
+            Some(manager) => manager
+                .state_machine
+                .read(|state| state.nodes.get(node_id).map(|n| n.role)),
             None => active
                 .manager_ids
                 .lock()
@@ -104,7 +111,7 @@ impl Swarm {
         active
             .manager
             .as_ref()
-            .is_some_and(|manager| manager.state().cluster.is_none())
+            .is_some_and(|manager| manager.state_machine.read(|state| state.cluster.is_none()))
     }
 
     /// Refuses the call unless this node is a manager (Docker's words otherwise).
@@ -114,6 +121,16 @@ impl Swarm {
             return Err(Error::NotAManager);
         }
         Ok(())
+    }
+}
+
+/// The removed nodes of a manager's store, which its 2377 server refuses at the handshake.
+#[derive(Debug)]
+pub(super) struct StoreRevocations(pub StateReader);
+
+impl Revocations for StoreRevocations {
+    fn is_revoked(&self, node_id: &str) -> bool {
+        self.0.read(|state| state.revoked.contains_key(node_id))
     }
 }
 

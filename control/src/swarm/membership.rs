@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use super::{
     Active, ManagerRole, Swarm,
+    authz::StoreRevocations,
     autolock::{self, AtRest},
     error::Error,
     grpc::ClusterService,
@@ -41,7 +42,6 @@ impl Swarm {
             Error::unavailable_because(format!("cannot listen on {}", config.listen_addr), e)
         })?;
         let client_tls = pki::client_tls(&creds).map_err(Error::pki("client TLS configuration"))?;
-        let server_tls = pki::server_tls(&creds).map_err(Error::pki("server TLS configuration"))?;
         let peers = Arc::new(Peers::new(client_tls));
         self.inner.runner.node_key(&creds.key_pem);
         let manager = match (file.role, &at_rest) {
@@ -56,6 +56,14 @@ impl Swarm {
             }
             (Role::Worker, _) => None,
         };
+        // A manager refuses removed nodes at the handshake, from its store; a worker serves
+        // only the managers the leader names, checked on each call.
+        let revocations: Arc<dyn pki::Revocations> = match &manager {
+            Some(manager) => Arc::new(StoreRevocations(manager.state_machine.clone())),
+            None => Arc::new(pki::NoRevocations),
+        };
+        let server_tls = pki::server_config(&creds, revocations)
+            .map_err(Error::pki("server TLS configuration"))?;
         let (stop, stopped) = watch::channel(false);
         let active = Arc::new(Active {
             file: Mutex::new(file),
@@ -74,25 +82,18 @@ impl Swarm {
             let mut stopped = stopped.clone();
             let limits = Arc::new(SourceLimits::default());
             let service = cluster_server(ClusterService::remote(self.clone(), Arc::clone(&limits)));
-            let incoming = limits.incoming(listener);
+            let incoming = pki::handshakes(limits.incoming(listener), server_tls);
             tokio::spawn(async move {
-                let result = tonic::transport::Server::builder()
-                    .timeout(REQUEST_TIMEOUT)
-                    .tls_config(server_tls)
-                    .map(|mut builder| builder.add_service(service));
                 let shutdown = async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
-                match result {
-                    Ok(router) => {
-                        if let Err(e) = router
-                            .serve_with_incoming_shutdown(incoming, shutdown)
-                            .await
-                        {
-                            warn!(cause = %Chain(&e), "cluster API server failed");
-                        }
-                    }
-                    Err(e) => warn!(cause = %Chain(&e), "cluster API server TLS configuration"),
+                if let Err(e) = tonic::transport::Server::builder()
+                    .timeout(REQUEST_TIMEOUT)
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+                {
+                    warn!(cause = %Chain(&e), "cluster API server failed");
                 }
             })
         };

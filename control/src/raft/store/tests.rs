@@ -94,7 +94,11 @@ async fn write_a_store(path: &std::path::Path, dek: SealKey) -> Written {
         },
         Entry {
             log_id: log_id(4),
-            payload: EntryPayload::Normal(Command::RemoveNode { id: "zz".into() }),
+            payload: EntryPayload::Normal(Command::RemoveNode {
+                id: "zz".into(),
+                removed_at: 0,
+                revoked_until: 0,
+            }),
         },
     ];
     let vote = Vote::new_committed(3, 7);

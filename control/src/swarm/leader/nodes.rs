@@ -264,8 +264,11 @@ impl Leader {
                 node.id
             )));
         }
+        let removed_at = now_secs();
         self.propose(Command::RemoveNode {
             id: node.id.clone(),
+            removed_at,
+            revoked_until: removed_at.saturating_add(pki::NODE_VALIDITY.as_secs()),
         })
         .await?;
         Ok(Empty {})
