@@ -1,12 +1,13 @@
 //! The command line. Flag names, defaults and vocabulary follow Docker's swarm CLI.
 //!
 //! This file holds the top level, the agent's flags and the smaller command groups;
-//! `service` holds `shoal service`'s (the largest group), `parse` the value parsers, `format`
-//! the `--format` flag every listing shares.
+//! `service` holds `shoal service`'s (the largest group), `volume` `shoal volume`'s, `parse`
+//! the value parsers, `format` the `--format` flag every listing shares.
 
 mod format;
 mod parse;
 pub mod service;
+pub mod volume;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -20,6 +21,7 @@ pub use self::format::{FormatArgs, OutputFormat};
 use self::{
     parse::{parse_advertise_addr, parse_dns_server, parse_label},
     service::ServiceCommand,
+    volume::VolumeCommand,
 };
 
 /// Where the CLI finds the local agent unless told otherwise.
@@ -64,6 +66,9 @@ pub enum Command {
     /// Manage overlay networks.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Manage this node's volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
 }
 
 #[derive(Args, Debug)]

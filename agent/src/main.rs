@@ -12,6 +12,7 @@
 //! - `publish`: `--publish` values (short and long form) and `--publish-rm`.
 //! - `table`: Docker-style tables.
 //! - `time_format`: timestamps and ages as Docker shows them (RFC 3339, "5 seconds ago").
+//! - `volumes`: this node's named volumes (Docker's `local` driver).
 //! - `whoami`: the built-in demo workload.
 
 mod cli;
@@ -25,6 +26,7 @@ mod networking;
 mod publish;
 mod table;
 mod time_format;
+mod volumes;
 mod whoami;
 
 use std::process::ExitCode;
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         cli::Command::Service(command) => commands::service::run(&cli.host, *command),
         cli::Command::Exec(_) => Ok(()),
         cli::Command::Network(command) => commands::network::run(&cli.host, command),
+        cli::Command::Volume(command) => commands::volume::run(&cli.host, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

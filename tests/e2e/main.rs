@@ -25,3 +25,4 @@ mod services;
 mod support;
 mod swarm_core;
 mod vip;
+mod volumes;

@@ -330,9 +330,9 @@ fn bad_service_input_is_refused_and_creates_nothing() {
         (vec!["--constraint", "node.foo==x"], 1, "invalid constraint"),
         (vec!["--name", "bad name"], 1, "invalid service name"),
         (
-            vec!["--mount", "type=volume,src=a,dst=/b"],
+            vec!["--mount", "type=nfs,src=a,dst=/b"],
             2,
-            "only type=bind",
+            "type \"nfs\" is not valid",
         ),
         // Docker takes any count; one that the cluster cannot hold is refused in one line,
         // and the leader stays up.

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use shoal_control::MANAGER_PORT;
+use shoal_control::{MANAGER_PORT, api::Mount};
 
 /// `KEY=VALUE`.
 pub(super) fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -16,28 +16,112 @@ pub(super) fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// `type=bind,src=/a,dst=/b[,readonly]` (also `source=`, `target=`, `destination=`, `ro`).
-pub(super) fn parse_mount(s: &str) -> Result<(String, String, bool), String> {
-    let (mut kind, mut src, mut dst, mut readonly) = (None, None, None, false);
+/// Docker's `--mount`: comma-separated `key=value` fields. `type` is `volume` (the default),
+/// `bind` or `tmpfs`; `source`/`src` (a host path for a bind, a volume name, none for an
+/// anonymous volume or a tmpfs); `target`/`destination`/`dst`; `readonly`/`ro` (alone, or
+/// `=true|false`); for tmpfs, `tmpfs-size` (bytes, or `64m`, `1g`...) and `tmpfs-mode`
+/// (octal). Paths and names are checked by the leader, which knows every rule.
+pub(super) fn parse_mount(s: &str) -> Result<Mount, String> {
+    let invalid = |why: String| format!("invalid mount {s:?}: {why}");
+    let mut mount = Mount {
+        r#type: "volume".into(),
+        ..Default::default()
+    };
+    let mut tmpfs_key = None;
     for field in s.split(',') {
-        match field.split_once('=') {
-            Some(("type", v)) => kind = Some(v),
-            Some(("src" | "source", v)) => src = Some(v),
-            Some(("dst" | "destination" | "target", v)) => dst = Some(v),
-            Some(("readonly" | "ro", v)) => readonly = v == "true" || v == "1",
-            None if field == "readonly" || field == "ro" => readonly = true,
-            _ => return Err(format!("invalid mount {s:?}: unknown field {field:?}")),
+        let (key, value) = match field.split_once('=') {
+            Some((key, value)) => (key.to_ascii_lowercase(), Some(value)),
+            None => (field.to_ascii_lowercase(), None),
+        };
+        match (key.as_str(), value) {
+            ("readonly" | "ro", None) => mount.readonly = true,
+            ("readonly" | "ro", Some(v)) => {
+                mount.readonly = parse_bool(v)
+                    .ok_or_else(|| invalid(format!("invalid value for {key}: {v:?}")))?;
+            }
+            (_, None) => {
+                return Err(invalid(format!("field {field:?} must be a key=value pair")));
+            }
+            ("type", Some(v @ ("bind" | "volume" | "tmpfs"))) => mount.r#type = v.into(),
+            ("type", Some(v)) => {
+                return Err(invalid(format!(
+                    "type {v:?} is not valid: expected volume, bind or tmpfs \
+                     (shoal runs no images)"
+                )));
+            }
+            ("source" | "src", Some(v)) => mount.source = v.into(),
+            ("target" | "destination" | "dst", Some(v)) => mount.target = v.into(),
+            ("tmpfs-size", Some(v)) => {
+                mount.tmpfs_size_bytes =
+                    parse_size(v).ok_or_else(|| invalid(format!("invalid tmpfs-size {v:?}")))?;
+                tmpfs_key.get_or_insert(key);
+            }
+            ("tmpfs-mode", Some(v)) => {
+                mount.tmpfs_mode = u32::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|mode| *mode <= 0o7777)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "invalid tmpfs-mode {v:?}: expected octal, e.g. 1777"
+                        ))
+                    })?;
+                tmpfs_key.get_or_insert(key);
+            }
+            (other, Some(_)) => return Err(invalid(format!("unknown key {other:?}"))),
         }
     }
-    match (kind, src, dst) {
-        (Some("bind"), Some(src), Some(dst)) => Ok((src.to_string(), dst.to_string(), readonly)),
-        (Some(other), ..) if other != "bind" => Err(format!(
-            "invalid mount {s:?}: only type=bind is supported (shoal runs no images)"
-        )),
-        _ => Err(format!(
-            "invalid mount {s:?}: expected type=bind,src=PATH,dst=PATH"
-        )),
+    if mount.target.is_empty() {
+        return Err(invalid("target is required".into()));
     }
+    match mount.r#type.as_str() {
+        "bind" if mount.source.is_empty() => {
+            Err(invalid("source is required for a bind mount".into()))
+        }
+        "tmpfs" if !mount.source.is_empty() => Err(invalid("a tmpfs mount takes no source".into())),
+        kind if kind != "tmpfs" && tmpfs_key.is_some() => Err(invalid(format!(
+            "cannot mix 'tmpfs-*' options with mount type '{kind}'"
+        ))),
+        _ => Ok(mount),
+    }
+}
+
+/// Go's `strconv.ParseBool`, which Docker's flags use.
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Docker's `RAMInBytes`: a number (decimals allowed) with an optional binary unit, `k`, `m`,
+/// `g`, `t` or `p`, optionally followed by `i` and `b` (`64m`, `1.5g`, `512KiB`, `1024`).
+pub(super) fn parse_size(s: &str) -> Option<u64> {
+    let digits_end = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits_end);
+    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+        return None;
+    }
+    let number: f64 = number.parse().ok()?;
+    let unit = unit.strip_prefix(' ').unwrap_or(unit).to_ascii_lowercase();
+    let mut rest = unit.as_str();
+    let mut multiplier = 1u64;
+    if let Some(c) = rest.chars().next()
+        && let Some(power) = "kmgtp".find(c)
+    {
+        multiplier = 1u64 << (10 * (power as u32 + 1));
+        rest = &rest[1..];
+    }
+    let rest = rest.strip_prefix('i').unwrap_or(rest);
+    let rest = rest.strip_prefix('b').unwrap_or(rest);
+    if !rest.is_empty() {
+        return None;
+    }
+    let bytes = number * multiplier as f64;
+    // Truncated, as Docker does; beyond u64 is no size.
+    (bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
 /// `SERVICE=REPLICAS`.
@@ -92,5 +176,94 @@ mod tests {
             "10.1.2.3:4000".parse().unwrap()
         );
         assert!(parse_advertise_addr("eth0:x").is_err());
+    }
+
+    #[test]
+    fn mounts_are_parsed_as_dockers_cli_parses_them() {
+        let m = parse_mount("type=bind,src=/srv,dst=/data,readonly").unwrap();
+        assert_eq!(
+            (
+                m.r#type.as_str(),
+                m.source.as_str(),
+                m.target.as_str(),
+                m.readonly
+            ),
+            ("bind", "/srv", "/data", true)
+        );
+        // No type: a volume, as in Docker; no source: an anonymous one.
+        let m = parse_mount("source=db,target=/var/lib/db,ro=false").unwrap();
+        assert_eq!(
+            (m.r#type.as_str(), m.source.as_str(), m.readonly),
+            ("volume", "db", false)
+        );
+        let m = parse_mount("type=volume,destination=/cache").unwrap();
+        assert_eq!((m.source.as_str(), m.target.as_str()), ("", "/cache"));
+        let m = parse_mount("Type=tmpfs,dst=/t,tmpfs-size=64m,tmpfs-mode=1770,RO=1").unwrap();
+        assert_eq!(
+            (
+                m.r#type.as_str(),
+                m.tmpfs_size_bytes,
+                m.tmpfs_mode,
+                m.readonly
+            ),
+            ("tmpfs", 64 << 20, 0o1770, true)
+        );
+    }
+
+    #[test]
+    fn bad_mounts_are_one_clear_line() {
+        for (spec, needle) in [
+            ("type=nfs,src=a,dst=/b", "type \"nfs\" is not valid"),
+            (
+                "type=volume,src=a,dst=/b,volume-driver=x",
+                "unknown key \"volume-driver\"",
+            ),
+            ("type=volume,src=a", "target is required"),
+            ("type=bind,dst=/b", "source is required"),
+            ("type=tmpfs,src=x,dst=/b", "takes no source"),
+            (
+                "type=volume,dst=/b,tmpfs-size=1m",
+                "cannot mix 'tmpfs-*' options",
+            ),
+            ("type=tmpfs,dst=/b,tmpfs-size=lots", "invalid tmpfs-size"),
+            ("type=tmpfs,dst=/b,tmpfs-mode=999", "invalid tmpfs-mode"),
+            ("type=tmpfs,dst=/b,tmpfs-mode=17777", "invalid tmpfs-mode"),
+            ("dst=/b,ro=maybe", "invalid value for ro"),
+            ("dst=/b,junk", "must be a key=value pair"),
+        ] {
+            let err = parse_mount(spec).unwrap_err();
+            assert!(err.contains(needle), "{spec}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
+
+    #[test]
+    fn sizes_are_dockers_ram_in_bytes() {
+        for (text, bytes) in [
+            ("1024", 1024),
+            ("64m", 64 << 20),
+            ("64M", 64 << 20),
+            ("1g", 1 << 30),
+            ("1.5k", 1536),
+            ("512KiB", 512 << 10),
+            ("2 mb", 2 << 20),
+            ("10b", 10),
+            ("0", 0),
+        ] {
+            assert_eq!(parse_size(text), Some(bytes), "{text}");
+        }
+        for bad in [
+            "",
+            "m",
+            "-1",
+            "1x",
+            "1mm",
+            ".5m",
+            "1.",
+            "1kbb",
+            "99999999999p",
+        ] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
     }
 }

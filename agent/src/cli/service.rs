@@ -97,9 +97,11 @@ pub struct ServiceCreateArgs {
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(short = 'e', long = "env", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
-    /// Bind mount: type=bind,src=/host/path,dst=/task/path[,readonly] (repeatable).
+    /// Mount: type=volume|bind|tmpfs,src=NAME|/host/path,dst=/task/path,readonly,
+    /// tmpfs-size=64m,tmpfs-mode=1777 (repeatable; default type volume; a volume without src
+    /// is anonymous, one per task; the target must exist on the node).
     #[arg(long = "mount", value_parser = parse_mount)]
-    pub mounts: Vec<(String, String, bool)>,
+    pub mounts: Vec<shoal_control::api::Mount>,
     #[command(flatten)]
     pub rollout: RolloutArgs,
     /// Return at once instead of waiting for the service to converge.
@@ -173,6 +175,12 @@ pub struct ServiceUpdateArgs {
     /// Stop publishing a port, by its target port: TARGET[/PROTOCOL] (repeatable).
     #[arg(long = "publish-rm", value_parser = crate::publish::parse_publish_rm)]
     pub publish_rm: Vec<(u32, Option<String>)>,
+    /// Add a mount, or replace the one on the same target (same syntax as create's --mount).
+    #[arg(long = "mount-add", value_parser = parse_mount)]
+    pub mount_add: Vec<shoal_control::api::Mount>,
+    /// Remove a mount, by its target path (repeatable).
+    #[arg(long = "mount-rm")]
+    pub mount_rm: Vec<String>,
     #[command(flatten)]
     pub rollout: RolloutArgs,
     /// Replace every task even if nothing changed.

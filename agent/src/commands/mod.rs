@@ -7,3 +7,4 @@ pub mod network;
 pub mod node;
 pub mod service;
 pub mod swarm;
+pub mod volume;

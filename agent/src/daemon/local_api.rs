@@ -1,5 +1,6 @@
 //! The local API: a unix socket (mode 0600, root only) serving the gRPC `Agent` service (this
-//! node) and the `Cluster` service (the swarm, with this node's root as the caller) to the CLI.
+//! node: its info, its side of networks, unlocking, its volumes) and the `Cluster` service (the
+//! swarm, with this node's root as the caller) to the CLI.
 
 use std::{future::Future, os::unix::fs::PermissionsExt as _, path::Path, sync::Arc};
 
@@ -8,8 +9,9 @@ use nix::sys::stat::{Mode, umask};
 use shoal_control::wire_limits::{agent_server, cluster_server};
 use shoal_control::{
     api::{
-        Empty, GossipPeer, InfoRequest, InfoResponse, LocalEndpoint, LocalNetworkRequest,
-        LocalNetworkResponse, UnlockRequest, agent_server::Agent,
+        CreateVolumeRequest, Empty, GossipPeer, InfoRequest, InfoResponse, KeyValue, LocalEndpoint,
+        LocalNetworkRequest, LocalNetworkResponse, RemoveVolumeRequest, UnlockRequest, VolumeInfo,
+        VolumeList, VolumeRef, agent_server::Agent,
     },
     error_chain::Chain,
     identity::NodeId,
@@ -17,14 +19,17 @@ use shoal_control::{
 };
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use tracing::warn;
 
 use super::{
     config::Config,
     node_dataplane::{NodeDataplane, SharedDataplane},
 };
-use crate::networking::NodeNetworking;
+use crate::{
+    networking::NodeNetworking,
+    volumes::{self, Volume, VolumeError, Volumes},
+};
 
 pub struct AgentService {
     /// The parts of `info` that do not change while the agent runs.
@@ -32,6 +37,8 @@ pub struct AgentService {
     dataplane: SharedDataplane,
     swarm: Swarm,
     networking: Arc<NodeNetworking>,
+    /// `volume create | ls | inspect | rm`.
+    volumes: Arc<Volumes>,
 }
 
 impl AgentService {
@@ -42,6 +49,7 @@ impl AgentService {
         dataplane: SharedDataplane,
         swarm: Swarm,
         networking: Arc<NodeNetworking>,
+        volumes: Arc<Volumes>,
     ) -> Self {
         let static_info = InfoResponse {
             node_id: node_id.to_string(),
@@ -67,7 +75,56 @@ impl AgentService {
             dataplane,
             swarm,
             networking,
+            volumes,
         }
+    }
+
+    /// Runs a volume store call off the async workers (it syncs files); a failure reads as
+    /// Docker's `<op> <name>: <why>`.
+    async fn volume_call<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        name: String,
+        call: impl FnOnce(&Volumes, &str) -> Result<T, VolumeError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let volumes = self.volumes.clone();
+        tokio::task::spawn_blocking(move || {
+            call(&volumes, &name).map_err(|e| volume_status(op, &name, &e))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("volume {op} did not finish: {e}")))?
+    }
+}
+
+/// Docker's daemon words a volume error `<op> <name>: <why>`; a missing volume is always
+/// `get <name>: no such volume`.
+fn volume_status(op: &str, name: &str, e: &VolumeError) -> Status {
+    let (code, op) = match e {
+        VolumeError::InvalidName(_) => (Code::InvalidArgument, op),
+        VolumeError::NotFound => (Code::NotFound, "get"),
+        VolumeError::InUse { .. } => (Code::FailedPrecondition, op),
+        VolumeError::Io { .. } => (Code::Internal, op),
+    };
+    let subject = if name.is_empty() {
+        op.to_string()
+    } else {
+        format!("{op} {name}")
+    };
+    Status::new(code, format!("{subject}: {}", Chain(e)))
+}
+
+fn volume_info(v: Volume) -> VolumeInfo {
+    VolumeInfo {
+        name: v.name,
+        driver: volumes::DRIVER.to_string(),
+        mountpoint: v.mountpoint.display().to_string(),
+        labels: v
+            .labels
+            .into_iter()
+            .map(|(key, value)| KeyValue { key, value })
+            .collect(),
+        created_at_ms: v.created_at_ms,
+        used_by: v.used_by,
     }
 }
 
@@ -132,6 +189,59 @@ impl Agent for AgentService {
 
     async fn unlock(&self, request: Request<UnlockRequest>) -> Result<Response<Empty>, Status> {
         self.swarm.unlock(&request.into_inner().key).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn create_volume(
+        &self,
+        request: Request<CreateVolumeRequest>,
+    ) -> Result<Response<VolumeInfo>, Status> {
+        let request = request.into_inner();
+        let labels = request
+            .labels
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect();
+        let created = self
+            .volume_call("create", request.name, move |volumes, name| {
+                volumes.create((!name.is_empty()).then_some(name), labels)
+            })
+            .await?;
+        Ok(Response::new(volume_info(created)))
+    }
+
+    async fn list_volumes(&self, _: Request<Empty>) -> Result<Response<VolumeList>, Status> {
+        let all = self
+            .volume_call("list", String::new(), |volumes, _| volumes.list())
+            .await?;
+        Ok(Response::new(VolumeList {
+            volumes: all.into_iter().map(volume_info).collect(),
+        }))
+    }
+
+    async fn inspect_volume(
+        &self,
+        request: Request<VolumeRef>,
+    ) -> Result<Response<VolumeInfo>, Status> {
+        let name = request.into_inner().name;
+        let volume = self
+            .volume_call("get", name, |volumes, name| volumes.inspect(name))
+            .await?;
+        Ok(Response::new(volume_info(volume)))
+    }
+
+    async fn remove_volume(
+        &self,
+        request: Request<RemoveVolumeRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let RemoveVolumeRequest { name, force } = request.into_inner();
+        self.volume_call("remove", name, move |volumes, name| {
+            match volumes.remove(name) {
+                Err(VolumeError::NotFound) if force => Ok(()),
+                result => result,
+            }
+        })
+        .await?;
         Ok(Response::new(Empty {}))
     }
 }

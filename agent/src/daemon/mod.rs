@@ -89,10 +89,13 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
         Some(Arc::new(dataplane.clone())),
     )
     .context("starting the embedded DNS server")?;
+    let volumes =
+        Arc::new(crate::volumes::Volumes::open(state.path()).context("opening the volume store")?);
     // Tasks survive agent restarts: the executor re-adopts them (and reconnects their
     // networks) before the swarm resumes.
-    let executor = crate::executor::Executor::open(state.path(), networking.clone())
-        .context("opening the task executor")?;
+    let executor =
+        crate::executor::Executor::open(state.path(), networking.clone(), volumes.clone())
+            .context("opening the task executor")?;
     // Before the stale sandboxes go: the `ingress` one is kept for the node's endpoint.
     networking.resume_routing_mesh();
     networking.remove_stale_sandboxes();
@@ -124,6 +127,7 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
         dataplane.clone(),
         swarm.clone(),
         networking.clone(),
+        volumes,
     );
     let (metrics_addr, metrics) = metrics::serve(
         args.metrics_addr,

@@ -11,7 +11,7 @@ use shoal_control::{
 use tracing::{info, warn};
 
 use super::{
-    ExecutorError,
+    ExecutorError, mounts,
     proc::Liveness,
     state::{Inner, Phase, State, TaskEntry, status},
     stop::signal_group,
@@ -99,15 +99,21 @@ pub fn running_status() -> TaskStatus {
     status(TaskState::Running, "started", String::new(), None)
 }
 
-/// After [`load`]: re-attaches the running tasks to their networks and releases the networks
-/// of those that exited while no agent was watching.
+/// After [`load`]: re-attaches the running tasks to their networks (and counts them as users
+/// of their volumes again) and releases the networks of those that exited while no agent was
+/// watching.
 pub fn reconnect(inner: &Inner) {
     let state = inner.lock();
     for entry in state.tasks.values() {
         let netns = inner.task_netns(&entry.task.id);
         if entry.running().is_none() {
             inner.release_network(&entry.task);
-        } else if netns.exists()
+            continue;
+        }
+        for name in mounts::volume_names(&entry.task) {
+            inner.volumes.register(name, &entry.task.id);
+        }
+        if netns.exists()
             && let Err(e) = inner.network.attach(&entry.task, &netns)
         {
             warn!(task = %entry.task.id, error = %Chain(e.as_ref()), "re-attaching a re-adopted task's networks");

@@ -21,6 +21,7 @@
 //! - `state`: the shared state, and recording a status (persisted, then queued).
 //! - `adopt`: loading the task directories when the executor opens.
 //! - `reconcile`: following the assignments: start, stop, forget.
+//! - `mounts`: a task's mounts (binds, volumes, tmpfs), prepared for the child.
 //! - `spawn`: starting a task's process in its namespaces.
 //! - `stop`: SIGTERM now, SIGKILL after the grace period.
 //! - `supervise`: the thread that notices exits, reaps, and delivers due SIGKILLs.
@@ -29,6 +30,7 @@
 mod adopt;
 mod error;
 mod exec;
+mod mounts;
 mod proc;
 mod reconcile;
 mod spawn;
@@ -49,6 +51,8 @@ use std::{
 
 pub use error::ExecutorError;
 use shoal_control::cluster::{Task, TaskStatus};
+
+use crate::volumes::Volumes;
 
 use state::{Inner, State};
 
@@ -85,10 +89,12 @@ impl Executor {
     /// is queued as a report, since the previous agent may have died before sending it.
     ///
     /// Re-adopted tasks are attached to their networks again (idempotently: working traffic is
-    /// not disturbed), and the namespaces of tasks that exited meanwhile are released.
+    /// not disturbed) and counted as users of their volumes, and the namespaces of tasks that
+    /// exited meanwhile are released.
     pub fn open(
         state_dir: &Path,
         network: Arc<dyn TaskNetwork>,
+        volumes: Arc<Volumes>,
     ) -> Result<Executor, ExecutorError> {
         let tasks_dir = state_dir.join("tasks");
         store::create_private_dir(&tasks_dir)?;
@@ -98,6 +104,7 @@ impl Executor {
             tasks_dir,
             netns_dir: state_dir.join("netns"),
             network,
+            volumes,
             state: Mutex::new(state),
             changed: Condvar::new(),
             closed: Default::default(),

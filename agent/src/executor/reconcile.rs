@@ -14,7 +14,7 @@ use anyhow::Context as _;
 
 use super::{
     adopt::running_status,
-    spawn,
+    mounts, spawn,
     state::{Inner, Phase, State, TaskEntry, status},
     stop::{request_stop, signal_group},
     store::{TaskDir, validate_task_id},
@@ -68,10 +68,12 @@ pub fn reconcile(inner: &Inner, assigned: &[Task]) {
             let grace = Duration::from_millis(entry.task.spec.stop_grace_ms);
             request_stop(entry, grace);
         } else {
-            // Over, and the leader has dropped it: its directory (and logs) can go.
+            // Over, and the leader has dropped it: its directory (and logs) can go, and its
+            // anonymous volumes.
             if let Err(e) = entry.dir.remove() {
                 warn!(task = %id, error = %Chain(&e), "removing a finished task's directory");
             }
+            inner.remove_anonymous_volumes(&entry.task);
             state.tasks.remove(&id);
         }
     }
@@ -86,9 +88,12 @@ fn refuse(state: &mut State, id: &str, error: String) {
     }
 }
 
-/// Creates the task's directory and entry (not running yet). False if it was refused.
-fn add(tasks_dir: &Path, state: &mut State, task: &Task) -> bool {
-    let dir = match TaskDir::create(tasks_dir, task) {
+/// Creates the task's directory and entry (not running yet), with its anonymous volumes named
+/// in its copy of the spec. The names given, or `None` if it was refused.
+fn add(tasks_dir: &Path, state: &mut State, task: &Task) -> Option<Vec<String>> {
+    let mut task = task.clone();
+    let anonymous = mounts::name_anonymous_volumes(&mut task);
+    let dir = match TaskDir::create(tasks_dir, &task) {
         Ok(dir) => dir,
         Err(e) => {
             refuse(
@@ -96,14 +101,14 @@ fn add(tasks_dir: &Path, state: &mut State, task: &Task) -> bool {
                 &task.id,
                 format!("preparing task failed: {}", Chain(&e)),
             );
-            return false;
+            return None;
         }
     };
     let preparing = status(TaskState::Preparing, "preparing", String::new(), None);
     state.tasks.insert(
         task.id.clone(),
         TaskEntry {
-            task: task.clone(),
+            task,
             dir,
             phase: Phase::Exited,
             status: preparing,
@@ -111,12 +116,12 @@ fn add(tasks_dir: &Path, state: &mut State, task: &Task) -> bool {
             kill_at: None,
         },
     );
-    true
+    Some(anonymous)
 }
 
 /// Records, once, that a task will never start here: reported Shutdown.
 fn never_started(tasks_dir: &Path, state: &mut State, task: &Task) {
-    if add(tasks_dir, state, task) {
+    if add(tasks_dir, state, task).is_some() {
         let shutdown = status(TaskState::Shutdown, "shutdown", String::new(), None);
         state.record(&task.id, shutdown);
     }
@@ -124,11 +129,11 @@ fn never_started(tasks_dir: &Path, state: &mut State, task: &Task) {
 
 /// Preparing -> Starting -> Running, or Failed. Spawning is quick (fork + exec), so it is done
 /// here, under the lock: the supervisor cannot see the process before its entry exists.
-fn start(inner: &Inner, state: &mut State, task: &Task) {
-    if !add(&inner.tasks_dir, state, task) {
+fn start(inner: &Inner, state: &mut State, assigned: &Task) {
+    let Some(anonymous_volumes) = add(&inner.tasks_dir, state, assigned) else {
         return;
-    }
-    let id = task.id.as_str();
+    };
+    let id = assigned.id.as_str();
     state.record(
         id,
         status(TaskState::Preparing, "preparing", String::new(), None),
@@ -137,14 +142,24 @@ fn start(inner: &Inner, state: &mut State, task: &Task) {
         id,
         status(TaskState::Starting, "starting", String::new(), None),
     );
-    let Some(dir) = state.tasks.get(id).map(|e| e.dir.clone()) else {
+    // The executor's copy: its anonymous volumes have names.
+    let Some((dir, task)) = state.tasks.get(id).map(|e| (e.dir.clone(), e.task.clone())) else {
         return;
     };
+    let task = &task;
     let netns = inner.task_netns(id);
     let result = connect(inner, task, &netns)
         .and_then(|()| {
             let resolv_conf = inner.network.resolv_conf();
-            spawn::spawn(task, &dir, &netns, &inner.netns_dir, resolv_conf.as_deref())
+            let cx = spawn::SpawnContext {
+                dir: &dir,
+                netns: &netns,
+                netns_dir: &inner.netns_dir,
+                resolv_conf: resolv_conf.as_deref(),
+                volumes: &inner.volumes,
+                anonymous_volumes: &anonymous_volumes,
+            };
+            spawn::spawn(task, &cx)
         })
         .and_then(|process| match dir.write_pid(process) {
             Ok(()) => Ok(process),
@@ -168,6 +183,7 @@ fn start(inner: &Inner, state: &mut State, task: &Task) {
         }
         Err(e) => {
             inner.release_network(task);
+            inner.release_volumes(task);
             let error = format!("starting task failed: {}", Chain(e.as_ref()));
             state.record(id, status(TaskState::Failed, "failed", error, None));
         }

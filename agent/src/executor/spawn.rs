@@ -1,6 +1,6 @@
 //! Starting a task: its process in the network namespace prepared for it (interfaces already
 //! configured) and new mount and UTS namespaces, in a session of its own, with the service's
-//! bind mounts, env and logs.
+//! mounts (`mounts`), env and logs.
 //!
 //! Everything that can be checked or allocated is done before the fork; the `pre_exec` hook
 //! runs in the forked child of a multi-threaded process, where only async-signal-safe calls
@@ -17,15 +17,18 @@ use std::{
     },
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::Arc,
 };
 
-use nix::{
-    fcntl::OFlag,
-    sys::statvfs::{FsFlags, statvfs},
-};
-use shoal_control::cluster::{BindMount, Task};
+use nix::fcntl::OFlag;
+use shoal_control::cluster::Task;
 
-use super::{proc::ProcessIdentity, store::TaskDir};
+use super::{
+    mounts::{self, PreparedMount},
+    proc::ProcessIdentity,
+    store::TaskDir,
+};
+use crate::volumes::Volumes;
 
 /// Docker's default PATH, used when the service sets none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -76,92 +79,6 @@ fn c_string(s: &OsStr, what: &str) -> anyhow::Result<CString> {
     CString::new(s.as_bytes()).map_err(|_| anyhow!("{what} {s:?} contains a NUL byte"))
 }
 
-/// A bind mount ready for the child.
-struct PreparedMount {
-    source: CString,
-    target: CString,
-    /// Flags of the read-only remount, or `None` for a writable mount.
-    readonly_flags: Option<libc::c_ulong>,
-}
-
-/// Where a task's resolver configuration is, in its view and the host's.
-const RESOLV_CONF: &str = "/etc/resolv.conf";
-
-/// The mounts of a task: its resolv.conf first (so a service's own mount of /etc/resolv.conf
-/// still wins), then the service's. The host having no /etc/resolv.conf (or a dangling link)
-/// leaves nothing to mount over: the task then resolves as the host does.
-fn task_mounts(
-    task: &Task,
-    dir: &TaskDir,
-    resolv_conf: Option<&str>,
-) -> anyhow::Result<Vec<BindMount>> {
-    let mut mounts = Vec::with_capacity(task.spec.mounts.len() + 1);
-    if let Some(text) = resolv_conf
-        && Path::new(RESOLV_CONF).exists()
-    {
-        let source = dir.write_resolv_conf(text)?;
-        mounts.push(BindMount {
-            source: source.to_string_lossy().into_owned(),
-            target: RESOLV_CONF.to_owned(),
-            readonly: false,
-        });
-    }
-    mounts.extend(task.spec.mounts.iter().cloned());
-    Ok(mounts)
-}
-
-/// Checks the mounts and turns them into C strings and flags.
-fn prepare_mounts(mounts: &[BindMount]) -> anyhow::Result<Vec<PreparedMount>> {
-    mounts
-        .iter()
-        .map(|m| {
-            for (what, path) in [("source", &m.source), ("target", &m.target)] {
-                if !Path::new(path).is_absolute() {
-                    bail!("invalid mount: {what} {path:?} is not absolute");
-                }
-                // No root filesystem of its own to create the target in: it must exist on
-                // the host (and stays unchanged there: the mount is only in the task's view).
-                if !Path::new(path).exists() {
-                    bail!("invalid mount: {what} {path:?} does not exist");
-                }
-            }
-            let readonly_flags = if m.readonly {
-                // A read-only remount must keep the flags the source's mount has (nosuid,
-                // nodev, ...): the kernel refuses to clear locked ones, and clearing them
-                // would loosen the host's policy anyway.
-                let source_flags = statvfs(Path::new(&m.source))
-                    .with_context(|| format!("invalid mount: source {:?}", m.source))?
-                    .flags();
-                Some(remount_flags(source_flags))
-            } else {
-                None
-            };
-            Ok(PreparedMount {
-                source: c_string(OsStr::new(&m.source), "mount source")?,
-                target: c_string(OsStr::new(&m.target), "mount target")?,
-                readonly_flags,
-            })
-        })
-        .collect()
-}
-
-fn remount_flags(source: FsFlags) -> libc::c_ulong {
-    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
-    for (st, ms) in [
-        (FsFlags::ST_NOSUID, libc::MS_NOSUID),
-        (FsFlags::ST_NODEV, libc::MS_NODEV),
-        (FsFlags::ST_NOEXEC, libc::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, libc::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, libc::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, libc::MS_RELATIME),
-    ] {
-        if source.contains(st) {
-            flags |= ms;
-        }
-    }
-    flags
-}
-
 /// Which step of the child's setup failed, sent to the parent over a pipe (the error itself
 /// comes back through `spawn`, as an errno without context).
 const STEP_SETSID: u32 = 0;
@@ -169,10 +86,10 @@ const STEP_UNSHARE: u32 = 1;
 const STEP_PRIVATE: u32 = 2;
 const STEP_HOSTNAME: u32 = 3;
 const STEP_NETNS: u32 = 4;
-/// Mount `i`: `STEP_MOUNTS + 2 * i` binds it, `+ 1` makes it read-only.
+/// Mount `i`: `STEP_MOUNTS + 2 * i` mounts it, `+ 1` makes a bind read-only.
 const STEP_MOUNTS: u32 = 5;
 
-fn describe_step(step: u32, mounts: &[BindMount]) -> String {
+fn describe_step(step: u32, mounts: &[PreparedMount]) -> String {
     match step {
         STEP_SETSID => "creating a session".to_owned(),
         STEP_UNSHARE => "creating the task's namespaces".to_owned(),
@@ -181,13 +98,9 @@ fn describe_step(step: u32, mounts: &[BindMount]) -> String {
         STEP_NETNS => "entering the task's network namespace".to_owned(),
         _ => {
             let i = ((step - STEP_MOUNTS) / 2) as usize;
-            let Some(m) = mounts.get(i) else {
-                return format!("setup step {step}");
-            };
-            if (step - STEP_MOUNTS).is_multiple_of(2) {
-                format!("bind-mounting {:?} on {:?}", m.source, m.target)
-            } else {
-                format!("making {:?} read-only", m.target)
+            match mounts.get(i) {
+                Some(m) => m.describe(!(step - STEP_MOUNTS).is_multiple_of(2)),
+                None => format!("setup step {step}"),
             }
         }
     }
@@ -245,43 +158,33 @@ unsafe fn setup_child(
             return Err(fail(STEP_HOSTNAME));
         }
         for (i, m) in (0u32..).zip(mounts) {
-            // Recursive, as Docker's bind mounts: mounts below the source come along.
-            let bind = libc::MS_BIND | libc::MS_REC;
-            if libc::mount(
-                m.source.as_ptr(),
-                m.target.as_ptr(),
-                std::ptr::null(),
-                bind,
-                std::ptr::null(),
-            ) == -1
-            {
-                return Err(fail(STEP_MOUNTS + 2 * i));
-            }
-            if let Some(flags) = m.readonly_flags
-                && libc::mount(
-                    std::ptr::null(),
-                    m.target.as_ptr(),
-                    std::ptr::null(),
-                    flags,
-                    std::ptr::null(),
-                ) == -1
-            {
-                return Err(fail(STEP_MOUNTS + 2 * i + 1));
+            if let Err((remount, err)) = m.apply() {
+                return Err((STEP_MOUNTS + 2 * i + u32::from(remount), err));
             }
         }
     }
     Ok(())
 }
 
+/// What [`spawn`] needs besides the task: where its namespace and files are, and what it
+/// mounts.
+pub struct SpawnContext<'a> {
+    pub dir: &'a TaskDir,
+    /// The task's network namespace, ready.
+    pub netns: &'a Path,
+    /// Where network namespaces are mounted: dropped from the task's mount view.
+    pub netns_dir: &'a Path,
+    pub resolv_conf: Option<&'a str>,
+    pub volumes: &'a Volumes,
+    /// The anonymous volumes named for this task, created with Docker's label.
+    pub anonymous_volumes: &'a [String],
+}
+
 /// Starts the task's process. The error, with its causes, is the status error's text after
-/// "starting task failed: ".
-pub fn spawn(
-    task: &Task,
-    dir: &TaskDir,
-    netns: &Path,
-    netns_dir: &Path,
-    resolv_conf: Option<&str>,
-) -> anyhow::Result<ProcessIdentity> {
+/// "starting task failed: ". Volumes the task mounts count it as a user from here on, also
+/// when this fails: the caller releases them.
+pub fn spawn(task: &Task, cx: &SpawnContext<'_>) -> anyhow::Result<ProcessIdentity> {
+    let dir = cx.dir;
     let Some(argv0) = task.spec.command.first() else {
         bail!("the service has no command");
     };
@@ -294,13 +197,19 @@ pub fn spawn(
     let Some(program) = find_executable(argv0, path) else {
         bail!("executable {argv0:?} not found");
     };
-    let bind_mounts = task_mounts(task, dir, resolv_conf)?;
-    let mounts = prepare_mounts(&bind_mounts)?;
+    let mounts = Arc::new(mounts::prepare(
+        task,
+        dir,
+        cx.resolv_conf,
+        cx.volumes,
+        cx.anonymous_volumes,
+    )?);
+    let child_mounts = mounts.clone();
     let hostname = c_string(OsStr::new(hostname(&task.id)), "hostname")?;
-    let netns_dir = c_string(netns_dir.as_os_str(), "netns directory")?;
+    let netns_dir = c_string(cx.netns_dir.as_os_str(), "netns directory")?;
     // CLOEXEC: used by setns() before the exec, never inherited by the task.
-    let netns = File::open(netns)
-        .with_context(|| format!("opening the network namespace {}", netns.display()))?;
+    let netns = File::open(cx.netns)
+        .with_context(|| format!("opening the network namespace {}", cx.netns.display()))?;
     let (stdout, stderr) = dir.open_logs()?;
     let (step_read, step_write): (OwnedFd, OwnedFd) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).context("creating a pipe")?;
@@ -324,7 +233,7 @@ pub fn spawn(
     unsafe {
         command.pre_exec(move || {
             let _keep_open = (&step_write, &netns);
-            match setup_child(netns_fd, &netns_dir, &hostname, &mounts) {
+            match setup_child(netns_fd, &netns_dir, &hostname, &child_mounts) {
                 Ok(()) => Ok(()),
                 Err((step, err)) => {
                     let bytes = step.to_ne_bytes();
@@ -342,7 +251,7 @@ pub fn spawn(
         Err(e) => {
             let mut step = [0u8; 4];
             let context = match File::from(step_read).read_exact(&mut step) {
-                Ok(()) => describe_step(u32::from_ne_bytes(step), &bind_mounts),
+                Ok(()) => describe_step(u32::from_ne_bytes(step), &mounts),
                 // No step reported: the setup succeeded and exec itself failed.
                 Err(_) => format!("executing {}", program.display()),
             };
@@ -382,14 +291,5 @@ mod tests {
         let id = "a".repeat(100);
         assert_eq!(hostname(&id).len(), HOST_NAME_MAX);
         assert_eq!(hostname("abc"), "abc");
-    }
-
-    #[test]
-    fn readonly_remount_keeps_the_source_flags() {
-        let flags = remount_flags(FsFlags::ST_NOSUID | FsFlags::ST_NODEV);
-        assert_eq!(
-            flags,
-            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV
-        );
     }
 }

@@ -24,6 +24,8 @@ pub struct Inner {
     /// networking's sandboxes: tasks drop this whole directory from their mount view.
     pub netns_dir: PathBuf,
     pub network: std::sync::Arc<dyn super::TaskNetwork>,
+    /// This node's volumes: tasks are registered as users while their process runs.
+    pub volumes: std::sync::Arc<crate::volumes::Volumes>,
     pub state: Mutex<State>,
     /// Notified when a task exits (for `stop_all`) and when a stop is requested (so the
     /// supervisor re-computes when its next SIGKILL is due).
@@ -48,6 +50,22 @@ impl Inner {
         self.network.detach(task, &netns);
         if let Err(e) = shoal_dataplane::overlay::remove_netns(&netns) {
             warn!(task = %task.id, error = %Chain(&e), "removing the task's network namespace");
+        }
+    }
+
+    /// The task's process is gone for good: it no longer holds its volumes (a named volume
+    /// can be removed from now on).
+    pub fn release_volumes(&self, task: &Task) {
+        self.volumes.release(&task.id);
+    }
+
+    /// The task is forgotten here (its directory is gone): its anonymous volumes go with it,
+    /// as Docker removes a swarm task's container with its anonymous volumes.
+    pub fn remove_anonymous_volumes(&self, task: &Task) {
+        for name in super::mounts::volume_names(task) {
+            if let Err(e) = self.volumes.remove_anonymous(name) {
+                warn!(task = %task.id, volume = name, error = %Chain(&e), "removing an anonymous volume");
+            }
         }
     }
 

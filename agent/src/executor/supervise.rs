@@ -78,6 +78,7 @@ fn run(inner: &Inner) {
                 finish(&mut state, &id, outcome);
                 if let Some(entry) = state.tasks.get(&id) {
                     inner.release_network(&entry.task);
+                    inner.release_volumes(&entry.task);
                 }
             }
             inner.changed.notify_all();

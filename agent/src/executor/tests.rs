@@ -15,8 +15,8 @@ use nix::{
     unistd::Pid,
 };
 use shoal_control::cluster::{
-    BindMount, FailureAction, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, Task,
-    TaskState, TaskStatus, UpdateConfig, UpdateOrder,
+    FailureAction, Mount, MountKind, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec,
+    Task, TaskState, TaskStatus, TmpfsOptions, UpdateConfig, UpdateOrder,
 };
 
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,7 @@ use super::{
     proc::{Liveness, ProcessIdentity},
     store,
 };
+use crate::volumes::{ANONYMOUS_LABEL, VolumeError, Volumes};
 
 /// The executor's side of networking, recorded: which task namespaces were handed over to be
 /// attached and detached (these tests' tasks are on no network).
@@ -79,7 +80,16 @@ impl Harness {
     }
 
     fn open(&self) -> Executor {
-        Executor::open(&self.dir, self.network.clone()).expect("opening the executor")
+        self.open_with_volumes().0
+    }
+
+    /// Opens the executor as an agent does, with a volume store of its own (in-memory users
+    /// start empty, as after a restart).
+    fn open_with_volumes(&self) -> (Executor, Arc<Volumes>) {
+        let volumes = Arc::new(Volumes::open(&self.dir).expect("opening the volume store"));
+        let ex = Executor::open(&self.dir, self.network.clone(), volumes.clone())
+            .expect("opening the executor");
+        (ex, volumes)
     }
 
     fn network_calls(&self) -> Vec<String> {
@@ -179,6 +189,16 @@ fn task(id: &str, command: &[&str]) -> Task {
             timestamp_ms: 0,
         },
         created_at_ms: 0,
+    }
+}
+
+fn mount(kind: MountKind, source: &str, target: &Path, readonly: bool) -> Mount {
+    Mount {
+        kind,
+        source: source.to_owned(),
+        target: target.display().to_string(),
+        readonly,
+        tmpfs: TmpfsOptions::default(),
     }
 }
 
@@ -373,16 +393,18 @@ fn bind_mounts_are_visible_inside_only() {
     );
     let mut t = task("tmnt1", &["sh", "-c", &script]);
     t.spec.mounts = vec![
-        BindMount {
-            source: src_rw.display().to_string(),
-            target: dst_rw.display().to_string(),
-            readonly: false,
-        },
-        BindMount {
-            source: src_ro.display().to_string(),
-            target: dst_ro.display().to_string(),
-            readonly: true,
-        },
+        mount(
+            MountKind::Bind,
+            &src_rw.display().to_string(),
+            &dst_rw,
+            false,
+        ),
+        mount(
+            MountKind::Bind,
+            &src_ro.display().to_string(),
+            &dst_ro,
+            true,
+        ),
     ];
     ex.reconcile(std::slice::from_ref(&t));
     reports.wait("tmnt1", TaskState::Running);
@@ -402,21 +424,18 @@ fn bind_mounts_are_visible_inside_only() {
 
     // A mount whose source is missing fails the task before anything runs.
     let mut bad = task("tmnt2", &["true"]);
-    bad.spec.mounts = vec![BindMount {
-        source: "/nonexistent/shoal".to_owned(),
-        target: dst_rw.display().to_string(),
-        readonly: false,
-    }];
+    bad.spec.mounts = vec![mount(MountKind::Bind, "/nonexistent/shoal", &dst_rw, false)];
     // A directory cannot be mounted on a file: the kernel refuses in the child, and the
     // error says which step failed.
     let file_target = h.scratch("file-target").join("file");
     fs::write(&file_target, "").expect("writing the file target");
     let mut wrong = task("tmnt3", &["true"]);
-    wrong.spec.mounts = vec![BindMount {
-        source: src_rw.display().to_string(),
-        target: file_target.display().to_string(),
-        readonly: false,
-    }];
+    wrong.spec.mounts = vec![mount(
+        MountKind::Bind,
+        &src_rw.display().to_string(),
+        &file_target,
+        false,
+    )];
     ex.reconcile(&[t, bad, wrong]);
     let failed = reports.wait("tmnt2", TaskState::Failed);
     assert!(failed.error.contains("does not exist"), "{}", failed.error);
@@ -430,6 +449,150 @@ fn bind_mounts_are_visible_inside_only() {
         failed.error
     );
     assert_eq!(ex.pid("tmnt3"), None);
+}
+
+#[test]
+fn volumes_outlive_their_tasks_and_tmpfs_is_the_tasks_own() {
+    let h = Harness::new("volumes");
+    let (ex, volumes) = h.open_with_volumes();
+    let mut reports = Reports::new(&ex);
+    let (dst_vol, dst_anon, dst_tmp) = (
+        h.scratch("dst-vol"),
+        h.scratch("dst-anon"),
+        h.scratch("dst-tmp"),
+    );
+    let script = format!(
+        "echo one >> {vol}/log; echo anon > {anon}/f; echo tmp > {tmp}/f; echo ready; sleep 30",
+        vol = dst_vol.display(),
+        anon = dst_anon.display(),
+        tmp = dst_tmp.display()
+    );
+    let mut t = task("tvol1", &["sh", "-c", &script]);
+    t.spec.mounts = vec![
+        // Created on first use.
+        mount(MountKind::Volume, "data", &dst_vol, false),
+        // Anonymous: named here, for this task.
+        mount(MountKind::Volume, "", &dst_anon, false),
+        Mount {
+            tmpfs: TmpfsOptions {
+                size_bytes: 1 << 20,
+                mode: 0o700,
+            },
+            ..mount(MountKind::Tmpfs, "", &dst_tmp, false)
+        },
+    ];
+    ex.reconcile(std::slice::from_ref(&t));
+    reports.wait("tvol1", TaskState::Running);
+    let (stdout, _) = ex.log_paths("tvol1").expect("log paths");
+    wait_for_log(&stdout, "ready");
+    let data = h.dir.join("volumes/data/_data");
+    assert_eq!(fs::read_to_string(data.join("log")).unwrap(), "one\n");
+
+    // The anonymous volume: 64 hex characters, Docker's label, the task's file.
+    let all = volumes.list().unwrap();
+    let anonymous = all
+        .iter()
+        .find(|v| v.name != "data")
+        .expect("an anonymous volume");
+    assert_eq!(all.len(), 2);
+    assert_eq!(anonymous.name.len(), 64);
+    assert!(anonymous.labels.contains_key(ANONYMOUS_LABEL));
+    assert_eq!(anonymous.used_by, ["tvol1"]);
+    assert_eq!(
+        fs::read_to_string(anonymous.mountpoint.join("f")).unwrap(),
+        "anon\n"
+    );
+    let anonymous = anonymous.name.clone();
+
+    // The tmpfs is in the task's mount namespace only, with the options asked for.
+    let pid = ex.pid("tvol1").expect("pid");
+    let inside = fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    let target = dst_tmp.display().to_string();
+    let line = inside
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(target.as_str()))
+        .unwrap_or_else(|| panic!("no tmpfs on {target}:\n{inside}"));
+    assert!(
+        line.contains(" - tmpfs tmpfs ")
+            && line.contains("size=1024k")
+            && line.contains("mode=700"),
+        "{line}"
+    );
+    assert!(line.contains("nosuid,nodev,noexec"), "{line}");
+    let outside = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!outside.contains(&target));
+    assert!(!dst_tmp.join("f").exists());
+
+    // In use: not removed.
+    assert!(matches!(
+        volumes.remove("data"),
+        Err(VolumeError::InUse { tasks }) if tasks == ["tvol1"]
+    ));
+
+    // Stopped: no longer in use; the anonymous volume stays while the task is known here.
+    ex.reconcile(&[shutdown(&t)]);
+    reports.wait("tvol1", TaskState::Shutdown);
+    assert!(volumes.inspect("data").unwrap().used_by.is_empty());
+    assert!(volumes.inspect(&anonymous).is_ok());
+
+    // A later task mounts the same named volume (read-only) and reads what the first wrote.
+    let script = format!(
+        "cat {vol}/log; if touch {vol}/x 2>/dev/null; then echo ro-broken; else echo ro-ok; fi; \
+         sleep 30",
+        vol = dst_vol.display()
+    );
+    let mut t2 = task("tvol2", &["sh", "-c", &script]);
+    t2.spec.mounts = vec![mount(MountKind::Volume, "data", &dst_vol, true)];
+    ex.reconcile(&[shutdown(&t), t2.clone()]);
+    reports.wait("tvol2", TaskState::Running);
+    let (stdout, _) = ex.log_paths("tvol2").expect("log paths");
+    assert_eq!(wait_for_log(&stdout, "ro-"), "one\nro-ok\n");
+
+    // The first task forgotten by the leader: its anonymous volume goes, the named one stays.
+    ex.reconcile(std::slice::from_ref(&t2));
+    assert!(matches!(
+        volumes.inspect(&anonymous),
+        Err(VolumeError::NotFound)
+    ));
+    assert!(volumes.inspect("data").is_ok());
+
+    // After an agent restart, the re-adopted task still holds its volume.
+    drop(ex);
+    let (ex, volumes) = h.open_with_volumes();
+    assert!(matches!(
+        volumes.remove("data"),
+        Err(VolumeError::InUse { tasks }) if tasks == ["tvol2"]
+    ));
+    let mut reports = Reports::new(&ex);
+    ex.reconcile(&[shutdown(&t2)]);
+    reports.wait("tvol2", TaskState::Shutdown);
+    volumes.remove("data").unwrap();
+    assert!(!h.dir.join("volumes/data").exists());
+}
+
+#[test]
+fn a_task_refused_for_a_missing_path_creates_no_volume() {
+    let h = Harness::new("volume-refused");
+    let (ex, volumes) = h.open_with_volumes();
+    let mut reports = Reports::new(&ex);
+    let mut t = task("tvolbad", &["true"]);
+    t.spec.mounts = vec![
+        mount(MountKind::Volume, "early", &h.scratch("dst"), false),
+        mount(MountKind::Volume, "", &h.scratch("dst2"), false),
+        mount(
+            MountKind::Volume,
+            "late",
+            Path::new("/nonexistent/shoal"),
+            false,
+        ),
+    ];
+    ex.reconcile(std::slice::from_ref(&t));
+    let failed = reports.wait("tvolbad", TaskState::Failed);
+    assert_eq!(
+        failed.error,
+        "starting task failed: invalid mount: target \"/nonexistent/shoal\" does not exist"
+    );
+    assert!(volumes.list().unwrap().is_empty());
 }
 
 #[test]

@@ -15,7 +15,7 @@ pub const MAX_SPEC_BYTES: usize = 16 * 1024;
 pub const MAX_PORTS: usize = 64;
 /// Networks one service is attached to (each task gets an interface per network).
 pub const MAX_NETWORKS: usize = 16;
-/// Bind mounts of one service.
+/// Mounts (binds, volumes, tmpfs) of one service.
 pub const MAX_MOUNTS: usize = 64;
 /// Environment variables of one service.
 pub const MAX_ENV: usize = 256;

@@ -13,8 +13,8 @@ pub struct ServiceSpec {
     pub command: Vec<String>,
     /// `-e KEY=VALUE`, in order.
     pub env: Vec<(String, String)>,
-    /// `--mount type=bind,src=,dst=`.
-    pub mounts: Vec<BindMount>,
+    /// `--mount`: binds, volumes and tmpfs, in order.
+    pub mounts: Vec<Mount>,
     pub mode: ServiceMode,
     /// `--constraint`, all of which must hold on a node.
     pub constraints: Vec<Constraint>,
@@ -114,11 +114,108 @@ pub struct VirtualIp {
     pub addr: ipnet::Ipv4Net,
 }
 
+/// `--mount`: what a task sees at `target`, in its own mount namespace only. Shoal runs no
+/// images, so every target is an existing path of the host that the mount covers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BindMount {
+pub struct Mount {
+    /// Task specs saved before mounts had kinds held binds only.
+    #[serde(default)]
+    pub kind: MountKind,
+    /// Bind: an absolute path of the host. Volume: the volume's name; empty for an anonymous
+    /// volume, which the task's node names when it starts the task. Tmpfs: empty.
     pub source: String,
     pub target: String,
     pub readonly: bool,
+    /// Tmpfs only (zero otherwise).
+    #[serde(default)]
+    pub tmpfs: TmpfsOptions,
+}
+
+/// Docker's mount types that make sense without an image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MountKind {
+    /// A path of the host.
+    #[default]
+    Bind,
+    /// A named volume of the task's node (Docker's `local` driver): a directory under the
+    /// agent's state dir, created on first use and kept when the task goes.
+    Volume,
+    /// A tmpfs private to the task.
+    Tmpfs,
+}
+
+impl MountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountKind::Bind => "bind",
+            MountKind::Volume => "volume",
+            MountKind::Tmpfs => "tmpfs",
+        }
+    }
+}
+
+/// Docker's `TmpfsOptions`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsOptions {
+    /// Size limit in bytes; 0: the kernel's default (half of the RAM).
+    pub size_bytes: u64,
+    /// Permission bits of the tmpfs root; 0: Docker's default, 1777.
+    pub mode: u32,
+}
+
+impl TmpfsOptions {
+    /// Docker's default mode of a tmpfs root: everyone writes, only owners delete.
+    pub const DEFAULT_MODE: u32 = 0o1777;
+
+    /// The mode the tmpfs root gets.
+    pub fn effective_mode(&self) -> u32 {
+        if self.mode == 0 {
+            Self::DEFAULT_MODE
+        } else {
+            self.mode
+        }
+    }
+}
+
+/// Why a volume name is refused: Docker's rule for its `local` driver, in Docker's words.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidVolumeName {
+    #[error("volume name is too short, names should be at least two alphanumeric characters")]
+    TooShort,
+    #[error(
+        "{0:?} includes invalid characters for a local volume name, only \"{VOLUME_NAME_CHARS}\" \
+         are allowed. If you intended to pass a host directory, use absolute path"
+    )]
+    InvalidCharacters(String),
+    /// A volume is a directory: its name must fit in one path component.
+    #[error("volume name is too long: {0} bytes, at most {MAX_VOLUME_NAME}")]
+    TooLong(usize),
+}
+
+/// What a volume name may hold, as Docker prints it: a letter or digit, then at least one more
+/// of these or `_`, `.`, `-`.
+pub const VOLUME_NAME_CHARS: &str = "[a-zA-Z0-9][a-zA-Z0-9_.-]";
+/// Longest volume name: a file name (NAME_MAX).
+pub const MAX_VOLUME_NAME: usize = 255;
+
+/// Docker's `^[a-zA-Z0-9][a-zA-Z0-9_.-]+$` (so never `.`, `..` or a path).
+pub fn validate_volume_name(name: &str) -> Result<(), InvalidVolumeName> {
+    let bytes = name.as_bytes();
+    if bytes.len() == 1 {
+        return Err(InvalidVolumeName::TooShort);
+    }
+    let valid = bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.len() >= 2
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !valid {
+        return Err(InvalidVolumeName::InvalidCharacters(name.to_owned()));
+    }
+    if bytes.len() > MAX_VOLUME_NAME {
+        return Err(InvalidVolumeName::TooLong(bytes.len()));
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -336,3 +433,54 @@ impl Task {
 /// Services by ID and tasks by ID; part of [`super::ClusterState`].
 pub type Services = BTreeMap<String, Service>;
 pub type Tasks = BTreeMap<String, Task>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_names_follow_dockers_rule() {
+        for good in ["ab", "data", "my-vol_1.2", "0x", &"a".repeat(255)] {
+            assert_eq!(validate_volume_name(good), Ok(()), "{good:?}");
+        }
+        assert_eq!(validate_volume_name("a"), Err(InvalidVolumeName::TooShort));
+        for bad in [
+            "", "-ab", ".ab", "..", "a/b", "/abs", "a b", "é1", "_x", "ab\0",
+        ] {
+            assert!(
+                matches!(
+                    validate_volume_name(bad),
+                    Err(InvalidVolumeName::InvalidCharacters(_))
+                ),
+                "{bad:?} accepted"
+            );
+        }
+        assert_eq!(
+            validate_volume_name(&"a".repeat(256)),
+            Err(InvalidVolumeName::TooLong(256))
+        );
+        assert_eq!(
+            InvalidVolumeName::InvalidCharacters("a/b".into()).to_string(),
+            "\"a/b\" includes invalid characters for a local volume name, only \
+             \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host \
+             directory, use absolute path"
+        );
+    }
+
+    #[test]
+    fn mounts_saved_before_kinds_read_as_binds() {
+        let old = r#"{"source":"/srv","target":"/data","readonly":true}"#;
+        let mount: Mount = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            mount,
+            Mount {
+                kind: MountKind::Bind,
+                source: "/srv".into(),
+                target: "/data".into(),
+                readonly: true,
+                tmpfs: TmpfsOptions::default(),
+            }
+        );
+        assert_eq!(TmpfsOptions::default().effective_mode(), 0o1777);
+    }
+}

@@ -5,9 +5,9 @@ use super::{error::Error, lookup::resolve_network};
 use crate::{
     api,
     cluster::{
-        BindMount, ClusterState, EndpointMode, FailureAction, PortConfig, PortProtocol,
+        ClusterState, EndpointMode, FailureAction, Mount, MountKind, PortConfig, PortProtocol,
         PublishMode, RestartCondition, RestartPolicy, Role, Service, ServiceMode, ServiceSpec,
-        Task, UpdateConfig, UpdateOrder, UpdateState, limits,
+        Task, TmpfsOptions, UpdateConfig, UpdateOrder, UpdateState, limits, validate_volume_name,
     },
     orchestrator::parse_constraint,
 };
@@ -50,14 +50,7 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
         .iter()
         .map(|c| parse_constraint(c).map_err(invalid))
         .collect::<Result<_, _>>()?;
-    for mount in &spec.mounts {
-        if !mount.source.starts_with('/') || !mount.target.starts_with('/') {
-            return Err(invalid(format!(
-                "invalid mount {}:{}: source and target must be absolute paths",
-                mount.source, mount.target
-            )));
-        }
-    }
+    let mounts = mounts_from_api(&spec.mounts)?;
     for kv in &spec.env {
         if kv.key.is_empty() || kv.key.contains('=') {
             return Err(invalid(format!(
@@ -97,15 +90,7 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
             .iter()
             .map(|kv| (kv.key.clone(), kv.value.clone()))
             .collect(),
-        mounts: spec
-            .mounts
-            .iter()
-            .map(|m| BindMount {
-                source: m.source.clone(),
-                target: m.target.clone(),
-                readonly: m.readonly,
-            })
-            .collect(),
+        mounts,
         mode,
         constraints,
         networks,
@@ -134,6 +119,112 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
         )));
     }
     Ok(model)
+}
+
+/// Checks `--mount`s as Docker's daemon does (with its words), in the leader, before any task
+/// exists: a node then only finds what it cannot know here missing (a path of its own).
+fn mounts_from_api(mounts: &[api::Mount]) -> Result<Vec<Mount>, Error> {
+    let mut targets = std::collections::HashSet::new();
+    let mut model = Vec::with_capacity(mounts.len());
+    for m in mounts {
+        let mount = mount_from_api(m)?;
+        // `/data` and `/data/` are one mount point.
+        if !targets.insert(m.target.trim_end_matches('/')) {
+            return Err(Error::invalid(format!(
+                "invalid mount config: duplicate mount point: {}",
+                mount.target
+            )));
+        }
+        model.push(mount);
+    }
+    Ok(model)
+}
+
+fn mount_from_api(m: &api::Mount) -> Result<Mount, Error> {
+    let kind = match m.r#type.as_str() {
+        "" | "bind" => MountKind::Bind,
+        "volume" => MountKind::Volume,
+        "tmpfs" => MountKind::Tmpfs,
+        other => {
+            return Err(Error::invalid(format!(
+                "invalid mount type {other:?}: expected bind, volume or tmpfs"
+            )));
+        }
+    };
+    let invalid = |why: String| {
+        Error::invalid(format!(
+            "invalid mount config for type \"{}\": {why}",
+            kind.as_str()
+        ))
+    };
+    let path_problem = |path: &str| {
+        if !path.starts_with('/') {
+            Some(format!(
+                "invalid mount path: '{path}' mount path must be absolute"
+            ))
+        } else if path.contains('\0') {
+            Some(format!("invalid mount path: {path:?} contains a NUL byte"))
+        } else {
+            None
+        }
+    };
+    if let Some(why) = path_problem(&m.target) {
+        return Err(invalid(why));
+    }
+    if m.target.trim_end_matches('/').is_empty() {
+        return Err(invalid(
+            "invalid specification: destination can't be '/'".into(),
+        ));
+    }
+    let has_tmpfs_options = m.tmpfs_size_bytes != 0 || m.tmpfs_mode != 0;
+    if has_tmpfs_options && kind != MountKind::Tmpfs {
+        return Err(invalid(
+            "tmpfs options are only for mounts of type tmpfs".into(),
+        ));
+    }
+    match kind {
+        MountKind::Bind => {
+            if let Some(why) = path_problem(&m.source) {
+                return Err(invalid(why));
+            }
+        }
+        // Empty: an anonymous volume.
+        MountKind::Volume if m.source.is_empty() => {}
+        MountKind::Volume => validate_volume_name(&m.source)
+            .map_err(|e| invalid(format!("invalid volume name {:?}: {e}", m.source)))?,
+        MountKind::Tmpfs => {
+            if !m.source.is_empty() {
+                return Err(invalid("source must not be specified".into()));
+            }
+            if m.tmpfs_mode > 0o7777 {
+                return Err(invalid(format!(
+                    "invalid tmpfs mode {:o}: at most 7777 (octal)",
+                    m.tmpfs_mode
+                )));
+            }
+        }
+    }
+    Ok(Mount {
+        kind,
+        source: m.source.clone(),
+        target: m.target.clone(),
+        readonly: m.readonly,
+        tmpfs: TmpfsOptions {
+            size_bytes: m.tmpfs_size_bytes,
+            mode: m.tmpfs_mode,
+        },
+    })
+}
+
+fn mount_to_api(m: &Mount) -> api::Mount {
+    api::Mount {
+        source: m.source.clone(),
+        target: m.target.clone(),
+        readonly: m.readonly,
+        r#type: m.kind.as_str().to_string(),
+        tmpfs_size_bytes: m.tmpfs.size_bytes,
+        tmpfs_mode: m.tmpfs.mode,
+    }
 }
 
 fn port_from_api(p: &api::PortConfigMsg) -> Result<PortConfig, Error> {
@@ -365,15 +456,7 @@ pub fn spec_to_api(spec: &ServiceSpec) -> api::ServiceSpec {
                 value: value.clone(),
             })
             .collect(),
-        mounts: spec
-            .mounts
-            .iter()
-            .map(|m| api::Mount {
-                source: m.source.clone(),
-                target: m.target.clone(),
-                readonly: m.readonly,
-            })
-            .collect(),
+        mounts: spec.mounts.iter().map(mount_to_api).collect(),
         mode: mode.to_string(),
         replicas,
         constraints: spec.constraints.iter().map(ToString::to_string).collect(),
@@ -508,5 +591,113 @@ pub fn task_to_api(task: &Task, state: &ClusterState) -> api::TaskInfo {
                 addr: a.addr.to_string(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(kind: &str, source: &str, target: &str) -> api::Mount {
+        api::Mount {
+            r#type: kind.into(),
+            source: source.into(),
+            target: target.into(),
+            ..Default::default()
+        }
+    }
+
+    fn refusal(mounts: &[api::Mount]) -> String {
+        match mounts_from_api(mounts) {
+            Err(Error::Invalid(message)) => message,
+            other => panic!("{mounts:?} not refused as invalid: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn mounts_of_each_kind_are_taken_as_docker_takes_them() {
+        let tmpfs = api::Mount {
+            tmpfs_size_bytes: 1 << 20,
+            tmpfs_mode: 0o700,
+            readonly: true,
+            ..mount("tmpfs", "", "/scratch")
+        };
+        let model = mounts_from_api(&[
+            // No type: a bind, as every mount was before kinds.
+            mount("", "/srv", "/data"),
+            mount("volume", "db-data", "/var/lib/db"),
+            mount("volume", "", "/cache"),
+            tmpfs.clone(),
+        ])
+        .unwrap();
+        let kinds: Vec<MountKind> = model.iter().map(|m| m.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                MountKind::Bind,
+                MountKind::Volume,
+                MountKind::Volume,
+                MountKind::Tmpfs
+            ]
+        );
+        assert_eq!(
+            model[3].tmpfs,
+            TmpfsOptions {
+                size_bytes: 1 << 20,
+                mode: 0o700
+            }
+        );
+        // And back, unchanged but for the type, now spelled out.
+        assert_eq!(mount_to_api(&model[3]), tmpfs);
+        assert_eq!(mount_to_api(&model[0]).r#type, "bind");
+    }
+
+    #[test]
+    fn bad_mounts_are_refused_with_one_line() {
+        for (mounts, needle) in [
+            (vec![mount("nfs", "x", "/y")], "invalid mount type \"nfs\""),
+            (
+                vec![mount("bind", "rel", "/y")],
+                "'rel' mount path must be absolute",
+            ),
+            (
+                vec![mount("volume", "v1", "rel")],
+                "'rel' mount path must be absolute",
+            ),
+            (vec![mount("volume", "v1", "/")], "destination can't be '/'"),
+            (
+                vec![mount("volume", "a/b", "/y")],
+                "includes invalid characters",
+            ),
+            (vec![mount("volume", "/abs", "/y")], "use absolute path"),
+            (vec![mount("volume", "x", "/y")], "too short"),
+            (
+                vec![mount("tmpfs", "x", "/y")],
+                "source must not be specified",
+            ),
+            (
+                vec![api::Mount {
+                    tmpfs_mode: 0o17777,
+                    ..mount("tmpfs", "", "/y")
+                }],
+                "invalid tmpfs mode 17777",
+            ),
+            (
+                vec![api::Mount {
+                    tmpfs_size_bytes: 1,
+                    ..mount("volume", "v1", "/y")
+                }],
+                "tmpfs options are only for mounts of type tmpfs",
+            ),
+            (
+                vec![mount("volume", "v1", "/y"), mount("tmpfs", "", "/y")],
+                "duplicate mount point: /y",
+            ),
+            (vec![mount("bind", "/a\0b", "/y")], "NUL"),
+        ] {
+            let message = refusal(&mounts);
+            assert!(message.contains(needle), "{mounts:?}: {message}");
+            assert_eq!(message.lines().count(), 1, "{message}");
+        }
     }
 }

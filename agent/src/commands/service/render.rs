@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use shoal_control::api::{PortConfigMsg, ServiceInfo, ServiceSpec, TaskInfo, UpdateConfigMsg};
+use shoal_control::api::{
+    Mount, PortConfigMsg, ServiceInfo, ServiceSpec, TaskInfo, UpdateConfigMsg,
+};
 
 use crate::{
     table::{self, capitalize},
@@ -133,9 +135,7 @@ fn docker_shape(service: &ServiceInfo) -> serde_json::Value {
                 "ContainerSpec": {
                     "Command": spec.command,
                     "Env": spec.env.iter().map(|kv| format!("{}={}", kv.key, kv.value)).collect::<Vec<_>>(),
-                    "Mounts": spec.mounts.iter().map(|m| serde_json::json!({
-                        "Type": "bind", "Source": m.source, "Target": m.target, "ReadOnly": m.readonly,
-                    })).collect::<Vec<_>>(),
+                    "Mounts": spec.mounts.iter().map(mount_json).collect::<Vec<_>>(),
                     "StopGracePeriod": spec.stop_grace_ms * 1_000_000,
                 },
                 "RestartPolicy": {
@@ -245,8 +245,11 @@ pub(super) fn pretty(service: &ServiceInfo) -> String {
         for m in &spec.mounts {
             let _ = writeln!(
                 out,
-                " Target:\t{}\n  Source:\t{}\n  ReadOnly:\t{}\n  Type:\t\tbind",
-                m.target, m.source, m.readonly
+                " Target:\t{}\n  Source:\t{}\n  ReadOnly:\t{}\n  Type:\t\t{}",
+                m.target,
+                m.source,
+                m.readonly,
+                mount_type(m)
             );
         }
     }
@@ -255,6 +258,33 @@ pub(super) fn pretty(service: &ServiceInfo) -> String {
         let _ = writeln!(out, " VirtualIP:\t{} on {}", vip.addr, vip.network_id);
     }
     out
+}
+
+/// A mount's type; empty (an older leader's answer) means a bind.
+fn mount_type(m: &Mount) -> &str {
+    if m.r#type.is_empty() {
+        "bind"
+    } else {
+        &m.r#type
+    }
+}
+
+/// Docker's `Mount` in a service's `ContainerSpec`.
+fn mount_json(m: &Mount) -> serde_json::Value {
+    let mut json = serde_json::json!({
+        "Type": mount_type(m), "Source": m.source, "Target": m.target, "ReadOnly": m.readonly,
+    });
+    if mount_type(m) == "tmpfs" {
+        let mut options = serde_json::Map::new();
+        if m.tmpfs_size_bytes > 0 {
+            options.insert("SizeBytes".into(), m.tmpfs_size_bytes.into());
+        }
+        if m.tmpfs_mode > 0 {
+            options.insert("Mode".into(), m.tmpfs_mode.into());
+        }
+        json["TmpfsOptions"] = options.into();
+    }
+    json
 }
 
 /// The spec's endpoint mode; empty means Docker's default, `vip`.
@@ -332,6 +362,8 @@ mod tests {
                     source: "/srv/data".into(),
                     target: "/data".into(),
                     readonly: true,
+                    r#type: "bind".into(),
+                    ..Default::default()
                 }],
                 mode: "replicated".into(),
                 replicas: 3,

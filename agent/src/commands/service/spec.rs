@@ -2,7 +2,7 @@
 //! Pure: what needs the API (the current spec, network IDs) is passed in.
 
 use anyhow::bail;
-use shoal_control::api::{KeyValue, Mount, RestartPolicyMsg, ServiceSpec, UpdateConfigMsg};
+use shoal_control::api::{KeyValue, RestartPolicyMsg, ServiceSpec, UpdateConfigMsg};
 
 use crate::cli::service::{RolloutArgs, ServiceCreateArgs, ServiceUpdateArgs};
 
@@ -19,15 +19,7 @@ pub(super) fn from_create(args: ServiceCreateArgs) -> anyhow::Result<ServiceSpec
             .into_iter()
             .map(|(key, value)| KeyValue { key, value })
             .collect(),
-        mounts: args
-            .mounts
-            .into_iter()
-            .map(|(source, target, readonly)| Mount {
-                source,
-                target,
-                readonly,
-            })
-            .collect(),
+        mounts: args.mounts,
         mode: args.mode,
         replicas: args.replicas.unwrap_or(1),
         constraints: args.constraints,
@@ -95,6 +87,16 @@ pub(super) fn apply_update(
         !removed && !replaced
     });
     spec.ports.extend(args.publish_add.iter().cloned());
+    // As Docker: `/data` and `/data/` are one target; --mount-add replaces what is there.
+    let same_target = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+    spec.mounts.retain(|m| {
+        !args.mount_rm.iter().any(|t| same_target(t, &m.target))
+            && !args
+                .mount_add
+                .iter()
+                .any(|a| same_target(&a.target, &m.target))
+    });
+    spec.mounts.extend(args.mount_add.iter().cloned());
     apply_rollout(spec, &args.rollout)?;
     if args.force {
         spec.force_update += 1;
@@ -159,4 +161,59 @@ fn apply_rollout(spec: &mut ServiceSpec, flags: &RolloutArgs) -> anyhow::Result<
 fn generated_name() -> String {
     let id = shoal_control::identity::NodeId::generate();
     format!("svc-{}", &id.as_str()[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command, service::ServiceCommand};
+
+    fn update_args(flags: &[&str]) -> ServiceUpdateArgs {
+        let argv = ["shoal", "service", "update"]
+            .iter()
+            .chain(flags)
+            .chain(&["web"]);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Service(command) => match *command {
+                ServiceCommand::Update(args) => args,
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn mount_add_replaces_the_same_target_and_mount_rm_removes_by_target() {
+        let mount = |kind: &str, source: &str, target: &str| shoal_control::api::Mount {
+            r#type: kind.into(),
+            source: source.into(),
+            target: target.into(),
+            ..Default::default()
+        };
+        let mut spec = ServiceSpec {
+            mounts: vec![
+                mount("bind", "/srv", "/data"),
+                mount("volume", "logs", "/logs"),
+            ],
+            ..Default::default()
+        };
+        let args = update_args(&[
+            "--mount-add",
+            "src=db,dst=/data/",
+            "--mount-add",
+            "type=tmpfs,dst=/tmp/x",
+            "--mount-rm",
+            "/logs/",
+        ]);
+        apply_update(&mut spec, &args, &[]).unwrap();
+        assert_eq!(
+            spec.mounts,
+            [
+                mount("volume", "db", "/data/"),
+                mount("tmpfs", "", "/tmp/x")
+            ]
+        );
+    }
 }
