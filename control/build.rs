@@ -6,6 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // `--format json` in the CLI prints API messages as they are.
         .type_attribute(".", "#[derive(serde::Serialize)]")
+        // Messages that carry a secret's data: their `Debug` is hand-written (`api/redacted.rs`)
+        // so that no `{:?}` prints it.
+        .skip_debug([".shoal.v1.SecretSpec", ".shoal.v1.HeartbeatResponse"])
         .compile_with_config(config, &["proto/shoal.proto"], &["proto"])?;
     Ok(())
 }

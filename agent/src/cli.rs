@@ -1,10 +1,14 @@
 //! The command line. Flag names, defaults and vocabulary follow Docker's swarm CLI.
 //!
 //! This file holds the top level, the agent's flags and the smaller command groups;
-//! `service` holds `shoal service`'s (the largest group), `volume` `shoal volume`'s, `parse`
-//! the value parsers, `format` the `--format` flag every listing shares.
+//! `service` holds `shoal service`'s (the largest group), `volume`
+//! `shoal volume`'s, `parse`
+//! the value parsers, `format` the `--format` flag every listing shares, `filter` the
+//! `--filter` flag of listings, `objects` `shoal secret`'s and `shoal config`'s.
 
+pub mod filter;
 mod format;
+pub mod objects;
 mod parse;
 pub mod service;
 pub mod volume;
@@ -19,6 +23,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum, error::ErrorKind};
 
 pub use self::format::{FormatArgs, OutputFormat};
 use self::{
+    objects::{ConfigCommand, SecretCommand},
     parse::{parse_advertise_addr, parse_dns_server, parse_label},
     service::ServiceCommand,
     volume::VolumeCommand,
@@ -69,6 +74,12 @@ pub enum Command {
     /// Manage this node's volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Manage swarm secrets.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Manage swarm configs.
+    #[command(subcommand)]
+    Config(ConfigCommand),
 }
 
 #[derive(Args, Debug)]
@@ -86,7 +97,7 @@ pub enum NetworkCommand {
     Create(NetworkCreateArgs),
     /// List networks.
     #[command(alias = "list")]
-    Ls(FormatArgs),
+    Ls(NetworkLsArgs),
     /// Show networks in Docker's JSON shape.
     Inspect(NetworkNamesArgs),
     /// Remove networks.
@@ -111,7 +122,24 @@ pub struct NetworkCreateArgs {
     /// No access to the outside world.
     #[arg(long)]
     pub internal: bool,
+    /// Network label key=value (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct NetworkLsArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Only print IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Filter: driver=, id= (prefix), name= (part of it), label=KEY[=VALUE], scope=swarm,
+    /// type=custom|builtin (repeatable).
+    #[arg(short, long = "filter", value_parser = filter::parse_network_filter)]
+    pub filters: Vec<filter::Filter>,
 }
 
 #[derive(Args, Debug)]

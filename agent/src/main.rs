@@ -55,6 +55,8 @@ fn main() -> ExitCode {
         cli::Command::Exec(_) => Ok(()),
         cli::Command::Network(command) => commands::network::run(&cli.host, command),
         cli::Command::Volume(command) => commands::volume::run(&cli.host, command),
+        cli::Command::Secret(command) => commands::objects::run_secret(&cli.host, command),
+        cli::Command::Config(command) => commands::objects::run_config(&cli.host, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -477,6 +477,7 @@ fn endpoint(r: usize, id: &str) -> Endpoint {
         service: "bench".into(),
         vip: None,
         aliases: vec![],
+        service_aliases: vec![],
     }
 }
 

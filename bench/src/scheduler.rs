@@ -223,6 +223,15 @@ fn cluster(constraint: Option<&str>) -> anyhow::Result<ClusterState> {
         stop_grace_ms: 10_000,
         force_update: 0,
         ports: Vec::new(),
+        labels: Default::default(),
+        network_aliases: Default::default(),
+        workdir: String::new(),
+        user: String::new(),
+        hostname: String::new(),
+        stop_signal: String::new(),
+        max_replicas_per_node: 0,
+        secrets: Vec::new(),
+        configs: Vec::new(),
     };
     let service = Service {
         id: "bench".to_string(),

@@ -43,4 +43,6 @@ pub const MANAGER_PORT: u16 = 2377;
 pub mod api {
     #![allow(clippy::all, reason = "generated code")]
     tonic::include_proto!("shoal.v1");
+
+    mod redacted;
 }

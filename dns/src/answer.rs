@@ -320,6 +320,7 @@ mod tests {
                     service: "web".into(),
                     vip: Some(Ipv4Addr::new(10, 0, 1, 2)),
                     aliases: vec!["web.1.t1".into(), "web.1".into()],
+                    service_aliases: Vec::new(),
                 },
                 EndpointRecord {
                     network_id: "n1".into(),
@@ -328,6 +329,7 @@ mod tests {
                     service: "db".into(),
                     vip: None,
                     aliases: vec!["db.1.t2".into()],
+                    service_aliases: Vec::new(),
                 },
             ],
         )
@@ -576,6 +578,7 @@ mod tests {
                 service: "big".into(),
                 vip: None,
                 aliases: vec![],
+                service_aliases: Vec::new(),
             })
             .collect();
         let mut f = Fixture::new();

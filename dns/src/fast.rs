@@ -274,6 +274,7 @@ mod tests {
                         format!("{service}.{slot}.{task}"),
                         format!("{service}.{slot}"),
                     ],
+                    service_aliases: Vec::new(),
                 });
             }
         }

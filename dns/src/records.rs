@@ -35,6 +35,9 @@ pub struct EndpointRecord {
     pub vip: Option<Ipv4Addr>,
     /// Task names (`web.1.<task-id>`, `web.1`); the first is the full one, used for PTR.
     pub aliases: Vec<String>,
+    /// The service's aliases on this network: answered as the service name is (its VIP, or the
+    /// task IPs in dnsrr mode), with `tasks.<alias>` too, as libnetwork does. Never a PTR name.
+    pub service_aliases: Vec<String>,
 }
 
 /// What one name answers on one network.
@@ -80,10 +83,12 @@ pub(crate) enum Resolution<'a> {
     Forward,
 }
 
-/// Per-service accumulator while building one network's index.
+/// Per-service accumulator while building one network's index (a service's name or one of
+/// its aliases).
 #[derive(Default)]
 struct ServiceAcc {
-    /// The service name as the user spelled it, for its VIP's PTR name.
+    /// The service name as the user spelled it, for its VIP's PTR name; empty when only
+    /// aliases have this name.
     name: String,
     vip: Option<Ipv4Addr>,
     ips: Vec<Ipv4Addr>,
@@ -122,18 +127,23 @@ impl Records {
                 continue;
             };
             if !ep.service.is_empty() {
-                let acc = services
-                    .entry((ep.network_id.clone(), ep.service.to_ascii_lowercase()))
-                    .or_default();
-                if acc.name.is_empty() {
-                    acc.name.clone_from(&ep.service);
-                }
-                // Mid-update, some endpoints of a vip service may not carry it yet; one is enough.
-                if acc.vip.is_none() {
-                    acc.vip = ep.vip;
-                }
-                if acc.seen.insert(ep.ip) {
-                    acc.ips.push(ep.ip);
+                let names = std::iter::once((&ep.service, true))
+                    .chain(ep.service_aliases.iter().map(|alias| (alias, false)));
+                for (name, own) in names.filter(|(name, _)| !name.is_empty()) {
+                    let acc = services
+                        .entry((ep.network_id.clone(), name.to_ascii_lowercase()))
+                        .or_default();
+                    if own && acc.name.is_empty() {
+                        acc.name.clone_from(name);
+                    }
+                    // Mid-update, some endpoints of a vip service may not carry it yet; one is
+                    // enough.
+                    if acc.vip.is_none() {
+                        acc.vip = ep.vip;
+                    }
+                    if acc.seen.insert(ep.ip) {
+                        acc.ips.push(ep.ip);
+                    }
                 }
             }
             for alias in ep.aliases.iter().filter(|a| !a.is_empty()) {
@@ -160,7 +170,10 @@ impl Records {
             };
             let answer = match acc.vip {
                 Some(vip) => {
-                    if let Some(name) = net_names.get(&net_id).and_then(|n| ptr_name(&acc.name, n))
+                    if let Some(name) = net_names
+                        .get(&net_id)
+                        .filter(|_| !acc.name.is_empty())
+                        .and_then(|n| ptr_name(&acc.name, n))
                     {
                         net.ptr.entry(vip).or_insert(name);
                     }
@@ -345,6 +358,7 @@ mod tests {
                 format!("{service}.{slot}.{task}"),
                 format!("{service}.{slot}"),
             ],
+            service_aliases: Vec::new(),
         }
     }
 
@@ -507,6 +521,73 @@ mod tests {
         assert_eq!(
             ips_of(r.resolve(&scope(&["nope", "n2"]), "web")).0,
             addrs(&["10.0.2.2"])
+        );
+    }
+
+    #[test]
+    fn service_aliases_answer_like_the_service_on_their_network_only() {
+        let aliased = |net: &str, task: &str, addr: &str, service: &str, vip: Option<&str>| {
+            let mut e = ep(net, task, addr, service, vip);
+            e.service_aliases = vec!["api".into()];
+            e
+        };
+        let r = Records::new(
+            vec![
+                NetworkInfo {
+                    id: "n1".into(),
+                    name: "front".into(),
+                },
+                NetworkInfo {
+                    id: "n2".into(),
+                    name: "back".into(),
+                },
+            ],
+            vec![
+                aliased("n1", "t1", "10.0.1.3", "web_api", Some("10.0.1.2")),
+                aliased("n1", "t2", "10.0.1.4", "web_api", Some("10.0.1.2")),
+                // On n2 the service has no alias.
+                ep("n2", "t1", "10.0.2.3", "web_api", Some("10.0.2.2")),
+                ep("n1", "t5", "10.0.1.5", "web_db", None),
+            ],
+        );
+        let n1 = scope(&["n1"]);
+        // vip mode: the alias answers the VIP, tasks.<alias> the task IPs.
+        assert_eq!(ips_of(r.resolve(&n1, "API")).0, addrs(&["10.0.1.2"]));
+        assert_eq!(
+            ips_of(r.resolve(&n1, "tasks.api")).0,
+            addrs(&["10.0.1.3", "10.0.1.4"])
+        );
+        assert_eq!(ips_of(r.resolve(&n1, "api.front")).0, addrs(&["10.0.1.2"]));
+        // Not on a network where the service has no alias.
+        let n2 = scope(&["n2"]);
+        assert_eq!(r.resolve(&n2, "api"), Resolution::NxDomain);
+        assert_eq!(r.resolve(&n2, "tasks.api"), Resolution::NxDomain);
+        assert_eq!(ips_of(r.resolve(&n2, "web_api")).0, addrs(&["10.0.2.2"]));
+        // The VIP's PTR is the service's name, never the alias's.
+        assert_eq!(
+            r.resolve_ptr(&n1, "2.1.0.10.in-addr.arpa")
+                .map(|n| n.to_ascii()),
+            Some("web_api.front.".into())
+        );
+    }
+
+    #[test]
+    fn dnsrr_service_alias_answers_task_ips() {
+        let mut e = ep("n1", "t3", "10.0.1.6", "db", None);
+        e.service_aliases = vec!["store".into()];
+        let r = Records::new(
+            vec![NetworkInfo {
+                id: "n1".into(),
+                name: "front".into(),
+            }],
+            vec![e, ep("n1", "t4", "10.0.1.7", "db", None)],
+        );
+        let (ips, shuffle) = ips_of(r.resolve(&scope(&["n1"]), "store"));
+        assert_eq!(ips, addrs(&["10.0.1.6"]));
+        assert!(shuffle);
+        assert_eq!(
+            ips_of(r.resolve(&scope(&["n1"]), "db")).0,
+            addrs(&["10.0.1.6", "10.0.1.7"])
         );
     }
 

@@ -7,11 +7,11 @@ use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, time::Duration};
 
 use shoal_control::{
     api::{
-        AddRaftMemberRequest, AdmitRequest, Empty, ExecRequest, HeartbeatRequest, InitRequest,
-        JoinSwarmRequest, JoinTokenRequest, LeaveRequest, ListTasksRequest, NetworkRef,
-        NetworkSpec, RaftRequest, RemoveNodeRequest, RenewCertificateRequest, ServiceRef,
-        ServiceSpec, TaskLogsRequest, UnlockKeyRequest, UpdateNodeRequest, UpdateServiceRequest,
-        cluster_client::ClusterClient,
+        AddRaftMemberRequest, AdmitRequest, ConfigSpec, Empty, ExecRequest, HeartbeatRequest,
+        InitRequest, JoinSwarmRequest, JoinTokenRequest, LeaveRequest, ListTasksRequest,
+        NetworkRef, NetworkSpec, ObjectRef, RaftRequest, RemoveNodeRequest,
+        RenewCertificateRequest, SecretSpec, ServiceRef, ServiceSpec, TaskLogsRequest,
+        UnlockKeyRequest, UpdateNodeRequest, UpdateServiceRequest, cluster_client::ClusterClient,
     },
     cluster::Role,
     pki::{ClusterCa, JoinToken, connect_for_join},
@@ -55,6 +55,12 @@ fn expected(rpc: &str) -> [Answer; 5] {
         | "CreateService" | "UpdateService" | "RemoveService" | "ListServices" | "ListTasks"
         | "TaskLogs" | "Exec" | "CreateNetwork" | "RemoveNetwork" | "RotateGossipKey"
         | "UnlockKey" | "Raft" => [Served, Denied, x, x, Unauthenticated],
+        // Managers only: no node reads a secret (or a config) through the API; a node gets the
+        // data of its own tasks' files with its heartbeat answer, and nothing else.
+        "CreateSecret" | "ListSecrets" | "InspectSecret" | "RemoveSecret" | "CreateConfig"
+        | "ListConfigs" | "InspectConfig" | "RemoveConfig" => {
+            [Served, Denied, x, x, Unauthenticated]
+        }
         // A node for itself (or a manager relaying).
         "Heartbeat" | "RenewCertificate" => [Served, Served, x, x, Unauthenticated],
         // Any member.
@@ -184,6 +190,15 @@ async fn call(client: &mut ClusterClient<Channel>, rpc: &str, node_id: &str) -> 
             })
             .await
             .map(drop),
+        // An empty spec is refused for its name (nothing is created); references name nothing.
+        "CreateSecret" => client.create_secret(SecretSpec::default()).await.map(drop),
+        "ListSecrets" => client.list_secrets(Empty {}).await.map(drop),
+        "InspectSecret" => client.inspect_secret(nothing()).await.map(drop),
+        "RemoveSecret" => client.remove_secret(nothing()).await.map(drop),
+        "CreateConfig" => client.create_config(ConfigSpec::default()).await.map(drop),
+        "ListConfigs" => client.list_configs(Empty {}).await.map(drop),
+        "InspectConfig" => client.inspect_config(nothing()).await.map(drop),
+        "RemoveConfig" => client.remove_config(nothing()).await.map(drop),
         other => panic!("RPC {other} has no call in this test"),
     };
     match result {
@@ -200,6 +215,13 @@ async fn call(client: &mut ClusterClient<Channel>, rpc: &str, node_id: &str) -> 
             }
             _ => Answer::Served,
         },
+    }
+}
+
+/// A secret or config that does not exist.
+fn nothing() -> ObjectRef {
+    ObjectRef {
+        reference: "nosuchobject".into(),
     }
 }
 
@@ -244,7 +266,7 @@ fn cluster_rpcs() -> Vec<String> {
     rpcs
 }
 
-fn tls_with(ca_pem: &str, identity: Option<(String, String)>) -> ClientTlsConfig {
+pub(crate) fn tls_with(ca_pem: &str, identity: Option<(String, String)>) -> ClientTlsConfig {
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(ca_pem))
         .domain_name("shoal-node");
@@ -255,7 +277,7 @@ fn tls_with(ca_pem: &str, identity: Option<(String, String)>) -> ClientTlsConfig
 }
 
 /// A node's credentials, as its agent keeps them.
-fn node_identity(cluster: &Cluster, i: usize) -> (String, String) {
+pub(crate) fn node_identity(cluster: &Cluster, i: usize) -> (String, String) {
     let dir = cluster.nodes[i].state_dir().join("swarm/tls");
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
     (read("node.pem"), read("node-key.pem"))

@@ -144,6 +144,52 @@ pub(super) fn parse_label(s: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value.to_string()))
 }
 
+/// `--network` of `service create` and `--network-add`: a network (name or ID) and the
+/// aliases the service gets on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetworkArg {
+    pub target: String,
+    pub aliases: Vec<String>,
+}
+
+/// Docker's `--network`: `NET`, or the long syntax `name=NET,alias=A[,alias=B]` (keys in any
+/// case; values as typed, where Docker lowercases them too).
+pub(super) fn parse_network(s: &str) -> Result<NetworkArg, String> {
+    if !s.contains('=') {
+        return Ok(NetworkArg {
+            target: s.to_string(),
+            aliases: Vec::new(),
+        });
+    }
+    let mut network = NetworkArg::default();
+    for field in s.split(',') {
+        let Some((key, value)) = field.split_once('=') else {
+            return Err(format!("invalid field {field}"));
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let value = value.trim();
+        match key.as_str() {
+            "name" => network.target = value.to_string(),
+            "alias" if value.is_empty() => {
+                return Err(format!("invalid network {s:?}: an alias must not be empty"));
+            }
+            "alias" => network.aliases.push(value.to_string()),
+            "driver-opt" | "ip" | "ip6" | "link-local-ip" | "mac-address" | "gw-priority" => {
+                return Err(format!(
+                    "invalid network {s:?}: {key} is not supported (overlay attachments of \
+                     services take only name and alias)"
+                ));
+            }
+            "" => return Err(format!("invalid field {field}")),
+            other => return Err(format!("invalid field key {other}")),
+        }
+    }
+    if network.target.is_empty() {
+        return Err("network name/id is not specified".to_string());
+    }
+    Ok(network)
+}
+
 /// `--dns`: an IP (port 53) or IP:PORT.
 pub(super) fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>()
@@ -164,6 +210,30 @@ pub(super) fn parse_advertise_addr(s: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn networks_take_dockers_short_and_long_syntax() {
+        let net = |target: &str, aliases: &[&str]| NetworkArg {
+            target: target.into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        };
+        assert_eq!(parse_network("backend"), Ok(net("backend", &[])));
+        assert_eq!(
+            parse_network("name=web_backend,alias=api,Alias=api-v1"),
+            Ok(net("web_backend", &["api", "api-v1"]))
+        );
+        assert_eq!(parse_network("name=n1"), Ok(net("n1", &[])));
+        for (bad, needle) in [
+            ("alias=api", "network name/id is not specified"),
+            ("name=n,aliases=x", "invalid field key aliases"),
+            ("name=n,alias", "invalid field alias"),
+            ("name=n,alias=", "an alias must not be empty"),
+            ("name=n,driver-opt=a=b", "driver-opt is not supported"),
+        ] {
+            let err = parse_network(bad).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn advertise_addr_takes_ip_or_ip_port() {

@@ -4,8 +4,9 @@
 use clap::{Args, Subcommand};
 
 use super::{
-    format::{FormatArgs, OutputFormat},
-    parse::{parse_env, parse_mount, parse_scale},
+    filter::{Filter, parse_service_filter},
+    format::OutputFormat,
+    parse::{NetworkArg, parse_env, parse_label, parse_mount, parse_network, parse_scale},
 };
 
 #[derive(Subcommand, Debug)]
@@ -14,7 +15,7 @@ pub enum ServiceCommand {
     Create(ServiceCreateArgs),
     /// List services.
     #[command(alias = "list")]
-    Ls(FormatArgs),
+    Ls(ServiceLsArgs),
     /// List the tasks of a service, with their history.
     Ps(ServicePsArgs),
     /// Show services in detail.
@@ -70,6 +71,40 @@ pub struct RolloutArgs {
     pub stop_grace_period: Option<std::time::Duration>,
 }
 
+/// Flags shared by `service create` and `service update` for the task's process and placement.
+#[derive(Args, Debug, Default)]
+pub struct TaskArgs {
+    /// Working directory of the task's process (absolute; it must exist on the node).
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// User the task runs as: USER[:GROUP], names or numeric IDs (resolved on the node).
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// The task's hostname; placeholders such as {{.Service.Name}}-{{.Task.Slot}} are filled
+    /// in on the node.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Signal that stops a task (SIGTERM by default), e.g. SIGUSR1, USR1 or 10.
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Maximum number of the service's tasks per node (0: unlimited; replicated mode only).
+    #[arg(long)]
+    pub replicas_max_per_node: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+pub struct ServiceLsArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+    /// Only print IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Filter: id=, name= (prefixes), label=KEY[=VALUE], mode=replicated|global (repeatable).
+    #[arg(short, long = "filter", value_parser = parse_service_filter)]
+    pub filters: Vec<Filter>,
+}
+
 #[derive(Args, Debug)]
 pub struct ServiceCreateArgs {
     /// Service name (default: generated).
@@ -84,9 +119,13 @@ pub struct ServiceCreateArgs {
     /// Placement constraint, e.g. node.role==manager (repeatable).
     #[arg(long = "constraint")]
     pub constraints: Vec<String>,
-    /// Attach to an overlay network, by name or ID (repeatable: eth0, eth1, ... in order).
-    #[arg(long = "network")]
-    pub networks: Vec<String>,
+    /// Attach to an overlay network: NET (name or ID), or name=NET,alias=A[,alias=B] to give
+    /// the service more names on it (repeatable: eth0, eth1, ... in order).
+    #[arg(long = "network", value_parser = parse_network)]
+    pub networks: Vec<NetworkArg>,
+    /// Service label key=value (repeatable).
+    #[arg(short = 'l', long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// vip: the service name resolves to a virtual IP per network; dnsrr: to the task IPs.
     #[arg(long = "endpoint-mode", value_parser = ["vip", "dnsrr"], default_value = "vip")]
     pub endpoint_mode: String,
@@ -102,6 +141,16 @@ pub struct ServiceCreateArgs {
     /// is anonymous, one per task; the target must exist on the node).
     #[arg(long = "mount", value_parser = parse_mount)]
     pub mounts: Vec<shoal_control::api::Mount>,
+    /// Give tasks a secret: NAME, or source=NAME,target=T,uid=U,gid=G,mode=0400 (repeatable;
+    /// a relative target is under /run/secrets, a tmpfs of the task's own; default mode 0444).
+    #[arg(long = "secret", value_parser = super::objects::parse_secret)]
+    pub secrets: Vec<shoal_control::api::FileReference>,
+    /// Give tasks a config: NAME, or source=NAME,target=/PATH,uid=U,gid=G,mode=0444
+    /// (repeatable; read-only at its target, which must be an existing file of the node).
+    #[arg(long = "config", value_parser = super::objects::parse_config)]
+    pub configs: Vec<shoal_control::api::FileReference>,
+    #[command(flatten)]
+    pub task: TaskArgs,
     #[command(flatten)]
     pub rollout: RolloutArgs,
     /// Return at once instead of waiting for the service to converge.
@@ -160,9 +209,9 @@ pub struct ServiceUpdateArgs {
     /// Remove a placement constraint (repeatable).
     #[arg(long = "constraint-rm")]
     pub constraint_rm: Vec<String>,
-    /// Attach to another network (repeatable).
-    #[arg(long = "network-add")]
-    pub network_add: Vec<String>,
+    /// Attach to another network: NET, or name=NET,alias=A (repeatable).
+    #[arg(long = "network-add", value_parser = parse_network)]
+    pub network_add: Vec<NetworkArg>,
     /// Detach from a network, by name or ID (repeatable).
     #[arg(long = "network-rm")]
     pub network_rm: Vec<String>,
@@ -181,6 +230,26 @@ pub struct ServiceUpdateArgs {
     /// Remove a mount, by its target path (repeatable).
     #[arg(long = "mount-rm")]
     pub mount_rm: Vec<String>,
+    /// Add a secret (same syntax as create's --secret).
+    #[arg(long = "secret-add", value_parser = super::objects::parse_secret)]
+    pub secret_add: Vec<shoal_control::api::FileReference>,
+    /// Remove a secret, by its name (repeatable).
+    #[arg(long = "secret-rm")]
+    pub secret_rm: Vec<String>,
+    /// Add a config (same syntax as create's --config).
+    #[arg(long = "config-add", value_parser = super::objects::parse_config)]
+    pub config_add: Vec<shoal_control::api::FileReference>,
+    /// Remove a config, by its name (repeatable).
+    #[arg(long = "config-rm")]
+    pub config_rm: Vec<String>,
+    /// Add or change a service label key=value (repeatable).
+    #[arg(long = "label-add", value_parser = parse_label)]
+    pub label_add: Vec<(String, String)>,
+    /// Remove a service label, by key (repeatable).
+    #[arg(long = "label-rm")]
+    pub label_rm: Vec<String>,
+    #[command(flatten)]
+    pub task: TaskArgs,
     #[command(flatten)]
     pub rollout: RolloutArgs,
     /// Replace every task even if nothing changed.

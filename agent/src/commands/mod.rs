@@ -5,6 +5,7 @@ pub mod info;
 pub mod logs;
 pub mod network;
 pub mod node;
+pub mod objects;
 pub mod service;
 pub mod swarm;
 pub mod volume;

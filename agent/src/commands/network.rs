@@ -1,13 +1,14 @@
 //! `shoal network create | ls | inspect | rm`, with Docker's columns and JSON shape.
 
 use shoal_control::api::{
-    Empty, LocalNetworkRequest, LocalNetworkResponse, NetworkInfo, NetworkRef, NetworkSpec,
+    Empty, KeyValue, LocalNetworkRequest, LocalNetworkResponse, NetworkInfo, NetworkRef,
+    NetworkSpec,
 };
 use shoal_control::wire_limits::{agent_client, cluster_client};
 use tonic::transport::Channel;
 
 use crate::{
-    cli::{NetworkCommand, OutputFormat},
+    cli::{NetworkCommand, OutputFormat, filter::Filters},
     client::{status_error, with_agent},
     table,
     time_format::rfc3339,
@@ -23,6 +24,11 @@ pub fn run(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
                 gateway: args.gateway.unwrap_or_default(),
                 attachable: args.attachable,
                 internal: args.internal,
+                labels: args
+                    .labels
+                    .into_iter()
+                    .map(|(key, value)| KeyValue { key, value })
+                    .collect(),
             };
             let network = cluster_client(channel)
                 .create_network(spec)
@@ -33,8 +39,16 @@ pub fn run(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
             Ok(())
         }
         NetworkCommand::Ls(args) => {
+            let filters = Filters::new(&args.filters);
             let mut networks = list(channel).await?;
+            networks.retain(|n| matches(n, &filters));
             networks.sort_by(|a, b| a.name.cmp(&b.name));
+            if args.quiet {
+                for n in &networks {
+                    println!("{}", n.id.chars().take(12).collect::<String>());
+                }
+                return Ok(());
+            }
             if args.format == OutputFormat::Json {
                 println!("{}", serde_json::to_string_pretty(&networks)?);
                 return Ok(());
@@ -99,6 +113,19 @@ async fn list(channel: Channel) -> anyhow::Result<Vec<NetworkInfo>> {
         .networks)
 }
 
+/// `network ls --filter`, as Docker's: `driver` exact, `id` a prefix, `name` a part of the
+/// name, `label` a label (and its value), `scope` swarm (every overlay), `type` custom or
+/// builtin (`ingress`).
+fn matches(n: &NetworkInfo, filters: &Filters) -> bool {
+    let kind = if n.ingress { "builtin" } else { "custom" };
+    filters.allow("driver", |v| v == n.driver)
+        && filters.allow("id", |v| n.id.starts_with(v))
+        && filters.allow("name", |v| n.name.contains(v))
+        && filters.allow_labels(&n.labels)
+        && filters.allow("scope", |v| v == "swarm")
+        && filters.allow("type", |v| v == kind)
+}
+
 fn find<'a>(networks: &'a [NetworkInfo], reference: &str) -> anyhow::Result<&'a NetworkInfo> {
     if let Some(n) = networks
         .iter()
@@ -156,7 +183,11 @@ fn docker_shape(n: &NetworkInfo, local: &LocalNetworkResponse) -> serde_json::Va
         "Ingress": n.ingress,
         "Containers": containers,
         "Options": { "com.docker.network.driver.overlay.vxlanid_list": n.vni.to_string() },
-        "Labels": {},
+        "Labels": n
+            .labels
+            .iter()
+            .map(|kv| (kv.key.clone(), serde_json::Value::from(kv.value.clone())))
+            .collect::<serde_json::Map<_, _>>(),
         "Peers": peers,
     })
 }

@@ -93,9 +93,13 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
         Arc::new(crate::volumes::Volumes::open(state.path()).context("opening the volume store")?);
     // Tasks survive agent restarts: the executor re-adopts them (and reconnects their
     // networks) before the swarm resumes.
-    let executor =
-        crate::executor::Executor::open(state.path(), networking.clone(), volumes.clone())
-            .context("opening the task executor")?;
+    let executor = crate::executor::Executor::open(
+        state.path(),
+        networking.clone(),
+        volumes.clone(),
+        config.hostname.clone(),
+    )
+    .context("opening the task executor")?;
     // Before the stale sandboxes go: the `ingress` one is kept for the node's endpoint.
     networking.resume_routing_mesh();
     networking.remove_stale_sandboxes();

@@ -5,7 +5,7 @@
 use std::{path::PathBuf, process::Command, sync::Arc};
 
 use shoal_control::{
-    cluster::{Task, gossip::GossipConfig, mesh::RoutingMesh},
+    cluster::{Task, gossip::GossipConfig, mesh::RoutingMesh, objects::TaskFiles},
     swarm::{RunnerError, TaskReports, TaskRunner},
 };
 
@@ -17,8 +17,8 @@ pub struct NodeTasks {
 }
 
 impl TaskRunner for NodeTasks {
-    fn reconcile(&self, assigned: &[Task]) {
-        self.executor.reconcile(assigned);
+    fn reconcile(&self, assigned: &[Task], files: &TaskFiles) {
+        self.executor.reconcile_with_files(assigned, files);
     }
 
     fn take_reports(&self) -> TaskReports {

@@ -46,6 +46,9 @@ pub enum ExecutorError {
     #[error("exec needs a command")]
     EmptyCommand,
 
+    #[error("the task's user")]
+    User(#[source] super::user::UserError),
+
     #[error("opening namespace {}", path.display())]
     OpenNamespace {
         path: PathBuf,

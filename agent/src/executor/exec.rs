@@ -1,10 +1,12 @@
-//! `shoal exec`: a command that runs inside a running task's namespaces, with the task's env.
+//! `shoal exec`: a command that runs inside a running task's namespaces, with the task's env,
+//! working directory and user (as `docker exec` without `-u`/`-w`).
 //!
 //! The namespace files are opened in the agent (before the fork) and entered with setns(2) in
 //! the child; setns into a mount namespace needs a single-threaded process, which the forked
 //! child is.
 
 use std::{
+    ffi::CString,
     fs::File,
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     path::PathBuf,
@@ -16,6 +18,7 @@ use super::{
     proc::{Liveness, ProcessIdentity},
     spawn::task_env,
     state::Inner,
+    user::{ExecUser, resolve_on_node},
 };
 
 /// The namespaces a task has of its own, in the order they are entered. Mount last: entering
@@ -34,26 +37,50 @@ pub fn exec_command(
     let Some((program, args)) = argv.split_first() else {
         return Err(ExecutorError::EmptyCommand);
     };
-    let (process, env) = {
+    let (process, task) = {
         let state = inner.lock();
         let entry = state.tasks.get(task_id);
-        match entry.and_then(|e| e.running().map(|(p, _)| (p, task_env(&e.task)))) {
+        match entry.and_then(|e| e.running().map(|(p, _)| (p, e.task.clone()))) {
             Some(found) => found,
             None => return Err(ExecutorError::NotRunning(task_id.to_owned())),
         }
+    };
+    let user: Option<ExecUser> = match task.spec.user.as_str() {
+        "" => None,
+        spec => Some(resolve_on_node(spec).map_err(ExecutorError::User)?),
+    };
+    let env = task_env(&task, user.as_ref());
+    let workdir = match task.spec.workdir.as_str() {
+        "" => None,
+        dir => CString::new(dir).ok(),
     };
     let namespaces = open_namespaces(process, task_id)?;
 
     let mut command = Command::new(program);
     command.args(args).env_clear().envs(env).current_dir("/");
-    // SAFETY: setns(2) is a plain syscall on descriptors the closure owns (opened before the
-    // fork, CLOEXEC so the command does not inherit them); nothing is allocated.
+    // SAFETY: setns(2), chdir(2), setgroups(2), setgid(2) and setuid(2) are plain syscalls
+    // on descriptors and memory the closure owns (opened or built before the fork; the
+    // descriptors CLOEXEC so the command does not inherit them); nothing is allocated.
     unsafe {
         command.pre_exec(move || {
+            let last_error = || Err(std::io::Error::last_os_error());
             for (file, nstype) in &namespaces {
                 if libc::setns(file.as_raw_fd(), *nstype) == -1 {
-                    return Err(std::io::Error::last_os_error());
+                    return last_error();
                 }
+            }
+            // In the task's mount namespace now: its view of the directory.
+            if let Some(dir) = &workdir
+                && libc::chdir(dir.as_ptr()) == -1
+            {
+                return last_error();
+            }
+            if let Some(user) = &user
+                && (libc::setgroups(user.groups.len(), user.groups.as_ptr()) == -1
+                    || libc::setgid(user.gid) == -1
+                    || libc::setuid(user.uid) == -1)
+            {
+                return last_error();
             }
             Ok(())
         });

@@ -22,7 +22,9 @@
 //! - `adopt`: loading the task directories when the executor opens.
 //! - `reconcile`: following the assignments: start, stop, forget.
 //! - `mounts`: a task's mounts (binds, volumes, tmpfs), prepared for the child.
+//! - `files`: a task's secrets and configs, on a tmpfs of its own, prepared for the child.
 //! - `spawn`: starting a task's process in its namespaces.
+//! - `user`: `--user`, resolved from the node's /etc/passwd and /etc/group.
 //! - `stop`: SIGTERM now, SIGKILL after the grace period.
 //! - `supervise`: the thread that notices exits, reaps, and delivers due SIGKILLs.
 //! - `exec`: a command inside a running task's namespaces (`shoal exec`).
@@ -30,6 +32,7 @@
 mod adopt;
 mod error;
 mod exec;
+mod files;
 mod mounts;
 mod proc;
 mod reconcile;
@@ -38,6 +41,7 @@ mod state;
 mod stop;
 mod store;
 mod supervise;
+mod user;
 
 #[cfg(test)]
 mod tests;
@@ -50,7 +54,7 @@ use std::{
 };
 
 pub use error::ExecutorError;
-use shoal_control::cluster::{Task, TaskStatus};
+use shoal_control::cluster::{Task, TaskStatus, objects::TaskFiles};
 
 use crate::volumes::Volumes;
 
@@ -90,11 +94,13 @@ impl Executor {
     ///
     /// Re-adopted tasks are attached to their networks again (idempotently: working traffic is
     /// not disturbed) and counted as users of their volumes, and the namespaces of tasks that
-    /// exited meanwhile are released.
+    /// exited meanwhile are released. `node_hostname` fills `{{.Node.Hostname}}` in tasks'
+    /// hostnames.
     pub fn open(
         state_dir: &Path,
         network: Arc<dyn TaskNetwork>,
         volumes: Arc<Volumes>,
+        node_hostname: String,
     ) -> Result<Executor, ExecutorError> {
         let tasks_dir = state_dir.join("tasks");
         store::create_private_dir(&tasks_dir)?;
@@ -105,6 +111,7 @@ impl Executor {
             netns_dir: state_dir.join("netns"),
             network,
             volumes,
+            node_hostname,
             state: Mutex::new(state),
             changed: Condvar::new(),
             closed: Default::default(),
@@ -123,8 +130,15 @@ impl Executor {
     /// the running ones missing from `assigned` (orphans), and deletes the directories of
     /// finished tasks missing from `assigned`. A task is never started twice, whatever
     /// `assigned` says later.
+    #[cfg(test)]
     pub fn reconcile(&self, assigned: &[Task]) {
-        reconcile::reconcile(&self.inner, assigned);
+        self.reconcile_with_files(assigned, &TaskFiles::default());
+    }
+
+    /// [`Executor::reconcile`], with the data of the secrets and configs of the tasks to
+    /// start (kept in memory only, see `files`).
+    pub fn reconcile_with_files(&self, assigned: &[Task], files: &TaskFiles) {
+        reconcile::reconcile(&self.inner, assigned, files);
     }
 
     /// Status changes since the last call, oldest first, by task ID.

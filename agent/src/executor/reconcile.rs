@@ -5,7 +5,7 @@ use std::{collections::HashSet, path::Path, time::Duration};
 
 use nix::sys::{signal::Signal, wait::waitpid};
 use shoal_control::{
-    cluster::{Task, TaskState},
+    cluster::{Task, TaskState, objects::TaskFiles},
     error_chain::Chain,
 };
 use tracing::warn;
@@ -20,7 +20,7 @@ use super::{
     store::{TaskDir, validate_task_id},
 };
 
-pub fn reconcile(inner: &Inner, assigned: &[Task]) {
+pub fn reconcile(inner: &Inner, assigned: &[Task], files: &TaskFiles) {
     let mut state = inner.lock();
     let mut wanted = HashSet::new();
     for task in assigned {
@@ -41,7 +41,7 @@ pub fn reconcile(inner: &Inner, assigned: &[Task]) {
             continue;
         }
         match task.desired_state {
-            TaskState::Running => start(inner, &mut state, task),
+            TaskState::Running => start(inner, &mut state, task, files),
             // Told to stop before it was started: it never will be, which the leader (waiting
             // for it to be terminal) must hear.
             desired if desired > TaskState::Running => {
@@ -89,10 +89,21 @@ fn refuse(state: &mut State, id: &str, error: String) {
 }
 
 /// Creates the task's directory and entry (not running yet), with its anonymous volumes named
-/// in its copy of the spec. The names given, or `None` if it was refused.
-fn add(tasks_dir: &Path, state: &mut State, task: &Task) -> Option<Vec<String>> {
+/// and its hostname's placeholders filled in (with `node_hostname`) in its copy of the spec.
+/// The names given, or `None` if it was refused.
+fn add(
+    tasks_dir: &Path,
+    node_hostname: &str,
+    state: &mut State,
+    task: &Task,
+) -> Option<Vec<String>> {
     let mut task = task.clone();
     let anonymous = mounts::name_anonymous_volumes(&mut task);
+    if let Err(e) = spawn::expand_hostname(&mut task, node_hostname) {
+        let error = format!("preparing task failed: {}", Chain(e.as_ref()));
+        refuse(state, &task.id, error);
+        return None;
+    }
     let dir = match TaskDir::create(tasks_dir, &task) {
         Ok(dir) => dir,
         Err(e) => {
@@ -121,7 +132,8 @@ fn add(tasks_dir: &Path, state: &mut State, task: &Task) -> Option<Vec<String>> 
 
 /// Records, once, that a task will never start here: reported Shutdown.
 fn never_started(tasks_dir: &Path, state: &mut State, task: &Task) {
-    if add(tasks_dir, state, task).is_some() {
+    // Never runs: its hostname does not matter.
+    if add(tasks_dir, "", state, task).is_some() {
         let shutdown = status(TaskState::Shutdown, "shutdown", String::new(), None);
         state.record(&task.id, shutdown);
     }
@@ -129,8 +141,9 @@ fn never_started(tasks_dir: &Path, state: &mut State, task: &Task) {
 
 /// Preparing -> Starting -> Running, or Failed. Spawning is quick (fork + exec), so it is done
 /// here, under the lock: the supervisor cannot see the process before its entry exists.
-fn start(inner: &Inner, state: &mut State, assigned: &Task) {
-    let Some(anonymous_volumes) = add(&inner.tasks_dir, state, assigned) else {
+fn start(inner: &Inner, state: &mut State, assigned: &Task, files: &TaskFiles) {
+    let Some(anonymous_volumes) = add(&inner.tasks_dir, &inner.node_hostname, state, assigned)
+    else {
         return;
     };
     let id = assigned.id.as_str();
@@ -158,6 +171,7 @@ fn start(inner: &Inner, state: &mut State, assigned: &Task) {
                 resolv_conf: resolv_conf.as_deref(),
                 volumes: &inner.volumes,
                 anonymous_volumes: &anonymous_volumes,
+                files,
             };
             spawn::spawn(task, &cx)
         })

@@ -1,6 +1,6 @@
 //! Starting a task: its process in the network namespace prepared for it (interfaces already
 //! configured) and new mount and UTS namespaces, in a session of its own, with the service's
-//! mounts (`mounts`), env and logs.
+//! mounts (`mounts`), env, logs, hostname, working directory and user (`user`).
 //!
 //! Everything that can be checked or allocated is done before the fork; the `pre_exec` hook
 //! runs in the forked child of a multi-threaded process, where only async-signal-safe calls
@@ -21,12 +21,17 @@ use std::{
 };
 
 use nix::fcntl::OFlag;
-use shoal_control::cluster::Task;
+use shoal_control::cluster::{
+    Task,
+    template::{self, TemplateContext},
+};
 
 use super::{
+    files::{self, PreparedFiles},
     mounts::{self, PreparedMount},
     proc::ProcessIdentity,
     store::TaskDir,
+    user::{self, ExecUser},
 };
 use crate::volumes::Volumes;
 
@@ -37,12 +42,14 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 const HOST_NAME_MAX: usize = 64;
 
 /// The environment a task (and `exec` into it) gets. Not the agent's own: its variables
-/// (RUST_LOG, SHOAL_HOST, ...) are none of the task's business, as with Docker.
-pub fn task_env(task: &Task) -> Vec<(String, String)> {
+/// (RUST_LOG, SHOAL_HOST, ...) are none of the task's business, as with Docker. HOME is the
+/// `--user`'s home (`user`), else root's.
+pub fn task_env(task: &Task, user: Option<&ExecUser>) -> Vec<(String, String)> {
+    let home = user.map_or("/root", |u| u.home.as_str());
     let mut env = vec![
         ("PATH".to_owned(), DEFAULT_PATH.to_owned()),
-        ("HOSTNAME".to_owned(), hostname(&task.id).to_owned()),
-        ("HOME".to_owned(), "/root".to_owned()),
+        ("HOSTNAME".to_owned(), hostname(task).to_owned()),
+        ("HOME".to_owned(), home.to_owned()),
     ];
     env.extend(task.spec.env.iter().cloned());
     env.push(("SHOAL_TASK_ID".to_owned(), task.id.clone()));
@@ -51,22 +58,60 @@ pub fn task_env(task: &Task) -> Vec<(String, String)> {
     env
 }
 
-/// A task's hostname is its ID, as in Docker, cut to what the kernel accepts. Task IDs are
-/// ASCII (checked by the store), so cutting at a byte is cutting at a character.
-fn hostname(task_id: &str) -> &str {
-    &task_id[..task_id.len().min(HOST_NAME_MAX)]
+/// A task's hostname: its `--hostname` (expanded by [`expand_hostname`] in the executor's
+/// copy), else its ID, as Docker uses the container's, cut to what the kernel accepts. Task
+/// IDs are ASCII (checked by the store), so cutting at a byte is cutting at a character.
+fn hostname(task: &Task) -> &str {
+    if !task.spec.hostname.is_empty() {
+        return &task.spec.hostname;
+    }
+    &task.id[..task.id.len().min(HOST_NAME_MAX)]
 }
 
-/// The program `argv0` names: itself if it has a '/', else the first executable file of that
-/// name on `path`. Checked here so a typo reads as "not found" rather than as an errno.
-fn find_executable(argv0: &str, path: &str) -> Option<PathBuf> {
+/// Fills the placeholders of the task's `--hostname` in (the executor's copy of the task,
+/// before its spec is saved), as swarmkit does on the task's node.
+pub fn expand_hostname(task: &mut Task, node_hostname: &str) -> anyhow::Result<()> {
+    if !template::has_placeholders(&task.spec.hostname) {
+        return Ok(());
+    }
+    let cx = TemplateContext {
+        service_id: task.service_id.clone(),
+        service_name: task.spec.name.clone(),
+        node_id: task.node_id.clone(),
+        node_hostname: node_hostname.to_owned(),
+        task_id: task.id.clone(),
+        task_name: task.name(),
+        // A global service's task has no slot: its node stands in, as in swarmkit.
+        task_slot: if task.slot > 0 {
+            task.slot.to_string()
+        } else {
+            task.node_id.clone()
+        },
+    };
+    let expanded = template::expand(&task.spec.hostname, &cx)
+        .with_context(|| format!("hostname {:?}", task.spec.hostname))?;
+    if expanded.is_empty() || expanded.len() > HOST_NAME_MAX {
+        bail!(
+            "hostname {:?} is {:?}: a hostname has 1 to {HOST_NAME_MAX} characters",
+            task.spec.hostname,
+            expanded
+        );
+    }
+    task.spec.hostname = expanded;
+    Ok(())
+}
+
+/// The program `argv0` names: itself if it has a '/' (relative to `workdir`), else the first
+/// executable file of that name on `path`. Checked here so a typo reads as "not found" rather
+/// than as an errno.
+fn find_executable(argv0: &str, path: &str, workdir: &str) -> Option<PathBuf> {
     let is_executable = |p: &Path| {
         p.metadata()
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if argv0.contains('/') {
-        // Relative paths are relative to the task's working directory, "/".
-        let p = Path::new("/").join(argv0);
+        // Relative paths are relative to the task's working directory.
+        let p = Path::new(workdir).join(argv0);
         return is_executable(&p).then_some(p);
     }
     path.split(':')
@@ -86,22 +131,51 @@ const STEP_UNSHARE: u32 = 1;
 const STEP_PRIVATE: u32 = 2;
 const STEP_HOSTNAME: u32 = 3;
 const STEP_NETNS: u32 = 4;
+const STEP_WORKDIR: u32 = 5;
+const STEP_USER: u32 = 6;
 /// Mount `i`: `STEP_MOUNTS + 2 * i` mounts it, `+ 1` makes a bind read-only.
-const STEP_MOUNTS: u32 = 5;
+const STEP_MOUNTS: u32 = 7;
+/// Step `i` of putting the task's secrets and configs in place (`files`): `STEP_FILES + i`.
+const STEP_FILES: u32 = 1 << 20;
 
-fn describe_step(step: u32, mounts: &[PreparedMount]) -> String {
+fn describe_step(
+    step: u32,
+    mounts: &[PreparedMount],
+    files: &PreparedFiles,
+    task: &Task,
+) -> String {
     match step {
         STEP_SETSID => "creating a session".to_owned(),
         STEP_UNSHARE => "creating the task's namespaces".to_owned(),
         STEP_PRIVATE => "making mount propagation private".to_owned(),
         STEP_HOSTNAME => "setting the hostname".to_owned(),
         STEP_NETNS => "entering the task's network namespace".to_owned(),
+        STEP_WORKDIR => format!("changing to the working directory {:?}", task.spec.workdir),
+        STEP_USER => format!("switching to user {:?}", task.spec.user),
+        _ if step >= STEP_FILES => files.describe((step - STEP_FILES) as usize),
         _ => {
             let i = ((step - STEP_MOUNTS) / 2) as usize;
             match mounts.get(i) {
                 Some(m) => m.describe(!(step - STEP_MOUNTS).is_multiple_of(2)),
                 None => format!("setup step {step}"),
             }
+        }
+    }
+}
+
+/// `--user`, resolved before the fork: what the child's setgroups/setgid/setuid take.
+struct Credentials {
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+    groups: Vec<libc::gid_t>,
+}
+
+impl From<&ExecUser> for Credentials {
+    fn from(user: &ExecUser) -> Self {
+        Credentials {
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups.clone(),
         }
     }
 }
@@ -116,6 +190,9 @@ unsafe fn setup_child(
     netns_dir: &CString,
     hostname: &CString,
     mounts: &[PreparedMount],
+    files: &PreparedFiles,
+    workdir: Option<&CString>,
+    user: Option<&Credentials>,
 ) -> Result<(), (u32, io::Error)> {
     let fail = |step: u32| (step, io::Error::last_os_error());
     // SAFETY (all calls below): plain syscalls, valid NUL-terminated pointers that outlive the
@@ -162,6 +239,24 @@ unsafe fn setup_child(
                 return Err((STEP_MOUNTS + 2 * i + u32::from(remount), err));
             }
         }
+        // Over the mounts (a secret's file wins over a volume), before the user switch.
+        if let Err((i, err)) = files.apply() {
+            return Err((STEP_FILES.saturating_add(i as u32), err));
+        }
+        // After the mounts (the directory may be in one), and as root, as runc does first.
+        if let Some(dir) = workdir
+            && libc::chdir(dir.as_ptr()) == -1
+        {
+            return Err(fail(STEP_WORKDIR));
+        }
+        // Last: everything above needs root. Groups, then the group, then the user.
+        if let Some(user) = user
+            && (libc::setgroups(user.groups.len(), user.groups.as_ptr()) == -1
+                || libc::setgid(user.gid) == -1
+                || libc::setuid(user.uid) == -1)
+        {
+            return Err(fail(STEP_USER));
+        }
     }
     Ok(())
 }
@@ -178,6 +273,8 @@ pub struct SpawnContext<'a> {
     pub volumes: &'a Volumes,
     /// The anonymous volumes named for this task, created with Docker's label.
     pub anonymous_volumes: &'a [String],
+    /// The data of the task's secrets and configs, as its assignment brought it.
+    pub files: &'a shoal_control::cluster::objects::TaskFiles,
 }
 
 /// Starts the task's process. The error, with its causes, is the status error's text after
@@ -188,14 +285,27 @@ pub fn spawn(task: &Task, cx: &SpawnContext<'_>) -> anyhow::Result<ProcessIdenti
     let Some(argv0) = task.spec.command.first() else {
         bail!("the service has no command");
     };
-    let env = task_env(task);
+    let user = match task.spec.user.as_str() {
+        "" => None,
+        spec => Some(user::resolve_on_node(spec)?),
+    };
+    let env = task_env(task, user.as_ref());
     let path = env
         .iter()
         .rev()
         .find(|(k, _)| k == "PATH")
         .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
-    let Some(program) = find_executable(argv0, path) else {
+    let workdir = match task.spec.workdir.as_str() {
+        "" => "/",
+        dir => dir,
+    };
+    let Some(program) = find_executable(argv0, path, workdir) else {
         bail!("executable {argv0:?} not found");
+    };
+    let credentials = user.as_ref().map(Credentials::from);
+    let workdir = match task.spec.workdir.as_str() {
+        "" => None,
+        dir => Some(c_string(OsStr::new(dir), "working directory")?),
     };
     let mounts = Arc::new(mounts::prepare(
         task,
@@ -205,7 +315,9 @@ pub fn spawn(task: &Task, cx: &SpawnContext<'_>) -> anyhow::Result<ProcessIdenti
         cx.anonymous_volumes,
     )?);
     let child_mounts = mounts.clone();
-    let hostname = c_string(OsStr::new(hostname(&task.id)), "hostname")?;
+    let prepared_files = Arc::new(files::prepare(task, dir, cx.files)?);
+    let child_files = prepared_files.clone();
+    let hostname = c_string(OsStr::new(hostname(task)), "hostname")?;
     let netns_dir = c_string(cx.netns_dir.as_os_str(), "netns directory")?;
     // CLOEXEC: used by setns() before the exec, never inherited by the task.
     let netns = File::open(cx.netns)
@@ -233,7 +345,16 @@ pub fn spawn(task: &Task, cx: &SpawnContext<'_>) -> anyhow::Result<ProcessIdenti
     unsafe {
         command.pre_exec(move || {
             let _keep_open = (&step_write, &netns);
-            match setup_child(netns_fd, &netns_dir, &hostname, &child_mounts) {
+            let setup = setup_child(
+                netns_fd,
+                &netns_dir,
+                &hostname,
+                &child_mounts,
+                &child_files,
+                workdir.as_ref(),
+                credentials.as_ref(),
+            );
+            match setup {
                 Ok(()) => Ok(()),
                 Err((step, err)) => {
                     let bytes = step.to_ne_bytes();
@@ -251,7 +372,7 @@ pub fn spawn(task: &Task, cx: &SpawnContext<'_>) -> anyhow::Result<ProcessIdenti
         Err(e) => {
             let mut step = [0u8; 4];
             let context = match File::from(step_read).read_exact(&mut step) {
-                Ok(()) => describe_step(u32::from_ne_bytes(step), &mounts),
+                Ok(()) => describe_step(u32::from_ne_bytes(step), &mounts, &prepared_files, task),
                 // No step reported: the setup succeeded and exec itself failed.
                 Err(_) => format!("executing {}", program.display()),
             };
@@ -273,23 +394,78 @@ mod tests {
     #[test]
     fn finds_executables_on_the_path_only() {
         assert_eq!(
-            find_executable("sh", "/nonexistent:/bin:/usr/bin"),
+            find_executable("sh", "/nonexistent:/bin:/usr/bin", "/"),
             Some(PathBuf::from("/bin/sh"))
         );
-        assert_eq!(find_executable("no-such-program-x", DEFAULT_PATH), None);
         assert_eq!(
-            find_executable("/bin/sh", ""),
+            find_executable("no-such-program-x", DEFAULT_PATH, "/"),
+            None
+        );
+        assert_eq!(
+            find_executable("/bin/sh", "", "/tmp"),
             Some(PathBuf::from("/bin/sh"))
+        );
+        // Relative to the working directory.
+        assert_eq!(
+            find_executable("./sh", "", "/bin"),
+            Some(PathBuf::from("/bin/./sh"))
         );
         // A directory or a non-executable file is not a program.
-        assert_eq!(find_executable("/etc", DEFAULT_PATH), None);
-        assert_eq!(find_executable("/proc/self/status", DEFAULT_PATH), None);
+        assert_eq!(find_executable("/etc", DEFAULT_PATH, "/"), None);
+        assert_eq!(
+            find_executable("/proc/self/status", DEFAULT_PATH, "/"),
+            None
+        );
+    }
+
+    fn task(id: &str, hostname: &str, slot: u64) -> Task {
+        let json = serde_json::json!({
+            "id": id, "service_id": "svc1", "slot": slot, "node_id": "node1",
+            "service_version": 1, "networks": [], "desired_state": "Running",
+            "status": { "state": "Assigned", "message": "", "error": "", "exit_code": null,
+                        "timestamp_ms": 0 },
+            "created_at_ms": 0,
+            "spec": {
+                "name": "web_api", "command": ["sleep"], "env": [], "mounts": [],
+                "mode": { "Replicated": { "replicas": 1 } }, "constraints": [], "networks": [],
+                "endpoint_mode": "Vip",
+                "restart": { "condition": "Any", "delay_ms": 0, "max_attempts": 0,
+                             "window_ms": 0 },
+                "update": { "parallelism": 1, "delay_ms": 0, "failure_action": "Pause",
+                            "monitor_ms": 0, "max_failure_ratio_milli": 0,
+                            "order": "StopFirst" },
+                "rollback": { "parallelism": 1, "delay_ms": 0, "failure_action": "Pause",
+                              "monitor_ms": 0, "max_failure_ratio_milli": 0,
+                              "order": "StopFirst" },
+                "stop_grace_ms": 0, "force_update": 0, "ports": [], "hostname": hostname,
+            },
+        });
+        serde_json::from_value(json).expect("a task as an older agent saved it")
     }
 
     #[test]
-    fn long_task_ids_are_cut_for_the_hostname() {
-        let id = "a".repeat(100);
-        assert_eq!(hostname(&id).len(), HOST_NAME_MAX);
-        assert_eq!(hostname("abc"), "abc");
+    fn the_hostname_is_the_task_id_cut_or_the_expanded_template() {
+        let long = "a".repeat(100);
+        assert_eq!(hostname(&task(&long, "", 1)).len(), HOST_NAME_MAX);
+        assert_eq!(hostname(&task("abc", "", 1)), "abc");
+        let mut t = task(
+            "t1",
+            "{{.Service.Name}}-{{.Task.Slot}}.{{.Node.Hostname}}",
+            3,
+        );
+        expand_hostname(&mut t, "host-a").unwrap();
+        assert_eq!(hostname(&t), "web_api-3.host-a");
+        // Global: the node ID stands in for the slot.
+        let mut t = task("t1", "{{.Task.Slot}}", 0);
+        expand_hostname(&mut t, "host-a").unwrap();
+        assert_eq!(t.spec.hostname, "node1");
+        // Task names are long: two make more than the kernel takes.
+        let id = "x".repeat(25);
+        let mut t = task(&id, "{{.Task.Name}}-{{.Task.Name}}", 1);
+        let err = expand_hostname(&mut t, "h").unwrap_err().to_string();
+        assert!(err.contains("a hostname has 1 to 64 characters"), "{err}");
+        let env = task_env(&task("t2", "plain", 1), None);
+        assert!(env.contains(&("HOSTNAME".into(), "plain".into())));
+        assert!(env.contains(&("HOME".into(), "/root".into())));
     }
 }

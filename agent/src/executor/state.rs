@@ -26,6 +26,8 @@ pub struct Inner {
     pub network: std::sync::Arc<dyn super::TaskNetwork>,
     /// This node's volumes: tasks are registered as users while their process runs.
     pub volumes: std::sync::Arc<crate::volumes::Volumes>,
+    /// This node's hostname, for `{{.Node.Hostname}}` in a task's hostname.
+    pub node_hostname: String,
     pub state: Mutex<State>,
     /// Notified when a task exits (for `stop_all`) and when a stop is requested (so the
     /// supervisor re-computes when its next SIGKILL is due).

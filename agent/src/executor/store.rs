@@ -6,6 +6,8 @@
 //!   agent knows whether the task had finished and can report that again.
 //! - `pid`: `<pid> <start time>` of the process, written right after it is spawned.
 //! - `stdout.log`, `stderr.log`: the process's output, appended to.
+//! - `files/`: an empty mount point (see `files.rs`): a task's secrets and configs are never
+//!   written to disk.
 //!
 //! Files are replaced by writing a temporary file and renaming it over the old one, so an agent
 //! killed mid-write leaves the old or the new content, never a torn file.
@@ -27,6 +29,7 @@ const PID: &str = "pid";
 const STDOUT: &str = "stdout.log";
 const STDERR: &str = "stderr.log";
 const RESOLV_CONF: &str = "resolv.conf";
+const FILES: &str = "files";
 
 /// The task ID names a directory, so it must not be able to walk out of `tasks/`.
 pub fn validate_task_id(id: &str) -> Result<(), ExecutorError> {
@@ -158,6 +161,14 @@ impl TaskDir {
                 source,
             }
         })?;
+        Ok(path)
+    }
+
+    /// `files/`, empty: the mount point where the task's child mounts the tmpfs it writes its
+    /// secrets and configs in (in its own mount namespace; nothing is written here).
+    pub fn files_mount_point(&self) -> Result<PathBuf, ExecutorError> {
+        let path = self.path.join(FILES);
+        create_private_dir(&path)?;
         Ok(path)
     }
 

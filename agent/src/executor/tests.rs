@@ -52,6 +52,8 @@ impl TaskNetwork for RecordedNetwork {
     }
 }
 
+mod files;
+
 const WAIT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(20);
 
@@ -87,8 +89,13 @@ impl Harness {
     /// start empty, as after a restart).
     fn open_with_volumes(&self) -> (Executor, Arc<Volumes>) {
         let volumes = Arc::new(Volumes::open(&self.dir).expect("opening the volume store"));
-        let ex = Executor::open(&self.dir, self.network.clone(), volumes.clone())
-            .expect("opening the executor");
+        let ex = Executor::open(
+            &self.dir,
+            self.network.clone(),
+            volumes.clone(),
+            "testhost".to_owned(),
+        )
+        .expect("opening the executor");
         (ex, volumes)
     }
 
@@ -178,6 +185,15 @@ fn task(id: &str, command: &[&str]) -> Task {
             stop_grace_ms: 10_000,
             force_update: 0,
             ports: Vec::new(),
+            labels: Default::default(),
+            network_aliases: Default::default(),
+            workdir: String::new(),
+            user: String::new(),
+            hostname: String::new(),
+            stop_signal: String::new(),
+            max_replicas_per_node: 0,
+            secrets: Vec::new(),
+            configs: Vec::new(),
         },
         networks: vec![],
         desired_state: TaskState::Running,

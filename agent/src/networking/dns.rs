@@ -142,6 +142,7 @@ impl NodeNetworking {
                 service: e.service,
                 vip: e.vip,
                 aliases: e.aliases,
+                service_aliases: e.service_aliases,
             });
         self.dns
             .records

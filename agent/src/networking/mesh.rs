@@ -239,6 +239,7 @@ impl NodeNetworking {
             vip: None,
             // What `network inspect ingress` calls it, as Docker does.
             aliases: vec![INGRESS_ENDPOINT_NAME.to_string()],
+            service_aliases: Vec::new(),
         };
         if let Some(db) = self.db() {
             db.put_endpoint(endpoint.clone());

@@ -345,6 +345,12 @@ impl TaskNetwork for NodeNetworking {
                 service: task.spec.name.clone(),
                 vip: attachment.vip,
                 aliases: task.dns_names(),
+                service_aliases: task
+                    .spec
+                    .network_aliases
+                    .get(&network.id)
+                    .cloned()
+                    .unwrap_or_default(),
             };
             if let Some(db) = self.db() {
                 db.put_endpoint(endpoint.clone());

@@ -13,7 +13,9 @@ use std::{
 use ipnet::Ipv4Net;
 
 use super::{AllocError, ports::attachment_networks};
-use crate::cluster::{ClusterState, EndpointMode, NetworkAttachment, Service, Task, VirtualIp};
+use crate::cluster::{
+    ClusterState, EndpointMode, NetworkAttachment, Service, Task, VirtualIp, network::Network,
+};
 
 /// Gives each task of `tasks` that has no addresses yet one address per network of its spec.
 /// Returns the tasks that could not get them, with why; those keep no addresses.
@@ -82,7 +84,12 @@ pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, A
                     .map(|v| v.addr.addr())
             });
             attachments.push(NetworkAttachment {
-                network: network.clone(),
+                // Without its labels: nodes have no use for them, and every task would carry
+                // them (up to `limits::MAX_NETWORKS` copies per task, times its replicas).
+                network: Network {
+                    labels: Default::default(),
+                    ..network.clone()
+                },
                 addr: Ipv4Net::new(ip, network.subnet.prefix_len()).unwrap_or(network.subnet),
                 vip,
             });
@@ -402,6 +409,7 @@ mod tests {
             internal: false,
             ingress: true,
             created_at_ms: 0,
+            labels: Default::default(),
         };
         assert_eq!(
             state.apply(&Command::CreateNetwork(ingress)),

@@ -82,6 +82,7 @@ mod tests {
                 internal: false,
                 ingress: false,
                 created_at_ms: 0,
+                labels: Default::default(),
             },
         );
     }

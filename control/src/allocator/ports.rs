@@ -216,6 +216,7 @@ mod tests {
                     internal: false,
                     ingress,
                     created_at_ms: 0,
+                    labels: Default::default(),
                 },
             );
         }

@@ -70,6 +70,8 @@ pub enum Command {
     SetUnlockKey(Option<String>),
     /// A certificate was issued for a node (admission, renewal): the public key it certifies.
     SetNodeKey { id: String, public_key: Vec<u8> },
+    /// Secrets and configs created or removed (see [`super::objects`]).
+    Objects(super::objects::ObjectCommand),
 }
 
 /// What applying a command produced. Errors are part of the replicated result, not a failure
@@ -182,6 +184,7 @@ impl ClusterState {
                 {
                     return Err(format!("service {} already exists", service.spec.name).into());
                 }
+                super::objects::check_new_references(self, &service.spec, &[])?;
                 let mut service = service.clone();
                 crate::allocator::assign_published_ports(self, &mut service)?;
                 crate::allocator::assign_vips(self, &mut service)?;
@@ -201,6 +204,10 @@ impl ClusterState {
                     )
                     .into());
                 }
+                let before: Vec<&super::ServiceSpec> = std::iter::once(&current.spec)
+                    .chain(&current.previous_spec)
+                    .collect();
+                super::objects::check_new_references(self, &service.spec, &before)?;
                 let mut service = service.clone();
                 // The stored VIPs and ports, not the writer's copy, are what the service keeps.
                 service.virtual_ips = current.virtual_ips.clone();
@@ -306,6 +313,7 @@ impl ClusterState {
                 self.node_mut(id)?;
                 self.node_keys.insert(id.clone(), public_key.clone());
             }
+            Command::Objects(command) => command.apply(self)?,
         }
         Ok(())
     }

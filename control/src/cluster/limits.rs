@@ -9,7 +9,8 @@
 
 /// Replicas of one service.
 pub const MAX_REPLICAS: u64 = 2_000;
-/// A task template, encoded (command, environment, mounts, constraints, ports, networks).
+/// A task template, encoded (command, environment, mounts, constraints, ports, networks,
+/// labels, aliases).
 pub const MAX_SPEC_BYTES: usize = 16 * 1024;
 /// Published ports of one service.
 pub const MAX_PORTS: usize = 64;
@@ -23,3 +24,10 @@ pub const MAX_ENV: usize = 256;
 pub const MAX_CONSTRAINTS: usize = 32;
 /// Words of a service's command.
 pub const MAX_COMMAND_WORDS: usize = 256;
+/// Labels of one service or network.
+pub const MAX_LABELS: usize = 64;
+/// A service's or network's labels together, keys and values, in bytes. A network's labels
+/// stay in the store: tasks carry their networks without them.
+pub const MAX_LABELS_BYTES: usize = 4 * 1024;
+/// Network-scoped aliases of one service, over all its networks.
+pub const MAX_ALIASES: usize = 32;

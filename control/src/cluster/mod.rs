@@ -7,9 +7,12 @@
 //! - `command`: [`Command`], [`CommandResponse`] and [`ClusterState::apply`].
 //! - `service`: services (desired state) and tasks (their instances on nodes).
 //! - [`network`]: overlay networks.
+//! - [`objects`]: secrets and configs, and what of them a node receives with its tasks.
 //! - [`mesh`]: what a node needs to serve published ports, sent with its heartbeats.
 //! - [`limits`]: what one service may ask of the cluster.
 //! - [`gossip`]: the network DB's keys and their rotation.
+//! - [`signal`]: `--stop-signal` names and numbers, as Docker reads them.
+//! - [`template`]: `--hostname` placeholders (`{{.Task.Slot}}`), checked here, filled on nodes.
 
 mod command;
 pub mod gossip;
@@ -17,7 +20,10 @@ pub mod limits;
 pub mod mesh;
 mod model;
 pub mod network;
+pub mod objects;
 mod service;
+pub mod signal;
+pub mod template;
 
 pub use command::{Command, CommandResponse};
 pub use model::{Availability, ClusterInfo, ClusterState, NodeRecord, Role, raft_id};

@@ -130,6 +130,13 @@ pub struct ClusterState {
     /// the door before TLS is even finished, and outlives the node's record.)
     #[serde(default)]
     pub revoked: BTreeMap<String, u64>,
+    /// Secrets by ID (see [`super::objects`]): their data is sent only to the nodes whose
+    /// tasks use them, and never comes back out of the API.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, super::objects::FileObject>,
+    /// Configs by ID.
+    #[serde(default)]
+    pub configs: BTreeMap<String, super::objects::FileObject>,
 }
 
 /// The Raft member ID of a node: openraft needs a `Copy` integer, our IDs are strings. The

@@ -29,6 +29,10 @@ pub struct Network {
     /// The routing-mesh network.
     pub ingress: bool,
     pub created_at_ms: u64,
+    /// `network create --label`. Tasks carry a copy of their networks, so a task spec an older
+    /// agent saved has none.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A task's place on one network: a copy of the network as it was when the task was created

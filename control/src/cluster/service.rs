@@ -34,6 +34,39 @@ pub struct ServiceSpec {
     /// `-p`/`--publish`, as asked (`published` 0: any free port, allocated in the replicated
     /// apply). Ingress-mode ports attach every task to the `ingress` network too.
     pub ports: Vec<PortConfig>,
+    /// `--label`: the service's own labels (Docker's `Spec.Labels`), not the task's: changing
+    /// them restarts nothing. (`#[serde(default)]` on the fields below: task specs an older
+    /// agent saved have none.)
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `--network name=NET,alias=A`: by network ID (one of `networks`), names the embedded DNS
+    /// answers like the service's own name (and `tasks.<alias>`), on that network only.
+    #[serde(default)]
+    pub network_aliases: BTreeMap<String, Vec<String>>,
+    /// `--workdir`: the task's working directory, absolute; empty: `/`.
+    #[serde(default)]
+    pub workdir: String,
+    /// `--user USER[:GROUP]`: names or numeric IDs, resolved on the task's node; empty: root.
+    #[serde(default)]
+    pub user: String,
+    /// `--hostname`: the task's UTS hostname, with `{{.Service.Name}}`-style placeholders
+    /// (see [`super::template`]) expanded on the node; empty: the task ID.
+    #[serde(default)]
+    pub hostname: String,
+    /// `--stop-signal`, as typed (see [`super::signal`]); empty: SIGTERM.
+    #[serde(default)]
+    pub stop_signal: String,
+    /// `--replicas-max-per-node`: the scheduler puts at most this many of the service's tasks
+    /// on one node (replicated mode); 0: no limit.
+    #[serde(default)]
+    pub max_replicas_per_node: u64,
+    /// `--secret`: by ID (and name), what each task finds in its own tmpfs at
+    /// `/run/secrets/<target>` (see [`super::objects`]).
+    #[serde(default)]
+    pub secrets: Vec<super::objects::FileReference>,
+    /// `--config`: by ID (and name), files each task sees at their targets, read-only.
+    #[serde(default)]
+    pub configs: Vec<super::objects::FileReference>,
 }
 
 impl ServiceSpec {

@@ -24,6 +24,9 @@ pub struct Endpoint {
     pub vip: Option<Ipv4Addr>,
     /// The task's DNS names: `<service>.<slot>.<task-id>` first, then `<service>.<slot>`.
     pub aliases: Vec<String>,
+    /// The service's aliases on this network (`--network name=NET,alias=A`): answered like
+    /// `service` (and `tasks.<alias>`), on this network only.
+    pub service_aliases: Vec<String>,
 }
 
 /// What subscribers see: only changes to live entries of joined networks of alive owners.

@@ -172,6 +172,7 @@ mod tests {
                 service: "web".into(),
                 vip: None,
                 aliases: vec![],
+                service_aliases: vec![],
             },
             owner: "a".into(),
             clock: 3,

@@ -515,6 +515,7 @@ mod tests {
             service: "web".into(),
             vip: None,
             aliases: vec![],
+            service_aliases: vec![],
         }
     }
 

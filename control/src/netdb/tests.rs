@@ -73,6 +73,7 @@ fn ep(net: &str, id: &str, node: &str, last: u8) -> Endpoint {
         service: "web".into(),
         vip: None,
         aliases: vec!["w".into()],
+        service_aliases: vec![],
     }
 }
 

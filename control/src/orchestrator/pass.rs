@@ -168,23 +168,35 @@ impl<'a, 'x> ServicePass<'a, 'x> {
         }
     }
 
+    /// `--replicas-max-per-node` of the service as this pass places it (replicated only).
+    fn max_per_node(&self) -> u64 {
+        match self.service.spec.mode {
+            ServiceMode::Replicated { .. } => self.service.spec.max_replicas_per_node,
+            ServiceMode::Global => 0,
+        }
+    }
+
     /// Creates a task wanted Running in `key`, Assigned to a node or Pending without one.
     pub fn create(&mut self, key: SlotKey<'a>, spec: ServiceSpec, version: u64, target: Target) {
+        let max = self.max_per_node();
         let node = match target {
-            Target::Node(node) => Some(node.to_string()),
-            Target::Spread { prefer } => prefer
-                .filter(|n| self.candidates.nodes.contains(&n.as_str()))
-                .or_else(|| {
-                    self.placer
-                        .choose(&self.service.id, &self.candidates)
-                        .map(str::to_string)
-                }),
+            Target::Node(node) => Ok(node.to_string()),
+            Target::Spread { prefer } => match prefer.filter(|n| {
+                self.candidates.nodes.contains(&n.as_str())
+                    && self.placer.fits(&self.service.id, n, max)
+            }) {
+                Some(node) => Ok(node),
+                None => self
+                    .placer
+                    .choose(&self.service.id, &self.candidates, max)
+                    .map(str::to_string),
+            },
         };
         let now = self.ctx.now;
         let status = match &node {
-            Some(_) => status(TaskState::Assigned, ASSIGNED, now),
-            None => TaskStatus {
-                error: self.candidates.error.clone(),
+            Ok(_) => status(TaskState::Assigned, ASSIGNED, now),
+            Err(error) => TaskStatus {
+                error: error.clone(),
                 ..status(TaskState::Pending, PENDING, now)
             },
         };
@@ -214,6 +226,7 @@ impl<'a, 'x> ServicePass<'a, 'x> {
 
     /// Gives a Pending task a node if one is eligible now, else keeps its error up to date.
     pub fn assign(&mut self, key: SlotKey<'a>, index: usize) {
+        let max = self.max_per_node();
         let Some(cow) = self
             .slots
             .get_mut(&key)
@@ -221,17 +234,15 @@ impl<'a, 'x> ServicePass<'a, 'x> {
         else {
             return;
         };
-        match self.placer.choose(&self.service.id, &self.candidates) {
-            Some(node) => {
+        match self.placer.choose(&self.service.id, &self.candidates, max) {
+            Ok(node) => {
                 let task = cow.to_mut();
                 task.node_id = node.to_string();
                 task.status = status(TaskState::Assigned, ASSIGNED, self.ctx.now);
                 self.placer.count(task, true);
             }
-            None if cow.status.error != self.candidates.error => {
-                cow.to_mut().status.error = self.candidates.error.clone();
-            }
-            None => {}
+            Err(error) if cow.status.error != error => cow.to_mut().status.error = error,
+            Err(_) => {}
         }
     }
 
@@ -337,16 +348,27 @@ fn age_key(task: &Task) -> (u64, u64, &str) {
 /// Whether two specs run the same task. Only what the task itself runs counts: the mode
 /// (replicas), update and rollback settings and the restart policy are the orchestrator's
 /// business, and constraints only matter when the task's node stops satisfying them (as in
-/// Docker), so changing them does not restart anything.
+/// Docker), so changing them does not restart anything. The same goes for the per-node
+/// replica limit (new placements follow it) and the service's labels (not the task's).
 pub fn same_task_spec(a: &ServiceSpec, b: &ServiceSpec) -> bool {
     a.command == b.command
         && a.env == b.env
         && a.mounts == b.mounts
         && a.networks == b.networks
+        // Published with each endpoint when the task attaches.
+        && a.network_aliases == b.network_aliases
+        // The process's own settings.
+        && a.workdir == b.workdir
+        && a.user == b.user
+        && a.hostname == b.hostname
+        && a.stop_signal == b.stop_signal
         // Joining or leaving the routing mesh adds or removes an interface.
         && a.needs_ingress() == b.needs_ingress()
         // Tasks carry their service's VIPs, which come and go with the endpoint mode.
         && a.endpoint_mode == b.endpoint_mode
         && a.stop_grace_ms == b.stop_grace_ms
         && a.force_update == b.force_update
+        // Files are put in place when a task starts.
+        && a.secrets == b.secrets
+        && a.configs == b.configs
 }

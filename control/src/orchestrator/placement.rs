@@ -79,15 +79,17 @@ impl<'a> Ctx<'a> {
         Candidates {
             nodes,
             indices,
-            error: no_suitable_node(unavailable, unsatisfied),
+            unavailable,
+            unsatisfied,
         }
     }
 }
 
 /// Docker's message, most frequent reason first:
 /// `no suitable node (scheduling constraints not satisfied on 2 nodes; 1 node not available
-/// for new tasks)`.
-fn no_suitable_node(unavailable: usize, unsatisfied: usize) -> String {
+/// for new tasks)`. `full`: nodes that already run `--replicas-max-per-node` of the service's
+/// tasks (Docker's filter order, and its words, which name no count).
+fn no_suitable_node(unavailable: usize, unsatisfied: usize, full: usize) -> String {
     let plural = |n: usize| if n == 1 { "node" } else { "nodes" };
     let mut reasons = Vec::new();
     if unavailable > 0 {
@@ -108,7 +110,10 @@ fn no_suitable_node(unavailable: usize, unsatisfied: usize) -> String {
             ),
         ));
     }
-    // Stable: on a tie the availability reason stays first.
+    if full > 0 {
+        reasons.push((full, "max replicas per node limit exceed".to_string()));
+    }
+    // Stable: on a tie the earlier filter's reason stays first.
     reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
     if reasons.is_empty() {
         return "no suitable node".to_string();
@@ -122,8 +127,9 @@ pub(super) struct Candidates<'a> {
     pub nodes: Vec<&'a str>,
     /// Their positions among the store's nodes (see [`Placer`]).
     indices: Vec<usize>,
-    /// The Pending error when `nodes` is empty.
-    pub error: String,
+    /// Nodes left out, by the first filter they failed: for the Pending error.
+    unavailable: usize,
+    unsatisfied: usize,
 }
 
 /// Tasks that occupy a node: non-terminal, wanted Running, assigned.
@@ -187,18 +193,52 @@ impl Placer {
         }
     }
 
-    /// The spread choice among `candidates`: fewest tasks of this service, then fewest tasks
-    /// overall, then node ID (candidates are in ID order, and the first minimum wins).
-    pub fn choose<'c>(&self, service_id: &str, candidates: &Candidates<'c>) -> Option<&'c str> {
-        let mine = self.per_service.get(service_id);
-        let count =
-            |v: Option<&Vec<usize>>, i: usize| v.and_then(|v| v.get(i)).copied().unwrap_or(0);
-        let best = candidates
+    /// The service's tasks on the node at `index`.
+    fn count_of(&self, service_id: &str, index: usize) -> usize {
+        self.per_service
+            .get(service_id)
+            .and_then(|v| v.get(index))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether `node_id` may take one more of the service's tasks under `max_per_node` (0: no
+    /// limit).
+    pub fn fits(&self, service_id: &str, node_id: &str, max_per_node: u64) -> bool {
+        max_per_node == 0
+            || self
+                .index
+                .get(node_id)
+                .is_none_or(|i| (self.count_of(service_id, *i) as u64) < max_per_node)
+    }
+
+    /// The spread choice among `candidates` that hold fewer than `max_per_node` of the
+    /// service's tasks (0: no limit): fewest tasks of this service, then fewest tasks overall,
+    /// then node ID (candidates are in ID order, and the first minimum wins). Else the Pending
+    /// error: why no node fits.
+    pub fn choose<'c>(
+        &self,
+        service_id: &str,
+        candidates: &Candidates<'c>,
+        max_per_node: u64,
+    ) -> Result<&'c str, String> {
+        let full =
+            |i: usize| max_per_node > 0 && self.count_of(service_id, i) as u64 >= max_per_node;
+        let total = |i: usize| self.total.get(i).copied().unwrap_or(0);
+        candidates
             .indices
             .iter()
             .enumerate()
-            .min_by_key(|(_, i)| (count(mine, **i), count(Some(&self.total), **i)))?;
-        candidates.nodes.get(best.0).copied()
+            .filter(|(_, i)| !full(**i))
+            .min_by_key(|(_, i)| (self.count_of(service_id, **i), total(**i)))
+            .and_then(|(pos, _)| candidates.nodes.get(pos).copied())
+            .ok_or_else(|| {
+                no_suitable_node(
+                    candidates.unavailable,
+                    candidates.unsatisfied,
+                    candidates.nodes.len(),
+                )
+            })
     }
 }
 
@@ -209,17 +249,25 @@ mod tests {
     #[test]
     fn explains_why_no_node_fits() {
         assert_eq!(
-            no_suitable_node(3, 0),
+            no_suitable_node(3, 0, 0),
             "no suitable node (3 nodes not available for new tasks)"
         );
         assert_eq!(
-            no_suitable_node(0, 1),
+            no_suitable_node(0, 1, 0),
             "no suitable node (scheduling constraints not satisfied on 1 node)"
         );
         assert_eq!(
-            no_suitable_node(1, 2),
+            no_suitable_node(1, 2, 0),
             "no suitable node (scheduling constraints not satisfied on 2 nodes; 1 node not available for new tasks)"
         );
-        assert_eq!(no_suitable_node(0, 0), "no suitable node");
+        assert_eq!(no_suitable_node(0, 0, 0), "no suitable node");
+        assert_eq!(
+            no_suitable_node(0, 0, 3),
+            "no suitable node (max replicas per node limit exceed)"
+        );
+        assert_eq!(
+            no_suitable_node(1, 0, 2),
+            "no suitable node (max replicas per node limit exceed; 1 node not available for new tasks)"
+        );
     }
 }

@@ -161,6 +161,65 @@ mod tests {
     }
 
     #[test]
+    fn max_replicas_per_node_leaves_the_rest_pending() {
+        let mut sim = Sim::new(2);
+        let mut spec = replicated("web", 3);
+        spec.max_replicas_per_node = 1;
+        sim.create("web", spec);
+        sim.settle();
+        assert_eq!(
+            sim.per_node("web"),
+            counts(&[("n1", 1), ("n2", 1), ("", 1)])
+        );
+        let pending = sim
+            .wanted("web")
+            .into_iter()
+            .find(|t| t.node_id.is_empty())
+            .unwrap()
+            .clone();
+        assert_eq!(pending.status.state, TaskState::Pending);
+        assert_eq!(
+            pending.status.error,
+            "no suitable node (max replicas per node limit exceed)"
+        );
+
+        // A third node: the pending task goes there, and only there.
+        sim.add_node("n3", Role::Worker);
+        sim.settle();
+        assert_eq!(
+            sim.per_node("web"),
+            counts(&[("n1", 1), ("n2", 1), ("n3", 1)])
+        );
+
+        // Raising the limit restarts nothing; scaling up may then double up.
+        sim.update("web", |s| {
+            s.max_replicas_per_node = 2;
+            s.mode = ServiceMode::Replicated { replicas: 6 };
+        });
+        sim.settle();
+        assert_eq!(
+            sim.per_node("web"),
+            counts(&[("n1", 2), ("n2", 2), ("n3", 2)])
+        );
+        assert_eq!(sim.update_state("web"), None);
+
+        // With other reasons, the most frequent comes first, as in Docker.
+        sim.node_mut("n3").availability = Availability::Drain;
+        sim.update("web", |s| s.mode = ServiceMode::Replicated { replicas: 5 });
+        sim.settle();
+        let pending = sim
+            .wanted("web")
+            .into_iter()
+            .find(|t| t.node_id.is_empty())
+            .unwrap()
+            .clone();
+        assert_eq!(
+            pending.status.error,
+            "no suitable node (max replicas per node limit exceed; 1 node not available for new tasks)"
+        );
+    }
+
+    #[test]
     fn drain_moves_tasks_and_reactivation_does_not_bring_them_back() {
         let mut sim = Sim::new(3);
         sim.create("web", replicated("web", 3));

@@ -1,5 +1,5 @@
-//! The heartbeat's payloads on the wire: task reports up; assignments, network-DB keys and the
-//! routing mesh down. Each is one postcard document in a `bytes` field of the gRPC message.
+//! The heartbeat's payloads on the wire: task reports up; assignments (with the files their
+//! tasks need), network-DB keys and the routing mesh down. Each is one postcard document in a `bytes` field of the gRPC message.
 //!
 //! Encoding and decoding fail loudly, never into an empty payload: an empty list of tasks is
 //! encoded like any other list (a length of 0), so "this node runs nothing" can never be read
@@ -9,7 +9,7 @@
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
-    cluster::{Task, gossip::GossipConfig, mesh::RoutingMesh},
+    cluster::{Task, gossip::GossipConfig, mesh::RoutingMesh, objects::TaskFiles},
     swarm::node::runner::TaskReports,
 };
 
@@ -33,6 +33,7 @@ const REPORTS: &str = "task reports";
 const TASKS: &str = "task assignments";
 const GOSSIP: &str = "gossip config";
 const MESH: &str = "routing mesh";
+const FILES: &str = "task files";
 
 pub fn encode_reports(reports: &TaskReports) -> Result<Vec<u8>, CodecError> {
     encode(REPORTS, reports)
@@ -49,6 +50,15 @@ pub fn encode_tasks(tasks: &[Task]) -> Result<Vec<u8>, CodecError> {
 
 pub fn decode_tasks(bytes: &[u8]) -> Result<Vec<Task>, CodecError> {
     decode(TASKS, bytes)
+}
+
+/// The secrets and configs a node's assigned tasks need (possibly none, never no bytes).
+pub fn encode_files(files: &TaskFiles) -> Result<Vec<u8>, CodecError> {
+    encode(FILES, files)
+}
+
+pub fn decode_files(bytes: &[u8]) -> Result<TaskFiles, CodecError> {
+    decode(FILES, bytes)
 }
 
 pub fn encode_gossip(config: &GossipConfig) -> Result<Vec<u8>, CodecError> {
@@ -89,5 +99,8 @@ mod tests {
             "empty bytes must not read as 'no tasks'"
         );
         assert!(decode_reports(&[]).is_err());
+        let none = encode_files(&TaskFiles::default()).unwrap();
+        assert_eq!(decode_files(&none).unwrap(), TaskFiles::default());
+        assert!(decode_files(&[]).is_err());
     }
 }

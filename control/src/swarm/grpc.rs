@@ -25,14 +25,15 @@ use super::{
 };
 use crate::{
     api::{
-        AddRaftMemberRequest, AdmitRequest, AdmitResponse, Credentials, Empty, ExecRequest,
-        HeartbeatRequest, HeartbeatResponse, InitRequest, InitResponse, JoinSwarmRequest,
-        JoinSwarmResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest, ListNetworksResponse,
-        ListNodesResponse, ListServicesResponse, ListTasksRequest, ListTasksResponse, NetworkInfo,
-        NetworkRef, NetworkSpec, NodeInfo, RaftRequest, RaftResponse, RemoveNodeRequest,
-        RenewCertificateRequest, ServiceInfo, ServiceRef, ServiceSpec, TaskLogsRequest,
-        UnlockKeyRequest, UnlockKeyResponse, UpdateNodeRequest, UpdateServiceRequest,
-        cluster_client::ClusterClient, cluster_server::Cluster,
+        AddRaftMemberRequest, AdmitRequest, AdmitResponse, ConfigInfo, ConfigSpec, Credentials,
+        Empty, ExecRequest, HeartbeatRequest, HeartbeatResponse, InitRequest, InitResponse,
+        JoinSwarmRequest, JoinSwarmResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest,
+        ListConfigsResponse, ListNetworksResponse, ListNodesResponse, ListSecretsResponse,
+        ListServicesResponse, ListTasksRequest, ListTasksResponse, NetworkInfo, NetworkRef,
+        NetworkSpec, NodeInfo, ObjectRef, RaftRequest, RaftResponse, RemoveNodeRequest,
+        RenewCertificateRequest, SecretInfo, SecretSpec, ServiceInfo, ServiceRef, ServiceSpec,
+        TaskLogsRequest, UnlockKeyRequest, UnlockKeyResponse, UpdateNodeRequest,
+        UpdateServiceRequest, cluster_client::ClusterClient, cluster_server::Cluster,
     },
     error_chain::Chain,
     pki,
@@ -395,6 +396,104 @@ impl Cluster for ClusterService {
             request.into_inner(),
             async |leader, r| leader.unlock_key(r).await,
             async |mut client, r| client.unlock_key(r).await,
+        )
+        .await
+    }
+
+    async fn create_secret(
+        &self,
+        request: Request<SecretSpec>,
+    ) -> Result<Response<SecretInfo>, Status> {
+        self.allow(&request, Needs::Manager).await?;
+        self.on_leader(
+            request.into_inner(),
+            async |leader, r| leader.create_secret(r).await,
+            async |mut client, r| client.create_secret(r).await,
+        )
+        .await
+    }
+
+    async fn list_secrets(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<ListSecretsResponse>, Status> {
+        self.allow(&request, Needs::Manager).await?;
+        self.on_leader(
+            request.into_inner(),
+            async |leader, r| leader.list_secrets(r).await,
+            async |mut client, r| client.list_secrets(r).await,
+        )
+        .await
+    }
+
+    async fn inspect_secret(
+        &self,
+        request: Request<ObjectRef>,
+    ) -> Result<Response<SecretInfo>, Status> {
+        self.allow(&request, Needs::Manager).await?;
+        self.on_leader(
+            request.into_inner(),
+            async |leader, r| leader.inspect_secret(r).await,
+            async |mut client, r| client.inspect_secret(r).await,
+        )
+        .await
+    }
+
+    async fn remove_secret(&self, request: Request<ObjectRef>) -> Result<Response<Empty>, Status> {
+        self.allow(&request, Needs::Manager).await?;
+        self.on_leader(
+            request.into_inner(),
+            async |leader, r| leader.remove_secret(r).await,
+            async |mut client, r| client.remove_secret(r).await,
+        )
+        .await
+    }
+
+    async fn create_config(
+        &self,
+        request: Request<ConfigSpec>,
+    ) -> Result<Response<ConfigInfo>, Status> {
+        self.allow(&request, Needs::Manager).await?;
+        self.on_leader(
+            request.into_inner(),
+            async |leader, r| leader.create_config(r).await,
+            async |mut client, r| client.create_config(r).await,
+        )
+        .await
+    }
+
+    async fn list_configs(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<ListConfigsResponse>, Status> {
+        self.allow(&request, Needs::Manager).await?;
+        self.on_leader(
+            request.into_inner(),
+            async |leader, r| leader.list_configs(r).await,
+            async |mut client, r| client.list_configs(r).await,
+        )
+        .await
+    }
+
+    async fn inspect_config(
+        &self,
+        request: Request<ObjectRef>,
+    ) -> Result<Response<ConfigInfo>, Status> {
+        self.allow(&request, Needs::Manager).await?;
+        self.on_leader(
+            request.into_inner(),
+            async |leader, r| leader.inspect_config(r).await,
+            async |mut client, r| client.inspect_config(r).await,
+        )
+        .await
+    }
+
+    async fn remove_config(&self, request: Request<ObjectRef>) -> Result<Response<Empty>, Status> {
+        self.allow(&request, Needs::Manager).await?;
+        self.on_leader(
+            request.into_inner(),
+            async |leader, r| leader.remove_config(r).await,
+            async |mut client, r| client.remove_config(r).await,
         )
         .await
     }

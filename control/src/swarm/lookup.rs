@@ -1,8 +1,12 @@
-//! Finding a node, service or network by what the user typed: an ID, a name, or a unique ID
-//! prefix, as Docker does.
+//! Finding a node, service, network, secret or config by what the user typed: an ID, a name,
+//! or a unique ID prefix, as Docker does.
 
 use super::error::Error;
-use crate::cluster::{ClusterState, NodeRecord, Service, network::Network};
+use crate::cluster::{
+    ClusterState, NodeRecord, Service,
+    network::Network,
+    objects::{FileObject, ObjectKind},
+};
 
 /// Finds a node by ID, hostname, or unique ID prefix, as Docker does.
 pub fn resolve_node<'a>(state: &'a ClusterState, reference: &str) -> Result<&'a NodeRecord, Error> {
@@ -76,5 +80,33 @@ pub fn resolve_network<'a>(state: &'a ClusterState, reference: &str) -> Result<&
         [n] => Ok(n),
         [] => Err(Error::not_found(format!("network {reference} not found"))),
         _ => Err(Error::refused(format!("network {reference} is ambiguous"))),
+    }
+}
+
+/// Finds a secret or config by ID, name, or unique ID prefix, in Docker's words.
+pub fn resolve_object<'a>(
+    state: &'a ClusterState,
+    kind: ObjectKind,
+    reference: &str,
+) -> Result<&'a FileObject, Error> {
+    let objects = state.objects(kind);
+    let what = kind.as_str();
+    if let Some(o) = objects.get(reference) {
+        return Ok(o);
+    }
+    if let Some(o) = objects.values().find(|o| o.name == reference) {
+        return Ok(o);
+    }
+    let matches: Vec<&FileObject> = objects
+        .values()
+        .filter(|o| !reference.is_empty() && o.id.starts_with(reference))
+        .collect();
+    match matches.as_slice() {
+        [o] => Ok(o),
+        [] => Err(Error::not_found(format!("{what} {reference} not found"))),
+        _ => Err(Error::refused(format!(
+            "{what} {reference} is ambiguous ({} matches found)",
+            matches.len()
+        ))),
     }
 }

@@ -17,7 +17,11 @@
 //! - `authz`: who may call what (the store's view of the caller, never its certificate alone).
 //! - `codec`: the heartbeat's payloads on the wire.
 //! - `convert`: API messages to and from the cluster model.
-//! - `lookup`: nodes, services and networks found by ID, name or ID prefix.
+//! - `spec_fields`: labels, network aliases, process settings and the per-node replica limit
+//!   of a spec, checked and converted (for `convert`).
+//! - `file_refs`: a spec's `--secret` and `--config` references, checked and resolved (for
+//!   `convert`).
+//! - `lookup`: nodes, services, networks, secrets and configs found by ID, name or ID prefix.
 //! - `error`: [`Error`], and its mapping to a gRPC status.
 //! - `peers`: mutual-TLS clients for other nodes.
 //! - `source_limits`: bounds on connections and join attempts per source on 2377.
@@ -29,6 +33,7 @@ mod autolock;
 mod codec;
 mod convert;
 pub mod error;
+mod file_refs;
 mod grpc;
 mod leader;
 mod lifecycle;
@@ -39,6 +44,7 @@ mod peers;
 mod persist;
 mod raft_network;
 mod source_limits;
+mod spec_fields;
 
 use std::{
     net::{IpAddr, SocketAddr},

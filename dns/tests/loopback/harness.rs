@@ -48,6 +48,7 @@ pub fn sample_records() -> Records {
                 format!("{service}.{slot}.{task}"),
                 format!("{service}.{slot}"),
             ],
+            service_aliases: Vec::new(),
         });
     };
     for slot in 1..=3u8 {

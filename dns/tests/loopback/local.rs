@@ -209,6 +209,7 @@ async fn swapped_records_answer_the_next_query() {
             service: "web".into(),
             vip: None,
             aliases: vec![],
+            service_aliases: Vec::new(),
         }],
     ));
     let after = udp_exchange(s.udp, &query("web.", RecordType::A)).await;

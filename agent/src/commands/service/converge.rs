@@ -20,7 +20,7 @@ const POLL: Duration = Duration::from_millis(300);
 
 /// What `converge` follows.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Expect {
+pub(crate) enum Expect {
     /// A create, scale or update: a rollback means the update failed.
     Forward,
     /// A requested rollback.
@@ -29,7 +29,7 @@ pub(super) enum Expect {
 
 /// Follows the service until every task of its current version runs (Docker's progress), or
 /// fails saying why it cannot converge.
-pub(super) async fn converge(channel: Channel, id: &str, expect: Expect) -> anyhow::Result<()> {
+pub(crate) async fn converge(channel: Channel, id: &str, expect: Expect) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let service = current(channel.clone(), id).await?;

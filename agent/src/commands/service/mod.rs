@@ -8,9 +8,11 @@
 //! - `spec`: turning create and update flags into the service spec sent to the API.
 //! - `converge`: following a change until the service converges, printing its progress.
 //! - `render`: tables, Docker-shaped JSON and `--pretty` text, as pure functions of API messages.
+//! - `files`: how `service inspect` shows `--secret` and `--config` references (for `render`).
 
-mod converge;
-mod render;
+pub(crate) mod converge;
+mod files;
+pub(crate) mod render;
 mod requests;
 mod spec;
 
@@ -26,7 +28,10 @@ use self::{
 use crate::{
     cli::{
         OutputFormat,
-        service::{ServiceCommand, ServiceCreateArgs, ServiceInspectArgs, ServiceUpdateArgs},
+        filter::Filters,
+        service::{
+            ServiceCommand, ServiceCreateArgs, ServiceInspectArgs, ServiceLsArgs, ServiceUpdateArgs,
+        },
     },
     client::{status_error, with_agent},
 };
@@ -34,7 +39,7 @@ use crate::{
 pub fn run(host: &str, command: ServiceCommand) -> anyhow::Result<()> {
     with_agent(host, async |channel| match command {
         ServiceCommand::Create(args) => create(channel, args).await,
-        ServiceCommand::Ls(args) => ls(channel, args.format).await,
+        ServiceCommand::Ls(args) => ls(channel, args).await,
         ServiceCommand::Ps(args) => ps(channel, &args.service, args.format).await,
         ServiceCommand::Inspect(args) => inspect(channel, args).await,
         ServiceCommand::Scale(args) => {
@@ -126,10 +131,18 @@ async fn update_command(channel: Channel, args: ServiceUpdateArgs) -> anyhow::Re
     Ok(())
 }
 
-async fn ls(channel: Channel, format: OutputFormat) -> anyhow::Result<()> {
+async fn ls(channel: Channel, args: ServiceLsArgs) -> anyhow::Result<()> {
+    let filters = Filters::new(&args.filters);
     let mut all = services(channel).await?;
+    all.retain(|s| render::matches(s, &filters));
     all.sort_by(|a, b| render::name_of(a).cmp(render::name_of(b)));
-    if format == OutputFormat::Json {
+    if args.quiet {
+        for service in &all {
+            println!("{}", render::short(&service.id));
+        }
+        return Ok(());
+    }
+    if args.format == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(());
     }

@@ -9,12 +9,13 @@ use shoal_control::api::{
 };
 
 use crate::{
+    cli::filter::Filters,
     table::{self, capitalize},
     time_format::{ago, rfc3339},
 };
 
 /// `service ls`: ID NAME MODE REPLICAS COMMAND PORTS, one row per service, in the given order.
-pub(super) fn ls_table(services: &[ServiceInfo]) -> String {
+pub(crate) fn ls_table(services: &[ServiceInfo]) -> String {
     let rows: Vec<Vec<String>> = services
         .iter()
         .map(|s| {
@@ -42,7 +43,7 @@ pub(super) fn ls_table(services: &[ServiceInfo]) -> String {
 /// `service ps`: one row per task, `tasks` newest first per slot (per node for global
 /// services) as the API lists them; a slot's older tasks are ` \_ name.slot` history rows.
 /// Ages are as seen at `now_ms`.
-pub(super) fn ps_table(tasks: &[TaskInfo], now_ms: u64) -> String {
+pub(crate) fn ps_table(tasks: &[TaskInfo], now_ms: u64) -> String {
     let mut rows = Vec::new();
     let mut previous_group: Option<(String, u64, String)> = None;
     for task in tasks {
@@ -124,7 +125,7 @@ fn docker_shape(service: &ServiceInfo) -> serde_json::Value {
         })
     };
     let restart = spec.restart.clone().unwrap_or_default();
-    serde_json::json!({
+    let mut shaped = serde_json::json!({
         "ID": service.id,
         "Version": { "Index": service.version },
         "CreatedAt": rfc3339(service.created_at_ms / 1000),
@@ -165,7 +166,48 @@ fn docker_shape(service: &ServiceInfo) -> serde_json::Value {
         } else {
             serde_json::json!({ "State": service.update_state, "Message": service.update_message })
         },
-    })
+    });
+    add_stack_fields(&mut shaped["Spec"], &spec);
+    super::files::add_json(&mut shaped["Spec"]["TaskTemplate"]["ContainerSpec"], &spec);
+    shaped
+}
+
+/// Labels, network aliases, the process settings and the per-node limit in `Spec`, where
+/// Docker has them: `Labels` always, the others only when set (Docker's `omitempty`).
+fn add_stack_fields(shaped: &mut serde_json::Value, spec: &ServiceSpec) {
+    let labels: serde_json::Map<String, serde_json::Value> = spec
+        .labels
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone().into()))
+        .collect();
+    shaped["Labels"] = labels.into();
+    let template = &mut shaped["TaskTemplate"];
+    for (key, value) in [
+        ("Dir", &spec.workdir),
+        ("User", &spec.user),
+        ("Hostname", &spec.hostname),
+        ("StopSignal", &spec.stop_signal),
+    ] {
+        if !value.is_empty() {
+            template["ContainerSpec"][key] = value.clone().into();
+        }
+    }
+    if spec.max_replicas_per_node > 0 {
+        template["Placement"]["MaxReplicas"] = spec.max_replicas_per_node.into();
+    }
+    if let Some(networks) = template["Networks"].as_array_mut() {
+        for network in networks {
+            let aliases: Vec<&String> = spec
+                .network_aliases
+                .iter()
+                .filter(|a| network["Target"] == a.network.as_str())
+                .flat_map(|a| &a.aliases)
+                .collect();
+            if !aliases.is_empty() {
+                network["Aliases"] = serde_json::json!(aliases);
+            }
+        }
+    }
 }
 
 /// Ports in Docker's `PortConfig` shape; an open published port (0) is left out, as Docker
@@ -193,6 +235,18 @@ pub(super) fn pretty(service: &ServiceInfo) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\nID:\t\t{}", service.id);
     let _ = writeln!(out, "Name:\t\t{}", spec.name);
+    if !spec.labels.is_empty() {
+        let _ = writeln!(out, "Labels:");
+        let mut labels: Vec<_> = spec.labels.iter().collect();
+        labels.sort_by(|a, b| a.key.cmp(&b.key));
+        for kv in labels {
+            match kv.value.as_str() {
+                "" => writeln!(out, " {}", kv.key),
+                value => writeln!(out, " {}={value}", kv.key),
+            }
+            .ok();
+        }
+    }
     if spec.mode == "global" {
         let _ = writeln!(out, "Service Mode:\tGlobal");
     } else {
@@ -207,6 +261,13 @@ pub(super) fn pretty(service: &ServiceInfo) -> String {
     let _ = writeln!(out, "Placement:");
     if !spec.constraints.is_empty() {
         let _ = writeln!(out, " Constraints:\t[{}]", spec.constraints.join(" "));
+    }
+    if spec.max_replicas_per_node > 0 {
+        let _ = writeln!(
+            out,
+            " Max Replicas Per Node:   {}",
+            spec.max_replicas_per_node
+        );
     }
     for (title, config) in [
         ("UpdateConfig", &spec.update),
@@ -240,6 +301,12 @@ pub(super) fn pretty(service: &ServiceInfo) -> String {
                 .join(" ")
         );
     }
+    if !spec.workdir.is_empty() {
+        let _ = writeln!(out, " Dir:\t\t{}", spec.workdir);
+    }
+    if !spec.user.is_empty() {
+        let _ = writeln!(out, " User: {}", spec.user);
+    }
     if !spec.mounts.is_empty() {
         let _ = writeln!(out, "Mounts:");
         for m in &spec.mounts {
@@ -253,6 +320,7 @@ pub(super) fn pretty(service: &ServiceInfo) -> String {
             );
         }
     }
+    super::files::pretty(&mut out, &spec);
     let _ = writeln!(out, "Endpoint Mode:\t{}", endpoint_mode(&spec));
     for vip in &service.virtual_ips {
         let _ = writeln!(out, " VirtualIP:\t{} on {}", vip.addr, vip.network_id);
@@ -306,20 +374,35 @@ fn human_ms(ms: u64) -> String {
 }
 
 /// A service's name (empty if it came without a spec).
-pub(super) fn name_of(s: &ServiceInfo) -> &str {
+pub(crate) fn name_of(s: &ServiceInfo) -> &str {
     s.spec.as_ref().map_or("", |spec| spec.name.as_str())
 }
 
+/// `service ls --filter`: `id` and `name` are prefixes, `mode` replicated or global, `label`
+/// a label (and its value), as Docker's.
+pub(crate) fn matches(service: &ServiceInfo, filters: &Filters) -> bool {
+    let spec = service.spec.clone().unwrap_or_default();
+    let mode = if spec.mode == "global" {
+        "global"
+    } else {
+        "replicated"
+    };
+    filters.allow("id", |v| service.id.starts_with(v))
+        && filters.allow("name", |v| spec.name.starts_with(v))
+        && filters.allow("mode", |v| v == mode)
+        && filters.allow_labels(&spec.labels)
+}
+
 /// The 12-character ID prefix Docker's tables show.
-fn short(id: &str) -> String {
+pub(crate) fn short(id: &str) -> String {
     id.chars().take(12).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use shoal_control::api::{
-        KeyValue, Mount, PortConfigMsg, RestartPolicyMsg, ServiceInfo, ServiceSpec, TaskInfo,
-        UpdateConfigMsg, VirtualIp,
+        KeyValue, Mount, NetworkAliases, PortConfigMsg, RestartPolicyMsg, ServiceInfo, ServiceSpec,
+        TaskInfo, UpdateConfigMsg, VirtualIp,
     };
 
     /// 2026-11-23T07:24:41Z.
@@ -387,6 +470,21 @@ mod tests {
                 networks: vec!["n8l2c5ufyo0zq3ykj6v1e4w7r".into()],
                 endpoint_mode: "vip".into(),
                 ports: vec![port(8080, 80, "tcp"), port(0, 53, "udp")],
+                labels: vec![KeyValue {
+                    key: "com.docker.stack.namespace".into(),
+                    value: "web".into(),
+                }],
+                network_aliases: vec![NetworkAliases {
+                    network: "n8l2c5ufyo0zq3ykj6v1e4w7r".into(),
+                    aliases: vec!["front".into()],
+                }],
+                workdir: "/srv".into(),
+                user: "nobody".into(),
+                hostname: "{{.Service.Name}}-{{.Task.Slot}}".into(),
+                stop_signal: "SIGUSR1".into(),
+                max_replicas_per_node: 2,
+                secrets: Vec::new(),
+                configs: Vec::new(),
             }),
             version: 42,
             created_at_ms: 1_795_418_000_000,
@@ -561,6 +659,9 @@ mod tests {
           }
         ]
       },
+      "Labels": {
+        "com.docker.stack.namespace": "web"
+      },
       "Mode": {
         "Replicated": {
           "Replicas": 3
@@ -583,9 +684,11 @@ mod tests {
             "--port",
             "80"
           ],
+          "Dir": "/srv",
           "Env": [
             "GREETING=hello"
           ],
+          "Hostname": "{{.Service.Name}}-{{.Task.Slot}}",
           "Mounts": [
             {
               "ReadOnly": true,
@@ -594,11 +697,16 @@ mod tests {
               "Type": "bind"
             }
           ],
-          "StopGracePeriod": 10000000000
+          "StopGracePeriod": 10000000000,
+          "StopSignal": "SIGUSR1",
+          "User": "nobody"
         },
         "ForceUpdate": 1,
         "Networks": [
           {
+            "Aliases": [
+              "front"
+            ],
             "Target": "n8l2c5ufyo0zq3ykj6v1e4w7r"
           }
         ],
@@ -606,7 +714,8 @@ mod tests {
           "Constraints": [
             "node.role==worker",
             "node.labels.zone==a"
-          ]
+          ],
+          "MaxReplicas": 2
         },
         "RestartPolicy": {
           "Condition": "on-failure",
@@ -649,6 +758,7 @@ mod tests {
         "Mode": "vip",
         "Ports": []
       },
+      "Labels": {},
       "Mode": {
         "Global": {}
       },
@@ -709,6 +819,8 @@ mod tests {
             "\n",
             "ID:\t\tx1mvxsw9e2aqk3e4lpt7dj0mc\n",
             "Name:\t\tweb\n",
+            "Labels:\n",
+            " com.docker.stack.namespace=web\n",
             "Service Mode:\tReplicated\n",
             " Replicas:\t3\n",
             "UpdateStatus:\n",
@@ -716,6 +828,7 @@ mod tests {
             " Message:\tupdate completed\n",
             "Placement:\n",
             " Constraints:\t[node.role==worker node.labels.zone==a]\n",
+            " Max Replicas Per Node:   2\n",
             "UpdateConfig:\n",
             " Parallelism:\t2\n",
             " Delay:\t\t10s\n",
@@ -733,6 +846,8 @@ mod tests {
             "ContainerSpec:\n",
             " Command:\tshoal whoami --port 80\n",
             " Env:\t\tGREETING=hello\n",
+            " Dir:\t\t/srv\n",
+            " User: nobody\n",
             "Mounts:\n",
             " Target:\t/data\n",
             "  Source:\t/srv/data\n",

@@ -2,9 +2,11 @@
 //! Pure: what needs the API (the current spec, network IDs) is passed in.
 
 use anyhow::bail;
-use shoal_control::api::{KeyValue, RestartPolicyMsg, ServiceSpec, UpdateConfigMsg};
+use shoal_control::api::{
+    KeyValue, NetworkAliases, RestartPolicyMsg, ServiceSpec, UpdateConfigMsg,
+};
 
-use crate::cli::service::{RolloutArgs, ServiceCreateArgs, ServiceUpdateArgs};
+use crate::cli::service::{RolloutArgs, ServiceCreateArgs, ServiceUpdateArgs, TaskArgs};
 
 /// The spec `service create` asks for.
 pub(super) fn from_create(args: ServiceCreateArgs) -> anyhow::Result<ServiceSpec> {
@@ -20,10 +22,26 @@ pub(super) fn from_create(args: ServiceCreateArgs) -> anyhow::Result<ServiceSpec
             .map(|(key, value)| KeyValue { key, value })
             .collect(),
         mounts: args.mounts,
+        secrets: args.secrets,
+        configs: args.configs,
         mode: args.mode,
         replicas: args.replicas.unwrap_or(1),
         constraints: args.constraints,
-        networks: args.networks,
+        networks: args.networks.iter().map(|n| n.target.clone()).collect(),
+        network_aliases: args
+            .networks
+            .iter()
+            .filter(|n| !n.aliases.is_empty())
+            .map(|n| NetworkAliases {
+                network: n.target.clone(),
+                aliases: n.aliases.clone(),
+            })
+            .collect(),
+        labels: args
+            .labels
+            .into_iter()
+            .map(|(key, value)| KeyValue { key, value })
+            .collect(),
         endpoint_mode: args.endpoint_mode,
         ports: args.publish,
         ..Default::default()
@@ -31,6 +49,7 @@ pub(super) fn from_create(args: ServiceCreateArgs) -> anyhow::Result<ServiceSpec
     if spec.mode == "global" {
         spec.replicas = 0;
     }
+    apply_task(&mut spec, &args.task)?;
     apply_rollout(&mut spec, &args.rollout)?;
     Ok(spec)
 }
@@ -39,6 +58,9 @@ pub(super) fn from_create(args: ServiceCreateArgs) -> anyhow::Result<ServiceSpec
 pub(super) fn check_update(spec: &ServiceSpec, args: &ServiceUpdateArgs) -> anyhow::Result<()> {
     if args.replicas.is_some() && spec.mode == "global" {
         bail!("replicas can only be used with replicated mode");
+    }
+    if args.task.replicas_max_per_node.is_some() && spec.mode == "global" {
+        bail!("replicas-max-per-node can only be used with replicated mode");
     }
     Ok(())
 }
@@ -71,7 +93,26 @@ pub(super) fn apply_update(
     spec.constraints.retain(|c| !args.constraint_rm.contains(c));
     spec.constraints.extend(args.constraint_add.iter().cloned());
     spec.networks.retain(|n| !removed_networks.contains(n));
-    spec.networks.extend(args.network_add.iter().cloned());
+    spec.network_aliases
+        .retain(|a| !removed_networks.contains(&a.network));
+    for network in &args.network_add {
+        spec.networks.push(network.target.clone());
+        if !network.aliases.is_empty() {
+            spec.network_aliases.push(NetworkAliases {
+                network: network.target.clone(),
+                aliases: network.aliases.clone(),
+            });
+        }
+    }
+    // As Docker: the same key twice keeps the last value.
+    spec.labels.retain(|kv| {
+        !args.label_rm.contains(&kv.key) && !args.label_add.iter().any(|(k, _)| *k == kv.key)
+    });
+    spec.labels
+        .extend(args.label_add.iter().map(|(key, value)| KeyValue {
+            key: key.clone(),
+            value: value.clone(),
+        }));
     if let Some(mode) = &args.endpoint_mode {
         spec.endpoint_mode = mode.clone();
     }
@@ -97,9 +138,39 @@ pub(super) fn apply_update(
                 .any(|a| same_target(&a.target, &m.target))
     });
     spec.mounts.extend(args.mount_add.iter().cloned());
+    // As Docker: removed by name, then added (a target taken twice is the leader's to refuse).
+    spec.secrets.retain(|r| !args.secret_rm.contains(&r.name));
+    spec.secrets.extend(args.secret_add.iter().cloned());
+    spec.configs.retain(|r| !args.config_rm.contains(&r.name));
+    spec.configs.extend(args.config_add.iter().cloned());
+    apply_task(spec, &args.task)?;
     apply_rollout(spec, &args.rollout)?;
     if args.force {
         spec.force_update += 1;
+    }
+    Ok(())
+}
+
+/// Applies the task's process and placement flags that were given onto `spec` (an empty value
+/// goes back to the default, as in Docker).
+fn apply_task(spec: &mut ServiceSpec, flags: &TaskArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &flags.workdir {
+        spec.workdir.clone_from(dir);
+    }
+    if let Some(user) = &flags.user {
+        spec.user.clone_from(user);
+    }
+    if let Some(hostname) = &flags.hostname {
+        spec.hostname.clone_from(hostname);
+    }
+    if let Some(signal) = &flags.stop_signal {
+        spec.stop_signal.clone_from(signal);
+    }
+    if let Some(max) = flags.replicas_max_per_node {
+        if spec.mode == "global" && max > 0 {
+            bail!("replicas-max-per-node can only be used with replicated mode");
+        }
+        spec.max_replicas_per_node = max;
     }
     Ok(())
 }
@@ -182,6 +253,132 @@ mod tests {
             },
             other => panic!("{other:?}"),
         }
+    }
+
+    fn create_args(flags: &[&str]) -> ServiceCreateArgs {
+        let argv = ["shoal", "service", "create"]
+            .iter()
+            .chain(flags)
+            .chain(&["--", "sleep", "1d"]);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Service(command) => match *command {
+                ServiceCommand::Create(args) => args,
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn create_takes_labels_aliases_and_the_tasks_settings() {
+        let spec = from_create(create_args(&[
+            "--name",
+            "web_api",
+            "-l",
+            "com.docker.stack.namespace=web",
+            "--label",
+            "tier",
+            "--network",
+            "name=web_default,alias=api",
+            "--network",
+            "web_other",
+            "-w",
+            "/srv",
+            "-u",
+            "nobody:nogroup",
+            "--hostname",
+            "{{.Service.Name}}-{{.Task.Slot}}",
+            "--stop-signal",
+            "SIGUSR1",
+            "--replicas-max-per-node",
+            "2",
+        ]))
+        .unwrap();
+        assert_eq!(
+            spec.labels,
+            [kv("com.docker.stack.namespace", "web"), kv("tier", "")]
+        );
+        assert_eq!(spec.networks, ["web_default", "web_other"]);
+        assert_eq!(
+            spec.network_aliases,
+            [NetworkAliases {
+                network: "web_default".into(),
+                aliases: vec!["api".into()],
+            }]
+        );
+        assert_eq!(
+            (
+                spec.workdir.as_str(),
+                spec.user.as_str(),
+                spec.hostname.as_str(),
+                spec.stop_signal.as_str(),
+                spec.max_replicas_per_node
+            ),
+            (
+                "/srv",
+                "nobody:nogroup",
+                "{{.Service.Name}}-{{.Task.Slot}}",
+                "SIGUSR1",
+                2
+            )
+        );
+        let err = from_create(create_args(&[
+            "--mode",
+            "global",
+            "--replicas-max-per-node",
+            "1",
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "replicas-max-per-node can only be used with replicated mode"
+        );
+    }
+
+    #[test]
+    fn update_changes_labels_and_aliases_with_their_networks() {
+        let mut spec = ServiceSpec {
+            networks: vec!["n1id".into(), "n2id".into()],
+            network_aliases: vec![NetworkAliases {
+                network: "n1id".into(),
+                aliases: vec!["old".into()],
+            }],
+            labels: vec![kv("a", "1"), kv("b", "2")],
+            workdir: "/srv".into(),
+            ..Default::default()
+        };
+        let args = update_args(&[
+            "--network-rm",
+            "front",
+            "--network-add",
+            "name=front,alias=api",
+            "--label-add",
+            "a=3",
+            "--label-rm",
+            "b",
+            "--workdir",
+            "",
+            "--user",
+            "1000",
+        ]);
+        apply_update(&mut spec, &args, &["n1id".into()]).unwrap();
+        assert_eq!(spec.networks, ["n2id", "front"]);
+        assert_eq!(
+            spec.network_aliases,
+            [NetworkAliases {
+                network: "front".into(),
+                aliases: vec!["api".into()],
+            }]
+        );
+        assert_eq!(spec.labels, [kv("a", "3")]);
+        assert_eq!((spec.workdir.as_str(), spec.user.as_str()), ("", "1000"));
     }
 
     #[test]

@@ -269,3 +269,76 @@ async fn a_store_of_an_earlier_version_is_read_and_sealed() {
     let (mut log, _) = open(&path, new_dek).expect("reopen");
     assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(9, 7)));
 }
+
+#[tokio::test]
+async fn a_secrets_data_is_sealed_in_the_log_the_state_and_the_snapshots() {
+    use crate::cluster::objects::{FileData, FileObject, ObjectCommand, ObjectKind};
+
+    const SECRET: &str = "pa55-w0rd-never-in-the-clear";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("raft.redb");
+    let dek = SealKey::generate();
+    let written = write_a_store(&path, dek.clone()).await;
+    let secret = FileObject {
+        id: "s".repeat(25),
+        name: "db-password".into(),
+        labels: BTreeMap::new(),
+        data: FileData::new(SECRET.as_bytes().to_vec()),
+        created_at_ms: 1,
+        updated_at_ms: 1,
+    };
+    let entry = Entry {
+        log_id: log_id(5),
+        payload: EntryPayload::Normal(Command::Objects(ObjectCommand::Create {
+            kind: ObjectKind::Secret,
+            object: secret,
+        })),
+    };
+    let (mut log, mut sm) = open(&path, dek.clone()).expect("open");
+    log.blocking_append(vec![entry.clone()])
+        .await
+        .expect("append");
+    log.save_committed(Some(log_id(5))).await.expect("commit");
+    assert_eq!(
+        sm.apply(vec![entry]).await.expect("apply"),
+        [CommandResponse::Ok]
+    );
+    // A snapshot taken here, and one installed as a follower gets it from the leader.
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .expect("snapshot");
+    let data = snapshot.snapshot.into_inner();
+    assert!(
+        contains(&data, SECRET),
+        "the snapshot's data is the state, in memory"
+    );
+    let follower_path = dir.path().join("follower.redb");
+    let (_, mut follower) = open(&follower_path, SealKey::generate()).expect("open the follower");
+    follower
+        .install_snapshot(&snapshot.meta, Box::new(std::io::Cursor::new(data)))
+        .await
+        .expect("install the snapshot");
+    assert_eq!(
+        follower.cluster_state().secrets.len(),
+        1,
+        "{:?}",
+        written.state
+    );
+    drop((log, sm, follower));
+    for file in [&path, &follower_path] {
+        let bytes = std::fs::read(file).expect("read the store file");
+        assert!(
+            !contains(&bytes, SECRET),
+            "a secret is in the clear in {}",
+            file.display()
+        );
+        assert!(
+            !contains(&bytes, "db-password"),
+            "a secret's name is in the clear in {}",
+            file.display()
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! The dispatcher: tasks travel to nodes, and their status back, on the heartbeat. Each beat a
 //! node sends what its tasks did since the last one and gets every task assigned to it with its
-//! desired state, the network DB's keys and its routing mesh; the node's
+//! desired state, the data of the secrets and configs its tasks about to start use (and of no
+//! others), the network DB's keys and its routing mesh; the node's
 //! [`TaskRunner`](crate::swarm::TaskRunner) makes its processes follow.
 
 use super::{Leader, heartbeat_period, nodes::manager_addrs};
@@ -8,9 +9,10 @@ use crate::{
     api::{HeartbeatRequest, HeartbeatResponse},
     cluster::{
         ClusterState, Command, Role, Task, TaskState, gossip::GossipConfig, mesh::RoutingMesh,
+        objects::TaskFiles,
     },
     swarm::{
-        codec::{decode_reports, encode_gossip, encode_mesh, encode_tasks},
+        codec::{decode_reports, encode_files, encode_gossip, encode_mesh, encode_tasks},
         error::Error,
         node::runner::TaskReports,
     },
@@ -28,13 +30,14 @@ impl Leader {
             ))
         })?;
         let reports = decode_reports(&request.task_reports)?;
-        let assigned = self.dispatch(&request.node_id, reports).await?;
+        let (assigned, files) = self.dispatch(&request.node_id, reports).await?;
         Ok(HeartbeatResponse {
             period_ms: heartbeat_period(&state).as_millis() as u64,
             leader_addr: self.active.file().addr.to_string(),
             manager_addrs: manager_addrs(&state),
             role: node.role.as_str().to_string(),
             assigned_tasks: encode_tasks(&assigned)?,
+            task_files: encode_files(&files)?,
             gossip: encode_gossip(&gossip_config(&state))?,
             routing_mesh: encode_mesh(&RoutingMesh::for_node(&state, &request.node_id))?,
             manager_ids: state
@@ -46,12 +49,12 @@ impl Leader {
         })
     }
 
-    /// Records a node's reports and returns its assignments.
+    /// Records a node's reports and returns its assignments, with the files they need.
     pub(in crate::swarm) async fn dispatch(
         &self,
         node_id: &str,
         reports: TaskReports,
-    ) -> Result<Vec<Task>, Error> {
+    ) -> Result<(Vec<Task>, TaskFiles), Error> {
         if node_id == self.node_id() {
             // The first manager's certificate was issued before the swarm existed (`swarm
             // init`): its key is recorded by its first beat as leader (a no-op afterwards).
@@ -70,7 +73,10 @@ impl Leader {
             };
             self.propose(command).await?;
         }
-        Ok(assigned_to(&self.state(), node_id))
+        let state = self.state();
+        let assigned = assigned_to(&state, node_id);
+        let files = TaskFiles::for_tasks(&state, &assigned);
+        Ok((assigned, files))
     }
 }
 

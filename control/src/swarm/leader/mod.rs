@@ -6,6 +6,7 @@
 //! - `nodes`: admission, Raft membership for new managers, node operations, join tokens.
 //! - `services`: service create, update (and roll back), remove, list; tasks listed.
 //! - `networks`: network create, remove, list; the `ingress` network.
+//! - `objects`: secret and config create, list, inspect, remove.
 //! - `dispatch`: heartbeats answered: task reports in, assignments, keys and routing mesh out.
 //! - `orchestrate`: the orchestration loop (and periodic gossip key rotation) on the leader.
 //! - `gossip_keys`: rotating the network DB's keys.
@@ -18,6 +19,7 @@ mod gossip_keys;
 pub(super) mod liveness;
 mod networks;
 mod nodes;
+mod objects;
 pub(super) mod orchestrate;
 mod services;
 

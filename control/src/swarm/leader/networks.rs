@@ -11,7 +11,12 @@ use crate::{
         network::{INGRESS_NAME, INGRESS_SUBNET, INGRESS_VNI, Network},
     },
     identity::NodeId,
-    swarm::{convert::validate_name, error::Error, lookup::resolve_network},
+    swarm::{
+        convert::validate_name,
+        error::Error,
+        lookup::resolve_network,
+        spec_fields::{labels_from_api, labels_to_api},
+    },
 };
 
 impl Leader {
@@ -61,6 +66,7 @@ impl Leader {
             internal: false,
             ingress: true,
             created_at_ms: now_ms(),
+            labels: Default::default(),
         };
         self.propose(Command::CreateNetwork(network)).await
     }
@@ -96,6 +102,7 @@ fn new_network(state: &ClusterState, spec: &NetworkSpec) -> Result<Network, Erro
     } else {
         validate_subnet(state, &spec.subnet, Some(&spec.gateway))
     }?;
+    let labels = labels_from_api(&spec.labels, "network")?;
     let vni = allocate_vni(state)?;
     Ok(Network {
         id: NodeId::generate().to_string(),
@@ -108,6 +115,7 @@ fn new_network(state: &ClusterState, spec: &NetworkSpec) -> Result<Network, Erro
         internal: spec.internal,
         ingress: false,
         created_at_ms: now_ms(),
+        labels,
     })
 }
 
@@ -123,5 +131,6 @@ fn network_to_api(n: &Network) -> NetworkInfo {
         internal: n.internal,
         ingress: n.ingress,
         created_at_ms: n.created_at_ms,
+        labels: labels_to_api(&n.labels),
     }
 }

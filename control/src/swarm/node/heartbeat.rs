@@ -14,11 +14,11 @@ use tracing::{debug, warn};
 use super::runner::{TaskReports, TaskRunner};
 use crate::{
     api::{HeartbeatRequest, HeartbeatResponse},
-    cluster::{Task, mesh::RoutingMesh},
+    cluster::{Task, mesh::RoutingMesh, objects::TaskFiles},
     error_chain::Chain,
     swarm::{
         Active, Swarm,
-        codec::{decode_gossip, decode_mesh, decode_tasks, encode_reports},
+        codec::{decode_files, decode_gossip, decode_mesh, decode_tasks, encode_reports},
         convert::parse_role,
         error::Error,
         leader::{Leader, gossip_config},
@@ -53,11 +53,11 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
             // The leader beats for itself without a round trip.
             active.liveness.record(swarm.node_id());
             match leader.dispatch(swarm.node_id(), reports.clone()).await {
-                Ok(assigned) => {
+                Ok((assigned, files)) => {
                     let state = leader.state();
                     runner.gossip(&gossip_config(&state));
                     runner.routing_mesh(&RoutingMesh::for_node(&state, swarm.node_id()));
-                    if follow(&runner, assigned).await {
+                    if follow(&runner, assigned, files).await {
                         next = SOON.min(period);
                     }
                 }
@@ -88,8 +88,8 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
             .manager_ids
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = reply.manager_ids.clone();
-        if let Some(assigned) = follow_reply(runner.as_ref(), &reply)
-            && follow(&runner, assigned).await
+        if let Some((assigned, files)) = follow_reply(runner.as_ref(), &reply)
+            && follow(&runner, assigned, files).await
         {
             next = SOON.min(period);
         }
@@ -124,9 +124,13 @@ async fn send(
 }
 
 /// Hands the keys and routing mesh of a heartbeat answer to the runner, and returns the tasks
-/// it assigns. Each payload that does not decode is logged and skipped: above all the
-/// assignments, since following an unreadable one could stop every task the node runs.
-fn follow_reply(runner: &dyn TaskRunner, reply: &HeartbeatResponse) -> Option<Vec<Task>> {
+/// it assigns with their files. Each payload that does not decode is logged and skipped: above
+/// all the assignments (and their files, without which new tasks would fail), since following
+/// an unreadable one could stop every task the node runs.
+fn follow_reply(
+    runner: &dyn TaskRunner,
+    reply: &HeartbeatResponse,
+) -> Option<(Vec<Task>, TaskFiles)> {
     match decode_gossip(&reply.gossip) {
         Ok(config) => runner.gossip(&config),
         Err(e) => warn!(cause = %Chain(&e), "bad gossip config from the leader"),
@@ -135,8 +139,15 @@ fn follow_reply(runner: &dyn TaskRunner, reply: &HeartbeatResponse) -> Option<Ve
         Ok(mesh) => runner.routing_mesh(&mesh),
         Err(e) => warn!(cause = %Chain(&e), "bad routing mesh from the leader"),
     }
+    let files = match decode_files(&reply.task_files) {
+        Ok(files) => files,
+        Err(e) => {
+            warn!(cause = %Chain(&e), "bad task files from the leader; the node's tasks are left as they are");
+            return None;
+        }
+    };
     match decode_tasks(&reply.assigned_tasks) {
-        Ok(assigned) => Some(assigned),
+        Ok(assigned) => Some((assigned, files)),
         Err(e) => {
             warn!(cause = %Chain(&e), "bad task assignments from the leader; the node's tasks are left as they are");
             None
@@ -147,10 +158,10 @@ fn follow_reply(runner: &dyn TaskRunner, reply: &HeartbeatResponse) -> Option<Ve
 /// Hands the assignments to the task runner, which forks: not on an async worker.
 /// Returns whether the runner has news to report: then the next beat should come soon, so a
 /// task that just started is seen Running within ~100 ms instead of a period later.
-async fn follow(runner: &Arc<dyn TaskRunner>, assigned: Vec<Task>) -> bool {
+async fn follow(runner: &Arc<dyn TaskRunner>, assigned: Vec<Task>, files: TaskFiles) -> bool {
     let runner = Arc::clone(runner);
     match tokio::task::spawn_blocking(move || {
-        runner.reconcile(&assigned);
+        runner.reconcile(&assigned, &files);
         let pending = runner.take_reports();
         let news = !pending.is_empty();
         runner.requeue(pending);
@@ -225,7 +236,7 @@ mod tests {
     use crate::{
         cluster::gossip::GossipConfig,
         swarm::{
-            codec::{encode_gossip, encode_mesh, encode_tasks},
+            codec::{encode_files, encode_gossip, encode_mesh, encode_tasks},
             node::runner::RunnerError,
         },
     };
@@ -238,7 +249,7 @@ mod tests {
     }
 
     impl TaskRunner for Recorder {
-        fn reconcile(&self, assigned: &[Task]) {
+        fn reconcile(&self, assigned: &[Task], _: &TaskFiles) {
             self.reconciled.lock().unwrap().push(assigned.to_vec());
         }
         fn take_reports(&self) -> TaskReports {
@@ -276,6 +287,7 @@ mod tests {
             assigned_tasks,
             gossip: encode_gossip(&GossipConfig::default()).unwrap(),
             routing_mesh: encode_mesh(&RoutingMesh::default()).unwrap(),
+            task_files: encode_files(&TaskFiles::default()).unwrap(),
             ..Default::default()
         }
     }
@@ -316,6 +328,14 @@ mod tests {
     fn an_assignment_of_no_tasks_is_followed() {
         let runner = Recorder::default();
         let assigned = follow_reply(&runner, &reply(encode_tasks(&[]).unwrap()));
-        assert_eq!(assigned, Some(Vec::new()));
+        assert_eq!(assigned, Some((Vec::new(), TaskFiles::default())));
+    }
+
+    #[test]
+    fn assignments_whose_files_do_not_decode_are_not_followed() {
+        let runner = Recorder::default();
+        let mut mangled = reply(encode_tasks(&[]).unwrap());
+        mangled.task_files = Vec::new();
+        assert_eq!(follow_reply(&runner, &mangled), None);
     }
 }

@@ -3,7 +3,9 @@
 
 use std::{path::PathBuf, process::Command};
 
-use crate::cluster::{Task, TaskStatus, gossip::GossipConfig, mesh::RoutingMesh};
+use crate::cluster::{
+    Task, TaskStatus, gossip::GossipConfig, mesh::RoutingMesh, objects::TaskFiles,
+};
 
 /// Status reports: (task ID, what happened).
 pub type TaskReports = Vec<(String, TaskStatus)>;
@@ -15,7 +17,9 @@ pub type RunnerError = Box<dyn std::error::Error + Send + Sync>;
 /// only moves assignments and reports.
 pub trait TaskRunner: Send + Sync + 'static {
     /// Makes local processes follow `assigned`: every task the leader assigned to this node.
-    fn reconcile(&self, assigned: &[Task]);
+    /// `files` holds the data of the secrets and configs of the tasks not running yet: keep it
+    /// in memory only, and only while a task is started with it.
+    fn reconcile(&self, assigned: &[Task], files: &TaskFiles);
     /// Status changes since the last call.
     fn take_reports(&self) -> TaskReports;
     /// Gives back reports that could not be delivered, to send with the next beat.
@@ -44,7 +48,7 @@ pub struct NoTasks;
 struct NotHere(String);
 
 impl TaskRunner for NoTasks {
-    fn reconcile(&self, _: &[Task]) {}
+    fn reconcile(&self, _: &[Task], _: &TaskFiles) {}
     fn take_reports(&self) -> TaskReports {
         Vec::new()
     }

@@ -1,21 +1,25 @@
 //! Between the API's messages and the cluster model: service specs in both directions (with
 //! validation and Docker's defaults), tasks and services out.
 
-use super::{error::Error, lookup::resolve_network};
+mod mounts;
+mod policies;
+
+use self::{
+    mounts::{mount_to_api, mounts_from_api},
+    policies::{restart_from_api, update_from_api, update_to_api},
+};
+use super::{error::Error, lookup::resolve_network, spec_fields};
 use crate::{
     api,
     cluster::{
-        ClusterState, EndpointMode, FailureAction, Mount, MountKind, PortConfig, PortProtocol,
-        PublishMode, RestartCondition, RestartPolicy, Role, Service, ServiceMode, ServiceSpec,
-        Task, TmpfsOptions, UpdateConfig, UpdateOrder, UpdateState, limits, validate_volume_name,
+        ClusterState, EndpointMode, PortConfig, PortProtocol, PublishMode, RestartCondition, Role,
+        Service, ServiceMode, ServiceSpec, Task, UpdateState, limits,
     },
     orchestrator::parse_constraint,
 };
 
 /// Docker's default stop grace period.
 const DEFAULT_STOP_GRACE_MS: u64 = 10_000;
-/// Docker's default update monitor period.
-const DEFAULT_MONITOR_MS: u64 = 5_000;
 
 /// Checks an API spec and turns it into the model, with Docker's defaults for what is unset.
 pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<ServiceSpec, Error> {
@@ -61,6 +65,8 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
     }
     let update = update_from_api(spec.update.as_ref())?;
     let networks = networks_from_api(&spec.networks, state)?;
+    let fields = spec_fields::from_api(spec, &mode, &networks, state)?;
+    let (secrets, configs) = super::file_refs::from_api(spec, state)?;
     let endpoint_mode = match spec.endpoint_mode.as_str() {
         "" | "vip" => EndpointMode::Vip,
         "dnsrr" => EndpointMode::Dnsrr,
@@ -108,6 +114,15 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
         },
         force_update: spec.force_update,
         ports,
+        labels: fields.labels,
+        network_aliases: fields.network_aliases,
+        workdir: fields.workdir,
+        user: fields.user,
+        hostname: fields.hostname,
+        stop_signal: fields.stop_signal,
+        max_replicas_per_node: fields.max_replicas_per_node,
+        secrets,
+        configs,
     };
     // Whatever the counts, the template as it is stored and sent must stay small.
     let encoded = postcard::to_allocvec(&model).map_or(usize::MAX, |bytes| bytes.len());
@@ -119,112 +134,6 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
         )));
     }
     Ok(model)
-}
-
-/// Checks `--mount`s as Docker's daemon does (with its words), in the leader, before any task
-/// exists: a node then only finds what it cannot know here missing (a path of its own).
-fn mounts_from_api(mounts: &[api::Mount]) -> Result<Vec<Mount>, Error> {
-    let mut targets = std::collections::HashSet::new();
-    let mut model = Vec::with_capacity(mounts.len());
-    for m in mounts {
-        let mount = mount_from_api(m)?;
-        // `/data` and `/data/` are one mount point.
-        if !targets.insert(m.target.trim_end_matches('/')) {
-            return Err(Error::invalid(format!(
-                "invalid mount config: duplicate mount point: {}",
-                mount.target
-            )));
-        }
-        model.push(mount);
-    }
-    Ok(model)
-}
-
-fn mount_from_api(m: &api::Mount) -> Result<Mount, Error> {
-    let kind = match m.r#type.as_str() {
-        "" | "bind" => MountKind::Bind,
-        "volume" => MountKind::Volume,
-        "tmpfs" => MountKind::Tmpfs,
-        other => {
-            return Err(Error::invalid(format!(
-                "invalid mount type {other:?}: expected bind, volume or tmpfs"
-            )));
-        }
-    };
-    let invalid = |why: String| {
-        Error::invalid(format!(
-            "invalid mount config for type \"{}\": {why}",
-            kind.as_str()
-        ))
-    };
-    let path_problem = |path: &str| {
-        if !path.starts_with('/') {
-            Some(format!(
-                "invalid mount path: '{path}' mount path must be absolute"
-            ))
-        } else if path.contains('\0') {
-            Some(format!("invalid mount path: {path:?} contains a NUL byte"))
-        } else {
-            None
-        }
-    };
-    if let Some(why) = path_problem(&m.target) {
-        return Err(invalid(why));
-    }
-    if m.target.trim_end_matches('/').is_empty() {
-        return Err(invalid(
-            "invalid specification: destination can't be '/'".into(),
-        ));
-    }
-    let has_tmpfs_options = m.tmpfs_size_bytes != 0 || m.tmpfs_mode != 0;
-    if has_tmpfs_options && kind != MountKind::Tmpfs {
-        return Err(invalid(
-            "tmpfs options are only for mounts of type tmpfs".into(),
-        ));
-    }
-    match kind {
-        MountKind::Bind => {
-            if let Some(why) = path_problem(&m.source) {
-                return Err(invalid(why));
-            }
-        }
-        // Empty: an anonymous volume.
-        MountKind::Volume if m.source.is_empty() => {}
-        MountKind::Volume => validate_volume_name(&m.source)
-            .map_err(|e| invalid(format!("invalid volume name {:?}: {e}", m.source)))?,
-        MountKind::Tmpfs => {
-            if !m.source.is_empty() {
-                return Err(invalid("source must not be specified".into()));
-            }
-            if m.tmpfs_mode > 0o7777 {
-                return Err(invalid(format!(
-                    "invalid tmpfs mode {:o}: at most 7777 (octal)",
-                    m.tmpfs_mode
-                )));
-            }
-        }
-    }
-    Ok(Mount {
-        kind,
-        source: m.source.clone(),
-        target: m.target.clone(),
-        readonly: m.readonly,
-        tmpfs: TmpfsOptions {
-            size_bytes: m.tmpfs_size_bytes,
-            mode: m.tmpfs_mode,
-        },
-    })
-}
-
-fn mount_to_api(m: &Mount) -> api::Mount {
-    api::Mount {
-        source: m.source.clone(),
-        target: m.target.clone(),
-        readonly: m.readonly,
-        r#type: m.kind.as_str().to_string(),
-        tmpfs_size_bytes: m.tmpfs.size_bytes,
-        tmpfs_mode: m.tmpfs.mode,
-    }
 }
 
 fn port_from_api(p: &api::PortConfigMsg) -> Result<PortConfig, Error> {
@@ -364,82 +273,6 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), Error> {
     }
 }
 
-fn restart_from_api(r: Option<&api::RestartPolicyMsg>) -> Result<RestartPolicy, Error> {
-    let Some(r) = r else {
-        return Ok(RestartPolicy {
-            condition: RestartCondition::Any,
-            delay_ms: 5_000,
-            max_attempts: 0,
-            window_ms: 0,
-        });
-    };
-    let condition = match r.condition.as_str() {
-        "" | "any" => RestartCondition::Any,
-        "on-failure" => RestartCondition::OnFailure,
-        "none" => RestartCondition::None,
-        other => {
-            return Err(Error::invalid(format!(
-                "invalid restart condition {other:?}: expected none, on-failure or any"
-            )));
-        }
-    };
-    Ok(RestartPolicy {
-        condition,
-        delay_ms: r.delay_ms,
-        max_attempts: r.max_attempts,
-        window_ms: r.window_ms,
-    })
-}
-
-fn update_from_api(u: Option<&api::UpdateConfigMsg>) -> Result<UpdateConfig, Error> {
-    let Some(u) = u else {
-        return Ok(UpdateConfig {
-            parallelism: 1,
-            delay_ms: 0,
-            failure_action: FailureAction::Pause,
-            monitor_ms: DEFAULT_MONITOR_MS,
-            max_failure_ratio_milli: 0,
-            order: UpdateOrder::StopFirst,
-        });
-    };
-    let failure_action = match u.failure_action.as_str() {
-        "" | "pause" => FailureAction::Pause,
-        "continue" => FailureAction::Continue,
-        "rollback" => FailureAction::Rollback,
-        other => {
-            return Err(Error::invalid(format!(
-                "invalid update failure action {other:?}: expected pause, continue or rollback"
-            )));
-        }
-    };
-    let order = match u.order.as_str() {
-        "" | "stop-first" => UpdateOrder::StopFirst,
-        "start-first" => UpdateOrder::StartFirst,
-        other => {
-            return Err(Error::invalid(format!(
-                "invalid update order {other:?}: expected stop-first or start-first"
-            )));
-        }
-    };
-    if u.max_failure_ratio_milli > 1000 {
-        return Err(Error::invalid(
-            "the update max failure ratio must be between 0 and 1",
-        ));
-    }
-    Ok(UpdateConfig {
-        parallelism: u.parallelism,
-        delay_ms: u.delay_ms,
-        failure_action,
-        monitor_ms: if u.monitor_ms == 0 {
-            DEFAULT_MONITOR_MS
-        } else {
-            u.monitor_ms
-        },
-        max_failure_ratio_milli: u.max_failure_ratio_milli,
-        order,
-    })
-}
-
 pub fn spec_to_api(spec: &ServiceSpec) -> api::ServiceSpec {
     let (mode, replicas) = match spec.mode {
         ServiceMode::Replicated { replicas } => ("replicated", replicas),
@@ -478,26 +311,15 @@ pub fn spec_to_api(spec: &ServiceSpec) -> api::ServiceSpec {
         stop_grace_ms: spec.stop_grace_ms,
         force_update: spec.force_update,
         ports: spec.ports.iter().map(port_to_api).collect(),
-    }
-}
-
-fn update_to_api(u: &UpdateConfig) -> api::UpdateConfigMsg {
-    api::UpdateConfigMsg {
-        parallelism: u.parallelism,
-        delay_ms: u.delay_ms,
-        failure_action: match u.failure_action {
-            FailureAction::Pause => "pause",
-            FailureAction::Continue => "continue",
-            FailureAction::Rollback => "rollback",
-        }
-        .to_string(),
-        monitor_ms: u.monitor_ms,
-        max_failure_ratio_milli: u.max_failure_ratio_milli,
-        order: match u.order {
-            UpdateOrder::StopFirst => "stop-first",
-            UpdateOrder::StartFirst => "start-first",
-        }
-        .to_string(),
+        labels: spec_fields::labels_to_api(&spec.labels),
+        network_aliases: spec_fields::aliases_to_api(&spec.network_aliases),
+        workdir: spec.workdir.clone(),
+        user: spec.user.clone(),
+        hostname: spec.hostname.clone(),
+        stop_signal: spec.stop_signal.clone(),
+        max_replicas_per_node: spec.max_replicas_per_node,
+        secrets: super::file_refs::to_api(&spec.secrets),
+        configs: super::file_refs::to_api(&spec.configs),
     }
 }
 
@@ -597,6 +419,7 @@ pub fn task_to_api(task: &Task, state: &ClusterState) -> api::TaskInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::{MountKind, TmpfsOptions};
 
     fn mount(kind: &str, source: &str, target: &str) -> api::Mount {
         api::Mount {
