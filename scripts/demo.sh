@@ -52,6 +52,8 @@ down() {
   awk -v run="$RUN/" 'index($5, run) == 1 {print $5}' /proc/self/mountinfo | sort -r |
     while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
   rm -rf "$RUN"
+  # The example stack's targets (see examples/web-stack.yml).
+  rm -rf /srv/web-stack
 }
 
 plug() { # plug NS PORT ADDRESS: a veth from the underlay bridge to eth0 in NS
@@ -190,6 +192,27 @@ done
 say "curl node1's /metrics | grep shoal_mesh_   (connections the underlay XDP program forwarded)"
 nsenter --net="/run/netns/$(node_ns 1)" -- curl -s http://127.0.0.1:9323/metrics | grep -E '^shoal_mesh_events_total\{event="(forwarded|replied)"'
 
+say "shoal service rm my-web   (frees 8080 for the stack)"
+node_shoal 1 service rm my-web
+# Tasks see the node's files: the stack's volume and config targets must exist on the nodes.
+mkdir -p /srv/web-stack/db && touch /srv/web-stack/front.conf
+say "SHOAL=$SHOAL shoal stack deploy -c examples/web-stack.yml web   (a compose file: 3 services, 2 networks, a secret, a config, a volume)"
+SHOAL="$SHOAL" node_shoal 1 stack deploy -c examples/web-stack.yml web
+say "shoal stack ls; shoal stack services web"
+node_shoal 1 stack ls
+node_shoal 1 stack services web
+wait_for_tasks() { for _ in $(seq 1 60); do [ "$(node_shoal 1 stack ps web | grep -c ' Running ')" -ge "$1" ] && return; sleep 0.5; done; }
+wait_for_tasks 6
+node_shoal 1 stack ps web
+say "From the outside client: curl http://$SUBNET.11:8080/   (the stack's front, through the mesh)"
+ip netns exec "$PREFIX-client" curl -s --max-time 5 "http://$SUBNET.11:8080/" | grep -E 'Hostname' | paste -sd' '
+say "shoal exec web_front.1 -- curl http://api/ x3   (services of a stack reach each other by their short names)"
+for _ in 1 2 3; do
+  node_shoal 1 exec web_front.1 -- curl -s --max-time 5 "http://api/" | grep -E 'Hostname'
+done
+say "shoal exec web_db.1 -- ls -l /run/secrets   (the secret, on a tmpfs private to the task)"
+node_shoal 1 exec web_db.1 -- ls -l /run/secrets
+
 cat <<EOT
 
 The cluster is running. Try:
@@ -197,8 +220,9 @@ The cluster is running. Try:
   $SHOAL -H unix://$(node_sock 1) node inspect --pretty node2
   $SHOAL -H unix://$(node_sock 1) node update --label-add zone=a node3
   $SHOAL -H unix://$(node_sock 1) service scale web=6
-  $SHOAL -H unix://$(node_sock 1) service update --publish-add 9090:80 my-web
+  $SHOAL -H unix://$(node_sock 1) service update --publish-add 9090:80 web_front
   ip netns exec $PREFIX-client curl http://$SUBNET.13:9090/
+  $SHOAL -H unix://$(node_sock 1) stack rm web
   $SHOAL -H unix://$(node_sock 1) exec web.1 -- dig @127.0.0.11 tasks.web
   $SHOAL -H unix://$(node_sock 1) service update --update-delay 1s --args "whoami --port 81" web
   $SHOAL -H unix://$(node_sock 2) info --format json

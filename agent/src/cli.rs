@@ -1,7 +1,7 @@
 //! The command line. Flag names, defaults and vocabulary follow Docker's swarm CLI.
 //!
 //! This file holds the top level, the agent's flags and the smaller command groups;
-//! `service` holds `shoal service`'s (the largest group), `volume`
+//! `service` holds `shoal service`'s (the largest group), `stack` `shoal stack`'s, `volume`
 //! `shoal volume`'s, `parse`
 //! the value parsers, `format` the `--format` flag every listing shares, `filter` the
 //! `--filter` flag of listings, `objects` `shoal secret`'s and `shoal config`'s.
@@ -11,6 +11,7 @@ mod format;
 pub mod objects;
 mod parse;
 pub mod service;
+pub mod stack;
 pub mod volume;
 
 use std::{
@@ -26,6 +27,7 @@ use self::{
     objects::{ConfigCommand, SecretCommand},
     parse::{parse_advertise_addr, parse_dns_server, parse_label},
     service::ServiceCommand,
+    stack::StackCommand,
     volume::VolumeCommand,
 };
 
@@ -80,6 +82,9 @@ pub enum Command {
     /// Manage swarm configs.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Deploy and manage stacks of services from compose files.
+    #[command(subcommand)]
+    Stack(StackCommand),
 }
 
 #[derive(Args, Debug)]

@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         cli::Command::Volume(command) => commands::volume::run(&cli.host, command),
         cli::Command::Secret(command) => commands::objects::run_secret(&cli.host, command),
         cli::Command::Config(command) => commands::objects::run_config(&cli.host, command),
+        cli::Command::Stack(command) => commands::stack::run(&cli.host, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

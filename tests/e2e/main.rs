@@ -24,6 +24,7 @@ mod publish;
 mod secrets;
 mod service_fields;
 mod services;
+mod stacks;
 mod support;
 mod swarm_core;
 mod vip;

@@ -7,5 +7,6 @@ pub mod network;
 pub mod node;
 pub mod objects;
 pub mod service;
+pub mod stack;
 pub mod swarm;
 pub mod volume;

@@ -1,0 +1,46 @@
+//! Secrets and configs as the stack commands use them: by name, and by the stack's label.
+
+use std::collections::BTreeSet;
+
+use shoal_control::api::KeyValue;
+pub use shoal_control::cluster::objects::ObjectKind;
+use tonic::transport::Channel;
+
+use super::namespace_of;
+use crate::commands::objects::{self, list};
+
+/// The names of every secret (or config) of the swarm.
+pub(super) async fn names(channel: Channel, kind: ObjectKind) -> anyhow::Result<BTreeSet<String>> {
+    Ok(list(channel, kind)
+        .await?
+        .into_iter()
+        .map(|o| o.name)
+        .collect())
+}
+
+/// The names of the secrets (or configs) of stack `namespace`.
+pub(super) async fn of_stack(
+    channel: Channel,
+    kind: ObjectKind,
+    namespace: &str,
+) -> anyhow::Result<Vec<String>> {
+    Ok(list(channel, kind)
+        .await?
+        .into_iter()
+        .filter(|o| namespace_of(&o.labels) == Some(namespace))
+        .map(|o| o.name)
+        .collect())
+}
+
+pub(super) async fn create(
+    channel: Channel,
+    kind: ObjectKind,
+    name: &str,
+    data: &[u8],
+    labels: &[KeyValue],
+) -> anyhow::Result<()> {
+    objects::create(channel, kind, name.into(), labels.to_vec(), data.to_vec()).await?;
+    Ok(())
+}
+
+pub(super) use objects::remove;
