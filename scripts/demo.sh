@@ -201,8 +201,11 @@ SHOAL="$SHOAL" node_shoal 1 stack deploy -c examples/web-stack.yml web
 say "shoal stack ls; shoal stack services web"
 node_shoal 1 stack ls
 node_shoal 1 stack services web
-wait_for_tasks() { for _ in $(seq 1 60); do [ "$(node_shoal 1 stack ps web | grep -c ' Running ')" -ge "$1" ] && return; sleep 0.5; done; }
-wait_for_tasks 6
+# Desired and current state both Running, for all 6 tasks (at most 30 s).
+for _ in $(seq 1 60); do
+  [ "$(node_shoal 1 stack ps web | grep -cE 'Running +Running')" -ge 6 ] && break
+  sleep 0.5
+done
 node_shoal 1 stack ps web
 say "From the outside client: curl http://$SUBNET.11:8080/   (the stack's front, through the mesh)"
 ip netns exec "$PREFIX-client" curl -s --max-time 5 "http://$SUBNET.11:8080/" | grep -E 'Hostname' | paste -sd' '
