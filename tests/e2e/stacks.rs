@@ -258,6 +258,19 @@ fn a_compose_stack_deploys_updates_prunes_and_goes_away() {
     assert_eq!(ids(&running(&cluster, "web_api", 3)), ids(&api));
     assert_eq!(ids(&running(&cluster, "web_front", 1)), ids(&front));
 
+    // --- 5b. a secret cannot change: a file with other data is refused, nothing touched
+    let secret_file = cluster.work_dir().join("web/db_password.txt");
+    fs::write(&secret_file, "another-pw\n").unwrap();
+    let out = cluster.nodes[0].cli(&["stack", "deploy", "-c", &file, "web"]);
+    assert!(!out.status.success(), "accepted: {out:?}");
+    assert!(
+        stderr(&out).contains("secret web_db_password exists with other data"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(ids(&running(&cluster, "web_db", 1)), ids(&db2));
+    fs::write(&secret_file, "s3cret-pw\n").unwrap();
+
     // --- 6. another stack, then --prune drops the service the file no longer has
     let other = write_stack(&cluster, "other", "1", true);
     let other_text = fs::read_to_string(&other)

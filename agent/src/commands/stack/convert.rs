@@ -22,6 +22,10 @@ use shoal_control::cluster::objects::{ObjectKind, validate_data, validate_name};
 
 /// The label that says which stack an object belongs to (Docker's).
 pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+/// The label on a stack's own secrets and configs that says what data they were created with
+/// (`sha256:HEX`): they cannot change, so a re-deploy with other data is refused, as Docker
+/// refuses it ("only updates to Labels are allowed"), instead of silently keeping the old.
+pub const DIGEST_LABEL: &str = "com.shoal.stack.digest";
 /// The network a service joins when it names none.
 const DEFAULT_NETWORK: &str = "default";
 
@@ -226,11 +230,20 @@ fn file_object(
     validate_name(&name).map_err(|e| anyhow::anyhow!("{what} {name}: {e}"))?;
     validate_data(kind, &data)
         .map_err(|e| anyhow::anyhow!("{what} {key}: {}: {e}", path.display()))?;
+    let mut labels = object.labels.clone();
+    labels.insert(DIGEST_LABEL.to_string(), digest_of(&data));
     Ok(PlannedFile::Own {
         name,
         data,
-        labels: namespace_labels(namespace, &object.labels),
+        labels: namespace_labels(namespace, &labels),
     })
+}
+
+fn digest_of(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hash = sha2::Sha256::digest(data);
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 fn service_spec(
@@ -480,8 +493,12 @@ mod tests {
             PlannedFile::Own { name, data, labels } => {
                 assert_eq!(name, "web_pw");
                 assert_eq!(data, b"hunter2");
-                assert_eq!(labels[0].key, NAMESPACE_LABEL);
-                assert_eq!(labels[0].value, "web");
+                let label = |key: &str| labels.iter().find(|l| l.key == key).map(|l| &l.value);
+                assert_eq!(label(NAMESPACE_LABEL).unwrap(), "web");
+                assert_eq!(
+                    label(DIGEST_LABEL).unwrap(),
+                    "sha256:f52fbd32b2b3b86ff88ef6c490628285f482af15ddcb29541f94bcf526a3f6c7"
+                );
             }
             other => panic!("{other:?}"),
         }

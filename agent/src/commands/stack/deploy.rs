@@ -11,14 +11,14 @@
 use std::collections::HashMap;
 
 use shoal_control::{
-    api::{Empty, NetworkRef, ServiceRef, UpdateServiceRequest},
+    api::{Empty, KeyValue, NetworkRef, ServiceRef, UpdateServiceRequest},
     wire_limits::cluster_client,
 };
 use tonic::transport::Channel;
 use tracing::warn;
 
 use super::{
-    convert::{self, Plan, PlannedFile, PlannedNetwork},
+    convert::{self, DIGEST_LABEL, Plan, PlannedFile, PlannedNetwork},
     objects::{self, ObjectKind},
     services_of,
 };
@@ -38,7 +38,7 @@ pub(super) async fn run(channel: Channel, args: StackDeployArgs) -> anyhow::Resu
     for note in &plan.notes {
         eprintln!("{note}");
     }
-    check_externals(channel.clone(), &plan).await?;
+    check_existing(channel.clone(), &plan).await?;
 
     let mut created = Created::default();
     let ids = match apply(channel.clone(), &plan, &mut created).await {
@@ -59,8 +59,9 @@ pub(super) async fn run(channel: Channel, args: StackDeployArgs) -> anyhow::Resu
     Ok(())
 }
 
-/// External networks, secrets and configs must exist before anything is created.
-async fn check_externals(channel: Channel, plan: &Plan) -> anyhow::Result<()> {
+/// Before anything is created: external networks, secrets and configs exist, and the stack's
+/// own secrets and configs that exist were created from the same data.
+async fn check_existing(channel: Channel, plan: &Plan) -> anyhow::Result<()> {
     let networks = cluster_client(channel.clone())
         .list_networks(Empty {})
         .await
@@ -81,15 +82,31 @@ async fn check_externals(channel: Channel, plan: &Plan) -> anyhow::Result<()> {
         (ObjectKind::Secret, &plan.secrets),
         (ObjectKind::Config, &plan.configs),
     ] {
-        let existing = objects::names(channel.clone(), kind).await?;
+        let existing = objects::existing(channel.clone(), kind).await?;
+        let kind = kind.as_str();
         for file in planned {
-            if let PlannedFile::External(name) = file
-                && !existing.contains(name)
-            {
-                anyhow::bail!(
-                    "{kind} {name:?} is declared as external, but could not be found",
-                    kind = kind.as_str()
-                );
+            match file {
+                PlannedFile::External(name) if !existing.contains_key(name) => {
+                    anyhow::bail!("{kind} {name:?} is declared as external, but could not be found")
+                }
+                PlannedFile::Own { name, labels, .. } => {
+                    let digest = |labels: &[KeyValue]| {
+                        labels
+                            .iter()
+                            .find(|l| l.key == DIGEST_LABEL)
+                            .map(|l| l.value.clone())
+                    };
+                    if let Some(had) = existing.get(name).and_then(|l| digest(l))
+                        && Some(had) != digest(labels)
+                    {
+                        anyhow::bail!(
+                            "{kind} {name} exists with other data: a {kind} cannot change (only \
+                             its labels could); give it another name in the file, or remove the \
+                             stack first"
+                        );
+                    }
+                }
+                PlannedFile::External(_) => {}
             }
         }
     }
@@ -162,13 +179,13 @@ async fn apply(
         (ObjectKind::Secret, &plan.secrets),
         (ObjectKind::Config, &plan.configs),
     ] {
-        let existing = objects::names(channel.clone(), kind).await?;
+        let existing = objects::existing(channel.clone(), kind).await?;
         for file in planned {
             let PlannedFile::Own { name, data, labels } = file else {
                 continue;
             };
-            // Secrets and configs cannot change: one of that name is the one to use.
-            if existing.contains(name) {
+            // Checked to hold the same data (`check_existing`): the one to use.
+            if existing.contains_key(name) {
                 continue;
             }
             println!("Creating {} {name}", kind.as_str());

@@ -1,6 +1,6 @@
 //! Secrets and configs as the stack commands use them: by name, and by the stack's label.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use shoal_control::api::KeyValue;
 pub use shoal_control::cluster::objects::ObjectKind;
@@ -9,12 +9,15 @@ use tonic::transport::Channel;
 use super::namespace_of;
 use crate::commands::objects::{self, list};
 
-/// The names of every secret (or config) of the swarm.
-pub(super) async fn names(channel: Channel, kind: ObjectKind) -> anyhow::Result<BTreeSet<String>> {
+/// Every secret (or config) of the swarm: name -> labels.
+pub(super) async fn existing(
+    channel: Channel,
+    kind: ObjectKind,
+) -> anyhow::Result<BTreeMap<String, Vec<KeyValue>>> {
     Ok(list(channel, kind)
         .await?
         .into_iter()
-        .map(|o| o.name)
+        .map(|o| (o.name, o.labels))
         .collect())
 }
 
