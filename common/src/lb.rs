@@ -71,7 +71,8 @@ pub const MAX_FLOW_ENTRIES: u32 = 131_072;
 pub struct VipService {
     /// Index into the cursor and service-counter arrays, and the service half of [`SlotKey`].
     pub service_id: u32,
-    /// Slots `0..backend_count` of [`SLOTS_MAP`] are valid. 0: TCP is reset, UDP dropped.
+    /// Slots `0..backend_count` of [`SLOTS_MAP`] are valid. 0: refused (TCP reset, UDP port
+    /// unreachable).
     pub backend_count: u32,
 }
 const _: () = assert!(core::mem::size_of::<VipService>() == 8);
@@ -187,7 +188,7 @@ impl LbCounters {
 pub enum LbEvent {
     /// ARP requests for a VIP answered.
     ArpReplied = 0,
-    /// Connections to a VIP with no backend: TCP reset (connection refused), UDP dropped.
+    /// Connections to a VIP with no backend, refused: TCP reset, UDP ICMP port unreachable.
     NoBackend = 1,
     /// Packets of a flow whose backend was removed: TCP reset, UDP re-balanced.
     BackendGone = 2,

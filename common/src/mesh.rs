@@ -234,8 +234,8 @@ pub enum MeshEvent {
     Forwarded = 0,
     /// Answers un-NAT-ed and sent to the client.
     Replied = 1,
-    /// Connections to a published port with no task to take them: TCP reset (refused), UDP
-    /// dropped.
+    /// Connections to a published port with no task to take them, refused: TCP reset, UDP
+    /// ICMP port unreachable.
     NoBackend = 2,
     /// Packets of a flow whose task went away (or a mid-stream TCP segment with no flow):
     /// TCP reset; UDP flows move to a live task instead.

@@ -408,7 +408,7 @@ fn malformed_packets_and_fragments_to_a_vip_are_dropped_and_counted() {
 }
 
 #[test]
-fn a_vip_without_backends_refuses_tcp_with_a_reset_and_drops_udp() {
+fn a_vip_without_backends_refuses_tcp_with_a_reset_and_udp_with_port_unreachable() {
     let dp = balancer(&[]);
     let syn = Tcp::syn_to_vip(47000);
     let (verdict, out) = send(&dp, &syn.frame());
@@ -417,8 +417,35 @@ fn a_vip_without_backends_refuses_tcp_with_a_reset_and_drops_udp() {
         "the reset goes back to the client"
     );
     assert_eq!(out, reset_for(&syn));
-    assert_eq!(send(&dp, &udp_frame(VIP, 47001, true)).0, TC_ACT_SHOT);
-    assert_eq!(event(&dp, LbEvent::NoBackend), 2);
+    // UDP, with and without a checksum, and with no payload at all (the frame grows).
+    let mut empty = udp_frame(VIP, 47003, true);
+    empty.truncate(14 + 20 + 8);
+    empty[14 + 2..14 + 4].copy_from_slice(&28u16.to_be_bytes());
+    empty[14 + 20 + 4..14 + 20 + 6].copy_from_slice(&8u16.to_be_bytes());
+    empty[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    fix_ipv4_checksum(&mut empty);
+    for (what, datagram) in [
+        ("UDP", udp_frame(VIP, 47001, true)),
+        ("UDP without checksum", udp_frame(VIP, 47002, false)),
+        ("empty UDP", empty),
+    ] {
+        let (verdict, out) = send(&dp, &datagram);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{what}: answered to the client");
+        assert_eq!(
+            out,
+            crate::support::port_unreachable_for(&datagram),
+            "{what}: port unreachable from the VIP"
+        );
+    }
+    assert_eq!(event(&dp, LbEvent::NoBackend), 4);
+    assert!(dp.lb().flow_entries().unwrap().is_empty(), "no flow made");
+}
+
+/// Recomputes the IPv4 header checksum of an Ethernet frame (no IP options).
+fn fix_ipv4_checksum(frame: &mut [u8]) {
+    let mut header = Ipv4Header::from_slice(&frame[14..]).unwrap().0;
+    header.header_checksum = header.calc_header_checksum();
+    frame[14..34].copy_from_slice(&header.to_bytes());
 }
 
 #[test]

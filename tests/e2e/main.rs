@@ -21,6 +21,8 @@ mod netdb_signatures;
 mod networks;
 mod overlay;
 mod publish;
+mod readiness;
+mod refusal;
 mod secrets;
 mod service_fields;
 mod services;

@@ -49,7 +49,8 @@ fn raw(ip: Ipv4Addr) -> u32 {
 }
 
 /// A dataplane with: TCP 8080 -> 80 in ingress mode over a local and a remote task, UDP 5353
-/// -> 53 in host mode on a local task, and TCP 8081 in ingress mode with no task at all.
+/// -> 53 in host mode on a local task, TCP and UDP 8081 in ingress mode with no task at all,
+/// and UDP 8082 whose frontend the load balancer does not know.
 fn mesh() -> Dataplane {
     let mut dp = Dataplane::load(None).expect("load");
     let host_key = Ipv4Addr::from(host_frontend(5353, 17));
@@ -82,6 +83,15 @@ fn mesh() -> Dataplane {
             (
                 PortKey::new(8081, 6),
                 published(no_task_vip, 80, MODE_INGRESS),
+            ),
+            (
+                PortKey::new(8081, 17),
+                published(no_task_vip, 80, MODE_INGRESS),
+            ),
+            // A frontend the load balancer does not hold (yet) at all.
+            (
+                PortKey::new(8082, 17),
+                published(Ipv4Addr::new(10, 255, 255, 252), 80, MODE_INGRESS),
             ),
         ]
         .into(),
@@ -602,6 +612,39 @@ fn bad_and_unservable_packets_are_dropped_or_refused_and_counted() {
             event(&dp, counted),
             before + 1,
             "{what}: {counted:?} counted"
+        );
+    }
+    // A datagram no task can take gets a port unreachable from node:P, as a closed port's.
+    let mut empty = udp(CLIENT, NODE, 40005, 8081, (CLIENT_MAC, NODE_MAC));
+    empty.truncate(14 + 20 + 8);
+    empty[14 + 2..14 + 4].copy_from_slice(&28u16.to_be_bytes());
+    empty[14 + 20 + 4..14 + 20 + 8].copy_from_slice(&[0, 8, 0, 0]);
+    let mut ip = etherparse::Ipv4Header::from_slice(&empty[14..]).unwrap().0;
+    ip.header_checksum = ip.calc_header_checksum();
+    empty[14..34].copy_from_slice(&ip.to_bytes());
+    for (what, datagram) in [
+        (
+            "UDP to a port with no task",
+            udp(CLIENT, NODE, 40004, 8081, (CLIENT_MAC, NODE_MAC)),
+        ),
+        ("an empty datagram (the frame grows)", empty),
+        (
+            "UDP to a port whose frontend is unknown",
+            udp(CLIENT, NODE, 40006, 8082, (CLIENT_MAC, NODE_MAC)),
+        ),
+    ] {
+        let before = event(&dp, MeshEvent::NoBackend);
+        let out = dp.test_run(programs::XDP_UNDERLAY, &datagram, 1).unwrap();
+        assert_eq!(out.return_value, XDP_TX, "{what}");
+        assert_eq!(
+            out.data_out,
+            crate::support::port_unreachable_for(&datagram),
+            "{what}: the port unreachable"
+        );
+        assert_eq!(
+            event(&dp, MeshEvent::NoBackend),
+            before + 1,
+            "{what}: no_backend counted"
         );
     }
     // A reset is never answered with one.

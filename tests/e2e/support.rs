@@ -11,7 +11,7 @@ use std::{
 
 use shoal_tests::{
     Cluster,
-    task_net::{http_from, sandbox_netns, task_netns, udp_echo_from},
+    task_net::{http_from, in_netns, sandbox_netns, task_netns},
     wait_until,
 };
 
@@ -148,9 +148,22 @@ pub fn new_connections(netns: &Path, to: SocketAddr, count: usize) -> Result<Vec
 
 /// Who answers `count` datagrams to `to`, each from a new socket (a new flow), from `netns`.
 pub fn new_datagrams(netns: &Path, to: SocketAddr, count: usize) -> Result<Vec<String>, String> {
+    // Every socket stays open until the last answer: the kernel cannot hand a source port out
+    // twice, so each datagram is a new flow for the load balancer (a reused port would find the
+    // flow of an earlier datagram and its backend, and skew a round-robin count).
+    let mut open = Vec::with_capacity(count);
     (0..count)
         .map(|i| {
-            udp_echo_from(netns, to, "hi")
+            let answer = (|| {
+                let socket = in_netns(netns, || std::net::UdpSocket::bind("0.0.0.0:0"))?;
+                socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+                socket.send_to(b"hi", to)?;
+                let mut buf = [0u8; 2048];
+                let (n, _) = socket.recv_from(&mut buf)?;
+                open.push(socket);
+                Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
+            })();
+            answer
                 .map(|r| served_by(&r))
                 .map_err(|e| format!("datagram {i} to {to}: {e}"))
         })
@@ -164,4 +177,37 @@ pub fn tally(answers: &[String]) -> BTreeMap<String, usize> {
         *counts.entry(a.clone()).or_default() += 1;
     }
     counts
+}
+
+/// The ICMP port unreachable a closed port answers `datagram` (an Ethernet/IPv4/UDP frame
+/// without IP options) with, as shoal's programs must send it back: from the address and MAC
+/// it was sent to, TOS 0xc0 and no DF as Linux sends ICMP errors, quoting the datagram's IP
+/// header and its first 8 bytes.
+pub fn port_unreachable_for(datagram: &[u8]) -> Vec<u8> {
+    use etherparse::{
+        Icmpv4Type, IpDscp, IpHeaders, IpNumber, Ipv4Header, PacketBuilder,
+        icmpv4::DestUnreachableHeader,
+    };
+    let quoted = &datagram[14..14 + 28];
+    let mut ip = Ipv4Header::new(
+        0,
+        64,
+        IpNumber::ICMP,
+        datagram[30..34].try_into().unwrap(),
+        datagram[26..30].try_into().unwrap(),
+    )
+    .unwrap();
+    ip.dont_fragment = false;
+    ip.dscp = IpDscp::CS6;
+    let builder = PacketBuilder::ethernet2(
+        datagram[0..6].try_into().unwrap(),
+        datagram[6..12].try_into().unwrap(),
+    )
+    .ip(IpHeaders::Ipv4(ip, Default::default()))
+    .icmpv4(Icmpv4Type::DestinationUnreachable(
+        DestUnreachableHeader::Port,
+    ));
+    let mut frame = Vec::new();
+    builder.write(&mut frame, quoted).unwrap();
+    frame
 }

@@ -71,6 +71,9 @@ pub fn load(tasks_dir: &Path, state: &mut State) -> Result<(), ExecutorError> {
                 status: placeholder,
                 stopping: false,
                 kill_at: None,
+                joined: false,
+                started_at: None,
+                drain: None,
             },
         );
         // The previous agent may have died before the leader got its last report: send it

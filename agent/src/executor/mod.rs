@@ -25,8 +25,11 @@
 //! - `files`: a task's secrets and configs, on a tmpfs of its own, prepared for the child.
 //! - `spawn`: starting a task's process in its namespaces.
 //! - `user`: `--user`, resolved from the node's /etc/passwd and /etc/group.
-//! - `stop`: SIGTERM now, SIGKILL after the grace period.
-//! - `supervise`: the thread that notices exits, reaps, and delivers due SIGKILLs.
+//! - `readiness`: when a task joins its service (listening on its ports), when a draining one
+//!   has no connection left.
+//! - `stop`: withdraw, drain, then SIGTERM, and SIGKILL after the grace period.
+//! - `supervise`: the thread that notices exits, reaps, publishes tasks that became ready,
+//!   signals drained ones, and delivers due SIGKILLs.
 //! - `exec`: a command inside a running task's namespaces (`shoal exec`).
 
 mod adopt;
@@ -35,6 +38,7 @@ mod exec;
 mod files;
 mod mounts;
 mod proc;
+mod readiness;
 mod reconcile;
 mod spawn;
 mod state;
@@ -70,6 +74,15 @@ pub trait TaskNetwork: Send + Sync {
     fn attach(&self, task: &Task, netns: &Path) -> anyhow::Result<()>;
     /// Called once the task's process has exited for good, before its namespace is deleted.
     fn detach(&self, task: &Task, netns: &Path);
+    /// The task is ready (see `readiness`): its endpoints join its service's backends. Until
+    /// then `attach` keeps them to itself.
+    fn publish(&self, _task: &Task) {}
+    /// The task is about to stop: its endpoints leave its service's backends (and are never
+    /// published afterwards). True if endpoints other nodes may have seen were withdrawn, so
+    /// the withdrawal has to spread before the task is signalled.
+    fn withdraw(&self, _task: &Task) -> bool {
+        false
+    }
     /// What the task's /etc/resolv.conf says (a private bind mount in its mount namespace);
     /// `None` leaves the host's file in view.
     fn resolv_conf(&self) -> Option<String> {
@@ -126,7 +139,8 @@ impl Executor {
 
     /// Makes local processes follow `assigned`, every task the leader assigned to this node:
     /// starts those desired Running that were never started here, stops (in the background:
-    /// SIGTERM to the process group, SIGKILL after `stop_grace_ms`) those desired Shutdown and
+    /// withdrawn from its service and drained, then its stop signal to the process group,
+    /// SIGKILL `stop_grace_ms` later; see `stop`) those desired Shutdown and
     /// the running ones missing from `assigned` (orphans), and deletes the directories of
     /// finished tasks missing from `assigned`. A task is never started twice, whatever
     /// `assigned` says later.
@@ -177,16 +191,20 @@ impl Executor {
     }
 
     /// Stops every task (the node is leaving the swarm) and waits until they have exited, at
-    /// most the longest grace period plus a few seconds. False if some are still running.
+    /// most the longest drain and grace periods plus a few seconds. False if some are still
+    /// running.
     /// Agent shutdown does not call this: tasks keep running across agent restarts.
     pub fn stop_all(&self) -> bool {
         let mut state = self.inner.lock();
         let mut longest = Duration::ZERO;
         for entry in state.tasks.values_mut() {
             let grace = Duration::from_millis(entry.task.spec.stop_grace_ms);
-            longest = longest.max(grace);
-            stop::request_stop(entry, grace);
+            // Drained for at most a grace period, then signalled, then killed a grace period
+            // later.
+            longest = longest.max(grace.max(stop::WITHDRAW_SPREAD) + grace);
+            stop::request_stop(entry, grace, self.inner.network.as_ref());
         }
+        self.inner.changed.notify_all();
         let deadline = Instant::now() + longest + KILL_MARGIN;
         loop {
             if state.tasks.values().all(|e| e.running().is_none()) {

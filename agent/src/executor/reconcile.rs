@@ -13,7 +13,6 @@ use tracing::warn;
 use anyhow::Context as _;
 
 use super::{
-    adopt::running_status,
     mounts, spawn,
     state::{Inner, Phase, State, TaskEntry, status},
     stop::{request_stop, signal_group},
@@ -28,7 +27,8 @@ pub fn reconcile(inner: &Inner, assigned: &[Task], files: &TaskFiles) {
         if let Some(entry) = state.tasks.get_mut(&task.id) {
             // Known here: it runs or has run. Never started twice; only stopped on request.
             if task.desired_state > TaskState::Running {
-                request_stop(entry, Duration::from_millis(task.spec.stop_grace_ms));
+                let grace = Duration::from_millis(task.spec.stop_grace_ms);
+                request_stop(entry, grace, inner.network.as_ref());
             }
             continue;
         }
@@ -66,7 +66,7 @@ pub fn reconcile(inner: &Inner, assigned: &[Task], files: &TaskFiles) {
             // An orphan: the leader no longer has it here (removed service, task moved while
             // this node was cut off). Stopped with the grace period it was started with.
             let grace = Duration::from_millis(entry.task.spec.stop_grace_ms);
-            request_stop(entry, grace);
+            request_stop(entry, grace, inner.network.as_ref());
         } else {
             // Over, and the leader has dropped it: its directory (and logs) can go, and its
             // anonymous volumes.
@@ -125,6 +125,9 @@ fn add(
             status: preparing,
             stopping: false,
             kill_at: None,
+            joined: false,
+            started_at: None,
+            drain: None,
         },
     );
     Some(anonymous)
@@ -192,8 +195,10 @@ fn start(inner: &Inner, state: &mut State, assigned: &Task, files: &TaskFiles) {
                     process,
                     adopted: false,
                 };
+                entry.started_at = Some(std::time::Instant::now());
             }
-            state.record(id, running_status());
+            // Running is reported by the supervisor once the task is ready (`readiness`).
+            inner.changed.notify_all();
         }
         Err(e) => {
             inner.release_network(task);

@@ -5,7 +5,7 @@ use std::{
     collections::{HashMap, HashSet, VecDeque},
     path::PathBuf,
     sync::{Condvar, Mutex, MutexGuard, PoisonError, atomic::AtomicBool},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use shoal_control::{
@@ -99,6 +99,24 @@ pub struct TaskEntry {
     pub stopping: bool,
     /// When the process group gets SIGKILL if it has not exited by then.
     pub kill_at: Option<Instant>,
+    /// Its endpoints joined the service's backends (it was found ready, see `readiness`).
+    pub joined: bool,
+    /// When this executor started its process; `None` for one re-adopted after a restart
+    /// (which has run long enough for any wait to be over).
+    pub started_at: Option<Instant>,
+    /// Withdrawn from its service and not signalled yet (see `stop`).
+    pub drain: Option<Drain>,
+}
+
+/// A stopping task between the withdrawal of its endpoints and its stop signal.
+#[derive(Clone, Copy, Debug)]
+pub struct Drain {
+    /// Until then the withdrawal is still spreading to the other nodes: nothing is counted.
+    pub spread_until: Instant,
+    /// The signal is sent then even if clients still hold connections.
+    pub drain_until: Instant,
+    /// SIGKILL comes this long after the signal.
+    pub grace: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

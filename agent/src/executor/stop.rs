@@ -1,6 +1,10 @@
-//! Stopping a task: its stop signal (`--stop-signal`, SIGTERM by default) to its process group
-//! now, SIGKILL once its grace period is over (delivered by the supervisor, so nothing blocks
-//! for the grace period).
+//! Stopping a task: first its endpoints leave its service (every node's VIP and published-port
+//! maps and DNS drop it), then, once that has spread ([`WITHDRAW_SPREAD`]), the supervisor
+//! watches the task's established connections and sends its stop signal (`--stop-signal`,
+//! SIGTERM by default) to its process group as soon as they are all closed, or when its
+//! grace period (`--stop-grace-period`) has passed since the stop was asked; SIGKILL follows
+//! one grace period after the signal, as in Docker. A task that had not joined its service
+//! gets its signal at once. Nothing blocks: the supervisor delivers the later steps.
 
 use std::time::{Duration, Instant};
 
@@ -13,9 +17,17 @@ use shoal_control::{
 };
 
 use super::{
+    TaskNetwork,
     proc::{Liveness, ProcessIdentity},
-    state::TaskEntry,
+    state::{Drain, TaskEntry},
 };
+
+/// How long a withdrawal is given to reach every node before connections are counted: the
+/// network DB pushes a change to its members as it is made (UDP broadcasts, relayed on
+/// receipt) and each node applies it to its maps at once, which takes milliseconds when
+/// nodes are idle; this bounds the wait on busy nodes and retransmits (with 1 s, a heavily
+/// loaded test machine still saw a node send a new connection to a task already signalled).
+pub const WITHDRAW_SPREAD: Duration = Duration::from_secs(2);
 
 /// Sends `signal` to the task's process group (pgid = the task's PID: it is a session leader,
 /// which cannot leave its group).
@@ -43,15 +55,33 @@ fn killpg(group: Pid, signal: libc::c_int) -> nix::Result<()> {
 }
 
 /// Starts stopping a running task, unless already stopping. Its exit is then reported as
-/// Shutdown.
-pub fn request_stop(entry: &mut TaskEntry, grace: Duration) {
-    let Some((process, adopted)) = entry.running() else {
-        return;
-    };
-    if entry.stopping {
+/// Shutdown. A task that joined its service is withdrawn from it first and drained (see the
+/// module); one that had not is signalled now.
+pub fn request_stop(entry: &mut TaskEntry, grace: Duration, network: &dyn TaskNetwork) {
+    if entry.running().is_none() || entry.stopping {
         return;
     }
     entry.stopping = true;
+    // Not joined: its endpoints are still pending, and must never be published now.
+    let withdrawn = network.withdraw(&entry.task);
+    if withdrawn && entry.joined {
+        let now = Instant::now();
+        entry.drain = Some(Drain {
+            spread_until: now + WITHDRAW_SPREAD,
+            drain_until: now + grace.max(WITHDRAW_SPREAD),
+            grace,
+        });
+        return;
+    }
+    send_stop_signal(entry, grace);
+}
+
+/// The task's stop signal now, SIGKILL after `grace`.
+pub fn send_stop_signal(entry: &mut TaskEntry, grace: Duration) {
+    let Some((process, adopted)) = entry.running() else {
+        return;
+    };
+    entry.drain = None;
     // Checked by the leader when the spec was accepted; a bad one (from an older leader)
     // still stops the task.
     let signal = parse_signal(&entry.task.spec.stop_signal).unwrap_or_else(|e| {

@@ -1,5 +1,6 @@
 //! The supervisor: one thread per executor that notices task exits, reports them, reaps the
-//! processes and delivers SIGKILLs that are due.
+//! processes, publishes tasks that became ready, signals drained ones and delivers SIGKILLs
+//! that are due.
 //!
 //! It polls (every [`POLL`], or sooner when a SIGKILL is due) rather than blocking in wait():
 //! re-adopted processes are not our children and can only be watched through /proc, and a
@@ -22,11 +23,14 @@ use nix::{
     },
 };
 use shoal_control::cluster::TaskState;
+use tracing::info;
 
 use super::{
+    adopt::running_status,
     proc::{Liveness, ProcessIdentity},
-    state::{Inner, Phase, State, status},
-    stop::signal_group,
+    readiness,
+    state::{Inner, Phase, State, TaskEntry, status},
+    stop::{send_stop_signal, signal_group},
 };
 
 /// How often running tasks are checked: the delay before an exit is reported.
@@ -55,6 +59,7 @@ fn run(inner: &Inner) {
         }
         let now = Instant::now();
         let mut exited = Vec::new();
+        let mut joined = Vec::new();
         let mut next_check = now + POLL;
         for (id, entry) in &mut state.tasks {
             let Some((process, adopted)) = entry.running() else {
@@ -64,6 +69,18 @@ fn run(inner: &Inner) {
                 exited.push((id.clone(), outcome));
                 continue;
             }
+            if !entry.joined && !entry.stopping && join_when_ready(inner, entry, process, now) {
+                joined.push(id.clone());
+            }
+            if let Some(drain) = entry.drain
+                && now >= drain.spread_until
+                && (now >= drain.drain_until
+                    || readiness::open_connections(&entry.task, process.pid) == 0)
+            {
+                let drained = now < drain.drain_until;
+                info!(task = %entry.task.id, drained, "withdrawn task: sending its stop signal");
+                send_stop_signal(entry, drain.grace);
+            }
             match entry.kill_at {
                 Some(at) if at <= now => {
                     signal_group(process, adopted, Signal::SIGKILL);
@@ -71,6 +88,16 @@ fn run(inner: &Inner) {
                 }
                 Some(at) => next_check = next_check.min(at),
                 None => {}
+            }
+        }
+        for id in joined {
+            // A re-adopted task was Running already.
+            if state
+                .tasks
+                .get(&id)
+                .is_some_and(|e| e.status.state != TaskState::Running)
+            {
+                state.record(&id, running_status());
             }
         }
         if !exited.is_empty() {
@@ -90,6 +117,27 @@ fn run(inner: &Inner) {
             .unwrap_or_else(PoisonError::into_inner)
             .0;
     }
+}
+
+/// Publishes the task's endpoints once it is ready (see `readiness`). True when it joined.
+fn join_when_ready(
+    inner: &Inner,
+    entry: &mut TaskEntry,
+    process: ProcessIdentity,
+    now: Instant,
+) -> bool {
+    let running_for = entry.started_at.map_or(readiness::NO_PORT_WAIT, |at| {
+        now.saturating_duration_since(at)
+    });
+    if !readiness::is_ready(&entry.task, process.pid, running_for) {
+        return false;
+    }
+    if !entry.task.networks.is_empty() || !entry.task.spec.ports.is_empty() {
+        info!(task = %entry.task.id, "task ready: joining its service");
+    }
+    inner.network.publish(&entry.task);
+    entry.joined = true;
+    true
 }
 
 fn check_exit(process: ProcessIdentity, adopted: bool) -> Option<Outcome> {

@@ -15,8 +15,9 @@ use nix::{
     unistd::Pid,
 };
 use shoal_control::cluster::{
-    FailureAction, Mount, MountKind, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec,
-    Task, TaskState, TaskStatus, TmpfsOptions, UpdateConfig, UpdateOrder,
+    FailureAction, Mount, MountKind, PortConfig, PortProtocol, PublishMode, RestartCondition,
+    RestartPolicy, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus, TmpfsOptions,
+    UpdateConfig, UpdateOrder,
 };
 
 use std::sync::{Arc, Mutex};
@@ -49,6 +50,19 @@ impl TaskNetwork for RecordedNetwork {
             .lock()
             .unwrap()
             .push(format!("detach {}", task.id));
+    }
+    fn publish(&self, task: &Task) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("publish {}", task.id));
+    }
+    /// Withdraws what was published: a task with ports stands for one with endpoints.
+    fn withdraw(&self, task: &Task) -> bool {
+        let mut calls = self.calls.lock().unwrap();
+        let published = calls.contains(&format!("publish {}", task.id));
+        calls.push(format!("withdraw {}", task.id));
+        published && !task.spec.ports.is_empty()
     }
 }
 
@@ -349,7 +363,8 @@ fn task_runs_in_its_own_namespaces_with_hostname_logs_and_env() {
         inode(&netns),
         inode(&PathBuf::from(format!("/proc/{pid}/ns/net")))
     );
-    assert_eq!(h.network_calls(), ["attach tns1"]);
+    // Ready at once: it has neither network nor port to wait for.
+    assert_eq!(h.network_calls(), ["attach tns1", "publish tns1"]);
 
     let (stdout, stderr) = ex.log_paths("tns1").expect("log paths");
     let out = wait_for_log(&stdout, "foo=bar");
@@ -389,7 +404,15 @@ fn task_runs_in_its_own_namespaces_with_hostname_logs_and_env() {
     assert_eq!(ex.pid("tns1"), None);
     assert!(ex.exec_command("tns1", &["true".into()]).is_err());
     // Exited: detached, and its namespace is gone.
-    assert_eq!(h.network_calls(), ["attach tns1", "detach tns1"]);
+    assert_eq!(
+        h.network_calls(),
+        [
+            "attach tns1",
+            "publish tns1",
+            "withdraw tns1",
+            "detach tns1"
+        ]
+    );
     assert!(!netns.exists(), "the task's netns mount is removed");
 }
 
@@ -641,6 +664,69 @@ fn task_ignoring_sigterm_is_killed_after_the_grace_period() {
     );
     assert_eq!(status.exit_code, Some(128 + 9));
     wait_gone(process);
+}
+
+#[test]
+fn a_task_runs_once_it_listens_and_is_withdrawn_before_its_signal() {
+    let h = Harness::new("ready");
+    let ex = h.open();
+    let mut reports = Reports::new(&ex);
+    // Binds its port a moment after it starts; says when SIGTERM comes.
+    let listen = "import signal, socket, sys, time\n\
+                  signal.signal(signal.SIGTERM, lambda *_: (print('term', flush=True), sys.exit(0)))\n\
+                  time.sleep(0.5)\n\
+                  s = socket.socket(); s.bind(('0.0.0.0', 8099)); s.listen()\n\
+                  print('listening', flush=True)\n\
+                  time.sleep(30)";
+    let mut t = task("tready", &["/usr/bin/python3", "-c", listen]);
+    t.spec.ports = vec![PortConfig {
+        protocol: PortProtocol::Tcp,
+        target: 8099,
+        published: 8099,
+        mode: PublishMode::Ingress,
+    }];
+    ex.reconcile(std::slice::from_ref(&t));
+    reports.wait("tready", TaskState::Starting);
+    let (stdout, _) = ex.log_paths("tready").expect("log paths");
+
+    // --- Running, and published, only once it listens
+    reports.wait("tready", TaskState::Running);
+    let log = fs::read_to_string(&stdout).unwrap_or_default();
+    assert!(
+        log.contains("listening"),
+        "running before it listened: {log:?}"
+    );
+    assert!(
+        h.network
+            .calls
+            .lock()
+            .unwrap()
+            .contains(&"publish tready".to_owned())
+    );
+
+    // --- stopped: withdrawn at once, signalled only after the withdrawal has spread
+    let asked = Instant::now();
+    ex.reconcile(&[shutdown(&t)]);
+    assert!(
+        h.network
+            .calls
+            .lock()
+            .unwrap()
+            .contains(&"withdraw tready".to_owned())
+    );
+    assert!(
+        !fs::read_to_string(&stdout)
+            .unwrap_or_default()
+            .contains("term"),
+        "signalled with the withdrawal"
+    );
+    wait_for_log(&stdout, "term");
+    assert!(
+        asked.elapsed() >= super::stop::WITHDRAW_SPREAD,
+        "signalled before the withdrawal could spread"
+    );
+    let status = reports.wait("tready", TaskState::Shutdown);
+    assert_eq!(status.exit_code, Some(0));
 }
 
 #[test]

@@ -255,25 +255,37 @@ impl NodeNetworking {
         state.endpoint_error = None;
     }
 
-    /// A host-mode task came up on the gateway bridge at `gateway_ip` (its bridge port is
-    /// `bridge_port` in the node's netns): its answers go through the reply program.
-    pub(super) fn add_host_task(
-        &self,
-        task: &Task,
-        gateway_ip: Ipv4Addr,
-        bridge_port: &str,
-    ) -> anyhow::Result<()> {
+    /// A host-mode task came up on the gateway bridge (its bridge port is `bridge_port` in the
+    /// node's netns): its answers go through the reply program.
+    pub(super) fn attach_host_task(&self, bridge_port: &str) -> anyhow::Result<()> {
         self.vips
-            .attach_mesh_reply(&self.config.node_netns, bridge_port)?;
+            .attach_mesh_reply(&self.config.node_netns, bridge_port)
+    }
+
+    /// A host-mode task at `gateway_ip` is ready: this node's port balances onto it.
+    pub(super) fn add_host_task(&self, task: &Task, gateway_ip: Ipv4Addr) {
         self.mesh
             .lock()
             .host_tasks
             .insert(task.id.clone(), (task.spec.name.clone(), gateway_ip));
-        Ok(())
     }
 
     pub(super) fn remove_host_task(&self, task_id: &str) {
         self.mesh.lock().host_tasks.remove(task_id);
+    }
+
+    /// The VIPs the leader says exist (see [`RoutingMesh::vips`]) on the networks this node
+    /// has joined: kept in the load balancer's table even with no backend.
+    pub(super) fn known_vips(&self) -> Vec<Ipv4Addr> {
+        let vips = match &self.mesh.lock().mesh {
+            Some(mesh) => mesh.vips.clone(),
+            None => return Vec::new(),
+        };
+        let local = self.local();
+        vips.into_iter()
+            .filter(|v| local.networks.contains_key(&v.network_id))
+            .map(|v| v.addr)
+            .collect()
     }
 
     /// Adds the host-mode frontends (see the module docs) to the load balancer's table.

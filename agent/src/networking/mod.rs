@@ -94,6 +94,16 @@ struct Local {
     networks: HashMap<String, LocalNetwork>,
     /// Endpoints of local tasks by (network ID, task ID): what this node publishes.
     endpoints: HashMap<(String, String), Endpoint>,
+    /// Local tasks attached but not ready yet (see the executor's `readiness`), by task ID:
+    /// what they will publish.
+    pending: HashMap<String, Pending>,
+}
+
+/// What a task publishes once it is ready.
+struct Pending {
+    endpoints: Vec<Endpoint>,
+    /// Its gateway-bridge address, when it has host-mode ports.
+    host_port_addr: Option<Ipv4Addr>,
 }
 
 struct LocalNetwork {
@@ -315,6 +325,8 @@ fn sandbox_side_name(task_id: &str, index: usize) -> String {
 impl TaskNetwork for NodeNetworking {
     fn attach(&self, task: &Task, netns: &Path) -> anyhow::Result<()> {
         let mut local = self.local();
+        let mut endpoints = Vec::with_capacity(task.networks.len());
+        let mut host_port_addr = None;
         for (index, attachment) in task.networks.iter().enumerate() {
             let network = &attachment.network;
             let sandbox = self.ensure_network(&mut local, network)?;
@@ -352,12 +364,7 @@ impl TaskNetwork for NodeNetworking {
                     .cloned()
                     .unwrap_or_default(),
             };
-            if let Some(db) = self.db() {
-                db.put_endpoint(endpoint.clone());
-            }
-            local
-                .endpoints
-                .insert((network.id.clone(), task.id.clone()), endpoint);
+            endpoints.push(endpoint);
         }
         drop(local);
         // Like Docker: egress through the gateway bridge unless every network is internal
@@ -370,12 +377,70 @@ impl TaskNetwork for NodeNetworking {
                 .attach(task, netns, task.networks.len())
                 .context("gateway bridge")?;
             if mesh::publishes_host_ports(task) {
-                self.add_host_task(task, gateway_ip, &bridge_port)
+                self.attach_host_task(&bridge_port)
                     .context("host-mode ports")?;
+                host_port_addr = Some(gateway_ip);
             }
         }
+        // Published when the executor finds the task ready (`publish`), not now: a task that
+        // has not bound its port yet would be sent connections it cannot take.
+        self.local().pending.insert(
+            task.id.clone(),
+            Pending {
+                endpoints,
+                host_port_addr,
+            },
+        );
         self.refresh_services();
         self.dns.serve(task, netns)
+    }
+
+    fn publish(&self, task: &Task) {
+        let mut local = self.local();
+        let Some(pending) = local.pending.remove(&task.id) else {
+            return;
+        };
+        let db = self.db();
+        for endpoint in pending.endpoints {
+            if let Some(db) = &db {
+                db.put_endpoint(endpoint.clone());
+            }
+            local
+                .endpoints
+                .insert((endpoint.network_id.clone(), task.id.clone()), endpoint);
+        }
+        drop(local);
+        if let Some(gateway_ip) = pending.host_port_addr {
+            self.add_host_task(task, gateway_ip);
+        }
+        self.refresh_services();
+    }
+
+    fn withdraw(&self, task: &Task) -> bool {
+        let mut local = self.local();
+        local.pending.remove(&task.id);
+        let mut withdrawn = false;
+        let db = self.db();
+        for attachment in &task.networks {
+            let network_id = &attachment.network.id;
+            if local
+                .endpoints
+                .remove(&(network_id.clone(), task.id.clone()))
+                .is_some()
+            {
+                withdrawn = true;
+                if let Some(db) = &db {
+                    db.delete_endpoint(network_id, &task.id);
+                }
+            }
+        }
+        drop(local);
+        self.remove_host_task(&task.id);
+        if withdrawn {
+            info!(task = %task.id, "task endpoints withdrawn");
+        }
+        self.refresh_services();
+        withdrawn
     }
 
     fn detach(&self, task: &Task, _netns: &Path) {
@@ -383,6 +448,7 @@ impl TaskNetwork for NodeNetworking {
         self.remove_host_task(&task.id);
         self.egress.detach(task);
         let mut local = self.local();
+        local.pending.remove(&task.id);
         for (index, attachment) in task.networks.iter().enumerate() {
             let network_id = &attachment.network.id;
             local

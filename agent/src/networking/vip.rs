@@ -1,7 +1,9 @@
 //! Service VIPs on this node: the task-facing eBPF programs on every task's veth, and the load
 //! balancer's table (VIP -> running tasks' addresses) kept equal to what the network DB and
 //! this node's own endpoints say, so a task starting or stopping anywhere, a scale, a drain or
-//! a node's death reaches the maps as fast as gossip brings it.
+//! a node's death reaches the maps as fast as gossip brings it. Every VIP of the joined
+//! networks that the leader lists stays in the table with no backend when none runs, so its
+//! connections are refused rather than lost.
 //!
 //! After an agent restart the maps still hold the last table (they are pinned) while the
 //! network DB starts empty. Until it has settled (met a live member, or run for
@@ -117,6 +119,11 @@ impl NodeNetworking {
             return;
         };
         let mut wanted = LbTable::new();
+        // A service's VIP stays while the service exists, with no backend if none runs: the
+        // programs then refuse its connections at once (reset, port unreachable).
+        for vip in self.known_vips() {
+            wanted.entry(vip).or_default();
+        }
         for e in self.visible_endpoints() {
             if let Some(vip) = e.vip {
                 wanted.entry(vip).or_default().insert(e.ip);

@@ -1,5 +1,5 @@
-//! What a node needs to serve published ports (the ingress routing mesh and host mode), sent
-//! with every heartbeat answer like the gossip settings. Nodes keep the last copy, so ports
+//! What a node needs to serve published ports (the ingress routing mesh and host mode) and
+//! to keep every service's VIPs, sent with every heartbeat answer like the gossip settings. Nodes keep the last copy, so ports
 //! keep being served with every manager down and across agent restarts. Which tasks serve a
 //! port is not here: that comes from the network DB (ingress) and the node's own tasks (host).
 
@@ -17,6 +17,20 @@ pub struct RoutingMesh {
     pub node_addr: Option<Ipv4Addr>,
     /// Every service that publishes a port, by name order.
     pub services: Vec<PublishedService>,
+    /// Every vip-mode service's VIPs (every network, `ingress` included), by address order:
+    /// the load balancer keeps a VIP while its service exists, with no backend at all if
+    /// need be, so that connections to a service scaled to 0 (or all of whose tasks are
+    /// down) are refused at once instead of going nowhere. Empty in a copy saved before this
+    /// field existed; the VIPs then follow the tasks alone.
+    #[serde(default)]
+    pub vips: Vec<ServiceVip>,
+}
+
+/// A service's VIP on one network.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceVip {
+    pub network_id: String,
+    pub addr: Ipv4Addr,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,10 +62,67 @@ impl RoutingMesh {
             })
             .collect();
         services.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut vips: Vec<ServiceVip> = state
+            .services
+            .values()
+            .flat_map(|s| &s.virtual_ips)
+            .map(|v| ServiceVip {
+                network_id: v.network_id.clone(),
+                addr: v.addr.addr(),
+            })
+            .collect();
+        vips.sort_by_key(|v| v.addr);
         RoutingMesh {
             node_addr: state.ingress_addrs.get(node_id).copied(),
             ingress,
             services,
+            vips,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::VirtualIp;
+
+    fn service(id: &str, vips: &[(&str, &str)]) -> crate::cluster::Service {
+        let spec = crate::orchestrator::fixture::replicated(id, 0);
+        let mut s = crate::orchestrator::fixture::new_service(id, spec, 0);
+        s.virtual_ips = vips
+            .iter()
+            .map(|(network, addr)| VirtualIp {
+                network_id: network.to_string(),
+                addr: addr.parse().unwrap(),
+            })
+            .collect();
+        s
+    }
+
+    #[test]
+    fn every_services_vips_are_sent_published_ports_or_not() {
+        let mut state = ClusterState::default();
+        for s in [
+            service("web", &[("net-b", "10.0.1.3/24"), ("net-a", "10.0.0.2/24")]),
+            // dnsrr: no VIP.
+            service("db", &[]),
+        ] {
+            state.services.insert(s.id.clone(), s);
+        }
+        let mesh = RoutingMesh::for_node(&state, "node1");
+        assert!(mesh.services.is_empty(), "nothing is published");
+        let vip = |network: &str, addr: [u8; 4]| ServiceVip {
+            network_id: network.to_string(),
+            addr: Ipv4Addr::from(addr),
+        };
+        assert_eq!(
+            mesh.vips,
+            vec![vip("net-a", [10, 0, 0, 2]), vip("net-b", [10, 0, 1, 3])],
+            "a service with no task keeps its VIPs, by address"
+        );
+        // A copy saved before `vips` existed still reads.
+        let old: RoutingMesh =
+            serde_json::from_str(r#"{"ingress":null,"node_addr":null,"services":[]}"#).unwrap();
+        assert!(old.vips.is_empty());
     }
 }

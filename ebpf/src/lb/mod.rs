@@ -9,12 +9,14 @@
 //! - `nat`: address and MAC rewrites with checksums.
 //! - `arp`: the ARP responder for VIPs.
 //! - `reset`: the TCP reset sent for refused and orphaned connections.
+//! - `unreachable`: the ICMP port unreachable sent for refused UDP datagrams.
 
 mod arp;
 pub(crate) mod headers;
 pub mod maps;
 pub(crate) mod nat;
 pub(crate) mod reset;
+pub(crate) mod unreachable;
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -254,11 +256,12 @@ fn balance(ctx: &TcContext, flow: &Ipv4Flow, vip: &VipService) -> Result<i32, i6
                 return Ok(reset::reply_with_reset(ctx, flow));
             }
             let Some(state) = pick_backend(vip, tcp.as_ref().map_or(0, |t| t.seq)) else {
+                // Refused at once, as a closed port would: a reset, or a port unreachable.
                 count_event(LbEvent::NoBackend);
                 return Ok(if tcp.is_some() {
                     reset::reply_with_reset(ctx, flow)
                 } else {
-                    DROP
+                    unreachable::reply_with_unreachable(ctx, flow)
                 });
             };
             remember(&key, flow, &state);

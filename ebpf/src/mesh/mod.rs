@@ -9,7 +9,7 @@
 //! - `packet`: direct packet access and checksum updates for XDP.
 //! - `encap`: VXLAN encapsulation and the verdict that sends the frame on.
 //! - `reply`: the tc program on the node's ingress interface and host-mode gateway ports.
-//! - `reset`: the TCP reset for connections no task can take.
+//! - `reset`: the TCP reset and the ICMP port unreachable for connections no task can take.
 
 mod encap;
 mod flows;
@@ -77,14 +77,15 @@ pub fn from_underlay(ctx: &XdpContext) -> u32 {
         Ok(verdict) => verdict,
         Err(event) => {
             count_event(event);
-            // A connection no task can take is refused, as a closed port would; the rest of
-            // what cannot be served is dropped.
-            if ip.proto == PROTO_TCP
-                && matches!(event, MeshEvent::NoBackend | MeshEvent::BackendGone)
-            {
-                return reset::reply_with_reset(ctx);
+            // A connection no task can take is refused, as a closed port would (a reset, or
+            // a port unreachable); the rest of what cannot be served is dropped.
+            match (ip.proto, event) {
+                (PROTO_TCP, MeshEvent::NoBackend | MeshEvent::BackendGone) => {
+                    reset::reply_with_reset(ctx)
+                }
+                (PROTO_UDP, MeshEvent::NoBackend) => reset::reply_with_unreachable(ctx),
+                _ => DROP,
             }
-            DROP
         }
     }
 }

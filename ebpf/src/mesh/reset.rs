@@ -1,12 +1,20 @@
-//! The routing mesh's answer to a TCP segment it cannot serve (no task for the port, or the
-//! connection's task went away): the reset a closed port would send, from `node:P`, sent
-//! straight back (`XDP_TX`), so clients fail at once instead of hanging. The frame is built by
-//! the VIP load balancer's `reset_for`.
+//! The routing mesh's answer to a packet it cannot serve (no task for the port, or the
+//! connection's task went away): what a closed port would send, from `node:P`, sent straight
+//! back (`XDP_TX`), so clients fail at once instead of hanging: a TCP reset, or for UDP an
+//! ICMP port unreachable. The frames are built by the VIP load balancer's `reset_for` and
+//! `unreachable_for`.
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_tail, programs::XdpContext};
+use aya_ebpf::{
+    bindings::xdp_action,
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
 
 use super::packet::{read, write};
-use crate::lb::reset::{RESET_LEN, reset_for};
+use crate::lb::{
+    reset::{RESET_LEN, reset_for},
+    unreachable::{DATAGRAM_LEN, unreachable_for},
+};
 
 /// Replaces the segment (IPv4 without options, as the mesh only takes those) with its reset
 /// and sends it back; a reset itself, or a frame too short, is dropped.
@@ -15,9 +23,35 @@ pub fn reply_with_reset(ctx: &XdpContext) -> u32 {
     let Some(out) = read::<[u8; RESET_LEN]>(ctx, 0).and_then(|seg| reset_for(&seg)) else {
         return xdp_action::XDP_DROP;
     };
-    let len = (ctx.data_end() - ctx.data()) as i32;
-    // SAFETY: the helper checks the new length; pointers are re-derived after it.
-    if unsafe { bpf_xdp_adjust_tail(ctx.ctx, RESET_LEN as i32 - len) } != 0 || !write(ctx, 0, out) {
+    resize_and_send(ctx, &out)
+}
+
+/// Replaces the datagram (IPv4 without options) with its ICMP port unreachable and sends it
+/// back; a frame too short is dropped.
+#[inline(always)]
+pub fn reply_with_unreachable(ctx: &XdpContext) -> u32 {
+    let Some(datagram) = read::<[u8; DATAGRAM_LEN]>(ctx, 0) else {
+        return xdp_action::XDP_DROP;
+    };
+    resize_and_send(ctx, &unreachable_for(&datagram))
+}
+
+/// Makes the frame `N` bytes long and writes `out` over it, then sends it back out of the
+/// interface. A frame shorter than `N` grows at its head, whose room XDP guarantees (the
+/// tailroom depends on how the driver, or veth, allocated the frame, and is often too small
+/// for a short datagram's answer); a longer one is cut at its tail.
+#[inline(always)]
+fn resize_and_send<const N: usize>(ctx: &XdpContext, out: &[u8; N]) -> u32 {
+    let delta = N as i32 - (ctx.data_end() - ctx.data()) as i32;
+    // SAFETY: the helpers check the new bounds; pointers are re-derived after them.
+    let resized = unsafe {
+        if delta > 0 {
+            bpf_xdp_adjust_head(ctx.ctx, -delta)
+        } else {
+            bpf_xdp_adjust_tail(ctx.ctx, delta)
+        }
+    };
+    if resized != 0 || !write(ctx, 0, *out) {
         return xdp_action::XDP_DROP;
     }
     xdp_action::XDP_TX
