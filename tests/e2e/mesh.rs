@@ -14,13 +14,13 @@ use std::{
 
 use shoal_tests::{
     Cluster, Cut,
-    agent::shoal_bin,
     task_net::{http_from, http_get, tcp_connect, udp_echo_from},
     wait_until,
 };
 
 use crate::support::{
-    Placed, ids, metric, new_connections, new_datagrams, ok, running, served_by, tally,
+    Placed, create_whoami, ids, metric, new_connections, new_datagrams, ok, running, served_by,
+    tally,
 };
 
 /// What whoami says the connection came from (`RemoteAddr: ip:port`).
@@ -35,15 +35,6 @@ fn remote_addr(report: &str) -> Ipv4Addr {
             other => panic!("IPv6 peer {other}"),
         })
         .unwrap_or_else(|e| panic!("bad RemoteAddr {addr:?}: {e}"))
-}
-
-fn create(cluster: &Cluster, name: &str, whoami_port: u16, extra: &[&str]) {
-    let bin = shoal_bin().display().to_string();
-    let port = whoami_port.to_string();
-    let mut argv = vec!["service", "create", "--detach", "--name", name];
-    argv.extend_from_slice(extra);
-    argv.extend_from_slice(&["--", &bin, "whoami", "--port", &port]);
-    ok(cluster, 0, &argv);
 }
 
 fn node_addr(cluster: &Cluster, i: usize, port: u16) -> SocketAddr {
@@ -76,7 +67,7 @@ fn wait_for_tasks(cluster: &Cluster, port: u16, expected: &BTreeSet<String>, wit
 fn tutorial() -> (Cluster, Vec<Placed>) {
     let cluster = Cluster::start(3);
     cluster.form_swarm(1);
-    create(
+    create_whoami(
         &cluster,
         "my-web",
         80,
@@ -162,7 +153,7 @@ fn udp_ports_and_host_mode_ports() {
 
     // --- 1. UDP in ingress mode: 100 new flows to the node without a task spread 50/50
     // (not on 53: the task's embedded DNS has 127.0.0.11:53)
-    create(
+    create_whoami(
         &cluster,
         "echo",
         7000,
@@ -194,7 +185,7 @@ fn udp_ports_and_host_mode_ports() {
 
     // --- 2. host mode on a global service kept off node3: each node answers with its own
     // task, and the task sees the client's own address.
-    create(
+    create_whoami(
         &cluster,
         "edge",
         81,

@@ -12,12 +12,11 @@ use std::{
 
 use shoal_tests::{
     Cluster,
-    agent::shoal_bin,
     task_net::{in_netns, tcp_connect},
     wait_until,
 };
 
-use crate::support::{metric, new_connections, new_datagrams, ok, running};
+use crate::support::{create_whoami, metric, new_connections, new_datagrams, ok, running};
 
 const PORT: u16 = 8080;
 /// The published TCP and UDP ports, both to whoami's `PORT`.
@@ -25,12 +24,7 @@ const TCP_PORT: u16 = 8180;
 const UDP_PORT: u16 = 8181;
 
 fn create(cluster: &Cluster, name: &str, extra: &[&str]) {
-    let bin = shoal_bin().display().to_string();
-    let port = PORT.to_string();
-    let mut argv = vec!["service", "create", "--detach", "--name", name];
-    argv.extend_from_slice(extra);
-    argv.extend_from_slice(&["--", &bin, "whoami", "--port", &port]);
-    ok(cluster, 0, &argv);
+    create_whoami(cluster, name, PORT, extra);
 }
 
 /// The service's VIP on its first network, from `service inspect`.

@@ -15,6 +15,16 @@ use shoal_tests::{
     wait_until,
 };
 
+/// `service create --detach --name NAME EXTRA... -- shoal whoami --port WHOAMI_PORT` on node1.
+pub fn create_whoami(cluster: &Cluster, name: &str, whoami_port: u16, extra: &[&str]) {
+    let bin = shoal_tests::agent::shoal_bin().display().to_string();
+    let port = whoami_port.to_string();
+    let mut argv = vec!["service", "create", "--detach", "--name", name];
+    argv.extend_from_slice(extra);
+    argv.extend_from_slice(&["--", &bin, "whoami", "--port", &port]);
+    ok(cluster, 0, &argv);
+}
+
 pub fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_string()
 }

@@ -13,24 +13,19 @@ use std::{
 
 use shoal_tests::{
     Cluster, Cut,
-    agent::shoal_bin,
     task_net::{http_from, http_get, tcp_connect},
     wait_until,
 };
 
 use crate::support::{
-    Placed, ids, metric, new_connections, new_datagrams, ok, running, served_by, tally,
+    Placed, create_whoami, ids, metric, new_connections, new_datagrams, ok, running, served_by,
+    tally,
 };
 
 const PORT: u16 = 8080;
 
 fn create_service(cluster: &Cluster, name: &str, extra: &[&str]) {
-    let bin = shoal_bin().display().to_string();
-    let port = PORT.to_string();
-    let mut argv = vec!["service", "create", "--detach", "--name", name];
-    argv.extend_from_slice(extra);
-    argv.extend_from_slice(&["--", &bin, "whoami", "--port", &port]);
-    ok(cluster, 0, &argv);
+    create_whoami(cluster, name, PORT, extra);
 }
 
 /// The service's VIP on its first network, from `service inspect`.

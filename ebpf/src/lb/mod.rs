@@ -8,10 +8,12 @@
 //! - `headers`: offsets and parsing.
 //! - `nat`: address and MAC rewrites with checksums.
 //! - `arp`: the ARP responder for VIPs.
+//! - `checksum`: the Internet checksum of the frames built on the stack.
 //! - `reset`: the TCP reset sent for refused and orphaned connections.
 //! - `unreachable`: the ICMP port unreachable sent for refused UDP datagrams.
 
 mod arp;
+mod checksum;
 pub(crate) mod headers;
 pub mod maps;
 pub(crate) mod nat;

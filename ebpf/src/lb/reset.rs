@@ -8,6 +8,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
+use super::checksum::{fold, sum_words};
 use super::headers::{Ipv4Flow, TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN};
 
 /// Ethernet + IPv4 without options + TCP without options.
@@ -92,23 +93,4 @@ pub(crate) fn reset_for(seg: &[u8; RESET_LEN]) -> Option<[u8; RESET_LEN]> {
     let tcp_check = fold(sum_words(&out, TCP, RESET_LEN, pseudo));
     out[TCP + 16..TCP + 18].copy_from_slice(&tcp_check.to_be_bytes());
     Some(out)
-}
-
-/// Adds the big-endian 16-bit words of `bytes[start..end]` to `sum`.
-#[inline(always)]
-fn sum_words(bytes: &[u8; RESET_LEN], start: usize, end: usize, mut sum: u32) -> u32 {
-    let mut i = start;
-    while i + 1 < end {
-        sum += u32::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]));
-        i += 2;
-    }
-    sum
-}
-
-/// The ones' complement of the folded ones' complement sum.
-#[inline(always)]
-fn fold(mut sum: u32) -> u16 {
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
 }

@@ -10,6 +10,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 
+use super::checksum::{fold, sum_words};
 use super::headers::Ipv4Flow;
 
 /// What is read of the datagram: Ethernet + IPv4 without options + the UDP header.
@@ -65,34 +66,14 @@ pub(crate) fn unreachable_for(datagram: &[u8; DATAGRAM_LEN]) -> [u8; UNREACHABLE
     out[IP + 9] = PROTO_ICMP;
     out[IP + 12..IP + 16].copy_from_slice(&datagram[IP + 16..IP + 20]);
     out[IP + 16..IP + 20].copy_from_slice(&datagram[IP + 12..IP + 16]);
-    let ip_check = fold(sum_words(&out, IP, ICMP));
+    let ip_check = fold(sum_words(&out, IP, ICMP, 0));
     out[IP + 10..IP + 12].copy_from_slice(&ip_check.to_be_bytes());
     // ICMP: destination unreachable, port unreachable; then the datagram's IP header and the
     // first 8 bytes after it (its UDP header), as received.
     out[ICMP] = ICMP_DEST_UNREACH;
     out[ICMP + 1] = ICMP_PORT_UNREACH;
     out[ICMP + 8..UNREACHABLE_LEN].copy_from_slice(&datagram[IP..DATAGRAM_LEN]);
-    let icmp_check = fold(sum_words(&out, ICMP, UNREACHABLE_LEN));
+    let icmp_check = fold(sum_words(&out, ICMP, UNREACHABLE_LEN, 0));
     out[ICMP + 2..ICMP + 4].copy_from_slice(&icmp_check.to_be_bytes());
     out
-}
-
-/// The sum of the big-endian 16-bit words of `bytes[start..end]` (`end - start` even).
-#[inline(always)]
-fn sum_words(bytes: &[u8; UNREACHABLE_LEN], start: usize, end: usize) -> u32 {
-    let mut sum = 0u32;
-    let mut i = start;
-    while i + 1 < end {
-        sum += u32::from(u16::from_be_bytes([bytes[i], bytes[i + 1]]));
-        i += 2;
-    }
-    sum
-}
-
-/// The ones' complement of the folded ones' complement sum.
-#[inline(always)]
-fn fold(mut sum: u32) -> u16 {
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
 }
