@@ -232,6 +232,7 @@ fn cluster(constraint: Option<&str>) -> anyhow::Result<ClusterState> {
         max_replicas_per_node: 0,
         secrets: Vec::new(),
         configs: Vec::new(),
+        healthcheck: None,
     };
     let service = Service {
         id: "bench".to_string(),

@@ -13,6 +13,7 @@ mod cluster_basics;
 mod dataplane_programs;
 mod dns;
 mod gossip_bounds;
+mod health;
 mod lb_programs;
 mod mesh;
 mod mesh_flood;

@@ -92,6 +92,30 @@ pub struct TaskArgs {
     pub replicas_max_per_node: Option<u64>,
 }
 
+/// Docker's health check flags, for `service create` and `service update`.
+#[derive(Args, Debug, Default)]
+pub struct HealthArgs {
+    /// Command the agent runs inside each task to check its health (with /bin/sh -c); exit
+    /// 0 is healthy. A task with a check takes traffic only once healthy.
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    /// Time between checks (default 30s).
+    #[arg(long, value_parser = crate::duration::parse_duration)]
+    pub health_interval: Option<std::time::Duration>,
+    /// Longest a check may run before it counts as failed (default 30s).
+    #[arg(long, value_parser = crate::duration::parse_duration)]
+    pub health_timeout: Option<std::time::Duration>,
+    /// Consecutive failures that make a task unhealthy (default 3).
+    #[arg(long)]
+    pub health_retries: Option<u32>,
+    /// Time after the start during which failed checks do not count.
+    #[arg(long, value_parser = crate::duration::parse_duration)]
+    pub health_start_period: Option<std::time::Duration>,
+    /// Disable the health check.
+    #[arg(long)]
+    pub no_healthcheck: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct ServiceLsArgs {
     /// Output format.
@@ -151,6 +175,8 @@ pub struct ServiceCreateArgs {
     pub configs: Vec<shoal_control::api::FileReference>,
     #[command(flatten)]
     pub task: TaskArgs,
+    #[command(flatten)]
+    pub health: HealthArgs,
     #[command(flatten)]
     pub rollout: RolloutArgs,
     /// Return at once instead of waiting for the service to converge.
@@ -250,6 +276,8 @@ pub struct ServiceUpdateArgs {
     pub label_rm: Vec<String>,
     #[command(flatten)]
     pub task: TaskArgs,
+    #[command(flatten)]
+    pub health: HealthArgs,
     #[command(flatten)]
     pub rollout: RolloutArgs,
     /// Replace every task even if nothing changed.

@@ -1,10 +1,15 @@
 //! The Prometheus endpoint (`--metrics-addr`, text exposition format): the data path's
-//! counters, read from the eBPF maps at scrape time, and the node's view of the swarm.
+//! counters, read from the eBPF maps at scrape time, the node's view of the swarm, and the
+//! health of its tasks.
 //!
 //! Each scrape gathers a snapshot (the swarm summary may ask the leader) and encodes it
 //! through a one-off registry, so nothing here caches a value that could go stale.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    sync::Arc,
+};
 
 use anyhow::Context as _;
 use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
@@ -18,12 +23,14 @@ use shoal_common::{
     lb::{LbCounters, LbEvent},
     mesh::MeshEvent,
 };
-use shoal_control::{api::HookCounters, error_chain::Chain, netdb::NetDbStats, swarm::Swarm};
+use shoal_control::{
+    api::HookCounters, cluster::health::Health, error_chain::Chain, netdb::NetDbStats, swarm::Swarm,
+};
 use shoal_dataplane::lb::VipCounters;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::warn;
 
-use super::node_dataplane::SharedDataplane;
+use super::{node_dataplane::SharedDataplane, tasks::NodeTasks};
 use crate::networking::NodeNetworking;
 
 #[derive(Clone)]
@@ -31,6 +38,7 @@ struct Sources {
     dataplane: SharedDataplane,
     swarm: Swarm,
     networking: Arc<NodeNetworking>,
+    tasks: Arc<NodeTasks>,
 }
 
 /// Binds `addr` and serves `/metrics` until the returned task is aborted.
@@ -39,6 +47,7 @@ pub async fn serve(
     dataplane: SharedDataplane,
     swarm: Swarm,
     networking: Arc<NodeNetworking>,
+    tasks: Arc<NodeTasks>,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let listener = TcpListener::bind(addr)
         .await
@@ -50,6 +59,7 @@ pub async fn serve(
             dataplane,
             swarm,
             networking,
+            tasks,
         });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -79,6 +89,7 @@ async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
         gossip: sources.networking.gossip_stats().unwrap_or_default(),
         gossip_keys: sources.networking.gossip_key_count() as i64,
         dns: sources.networking.dns_counters(),
+        task_health: sources.tasks.executor.health_counts(),
     };
     let mut registry = Registry::default();
     registry.register_collector(Box::new(snapshot));
@@ -110,6 +121,8 @@ struct Snapshot {
     gossip: NetDbStats,
     gossip_keys: i64,
     dns: shoal_dns::DnsCounters,
+    /// This node's running tasks with a health check, per service and health.
+    task_health: BTreeMap<(String, Health), u64>,
 }
 
 impl Collector for Snapshot {
@@ -222,6 +235,7 @@ impl Collector for Snapshot {
             ConstCounter::new(value)
                 .encode(outcomes.encode_family(&vec![("outcome", outcome)])?)?;
         }
+        self.encode_task_health(&mut encoder)?;
         for (name, help, value) in [
             (
                 "shoal_swarm_active",
@@ -257,6 +271,33 @@ impl Collector for Snapshot {
 }
 
 impl Snapshot {
+    /// Every service with a health check that has a task here gets all three states (0 too),
+    /// so an alert on `unhealthy > 0` or `healthy == 0` needs no `absent()`.
+    fn encode_task_health(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauge = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "shoal_task_health",
+            "This node's running tasks with a health check, per service and health \
+             (starting, healthy, unhealthy).",
+            None,
+            gauge.metric_type(),
+        )?;
+        let services: BTreeSet<&String> = self.task_health.keys().map(|(s, _)| s).collect();
+        for service in services {
+            for health in Health::ALL {
+                let count = self
+                    .task_health
+                    .get(&(service.clone(), health))
+                    .copied()
+                    .unwrap_or(0);
+                let labels = vec![("service", service.as_str()), ("state", health.as_str())];
+                ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The VIP load balancer: traffic per VIP and per backend, and what it dropped or answered.
     fn encode_lb(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for (what, help, value) in [

@@ -118,7 +118,7 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
             data_path_addr: config.data_path_addr,
             heartbeat_period: DEFAULT_HEARTBEAT,
         },
-        tasks,
+        tasks.clone(),
     );
     swarm
         .resume()
@@ -138,6 +138,7 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
         dataplane.clone(),
         swarm.clone(),
         networking.clone(),
+        tasks,
     )
     .await?;
     info!(addr = %metrics_addr, "metrics endpoint listening");

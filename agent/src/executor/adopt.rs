@@ -74,6 +74,8 @@ pub fn load(tasks_dir: &Path, state: &mut State) -> Result<(), ExecutorError> {
                 joined: false,
                 started_at: None,
                 drain: None,
+                health: None,
+                unhealthy: false,
             },
         );
         // The previous agent may have died before the leader got its last report: send it

@@ -13,6 +13,8 @@ use std::{
     process::Command,
 };
 
+use shoal_control::cluster::Task;
+
 use super::{
     ExecutorError,
     proc::{Liveness, ProcessIdentity},
@@ -34,9 +36,6 @@ pub fn exec_command(
     task_id: &str,
     argv: &[String],
 ) -> Result<Command, ExecutorError> {
-    let Some((program, args)) = argv.split_first() else {
-        return Err(ExecutorError::EmptyCommand);
-    };
     let (process, task) = {
         let state = inner.lock();
         let entry = state.tasks.get(task_id);
@@ -45,16 +44,29 @@ pub fn exec_command(
             None => return Err(ExecutorError::NotRunning(task_id.to_owned())),
         }
     };
+    command_in_task(process, &task, argv)
+}
+
+/// `argv` as a command that runs in the namespaces of `task` (running as `process`), with its
+/// environment, working directory and user: `shoal exec`, and health checks.
+pub fn command_in_task(
+    process: ProcessIdentity,
+    task: &Task,
+    argv: &[String],
+) -> Result<Command, ExecutorError> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(ExecutorError::EmptyCommand);
+    };
     let user: Option<ExecUser> = match task.spec.user.as_str() {
         "" => None,
         spec => Some(resolve_on_node(spec).map_err(ExecutorError::User)?),
     };
-    let env = task_env(&task, user.as_ref());
+    let env = task_env(task, user.as_ref());
     let workdir = match task.spec.workdir.as_str() {
         "" => None,
         dir => CString::new(dir).ok(),
     };
-    let namespaces = open_namespaces(process, task_id)?;
+    let namespaces = open_namespaces(process, &task.id)?;
 
     let mut command = Command::new(program);
     command.args(args).env_clear().envs(env).current_dir("/");

@@ -10,7 +10,8 @@
 //! agent (even after SIGKILL) re-adopts them instead of starting them twice.
 //!
 //! On disk, `<state_dir>/tasks/<task-id>/` holds `spec.json` (the task), `status.json` (its
-//! last status), `pid` (`<pid> <start time>`), `stdout.log` and `stderr.log`; the task's
+//! last status), `pid` (`<pid> <start time>`), `stdout.log`, `stderr.log` and `health.log`
+//! (what the last health check printed); the task's
 //! network namespace is mounted at `<state_dir>/netns/task-<task-id>` from before its process
 //! starts (so its interfaces are there when it runs) until it has exited.
 //!
@@ -27,6 +28,8 @@
 //! - `user`: `--user`, resolved from the node's /etc/passwd and /etc/group.
 //! - `readiness`: when a task joins its service (listening on its ports), when a draining one
 //!   has no connection left.
+//! - `health`: a task's health check, run in its namespaces (healthy: ready; unhealthy: stopped
+//!   and failed).
 //! - `stop`: withdraw, drain, then SIGTERM, and SIGKILL after the grace period.
 //! - `supervise`: the thread that notices exits, reaps, publishes tasks that became ready,
 //!   signals drained ones, and delivers due SIGKILLs.
@@ -36,6 +39,7 @@ mod adopt;
 mod error;
 mod exec;
 mod files;
+mod health;
 mod mounts;
 mod proc;
 mod readiness;
@@ -51,6 +55,7 @@ mod user;
 mod tests;
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     process::Command,
     sync::{Arc, Condvar, Mutex, PoisonError, atomic::Ordering},
@@ -58,7 +63,7 @@ use std::{
 };
 
 pub use error::ExecutorError;
-use shoal_control::cluster::{Task, TaskStatus, objects::TaskFiles};
+use shoal_control::cluster::{Task, TaskStatus, health::Health, objects::TaskFiles};
 
 use crate::volumes::Volumes;
 
@@ -179,6 +184,21 @@ impl Executor {
     /// A command that runs `argv` inside the task's network, mount and UTS namespaces, with
     /// the task's env, in `/`. Stdio is the caller's to set. Error if the task is not running
     /// here.
+    /// This node's running tasks that have a health check, counted per service name and
+    /// health (for `shoal_task_health`).
+    pub fn health_counts(&self) -> BTreeMap<(String, Health), u64> {
+        let state = self.inner.lock();
+        let mut counts = BTreeMap::new();
+        for entry in state.tasks.values() {
+            if let (Some(_), Some(monitor)) = (entry.running(), &entry.health) {
+                *counts
+                    .entry((entry.task.spec.name.clone(), monitor.health()))
+                    .or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
     pub fn exec_command(&self, task_id: &str, argv: &[String]) -> Result<Command, ExecutorError> {
         exec::exec_command(&self.inner, task_id, argv)
     }

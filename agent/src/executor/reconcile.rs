@@ -128,6 +128,8 @@ fn add(
             joined: false,
             started_at: None,
             drain: None,
+            health: None,
+            unhealthy: false,
         },
     );
     Some(anonymous)

@@ -106,6 +106,10 @@ pub struct TaskEntry {
     pub started_at: Option<Instant>,
     /// Withdrawn from its service and not signalled yet (see `stop`).
     pub drain: Option<Drain>,
+    /// Its service's health check, once the supervisor has seen it running.
+    pub health: Option<super::health::HealthMonitor>,
+    /// Stopped for failing its health check: its exit is reported as a failure.
+    pub unhealthy: bool,
 }
 
 /// A stopping task between the withdrawal of its endpoints and its stop signal.
@@ -167,5 +171,6 @@ pub fn status(
         error,
         exit_code,
         timestamp_ms: now_ms(),
+        health: None,
     }
 }

@@ -28,6 +28,7 @@ const STATUS: &str = "status.json";
 const PID: &str = "pid";
 const STDOUT: &str = "stdout.log";
 const STDERR: &str = "stderr.log";
+const HEALTH_LOG: &str = "health.log";
 const RESOLV_CONF: &str = "resolv.conf";
 const FILES: &str = "files";
 
@@ -107,6 +108,11 @@ impl TaskDir {
 
     pub fn stderr_path(&self) -> PathBuf {
         self.path.join(STDERR)
+    }
+
+    /// What the last health check printed (stdout and stderr together).
+    pub fn health_log_path(&self) -> PathBuf {
+        self.path.join(HEALTH_LOG)
     }
 
     pub fn read_spec(&self) -> Result<Task, ExecutorError> {

@@ -1,6 +1,6 @@
 //! The supervisor: one thread per executor that notices task exits, reports them, reaps the
-//! processes, publishes tasks that became ready, signals drained ones and delivers SIGKILLs
-//! that are due.
+//! processes, runs health checks, publishes tasks that became ready, signals drained ones and
+//! delivers SIGKILLs that are due.
 //!
 //! It polls (every [`POLL`], or sooner when a SIGKILL is due) rather than blocking in wait():
 //! re-adopted processes are not our children and can only be watched through /proc, and a
@@ -22,15 +22,17 @@ use nix::{
         wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid},
     },
 };
-use shoal_control::cluster::TaskState;
+use shoal_control::cluster::{TaskState, TaskStatus, health::Health};
 use tracing::info;
 
 use super::{
     adopt::running_status,
+    exec,
+    health::HealthMonitor,
     proc::{Liveness, ProcessIdentity},
     readiness,
     state::{Inner, Phase, State, TaskEntry, status},
-    stop::{send_stop_signal, signal_group},
+    stop::{request_stop, send_stop_signal, signal_group},
 };
 
 /// How often running tasks are checked: the delay before an exit is reported.
@@ -60,6 +62,7 @@ fn run(inner: &Inner) {
         let now = Instant::now();
         let mut exited = Vec::new();
         let mut joined = Vec::new();
+        let mut health_changes = Vec::new();
         let mut next_check = now + POLL;
         for (id, entry) in &mut state.tasks {
             let Some((process, adopted)) = entry.running() else {
@@ -68,6 +71,14 @@ fn run(inner: &Inner) {
             if let Some(outcome) = check_exit(process, adopted) {
                 exited.push((id.clone(), outcome));
                 continue;
+            }
+            if !entry.stopping {
+                if let Some(health) = check_health(entry, process, now) {
+                    health_changes.push((id.clone(), health));
+                }
+                if let Some(monitor) = &entry.health {
+                    next_check = next_check.min(monitor.due());
+                }
             }
             if !entry.joined && !entry.stopping && join_when_ready(inner, entry, process, now) {
                 joined.push(id.clone());
@@ -90,14 +101,19 @@ fn run(inner: &Inner) {
                 None => {}
             }
         }
+        for (id, health) in health_changes {
+            apply_health(inner, &mut state, &id, health);
+        }
         for id in joined {
             // A re-adopted task was Running already.
-            if state
-                .tasks
-                .get(&id)
-                .is_some_and(|e| e.status.state != TaskState::Running)
+            if let Some(entry) = state.tasks.get(&id)
+                && entry.status.state != TaskState::Running
             {
-                state.record(&id, running_status());
+                let status = TaskStatus {
+                    health: entry.health.as_ref().map(HealthMonitor::health),
+                    ..running_status()
+                };
+                state.record(&id, status);
             }
         }
         if !exited.is_empty() {
@@ -119,7 +135,51 @@ fn run(inner: &Inner) {
     }
 }
 
-/// Publishes the task's endpoints once it is ready (see `readiness`). True when it joined.
+/// Runs the task's health check, if its service has one (see `health`); the task's health
+/// when it changed (or is first known).
+fn check_health(entry: &mut TaskEntry, process: ProcessIdentity, now: Instant) -> Option<Health> {
+    let Some(monitor) = &mut entry.health else {
+        entry.health = HealthMonitor::new(
+            entry.task.spec.healthcheck.as_ref(),
+            entry.started_at,
+            entry.status.health,
+            entry.dir.health_log_path(),
+            now,
+        );
+        return entry.health.as_ref().map(HealthMonitor::health);
+    };
+    let task = &entry.task;
+    monitor.poll(
+        now,
+        |argv| exec::command_in_task(process, task, argv),
+        &task.id,
+    )
+}
+
+/// Reports a task's new health; an unhealthy task is withdrawn and stopped, and its exit
+/// reported as a failure (Swarm's "unhealthy container"), for its restart policy to replace.
+fn apply_health(inner: &Inner, state: &mut State, id: &str, health: Health) {
+    let Some(entry) = state.tasks.get_mut(id) else {
+        return;
+    };
+    if health == Health::Unhealthy {
+        info!(task = %id, "task unhealthy: stopping it");
+        entry.unhealthy = true;
+        let grace = Duration::from_millis(entry.task.spec.stop_grace_ms);
+        request_stop(entry, grace, inner.network.as_ref());
+    }
+    if entry.status.health != Some(health) {
+        // The state and its time stay: only the health is new.
+        let status = TaskStatus {
+            health: Some(health),
+            ..entry.status.clone()
+        };
+        state.record(id, status);
+    }
+}
+
+/// Publishes the task's endpoints once it is ready (see `readiness`; a task with a health
+/// check is ready once healthy). True when it joined.
 fn join_when_ready(
     inner: &Inner,
     entry: &mut TaskEntry,
@@ -129,7 +189,11 @@ fn join_when_ready(
     let running_for = entry.started_at.map_or(readiness::NO_PORT_WAIT, |at| {
         now.saturating_duration_since(at)
     });
-    if !readiness::is_ready(&entry.task, process.pid, running_for) {
+    let ready = match &entry.health {
+        Some(monitor) => monitor.health() == Health::Healthy,
+        None => readiness::is_ready(&entry.task, process.pid, running_for),
+    };
+    if !ready {
         return false;
     }
     if !entry.task.networks.is_empty() || !entry.task.spec.ports.is_empty() {
@@ -178,6 +242,13 @@ fn finish(state: &mut State, id: &str, outcome: Outcome) {
         Outcome::Unknown(_) => None,
     };
     let new_status = match outcome {
+        // Swarm's words for a task stopped by its health check.
+        _ if entry.unhealthy => status(
+            TaskState::Failed,
+            "failed",
+            "unhealthy container".to_owned(),
+            exit_code,
+        ),
         _ if entry.stopping => status(TaskState::Shutdown, "shutdown", String::new(), exit_code),
         Outcome::Code(0) => status(TaskState::Complete, "finished", String::new(), exit_code),
         Outcome::Code(code) => status(
@@ -195,6 +266,8 @@ fn finish(state: &mut State, id: &str, outcome: Outcome) {
     };
     entry.phase = Phase::Exited;
     entry.kill_at = None;
+    // A check still running is killed and reaped.
+    entry.health = None;
     state.record(id, new_status);
     if !adopted {
         // Reap: it exited (seen above), so this does not block. An error means it is gone.

@@ -208,6 +208,7 @@ fn task(id: &str, command: &[&str]) -> Task {
             max_replicas_per_node: 0,
             secrets: Vec::new(),
             configs: Vec::new(),
+            healthcheck: None,
         },
         networks: vec![],
         desired_state: TaskState::Running,
@@ -217,6 +218,7 @@ fn task(id: &str, command: &[&str]) -> Task {
             error: String::new(),
             exit_code: None,
             timestamp_ms: 0,
+            health: None,
         },
         created_at_ms: 0,
     }

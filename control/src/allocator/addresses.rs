@@ -251,6 +251,7 @@ mod tests {
                 error: String::new(),
                 exit_code: None,
                 timestamp_ms: 0,
+                health: None,
             },
             created_at_ms: 0,
         }

@@ -11,11 +11,13 @@
 //! - [`mesh`]: what a node needs to serve published ports, sent with its heartbeats.
 //! - [`limits`]: what one service may ask of the cluster.
 //! - [`gossip`]: the network DB's keys and their rotation.
+//! - [`health`]: health checks (Docker's `HealthConfig`) and a task's health.
 //! - [`signal`]: `--stop-signal` names and numbers, as Docker reads them.
 //! - [`template`]: `--hostname` placeholders (`{{.Task.Slot}}`), checked here, filled on nodes.
 
 mod command;
 pub mod gossip;
+pub mod health;
 pub mod limits;
 pub mod mesh;
 mod model;

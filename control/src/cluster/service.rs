@@ -67,6 +67,10 @@ pub struct ServiceSpec {
     /// `--config`: by ID (and name), files each task sees at their targets, read-only.
     #[serde(default)]
     pub configs: Vec<super::objects::FileReference>,
+    /// `--health-cmd` and the rest: what the agent runs in each task to tell it is healthy
+    /// (and ready for traffic); `None`: no check (readiness by listening socket).
+    #[serde(default)]
+    pub healthcheck: Option<super::health::HealthCheck>,
 }
 
 impl ServiceSpec {
@@ -419,6 +423,9 @@ pub struct TaskStatus {
     pub error: String,
     pub exit_code: Option<i32>,
     pub timestamp_ms: u64,
+    /// Running tasks of a service with a health check: what the last checks said.
+    #[serde(default)]
+    pub health: Option<super::health::Health>,
 }
 
 /// One instance of a service on one node.

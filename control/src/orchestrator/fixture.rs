@@ -66,6 +66,7 @@ pub fn spec(name: &str, mode: ServiceMode) -> ServiceSpec {
         max_replicas_per_node: 0,
         secrets: Vec::new(),
         configs: Vec::new(),
+        healthcheck: None,
     }
 }
 
@@ -268,6 +269,7 @@ pub fn status(state: TaskState, now: u64) -> TaskStatus {
         error: String::new(),
         exit_code: None,
         timestamp_ms: now,
+        health: None,
     }
 }
 

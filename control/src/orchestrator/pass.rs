@@ -338,6 +338,7 @@ fn status(state: TaskState, message: &str, now: u64) -> TaskStatus {
         error: String::new(),
         exit_code: None,
         timestamp_ms: now,
+        health: None,
     }
 }
 
@@ -362,6 +363,8 @@ pub fn same_task_spec(a: &ServiceSpec, b: &ServiceSpec) -> bool {
         && a.user == b.user
         && a.hostname == b.hostname
         && a.stop_signal == b.stop_signal
+        // The agent runs the check it was given when the task started.
+        && a.healthcheck == b.healthcheck
         // Joining or leaving the routing mesh adds or removes an interface.
         && a.needs_ingress() == b.needs_ingress()
         // Tasks carry their service's VIPs, which come and go with the endpoint mode.

@@ -1,6 +1,6 @@
 //! The spec fields a compose stack needs besides the task's command: labels (of services and
 //! networks), network-scoped aliases, the task's process settings (working directory, user,
-//! hostname, stop signal) and the per-node replica limit. Checked when the leader accepts a
+//! hostname, stop signal), its health check and the per-node replica limit. Checked when the leader accepts a
 //! spec, as Docker's daemon checks them (in its words where it has any), and converted between
 //! the API and the model; `convert` calls these for the rest of the spec.
 
@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use super::{error::Error, lookup::resolve_network};
 use crate::{
     api,
-    cluster::{ClusterState, ServiceMode, limits, signal::parse_signal, template},
+    cluster::{
+        ClusterState, ServiceMode, health::HealthCheck, limits, signal::parse_signal, template,
+    },
 };
 
 /// The kernel's limit on a hostname (HOST_NAME_MAX).
@@ -24,6 +26,7 @@ pub struct Fields {
     pub hostname: String,
     pub stop_signal: String,
     pub max_replicas_per_node: u64,
+    pub healthcheck: Option<HealthCheck>,
 }
 
 /// Checks `spec`'s fields; `networks` are the spec's network IDs, already resolved.
@@ -48,6 +51,10 @@ pub fn from_api(
     check_user(&spec.user)?;
     check_hostname(&spec.hostname)?;
     parse_signal(&spec.stop_signal).map_err(|e| Error::invalid(e.to_string()))?;
+    let healthcheck = spec.healthcheck.as_ref().map(healthcheck_from_api);
+    if let Some(check) = &healthcheck {
+        check.validate().map_err(Error::invalid)?;
+    }
     Ok(Fields {
         labels: labels_from_api(&spec.labels, "service")?,
         network_aliases: aliases_from_api(&spec.network_aliases, networks, state)?,
@@ -56,7 +63,28 @@ pub fn from_api(
         hostname: spec.hostname.clone(),
         stop_signal: spec.stop_signal.clone(),
         max_replicas_per_node: spec.max_replicas_per_node,
+        healthcheck,
     })
+}
+
+fn healthcheck_from_api(h: &api::HealthCheckMsg) -> HealthCheck {
+    HealthCheck {
+        test: h.test.clone(),
+        interval_ms: h.interval_ms,
+        timeout_ms: h.timeout_ms,
+        start_period_ms: h.start_period_ms,
+        retries: h.retries,
+    }
+}
+
+pub fn healthcheck_to_api(h: &HealthCheck) -> api::HealthCheckMsg {
+    api::HealthCheckMsg {
+        test: h.test.clone(),
+        interval_ms: h.interval_ms,
+        timeout_ms: h.timeout_ms,
+        start_period_ms: h.start_period_ms,
+        retries: h.retries,
+    }
 }
 
 /// `--label`s of a service or a network (`kind`): keys must be non-empty; the same key twice

@@ -73,9 +73,10 @@ pub(crate) fn ps_table(tasks: &[TaskInfo], now_ms: u64) -> String {
             task.node_hostname.clone(),
             capitalize(&task.desired_state),
             format!(
-                "{} {}",
+                "{} {}{}",
                 capitalize(&task.state),
-                ago(now_ms, task.timestamp_ms)
+                ago(now_ms, task.timestamp_ms),
+                health_suffix(&task.health)
             ),
             if task.error.is_empty() {
                 String::new()
@@ -97,6 +98,15 @@ pub(crate) fn ps_table(tasks: &[TaskInfo], now_ms: u64) -> String {
         ],
         &rows,
     )
+}
+
+/// A running task's health as `docker ps` shows a container's: " (healthy)".
+fn health_suffix(health: &str) -> String {
+    match health {
+        "" => String::new(),
+        "starting" => " (health: starting)".into(),
+        other => format!(" ({other})"),
+    }
 }
 
 /// `service inspect`: a JSON array of the services in Docker's shape.
@@ -191,6 +201,23 @@ fn add_stack_fields(shaped: &mut serde_json::Value, spec: &ServiceSpec) {
         if !value.is_empty() {
             template["ContainerSpec"][key] = value.clone().into();
         }
+    }
+    if let Some(check) = &spec.healthcheck {
+        // Docker's HealthConfig: durations in nanoseconds, zero values omitted.
+        let mut health = serde_json::json!({ "Test": check.test });
+        for (key, ms) in [
+            ("Interval", check.interval_ms),
+            ("Timeout", check.timeout_ms),
+            ("StartPeriod", check.start_period_ms),
+        ] {
+            if ms > 0 {
+                health[key] = (ms * 1_000_000).into();
+            }
+        }
+        if check.retries > 0 {
+            health["Retries"] = check.retries.into();
+        }
+        template["ContainerSpec"]["Healthcheck"] = health;
     }
     if spec.max_replicas_per_node > 0 {
         template["Placement"]["MaxReplicas"] = spec.max_replicas_per_node.into();
@@ -401,8 +428,8 @@ pub(crate) fn short(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use shoal_control::api::{
-        KeyValue, Mount, NetworkAliases, PortConfigMsg, RestartPolicyMsg, ServiceInfo, ServiceSpec,
-        TaskInfo, UpdateConfigMsg, VirtualIp,
+        HealthCheckMsg, KeyValue, Mount, NetworkAliases, PortConfigMsg, RestartPolicyMsg,
+        ServiceInfo, ServiceSpec, TaskInfo, UpdateConfigMsg, VirtualIp,
     };
 
     /// 2026-11-23T07:24:41Z.
@@ -485,6 +512,12 @@ mod tests {
                 max_replicas_per_node: 2,
                 secrets: Vec::new(),
                 configs: Vec::new(),
+                healthcheck: Some(HealthCheckMsg {
+                    test: vec!["CMD-SHELL".into(), "test -f /ok".into()],
+                    interval_ms: 2_000,
+                    retries: 2,
+                    ..Default::default()
+                }),
             }),
             version: 42,
             created_at_ms: 1_795_418_000_000,
@@ -578,6 +611,57 @@ mod tests {
             "t2aaaaaaaaaa   web.2       node2   Running         Pending Less than a second ago   \"no suitable node\"\n",
         );
         assert_eq!(super::ps_table(&tasks, NOW_MS), expected);
+    }
+
+    #[test]
+    fn ps_table_shows_health_as_docker_ps() {
+        let mut tasks = tasks(
+            "web",
+            &[
+                ("t1aaaaaaaaaaaaa", 1, NODE1, "running", "running", "", 5_000),
+                (
+                    "t2aaaaaaaaaaaaa",
+                    2,
+                    NODE1,
+                    "running",
+                    "starting",
+                    "",
+                    1_000,
+                ),
+                (
+                    "t3aaaaaaaaaaaaa",
+                    3,
+                    NODE1,
+                    "shutdown",
+                    "running",
+                    "",
+                    61_000,
+                ),
+            ],
+        );
+        for (task, health) in tasks.iter_mut().zip(["healthy", "starting", "unhealthy"]) {
+            task.health = health.into();
+        }
+        let table = super::ps_table(&tasks, NOW_MS);
+        let states: Vec<&str> = table
+            .lines()
+            .skip(1)
+            .map(|l| {
+                l.split("   ")
+                    .filter(|c| !c.is_empty())
+                    .nth(4)
+                    .unwrap()
+                    .trim()
+            })
+            .collect();
+        assert_eq!(
+            states,
+            [
+                "Running 5 seconds ago (healthy)",
+                "Starting 1 second ago (health: starting)",
+                "Running About a minute ago (unhealthy)"
+            ]
+        );
     }
 
     #[test]
@@ -688,6 +772,14 @@ mod tests {
           "Env": [
             "GREETING=hello"
           ],
+          "Healthcheck": {
+            "Interval": 2000000000,
+            "Retries": 2,
+            "Test": [
+              "CMD-SHELL",
+              "test -f /ok"
+            ]
+          },
           "Hostname": "{{.Service.Name}}-{{.Task.Slot}}",
           "Mounts": [
             {

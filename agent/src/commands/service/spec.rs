@@ -3,10 +3,12 @@
 
 use anyhow::bail;
 use shoal_control::api::{
-    KeyValue, NetworkAliases, RestartPolicyMsg, ServiceSpec, UpdateConfigMsg,
+    HealthCheckMsg, KeyValue, NetworkAliases, RestartPolicyMsg, ServiceSpec, UpdateConfigMsg,
 };
 
-use crate::cli::service::{RolloutArgs, ServiceCreateArgs, ServiceUpdateArgs, TaskArgs};
+use crate::cli::service::{
+    HealthArgs, RolloutArgs, ServiceCreateArgs, ServiceUpdateArgs, TaskArgs,
+};
 
 /// The spec `service create` asks for.
 pub(super) fn from_create(args: ServiceCreateArgs) -> anyhow::Result<ServiceSpec> {
@@ -50,6 +52,7 @@ pub(super) fn from_create(args: ServiceCreateArgs) -> anyhow::Result<ServiceSpec
         spec.replicas = 0;
     }
     apply_task(&mut spec, &args.task)?;
+    apply_health(&mut spec, &args.health)?;
     apply_rollout(&mut spec, &args.rollout)?;
     Ok(spec)
 }
@@ -144,6 +147,7 @@ pub(super) fn apply_update(
     spec.configs.retain(|r| !args.config_rm.contains(&r.name));
     spec.configs.extend(args.config_add.iter().cloned());
     apply_task(spec, &args.task)?;
+    apply_health(spec, &args.health)?;
     apply_rollout(spec, &args.rollout)?;
     if args.force {
         spec.force_update += 1;
@@ -171,6 +175,53 @@ fn apply_task(spec: &mut ServiceSpec, flags: &TaskArgs) -> anyhow::Result<()> {
             bail!("replicas-max-per-node can only be used with replicated mode");
         }
         spec.max_replicas_per_node = max;
+    }
+    Ok(())
+}
+
+/// Applies the health check flags that were given onto `spec`, as Docker's CLI does: a check
+/// is changed field by field, `--health-cmd ""` removes the test, `--no-healthcheck` replaces
+/// the whole check by `NONE` and cannot be combined with the others.
+fn apply_health(spec: &mut ServiceSpec, flags: &HealthArgs) -> anyhow::Result<()> {
+    let any_field = flags.health_cmd.is_some()
+        || flags.health_interval.is_some()
+        || flags.health_timeout.is_some()
+        || flags.health_retries.is_some()
+        || flags.health_start_period.is_some();
+    if flags.no_healthcheck {
+        if any_field {
+            bail!("--no-healthcheck conflicts with --health-* options");
+        }
+        spec.healthcheck = Some(HealthCheckMsg {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        });
+        return Ok(());
+    }
+    if !any_field {
+        return Ok(());
+    }
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let check = spec.healthcheck.get_or_insert_with(Default::default);
+    if check.test.first().is_some_and(|t| t == "NONE") {
+        check.test.clear();
+    }
+    if let Some(d) = flags.health_interval {
+        check.interval_ms = ms(d);
+    }
+    if let Some(d) = flags.health_timeout {
+        check.timeout_ms = ms(d);
+    }
+    if let Some(d) = flags.health_start_period {
+        check.start_period_ms = ms(d);
+    }
+    if let Some(n) = flags.health_retries {
+        check.retries = n;
+    }
+    match flags.health_cmd.as_deref() {
+        Some("") => check.test.clear(),
+        Some(cmd) => check.test = vec!["CMD-SHELL".into(), cmd.into()],
+        None => {}
     }
     Ok(())
 }
@@ -412,5 +463,48 @@ mod tests {
                 mount("tmpfs", "", "/tmp/x")
             ]
         );
+    }
+
+    #[test]
+    fn health_flags_set_change_and_disable_the_check_as_dockers_cli() {
+        let spec = from_create(create_args(&[
+            "--health-cmd",
+            "test -f /ok",
+            "--health-interval",
+            "2s",
+            "--health-retries",
+            "1",
+        ]))
+        .unwrap();
+        let check = spec.healthcheck.clone().unwrap();
+        assert_eq!(check.test, ["CMD-SHELL", "test -f /ok"]);
+        assert_eq!(
+            (check.interval_ms, check.timeout_ms, check.retries),
+            (2_000, 0, 1)
+        );
+
+        // Changed field by field.
+        let mut updated = spec.clone();
+        apply_update(
+            &mut updated,
+            &update_args(&["--health-timeout", "500ms"]),
+            &[],
+        )
+        .unwrap();
+        let check = updated.healthcheck.clone().unwrap();
+        assert_eq!(check.test, ["CMD-SHELL", "test -f /ok"]);
+        assert_eq!((check.interval_ms, check.timeout_ms), (2_000, 500));
+
+        // Disabled as a whole, and not together with a field.
+        apply_update(&mut updated, &update_args(&["--no-healthcheck"]), &[]).unwrap();
+        assert_eq!(updated.healthcheck.unwrap().test, ["NONE"]);
+        let err =
+            from_create(create_args(&["--no-healthcheck", "--health-retries", "2"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--no-healthcheck conflicts with --health-* options"
+        );
+        // No flag: no check.
+        assert_eq!(from_create(create_args(&[])).unwrap().healthcheck, None);
     }
 }

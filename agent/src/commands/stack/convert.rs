@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context as _, bail};
 use shoal_compose::{
-    DeployMode, EndpointMode, FailureAction, FileObject, MountKind, RestartCondition, Stack,
-    UpdateOrder,
+    DeployMode, EndpointMode, FailureAction, FileObject, Healthcheck, MountKind, RestartCondition,
+    Stack, UpdateOrder,
 };
 use shoal_control::api::{
-    FileReference, KeyValue, Mount, NetworkAliases, NetworkSpec, PortConfigMsg, RestartPolicyMsg,
-    ServiceSpec, UpdateConfigMsg,
+    FileReference, HealthCheckMsg, KeyValue, Mount, NetworkAliases, NetworkSpec, PortConfigMsg,
+    RestartPolicyMsg, ServiceSpec, UpdateConfigMsg,
 };
 use shoal_control::cluster::objects::{ObjectKind, validate_data, validate_name};
 
@@ -135,9 +135,14 @@ pub fn plan(stack: &Stack, namespace: &str) -> anyhow::Result<Plan> {
                  (deploy.labels are the service's)"
             ));
         }
-        if service.healthcheck.as_ref().is_some_and(|h| !h.disable) {
+        if service
+            .healthcheck
+            .as_ref()
+            .is_some_and(|h| h.start_interval.is_some())
+        {
             plan.notes.push(format!(
-                "Ignoring healthcheck of service {key}: shoal has no health checks yet"
+                "Ignoring healthcheck.start_interval of service {key}: checks run every interval \
+                 from the start"
             ));
         }
     }
@@ -299,6 +304,12 @@ fn service_spec(
         user: service.user.clone().unwrap_or_default(),
         hostname: service.hostname.clone().unwrap_or_default(),
         stop_signal: service.stop_signal.clone().unwrap_or_default(),
+        healthcheck: service
+            .healthcheck
+            .as_ref()
+            .map(healthcheck)
+            .transpose()
+            .with_context(|| format!("service {key}"))?,
         max_replicas_per_node: service.deploy.placement.max_replicas_per_node.unwrap_or(0),
         secrets: file_references(stack, namespace, &service.secrets, ObjectKind::Secret)?,
         configs: file_references(stack, namespace, &service.configs, ObjectKind::Config)?,
@@ -393,6 +404,30 @@ fn mount(stack: &Stack, namespace: &str, m: &shoal_compose::Mount) -> Mount {
         tmpfs_size_bytes: m.tmpfs_size.unwrap_or(0),
         tmpfs_mode: 0,
     }
+}
+
+/// Docker's `convertHealthcheck`: `disable: true` is `["NONE"]` and takes no test.
+fn healthcheck(check: &Healthcheck) -> anyhow::Result<HealthCheckMsg> {
+    if check.disable {
+        if !check.test.is_empty() {
+            bail!("test and disable can't be set at the same time");
+        }
+        return Ok(HealthCheckMsg {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        });
+    }
+    let ms = |d: Option<std::time::Duration>| d.map_or(0, |d| d.as_millis() as u64);
+    Ok(HealthCheckMsg {
+        test: check.test.clone(),
+        interval_ms: ms(check.interval),
+        timeout_ms: ms(check.timeout),
+        start_period_ms: ms(check.start_period),
+        retries: check
+            .retries
+            .map_or(Ok(0), u32::try_from)
+            .context("healthcheck.retries is too large")?,
+    })
 }
 
 fn restart_policy(policy: Option<shoal_compose::RestartPolicy>) -> RestartPolicyMsg {
@@ -509,6 +544,32 @@ mod tests {
             .map(|m| m.source.as_str())
             .collect();
         assert_eq!(sources, ["web_data", "logs"]);
+    }
+
+    #[test]
+    fn healthchecks_become_the_specs_as_docker_converts_them() {
+        let yaml = "services:\n  a:\n    command: [x]\n    healthcheck:\n      \
+                    test: test -f /ok\n      interval: 2s\n      retries: 4\n      \
+                    start_interval: 1s\n  b:\n    command: [x]\n    healthcheck: {disable: true}\n";
+        let plan = plan_of(yaml, &[]).unwrap();
+        let a = plan.services[0].healthcheck.clone().unwrap();
+        assert_eq!(a.test, ["CMD-SHELL", "test -f /ok"]);
+        assert_eq!((a.interval_ms, a.timeout_ms, a.retries), (2_000, 0, 4));
+        assert_eq!(plan.services[1].healthcheck.clone().unwrap().test, ["NONE"]);
+        assert_eq!(
+            plan.notes,
+            [
+                "Ignoring healthcheck.start_interval of service a: checks run every interval from \
+              the start"
+            ]
+        );
+        let both = "services:\n  a:\n    command: [x]\n    \
+                    healthcheck: {disable: true, test: [CMD, 'true']}\n";
+        let err = format!("{:#}", plan_of(both, &[]).unwrap_err());
+        assert!(
+            err.ends_with("test and disable can't be set at the same time"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -123,6 +123,7 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
         max_replicas_per_node: fields.max_replicas_per_node,
         secrets,
         configs,
+        healthcheck: fields.healthcheck,
     };
     // Whatever the counts, the template as it is stored and sent must stay small.
     let encoded = postcard::to_allocvec(&model).map_or(usize::MAX, |bytes| bytes.len());
@@ -320,6 +321,10 @@ pub fn spec_to_api(spec: &ServiceSpec) -> api::ServiceSpec {
         max_replicas_per_node: spec.max_replicas_per_node,
         secrets: super::file_refs::to_api(&spec.secrets),
         configs: super::file_refs::to_api(&spec.configs),
+        healthcheck: spec
+            .healthcheck
+            .as_ref()
+            .map(spec_fields::healthcheck_to_api),
     }
 }
 
@@ -413,6 +418,11 @@ pub fn task_to_api(task: &Task, state: &ClusterState) -> api::TaskInfo {
                 addr: a.addr.to_string(),
             })
             .collect(),
+        health: task
+            .status
+            .health
+            .map(|h| h.as_str().to_string())
+            .unwrap_or_default(),
     }
 }
 

@@ -74,6 +74,7 @@ fn address_new_tasks(state: &ClusterState, commands: &mut [Command]) {
                     error: error.to_string(),
                     exit_code: None,
                     timestamp_ms: now_ms(),
+                    health: None,
                 };
             }
         }
