@@ -4,7 +4,7 @@
 //! alive, so a joiner knows the whole cluster at once instead of meeting it one probe at a time.
 //!
 //! Records are merged like broadcasts (each new version's signature checked once), but the
-//! checks run before the table is locked.
+//! checks run before the table is locked, all together (Ed25519 signatures in batches).
 //!
 //! One frame each way (`frame`: a sealed header, then the body), the initiator first. The
 //! server admits a connection (`admission`) before reading from it; a client whose connection
@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +23,7 @@ use crate::error_chain::Chain;
 use super::admission::{Admission, PushPullLimits};
 use super::frame::{self, HEADER_DEADLINE, TRANSFER_FLOOR};
 use super::member::Member;
-use super::sign;
+use super::sign::{self, PublicKey};
 use super::stats::Stats;
 use super::table::Record;
 use super::{Cmd, NetDbError, Shared, lock};
@@ -62,23 +63,7 @@ fn decode(shared: &Shared, plain: &[u8]) -> Result<PushPull, NetDbError> {
 }
 
 fn merge(shared: &Shared, msg: PushPull) {
-    // Signatures are verified without the table's lock (a joiner gets every entry at once, each
-    // new to it), so the engine keeps answering probes meanwhile; only new versions are.
-    let keys: Vec<Option<Vec<u8>>> = {
-        let table = lock(&shared.table);
-        msg.records.iter().map(|r| table.key_to_check(r)).collect()
-    };
-    let checked: Vec<Option<bool>> = msg
-        .records
-        .iter()
-        .zip(keys)
-        .map(|(rec, key)| {
-            key.map(|key| {
-                Stats::inc(&shared.stats.entries_verified);
-                sign::verify(&key, rec)
-            })
-        })
-        .collect();
+    let checked = check(shared, &msg.records);
     let mut table = lock(&shared.table);
     for (rec, checked) in msg.records.into_iter().zip(checked) {
         table.merge_checked(rec, checked);
@@ -89,6 +74,31 @@ fn merge(shared: &Shared, msg: PushPull) {
     }
     // Re-assertions of our own entries may have been queued.
     let _ = shared.cmd.send(Cmd::Flush);
+}
+
+/// Verifies the signatures of the records that would change something, without the table's
+/// lock (a joiner gets every entry at once, each new to it), so the engine keeps answering
+/// probes meanwhile. All at once: Ed25519 signatures are checked in batches (`sign`), at under
+/// half the cost of one by one. `None`: left to the merge (nothing new, an unknown owner, ours).
+fn check(shared: &Shared, records: &[Record]) -> Vec<Option<bool>> {
+    let keys: Vec<Option<PublicKey>> = {
+        let table = lock(&shared.table);
+        records.iter().map(|r| table.key_to_check(r)).collect()
+    };
+    let entries: Vec<_> = records
+        .iter()
+        .zip(&keys)
+        .filter_map(|(rec, key)| key.as_ref().map(|key| key.record(rec)))
+        .collect();
+    // One per signature, as `Stats::inc` counts the ones checked alone.
+    shared
+        .stats
+        .entries_verified
+        .fetch_add(entries.len() as u64, Ordering::Relaxed);
+    let mut valid = sign::verify_entries(&entries).into_iter();
+    keys.iter()
+        .map(|key| key.as_ref().and_then(|_| valid.next()))
+        .collect()
 }
 
 /// Pushes our table to `addr`, pulls theirs; returns their identity (used to announce to them).

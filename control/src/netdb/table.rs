@@ -25,7 +25,7 @@ use tokio::sync::broadcast;
 
 pub(crate) use super::record::Record;
 pub use super::record::{Change, Endpoint};
-use super::sign::{self, SigningKey};
+use super::sign::{self, PublicKey, SigningKey};
 use super::stats::Stats;
 
 /// How many records of owners with no known key are kept for a second look.
@@ -55,8 +55,8 @@ pub(crate) struct Table {
     events: broadcast::Sender<Change>,
     /// Signs our records; `None` until the agent has the node key (others drop them meanwhile).
     signer: Option<SigningKey>,
-    /// Each node's certified public key, from the managers.
-    peer_keys: HashMap<String, Vec<u8>>,
+    /// Each node's certified public key, from the managers, parsed once.
+    peer_keys: HashMap<String, PublicKey>,
     /// Records whose owner had no known key when they came, newest per entry.
     parked: HashMap<(String, String), Record>,
     stats: Arc<Stats>,
@@ -104,9 +104,9 @@ impl Table {
 
     fn check(&self, rec: &Record) -> Check {
         let key = if rec.owner == self.node_id {
-            self.signer.as_ref().map(SigningKey::public_key)
+            self.signer.as_ref().map(SigningKey::verifying_key)
         } else {
-            self.peer_keys.get(&rec.owner).map(Vec::as_slice)
+            self.peer_keys.get(&rec.owner)
         };
         let Some(key) = key else {
             return Check::UnknownOwner;
@@ -182,7 +182,26 @@ impl Table {
 
     /// The managers' current view of every node's key; parked records are looked at again.
     pub(crate) fn set_peer_keys(&mut self, keys: HashMap<String, Vec<u8>>) {
-        self.peer_keys = keys;
+        let mut old = std::mem::take(&mut self.peer_keys);
+        self.peer_keys = keys
+            .into_iter()
+            .map(|(node, bytes)| {
+                // Parsing an Ed25519 key costs a few µs: a new set (every join) reuses the rest.
+                let key = match old.remove(&node) {
+                    Some(key) if key.as_bytes() == bytes.as_slice() => key,
+                    _ => {
+                        let key = PublicKey::from_bytes(&bytes);
+                        if !key.is_usable() {
+                            tracing::warn!(%node, len = bytes.len(),
+                                "netdb: a node's certified key is neither Ed25519 nor P-256; \
+                                 its records will be dropped");
+                        }
+                        key
+                    }
+                };
+                (node, key)
+            })
+            .collect();
         let parked: Vec<Record> = std::mem::take(&mut self.parked).into_values().collect();
         for rec in parked {
             if self.peer_keys.contains_key(&rec.owner) {
@@ -277,7 +296,7 @@ impl Table {
     /// verifies a whole table's worth of records with this, without holding the table (which
     /// the engine needs for every datagram), then merges them with [`Table::merge_checked`].
     /// `None` leaves the check to the merge (nothing to do, an unknown owner, or our own).
-    pub(crate) fn key_to_check(&self, rec: &Record) -> Option<Vec<u8>> {
+    pub(crate) fn key_to_check(&self, rec: &Record) -> Option<PublicKey> {
         if rec.owner == self.node_id {
             return None;
         }
@@ -700,7 +719,7 @@ mod tests {
         a.local_put(ep("n", "t1", "a"));
         let rec = a.take_outbox().remove(0);
         let key = b.key_to_check(&rec).expect("a new version is checked");
-        assert_eq!(key, k["a"].public_key());
+        assert_eq!(key.as_bytes(), k["a"].public_key());
         // A forged copy, found out before the lock: dropped and counted.
         assert!(!b.merge_checked(rec.clone(), Some(false)));
         assert_eq!(b.stats.dropped_forged.load(Ordering::Relaxed), 1);

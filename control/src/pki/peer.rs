@@ -52,8 +52,9 @@ pub fn peer_identity(cert_der: &[u8]) -> Result<PeerIdentity, PkiError> {
     Ok(PeerIdentity { node_id, role })
 }
 
-/// The public key of a node certificate (PEM): the SubjectPublicKeyInfo's key, for ECDSA
-/// P-256 the uncompressed point. The managers record it when they issue the certificate.
+/// The public key of a node certificate (PEM): the SubjectPublicKeyInfo's key, for Ed25519
+/// its 32 bytes, for ECDSA P-256 (certificates issued before node keys were Ed25519) the
+/// uncompressed point. The managers record it when they issue the certificate.
 pub fn certified_key(cert_pem: &str) -> Result<Vec<u8>, PkiError> {
     let der = super::pem::cert_der(cert_pem, "the node certificate")?;
     let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|source| PkiError::X509 {
