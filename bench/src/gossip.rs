@@ -583,6 +583,7 @@ fn endpoint(r: usize, id: &str) -> Endpoint {
         vip: None,
         aliases: vec![],
         service_aliases: vec![],
+        draining: false,
     }
 }
 

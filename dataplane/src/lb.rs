@@ -37,6 +37,9 @@ struct ServiceEntry {
     id: u32,
     /// In slot order: (backend ID, address).
     backends: Vec<(u32, Ipv4Addr)>,
+    /// Backends that take no new flow (in no slot) but whose entries stay, so the flows they
+    /// have go on: tasks withdrawn from their service and draining before their stop signal.
+    draining: BTreeMap<Ipv4Addr, u32>,
 }
 
 /// What one [`LoadBalancer::apply`] changed.
@@ -98,8 +101,9 @@ impl LoadBalancer {
         Ok(lb)
     }
 
-    /// Rebuilds `services` and the ID pools from the maps. A backend entry no slot names (an
-    /// agent killed in the middle of an update) is cleared.
+    /// Rebuilds `services` and the ID pools from the maps. A backend entry no slot names is
+    /// draining if its VIP is there (the next apply keeps it only if it still is), and cleared
+    /// otherwise.
     fn read_back(&mut self) -> Result<(), Error> {
         let vips: Vec<(u32, VipService)> = self
             .vips
@@ -111,6 +115,7 @@ impl LoadBalancer {
             let mut entry = ServiceEntry {
                 id: service.service_id,
                 backends: Vec::new(),
+                draining: BTreeMap::new(),
             };
             for slot in 0..service.backend_count {
                 let key = SlotKey {
@@ -132,11 +137,22 @@ impl LoadBalancer {
         }
         for id in 1..MAX_BACKENDS {
             let backend = self.backends.get(&id, 0).map_err(map_error(BACKENDS_MAP))?;
-            if backend.ip != 0 && !named.contains(&id) {
-                self.backends
-                    .set(id, Backend::default(), 0)
-                    .map_err(map_error(BACKENDS_MAP))?;
+            if backend.ip == 0 || named.contains(&id) {
+                continue;
             }
+            // Of a VIP the maps hold: draining (the next apply says whether it still is).
+            if let Some(entry) = self
+                .services
+                .values_mut()
+                .find(|e| e.id == backend.service_id)
+            {
+                entry.draining.insert(addr(backend.ip), id);
+                self.backend_ids.mark_used(id);
+                continue;
+            }
+            self.backends
+                .set(id, Backend::default(), 0)
+                .map_err(map_error(BACKENDS_MAP))?;
         }
         Ok(())
     }
@@ -149,11 +165,22 @@ impl LoadBalancer {
             .collect()
     }
 
-    /// Makes the maps hold exactly `desired`. Backends that stay keep their IDs (their flows
-    /// go on); removed backends' flows fail fast; a VIP that goes stops answering ARP. Every
-    /// VIP is applied on its own, so one that cannot be (the node's capacity is reached) does
-    /// not stop the others; the first error is returned after all were tried.
+    /// Makes the maps hold exactly `desired`, with nothing draining: [`LoadBalancer::apply_draining`].
     pub fn apply(&mut self, desired: &LbTable) -> Result<ApplyReport, Error> {
+        self.apply_draining(desired, &LbTable::new())
+    }
+
+    /// Makes the maps hold exactly `desired`. Backends that stay keep their IDs (their flows
+    /// go on); a backend of `draining` (per VIP) that the VIP had leaves the round robin but
+    /// keeps its entry, so its flows go on until it is removed; other removed backends' flows
+    /// fail fast; a VIP that goes stops answering ARP. Every VIP is applied on its own, so one
+    /// that cannot be (the node's capacity is reached) does not stop the others; the first
+    /// error is returned after all were tried.
+    pub fn apply_draining(
+        &mut self,
+        desired: &LbTable,
+        draining: &LbTable,
+    ) -> Result<ApplyReport, Error> {
         let mut report = ApplyReport::default();
         let mut first_error = None;
         let gone: Vec<Ipv4Addr> = self
@@ -167,15 +194,21 @@ impl LoadBalancer {
                 first_error.get_or_insert(e);
             }
         }
+        let none = BTreeSet::new();
         for (vip, backends) in desired {
+            let draining = draining.get(vip).unwrap_or(&none);
             let unchanged = self.services.get(vip).is_some_and(|e| {
                 e.backends.len() == backends.len()
                     && e.backends.iter().map(|(_, ip)| ip).eq(backends.iter())
+                    // What stays draining: of those asked, the ones it has and no longer serves.
+                    && e.draining.keys().eq(draining
+                        .iter()
+                        .filter(|ip| !backends.contains(ip) && e.draining.contains_key(ip)))
             });
             if unchanged {
                 continue;
             }
-            if let Err(e) = self.set_vip(*vip, backends, &mut report) {
+            if let Err(e) = self.set_vip(*vip, backends, draining, &mut report) {
                 first_error.get_or_insert(e);
             }
         }
@@ -187,10 +220,12 @@ impl LoadBalancer {
 
     /// Writes one VIP's backends, in the order the programs can read at any moment: new
     /// backend entries, then the slots, then the count, then the slots and entries that go.
+    /// Of `draining`, only backends the VIP has now stay (a new one would have no flow).
     fn set_vip(
         &mut self,
         vip: Ipv4Addr,
         wanted: &BTreeSet<Ipv4Addr>,
+        draining: &BTreeSet<Ipv4Addr>,
         report: &mut ApplyReport,
     ) -> Result<(), Error> {
         let mut entry = match self.services.get(&vip) {
@@ -205,11 +240,18 @@ impl LoadBalancer {
                 ServiceEntry {
                     id,
                     backends: Vec::new(),
+                    draining: BTreeMap::new(),
                 }
             }
         };
-        let old: BTreeMap<Ipv4Addr, u32> =
-            entry.backends.iter().map(|(id, ip)| (*ip, *id)).collect();
+        // Every backend the VIP has, serving or draining: a draining one that serves again
+        // keeps its ID too.
+        let old: BTreeMap<Ipv4Addr, u32> = entry
+            .backends
+            .iter()
+            .map(|(id, ip)| (*ip, *id))
+            .chain(entry.draining.iter().map(|(ip, id)| (*ip, *id)))
+            .collect();
         let mut new_backends = Vec::with_capacity(wanted.len());
         for ip in wanted {
             let id = match old.get(ip) {
@@ -267,14 +309,24 @@ impl LoadBalancer {
             };
             let _ = self.slots.remove(&key);
         }
-        let kept: BTreeSet<u32> = new_backends.iter().map(|(id, _)| *id).collect();
-        for (id, _) in &entry.backends {
+        let new_draining: BTreeMap<Ipv4Addr, u32> = draining
+            .iter()
+            .filter(|ip| !wanted.contains(ip))
+            .filter_map(|ip| old.get(ip).map(|id| (*ip, *id)))
+            .collect();
+        let kept: BTreeSet<u32> = new_backends
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(new_draining.values().copied())
+            .collect();
+        for id in old.values() {
             if !kept.contains(id) {
                 self.clear_backend(*id)?;
                 report.backends_removed += 1;
             }
         }
         entry.backends = new_backends;
+        entry.draining = new_draining;
         self.services.insert(vip, entry);
         Ok(())
     }
@@ -295,7 +347,12 @@ impl LoadBalancer {
             };
             let _ = self.slots.remove(&key);
         }
-        for (id, _) in &entry.backends {
+        for id in entry
+            .backends
+            .iter()
+            .map(|(id, _)| id)
+            .chain(entry.draining.values())
+        {
             self.clear_backend(*id)?;
             report.backends_removed += 1;
         }

@@ -12,6 +12,7 @@ mod cli_errors;
 mod cluster_basics;
 mod dataplane_programs;
 mod dns;
+mod draining;
 mod gossip_bounds;
 mod health;
 mod lb_programs;

@@ -5,7 +5,7 @@
 
 use std::{
     io::ErrorKind,
-    net::{Ipv4Addr, SocketAddr, UdpSocket},
+    net::{SocketAddr, UdpSocket},
     path::Path,
     time::Duration,
 };
@@ -16,7 +16,7 @@ use shoal_tests::{
     wait_until,
 };
 
-use crate::support::{create_whoami, metric, new_connections, new_datagrams, ok, running};
+use crate::support::{create_whoami, metric, new_connections, new_datagrams, ok, running, vip_of};
 
 const PORT: u16 = 8080;
 /// The published TCP and UDP ports, both to whoami's `PORT`.
@@ -25,24 +25,6 @@ const UDP_PORT: u16 = 8181;
 
 fn create(cluster: &Cluster, name: &str, extra: &[&str]) {
     create_whoami(cluster, name, PORT, extra);
-}
-
-/// The service's VIP on its first network, from `service inspect`.
-fn vip_of(cluster: &Cluster, service: &str) -> Ipv4Addr {
-    let inspect: Vec<serde_json::Value> =
-        serde_json::from_str(&ok(cluster, 0, &["service", "inspect", service])).unwrap();
-    let vips = inspect[0]["Endpoint"]["VirtualIPs"].as_array().unwrap();
-    let network = network_id(cluster, "refuse_net");
-    let addr = vips
-        .iter()
-        .find(|v| v["NetworkID"] == network.as_str())
-        .and_then(|v| v["Addr"].as_str())
-        .unwrap_or_else(|| panic!("{service} has no VIP on refuse_net: {inspect:?}"));
-    addr.split('/').next().unwrap().parse().unwrap()
-}
-
-fn network_id(cluster: &Cluster, name: &str) -> String {
-    crate::support::network_id(cluster, name)
 }
 
 /// A new TCP connection from `netns` to `to` must be refused (not time out, not succeed).
@@ -117,7 +99,7 @@ fn a_service_scaled_to_zero_refuses_its_vip_and_published_ports_at_once() {
     );
     running(&cluster, "web", 2);
     let client = running(&cluster, "client", 1).remove(0).netns(&cluster);
-    let vip = vip_of(&cluster, "web");
+    let vip = vip_of(&cluster, "web", "refuse_net");
     let outside = cluster.client_ns().path();
     let outside = Path::new(&outside);
     let node_addr = |i: usize, port| SocketAddr::new(cluster.nodes[i].address.into(), port);

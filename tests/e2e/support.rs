@@ -93,6 +93,20 @@ pub fn running(cluster: &Cluster, service: &str, count: usize) -> Vec<Placed> {
     )
 }
 
+/// The service's VIP on the network named `network`, from `service inspect`.
+pub fn vip_of(cluster: &Cluster, service: &str, network: &str) -> Ipv4Addr {
+    let inspect: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(cluster, 0, &["service", "inspect", service])).unwrap();
+    let vips = inspect[0]["Endpoint"]["VirtualIPs"].as_array().unwrap();
+    let network_id = network_id(cluster, network);
+    let addr = vips
+        .iter()
+        .find(|v| v["NetworkID"] == network_id.as_str())
+        .and_then(|v| v["Addr"].as_str())
+        .unwrap_or_else(|| panic!("{service} has no VIP on {network}: {inspect:?}"));
+    addr.split('/').next().unwrap().parse().unwrap()
+}
+
 pub fn network_id(cluster: &Cluster, name: &str) -> String {
     let out = ok(cluster, 0, &["network", "inspect", name]);
     let all: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();

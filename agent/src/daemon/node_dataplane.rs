@@ -63,10 +63,10 @@ impl ServiceDataplane for SharedDataplane {
         Ok(dp.dataplane.mesh_mut().apply(table)?)
     }
 
-    fn apply(&self, table: &LbTable) -> anyhow::Result<ApplyReport> {
+    fn apply(&self, table: &LbTable, draining: &LbTable) -> anyhow::Result<ApplyReport> {
         let mut guard = self.lock();
         let dp = guard.as_mut().context(STOPPED)?;
-        Ok(dp.dataplane.lb_mut().apply(table)?)
+        Ok(dp.dataplane.lb_mut().apply_draining(table, draining)?)
     }
 
     fn expire_flows(&self) -> anyhow::Result<usize> {

@@ -83,8 +83,9 @@ pub trait TaskNetwork: Send + Sync {
     /// then `attach` keeps them to itself.
     fn publish(&self, _task: &Task) {}
     /// The task is about to stop: its endpoints leave its service's backends (and are never
-    /// published afterwards). True if endpoints other nodes may have seen were withdrawn, so
-    /// the withdrawal has to spread before the task is signalled.
+    /// published afterwards): out of DNS and of every load balancer's round robin, while the
+    /// connections it has go on until `detach`. True if endpoints other nodes may have seen
+    /// were withdrawn, so the withdrawal has to spread before the task is signalled.
     fn withdraw(&self, _task: &Task) -> bool {
         false
     }

@@ -29,6 +29,14 @@ use super::{
 /// loaded test machine still saw a node send a new connection to a task already signalled).
 pub const WITHDRAW_SPREAD: Duration = Duration::from_secs(2);
 
+/// `SHOAL_INSTANT_STOP=1` in the agent's environment: stops are a withdrawal and a SIGKILL at
+/// once, with no spread, drain or stop signal. Only for the zero-downtime benchmark's "before"
+/// row (what the order above buys, measured on the same run); never for real use.
+fn instant_stop() -> bool {
+    static INSTANT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *INSTANT.get_or_init(|| std::env::var_os("SHOAL_INSTANT_STOP").is_some_and(|v| v == "1"))
+}
+
 /// Sends `signal` to the task's process group (pgid = the task's PID: it is a session leader,
 /// which cannot leave its group).
 pub fn signal_group(process: ProcessIdentity, adopted: bool, signal: Signal) {
@@ -64,6 +72,12 @@ pub fn request_stop(entry: &mut TaskEntry, grace: Duration, network: &dyn TaskNe
     entry.stopping = true;
     // Not joined: its endpoints are still pending, and must never be published now.
     let withdrawn = network.withdraw(&entry.task);
+    if instant_stop() {
+        if let Some((process, adopted)) = entry.running() {
+            signal_group(process, adopted, Signal::SIGKILL);
+        }
+        return;
+    }
     if withdrawn && entry.joined {
         let now = Instant::now();
         entry.drain = Some(Drain {

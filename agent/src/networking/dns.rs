@@ -133,8 +133,8 @@ impl NodeNetworking {
         let records = self
             .visible_endpoints()
             .into_iter()
-            // Nodes' ingress endpoints have no name to answer.
-            .filter(|e| !e.service.is_empty())
+            // Nodes' ingress endpoints have no name to answer; draining tasks are withdrawn.
+            .filter(|e| !e.service.is_empty() && !e.draining)
             .map(|e| EndpointRecord {
                 network_id: e.network_id,
                 task_id: e.endpoint_id,

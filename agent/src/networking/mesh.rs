@@ -66,9 +66,17 @@ struct Inner {
     /// Why it could not be built, last time.
     endpoint_error: Option<String>,
     /// Host-mode tasks on this node: task ID -> (service name, gateway-bridge address).
-    host_tasks: BTreeMap<String, (String, Ipv4Addr)>,
+    host_tasks: BTreeMap<String, HostTask>,
     /// Remote VTEPs, and when a datagram was last sent to each (see [`knock`]).
     knocked: BTreeMap<Ipv4Addr, Instant>,
+}
+
+/// A host-mode task: it serves its service's host-mode ports on this node.
+struct HostTask {
+    service: String,
+    gateway_ip: Ipv4Addr,
+    /// Withdrawn before its stop: its connections go on, new ones go to no one.
+    draining: bool,
 }
 
 /// How often a remote VTEP is knocked at again.
@@ -240,6 +248,7 @@ impl NodeNetworking {
             // What `network inspect ingress` calls it, as Docker does.
             aliases: vec![INGRESS_ENDPOINT_NAME.to_string()],
             service_aliases: Vec::new(),
+            draining: false,
         };
         if let Some(db) = self.db() {
             db.put_endpoint(endpoint.clone());
@@ -264,10 +273,21 @@ impl NodeNetworking {
 
     /// A host-mode task at `gateway_ip` is ready: this node's port balances onto it.
     pub(super) fn add_host_task(&self, task: &Task, gateway_ip: Ipv4Addr) {
-        self.mesh
-            .lock()
-            .host_tasks
-            .insert(task.id.clone(), (task.spec.name.clone(), gateway_ip));
+        self.mesh.lock().host_tasks.insert(
+            task.id.clone(),
+            HostTask {
+                service: task.spec.name.clone(),
+                gateway_ip,
+                draining: false,
+            },
+        );
+    }
+
+    /// The task takes no new connection on its host-mode ports; its own go on.
+    pub(super) fn drain_host_task(&self, task_id: &str) {
+        if let Some(task) = self.mesh.lock().host_tasks.get_mut(task_id) {
+            task.draining = true;
+        }
     }
 
     pub(super) fn remove_host_task(&self, task_id: &str) {
@@ -288,8 +308,9 @@ impl NodeNetworking {
             .collect()
     }
 
-    /// Adds the host-mode frontends (see the module docs) to the load balancer's table.
-    pub(super) fn add_host_frontends(&self, table: &mut LbTable) {
+    /// Adds the host-mode frontends (see the module docs) to the load balancer's table, and
+    /// their draining tasks to `draining`.
+    pub(super) fn add_host_frontends(&self, table: &mut LbTable, draining: &mut LbTable) {
         let state = self.mesh.lock();
         let Some(mesh) = &state.mesh else { return };
         for service in &mesh.services {
@@ -297,9 +318,14 @@ impl NodeNetworking {
                 let key =
                     Ipv4Addr::from(host_frontend(port.published, proto_number(port.protocol)));
                 let backends = table.entry(key).or_default();
-                for (name, ip) in state.host_tasks.values() {
-                    if *name == service.name {
-                        backends.insert(*ip);
+                for task in state.host_tasks.values() {
+                    if task.service != service.name {
+                        continue;
+                    }
+                    if task.draining {
+                        draining.entry(key).or_default().insert(task.gateway_ip);
+                    } else {
+                        backends.insert(task.gateway_ip);
                     }
                 }
             }
@@ -360,7 +386,7 @@ impl NodeNetworking {
             let host_services: std::collections::BTreeSet<String> = state
                 .host_tasks
                 .values()
-                .map(|(name, _)| name.clone())
+                .map(|t| t.service.clone())
                 .collect();
             match (&state.mesh, &state.endpoint) {
                 (None, _) => return None,

@@ -363,6 +363,7 @@ impl TaskNetwork for NodeNetworking {
                     .get(&network.id)
                     .cloned()
                     .unwrap_or_default(),
+                draining: false,
             };
             endpoints.push(endpoint);
         }
@@ -422,20 +423,21 @@ impl TaskNetwork for NodeNetworking {
         let mut withdrawn = false;
         let db = self.db();
         for attachment in &task.networks {
-            let network_id = &attachment.network.id;
-            if local
-                .endpoints
-                .remove(&(network_id.clone(), task.id.clone()))
-                .is_some()
+            let key = (attachment.network.id.clone(), task.id.clone());
+            // Draining, not deleted: every node drops it from DNS and from new flows but
+            // keeps its flows, FDB and ARP entries until `detach` deletes it.
+            if let Some(endpoint) = local.endpoints.get_mut(&key)
+                && !endpoint.draining
             {
+                endpoint.draining = true;
                 withdrawn = true;
                 if let Some(db) = &db {
-                    db.delete_endpoint(network_id, &task.id);
+                    db.put_endpoint(endpoint.clone());
                 }
             }
         }
         drop(local);
-        self.remove_host_task(&task.id);
+        self.drain_host_task(&task.id);
         if withdrawn {
             info!(task = %task.id, "task endpoints withdrawn");
         }

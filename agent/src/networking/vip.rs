@@ -36,8 +36,9 @@ pub trait ServiceDataplane: Send + Sync {
     fn apply_mesh(&self, table: &MeshTable) -> anyhow::Result<()>;
     /// What the published ports' maps hold now.
     fn mesh_table(&self) -> MeshTable;
-    /// Makes the maps hold exactly `table`.
-    fn apply(&self, table: &LbTable) -> anyhow::Result<ApplyReport>;
+    /// Makes the maps hold exactly `table`, with the backends of `draining` (per VIP) kept
+    /// for their flows but out of the round robin.
+    fn apply(&self, table: &LbTable, draining: &LbTable) -> anyhow::Result<ApplyReport>;
     /// What the maps hold now.
     fn table(&self) -> LbTable;
     /// Forgets flows that are over (closed TCP, idle UDP), VIP and published-port ones;
@@ -119,6 +120,8 @@ impl NodeNetworking {
             return;
         };
         let mut wanted = LbTable::new();
+        // Withdrawn tasks: their flows go on until they are gone (see `executor::stop`).
+        let mut draining = LbTable::new();
         // A service's VIP stays while the service exists, with no backend if none runs: the
         // programs then refuse its connections at once (reset, port unreachable).
         for vip in self.known_vips() {
@@ -126,17 +129,22 @@ impl NodeNetworking {
         }
         for e in self.visible_endpoints() {
             if let Some(vip) = e.vip {
-                wanted.entry(vip).or_default().insert(e.ip);
+                let backends = wanted.entry(vip).or_default();
+                if e.draining {
+                    draining.entry(vip).or_default().insert(e.ip);
+                } else {
+                    backends.insert(e.ip);
+                }
             }
         }
-        self.add_host_frontends(&mut wanted);
+        self.add_host_frontends(&mut wanted, &mut draining);
         if !self.vips_settled() {
             // Keep what the maps hold; only add.
             for (vip, backends) in dp.table() {
                 wanted.entry(vip).or_default().extend(backends);
             }
         }
-        match dp.apply(&wanted) {
+        match dp.apply(&wanted, &draining) {
             Ok(report) if report != ApplyReport::default() => {
                 info!(
                     vips_added = report.vips_added,

@@ -27,6 +27,9 @@ pub struct Endpoint {
     /// The service's aliases on this network (`--network name=NET,alias=A`): answered like
     /// `service` (and `tasks.<alias>`), on this network only.
     pub service_aliases: Vec<String>,
+    /// Withdrawn before its task stops: out of DNS and of every load balancer's round robin,
+    /// while the connections it has, and its FDB and ARP entries, stay until it is deleted.
+    pub draining: bool,
 }
 
 /// What subscribers see: only changes to live entries of joined networks of alive owners.

@@ -433,6 +433,7 @@ mod tests {
                 vip: None,
                 aliases: vec![],
                 service_aliases: vec![],
+                draining: false,
             },
             owner: "a".into(),
             clock: 3,

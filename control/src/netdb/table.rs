@@ -535,6 +535,7 @@ mod tests {
             vip: None,
             aliases: vec![],
             service_aliases: vec![],
+            draining: false,
         }
     }
 

@@ -74,6 +74,7 @@ fn ep(net: &str, id: &str, node: &str, last: u8) -> Endpoint {
         vip: None,
         aliases: vec!["w".into()],
         service_aliases: vec![],
+        draining: false,
     }
 }
 
