@@ -226,3 +226,57 @@ fn a_rolling_update_waits_for_the_new_task_to_be_healthy() {
         },
     );
 }
+
+#[test]
+fn an_update_whose_tasks_turn_unhealthy_rolls_back() {
+    let cluster = one_node();
+    let dir = CheckDir::new("health-rollback");
+    let ok_file = dir.file("ok");
+    fs::write(&ok_file, "").unwrap();
+    let flags = health_flags(&ok_file);
+    let mut extra: Vec<&str> = flags.iter().map(String::as_str).collect();
+    extra.extend_from_slice(&[
+        "--update-failure-action",
+        "rollback",
+        "--update-monitor",
+        "10s",
+    ]);
+    create_whoami(&cluster, "rb", 80, &extra);
+    let old = wait_for_task(&cluster, "rb", "running", "healthy");
+
+    // The new version's check never passes: its task turns unhealthy (retries 2 at 200 ms),
+    // fails, and the failure action applies: back to the previous spec.
+    let never = format!("test -f {}", dir.file("never").display());
+    ok(
+        &cluster,
+        0,
+        &["service", "update", "--detach", "--health-cmd", &never, "rb"],
+    );
+    let inspect = || -> serde_json::Value {
+        serde_json::from_str(&ok(&cluster, 0, &["service", "inspect", "rb"])).unwrap()
+    };
+    wait_until(Duration::from_secs(60), "the rollback to complete", || {
+        let service = inspect();
+        match service[0]["UpdateStatus"]["State"].as_str() {
+            Some("rollback_completed") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    let check = format!("test -f {}", ok_file.display());
+    assert_eq!(
+        inspect()[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", check])
+    );
+    let failed: Vec<String> = tasks(&cluster, "rb")
+        .iter()
+        .filter(|t| t["state"] == "failed")
+        .map(|t| t["error"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(
+        failed.iter().any(|e| e == "unhealthy container"),
+        "{failed:?}"
+    );
+    let serving = wait_for_task(&cluster, "rb", "running", "healthy");
+    // Stop-first: the old task made way for the new one; the rollback's task serves now.
+    assert_ne!(serving, old);
+}
