@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use shoal_control::netdb::{
-    Change, Endpoint, NetDb, NetDbConfig, PushPullLimits, SigningKey, SigningKeyError, verify_entry,
+    Change, Endpoint, NetDb, NetDbConfig, PushPullLimits, SigningKey, SigningKeyError,
+    verify_entries, verify_entry,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -251,10 +252,7 @@ fn signature_cost_once() -> anyhow::Result<SignatureCost> {
                 .entry(&e, "node-7", clock as u64, false, sig)
         })
         .collect();
-    let ok = SigningKey::verify_entries(&entries)
-        .into_iter()
-        .filter(|v| *v)
-        .count();
+    let ok = verify_entries(&entries).into_iter().filter(|v| *v).count();
     let batch = start.elapsed() / COST_ITERATIONS;
     anyhow::ensure!(ok == n, "{} signatures did not verify in batches", n - ok);
 

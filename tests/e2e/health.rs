@@ -250,7 +250,14 @@ fn an_update_whose_tasks_turn_unhealthy_rolls_back() {
     ok(
         &cluster,
         0,
-        &["service", "update", "--detach", "--health-cmd", &never, "rb"],
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--health-cmd",
+            &never,
+            "rb",
+        ],
     );
     let inspect = || -> serde_json::Value {
         serde_json::from_str(&ok(&cluster, 0, &["service", "inspect", "rb"])).unwrap()

@@ -51,7 +51,9 @@ use crate::error_chain::Chain;
 pub use admission::PushPullLimits;
 use member::Member;
 use membership::EngineConfig;
-pub use sign::{SigningKey, SigningKeyError, verify_entry};
+pub use sign::{
+    EntrySignature, PublicKey, SigningKey, SigningKeyError, verify_entries, verify_entry,
+};
 pub use stats::NetDbStats;
 use stats::Stats;
 use table::Table;

@@ -178,11 +178,6 @@ impl SigningKey {
                 .unwrap_or_default(),
         }
     }
-
-    /// [`verify_entries`], reachable where only [`SigningKey`] is exported (benchmarks).
-    pub fn verify_entries(entries: &[EntrySignature<'_>]) -> Vec<bool> {
-        verify_entries(entries)
-    }
 }
 
 /// A node's public key, parsed once (the table keeps one per node): the algorithm follows from
