@@ -21,6 +21,8 @@
 //! - `support`: helpers the benchmarks share (commands in a netns, services on the fixture,
 //!   program-cost tables, wrk rounds and the HAProxy peer);
 //!   `nft_lb`: the kube-proxy-style nftables peer of the load balancer.
+//! - `zero_downtime`: failed requests during rolling updates, scale-down, drain and late
+//!   binding, shoal's stop order vs an instant withdraw-and-kill.
 #![allow(clippy::print_stdout, reason = "a benchmark's output is its report")]
 
 mod dns;
@@ -37,6 +39,7 @@ mod scheduler;
 mod service_create;
 mod support;
 mod vip_throughput;
+mod zero_downtime;
 
 use std::process::ExitCode;
 
@@ -89,6 +92,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
         "vip-throughput",
         "conns/s and requests/s through a VIP vs nftables DNAT and HAProxy (wrk, 3 nodes)",
     ),
+    (
+        "zero-downtime",
+        "failed requests during updates, scale-down, drain, late binding vs instant stop (3 nodes)",
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -106,6 +113,7 @@ fn main() -> ExitCode {
         "scheduler" => scheduler::run(),
         "service-create" => service_create::run(),
         "vip-throughput" => vip_throughput::run(),
+        "zero-downtime" => zero_downtime::run(),
         _ => {
             eprintln!("usage: shoal-bench <benchmark>");
             for (name, what) in BENCHMARKS {

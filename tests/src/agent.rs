@@ -62,6 +62,9 @@ pub struct Agent {
     dir: PathBuf,
     /// More `shoal agent` flags, for the next start (e.g. `--dns`).
     pub extra_args: Vec<String>,
+    /// More environment variables for the next start, on top of the caller's (e.g.
+    /// `SHOAL_INSTANT_STOP=1` for the zero-downtime benchmark's "before" row).
+    pub extra_env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -75,6 +78,7 @@ impl Agent {
             netns_path: netns_path.to_string(),
             dir,
             extra_args: Vec::new(),
+            extra_env: Vec::new(),
             child: None,
         }
     }
@@ -116,6 +120,7 @@ impl Agent {
             .args(["--advertise-addr", &self.address.to_string()])
             .args(["--log-level", "debug"])
             .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

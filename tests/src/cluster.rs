@@ -51,8 +51,17 @@ impl Cluster {
     /// Builds the topology and starts an agent on each of `n` nodes, waiting until every one
     /// answers `shoal info`.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with_env(n, &[])
+    }
+
+    /// [`Cluster::start`], with `env` added to every agent's environment (e.g.
+    /// `[("SHOAL_INSTANT_STOP", "1")]`).
+    pub fn start_with_env(n: usize, env: &[(&str, &str)]) -> Cluster {
         let mut cluster = Cluster::build(n);
         for agent in &mut cluster.nodes {
+            agent
+                .extra_env
+                .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
             agent.start();
         }
         cluster
