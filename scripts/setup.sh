@@ -6,7 +6,8 @@
 #     (benchmarks), tcpdump (overlay tests), dnsmasq-base, unbound, dig and dnsperf (the DNS
 #     tests' upstream resolver and the DNS benchmark's peers), haproxy and wrk (the VIP
 #     benchmark's userspace proxy peer and HTTP load generator), ethtool (the test underlay's
-#     offload settings: GRO for XDP_TX on veth, full checksums from the outside client)
+#     offload settings: GRO for XDP_TX on veth, full checksums from the outside client),
+#     systemd (systemd-analyze verify checks deploy/shoal.service)
 #   - the pinned nightly with rust-src, which builds the eBPF object (ebpf/toolchain.env)
 #   - bpf-linker, built against that nightly's own LLVM, under $SHOAL_TOOLCHAIN_DIR
 #   - bpffs mounted at /sys/fs/bpf
@@ -40,6 +41,7 @@ command -v dnsperf >/dev/null || need_pkgs+=(dnsperf)
 command -v haproxy >/dev/null || need_pkgs+=(haproxy)
 command -v wrk >/dev/null || need_pkgs+=(wrk)
 command -v ethtool >/dev/null || need_pkgs+=(ethtool)
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
   apt-get update -qq

@@ -318,48 +318,64 @@ pub struct NodeRmArgs {
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
+    /// Read agent flags from this TOML file: each key is a flag's long name
+    /// (`state-dir = "/var/lib/shoal"`, `dns = ["192.0.2.53"]`). The command line wins over
+    /// the environment (`SHOAL_STATE_DIR`, ...), which wins over the file, which wins over the
+    /// defaults.
+    #[arg(long, env = "SHOAL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Remove what this node left on the host (its tasks, network namespaces and their
+    /// mounts, pinned maps and XDP link, gateway bridge, socket) and exit; keeps the state
+    /// dir (identity, swarm membership, volumes). Refused while an agent uses the state dir.
+    #[arg(long, conflicts_with = "purge")]
+    pub cleanup: bool,
+    /// As --cleanup, then remove the state dir too: the node's identity, swarm membership
+    /// and volumes are gone.
+    #[arg(long)]
+    pub purge: bool,
     /// Directory for the node's durable state (identity, Raft log).
-    #[arg(long, default_value = "/var/lib/shoal")]
+    #[arg(long, env = "SHOAL_STATE_DIR", default_value = "/var/lib/shoal")]
     pub state_dir: PathBuf,
     /// Unix socket for the local API (created with mode 0600).
-    #[arg(long, default_value = "/run/shoal/shoal.sock")]
+    #[arg(long, env = "SHOAL_SOCKET", default_value = "/run/shoal/shoal.sock")]
     pub socket: PathBuf,
     /// Node hostname (default: the host's).
-    #[arg(long)]
+    #[arg(long, env = "SHOAL_HOSTNAME")]
     pub hostname: Option<String>,
     /// Address the manager API listens on.
-    #[arg(long, default_value = "0.0.0.0:2377")]
+    #[arg(long, env = "SHOAL_LISTEN_ADDR", default_value = "0.0.0.0:2377")]
     pub listen_addr: SocketAddr,
     /// Address other nodes reach this one at, IP or IP:PORT (default port 2377). Default:
     /// the address of the only non-loopback interface, if there is exactly one.
-    #[arg(long, value_parser = parse_advertise_addr)]
+    #[arg(long, env = "SHOAL_ADVERTISE_ADDR", value_parser = parse_advertise_addr)]
     pub advertise_addr: Option<SocketAddr>,
     /// Source address for VXLAN traffic (default: the advertise address).
-    #[arg(long)]
+    #[arg(long, env = "SHOAL_DATA_PATH_ADDR")]
     pub data_path_addr: Option<IpAddr>,
     /// UDP port for VXLAN traffic.
-    #[arg(long, default_value_t = 4789, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "SHOAL_DATA_PATH_PORT", default_value_t = 4789, value_parser = clap::value_parser!(u16).range(1..))]
     pub data_path_port: u16,
     /// UDP and TCP port for the gossip network DB.
-    #[arg(long, default_value_t = 7946, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "SHOAL_GOSSIP_PORT", default_value_t = 7946, value_parser = clap::value_parser!(u16).range(1..))]
     pub gossip_port: u16,
     /// Address of the Prometheus metrics endpoint.
-    #[arg(long, default_value = "127.0.0.1:9323")]
+    #[arg(long, env = "SHOAL_METRICS_ADDR", default_value = "127.0.0.1:9323")]
     pub metrics_addr: SocketAddr,
-    /// How the underlay XDP program runs: `auto` lets the kernel choose (native where the
-    /// driver has it), `generic` runs it in the network stack, for drivers whose native XDP
-    /// cannot transmit (`XDP_TX`) to their peer, like a veth whose other end runs no XDP.
-    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    /// How the underlay XDP program runs: `auto` is native XDP, falling back to generic (in
+    /// the network stack, with a log line saying why) where native cannot work: a driver
+    /// without native XDP, or a veth whose peer runs no XDP program (native `XDP_TX` frames
+    /// would vanish there). `native` and `generic` force one.
+    #[arg(long, env = "SHOAL_XDP_MODE", value_enum, default_value_t = XdpModeArg::Auto)]
     pub xdp_mode: XdpModeArg,
     /// DNS server the tasks' embedded DNS forwards other names to, IP or IP:PORT (repeatable;
     /// default: the nameservers of the host's /etc/resolv.conf), as dockerd's --dns.
-    #[arg(long = "dns", value_parser = parse_dns_server)]
+    #[arg(long = "dns", env = "SHOAL_DNS", value_delimiter = ',', value_parser = parse_dns_server)]
     pub dns: Vec<SocketAddr>,
     /// Log filter: a level (error, warn, info, debug, trace) or tracing directives.
     #[arg(long, env = "SHOAL_LOG", default_value = "info")]
     pub log_level: String,
     /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
+    #[arg(long, env = "SHOAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
 }
 

@@ -15,6 +15,7 @@ mod dns;
 mod draining;
 mod gossip_bounds;
 mod health;
+mod host_install;
 mod lb_programs;
 mod mesh;
 mod mesh_flood;

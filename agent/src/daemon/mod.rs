@@ -1,12 +1,24 @@
 //! `shoal agent`: the node daemon.
 //!
-//! Lifecycle: init tracing -> resolve config -> lock the state dir -> node identity -> data
-//! path -> bind the local API -> log what is bound -> serve until SIGTERM/SIGINT -> drain:
-//! stop serving, remove the socket. Pinned maps, the pinned underlay XDP link and the tc
-//! filters on task veths stay, on purpose: tasks outlive the agent, and so does their data
-//! path (published ports and established flows included).
+//! Lifecycle: flags (command line > environment > `--config` file > defaults) -> root? ->
+//! (`--cleanup`/`--purge` end here) -> init tracing -> kernel features? -> resolve config ->
+//! lock the state dir -> node identity -> data path -> bind the local API -> log what is bound
+//! -> tell systemd READY=1 -> serve until SIGTERM/SIGINT -> drain: STOPPING=1, stop serving,
+//! remove the socket. Pinned maps, the pinned underlay XDP link and the tc filters on task
+//! veths stay, on purpose: tasks outlive the agent, and so does their data path (published
+//! ports and established flows included); `--cleanup` removes them.
+//!
+//! Bad input and a host that cannot run the agent (a bad config file, not root, a missing
+//! kernel feature) end with one line and exit status 2, which the systemd unit does not
+//! restart on: restarting would change nothing.
 //!
 //! # Layout
+//! - `config_file`: `--config FILE`, agent flags from TOML under the environment and the
+//!   command line.
+//! - `preflight`: root and the kernel features, each missing one a line naming the fix.
+//! - `cleanup`: `--cleanup`/`--purge`: one node's tasks, namespaces, mounts, pins, gateway.
+//! - `notify`: systemd's readiness protocol (`READY=1`, `STOPPING=1` on `$NOTIFY_SOCKET`).
+//! - `xdp_mode`: `--xdp-mode auto`: whether native XDP can work on the underlay interface.
 //! - `config`: flags resolved against the host (hostname, addresses, underlay interface).
 //! - `state_dir`: the state directory and its exclusive lock.
 //! - `node_dataplane`: the eBPF data path as this node runs it.
@@ -14,12 +26,17 @@
 //! - `metrics`: the Prometheus endpoint.
 //! - `tasks`: the exec driver as the swarm's task runner.
 
+mod cleanup;
 mod config;
+mod config_file;
 mod local_api;
 mod metrics;
 mod node_dataplane;
+mod notify;
+mod preflight;
 mod state_dir;
 mod tasks;
+mod xdp_mode;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -30,12 +47,12 @@ use std::{
 
 use anyhow::Context as _;
 use shoal_control::{
+    error_chain::Chain,
     identity::NodeId,
     swarm::{NodeConfig, Swarm},
 };
-use shoal_dataplane::XdpAttachMode;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     cli::AgentArgs,
@@ -44,7 +61,13 @@ use crate::{
 };
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let args = config_file::apply(args).unwrap_or_else(|e| refuse(e));
+    preflight::require_root().unwrap_or_else(|e| refuse(e));
+    if args.cleanup || args.purge {
+        return cleanup::run(&args, args.purge);
+    }
     logging::init(&args.log_level, args.log_format)?;
+    preflight::require_kernel_features().unwrap_or_else(|e| refuse(e));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,20 +76,19 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: AgentArgs) -> anyhow::Result<()> {
+    let notifier = notify::Notifier::from_env();
     let config = config::Config::resolve(&args)?;
     let state = state_dir::StateDir::lock(&args.state_dir)?;
+    if let Err(e) = cleanup::record_node_netns(state.path()) {
+        warn!(error = %Chain(e.as_ref()), "recording the node's network namespace (for --cleanup)");
+    }
     let node_id = NodeId::load_or_create(state.path()).context("loading the node identity")?;
     info!(node_id = %node_id, hostname = %config.hostname, state_dir = %state.path().display(), "node identity");
 
-    let xdp_mode = match args.xdp_mode {
-        crate::cli::XdpModeArg::Auto => XdpAttachMode::Auto,
-        crate::cli::XdpModeArg::Native => XdpAttachMode::Native,
-        crate::cli::XdpModeArg::Generic => XdpAttachMode::Generic,
-    };
     let dataplane = node_dataplane::SharedDataplane::new(node_dataplane::NodeDataplane::start(
         &node_id,
         config.underlay_interface.as_deref(),
-        xdp_mode,
+        args.xdp_mode,
     )?);
     let networking = NodeNetworking::new(
         NetworkingConfig {
@@ -145,7 +167,14 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
     // Bound last: once the socket exists, the agent is up.
     let listener = local_api::bind(&args.socket)?;
     info!(socket = %args.socket.display(), "local API listening");
-    local_api::serve(listener, service, swarm.clone(), shutdown_signal()).await?;
+    // The socket is bound (connections queue until served, just below) and the data path is
+    // loaded: the node is up.
+    notifier.ready(&format!("serving on {}", args.socket.display()));
+    let stop = async {
+        shutdown_signal().await;
+        notifier.stopping();
+    };
+    local_api::serve(listener, service, swarm.clone(), stop).await?;
 
     info!("shutting down");
     metrics.abort();
@@ -156,6 +185,13 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
     drop(state);
     info!("stopped");
     Ok(())
+}
+
+/// Bad input, or a host that cannot run the agent: one line, and exit status 2 (the unit's
+/// `RestartPreventExitStatus`), since a restart would change nothing.
+fn refuse(e: anyhow::Error) -> ! {
+    eprintln!("error: {}", Chain(e.as_ref()));
+    std::process::exit(2)
 }
 
 /// Swarm's default is 5 s; shoal notices a dead node five times sooner.

@@ -21,7 +21,8 @@ use shoal_dataplane::{
 };
 use tracing::warn;
 
-use crate::networking::ServiceDataplane;
+use super::xdp_mode;
+use crate::{cli::XdpModeArg, networking::ServiceDataplane};
 
 /// Shared by the API, the metrics and the networking; the daemon takes the data path out at
 /// shutdown to detach it.
@@ -109,14 +110,19 @@ impl NodeDataplane {
     pub fn start(
         node_id: &NodeId,
         underlay_interface: Option<&str>,
-        xdp_mode: XdpAttachMode,
+        xdp_mode: XdpModeArg,
     ) -> anyhow::Result<Self> {
         let root = Path::new(bpffs::DEFAULT_ROOT);
-        bpffs::ensure_mounted(root)?;
+        bpffs::ensure_mounted(root).with_context(|| {
+            format!(
+                "bpffs is not mounted at {} and cannot be (mount it with `mount -t bpf bpf {0}`)",
+                root.display()
+            )
+        })?;
         let pin_dir = bpffs::node_pin_dir(root, node_id.as_str());
         let mut dataplane = Dataplane::load(Some(&pin_dir)).context("starting the data path")?;
         match underlay_interface {
-            Some(interface) => dataplane.attach_underlay_xdp(interface, xdp_mode)?,
+            Some(interface) => attach_underlay(&mut dataplane, interface, xdp_mode)?,
             None => warn!("no data-path address: the underlay XDP program is not attached"),
         }
         Ok(NodeDataplane {
@@ -171,4 +177,32 @@ impl NodeDataplane {
             error,
         }
     }
+}
+
+/// Attaches the underlay XDP program in the mode asked for. `auto` is native, and generic
+/// (with one line saying why) where native cannot work: a veth whose peer runs no XDP program
+/// (see `xdp_mode`), or a driver that refuses native XDP.
+fn attach_underlay(
+    dataplane: &mut Dataplane,
+    interface: &str,
+    mode: XdpModeArg,
+) -> anyhow::Result<()> {
+    let mode = match mode {
+        XdpModeArg::Native => XdpAttachMode::Native,
+        XdpModeArg::Generic => XdpAttachMode::Generic,
+        XdpModeArg::Auto => match xdp_mode::native_blocker(interface) {
+            Some(reason) => {
+                warn!(interface, reason = %reason, "--xdp-mode auto: XDP in generic mode");
+                XdpAttachMode::Generic
+            }
+            None => match dataplane.attach_underlay_xdp(interface, XdpAttachMode::Native) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    warn!(interface, reason = %Chain(&e), "--xdp-mode auto: native XDP refused, XDP in generic mode");
+                    XdpAttachMode::Generic
+                }
+            },
+        },
+    };
+    Ok(dataplane.attach_underlay_xdp(interface, mode)?)
 }
