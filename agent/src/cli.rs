@@ -170,6 +170,22 @@ pub enum SwarmCommand {
     Unlock,
     /// Show or rotate the unlock key.
     UnlockKey(UnlockKeyArgs),
+    /// Display and rotate the root CA.
+    Ca(SwarmCaArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SwarmCaArgs {
+    /// Only print the root CA certificate.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Rotate the swarm's root CA: every node moves to a certificate of a new CA, then the
+    /// old one and the join tokens (which name it) are replaced.
+    #[arg(long)]
+    pub rotate: bool,
+    /// Exit immediately instead of waiting for the root rotation to converge.
+    #[arg(short, long)]
+    pub detach: bool,
 }
 
 #[derive(Args, Debug)]
@@ -202,6 +218,10 @@ pub struct SwarmInitArgs {
     /// Enable manager autolocking: a restarted manager needs the unlock key.
     #[arg(long)]
     pub autolock: bool,
+    /// Validity period for node certificates (at least 30s; below 1h, Docker's minimum, for
+    /// tests and demos).
+    #[arg(long, default_value = "2160h", value_parser = crate::duration::parse_duration)]
+    pub cert_expiry: std::time::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -237,7 +257,7 @@ pub struct JoinTokenArgs {
     clap::ArgGroup::new("change")
         .required(true)
         .multiple(true)
-        .args(["rotate_gossip_key", "autolock"])
+        .args(["rotate_gossip_key", "autolock", "cert_expiry"])
 ))]
 pub struct SwarmUpdateArgs {
     /// Add a new gossip encryption key now (it is used from the next rotation on; the leader
@@ -247,6 +267,10 @@ pub struct SwarmUpdateArgs {
     /// Change manager autolocking setting (true|false).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub autolock: Option<bool>,
+    /// Validity period for node certificates issued from now on (each node renews at 50-80 %
+    /// of its certificate's lifetime).
+    #[arg(long, value_parser = crate::duration::parse_duration)]
+    pub cert_expiry: Option<std::time::Duration>,
 }
 
 #[derive(Args, Debug)]

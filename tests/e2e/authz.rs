@@ -10,8 +10,9 @@ use shoal_control::{
         AddRaftMemberRequest, AdmitRequest, ConfigSpec, Empty, ExecRequest, HeartbeatRequest,
         InitRequest, JoinSwarmRequest, JoinTokenRequest, LeaveRequest, ListTasksRequest,
         NetworkRef, NetworkSpec, ObjectRef, RaftRequest, RemoveNodeRequest,
-        RenewCertificateRequest, SecretSpec, ServiceRef, ServiceSpec, TaskLogsRequest,
-        UnlockKeyRequest, UpdateNodeRequest, UpdateServiceRequest, cluster_client::ClusterClient,
+        RenewCertificateRequest, RootCaRequest, SecretSpec, ServiceRef, ServiceSpec,
+        TaskLogsRequest, UnlockKeyRequest, UpdateNodeRequest, UpdateServiceRequest,
+        UpdateSwarmRequest, cluster_client::ClusterClient,
     },
     cluster::Role,
     pki::{ClusterCa, JoinToken, connect_for_join},
@@ -54,7 +55,9 @@ fn expected(rpc: &str) -> [Answer; 5] {
         "AddRaftMember" | "JoinToken" | "ListNodes" | "UpdateNode" | "RemoveNode"
         | "CreateService" | "UpdateService" | "RemoveService" | "ListServices" | "ListTasks"
         | "TaskLogs" | "Exec" | "CreateNetwork" | "RemoveNetwork" | "RotateGossipKey"
-        | "UnlockKey" | "Raft" => [Served, Denied, x, x, Unauthenticated],
+        | "UnlockKey" | "Raft" | "UpdateSwarm" | "RootCa" => {
+            [Served, Denied, x, x, Unauthenticated]
+        }
         // Managers only: no node reads a secret (or a config) through the API; a node gets the
         // data of its own tasks' files with its heartbeat answer, and nothing else.
         "CreateSecret" | "ListSecrets" | "InspectSecret" | "RemoveSecret" | "CreateConfig"
@@ -118,6 +121,7 @@ async fn call(client: &mut ClusterClient<Channel>, rpc: &str, node_id: &str) -> 
             .heartbeat(HeartbeatRequest {
                 node_id: me,
                 task_reports: Vec::new(),
+                ..Default::default()
             })
             .await
             .map(drop),
@@ -188,6 +192,16 @@ async fn call(client: &mut ClusterClient<Channel>, rpc: &str, node_id: &str) -> 
                 autolock: None,
                 rotate: false,
             })
+            .await
+            .map(drop),
+        // Changes nothing: no setting given.
+        "UpdateSwarm" => client
+            .update_swarm(UpdateSwarmRequest::default())
+            .await
+            .map(drop),
+        // Shows the root; no rotation.
+        "RootCa" => client
+            .root_ca(RootCaRequest { rotate: false })
             .await
             .map(drop),
         // An empty spec is refused for its name (nothing is created); references name nothing.

@@ -8,6 +8,7 @@
 
 mod authz;
 mod autolock;
+mod certificates;
 mod cli_errors;
 mod cluster_basics;
 mod dataplane_programs;

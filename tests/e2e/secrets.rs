@@ -455,6 +455,7 @@ fn a_workers_certificate_gets_its_own_tasks_files_and_nothing_else() {
                 node_id: node_id.to_string(),
                 // postcard's empty list: no reports.
                 task_reports: vec![0],
+                ..Default::default()
             };
             // Not for another node, and no secret through the API.
             let mut denied = vec![client.heartbeat(beat(&node1)).await.unwrap_err().code()];

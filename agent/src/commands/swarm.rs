@@ -1,22 +1,29 @@
-//! `shoal swarm init | join | join-token | leave | update | unlock | unlock-key`, printing what
-//! Docker prints.
+//! `shoal swarm init | join | join-token | leave | update | unlock | unlock-key | ca`, printing
+//! what Docker prints.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::{
+    io::{BufRead as _, IsTerminal as _, Write as _},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use shoal_control::api::{
-    Empty, InitRequest, JoinSwarmRequest, JoinTokenRequest, LeaveRequest, UnlockKeyRequest,
-    UnlockRequest,
+    Empty, InitRequest, JoinSwarmRequest, JoinTokenRequest, LeaveRequest, RootCaRequest,
+    RootCaResponse, UnlockKeyRequest, UnlockRequest, UpdateSwarmRequest,
 };
+use shoal_control::pki::{self, DOCKER_MIN_NODE_CERT_EXPIRY};
 use shoal_control::wire_limits::{agent_client, cluster_client};
 
 use crate::{
     cli::{
-        JoinTokenArgs, LeaveArgs, SwarmCommand, SwarmInitArgs, SwarmJoinArgs, SwarmUpdateArgs,
-        UnlockKeyArgs,
+        JoinTokenArgs, LeaveArgs, SwarmCaArgs, SwarmCommand, SwarmInitArgs, SwarmJoinArgs,
+        SwarmUpdateArgs, UnlockKeyArgs,
     },
     client::{status_error, with_agent},
 };
+
+/// How often `swarm ca --rotate` asks how far the rotation has come.
+const ROTATION_POLL: Duration = Duration::from_millis(500);
 
 pub fn run(host: &str, command: SwarmCommand) -> anyhow::Result<()> {
     match command {
@@ -27,10 +34,94 @@ pub fn run(host: &str, command: SwarmCommand) -> anyhow::Result<()> {
         SwarmCommand::Update(args) => update(host, args),
         SwarmCommand::Unlock => unlock(host),
         SwarmCommand::UnlockKey(args) => unlock_key(host, args),
+        SwarmCommand::Ca(args) => ca(host, args),
     }
 }
 
+/// `--cert-expiry` in whole seconds (rounded up: the agent refuses what is below its
+/// minimum), with a warning line below Docker's minimum of an hour.
+fn cert_expiry_secs(expiry: Duration) -> u64 {
+    if expiry < DOCKER_MIN_NODE_CERT_EXPIRY {
+        eprintln!(
+            "warning: --cert-expiry {}s is below Docker's minimum of 1h: every node renews its \
+             certificate every {:.0}-{:.0}s (at 50-80 % of its lifetime); for tests and demos",
+            expiry.as_secs_f64(),
+            expiry.as_secs_f64() * 0.5,
+            expiry.as_secs_f64() * 0.8
+        );
+    }
+    expiry.as_secs_f64().ceil() as u64
+}
+
+/// `swarm ca [--rotate] [-q] [-d]`: the root CA certificate; with `--rotate`, a rotation
+/// started and followed until every node holds a certificate of the new CA, which is then
+/// printed (Docker's output, with a line per change instead of redrawn progress bars).
+fn ca(host: &str, args: SwarmCaArgs) -> anyhow::Result<()> {
+    let mut status = root_ca_call(host, args.rotate)?;
+    if !args.rotate || args.detach {
+        print!("{}", status.ca_cert_pem);
+        return Ok(());
+    }
+    let mut desired = String::new();
+    let mut shown = None;
+    loop {
+        if !status.desired_ca_cert_pem.is_empty() && status.desired_ca_cert_pem != desired {
+            desired = status.desired_ca_cert_pem.clone();
+            shown = None;
+            if !args.quiet {
+                let digest = pki::cert_info(&desired)
+                    .map(|c| c.fingerprint)
+                    .context("reading the new root CA")?;
+                println!("desired root digest: sha256:{digest}");
+            }
+        }
+        let done = status.desired_ca_cert_pem.is_empty();
+        let progress = (status.nodes_rotated, status.nodes);
+        if !args.quiet && shown != Some(progress) && !done {
+            println!(
+                "  rotated TLS certificates:  {}/{} nodes",
+                progress.0, progress.1
+            );
+            shown = Some(progress);
+        }
+        if done {
+            if !args.quiet {
+                println!(
+                    "  rotated TLS certificates:  {0}/{0} nodes\n  rotated CA certificates:   \
+                     {0}/{0} nodes",
+                    status.nodes
+                );
+            }
+            print!("{}", status.ca_cert_pem);
+            return Ok(());
+        }
+        std::thread::sleep(ROTATION_POLL);
+        status = root_ca_call(host, false)?;
+    }
+}
+
+fn root_ca_call(host: &str, rotate: bool) -> anyhow::Result<RootCaResponse> {
+    let response = with_agent(host, async |channel| {
+        cluster_client(channel)
+            .root_ca(RootCaRequest { rotate })
+            .await
+            .map_err(status_error)
+    })?;
+    Ok(response.into_inner())
+}
+
 fn update(host: &str, args: SwarmUpdateArgs) -> anyhow::Result<()> {
+    if let Some(expiry) = args.cert_expiry {
+        let request = UpdateSwarmRequest {
+            cert_expiry_secs: Some(cert_expiry_secs(expiry)),
+        };
+        with_agent(host, async |channel| {
+            cluster_client(channel)
+                .update_swarm(request)
+                .await
+                .map_err(status_error)
+        })?;
+    }
     if args.rotate_gossip_key {
         with_agent(host, async |channel| {
             cluster_client(channel)
@@ -122,6 +213,7 @@ fn init(host: &str, args: SwarmInitArgs) -> anyhow::Result<()> {
         default_addr_pool_mask_length: args.default_addr_pool_mask_length,
         dispatcher_heartbeat_ms: args.dispatcher_heartbeat.as_millis().max(1) as u64,
         autolock: args.autolock,
+        cert_expiry_secs: cert_expiry_secs(args.cert_expiry),
     };
     let response = with_agent(host, async |channel| {
         let mut cluster = cluster_client(channel);

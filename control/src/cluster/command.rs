@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
+    certs::{IssuedCert, RootRotation},
     model::{Availability, ClusterInfo, ClusterState, NodeRecord, Role},
     network::Network,
     service::{Service, Task, TaskStatus},
@@ -72,7 +73,30 @@ pub enum Command {
     SetNodeKey { id: String, public_key: Vec<u8> },
     /// Secrets and configs created or removed (see [`super::objects`]).
     Objects(super::objects::ObjectCommand),
+    /// A certificate was issued for a node (admission, renewal, role change, root rotation):
+    /// the public key it certifies (as [`Command::SetNodeKey`]) and what identifies it.
+    CertIssued {
+        id: String,
+        public_key: Vec<u8>,
+        cert: IssuedCert,
+    },
+    /// `swarm init --cert-expiry`, `swarm update --cert-expiry`: the lifetime of the node
+    /// certificates issued from now on, seconds (0: the default).
+    SetCertExpiry { secs: u64 },
+    /// `swarm ca --rotate`: a new CA to move to, replacing a rotation under way.
+    StartCaRotation(RootRotation),
+    /// Every node uses a certificate of the rotation's CA (`ca_cert_pem`): it becomes the
+    /// root, the old one is dropped, and the join tokens change (they name the root). Refused
+    /// unless that rotation is still the one under way.
+    FinishCaRotation {
+        ca_cert_pem: String,
+        worker_secret: String,
+        manager_secret: String,
+    },
 }
+
+/// The shortest `--cert-expiry` the store takes, seconds (`pki::MIN_NODE_CERT_EXPIRY`).
+const MIN_CERT_EXPIRY_SECS: u64 = 30;
 
 /// What applying a command produced. Errors are part of the replicated result, not a failure
 /// of the log: every manager reaches the same verdict.
@@ -173,6 +197,7 @@ impl ClusterState {
                     .remove(id)
                     .ok_or_else(|| format!("node {id} not found"))?;
                 self.node_keys.remove(id);
+                self.node_certs.remove(id);
                 self.revoked.retain(|_, until| *until > *removed_at);
                 self.revoked.insert(id.clone(), *revoked_until);
             }
@@ -314,6 +339,49 @@ impl ClusterState {
                 self.node_keys.insert(id.clone(), public_key.clone());
             }
             Command::Objects(command) => command.apply(self)?,
+            Command::CertIssued {
+                id,
+                public_key,
+                cert,
+            } => {
+                self.node_mut(id)?;
+                self.node_keys.insert(id.clone(), public_key.clone());
+                self.node_certs.insert(id.clone(), cert.clone());
+            }
+            Command::SetCertExpiry { secs } => {
+                self.cluster_info()?;
+                if (1..MIN_CERT_EXPIRY_SECS).contains(secs) {
+                    return Err(format!(
+                        "node certificates must be valid for at least {MIN_CERT_EXPIRY_SECS}s"
+                    )
+                    .into());
+                }
+                self.ca.cert_expiry_secs = *secs;
+            }
+            Command::StartCaRotation(rotation) => {
+                self.cluster_info()?;
+                self.ca.rotation = Some(rotation.clone());
+            }
+            Command::FinishCaRotation {
+                ca_cert_pem,
+                worker_secret,
+                manager_secret,
+            } => {
+                if self
+                    .ca
+                    .rotation
+                    .as_ref()
+                    .is_none_or(|r| r.ca_cert_pem != *ca_cert_pem)
+                {
+                    return Err("that root rotation is no longer under way".into());
+                }
+                let cluster = self.cluster.as_mut().ok_or("no swarm")?;
+                let rotation = self.ca.rotation.take().ok_or("no root rotation")?;
+                cluster.ca_cert_pem = rotation.ca_cert_pem;
+                cluster.ca_key_pem = rotation.ca_key_pem;
+                cluster.worker_secret = worker_secret.clone();
+                cluster.manager_secret = manager_secret.clone();
+            }
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - `model`: the objects (cluster, nodes) and their enums.
+//! - [`certs`]: the CA's settings, a root rotation under way, the certificates issued.
 //! - `command`: [`Command`], [`CommandResponse`] and [`ClusterState::apply`].
 //! - `service`: services (desired state) and tasks (their instances on nodes).
 //! - [`network`]: overlay networks.
@@ -15,6 +16,7 @@
 //! - [`signal`]: `--stop-signal` names and numbers, as Docker reads them.
 //! - [`template`]: `--hostname` placeholders (`{{.Task.Slot}}`), checked here, filled on nodes.
 
+pub mod certs;
 mod command;
 pub mod gossip;
 pub mod health;

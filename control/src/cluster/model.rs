@@ -119,8 +119,8 @@ pub struct ClusterState {
     /// replicated apply when a node joins or `ingress` is created; freed with the node.
     #[serde(default)]
     pub ingress_addrs: BTreeMap<String, std::net::Ipv4Addr>,
-    /// Each node's public key (node ID -> the key its certificate certifies, an uncompressed
-    /// P-256 point), recorded when the managers issue the certificate: the network DB checks a
+    /// Each node's public key (node ID -> the key its certificate certifies: Ed25519, or an
+    /// uncompressed P-256 point for certificates issued before), recorded when the managers issue the certificate: the network DB checks a
     /// node's entries against it, so no other member can forge them.
     #[serde(default)]
     pub node_keys: BTreeMap<String, Vec<u8>>,
@@ -137,6 +137,14 @@ pub struct ClusterState {
     /// Configs by ID.
     #[serde(default)]
     pub configs: BTreeMap<String, super::objects::FileObject>,
+    /// The CA's settings (`--cert-expiry`) and a root rotation under way (see
+    /// [`super::certs`]).
+    #[serde(default)]
+    pub ca: super::certs::CaState,
+    /// The last certificate issued to each node (node ID -> its fingerprint, expiry, issuer):
+    /// a root rotation is over when every node reports using one of the new CA.
+    #[serde(default)]
+    pub node_certs: BTreeMap<String, super::certs::IssuedCert>,
 }
 
 /// The Raft member ID of a node: openraft needs a `Copy` integer, our IDs are strings. The

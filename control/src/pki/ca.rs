@@ -1,11 +1,13 @@
-//! The cluster CA: creating it at `swarm init`, its digest (the first part of join tokens), and
-//! issuing node certificates that carry a node's ID and role.
+//! The cluster CA: creating it at `swarm init` (and its successor at `swarm ca --rotate`,
+//! cross-signed by it), its digest (the first part of join tokens), and issuing node
+//! certificates that carry a node's ID and role.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rand::Rng as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, SanType,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, SanType, SerialNumber,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -24,10 +26,21 @@ pub const CA_DIGEST_LEN: usize = 50;
 
 /// 20 years, counting leap days.
 const CA_VALIDITY: Duration = Duration::from_secs((20 * 365 + 5) * 24 * 3600);
-/// How long a node certificate is valid.
-pub const NODE_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long a node certificate is valid unless the swarm says otherwise (`--cert-expiry`):
+/// 90 days, Docker's default.
+pub const DEFAULT_NODE_CERT_EXPIRY: Duration = Duration::from_secs(90 * 24 * 3600);
+/// swarmkit's shortest node certificate lifetime (`MinNodeCertExpiration`, 1 hour): shorter
+/// ones are accepted by shoal (see [`MIN_NODE_CERT_EXPIRY`]) with a warning.
+pub const DOCKER_MIN_NODE_CERT_EXPIRY: Duration = Duration::from_secs(3600);
+/// The shortest node certificate lifetime shoal accepts. Lower than Docker's hour on purpose:
+/// renewal (and what a swarm does through it) can then be watched in a test or a demo within
+/// minutes. Each node renews at 50-80 % of the lifetime, so 30 s still leaves a node 6 s or
+/// more of heartbeats to get its next certificate.
+pub const MIN_NODE_CERT_EXPIRY: Duration = Duration::from_secs(30);
 /// Certificates start being valid a little in the past, so a node whose clock is a bit behind
-/// the manager's still accepts a certificate issued a second ago.
+/// the manager's still accepts a certificate issued a second ago: an hour, or a tenth of a
+/// short lifetime (a 40 s certificate backdated by an hour would be due for renewal at once:
+/// nodes renew at a share of `notAfter - notBefore`).
 const BACKDATE: Duration = Duration::from_secs(3600);
 
 /// The cluster CA: its certificate and private key, PEM. The key lives only in the managers'
@@ -52,25 +65,43 @@ impl ClusterCa {
     /// A new self-signed CA (ECDSA P-256): CN `swarm-ca`, O = the cluster ID, valid 20 years.
     pub fn generate(cluster_id: &str) -> Result<Self, PkiError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err("the CA key"))?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, CA_COMMON_NAME);
-        dn.push(DnType::OrganizationName, cluster_id);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        set_validity(&mut params, CA_VALIDITY);
-        let cert = params
+        let cert = ca_params(cluster_id)
             .self_signed(&key)
             .map_err(gen_err("the CA certificate"))?;
         Ok(ClusterCa {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
         })
+    }
+
+    /// The CA that replaces this one in a root rotation (`swarm ca --rotate`): a new key and
+    /// certificate with the same name, and that certificate cross-signed by this CA (same
+    /// subject and key, issued by this one). Nodes that trust only this CA accept a node
+    /// certificate of the new one presented with the cross-signed certificate, so the swarm
+    /// keeps talking while nodes move over (swarmkit's `RootRotation.CrossSignedCACert`).
+    pub fn successor(&self, cluster_id: &str) -> Result<(ClusterCa, String), PkiError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(gen_err("the CA key"))?;
+        let params = ca_params(cluster_id);
+        let cert = params
+            .self_signed(&key)
+            .map_err(gen_err("the new CA certificate"))?;
+        let old_key = KeyPair::from_pem(&self.key_pem).map_err(gen_err("the CA key (parsing)"))?;
+        let old =
+            Issuer::from_ca_cert_pem(&self.cert_pem, old_key).map_err(gen_err("the CA issuer"))?;
+        // Its own serial: it has the new CA's issuer name (both CAs are named alike) but is
+        // another certificate.
+        let mut cross = params;
+        cross.serial_number = Some(random_serial());
+        let cross_signed = cross
+            .signed_by(&key, &old)
+            .map_err(gen_err("the cross-signed CA certificate"))?;
+        Ok((
+            ClusterCa {
+                cert_pem: cert.pem(),
+                key_pem: key.serialize_pem(),
+            },
+            cross_signed.pem(),
+        ))
     }
 
     /// The CA digest of join tokens: SHA-256 of the certificate's DER, in base 36, lowercase,
@@ -81,27 +112,46 @@ impl ClusterCa {
         ))
     }
 
-    /// A certificate for a node, signed by this CA: CN = node ID, OU = `swarm-manager` or
-    /// `swarm-worker`, O = cluster ID, DNS names `shoal-node` (the name every node is reached
-    /// by in TLS, since nodes are addressed by IP) and the node ID, valid 1 year, usable as TLS
-    /// client and server.
-    ///
-    /// The node's key pair is generated here, on the manager, rather than on the node with a
-    /// CSR: the credentials travel back to the node inside the TLS connection of its Join call
-    /// (whose server it has authenticated against the token's CA digest), so the key is never
-    /// exposed in clear, and the join protocol stays one round trip.
-    ///
-    /// Node keys are Ed25519 (the CA's own stays P-256): every network DB entry is signed with
-    /// the node key and verified by every other member, and Ed25519 verifies faster than
-    /// P-256 (measured 32-37 against 53 µs alone, 16-17 µs each in batches). rustls (ring)
-    /// takes it for the TLS handshake as well. Certificates issued before keep their P-256 key
-    /// until renewed.
+    /// A certificate for a node, signed by this CA, valid for the default lifetime; with the
+    /// CA as the only root to trust. See [`ClusterCa::issue_leaf`].
     pub fn issue(
         &self,
         node_id: &str,
         role: Role,
         cluster_id: &str,
     ) -> Result<NodeCredentials, PkiError> {
+        let (cert_pem, key_pem) =
+            self.issue_leaf(node_id, role, cluster_id, DEFAULT_NODE_CERT_EXPIRY)?;
+        Ok(NodeCredentials {
+            ca_cert_pem: self.cert_pem.clone(),
+            cert_pem,
+            key_pem,
+        })
+    }
+
+    /// A certificate for a node and its new key (PEM both), signed by this CA: CN = node ID,
+    /// OU = `swarm-manager` or `swarm-worker`, O = cluster ID, DNS names `shoal-node` (the name
+    /// every node is reached by in TLS, since nodes are addressed by IP) and the node ID, a
+    /// random serial, valid for `validity` (`--cert-expiry`), usable as TLS client and server.
+    ///
+    /// The node's key pair is generated here, on the manager, rather than on the node with a
+    /// CSR: the credentials travel back to the node inside the TLS connection of its Join call
+    /// (whose server it has authenticated against the token's CA digest) or of its renewal
+    /// (mutual TLS), so the key is never exposed in clear, and each protocol stays one round
+    /// trip. Every certificate comes with a new key: a renewal replaces the key too.
+    ///
+    /// Node keys are Ed25519 (the CA's own stays P-256): every network DB entry is signed with
+    /// the node key and verified by every other member, and Ed25519 verifies faster than
+    /// P-256 (measured 32-37 against 53 µs alone, 16-17 µs each in batches). rustls (ring)
+    /// takes it for the TLS handshake as well. Certificates issued before keep their P-256 key
+    /// until renewed.
+    pub fn issue_leaf(
+        &self,
+        node_id: &str,
+        role: Role,
+        cluster_id: &str,
+        validity: Duration,
+    ) -> Result<(String, String), PkiError> {
         let ca_key = KeyPair::from_pem(&self.key_pem).map_err(gen_err("the CA key (parsing)"))?;
         let issuer =
             Issuer::from_ca_cert_pem(&self.cert_pem, ca_key).map_err(gen_err("the CA issuer"))?;
@@ -133,16 +183,43 @@ impl ClusterCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
-        set_validity(&mut params, NODE_VALIDITY);
+        params.serial_number = Some(random_serial());
+        set_validity(&mut params, validity, BACKDATE.min(validity / 10));
         let cert = params
             .signed_by(&node_key, &issuer)
             .map_err(gen_err("the node certificate"))?;
-        Ok(NodeCredentials {
-            ca_cert_pem: self.cert_pem.clone(),
-            cert_pem: cert.pem(),
-            key_pem: node_key.serialize_pem(),
-        })
+        Ok((cert.pem(), node_key.serialize_pem()))
     }
+}
+
+/// A CA certificate's parameters: CN `swarm-ca`, O = the cluster ID, a random serial, valid
+/// 20 years, for signing certificates.
+fn ca_params(cluster_id: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, CA_COMMON_NAME);
+    dn.push(DnType::OrganizationName, cluster_id);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.serial_number = Some(random_serial());
+    set_validity(&mut params, CA_VALIDITY, BACKDATE);
+    params
+}
+
+/// 16 random bytes, positive. rcgen's default serial is a hash of the certificate's key, which
+/// a CA and its cross-signed certificate share.
+fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill(&mut bytes);
+    bytes[0] &= 0x7f;
+    // A leading zero byte would be dropped by the DER encoding: keep 16 significant bytes.
+    bytes[0] |= 0x01;
+    SerialNumber::from_slice(&bytes)
 }
 
 /// The OU a role is written as in node certificates.
@@ -179,15 +256,15 @@ fn base36_padded(big_endian: &[u8]) -> String {
     digits.iter().rev().map(|&d| d as char).collect()
 }
 
-/// Sets `params` valid from `BACKDATE` ago for `length`. rcgen re-exports no "now" (nor its
-/// time crate), so the dates are the Unix epoch plus the system clock.
-fn set_validity(params: &mut CertificateParams, length: Duration) {
+/// Sets `params` valid from `backdate` ago until `length` from now. rcgen re-exports no "now"
+/// (nor its time crate), so the dates are the Unix epoch plus the system clock.
+fn set_validity(params: &mut CertificateParams, length: Duration, backdate: Duration) {
     // A clock before 1970 is not worth an error: the certificate then starts at the epoch.
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let epoch = rcgen::date_time_ymd(1970, 1, 1);
-    params.not_before = epoch + now.saturating_sub(BACKDATE);
+    params.not_before = epoch + now.saturating_sub(backdate);
     params.not_after = epoch + (now + length);
 }
 
@@ -302,7 +379,7 @@ mod tests {
             let days = (cert.validity().not_after.timestamp()
                 - cert.validity().not_before.timestamp())
                 / (24 * 3600);
-            assert_eq!(days, 365);
+            assert_eq!(days, 90);
             assert_eq!(
                 cert.issuer().to_string(),
                 X509Certificate::from_der(pem::cert_der(&ca.cert_pem, "ca").unwrap().as_ref())
@@ -312,6 +389,44 @@ mod tests {
                     .to_string()
             );
         }
+    }
+
+    #[test]
+    fn serials_are_random_and_lifetimes_follow_the_request() {
+        let ca = ClusterCa::generate("cluster1").unwrap();
+        let mut serials = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            let (cert, _) = ca
+                .issue_leaf("node1", Role::Worker, "cluster1", Duration::from_secs(40))
+                .unwrap();
+            let der = pem::cert_der(&cert, "node").unwrap();
+            let (_, cert) = X509Certificate::from_der(der.as_ref()).unwrap();
+            serials.insert(cert.raw_serial().to_vec());
+            // 40 s ahead, backdated by a tenth of it.
+            let v = cert.validity();
+            assert_eq!(v.not_after.timestamp() - v.not_before.timestamp(), 44);
+        }
+        assert_eq!(serials.len(), 4, "{serials:?}");
+    }
+
+    #[test]
+    fn a_successor_is_cross_signed_by_its_predecessor() {
+        let old = ClusterCa::generate("cluster1").unwrap();
+        let (new, cross) = old.successor("cluster1").unwrap();
+        assert_ne!(new.digest().unwrap(), old.digest().unwrap());
+        let parse = |pem_text: &str| pem::cert_der(pem_text, "ca").unwrap();
+        let (new_der, cross_der, old_der) =
+            (parse(&new.cert_pem), parse(&cross), parse(&old.cert_pem));
+        let (_, new_cert) = X509Certificate::from_der(new_der.as_ref()).unwrap();
+        let (_, cross_cert) = X509Certificate::from_der(cross_der.as_ref()).unwrap();
+        let (_, old_cert) = X509Certificate::from_der(old_der.as_ref()).unwrap();
+        // Same subject and key as the new CA, issued by the old one, a CA itself.
+        assert_eq!(cross_cert.subject(), new_cert.subject());
+        assert_eq!(cross_cert.public_key().raw, new_cert.public_key().raw);
+        assert_eq!(cross_cert.issuer(), old_cert.subject());
+        assert!(cross_cert.is_ca());
+        assert_ne!(cross_cert.raw_serial(), new_cert.raw_serial());
+        assert_ne!(new_cert.public_key().raw, old_cert.public_key().raw);
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub fn peer_identity(cert_der: &[u8]) -> Result<PeerIdentity, PkiError> {
     Ok(PeerIdentity { node_id, role })
 }
 
+/// [`peer_identity`] of the first certificate of a PEM document (a node's own certificate).
+pub fn identity_of(cert_pem: &str) -> Result<PeerIdentity, PkiError> {
+    peer_identity(super::pem::cert_der(cert_pem, "the node certificate")?.as_ref())
+}
+
 /// The public key of a node certificate (PEM): the SubjectPublicKeyInfo's key, for Ed25519
 /// its 32 bytes, for ECDSA P-256 (certificates issued before node keys were Ed25519) the
 /// uncompressed point. The managers record it when they issue the certificate.

@@ -10,6 +10,24 @@ pub(crate) fn cert_der(pem: &str, what: &'static str) -> Result<CertificateDer<'
     CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|source| PkiError::Pem { what, source })
 }
 
+/// Every certificate of a PEM document, in order (a certificate followed by its intermediates,
+/// or a bundle of roots); at least one.
+pub(crate) fn certs_der(
+    pem: &str,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, PkiError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| PkiError::Pem { what, source })?;
+    if certs.is_empty() {
+        return Err(PkiError::Pem {
+            what,
+            source: rustls::pki_types::pem::Error::NoItemsFound,
+        });
+    }
+    Ok(certs)
+}
+
 /// The private key of a PEM document (PKCS#8, SEC1 or PKCS#1).
 pub(crate) fn key_der(pem: &str, what: &'static str) -> Result<PrivateKeyDer<'static>, PkiError> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|source| PkiError::Pem { what, source })
@@ -78,6 +96,19 @@ mod tests {
         let pem = encode_cert(&der);
         let back = cert_der(&pem, "test").unwrap();
         assert_eq!(back.as_ref(), der.as_slice());
+    }
+
+    #[test]
+    fn every_certificate_of_a_bundle_is_read_in_order() {
+        let a: Vec<u8> = (0..=255u8).take(90).collect();
+        let b: Vec<u8> = (0..=255u8).rev().take(70).collect();
+        let bundle = format!("{}{}", encode_cert(&a), encode_cert(&b));
+        let certs = certs_der(&bundle, "test").unwrap();
+        assert_eq!(certs.len(), 2);
+        assert_eq!(certs[0].as_ref(), a.as_slice());
+        assert_eq!(certs[1].as_ref(), b.as_slice());
+        assert_eq!(cert_der(&bundle, "test").unwrap().as_ref(), a.as_slice());
+        assert!(certs_der("", "test").is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! TLS configuration for the 2377 gRPC API, the client side (the server's is `tls_server`):
-//! the configuration of nodes that hold credentials, and the connection a joining node makes
-//! before it has any, which trusts the manager only if it proves it belongs to the CA pinned by
-//! the join token.
+//! the configuration of nodes that hold credentials, the connection every client makes, and
+//! the connection a joining node makes before it has credentials, which trusts the manager
+//! only if it proves it belongs to the CA pinned by the join token.
 
 use std::{
     io,
@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::{
     codegen::http::Uri,
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+    transport::{Channel, Endpoint},
 };
 
 use super::{JoinToken, NodeCredentials, PkiError, ca::digest_of_der, pem};
@@ -39,25 +39,54 @@ pub(super) const ALPN_H2: &[u8] = b"h2";
 /// (client) forever.
 pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The TLS configuration of a node's connections to managers: trust only the cluster CA,
-/// present the node certificate, expect the name [`TLS_SERVER_NAME`]. Use with an `https://`
-/// endpoint.
-pub fn client_tls(creds: &NodeCredentials) -> Result<ClientTlsConfig, PkiError> {
-    check(creds)?;
-    Ok(ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&creds.ca_cert_pem))
-        .identity(Identity::from_pem(&creds.cert_pem, &creds.key_pem))
-        .domain_name(TLS_SERVER_NAME)
-        .timeout(HANDSHAKE_TIMEOUT))
+/// The TLS configuration of a node's connections to other nodes: trust only the swarm's roots
+/// (one, or two during a root rotation), present the node certificate (with its intermediate,
+/// the cross-signed CA, during a rotation), expect the name [`TLS_SERVER_NAME`], speak h2.
+/// [`super::LiveTls`] builds one per set of credentials.
+pub fn client_config(creds: &NodeCredentials) -> Result<Arc<ClientConfig>, PkiError> {
+    let tls = |source| PkiError::Tls { source };
+    let mut roots = RootCertStore::empty();
+    for root in pem::certs_der(&creds.ca_cert_pem, "the CA certificates")? {
+        roots.add(root).map_err(tls)?;
+    }
+    let chain = pem::certs_der(&creds.cert_pem, "the node certificate")?;
+    let key = pem::key_der(&creds.key_pem, "the node key")?;
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(tls)?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(tls)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
 }
 
-/// tonic parses the PEM only when the server starts or the channel connects, with errors that
-/// do not say which part was wrong: parse it here first.
-fn check(creds: &NodeCredentials) -> Result<(), PkiError> {
-    pem::cert_der(&creds.ca_cert_pem, "the CA certificate")?;
-    pem::cert_der(&creds.cert_pem, "the node certificate")?;
-    pem::key_der(&creds.key_pem, "the node key")?;
-    Ok(())
+/// TCP to `addr`, then a TLS handshake with `config` for [`TLS_SERVER_NAME`], bounded by
+/// [`HANDSHAKE_TIMEOUT`], which must agree on h2: what tonic gets from the connectors of
+/// [`connect_for_join`] and [`super::LiveTls::channel`].
+pub(super) async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>> {
+    let server_name = ServerName::try_from(TLS_SERVER_NAME)
+        .map_err(|e| io::Error::other(format!("{TLS_SERVER_NAME}: {e}")))?;
+    let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))??;
+    tcp.set_nodelay(true)?;
+    let tls = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        TlsConnector::from(config).connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+    if tls.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+        return Err(io::Error::other(
+            "the peer did not negotiate HTTP/2 (ALPN h2)",
+        ));
+    }
+    Ok(TokioIo::new(tls))
 }
 
 /// Connects to the manager at `addr` for the Join call, before the node has credentials,
@@ -86,32 +115,11 @@ pub async fn connect_for_join(
         .with_custom_certificate_verifier(Arc::clone(&verifier) as Arc<dyn ServerCertVerifier>)
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    let connector = TlsConnector::from(Arc::new(config));
-    let server_name = ServerName::try_from(TLS_SERVER_NAME).map_err(|e| PkiError::Tls {
-        source: rustls::Error::General(format!("{TLS_SERVER_NAME}: {e}")),
-    })?;
+    let config = Arc::new(config);
 
     // tonic sees a plain `http://` endpoint; this connector does TCP and TLS itself, with the
     // pinned-CA verifier (tonic's `ClientTlsConfig` verifies against fixed roots only).
-    let connect = tower::service_fn(move |_: Uri| {
-        let connector = connector.clone();
-        let server_name = server_name.clone();
-        async move {
-            let tcp = TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(server_name, tcp))
-                .await
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
-                })??;
-            if tls.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
-                return Err(io::Error::other(
-                    "the manager did not negotiate HTTP/2 (ALPN h2)",
-                ));
-            }
-            Ok::<_, io::Error>(TokioIo::new(tls))
-        }
-    });
+    let connect = tower::service_fn(move |_: Uri| tls_connect(addr, Arc::clone(&config)));
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|source| PkiError::Connect { addr, source })?
         .connect_timeout(HANDSHAKE_TIMEOUT);
@@ -197,8 +205,12 @@ impl ServerCertVerifier for JoinVerifier {
         )
         .build()
         .map_err(|e| rustls::Error::General(format!("join verifier: {e}")))?;
-        // No intermediates: the node certificate must be signed by the CA itself.
-        webpki.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)?;
+        // The pinned CA is the only root. The rest of the chain may lead to it: during a root
+        // rotation the manager's certificate is from the new CA, which the pinned (old) one
+        // cross-signed; only the pinned CA's key can have made such a link.
+        let others: Vec<CertificateDer<'_>> =
+            intermediates.iter().filter(|c| *c != ca).cloned().collect();
+        webpki.verify_server_cert(end_entity, &others, server_name, ocsp_response, now)?;
         let ca = ca.clone().into_owned();
         self.record(|s| s.verified_ca = Some(ca));
         Ok(ServerCertVerified::assertion())
@@ -268,7 +280,7 @@ mod tests {
     use crate::{
         cluster::Role,
         pki::{
-            ClusterCa, peer_identity,
+            ClusterCa, LiveTls, peer_identity,
             tls_server::{NoRevocations, Revocations, handshakes, server_config},
         },
     };
@@ -322,10 +334,15 @@ mod tests {
         creds: &NodeCredentials,
         revocations: Arc<dyn Revocations>,
     ) -> SocketAddr {
+        let live = LiveTls::new(creds.clone()).unwrap();
+        live.set_revocations(revocations);
+        start_live_server(live).await
+    }
+
+    async fn start_live_server(live: Arc<LiveTls>) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = server_config(creds, revocations).unwrap();
-        let incoming = handshakes(TcpListenerStream::new(listener), config);
+        let incoming = handshakes(TcpListenerStream::new(listener), live);
         let router = Server::builder().add_service(WhoAmI);
         tokio::spawn(router.serve_with_incoming(incoming));
         addr
@@ -359,15 +376,11 @@ mod tests {
             .to_string())
     }
 
+    /// A channel with `creds`. It connects lazily: a refused handshake shows on the first
+    /// call.
     async fn connect(addr: SocketAddr, creds: &NodeCredentials) -> Result<Channel, PkiError> {
-        Endpoint::from_shared(format!("https://{addr}"))
-            .unwrap()
-            .tls_config(client_tls(creds)?)
-            .unwrap()
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(|source| PkiError::Connect { addr, source })
+        let live = LiveTls::new(creds.clone())?;
+        live.channel(addr, Duration::from_secs(5), Duration::from_secs(5))
     }
 
     struct Cluster {
@@ -510,11 +523,140 @@ mod tests {
         let c = cluster("c1");
         let other = cluster("c2");
         let addr = start_server(&c.manager).await;
-        let err = connect(addr, &other.worker).await.unwrap_err();
+        let err = who(addr, &other.worker).await.unwrap_err();
+        assert!(err.contains("UnknownIssuer"), "{err}");
+    }
+
+    /// A root rotation half-way: the new CA, cross-signed by the old one.
+    struct Rotation {
+        old: ClusterCa,
+        new: ClusterCa,
+        cross: String,
+    }
+
+    impl Rotation {
+        fn start() -> Rotation {
+            let old = ClusterCa::generate("c1").unwrap();
+            let (new, cross) = old.successor("c1").unwrap();
+            Rotation { old, new, cross }
+        }
+
+        /// A certificate of the old CA, trusting `trust`.
+        fn old_cert(&self, node: &str, role: Role, trust: &str) -> NodeCredentials {
+            NodeCredentials {
+                ca_cert_pem: trust.to_string(),
+                ..self.old.issue(node, role, "c1").unwrap()
+            }
+        }
+
+        /// A certificate of the new CA with the cross-signed one after it, trusting `trust`.
+        fn new_cert(&self, node: &str, role: Role, trust: &str) -> NodeCredentials {
+            let creds = self.new.issue(node, role, "c1").unwrap();
+            NodeCredentials {
+                ca_cert_pem: trust.to_string(),
+                cert_pem: format!("{}{}", creds.cert_pem, self.cross),
+                key_pem: creds.key_pem,
+            }
+        }
+
+        fn both(&self) -> String {
+            format!("{}{}", self.old.cert_pem, self.new.cert_pem)
+        }
+    }
+
+    /// Who the server at `addr` says `creds` are, or why the call failed.
+    async fn who(addr: SocketAddr, creds: &NodeCredentials) -> Result<String, String> {
+        match connect(addr, creds).await {
+            Ok(channel) => who_am_i(channel)
+                .await
+                .map_err(|e| crate::error_chain::chain(&e)),
+            Err(e) => Err(crate::error_chain::chain(&e)),
+        }
+    }
+
+    #[tokio::test]
+    async fn new_connections_take_the_renewed_certificate_and_open_ones_keep_theirs() {
+        let c = cluster("c1");
+        let server = LiveTls::new(c.manager.clone()).unwrap();
+        let addr = start_live_server(Arc::clone(&server)).await;
+        let client = LiveTls::new(c.worker.clone()).unwrap();
+        let before = client
+            .channel(addr, Duration::from_secs(5), Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(who_am_i(before.clone()).await.unwrap(), "worker1/Worker");
+        // Both sides renew (the client with another role, so the server's view shows it).
+        client
+            .replace(c.ca.issue("worker1", Role::Manager, "c1").unwrap())
+            .unwrap();
+        server
+            .replace(c.ca.issue("manager1", Role::Manager, "c1").unwrap())
+            .unwrap();
+        let after = client
+            .channel(addr, Duration::from_secs(5), Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(who_am_i(after).await.unwrap(), "worker1/Manager");
+        assert_eq!(who_am_i(before).await.unwrap(), "worker1/Worker");
+    }
+
+    #[tokio::test]
+    async fn during_a_root_rotation_old_and_new_certificates_meet() {
+        let r = Rotation::start();
+        let (old_root, both) = (r.old.cert_pem.clone(), r.both());
+        // A manager already moved to the new CA; nodes that trust only the old root, or both.
+        let addr = start_server(&r.new_cert("manager1", Role::Manager, &both)).await;
+        for (case, creds) in [
+            (
+                "old cert, old trust",
+                r.old_cert("w1", Role::Worker, &old_root),
+            ),
+            ("old cert, both", r.old_cert("w2", Role::Worker, &both)),
+            (
+                "new cert, old trust",
+                r.new_cert("w3", Role::Worker, &old_root),
+            ),
+            ("new cert, both", r.new_cert("w4", Role::Worker, &both)),
+        ] {
+            let seen = who(addr, &creds).await;
+            assert!(
+                seen.as_deref().is_ok_and(|s| s.ends_with("/Worker")),
+                "{case}: {seen:?}"
+            );
+        }
+        // A manager still on the old CA that does not know of the rotation yet takes the
+        // moved nodes, through the cross-signed certificate.
+        let addr = start_server(&r.old_cert("manager2", Role::Manager, &old_root)).await;
+        let moved = r.new_cert("w5", Role::Worker, &both);
+        assert_eq!(who(addr, &moved).await.unwrap(), "w5/Worker");
+    }
+
+    #[tokio::test]
+    async fn after_a_root_rotation_the_old_roots_certificates_are_refused() {
+        let r = Rotation::start();
+        let new_root = r.new.cert_pem.clone();
+        let addr = start_server(&r.new.issue("manager1", Role::Manager, "c1").unwrap()).await;
+        // Moved during the rotation (still carrying the cross-signed certificate) or after.
+        let during = r.new_cert("w1", Role::Worker, &new_root);
+        assert_eq!(who(addr, &during).await.unwrap(), "w1/Worker");
+        let after = r.new.issue("w2", Role::Worker, "c1").unwrap();
+        assert_eq!(who(addr, &after).await.unwrap(), "w2/Worker");
+        // Never moved. Both CAs have the same name: the server tries the new root's key on it
+        // (a bad signature, which TLS 1.3 reports as a decrypt error).
+        let stale = r.old_cert("w3", Role::Worker, &r.both());
+        let err = who(addr, &stale).await.unwrap_err();
         assert!(
-            crate::error_chain::chain(&err).contains("UnknownIssuer"),
-            "{err:?}"
+            err.contains("DecryptError") || err.contains("UnknownCA"),
+            "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn joining_during_a_rotation_works_with_the_token_of_either_root() {
+        let r = Rotation::start();
+        let addr = start_server(&r.new_cert("manager1", Role::Manager, &r.both())).await;
+        let (_, ca) = connect_for_join(addr, &token_for(&r.old)).await.unwrap();
+        assert_eq!(ca, r.old.cert_pem);
+        let (_, ca) = connect_for_join(addr, &token_for(&r.new)).await.unwrap();
+        assert_eq!(ca, r.new.cert_pem);
     }
 
     #[test]
@@ -531,6 +673,7 @@ mod tests {
                 ..
             })
         ));
-        assert!(client_tls(&broken).is_err());
+        assert!(client_config(&broken).is_err());
+        assert!(LiveTls::new(broken).is_err());
     }
 }

@@ -25,7 +25,7 @@ use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tracing::debug;
 
 use super::{
-    NodeCredentials, PkiError, peer_identity, pem,
+    LiveTls, NodeCredentials, PkiError, peer_identity, pem,
     tls::{ALPN_H2, HANDSHAKE_TIMEOUT},
 };
 
@@ -52,23 +52,26 @@ impl Revocations for NoRevocations {
 
 /// The TLS configuration of a node's 2377 server.
 ///
-/// The server presents its node certificate followed by the CA certificate (a joining node
-/// has no CA yet: it finds the CA in the chain and checks it against its token). Client
-/// certificates are verified against the cluster CA and the revocation list when presented,
-/// but are OPTIONAL: a node that is joining has none and must still reach the Admit call.
-/// Authorization is therefore per call: handlers read `request.peer_certs()` and
-/// [`super::peer_identity`], and treat a call without a certificate as anonymous.
+/// The server presents its node certificate (with its intermediate during a root rotation)
+/// followed by the CA certificates (a joining node has no CA yet: it finds the CA in the chain
+/// and checks it against its token). Client certificates are verified against the swarm's
+/// roots (both during a rotation) and the revocation list when presented, but are OPTIONAL: a
+/// node that is joining has none and must still reach the Admit call. Authorization is
+/// therefore per call: handlers read `request.peer_certs()` and [`super::peer_identity`], and
+/// treat a call without a certificate as anonymous.
 pub fn server_config(
     creds: &NodeCredentials,
     revocations: Arc<dyn Revocations>,
 ) -> Result<Arc<ServerConfig>, PkiError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let ca = pem::cert_der(&creds.ca_cert_pem, "the CA certificate")?;
-    let cert = pem::cert_der(&creds.cert_pem, "the node certificate")?;
+    let cas = pem::certs_der(&creds.ca_cert_pem, "the CA certificates")?;
+    let mut chain = pem::certs_der(&creds.cert_pem, "the node certificate")?;
     let key = pem::key_der(&creds.key_pem, "the node key")?;
     let tls = |source| PkiError::Tls { source };
     let mut roots = RootCertStore::empty();
-    roots.add(ca.clone()).map_err(tls)?;
+    for ca in &cas {
+        roots.add(ca.clone()).map_err(tls)?;
+    }
     let webpki =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
             .allow_unauthenticated()
@@ -78,31 +81,33 @@ pub fn server_config(
         webpki,
         revocations,
     });
+    chain.extend(cas);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(tls)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![cert, ca], key)
+        .with_single_cert(chain, key)
         .map_err(tls)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
 }
 
 /// The TLS connections of `incoming`, each handshake bounded by [`HANDSHAKE_TIMEOUT`] and run
-/// concurrently with the others (a slow client never holds up the next). Failed handshakes are
+/// concurrently with the others (a slow client never holds up the next), each with the
+/// server configuration `tls` holds when it is accepted: a renewed certificate or a new set of
+/// roots is used from the next connection on, and open ones keep theirs. Failed handshakes are
 /// dropped here, logged at debug level: they never reach the gRPC server.
 pub fn handshakes<S, IO>(
     incoming: S,
-    config: Arc<ServerConfig>,
+    tls: Arc<LiveTls>,
 ) -> impl Stream<Item = io::Result<TlsStream<IO>>> + Send + 'static
 where
     S: Stream<Item = io::Result<IO>> + Send + 'static,
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let acceptor = TlsAcceptor::from(config);
     incoming
         .map(move |accepted| {
-            let acceptor = acceptor.clone();
+            let acceptor = TlsAcceptor::from(tls.server_config());
             async move {
                 let stream = accepted?;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

@@ -50,6 +50,14 @@ impl AtRest {
             sealed_with: Mutex::new(sealed_with),
         }
     }
+
+    /// Whether autolock seals the files now (the TLS key is then saved sealed with the DEK).
+    pub(super) fn is_sealed(&self) -> bool {
+        self.sealed_with
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
 }
 
 /// What `resume` found on disk for a manager.
@@ -108,6 +116,10 @@ impl Swarm {
                 source: "the data key file is gone".into(),
             })?;
         let creds = self.load_credentials(Some(&dek))?;
+        if let Err(e) = self.check_not_expired(&creds) {
+            *self.locked_file() = None;
+            return Err(e);
+        }
         info!(cluster_id = %file.cluster_id, "unlocked: resuming swarm membership");
         let active = self
             .activate(file, creds, Some(AtRest::new(dek, Some(key.to_string()))))
@@ -230,9 +242,9 @@ fn reseal(
     was_locked: bool,
     unlock: Option<&UnlockKey>,
 ) -> Result<(), Error> {
+    let creds = active.tls.creds();
     let save_creds = |seal: Option<&SealKey>| {
-        active
-            .creds
+        creds
             .save_sealed(dir, seal)
             .map_err(Error::pki("saving the node credentials"))
     };

@@ -37,6 +37,14 @@ pub enum Error {
     #[error("{SWARM_LOCKED}")]
     Locked,
 
+    /// The node's certificate expired while it could not renew it (off, or cut off from the
+    /// managers for its whole lifetime): no manager takes it any more.
+    #[error(
+        "node certificate expired on {expired_on}: leave the swarm (shoal swarm leave --force) \
+         and join it again with a token"
+    )]
+    CertificateExpired { expired_on: String },
+
     /// `swarm unlock` with a key that is malformed or does not open the data key.
     #[error("invalid unlock key")]
     InvalidUnlockKey {
@@ -193,6 +201,7 @@ impl Error {
             Error::NotInSwarm
             | Error::AlreadyInSwarm
             | Error::Locked
+            | Error::CertificateExpired { .. }
             | Error::Refused(_)
             | Error::Exec { .. } => Code::FailedPrecondition,
             Error::InvalidUnlockKey { .. } => Code::InvalidArgument,

@@ -31,9 +31,10 @@ use crate::{
         ListConfigsResponse, ListNetworksResponse, ListNodesResponse, ListSecretsResponse,
         ListServicesResponse, ListTasksRequest, ListTasksResponse, NetworkInfo, NetworkRef,
         NetworkSpec, NodeInfo, ObjectRef, RaftRequest, RaftResponse, RemoveNodeRequest,
-        RenewCertificateRequest, SecretInfo, SecretSpec, ServiceInfo, ServiceRef, ServiceSpec,
-        TaskLogsRequest, UnlockKeyRequest, UnlockKeyResponse, UpdateNodeRequest,
-        UpdateServiceRequest, cluster_client::ClusterClient, cluster_server::Cluster,
+        RenewCertificateRequest, RootCaRequest, RootCaResponse, SecretInfo, SecretSpec,
+        ServiceInfo, ServiceRef, ServiceSpec, TaskLogsRequest, UnlockKeyRequest, UnlockKeyResponse,
+        UpdateNodeRequest, UpdateServiceRequest, UpdateSwarmRequest, cluster_client::ClusterClient,
+        cluster_server::Cluster,
     },
     error_chain::Chain,
     pki,
@@ -383,6 +384,32 @@ impl Cluster for ClusterService {
             request.into_inner(),
             async |leader, r| leader.renew_certificate(r).await,
             async |mut client, r| client.renew_certificate(r).await,
+        )
+        .await
+    }
+
+    async fn update_swarm(
+        &self,
+        request: Request<UpdateSwarmRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.allow(&request, Needs::Manager).await?;
+        self.on_leader(
+            request.into_inner(),
+            async |leader, r| leader.update_swarm(r).await,
+            async |mut client, r| client.update_swarm(r).await,
+        )
+        .await
+    }
+
+    async fn root_ca(
+        &self,
+        request: Request<RootCaRequest>,
+    ) -> Result<Response<RootCaResponse>, Status> {
+        self.allow(&request, Needs::Manager).await?;
+        self.on_leader(
+            request.into_inner(),
+            async |leader, r| leader.root_ca(r).await,
+            async |mut client, r| client.root_ca(r).await,
         )
         .await
     }

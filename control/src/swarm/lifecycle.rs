@@ -19,7 +19,7 @@ use super::{
     autolock::Resumed,
     convert::parse_role,
     error::Error,
-    leader::{Leader, Route},
+    leader::{Leader, Route, check_cert_expiry},
     persist::{self, SwarmFile},
 };
 use crate::wire_limits::cluster_client;
@@ -27,7 +27,7 @@ use crate::{
     MANAGER_PORT,
     api::{
         AddRaftMemberRequest, AdmitRequest, InitRequest, InitResponse, JoinSwarmRequest,
-        JoinSwarmResponse, NodeInfo, RenewCertificateRequest, UpdateNodeRequest,
+        JoinSwarmResponse, NodeInfo, UpdateNodeRequest,
     },
     clock::now_secs,
     cluster::{Availability, ClusterInfo, Command, NodeRecord, Role, gossip::GossipKey, raft_id},
@@ -42,16 +42,23 @@ const DEFAULT_SUBNET_SIZE: u8 = 24;
 impl Swarm {
     /// For `shoal info`.
     pub async fn summary(&self) -> SwarmSummary {
-        let Ok(active) = self.active().await else {
-            return match self.locked() {
-                Some(file) => SwarmSummary {
+        let active = match self.active().await {
+            Ok(active) => active,
+            Err(Error::Locked) => {
+                return SwarmSummary {
                     locked: true,
-                    cluster_id: file.cluster_id,
+                    cluster_id: self.locked().map(|f| f.cluster_id).unwrap_or_default(),
                     is_manager: true,
                     ..SwarmSummary::default()
-                },
-                None => SwarmSummary::default(),
-            };
+                };
+            }
+            Err(e @ Error::CertificateExpired { .. }) => {
+                return SwarmSummary {
+                    error: Some(e.to_string()),
+                    ..SwarmSummary::default()
+                };
+            }
+            Err(_) => return SwarmSummary::default(),
         };
         let (cluster_id, role) = {
             let file = active.file();
@@ -80,6 +87,7 @@ impl Swarm {
             is_manager: role == Role::Manager,
             managers,
             nodes,
+            error: None,
         }
     }
 
@@ -104,6 +112,10 @@ impl Swarm {
             },
         };
         let creds = self.load_credentials(at_rest.as_ref().map(|a| &a.dek))?;
+        if self.check_not_expired(&creds).is_err() {
+            // Said in one line (logged, and the answer to every call); the agent runs on.
+            return Ok(());
+        }
         info!(cluster_id = %file.cluster_id, role = file.role.as_str(), "resuming swarm membership");
         let active = self.activate(file, creds, at_rest).await?;
         *self.inner.active.write().await = Some(active);
@@ -120,14 +132,26 @@ impl Swarm {
             &request.default_addr_pools,
             request.default_addr_pool_mask_length,
         )?;
+        let cert_expiry = match request.cert_expiry_secs {
+            0 => pki::DEFAULT_NODE_CERT_EXPIRY,
+            secs => {
+                check_cert_expiry(secs)?;
+                Duration::from_secs(secs)
+            }
+        };
 
         let node_id = self.node_id().to_string();
         let cluster_id = NodeId::generate().to_string();
         let unlock = request.autolock.then(UnlockKey::generate);
         let ca = ClusterCa::generate(&cluster_id).map_err(Error::pki("creating the cluster CA"))?;
-        let creds = ca
-            .issue(&node_id, Role::Manager, &cluster_id)
+        let (cert_pem, key_pem) = ca
+            .issue_leaf(&node_id, Role::Manager, &cluster_id, cert_expiry)
             .map_err(Error::pki("issuing this node's certificate"))?;
+        let creds = NodeCredentials {
+            ca_cert_pem: ca.cert_pem.clone(),
+            cert_pem,
+            key_pem,
+        };
         let cluster = ClusterInfo {
             id: cluster_id.clone(),
             ca_cert_pem: ca.cert_pem.clone(),
@@ -176,6 +200,10 @@ impl Swarm {
             wait_for_leader(&manager.raft, Duration::from_secs(10)).await?;
             let leader = Leader::of(self, &active).ok_or(Error::NoLeader)?;
             leader.propose(Command::Init { cluster, node }).await?;
+            if request.cert_expiry_secs != 0 {
+                let secs = request.cert_expiry_secs;
+                leader.propose(Command::SetCertExpiry { secs }).await?;
+            }
             leader.create_ingress().await
         }
         .await;
@@ -219,7 +247,9 @@ impl Swarm {
             })
             .await?
             .into_inner();
-        if admitted.ca_cert_pem.trim() != verified_ca.trim() {
+        // The roots it sends (two during a root rotation) must include the CA the token
+        // names, which the manager's own certificate was verified against.
+        if !pki::bundle_holds(&admitted.ca_cert_pem, &verified_ca) {
             return Err(Error::denied(
                 "the manager's certificates do not match the CA it presented",
             ));
@@ -281,6 +311,10 @@ impl Swarm {
                 info!("left the swarm while locked");
                 return Ok(());
             }
+            if self.leave_expired(force)? {
+                info!("left the swarm its expired certificate could no longer reach");
+                return Ok(());
+            }
         }
         let active = self.active().await?;
         if active.role() == Role::Manager && !force {
@@ -311,6 +345,9 @@ impl Swarm {
     async fn check_not_in_swarm(&self) -> Result<(), Error> {
         if self.locked().is_some() {
             return Err(Error::Locked);
+        }
+        if let Some(expired_on) = self.expired() {
+            return Err(Error::CertificateExpired { expired_on });
         }
         if self.inner.active.read().await.is_some() {
             return Err(Error::AlreadyInSwarm);
@@ -373,7 +410,7 @@ impl Swarm {
             Ok(creds) => creds,
             Err(e) => {
                 warn!(cause = %Chain(&e), "keeping the old certificate: renewal failed");
-                old.creds.clone()
+                old.tls.creds()
             }
         };
         old.deactivate().await;
@@ -398,33 +435,6 @@ impl Swarm {
             self.become_raft_member(&active).await?;
         }
         Ok(())
-    }
-
-    /// A new certificate for this node's current role, from the leader.
-    async fn renew_credentials(&self, active: &Active) -> Result<NodeCredentials, Error> {
-        let request = RenewCertificateRequest {
-            node_id: self.node_id().to_string(),
-        };
-        let mut last = Error::unavailable("no manager answered");
-        for addr in active.managers_leader_first() {
-            match active
-                .peers
-                .client(addr)?
-                .renew_certificate(request.clone())
-                .await
-            {
-                Ok(reply) => {
-                    let reply = reply.into_inner();
-                    return Ok(NodeCredentials {
-                        ca_cert_pem: reply.ca_cert_pem,
-                        cert_pem: reply.cert_pem,
-                        key_pem: reply.key_pem,
-                    });
-                }
-                Err(e) => last = e.into(),
-            }
-        }
-        Err(last)
     }
 
     /// Asks the leader to make this (manager) node a Raft voter, now that its Raft server is up.

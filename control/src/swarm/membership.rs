@@ -1,6 +1,6 @@
 //! An active membership's machinery: starting what it runs (the 2377 server with its TLS,
-//! Raft on managers, the heartbeat, leadership and orchestration loops), saving its files, and
-//! abandoning it. `lifecycle.rs` decides when; this file knows how.
+//! Raft on managers, the heartbeat, certificate renewal, leadership and orchestration loops),
+//! saving its files, and abandoning it. `lifecycle.rs` decides when; this file knows how.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -13,8 +13,11 @@ use super::{
     autolock::{self, AtRest},
     error::Error,
     grpc::ClusterService,
-    leader::{liveness, orchestrate},
-    node::heartbeat,
+    leader::{CertReports, liveness, orchestrate},
+    node::{
+        certs::{self, CertWatch},
+        heartbeat,
+    },
     peers::Peers,
     persist::{self, SwarmFile},
     raft_network::NetworkFactory,
@@ -24,7 +27,7 @@ use crate::wire_limits::cluster_server;
 use crate::{
     cluster::{Role, raft_id},
     error_chain::Chain,
-    pki::{self, NodeCredentials},
+    pki::{self, LiveTls, NodeCredentials},
     raft::{Raft, seal::SealKey, store},
 };
 
@@ -41,9 +44,9 @@ impl Swarm {
         let listener = TcpListener::bind(config.listen_addr).await.map_err(|e| {
             Error::unavailable_because(format!("cannot listen on {}", config.listen_addr), e)
         })?;
-        let client_tls = pki::client_tls(&creds).map_err(Error::pki("client TLS configuration"))?;
-        let peers = Arc::new(Peers::new(client_tls));
-        self.inner.runner.node_key(&creds.key_pem);
+        let tls = LiveTls::new(creds).map_err(Error::pki("TLS configuration"))?;
+        let peers = Arc::new(Peers::new(Arc::clone(&tls)));
+        self.inner.runner.node_key(&tls.creds().key_pem);
         let manager = match (file.role, &at_rest) {
             (Role::Manager, Some(at_rest)) => {
                 Some(self.start_raft(Arc::clone(&peers), &at_rest.dek).await?)
@@ -58,16 +61,15 @@ impl Swarm {
         };
         // A manager refuses removed nodes at the handshake, from its store; a worker serves
         // only the managers the leader names, checked on each call.
-        let revocations: Arc<dyn pki::Revocations> = match &manager {
-            Some(manager) => Arc::new(StoreRevocations(manager.state_machine.clone())),
-            None => Arc::new(pki::NoRevocations),
-        };
-        let server_tls = pki::server_config(&creds, revocations)
-            .map_err(Error::pki("server TLS configuration"))?;
+        if let Some(manager) = &manager {
+            tls.set_revocations(Arc::new(StoreRevocations(manager.state_machine.clone())));
+        }
         let (stop, stopped) = watch::channel(false);
         let active = Arc::new(Active {
             file: Mutex::new(file),
-            creds,
+            tls: Arc::clone(&tls),
+            certs: CertWatch::new(config.heartbeat_period),
+            cert_reports: CertReports::default(),
             peers,
             manager,
             at_rest,
@@ -82,7 +84,7 @@ impl Swarm {
             let mut stopped = stopped.clone();
             let limits = Arc::new(SourceLimits::default());
             let service = cluster_server(ClusterService::remote(self.clone(), Arc::clone(&limits)));
-            let incoming = pki::handshakes(limits.incoming(listener), server_tls);
+            let incoming = pki::handshakes(limits.incoming(listener), tls);
             tokio::spawn(async move {
                 let shutdown = async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
@@ -102,7 +104,12 @@ impl Swarm {
             Arc::clone(&active),
             stopped.clone(),
         ));
-        let mut tasks = vec![server, beats];
+        let renewal = tokio::spawn(certs::run(
+            self.clone(),
+            Arc::clone(&active),
+            stopped.clone(),
+        ));
+        let mut tasks = vec![server, beats, renewal];
         if let Some(manager) = &active.manager {
             tasks.push(tokio::spawn(liveness::watch_leadership(
                 self.clone(),

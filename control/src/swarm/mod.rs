@@ -13,7 +13,8 @@
 //! - `grpc`: the `Cluster` gRPC service: who may call what, and where each call runs (here on
 //!   the leader, else forwarded to it); the one place an [`Error`] becomes a `Status`.
 //! - `leader/`: what the Raft leader does for each call, and the loops only it runs.
-//! - `node/`: what every node runs: the heartbeat loop, task I/O, the [`TaskRunner`] seam.
+//! - `node/`: what every node runs: the heartbeat loop, certificate renewal, task I/O, the
+//!   [`TaskRunner`] seam.
 //! - `authz`: who may call what (the store's view of the caller, never its certificate alone).
 //! - `codec`: the heartbeat's payloads on the wire.
 //! - `convert`: API messages to and from the cluster model.
@@ -62,12 +63,17 @@ pub use self::{
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::warn;
 
-use self::{leader::liveness::Liveness, peers::Peers, persist::SwarmFile};
+use self::{
+    leader::{CertReports, liveness::Liveness},
+    node::certs::CertWatch,
+    peers::Peers,
+    persist::SwarmFile,
+};
 use crate::{
     api::cluster_client::ClusterClient,
     cluster::{ClusterState, Role, raft_id},
     identity::NodeId,
-    pki::NodeCredentials,
+    pki::LiveTls,
     raft::{Raft, store::StateReader},
 };
 
@@ -103,12 +109,19 @@ struct Inner {
     transitions: tokio::sync::Mutex<()>,
     /// A manager restarted under autolock: its membership, waiting for `swarm unlock`.
     locked: Mutex<Option<SwarmFile>>,
+    /// A node whose certificate expired while it was off: when it expired. Only leaving helps.
+    expired: Mutex<Option<String>>,
 }
 
 /// An active membership: everything that exists only while the node is in a swarm.
 struct Active {
     file: Mutex<SwarmFile>,
-    creds: NodeCredentials,
+    /// The node's certificate, key and roots, replaced in place on renewal and CA rotation.
+    tls: Arc<LiveTls>,
+    /// Renewal: when this node's certificate is due, or asked for by a root rotation.
+    certs: CertWatch,
+    /// On the leader: the certificate each node says it uses (a root rotation's progress).
+    cert_reports: CertReports,
     peers: Arc<Peers>,
     /// Raft, on managers.
     manager: Option<ManagerRole>,
@@ -143,6 +156,8 @@ pub struct SwarmSummary {
     pub is_manager: bool,
     pub managers: u32,
     pub nodes: u32,
+    /// Why the node cannot take part although it is in a swarm (an expired certificate).
+    pub error: Option<String>,
 }
 
 /// How long a stopping task may take before it is aborted.
@@ -157,6 +172,7 @@ impl Swarm {
                 active: tokio::sync::RwLock::new(None),
                 transitions: tokio::sync::Mutex::new(()),
                 locked: Mutex::new(None),
+                expired: Mutex::new(None),
             }),
         }
     }
@@ -173,7 +189,10 @@ impl Swarm {
         match self.inner.active.read().await.clone() {
             Some(active) => Ok(active),
             None if self.locked().is_some() => Err(Error::Locked),
-            None => Err(Error::NotInSwarm),
+            None => match self.expired() {
+                Some(expired_on) => Err(Error::CertificateExpired { expired_on }),
+                None => Err(Error::NotInSwarm),
+            },
         }
     }
 

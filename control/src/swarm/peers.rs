@@ -1,5 +1,6 @@
 //! Clients for other nodes' APIs on 2377, over mutual TLS with this node's certificate. One
-//! lazily connected channel per address, reused by every call (tonic multiplexes on HTTP/2).
+//! lazily connected channel per address, reused by every call (tonic multiplexes on HTTP/2),
+//! until the node's credentials change: then every call opens new ones.
 
 use std::{
     collections::HashMap,
@@ -8,10 +9,13 @@ use std::{
     time::Duration,
 };
 
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use std::sync::Arc;
+
+use tonic::transport::Channel;
 
 use super::error::Error;
 use crate::api::cluster_client::ClusterClient;
+use crate::pki::LiveTls;
 use crate::wire_limits::cluster_client;
 
 /// How long a call to another node may take before it counts as unreachable.
@@ -19,16 +23,26 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Peers {
-    tls: ClientTlsConfig,
+    tls: Arc<LiveTls>,
     channels: Mutex<HashMap<SocketAddr, Channel>>,
 }
 
 impl Peers {
-    pub fn new(tls: ClientTlsConfig) -> Self {
+    pub fn new(tls: Arc<LiveTls>) -> Self {
         Peers {
             tls,
             channels: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Forgets every channel: the next calls connect anew, with the credentials of the
+    /// moment (a channel reconnects with them anyway; this also closes the connections made
+    /// with the previous ones once their calls are done).
+    pub fn reset(&self) {
+        self.channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// A client for the node at `addr`. Connects on first use; fails only on a bad config.
@@ -37,12 +51,10 @@ impl Peers {
         if let Some(channel) = channels.get(&addr) {
             return Ok(cluster_client(channel.clone()));
         }
-        let channel = Endpoint::from_shared(format!("https://{addr}"))
-            .and_then(|e| e.tls_config(self.tls.clone()))
-            .map_err(Error::internal("configuring the endpoint of a peer"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .connect_lazy();
+        let channel = self
+            .tls
+            .channel(addr, CONNECT_TIMEOUT, CALL_TIMEOUT)
+            .map_err(Error::pki("configuring the endpoint of a peer"))?;
         channels.insert(addr, channel.clone());
         Ok(cluster_client(channel))
     }

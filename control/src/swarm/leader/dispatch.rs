@@ -1,7 +1,7 @@
 //! The dispatcher: tasks travel to nodes, and their status back, on the heartbeat. Each beat a
 //! node sends what its tasks did since the last one and gets every task assigned to it with its
 //! desired state, the data of the secrets and configs its tasks about to start use (and of no
-//! others), the network DB's keys and its routing mesh; the node's
+//! others), the network DB's keys, its routing mesh and the roots to trust; the node's
 //! [`TaskRunner`](crate::swarm::TaskRunner) makes its processes follow.
 
 use super::{Leader, heartbeat_period, nodes::manager_addrs};
@@ -22,20 +22,26 @@ impl Leader {
     /// A node says what its tasks did, and gets its task assignments back. (That it is alive
     /// was recorded by the manager the beat reached first.)
     pub async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatResponse, Error> {
-        let state = self.state();
-        let node = state.nodes.get(&request.node_id).ok_or_else(|| {
-            Error::denied(format!(
+        if !self.state().nodes.contains_key(&request.node_id) {
+            return Err(Error::denied(format!(
                 "node {} is not a member of this swarm",
                 request.node_id
-            ))
-        })?;
+            )));
+        }
         let reports = decode_reports(&request.task_reports)?;
         let (assigned, files) = self.dispatch(&request.node_id, reports).await?;
+        let state = self.state();
+        let (ca_certs_pem, renew_certificate) =
+            self.certificate_answer(&state, &request.node_id, &request.cert_fingerprint);
         Ok(HeartbeatResponse {
             period_ms: heartbeat_period(&state).as_millis() as u64,
             leader_addr: self.active.file().addr.to_string(),
             manager_addrs: manager_addrs(&state),
-            role: node.role.as_str().to_string(),
+            role: state
+                .nodes
+                .get(&request.node_id)
+                .map_or("", |n| n.role.as_str())
+                .to_string(),
             assigned_tasks: encode_tasks(&assigned)?,
             task_files: encode_files(&files)?,
             gossip: encode_gossip(&gossip_config(&state))?,
@@ -46,6 +52,8 @@ impl Leader {
                 .filter(|n| n.role == Role::Manager)
                 .map(|n| n.id.clone())
                 .collect(),
+            ca_certs_pem,
+            renew_certificate,
         })
     }
 
@@ -57,13 +65,10 @@ impl Leader {
     ) -> Result<(Vec<Task>, TaskFiles), Error> {
         if node_id == self.node_id() {
             // The first manager's certificate was issued before the swarm existed (`swarm
-            // init`): its key is recorded by its first beat as leader (a no-op afterwards).
-            // A failure must not stop the beat: the next one tries again.
-            if let Err(e) = self
-                .record_node_key(node_id, &self.active.creds.cert_pem)
-                .await
-            {
-                tracing::warn!(error = %crate::error_chain::Chain(&e), "recording this node's key");
+            // init`): it is recorded by its first beat as leader (a no-op afterwards). A
+            // failure must not stop the beat: the next one tries again.
+            if let Err(e) = self.record_own_cert_if_unknown().await {
+                tracing::warn!(error = %crate::error_chain::Chain(&e), "recording this node's certificate");
             }
         }
         if !reports.is_empty() {

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - `nodes`: admission, Raft membership for new managers, node operations, join tokens.
+//! - `ca`: node certificates issued, `--cert-expiry`, root CA rotation.
 //! - `services`: service create, update (and roll back), remove, list; tasks listed.
 //! - `networks`: network create, remove, list; the `ingress` network.
 //! - `objects`: secret and config create, list, inspect, remove.
@@ -14,6 +15,7 @@
 //! - `liveness`: the heartbeats seen (Ready/Down), and noticing leadership.
 
 mod autolock;
+mod ca;
 mod dispatch;
 mod gossip_keys;
 pub(super) mod liveness;
@@ -27,7 +29,10 @@ use std::{sync::Arc, time::Duration};
 
 use tonic::transport::Channel;
 
-pub(super) use self::dispatch::gossip_config;
+pub(super) use self::{
+    ca::{CertReports, check_cert_expiry},
+    dispatch::gossip_config,
+};
 use super::{Active, ManagerRole, Swarm, error::Error};
 use crate::{
     api::cluster_client::ClusterClient,

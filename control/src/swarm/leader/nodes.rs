@@ -21,6 +21,8 @@ use crate::{
 
 /// How long a membership change may wait for a new member to catch up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long node certificates lived before `--cert-expiry` (shoal issued them for a year).
+const LEGACY_NODE_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Leader {
     /// A node presents a join token: check it, issue its certificate, record the node.
@@ -70,9 +72,6 @@ impl Leader {
                 request.data_path_addr
             ))
         })?;
-        let creds = ca
-            .issue(&request.node_id, role, &cluster.id)
-            .map_err(Error::pki("issuing the node certificate"))?;
         let record = NodeRecord {
             id: request.node_id.clone(),
             hostname: request.hostname.clone(),
@@ -84,8 +83,7 @@ impl Leader {
             created_at: now_secs(),
         };
         self.propose(Command::AddNode(record)).await?;
-        self.record_node_key(&request.node_id, &creds.cert_pem)
-            .await?;
+        let creds = self.issue_credentials(&request.node_id, role).await?;
         self.active.liveness.record(&request.node_id);
         info!(node_id = %request.node_id, hostname = %request.hostname, role = role.as_str(), "node admitted");
         Ok(AdmitResponse {
@@ -265,57 +263,44 @@ impl Leader {
             )));
         }
         let removed_at = now_secs();
+        // The longest any certificate of it can live: the swarm's expiry now, or a year
+        // (certificates issued before the expiry was configurable), or the last one issued.
+        let lifetime = state
+            .ca
+            .cert_expiry(pki::DEFAULT_NODE_CERT_EXPIRY)
+            .max(LEGACY_NODE_CERT_VALIDITY)
+            .as_secs();
+        let last = state.node_certs.get(&node.id).map_or(0, |c| c.not_after);
         self.propose(Command::RemoveNode {
             id: node.id.clone(),
             removed_at,
-            revoked_until: removed_at.saturating_add(pki::NODE_VALIDITY.as_secs()),
+            revoked_until: removed_at.saturating_add(lifetime).max(last),
         })
         .await?;
         Ok(Empty {})
     }
 
     /// A new certificate for a node, with the role the store gives it now (a promoted or
-    /// demoted node asks after it learned of the change).
+    /// demoted node asks after it learned of the change; every node asks before its
+    /// certificate expires, and when a root rotation needs it).
     pub async fn renew_certificate(
         &self,
         request: RenewCertificateRequest,
     ) -> Result<Credentials, Error> {
         let state = self.state();
-        let cluster = cluster_of(&state)?;
         let node = state
             .nodes
             .get(&request.node_id)
             .ok_or_else(|| Error::UnknownNode(request.node_id.clone()))?;
-        let ca = ClusterCa {
-            cert_pem: cluster.ca_cert_pem.clone(),
-            key_pem: cluster.ca_key_pem.clone(),
-        };
-        let creds = ca
-            .issue(&node.id, node.role, &cluster.id)
-            .map_err(Error::pki("issuing the node certificate"))?;
-        // Before the node gets its new key: every node learns it with its next heartbeat.
-        self.record_node_key(&node.id, &creds.cert_pem).await?;
+        // Recorded before the node gets its new key: every node learns it with its next
+        // heartbeat.
+        let creds = self.issue_credentials(&node.id, node.role).await?;
         info!(node_id = %node.id, role = node.role.as_str(), "node certificate renewed");
         Ok(Credentials {
             ca_cert_pem: creds.ca_cert_pem,
             cert_pem: creds.cert_pem,
             key_pem: creds.key_pem,
         })
-    }
-
-    /// Records the public key of a certificate issued for `node_id`: the key the network DB
-    /// checks that node's entries against (`cluster::gossip::GossipConfig::node_keys`).
-    pub(super) async fn record_node_key(&self, node_id: &str, cert_pem: &str) -> Result<(), Error> {
-        let public_key = pki::certified_key(cert_pem)
-            .map_err(Error::pki("reading the key of the issued certificate"))?;
-        if self.state().node_keys.get(node_id) == Some(&public_key) {
-            return Ok(());
-        }
-        self.propose(Command::SetNodeKey {
-            id: node_id.to_string(),
-            public_key,
-        })
-        .await
     }
 
     /// `swarm join-token [--rotate] worker|manager`.

@@ -1,7 +1,8 @@
 //! The orchestration loop: on the leader, every [`ORCHESTRATE_EVERY`], the pure
 //! [`crate::orchestrator::reconcile`] turns services into task placements and rollout steps,
 //! and new tasks get their network addresses before they are committed. The same loop rotates
-//! the network DB's keys when they are due.
+//! the network DB's keys when they are due, and ends a root CA rotation once every node has
+//! moved.
 
 use std::{sync::Arc, time::Duration};
 
@@ -32,6 +33,7 @@ pub async fn run(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bo
             continue;
         };
         leader.rotate_gossip_key_if_due().await;
+        leader.finish_root_rotation_if_done().await;
         // Computed in a block: the inputs borrow non-Send closures that must not live across
         // the awaits below.
         let commands = {

@@ -1,6 +1,7 @@
-//! The node side of heartbeats: every period, tell the leader this node is alive, and learn
-//! from the answer where the leader and the managers are, the period, and this node's role
-//! (a promoted or demoted node follows it).
+//! The node side of heartbeats: every period, tell the leader this node is alive (and which
+//! certificate it uses), and learn from the answer where the leader and the managers are, the
+//! period, this node's role (a promoted or demoted node follows it), and the swarm's roots (a
+//! root rotation reaches the node this way).
 
 use std::{
     net::SocketAddr,
@@ -55,6 +56,10 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
             match leader.dispatch(swarm.node_id(), reports.clone()).await {
                 Ok((assigned, files)) => {
                     let state = leader.state();
+                    let ours = active.tls.current();
+                    let (roots, renew) =
+                        leader.certificate_answer(&state, swarm.node_id(), &ours.cert.fingerprint);
+                    active.certs.follow(&ours.creds, &roots, renew, period);
                     runner.gossip(&gossip_config(&state));
                     runner.routing_mesh(&RoutingMesh::for_node(&state, swarm.node_id()));
                     if follow(&runner, assigned, files).await {
@@ -84,6 +89,12 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
         };
         period = Duration::from_millis(reply.period_ms.max(50));
         active.learn_managers(reply.leader_addr.parse().ok(), &reply.manager_addrs, &swarm);
+        active.certs.follow(
+            &active.tls.creds(),
+            &reply.ca_certs_pem,
+            reply.renew_certificate,
+            period,
+        );
         *active
             .manager_ids
             .lock()
@@ -118,6 +129,7 @@ async fn send(
     let request = HeartbeatRequest {
         node_id: node_id.to_string(),
         task_reports: encode_reports(reports)?,
+        cert_fingerprint: active.tls.current().cert.fingerprint.clone(),
     };
     let reply = active.peers.client(leader)?.heartbeat(request).await?;
     Ok(reply.into_inner())

@@ -3,8 +3,10 @@
 //! # Layout
 //! - `runner`: the [`TaskRunner`](runner::TaskRunner) seam to whatever runs processes.
 //! - `heartbeat`: the heartbeat loop: alive, task reports up, assignments followed.
+//! - `certs`: the node's certificate renewed over time and for root rotations.
 //! - `task_io`: a task's logs and `exec`, served on its node and relayed by others.
 
+pub(super) mod certs;
 pub(super) mod heartbeat;
 pub(super) mod runner;
 pub(super) mod task_io;
