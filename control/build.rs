@@ -6,9 +6,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // `--format json` in the CLI prints API messages as they are.
         .type_attribute(".", "#[derive(serde::Serialize)]")
-        // Messages that carry a secret's data: their `Debug` is hand-written (`api/redacted.rs`)
-        // so that no `{:?}` prints it.
-        .skip_debug([".shoal.v1.SecretSpec", ".shoal.v1.HeartbeatResponse"])
+        // Messages that carry a secret's data or a node's private key: their `Debug` is
+        // hand-written (`api/redacted.rs`) so that no `{:?}` prints it.
+        .skip_debug([
+            ".shoal.v1.SecretSpec",
+            ".shoal.v1.HeartbeatResponse",
+            ".shoal.v1.Credentials",
+            ".shoal.v1.AdmitResponse",
+        ])
         .compile_with_config(config, &["proto/shoal.proto"], &["proto"])?;
     Ok(())
 }
