@@ -363,6 +363,10 @@ pub struct AgentArgs {
     /// Unix socket for the local API (created with mode 0600).
     #[arg(long, env = "SHOAL_SOCKET", default_value = "/run/shoal/shoal.sock")]
     pub socket: PathBuf,
+    /// Unix socket for the Docker Engine API (the docker CLI, docker-py), created with mode
+    /// 0660 and group `docker` when it exists (default: docker.sock beside --socket).
+    #[arg(long, env = "SHOAL_ENGINE_SOCKET", value_name = "PATH")]
+    pub engine_socket: Option<PathBuf>,
     /// Node hostname (default: the host's).
     #[arg(long, env = "SHOAL_HOSTNAME")]
     pub hostname: Option<String>,

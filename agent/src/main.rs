@@ -6,12 +6,14 @@
 //! - `commands`: the CLI commands that call the API, and what they print.
 //! - `daemon`: `shoal agent`: config, state dir, data path, local API, shutdown.
 //! - `duration`: durations as Docker's CLI writes them (`500ms`, `1m30s`).
+//! - `engine`: the Docker Engine API's Swarm subset on `docker.sock`, for the docker CLI.
 //! - `executor`: the exec driver: tasks as processes in their own namespaces.
 //! - `logging`: the one place that configures tracing.
 //! - `networking`: overlay networks on this node: sandboxes, gateway, gossiped endpoints.
 //! - `publish`: `--publish` values (short and long form) and `--publish-rm`.
 //! - `table`: Docker-style tables.
 //! - `time_format`: timestamps and ages as Docker shows them (RFC 3339, "5 seconds ago").
+//! - `unix_socket`: binding the agent's unix sockets with their mode.
 //! - `volumes`: this node's named volumes (Docker's `local` driver).
 //! - `whoami`: the built-in demo workload.
 
@@ -20,12 +22,14 @@ mod client;
 mod commands;
 mod daemon;
 mod duration;
+mod engine;
 mod executor;
 mod logging;
 mod networking;
 mod publish;
 mod table;
 mod time_format;
+mod unix_socket;
 mod volumes;
 mod whoami;
 

@@ -735,6 +735,8 @@ fn cleanup_after_a_sigkilled_agent_leaves_no_pins_namespaces_or_mounts_of_that_n
     assert!(Path::new(&format!("/proc/{task_pid}")).exists());
     assert!(links().contains("shoal_gwbridge"), "{}", links());
     assert!(socket.exists());
+    let engine_socket = socket.with_file_name("docker.sock");
+    assert!(engine_socket.exists());
 
     // --- 2. --cleanup, in the node's namespace
     let cleanup = || {
@@ -765,6 +767,7 @@ fn cleanup_after_a_sigkilled_agent_leaves_no_pins_namespaces_or_mounts_of_that_n
         "task still runs"
     );
     assert!(!socket.exists(), "socket left");
+    assert!(!engine_socket.exists(), "docker.sock left");
     let eth0 = ip(&["-d", "link", "show", "eth0"]);
     assert!(!eth0.contains("prog/xdp"), "XDP left on eth0: {eth0}");
     // The namespaces are freed with their last reference, and their veths with them: the

@@ -13,6 +13,7 @@ mod cli_errors;
 mod cluster_basics;
 mod dataplane_programs;
 mod dns;
+mod docker_cli;
 mod draining;
 mod gossip_bounds;
 mod health;

@@ -116,7 +116,7 @@ async fn list(channel: Channel) -> anyhow::Result<Vec<NetworkInfo>> {
 /// `network ls --filter`, as Docker's: `driver` exact, `id` a prefix, `name` a part of the
 /// name, `label` a label (and its value), `scope` swarm (every overlay), `type` custom or
 /// builtin (`ingress`).
-fn matches(n: &NetworkInfo, filters: &Filters) -> bool {
+pub(crate) fn matches(n: &NetworkInfo, filters: &Filters) -> bool {
     let kind = if n.ingress { "builtin" } else { "custom" };
     filters.allow("driver", |v| v == n.driver)
         && filters.allow("id", |v| n.id.starts_with(v))
@@ -146,7 +146,7 @@ fn find<'a>(networks: &'a [NetworkInfo], reference: &str) -> anyhow::Result<&'a 
 
 /// `docker network inspect`'s shape, with this node's endpoints as Containers (keyed by task
 /// ID) and the network DB members it sees as Peers.
-fn docker_shape(n: &NetworkInfo, local: &LocalNetworkResponse) -> serde_json::Value {
+pub(crate) fn docker_shape(n: &NetworkInfo, local: &LocalNetworkResponse) -> serde_json::Value {
     let containers: serde_json::Map<String, serde_json::Value> = local
         .endpoints
         .iter()

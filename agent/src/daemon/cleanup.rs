@@ -12,7 +12,8 @@
 //! Order: processes first (tasks, and anything else inside the node's namespaces), so that
 //! unmounting the namespaces frees them, and the kernel deletes their links (the task veths,
 //! the ingress endpoint's veth) with them; then the pins (removing the XDP link's pin detaches
-//! the program); then the gateway bridge and its masquerade; then the socket.
+//! the program); then the gateway bridge and its masquerade; then the sockets (the API's and
+//! `docker.sock`).
 
 use std::{
     collections::HashSet,
@@ -76,7 +77,7 @@ pub fn run(args: &AgentArgs, purge: bool) -> anyhow::Result<()> {
         } else {
             say(format!("no node state in {}", state.display()));
         }
-        remove_socket(&args.socket)?;
+        remove_sockets(args)?;
         return Ok(());
     }
     let state =
@@ -109,7 +110,7 @@ pub fn run(args: &AgentArgs, purge: bool) -> anyhow::Result<()> {
         // The shared parent stays: another node's agent may be creating its directory there.
     }
     remove_gateway(&state)?;
-    remove_socket(&args.socket)?;
+    remove_sockets(args)?;
     if purge {
         let left = mounts_under(&state)?;
         if !left.is_empty() {
@@ -359,7 +360,17 @@ fn link_exists(name: &str) -> bool {
     nix::net::if_::if_nametoindex(name).is_ok()
 }
 
-/// Removes the API socket file, unless something answers on it.
+/// Removes the API socket and the Engine API socket (`docker.sock`) beside it.
+fn remove_sockets(args: &AgentArgs) -> anyhow::Result<()> {
+    remove_socket(&args.socket)?;
+    let engine = args
+        .engine_socket
+        .clone()
+        .unwrap_or_else(|| crate::engine::default_path(&args.socket));
+    remove_socket(&engine)
+}
+
+/// Removes a socket file, unless something answers on it.
 fn remove_socket(socket: &Path) -> anyhow::Result<()> {
     let Ok(meta) = fs::symlink_metadata(socket) else {
         return Ok(());

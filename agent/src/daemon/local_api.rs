@@ -2,10 +2,9 @@
 //! node: its info, its side of networks, unlocking, its volumes) and the `Cluster` service (the
 //! swarm, with this node's root as the caller) to the CLI.
 
-use std::{future::Future, os::unix::fs::PermissionsExt as _, path::Path, sync::Arc};
+use std::{future::Future, path::Path, sync::Arc};
 
-use anyhow::{Context as _, bail};
-use nix::sys::stat::{Mode, umask};
+use anyhow::Context as _;
 use shoal_control::wire_limits::{agent_server, cluster_server};
 use shoal_control::{
     api::{
@@ -246,38 +245,9 @@ impl Agent for AgentService {
     }
 }
 
-/// Binds the socket at `path` with mode 0600. A socket file left by an agent that died is
-/// replaced; one that still answers belongs to a running agent and is refused.
+/// Binds the socket at `path` with mode 0600 (see [`crate::unix_socket`]).
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!("another agent is already listening on {}", path.display());
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing stale socket {}", path.display()))?;
-    }
-    // Born 0600: a chmod after bind would leave a moment in which anyone may connect. The
-    // umask is the process's, so it is put back at once (the agent binds before it starts
-    // writing other files).
-    let previous = umask(Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(path);
-    umask(previous);
-    let listener = bound.with_context(|| format!("binding {}", path.display()))?;
-    let mode = std::fs::metadata(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .permissions()
-        .mode()
-        & 0o777;
-    if mode != 0o600 {
-        bail!(
-            "{} was created with mode {mode:o}, not 0600",
-            path.display()
-        );
-    }
-    Ok(listener)
+    crate::unix_socket::bind_with_mode(path, 0o600)
 }
 
 /// Serves the API (the agent's own calls, and the cluster calls as this node's root) on

@@ -2,9 +2,9 @@
 //!
 //! Lifecycle: flags (command line > environment > `--config` file > defaults) -> root? ->
 //! (`--cleanup`/`--purge` end here) -> init tracing -> kernel features? -> resolve config ->
-//! lock the state dir -> node identity -> data path -> bind the local API -> log what is bound
-//! -> tell systemd READY=1 -> serve until SIGTERM/SIGINT -> drain: STOPPING=1, stop serving,
-//! remove the socket. Pinned maps, the pinned underlay XDP link and the tc filters on task
+//! lock the state dir -> node identity -> data path -> bind the local API and the Docker
+//! Engine API (`docker.sock`, `crate::engine`) -> log what is bound -> tell systemd READY=1
+//! -> serve until SIGTERM/SIGINT -> drain: STOPPING=1, stop serving, remove the sockets. Pinned maps, the pinned underlay XDP link and the tc filters on task
 //! veths stay, on purpose: tasks outlive the agent, and so does their data path (published
 //! ports and established flows included); `--cleanup` removes them.
 //!
@@ -56,7 +56,7 @@ use tracing::{info, warn};
 
 use crate::{
     cli::AgentArgs,
-    logging,
+    engine, logging,
     networking::{self, NetworkingConfig, NodeNetworking},
 };
 
@@ -167,6 +167,20 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
     // Bound last: once the socket exists, the agent is up.
     let listener = local_api::bind(&args.socket)?;
     info!(socket = %args.socket.display(), "local API listening");
+    let engine_socket = args
+        .engine_socket
+        .clone()
+        .unwrap_or_else(|| engine::default_path(&args.socket));
+    let engine_listener = engine::bind(&engine_socket)?;
+    info!(socket = %engine_socket.display(), "Docker Engine API listening");
+    let (stop_engine, engine_stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine_server = tokio::spawn(engine::serve(
+        engine_listener,
+        engine::Engine::new(&args.socket)?,
+        async {
+            let _ = engine_stopped.await;
+        },
+    ));
     // The socket is bound (connections queue until served, just below) and the data path is
     // loaded: the node is up.
     notifier.ready(&format!("serving on {}", args.socket.display()));
@@ -178,10 +192,15 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
 
     info!("shutting down");
     metrics.abort();
+    let _ = stop_engine.send(());
+    if let Ok(Err(e)) = engine_server.await {
+        warn!(error = %Chain(e.as_ref()), "the Engine API stopped");
+    }
     swarm.shutdown().await;
     // Detach programs before the socket disappears, so that "socket gone" means "clean".
     drop(dataplane.lock().take());
     local_api::remove_socket(&args.socket);
+    engine::remove_socket(&engine_socket);
     drop(state);
     info!("stopped");
     Ok(())

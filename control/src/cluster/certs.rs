@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::ClusterState;
-
 /// Docker's `CAConfig` (the part shoal has) and `RootRotation`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaState {
@@ -66,20 +64,12 @@ impl CaState {
     }
 }
 
-impl ClusterState {
-    /// Whether `node_id` uses (by the fingerprint it `reported`) the certificate last issued
-    /// to it, and that certificate comes from the CA with digest `issuer`.
-    pub fn holds_cert_from(&self, node_id: &str, reported: Option<&str>, issuer: &str) -> bool {
-        self.node_certs
-            .get(node_id)
-            .is_some_and(|c| c.issuer == issuer && reported == Some(c.fingerprint.as_str()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{Availability, ClusterInfo, Command, CommandResponse, NodeRecord, Role};
+    use crate::cluster::{
+        Availability, ClusterInfo, ClusterState, Command, CommandResponse, NodeRecord, Role,
+    };
 
     fn swarm() -> ClusterState {
         let mut state = ClusterState::default();

@@ -147,6 +147,17 @@ pub struct ClusterState {
     pub node_certs: BTreeMap<String, super::certs::IssuedCert>,
 }
 
+impl ClusterState {
+    /// Whether `node_id` uses (by the fingerprint it `reported`) the certificate last issued
+    /// to it, and that certificate comes from the CA with digest `issuer` (see
+    /// [`super::certs`]).
+    pub fn holds_cert_from(&self, node_id: &str, reported: Option<&str>, issuer: &str) -> bool {
+        self.node_certs
+            .get(node_id)
+            .is_some_and(|c| c.issuer == issuer && reported == Some(c.fingerprint.as_str()))
+    }
+}
+
 /// The Raft member ID of a node: openraft needs a `Copy` integer, our IDs are strings. The
 /// first 8 bytes of the ID's SHA-256; collisions among a cluster's managers are negligible
 /// (and checked when a manager joins).

@@ -1,7 +1,7 @@
 //! `shoal node ls | inspect | update | promote | demote | rm`: each command's calls to the API;
 //! `render` holds what they print.
 
-mod render;
+pub(crate) mod render;
 
 use shoal_control::api::{Empty, InfoRequest, NodeInfo, RemoveNodeRequest, UpdateNodeRequest};
 use shoal_control::wire_limits::{agent_client, cluster_client};

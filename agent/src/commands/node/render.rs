@@ -43,7 +43,7 @@ pub(super) fn inspect_json(nodes: &[&NodeInfo]) -> serde_json::Result<String> {
 }
 
 /// The fields of `docker node inspect` that shoal has, in Docker's shape.
-fn docker_shape(node: &NodeInfo) -> serde_json::Value {
+pub(crate) fn docker_shape(node: &NodeInfo) -> serde_json::Value {
     let mut shaped = serde_json::json!({
         "ID": node.id,
         "CreatedAt": rfc3339(node.created_at),

@@ -116,7 +116,7 @@ pub(super) fn inspect_json(services: &[ServiceInfo]) -> serde_json::Result<Strin
 }
 
 /// The fields of `docker service inspect` that shoal has, in Docker's shape.
-fn docker_shape(service: &ServiceInfo) -> serde_json::Value {
+pub(crate) fn docker_shape(service: &ServiceInfo) -> serde_json::Value {
     let spec = service.spec.clone().unwrap_or_default();
     let mode = if spec.mode == "global" {
         serde_json::json!({ "Global": {} })

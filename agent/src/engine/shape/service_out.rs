@@ -1,0 +1,195 @@
+//! A service in Docker's shape: `shoal service inspect`'s JSON (`render::docker_shape`) with
+//! the program as `ContainerSpec.Image` and `Args` (so a spec read back and sent again, as
+//! `docker service update` and `scale` do, runs the same argv), `PreviousSpec`, and
+//! `ServiceStatus` when asked (`status=true`).
+
+use shoal_control::api::ServiceInfo;
+
+use crate::commands::service::render::docker_shape;
+
+pub fn service(info: &ServiceInfo, with_status: bool) -> serde_json::Value {
+    let mut shaped = docker_shape(info);
+    program_as_image(&mut shaped["Spec"]);
+    if let Some(previous) = &info.previous_spec {
+        let mut earlier = docker_shape(&ServiceInfo {
+            spec: Some(previous.clone()),
+            ..Default::default()
+        })["Spec"]
+            .take();
+        program_as_image(&mut earlier);
+        shaped["PreviousSpec"] = earlier;
+    }
+    if with_status {
+        shaped["ServiceStatus"] = serde_json::json!({
+            "RunningTasks": info.running_tasks,
+            "DesiredTasks": info.desired_tasks,
+            "CompletedTasks": 0,
+        });
+    }
+    shaped
+}
+
+/// `ContainerSpec.Command` (the whole argv) becomes `Image` (the program) and `Args`.
+fn program_as_image(spec: &mut serde_json::Value) {
+    let container = &mut spec["TaskTemplate"]["ContainerSpec"];
+    let Some(object) = container.as_object_mut() else {
+        return;
+    };
+    let argv: Vec<serde_json::Value> = match object.remove("Command") {
+        Some(serde_json::Value::Array(argv)) => argv,
+        _ => Vec::new(),
+    };
+    let mut argv = argv.into_iter();
+    object.insert("Image".into(), argv.next().unwrap_or_else(|| "".into()));
+    let args: Vec<serde_json::Value> = argv.collect();
+    if !args.is_empty() {
+        object.insert("Args".into(), args.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_control::api::{
+        KeyValue, NetworkAliases, PortConfigMsg, RestartPolicyMsg, ServiceSpec, UpdateConfigMsg,
+    };
+
+    use super::*;
+    use crate::engine::shape::service_in::service_spec;
+
+    fn spec() -> ServiceSpec {
+        ServiceSpec {
+            name: "web".into(),
+            command: vec![
+                "/usr/local/bin/shoal".into(),
+                "whoami".into(),
+                "--port".into(),
+                "80".into(),
+            ],
+            env: vec![KeyValue {
+                key: "A".into(),
+                value: "1".into(),
+            }],
+            mode: "replicated".into(),
+            replicas: 2,
+            constraints: vec!["node.role==manager".into()],
+            restart: Some(RestartPolicyMsg {
+                condition: "any".into(),
+                delay_ms: 5_000,
+                ..Default::default()
+            }),
+            update: Some(UpdateConfigMsg {
+                parallelism: 1,
+                failure_action: "pause".into(),
+                order: "stop-first".into(),
+                ..Default::default()
+            }),
+            networks: vec!["n1".into()],
+            network_aliases: vec![NetworkAliases {
+                network: "n1".into(),
+                aliases: vec!["www".into()],
+            }],
+            ports: vec![PortConfigMsg {
+                protocol: "tcp".into(),
+                target_port: 80,
+                published_port: 8080,
+                publish_mode: "ingress".into(),
+            }],
+            labels: vec![KeyValue {
+                key: "tier".into(),
+                value: "front".into(),
+            }],
+            stop_grace_ms: 10_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_program_is_the_image_and_a_spec_read_back_is_the_same() {
+        let info = ServiceInfo {
+            id: "s1".into(),
+            spec: Some(spec()),
+            version: 7,
+            running_tasks: 1,
+            desired_tasks: 2,
+            ..Default::default()
+        };
+        let shaped = service(&info, true);
+        let container = &shaped["Spec"]["TaskTemplate"]["ContainerSpec"];
+        assert_eq!(container["Image"], "/usr/local/bin/shoal");
+        assert_eq!(
+            container["Args"],
+            serde_json::json!(["whoami", "--port", "80"])
+        );
+        assert!(container.get("Command").is_none(), "{container}");
+        assert_eq!(shaped["Version"]["Index"], 7);
+        assert_eq!(shaped["ServiceStatus"]["RunningTasks"], 1);
+        // `docker service update` sends back what it read: nothing is lost, nothing warned.
+        let back = service_spec(shaped["Spec"].clone()).unwrap();
+        assert_eq!(back.warnings, Vec::<String>::new());
+        assert_eq!(back.spec, spec());
+    }
+
+    #[test]
+    fn the_docker_clis_create_body_reads_without_warnings() {
+        // What `docker service create -d --name web --replicas 2 -p 8080:80 PROG whoami
+        // --port 80` (CLI 28) sends.
+        let body = serde_json::json!({
+            "Name": "web", "Labels": {},
+            "TaskTemplate": {
+                "ContainerSpec": {
+                    "Image": "/usr/local/bin/shoal", "Args": ["whoami", "--port", "80"],
+                    "Init": false, "DNSConfig": {}, "Isolation": "default",
+                },
+                "Resources": { "Limits": {}, "Reservations": {} },
+                "RestartPolicy": { "Condition": "any", "MaxAttempts": 0 },
+                "Placement": {}, "ForceUpdate": 0, "Runtime": "container",
+            },
+            "Mode": { "Replicated": { "Replicas": 2 } },
+            "UpdateConfig": { "Parallelism": 1, "FailureAction": "pause", "MaxFailureRatio": 0, "Order": "stop-first" },
+            "RollbackConfig": { "Parallelism": 1, "FailureAction": "pause", "MaxFailureRatio": 0, "Order": "stop-first" },
+            "EndpointSpec": { "Mode": "vip", "Ports": [
+                { "Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress" },
+            ] },
+        });
+        let read = service_spec(body).unwrap();
+        assert_eq!(read.warnings, Vec::<String>::new());
+        assert_eq!(
+            read.spec.command,
+            ["/usr/local/bin/shoal", "whoami", "--port", "80"]
+        );
+        assert_eq!(read.spec.replicas, 2);
+        assert_eq!(read.spec.ports[0].published_port, 8080);
+    }
+
+    #[test]
+    fn what_shoal_does_not_do_is_named() {
+        let body = serde_json::json!({
+            "Name": "web",
+            "TaskTemplate": {
+                "ContainerSpec": { "Image": "sh", "Command": ["sh", "-c"], "Args": ["sleep 1"], "TTY": true },
+                "Resources": { "Limits": { "MemoryBytes": 1024 } },
+                "Placement": { "Preferences": [{ "Spread": { "SpreadDescriptor": "node.labels.dc" } }] },
+            },
+            "Mode": { "Global": {} },
+        });
+        let read = service_spec(body).unwrap();
+        assert_eq!(read.spec.command, ["sh", "-c", "sleep 1"]);
+        assert_eq!(read.spec.mode, "global");
+        assert_eq!(
+            read.warnings,
+            [
+                "TaskTemplate.ContainerSpec.TTY is not supported by shoal and was ignored",
+                "TaskTemplate.Placement.Preferences is not supported by shoal and was ignored",
+                "TaskTemplate.Resources is not supported by shoal and was ignored",
+            ]
+        );
+        let job = serde_json::json!({
+            "TaskTemplate": { "ContainerSpec": { "Image": "/bin/true" } },
+            "Mode": { "ReplicatedJob": { "MaxConcurrent": 1 } },
+        });
+        assert_eq!(
+            service_spec(job).unwrap_err().message,
+            "Mode.ReplicatedJob: shoal runs services, not jobs"
+        );
+    }
+}
