@@ -139,6 +139,8 @@ fn run(inner: &Inner) {
 /// when it changed (or is first known).
 fn check_health(entry: &mut TaskEntry, process: ProcessIdentity, now: Instant) -> Option<Health> {
     let Some(monitor) = &mut entry.health else {
+        // Most tasks have no check: nothing to build on every poll.
+        entry.task.spec.healthcheck.as_ref()?;
         entry.health = HealthMonitor::new(
             entry.task.spec.healthcheck.as_ref(),
             entry.started_at,
