@@ -123,14 +123,12 @@ impl Dataplane {
         }
         let mut ebpf = loader.load(bytes)?;
         for name in XDP_PROGRAMS {
-            xdp_mut(&mut ebpf, name)?
-                .load()
-                .map_err(|e| program_error(name, e))?;
+            let program = xdp_mut(&mut ebpf, name)?;
+            load_retrying(name, || program.load())?;
         }
         for name in TC_PROGRAMS {
-            classifier_mut(&mut ebpf, name)?
-                .load()
-                .map_err(|e| program_error(name, e))?;
+            let program = classifier_mut(&mut ebpf, name)?;
+            load_retrying(name, || program.load())?;
         }
         let lb = LoadBalancer::adopt(&mut ebpf)?;
         let mesh = Mesh::adopt(&mut ebpf)?;
@@ -383,6 +381,31 @@ fn classifier_mut<'a>(
         .ok_or(Error::MissingProgram { name })?
         .try_into()
         .map_err(|e| program_error(name, e))
+}
+
+/// How many times a program load that the kernel answers EAGAIN is tried, as libbpf does.
+const LOAD_ATTEMPTS: u32 = 5;
+
+/// Runs `load` until it succeeds, fails otherwise than EAGAIN, or has been tried
+/// [`LOAD_ATTEMPTS`] times. The verifier gives up with EAGAIN when a signal is pending in the
+/// loading thread (`do_check`), which says nothing about the program; a failed load leaves the
+/// program unloaded, so trying again is safe.
+fn load_retrying(
+    name: &'static str,
+    mut load: impl FnMut() -> Result<(), aya::programs::ProgramError>,
+) -> Result<(), Error> {
+    let mut attempt = 1;
+    loop {
+        match load() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(nix::errno::Errno::EAGAIN as i32)
+                    && attempt < LOAD_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            result => return result.map_err(|e| program_error(name, e)),
+        }
+    }
 }
 
 fn program_error(name: &'static str, e: aya::programs::ProgramError) -> Error {

@@ -102,17 +102,27 @@ fn a_task_takes_traffic_only_while_healthy_and_is_replaced_when_unhealthy() {
     let ok_file = dir.file("ok");
     let flags = health_flags(&ok_file);
     let mut extra: Vec<&str> = flags.iter().map(String::as_str).collect();
-    extra.extend_from_slice(&["-p", "8080:80", "--restart-delay", "1s"]);
+    // The start period keeps phase 1's failures from counting however slowly the test runs
+    // (without it, 2 failures at 200 ms end the task before the file appears); once healthy,
+    // failures count whatever the period says.
+    extra.extend_from_slice(&[
+        "-p",
+        "8080:80",
+        "--restart-delay",
+        "1s",
+        "--health-start-period",
+        "10m",
+    ]);
     create_whoami(&cluster, "hc", 80, &extra);
     let published = SocketAddr::new(cluster.nodes[0].address.into(), 8080);
     let outside = PathBuf::from(cluster.client_ns().path());
 
-    // --- 1. the check fails (no file) but within the retries: starting, and although the
+    // --- 1. the check fails (no file) within the start period: starting, and although the
     //        task listens, the published port refuses (no backend) for as long as it lasts
     let first = wait_for_task(&cluster, "hc", "starting", "starting");
     let table = ok(&cluster, 0, &["service", "ps", "hc"]);
     assert!(table.contains("(health: starting)"), "{table}");
-    // Retries 2 at 200 ms: failures keep coming; a few intervals in, it is still not serving.
+    // Failures keep coming every 200 ms; a few intervals in, it is still not serving.
     for _ in 0..3 {
         let refused = tcp_connect(&outside, published);
         assert!(
