@@ -5,45 +5,11 @@
 //! and dockerd's words for a missing service and a worker. Each answer is checked against
 //! what the `shoal` CLI says of the same cluster.
 
-use std::{
-    collections::BTreeSet,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Command, Output},
-    time::Duration,
-};
+use std::{collections::BTreeSet, net::SocketAddr, path::Path, process::Command, time::Duration};
 
 use shoal_tests::{Cluster, agent::shoal_bin, wait_until};
 
-use crate::support::{ids, new_connections, ok, running, stderr};
-
-fn docker_sock(cluster: &Cluster, i: usize) -> PathBuf {
-    cluster.nodes[i].socket().with_file_name("docker.sock")
-}
-
-/// `docker -H unix://<node i's docker.sock> ARGS...`, with a config dir of the test's own.
-fn docker(cluster: &Cluster, i: usize, args: &[&str]) -> Output {
-    Command::new("docker")
-        .arg("-H")
-        .arg(format!("unix://{}", docker_sock(cluster, i).display()))
-        .args(args)
-        .env("DOCKER_CONFIG", cluster.work_dir().join("docker-config"))
-        .env("DOCKER_CLI_HINTS", "false")
-        .output()
-        .unwrap_or_else(|e| panic!("running docker (is the docker CLI installed?): {e}"))
-}
-
-/// `docker ARGS...` on node `i`, which must succeed; its stdout.
-fn docker_ok(cluster: &Cluster, i: usize, args: &[&str]) -> String {
-    let out = docker(cluster, i, args);
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}\n{}",
-        stderr(&out),
-        cluster.nodes[i].log_tail()
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+use crate::support::{docker, docker_ok, docker_sock, ids, new_connections, ok, running, stderr};
 
 fn shoal_inspect(cluster: &Cluster, service: &str) -> serde_json::Value {
     let all: Vec<serde_json::Value> =

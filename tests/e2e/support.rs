@@ -1,11 +1,12 @@
 //! Helpers the end-to-end modules share: CLI calls that must succeed, a service's running
-//! tasks, a sandbox's FDB, metrics, and who of `shoal whoami`'s tasks answers.
+//! tasks, a sandbox's FDB, metrics, who of `shoal whoami`'s tasks answers, and the docker CLI
+//! on a node's `docker.sock`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Output},
     time::Duration,
 };
 
@@ -234,4 +235,32 @@ pub fn port_unreachable_for(datagram: &[u8]) -> Vec<u8> {
     let mut frame = Vec::new();
     builder.write(&mut frame, quoted).unwrap();
     frame
+}
+
+pub fn docker_sock(cluster: &Cluster, i: usize) -> PathBuf {
+    cluster.nodes[i].socket().with_file_name("docker.sock")
+}
+
+/// `docker -H unix://<node i's docker.sock> ARGS...`, with a config dir of the test's own.
+pub fn docker(cluster: &Cluster, i: usize, args: &[&str]) -> Output {
+    Command::new("docker")
+        .arg("-H")
+        .arg(format!("unix://{}", docker_sock(cluster, i).display()))
+        .args(args)
+        .env("DOCKER_CONFIG", cluster.work_dir().join("docker-config"))
+        .env("DOCKER_CLI_HINTS", "false")
+        .output()
+        .unwrap_or_else(|e| panic!("running docker (is the docker CLI installed?): {e}"))
+}
+
+/// `docker ARGS...` on node `i`, which must succeed; its stdout.
+pub fn docker_ok(cluster: &Cluster, i: usize, args: &[&str]) -> String {
+    let out = docker(cluster, i, args);
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}\n{}",
+        stderr(&out),
+        cluster.nodes[i].log_tail()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

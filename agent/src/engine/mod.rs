@@ -17,17 +17,22 @@
 //! - `nodes`, `services`, `tasks`, `networks`, `distribution`: the endpoints.
 //! - `shape/`: Docker's JSON shapes to and from the API's messages.
 
+mod configs;
 mod distribution;
 mod errors;
+mod events;
 mod filters;
 mod info;
+mod logs;
 mod lookup;
 mod networks;
 mod node_state;
 mod nodes;
+mod secrets;
 mod services;
 mod shape;
 mod socket;
+mod swarm;
 mod tasks;
 mod version;
 
@@ -96,6 +101,11 @@ fn router(engine: Shared) -> Router {
             get(networks::inspect).delete(networks::remove),
         )
         .route("/distribution/{*name}", get(distribution::inspect))
+        .merge(swarm::routes())
+        .merge(secrets::routes())
+        .merge(configs::routes())
+        .merge(logs::routes())
+        .merge(events::routes())
         .fallback(|| async { errors::ApiError::not_found("page not found") })
         .with_state(engine)
 }
