@@ -7,7 +7,9 @@
 #     tests' upstream resolver and the DNS benchmark's peers), haproxy and wrk (the VIP
 #     benchmark's userspace proxy peer and HTTP load generator), ethtool (the test underlay's
 #     offload settings: GRO for XDP_TX on veth, full checksums from the outside client),
-#     systemd (systemd-analyze verify checks deploy/shoal.service)
+#     systemd (systemd-analyze verify checks deploy/shoal.service), python3, ruby (`ruby -c`
+#     checks the Vagrantfile)
+#   - docker-py (PyPI `docker`), which the Engine API tests drive shoal with
 #   - the pinned nightly with rust-src, which builds the eBPF object (ebpf/toolchain.env)
 #   - bpf-linker, built against that nightly's own LLVM, under $SHOAL_TOOLCHAIN_DIR
 #   - bpffs mounted at /sys/fs/bpf
@@ -42,10 +44,27 @@ command -v haproxy >/dev/null || need_pkgs+=(haproxy)
 command -v wrk >/dev/null || need_pkgs+=(wrk)
 command -v ethtool >/dev/null || need_pkgs+=(ethtool)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
+command -v python3 >/dev/null || need_pkgs+=(python3)
+command -v ruby >/dev/null || need_pkgs+=(ruby)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+# --- docker-py ---------------------------------------------------------------------------------
+docker_py_version=7.1.0
+if ! python3 -c 'import docker' 2>/dev/null; then
+  if python3 -m pip --version >/dev/null 2>&1; then
+    say "installing docker-py $docker_py_version (pip)"
+    # Debian's own python refuses pip installs outside a venv unless told (PEP 668).
+    python3 -m pip install --quiet "docker==$docker_py_version" 2>/dev/null \
+      || python3 -m pip install --quiet --break-system-packages "docker==$docker_py_version"
+  else
+    say "installing docker-py (python3-docker)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-docker >/dev/null
+  fi
 fi
 
 # --- eBPF toolchain --------------------------------------------------------------------------

@@ -29,6 +29,7 @@ mod mesh_programs;
 mod netdb_signatures;
 mod networks;
 mod overlay;
+mod provisioning;
 mod publish;
 mod readiness;
 mod refusal;
