@@ -450,3 +450,83 @@ fn cut_nodes_are_withdrawn_and_restored_flows_survive_restarts_and_rm_cleans_up(
         });
     }
 }
+
+/// The MTU of every link in `netns` but loopback, by name.
+fn link_mtus(netns: &std::path::Path) -> Vec<(String, u32)> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ip", "-o", "link", "show"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            // "2: eth0@if7: <...> mtu 1350 qdisc ..."
+            let name = line
+                .split(':')
+                .nth(1)?
+                .trim()
+                .split('@')
+                .next()?
+                .to_string();
+            let mtu = line
+                .split(" mtu ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            (name != "lo").then_some((name, mtu))
+        })
+        .collect()
+}
+
+#[test]
+fn the_overlay_mtu_is_the_underlays_minus_vxlan() {
+    // An underlay below 1500 (a cloud's or a tunnel's): Docker's fixed 1450 would not fit.
+    let mut cluster = Cluster::build(1);
+    cluster
+        .node_ns(0)
+        .ip(&["link", "set", "eth0", "mtu", "1400"]);
+    cluster.nodes[0].start();
+    cluster.form_swarm(1);
+    ok(
+        &cluster,
+        0,
+        &["network", "create", "-d", "overlay", "small"],
+    );
+    let bin = shoal_bin().display().to_string();
+    ok(
+        &cluster,
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "m",
+            "--network",
+            "small",
+            "--",
+            &bin,
+            "whoami",
+            "--port",
+            "80",
+        ],
+    );
+    let task = &running(&cluster, "m", 1)[0];
+    // eth0 is on the overlay; eth1 on the gateway bridge keeps 1500 (the node routes it to the
+    // underlay, and answers a too-big packet with ICMP as any router).
+    let in_task = link_mtus(&task.netns(&cluster));
+    assert!(in_task.contains(&("eth0".to_string(), 1350)), "{in_task:?}");
+    let state = cluster.nodes[0].state_dir();
+    let sandbox = shoal_tests::task_net::sandbox_netns(&state, &network_id(&cluster, "small"));
+    let links = link_mtus(&sandbox);
+    for name in ["br0", "vxlan0"] {
+        assert!(
+            links.iter().any(|(n, mtu)| n == name && *mtu == 1350),
+            "{name} in {links:?}"
+        );
+    }
+}

@@ -101,6 +101,7 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
                 _ => None,
             },
             data_path_port: config.data_path_port,
+            overlay_mtu: overlay_mtu(config.underlay_interface.as_deref()),
             underlay_interface: config.underlay_interface.clone(),
             dns_upstreams: config.dns_upstreams.clone(),
             task_resolv_conf: config.task_resolv_conf.clone(),
@@ -208,6 +209,30 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
 
 /// Bad input, or a host that cannot run the agent: one line, and exit status 2 (the unit's
 /// `RestartPreventExitStatus`), since a restart would change nothing.
+/// The overlay MTU over this node's underlay interface (1450 without one, or when it cannot be
+/// read: Docker's value, logged).
+fn overlay_mtu(underlay: Option<&str>) -> u32 {
+    use shoal_dataplane::overlay::{DEFAULT_MTU, overlay_mtu_over};
+    let Some(interface) = underlay else {
+        return DEFAULT_MTU;
+    };
+    let own_netns = PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
+    match overlay_mtu_over(&own_netns, interface) {
+        Ok(mtu) => {
+            info!(
+                interface,
+                overlay_mtu = mtu,
+                "overlay MTU from the underlay's"
+            );
+            mtu
+        }
+        Err(e) => {
+            warn!(interface, error = %Chain(&e), mtu = DEFAULT_MTU, "reading the underlay's MTU");
+            DEFAULT_MTU
+        }
+    }
+}
+
 fn refuse(e: anyhow::Error) -> ! {
     eprintln!("error: {}", Chain(e.as_ref()));
     std::process::exit(2)

@@ -40,8 +40,7 @@ use shoal_control::{
     netdb::{Endpoint, NetDb},
 };
 use shoal_dataplane::overlay::{
-    DEFAULT_MTU, OverlaySpec, Sandbox, attach_task, detach_task, ensure_sandbox, mac_for_ip,
-    remove_sandbox,
+    OverlaySpec, Sandbox, attach_task, detach_task, ensure_sandbox, mac_for_ip, remove_sandbox,
 };
 use tracing::{info, warn};
 
@@ -61,6 +60,8 @@ pub struct NetworkingConfig {
     /// overlay networks fail with a clear error).
     pub data_path_addr: Option<Ipv4Addr>,
     pub data_path_port: u16,
+    /// MTU of overlay networks' interfaces (the underlay's minus VXLAN's 50 bytes).
+    pub overlay_mtu: u32,
     /// The interface with the data-path address: where ports are published, and where the
     /// answers of published-port flows leave.
     pub underlay_interface: Option<String>,
@@ -240,7 +241,7 @@ impl NodeNetworking {
             gateway: network.gateway,
             vxlan_port: self.config.data_path_port,
             local_vtep: vtep,
-            mtu: DEFAULT_MTU,
+            mtu: self.config.overlay_mtu,
         };
         let sandbox = ensure_sandbox(
             &self.config.node_netns,

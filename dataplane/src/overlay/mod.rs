@@ -28,6 +28,7 @@ pub mod error;
 mod gateway;
 #[cfg(test)]
 mod gateway_tests;
+mod mtu;
 mod netlink;
 mod netns;
 mod pair;
@@ -47,6 +48,7 @@ pub use gateway::{
     DEFAULT_GATEWAY_BRIDGE, GATEWAY_MTU, GATEWAY_NFT_TABLE, GatewaySpec, attach_task_gateway,
     detach_task_gateway, enable_ip_forwarding, ensure_gateway_bridge, remove_gateway_bridge,
 };
+pub use mtu::{VXLAN_OVERHEAD, overlay_mtu_for, overlay_mtu_over};
 pub use netns::{create_netns, remove_netns};
 pub use sandbox::{ensure_sandbox, remove_sandbox};
 pub use task::{attach_task, detach_task};
@@ -55,7 +57,8 @@ pub use task::{attach_task, detach_task};
 pub const BRIDGE_NAME: &str = "br0";
 /// Name of the VXLAN device inside every sandbox.
 pub const VXLAN_NAME: &str = "vxlan0";
-/// Overlay MTU: 1500 underlay minus 50 bytes of outer Ethernet/IP/UDP/VXLAN headers.
+/// Overlay MTU over a 1500-byte underlay (50 bytes of outer Ethernet/IP/UDP/VXLAN headers);
+/// [`overlay_mtu_over`] gives it for the actual underlay.
 pub const DEFAULT_MTU: u32 = 1450;
 /// IANA VXLAN port, Docker Swarm's default data-path port.
 pub const DEFAULT_VXLAN_PORT: u16 = 4789;
@@ -83,7 +86,7 @@ pub struct OverlaySpec {
     pub vxlan_port: u16,
     /// This node's data-path address: the outer source IP of every encapsulated packet.
     pub local_vtep: Ipv4Addr,
-    /// MTU of `br0`, `vxlan0` and task interfaces (normally [`DEFAULT_MTU`]).
+    /// MTU of `br0`, `vxlan0` and task interfaces: the underlay's minus [`VXLAN_OVERHEAD`].
     pub mtu: u32,
 }
 
