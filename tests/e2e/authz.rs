@@ -7,9 +7,9 @@ use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, time::Duration};
 
 use shoal_control::{
     api::{
-        AddRaftMemberRequest, AdmitRequest, ConfigSpec, Empty, ExecRequest, HeartbeatRequest,
-        InitRequest, JoinSwarmRequest, JoinTokenRequest, LeaveRequest, ListTasksRequest,
-        NetworkRef, NetworkSpec, ObjectRef, RaftRequest, RemoveNodeRequest,
+        AddRaftMemberRequest, AdmitRequest, ConfigSpec, Empty, EventsRequest, ExecRequest,
+        HeartbeatRequest, InitRequest, JoinSwarmRequest, JoinTokenRequest, LeaveRequest,
+        ListTasksRequest, NetworkRef, NetworkSpec, ObjectRef, RaftRequest, RemoveNodeRequest,
         RenewCertificateRequest, RootCaRequest, SecretSpec, ServiceRef, ServiceSpec,
         TaskLogsRequest, UnlockKeyRequest, UpdateNodeRequest, UpdateServiceRequest,
         UpdateSwarmRequest, cluster_client::ClusterClient,
@@ -54,8 +54,8 @@ fn expected(rpc: &str) -> [Answer; 5] {
         // Managers only.
         "AddRaftMember" | "JoinToken" | "ListNodes" | "UpdateNode" | "RemoveNode"
         | "CreateService" | "UpdateService" | "RemoveService" | "ListServices" | "ListTasks"
-        | "TaskLogs" | "Exec" | "CreateNetwork" | "RemoveNetwork" | "RotateGossipKey"
-        | "UnlockKey" | "Raft" | "UpdateSwarm" | "RootCa" => {
+        | "TaskLogs" | "Events" | "Exec" | "CreateNetwork" | "RemoveNetwork"
+        | "RotateGossipKey" | "UnlockKey" | "Raft" | "UpdateSwarm" | "RootCa" => {
             [Served, Denied, x, x, Unauthenticated]
         }
         // Managers only: no node reads a secret (or a config) through the API; a node gets the
@@ -160,10 +160,11 @@ async fn call(client: &mut ClusterClient<Channel>, rpc: &str, node_id: &str) -> 
         "TaskLogs" => client
             .task_logs(TaskLogsRequest {
                 task_id: "nosuchtask".into(),
-                follow: false,
+                ..Default::default()
             })
             .await
             .map(drop),
+        "Events" => client.events(EventsRequest::default()).await.map(drop),
         "Exec" => client
             .exec(ExecRequest {
                 task: "nosuchtask".into(),

@@ -53,6 +53,7 @@ async fn print_task(
     let request = TaskLogsRequest {
         task_id: task.id.clone(),
         follow,
+        ..Default::default()
     };
     let mut chunks = match cluster_client(channel).task_logs(request).await {
         Ok(response) => response.into_inner(),

@@ -10,7 +10,8 @@
 //! agent (even after SIGKILL) re-adopts them instead of starting them twice.
 //!
 //! On disk, `<state_dir>/tasks/<task-id>/` holds `spec.json` (the task), `status.json` (its
-//! last status), `pid` (`<pid> <start time>`), `stdout.log`, `stderr.log` and `health.log`
+//! last status), `pid` (`<pid> <start time>`), `stdout.log`, `stderr.log` (with
+//! `stdout.log.stamps` and `stderr.log.stamps`: when their bytes were written) and `health.log`
 //! (what the last health check printed); the task's
 //! network namespace is mounted at `<state_dir>/netns/task-<task-id>` from before its process
 //! starts (so its interfaces are there when it runs) until it has exited.
@@ -33,6 +34,7 @@
 //! - `stop`: withdraw, drain, then SIGTERM, and SIGKILL after the grace period.
 //! - `supervise`: the thread that notices exits, reaps, publishes tasks that became ready,
 //!   signals drained ones, and delivers due SIGKILLs.
+//! - `log_stamps`: the thread that notes when each task's output was written.
 //! - `exec`: a command inside a running task's namespaces (`shoal exec`).
 
 mod adopt;
@@ -40,6 +42,7 @@ mod error;
 mod exec;
 mod files;
 mod health;
+mod log_stamps;
 mod mounts;
 mod proc;
 mod readiness;
@@ -138,6 +141,10 @@ impl Executor {
         adopt::reconnect(&inner);
         supervise::start(inner.clone()).map_err(|source| ExecutorError::Spawn {
             what: "the task supervisor thread",
+            source,
+        })?;
+        log_stamps::start(inner.clone()).map_err(|source| ExecutorError::Spawn {
+            what: "the log stamper thread",
             source,
         })?;
         Ok(Executor { inner })

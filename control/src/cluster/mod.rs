@@ -6,6 +6,7 @@
 //! - `model`: the objects (cluster, nodes) and their enums.
 //! - [`certs`]: the CA's settings, a root rotation under way, the certificates issued.
 //! - `command`: [`Command`], [`CommandResponse`] and [`ClusterState::apply`].
+//! - [`events`]: what an applied command changed, as Docker's swarm events say it.
 //! - `service`: services (desired state) and tasks (their instances on nodes).
 //! - [`network`]: overlay networks.
 //! - [`objects`]: secrets and configs, and what of them a node receives with its tasks.
@@ -18,6 +19,7 @@
 
 pub mod certs;
 mod command;
+pub mod events;
 pub mod gossip;
 pub mod health;
 pub mod limits;

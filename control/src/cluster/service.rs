@@ -373,6 +373,20 @@ pub enum UpdateState {
     RollbackCompleted,
 }
 
+impl UpdateState {
+    /// swarmkit's name of the state (`UpdateStatus.State` in Docker's JSON, events).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateState::Updating => "updating",
+            UpdateState::Paused => "paused",
+            UpdateState::Completed => "completed",
+            UpdateState::RollbackStarted => "rollback_started",
+            UpdateState::RollbackPaused => "rollback_paused",
+            UpdateState::RollbackCompleted => "rollback_completed",
+        }
+    }
+}
+
 /// Task states, in Docker's order: a task only moves forward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TaskState {

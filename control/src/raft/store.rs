@@ -26,7 +26,9 @@
 //! # Layout
 //! - `log`: [`LogStore`].
 //! - `state_machine`: [`StateMachineStore`] and its snapshot builder.
+//! - `event_log`: [`EventLog`], the swarm events the state machine applied (in memory).
 
+mod event_log;
 mod log;
 mod state_machine;
 
@@ -40,6 +42,7 @@ use serde::de::DeserializeOwned;
 
 use super::seal::{SealError, SealKey};
 
+pub use event_log::{EventLog, Subscription};
 pub use log::LogStore;
 pub use state_machine::{SmSnapshotBuilder, StateMachineStore, StateReader};
 

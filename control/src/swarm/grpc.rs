@@ -18,6 +18,7 @@ use super::{
     Swarm,
     authz::{Caller, Needs},
     error::Error,
+    events::EventStream,
     leader::{Leader, Route},
     node::task_io::{ExecStream, LogStream},
     raft_network,
@@ -26,15 +27,15 @@ use super::{
 use crate::{
     api::{
         AddRaftMemberRequest, AdmitRequest, AdmitResponse, ConfigInfo, ConfigSpec, Credentials,
-        Empty, ExecRequest, HeartbeatRequest, HeartbeatResponse, InitRequest, InitResponse,
-        JoinSwarmRequest, JoinSwarmResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest,
-        ListConfigsResponse, ListNetworksResponse, ListNodesResponse, ListSecretsResponse,
-        ListServicesResponse, ListTasksRequest, ListTasksResponse, NetworkInfo, NetworkRef,
-        NetworkSpec, NodeInfo, ObjectRef, RaftRequest, RaftResponse, RemoveNodeRequest,
-        RenewCertificateRequest, RootCaRequest, RootCaResponse, SecretInfo, SecretSpec,
-        ServiceInfo, ServiceRef, ServiceSpec, TaskLogsRequest, UnlockKeyRequest, UnlockKeyResponse,
-        UpdateNodeRequest, UpdateServiceRequest, UpdateSwarmRequest, cluster_client::ClusterClient,
-        cluster_server::Cluster,
+        Empty, EventsRequest, ExecRequest, HeartbeatRequest, HeartbeatResponse, InitRequest,
+        InitResponse, JoinSwarmRequest, JoinSwarmResponse, JoinTokenRequest, JoinTokenResponse,
+        LeaveRequest, ListConfigsResponse, ListNetworksResponse, ListNodesResponse,
+        ListSecretsResponse, ListServicesResponse, ListTasksRequest, ListTasksResponse,
+        NetworkInfo, NetworkRef, NetworkSpec, NodeInfo, ObjectRef, RaftRequest, RaftResponse,
+        RemoveNodeRequest, RenewCertificateRequest, RootCaRequest, RootCaResponse, SecretInfo,
+        SecretSpec, ServiceInfo, ServiceRef, ServiceSpec, TaskLogsRequest, UnlockKeyRequest,
+        UnlockKeyResponse, UpdateNodeRequest, UpdateServiceRequest, UpdateSwarmRequest,
+        cluster_client::ClusterClient, cluster_server::Cluster,
     },
     error_chain::Chain,
     pki,
@@ -313,6 +314,17 @@ impl Cluster for ClusterService {
     ) -> Result<Response<LogStream>, Status> {
         self.allow(&request, Needs::Manager).await?;
         let stream = self.swarm.task_logs(request.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
+    type EventsStream = EventStream;
+
+    async fn events(
+        &self,
+        request: Request<EventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        self.allow(&request, Needs::Manager).await?;
+        let stream = self.swarm.events(request.into_inner()).await?;
         Ok(Response::new(stream))
     }
 

@@ -15,6 +15,7 @@
 //! - `leader/`: what the Raft leader does for each call, and the loops only it runs.
 //! - `node/`: what every node runs: the heartbeat loop, certificate renewal, task I/O, the
 //!   [`TaskRunner`] seam.
+//! - `events`: the swarm events a manager applied, streamed (`Events`).
 //! - `authz`: who may call what (the store's view of the caller, never its certificate alone).
 //! - `codec`: the heartbeat's payloads on the wire.
 //! - `convert`: API messages to and from the cluster model.
@@ -34,6 +35,7 @@ mod autolock;
 mod codec;
 mod convert;
 pub mod error;
+mod events;
 mod file_refs;
 mod grpc;
 mod leader;
@@ -58,6 +60,7 @@ pub use self::{
     error::Error,
     grpc::ClusterService,
     lifecycle::{BadAddress, parse_addr},
+    node::log_stamps,
     node::runner::{NoTasks, RunnerError, TaskReports, TaskRunner},
 };
 use tokio::{sync::watch, task::JoinHandle};

@@ -13,8 +13,10 @@ use openraft::{
 use redb::Database;
 use serde::{Deserialize, Serialize};
 
-use super::{APPLIED, Codec, DbError, SM, SNAPSHOT, StorageError, get, put, write};
-use crate::cluster::{ClusterState, CommandResponse};
+use super::{
+    APPLIED, Codec, DbError, SM, SNAPSHOT, StorageError, event_log::EventLog, get, put, write,
+};
+use crate::cluster::{ClusterState, CommandResponse, events};
 use crate::raft::TypeConfig;
 
 /// A read handle on the replicated [`ClusterState`], shared with the [`StateMachineStore`] it
@@ -23,8 +25,10 @@ use crate::raft::TypeConfig;
 ///
 /// The lock is a std one, so reads need no runtime, and the state machine holds it for writing
 /// only while it applies entries in memory, never across IO.
+///
+/// It also carries the [`EventLog`] of what was applied, for `docker events`.
 #[derive(Clone, Debug)]
-pub struct StateReader(Arc<RwLock<ClusterState>>);
+pub struct StateReader(Arc<RwLock<ClusterState>>, Arc<EventLog>);
 
 impl StateReader {
     /// A copy of the current state.
@@ -38,6 +42,11 @@ impl StateReader {
         // Poisoning takes a panic inside `ClusterState::apply`, which has no panicking path;
         // serving the state on beats taking the manager down over it.
         f(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The swarm events applied here.
+    pub fn events(&self) -> &EventLog {
+        &self.1
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, ClusterState> {
@@ -103,7 +112,7 @@ impl StateMachineStore {
         Ok(Self {
             db,
             codec,
-            state: StateReader(Arc::new(RwLock::new(image.state))),
+            state: StateReader(Arc::new(RwLock::new(image.state)), Arc::default()),
             last_applied: image.last_applied,
             membership: image.membership,
         })
@@ -156,13 +165,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let mut responses = Vec::new();
+        let mut applied = Vec::new();
         let image = {
             let mut state = self.state.write();
             for entry in entries {
                 self.last_applied = Some(entry.log_id);
                 responses.push(match entry.payload {
                     EntryPayload::Blank => CommandResponse::Ok,
-                    EntryPayload::Normal(command) => state.apply(&command),
+                    EntryPayload::Normal(command) => {
+                        let events = events::of(&command, &state);
+                        let response = state.apply(&command);
+                        if response == CommandResponse::Ok {
+                            applied.extend(events);
+                        }
+                        response
+                    }
                     EntryPayload::Membership(membership) => {
                         self.membership = StoredMembership::new(Some(entry.log_id), membership);
                         CommandResponse::Ok
@@ -171,6 +188,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             self.encode(&state)
         };
+        // Published once the batch is in memory, as readers see it.
+        self.state.events().record(applied);
         // Written after the lock is released: readers need not wait for the disk.
         if !responses.is_empty() {
             image

@@ -13,7 +13,7 @@ use crate::{
     api,
     cluster::{
         ClusterState, EndpointMode, PortConfig, PortProtocol, PublishMode, RestartCondition, Role,
-        Service, ServiceMode, ServiceSpec, Task, UpdateState, limits,
+        Service, ServiceMode, ServiceSpec, Task, limits,
     },
     orchestrator::parse_constraint,
 };
@@ -350,7 +350,7 @@ pub fn service_to_api(
         ServiceMode::Global => eligible_nodes.max(desired),
     };
     let (update_state, update_message) = match &service.update_status {
-        Some(u) => (update_state_str(u.state), u.message.clone()),
+        Some(u) => (u.state.as_str(), u.message.clone()),
         None => ("", String::new()),
     };
     api::ServiceInfo {
@@ -373,17 +373,6 @@ pub fn service_to_api(
             })
             .collect(),
         endpoint_ports: service.endpoint_ports.iter().map(port_to_api).collect(),
-    }
-}
-
-fn update_state_str(state: UpdateState) -> &'static str {
-    match state {
-        UpdateState::Updating => "updating",
-        UpdateState::Paused => "paused",
-        UpdateState::Completed => "completed",
-        UpdateState::RollbackStarted => "rollback_started",
-        UpdateState::RollbackPaused => "rollback_paused",
-        UpdateState::RollbackCompleted => "rollback_completed",
     }
 }
 

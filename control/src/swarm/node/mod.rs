@@ -5,8 +5,12 @@
 //! - `heartbeat`: the heartbeat loop: alive, task reports up, assignments followed.
 //! - `certs`: the node's certificate renewed over time and for root rotations.
 //! - `task_io`: a task's logs and `exec`, served on its node and relayed by others.
+//! - `log_lines`: a task's logs as timed lines, filtered (`since`, `until`, `tail`).
+//! - [`log_stamps`]: when each part of a log was written (the files the executor keeps).
 
 pub(super) mod certs;
 pub(super) mod heartbeat;
+pub(super) mod log_lines;
+pub mod log_stamps;
 pub(super) mod runner;
 pub(super) mod task_io;

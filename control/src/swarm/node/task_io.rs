@@ -45,6 +45,10 @@ impl Swarm {
                 Error::not_found(format!("no logs for task {task_id} on this node"))
             })?;
         let (tx, rx) = mpsc::channel(64);
+        if request.lines {
+            tokio::spawn(super::log_lines::send(stdout, stderr, request, tx));
+            return Ok(Box::pin(ReceiverStream::new(rx)));
+        }
         tokio::spawn(async move {
             let follow = request.follow;
             let out = tokio::spawn(send_file(stdout, "stdout", follow, tx.clone()));
@@ -221,6 +225,7 @@ async fn send_file(
                 let chunk = LogChunk {
                     stream: stream.into(),
                     data: buf[..n].to_vec(),
+                    time_unix_nanos: 0,
                 };
                 if tx.send(Ok(chunk)).await.is_err() {
                     return;
