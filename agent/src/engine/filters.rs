@@ -2,9 +2,13 @@
 //! to its values, `{"name":{"web":true}}` (or the older `{"name":["web"]}`); values of a key
 //! are alternatives, keys must all hold; an unknown key is dockerd's "invalid filter".
 //! Matching itself is the CLI's ([`crate::cli::filter::Filters`]), so `docker service ls -f`
-//! and `shoal service ls -f` agree.
+//! and `shoal service ls -f` agree, but for `label`: swarmkit and dockerd require all of the
+//! labels asked for ([`QueryFilters::labels_match`]), which `docker stack services STACK -f
+//! label=X` relies on (the stack's own label is added to the user's).
 
 use std::collections::BTreeMap;
+
+use shoal_control::api::KeyValue;
 
 use crate::cli::filter::{Filter, Filters};
 
@@ -68,6 +72,17 @@ impl QueryFilters {
             .is_none_or(|values| values.iter().any(|v| matches(v)))
     }
 
+    /// Whether `labels` hold every `label` filter (swarmkit's `filterMatchLabels`): `KEY`
+    /// present, or `KEY=VALUE` present with that value. True when none was given.
+    pub fn labels_match(&self, labels: &[KeyValue]) -> bool {
+        self.get("label").iter().all(|wanted| {
+            let (key, value) = wanted.split_once('=').unwrap_or((wanted, ""));
+            labels
+                .iter()
+                .any(|l| l.key == key && (value.is_empty() || l.value == value))
+        })
+    }
+
     /// The same filters in the CLI's type, for its matchers.
     pub fn to_cli(&self) -> Filters {
         let flat: Vec<Filter> = self
@@ -103,5 +118,32 @@ mod tests {
         let bad = QueryFilters::parse(Some(r#"{"color":{"red":true}}"#), &["name"]).unwrap_err();
         assert_eq!(bad.message, "invalid filter 'color'");
         assert!(QueryFilters::parse(None, &[]).unwrap().get("x").is_empty());
+    }
+
+    #[test]
+    fn every_label_asked_for_must_hold() {
+        let labels = [
+            KeyValue {
+                key: "com.docker.stack.namespace".into(),
+                value: "web".into(),
+            },
+            KeyValue {
+                key: "tier".into(),
+                value: "front".into(),
+            },
+        ];
+        let f = |raw: &str| QueryFilters::parse(Some(raw), &["label"]).unwrap();
+        assert!(f("{}").labels_match(&labels));
+        assert!(f(r#"{"label":{"com.docker.stack.namespace=web":true}}"#).labels_match(&labels));
+        assert!(
+            f(r#"{"label":{"com.docker.stack.namespace":true,"tier=front":true}}"#)
+                .labels_match(&labels)
+        );
+        assert!(
+            !f(r#"{"label":{"com.docker.stack.namespace=web":true,"tier=back":true}}"#)
+                .labels_match(&labels),
+            "one label of another value: no match"
+        );
+        assert!(!f(r#"{"label":{"missing":true}}"#).labels_match(&labels));
     }
 }

@@ -48,7 +48,8 @@ pub async fn list(
         all(&engine)
             .await?
             .iter()
-            .filter(|n| network::matches(n, &matching))
+            // The CLI's matcher takes any of the labels; dockerd wants all of them.
+            .filter(|n| network::matches(n, &matching) && filters.labels_match(&n.labels))
             .map(|n| network::docker_shape(n, &none))
             .collect(),
     ))

@@ -62,7 +62,11 @@ pub async fn list(
         all(&engine)
             .await?
             .iter()
-            .filter(|s| render::matches(s, &matching))
+            // The CLI's matcher takes any of the labels; dockerd wants all of them.
+            .filter(|s| {
+                render::matches(s, &matching)
+                    && filters.labels_match(s.spec.as_ref().map_or(&[], |spec| &spec.labels))
+            })
             .map(|s| service_out::service(s, with_status))
             .collect(),
     ))

@@ -1,6 +1,7 @@
 //! `GET /tasks` (filters `id`, `name`, `service`, `node`, `desired-state`, `label`,
 //! `_up-to-date`, as dockerd's: services and nodes by ID, name or ID prefix, an unknown one
-//! is its 404) and `GET /tasks/{id}`.
+//! is its 404; `label` is the task's service's labels, as swarmkit matches them, which
+//! `docker stack ps` relies on) and `GET /tasks/{id}`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -80,7 +81,10 @@ pub async fn list(
                     && (!filters.contains("service") || service_ids.contains(&t.service_id))
                     && (!filters.contains("node") || node_ids.contains(&t.node_id))
                     && filters.allow("desired-state", |v| v == t.desired_state)
-                    && filters.allow("label", |_| false)
+                    && (!filters.contains("label")
+                        || service.is_some_and(|s| {
+                            filters.labels_match(s.spec.as_ref().map_or(&[], |spec| &spec.labels))
+                        }))
                     && (!up_to_date || service.is_some_and(|s| s.version == t.service_version))
             })
             .map(|t| shape::task::task(t, by_id.get(t.service_id.as_str()).copied()))

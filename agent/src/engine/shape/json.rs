@@ -34,9 +34,21 @@ impl Reader {
         }
     }
 
-    /// The raw value of `key` (null when absent).
+    /// The raw value of `key` (null when absent). As Go's `encoding/json` reads dockerd's
+    /// requests, an exact match wins and otherwise the case is ignored: docker-py sends
+    /// `{"replicated": {"Replicas": 2}}` for a service's mode.
     pub fn value(&mut self, key: &str) -> Value {
-        self.map.remove(key).unwrap_or(Value::Null)
+        if let Some(value) = self.map.remove(key) {
+            return value;
+        }
+        let other_case = self
+            .map
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(key))
+            .cloned();
+        other_case
+            .and_then(|k| self.map.remove(&k))
+            .unwrap_or(Value::Null)
     }
 
     /// `key` as an object of its own.
@@ -187,6 +199,28 @@ fn type_error(path: &str, expected: &str) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_names_match_as_gos_decoder_matches_them() {
+        let mut r = Reader::new(
+            "Mode",
+            serde_json::json!({
+                "replicated": { "Replicas": 2 },
+                "GLOBAL": { "Max": 1 },
+                "Global": null
+            }),
+        )
+        .unwrap();
+        assert_eq!(r.object("Replicated").unwrap().u64("Replicas").unwrap(), 2);
+        // The exact name first; the other spelling stays unread, and is named.
+        assert_eq!(r.value("Global"), Value::Null);
+        let mut warnings = Vec::new();
+        r.rest(&mut warnings);
+        assert_eq!(
+            warnings,
+            ["Mode.GLOBAL is not supported by shoal and was ignored"]
+        );
+    }
 
     #[test]
     fn what_is_left_and_not_empty_is_named() {

@@ -13,7 +13,7 @@ use shoal_control::api::{
 };
 
 use super::json::Reader;
-use crate::engine::errors::ApiError;
+use crate::{commands::stack::convert::NAMESPACE_LABEL, engine::errors::ApiError};
 
 /// A spec read from Docker's JSON, and what of it shoal ignored.
 #[derive(Debug)]
@@ -85,6 +85,17 @@ fn container_spec(
     }
     let command = c.strings("Command")?;
     let args = c.strings("Args")?;
+    // A `Command` beside an image reference (what a compose file with `entrypoint` sends)
+    // runs without it: said, since the caller may think the image matters.
+    if let Some(program) = command.first()
+        && *program != image
+    {
+        warnings.push(format!(
+            "{}.Image \"{image}\" was ignored: shoal runs programs, not images (the tasks run \
+             Command: {program})",
+            c.path()
+        ));
+    }
     spec.command = if command.is_empty() {
         std::iter::once(image).chain(args).collect()
     } else {
@@ -113,11 +124,36 @@ fn container_spec(
         spec.mounts.push(mount(m, warnings)?);
     }
     spec.healthcheck = healthcheck(c.object("Healthcheck")?, warnings)?;
+    container_labels(spec, c.string_map("Labels")?, c.path(), warnings);
     spec.secrets = file_references(c.objects("Secrets")?, "SecretID", "SecretName", warnings)?;
     spec.configs = file_references(c.objects("Configs")?, "ConfigID", "ConfigName", warnings)?;
     c.allow("Isolation", &["", "default"]);
     c.rest(warnings);
     Ok(())
+}
+
+/// `ContainerSpec.Labels`: shoal's tasks are no containers to label. `docker stack deploy`
+/// puts the stack's label on the containers as well as on the service; a task is listed with
+/// its service's labels (`GET /tasks?filters=label`, as swarmkit's), so that one loses
+/// nothing. Any other is named.
+fn container_labels(
+    spec: &ServiceSpec,
+    labels: Vec<(String, String)>,
+    path: &str,
+    warnings: &mut Vec<String>,
+) {
+    let the_services = |key: &str, value: &str| {
+        key == NAMESPACE_LABEL
+            && spec
+                .labels
+                .iter()
+                .any(|kv| kv.key == key && kv.value == value)
+    };
+    if labels.iter().any(|(k, v)| !the_services(k, v)) {
+        warnings.push(format!(
+            "{path}.Labels is not supported by shoal and was ignored"
+        ));
+    }
 }
 
 fn mount(mut m: Reader, warnings: &mut Vec<String>) -> Result<Mount, ApiError> {

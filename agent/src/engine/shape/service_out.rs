@@ -192,4 +192,85 @@ mod tests {
             "Mode.ReplicatedJob: shoal runs services, not jobs"
         );
     }
+
+    #[test]
+    fn a_stack_deploy_service_reads_and_shows_its_files_and_aliases() {
+        // What `docker stack deploy` (CLI 28) sends for a compose service with a port, a
+        // secret, a config and a network: the stack's label on the service and its
+        // containers, the short name as an alias.
+        let body = serde_json::json!({
+            "Name": "demo_web",
+            "Labels": { "com.docker.stack.image": "/usr/local/bin/shoal", "com.docker.stack.namespace": "demo" },
+            "TaskTemplate": {
+                "ContainerSpec": {
+                    "Image": "/usr/local/bin/shoal", "Args": ["whoami", "--port", "80"],
+                    "Labels": { "com.docker.stack.namespace": "demo" },
+                    "Privileges": { "CredentialSpec": null, "SELinuxContext": null },
+                    "Secrets": [{ "File": { "Name": "token", "UID": "0", "GID": "0", "Mode": 292 },
+                                  "SecretID": "s1", "SecretName": "demo_token" }],
+                    "Configs": [{ "File": { "Name": "/srv/app.conf", "UID": "33", "GID": "0", "Mode": 288 },
+                                  "ConfigID": "c1", "ConfigName": "demo_app" }],
+                    "Isolation": "default",
+                },
+                "Resources": {}, "Placement": {},
+                "Networks": [{ "Target": "demo_back", "Aliases": ["web"] }],
+                "ForceUpdate": 0,
+            },
+            "Mode": { "Replicated": { "Replicas": 2 } },
+            "EndpointSpec": { "Mode": "vip", "Ports": [
+                { "Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8081, "PublishMode": "ingress" },
+            ] },
+        });
+        let read = service_spec(body).unwrap();
+        assert_eq!(read.warnings, Vec::<String>::new());
+        let spec = &read.spec;
+        assert_eq!(spec.secrets[0].name, "demo_token");
+        assert_eq!(
+            (
+                spec.configs[0].target.as_str(),
+                spec.configs[0].uid,
+                spec.configs[0].mode
+            ),
+            ("/srv/app.conf", 33, Some(0o440))
+        );
+        assert_eq!(spec.network_aliases[0].aliases, ["web"]);
+        let shaped = service(
+            &ServiceInfo {
+                spec: Some(spec.clone()),
+                ..Default::default()
+            },
+            false,
+        );
+        let container = &shaped["Spec"]["TaskTemplate"]["ContainerSpec"];
+        assert_eq!(container["Secrets"][0]["SecretName"], "demo_token");
+        assert_eq!(container["Secrets"][0]["File"]["Mode"], 0o444);
+        assert_eq!(container["Configs"][0]["File"]["UID"], "33");
+        assert_eq!(
+            shaped["Spec"]["TaskTemplate"]["Networks"][0]["Aliases"],
+            serde_json::json!(["web"])
+        );
+        // A container label other than the stack's is named.
+        // An image reference beside an entrypoint is not run, and said so.
+        let entrypoint = serde_json::json!({
+            "Name": "x",
+            "TaskTemplate": { "ContainerSpec": { "Image": "shoal/whoami", "Command": ["/bin/prog"], "Args": ["-v"] } },
+        });
+        let read = service_spec(entrypoint).unwrap();
+        assert_eq!(read.spec.command, ["/bin/prog", "-v"]);
+        assert_eq!(
+            read.warnings,
+            [
+                "TaskTemplate.ContainerSpec.Image \"shoal/whoami\" was ignored: shoal runs \
+                 programs, not images (the tasks run Command: /bin/prog)"
+            ]
+        );
+        let labelled = serde_json::json!({
+            "Name": "x",
+            "TaskTemplate": { "ContainerSpec": { "Image": "/bin/true", "Labels": { "tier": "front" } } },
+        });
+        assert_eq!(
+            service_spec(labelled).unwrap().warnings,
+            ["TaskTemplate.ContainerSpec.Labels is not supported by shoal and was ignored"]
+        );
+    }
 }
