@@ -1,11 +1,19 @@
 //! `GET /info`: dockerd's system information, with the Swarm section the docker CLI prints
-//! (`Swarm: active`, NodeID, Is Manager, ClusterID, Managers, Nodes, Manager Addresses).
+//! (`Swarm: active`, NodeID, Is Manager, ClusterID, Managers, Nodes, Manager Addresses, and on
+//! a manager the cluster as `GET /swarm` shows it, without its join tokens).
 //! Containers and images are zero: shoal runs tasks as programs and keeps no images.
 
 use axum::{Json, extract::State};
 use shoal_control::{api::Empty, wire_limits::cluster_client};
 
-use super::{Shared, errors::ApiError, node_state, version::go_arch};
+use super::{Shared, errors::ApiError, node_state, shape, swarm, version::go_arch};
+
+/// dockerd's warning for a swarm with two managers (moby `Cluster.Info`).
+const TWO_MANAGERS: &str = "WARNING: Running Swarm in a two-manager configuration. This \
+     configuration provides
+         no fault tolerance, and poses a high risk to lose control over the cluster.
+         Refer to https://docs.docker.com/engine/swarm/admin_guide/ to configure the
+         Swarm for fault-tolerance.";
 
 pub async fn info(State(engine): State<Shared>) -> Result<Json<serde_json::Value>, ApiError> {
     let node = node_state::read(&engine).await?;
@@ -40,8 +48,13 @@ pub async fn info(State(engine): State<Shared>) -> Result<Json<serde_json::Value
         "Nodes": if control { node.nodes } else { 0 },
         "Managers": if control { node.managers } else { 0 },
     });
+    let mut warnings = Vec::new();
     if control {
-        swarm["Cluster"] = cluster(&node.cluster_id, node.data_path_port);
+        let cluster = swarm::read(&engine, &node, false).await?;
+        swarm["Cluster"] = shape::swarm::swarm(&cluster);
+        if node.managers == 2 {
+            warnings.push(TWO_MANAGERS);
+        }
     }
     let uname = nix::sys::utsname::uname().ok();
     let kernel = uname
@@ -93,38 +106,13 @@ pub async fn info(State(engine): State<Shared>) -> Result<Json<serde_json::Value
         "RuncCommit": { "ID": "" },
         "InitCommit": { "ID": "" },
         "SecurityOptions": [],
-        "Warnings": [],
+        "Warnings": warnings,
         "GoArch": go_arch(),
     });
     if let (Some(answer), serde_json::Value::Object(rest)) = (answer.as_object_mut(), rest) {
         answer.extend(rest);
     }
     Ok(Json(answer))
-}
-
-/// `Swarm.Cluster`: the ID and data path port the node reports. The cluster's settings are
-/// not in the node's `Info` answer, so they are left at their zero values (`/swarm` will
-/// carry them).
-fn cluster(id: &str, data_path_port: u32) -> serde_json::Value {
-    serde_json::json!({
-        "ID": id,
-        "Version": { "Index": 0 },
-        "Spec": {
-            "Name": "default",
-            "Labels": {},
-            "Orchestration": {},
-            "Raft": {},
-            "Dispatcher": {},
-            "CAConfig": {},
-            "TaskDefaults": {},
-            "EncryptionConfig": {},
-        },
-        "TLSInfo": {},
-        "RootRotationInProgress": false,
-        "DefaultAddrPool": [],
-        "SubnetSize": 24,
-        "DataPathPort": data_path_port,
-    })
 }
 
 /// Total memory in bytes, from /proc/meminfo (0 when it cannot be read).

@@ -15,6 +15,9 @@
 //! - `info`: `/info` with its Swarm section.
 //! - `filters`: the `filters` query parameter. `lookup`: references as dockerd resolves them.
 //! - `nodes`, `services`, `tasks`, `networks`, `distribution`: the endpoints.
+//! - `secrets`: `/secrets` and, with the same handlers, `/configs` (`configs`).
+//! - `swarm`: `/swarm` (inspect, init, join, leave, update, unlock key, unlock).
+//! - `logs`: service and task logs in dockerd's multiplexed stream; `events`: swarm events.
 //! - `shape/`: Docker's JSON shapes to and from the API's messages.
 
 mod configs;
@@ -84,7 +87,8 @@ fn router(engine: Shared) -> Router {
         .route("/version", get(version::version))
         .route("/info", get(info::info))
         .route("/nodes", get(nodes::list))
-        .route("/nodes/{id}", get(nodes::inspect))
+        .route("/nodes/{id}", get(nodes::inspect).delete(nodes::remove))
+        .route("/nodes/{id}/update", post(nodes::update))
         .route("/services", get(services::list))
         .route("/services/create", post(services::create))
         .route(

@@ -1,6 +1,7 @@
 //! This node's swarm state as dockerd reports it (the `Swarm` header of `/_ping`, `/info`'s
 //! `Swarm.LocalNodeState`) and dockerd's refusal of cluster calls on a node that is no
-//! manager (moby `daemon/cluster/errors.go`), checked before the call as dockerd does.
+//! manager or already in a swarm (moby `daemon/cluster/errors.go`), checked before the call as
+//! dockerd does.
 
 use shoal_control::{
     api::{InfoRequest, InfoResponse},
@@ -22,6 +23,13 @@ pub const NOT_IN_SWARM: &str = "This node is not a swarm manager. Use \"docker s
 /// dockerd's `errSwarmLocked`.
 pub const LOCKED: &str = "Swarm is encrypted and needs to be unlocked before it can be used. \
      Please use \"docker swarm unlock\" to unlock it.";
+
+/// dockerd's `errSwarmExists`, for init and join on a node in a swarm (locked or not).
+pub const ALREADY_IN_SWARM: &str = "This node is already part of a swarm. Use \"docker swarm \
+     leave\" to leave this swarm and join another one.";
+
+/// dockerd's `errNoSwarm`, for leave on a node in no swarm.
+pub const NO_SWARM: &str = "This node is not part of a swarm";
 
 /// This node as the agent's `Info` call describes it.
 pub async fn read(engine: &Engine) -> Result<InfoResponse, ApiError> {
@@ -59,6 +67,15 @@ pub fn require_manager(info: &InfoResponse) -> Result<(), ApiError> {
     }
 }
 
+/// Refuses init and join, as dockerd does before asking swarmkit, unless the node is in no
+/// swarm.
+pub fn require_no_swarm(info: &InfoResponse) -> Result<(), ApiError> {
+    match local_node_state(info) {
+        "inactive" => Ok(()),
+        _ => Err(ApiError::unavailable(ALREADY_IN_SWARM)),
+    }
+}
+
 /// Reads the node's state and refuses as dockerd does unless it is an active manager.
 pub async fn manager(engine: &Engine) -> Result<InfoResponse, ApiError> {
     let info = read(engine).await?;
@@ -92,5 +109,13 @@ mod tests {
         );
         let alone = require_manager(&info("inactive", false)).unwrap_err();
         assert_eq!(alone.message, NOT_IN_SWARM);
+        assert!(require_no_swarm(&info("inactive", false)).is_ok());
+        for (state, manager) in [("active", false), ("locked", true)] {
+            let refused = require_no_swarm(&info(state, manager)).unwrap_err();
+            assert_eq!(
+                (refused.status.as_u16(), refused.message.as_str()),
+                (503, ALREADY_IN_SWARM)
+            );
+        }
     }
 }

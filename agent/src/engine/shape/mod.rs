@@ -6,13 +6,17 @@
 //! - `json`: reading a JSON object field by field, naming what was left unread.
 //! - `service_in`: Docker's `ServiceSpec` in, with `Warnings` for what shoal does not do.
 //! - `program`: `ContainerSpec.Image` must name a program.
-//! - `service_out`, `task`, `node`: the objects out.
+//! - `service_out`, `task`, `node`: the objects out (`node` also reads a posted `NodeSpec`).
+//! - `swarm`: the swarm out, and a posted swarm spec read against it.
 
+pub mod base64;
+pub mod file_object;
 pub mod json;
 pub mod node;
 pub mod program;
 pub mod service_in;
 pub mod service_out;
+pub mod swarm;
 pub mod task;
 
 use crate::time_format::rfc3339;
