@@ -85,6 +85,8 @@ pub enum Command {
     /// Deploy and manage stacks of services from compose files.
     #[command(subcommand)]
     Stack(StackCommand),
+    /// Show the client's and the agent's version, git commit and API version.
+    Version(VersionArgs),
 }
 
 #[derive(Args, Debug)]
@@ -422,6 +424,13 @@ pub enum LogFormat {
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct VersionArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,

@@ -17,6 +17,7 @@
 //! - `volumes`: this node's named volumes (Docker's `local` driver).
 //! - `whoami`: the built-in demo workload.
 
+mod build_info;
 mod cli;
 mod client;
 mod commands;
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Agent(args) => daemon::run(*args),
         cli::Command::Info(args) => commands::info::run(&cli.host, args),
+        cli::Command::Version(args) => commands::version::run(&cli.host, args),
         cli::Command::Whoami(args) => whoami::run(args),
         cli::Command::Swarm(command) => commands::swarm::run(&cli.host, command),
         cli::Command::Node(command) => commands::node::run(&cli.host, command),

@@ -252,3 +252,33 @@ fn root_links() -> Vec<String> {
     names.sort();
     names
 }
+
+#[test]
+fn version_shows_the_client_and_the_agent_build() {
+    let mut cluster = Cluster::start(1);
+    let out = cluster.nodes[0].cli(&["version", "--format", "json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The same binary on both sides: the same build.
+    for field in ["Version", "GitCommit", "ApiVersion"] {
+        assert_eq!(v["Client"][field], v["Server"][field], "{field}: {v}");
+    }
+    let commit = v["Server"]["GitCommit"].as_str().unwrap();
+    assert!(commit == "unknown" || commit.len() >= 12, "{commit}");
+    assert_eq!(v["Server"]["NodeID"], cluster.nodes[0].node_id().as_str());
+    let table = String::from_utf8(cluster.nodes[0].cli(&["version"]).stdout).unwrap();
+    assert!(table.starts_with("Client:\n Version:"), "{table}");
+    assert!(table.contains("\nServer:\n Agent:\n  Version:"), "{table}");
+    assert!(table.contains("(minimum version "), "{table}");
+
+    // No agent: the client's part, then one error line, exit status 1.
+    cluster.nodes[0].kill();
+    let out = cluster.nodes[0].cli(&["version"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("Client:\n"), "{stdout}");
+    assert!(!stdout.contains("Server:"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot reach the shoal agent"), "{stderr}");
+}

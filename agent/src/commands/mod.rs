@@ -9,4 +9,5 @@ pub mod objects;
 pub mod service;
 pub mod stack;
 pub mod swarm;
+pub mod version;
 pub mod volume;

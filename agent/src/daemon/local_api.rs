@@ -26,6 +26,7 @@ use super::{
     node_dataplane::{NodeDataplane, SharedDataplane},
 };
 use crate::{
+    build_info,
     networking::NodeNetworking,
     volumes::{self, Volume, VolumeError, Volumes},
 };
@@ -53,7 +54,10 @@ impl AgentService {
         let static_info = InfoResponse {
             node_id: node_id.to_string(),
             hostname: config.hostname,
-            version: env!("CARGO_PKG_VERSION").to_string(),
+            version: build_info::VERSION.to_string(),
+            git_commit: build_info::GIT_COMMIT.to_string(),
+            api_version: build_info::API_VERSION.to_string(),
+            min_api_version: build_info::MIN_API_VERSION.to_string(),
             swarm_state: "inactive".to_string(),
             listen_addr: config.listen_addr.to_string(),
             advertise_addr: config

@@ -11,6 +11,7 @@ use axum::{
 };
 
 use super::{Shared, errors::ApiError, node_state};
+use crate::build_info;
 
 /// The newest API version served: Docker Engine 27's, whose Swarm shapes these are. Clients
 /// that negotiate (the docker CLI, docker-py with `version="auto"`) settle on it.
@@ -123,14 +124,14 @@ pub async fn ping(State(engine): State<Shared>) -> impl IntoResponse {
 
 /// `GET /version`.
 pub async fn version() -> impl IntoResponse {
-    let version = env!("CARGO_PKG_VERSION");
+    let version = build_info::VERSION;
     let kernel = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
     let details = serde_json::json!({
         "ApiVersion": text(API_VERSION),
         "MinAPIVersion": text(MIN_API_VERSION),
-        "GitCommit": "",
+        "GitCommit": build_info::GIT_COMMIT,
         "GoVersion": "",
         "Os": "linux",
         "Arch": go_arch(),
@@ -144,7 +145,7 @@ pub async fn version() -> impl IntoResponse {
         "Version": version,
         "ApiVersion": text(API_VERSION),
         "MinAPIVersion": text(MIN_API_VERSION),
-        "GitCommit": "",
+        "GitCommit": build_info::GIT_COMMIT,
         "GoVersion": "",
         "Os": "linux",
         "Arch": go_arch(),
@@ -153,16 +154,7 @@ pub async fn version() -> impl IntoResponse {
     }))
 }
 
-/// The architecture as Go names it (`GOARCH`), which is what Docker reports.
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
-}
+pub use crate::build_info::go_arch;
 
 #[cfg(test)]
 mod tests {
