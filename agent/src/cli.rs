@@ -202,7 +202,11 @@ pub struct UnlockKeyArgs {
 
 #[derive(Args, Debug)]
 pub struct SwarmInitArgs {
-    /// Address other nodes reach this one at: IP or IP:PORT (default port 2377).
+    /// Where the cluster API listens: IP or IP:PORT (default: the agent's --listen-addr).
+    #[arg(long, default_value = "")]
+    pub listen_addr: String,
+    /// Address other nodes reach this one at: IP or IP:PORT (default port: the listen
+    /// address's).
     #[arg(long, default_value = "")]
     pub advertise_addr: String,
     /// Source address for VXLAN traffic (default: the advertise address).
@@ -231,7 +235,11 @@ pub struct SwarmJoinArgs {
     /// Join token (from `shoal swarm join-token`).
     #[arg(long)]
     pub token: String,
-    /// Address other nodes reach this one at: IP or IP:PORT (default port 2377).
+    /// Where the cluster API listens: IP or IP:PORT (default: the agent's --listen-addr).
+    #[arg(long, default_value = "")]
+    pub listen_addr: String,
+    /// Address other nodes reach this one at: IP or IP:PORT (default port: the listen
+    /// address's).
     #[arg(long, default_value = "")]
     pub advertise_addr: String,
     /// Source address for VXLAN traffic (default: the advertise address).

@@ -458,3 +458,71 @@ fn a_manager_may_not_leave_when_that_breaks_quorum() {
         }
     });
 }
+
+#[test]
+fn swarm_init_and_join_listen_where_told_and_keep_it_after_a_restart() {
+    let mut cluster = Cluster::start(2);
+    let manager_ip = cluster.nodes[0].address.to_string();
+    // Docker's rule: the advertise address takes the listen address's port.
+    run(
+        &cluster,
+        0,
+        &["swarm", "init", "--listen-addr", "0.0.0.0:2400"],
+    );
+    let token = cluster.join_token(0, "worker");
+    // Nothing listens on 2377 now: a join there is refused, one at 2400 works.
+    let wrong = cluster.nodes[1].cli(&[
+        "swarm",
+        "join",
+        "--token",
+        &token,
+        &format!("{manager_ip}:2377"),
+    ]);
+    assert!(!wrong.status.success(), "joined through 2377");
+    run(
+        &cluster,
+        1,
+        &[
+            "swarm",
+            "join",
+            "--token",
+            &token,
+            "--listen-addr",
+            "0.0.0.0:2401",
+            &format!("{manager_ip}:2400"),
+        ],
+    );
+    let manager = node(&cluster.node_ls(0).unwrap(), "node1").clone();
+    assert_eq!(
+        manager["addr"],
+        format!("{manager_ip}:2400").as_str(),
+        "{manager}"
+    );
+    let worker = node(&cluster.node_ls(0).unwrap(), "node2").clone();
+    assert_eq!(
+        worker["addr"],
+        format!("{}:2401", cluster.nodes[1].address).as_str(),
+        "{worker}"
+    );
+
+    // SIGKILL and restart: the manager listens on 2400 again (the worker's heartbeats find
+    // it there), from what init recorded rather than the agent's flag.
+    cluster.nodes[0].kill();
+    cluster.nodes[0].start();
+    wait_until(
+        Duration::from_secs(20),
+        "node2 Ready after the restart",
+        || {
+            let nodes = cluster.node_ls(0)?;
+            match node(&nodes, "node2")["status"].as_str() {
+                Some("ready") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    let listening = cluster.exec(0, "ss", &["-Htln", "sport = :2400"]);
+    assert!(
+        String::from_utf8_lossy(&listening.stdout).contains(":2400"),
+        "{listening:?}"
+    );
+}

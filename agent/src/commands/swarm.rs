@@ -207,6 +207,7 @@ fn unlock_key(host: &str, args: UnlockKeyArgs) -> anyhow::Result<()> {
 
 fn init(host: &str, args: SwarmInitArgs) -> anyhow::Result<()> {
     let request = InitRequest {
+        listen_addr: args.listen_addr,
         advertise_addr: args.advertise_addr,
         data_path_addr: args.data_path_addr,
         default_addr_pools: args.default_addr_pools,
@@ -244,6 +245,7 @@ fn join(host: &str, args: SwarmJoinArgs) -> anyhow::Result<()> {
     let request = JoinSwarmRequest {
         token: args.token,
         remote_addr: args.remote_addr,
+        listen_addr: args.listen_addr,
         advertise_addr: args.advertise_addr,
         data_path_addr: args.data_path_addr,
     };

@@ -105,7 +105,6 @@ async fn init(State(engine): State<Shared>, body: Bytes) -> Result<Json<String>,
         ));
     }
     node_state::require_no_swarm(&info)?;
-    check_listen_addr(&info, &string(&mut body, "ListenAddr")?)?;
     match take(&mut body, "DataPathPort").as_u64() {
         Some(0) | None => {}
         Some(port) if port == u64::from(info.data_path_port) => {}
@@ -124,6 +123,7 @@ async fn init(State(engine): State<Shared>, body: Bytes) -> Result<Json<String>,
         Posted::Init,
     )?;
     let request = InitRequest {
+        listen_addr: string(&mut body, "ListenAddr")?,
         advertise_addr: string(&mut body, "AdvertiseAddr")?,
         data_path_addr: string(&mut body, "DataPathAddr")?,
         default_addr_pools: strings(&mut body, "DefaultAddrPool")?,
@@ -165,7 +165,6 @@ async fn join(State(engine): State<Shared>, body: Bytes) -> Result<StatusCode, A
     let mut body = object(&body)?;
     let info = node_state::read(&engine).await?;
     node_state::require_no_swarm(&info)?;
-    check_listen_addr(&info, &string(&mut body, "ListenAddr")?)?;
     let remotes = strings(&mut body, "RemoteAddrs")?;
     let Some(remote_addr) = remotes.into_iter().next() else {
         return Err(ApiError::bad_request(
@@ -183,6 +182,7 @@ async fn join(State(engine): State<Shared>, body: Bytes) -> Result<StatusCode, A
     let request = JoinSwarmRequest {
         token: string(&mut body, "JoinToken")?,
         remote_addr,
+        listen_addr: string(&mut body, "ListenAddr")?,
         advertise_addr: string(&mut body, "AdvertiseAddr")?,
         data_path_addr: string(&mut body, "DataPathAddr")?,
     };
@@ -363,30 +363,6 @@ async fn unlock(State(engine): State<Shared>, body: Bytes) -> Result<StatusCode,
     }
 }
 
-/// dockerd's listen address is shoal's agent's (`--listen-addr`), fixed when it starts: the
-/// docker CLI's default (`0.0.0.0:2377`) and the agent's own are accepted, anything else is
-/// refused rather than ignored.
-fn check_listen_addr(info: &InfoResponse, requested: &str) -> Result<(), ApiError> {
-    let agent: Option<std::net::SocketAddr> = info.listen_addr.parse().ok();
-    let ok = match requested.parse::<std::net::SocketAddr>() {
-        _ if requested.is_empty() || requested == info.listen_addr => true,
-        Ok(addr) => {
-            agent.is_some_and(|a| a.port() == addr.port())
-                && (addr.ip().is_unspecified() || Some(addr) == agent)
-        }
-        Err(_) => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "ListenAddr {requested:?} is not where this agent listens ({}): shoal's listen \
-             address is set when the agent starts (shoal agent --listen-addr)",
-            info.listen_addr
-        )))
-    }
-}
-
 /// `Availability` of init and join: empty, or one of Docker's three.
 fn availability(body: &mut Map<String, Value>) -> Result<String, ApiError> {
     let availability = string(body, "Availability")?.to_lowercase();
@@ -463,20 +439,6 @@ fn rest(body: Map<String, Value>) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_listen_address_is_the_agents() {
-        let info = InfoResponse {
-            listen_addr: "0.0.0.0:2377".into(),
-            ..Default::default()
-        };
-        for ok in ["", "0.0.0.0:2377", "[::]:2377"] {
-            assert!(check_listen_addr(&info, ok).is_ok(), "{ok}");
-        }
-        for refused in ["0.0.0.0:2378", "10.0.0.1:2377", "eth0"] {
-            assert!(check_listen_addr(&info, refused).is_err(), "{refused}");
-        }
-    }
 
     #[test]
     fn flags_read_as_gos_parse_bool() {

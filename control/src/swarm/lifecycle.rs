@@ -126,7 +126,8 @@ impl Swarm {
     pub async fn init(&self, request: InitRequest) -> Result<InitResponse, Error> {
         let _guard = self.inner.transitions.lock().await;
         self.check_not_in_swarm().await?;
-        let addr = self.advertise_addr(&request.advertise_addr)?;
+        let listen_addr = self.listen_addr(&request.listen_addr)?;
+        let addr = self.advertise_addr(&request.advertise_addr, listen_addr)?;
         let data_path_addr = self.data_path_addr(&request.data_path_addr, addr)?;
         let (pools, subnet_size) = validate_pools(
             &request.default_addr_pools,
@@ -179,6 +180,7 @@ impl Swarm {
             addr,
             data_path_addr,
             manager_addrs: vec![addr],
+            listen_addr: chosen(listen_addr, self.inner.config.listen_addr),
         };
 
         let result = async {
@@ -231,7 +233,8 @@ impl Swarm {
             .map_err(|e: pki::PkiError| Error::invalid(e.to_string()))?;
         let remote = parse_addr(&request.remote_addr, MANAGER_PORT)
             .map_err(|e| Error::invalid(format!("invalid manager address: {e}")))?;
-        let addr = self.advertise_addr(&request.advertise_addr)?;
+        let listen_addr = self.listen_addr(&request.listen_addr)?;
+        let addr = self.advertise_addr(&request.advertise_addr, listen_addr)?;
         let data_path_addr = self.data_path_addr(&request.data_path_addr, addr)?;
 
         let (channel, verified_ca) = pki::connect_for_join(remote, &token).await.map_err(|e| {
@@ -274,6 +277,7 @@ impl Swarm {
             addr,
             data_path_addr,
             manager_addrs,
+            listen_addr: chosen(listen_addr, self.inner.config.listen_addr),
         };
 
         let result = async {
@@ -475,17 +479,34 @@ impl Swarm {
         }
     }
 
-    fn advertise_addr(&self, requested: &str) -> Result<SocketAddr, Error> {
+    /// Where the cluster API is to listen: `requested` (`--listen-addr`, its port 2377 when
+    /// not given, as Docker's) or the agent's own.
+    fn listen_addr(&self, requested: &str) -> Result<SocketAddr, Error> {
+        if requested.is_empty() {
+            return Ok(self.inner.config.listen_addr);
+        }
+        parse_addr(requested, MANAGER_PORT)
+            .map_err(|e| Error::invalid(format!("invalid --listen-addr: {e}")))
+    }
+
+    /// The address other nodes reach this one at; its port, when not given, is the one the
+    /// cluster API listens on (Docker's rule).
+    fn advertise_addr(&self, requested: &str, listen: SocketAddr) -> Result<SocketAddr, Error> {
         if !requested.is_empty() {
-            return parse_addr(requested, MANAGER_PORT)
+            return parse_addr(requested, listen.port())
                 .map_err(|e| Error::invalid(format!("invalid --advertise-addr: {e}")));
         }
-        self.inner.config.advertise_addr.ok_or_else(|| {
+        let guessed = self.inner.config.advertise_addr.ok_or_else(|| {
             Error::invalid(
                 "could not choose an IP address to advertise since this system has several \
                  addresses or none; specify one with --advertise-addr",
             )
-        })
+        })?;
+        if listen == self.inner.config.listen_addr {
+            Ok(guessed)
+        } else {
+            Ok(SocketAddr::new(guessed.ip(), listen.port()))
+        }
     }
 
     fn data_path_addr(&self, requested: &str, advertise: SocketAddr) -> Result<IpAddr, Error> {
@@ -496,6 +517,12 @@ impl Swarm {
         }
         Ok(self.inner.config.data_path_addr.unwrap_or(advertise.ip()))
     }
+}
+
+/// What the swarm file records of a listen address: only one that differs from the agent's
+/// own, so that a later `--listen-addr` on the agent still applies to a node that never chose.
+fn chosen(listen: SocketAddr, agents: SocketAddr) -> Option<SocketAddr> {
+    (listen != agents).then_some(listen)
 }
 
 /// An address that is neither `IP` nor `IP:PORT`.

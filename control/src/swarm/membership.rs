@@ -41,8 +41,9 @@ impl Swarm {
         at_rest: Option<AtRest>,
     ) -> Result<Arc<Active>, Error> {
         let config = &self.inner.config;
-        let listener = TcpListener::bind(config.listen_addr).await.map_err(|e| {
-            Error::unavailable_because(format!("cannot listen on {}", config.listen_addr), e)
+        let listen_addr = file.listen_addr.unwrap_or(config.listen_addr);
+        let listener = TcpListener::bind(listen_addr).await.map_err(|e| {
+            Error::unavailable_because(format!("cannot listen on {listen_addr}"), e)
         })?;
         let tls = LiveTls::new(creds).map_err(Error::pki("TLS configuration"))?;
         let peers = Arc::new(Peers::new(Arc::clone(&tls)));
@@ -133,7 +134,7 @@ impl Swarm {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(tasks);
-        info!(listen = %config.listen_addr, "cluster API listening (mutual TLS)");
+        info!(listen = %listen_addr, "cluster API listening (mutual TLS)");
         Ok(active)
     }
 

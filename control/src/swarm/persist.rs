@@ -26,6 +26,10 @@ pub struct SwarmFile {
     pub data_path_addr: IpAddr,
     /// Managers' API addresses, as last learned; where a restarted worker looks for the leader.
     pub manager_addrs: Vec<SocketAddr>,
+    /// Where the cluster API listens, when init or join chose it (`--listen-addr`); `None`:
+    /// the agent's own. Absent from files written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_addr: Option<SocketAddr>,
 }
 
 pub fn swarm_dir(state_dir: &Path) -> PathBuf {
