@@ -393,6 +393,10 @@ pub struct AgentArgs {
     /// UDP port for VXLAN traffic.
     #[arg(long, env = "SHOAL_DATA_PATH_PORT", default_value_t = 4789, value_parser = clap::value_parser!(u16).range(1..))]
     pub data_path_port: u16,
+    /// Subnet of the gateway bridge that gives tasks the outside world (default: the first
+    /// of 172.18-31.0.0/16, 192.168.0.0/20... free on this host, chosen once and kept).
+    #[arg(long, env = "SHOAL_GATEWAY_SUBNET", value_name = "CIDR")]
+    pub gateway_subnet: Option<ipnet::Ipv4Net>,
     /// UDP and TCP port for the gossip network DB.
     #[arg(long, env = "SHOAL_GOSSIP_PORT", default_value_t = 7946, value_parser = clap::value_parser!(u16).range(1..))]
     pub gossip_port: u16,

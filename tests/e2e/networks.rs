@@ -1,7 +1,11 @@
 //! Overlay network management on a swarm: the ingress network from init, create with a chosen
 //! or an allocated subnet, Docker's inspect shape, and refusals.
 
+use std::process::Command;
+
 use shoal_tests::Cluster;
+
+use crate::support::{create_whoami, ok, running};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).trim().to_string()
@@ -118,4 +122,70 @@ fn networks_are_created_allocated_inspected_and_removed() {
     assert_eq!(names.len(), 2, "{names:?}");
     let out = cluster.nodes[0].cli(&["network", "create", "--subnet", "10.10.19.0/24", "ngx_net"]);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Every IPv4 address (with its prefix) in the network namespace at `netns`.
+fn ipv4_addresses(netns: &std::path::Path) -> Vec<String> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ip", "-o", "-4", "addr", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split(" inet ")
+                .nth(1)?
+                .split(' ')
+                .next()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[test]
+fn the_gateway_bridge_takes_a_subnet_that_is_free_on_the_host() {
+    let mut cluster = Cluster::build(2);
+    // node1's host already has Docker's docker_gwbridge on 172.18.0.0/16.
+    let host = cluster.node_ns(0);
+    host.ip(&[
+        "link", "add", "dgw", "type", "veth", "peer", "name", "dgw-peer",
+    ]);
+    host.ip(&["addr", "add", "172.18.0.1/16", "dev", "dgw"]);
+    host.ip(&["link", "set", "dgw", "up"]);
+    let host_netns = std::path::PathBuf::from(host.path());
+    // node2's operator chose one.
+    cluster.nodes[1]
+        .extra_env
+        .push(("SHOAL_GATEWAY_SUBNET".into(), "10.200.0.0/24".into()));
+    for node in &mut cluster.nodes {
+        node.start();
+    }
+    cluster.form_swarm(1);
+    ok(&cluster, 0, &["network", "create", "-d", "overlay", "app"]);
+    create_whoami(
+        &cluster,
+        "gw",
+        80,
+        &["--mode", "global", "--network", "app"],
+    );
+    let tasks = running(&cluster, "gw", 2);
+    for (node, prefix, subnet) in [
+        (0, "172.19.", "172.19.0.0/16"),
+        (1, "10.200.0.", "10.200.0.0/24"),
+    ] {
+        let task = tasks.iter().find(|t| t.node == node).unwrap();
+        let addresses = ipv4_addresses(&task.netns(&cluster));
+        assert!(
+            addresses.iter().any(|a| a.starts_with(prefix)),
+            "node{}: {addresses:?}",
+            node + 1
+        );
+        let recorded =
+            std::fs::read_to_string(cluster.nodes[node].state_dir().join("gateway-subnet"))
+                .unwrap();
+        assert_eq!(recorded.trim(), subnet);
+    }
+    // Docker's bridge on node1 is untouched.
+    assert!(ipv4_addresses(&host_netns).contains(&"172.18.0.1/16".to_string()));
 }

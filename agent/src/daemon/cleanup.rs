@@ -343,7 +343,8 @@ fn remove_gateway(state: &Path) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let spec = GatewaySpec::default();
+    let spec = crate::networking::gateway_subnet::recorded(state)
+        .map_or_else(GatewaySpec::default, GatewaySpec::with_subnet);
     let here = PathBuf::from(format!("/proc/{}/ns/net", std::process::id()));
     let existed = link_exists(&spec.bridge);
     remove_gateway_bridge(&here, &spec).context("removing the gateway bridge")?;

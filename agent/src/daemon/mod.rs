@@ -102,6 +102,7 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
             },
             data_path_port: config.data_path_port,
             overlay_mtu: overlay_mtu(config.underlay_interface.as_deref()),
+            gateway_subnet: networking::gateway_subnet::resolve(state.path(), args.gateway_subnet)?,
             underlay_interface: config.underlay_interface.clone(),
             dns_upstreams: config.dns_upstreams.clone(),
             task_resolv_conf: config.task_resolv_conf.clone(),

@@ -40,7 +40,7 @@ fn bridge_side_name(task_id: &str) -> String {
 }
 
 impl Egress {
-    pub fn new(state_dir: &Path, node_netns: &Path) -> Egress {
+    pub fn new(state_dir: &Path, node_netns: &Path, subnet: ipnet::Ipv4Net) -> Egress {
         let leases_file = state_dir.join("gateway-leases.json");
         let leases = match std::fs::read(&leases_file) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -50,7 +50,7 @@ impl Egress {
             Err(_) => BTreeMap::new(),
         };
         Egress {
-            spec: GatewaySpec::default(),
+            spec: GatewaySpec::with_subnet(subnet),
             node_netns: node_netns.to_path_buf(),
             leases_file,
             state: Mutex::new(State {

@@ -18,6 +18,7 @@
 
 mod dns;
 mod egress;
+pub mod gateway_subnet;
 mod gossip;
 mod mesh;
 mod remote;
@@ -62,6 +63,8 @@ pub struct NetworkingConfig {
     pub data_path_port: u16,
     /// MTU of overlay networks' interfaces (the underlay's minus VXLAN's 50 bytes).
     pub overlay_mtu: u32,
+    /// The gateway bridge's subnet ([`gateway_subnet`]).
+    pub gateway_subnet: ipnet::Ipv4Net,
     /// The interface with the data-path address: where ports are published, and where the
     /// answers of published-port flows leave.
     pub underlay_interface: Option<String>,
@@ -123,7 +126,11 @@ impl NodeNetworking {
         dataplane: Option<Arc<dyn ServiceDataplane>>,
     ) -> std::io::Result<Arc<NodeNetworking>> {
         let networking = Arc::new(NodeNetworking {
-            egress: egress::Egress::new(&config.state_dir, &config.node_netns),
+            egress: egress::Egress::new(
+                &config.state_dir,
+                &config.node_netns,
+                config.gateway_subnet,
+            ),
             dns: dns::EmbeddedDns::new(
                 config.dns_upstreams.clone(),
                 config.task_resolv_conf.clone(),

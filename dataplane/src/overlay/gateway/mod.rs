@@ -70,15 +70,23 @@ pub struct GatewaySpec {
     pub gateway: Ipv4Addr,
 }
 
+impl GatewaySpec {
+    /// `shoal_gwbridge` on `subnet`, the bridge on its first address.
+    pub fn with_subnet(subnet: Ipv4Net) -> Self {
+        let subnet = subnet.trunc();
+        Self {
+            bridge: DEFAULT_GATEWAY_BRIDGE.to_string(),
+            gateway: Ipv4Addr::from(u32::from(subnet.network()) + 1),
+            subnet,
+        }
+    }
+}
+
 impl Default for GatewaySpec {
     /// `shoal_gwbridge`, 172.18.0.0/16 via 172.18.0.1: what Docker's gwbridge usually gets.
     fn default() -> Self {
         let subnet = Ipv4Net::new(Ipv4Addr::new(172, 18, 0, 0), 16).expect("/16 is a valid prefix");
-        Self {
-            bridge: DEFAULT_GATEWAY_BRIDGE.to_string(),
-            subnet,
-            gateway: Ipv4Addr::new(172, 18, 0, 1),
-        }
+        Self::with_subnet(subnet)
     }
 }
 
