@@ -1,7 +1,7 @@
 //! The Docker Engine API, driven by the real docker CLI (28.x) pointed at a node's
 //! `docker.sock`: version negotiation, `info`'s Swarm section, `node ls`, the tutorial's
 //! `service create -p 8080:80 --replicas 2` (served on every node's published port), `service
-//! ls | ps | inspect | scale | update | rm`, `network create -d overlay | ls | inspect | rm`,
+//! ls | ps | inspect | scale | update | rollback | rm`, `network create -d overlay | ls | inspect | rm`,
 //! and dockerd's words for a missing service and a worker. Each answer is checked against
 //! what the `shoal` CLI says of the same cluster.
 
@@ -308,7 +308,17 @@ fn the_docker_cli_drives_a_shoal_swarm() {
         },
     );
 
-    // --- 9. dockerd's words: an unknown service, an update out of sequence
+    // --- 9. service rollback: back to the spec before the update (no GREETING)
+    docker_ok(&cluster, 0, &["service", "rollback", "-d", "web"]);
+    let web = shoal_inspect(&cluster, "web");
+    let env = &web["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"];
+    assert!(
+        env.is_null() || env == &serde_json::json!([]),
+        "rolled back: {web}"
+    );
+    assert_eq!(web["Spec"]["Mode"]["Replicated"]["Replicas"], 3);
+
+    // --- 10. dockerd's words: an unknown service, an update out of sequence
     let out = docker(&cluster, 0, &["service", "rm", "nosuch"]);
     assert!(!out.status.success());
     assert!(
