@@ -1,8 +1,8 @@
 //! The Docker Engine API, driven by the real docker CLI (28.x) pointed at a node's
 //! `docker.sock`: version negotiation, `info`'s Swarm section, `node ls`, the tutorial's
 //! `service create -p 8080:80 --replicas 2` (served on every node's published port), `service
-//! ls | ps | inspect | scale | update | rollback | rm`, `network create -d overlay | ls | inspect | rm`,
-//! and dockerd's words for a missing service and a worker. Each answer is checked against
+//! ls | ps | inspect | scale | update | rollback | rm`, `network create -d overlay | ls |
+//! inspect | rm`, and dockerd's words for a missing service and a worker. Each answer is checked against
 //! what the `shoal` CLI says of the same cluster.
 
 use std::{collections::BTreeSet, net::SocketAddr, path::Path, process::Command, time::Duration};
