@@ -248,3 +248,44 @@ fn a_locked_manager_keeps_its_secrets_until_unlocked() {
         "raft.redb holds a key in the clear"
     );
 }
+
+#[test]
+fn a_worker_is_ready_again_once_its_locked_manager_is_unlocked() {
+    let mut cluster = Cluster::start(2);
+    let init = ok(&cluster, 0, &["swarm", "init", "--autolock"]);
+    let key = init
+        .split_whitespace()
+        .find(|w| w.starts_with("SWMKEY-1-"))
+        .unwrap_or_else(|| panic!("no unlock key in {init}"))
+        .to_string();
+    let token = cluster.join_token(0, "worker");
+    let manager = format!("{}:2377", cluster.nodes[0].address);
+    ok(&cluster, 1, &["swarm", "join", "--token", &token, &manager]);
+    let node2_ready = |cluster: &Cluster| -> Result<(), String> {
+        let nodes = cluster.node_ls(0)?;
+        let node2 = nodes
+            .iter()
+            .find(|n| n["hostname"] == "node2")
+            .ok_or("no node2")?;
+        match node2["status"].as_str() {
+            Some("ready") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    wait_until(Duration::from_secs(10), "node2 Ready", || {
+        node2_ready(&cluster)
+    });
+
+    // The only manager restarts locked, and stays locked for longer than the heartbeat
+    // grace: the worker's heartbeats fail meanwhile.
+    crash_and_restart(&mut cluster, 0);
+    assert_locked(&cluster, 0);
+    std::thread::sleep(Duration::from_secs(5));
+    let right = unlock(&cluster, 0, &key);
+    assert!(right.status.success(), "unlock: {}", stderr(&right));
+    wait_until(
+        Duration::from_secs(20),
+        "node2 Ready after the unlock",
+        || node2_ready(&cluster),
+    );
+}
