@@ -11,8 +11,8 @@ use shoal_control::{
         HeartbeatRequest, InitRequest, JoinSwarmRequest, JoinTokenRequest, LeaveRequest,
         ListTasksRequest, NetworkRef, NetworkSpec, ObjectRef, RaftRequest, RemoveNodeRequest,
         RenewCertificateRequest, RootCaRequest, SecretSpec, ServiceRef, ServiceSpec,
-        TaskLogsRequest, UnlockKeyRequest, UpdateNodeRequest, UpdateServiceRequest,
-        UpdateSwarmRequest, cluster_client::ClusterClient,
+        TaskLogsRequest, UnlockKeyRequest, UpdateNodeRequest, UpdateObjectRequest,
+        UpdateServiceRequest, UpdateSwarmRequest, cluster_client::ClusterClient,
     },
     cluster::Role,
     pki::{ClusterCa, JoinToken, connect_for_join},
@@ -55,13 +55,13 @@ fn expected(rpc: &str) -> [Answer; 5] {
         "AddRaftMember" | "JoinToken" | "ListNodes" | "UpdateNode" | "RemoveNode"
         | "CreateService" | "UpdateService" | "RemoveService" | "ListServices" | "ListTasks"
         | "TaskLogs" | "Events" | "Exec" | "CreateNetwork" | "RemoveNetwork"
-        | "RotateGossipKey" | "UnlockKey" | "Raft" | "UpdateSwarm" | "RootCa" => {
+        | "RotateGossipKey" | "UnlockKey" | "Raft" | "UpdateSwarm" | "InspectSwarm" | "RootCa" => {
             [Served, Denied, x, x, Unauthenticated]
         }
         // Managers only: no node reads a secret (or a config) through the API; a node gets the
         // data of its own tasks' files with its heartbeat answer, and nothing else.
-        "CreateSecret" | "ListSecrets" | "InspectSecret" | "RemoveSecret" | "CreateConfig"
-        | "ListConfigs" | "InspectConfig" | "RemoveConfig" => {
+        "CreateSecret" | "ListSecrets" | "InspectSecret" | "UpdateSecret" | "RemoveSecret"
+        | "CreateConfig" | "ListConfigs" | "InspectConfig" | "UpdateConfig" | "RemoveConfig" => {
             [Served, Denied, x, x, Unauthenticated]
         }
         // A node for itself (or a manager relaying).
@@ -200,6 +200,8 @@ async fn call(client: &mut ClusterClient<Channel>, rpc: &str, node_id: &str) -> 
             .update_swarm(UpdateSwarmRequest::default())
             .await
             .map(drop),
+        // Reads only.
+        "InspectSwarm" => client.inspect_swarm(Empty {}).await.map(drop),
         // Shows the root; no rotation.
         "RootCa" => client
             .root_ca(RootCaRequest { rotate: false })
@@ -209,10 +211,12 @@ async fn call(client: &mut ClusterClient<Channel>, rpc: &str, node_id: &str) -> 
         "CreateSecret" => client.create_secret(SecretSpec::default()).await.map(drop),
         "ListSecrets" => client.list_secrets(Empty {}).await.map(drop),
         "InspectSecret" => client.inspect_secret(nothing()).await.map(drop),
+        "UpdateSecret" => client.update_secret(no_update()).await.map(drop),
         "RemoveSecret" => client.remove_secret(nothing()).await.map(drop),
         "CreateConfig" => client.create_config(ConfigSpec::default()).await.map(drop),
         "ListConfigs" => client.list_configs(Empty {}).await.map(drop),
         "InspectConfig" => client.inspect_config(nothing()).await.map(drop),
+        "UpdateConfig" => client.update_config(no_update()).await.map(drop),
         "RemoveConfig" => client.remove_config(nothing()).await.map(drop),
         other => panic!("RPC {other} has no call in this test"),
     };
@@ -230,6 +234,14 @@ async fn call(client: &mut ClusterClient<Channel>, rpc: &str, node_id: &str) -> 
             }
             _ => Answer::Served,
         },
+    }
+}
+
+/// New labels for a secret or config that does not exist.
+fn no_update() -> UpdateObjectRequest {
+    UpdateObjectRequest {
+        reference: "nosuchobject".into(),
+        ..Default::default()
     }
 }
 

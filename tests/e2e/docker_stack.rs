@@ -1,16 +1,19 @@
 //! Secrets, configs and stacks through the Engine API, driven by the real docker CLI (28.x) on
 //! node1's `docker.sock`: `secret|config create | ls | inspect | rm` checked against what the
-//! `shoal` CLI lists, with dockerd's words for a name taken; then `docker stack deploy` of a
+//! `shoal` CLI lists, with dockerd's words for a name taken, and a label update (over the API:
+//! the CLI has none) at the version it quotes; then `docker stack deploy` of a
 //! compose file (two `shoal whoami` services on a network of the stack, one publishing a port
 //! and mounting a secret and a config), served on every node, its files read in a task,
 //! `stack ls | services | ps` agreeing with `shoal service ps`, a re-deploy of the same file
 //! accepted with nothing shoal ignores, and `stack rm` leaving nothing behind.
 
-use std::{collections::BTreeSet, fs, net::SocketAddr, path::Path, time::Duration};
+use std::{
+    collections::BTreeSet, fs, net::SocketAddr, path::Path, process::Command, time::Duration,
+};
 
 use shoal_tests::{Cluster, agent::shoal_bin, wait_until};
 
-use crate::support::{docker, docker_ok, ids, new_connections, ok, running, stderr};
+use crate::support::{docker, docker_ok, docker_sock, ids, new_connections, ok, running, stderr};
 
 /// `{bin}`: the program the tasks run (the docker CLI wants an image reference too, which
 /// shoal names as ignored); `{dir}`: the stack's directory.
@@ -47,6 +50,30 @@ configs:
 
 const TOKEN: &str = "stack-token-9f2k";
 const APP_CONF: &str = "listen = 80\n";
+
+/// `POST PATH` with a JSON `body` on node1's `docker.sock` (curl: the docker CLI has no
+/// secret or config update): the HTTP status and the body.
+fn engine_post(cluster: &Cluster, path: &str, body: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--unix-socket"])
+        .arg(docker_sock(cluster, 0))
+        .args([
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+        ])
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("http://docker{path}"))
+        .output()
+        .unwrap_or_else(|e| panic!("running curl: {e}"));
+    assert!(out.status.success(), "curl: {}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (answer, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.trim().parse().unwrap(), answer.trim().to_string())
+}
 
 /// The lines of `shoal WHAT ls -q` on node1, sorted.
 fn shoal_ids(cluster: &Cluster, what: &str) -> BTreeSet<String> {
@@ -164,6 +191,49 @@ fn the_docker_cli_deploys_a_stack_with_secrets_and_configs() {
         docker_lines(&cluster, &["config", "ls", "--format", "{{.Name}}"]),
         set(&["site.conf"])
     );
+
+    // --- 2b. a label update (the only change Docker allows) shows in inspect at the next
+    // version; one quoting the version it replaced is refused, changing nothing
+    let relabel = r#"{"Name": "db-pw", "Labels": {"env": "staging"}}"#;
+    assert_eq!(
+        engine_post(
+            &cluster,
+            &format!("/secrets/{id}/update?version=1"),
+            relabel
+        ),
+        (200, String::new())
+    );
+    let labels_and_version = |what: &str, name: &str| {
+        docker_ok(
+            &cluster,
+            0,
+            &[
+                what,
+                "inspect",
+                "--format",
+                "{{index .Spec.Labels \"env\"}} {{.Version.Index}}",
+                name,
+            ],
+        )
+    };
+    assert_eq!(labels_and_version("secret", "db-pw"), "staging 2");
+    let (status, body) = engine_post(
+        &cluster,
+        &format!("/secrets/{id}/update?version=1"),
+        relabel,
+    );
+    assert_eq!(status, 500);
+    assert!(body.contains("update out of sequence"), "{body}");
+    let config_relabel = r#"{"Name": "site.conf", "Labels": {"env": "dev"}}"#;
+    assert_eq!(
+        engine_post(
+            &cluster,
+            &format!("/configs/{config_id}/update?version=1"),
+            config_relabel
+        ),
+        (200, String::new())
+    );
+    assert_eq!(labels_and_version("config", "site.conf"), "dev 2");
 
     // --- 3. rm: gone from the cluster
     assert_eq!(docker_ok(&cluster, 0, &["secret", "rm", "db-pw"]), "db-pw");

@@ -115,6 +115,30 @@ fn resealed(cluster: &Cluster, i: usize, count: usize) {
     );
 }
 
+/// Node `i`'s swarm spec posted back through docker-py with `NodeCertExpiry` 72 h, quoting
+/// `version`: "applied", or the API's status and message.
+fn stale_swarm_update(cluster: &Cluster, i: usize, version: u64) -> String {
+    const SCRIPT: &str = r#"
+import sys, docker
+api = docker.APIClient(base_url=sys.argv[1])
+spec = api.inspect_swarm()["Spec"]
+spec["CAConfig"]["NodeCertExpiry"] = 72 * 3600 * 10**9
+try:
+    api.update_swarm(version=int(sys.argv[2]), swarm_spec=spec)
+    print("applied")
+except docker.errors.APIError as e:
+    print(e.response.status_code, e.explanation)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(format!("unix://{}", docker_sock(cluster, i).display()))
+        .arg(version.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("running python3 (is docker-py installed?): {e}"));
+    assert!(out.status.success(), "python3: {}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 fn docker_info(cluster: &Cluster, i: usize, format: &str) -> String {
     docker_ok(cluster, i, &["info", "--format", format])
 }
@@ -140,7 +164,16 @@ fn the_docker_cli_forms_and_runs_a_swarm() {
     let init = docker_ok(
         &cluster,
         0,
-        &["swarm", "init", "--advertise-addr", &address],
+        &[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            &address,
+            "--default-addr-pool",
+            "10.20.0.0/16",
+            "--default-addr-pool-mask-length",
+            "26",
+        ],
     );
     let node1 = cluster.nodes[0].node_id();
     assert!(
@@ -223,12 +256,27 @@ fn the_docker_cli_forms_and_runs_a_swarm() {
         ),
         format!("true {cluster_id}")
     );
+    // The settings as the store holds them: init's pools, the defaults for the rest.
+    assert_eq!(
+        docker_info(
+            &cluster,
+            0,
+            "{{.Swarm.Cluster.DefaultAddrPool}} {{.Swarm.Cluster.SubnetSize}} \
+             {{.Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}} \
+             {{.Swarm.Cluster.Spec.CAConfig.NodeCertExpiry}}"
+        ),
+        "[10.20.0.0/16] 26 1s 2160h0m0s"
+    );
     let text = docker_ok(&cluster, 0, &["info"]);
     for line in [
         "Is Manager: true",
         &format!("ClusterID: {cluster_id}"),
         "Autolock Managers: false",
         "Root Rotation In Progress: false",
+        "Heartbeat Period: 1 second",
+        "Expiry Duration: 3 months",
+        "Default Address Pool: 10.20.0.0/16",
+        "SubnetSize: 26",
     ] {
         assert!(text.contains(line), "{line} in {text}");
     }
@@ -311,10 +359,53 @@ fn the_docker_cli_forms_and_runs_a_swarm() {
     );
     settled(&cluster, 3, &[("node3", "worker")]);
 
-    // --- 7. swarm update: --cert-expiry applies; what shoal cannot set is refused by name
+    // --- 7. swarm update: --cert-expiry applies and moves the version on; an update quoting
+    // the version before it is refused, changing nothing; what shoal cannot set is refused by
+    // name
+    let version = |i| -> u64 {
+        docker_info(&cluster, i, "{{.Swarm.Cluster.Version.Index}}")
+            .parse()
+            .unwrap()
+    };
+    let before = version(0);
     assert_eq!(
         docker_ok(&cluster, 0, &["swarm", "update", "--cert-expiry", "48h"]),
         "Swarm updated."
+    );
+    // Both managers answer from the store (a follower asks the leader).
+    for i in [0, 1] {
+        assert_eq!(
+            docker_info(
+                &cluster,
+                i,
+                "{{.Swarm.Cluster.Spec.CAConfig.NodeCertExpiry}}"
+            ),
+            "48h0m0s"
+        );
+        assert!(version(i) > before, "version {} after {before}", version(i));
+    }
+    assert!(docker_ok(&cluster, 0, &["info"]).contains("Expiry Duration: 2 days"));
+    let (created, updated) = {
+        let times = docker_info(
+            &cluster,
+            0,
+            "{{.Swarm.Cluster.CreatedAt.UnixNano}} {{.Swarm.Cluster.UpdatedAt.UnixNano}}",
+        );
+        let (c, u) = times.split_once(' ').unwrap();
+        (c.parse::<u128>().unwrap(), u.parse::<u128>().unwrap())
+    };
+    assert!(updated > created, "updated {updated}, created {created}");
+    assert_eq!(
+        stale_swarm_update(&cluster, 0, before),
+        "500 rpc error: code = Unknown desc = update out of sequence"
+    );
+    assert_eq!(
+        docker_info(
+            &cluster,
+            0,
+            "{{.Swarm.Cluster.Spec.CAConfig.NodeCertExpiry}}"
+        ),
+        "48h0m0s"
     );
     assert!(
         docker_err(

@@ -114,6 +114,8 @@ fn update(host: &str, args: SwarmUpdateArgs) -> anyhow::Result<()> {
     if let Some(expiry) = args.cert_expiry {
         let request = UpdateSwarmRequest {
             cert_expiry_secs: Some(cert_expiry_secs(expiry)),
+            // The CLI changes what it is told to, whatever changed since.
+            expected_version: None,
         };
         with_agent(host, async |channel| {
             cluster_client(channel)

@@ -7,12 +7,14 @@
 //! found"; what the leader answers is passed on as dockerd passes swarmkit's answers:
 //! "rpc error: code = AlreadyExists desc = secret db already exists".
 //!
-//! Update: shoal's objects are immutable (the API has no update call). An update that changes
-//! nothing is answered as done, which is what `docker stack deploy` sends again for a stack's
-//! unchanged secrets; other data is refused in swarmkit's words ("only updates to Labels are
-//! allowed"), and other labels as shoal's gap (501). A stack's secret data cannot be read
-//! back, so objects created with the stack label carry the digest of their data
-//! (`com.shoal.stack.digest`, as `shoal stack deploy` creates them) to compare with.
+//! Update: only the labels change, as in swarmkit (`UpdateSecret`/`UpdateConfig`, at the
+//! version the client quoted, checked by the leader when it applies). An update that changes
+//! nothing is answered as done without a write, which is what `docker stack deploy` sends
+//! again for a stack's unchanged secrets; another name or other data is refused in swarmkit's
+//! words ("only updates to Labels are allowed"). A stack's secret data cannot be read back, so
+//! objects created with the stack label carry the digest of their data
+//! (`com.shoal.stack.digest`, as `shoal stack deploy` creates them) to compare with; data sent
+//! for a secret without it cannot be compared and is refused as shoal's gap (501).
 
 use std::collections::HashMap;
 
@@ -24,7 +26,7 @@ use axum::{
     routing::{get, post},
 };
 use shoal_control::{
-    api::{ConfigSpec, Empty, KeyValue, ObjectRef, SecretSpec},
+    api::{ConfigSpec, Empty, KeyValue, ObjectRef, SecretSpec, UpdateObjectRequest},
     cluster::objects::ObjectKind,
     wire_limits::cluster_client,
 };
@@ -219,17 +221,40 @@ async fn update(
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| ApiError::bad_request(format!("invalid {} version", kind.as_str())))?;
     let current = find(engine, kind, reference).await?;
+    // Checked here for an update that writes nothing, and by the leader for one that does.
     if current.version != version {
-        return Err(ApiError::internal(
-            "rpc error: code = Unknown desc = update out of sequence",
-        ));
+        return Err(ApiError::internal(OUT_OF_SEQUENCE));
     }
-    check_update(kind, &current, &asked)?;
-    Ok(StatusCode::OK)
+    let Some(labels) = check_update(kind, &current, &asked)? else {
+        return Ok(StatusCode::OK);
+    };
+    let request = UpdateObjectRequest {
+        reference: current.id,
+        labels,
+        expected_version: Some(version),
+    };
+    let mut cluster = cluster_client(engine.channel.clone());
+    let updated = match kind {
+        ObjectKind::Secret => cluster.update_secret(request).await.map(drop),
+        ObjectKind::Config => cluster.update_config(request).await.map(drop),
+    };
+    match updated {
+        Ok(()) => Ok(StatusCode::OK),
+        Err(status) if status.code() == Code::Aborted => Err(ApiError::internal(OUT_OF_SEQUENCE)),
+        Err(status) => Err(rpc_error(status)),
+    }
 }
 
-/// What an update may ask of an immutable object: nothing but what it is.
-fn check_update(kind: ObjectKind, current: &Object, asked: &Spec) -> Result<(), ApiError> {
+/// dockerd's answer to an update quoting a version that is no longer current.
+const OUT_OF_SEQUENCE: &str = "rpc error: code = Unknown desc = update out of sequence";
+
+/// What an update may ask of an object: its own name and data, and any labels. The labels to
+/// set when they differ from the current ones (a stack's data digest kept), else `None`.
+fn check_update(
+    kind: ObjectKind,
+    current: &Object,
+    asked: &Spec,
+) -> Result<Option<Vec<KeyValue>>, ApiError> {
     let what = kind.as_str();
     let labels_only = || {
         Err(rpc_error(tonic::Status::invalid_argument(
@@ -268,14 +293,12 @@ fn check_update(kind: ObjectKind, current: &Object, asked: &Spec) -> Result<(), 
         .collect();
     had.sort_by(|a, b| a.key.cmp(&b.key));
     wanted.sort_by(|a, b| a.key.cmp(&b.key));
-    if had != wanted {
-        return Err(unimplemented(format!(
-            "shoal cannot change the labels of {what} {}: its {what}s are immutable; remove the \
-             {what} and create it again",
-            current.name
-        )));
+    if had == wanted {
+        return Ok(None);
     }
-    Ok(())
+    // The digest is shoal's record of the data, not a label the client manages: kept.
+    let digest = current.labels.iter().filter(|kv| kv.key == DIGEST_LABEL);
+    Ok(Some(wanted.into_iter().chain(digest).cloned().collect()))
 }
 
 /// Every object of `kind`, without data.
@@ -451,7 +474,7 @@ mod tests {
             data: data.map(<[u8]>::to_vec),
         };
         let same = asked("web_db", vec![kv(NAMESPACE_LABEL, "web")], Some(b"pw"));
-        assert_eq!(check_update(ObjectKind::Secret, &secret, &same), Ok(()));
+        assert_eq!(check_update(ObjectKind::Secret, &secret, &same), Ok(None));
         let other_data = asked("web_db", vec![kv(NAMESPACE_LABEL, "web")], Some(b"new"));
         let refused = check_update(ObjectKind::Secret, &secret, &other_data).unwrap_err();
         assert_eq!(
@@ -463,12 +486,14 @@ mod tests {
         );
         let renamed = asked("web_pw", vec![kv(NAMESPACE_LABEL, "web")], None);
         assert!(check_update(ObjectKind::Secret, &secret, &renamed).is_err());
+        // Other labels are the update; the data's digest stays whatever the client sends.
         let relabelled = asked("web_db", vec![kv(NAMESPACE_LABEL, "api")], None);
-        let gap = check_update(ObjectKind::Secret, &secret, &relabelled).unwrap_err();
-        assert_eq!(gap.status.as_u16(), 501);
-        assert!(
-            gap.message
-                .contains("shoal cannot change the labels of secret web_db")
+        assert_eq!(
+            check_update(ObjectKind::Secret, &secret, &relabelled),
+            Ok(Some(vec![
+                kv(NAMESPACE_LABEL, "api"),
+                kv(DIGEST_LABEL, &digest(b"pw"))
+            ]))
         );
         // A config's data is compared as it is; a secret without a digest cannot be.
         let mut config = object("c1", "app", vec![]);
@@ -479,7 +504,7 @@ mod tests {
                 &config,
                 &asked("app", vec![], Some(b"port=80"))
             ),
-            Ok(())
+            Ok(None)
         );
         assert!(
             check_update(
@@ -499,7 +524,7 @@ mod tests {
         );
         assert_eq!(
             check_update(ObjectKind::Secret, &bare, &asked("key", vec![], None)),
-            Ok(())
+            Ok(None)
         );
     }
 

@@ -44,20 +44,16 @@ pub fn routes() -> Router<Shared> {
         .route("/swarm/unlock", post(unlock))
 }
 
+/// dockerd's answer to an update quoting a version that is no longer current.
+const OUT_OF_SEQUENCE: &str = "rpc error: code = Unknown desc = update out of sequence";
+
 /// The swarm as the API's calls describe it, for an active manager (`info`); with the join
 /// tokens when `tokens`.
 pub async fn read(engine: &Engine, info: &InfoResponse, tokens: bool) -> Result<Cluster, ApiError> {
     let mut cluster = cluster_client(engine.channel.clone());
-    let nodes = cluster.list_nodes(Empty {}).await?.into_inner().nodes;
+    let settings = cluster.inspect_swarm(Empty {}).await?.into_inner();
     let root = cluster
         .root_ca(RootCaRequest { rotate: false })
-        .await?
-        .into_inner();
-    let unlock = cluster
-        .unlock_key(UnlockKeyRequest {
-            autolock: None,
-            rotate: false,
-        })
         .await?
         .into_inner();
     let tokens = if tokens {
@@ -69,10 +65,16 @@ pub async fn read(engine: &Engine, info: &InfoResponse, tokens: bool) -> Result<
         None
     };
     Ok(Cluster {
-        id: info.cluster_id.clone(),
-        created_ms: nodes.iter().map(|n| n.created_at).min().unwrap_or(0) * 1000,
+        id: settings.id,
+        version: settings.version,
+        created_ms: settings.created_at_ms,
+        updated_ms: settings.updated_at_ms,
         data_path_port: info.data_path_port,
-        autolock: !unlock.key.is_empty(),
+        default_addr_pools: settings.default_addr_pools,
+        subnet_size: settings.subnet_size,
+        heartbeat_ms: settings.heartbeat_period_ms,
+        cert_expiry_secs: settings.cert_expiry_secs,
+        autolock: settings.autolock,
         ca_cert_pem: root.ca_cert_pem,
         rotating: !root.desired_ca_cert_pem.is_empty(),
         tokens,
@@ -272,8 +274,11 @@ async fn manager_leave_refusal(engine: &Engine, info: &InfoResponse) -> String {
 /// the posted spec against the one `GET /swarm` reports; every change is checked before the
 /// first is made, so a refused update changes nothing.
 ///
-/// `version` must be a number but is not compared: the API keeps no version for the cluster
-/// (reported as 0), so two updates from the same read both apply.
+/// `version` is the settings' version the client read: the first call (`UpdateSwarm`, with the
+/// cert expiry if asked) quotes it and the leader refuses it if the settings changed since
+/// ("update out of sequence"); a cert expiry change is checked when it applies. The calls that
+/// follow (autolock, token and CA rotations) are not tied to it: one that races another
+/// client's update between the two is applied all the same.
 async fn update(
     State(engine): State<Shared>,
     Query(query): Query<HashMap<String, String>>,
@@ -281,7 +286,7 @@ async fn update(
 ) -> Result<StatusCode, ApiError> {
     let info = node_state::manager(&engine).await?;
     let raw_version = query.get("version").map_or("", String::as_str);
-    raw_version.parse::<u64>().map_err(|_| {
+    let version = raw_version.parse::<u64>().map_err(|_| {
         ApiError::bad_request(format!(
             "invalid swarm version '{raw_version}': strconv.ParseUint: parsing \
              \"{raw_version}\": invalid syntax"
@@ -296,12 +301,18 @@ async fn update(
     let asked = shape::read_spec(&shape::spec(&current), posted, Posted::Update)?;
 
     let mut cluster = cluster_client(engine.channel.clone());
-    if let Some(secs) = asked.cert_expiry_secs {
-        cluster
-            .update_swarm(UpdateSwarmRequest {
-                cert_expiry_secs: Some(secs),
-            })
-            .await?;
+    let checked = cluster
+        .update_swarm(UpdateSwarmRequest {
+            cert_expiry_secs: asked.cert_expiry_secs,
+            expected_version: Some(version),
+        })
+        .await;
+    match checked {
+        Ok(_) => {}
+        Err(status) if status.code() == Code::Aborted => {
+            return Err(ApiError::internal(OUT_OF_SEQUENCE));
+        }
+        Err(status) => return Err(status.into()),
     }
     if asked.autolock.is_some() || rotate_unlock {
         cluster

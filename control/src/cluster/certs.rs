@@ -86,6 +86,8 @@ mod tests {
                 created_at: 0,
                 gossip_keys: Vec::new(),
                 unlock_key: None,
+                version: 1,
+                updated_at_ms: 0,
             },
             node: NodeRecord {
                 id: "n1".into(),
@@ -216,5 +218,53 @@ mod tests {
         assert!(!state.holds_cert_from("n1", None, "new"), "not heard of");
         assert!(!state.holds_cert_from("n1", Some("f1"), "old"));
         assert!(!state.holds_cert_from("n2", Some("f1"), "new"));
+    }
+
+    #[test]
+    fn a_settings_change_bumps_the_version_and_a_stale_one_changes_nothing() {
+        let mut state = swarm();
+        let expiry = |secs, expected| Command::Settings {
+            change: Box::new(Command::SetCertExpiry { secs }),
+            expected_version: expected,
+            at_ms: 7_000,
+        };
+        assert_eq!(state.apply(&expiry(3600, Some(1))), CommandResponse::Ok);
+        let cluster = state.cluster.clone().unwrap();
+        assert_eq!((cluster.version, cluster.updated_at_ms), (2, 7_000));
+        assert_eq!(state.ca.cert_expiry_secs, 3600);
+        // Quoting the version before that change: refused, nothing changes.
+        let before = state.clone();
+        assert_eq!(
+            state.apply(&expiry(7200, Some(1))),
+            CommandResponse::OutOfSequence
+        );
+        assert_eq!(state, before);
+        // Without a version (the leader's own changes), always applied.
+        let rotate = Command::Settings {
+            change: Box::new(Command::RotateSecret {
+                role: Role::Worker,
+                secret: "w2".into(),
+            }),
+            expected_version: None,
+            at_ms: 8_000,
+        };
+        assert_eq!(state.apply(&rotate), CommandResponse::Ok);
+        assert_eq!(state.cluster.as_ref().unwrap().version, 3);
+        // Only settings travel in one: anything else would bump the version for nothing.
+        let node = Command::Settings {
+            change: Box::new(Command::SetRole {
+                id: "n1".into(),
+                role: Role::Worker,
+            }),
+            expected_version: None,
+            at_ms: 9_000,
+        };
+        assert!(matches!(state.apply(&node), CommandResponse::Rejected(_)));
+        // A rejected change does not bump the version either.
+        assert!(matches!(
+            state.apply(&expiry(5, Some(3))),
+            CommandResponse::Rejected(_)
+        ));
+        assert_eq!(state.cluster.as_ref().unwrap().version, 3);
     }
 }

@@ -71,7 +71,7 @@ pub enum Command {
     SetUnlockKey(Option<String>),
     /// A certificate was issued for a node (admission, renewal): the public key it certifies.
     SetNodeKey { id: String, public_key: Vec<u8> },
-    /// Secrets and configs created or removed (see [`super::objects`]).
+    /// Secrets and configs created, relabelled or removed (see [`super::objects`]).
     Objects(super::objects::ObjectCommand),
     /// A certificate was issued for a node (admission, renewal, role change, root rotation):
     /// the public key it certifies (as [`Command::SetNodeKey`]) and what identifies it.
@@ -93,6 +93,31 @@ pub enum Command {
         worker_secret: String,
         manager_secret: String,
     },
+    /// A change to the swarm's settings: `change` (one of [`Command::is_setting`]'s) applied
+    /// only while the settings are at `expected_version` when one is given (else
+    /// [`CommandResponse::OutOfSequence`]); it bumps [`ClusterInfo::version`] and sets
+    /// `updated_at_ms` to `at_ms`, the leader's clock (the apply reads none: every manager
+    /// must reach the same state).
+    Settings {
+        change: Box<Command>,
+        expected_version: Option<u64>,
+        at_ms: u64,
+    },
+}
+
+impl Command {
+    /// Whether this command changes what the swarm's settings show, so that it belongs in a
+    /// [`Command::Settings`].
+    pub fn is_setting(&self) -> bool {
+        matches!(
+            self,
+            Command::SetCertExpiry { .. }
+                | Command::SetUnlockKey(_)
+                | Command::RotateSecret { .. }
+                | Command::StartCaRotation(_)
+                | Command::FinishCaRotation { .. }
+        )
+    }
 }
 
 /// The shortest `--cert-expiry` the store takes, seconds (`pki::MIN_NODE_CERT_EXPIRY`).
@@ -104,6 +129,8 @@ const MIN_CERT_EXPIRY_SECS: u64 = 30;
 pub enum CommandResponse {
     Ok,
     Rejected(String),
+    /// A write quoted a version of its object that is no longer the current one.
+    OutOfSequence,
 }
 
 /// Why a command was not applied. Its text is the replicated verdict
@@ -114,6 +141,8 @@ enum Rejection {
     Refused(String),
     #[error(transparent)]
     Allocation(#[from] crate::allocator::AllocError),
+    #[error("update out of sequence")]
+    OutOfSequence,
 }
 
 impl From<String> for Rejection {
@@ -144,6 +173,7 @@ impl ClusterState {
                 }
                 CommandResponse::Ok
             }
+            Err(Rejection::OutOfSequence) => CommandResponse::OutOfSequence,
             Err(why) => CommandResponse::Rejected(why.to_string()),
         }
     }
@@ -338,7 +368,12 @@ impl ClusterState {
                 self.node_mut(id)?;
                 self.node_keys.insert(id.clone(), public_key.clone());
             }
-            Command::Objects(command) => command.apply(self)?,
+            Command::Objects(command) => {
+                if command.is_stale(self) {
+                    return Err(Rejection::OutOfSequence);
+                }
+                command.apply(self)?;
+            }
             Command::CertIssued {
                 id,
                 public_key,
@@ -381,6 +416,23 @@ impl ClusterState {
                 cluster.ca_key_pem = rotation.ca_key_pem;
                 cluster.worker_secret = worker_secret.clone();
                 cluster.manager_secret = manager_secret.clone();
+            }
+            Command::Settings {
+                change,
+                expected_version,
+                at_ms,
+            } => {
+                if !change.is_setting() {
+                    return Err("not a change to the swarm's settings".into());
+                }
+                let version = self.cluster_info()?.version;
+                if expected_version.is_some_and(|expected| expected != version) {
+                    return Err(Rejection::OutOfSequence);
+                }
+                self.try_apply(change)?;
+                let cluster = self.cluster.as_mut().ok_or("no swarm")?;
+                cluster.version = version + 1;
+                cluster.updated_at_ms = *at_ms;
             }
         }
         Ok(())

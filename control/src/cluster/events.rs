@@ -95,6 +95,12 @@ pub fn of(command: &Command, before: &ClusterState) -> Vec<Event> {
                 None => return Vec::new(),
             }
         }
+        Command::Objects(ObjectCommand::Update { kind, id, .. }) => {
+            match before.objects(*kind).get(id) {
+                Some(object) => Event::new(kind.as_str(), "update", id, &object.name),
+                None => return Vec::new(),
+            }
+        }
         _ => return Vec::new(),
     };
     vec![event]

@@ -82,6 +82,16 @@ pub struct ClusterInfo {
     /// Raft store and TLS key at rest; `None` when autolock is off. Kept here so that every
     /// manager learns it, and a rotation reaches them all.
     pub unlock_key: Option<String>,
+    /// Bumped by every change to the swarm's settings (a [`super::Command::Settings`]: cert
+    /// expiry, autolock and its key, join tokens, the root CA): Docker's `Version.Index` of the
+    /// swarm, which `swarm update` quotes so that it does not undo a change it has not seen.
+    /// (`serde(default)` says what an absent value means; the postcard store itself carries no
+    /// schema version, see the README's upgrades.)
+    #[serde(default)]
+    pub version: u64,
+    /// Unix time of the last change to the settings, ms; 0 until one.
+    #[serde(default)]
+    pub updated_at_ms: u64,
 }
 
 /// A node of the cluster.

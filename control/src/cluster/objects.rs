@@ -95,8 +95,7 @@ impl fmt::Debug for FileData {
     }
 }
 
-/// A secret or config in the store. Immutable once created, as in Docker (but for labels,
-/// which shoal does not change either).
+/// A secret or config in the store. Immutable once created but for its labels, as in Docker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileObject {
     /// 25 characters, like every ID of the cluster.
@@ -106,6 +105,17 @@ pub struct FileObject {
     pub data: FileData,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// 1 when created, bumped by each label update: Docker's `Version.Index`, which an update
+    /// quotes. (0, an object from before the field, reads as 1.)
+    #[serde(default)]
+    pub version: u64,
+}
+
+impl FileObject {
+    /// The version the API shows and updates quote.
+    pub fn version(&self) -> u64 {
+        self.version.max(1)
+    }
 }
 
 /// `--secret` / `--config` in a service spec: Docker's `SecretReference` and
@@ -254,6 +264,16 @@ pub enum ObjectCommand {
     },
     /// `secret rm`, `config rm`: refused while a service uses it.
     Remove { kind: ObjectKind, id: String },
+    /// A label update (the only change swarmkit allows): the object's labels become `labels`,
+    /// its version is bumped and `updated_at_ms` set to `at_ms` (the leader's clock). Refused
+    /// as out of sequence unless the object is at `expected_version`, when one is given.
+    Update {
+        kind: ObjectKind,
+        id: String,
+        labels: BTreeMap<String, String>,
+        expected_version: Option<u64>,
+        at_ms: u64,
+    },
 }
 
 impl ObjectCommand {
@@ -285,8 +305,42 @@ impl ObjectCommand {
                 }
                 state.objects_mut(*kind).remove(id);
             }
+            ObjectCommand::Update {
+                kind,
+                id,
+                labels,
+                at_ms,
+                ..
+            } => {
+                // A stale version is the caller's (`is_stale`), checked before this.
+                let Some(object) = state.objects_mut(*kind).get_mut(id) else {
+                    return Err(format!("{} {id} not found", kind.as_str()));
+                };
+                if labels.keys().any(String::is_empty) {
+                    return Err("a label's key is empty".to_string());
+                }
+                object.labels = labels.clone();
+                object.version = object.version() + 1;
+                object.updated_at_ms = *at_ms;
+            }
         }
         Ok(())
+    }
+
+    /// An update quoting a version the object has left (another update applied since).
+    pub(super) fn is_stale(&self, state: &ClusterState) -> bool {
+        match self {
+            ObjectCommand::Update {
+                kind,
+                id,
+                expected_version: Some(expected),
+                ..
+            } => state
+                .objects(*kind)
+                .get(id)
+                .is_some_and(|o| o.version() != *expected),
+            _ => false,
+        }
     }
 }
 

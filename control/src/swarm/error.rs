@@ -84,6 +84,11 @@ pub enum Error {
     #[error("{0}")]
     Refused(String),
 
+    /// A write quoted a version of its object (the swarm's settings, a secret, a config)
+    /// that another write has replaced since: Docker's words, which its clients know.
+    #[error("update out of sequence")]
+    OutOfSequence,
+
     /// The caller may not do this.
     #[error("{0}")]
     PermissionDenied(String),
@@ -211,6 +216,7 @@ impl Error {
                 Code::Unavailable
             }
             Error::Invalid(_) => Code::InvalidArgument,
+            Error::OutOfSequence => Code::Aborted,
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Exhausted(_) | Error::Allocation(AllocError::VnisExhausted) => {

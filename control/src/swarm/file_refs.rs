@@ -102,6 +102,7 @@ mod tests {
                     data: FileData::new(b"x".to_vec()),
                     created_at_ms: 0,
                     updated_at_ms: 0,
+                    version: 1,
                 },
             );
         }
@@ -114,6 +115,7 @@ mod tests {
                 data: FileData::new(b"y".to_vec()),
                 created_at_ms: 0,
                 updated_at_ms: 0,
+                version: 1,
             },
         );
         state

@@ -33,9 +33,10 @@ use crate::{
         ListSecretsResponse, ListServicesResponse, ListTasksRequest, ListTasksResponse,
         NetworkInfo, NetworkRef, NetworkSpec, NodeInfo, ObjectRef, RaftRequest, RaftResponse,
         RemoveNodeRequest, RenewCertificateRequest, RootCaRequest, RootCaResponse, SecretInfo,
-        SecretSpec, ServiceInfo, ServiceRef, ServiceSpec, TaskLogsRequest, UnlockKeyRequest,
-        UnlockKeyResponse, UpdateNodeRequest, UpdateServiceRequest, UpdateSwarmRequest,
-        cluster_client::ClusterClient, cluster_server::Cluster,
+        SecretSpec, ServiceInfo, ServiceRef, ServiceSpec, SwarmInfo, TaskLogsRequest,
+        UnlockKeyRequest, UnlockKeyResponse, UpdateNodeRequest, UpdateObjectRequest,
+        UpdateServiceRequest, UpdateSwarmRequest, cluster_client::ClusterClient,
+        cluster_server::Cluster,
     },
     error_chain::Chain,
     pki,
@@ -413,6 +414,16 @@ impl Cluster for ClusterService {
         .await
     }
 
+    async fn inspect_swarm(&self, request: Request<Empty>) -> Result<Response<SwarmInfo>, Status> {
+        self.allow(&request, Needs::Manager).await?;
+        self.on_leader(
+            request.into_inner(),
+            async |leader, r| leader.inspect_swarm(r).await,
+            async |mut client, r| client.inspect_swarm(r).await,
+        )
+        .await
+    }
+
     async fn root_ca(
         &self,
         request: Request<RootCaRequest>,
@@ -478,6 +489,19 @@ impl Cluster for ClusterService {
         .await
     }
 
+    async fn update_secret(
+        &self,
+        request: Request<UpdateObjectRequest>,
+    ) -> Result<Response<SecretInfo>, Status> {
+        self.allow(&request, Needs::Manager).await?;
+        self.on_leader(
+            request.into_inner(),
+            async |leader, r| leader.update_secret(r).await,
+            async |mut client, r| client.update_secret(r).await,
+        )
+        .await
+    }
+
     async fn remove_secret(&self, request: Request<ObjectRef>) -> Result<Response<Empty>, Status> {
         self.allow(&request, Needs::Manager).await?;
         self.on_leader(
@@ -527,6 +551,19 @@ impl Cluster for ClusterService {
         .await
     }
 
+    async fn update_config(
+        &self,
+        request: Request<UpdateObjectRequest>,
+    ) -> Result<Response<ConfigInfo>, Status> {
+        self.allow(&request, Needs::Manager).await?;
+        self.on_leader(
+            request.into_inner(),
+            async |leader, r| leader.update_config(r).await,
+            async |mut client, r| client.update_config(r).await,
+        )
+        .await
+    }
+
     async fn remove_config(&self, request: Request<ObjectRef>) -> Result<Response<Empty>, Status> {
         self.allow(&request, Needs::Manager).await?;
         self.on_leader(
@@ -542,23 +579,5 @@ impl Cluster for ClusterService {
         let raft = self.swarm.raft().await?;
         let payload = raft_network::serve(&raft, request.into_inner()).await?;
         Ok(Response::new(RaftResponse { payload }))
-    }
-}
-
-impl Swarm {
-    /// This manager's Raft handle.
-    async fn raft(&self) -> Result<crate::raft::Raft, Error> {
-        let active = self.active().await?;
-        active
-            .manager
-            .as_ref()
-            .map(|m| m.raft.clone())
-            .ok_or_else(|| Error::refused("this node is not a manager"))
-    }
-
-    /// Notes that `node_id` is alive (every manager does, not only the leader).
-    async fn record_heartbeat(&self, node_id: &str) -> Result<(), Error> {
-        self.active().await?.liveness.record(node_id);
-        Ok(())
     }
 }

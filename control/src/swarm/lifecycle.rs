@@ -168,6 +168,8 @@ impl Swarm {
             created_at: now_secs(),
             gossip_keys: vec![GossipKey::generate(now_secs() * 1000)],
             unlock_key: unlock.as_ref().map(ToString::to_string),
+            version: 1,
+            updated_at_ms: 0,
         };
         let worker_token = JoinToken::new(
             ca.digest().map_err(Error::pki("digesting the CA"))?,

@@ -21,6 +21,18 @@ use crate::{
     raft::{Raft, TypeConfig},
 };
 
+impl super::Swarm {
+    /// This manager's Raft handle, for the `Raft` call.
+    pub(super) async fn raft(&self) -> Result<Raft, Error> {
+        let active = self.active().await?;
+        active
+            .manager
+            .as_ref()
+            .map(|m| m.raft.clone())
+            .ok_or_else(|| Error::refused("this node is not a manager"))
+    }
+}
+
 pub const KIND_APPEND: &str = "append";
 pub const KIND_VOTE: &str = "vote";
 pub const KIND_SNAPSHOT: &str = "snapshot";

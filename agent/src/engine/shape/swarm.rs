@@ -6,10 +6,10 @@
 //! what differs is what was asked for. The fields shoal can set become calls; any other that
 //! differs is refused, naming it, rather than ignored.
 //!
-//! The API has no call describing the cluster's settings: only what its calls do say is
-//! reported (autolock, the root CA and its rotation, the tokens, the data path port). The
-//! dispatcher heartbeat, node certificate expiry, Raft settings, address pools and the
-//! cluster's version are left at Docker's zero values instead of being guessed.
+//! The settings come from the manager's store (`InspectSwarm`): version, times, address
+//! pools, dispatcher heartbeat, node certificate expiry, autolock; the root CA and its rotation
+//! from `RootCa`. Raft's settings and the task history limit, which shoal does not have, are
+//! left at Docker's zero values rather than guessed.
 
 use serde_json::{Map, Value};
 
@@ -19,10 +19,17 @@ use crate::engine::errors::ApiError;
 /// What the API's calls tell of the swarm.
 pub struct Cluster {
     pub id: String,
-    /// When the oldest member still in the swarm joined, in ms: the init, unless that node has
-    /// left (the cluster's own creation time is not in the API).
+    /// The settings' version: `POST /swarm/update?version=` must quote it.
+    pub version: u64,
     pub created_ms: u64,
+    /// The last change to the settings (the creation until one).
+    pub updated_ms: u64,
     pub data_path_port: u32,
+    /// `--default-addr-pool` (CIDRs) and `--default-addr-pool-mask-length`.
+    pub default_addr_pools: Vec<String>,
+    pub subnet_size: u32,
+    pub heartbeat_ms: u64,
+    pub cert_expiry_secs: u64,
     pub autolock: bool,
     pub ca_cert_pem: String,
     /// A root CA rotation is under way.
@@ -31,15 +38,16 @@ pub struct Cluster {
     pub tokens: Option<(String, String)>,
 }
 
-/// `Spec` as reported: what a client posts back, with its changes, to update.
+/// `Spec` as reported: what a client posts back, with its changes, to update. Durations are
+/// Go's `time.Duration`, in nanoseconds.
 pub fn spec(cluster: &Cluster) -> Value {
     serde_json::json!({
         "Name": "default",
         "Labels": {},
         "Orchestration": {},
         "Raft": {},
-        "Dispatcher": {},
-        "CAConfig": {},
+        "Dispatcher": { "HeartbeatPeriod": cluster.heartbeat_ms.saturating_mul(1_000_000) },
+        "CAConfig": { "NodeCertExpiry": cluster.cert_expiry_secs.saturating_mul(1_000_000_000) },
         "TaskDefaults": {},
         "EncryptionConfig": { "AutoLockManagers": cluster.autolock },
     })
@@ -47,20 +55,17 @@ pub fn spec(cluster: &Cluster) -> Value {
 
 /// Docker's `ClusterInfo` (`/info`'s `Swarm.Cluster`), and with the join tokens `/swarm`.
 pub fn swarm(cluster: &Cluster) -> Value {
-    let created = timestamp(cluster.created_ms);
     let mut shaped = serde_json::json!({
         "ID": cluster.id,
-        // No version is kept for the cluster object: see `POST /swarm/update`.
-        "Version": { "Index": 0 },
-        "CreatedAt": created,
-        // No update time is kept either.
-        "UpdatedAt": created,
+        "Version": { "Index": cluster.version },
+        "CreatedAt": timestamp(cluster.created_ms),
+        "UpdatedAt": timestamp(cluster.updated_ms),
         "Spec": spec(cluster),
         "TLSInfo": { "TrustRoot": cluster.ca_cert_pem },
         "RootRotationInProgress": cluster.rotating,
         "DataPathPort": cluster.data_path_port,
-        // Null, not empty: the docker CLI prints a pool line only for a list it was given.
-        "DefaultAddrPool": null,
+        "DefaultAddrPool": cluster.default_addr_pools,
+        "SubnetSize": cluster.subnet_size,
     });
     if let Some((worker, manager)) = &cluster.tokens {
         shaped["JoinTokens"] = serde_json::json!({ "Worker": worker, "Manager": manager });
@@ -120,6 +125,9 @@ pub struct SpecChanges {
     pub rotate_ca: bool,
 }
 
+/// The spec's durations that shoal reports.
+const DURATIONS: [&str; 2] = ["Dispatcher.HeartbeatPeriod", "CAConfig.NodeCertExpiry"];
+
 /// Where a spec is posted: init sets what update cannot.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Posted {
@@ -159,6 +167,12 @@ pub fn read_spec(current: &Value, posted: Value, at: Posted) -> Result<SpecChang
     }
     let mut out = SpecChanges::default();
     for (path, value) in changes(&current, &posted) {
+        // dockerd merges a posted spec into the current one (moby `MergeSwarmSpecToGRPC`): a
+        // zero duration, as a client that sends only what it changes leaves it, keeps the
+        // current one.
+        if is_empty(&value) && DURATIONS.contains(&path.as_str()) {
+            continue;
+        }
         match (path.as_str(), at) {
             ("Dispatcher.HeartbeatPeriod", Posted::Init) => {
                 out.heartbeat_ms = Some(nanos(&path, &value)?.div_ceil(1_000_000));
@@ -212,8 +226,14 @@ mod tests {
     fn cluster() -> Cluster {
         Cluster {
             id: "c1".into(),
+            version: 7,
             created_ms: 1_500,
+            updated_ms: 2_000,
             data_path_port: 4789,
+            default_addr_pools: vec!["10.20.0.0/16".into()],
+            subnet_size: 26,
+            heartbeat_ms: 5_000,
+            cert_expiry_secs: 48 * 3600,
             autolock: false,
             ca_cert_pem: "PEM".into(),
             rotating: false,
@@ -231,6 +251,18 @@ mod tests {
             false
         );
         assert_eq!(shaped["CreatedAt"], "1970-01-01T00:00:01.500Z");
+        assert_eq!(shaped["UpdatedAt"], "1970-01-01T00:00:02.000Z");
+        assert_eq!(shaped["Version"]["Index"], 7);
+        assert_eq!(shaped["DefaultAddrPool"], json!(["10.20.0.0/16"]));
+        assert_eq!(shaped["SubnetSize"], 26);
+        assert_eq!(
+            shaped["Spec"]["Dispatcher"]["HeartbeatPeriod"],
+            5_000_000_000u64
+        );
+        assert_eq!(
+            shaped["Spec"]["CAConfig"]["NodeCertExpiry"],
+            48u64 * 3600 * 1_000_000_000
+        );
         let info = swarm(&Cluster {
             tokens: None,
             ..cluster()
@@ -249,12 +281,12 @@ mod tests {
     fn a_spec_read_back_with_a_change_asks_for_that_change() {
         let current = spec(&cluster());
         let mut posted = current.clone();
-        posted["CAConfig"]["NodeCertExpiry"] = json!(48u64 * 3600 * 1_000_000_000);
+        posted["CAConfig"]["NodeCertExpiry"] = json!(72u64 * 3600 * 1_000_000_000);
         posted["EncryptionConfig"]["AutoLockManagers"] = json!(true);
         assert_eq!(
             read_spec(&current, posted.clone(), Posted::Update).unwrap(),
             SpecChanges {
-                cert_expiry_secs: Some(48 * 3600),
+                cert_expiry_secs: Some(72 * 3600),
                 autolock: Some(true),
                 ..Default::default()
             }
@@ -282,13 +314,13 @@ mod tests {
                 .message,
             "Spec.Raft.SnapshotInterval is not supported by shoal"
         );
-        let heartbeat = json!({ "Dispatcher": { "HeartbeatPeriod": 5_000_000_000u64 } });
+        let heartbeat = json!({ "Dispatcher": { "HeartbeatPeriod": 7_000_000_000u64 } });
         assert!(read_spec(&current, heartbeat.clone(), Posted::Update).is_err());
         assert_eq!(
             read_spec(&json!({}), heartbeat, Posted::Init)
                 .unwrap()
                 .heartbeat_ms,
-            Some(5000)
+            Some(7000)
         );
         let named = json!({ "Name": "prod" });
         assert_eq!(
@@ -296,6 +328,15 @@ mod tests {
                 .unwrap_err()
                 .message,
             r#"swarm spec must be named "default""#
+        );
+        // Only what it changes: the durations it leaves out stay as they are.
+        let expiry = json!({ "CAConfig": { "NodeCertExpiry": 3_600_000_000_000u64 } });
+        assert_eq!(
+            read_spec(&current, expiry, Posted::Update).unwrap(),
+            SpecChanges {
+                cert_expiry_secs: Some(3600),
+                ..Default::default()
+            }
         );
         let labels = json!({ "Labels": { "team": "a" } });
         assert_eq!(

@@ -19,6 +19,7 @@ fn object(id: &str, name: &str, data: &[u8]) -> FileObject {
         data: FileData::new(data.to_vec()),
         created_at_ms: 1,
         updated_at_ms: 1,
+        version: 1,
     }
 }
 
@@ -47,7 +48,7 @@ fn reference(id: &str, name: &str) -> FileReference {
 fn rejected(response: CommandResponse) -> String {
     match response {
         CommandResponse::Rejected(why) => why,
-        CommandResponse::Ok => panic!("applied"),
+        other => panic!("not rejected: {other:?}"),
     }
 }
 
@@ -170,6 +171,53 @@ fn names_are_unique_per_kind_and_in_use_objects_stay() {
     assert_eq!(rejected(gone), "secret s1 not found");
     // The config of that name was never in use.
     sim.apply(&remove(ObjectKind::Config, "c1"));
+}
+
+#[test]
+fn an_update_changes_the_labels_only_at_the_version_it_quotes() {
+    let mut sim = Sim::new(1);
+    sim.apply(&create(ObjectKind::Config, object("c1", "app", b"port=80")));
+    let relabel = |labels: &[(&str, &str)], expected: Option<u64>, at_ms: u64| {
+        Command::Objects(ObjectCommand::Update {
+            kind: ObjectKind::Config,
+            id: "c1".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            expected_version: expected,
+            at_ms,
+        })
+    };
+    sim.apply(&relabel(&[("tier", "web")], Some(1), 50));
+    let config = sim.state.configs["c1"].clone();
+    assert_eq!(
+        (config.version(), config.updated_at_ms, config.created_at_ms),
+        (2, 50, 1)
+    );
+    assert_eq!(
+        config.labels,
+        BTreeMap::from([("tier".to_string(), "web".to_string())])
+    );
+    assert_eq!(config.data.as_bytes(), b"port=80");
+    // Quoting version 1 again: another update came first; nothing changes.
+    let before = sim.state.clone();
+    assert_eq!(
+        sim.state.apply(&relabel(&[], Some(1), 60)),
+        CommandResponse::OutOfSequence
+    );
+    assert_eq!(sim.state, before);
+    let empty_key = sim.state.apply(&relabel(&[("", "x")], None, 70));
+    assert_eq!(rejected(empty_key), "a label's key is empty");
+    // The secret of that ID does not exist: a kind is its own namespace.
+    let secret = Command::Objects(ObjectCommand::Update {
+        kind: ObjectKind::Secret,
+        id: "c1".into(),
+        labels: BTreeMap::new(),
+        expected_version: None,
+        at_ms: 80,
+    });
+    assert_eq!(rejected(sim.state.apply(&secret)), "secret c1 not found");
 }
 
 #[test]

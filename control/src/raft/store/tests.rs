@@ -71,6 +71,8 @@ async fn write_a_store(path: &std::path::Path, dek: SealKey) -> Written {
         created_at: 1_700_000_000,
         gossip_keys: Vec::new(),
         unlock_key: None,
+        version: 1,
+        updated_at_ms: 0,
     };
     let membership = Membership::new(
         vec![BTreeSet::from([7])],
@@ -286,6 +288,7 @@ async fn a_secrets_data_is_sealed_in_the_log_the_state_and_the_snapshots() {
         data: FileData::new(SECRET.as_bytes().to_vec()),
         created_at_ms: 1,
         updated_at_ms: 1,
+        version: 1,
     };
     let entry = Entry {
         log_id: log_id(5),

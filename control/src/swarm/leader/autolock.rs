@@ -37,7 +37,7 @@ impl Leader {
 
     async fn set_unlock_key(&self, key: Option<UnlockKey>) -> Result<(), Error> {
         let command = Command::SetUnlockKey(key.map(|k| k.to_string()));
-        self.propose(command).await?;
+        self.propose_setting(command, None).await?;
         tracing::info!("unlock key changed");
         Ok(())
     }

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use super::{Leader, nodes::cluster_of};
 use crate::{
-    api::{Empty, RootCaRequest, RootCaResponse, UpdateSwarmRequest},
+    api::{RootCaRequest, RootCaResponse},
     clock::now_secs,
     cluster::{
         ClusterState, Command, Role,
@@ -246,13 +246,14 @@ impl Leader {
         let digest = next
             .digest()
             .map_err(Error::pki("digesting the new root CA"))?;
-        self.propose(Command::StartCaRotation(RootRotation {
+        let rotation = RootRotation {
             ca_cert_pem: next.cert_pem.clone(),
             ca_key_pem: next.key_pem,
             cross_signed_pem,
             started_at: now_secs(),
-        }))
-        .await?;
+        };
+        self.propose_setting(Command::StartCaRotation(rotation), None)
+            .await?;
         info!(%digest, "root CA rotation started");
         Ok(())
     }
@@ -279,22 +280,12 @@ impl Leader {
             worker_secret: pki::generate_secret(),
             manager_secret: pki::generate_secret(),
         };
-        match self.propose(command).await {
+        match self.propose_setting(command, None).await {
             Ok(()) => {
                 info!(digest = %issuing.digest, "root CA rotation complete: join tokens changed")
             }
             Err(e) => warn!(cause = %Chain(&e), "cannot complete the root CA rotation"),
         }
-    }
-
-    /// `swarm update --cert-expiry`.
-    pub async fn update_swarm(&self, request: UpdateSwarmRequest) -> Result<Empty, Error> {
-        if let Some(secs) = request.cert_expiry_secs {
-            check_cert_expiry(secs)?;
-            self.propose(Command::SetCertExpiry { secs }).await?;
-            info!(secs, "node certificate expiry changed");
-        }
-        Ok(Empty {})
     }
 }
 
@@ -317,6 +308,8 @@ mod tests {
                 created_at: 0,
                 gossip_keys: Vec::new(),
                 unlock_key: None,
+                version: 1,
+                updated_at_ms: 0,
             }),
             ..ClusterState::default()
         }

@@ -70,6 +70,8 @@ mod tests {
             created_at: 0,
             gossip_keys: vec![GossipKey::generate(1_000), GossipKey::generate(5_000)],
             unlock_key: None,
+            version: 1,
+            updated_at_ms: 0,
         });
         let period = ROTATE_EVERY.as_millis() as u64;
         assert!(!rotation_due(&state, 5_000 + period - 1));

@@ -22,6 +22,17 @@ use crate::{
 /// Heartbeat periods of silence after which a node is Down (Swarm's rule).
 pub const MISSED_PERIODS: u32 = 3;
 
+impl Swarm {
+    /// Notes that `node_id` is alive (every manager does, not only the leader).
+    pub(in crate::swarm) async fn record_heartbeat(
+        &self,
+        node_id: &str,
+    ) -> Result<(), crate::swarm::error::Error> {
+        self.active().await?.liveness.record(node_id);
+        Ok(())
+    }
+}
+
 pub struct Liveness {
     seen: Mutex<Seen>,
 }

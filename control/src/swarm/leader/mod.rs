@@ -5,6 +5,7 @@
 //! # Layout
 //! - `nodes`: admission, Raft membership for new managers, node operations, join tokens.
 //! - `ca`: node certificates issued, `--cert-expiry`, root CA rotation.
+//! - `settings`: the swarm's settings shown with their version, and `swarm update`.
 //! - `services`: service create, update (and roll back), remove, list; tasks listed.
 //! - `networks`: network create, remove, list; the `ingress` network.
 //! - `objects`: secret and config create, list, inspect, remove.
@@ -24,6 +25,7 @@ mod nodes;
 mod objects;
 pub(super) mod orchestrate;
 mod services;
+mod settings;
 
 use std::{sync::Arc, time::Duration};
 
@@ -97,7 +99,23 @@ impl Leader {
         match response.data {
             CommandResponse::Ok => Ok(()),
             CommandResponse::Rejected(why) => Err(Error::refused(why)),
+            CommandResponse::OutOfSequence => Err(Error::OutOfSequence),
         }
+    }
+
+    /// Commits a change to the swarm's settings (see [`Command::Settings`]), refused unless
+    /// they are still at `expected_version` when it applies (if given).
+    pub(super) async fn propose_setting(
+        &self,
+        change: Command,
+        expected_version: Option<u64>,
+    ) -> Result<(), Error> {
+        self.propose(Command::Settings {
+            change: Box::new(change),
+            expected_version,
+            at_ms: crate::clock::now_ms(),
+        })
+        .await
     }
 }
 

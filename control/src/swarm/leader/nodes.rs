@@ -308,7 +308,8 @@ impl Leader {
         let role = parse_role(&request.role)?;
         if request.rotate {
             let secret = pki::generate_secret();
-            self.propose(Command::RotateSecret { role, secret }).await?;
+            self.propose_setting(Command::RotateSecret { role, secret }, None)
+                .await?;
         }
         let state = self.state();
         let cluster = cluster_of(&state)?;

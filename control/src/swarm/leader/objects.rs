@@ -1,5 +1,6 @@
-//! What the leader does for the secret and config API: create, list, inspect, remove. A
-//! secret's data goes in and never comes back out; a config's comes back when inspected.
+//! What the leader does for the secret and config API: create, list, inspect, update (labels
+//! only), remove. A secret's data goes in and never comes back out; a config's comes back when
+//! inspected.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +8,7 @@ use super::Leader;
 use crate::{
     api::{
         ConfigInfo, ConfigSpec, Empty, KeyValue, ListConfigsResponse, ListSecretsResponse,
-        ObjectRef, SecretInfo, SecretSpec,
+        ObjectRef, SecretInfo, SecretSpec, UpdateObjectRequest,
     },
     clock::now_ms,
     cluster::{
@@ -19,9 +20,6 @@ use crate::{
     identity::NodeId,
     swarm::{error::Error, lookup::resolve_object},
 };
-
-/// Objects are immutable: every one is at its first version.
-const VERSION: u64 = 1;
 
 impl Leader {
     pub async fn create_secret(&self, spec: SecretSpec) -> Result<SecretInfo, Error> {
@@ -42,6 +40,11 @@ impl Leader {
         let state = self.state();
         let object = resolve_object(&state, ObjectKind::Secret, &request.reference)?;
         Ok(secret_info(object))
+    }
+
+    pub async fn update_secret(&self, request: UpdateObjectRequest) -> Result<SecretInfo, Error> {
+        let object = self.update_object(ObjectKind::Secret, request).await?;
+        Ok(secret_info(&object))
     }
 
     pub async fn remove_secret(&self, request: ObjectRef) -> Result<Empty, Error> {
@@ -74,6 +77,11 @@ impl Leader {
         Ok(config_info(object, true))
     }
 
+    pub async fn update_config(&self, request: UpdateObjectRequest) -> Result<ConfigInfo, Error> {
+        let object = self.update_object(ObjectKind::Config, request).await?;
+        Ok(config_info(&object, false))
+    }
+
     pub async fn remove_config(&self, request: ObjectRef) -> Result<Empty, Error> {
         self.remove_object(ObjectKind::Config, &request.reference)
             .await
@@ -89,12 +97,7 @@ impl Leader {
     ) -> Result<FileObject, Error> {
         validate_name(&name).map_err(Error::invalid)?;
         validate_data(kind, &data).map_err(Error::invalid)?;
-        if let Some(kv) = labels.iter().find(|kv| kv.key.is_empty()) {
-            return Err(Error::invalid(format!(
-                "invalid label '={}': the key is empty",
-                kv.value
-            )));
-        }
+        let labels = labels_from_api(labels)?;
         let state = self.state();
         if state.objects(kind).values().any(|o| o.name == name) {
             return Err(Error::exists(format!(
@@ -106,10 +109,11 @@ impl Leader {
         let object = FileObject {
             id: NodeId::generate().to_string(),
             name,
-            labels: labels.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+            labels,
             data: FileData::new(data),
             created_at_ms: now,
             updated_at_ms: now,
+            version: 1,
         };
         let command = ObjectCommand::Create {
             kind,
@@ -117,6 +121,32 @@ impl Leader {
         };
         self.propose(Command::Objects(command)).await?;
         Ok(object)
+    }
+
+    /// Replaces an object's labels, at the version the caller read if it says (checked when
+    /// the update applies); the object as it is then.
+    async fn update_object(
+        &self,
+        kind: ObjectKind,
+        request: UpdateObjectRequest,
+    ) -> Result<FileObject, Error> {
+        let labels = labels_from_api(request.labels)?;
+        let id = resolve_object(&self.state(), kind, &request.reference)?
+            .id
+            .clone();
+        let command = ObjectCommand::Update {
+            kind,
+            id: id.clone(),
+            labels,
+            expected_version: request.expected_version,
+            at_ms: now_ms(),
+        };
+        self.propose(Command::Objects(command)).await?;
+        let state = self.state();
+        // Removed between the commit and this read: said as a missing object.
+        state.objects(kind).get(&id).cloned().ok_or_else(|| {
+            Error::not_found(format!("{} {} not found", kind.as_str(), request.reference))
+        })
     }
 
     /// Removes an object no service uses (checked again when the removal applies).
@@ -136,6 +166,17 @@ impl Leader {
     }
 }
 
+/// Labels as the store keeps them; an empty key is refused (Docker's `--label =v`).
+fn labels_from_api(labels: Vec<KeyValue>) -> Result<BTreeMap<String, String>, Error> {
+    if let Some(kv) = labels.iter().find(|kv| kv.key.is_empty()) {
+        return Err(Error::invalid(format!(
+            "invalid label '={}': the key is empty",
+            kv.value
+        )));
+    }
+    Ok(labels.into_iter().map(|kv| (kv.key, kv.value)).collect())
+}
+
 fn labels_to_api(labels: &BTreeMap<String, String>) -> Vec<KeyValue> {
     labels
         .iter()
@@ -152,7 +193,7 @@ fn secret_info(o: &FileObject) -> SecretInfo {
         id: o.id.clone(),
         name: o.name.clone(),
         labels: labels_to_api(&o.labels),
-        version: VERSION,
+        version: o.version(),
         created_at_ms: o.created_at_ms,
         updated_at_ms: o.updated_at_ms,
     }
@@ -163,7 +204,7 @@ fn config_info(o: &FileObject, with_data: bool) -> ConfigInfo {
         id: o.id.clone(),
         name: o.name.clone(),
         labels: labels_to_api(&o.labels),
-        version: VERSION,
+        version: o.version(),
         created_at_ms: o.created_at_ms,
         updated_at_ms: o.updated_at_ms,
         data: if with_data {
