@@ -95,10 +95,8 @@ pub async fn create(
         .create_service(converted.spec)
         .await?
         .into_inner();
-    let mut answer = serde_json::json!({ "ID": created.id });
-    if !converted.warnings.is_empty() {
-        answer["Warnings"] = converted.warnings.into();
-    }
+    let answer =
+        serde_json::json!({ "ID": created.id, "Warnings": warnings_field(converted.warnings) });
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
@@ -152,11 +150,19 @@ pub async fn update(
             rollback,
         })
         .await?;
-    let mut answer = serde_json::json!({});
-    if !warnings.is_empty() {
-        answer["Warnings"] = warnings.into();
+    Ok(Json(
+        serde_json::json!({ "Warnings": warnings_field(warnings) }),
+    ))
+}
+
+/// dockerd's `Warnings` (swagger's `json:"Warnings"`, no omitempty): null when there are none.
+/// docker-py's `Service.update()` returns this body, which its callers test for truth.
+fn warnings_field(warnings: Vec<String>) -> serde_json::Value {
+    if warnings.is_empty() {
+        serde_json::Value::Null
+    } else {
+        warnings.into()
     }
-    Ok(Json(answer))
 }
 
 pub async fn remove(

@@ -173,6 +173,11 @@ pub fn read_spec(current: &Value, posted: Value, at: Posted) -> Result<SpecChang
         if is_empty(&value) && DURATIONS.contains(&path.as_str()) {
             continue;
         }
+        // A field the client left out (docker-py's update posts `{}` with only the rotate
+        // flags) keeps its value too.
+        if value.is_null() {
+            continue;
+        }
         match (path.as_str(), at) {
             ("Dispatcher.HeartbeatPeriod", Posted::Init) => {
                 out.heartbeat_ms = Some(nanos(&path, &value)?.div_ceil(1_000_000));
@@ -300,6 +305,16 @@ mod tests {
             read_spec(&current, posted, Posted::Update)
                 .unwrap()
                 .rotate_ca
+        );
+    }
+
+    #[test]
+    fn an_empty_spec_changes_nothing_even_under_autolock() {
+        let mut current = spec(&cluster());
+        current["EncryptionConfig"]["AutoLockManagers"] = json!(true);
+        assert_eq!(
+            read_spec(&current, json!({}), Posted::Update).unwrap(),
+            SpecChanges::default()
         );
     }
 
