@@ -233,6 +233,7 @@ fn cluster(constraint: Option<&str>) -> anyhow::Result<ClusterState> {
         secrets: Vec::new(),
         configs: Vec::new(),
         healthcheck: None,
+        command_shape: None,
     };
     let service = Service {
         id: "bench".to_string(),

@@ -259,6 +259,31 @@ def services_and_tasks(client, net, secret, config):
     os.unlink(conf_target)
 
 
+def image_and_command(client):
+    step("services: an image and a command read back as sent, and kept by an update")
+    # docker-py's usual form: the image names no program here (shoal runs the command and
+    # says so in the create answer's Warnings), the command is what runs.
+    service = client.services.create("alpine", command=["sleep", "300"], name="sleeper")
+    container = client.services.get("sleeper").attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert container["Image"] == "alpine", container
+    assert container["Command"] == ["sleep", "300"], container
+    assert "Args" not in container, container
+    service.reload()
+    service.update(env=["A=1"])
+    service.reload()
+    container = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert container["Command"] == ["sleep", "300"], container
+    assert container["Env"] == ["A=1"], container
+    argv = shoal_json("service", "inspect", "sleeper")[0]["Spec"]["TaskTemplate"]["ContainerSpec"]
+    assert argv["Command"] == ["sleep", "300"], argv
+    wait_for(
+        "sleeper running",
+        lambda: [t for t in service.tasks(filters={"desired-state": "running"})
+                 if t["Status"]["State"] == "running"],
+    )
+    service.remove()
+
+
 def cleanup(client, net, secret, config):
     step("remove the network, secret and config")
     # The network stays in use until web's tasks are gone.
@@ -278,6 +303,7 @@ def main():
     net = networks(client)
     secret, config = secrets_and_configs(client)
     services_and_tasks(client, net, secret, config)
+    image_and_command(client)
     cleanup(client, net, secret, config)
     print("docker-py: all steps passed")
     return 0

@@ -209,6 +209,7 @@ fn task(id: &str, command: &[&str]) -> Task {
             secrets: Vec::new(),
             configs: Vec::new(),
             healthcheck: None,
+            command_shape: None,
         },
         networks: vec![],
         desired_state: TaskState::Running,

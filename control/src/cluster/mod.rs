@@ -35,8 +35,9 @@ pub use command::{Command, CommandResponse};
 pub use model::{Availability, ClusterInfo, ClusterState, NodeRecord, Role, raft_id};
 pub use network::NetworkAttachment;
 pub use service::{
-    Constraint, ConstraintKey, EndpointMode, FailureAction, InvalidVolumeName, MAX_VOLUME_NAME,
-    Mount, MountKind, PortConfig, PortProtocol, PublishMode, RestartCondition, RestartPolicy,
-    Service, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus, TmpfsOptions, UpdateConfig,
-    UpdateOrder, UpdateState, UpdateStatus, VOLUME_NAME_CHARS, VirtualIp, validate_volume_name,
+    CommandShape, Constraint, ConstraintKey, EndpointMode, FailureAction, InvalidVolumeName,
+    MAX_VOLUME_NAME, Mount, MountKind, PortConfig, PortProtocol, PublishMode, RestartCondition,
+    RestartPolicy, Service, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus, TmpfsOptions,
+    UpdateConfig, UpdateOrder, UpdateState, UpdateStatus, VOLUME_NAME_CHARS, VirtualIp,
+    validate_volume_name,
 };

@@ -71,6 +71,19 @@ pub struct ServiceSpec {
     /// (and ready for traffic); `None`: no check (readiness by listening socket).
     #[serde(default)]
     pub healthcheck: Option<super::health::HealthCheck>,
+    /// How a Docker Engine API client split `command` into Image, Command and Args: display
+    /// only (the tasks run `command`), so a spec read back is the one sent.
+    #[serde(default)]
+    pub command_shape: Option<CommandShape>,
+}
+
+/// Docker's split of a task's argv ([`ServiceSpec::command_shape`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CommandShape {
+    /// `ContainerSpec.Image` as given.
+    pub image: String,
+    /// How many leading words of `command` were `ContainerSpec.Command`.
+    pub command_len: u32,
 }
 
 impl ServiceSpec {

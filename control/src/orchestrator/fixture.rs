@@ -67,6 +67,7 @@ pub fn spec(name: &str, mode: ServiceMode) -> ServiceSpec {
         secrets: Vec::new(),
         configs: Vec::new(),
         healthcheck: None,
+        command_shape: None,
     }
 }
 

@@ -518,6 +518,7 @@ mod tests {
                     retries: 2,
                     ..Default::default()
                 }),
+                command_shape: None,
             }),
             version: 42,
             created_at_ms: 1_795_418_000_000,

@@ -80,10 +80,15 @@ pub(super) fn apply_update(
         spec.replicas = replicas;
     }
     if let Some(new_args) = &args.args {
-        let program = spec.command.first().cloned().unwrap_or_default();
-        spec.command = std::iter::once(program)
-            .chain(new_args.split_whitespace().map(str::to_string))
-            .collect();
+        // Docker's `--args` replaces what follows the program, or the `Command` an Engine API
+        // client gave (`sh -c` stays).
+        let kept = spec
+            .command_shape
+            .as_ref()
+            .map_or(1, |shape| (shape.command_len as usize).max(1));
+        spec.command.truncate(kept);
+        spec.command
+            .extend(new_args.split_whitespace().map(str::to_string));
     }
     spec.env.retain(|kv| {
         !args.env_rm.contains(&kv.key) && !args.env_add.iter().any(|(k, _)| *k == kv.key)

@@ -8,7 +8,7 @@
 //! stop-first, pause on failure).
 
 use shoal_control::api::{
-    FileReference, HealthCheckMsg, KeyValue, Mount, NetworkAliases, PortConfigMsg,
+    CommandShape, FileReference, HealthCheckMsg, KeyValue, Mount, NetworkAliases, PortConfigMsg,
     RestartPolicyMsg, ServiceSpec, UpdateConfigMsg,
 };
 
@@ -96,6 +96,17 @@ fn container_spec(
             c.path()
         ));
     }
+    // With a `Command`, the image and the split are kept so the spec reads back as it was
+    // sent (`service_out`); without, the argv's first word is the image already.
+    spec.command_shape = if command.is_empty() {
+        None
+    } else {
+        Some(CommandShape {
+            image: image.clone(),
+            command_len: u32::try_from(command.len())
+                .map_err(|_| ApiError::bad_request("ContainerSpec.Command is too long"))?,
+        })
+    };
     spec.command = if command.is_empty() {
         std::iter::once(image).chain(args).collect()
     } else {

@@ -1,22 +1,25 @@
 //! A service in Docker's shape: `shoal service inspect`'s JSON (`render::docker_shape`) with
-//! the program as `ContainerSpec.Image` and `Args` (so a spec read back and sent again, as
-//! `docker service update` and `scale` do, runs the same argv), `PreviousSpec`, and
-//! `ServiceStatus` when asked (`status=true`).
+//! the argv split back into `ContainerSpec.Image`, `Command` and `Args` as the Engine API
+//! client sent them (the spec's `command_shape`), or, for a service the shoal CLI created, the
+//! program as `Image` and the rest as `Args` (so a spec read back and sent again, as `docker
+//! service update` and `scale` do, runs the same argv); `PreviousSpec`, and `ServiceStatus`
+//! when asked (`status=true`).
 
-use shoal_control::api::ServiceInfo;
+use shoal_control::api::{CommandShape, ServiceInfo};
 
 use crate::commands::service::render::docker_shape;
 
 pub fn service(info: &ServiceInfo, with_status: bool) -> serde_json::Value {
     let mut shaped = docker_shape(info);
-    program_as_image(&mut shaped["Spec"]);
+    let shape = info.spec.as_ref().and_then(|s| s.command_shape.as_ref());
+    split_command(&mut shaped["Spec"], shape);
     if let Some(previous) = &info.previous_spec {
         let mut earlier = docker_shape(&ServiceInfo {
             spec: Some(previous.clone()),
             ..Default::default()
         })["Spec"]
             .take();
-        program_as_image(&mut earlier);
+        split_command(&mut earlier, previous.command_shape.as_ref());
         shaped["PreviousSpec"] = earlier;
     }
     if with_status {
@@ -29,19 +32,36 @@ pub fn service(info: &ServiceInfo, with_status: bool) -> serde_json::Value {
     shaped
 }
 
-/// `ContainerSpec.Command` (the whole argv) becomes `Image` (the program) and `Args`.
-fn program_as_image(spec: &mut serde_json::Value) {
+/// `ContainerSpec.Command` (the whole argv) becomes `Image`, `Command` and `Args` as `shape`
+/// says, or without one `Image` (the program) and `Args`.
+fn split_command(spec: &mut serde_json::Value, shape: Option<&CommandShape>) {
     let container = &mut spec["TaskTemplate"]["ContainerSpec"];
     let Some(object) = container.as_object_mut() else {
         return;
     };
-    let argv: Vec<serde_json::Value> = match object.remove("Command") {
+    let mut argv: Vec<serde_json::Value> = match object.remove("Command") {
         Some(serde_json::Value::Array(argv)) => argv,
         _ => Vec::new(),
     };
-    let mut argv = argv.into_iter();
-    object.insert("Image".into(), argv.next().unwrap_or_else(|| "".into()));
-    let args: Vec<serde_json::Value> = argv.collect();
+    let (image, args) = match shape {
+        // No `Command`: the argv is the image and its `Args`.
+        Some(shape) if !shape.image.is_empty() && shape.command_len == 0 => (
+            shape.image.clone().into(),
+            argv.into_iter().skip(1).collect(),
+        ),
+        Some(shape) if !shape.image.is_empty() => {
+            let split = (shape.command_len as usize).min(argv.len());
+            let args = argv.split_off(split);
+            object.insert("Command".into(), argv.into());
+            (shape.image.clone().into(), args)
+        }
+        _ => {
+            let mut argv = argv.into_iter();
+            let image = argv.next().unwrap_or_else(|| "".into());
+            (image, argv.collect())
+        }
+    };
+    object.insert("Image".into(), image);
     if !args.is_empty() {
         object.insert("Args".into(), args.into());
     }
@@ -159,6 +179,37 @@ mod tests {
         );
         assert_eq!(read.spec.replicas, 2);
         assert_eq!(read.spec.ports[0].published_port, 8080);
+    }
+
+    #[test]
+    fn a_command_beside_an_image_reads_back_as_it_was_sent() {
+        // docker-py's `services.create("alpine", command="sleep 300")`, then the same with
+        // Command and Args both.
+        for (container, command) in [
+            (
+                serde_json::json!({ "Image": "alpine", "Command": ["sleep", "300"] }),
+                vec!["sleep", "300"],
+            ),
+            (
+                serde_json::json!({ "Image": "alpine", "Command": ["sh", "-c"], "Args": ["sleep 1"] }),
+                vec!["sh", "-c", "sleep 1"],
+            ),
+        ] {
+            let body = serde_json::json!({
+                "Name": "web",
+                "TaskTemplate": { "ContainerSpec": container.clone() },
+            });
+            let read = service_spec(body).unwrap();
+            assert_eq!(read.spec.command, command);
+            let info = ServiceInfo {
+                spec: Some(read.spec),
+                ..Default::default()
+            };
+            let shown = &service(&info, false)["Spec"]["TaskTemplate"]["ContainerSpec"];
+            for field in ["Image", "Command", "Args"] {
+                assert_eq!(shown.get(field), container.get(field), "{field}: {shown}");
+            }
+        }
     }
 
     #[test]

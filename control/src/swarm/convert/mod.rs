@@ -12,8 +12,8 @@ use super::{error::Error, lookup::resolve_network, spec_fields};
 use crate::{
     api,
     cluster::{
-        ClusterState, EndpointMode, PortConfig, PortProtocol, PublishMode, RestartCondition, Role,
-        Service, ServiceMode, ServiceSpec, Task, limits,
+        ClusterState, CommandShape, EndpointMode, PortConfig, PortProtocol, PublishMode,
+        RestartCondition, Role, Service, ServiceMode, ServiceSpec, Task, limits,
     },
     orchestrator::parse_constraint,
 };
@@ -124,6 +124,7 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
         secrets,
         configs,
         healthcheck: fields.healthcheck,
+        command_shape: command_shape_from_api(spec)?,
     };
     // Whatever the counts, the template as it is stored and sent must stay small.
     let encoded = postcard::to_allocvec(&model).map_or(usize::MAX, |bytes| bytes.len());
@@ -325,7 +326,29 @@ pub fn spec_to_api(spec: &ServiceSpec) -> api::ServiceSpec {
             .healthcheck
             .as_ref()
             .map(spec_fields::healthcheck_to_api),
+        command_shape: spec.command_shape.as_ref().map(|s| api::CommandShape {
+            image: s.image.clone(),
+            command_len: s.command_len,
+        }),
     }
+}
+
+/// The Docker split of the command, which must split the command the spec has.
+fn command_shape_from_api(spec: &api::ServiceSpec) -> Result<Option<CommandShape>, Error> {
+    let Some(shape) = &spec.command_shape else {
+        return Ok(None);
+    };
+    if shape.command_len as usize > spec.command.len() {
+        return Err(Error::invalid(format!(
+            "the command shape names {} words of a command of {}",
+            shape.command_len,
+            spec.command.len()
+        )));
+    }
+    Ok(Some(CommandShape {
+        image: shape.image.clone(),
+        command_len: shape.command_len,
+    }))
 }
 
 /// `eligible_nodes`: for global services, how many nodes should run a task (Docker shows
