@@ -129,8 +129,7 @@ fn programs_count_real_traffic_on_a_veth_pair() {
     let mut buf = [0u8; 2048];
     for i in 0..DATAGRAMS {
         sender.send_to(&[i as u8; PAYLOAD], target).unwrap();
-        let (len, _) = receiver
-            .recv_from(&mut buf)
+        let (len, _) = shoal_tests::task_net::retry_interrupted(|| receiver.recv_from(&mut buf))
             .unwrap_or_else(|e| panic!("datagram {i} did not arrive: {e}"));
         assert_eq!(len, PAYLOAD);
     }

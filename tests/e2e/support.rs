@@ -12,7 +12,7 @@ use std::{
 
 use shoal_tests::{
     Cluster,
-    task_net::{http_from, in_netns, sandbox_netns, task_netns},
+    task_net::{http_from, in_netns, retry_interrupted, sandbox_netns, task_netns},
     wait_until,
 };
 
@@ -184,7 +184,7 @@ pub fn new_datagrams(netns: &Path, to: SocketAddr, count: usize) -> Result<Vec<S
                 socket.set_read_timeout(Some(Duration::from_secs(2)))?;
                 socket.send_to(b"hi", to)?;
                 let mut buf = [0u8; 2048];
-                let (n, _) = socket.recv_from(&mut buf)?;
+                let (n, _) = retry_interrupted(|| socket.recv_from(&mut buf))?;
                 open.push(socket);
                 Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
             })();

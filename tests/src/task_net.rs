@@ -45,13 +45,26 @@ pub fn tcp_connect(netns: &Path, to: SocketAddr) -> std::io::Result<TcpStream> {
     })
 }
 
+/// Runs `op` again while it fails with EINTR. A read on a socket with a timeout is never
+/// restarted after a signal handler ran (signal(7)), and the test process has handlers (a
+/// child's exit is a SIGCHLD to the runtime that reaps it), so any such read can be cut short
+/// by another test's child exiting.
+pub fn retry_interrupted<T>(mut op: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            result => return result,
+        }
+    }
+}
+
 /// One HTTP/1.1 request on a kept-alive connection; returns the body (whoami's report).
 pub fn http_get(stream: &mut TcpStream, path: &str) -> std::io::Result<String> {
     write!(stream, "GET {path} HTTP/1.1\r\nHost: shoal\r\n\r\n")?;
     let mut response = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let n = stream.read(&mut buf)?;
+        let n = retry_interrupted(|| stream.read(&mut buf))?;
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
@@ -85,6 +98,6 @@ pub fn udp_echo_from(netns: &Path, to: SocketAddr, payload: &str) -> std::io::Re
     socket.set_read_timeout(Some(Duration::from_secs(2)))?;
     socket.send_to(payload.as_bytes(), to)?;
     let mut buf = [0u8; 2048];
-    let (n, _) = socket.recv_from(&mut buf)?;
+    let (n, _) = retry_interrupted(|| socket.recv_from(&mut buf))?;
     Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
