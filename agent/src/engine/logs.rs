@@ -20,7 +20,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use shoal_control::{
-    api::{ListTasksRequest, LogChunk, TaskInfo, TaskLogsRequest},
+    api::{LogChunk, TaskInfo, TaskLogsRequest},
     wire_limits::cluster_client,
 };
 use tokio::sync::mpsc;
@@ -109,18 +109,9 @@ async fn task_logs(
 /// The tasks of `service` (every task when empty) that were placed on a node: the others
 /// never ran, so have no output.
 async fn tasks(engine: &Shared, service: &str) -> Result<Vec<TaskInfo>, ApiError> {
-    let request = ListTasksRequest {
-        service: service.to_string(),
-        node: String::new(),
-    };
-    Ok(cluster_client(engine.channel.clone())
-        .list_tasks(request)
-        .await?
-        .into_inner()
-        .tasks
-        .into_iter()
-        .filter(|t| !t.node_id.is_empty())
-        .collect())
+    let mut tasks = super::tasks::of_service(engine, service).await?;
+    tasks.retain(|t| !t.node_id.is_empty());
+    Ok(tasks)
 }
 
 /// The response: each task's lines, framed, as they come (`follow`) or sorted by time.

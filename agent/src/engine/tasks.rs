@@ -29,8 +29,17 @@ const KEYS: &[&str] = &[
 ];
 
 async fn all(engine: &Shared) -> Result<Vec<TaskInfo>, ApiError> {
+    of_service(engine, "").await
+}
+
+/// The tasks of `service` (by ID; empty: of every service), as the leader lists them.
+pub async fn of_service(engine: &Shared, service: &str) -> Result<Vec<TaskInfo>, ApiError> {
+    let request = ListTasksRequest {
+        service: service.to_string(),
+        ..Default::default()
+    };
     Ok(cluster_client(engine.channel.clone())
-        .list_tasks(ListTasksRequest::default())
+        .list_tasks(request)
         .await?
         .into_inner()
         .tasks)
