@@ -1,6 +1,7 @@
-//! Records the git commit the binary is built from (`shoal version`, the Engine API's
-//! `/version`): `git rev-parse --short=12 HEAD`, or `unknown` outside a git checkout (a
-//! source tarball).
+//! Records what the binary is (`shoal version`, the Engine API's `/version`): the git commit it
+//! is built from (`git rev-parse --short=12 HEAD`, or `unknown` outside a git checkout, a source
+//! tarball), and its version: `SHOAL_VERSION` from the build's environment if set (so two
+//! builds of one tree can differ, e.g. a release's `0.3.0-rc1`), else the package version.
 use std::{path::Path, process::Command};
 
 fn git(args: &[&str]) -> Option<String> {
@@ -13,6 +14,12 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=SHOAL_GIT_COMMIT={commit}");
+    let version = std::env::var("SHOAL_VERSION")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| std::env::var("CARGO_PKG_VERSION").unwrap_or_default());
+    println!("cargo:rustc-env=SHOAL_BUILD_VERSION={}", version.trim());
+    println!("cargo:rerun-if-env-changed=SHOAL_VERSION");
     println!("cargo:rerun-if-changed=build.rs");
     // Rerun when HEAD moves: a new commit changes the branch's ref (a loose file, or
     // packed-refs after a clone or gc), a checkout changes HEAD itself.

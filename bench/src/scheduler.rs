@@ -187,6 +187,7 @@ fn cluster(constraint: Option<&str>) -> anyhow::Result<ClusterState> {
                 addr: "127.0.0.1:2377".parse().context("address")?,
                 data_path_addr: "127.0.0.1".parse().context("address")?,
                 created_at: 0,
+                resources: Default::default(),
             },
         );
     }
@@ -234,6 +235,7 @@ fn cluster(constraint: Option<&str>) -> anyhow::Result<ClusterState> {
         configs: Vec::new(),
         healthcheck: None,
         command_shape: None,
+        resources: Default::default(),
     };
     let service = Service {
         id: "bench".to_string(),

@@ -19,6 +19,9 @@
 //! - [`pki`]: the cluster CA, node certificates, join tokens and TLS configuration.
 //! - [`netdb`]: the gossiped endpoint table on 7946 (SWIM via foca, TCP push-pull, AES-GCM).
 //! - [`wire_limits`]: the message bounds of every gRPC channel, client and server.
+//! - [`format`]: the field-keyed encoding (CBOR, framed with a format byte) of everything kept
+//!   in Raft and sent between nodes.
+//! - [`version`]: the API version between nodes, and the check of every caller on 2377.
 //! - [`swarm`]: the node's membership at run time: init, join, leave, Raft, heartbeats, and the
 //!   `Cluster` API service.
 #![forbid(unsafe_code)]
@@ -27,6 +30,7 @@ pub mod allocator;
 pub mod clock;
 pub mod cluster;
 pub mod error_chain;
+pub mod format;
 pub mod identity;
 pub mod local_client;
 pub mod netdb;
@@ -34,6 +38,7 @@ pub mod orchestrator;
 pub mod pki;
 pub mod raft;
 pub mod swarm;
+pub mod version;
 pub mod wire_limits;
 
 /// The cluster API's TCP port (Docker's 2377), used when an address names no port.

@@ -331,6 +331,9 @@ fn every_rpc_answers_each_kind_of_caller_as_the_table_says() {
         runtime.block_on(async {
             let channel = Endpoint::from_shared(format!("https://{addr}:2377"))
                 .unwrap()
+                // Nodes name their API version on 2377; a caller naming none is refused.
+                .user_agent(shoal_control::version::user_agent())
+                .unwrap()
                 .tls_config(tls_with(&ca_pem, Some(removed.clone())))
                 .unwrap()
                 .connect()
@@ -373,6 +376,9 @@ fn every_rpc_answers_each_kind_of_caller_as_the_table_says() {
                 let mut row = Vec::new();
                 for (tls, node_id) in &callers {
                     let endpoint = Endpoint::from_shared(format!("https://{addr}:2377"))
+                        .unwrap()
+                        // Nodes name their API version on 2377; a caller naming none is refused.
+                        .user_agent(shoal_control::version::user_agent())
                         .unwrap()
                         .tls_config(tls.clone())
                         .unwrap()
@@ -425,6 +431,7 @@ fn a_join_carrying_another_nodes_id_is_refused_and_that_node_keeps_its_place() {
                     hostname: "impostor".into(),
                     addr: format!("{}:2377", Ipv4Addr::new(192, 0, 2, 66)),
                     data_path_addr: "192.0.2.66".into(),
+                    ..Default::default()
                 })
                 .await
                 .unwrap_err()
@@ -514,6 +521,9 @@ fn strangers_on_2377_are_bounded_per_source_and_members_carry_on() {
             .unwrap();
         runtime.block_on(async {
             let endpoint = Endpoint::from_shared(format!("https://{addr}:2377"))
+                .unwrap()
+                // Nodes name their API version on 2377; a caller naming none is refused.
+                .user_agent(shoal_control::version::user_agent())
                 .unwrap()
                 .tls_config(
                     ClientTlsConfig::new()

@@ -106,7 +106,7 @@ fn the_systemd_unit_verifies_clean_and_says_what_the_host_needs() {
     for line in [
         "Type=notify",
         "Restart=on-failure",
-        "KillMode=process",
+        "KillMode=mixed",
         "EnvironmentFile=-/etc/shoal/agent.env",
         "ExecStart=/usr/local/bin/shoal agent --config /etc/shoal/agent.toml",
         "RestartPreventExitStatus=2",
@@ -723,6 +723,13 @@ fn cleanup_after_a_sigkilled_agent_leaves_no_pins_namespaces_or_mounts_of_that_n
         text(&out.stdout)
     };
     let links = || ip(&["-o", "link", "show"]);
+    // The node's task cgroups, one directory per hierarchy, as the agent recorded them.
+    let cgroups: Vec<PathBuf> = fs::read_to_string(state.join("cgroups"))
+        .unwrap()
+        .lines()
+        .map(|l| PathBuf::from(l.split_once(' ').unwrap().1))
+        .collect();
+    assert!(!cgroups.is_empty());
 
     // --- 1. SIGKILL: the tasks, their namespaces, the pins and the gateway stay behind
     cluster.nodes[0].kill();
@@ -733,6 +740,7 @@ fn cleanup_after_a_sigkilled_agent_leaves_no_pins_namespaces_or_mounts_of_that_n
         mounts()
     );
     assert!(Path::new(&format!("/proc/{task_pid}")).exists());
+    assert!(cgroups.iter().all(|c| c.join(&task.id).is_dir()));
     assert!(links().contains("shoal_gwbridge"), "{}", links());
     assert!(socket.exists());
     let engine_socket = socket.with_file_name("docker.sock");
@@ -766,6 +774,8 @@ fn cleanup_after_a_sigkilled_agent_leaves_no_pins_namespaces_or_mounts_of_that_n
         !Path::new(&format!("/proc/{task_pid}")).exists(),
         "task still runs"
     );
+    let left: Vec<&PathBuf> = cgroups.iter().filter(|c| c.exists()).collect();
+    assert!(left.is_empty(), "task cgroups left: {left:?}");
     assert!(!socket.exists(), "socket left");
     assert!(!engine_socket.exists(), "docker.sock left");
     let eth0 = ip(&["-d", "link", "show", "eth0"]);

@@ -420,6 +420,9 @@ async fn as_node(cluster: &Cluster, i: usize) -> ClusterClient<Channel> {
     let ca = fs::read_to_string(cluster.nodes[0].state_dir().join("swarm/tls/ca.pem")).unwrap();
     let channel = Endpoint::from_shared(format!("https://{}:2377", cluster.nodes[0].address))
         .unwrap()
+        // Nodes name their API version on 2377; a caller naming none is refused.
+        .user_agent(shoal_control::version::user_agent())
+        .unwrap()
         .tls_config(tls_with(&ca, Some(node_identity(cluster, i))))
         .unwrap()
         .connect()
@@ -453,8 +456,8 @@ fn a_workers_certificate_gets_its_own_tasks_files_and_nothing_else() {
             let mut client = as_node(&cluster, 1).await;
             let beat = |node_id: &str| HeartbeatRequest {
                 node_id: node_id.to_string(),
-                // postcard's empty list: no reports.
-                task_reports: vec![0],
+                // An empty list, as a framed document (`shoal_control::format`): no reports.
+                task_reports: shoal_control::format::encode(&Vec::<String>::new()).unwrap(),
                 ..Default::default()
             };
             // Not for another node, and no secret through the API.
@@ -526,6 +529,14 @@ fn a_workers_certificate_gets_its_own_tasks_files_and_nothing_else() {
     );
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// Whether a heartbeat answer's `task_files` (a framed CBOR document, in which a file's bytes
+/// are an array of numbers, not a run of bytes to search) carries a file holding `data`.
+fn contains(task_files: &[u8], data: &[u8]) -> bool {
+    let files: shoal_control::cluster::objects::TaskFiles =
+        shoal_control::format::decode(task_files).unwrap();
+    files
+        .secrets
+        .values()
+        .chain(files.configs.values())
+        .any(|f| f.as_bytes() == data)
 }

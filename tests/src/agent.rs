@@ -65,6 +65,9 @@ pub struct Agent {
     /// More environment variables for the next start, on top of the caller's (e.g.
     /// `SHOAL_INSTANT_STOP=1` for the zero-downtime benchmark's "before" row).
     pub extra_env: Vec<(String, String)>,
+    /// Cgroups (directories, any hierarchy) the agent starts in, as systemd starts a unit's
+    /// main process in the unit's cgroup; empty: the test's own.
+    pub cgroups: Vec<PathBuf>,
     child: Option<Child>,
 }
 
@@ -79,6 +82,7 @@ impl Agent {
             dir,
             extra_args: Vec::new(),
             extra_env: Vec::new(),
+            cgroups: Vec::new(),
             child: None,
         }
     }
@@ -124,11 +128,24 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        // The agent dies with the test (a SIGKILLed test cannot run Drop). nsenter execs the
-        // agent, and the death signal survives exec.
+        let cgroup_procs: Vec<File> = self
+            .cgroups
+            .iter()
+            .map(|dir| {
+                File::options()
+                    .write(true)
+                    .open(dir.join("cgroup.procs"))
+                    .unwrap()
+            })
+            .collect();
+        // SAFETY: prctl and write are async-signal-safe; nothing else runs between fork and
+        // exec. The agent dies with the test (a SIGKILLed test cannot run Drop). nsenter execs
+        // the agent, and the death signal survives exec. "0" moves the writer into the cgroup.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
+                for file in &cgroup_procs {
+                    nix::unistd::write(file, b"0").map_err(std::io::Error::from)?;
+                }
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
             });
         }

@@ -14,7 +14,8 @@ use std::{net::Ipv4Addr, path::PathBuf, process::Output};
 use crate::{
     agent::Agent,
     names::{
-        kill_tasks_under, remove_pins_under, sweep_stale, unique_prefix, unmount_under, work_dir,
+        kill_tasks_under, remove_pins_under, remove_task_cgroups_under, sweep_stale, unique_prefix,
+        unmount_under, work_dir,
     },
     netns::Netns,
 };
@@ -194,6 +195,7 @@ impl Drop for Cluster {
         self.nodes.clear();
         let work = work_dir(&self.prefix);
         kill_tasks_under(&work);
+        remove_task_cgroups_under(&work);
         unmount_under(&work);
         remove_pins_under(&work);
         if std::thread::panicking() {

@@ -89,6 +89,56 @@ pub fn kill_tasks_under(dir: &Path) {
     }
 }
 
+/// Removes the task cgroups of every node under `dir`, with whatever still runs in them: each
+/// agent records where its node's are (`*/state/cgroups`, a `<kind> <dir>` line per
+/// hierarchy). The shared `shoal-tasks` parent goes once empty.
+pub fn remove_task_cgroups_under(dir: &Path) {
+    let Ok(nodes) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for node in nodes.flatten() {
+        let Ok(record) = std::fs::read_to_string(node.path().join("state/cgroups")) else {
+            continue;
+        };
+        for node_dir in record
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(_, d)| Path::new(d))
+        {
+            let tasks = std::fs::read_dir(node_dir).into_iter().flatten().flatten();
+            for task in tasks.filter(|t| t.file_type().is_ok_and(|t| t.is_dir())) {
+                remove_cgroup(&task.path());
+            }
+            let _ = std::fs::remove_dir(node_dir);
+            if let Some(parent) = node_dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
+}
+
+/// SIGKILLs what is in a cgroup until it is empty (briefly), then removes it.
+fn remove_cgroup(cgroup: &Path) {
+    for _ in 0..100 {
+        let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+        let pids: Vec<i32> = procs
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if pids.is_empty() {
+            break;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_dir(cgroup);
+}
+
 /// Field 22 of /proc/<pid>/stat (start time in clock ticks), as text.
 fn process_start_time(pid: i32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -131,6 +181,7 @@ pub fn sweep_stale() {
             let name = dir.file_name().to_string_lossy().into_owned();
             if owner_pid(&name).is_some_and(|pid| !pid_alive(pid)) {
                 kill_tasks_under(&dir.path());
+                remove_task_cgroups_under(&dir.path());
                 unmount_under(&dir.path());
                 remove_pins_under(&dir.path());
                 let _ = std::fs::remove_dir_all(dir.path());

@@ -124,6 +124,17 @@ pub(super) fn parse_size(s: &str) -> Option<u64> {
     (bytes < u64::MAX as f64).then_some(bytes as u64)
 }
 
+/// `--limit-cpu 0.5`: billionths of a CPU (Docker's NanoCPUs).
+pub(super) fn parse_cpus(s: &str) -> Result<u64, String> {
+    shoal_compose::size::parse_nano_cpus(s)
+        .ok_or_else(|| format!("invalid CPU count {s:?}: a decimal number such as 0.5 or 2"))
+}
+
+/// `--limit-memory 64M`: bytes.
+pub(super) fn parse_memory(s: &str) -> Result<u64, String> {
+    parse_size(s).ok_or_else(|| format!("invalid size {s:?} (e.g. 64M, 1.5G, 512k)"))
+}
+
 /// `SERVICE=REPLICAS`.
 pub(super) fn parse_scale(s: &str) -> Result<(String, u64), String> {
     let (name, replicas) = s

@@ -90,6 +90,21 @@ pub struct TaskArgs {
     /// Maximum number of the service's tasks per node (0: unlimited; replicated mode only).
     #[arg(long)]
     pub replicas_max_per_node: Option<u64>,
+    /// CPUs a task may use (e.g. 0.5), enforced in its cgroup (0: no limit).
+    #[arg(long, value_parser = super::parse::parse_cpus)]
+    pub limit_cpu: Option<u64>,
+    /// Memory a task may use (e.g. 64M); beyond it the task is OOM-killed (0: no limit).
+    #[arg(long, value_parser = super::parse::parse_memory)]
+    pub limit_memory: Option<u64>,
+    /// Processes and threads a task may have at once (0: no limit).
+    #[arg(long)]
+    pub limit_pids: Option<u64>,
+    /// CPUs set aside for each task on its node by the scheduler (e.g. 0.25).
+    #[arg(long, value_parser = super::parse::parse_cpus)]
+    pub reserve_cpu: Option<u64>,
+    /// Memory set aside for each task on its node by the scheduler (e.g. 32M).
+    #[arg(long, value_parser = super::parse::parse_memory)]
+    pub reserve_memory: Option<u64>,
 }
 
 /// Docker's health check flags, for `service create` and `service update`.

@@ -9,7 +9,8 @@
 //! cleaned one at a time. The state dir's lock is held throughout: a running agent makes
 //! cleanup refuse, and no agent can start meanwhile.
 //!
-//! Order: processes first (tasks, and anything else inside the node's namespaces), so that
+//! Order: processes first (tasks, and anything else inside the node's namespaces or the
+//! node's task cgroups, `<state>/cgroups` says where), so that
 //! unmounting the namespaces frees them, and the kernel deletes their links (the task veths,
 //! the ingress endpoint's veth) with them; then the pins (removing the XDP link's pin detaches
 //! the program); then the gateway bridge and its masquerade; then the sockets (the API's and
@@ -37,7 +38,7 @@ use shoal_dataplane::{
     overlay::{GatewaySpec, remove_gateway_bridge},
 };
 
-use crate::cli::AgentArgs;
+use crate::{cli::AgentArgs, executor::Cgroups};
 
 /// The node's identity file (`shoal_control::identity`); read here, never created.
 const NODE_ID_FILE: &str = "node-id";
@@ -88,6 +89,11 @@ pub fn run(args: &AgentArgs, purge: bool) -> anyhow::Result<()> {
     let killed = kill_node_processes(&state);
     if killed > 0 {
         say(format!("killed {killed} processes of the node's tasks"));
+    }
+    // Also what a task left outside its namespaces (a daemon it forked, in its cgroup).
+    if let Some(cgroups) = Cgroups::load(&state) {
+        cgroups.remove_node();
+        say("removed the task cgroups".to_owned());
     }
     let unmounted = unmount_under(&state)?;
     if unmounted > 0 {

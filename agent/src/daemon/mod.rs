@@ -18,6 +18,7 @@
 //! - `preflight`: root and the kernel features, each missing one a line naming the fix.
 //! - `cleanup`: `--cleanup`/`--purge`: one node's tasks, namespaces, mounts, pins, gateway.
 //! - `notify`: systemd's readiness protocol (`READY=1`, `STOPPING=1` on `$NOTIFY_SOCKET`).
+//! - `capacity`: what the node has for tasks (CPUs, memory), reported when it joins.
 //! - `xdp_mode`: `--xdp-mode auto`: whether native XDP can work on the underlay interface.
 //! - `config`: flags resolved against the host (hostname, addresses, underlay interface).
 //! - `state_dir`: the state directory and its exclusive lock.
@@ -26,6 +27,7 @@
 //! - `metrics`: the Prometheus endpoint.
 //! - `tasks`: the exec driver as the swarm's task runner.
 
+mod capacity;
 mod cleanup;
 mod config;
 mod config_file;
@@ -122,6 +124,7 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
         networking.clone(),
         volumes.clone(),
         config.hostname.clone(),
+        node_id.as_str(),
     )
     .context("opening the task executor")?;
     // Before the stale sandboxes go: the `ingress` one is kept for the node's endpoint.
@@ -141,6 +144,7 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
             advertise_addr: config.advertise_addr,
             data_path_addr: config.data_path_addr,
             heartbeat_period: DEFAULT_HEARTBEAT,
+            resources: capacity::host_resources(),
         },
         tasks.clone(),
     );

@@ -105,8 +105,8 @@ pub fn running_status() -> TaskStatus {
 }
 
 /// After [`load`]: re-attaches the running tasks to their networks (and counts them as users
-/// of their volumes again) and releases the networks of those that exited while no agent was
-/// watching.
+/// of their volumes again, and gives one started by an older agent its cgroup) and releases the
+/// networks of those that exited while no agent was watching.
 pub fn reconnect(inner: &Inner) {
     let state = inner.lock();
     for entry in state.tasks.values() {
@@ -117,6 +117,13 @@ pub fn reconnect(inner: &Inner) {
         }
         for name in mounts::volume_names(&entry.task) {
             inner.volumes.register(name, &entry.task.id);
+        }
+        if let Some((process, _)) = entry.running() {
+            inner.cgroups.adopt(
+                &entry.task.id,
+                &entry.task.spec.resources,
+                process.pid as i32,
+            );
         }
         if netns.exists()
             && let Err(e) = inner.network.attach(&entry.task, &netns)

@@ -25,7 +25,9 @@
 //! - `reconcile`: following the assignments: start, stop, forget.
 //! - `mounts`: a task's mounts (binds, volumes, tmpfs), prepared for the child.
 //! - `files`: a task's secrets and configs, on a tmpfs of its own, prepared for the child.
-//! - `spawn`: starting a task's process in its namespaces.
+//! - `cgroup`: a cgroup per task (its limits, its whole process tree, OOM kills), under a
+//!   subtree beside the agent's own cgroup.
+//! - `spawn`: starting a task's process in its namespaces and cgroup.
 //! - `user`: `--user`, resolved from the node's /etc/passwd and /etc/group.
 //! - `readiness`: when a task joins its service (listening on its ports), when a draining one
 //!   has no connection left.
@@ -38,6 +40,7 @@
 //! - `exec`: a command inside a running task's namespaces (`shoal exec`).
 
 mod adopt;
+mod cgroup;
 mod error;
 mod exec;
 mod files;
@@ -65,6 +68,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use cgroup::Cgroups;
 pub use error::ExecutorError;
 use shoal_control::cluster::{Task, TaskStatus, health::Health, objects::TaskFiles};
 
@@ -117,18 +121,25 @@ impl Executor {
     /// Re-adopted tasks are attached to their networks again (idempotently: working traffic is
     /// not disturbed) and counted as users of their volumes, and the namespaces of tasks that
     /// exited meanwhile are released. `node_hostname` fills `{{.Node.Hostname}}` in tasks'
-    /// hostnames.
+    /// hostnames; `node_id` names the node's task cgroups (see `cgroup`), whose processes are
+    /// killed unless they belong to a re-adopted task.
     pub fn open(
         state_dir: &Path,
         network: Arc<dyn TaskNetwork>,
         volumes: Arc<Volumes>,
         node_hostname: String,
+        node_id: &str,
     ) -> Result<Executor, ExecutorError> {
         let tasks_dir = state_dir.join("tasks");
         store::create_private_dir(&tasks_dir)?;
         let mut state = State::default();
         adopt::load(&tasks_dir, &mut state)?;
+        let cgroups = Cgroups::open(state_dir, node_id);
+        // What a task left running after it exited while no agent watched, or a task whose
+        // directory is gone.
+        cgroups.sweep(&|id| state.tasks.get(id).is_some_and(|e| e.running().is_some()));
         let inner = Arc::new(Inner {
+            cgroups,
             tasks_dir,
             netns_dir: state_dir.join("netns"),
             network,

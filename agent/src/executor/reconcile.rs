@@ -177,6 +177,7 @@ fn start(inner: &Inner, state: &mut State, assigned: &Task, files: &TaskFiles) {
                 volumes: &inner.volumes,
                 anonymous_volumes: &anonymous_volumes,
                 files,
+                cgroups: &inner.cgroups,
             };
             spawn::spawn(task, &cx)
         })
@@ -205,6 +206,8 @@ fn start(inner: &Inner, state: &mut State, assigned: &Task, files: &TaskFiles) {
         Err(e) => {
             inner.release_network(task);
             inner.release_volumes(task);
+            inner.cgroups.kill(id);
+            inner.cgroups.remove(id);
             let error = format!("starting task failed: {}", Chain(e.as_ref()));
             state.record(id, status(TaskState::Failed, "failed", error, None));
         }

@@ -1,6 +1,7 @@
-//! Starting a task: its process in the network namespace prepared for it (interfaces already
-//! configured) and new mount and UTS namespaces, in a session of its own, with the service's
-//! mounts (`mounts`), env, logs, hostname, working directory and user (`user`).
+//! Starting a task: its process in its cgroup (`cgroup`, with its limits), the network
+//! namespace prepared for it (interfaces already configured) and new mount and UTS namespaces,
+//! in a session of its own, with the service's mounts (`mounts`), env, logs, hostname, working
+//! directory and user (`user`).
 //!
 //! Everything that can be checked or allocated is done before the fork; the `pre_exec` hook
 //! runs in the forked child of a multi-threaded process, where only async-signal-safe calls
@@ -27,6 +28,7 @@ use shoal_control::cluster::{
 };
 
 use super::{
+    cgroup::Cgroups,
     files::{self, PreparedFiles},
     mounts::{self, PreparedMount},
     proc::ProcessIdentity,
@@ -137,6 +139,7 @@ const STEP_USER: u32 = 6;
 const STEP_MOUNTS: u32 = 7;
 /// Step `i` of putting the task's secrets and configs in place (`files`): `STEP_FILES + i`.
 const STEP_FILES: u32 = 1 << 20;
+const STEP_CGROUP: u32 = STEP_FILES - 1;
 
 fn describe_step(
     step: u32,
@@ -152,6 +155,7 @@ fn describe_step(
         STEP_NETNS => "entering the task's network namespace".to_owned(),
         STEP_WORKDIR => format!("changing to the working directory {:?}", task.spec.workdir),
         STEP_USER => format!("switching to user {:?}", task.spec.user),
+        STEP_CGROUP => "entering the task's cgroup".to_owned(),
         _ if step >= STEP_FILES => files.describe((step - STEP_FILES) as usize),
         _ => {
             let i = ((step - STEP_MOUNTS) / 2) as usize;
@@ -275,11 +279,13 @@ pub struct SpawnContext<'a> {
     pub anonymous_volumes: &'a [String],
     /// The data of the task's secrets and configs, as its assignment brought it.
     pub files: &'a shoal_control::cluster::objects::TaskFiles,
+    /// The node's task cgroups, in which the task gets its own.
+    pub cgroups: &'a Cgroups,
 }
 
 /// Starts the task's process. The error, with its causes, is the status error's text after
-/// "starting task failed: ". Volumes the task mounts count it as a user from here on, also
-/// when this fails: the caller releases them.
+/// "starting task failed: ". Volumes the task mounts count it as a user from here on, and its
+/// cgroup exists, also when this fails: the caller releases them.
 pub fn spawn(task: &Task, cx: &SpawnContext<'_>) -> anyhow::Result<ProcessIdentity> {
     let dir = cx.dir;
     let Some(argv0) = task.spec.command.first() else {
@@ -318,6 +324,7 @@ pub fn spawn(task: &Task, cx: &SpawnContext<'_>) -> anyhow::Result<ProcessIdenti
     let prepared_files = Arc::new(files::prepare(task, dir, cx.files)?);
     let child_files = prepared_files.clone();
     let hostname = c_string(OsStr::new(hostname(task)), "hostname")?;
+    let cgroup = cx.cgroups.prepare(&task.id, &task.spec.resources)?;
     let netns_dir = c_string(cx.netns_dir.as_os_str(), "netns directory")?;
     // CLOEXEC: used by setns() before the exec, never inherited by the task.
     let netns = File::open(cx.netns)
@@ -345,15 +352,18 @@ pub fn spawn(task: &Task, cx: &SpawnContext<'_>) -> anyhow::Result<ProcessIdenti
     unsafe {
         command.pre_exec(move || {
             let _keep_open = (&step_write, &netns);
-            let setup = setup_child(
-                netns_fd,
-                &netns_dir,
-                &hostname,
-                &child_mounts,
-                &child_files,
-                workdir.as_ref(),
-                credentials.as_ref(),
-            );
+            // The cgroup first, so that everything the task does is within its limits.
+            let setup = cgroup.enter().map_err(|e| (STEP_CGROUP, e)).and_then(|()| {
+                setup_child(
+                    netns_fd,
+                    &netns_dir,
+                    &hostname,
+                    &child_mounts,
+                    &child_files,
+                    workdir.as_ref(),
+                    credentials.as_ref(),
+                )
+            });
             match setup {
                 Ok(()) => Ok(()),
                 Err((step, err)) => {

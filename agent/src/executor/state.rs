@@ -28,6 +28,8 @@ pub struct Inner {
     pub volumes: std::sync::Arc<crate::volumes::Volumes>,
     /// This node's hostname, for `{{.Node.Hostname}}` in a task's hostname.
     pub node_hostname: String,
+    /// The node's task cgroups.
+    pub cgroups: super::cgroup::Cgroups,
     pub state: Mutex<State>,
     /// Notified when a task exits (for `stop_all`) and when a stop is requested (so the
     /// supervisor re-computes when its next SIGKILL is due).

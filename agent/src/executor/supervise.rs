@@ -95,6 +95,8 @@ fn run(inner: &Inner) {
             match entry.kill_at {
                 Some(at) if at <= now => {
                     signal_group(process, adopted, Signal::SIGKILL);
+                    // Also what left the task's process group (a daemonized child).
+                    inner.cgroups.kill(&entry.task.id);
                     entry.kill_at = None;
                 }
                 Some(at) => next_check = next_check.min(at),
@@ -118,7 +120,7 @@ fn run(inner: &Inner) {
         }
         if !exited.is_empty() {
             for (id, outcome) in exited {
-                finish(&mut state, &id, outcome);
+                finish(inner, &mut state, &id, outcome);
                 if let Some(entry) = state.tasks.get(&id) {
                     inner.release_network(&entry.task);
                     inner.release_volumes(&entry.task);
@@ -225,8 +227,8 @@ fn check_exit(process: ProcessIdentity, adopted: bool) -> Option<Outcome> {
     }
 }
 
-/// Records a task's exit and reaps its process.
-fn finish(state: &mut State, id: &str, outcome: Outcome) {
+/// Records a task's exit, reaps its process, and kills and removes what is left in its cgroup.
+fn finish(inner: &Inner, state: &mut State, id: &str, outcome: Outcome) {
     let Some(entry) = state.tasks.get_mut(id) else {
         return;
     };
@@ -239,6 +241,8 @@ fn finish(state: &mut State, id: &str, outcome: Outcome) {
     // that is fully gone with no member left frees the number, but recycling it as another
     // group's ID within one poll would take a whole cycle of the PID space.)
     signal_group(process, false, Signal::SIGKILL);
+    inner.cgroups.kill(id);
+    let oom_killed = inner.cgroups.oom_killed(id);
     let exit_code = match outcome {
         Outcome::Code(code) => Some(code),
         Outcome::Unknown(_) => None,
@@ -253,6 +257,13 @@ fn finish(state: &mut State, id: &str, outcome: Outcome) {
         ),
         _ if entry.stopping => status(TaskState::Shutdown, "shutdown", String::new(), exit_code),
         Outcome::Code(0) => status(TaskState::Complete, "finished", String::new(), exit_code),
+        // Docker's State.OOMKilled, in the error `service ps` shows.
+        Outcome::Code(code) if oom_killed => status(
+            TaskState::Failed,
+            "failed",
+            format!("task: non-zero exit ({code}): OOM-killed at its memory limit"),
+            exit_code,
+        ),
         Outcome::Code(code) => status(
             TaskState::Failed,
             "failed",
@@ -275,4 +286,5 @@ fn finish(state: &mut State, id: &str, outcome: Outcome) {
         // Reap: it exited (seen above), so this does not block. An error means it is gone.
         let _ = waitpid(process.nix_pid(), Some(WaitPidFlag::WNOHANG));
     }
+    inner.cgroups.remove(id);
 }

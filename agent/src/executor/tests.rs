@@ -23,7 +23,7 @@ use shoal_control::cluster::{
 use std::sync::{Arc, Mutex};
 
 use super::{
-    Executor, TaskNetwork,
+    Cgroups, Executor, TaskNetwork,
     proc::{Liveness, ProcessIdentity},
     store,
 };
@@ -108,9 +108,18 @@ impl Harness {
             self.network.clone(),
             volumes.clone(),
             "testhost".to_owned(),
+            &self.cgroup_name(),
         )
         .expect("opening the executor");
         (ex, volumes)
+    }
+
+    /// The node ID the task cgroups are named after: the state dir's own unique name.
+    fn cgroup_name(&self) -> String {
+        self.dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 
     fn network_calls(&self) -> Vec<String> {
@@ -157,6 +166,10 @@ impl Drop for Harness {
                     _ => break,
                 }
             }
+        }
+        // And the task cgroups, with anything still in them.
+        if let Some(cgroups) = Cgroups::load(&self.dir) {
+            cgroups.remove_node();
         }
         // Task namespaces are mounted under netns/ (itself a mount point).
         let _ = nix::mount::umount2(&self.dir.join("netns"), nix::mount::MntFlags::MNT_DETACH);
@@ -210,6 +223,7 @@ fn task(id: &str, command: &[&str]) -> Task {
             configs: Vec::new(),
             healthcheck: None,
             command_shape: None,
+            resources: Default::default(),
         },
         networks: vec![],
         desired_state: TaskState::Running,
@@ -819,6 +833,34 @@ fn running_task_is_readopted_after_an_agent_restart() {
     ex.reconcile(&[a, shutdown(&b)]);
     reports.wait("tadopt2", TaskState::Shutdown);
     wait_gone(process_b);
+}
+
+#[test]
+fn a_task_started_without_a_cgroup_gets_one_when_adopted() {
+    let h = Harness::new("cgadopt");
+    let a = task("tcgadopt", &["sleep", "30"]);
+    let pid = {
+        let ex = h.open();
+        let mut reports = Reports::new(&ex);
+        ex.reconcile(std::slice::from_ref(&a));
+        reports.wait("tcgadopt", TaskState::Running);
+        ex.pid("tcgadopt").expect("pid")
+    };
+    // As an agent without cgroups left it: beside the node's subtree, no cgroup of its own.
+    let cgroups = Cgroups::load(&h.dir).expect("the node's cgroups");
+    let dirs = cgroups.task_dirs("tcgadopt");
+    assert!(!dirs.is_empty());
+    for dir in &dirs {
+        let beside = dir.ancestors().nth(3).expect("the subtree's parent");
+        fs::write(beside.join("cgroup.procs"), pid.to_string()).expect("moving the task out");
+        fs::remove_dir(dir).expect("removing its cgroup");
+    }
+    let ex = h.open();
+    assert_eq!(ex.pid("tcgadopt"), Some(pid));
+    for dir in &dirs {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).expect("its cgroup again");
+        assert_eq!(procs.trim(), pid.to_string(), "{}", dir.display());
+    }
 }
 
 #[test]

@@ -98,6 +98,7 @@ mod tests {
                 addr: "192.0.2.1:2377".parse().unwrap(),
                 data_path_addr: "192.0.2.1".parse().unwrap(),
                 created_at: 0,
+                resources: Default::default(),
             },
         };
         assert_eq!(state.apply(&init), CommandResponse::Ok);

@@ -32,12 +32,14 @@ pub mod signal;
 pub mod template;
 
 pub use command::{Command, CommandResponse};
-pub use model::{Availability, ClusterInfo, ClusterState, NodeRecord, Role, raft_id};
+pub use model::{
+    Availability, ClusterInfo, ClusterState, NodeRecord, NodeResources, Role, raft_id,
+};
 pub use network::NetworkAttachment;
 pub use service::{
     CommandShape, Constraint, ConstraintKey, EndpointMode, FailureAction, InvalidVolumeName,
-    MAX_VOLUME_NAME, Mount, MountKind, PortConfig, PortProtocol, PublishMode, RestartCondition,
-    RestartPolicy, Service, ServiceMode, ServiceSpec, Task, TaskState, TaskStatus, TmpfsOptions,
-    UpdateConfig, UpdateOrder, UpdateState, UpdateStatus, VOLUME_NAME_CHARS, VirtualIp,
-    validate_volume_name,
+    MAX_VOLUME_NAME, Mount, MountKind, PortConfig, PortProtocol, PublishMode, Resources,
+    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Task, TaskState,
+    TaskStatus, TmpfsOptions, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
+    VOLUME_NAME_CHARS, VirtualIp, validate_volume_name,
 };

@@ -109,6 +109,17 @@ pub struct NodeRecord {
     pub data_path_addr: IpAddr,
     /// Unix time the node joined, seconds.
     pub created_at: u64,
+    /// What the node has for tasks, as its agent reported when it joined.
+    #[serde(default, with = "crate::format::since_schema_2")]
+    pub resources: NodeResources,
+}
+
+/// A node's capacity for tasks (Docker's `NodeDescription.Resources`); 0: unknown (an older
+/// agent), which the scheduler treats as unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeResources {
+    pub nano_cpus: u64,
+    pub memory_bytes: u64,
 }
 
 /// Everything the Raft state machine holds.

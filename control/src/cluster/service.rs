@@ -75,6 +75,31 @@ pub struct ServiceSpec {
     /// only (the tasks run `command`), so a spec read back is the one sent.
     #[serde(default)]
     pub command_shape: Option<CommandShape>,
+    /// `--limit-*` and `--reserve-*`: what each task may use (enforced in its cgroup on the
+    /// node) and what the scheduler sets aside for it on its node.
+    #[serde(default, with = "crate::format::since_schema_2")]
+    pub resources: Resources,
+}
+
+/// A task's resources, Docker's `Resources` (`NanoCPUs`: 10^-9 CPU). 0: none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// `--limit-cpu`: a CFS quota of this many CPUs per period.
+    pub limit_nano_cpus: u64,
+    /// `--limit-memory`: beyond it the kernel's OOM killer ends the task.
+    pub limit_memory_bytes: u64,
+    /// `--limit-pids`: processes and threads at once.
+    pub limit_pids: u64,
+    /// `--reserve-cpu`: set aside on the task's node by the scheduler.
+    pub reserve_nano_cpus: u64,
+    /// `--reserve-memory`: set aside by the scheduler, and the task's soft limit.
+    pub reserve_memory_bytes: u64,
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        *self == Resources::default()
+    }
 }
 
 /// Docker's split of a task's argv ([`ServiceSpec::command_shape`]).

@@ -22,6 +22,7 @@ pub fn node(id: &str, role: Role) -> NodeRecord {
         addr: "127.0.0.1:2377".parse().unwrap(),
         data_path_addr: "127.0.0.1".parse().unwrap(),
         created_at: 0,
+        resources: Default::default(),
     }
 }
 
@@ -68,6 +69,7 @@ pub fn spec(name: &str, mode: ServiceMode) -> ServiceSpec {
         configs: Vec::new(),
         healthcheck: None,
         command_shape: None,
+        resources: Default::default(),
     }
 }
 
@@ -172,11 +174,14 @@ impl Sim {
     }
 
     /// Plays the nodes that are up: assigned tasks start Running, tasks told to stop report
-    /// Shutdown.
+    /// Shutdown. A node hears of no task before it is Assigned (as the dispatcher sends them).
     pub fn nodes_act(&mut self) {
         let now = self.now;
         for task in self.state.tasks.values_mut() {
-            if task.node_id.is_empty() || self.down.contains(&task.node_id) {
+            if task.node_id.is_empty()
+                || task.status.state < TaskState::Assigned
+                || self.down.contains(&task.node_id)
+            {
                 continue;
             }
             if !self.state.nodes.contains_key(&task.node_id) || task.status.state.is_terminal() {

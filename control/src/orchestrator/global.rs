@@ -2,6 +2,8 @@
 //! longer satisfies the constraints or has left loses its task; a Down or paused node keeps
 //! the one it has (it is not replaced elsewhere: there is no elsewhere for a global task).
 
+use crate::cluster::TaskState;
+
 use super::{
     pass::{ServicePass, SlotKey, Target},
     restart::should_restart,
@@ -45,6 +47,10 @@ pub(super) fn reconcile(pass: &mut ServicePass<'_, '_>) {
                 let (spec, version) = (pass.service.spec.clone(), pass.service.version);
                 pass.create(key, spec, version, Target::Node(id));
             }
+            // Pending: the node lacked room for its reservations; it may have some now.
+            Some((slot, index)) if slot.tasks[index].status.state == TaskState::Pending => {
+                pass.assign(key, index, Some(id));
+            }
             Some((slot, index)) => {
                 let task = &slot.tasks[index];
                 if task.status.state.is_terminal()
@@ -61,11 +67,55 @@ pub(super) fn reconcile(pass: &mut ServicePass<'_, '_>) {
 
 #[cfg(test)]
 mod tests {
-    use crate::cluster::{Availability, Role, TaskState};
+    use crate::cluster::{Availability, NodeResources, Role, TaskState};
     use crate::orchestrator::{
         fixture::{Sim, counts, global},
         parse_constraint,
     };
+
+    #[test]
+    fn a_node_without_room_keeps_its_task_pending_until_room_is_made() {
+        let mut sim = Sim::new(2);
+        for id in ["n1", "n2"] {
+            sim.node_mut(id).resources = NodeResources {
+                nano_cpus: 2_000_000_000,
+                memory_bytes: 1 << 30,
+            };
+        }
+        let mut big = crate::orchestrator::fixture::replicated("big", 1);
+        big.resources.reserve_nano_cpus = 1_500_000_000;
+        sim.create("big", big);
+        sim.settle();
+        let big_node = sim.wanted("big")[0].node_id.clone();
+        let mut agent = global("agent");
+        agent.resources.reserve_nano_cpus = 1_000_000_000;
+        sim.create("agent", agent);
+        sim.settle();
+        // One per node; the one on the big task's node waits there.
+        assert_eq!(sim.per_node("agent"), counts(&[("n1", 1), ("n2", 1)]));
+        let pending = sim
+            .wanted("agent")
+            .into_iter()
+            .find(|t| t.status.state == TaskState::Pending)
+            .unwrap();
+        assert_eq!(pending.node_id, big_node);
+        assert_eq!(
+            pending.status.error,
+            "no suitable node (insufficient resources on 1 node)"
+        );
+        // The big task goes: the global one takes that node, and only that node.
+        sim.apply(&crate::cluster::Command::RemoveService {
+            id: "big".to_string(),
+        });
+        sim.settle();
+        assert!(
+            sim.wanted("agent")
+                .iter()
+                .all(|t| t.status.state == TaskState::Running),
+            "{:?}",
+            sim.wanted("agent")
+        );
+    }
 
     #[test]
     fn follows_nodes_joining_draining_and_relabelled() {

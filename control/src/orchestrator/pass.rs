@@ -179,16 +179,23 @@ impl<'a, 'x> ServicePass<'a, 'x> {
     /// Creates a task wanted Running in `key`, Assigned to a node or Pending without one.
     pub fn create(&mut self, key: SlotKey<'a>, spec: ServiceSpec, version: u64, target: Target) {
         let max = self.max_per_node();
+        let wants = &spec.resources;
+        // A global task belongs to its node even while it waits there (for room), as in
+        // swarmkit; nodes are sent only tasks that are Assigned or later.
+        let waits_on = match &target {
+            Target::Node(node) => node.to_string(),
+            Target::Spread { .. } => String::new(),
+        };
         let node = match target {
-            Target::Node(node) => Ok(node.to_string()),
+            Target::Node(node) => self.placer.room_on(node, wants).map(|()| node.to_string()),
             Target::Spread { prefer } => match prefer.filter(|n| {
                 self.candidates.nodes.contains(&n.as_str())
-                    && self.placer.fits(&self.service.id, n, max)
+                    && self.placer.fits(&self.service.id, n, max, wants)
             }) {
                 Some(node) => Ok(node),
                 None => self
                     .placer
-                    .choose(&self.service.id, &self.candidates, max)
+                    .choose(&self.service.id, &self.candidates, max, wants)
                     .map(str::to_string),
             },
         };
@@ -207,7 +214,7 @@ impl<'a, 'x> ServicePass<'a, 'x> {
                 SlotKey::Slot(n) => n,
                 SlotKey::Node(_) => 0,
             },
-            node_id: node.unwrap_or_default(),
+            node_id: node.unwrap_or(waits_on),
             service_version: version,
             spec,
             // Addresses are the allocator's, after placement (see `allocator::address_tasks`).
@@ -224,8 +231,9 @@ impl<'a, 'x> ServicePass<'a, 'x> {
             .push(Cow::Owned(task));
     }
 
-    /// Gives a Pending task a node if one is eligible now, else keeps its error up to date.
-    pub fn assign(&mut self, key: SlotKey<'a>, index: usize) {
+    /// Gives a Pending task a node if one is eligible now (`node`, for a global service's, else
+    /// the spread choice), else keeps its error up to date.
+    pub fn assign(&mut self, key: SlotKey<'a>, index: usize, node: Option<&str>) {
         let max = self.max_per_node();
         let Some(cow) = self
             .slots
@@ -234,7 +242,14 @@ impl<'a, 'x> ServicePass<'a, 'x> {
         else {
             return;
         };
-        match self.placer.choose(&self.service.id, &self.candidates, max) {
+        let wants = &cow.spec.resources;
+        let chosen = match node {
+            Some(node) => self.placer.room_on(node, wants).map(|()| node),
+            None => self
+                .placer
+                .choose(&self.service.id, &self.candidates, max, wants),
+        };
+        match chosen {
             Ok(node) => {
                 let task = cow.to_mut();
                 task.node_id = node.to_string();

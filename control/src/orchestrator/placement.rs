@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 
-use crate::cluster::{Availability, ClusterState, Constraint, NodeRecord, Task, TaskState};
+use crate::cluster::{
+    Availability, ClusterState, Constraint, NodeRecord, NodeResources, Resources, Task, TaskState,
+};
 
 use super::constraints::satisfies;
 
@@ -85,11 +87,28 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Why no node fits, counted per node by the first filter it fails.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Refusals {
+    pub unavailable: usize,
+    /// Too little CPU or memory left for the task's reservations.
+    pub insufficient: usize,
+    pub unsatisfied: usize,
+    /// Nodes that already run `--replicas-max-per-node` of the service's tasks.
+    pub full: usize,
+}
+
 /// Docker's message, most frequent reason first:
 /// `no suitable node (scheduling constraints not satisfied on 2 nodes; 1 node not available
-/// for new tasks)`. `full`: nodes that already run `--replicas-max-per-node` of the service's
-/// tasks (Docker's filter order, and its words, which name no count).
-fn no_suitable_node(unavailable: usize, unsatisfied: usize, full: usize) -> String {
+/// for new tasks)` (Docker's filter order, and its words; the max-replicas one names no
+/// count).
+pub(super) fn no_suitable_node(refusals: Refusals) -> String {
+    let Refusals {
+        unavailable,
+        insufficient,
+        unsatisfied,
+        full,
+    } = refusals;
     let plural = |n: usize| if n == 1 { "node" } else { "nodes" };
     let mut reasons = Vec::new();
     if unavailable > 0 {
@@ -98,6 +117,15 @@ fn no_suitable_node(unavailable: usize, unsatisfied: usize, full: usize) -> Stri
             format!(
                 "{unavailable} {} not available for new tasks",
                 plural(unavailable)
+            ),
+        ));
+    }
+    if insufficient > 0 {
+        reasons.push((
+            insufficient,
+            format!(
+                "insufficient resources on {insufficient} {}",
+                plural(insufficient)
             ),
         ));
     }
@@ -132,21 +160,27 @@ pub(super) struct Candidates<'a> {
     unsatisfied: usize,
 }
 
-/// Tasks that occupy a node: non-terminal, wanted Running, assigned.
+/// Tasks that occupy a node: non-terminal, wanted Running, assigned (a global task Pending on
+/// its node is not there yet).
 pub(super) fn occupies(task: &Task) -> bool {
     task.desired_state == TaskState::Running
         && !task.status.state.is_terminal()
+        && task.status.state >= TaskState::Assigned
         && !task.node_id.is_empty()
 }
 
-/// Task counts per node, of each service and of all services. Nodes are numbered by their
-/// position in the store's (ordered) node map, as in [`Candidates`], so that choosing a node
-/// compares array entries rather than hashing node IDs: placement is the hot loop.
+/// Task counts and reservations per node, of each service and of all services. Nodes are
+/// numbered by their position in the store's (ordered) node map, as in [`Candidates`], so that
+/// choosing a node compares array entries rather than hashing node IDs: placement is the hot
+/// loop.
 pub(super) struct Placer {
     index: HashMap<String, usize>,
     total: Vec<usize>,
     /// Service ID -> tasks per node.
     per_service: HashMap<String, Vec<usize>>,
+    /// What each node has for tasks, and what its tasks reserve of it (CPUs, memory).
+    capacity: Vec<NodeResources>,
+    reserved: Vec<NodeResources>,
 }
 
 impl Placer {
@@ -160,6 +194,8 @@ impl Placer {
                 .collect(),
             total: vec![0; state.nodes.len()],
             per_service: HashMap::new(),
+            capacity: state.nodes.values().map(|n| n.resources).collect(),
+            reserved: vec![NodeResources::default(); state.nodes.len()],
         };
         for task in state.tasks.values() {
             placer.count(task, true);
@@ -191,6 +227,44 @@ impl Placer {
         if let Some(all) = self.total.get_mut(node) {
             step(all);
         }
+        let wants = &task.spec.resources;
+        if let Some(reserved) = self.reserved.get_mut(node) {
+            let step = |n: u64, by: u64| if add { n + by } else { n.saturating_sub(by) };
+            reserved.nano_cpus = step(reserved.nano_cpus, wants.reserve_nano_cpus);
+            reserved.memory_bytes = step(reserved.memory_bytes, wants.reserve_memory_bytes);
+        }
+    }
+
+    /// Whether the node at `index` has what `wants` reserves left (a node that reported no
+    /// capacity, an older agent's, is not limited).
+    fn has_room(&self, index: usize, wants: &Resources) -> bool {
+        let (Some(capacity), Some(reserved)) = (self.capacity.get(index), self.reserved.get(index))
+        else {
+            return true;
+        };
+        let fits = |capacity: u64, reserved: u64, wanted: u64| {
+            wanted == 0 || capacity == 0 || reserved.saturating_add(wanted) <= capacity
+        };
+        fits(
+            capacity.nano_cpus,
+            reserved.nano_cpus,
+            wants.reserve_nano_cpus,
+        ) && fits(
+            capacity.memory_bytes,
+            reserved.memory_bytes,
+            wants.reserve_memory_bytes,
+        )
+    }
+
+    /// Whether `node_id` has room for the reservations of `wants`: else the Pending error.
+    pub fn room_on(&self, node_id: &str, wants: &Resources) -> Result<(), String> {
+        match self.index.get(node_id) {
+            Some(&i) if !self.has_room(i, wants) => Err(no_suitable_node(Refusals {
+                insufficient: 1,
+                ..Refusals::default()
+            })),
+            _ => Ok(()),
+        }
     }
 
     /// The service's tasks on the node at `index`.
@@ -203,24 +277,30 @@ impl Placer {
     }
 
     /// Whether `node_id` may take one more of the service's tasks under `max_per_node` (0: no
-    /// limit).
-    pub fn fits(&self, service_id: &str, node_id: &str, max_per_node: u64) -> bool {
-        max_per_node == 0
-            || self
-                .index
-                .get(node_id)
-                .is_none_or(|i| (self.count_of(service_id, *i) as u64) < max_per_node)
+    /// limit), with what `wants` reserves.
+    pub fn fits(
+        &self,
+        service_id: &str,
+        node_id: &str,
+        max_per_node: u64,
+        wants: &Resources,
+    ) -> bool {
+        self.index.get(node_id).is_none_or(|&i| {
+            self.has_room(i, wants)
+                && (max_per_node == 0 || (self.count_of(service_id, i) as u64) < max_per_node)
+        })
     }
 
-    /// The spread choice among `candidates` that hold fewer than `max_per_node` of the
-    /// service's tasks (0: no limit): fewest tasks of this service, then fewest tasks overall,
-    /// then node ID (candidates are in ID order, and the first minimum wins). Else the Pending
-    /// error: why no node fits.
+    /// The spread choice among `candidates` that have room for what `wants` reserves and
+    /// hold fewer than `max_per_node` of the service's tasks (0: no limit): fewest tasks of
+    /// this service, then fewest tasks overall, then node ID (candidates are in ID order, and
+    /// the first minimum wins). Else the Pending error: why no node fits.
     pub fn choose<'c>(
         &self,
         service_id: &str,
         candidates: &Candidates<'c>,
         max_per_node: u64,
+        wants: &Resources,
     ) -> Result<&'c str, String> {
         let full =
             |i: usize| max_per_node > 0 && self.count_of(service_id, i) as u64 >= max_per_node;
@@ -229,15 +309,22 @@ impl Placer {
             .indices
             .iter()
             .enumerate()
-            .filter(|(_, i)| !full(**i))
+            .filter(|(_, i)| self.has_room(**i, wants) && !full(**i))
             .min_by_key(|(_, i)| (self.count_of(service_id, **i), total(**i)))
             .and_then(|(pos, _)| candidates.nodes.get(pos).copied())
             .ok_or_else(|| {
-                no_suitable_node(
-                    candidates.unavailable,
-                    candidates.unsatisfied,
-                    candidates.nodes.len(),
-                )
+                // Docker's filter order: resources before the per-node limit.
+                let insufficient = candidates
+                    .indices
+                    .iter()
+                    .filter(|i| !self.has_room(**i, wants))
+                    .count();
+                no_suitable_node(Refusals {
+                    unavailable: candidates.unavailable,
+                    insufficient,
+                    unsatisfied: candidates.unsatisfied,
+                    full: candidates.nodes.len() - insufficient,
+                })
             })
     }
 }
@@ -246,27 +333,44 @@ impl Placer {
 mod tests {
     use super::*;
 
+    fn refusals(unavailable: usize, unsatisfied: usize, full: usize) -> Refusals {
+        Refusals {
+            unavailable,
+            unsatisfied,
+            full,
+            ..Refusals::default()
+        }
+    }
+
     #[test]
     fn explains_why_no_node_fits() {
         assert_eq!(
-            no_suitable_node(3, 0, 0),
+            no_suitable_node(Refusals {
+                insufficient: 3,
+                unavailable: 1,
+                ..Refusals::default()
+            }),
+            "no suitable node (insufficient resources on 3 nodes; 1 node not available for new tasks)"
+        );
+        assert_eq!(
+            no_suitable_node(refusals(3, 0, 0)),
             "no suitable node (3 nodes not available for new tasks)"
         );
         assert_eq!(
-            no_suitable_node(0, 1, 0),
+            no_suitable_node(refusals(0, 1, 0)),
             "no suitable node (scheduling constraints not satisfied on 1 node)"
         );
         assert_eq!(
-            no_suitable_node(1, 2, 0),
+            no_suitable_node(refusals(1, 2, 0)),
             "no suitable node (scheduling constraints not satisfied on 2 nodes; 1 node not available for new tasks)"
         );
-        assert_eq!(no_suitable_node(0, 0, 0), "no suitable node");
+        assert_eq!(no_suitable_node(refusals(0, 0, 0)), "no suitable node");
         assert_eq!(
-            no_suitable_node(0, 0, 3),
+            no_suitable_node(refusals(0, 0, 3)),
             "no suitable node (max replicas per node limit exceed)"
         );
         assert_eq!(
-            no_suitable_node(1, 0, 2),
+            no_suitable_node(refusals(1, 0, 2)),
             "no suitable node (max replicas per node limit exceed; 1 node not available for new tasks)"
         );
     }

@@ -52,7 +52,7 @@ fn repair<'a>(pass: &mut ServicePass<'a, '_>, key: SlotKey<'a>) {
         should_restart(&pass.service.spec.restart, &slot.tasks, index, pass.ctx.now)
     } else if task.node_id.is_empty() {
         if task.status.state <= TaskState::Pending {
-            pass.assign(key, index);
+            pass.assign(key, index, None);
         }
         return;
     } else {
@@ -67,7 +67,7 @@ fn repair<'a>(pass: &mut ServicePass<'a, '_>, key: SlotKey<'a>) {
 
 #[cfg(test)]
 mod tests {
-    use crate::cluster::{Availability, Role, ServiceMode, TaskState};
+    use crate::cluster::{Availability, NodeResources, Role, ServiceMode, TaskState};
     use crate::orchestrator::{
         fixture::{Sim, counts, replicated},
         parse_constraint,
@@ -158,6 +158,54 @@ mod tests {
         sim.node_mut("n2").labels.clear();
         sim.settle();
         assert_eq!(sim.per_node("x"), counts(&[("", 1)]));
+    }
+
+    #[test]
+    fn reservations_are_set_against_each_nodes_capacity() {
+        let mut sim = Sim::new(2);
+        for id in ["n1", "n2"] {
+            sim.node_mut(id).resources = NodeResources {
+                nano_cpus: 2_000_000_000,
+                memory_bytes: 1 << 30,
+            };
+        }
+        let mut spec = replicated("db", 3);
+        spec.resources.reserve_memory_bytes = 600 << 20;
+        sim.create("db", spec);
+        sim.settle();
+        // One 600 MiB task per 1 GiB node; the third waits, saying why as Docker does.
+        assert_eq!(sim.per_node("db"), counts(&[("n1", 1), ("n2", 1), ("", 1)]));
+        let pending = sim
+            .wanted("db")
+            .into_iter()
+            .find(|t| t.node_id.is_empty())
+            .unwrap();
+        assert_eq!(pending.status.state, TaskState::Pending);
+        assert_eq!(
+            pending.status.error,
+            "no suitable node (insufficient resources on 2 nodes)"
+        );
+        // Reservations of other services count; tasks without any always fit.
+        let mut cpu = replicated("cpu", 1);
+        cpu.resources.reserve_nano_cpus = 2_000_000_000;
+        sim.create("cpu", cpu);
+        sim.create("free", replicated("free", 2));
+        sim.settle();
+        assert_eq!(sim.per_node("cpu").values().sum::<usize>(), 1);
+        assert!(!sim.per_node("cpu").contains_key(""));
+        assert!(!sim.per_node("free").contains_key(""));
+        // Scaling down frees room: the pending task is placed.
+        sim.update("db", |s| s.mode = ServiceMode::Replicated { replicas: 2 });
+        sim.settle();
+        assert_eq!(sim.per_node("db"), counts(&[("n1", 1), ("n2", 1)]));
+        // A node that reported no capacity (an older agent) is not limited.
+        sim.add_node("n3", Role::Worker);
+        sim.update("db", |s| s.mode = ServiceMode::Replicated { replicas: 4 });
+        sim.settle();
+        assert_eq!(
+            sim.per_node("db"),
+            counts(&[("n1", 1), ("n2", 1), ("n3", 2)])
+        );
     }
 
     #[test]

@@ -109,6 +109,7 @@ impl LiveTls {
             tls_connect(addr, config)
         });
         Ok(Endpoint::from_shared(format!("http://{addr}"))
+            .and_then(|e| e.user_agent(crate::version::user_agent()))
             .map_err(|source| PkiError::Connect { addr, source })?
             .connect_timeout(connect_timeout)
             .timeout(call_timeout)

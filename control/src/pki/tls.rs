@@ -121,6 +121,7 @@ pub async fn connect_for_join(
     // pinned-CA verifier (tonic's `ClientTlsConfig` verifies against fixed roots only).
     let connect = tower::service_fn(move |_: Uri| tls_connect(addr, Arc::clone(&config)));
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .and_then(|e| e.user_agent(crate::version::user_agent()))
         .map_err(|source| PkiError::Connect { addr, source })?
         .connect_timeout(HANDSHAKE_TIMEOUT);
     let result = endpoint.connect_with_connector(connect).await;

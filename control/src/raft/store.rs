@@ -2,10 +2,9 @@
 //! (`<state-dir>/swarm/raft.redb`) that [`LogStore`] and [`StateMachineStore`] share.
 //!
 //! # Tables
-//! Every value is postcard-encoded, then kept as `[version u8][bytes]`: version 0 is the
-//! postcard itself, version 1 is it sealed with the manager's data key ([`SealKey`], see
-//! `dek.rs`), which is what this version writes. A store of an earlier version (values without
-//! the version byte, no `"format"` marker) is rewritten sealed when it is first opened.
+//! Every value is kept as `[format u8][bytes]` (`crate::format`): this version writes
+//! [`format::CBOR_SEALED`], a CBOR document (maps keyed by field name, so the model can gain
+//! fields) sealed with the manager's data key ([`SealKey`], see `dek.rs`).
 //! - `raft_log`: log index (u64) -> `Entry<TypeConfig>`
 //! - `raft_meta`: `"vote"` -> `Vote<u64>`
 //! - `raft_meta`: `"committed"` -> `Option<LogId<u64>>`
@@ -13,8 +12,11 @@
 //! - `raft_sm`: `"applied"` -> the state machine (last applied, membership,
 //!   [`ClusterState`](crate::cluster::ClusterState))
 //!   as of the last applied entry
-//! - `raft_sm`: `"snapshot"` -> the current snapshot (its meta and its data)
-//! - `raft_meta`: `"format"` -> `[1]`, not versioned: every value has its version byte
+//! - `raft_sm`: `"snapshot"` -> the current snapshot (its meta and its data, itself a framed
+//!   CBOR document of the state machine)
+//! - `store_meta`: `"schema"` -> the store's schema version (u64, not sealed): how the tables
+//!   above are laid out and encoded. On open, an older schema is migrated forward (`migrate`),
+//!   a newer one refused.
 //!
 //! Every write commits with redb's default `Durability::Immediate`: openraft requires the log
 //! and the vote on disk before it acts on them, and the state machine is saved after each
@@ -26,10 +28,12 @@
 //! # Layout
 //! - `log`: [`LogStore`].
 //! - `state_machine`: [`StateMachineStore`] and its snapshot builder.
+//! - `migrate`: the schema version and the forward migrations run on open.
 //! - `event_log`: [`EventLog`], the swarm events the state machine applied (in memory).
 
 mod event_log;
 mod log;
+mod migrate;
 mod state_machine;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +45,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::seal::{SealError, SealKey};
+use crate::format::{self, FormatError};
 
 pub use event_log::{EventLog, Subscription};
 pub use log::LogStore;
@@ -58,14 +63,8 @@ const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 const APPLIED: &str = "applied";
 const SNAPSHOT: &str = "snapshot";
+/// Schema 1's marker in `raft_meta` (every value has its format byte); dropped by schema 2.
 const FORMAT: &str = "format";
-/// The `"format"` marker's value: every value starts with its version byte.
-const FORMAT_VERSIONED: &[u8] = &[1];
-
-/// Version byte of a value: postcard as is.
-const PLAIN: u8 = 0;
-/// Version byte of a value: postcard sealed with the data key.
-const SEALED: u8 = 1;
 
 /// Why the Raft store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +87,16 @@ pub enum StoreError {
         path: PathBuf,
         op: &'static str,
         #[source]
+        source: FormatError,
+    },
+    #[error(
+        "cannot {op} in the Raft store {}: a value of an earlier version does not decode",
+        path.display()
+    )]
+    Legacy {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
         source: postcard::Error,
     },
     #[error("cannot {op} in the Raft store {}: a stored value does not open", path.display())]
@@ -98,7 +107,7 @@ pub enum StoreError {
         source: SealError,
     },
     #[error(
-        "cannot {op} in the Raft store {}: a stored value has the unknown version {version}",
+        "cannot {op} in the Raft store {}: a stored value has the unknown format {version}",
         path.display()
     )]
     Version {
@@ -106,31 +115,63 @@ pub enum StoreError {
         op: &'static str,
         version: u8,
     },
+    #[error(
+        "the state in {} was written by a newer shoal (schema {schema}, this one knows up to \
+         {known}); run that version or newer",
+        path.display()
+    )]
+    NewerSchema {
+        path: PathBuf,
+        schema: u64,
+        known: u64,
+    },
+    #[error(
+        "cannot {op} in the Raft store {}: {what} (the store was left as it was)",
+        path.display()
+    )]
+    Unmigratable {
+        path: PathBuf,
+        op: &'static str,
+        what: String,
+    },
 }
 
-/// How values are kept: postcard, sealed with the manager's data key. Cheap to clone.
+/// How values are kept: CBOR, sealed with the manager's data key. Cheap to clone.
 #[derive(Clone)]
 pub(super) struct Codec {
     dek: SealKey,
 }
 
 impl Codec {
-    fn seal(&self, plain: &[u8]) -> Result<Vec<u8>, DbError> {
-        let sealed = self.dek.seal(plain)?;
+    /// `[CBOR_SEALED][sealed cbor]` of a CBOR document.
+    fn seal(&self, cbor: &[u8]) -> Result<Vec<u8>, DbError> {
+        let sealed = self.dek.seal(cbor)?;
         let mut out = Vec::with_capacity(1 + sealed.len());
-        out.push(SEALED);
+        out.push(format::CBOR_SEALED);
         out.extend_from_slice(&sealed);
         Ok(out)
     }
 
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, DbError> {
-        self.seal(&postcard::to_stdvec(value)?)
+        self.seal(&format::to_cbor(value)?)
     }
 
     fn decode<T: DeserializeOwned>(&self, stored: &[u8]) -> Result<T, DbError> {
         match stored.split_first() {
-            Some((&PLAIN, postcard)) => Ok(postcard::from_bytes(postcard)?),
-            Some((&SEALED, sealed)) => Ok(postcard::from_bytes(&self.dek.open(sealed)?)?),
+            Some((&format::CBOR_SEALED, sealed)) => Ok(format::from_cbor(&self.dek.open(sealed)?)?),
+            Some((&format::CBOR, cbor)) => Ok(format::from_cbor(cbor)?),
+            Some((&version, _)) => Err(DbError::Version(version)),
+            None => Err(DbError::Version(0)),
+        }
+    }
+
+    /// A value of schema 1: postcard, as is or sealed (read by the migration only).
+    fn decode_postcard<T: DeserializeOwned>(&self, stored: &[u8]) -> Result<T, DbError> {
+        match stored.split_first() {
+            Some((&format::POSTCARD, postcard)) => Ok(postcard::from_bytes(postcard)?),
+            Some((&format::POSTCARD_SEALED, sealed)) => {
+                Ok(postcard::from_bytes(&self.dek.open(sealed)?)?)
+            }
             Some((&version, _)) => Err(DbError::Version(version)),
             None => Err(DbError::Version(0)),
         }
@@ -138,58 +179,20 @@ impl Codec {
 }
 
 /// Opens the Raft store at `path` (creating it if missing), whose values are sealed with `dek`,
-/// and returns its two halves, which share the database. The state machine comes back as it
-/// was after the last applied entry.
+/// and returns its two halves, which share the database. A store of an older schema is
+/// migrated first; one of a newer schema is refused. The state machine comes back as it was
+/// after the last applied entry.
 pub fn open(path: &Path, dek: SealKey) -> Result<(LogStore, StateMachineStore), StoreError> {
     let codec = Codec { dek };
     let db = Database::create(path).map_err(|source| StoreError::Open {
         path: path.to_owned(),
         source,
     })?;
-    // redb refuses to open a missing table in a read transaction; creating all of them now lets
-    // every reader assume they exist.
-    write(&db, |txn| {
-        txn.open_table(LOG)?;
-        txn.open_table(META)?;
-        txn.open_table(SM)?;
-        Ok(())
-    })
-    .map_err(|e| e.at(path, "create the tables"))?;
-    upgrade(&db, &codec).map_err(|e| e.at(path, "seal the values of an earlier version"))?;
+    migrate::to_current(&db, &codec, path)?;
     let db = Arc::new(db);
     let sm = StateMachineStore::load(db.clone(), codec.clone())
         .map_err(|e| e.at(path, "load the state machine"))?;
     Ok((LogStore::new(db, codec), sm))
-}
-
-/// Gives the values of a store written by an earlier version (bare postcard, no `"format"`
-/// marker) their version byte, sealed, in one transaction: after a crash the store is either
-/// all old or all new. The old plaintext stays in redb's free pages until they are reused.
-fn upgrade(db: &Database, codec: &Codec) -> Result<(), DbError> {
-    write(db, |txn| {
-        if redb::ReadableTable::get(&txn.open_table(META)?, FORMAT)?.is_some() {
-            return Ok(());
-        }
-        for table in [META, SM] {
-            let mut table = txn.open_table(table)?;
-            let rows: Vec<(String, Vec<u8>)> = redb::ReadableTable::iter(&table)?
-                .map(|row| row.map(|(k, v)| (k.value().to_string(), v.value().to_vec())))
-                .collect::<Result<_, _>>()?;
-            for (key, value) in rows {
-                table.insert(key.as_str(), codec.seal(&value)?.as_slice())?;
-            }
-        }
-        let mut log = txn.open_table(LOG)?;
-        let rows: Vec<(u64, Vec<u8>)> = redb::ReadableTable::iter(&log)?
-            .map(|row| row.map(|(k, v)| (k.value(), v.value().to_vec())))
-            .collect::<Result<_, _>>()?;
-        for (index, value) in rows {
-            log.insert(index, codec.seal(&value)?.as_slice())?;
-        }
-        drop(log);
-        txn.open_table(META)?.insert(FORMAT, FORMAT_VERSIONED)?;
-        Ok(())
-    })
 }
 
 /// A failed redb operation or a value that does not decode; turned into a [`StoreError`] or an
@@ -198,12 +201,17 @@ fn upgrade(db: &Database, codec: &Codec) -> Result<(), DbError> {
 enum DbError {
     #[error(transparent)]
     Redb(#[from] redb::Error),
+    #[error("format: {0}")]
+    Format(#[from] FormatError),
     #[error("postcard: {0}")]
-    Codec(#[from] postcard::Error),
+    Postcard(#[from] postcard::Error),
     #[error("sealing: {0}")]
     Seal(#[from] SealError),
-    #[error("unknown value version {0}")]
+    #[error("unknown value format {0}")]
     Version(u8),
+    /// A store this build cannot migrate, and why (one line).
+    #[error("{0}")]
+    Unmigratable(String),
 }
 
 // redb's per-operation errors all fold into `redb::Error`; these let `?` do it in one step.
@@ -232,9 +240,11 @@ impl DbError {
                 op,
                 source: Box::new(source),
             },
-            DbError::Codec(source) => StoreError::Decode { path, op, source },
+            DbError::Format(source) => StoreError::Decode { path, op, source },
+            DbError::Postcard(source) => StoreError::Legacy { path, op, source },
             DbError::Seal(source) => StoreError::Seal { path, op, source },
             DbError::Version(version) => StoreError::Version { path, op, version },
+            DbError::Unmigratable(what) => StoreError::Unmigratable { path, op, what },
         }
     }
 

@@ -1,5 +1,7 @@
 //! The heartbeat's payloads on the wire: task reports up; assignments (with the files their
-//! tasks need), network-DB keys and the routing mesh down. Each is one postcard document in a `bytes` field of the gRPC message.
+//! tasks need), network-DB keys and the routing mesh down. Each is one framed CBOR document
+//! (`crate::format`: a format byte, then maps keyed by field name, so a node one minor version
+//! older reads what it knows and skips the rest) in a `bytes` field of the gRPC message.
 //!
 //! Encoding and decoding fail loudly, never into an empty payload: an empty list of tasks is
 //! encoded like any other list (a length of 0), so "this node runs nothing" can never be read
@@ -7,6 +9,8 @@
 //! running what it runs.
 
 use serde::{Serialize, de::DeserializeOwned};
+
+use crate::format::{self, FormatError};
 
 use crate::{
     cluster::{Task, gossip::GossipConfig, mesh::RoutingMesh, objects::TaskFiles},
@@ -19,13 +23,13 @@ pub enum CodecError {
     Encode {
         what: &'static str,
         #[source]
-        source: postcard::Error,
+        source: FormatError,
     },
     #[error("undecodable {what}")]
     Decode {
         what: &'static str,
         #[source]
-        source: postcard::Error,
+        source: FormatError,
     },
 }
 
@@ -78,11 +82,11 @@ pub fn decode_mesh(bytes: &[u8]) -> Result<RoutingMesh, CodecError> {
 }
 
 fn encode<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Vec<u8>, CodecError> {
-    postcard::to_allocvec(value).map_err(|source| CodecError::Encode { what, source })
+    format::encode(value).map_err(|source| CodecError::Encode { what, source })
 }
 
 fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, CodecError> {
-    postcard::from_bytes(bytes).map_err(|source| CodecError::Decode { what, source })
+    format::decode(bytes).map_err(|source| CodecError::Decode { what, source })
 }
 
 #[cfg(test)]
@@ -93,6 +97,7 @@ mod tests {
     fn no_tasks_is_a_payload_of_its_own_and_no_bytes_are_an_error() {
         let none = encode_tasks(&[]).unwrap();
         assert!(!none.is_empty(), "an empty assignment must still be said");
+        assert_eq!(none[0], format::CBOR, "framed with its format");
         assert!(decode_tasks(&none).unwrap().is_empty());
         assert!(
             matches!(decode_tasks(&[]), Err(CodecError::Decode { .. })),

@@ -249,6 +249,8 @@ impl Swarm {
                 hostname: self.inner.config.hostname.clone(),
                 addr: addr.to_string(),
                 data_path_addr: data_path_addr.to_string(),
+                nano_cpus: self.inner.config.resources.nano_cpus,
+                memory_bytes: self.inner.config.resources.memory_bytes,
             })
             .await?
             .into_inner();
@@ -478,6 +480,7 @@ impl Swarm {
             addr,
             data_path_addr,
             created_at: now_secs(),
+            resources: self.inner.config.resources,
         }
     }
 

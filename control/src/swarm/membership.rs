@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::{net::TcpListener, sync::watch};
+use tonic::service::interceptor::InterceptedService;
 use tracing::{info, warn};
 
 use super::{
@@ -85,6 +86,8 @@ impl Swarm {
             let mut stopped = stopped.clone();
             let limits = Arc::new(SourceLimits::default());
             let service = cluster_server(ClusterService::remote(self.clone(), Arc::clone(&limits)));
+            // Every caller names its API version; one this node does not work with is refused.
+            let service = InterceptedService::new(service, crate::version::check_caller);
             let incoming = pki::handshakes(limits.incoming(listener), tls);
             tokio::spawn(async move {
                 let shutdown = async move {

@@ -94,6 +94,8 @@ pub struct NodeConfig {
     pub data_path_addr: Option<IpAddr>,
     /// Heartbeat period this node proposes at `swarm init`.
     pub heartbeat_period: Duration,
+    /// What this node has for tasks, reported when it joins (for reservations).
+    pub resources: crate::cluster::NodeResources,
 }
 
 /// A node's swarm runtime. Cheap to clone; all clones are the same node.

@@ -1,11 +1,11 @@
 //! openraft's network, carried by the cluster API's `Raft` call on 2377 (mutual TLS). Requests
-//! and responses are postcard-encoded openraft types; a transport failure is "unreachable"
-//! to openraft, which retries with backoff.
+//! and responses are openraft's types as framed CBOR documents (`crate::format`), like the
+//! store's; a transport failure is "unreachable" to openraft, which retries with backoff.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use openraft::{
-    BasicNode,
+    BasicNode, SnapshotMeta, Vote,
     error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable},
     network::{RPCOption, RaftNetwork, RaftNetworkFactory},
     raft::{
@@ -18,6 +18,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use super::{codec::CodecError, error::Error, peers::Peers};
 use crate::{
     api::RaftRequest,
+    format,
     raft::{Raft, TypeConfig},
 };
 
@@ -77,7 +78,7 @@ impl PeerLink {
             )))
         })?;
         let payload =
-            postcard::to_allocvec(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            format::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut client = self
             .peers
             .client(addr)
@@ -90,10 +91,23 @@ impl PeerLink {
             .await
             .map_err(|s| RPCError::Unreachable(Unreachable::new(&s)))?
             .into_inner();
-        let result: Result<Resp, RaftError<u64, E>> = postcard::from_bytes(&response.payload)
+        let result: Result<Resp, RaftError<u64, E>> = format::decode(&response.payload)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
+}
+
+/// openraft's `InstallSnapshotRequest` with its data as a CBOR byte string (serde would write
+/// an array of numbers, up to twice the size); it reads back as openraft's own type, whose
+/// `Vec<u8>` takes a byte string.
+#[derive(Serialize)]
+struct SnapshotChunk<'a> {
+    vote: &'a Vote<u64>,
+    meta: &'a SnapshotMeta<u64, BasicNode>,
+    offset: u64,
+    #[serde(serialize_with = "format::as_bytes")]
+    data: &'a [u8],
+    done: bool,
 }
 
 impl RaftNetwork<TypeConfig> for PeerLink {
@@ -110,7 +124,14 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<u64>, InstallSnapshotError> {
-        self.call(KIND_SNAPSHOT, &rpc).await
+        let chunk = SnapshotChunk {
+            vote: &rpc.vote,
+            meta: &rpc.meta,
+            offset: rpc.offset,
+            data: &rpc.data,
+            done: rpc.done,
+        };
+        self.call(KIND_SNAPSHOT, &chunk).await
     }
 
     async fn vote(
@@ -125,7 +146,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
 /// Serves one `Raft` call: decodes the request, hands it to the local Raft, encodes the result.
 pub async fn serve(raft: &Raft, request: RaftRequest) -> Result<Vec<u8>, Error> {
     fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Error> {
-        postcard::from_bytes(payload).map_err(|source| {
+        format::decode(payload).map_err(|source| {
             Error::Codec(CodecError::Decode {
                 what: "raft request",
                 source,
@@ -133,11 +154,9 @@ pub async fn serve(raft: &Raft, request: RaftRequest) -> Result<Vec<u8>, Error> 
         })
     }
     let encoded = match request.kind.as_str() {
-        KIND_APPEND => postcard::to_allocvec(&raft.append_entries(decode(&request.payload)?).await),
-        KIND_VOTE => postcard::to_allocvec(&raft.vote(decode(&request.payload)?).await),
-        KIND_SNAPSHOT => {
-            postcard::to_allocvec(&raft.install_snapshot(decode(&request.payload)?).await)
-        }
+        KIND_APPEND => format::encode(&raft.append_entries(decode(&request.payload)?).await),
+        KIND_VOTE => format::encode(&raft.vote(decode(&request.payload)?).await),
+        KIND_SNAPSHOT => format::encode(&raft.install_snapshot(decode(&request.payload)?).await),
         other => {
             return Err(Error::invalid(format!(
                 "unknown raft request kind {other:?}"

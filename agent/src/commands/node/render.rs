@@ -58,6 +58,12 @@ pub(crate) fn docker_shape(node: &NodeInfo) -> serde_json::Value {
             "Addr": node.data_path_addr,
         },
     });
+    if node.nano_cpus > 0 || node.memory_bytes > 0 {
+        shaped["Description"]["Resources"] = serde_json::json!({
+            "NanoCPUs": node.nano_cpus,
+            "MemoryBytes": node.memory_bytes,
+        });
+    }
     if node.role == "manager" {
         shaped["ManagerStatus"] = serde_json::json!({
             "Leader": node.manager_status == "leader",
@@ -102,6 +108,15 @@ pub(super) fn pretty(node: &NodeInfo) -> String {
         };
         let _ = writeln!(out, " Leader:\t\t{leader}");
     }
+    if node.nano_cpus > 0 || node.memory_bytes > 0 {
+        let _ = writeln!(out, "Resources:");
+        let _ = writeln!(out, " CPUs:\t\t\t{}", node.nano_cpus / 1_000_000_000);
+        let _ = writeln!(
+            out,
+            " Memory:\t\t{}",
+            crate::commands::service::render::binary_size(node.memory_bytes)
+        );
+    }
     out
 }
 
@@ -122,6 +137,7 @@ mod tests {
             manager_status: manager_status.into(),
             created_at: 1_795_418_681,
             last_seen_ms: 300,
+            ..Default::default()
         }
     }
 

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use shoal_control::api::{
-    Mount, PortConfigMsg, ServiceInfo, ServiceSpec, TaskInfo, UpdateConfigMsg,
+    Mount, PortConfigMsg, ResourcesMsg, ServiceInfo, ServiceSpec, TaskInfo, UpdateConfigMsg,
 };
 
 use crate::{
@@ -222,6 +222,7 @@ fn add_stack_fields(shaped: &mut serde_json::Value, spec: &ServiceSpec) {
     if spec.max_replicas_per_node > 0 {
         template["Placement"]["MaxReplicas"] = spec.max_replicas_per_node.into();
     }
+    template["Resources"] = docker_resources(spec.resources.unwrap_or_default());
     if let Some(networks) = template["Networks"].as_array_mut() {
         for network in networks {
             let aliases: Vec<&String> = spec
@@ -235,6 +236,27 @@ fn add_stack_fields(shaped: &mut serde_json::Value, spec: &ServiceSpec) {
             }
         }
     }
+}
+
+/// Docker's `Resources`: `Limits` and `Reservations` always, their fields when set.
+fn docker_resources(r: ResourcesMsg) -> serde_json::Value {
+    let set = |fields: &[(&str, u64)]| -> serde_json::Map<String, serde_json::Value> {
+        fields
+            .iter()
+            .filter(|(_, value)| *value > 0)
+            .map(|(key, value)| ((*key).to_owned(), (*value).into()))
+            .collect()
+    };
+    let limits = set(&[
+        ("NanoCPUs", r.limit_nano_cpus),
+        ("MemoryBytes", r.limit_memory_bytes),
+        ("Pids", r.limit_pids),
+    ]);
+    let reservations = set(&[
+        ("NanoCPUs", r.reserve_nano_cpus),
+        ("MemoryBytes", r.reserve_memory_bytes),
+    ]);
+    serde_json::json!({ "Limits": limits, "Reservations": reservations })
 }
 
 /// Ports in Docker's `PortConfig` shape; an open published port (0) is left out, as Docker
@@ -348,11 +370,62 @@ pub(super) fn pretty(service: &ServiceInfo) -> String {
         }
     }
     super::files::pretty(&mut out, &spec);
+    pretty_resources(&mut out, spec.resources.unwrap_or_default());
     let _ = writeln!(out, "Endpoint Mode:\t{}", endpoint_mode(&spec));
     for vip in &service.virtual_ips {
         let _ = writeln!(out, " VirtualIP:\t{} on {}", vip.addr, vip.network_id);
     }
     out
+}
+
+/// Docker's `Resources:` block of `--pretty`: what is set, reservations first.
+fn pretty_resources(out: &mut String, r: ResourcesMsg) {
+    if r == ResourcesMsg::default() {
+        return;
+    }
+    let _ = writeln!(out, "Resources:");
+    for (title, cpus, memory, pids) in [
+        (
+            "Reservations",
+            r.reserve_nano_cpus,
+            r.reserve_memory_bytes,
+            0,
+        ),
+        (
+            "Limits",
+            r.limit_nano_cpus,
+            r.limit_memory_bytes,
+            r.limit_pids,
+        ),
+    ] {
+        if cpus == 0 && memory == 0 && pids == 0 {
+            continue;
+        }
+        let _ = writeln!(out, " {title}:");
+        if cpus > 0 {
+            let _ = writeln!(out, "  CPU:\t\t{}", cpus as f64 / 1e9);
+        }
+        if memory > 0 {
+            let _ = writeln!(out, "  Memory:\t{}", binary_size(memory));
+        }
+        if pids > 0 {
+            let _ = writeln!(out, "  PIDs:\t\t{pids}");
+        }
+    }
+}
+
+/// go-units' `BytesSize`: `64MiB`, `1.5GiB` (4 significant digits).
+pub(crate) fn binary_size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut size = bytes as f64;
+    let mut unit = 0;
+    while size >= 1024.0 && unit < units.len() - 1 {
+        size /= 1024.0;
+        unit += 1;
+    }
+    let text = format!("{size:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}{}", units[unit])
 }
 
 /// A mount's type; empty (an older leader's answer) means a bind.
@@ -519,6 +592,7 @@ mod tests {
                     ..Default::default()
                 }),
                 command_shape: None,
+                resources: Default::default(),
             }),
             version: 42,
             created_at_ms: 1_795_418_000_000,

@@ -181,7 +181,35 @@ fn apply_task(spec: &mut ServiceSpec, flags: &TaskArgs) -> anyhow::Result<()> {
         }
         spec.max_replicas_per_node = max;
     }
+    apply_resources(spec, flags);
     Ok(())
+}
+
+/// `--limit-*` / `--reserve-*` that were given, onto `spec` (0 removes one, as in Docker).
+fn apply_resources(spec: &mut ServiceSpec, flags: &TaskArgs) {
+    let given = [
+        flags.limit_cpu,
+        flags.limit_memory,
+        flags.limit_pids,
+        flags.reserve_cpu,
+        flags.reserve_memory,
+    ];
+    if given.iter().all(Option::is_none) {
+        return;
+    }
+    let r = spec.resources.get_or_insert_with(Default::default);
+    let pairs = [
+        (flags.limit_cpu, &mut r.limit_nano_cpus),
+        (flags.limit_memory, &mut r.limit_memory_bytes),
+        (flags.limit_pids, &mut r.limit_pids),
+        (flags.reserve_cpu, &mut r.reserve_nano_cpus),
+        (flags.reserve_memory, &mut r.reserve_memory_bytes),
+    ];
+    for (flag, field) in pairs {
+        if let Some(value) = flag {
+            *field = value;
+        }
+    }
 }
 
 /// Applies the health check flags that were given onto `spec`, as Docker's CLI does: a check

@@ -16,7 +16,7 @@ use shoal_compose::{
 };
 use shoal_control::api::{
     FileReference, HealthCheckMsg, KeyValue, Mount, NetworkAliases, NetworkSpec, PortConfigMsg,
-    RestartPolicyMsg, ServiceSpec, UpdateConfigMsg,
+    ResourcesMsg, RestartPolicyMsg, ServiceSpec, UpdateConfigMsg,
 };
 use shoal_control::cluster::objects::{ObjectKind, validate_data, validate_name};
 
@@ -124,11 +124,6 @@ pub fn plan(stack: &Stack, namespace: &str) -> anyhow::Result<Plan> {
     for (key, service) in &stack.services {
         plan.services
             .push(service_spec(stack, namespace, key, service)?);
-        if service.deploy.resources != Default::default() {
-            plan.notes.push(format!(
-                "Ignoring deploy.resources of service {key}: shoal sets no resource limits yet"
-            ));
-        }
         if !service.labels.is_empty() {
             plan.notes.push(format!(
                 "Ignoring labels of service {key}: shoal's tasks carry no labels of their own \
@@ -311,6 +306,7 @@ fn service_spec(
             .transpose()
             .with_context(|| format!("service {key}"))?,
         max_replicas_per_node: service.deploy.placement.max_replicas_per_node.unwrap_or(0),
+        resources: resources(&service.deploy.resources),
         secrets: file_references(stack, namespace, &service.secrets, ObjectKind::Secret)?,
         configs: file_references(stack, namespace, &service.configs, ObjectKind::Config)?,
         networks: Vec::new(),
@@ -404,6 +400,23 @@ fn mount(stack: &Stack, namespace: &str, m: &shoal_compose::Mount) -> Mount {
         tmpfs_size_bytes: m.tmpfs_size.unwrap_or(0),
         tmpfs_mode: 0,
     }
+}
+
+/// `deploy.resources` (the loader checked the values); absent: none.
+fn resources(r: &shoal_compose::Resources) -> Option<ResourcesMsg> {
+    if *r == shoal_compose::Resources::default() {
+        return None;
+    }
+    let limits = r.limits.clone().unwrap_or_default();
+    let reservations = r.reservations.clone().unwrap_or_default();
+    Some(ResourcesMsg {
+        limit_nano_cpus: limits.nano_cpus().unwrap_or(0),
+        limit_memory_bytes: limits.memory.unwrap_or(0),
+        // Docker's -1 (or any negative): unlimited.
+        limit_pids: limits.pids.and_then(|p| u64::try_from(p).ok()).unwrap_or(0),
+        reserve_nano_cpus: reservations.nano_cpus().unwrap_or(0),
+        reserve_memory_bytes: reservations.memory.unwrap_or(0),
+    })
 }
 
 /// Docker's `convertHealthcheck`: `disable: true` is `["NONE"]` and takes no test.

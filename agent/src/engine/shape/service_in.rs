@@ -9,7 +9,7 @@
 
 use shoal_control::api::{
     CommandShape, FileReference, HealthCheckMsg, KeyValue, Mount, NetworkAliases, PortConfigMsg,
-    RestartPolicyMsg, ServiceSpec, UpdateConfigMsg,
+    ResourcesMsg, RestartPolicyMsg, ServiceSpec, UpdateConfigMsg,
 };
 
 use super::json::Reader;
@@ -40,6 +40,7 @@ pub fn service_spec(body: serde_json::Value) -> Result<Converted, ApiError> {
     spec.constraints = placement.strings("Constraints")?;
     spec.max_replicas_per_node = placement.u64("MaxReplicas")?;
     placement.rest(&mut warnings);
+    spec.resources = resources(template.object("Resources")?, &mut warnings)?;
     // `Spec.Networks` is the deprecated place for the same list.
     let mut networks = template.objects("Networks")?;
     networks.extend(top.objects("Networks")?);
@@ -244,6 +245,24 @@ fn file_references(
         out.push(reference);
     }
     Ok(out)
+}
+
+/// `TaskTemplate.Resources`: limits (CPU, memory, PIDs) and reservations (CPU, memory); none
+/// set is none.
+fn resources(mut r: Reader, warnings: &mut Vec<String>) -> Result<Option<ResourcesMsg>, ApiError> {
+    let mut limits = r.object("Limits")?;
+    let mut reservations = r.object("Reservations")?;
+    let msg = ResourcesMsg {
+        limit_nano_cpus: limits.u64("NanoCPUs")?,
+        limit_memory_bytes: limits.u64("MemoryBytes")?,
+        limit_pids: limits.u64("Pids")?,
+        reserve_nano_cpus: reservations.u64("NanoCPUs")?,
+        reserve_memory_bytes: reservations.u64("MemoryBytes")?,
+    };
+    limits.rest(warnings);
+    reservations.rest(warnings);
+    r.rest(warnings);
+    Ok((msg != ResourcesMsg::default()).then_some(msg))
 }
 
 fn restart_policy(mut r: Reader, warnings: &mut Vec<String>) -> Result<RestartPolicyMsg, ApiError> {

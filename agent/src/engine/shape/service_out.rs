@@ -218,7 +218,7 @@ mod tests {
             "Name": "web",
             "TaskTemplate": {
                 "ContainerSpec": { "Image": "sh", "Command": ["sh", "-c"], "Args": ["sleep 1"], "TTY": true },
-                "Resources": { "Limits": { "MemoryBytes": 1024 } },
+                "Resources": { "Limits": { "MemoryBytes": 8388608 }, "Reservations": { "GenericResources": [{}] } },
                 "Placement": { "Preferences": [{ "Spread": { "SpreadDescriptor": "node.labels.dc" } }] },
             },
             "Mode": { "Global": {} },
@@ -226,12 +226,13 @@ mod tests {
         let read = service_spec(body).unwrap();
         assert_eq!(read.spec.command, ["sh", "-c", "sleep 1"]);
         assert_eq!(read.spec.mode, "global");
+        assert_eq!(read.spec.resources.unwrap().limit_memory_bytes, 8 << 20);
         assert_eq!(
             read.warnings,
             [
                 "TaskTemplate.ContainerSpec.TTY is not supported by shoal and was ignored",
                 "TaskTemplate.Placement.Preferences is not supported by shoal and was ignored",
-                "TaskTemplate.Resources is not supported by shoal and was ignored",
+                "TaskTemplate.Resources.Reservations.GenericResources is not supported by shoal and was ignored",
             ]
         );
         let job = serde_json::json!({

@@ -17,6 +17,7 @@ use super::{
     APPLIED, Codec, DbError, SM, SNAPSHOT, StorageError, event_log::EventLog, get, put, write,
 };
 use crate::cluster::{ClusterState, CommandResponse, events};
+use crate::format;
 use crate::raft::TypeConfig;
 
 /// A read handle on the replicated [`ClusterState`], shared with the [`StateMachineStore`] it
@@ -56,16 +57,16 @@ impl StateReader {
 
 type Membership = StoredMembership<u64, BasicNode>;
 
-/// The state machine as saved in redb (`"applied"`) and as carried in snapshot data.
-#[derive(Debug, Default, Deserialize)]
-struct SmImage {
+/// The state machine as saved in redb (`"applied"`: a CBOR document, sealed) and as carried
+/// in snapshot data (a framed CBOR document, `format::encode`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct SmImage {
     last_applied: Option<LogId<u64>>,
     membership: Membership,
     state: ClusterState,
 }
 
-/// [`SmImage`] by reference, to encode without cloning the state; same fields in the same
-/// order, hence the same postcard encoding.
+/// [`SmImage`] by reference, to encode without cloning the state; same fields, same names.
 #[derive(Serialize)]
 struct SmImageRef<'a> {
     last_applied: &'a Option<LogId<u64>>,
@@ -74,16 +75,24 @@ struct SmImageRef<'a> {
 }
 
 impl SmImageRef<'_> {
+    /// The bare CBOR document that `"applied"` seals.
     fn encode(&self) -> Result<Vec<u8>, DbError> {
-        Ok(postcard::to_stdvec(self)?)
+        Ok(format::to_cbor(self)?)
+    }
+
+    /// Snapshot data: the framed document, which says its format to whoever installs it.
+    fn snapshot_data(&self) -> Result<Vec<u8>, DbError> {
+        Ok(format::encode(self)?)
     }
 }
 
 /// The current snapshot, as saved in redb (`"snapshot"`).
 #[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<u64, BasicNode>,
-    data: Vec<u8>,
+pub(super) struct StoredSnapshot {
+    pub(super) meta: SnapshotMeta<u64, BasicNode>,
+    /// A byte string in CBOR, not an array of numbers (half the size).
+    #[serde(serialize_with = "format::as_bytes")]
+    pub(super) data: Vec<u8>,
 }
 
 impl StoredSnapshot {
@@ -138,7 +147,7 @@ impl StateMachineStore {
         .encode()
     }
 
-    /// Saves the encoded state machine and, if given, makes `snapshot` the current snapshot, in
+    /// Saves the encoded state machine (a bare CBOR document) and, if given, makes `snapshot` the current snapshot, in
     /// one transaction.
     fn save(&self, image: &[u8], snapshot: Option<&StoredSnapshot>) -> Result<(), DbError> {
         let image = self.codec.seal(image)?;
@@ -222,7 +231,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError> {
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
         let data = snapshot.into_inner();
-        let image: SmImage = postcard::from_bytes(&data)
+        let image: SmImage = format::decode(&data)
             .map_err(|e| DbError::from(e).into_storage(subject(), ErrorVerb::Read))?;
         // The ids come from the meta, which openraft checked; the data carries the same ones, as
         // `build_snapshot` wrote both.
@@ -262,7 +271,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SmSnapshotBuilder {
             membership: &self.membership,
             state: &self.state,
         }
-        .encode()
+        .snapshot_data()
         .map_err(|e| e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
         // Unique even for two snapshots at the same log id, as openraft asks; a clock before
         // 1970 only costs that uniqueness.

@@ -3,6 +3,7 @@
 
 mod mounts;
 mod policies;
+mod resources;
 
 use self::{
     mounts::{mount_to_api, mounts_from_api},
@@ -125,6 +126,7 @@ pub fn spec_from_api(spec: &api::ServiceSpec, state: &ClusterState) -> Result<Se
         configs,
         healthcheck: fields.healthcheck,
         command_shape: command_shape_from_api(spec)?,
+        resources: resources::from_api(spec.resources.as_ref())?,
     };
     // Whatever the counts, the template as it is stored and sent must stay small.
     let encoded = postcard::to_allocvec(&model).map_or(usize::MAX, |bytes| bytes.len());
@@ -330,6 +332,7 @@ pub fn spec_to_api(spec: &ServiceSpec) -> api::ServiceSpec {
             image: s.image.clone(),
             command_len: s.command_len,
         }),
+        resources: resources::to_api(&spec.resources),
     }
 }
 

@@ -107,11 +107,12 @@ pub fn gossip_config(state: &ClusterState) -> GossipConfig {
 }
 
 /// The tasks a node must run or stop: those desired running, and those still running there.
+/// A global task Pending on its node (no room for its reservations yet) is not sent.
 fn assigned_to(state: &ClusterState, node_id: &str) -> Vec<Task> {
     state
         .tasks
         .values()
-        .filter(|t| t.node_id == node_id)
+        .filter(|t| t.node_id == node_id && t.status.state >= TaskState::Assigned)
         .filter(|t| t.desired_state == TaskState::Running || !t.status.state.is_terminal())
         .cloned()
         .collect()

@@ -14,7 +14,9 @@ use crate::{
         UpdateNodeRequest,
     },
     clock::now_secs,
-    cluster::{Availability, ClusterInfo, ClusterState, Command, NodeRecord, Role, raft_id},
+    cluster::{
+        Availability, ClusterInfo, ClusterState, Command, NodeRecord, NodeResources, Role, raft_id,
+    },
     pki::{self, ClusterCa, JoinToken},
     swarm::{Active, ManagerRole, convert::parse_role, error::Error, lookup::resolve_node},
 };
@@ -81,6 +83,10 @@ impl Leader {
             addr,
             data_path_addr,
             created_at: now_secs(),
+            resources: NodeResources {
+                nano_cpus: request.nano_cpus,
+                memory_bytes: request.memory_bytes,
+            },
         };
         self.propose(Command::AddNode(record)).await?;
         let creds = self.issue_credentials(&request.node_id, role).await?;
@@ -394,5 +400,7 @@ fn node_info(node: &NodeRecord, active: &Active, raft: &RaftView, period: Durati
         } else {
             active.liveness.silence(&node.id).as_millis() as u64
         },
+        nano_cpus: node.resources.nano_cpus,
+        memory_bytes: node.resources.memory_bytes,
     }
 }
