@@ -93,12 +93,18 @@ async fn events(
             .await?
             .into_inner();
         tokio::spawn(async move {
-            let deadline = until.map(|u| tokio::time::Instant::now() + until_in(u));
+            // A past `until` needs no timer: the manager ends a stream that does not follow,
+            // and a timer already due would race the kept events still on their way.
+            let deadline = until
+                .filter(|_| !past_only)
+                .map(|u| tokio::time::Instant::now() + until_in(u));
             loop {
                 let next = tokio::select! {
+                    // What has arrived goes out before a deadline that is also due.
+                    biased;
                     () = body.closed() => return,
-                    () = sleep_until(deadline) => return,
                     next = stream.message() => next,
+                    () = sleep_until(deadline) => return,
                 };
                 let Ok(Some(event)) = next else {
                     // The manager ended the stream (its log is gone, or the client fell
