@@ -6,6 +6,7 @@
     reason = "tests: a failed unwrap is a failed test, with its message"
 )]
 
+mod agent_container;
 mod authz;
 mod autolock;
 mod certificates;

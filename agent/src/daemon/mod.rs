@@ -69,6 +69,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         return cleanup::run(&args, args.purge);
     }
     logging::init(&args.log_level, args.log_format)?;
+    preflight::require_container_needs().unwrap_or_else(|e| refuse(e));
     preflight::require_kernel_features().unwrap_or_else(|e| refuse(e));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
