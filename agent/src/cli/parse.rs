@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use shoal_control::{MANAGER_PORT, api::Mount};
+use shoal_control::api::Mount;
 
 /// `KEY=VALUE`.
 pub(super) fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -208,13 +208,14 @@ pub(super) fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("invalid DNS server {s:?}: expected IP or IP:PORT"))
 }
 
-/// Accepts `IP` or `IP:PORT`, as `docker swarm init --advertise-addr` does.
+/// `--advertise-addr IP[:PORT]`, as `docker swarm init --advertise-addr` takes it; without a port, port 0 stands for "the port the agent listens
+/// on" (`--listen-addr`'s, 2377 by default), filled in when the flags are resolved.
 pub(super) fn parse_advertise_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
     }
     s.parse::<IpAddr>()
-        .map(|ip| SocketAddr::new(ip, MANAGER_PORT))
+        .map(|ip| SocketAddr::new(ip, 0))
         .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
 }
 
@@ -250,7 +251,9 @@ mod tests {
     fn advertise_addr_takes_ip_or_ip_port() {
         assert_eq!(
             parse_advertise_addr("10.1.2.3").unwrap(),
-            "10.1.2.3:2377".parse().unwrap()
+            "10.1.2.3:0".parse().unwrap(),
+            "no port: the listening port, filled in later"
+
         );
         assert_eq!(
             parse_advertise_addr("10.1.2.3:4000").unwrap(),

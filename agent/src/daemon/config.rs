@@ -51,7 +51,11 @@ impl Config {
                         addr.ip()
                     );
                 }
-                Some(addr)
+                // No port given: the one the agent listens on, as for a guessed address.
+                Some(match addr.port() {
+                    0 => SocketAddr::new(addr.ip(), args.listen_addr.port()),
+                    _ => addr,
+                })
             }
             None => guess_advertise_ip(&addresses)
                 .map(|ip| SocketAddr::new(ip, args.listen_addr.port())),
