@@ -3,9 +3,9 @@
 //! memory limit is OOM-killed and `service ps` says so; removing a service ends the task's
 //! whole process tree (a daemon that left its session included); reservations are set against
 //! each node's capacity with Docker's "insufficient resources"; the docker CLI and compose's
-//! `deploy.resources` give the same spec. And the systemd case: the agent's own cgroup (its
-//! unit's) killed as `KillMode=control-group` does leaves the tasks running, and the restarted
-//! agent re-adopts them.
+//! `deploy.resources` give the same spec; `exec` joins the task's cgroup. And the systemd
+//! case: the agent's own cgroup (its unit's) killed as `KillMode=control-group` does leaves the
+//! tasks running, and the restarted agent re-adopts them.
 
 use std::{
     fs,
@@ -176,6 +176,17 @@ fn tasks_run_in_cgroups_with_their_limits() {
     assert_eq!(resources["Limits"]["NanoCPUs"], 500_000_000u64);
     assert_eq!(resources["Limits"]["Pids"], 20);
     assert_eq!(resources["Reservations"]["MemoryBytes"], 32u64 << 20);
+    // `exec` (and health checks) run in the task's cgroup, as in Docker.
+    let seen = ok(
+        &cluster,
+        0,
+        &["exec", &task.id, "--", "cat", "/proc/self/cgroup"],
+    );
+    let unified = seen
+        .lines()
+        .find(|l| l.starts_with("0::"))
+        .unwrap_or_default();
+    assert!(unified.ends_with(&format!("/{}", task.id)), "{seen}");
     let pretty = ok(&cluster, 0, &["service", "inspect", "--pretty", "limited"]);
     assert!(pretty.contains("Resources:"), "{pretty}");
     assert!(pretty.contains("Memory:\t64MiB"), "{pretty}");

@@ -219,6 +219,22 @@ impl Cgroups {
         Ok(TaskCgroup { procs })
     }
 
+    /// Opens the cgroups of a running task, for another process to join them (`exec`, health
+    /// checks: counted and limited with the task, and ended with it, as in Docker). Those that
+    /// are gone are skipped.
+    pub fn join(&self, task_id: &str) -> TaskCgroup {
+        let procs = self
+            .hierarchies
+            .iter()
+            .filter_map(|h| {
+                let path = h.node_dir.join(task_id).join("cgroup.procs");
+                OpenOptions::new().write(true).open(path).ok()
+            })
+            .map(OwnedFd::from)
+            .collect();
+        TaskCgroup { procs }
+    }
+
     /// Refuses limits no hierarchy here can enforce (before anything is created).
     fn check_limits(&self, r: &Resources) -> anyhow::Result<()> {
         let has = |wanted: Kind| {

@@ -1,5 +1,5 @@
-//! `shoal exec`: a command that runs inside a running task's namespaces, with the task's env,
-//! working directory and user (as `docker exec` without `-u`/`-w`).
+//! `shoal exec`: a command that runs inside a running task's cgroup and namespaces, with the
+//! task's env, working directory and user (as `docker exec` without `-u`/`-w`).
 //!
 //! The namespace files are opened in the agent (before the fork) and entered with setns(2) in
 //! the child; setns into a mount namespace needs a single-threaded process, which the forked
@@ -17,6 +17,7 @@ use shoal_control::cluster::Task;
 
 use super::{
     ExecutorError,
+    cgroup::Cgroups,
     proc::{Liveness, ProcessIdentity},
     spawn::task_env,
     state::Inner,
@@ -44,15 +45,17 @@ pub fn exec_command(
             None => return Err(ExecutorError::NotRunning(task_id.to_owned())),
         }
     };
-    command_in_task(process, &task, argv)
+    command_in_task(process, &task, argv, &inner.cgroups)
 }
 
-/// `argv` as a command that runs in the namespaces of `task` (running as `process`), with its
-/// environment, working directory and user: `shoal exec`, and health checks.
+/// `argv` as a command that runs in the cgroup and namespaces of `task` (running as
+/// `process`), with its environment, working directory and user: `shoal exec`, and health
+/// checks.
 pub fn command_in_task(
     process: ProcessIdentity,
     task: &Task,
     argv: &[String],
+    cgroups: &Cgroups,
 ) -> Result<Command, ExecutorError> {
     let Some((program, args)) = argv.split_first() else {
         return Err(ExecutorError::EmptyCommand);
@@ -67,15 +70,18 @@ pub fn command_in_task(
         dir => CString::new(dir).ok(),
     };
     let namespaces = open_namespaces(process, &task.id)?;
+    let cgroup = cgroups.join(&task.id);
 
     let mut command = Command::new(program);
     command.args(args).env_clear().envs(env).current_dir("/");
-    // SAFETY: setns(2), chdir(2), setgroups(2), setgid(2) and setuid(2) are plain syscalls
-    // on descriptors and memory the closure owns (opened or built before the fork; the
-    // descriptors CLOEXEC so the command does not inherit them); nothing is allocated.
+    // SAFETY: write(2) (joining the cgroup), setns(2), chdir(2), setgroups(2), setgid(2) and
+    // setuid(2) are plain syscalls on descriptors and memory the closure owns (opened or built
+    // before the fork; the descriptors CLOEXEC so the command does not inherit them); nothing
+    // is allocated.
     unsafe {
         command.pre_exec(move || {
             let last_error = || Err(std::io::Error::last_os_error());
+            cgroup.enter()?;
             for (file, nstype) in &namespaces {
                 if libc::setns(file.as_raw_fd(), *nstype) == -1 {
                     return last_error();

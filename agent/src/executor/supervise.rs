@@ -73,7 +73,7 @@ fn run(inner: &Inner) {
                 continue;
             }
             if !entry.stopping {
-                if let Some(health) = check_health(entry, process, now) {
+                if let Some(health) = check_health(inner, entry, process, now) {
                     health_changes.push((id.clone(), health));
                 }
                 if let Some(monitor) = &entry.health {
@@ -139,7 +139,12 @@ fn run(inner: &Inner) {
 
 /// Runs the task's health check, if its service has one (see `health`); the task's health
 /// when it changed (or is first known).
-fn check_health(entry: &mut TaskEntry, process: ProcessIdentity, now: Instant) -> Option<Health> {
+fn check_health(
+    inner: &Inner,
+    entry: &mut TaskEntry,
+    process: ProcessIdentity,
+    now: Instant,
+) -> Option<Health> {
     let Some(monitor) = &mut entry.health else {
         // Most tasks have no check: nothing to build on every poll.
         entry.task.spec.healthcheck.as_ref()?;
@@ -155,7 +160,7 @@ fn check_health(entry: &mut TaskEntry, process: ProcessIdentity, now: Instant) -
     let task = &entry.task;
     monitor.poll(
         now,
-        |argv| exec::command_in_task(process, task, argv),
+        |argv| exec::command_in_task(process, task, argv, &inner.cgroups),
         &task.id,
     )
 }
