@@ -884,6 +884,10 @@ mod tests {
           ],
           "MaxReplicas": 2
         },
+        "Resources": {
+          "Limits": {},
+          "Reservations": {}
+        },
         "RestartPolicy": {
           "Condition": "on-failure",
           "Delay": 5000000000,
@@ -952,6 +956,10 @@ mod tests {
         "Networks": [],
         "Placement": {
           "Constraints": []
+        },
+        "Resources": {
+          "Limits": {},
+          "Reservations": {}
         },
         "RestartPolicy": {
           "Condition": "",
