@@ -240,6 +240,7 @@ impl ClusterState {
                     return Err(format!("service {} already exists", service.spec.name).into());
                 }
                 super::objects::check_new_references(self, &service.spec, &[])?;
+                self.check_ingress_present(&service.spec)?;
                 let mut service = service.clone();
                 crate::allocator::assign_published_ports(self, &mut service)?;
                 crate::allocator::assign_vips(self, &mut service)?;
@@ -263,6 +264,7 @@ impl ClusterState {
                     .chain(&current.previous_spec)
                     .collect();
                 super::objects::check_new_references(self, &service.spec, &before)?;
+                self.check_ingress_present(&service.spec)?;
                 let mut service = service.clone();
                 // The stored VIPs and ports, not the writer's copy, are what the service keeps.
                 service.virtual_ips = current.virtual_ips.clone();
@@ -291,12 +293,16 @@ impl ClusterState {
                         task.status.state = super::TaskState::Pending;
                         task.status.error = "address conflict with a service VIP; retrying".into();
                     }
-                    // The orchestrator decided on a state read before a node's report was
-                    // committed: keep the further-along status, states only move forward.
+                    // The writer decided on a state read before a node's report (or the
+                    // orchestrator's placement) was committed: keep the further-along status,
+                    // states only move forward, and with it the node and addresses it got
+                    // (a re-tag by `service update` must not unplace a task placed meanwhile).
                     if let Some(existing) = self.tasks.get(&task.id)
                         && existing.status.state > task.status.state
                     {
                         task.status = existing.status.clone();
+                        task.node_id.clone_from(&existing.node_id);
+                        task.networks.clone_from(&existing.networks);
                     }
                     self.tasks.insert(task.id.clone(), task);
                 }
@@ -317,6 +323,13 @@ impl ClusterState {
                 }
             }
             Command::CreateNetwork(network) => {
+                if network.ingress
+                    && let Some(ingress) = self.networks.values().find(|n| n.ingress)
+                {
+                    return Err(
+                        format!("ingress network ({}) is already present", ingress.id).into(),
+                    );
+                }
                 if let Some(other) = self.networks.values().find(|n| {
                     n.name == network.name
                         || n.vni == network.vni
@@ -344,9 +357,23 @@ impl ClusterState {
                         format!("network {name} is in use by service {}", user.spec.name).into(),
                     );
                 }
+                let ingress = self.networks.get(id).is_some_and(|n| n.ingress);
+                if ingress
+                    && let Some(user) = self.services.values().find(|s| s.spec.needs_ingress())
+                {
+                    return Err(format!(
+                        "ingress network cannot be removed because service {} depends on it",
+                        user.spec.name
+                    )
+                    .into());
+                }
                 self.networks
                     .remove(id)
                     .ok_or_else(|| format!("network {id} not found"))?;
+                if ingress {
+                    // The nodes' addresses were on it; a new ingress network gives new ones.
+                    self.ingress_addrs.clear();
+                }
             }
             Command::RotateGossipKey(key) => {
                 let cluster = self.cluster.as_mut().ok_or("no swarm")?;
@@ -447,6 +474,15 @@ impl ClusterState {
                     .any(|v| v.network_id == a.network.id && v.addr.addr() == a.addr.addr())
             })
         })
+    }
+
+    /// A service publishing in ingress mode needs the routing-mesh network (it may have been
+    /// removed: `network rm ingress`).
+    fn check_ingress_present(&self, spec: &super::ServiceSpec) -> Result<(), Rejection> {
+        if spec.needs_ingress() && !self.networks.values().any(|n| n.ingress) {
+            return Err("service needs ingress network, but no ingress network is present".into());
+        }
+        Ok(())
     }
 
     fn cluster_info(&self) -> Result<&ClusterInfo, Rejection> {

@@ -209,6 +209,31 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_retag_does_not_unplace_a_task_placed_meanwhile() {
+        let mut sim = Sim::new(2);
+        let mut spec = replicated("web", 3);
+        spec.max_replicas_per_node = 1;
+        sim.create("web", spec);
+        sim.settle();
+        // `service update` re-tags the live tasks from the state it read: this one Pending.
+        let mut stale = sim
+            .wanted("web")
+            .into_iter()
+            .find(|t| t.node_id.is_empty())
+            .unwrap()
+            .clone();
+        stale.service_version += 1;
+        // Meanwhile a node joins and the orchestrator places it there.
+        sim.add_node("n3", Role::Worker);
+        sim.settle();
+        sim.apply(&crate::cluster::Command::PutTasks(vec![stale.clone()]));
+        let now = &sim.state.tasks[&stale.id];
+        assert_eq!(now.node_id, "n3");
+        assert_eq!(now.status.state, TaskState::Running);
+        assert_eq!(now.service_version, stale.service_version);
+    }
+
+    #[test]
     fn max_replicas_per_node_leaves_the_rest_pending() {
         let mut sim = Sim::new(2);
         let mut spec = replicated("web", 3);
