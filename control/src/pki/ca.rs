@@ -61,6 +61,39 @@ impl std::fmt::Debug for ClusterCa {
     }
 }
 
+/// Who issues node certificates now: the root, or during a root rotation the new CA, whose
+/// certificates go out followed by its certificate cross-signed by the root (`chain`, so a
+/// node trusting only the old root accepts them); nodes trust both roots (`roots`). The
+/// leader's signing and a manager's re-issue of its own certificate both choose here.
+pub struct IssuingCa {
+    pub ca: ClusterCa,
+    pub chain: String,
+    pub roots: String,
+}
+
+impl IssuingCa {
+    pub fn of(cluster: &crate::cluster::ClusterInfo, ca: &crate::cluster::certs::CaState) -> Self {
+        match &ca.rotation {
+            None => IssuingCa {
+                ca: ClusterCa {
+                    cert_pem: cluster.ca_cert_pem.clone(),
+                    key_pem: cluster.ca_key_pem.clone(),
+                },
+                chain: String::new(),
+                roots: cluster.ca_cert_pem.clone(),
+            },
+            Some(rotation) => IssuingCa {
+                ca: ClusterCa {
+                    cert_pem: rotation.ca_cert_pem.clone(),
+                    key_pem: rotation.ca_key_pem.clone(),
+                },
+                chain: rotation.cross_signed_pem.clone(),
+                roots: format!("{}{}", cluster.ca_cert_pem, rotation.ca_cert_pem),
+            },
+        }
+    }
+}
+
 impl ClusterCa {
     /// A new self-signed CA (ECDSA P-256): CN `swarm-ca`, O = the cluster ID, valid 20 years.
     pub fn generate(cluster_id: &str) -> Result<Self, PkiError> {
@@ -152,11 +185,39 @@ impl ClusterCa {
         cluster_id: &str,
         validity: Duration,
     ) -> Result<(String, String), PkiError> {
+        let node_key = KeyPair::generate_for(&PKCS_ED25519).map_err(gen_err("the node key"))?;
+        let cert_pem = self.sign_leaf(&node_key, node_id, role, cluster_id, validity)?;
+        Ok((cert_pem, node_key.serialize_pem()))
+    }
+
+    /// A new certificate for the key the node already has (`key_pem`), otherwise as
+    /// [`ClusterCa::issue_leaf`]: a manager re-issuing its own expired certificate from the CA
+    /// in its store keeps its key, which the swarm already knows (the network DB checks the
+    /// node's entries against it).
+    pub fn reissue_leaf(
+        &self,
+        key_pem: &str,
+        node_id: &str,
+        role: Role,
+        cluster_id: &str,
+        validity: Duration,
+    ) -> Result<String, PkiError> {
+        let node_key = KeyPair::from_pem(key_pem).map_err(gen_err("the node key (parsing)"))?;
+        self.sign_leaf(&node_key, node_id, role, cluster_id, validity)
+    }
+
+    /// The node certificate of `node_key`, signed by this CA, PEM.
+    fn sign_leaf(
+        &self,
+        node_key: &KeyPair,
+        node_id: &str,
+        role: Role,
+        cluster_id: &str,
+        validity: Duration,
+    ) -> Result<String, PkiError> {
         let ca_key = KeyPair::from_pem(&self.key_pem).map_err(gen_err("the CA key (parsing)"))?;
         let issuer =
             Issuer::from_ca_cert_pem(&self.cert_pem, ca_key).map_err(gen_err("the CA issuer"))?;
-
-        let node_key = KeyPair::generate_for(&PKCS_ED25519).map_err(gen_err("the node key"))?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, node_id);
@@ -186,9 +247,9 @@ impl ClusterCa {
         params.serial_number = Some(random_serial());
         set_validity(&mut params, validity, BACKDATE.min(validity / 10));
         let cert = params
-            .signed_by(&node_key, &issuer)
+            .signed_by(node_key, &issuer)
             .map_err(gen_err("the node certificate"))?;
-        Ok((cert.pem(), node_key.serialize_pem()))
+        Ok(cert.pem())
     }
 }
 
@@ -407,6 +468,44 @@ mod tests {
             assert_eq!(v.not_after.timestamp() - v.not_before.timestamp(), 44);
         }
         assert_eq!(serials.len(), 4, "{serials:?}");
+    }
+
+    #[test]
+    fn a_reissued_certificate_keeps_the_key_and_gets_a_new_serial() {
+        let ca = ClusterCa::generate("cluster1").unwrap();
+        let (first, key) = ca
+            .issue_leaf("node1", Role::Manager, "cluster1", Duration::from_secs(40))
+            .unwrap();
+        let again = ca
+            .reissue_leaf(
+                &key,
+                "node1",
+                Role::Manager,
+                "cluster1",
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        assert_eq!(
+            crate::pki::certified_key(&again).unwrap(),
+            crate::pki::certified_key(&first).unwrap()
+        );
+        let der = pem::cert_der(&again, "node").unwrap();
+        let (_, cert) = X509Certificate::from_der(der.as_ref()).unwrap();
+        let first_der = pem::cert_der(&first, "node").unwrap();
+        let (_, first_cert) = X509Certificate::from_der(first_der.as_ref()).unwrap();
+        assert_ne!(cert.raw_serial(), first_cert.raw_serial());
+        let v = cert.validity();
+        assert_eq!(v.not_after.timestamp() - v.not_before.timestamp(), 66);
+        assert!(
+            ca.reissue_leaf(
+                "not a key",
+                "node1",
+                Role::Manager,
+                "c",
+                Duration::from_secs(40)
+            )
+            .is_err()
+        );
     }
 
     #[test]

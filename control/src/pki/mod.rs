@@ -29,7 +29,8 @@ pub mod tls_server;
 pub mod token;
 
 pub use ca::{
-    ClusterCa, DEFAULT_NODE_CERT_EXPIRY, DOCKER_MIN_NODE_CERT_EXPIRY, MIN_NODE_CERT_EXPIRY,
+    ClusterCa, DEFAULT_NODE_CERT_EXPIRY, DOCKER_MIN_NODE_CERT_EXPIRY, IssuingCa,
+    MIN_NODE_CERT_EXPIRY,
 };
 pub use creds::NodeCredentials;
 pub use error::PkiError;

@@ -116,14 +116,16 @@ impl Swarm {
                 source: "the data key file is gone".into(),
             })?;
         let creds = self.load_credentials(Some(&dek))?;
-        if let Err(e) = self.check_not_expired(&creds) {
-            *self.locked_file() = None;
-            return Err(e);
-        }
+        let at_rest = AtRest::new(dek, Some(key.to_string()));
+        let creds = match self.resumable_credentials(creds, Role::Manager, Some(&at_rest)) {
+            Ok(creds) => creds,
+            Err(e) => {
+                *self.locked_file() = None;
+                return Err(e);
+            }
+        };
         info!(cluster_id = %file.cluster_id, "unlocked: resuming swarm membership");
-        let active = self
-            .activate(file, creds, Some(AtRest::new(dek, Some(key.to_string()))))
-            .await?;
+        let active = self.activate(file, creds, Some(at_rest)).await?;
         *self.inner.active.write().await = Some(active);
         *self.locked_file() = None;
         Ok(())

@@ -112,10 +112,11 @@ impl Swarm {
             },
         };
         let creds = self.load_credentials(at_rest.as_ref().map(|a| &a.dek))?;
-        if self.check_not_expired(&creds).is_err() {
-            // Said in one line (logged, and the answer to every call); the agent runs on.
+        // An expired certificate: a manager re-issues its own; a worker is told, in one line
+        // (logged, and the answer to every call), to join again, and the agent runs on.
+        let Ok(creds) = self.resumable_credentials(creds, file.role, at_rest.as_ref()) else {
             return Ok(());
-        }
+        };
         info!(cluster_id = %file.cluster_id, role = file.role.as_str(), "resuming swarm membership");
         let active = self.activate(file, creds, at_rest).await?;
         *self.inner.active.write().await = Some(active);

@@ -64,24 +64,7 @@ struct Issuing {
 
 fn issuing(state: &ClusterState) -> Result<Issuing, Error> {
     let cluster = cluster_of(state)?;
-    let (ca, chain, roots) = match &state.ca.rotation {
-        None => (
-            ClusterCa {
-                cert_pem: cluster.ca_cert_pem.clone(),
-                key_pem: cluster.ca_key_pem.clone(),
-            },
-            String::new(),
-            cluster.ca_cert_pem.clone(),
-        ),
-        Some(rotation) => (
-            ClusterCa {
-                cert_pem: rotation.ca_cert_pem.clone(),
-                key_pem: rotation.ca_key_pem.clone(),
-            },
-            rotation.cross_signed_pem.clone(),
-            format!("{}{}", cluster.ca_cert_pem, rotation.ca_cert_pem),
-        ),
-    };
+    let pki::IssuingCa { ca, chain, roots } = pki::IssuingCa::of(cluster, &state.ca);
     Ok(Issuing {
         digest: ca.digest().map_err(Error::pki("digesting the CA"))?,
         ca,

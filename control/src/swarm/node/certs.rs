@@ -7,7 +7,9 @@
 //! of it from the managers.
 //!
 //! A certificate that expired while the node was off cannot be renewed (no manager takes it):
-//! the node says so in one line and waits for `swarm leave --force` and a new join.
+//! a manager issues itself a new one from the CA in its store (`reissue`, also when its
+//! renewals find no leader before it runs out), then has the leader issue and record one; a
+//! worker says so in one line and waits for `swarm leave --force` and a new join.
 
 use std::{
     sync::{
@@ -40,6 +42,9 @@ const RETRY_FIRST: Duration = Duration::from_secs(2);
 const RETRY_AT_MOST: Duration = Duration::from_secs(60);
 /// Never sooner than this after a failure, however little time is left.
 const RETRY_LEAST: Duration = Duration::from_millis(500);
+/// A manager whose renewals keep failing issues itself a certificate (`reissue`) once less
+/// than this share (1/N) of its lifetime is left.
+const SELF_ISSUE_WITHIN: u64 = 10;
 
 /// What the heartbeat tells the renewal loop.
 pub(in crate::swarm) struct CertWatch {
@@ -114,10 +119,26 @@ async fn renew_over_time(swarm: Swarm, active: Arc<Active>, mut stop: watch::Rec
         let cert = active.tls.current().cert.clone();
         let now = now_ms() as f64 / 1000.0;
         if cert.not_after as f64 <= now {
-            // Renewing needs a valid certificate: no manager takes this one any more.
+            // Renewing needs a valid certificate: no manager takes this one any more. A
+            // manager issues itself one from the CA in its store.
+            if swarm.reissue_running(&active).await {
+                failures = 0;
+                continue;
+            }
             error!("{}", expired(cert.not_after));
             return;
         }
+        // A manager using a certificate its store does not record (one it issued itself)
+        // asks the leader for one soon, which the leader records.
+        let unrecorded = || {
+            let installed = *active
+                .certs
+                .installed_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let settle = active.certs.period() * RENEWED_RECENTLY_PERIODS;
+            swarm.unrecorded_for(&active, installed.elapsed(), settle)
+        };
         let wait = match failures {
             0 => pki::renewal_delay(cert.not_before, cert.not_after, now, share),
             // Backing off, but trying a few more times before the certificate runs out.
@@ -131,11 +152,16 @@ async fn renew_over_time(swarm: Swarm, active: Arc<Active>, mut stop: watch::Rec
                     .max(RETRY_LEAST)
             }
         };
+        let record_in = unrecorded().filter(|d| failures == 0 && *d < wait);
         let mut renew = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            () = tokio::time::sleep(wait) => true,
+            () = tokio::time::sleep(record_in.unwrap_or(wait)) => true,
             () = active.certs.wake.notified() => false,
         };
+        if renew && record_in.is_some() {
+            // Woken to have the certificate recorded: unless the store caught up meanwhile.
+            renew = unrecorded().is_some_and(|d| d.is_zero());
+        }
         renew |= active.certs.renew_asked.swap(false, Ordering::Relaxed);
         let roots = active
             .certs
@@ -160,6 +186,16 @@ async fn renew_over_time(swarm: Swarm, active: Arc<Active>, mut stop: watch::Rec
             Err(e) => {
                 failures += 1;
                 warn!(cause = %Chain(&e), failures, "certificate renewal failed; retrying");
+                // No leader before the certificate runs out: a manager issues itself one.
+                let cert = active.tls.current().cert.clone();
+                let lifetime = cert.not_after.saturating_sub(cert.not_before);
+                let left = cert.not_after.saturating_sub(crate::clock::now_secs());
+                if left <= (lifetime / SELF_ISSUE_WITHIN).max(1)
+                    && swarm.reissue_running(&active).await
+                {
+                    failures = 0;
+                    share = pki::random_renewal_share();
+                }
             }
         }
     }
@@ -244,7 +280,7 @@ impl Swarm {
     /// Checks `creds` (this node's, leading to their roots), saves them (the key sealed under
     /// autolock), and uses them for every new connection; a new key signs the network DB's
     /// entries once the managers have had time to tell every node of it.
-    async fn install_credentials(
+    pub(in crate::swarm) async fn install_credentials(
         &self,
         active: &Arc<Active>,
         creds: NodeCredentials,
