@@ -129,10 +129,26 @@ pub struct NetworkCreateArgs {
     /// No access to the outside world.
     #[arg(long)]
     pub internal: bool,
+    /// The routing-mesh network (ingress-mode published ports); at most one exists.
+    #[arg(long)]
+    pub ingress: bool,
     /// Network label key=value (repeatable).
     #[arg(long = "label", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Driver option key=value (repeatable); com.docker.network.driver.mtu=N sets the MTU of
+    /// the network's interfaces (default: the underlay's minus 50). Others are kept only.
+    #[arg(short = 'o', long = "opt", value_parser = parse_driver_opt)]
+    pub options: Vec<(String, String)>,
     pub name: String,
+}
+
+/// `--opt KEY=VALUE` as Docker reads it (`KEY` alone: an empty value).
+fn parse_driver_opt(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s.split_once('=').unwrap_or((s, ""));
+    if key.is_empty() || key.contains(char::is_whitespace) {
+        return Err(format!("invalid option {s:?}: expected key=value"));
+    }
+    Ok((key.to_string(), value.to_string()))
 }
 
 #[derive(Args, Debug)]

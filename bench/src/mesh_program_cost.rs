@@ -103,7 +103,7 @@ fn mesh() -> anyhow::Result<Dataplane> {
             underlay_ifindex: 1,
             vni: VNI,
             vxlan_port: VXLAN_PORT.to_be(),
-            pad: 0,
+            ingress_mtu: 1450,
         },
         addrs: [NODE].into(),
         ports: [

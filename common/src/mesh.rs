@@ -100,9 +100,9 @@ pub const MAX_UNCONFIRMED_ENTRIES: u32 = 65_536;
 /// blind spoofer guesses it once in 65,536 tries.
 pub const CONFIRM_ACK_WINDOW: u32 = 65_535;
 
-/// The largest IPv4 packet that fits the `ingress` overlay (its MTU). Larger ones are dropped
-/// and counted ([`MeshEvent::TooBig`]); TCP never sends them, its MSS comes from the task.
-pub const INGRESS_MTU: u16 = 1450;
+/// The `ingress` overlay's MTU when [`MeshConfig::ingress_mtu`] is 0 (maps written by an
+/// agent that did not set it): the overlay MTU over a 1500-byte underlay.
+pub const DEFAULT_INGRESS_MTU: u16 = 1450;
 /// Bytes VXLAN adds in front of the inner Ethernet frame: outer Ethernet, IPv4, UDP, VXLAN.
 pub const VXLAN_OVERHEAD: usize = 14 + 20 + 8 + 8;
 
@@ -121,7 +121,12 @@ pub struct MeshConfig {
     pub vni: u32,
     /// VXLAN UDP port, network order.
     pub vxlan_port: u16,
-    pub pad: u16,
+    /// The `ingress` network's MTU on this node (its `com.docker.network.driver.mtu`, else the
+    /// underlay's minus [`VXLAN_OVERHEAD`]), host order; 0: [`DEFAULT_INGRESS_MTU`]. The
+    /// largest IPv4 packet an ingress-mode port forwards: larger ones are dropped and counted
+    /// ([`MeshEvent::TooBig`]); TCP never sends them, its MSS comes from the task. Takes what
+    /// was padding (the struct's size and the pinned map stay the same).
+    pub ingress_mtu: u16,
 }
 const _: () = assert!(core::mem::size_of::<MeshConfig>() == 20);
 

@@ -50,8 +50,13 @@ fn raw(ip: Ipv4Addr) -> u32 {
 
 /// A dataplane with: TCP 8080 -> 80 in ingress mode over a local and a remote task, UDP 5353
 /// -> 53 in host mode on a local task, TCP and UDP 8081 in ingress mode with no task at all,
-/// and UDP 8082 whose frontend the load balancer does not know.
+/// and UDP 8082 whose frontend the load balancer does not know. The `ingress` MTU is 1450.
 fn mesh() -> Dataplane {
+    mesh_with_mtu(1450)
+}
+
+/// [`mesh`] with `ingress_mtu` as the `ingress` network's MTU (0: not set).
+fn mesh_with_mtu(ingress_mtu: u16) -> Dataplane {
     let mut dp = Dataplane::load(None).expect("load");
     let host_key = Ipv4Addr::from(host_frontend(5353, 17));
     let no_task_vip = Ipv4Addr::new(10, 255, 255, 253);
@@ -71,7 +76,7 @@ fn mesh() -> Dataplane {
             underlay_ifindex: 1,
             vni: VNI,
             vxlan_port: 4789u16.to_be(),
-            pad: 0,
+            ingress_mtu,
         },
         addrs: BTreeSet::from([NODE]),
         ports: [
@@ -528,6 +533,129 @@ fn other_traffic_passes_untouched() {
     );
     assert_eq!(out.data_out, answer);
     assert!(dp.mesh().flow_entries().unwrap().is_empty(), "no flow made");
+}
+
+/// A client's SYN to TCP 8080 carrying data, `ip_len` bytes as an IPv4 packet.
+fn syn_of_size(sport: u16, ip_len: usize) -> (Seg, Vec<u8>) {
+    let seg = Seg::syn(CLIENT, sport, 8080);
+    let payload = vec![0x5a; ip_len - 20 - 20];
+    let frame = seg.frame(CLIENT_MAC, NODE_MAC, &payload);
+    assert_eq!(frame.len(), 14 + ip_len, "etherparse adds no TCP option");
+    (seg, payload)
+}
+
+#[test]
+fn the_ingress_size_limit_is_the_configured_ingress_mtu() {
+    // --- 1. `ingress` at MTU 1300: 1400 bytes is over it, as 1460 is over the default 1450
+    let dp = mesh_with_mtu(1300);
+    for (sport, ip_len) in [(41000, 1400), (41001, 1301)] {
+        let (seg, payload) = syn_of_size(sport, ip_len);
+        let before = event(&dp, MeshEvent::TooBig);
+        let out = dp
+            .test_run(
+                programs::XDP_UNDERLAY,
+                &seg.frame(CLIENT_MAC, NODE_MAC, &payload),
+                1,
+            )
+            .unwrap();
+        assert_eq!(
+            out.return_value, XDP_DROP,
+            "{ip_len} bytes over an ingress MTU of 1300: dropped"
+        );
+        assert_eq!(
+            event(&dp, MeshEvent::TooBig),
+            before + 1,
+            "{ip_len} bytes: counted too_big"
+        );
+    }
+    assert!(
+        dp.mesh().flow_entries().unwrap().is_empty(),
+        "no flow made for a packet too big"
+    );
+
+    // --- 2. 1250 bytes fits: NAT-ed and sent in VXLAN to the (local) task, payload intact
+    let (seg, payload) = syn_of_size(41002, 1250);
+    let out = dp
+        .test_run(
+            programs::XDP_UNDERLAY,
+            &seg.frame(CLIENT_MAC, NODE_MAC, &payload),
+            1,
+        )
+        .unwrap();
+    assert_eq!(out.return_value, XDP_PASS, "1250 bytes: forwarded");
+    let nated = Seg {
+        src: INGRESS_ADDR,
+        dst: LOCAL_TASK,
+        sport: 41002,
+        dport: 80,
+        ..seg
+    };
+    assert_eq!(
+        decapsulate(&out.data_out, (NODE_MAC, CLIENT_MAC), CLIENT),
+        nated.frame(mesh_mac(), mac(LOCAL_TASK), &payload),
+        "1250 bytes: the inner frame"
+    );
+    assert_eq!(event(&dp, MeshEvent::Forwarded), 1);
+    // Exactly the MTU fits too. It is the remote task's turn, which a test run cannot route
+    // (no ingress interface for `bpf_fib_lookup`): balanced, NAT-ed, then dropped as
+    // `no_route`, past the size check.
+    let (seg, payload) = syn_of_size(41003, 1300);
+    let out = dp
+        .test_run(
+            programs::XDP_UNDERLAY,
+            &seg.frame(CLIENT_MAC, NODE_MAC, &payload),
+            1,
+        )
+        .unwrap();
+    assert_eq!(out.return_value, XDP_DROP, "1300 bytes: to the remote task");
+    assert_eq!(event(&dp, MeshEvent::NoRoute), 1, "1300 bytes: balanced");
+    assert_eq!(event(&dp, MeshEvent::TooBig), 2, "1300 bytes: not too big");
+    // The local task's turn again: 1300 bytes forwarded.
+    let (seg, payload) = syn_of_size(41004, 1300);
+    let out = dp
+        .test_run(
+            programs::XDP_UNDERLAY,
+            &seg.frame(CLIENT_MAC, NODE_MAC, &payload),
+            1,
+        )
+        .unwrap();
+    assert_eq!(out.return_value, XDP_PASS, "1300 bytes: forwarded");
+    // Counted when balanced: the remote task's turn too.
+    assert_eq!(event(&dp, MeshEvent::Forwarded), 3);
+
+    // --- 3. host mode is not on `ingress`: its limit does not apply there
+    let big_udp = {
+        let b = PacketBuilder::ethernet2(CLIENT_MAC, NODE_MAC)
+            .ipv4(CLIENT.octets(), NODE.octets(), 64)
+            .udp(41005, 5353);
+        let mut frame = Vec::new();
+        b.write(&mut frame, &[0u8; 1400]).unwrap();
+        frame
+    };
+    let out = dp.test_run(programs::XDP_UNDERLAY, &big_udp, 1).unwrap();
+    assert_eq!(
+        out.return_value, XDP_PASS,
+        "host mode: 1428 bytes forwarded"
+    );
+    assert_eq!(
+        event(&dp, MeshEvent::TooBig),
+        2,
+        "host mode: nothing too big"
+    );
+
+    // --- 4. an MTU of 0 (maps an older agent wrote) is the default, 1450
+    let dp = mesh_with_mtu(0);
+    for (sport, ip_len, verdict) in [(41010, 1451, XDP_DROP), (41011, 1450, XDP_PASS)] {
+        let (seg, payload) = syn_of_size(sport, ip_len);
+        let out = dp
+            .test_run(
+                programs::XDP_UNDERLAY,
+                &seg.frame(CLIENT_MAC, NODE_MAC, &payload),
+                1,
+            )
+            .unwrap();
+        assert_eq!(out.return_value, verdict, "no MTU set: {ip_len} bytes");
+    }
 }
 
 /// The reset a closed port would send for `seg` (RFC 9293 3.10.7.1), from the node.

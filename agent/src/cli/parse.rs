@@ -253,7 +253,6 @@ mod tests {
             parse_advertise_addr("10.1.2.3").unwrap(),
             "10.1.2.3:0".parse().unwrap(),
             "no port: the listening port, filled in later"
-
         );
         assert_eq!(
             parse_advertise_addr("10.1.2.3:4000").unwrap(),

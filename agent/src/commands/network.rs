@@ -24,8 +24,14 @@ pub fn run(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
                 gateway: args.gateway.unwrap_or_default(),
                 attachable: args.attachable,
                 internal: args.internal,
+                ingress: args.ingress,
                 labels: args
                     .labels
+                    .into_iter()
+                    .map(|(key, value)| KeyValue { key, value })
+                    .collect(),
+                options: args
+                    .options
                     .into_iter()
                     .map(|(key, value)| KeyValue { key, value })
                     .collect(),
@@ -88,8 +94,11 @@ pub fn run(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
             Ok(())
         }
         NetworkCommand::Rm(args) => {
-            let mut cluster = cluster_client(channel);
+            let mut cluster = cluster_client(channel.clone());
             for network in args.networks {
+                if !confirm_ingress_removal(channel.clone(), &network).await? {
+                    continue;
+                }
                 let request = NetworkRef {
                     network: network.clone(),
                 };
@@ -102,6 +111,29 @@ pub fn run(host: &str, command: NetworkCommand) -> anyhow::Result<()> {
             Ok(())
         }
     })
+}
+
+/// Docker's question before the routing-mesh network goes, asked only of someone at a
+/// terminal: a script removes it as the Engine API does, without asking.
+async fn confirm_ingress_removal(channel: Channel, reference: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        return Ok(true);
+    }
+    let networks = list(channel).await?;
+    if !find(&networks, reference).is_ok_and(|n| n.ingress) {
+        return Ok(true);
+    }
+    print!(
+        "WARNING! Before removing the routing-mesh network, make sure all the nodes in your \
+         swarm run the same shoal version. Otherwise, removal may not be effective and \
+         functionality of newly created ingress networks will be impaired.\n\
+         Are you sure you want to continue? [y/N] "
+    );
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }
 
 async fn list(channel: Channel) -> anyhow::Result<Vec<NetworkInfo>> {
@@ -182,7 +214,7 @@ pub(crate) fn docker_shape(n: &NetworkInfo, local: &LocalNetworkResponse) -> ser
         "Attachable": n.attachable,
         "Ingress": n.ingress,
         "Containers": containers,
-        "Options": { "com.docker.network.driver.overlay.vxlanid_list": n.vni.to_string() },
+        "Options": options(n),
         "Labels": n
             .labels
             .iter()
@@ -190,4 +222,19 @@ pub(crate) fn docker_shape(n: &NetworkInfo, local: &LocalNetworkResponse) -> ser
             .collect::<serde_json::Map<_, _>>(),
         "Peers": peers,
     })
+}
+
+/// `Options` as Docker shows a swarm overlay's: the VNI (`vxlanid_list`), and the options it
+/// was created with.
+fn options(n: &NetworkInfo) -> serde_json::Map<String, serde_json::Value> {
+    let mut options: serde_json::Map<String, serde_json::Value> = n
+        .options
+        .iter()
+        .map(|kv| (kv.key.clone(), serde_json::Value::from(kv.value.clone())))
+        .collect();
+    options.insert(
+        "com.docker.network.driver.overlay.vxlanid_list".into(),
+        n.vni.to_string().into(),
+    );
+    options
 }

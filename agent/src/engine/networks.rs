@@ -1,7 +1,7 @@
 //! `/networks`: list (filters as `network ls`), inspect (this node's endpoints as
 //! `Containers`), create (overlay only; IPAM's first subnet and gateway, `Internal`,
-//! `Attachable`, `Labels`; what shoal does not do is named in `Warning`) and delete. Any
-//! swarm member may list and inspect, as in shoal's own API.
+//! `Attachable`, `Ingress`, `Labels`, `Options`; what shoal does not do is named in
+//! `Warning`) and delete. Any swarm member may list and inspect, as in shoal's own API.
 
 use std::collections::HashMap;
 
@@ -116,12 +116,8 @@ fn network_spec(body: serde_json::Value) -> Result<(NetworkSpec, Vec<String>), A
             )));
         }
     };
-    if r.bool("Ingress")? {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "shoal's ingress network is built in and cannot be created",
-        ));
-    }
+    // The routing-mesh network (`--ingress`); the swarm refuses a second one.
+    let ingress = r.bool("Ingress")?;
     let mut ipam = r.object("IPAM")?;
     ipam.allow("Driver", &["", "default"]);
     let mut configs = ipam.objects("Config")?.into_iter();
@@ -145,8 +141,15 @@ fn network_spec(body: serde_json::Value) -> Result<(NetworkSpec, Vec<String>), A
         gateway,
         attachable: r.bool("Attachable")?,
         internal: r.bool("Internal")?,
+        ingress,
         labels: r
             .string_map("Labels")?
+            .into_iter()
+            .map(|(key, value)| KeyValue { key, value })
+            .collect(),
+        // Driver options (`--opt`): kept; the leader checks the MTU.
+        options: r
+            .string_map("Options")?
             .into_iter()
             .map(|(key, value)| KeyValue { key, value })
             .collect(),
@@ -178,6 +181,20 @@ mod tests {
             ("overlay", "10.9.0.0/24")
         );
         assert!(spec.attachable);
+        assert!(spec.options.is_empty());
+        let (spec, warnings) = network_spec(serde_json::json!({
+            "Name": "small", "Driver": "overlay",
+            "Options": { "com.docker.network.driver.mtu": "1400" },
+        }))
+        .unwrap();
+        assert_eq!(warnings, Vec::<String>::new());
+        assert_eq!(
+            spec.options,
+            [KeyValue {
+                key: "com.docker.network.driver.mtu".into(),
+                value: "1400".into()
+            }]
+        );
         let bridge = network_spec(serde_json::json!({ "Name": "b", "Driver": "bridge" }));
         assert!(
             bridge

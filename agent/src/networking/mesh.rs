@@ -7,7 +7,9 @@
 //! - the node's ingress endpoint: the `ingress` sandbox exists on every node (tasks or not),
 //!   with a veth into the node's netns (`shoal_ingress`, the node's ingress address) whose
 //!   tc ingress runs the reply program, and the endpoint is published in the network DB so
-//!   every node's tasks can answer it;
+//!   every node's tasks can answer it. It follows the network the leader names: when the
+//!   ingress network is removed (`network rm ingress`) it is taken down, and when one is
+//!   created again (`network create --ingress`) it is built on the new one;
 //! - the mesh's maps ([`MeshTable`]): settings, the underlay's addresses, each published port
 //!   and its frontend, and the VTEP of every task on `ingress` (from the network DB);
 //! - host-mode frontends in the load balancer's table: each host-mode port's backends are
@@ -29,13 +31,13 @@ use shoal_common::mesh::{
     MODE_HOST, MODE_INGRESS, MeshConfig, PortKey, PublishedPort, host_frontend,
 };
 use shoal_control::{
-    cluster::{PortProtocol, PublishMode, Task, mesh::RoutingMesh},
+    cluster::{PortProtocol, PublishMode, Task, mesh::RoutingMesh, network::Network},
     error_chain::Chain,
     netdb::Endpoint,
 };
 use shoal_dataplane::{
     LbTable, MeshTable,
-    overlay::{attach_task, mac_for_ip},
+    overlay::{attach_task, detach_task, mac_for_ip},
 };
 use tracing::{debug, info, warn};
 
@@ -177,11 +179,7 @@ impl NodeNetworking {
             state.endpoint.take()
         };
         if let Some((network_id, _)) = endpoint {
-            let mut local = self.local();
-            local
-                .endpoints
-                .remove(&(network_id.clone(), NODE_ENDPOINT_MEMBER.to_string()));
-            self.release_network(&mut local, &network_id, NODE_ENDPOINT_MEMBER);
+            self.remove_ingress_endpoint(&network_id);
         }
         if let Err(e) = self.vips.apply_mesh(&MeshTable::default()) {
             warn!(error = %Chain(e.as_ref()), "clearing the published ports");
@@ -190,18 +188,25 @@ impl NodeNetworking {
 
     /// Builds the node's endpoint on `ingress` (see the module docs) if it is not there yet
     /// for the current network and address. Cheap when it is; also called every second, so
-    /// an attempt that failed is retried.
+    /// an attempt that failed is retried. An endpoint built for another network or address
+    /// (the ingress network was removed, or removed and created again) is taken down first.
     pub(super) fn ensure_ingress_endpoint(&self) {
-        let (network, addr) = {
-            let state = self.mesh.lock();
+        let (wanted, stale) = {
+            let mut state = self.mesh.lock();
             let Some(mesh) = &state.mesh else { return };
-            let (Some(network), Some(addr)) = (mesh.ingress.clone(), mesh.node_addr) else {
-                return;
-            };
-            if state.endpoint.as_ref() == Some(&(network.id.clone(), addr)) {
+            let wanted = mesh.ingress.clone().zip(mesh.node_addr);
+            let current = wanted.as_ref().map(|(n, addr)| (n.id.clone(), *addr));
+            if state.endpoint == current {
                 return;
             }
-            (network, addr)
+            (wanted, state.endpoint.take())
+        };
+        if let Some((network_id, _)) = stale {
+            self.remove_ingress_endpoint(&network_id);
+            info!(network = %network_id, "ingress endpoint removed: the routing mesh moved");
+        }
+        let Some((network, addr)) = wanted else {
+            return;
         };
         let mut local = self.local();
         let built = (|| -> anyhow::Result<()> {
@@ -262,6 +267,25 @@ impl NodeNetworking {
         let mut state = self.mesh.lock();
         state.endpoint = Some((network.id, addr));
         state.endpoint_error = None;
+    }
+
+    /// Takes the node's endpoint off the ingress network `network_id`: withdrawn from the
+    /// network DB, its veth deleted (freeing `shoal_ingress` for the next one), and the
+    /// sandbox removed unless a local task still uses it (one still stopping).
+    fn remove_ingress_endpoint(&self, network_id: &str) {
+        let mut local = self.local();
+        local
+            .endpoints
+            .remove(&(network_id.to_string(), NODE_ENDPOINT_MEMBER.to_string()));
+        if let Some(db) = self.db() {
+            db.delete_endpoint(network_id, &format!("ingress-{}", self.config.node_id));
+        }
+        if let Some(net) = local.networks.get(network_id)
+            && let Err(e) = detach_task(&net.sandbox, SANDBOX_SIDE)
+        {
+            warn!(network = %network_id, error = %Chain(&e), "removing the ingress endpoint");
+        }
+        self.release_network(&mut local, network_id, NODE_ENDPOINT_MEMBER);
     }
 
     /// A host-mode task came up on the gateway bridge (its bridge port is `bridge_port` in the
@@ -397,7 +421,7 @@ impl NodeNetworking {
         let Some(network) = &mesh.ingress else {
             return Some(table);
         };
-        let Some(config) = self.mesh_config(ingress_addr, network.vni) else {
+        let Some(config) = self.mesh_config(ingress_addr, network) else {
             return Some(table);
         };
         table.config = config;
@@ -440,7 +464,7 @@ impl NodeNetworking {
     }
 
     /// The settings of the mesh's programs, if this node has what they need.
-    fn mesh_config(&self, ingress_addr: Ipv4Addr, vni: u32) -> Option<MeshConfig> {
+    fn mesh_config(&self, ingress_addr: Ipv4Addr, ingress: &Network) -> Option<MeshConfig> {
         let vtep = self.config.data_path_addr?;
         let interface = self.config.underlay_interface.as_deref()?;
         let ifindex = nix::net::if_::if_nametoindex(interface).ok()?;
@@ -448,9 +472,11 @@ impl NodeNetworking {
             ingress_ip: raw(ingress_addr),
             vtep_ip: raw(vtep),
             underlay_ifindex: ifindex,
-            vni,
+            vni: ingress.vni,
             vxlan_port: self.config.data_path_port.to_be(),
-            pad: 0,
+            // What the ingress sandbox's interfaces were given (`ensure_network`); above
+            // 65535 cannot happen (the option is bounded, and so is an underlay's MTU).
+            ingress_mtu: u16::try_from(self.config.network_mtu(ingress)).unwrap_or(u16::MAX),
         })
     }
 

@@ -61,7 +61,8 @@ pub struct NetworkingConfig {
     /// overlay networks fail with a clear error).
     pub data_path_addr: Option<Ipv4Addr>,
     pub data_path_port: u16,
-    /// MTU of overlay networks' interfaces (the underlay's minus VXLAN's 50 bytes).
+    /// MTU of overlay networks' interfaces (the underlay's minus VXLAN's 50 bytes), for the
+    /// networks created without `--opt com.docker.network.driver.mtu` ([`Self::network_mtu`]).
     pub overlay_mtu: u32,
     /// The gateway bridge's subnet ([`gateway_subnet`]).
     pub gateway_subnet: ipnet::Ipv4Net,
@@ -74,6 +75,14 @@ pub struct NetworkingConfig {
     pub dns_upstreams: Vec<SocketAddr>,
     /// What each task's /etc/resolv.conf says.
     pub task_resolv_conf: String,
+}
+
+impl NetworkingConfig {
+    /// The MTU of `network`'s interfaces on this node (bridge, VXLAN, tasks'): its MTU option,
+    /// else the underlay-derived default.
+    pub fn network_mtu(&self, network: &Network) -> u32 {
+        network.mtu_option().unwrap_or(self.overlay_mtu)
+    }
 }
 
 /// Overlay networking on this node. Cheap to share.
@@ -248,7 +257,7 @@ impl NodeNetworking {
             gateway: network.gateway,
             vxlan_port: self.config.data_path_port,
             local_vtep: vtep,
-            mtu: self.config.overlay_mtu,
+            mtu: self.config.network_mtu(network),
         };
         let sandbox = ensure_sandbox(
             &self.config.node_netns,
@@ -256,7 +265,7 @@ impl NodeNetworking {
             &spec,
         )
         .with_context(|| format!("network {}", network.name))?;
-        info!(network = %network.name, vni = network.vni, "overlay sandbox ready");
+        info!(network = %network.name, vni = network.vni, mtu = spec.mtu, "overlay sandbox ready");
         if let Some(db) = self.db() {
             db.join_network(&network.id);
             remote::program_all(&self.config.node_id, &sandbox, &db.endpoints(&network.id));

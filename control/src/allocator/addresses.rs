@@ -411,6 +411,7 @@ mod tests {
             ingress: true,
             created_at_ms: 0,
             labels: Default::default(),
+            options: Default::default(),
         };
         assert_eq!(
             state.apply(&Command::CreateNetwork(ingress)),
@@ -444,5 +445,103 @@ mod tests {
         );
         assert_eq!(addr(&state, "n1"), None);
         assert_eq!(state.ingress_addrs.len(), 2);
+    }
+
+    #[test]
+    fn the_ingress_network_is_removed_and_created_again_as_in_docker() {
+        use crate::{
+            cluster::{Command, CommandResponse, Role},
+            orchestrator::fixture::node,
+        };
+        let mut state = ClusterState::default();
+        for id in ["n1", "n2"] {
+            state.nodes.insert(id.into(), node(id, Role::Worker));
+        }
+        let ingress = |id: &str, name: &str, subnet: &str, gateway: &str, vni: u32| Network {
+            id: id.into(),
+            name: name.into(),
+            driver: "overlay".into(),
+            subnet: subnet.parse().unwrap(),
+            gateway: gateway.parse().unwrap(),
+            vni,
+            attachable: false,
+            internal: false,
+            ingress: true,
+            created_at_ms: 0,
+            labels: Default::default(),
+            options: Default::default(),
+        };
+        let published = |id: &str| {
+            let mut s = service_on(id, &[], EndpointMode::Vip);
+            s.spec.ports = vec![PortConfig {
+                protocol: crate::cluster::PortProtocol::Tcp,
+                target: 80,
+                published: 8080,
+                mode: crate::cluster::PublishMode::Ingress,
+            }];
+            s
+        };
+        let rejected = |response: CommandResponse| match response {
+            CommandResponse::Rejected(why) => why,
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+        let old = ingress("ing", "ingress", "10.255.0.0/16", "10.255.0.1", 4096);
+        assert_eq!(
+            state.apply(&Command::CreateNetwork(old)),
+            CommandResponse::Ok
+        );
+        assert_eq!(
+            state.apply(&Command::CreateService(published("web"))),
+            CommandResponse::Ok
+        );
+        // --- 1. refused while a service publishes in ingress mode
+        let rm = Command::RemoveNetwork { id: "ing".into() };
+        assert_eq!(
+            rejected(state.apply(&rm)),
+            "ingress network cannot be removed because service web depends on it"
+        );
+        // --- 2. removed once none does: the nodes' addresses go with it
+        let web_id = state.services.keys().next().unwrap().clone();
+        assert_eq!(
+            state.apply(&Command::RemoveService { id: web_id }),
+            CommandResponse::Ok
+        );
+        assert_eq!(state.apply(&rm), CommandResponse::Ok);
+        assert!(state.ingress_addrs.is_empty());
+        assert_eq!(
+            rejected(state.apply(&Command::CreateService(published("web")))),
+            "service needs ingress network, but no ingress network is present"
+        );
+        // --- 3. a new one, any name: the nodes get addresses on it (not its gateway)
+        let new = ingress("new", "my-ingress", "10.11.0.0/16", "10.11.0.2", 4097);
+        assert_eq!(
+            state.apply(&Command::CreateNetwork(new)),
+            CommandResponse::Ok
+        );
+        let addrs: Vec<String> = state
+            .ingress_addrs
+            .values()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(addrs, ["10.11.0.1", "10.11.0.3"]);
+        let second = ingress("two", "other", "10.12.0.0/16", "10.12.0.1", 4098);
+        assert_eq!(
+            rejected(state.apply(&Command::CreateNetwork(second))),
+            "ingress network (new) is already present"
+        );
+        // --- 4. published services are taken again, with their VIP on the new network
+        assert_eq!(
+            state.apply(&Command::CreateService(published("web"))),
+            CommandResponse::Ok
+        );
+        let web = state.services.values().next().unwrap();
+        assert_eq!(web.virtual_ips.len(), 1);
+        assert_eq!(web.virtual_ips[0].network_id, "new");
+        assert!(
+            "10.11.0.0/16"
+                .parse::<Ipv4Net>()
+                .unwrap()
+                .contains(&web.virtual_ips[0].addr.addr())
+        );
     }
 }

@@ -83,6 +83,7 @@ mod tests {
                 ingress: false,
                 created_at_ms: 0,
                 labels: Default::default(),
+                options: Default::default(),
             },
         );
     }

@@ -217,6 +217,7 @@ mod tests {
                     ingress,
                     created_at_ms: 0,
                     labels: Default::default(),
+                    options: Default::default(),
                 },
             );
         }

@@ -367,6 +367,7 @@ mod tests {
                 ingress: false,
                 created_at_ms: 0,
                 labels: BTreeMap::new(),
+                options: BTreeMap::new(),
             };
             state.networks.insert(id.into(), network);
         }

@@ -86,7 +86,8 @@ pub struct OverlaySpec {
     pub vxlan_port: u16,
     /// This node's data-path address: the outer source IP of every encapsulated packet.
     pub local_vtep: Ipv4Addr,
-    /// MTU of `br0`, `vxlan0` and task interfaces: the underlay's minus [`VXLAN_OVERHEAD`].
+    /// MTU of `br0`, `vxlan0` and task interfaces: the network's own (`--opt
+    /// com.docker.network.driver.mtu`), else the underlay's minus [`VXLAN_OVERHEAD`].
     pub mtu: u32,
 }
 

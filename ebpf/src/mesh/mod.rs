@@ -22,8 +22,8 @@ pub use reply::from_backend;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use shoal_common::mesh::{
-    INGRESS_MTU, MODE_HOST, MODE_INGRESS, MeshConfig, MeshEvent, MeshFlow, PortKey, PublishedPort,
-    mesh_source_mac,
+    DEFAULT_INGRESS_MTU, MODE_HOST, MODE_INGRESS, MeshConfig, MeshEvent, MeshFlow, PortKey,
+    PublishedPort, mesh_source_mac,
 };
 
 use crate::lb::{self, maps::SHOAL_LB_VIPS};
@@ -103,7 +103,11 @@ fn forward(
     if ctx.data() + L4 + l4_min > ctx.data_end() {
         return Err(MeshEvent::Malformed);
     }
-    if published.mode == MODE_INGRESS && u16::from_be(ip.tot_len) > INGRESS_MTU {
+    let mtu = match config.ingress_mtu {
+        0 => DEFAULT_INGRESS_MTU,
+        mtu => mtu,
+    };
+    if published.mode == MODE_INGRESS && u16::from_be(ip.tot_len) > mtu {
         return Err(MeshEvent::TooBig);
     }
     let tcp = if is_tcp {

@@ -186,6 +186,16 @@ fn network(stack: &Stack, namespace: &str, key: &str) -> PlannedNetwork {
                 attachable: declared.attachable,
                 internal: declared.internal,
                 labels: namespace_labels(namespace, &declared.labels),
+                // `driver_opts`: kept by the network; the MTU takes effect.
+                options: declared
+                    .driver_opts
+                    .iter()
+                    .map(|(key, value)| KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                ingress: false,
             })
         }
     }
@@ -520,6 +530,31 @@ mod tests {
             [PlannedNetwork::Own(spec)] => {
                 assert_eq!(spec.name, "web_default");
                 assert_eq!(spec.driver, "overlay");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_networks_driver_opts_become_its_options() {
+        let yaml = "services:\n  api:\n    command: [x]\n    networks: [front]\n\
+                    networks:\n  front:\n    driver: overlay\n    driver_opts:\n      \
+                    com.docker.network.driver.mtu: 1300\n      x.other: kept\n";
+        let plan = plan_of(yaml, &[]).unwrap();
+        match plan.networks.as_slice() {
+            [PlannedNetwork::Own(spec)] => {
+                let options: Vec<(&str, &str)> = spec
+                    .options
+                    .iter()
+                    .map(|o| (o.key.as_str(), o.value.as_str()))
+                    .collect();
+                assert_eq!(
+                    options,
+                    [
+                        ("com.docker.network.driver.mtu", "1300"),
+                        ("x.other", "kept")
+                    ]
+                );
             }
             other => panic!("{other:?}"),
         }
