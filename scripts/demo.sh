@@ -41,6 +41,23 @@ down() {
   for pidfile in "$RUN"/node*/state/tasks/*/pid; do
     [ -f "$pidfile" ] && kill -KILL -- "-$(cut -d' ' -f1 "$pidfile")" 2>/dev/null || true
   done
+  # Task cgroups, where each node recorded them (a "<kind> <dir>" line per hierarchy): what a
+  # task left outside its process group dies there, then the cgroups go.
+  for record in "$RUN"/node*/state/cgroups; do
+    [ -f "$record" ] || continue
+    while read -r _ dir; do
+      for task in "$dir"/*/; do
+        [ -d "$task" ] || continue
+        for _ in $(seq 1 50); do
+          xargs -r kill -KILL < "$task/cgroup.procs" 2>/dev/null || true
+          rmdir "$task" 2>/dev/null && break
+          sleep 0.1
+        done
+      done
+      rmdir "$dir" 2>/dev/null || true
+      rmdir "$(dirname "$dir")" 2>/dev/null || true
+    done < "$record"
+  done
   for i in $(seq 1 $NODES); do
     id=$(cat "$RUN/node$i/state/node-id" 2>/dev/null || true)
     [ -n "$id" ] && rm -rf "/sys/fs/bpf/shoal/$id"
