@@ -8,8 +8,8 @@
 #     benchmark's userspace proxy peer and HTTP load generator), ethtool (the test underlay's
 #     offload settings: GRO for XDP_TX on veth, full checksums from the outside client),
 #     systemd (systemd-analyze verify checks deploy/shoal.service), python3, ruby (`ruby -c`
-#     checks the Vagrantfile), runc, tini and PyYAML (scripts/agent-rootfs.sh's bundle, run
-#     under runc by the container tests)
+#     checks the Vagrantfile), ping (a task pings a VIP), runc, tini and PyYAML
+#     (scripts/agent-rootfs.sh's bundle, run under runc by the container tests)
 #   - docker-py (PyPI `docker`), which the Engine API tests drive shoal with
 #   - the pinned nightly with rust-src, which builds the eBPF object (ebpf/toolchain.env)
 #   - bpf-linker, built against that nightly's own LLVM, under $SHOAL_TOOLCHAIN_DIR
@@ -47,6 +47,7 @@ command -v ethtool >/dev/null || need_pkgs+=(ethtool)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v ruby >/dev/null || need_pkgs+=(ruby)
+command -v ping >/dev/null || need_pkgs+=(iputils-ping)
 command -v runc >/dev/null || need_pkgs+=(runc)
 command -v tini >/dev/null || need_pkgs+=(tini)
 python3 -c 'import yaml' 2>/dev/null || need_pkgs+=(python3-yaml)

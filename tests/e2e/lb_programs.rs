@@ -386,17 +386,15 @@ fn malformed_packets_and_fragments_to_a_vip_are_dropped_and_counted() {
         f[14 + 6..14 + 8].copy_from_slice(&flags_offset.to_be_bytes());
         f
     };
-    let ping = {
-        let b = PacketBuilder::ethernet2(mac(CLIENT), mac(VIP))
-            .ipv4(CLIENT.octets(), VIP.octets(), 64)
-            .icmpv4_echo_request(1, 1);
-        let mut f = Vec::new();
-        b.write(&mut f, b"ping").unwrap();
+    // ICMP other than an echo request (here a timestamp request, type 13).
+    let timestamp = {
+        let mut f = echo_request(CLIENT, VIP, b"ping");
+        f[14 + 20] = 13;
         f
     };
     for (what, frame) in [
         ("truncated TCP", truncated),
-        ("ICMP to the VIP", ping),
+        ("ICMP other than echo to the VIP", timestamp),
         ("first fragment", fragment(0, true)),
         ("later fragment", fragment(185, false)),
     ] {
@@ -439,6 +437,41 @@ fn a_vip_without_backends_refuses_tcp_with_a_reset_and_udp_with_port_unreachable
     }
     assert_eq!(event(&dp, LbEvent::NoBackend), 4);
     assert!(dp.lb().flow_entries().unwrap().is_empty(), "no flow made");
+}
+
+/// An Ethernet/IPv4/ICMP echo request (id 7, sequence 3) from `src` to `dst`.
+fn echo_request(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(mac(src), mac(dst))
+        .ipv4(src.octets(), dst.octets(), 64)
+        .icmpv4_echo_request(7, 3);
+    let mut f = Vec::new();
+    b.write(&mut f, payload).unwrap();
+    f
+}
+
+#[test]
+fn an_echo_request_to_a_vip_is_answered_in_place() {
+    // With backends or without: the VIP is there as long as its service is.
+    for backends in [&[][..], &BACKENDS[..]] {
+        let dp = balancer(backends);
+        for payload in [&b""[..], b"ping", &[0xa5; 1000]] {
+            let (verdict, out) = send(&dp, &echo_request(CLIENT, VIP, payload));
+            assert_eq!(verdict, TC_ACT_REDIRECT, "the reply goes back to the task");
+            // The reply as a host would build it: from the VIP (and its MAC), same id,
+            // sequence, payload and IP header fields; both checksums valid.
+            let want = {
+                let b = PacketBuilder::ethernet2(mac(VIP), mac(CLIENT))
+                    .ipv4(VIP.octets(), CLIENT.octets(), 64)
+                    .icmpv4_echo_reply(7, 3);
+                let mut f = Vec::new();
+                b.write(&mut f, payload).unwrap();
+                f
+            };
+            assert_eq!(out, want, "{} bytes of payload", payload.len());
+        }
+        assert!(dp.lb().flow_entries().unwrap().is_empty(), "no flow made");
+        assert_eq!(event(&dp, LbEvent::Malformed), 0);
+    }
 }
 
 /// Recomputes the IPv4 header checksum of an Ethernet frame (no IP options).

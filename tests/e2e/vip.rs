@@ -122,7 +122,7 @@ fn vip_round_robin_follows_the_service() {
         client,
     } = scenario();
 
-    // --- 2. 300 new TCP connections spread evenly (±1) over the 3 backends
+    // --- 2. 300 new TCP connections spread evenly (±1) over the 3 backends; a ping answered
     let tcp = tally(&new_connections(&client, vip, 300).unwrap());
     assert_eq!(tcp.keys().cloned().collect::<BTreeSet<_>>(), ids(&web));
     for (task, n) in &tcp {
@@ -131,6 +131,21 @@ fn vip_round_robin_follows_the_service() {
             "TCP: {task} got {n} of 300: {tcp:?}"
         );
     }
+    // A ping to the VIP is answered (by the client's own node, as IPVS's node answers it),
+    // with a reply from the VIP.
+    let ping = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", client.display()))
+        .args(["--", "ping", "-n", "-c", "2", "-W", "3"])
+        .arg(vip.ip().to_string())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&ping.stdout);
+    assert!(ping.status.success(), "ping {}: {said}", vip.ip());
+    assert!(
+        said.contains(&format!("bytes from {}:", vip.ip())),
+        "{said}"
+    );
+    assert!(said.contains("2 received"), "{said}");
     // The same for UDP, one new flow per datagram.
     let udp = tally(&new_datagrams(&client, vip, 300).unwrap());
     assert_eq!(udp.keys().cloned().collect::<BTreeSet<_>>(), ids(&web));

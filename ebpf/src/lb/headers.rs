@@ -23,6 +23,7 @@ pub const IP_DST: usize = IP + 16;
 /// More-fragments flag and fragment offset, as loaded.
 pub const IP_FRAG_MASK: u16 = 0x3fffu16.to_be();
 
+pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 

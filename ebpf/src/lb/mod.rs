@@ -11,9 +11,11 @@
 //! - `checksum`: the Internet checksum of the frames built on the stack.
 //! - `reset`: the TCP reset sent for refused and orphaned connections.
 //! - `unreachable`: the ICMP port unreachable sent for refused UDP datagrams.
+//! - `echo`: ICMP echo requests to a VIP, answered in place.
 
 mod arp;
 mod checksum;
+mod echo;
 pub(crate) mod headers;
 pub mod maps;
 pub(crate) mod nat;
@@ -28,8 +30,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use headers::{
-    ETH_P_ARP, ETH_P_IP, ETH_TYPE, IP, IP_DST, IP_PROTO, IP_SRC, Ipv4Flow, NotAFlow, PROTO_TCP,
-    TCP_ACK_FLAG, TCP_FIN, TCP_FLAGS, TCP_RST, TCP_SEQ, TCP_SYN, ipv4_flow, mac_of,
+    ETH_P_ARP, ETH_P_IP, ETH_TYPE, IP, IP_DST, IP_PROTO, IP_SRC, Ipv4Flow, NotAFlow, PROTO_ICMP,
+    PROTO_TCP, TCP_ACK_FLAG, TCP_FIN, TCP_FLAGS, TCP_RST, TCP_SEQ, TCP_SYN, ipv4_flow, mac_of,
 };
 use maps::{
     SHOAL_LB_BACKENDS, SHOAL_LB_CURSORS, SHOAL_LB_FLOWS, SHOAL_LB_SLOTS, SHOAL_LB_VIPS,
@@ -73,6 +75,10 @@ pub fn from_task(ctx: &TcContext) -> i32 {
         forget_stale_reply(ctx);
         return PASS;
     };
+    // ICMP to a VIP: an echo request is answered here (`echo`), anything else dropped.
+    if let Ok(PROTO_ICMP) = ctx.load::<u8>(IP_PROTO) {
+        return echo::answer(ctx);
+    }
     let flow = match ipv4_flow(ctx) {
         Ok(flow) => flow,
         Err(NotAFlow::Fragment) => {
