@@ -123,8 +123,8 @@ pub struct MeshConfig {
     pub vxlan_port: u16,
     /// The `ingress` network's MTU on this node (its `com.docker.network.driver.mtu`, else the
     /// underlay's minus [`VXLAN_OVERHEAD`]), host order; 0: [`DEFAULT_INGRESS_MTU`]. The
-    /// largest IPv4 packet an ingress-mode port forwards: larger ones are dropped and counted
-    /// ([`MeshEvent::TooBig`]); TCP never sends them, its MSS comes from the task. Takes what
+    /// largest IPv4 packet an ingress-mode port forwards: larger ones are answered with an ICMP
+    /// fragmentation needed naming it, and counted ([`MeshEvent::TooBig`]). Takes what
     /// was padding (the struct's size and the pinned map stay the same).
     pub ingress_mtu: u16,
 }
@@ -247,7 +247,7 @@ pub enum MeshEvent {
     BackendGone = 3,
     /// Fragments, truncated headers, or other protocols to a published port: dropped.
     Malformed = 4,
-    /// Packets larger than the `ingress` MTU: dropped.
+    /// Packets larger than the `ingress` MTU: answered with ICMP fragmentation needed.
     TooBig = 5,
     /// No route or neighbour toward a task's node: dropped.
     NoRoute = 6,

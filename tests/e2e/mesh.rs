@@ -182,6 +182,49 @@ fn udp_ports_and_host_mode_ports() {
     }
     // TCP on that port is not published: refused by node3's kernel.
     refused(&cluster, to).unwrap();
+    // Path MTU discovery through the mesh: a datagram bigger than the ingress overlay takes
+    // (1468 bytes over 1450, the underlay's 1500 minus VXLAN) is answered with ICMP
+    // fragmentation needed, so the client's kernel learns the path MTU: its next send that
+    // large fails with EMSGSIZE (IP_PMTUDISC_DO), and IP_MTU says 1450.
+    let pmtud = format!(
+        "import socket, time, errno\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO\n\
+         s.connect(('{}', {}))\n\
+         s.send(b'x' * 1440)\n\
+         for _ in range(50):\n\
+         \x20   time.sleep(0.1)\n\
+         \x20   try:\n\
+         \x20       s.send(b'x' * 1440)\n\
+         \x20   except OSError as e:\n\
+         \x20       print('EMSGSIZE' if e.errno == errno.EMSGSIZE else e)\n\
+         \x20       break\n\
+         print(s.getsockopt(socket.IPPROTO_IP, 14))  # IP_MTU\n",
+        to.ip(),
+        to.port()
+    );
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            cluster.client_ns().name(),
+            "python3",
+            "-c",
+            &pmtud,
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        said.lines().collect::<Vec<_>>(),
+        ["EMSGSIZE", "1450"],
+        "{said}"
+    );
 
     // --- 2. host mode on a global service kept off node3: each node answers with its own
     // task, and the task sees the client's own address.

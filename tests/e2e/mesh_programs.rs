@@ -551,16 +551,17 @@ fn the_ingress_size_limit_is_the_configured_ingress_mtu() {
     for (sport, ip_len) in [(41000, 1400), (41001, 1301)] {
         let (seg, payload) = syn_of_size(sport, ip_len);
         let before = event(&dp, MeshEvent::TooBig);
-        let out = dp
-            .test_run(
-                programs::XDP_UNDERLAY,
-                &seg.frame(CLIENT_MAC, NODE_MAC, &payload),
-                1,
-            )
-            .unwrap();
+        let frame = seg.frame(CLIENT_MAC, NODE_MAC, &payload);
+        let out = dp.test_run(programs::XDP_UNDERLAY, &frame, 1).unwrap();
+        // Path MTU discovery: a fragmentation needed naming 1300 goes straight back.
         assert_eq!(
-            out.return_value, XDP_DROP,
-            "{ip_len} bytes over an ingress MTU of 1300: dropped"
+            out.return_value, XDP_TX,
+            "{ip_len} bytes over an ingress MTU of 1300: answered"
+        );
+        assert_eq!(
+            out.data_out,
+            crate::support::frag_needed_for(&frame, 1300),
+            "{ip_len} bytes: fragmentation needed, MTU 1300, from the node"
         );
         assert_eq!(
             event(&dp, MeshEvent::TooBig),
@@ -645,7 +646,7 @@ fn the_ingress_size_limit_is_the_configured_ingress_mtu() {
 
     // --- 4. an MTU of 0 (maps an older agent wrote) is the default, 1450
     let dp = mesh_with_mtu(0);
-    for (sport, ip_len, verdict) in [(41010, 1451, XDP_DROP), (41011, 1450, XDP_PASS)] {
+    for (sport, ip_len, verdict) in [(41010, 1451, XDP_TX), (41011, 1450, XDP_PASS)] {
         let (seg, payload) = syn_of_size(sport, ip_len);
         let out = dp
             .test_run(
@@ -682,18 +683,11 @@ fn reset_for(seg: &Seg, payload_len: u32) -> Vec<u8> {
 #[test]
 fn bad_and_unservable_packets_are_dropped_or_refused_and_counted() {
     let dp = mesh();
-    let dropped = [
-        (
-            "truncated TCP header",
-            Seg::syn(CLIENT, 40000, 8080).as_client_sends()[..14 + 20 + 10].to_vec(),
-            MeshEvent::Malformed,
-        ),
-        (
-            "larger than the ingress MTU",
-            Seg::syn(CLIENT, 40000, 8080).frame(CLIENT_MAC, NODE_MAC, &[0u8; 1420]),
-            MeshEvent::TooBig,
-        ),
-    ];
+    let dropped = [(
+        "truncated TCP header",
+        Seg::syn(CLIENT, 40000, 8080).as_client_sends()[..14 + 20 + 10].to_vec(),
+        MeshEvent::Malformed,
+    )];
     for (what, frame, counted) in dropped {
         let before = event(&dp, counted);
         let out = dp.test_run(programs::XDP_UNDERLAY, &frame, 1).unwrap();
@@ -704,6 +698,12 @@ fn bad_and_unservable_packets_are_dropped_or_refused_and_counted() {
             "{what}: {counted:?} counted"
         );
     }
+    // Larger than the ingress MTU (1450 here): a fragmentation needed, sent back, counted.
+    let big = Seg::syn(CLIENT, 40001, 8080).frame(CLIENT_MAC, NODE_MAC, &[0u8; 1420]);
+    let out = dp.test_run(programs::XDP_UNDERLAY, &big, 1).unwrap();
+    assert_eq!(out.return_value, XDP_TX, "larger than the ingress MTU");
+    assert_eq!(out.data_out, crate::support::frag_needed_for(&big, 1450));
+    assert_eq!(event(&dp, MeshEvent::TooBig), 1);
     // What no task can take is refused at once, as a closed port would: a reset, sent back.
     let mid_stream = Seg::syn(CLIENT, 40002, 8080).data();
     let no_task = Seg::syn(CLIENT, 40003, 8081);

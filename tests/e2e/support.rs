@@ -209,10 +209,21 @@ pub fn tally(answers: &[String]) -> BTreeMap<String, usize> {
 /// it was sent to, TOS 0xc0 and no DF as Linux sends ICMP errors, quoting the datagram's IP
 /// header and its first 8 bytes.
 pub fn port_unreachable_for(datagram: &[u8]) -> Vec<u8> {
-    use etherparse::{
-        Icmpv4Type, IpDscp, IpHeaders, IpNumber, Ipv4Header, PacketBuilder,
-        icmpv4::DestUnreachableHeader,
-    };
+    unreachable_for(datagram, etherparse::icmpv4::DestUnreachableHeader::Port)
+}
+
+/// The ICMP "fragmentation needed" (next-hop MTU `mtu`) for `packet` (Ethernet/IPv4/TCP or
+/// UDP, no IP options), built as [`port_unreachable_for`] builds its answer.
+pub fn frag_needed_for(packet: &[u8], mtu: u16) -> Vec<u8> {
+    use etherparse::icmpv4::DestUnreachableHeader;
+    unreachable_for(
+        packet,
+        DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
+    )
+}
+
+fn unreachable_for(datagram: &[u8], why: etherparse::icmpv4::DestUnreachableHeader) -> Vec<u8> {
+    use etherparse::{Icmpv4Type, IpDscp, IpHeaders, IpNumber, Ipv4Header, PacketBuilder};
     let quoted = &datagram[14..14 + 28];
     let mut ip = Ipv4Header::new(
         0,
@@ -229,9 +240,7 @@ pub fn port_unreachable_for(datagram: &[u8]) -> Vec<u8> {
         datagram[6..12].try_into().unwrap(),
     )
     .ip(IpHeaders::Ipv4(ip, Default::default()))
-    .icmpv4(Icmpv4Type::DestinationUnreachable(
-        DestUnreachableHeader::Port,
-    ));
+    .icmpv4(Icmpv4Type::DestinationUnreachable(why));
     let mut frame = Vec::new();
     builder.write(&mut frame, quoted).unwrap();
     frame

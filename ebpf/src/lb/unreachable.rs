@@ -2,7 +2,8 @@
 //! (type 3 code 3, quoting the datagram's IP header and first 8 bytes), from the address it was
 //! sent to, and handing it straight back: a datagram to a VIP with no backend is refused at
 //! once, and the client's connected socket gets `ECONNREFUSED`. The routing mesh (XDP) builds
-//! the same frame with [`unreachable_for`].
+//! the same frame with [`unreachable_for`], and with [`frag_needed_for`] the "fragmentation
+//! needed" that tells a client's path MTU discovery what the overlay takes.
 
 use aya_ebpf::{
     bindings::TC_ACT_SHOT,
@@ -22,6 +23,7 @@ const ICMP: usize = 34;
 const PROTO_ICMP: u8 = 1;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_PORT_UNREACH: u8 = 3;
+const ICMP_FRAG_NEEDED: u8 = 4;
 /// Linux's TOS for ICMP errors (precedence "internetwork control").
 const TOS_INTERNETCONTROL: u8 = 0xc0;
 
@@ -53,6 +55,25 @@ pub fn reply_with_unreachable(ctx: &TcContext, flow: &Ipv4Flow) -> i32 {
 /// without IP options), back to its sender from the address and MAC it was sent to.
 #[inline(always)]
 pub(crate) fn unreachable_for(datagram: &[u8; DATAGRAM_LEN]) -> [u8; UNREACHABLE_LEN] {
+    destination_unreachable(datagram, ICMP_PORT_UNREACH, 0)
+}
+
+/// The ICMP "fragmentation needed" (type 3 code 4, RFC 1191) for a packet bigger than `mtu`
+/// (the first bytes of an Ethernet/IPv4/TCP-or-UDP frame without IP options: its IP header
+/// and first 8 bytes are quoted, as path MTU discovery needs), from the address it was sent to.
+#[inline(always)]
+pub(crate) fn frag_needed_for(packet: &[u8; DATAGRAM_LEN], mtu: u16) -> [u8; UNREACHABLE_LEN] {
+    destination_unreachable(packet, ICMP_FRAG_NEEDED, mtu)
+}
+
+/// A destination unreachable with `code` (and `mtu` in the next-hop MTU field, 0 unless the
+/// code is fragmentation needed) quoting the frame's IP header and 8 bytes.
+#[inline(always)]
+fn destination_unreachable(
+    datagram: &[u8; DATAGRAM_LEN],
+    code: u8,
+    mtu: u16,
+) -> [u8; UNREACHABLE_LEN] {
     let mut out = [0u8; UNREACHABLE_LEN];
     // Ethernet: back to the sender, from the MAC it sent to.
     out[0..6].copy_from_slice(&datagram[6..12]);
@@ -71,7 +92,8 @@ pub(crate) fn unreachable_for(datagram: &[u8; DATAGRAM_LEN]) -> [u8; UNREACHABLE
     // ICMP: destination unreachable, port unreachable; then the datagram's IP header and the
     // first 8 bytes after it (its UDP header), as received.
     out[ICMP] = ICMP_DEST_UNREACH;
-    out[ICMP + 1] = ICMP_PORT_UNREACH;
+    out[ICMP + 1] = code;
+    out[ICMP + 6..ICMP + 8].copy_from_slice(&mtu.to_be_bytes());
     out[ICMP + 8..UNREACHABLE_LEN].copy_from_slice(&datagram[IP..DATAGRAM_LEN]);
     let icmp_check = fold(sum_words(&out, ICMP, UNREACHABLE_LEN, 0));
     out[ICMP + 2..ICMP + 4].copy_from_slice(&icmp_check.to_be_bytes());

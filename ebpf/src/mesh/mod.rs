@@ -84,9 +84,20 @@ pub fn from_underlay(ctx: &XdpContext) -> u32 {
                     reset::reply_with_reset(ctx)
                 }
                 (PROTO_UDP, MeshEvent::NoBackend) => reset::reply_with_unreachable(ctx),
+                // Path MTU discovery: the client learns what the overlay takes.
+                (_, MeshEvent::TooBig) => reset::reply_with_frag_needed(ctx, ingress_mtu(&config)),
                 _ => DROP,
             }
         }
+    }
+}
+
+/// The largest IP packet the ingress overlay takes (0 in the map: an older agent's, 1450).
+#[inline(always)]
+fn ingress_mtu(config: &MeshConfig) -> u16 {
+    match config.ingress_mtu {
+        0 => DEFAULT_INGRESS_MTU,
+        mtu => mtu,
     }
 }
 
@@ -103,11 +114,7 @@ fn forward(
     if ctx.data() + L4 + l4_min > ctx.data_end() {
         return Err(MeshEvent::Malformed);
     }
-    let mtu = match config.ingress_mtu {
-        0 => DEFAULT_INGRESS_MTU,
-        mtu => mtu,
-    };
-    if published.mode == MODE_INGRESS && u16::from_be(ip.tot_len) > mtu {
+    if published.mode == MODE_INGRESS && u16::from_be(ip.tot_len) > ingress_mtu(config) {
         return Err(MeshEvent::TooBig);
     }
     let tcp = if is_tcp {

@@ -1,7 +1,8 @@
 //! The routing mesh's answer to a packet it cannot serve (no task for the port, or the
 //! connection's task went away): what a closed port would send, from `node:P`, sent straight
 //! back (`XDP_TX`), so clients fail at once instead of hanging: a TCP reset, or for UDP an
-//! ICMP port unreachable. The frames are built by the VIP load balancer's `reset_for` and
+//! ICMP port unreachable; and to one too big for the ingress overlay, the ICMP fragmentation
+//! needed a router on the path would send. The frames are built by the VIP load balancer's `reset_for` and
 //! `unreachable_for`.
 
 use aya_ebpf::{
@@ -13,7 +14,7 @@ use aya_ebpf::{
 use super::packet::{read, write};
 use crate::lb::{
     reset::{RESET_LEN, reset_for},
-    unreachable::{DATAGRAM_LEN, unreachable_for},
+    unreachable::{DATAGRAM_LEN, frag_needed_for, unreachable_for},
 };
 
 /// Replaces the segment (IPv4 without options, as the mesh only takes those) with its reset
@@ -34,6 +35,17 @@ pub fn reply_with_unreachable(ctx: &XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     };
     resize_and_send(ctx, &unreachable_for(&datagram))
+}
+
+/// Replaces a packet too big for the ingress overlay (IPv4 without options) with an ICMP
+/// "fragmentation needed" naming `mtu`, and sends it back: the client's path MTU discovery
+/// then sends smaller packets (TCP lowers its MSS) instead of timing out.
+#[inline(always)]
+pub fn reply_with_frag_needed(ctx: &XdpContext, mtu: u16) -> u32 {
+    let Some(packet) = read::<[u8; DATAGRAM_LEN]>(ctx, 0) else {
+        return xdp_action::XDP_DROP;
+    };
+    resize_and_send(ctx, &frag_needed_for(&packet, mtu))
 }
 
 /// Makes the frame `N` bytes long and writes `out` over it, then sends it back out of the
