@@ -474,6 +474,39 @@ fn an_echo_request_to_a_vip_is_answered_in_place() {
     }
 }
 
+#[test]
+fn an_icmp_error_about_a_balanced_flow_comes_back_from_the_vip() {
+    use crate::support::{frag_needed_for, port_unreachable_for};
+    let dp = balancer(&BACKENDS);
+    // A backend's kernel refuses the NAT-ed datagram (with and without a UDP checksum): the
+    // client gets the port unreachable the VIP itself would have sent.
+    for (sport, checksum) in [(48000, true), (48001, false)] {
+        let datagram = udp_frame(VIP, sport, checksum);
+        let (verdict, nated) = send(&dp, &datagram);
+        assert_eq!(verdict, TC_ACT_OK);
+        assert_ne!(nated[30..34], VIP.octets(), "balanced onto a backend");
+        let (verdict, out) = receive(&dp, &port_unreachable_for(&nated));
+        assert_eq!(verdict, TC_ACT_OK, "passed on to the client");
+        assert_eq!(
+            out,
+            port_unreachable_for(&datagram),
+            "UDP (checksum {checksum}): from the VIP, quoting the datagram as sent"
+        );
+    }
+    // Fragmentation needed on the way to a TCP backend: path MTU discovery works.
+    let syn = Tcp::syn_to_vip(48002).frame();
+    let (_, nated) = send(&dp, &syn);
+    let (verdict, out) = receive(&dp, &frag_needed_for(&nated, 1400));
+    assert_eq!(verdict, TC_ACT_OK);
+    assert_eq!(out, frag_needed_for(&syn, 1400), "TCP: from the VIP");
+    assert_eq!(event(&dp, LbEvent::ReplyNat), 3);
+    // An error about a flow that was never balanced passes untouched.
+    let direct = udp_frame(BACKENDS[2], 48003, true);
+    let error = port_unreachable_for(&direct);
+    assert_eq!(receive(&dp, &error), (TC_ACT_OK, error));
+    assert_eq!(event(&dp, LbEvent::ReplyNat), 3);
+}
+
 /// Recomputes the IPv4 header checksum of an Ethernet frame (no IP options).
 fn fix_ipv4_checksum(frame: &mut [u8]) {
     let mut header = Ipv4Header::from_slice(&frame[14..]).unwrap().0;

@@ -146,6 +146,35 @@ fn vip_round_robin_follows_the_service() {
         "{said}"
     );
     assert!(said.contains("2 received"), "{said}");
+    // A datagram to a port no backend listens on: the backend's port unreachable reaches the
+    // client's connected socket (ECONNREFUSED) as if the VIP had sent it.
+    let refused = format!(
+        "import socket\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.settimeout(5)\n\
+         s.connect(('{}', 9999))\n\
+         s.send(b'x')\n\
+         try:\n\
+         \x20   s.recv(100)\n\
+         \x20   print('answered')\n\
+         except ConnectionRefusedError:\n\
+         \x20   print('refused')\n\
+         except socket.timeout:\n\
+         \x20   print('timeout')\n",
+        vip.ip()
+    );
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", client.display()))
+        .args(["--", "python3", "-c", &refused])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        said.trim(),
+        "refused",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The same for UDP, one new flow per datagram.
     let udp = tally(&new_datagrams(&client, vip, 300).unwrap());
     assert_eq!(udp.keys().cloned().collect::<BTreeSet<_>>(), ids(&web));

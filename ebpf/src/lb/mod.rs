@@ -12,11 +12,13 @@
 //! - `reset`: the TCP reset sent for refused and orphaned connections.
 //! - `unreachable`: the ICMP port unreachable sent for refused UDP datagrams.
 //! - `echo`: ICMP echo requests to a VIP, answered in place.
+//! - `icmp_error`: ICMP errors about a balanced flow, translated back to the VIP.
 
 mod arp;
 mod checksum;
 mod echo;
 pub(crate) mod headers;
+mod icmp_error;
 pub mod maps;
 pub(crate) mod nat;
 pub(crate) mod reset;
@@ -33,6 +35,7 @@ use headers::{
     ETH_P_ARP, ETH_P_IP, ETH_TYPE, IP, IP_DST, IP_PROTO, IP_SRC, Ipv4Flow, NotAFlow, PROTO_ICMP,
     PROTO_TCP, TCP_ACK_FLAG, TCP_FIN, TCP_FLAGS, TCP_RST, TCP_SEQ, TCP_SYN, ipv4_flow, mac_of,
 };
+use icmp_error::Translated;
 use maps::{
     SHOAL_LB_BACKENDS, SHOAL_LB_CURSORS, SHOAL_LB_FLOWS, SHOAL_LB_SLOTS, SHOAL_LB_VIPS,
     count_event, count_traffic,
@@ -405,9 +408,20 @@ fn reply_key(flow: &Ipv4Flow, state: &FlowState) -> FlowKey {
 }
 
 /// A packet on its way to a task (tc egress on the sandbox end of its veth): a backend's reply
-/// to a balanced flow gets the VIP back as its source.
+/// to a balanced flow gets the VIP back as its source, and so does an ICMP error about such a
+/// flow (`icmp_error`).
 #[inline(always)]
 pub fn to_task(ctx: &TcContext) -> i32 {
+    if let (Ok(ETH_P_IP), Ok(PROTO_ICMP)) = (ctx.load::<u16>(ETH_TYPE), ctx.load::<u8>(IP_PROTO)) {
+        return match icmp_error::translate(ctx) {
+            Translated::NotOurs => PASS,
+            Translated::Done => {
+                count_event(LbEvent::ReplyNat);
+                PASS
+            }
+            Translated::Failed => DROP,
+        };
+    }
     let Some((flow, key)) = as_reply(ctx) else {
         return PASS;
     };
