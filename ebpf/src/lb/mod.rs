@@ -412,18 +412,22 @@ fn reply_key(flow: &Ipv4Flow, state: &FlowState) -> FlowKey {
 /// flow (`icmp_error`).
 #[inline(always)]
 pub fn to_task(ctx: &TcContext) -> i32 {
-    if let (Ok(ETH_P_IP), Ok(PROTO_ICMP)) = (ctx.load::<u16>(ETH_TYPE), ctx.load::<u8>(IP_PROTO)) {
-        return match icmp_error::translate(ctx) {
-            Translated::NotOurs => PASS,
-            Translated::Done => {
-                count_event(LbEvent::ReplyNat);
-                PASS
-            }
-            Translated::Failed => DROP,
-        };
-    }
     let Some((flow, key)) = as_reply(ctx) else {
-        return PASS;
+        // Not TCP or UDP: only then is it worth asking whether it is an ICMP error to
+        // translate (the common packet pays nothing for it).
+        return match ctx.load::<u8>(IP_PROTO) {
+            Ok(PROTO_ICMP) if ctx.load::<u16>(ETH_TYPE) == Ok(ETH_P_IP) => {
+                match icmp_error::translate(ctx) {
+                    Translated::NotOurs => PASS,
+                    Translated::Done => {
+                        count_event(LbEvent::ReplyNat);
+                        PASS
+                    }
+                    Translated::Failed => DROP,
+                }
+            }
+            _ => PASS,
+        };
     };
     let Some((state, entry)) = find_flow(&key) else {
         return PASS;
