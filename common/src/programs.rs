@@ -17,3 +17,6 @@ pub const TC_PARSE_FLOOR: &str = "shoal_tc_parse_floor";
 /// tc (clsact) ingress program for the answers of published-port flows: on the node's
 /// ingress interface (ingress mode) and on host-mode tasks' gateway-bridge ports.
 pub const TC_MESH_REPLY: &str = "shoal_tc_mesh_reply";
+/// cgroup `connect4` program on the cgroup v2 root: node-local connections to published ports
+/// go straight to a task (socket-level balancing).
+pub const CONNECT4: &str = "shoal_connect4";

@@ -31,6 +31,7 @@ pub mod mesh;
 pub mod netns;
 pub mod object;
 pub mod overlay;
+pub mod sock_lb;
 pub mod stats;
 
 pub use error::Error;

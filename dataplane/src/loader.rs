@@ -21,7 +21,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
+        CgroupSockAddr, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle},
         xdp::XdpLink,
@@ -130,6 +130,16 @@ impl Dataplane {
             let program = classifier_mut(&mut ebpf, name)?;
             load_retrying(name, || program.load())?;
         }
+        // Loaded (so the verifier checks it everywhere), attached only by the agent.
+        {
+            let name = programs::CONNECT4;
+            let program: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or(Error::MissingProgram { name })?
+                .try_into()
+                .map_err(|e| program_error(name, e))?;
+            load_retrying(name, || program.load())?;
+        }
         let lb = LoadBalancer::adopt(&mut ebpf)?;
         let mesh = Mesh::adopt(&mut ebpf)?;
         Ok(Self {
@@ -162,6 +172,12 @@ impl Dataplane {
     /// Where the maps are pinned, if they are.
     pub fn pin_dir(&self) -> Option<&Path> {
         self.pin_dir.as_deref()
+    }
+
+    /// Attaches the socket-level balancer (node-local clients of published ports) to the
+    /// cgroup v2 root `cgroup`, for the calling thread's network namespace (see `sock_lb`).
+    pub fn attach_socket_lb(&mut self, cgroup: &Path) -> Result<(), Error> {
+        crate::sock_lb::attach(&mut self.ebpf, cgroup)
     }
 
     /// Attaches the underlay XDP program to `interface` (in the calling thread's netns), in

@@ -4,6 +4,7 @@
 //! - `stats`: the per-CPU packet/byte counters every program updates.
 //! - `lb`: service VIP load balancing on the task-facing veths (tc).
 //! - `mesh`: published ports: the underlay XDP program and the reply program (tc).
+//! - `sock_lb`: node-local clients of published ports, balanced at `connect(2)` (cgroup).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // The round-robin cursor needs an atomic fetch-add, which the bpfel target exposes only as an
@@ -16,18 +17,20 @@ mod lb;
 #[cfg(target_arch = "bpf")]
 mod mesh;
 #[cfg(target_arch = "bpf")]
+mod sock_lb;
+#[cfg(target_arch = "bpf")]
 mod stats;
 
 #[cfg(target_arch = "bpf")]
 mod programs {
     use aya_ebpf::{
         bindings::{TC_ACT_OK, xdp_action},
-        macros::{classifier, xdp},
-        programs::{TcContext, XdpContext},
+        macros::{cgroup_sock_addr, classifier, xdp},
+        programs::{SockAddrContext, TcContext, XdpContext},
     };
     use shoal_common::stats::StatsSlot;
 
-    use crate::{lb, mesh, stats};
+    use crate::{lb, mesh, sock_lb, stats};
 
     /// Underlay XDP hook: counts every frame, sends connections to published ports on to
     /// their tasks, and passes everything else to the stack.
@@ -59,6 +62,14 @@ mod programs {
     pub fn shoal_tc_egress(ctx: TcContext) -> i32 {
         stats::count(StatsSlot::TcEgress, u64::from(ctx.len()));
         lb::to_task(&ctx)
+    }
+
+    /// `connect(2)` of an IPv4 socket anywhere on the host (cgroup v2 root): a connection from
+    /// the node itself to one of its published ports goes straight to a task. Always allowed.
+    #[cgroup_sock_addr(connect4)]
+    pub fn shoal_connect4(ctx: SockAddrContext) -> i32 {
+        sock_lb::connect4(&ctx);
+        1
     }
 
     /// The XDP benchmark floor: does nothing but pass.

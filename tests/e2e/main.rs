@@ -32,6 +32,7 @@ mod mesh_programs;
 mod netdb_signatures;
 mod network_mtu;
 mod networks;
+mod node_local;
 mod overlay;
 mod provisioning;
 mod publish;
