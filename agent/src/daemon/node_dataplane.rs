@@ -19,7 +19,7 @@ use shoal_dataplane::{
     lb::{ApplyReport, VipCounters},
     netns::run_in,
 };
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::xdp_mode;
 use crate::{cli::XdpModeArg, networking::ServiceDataplane};
@@ -124,6 +124,21 @@ impl NodeDataplane {
         match underlay_interface {
             Some(interface) => attach_underlay(&mut dataplane, interface, xdp_mode)?,
             None => warn!("no data-path address: the underlay XDP program is not attached"),
+        }
+        // Node-local clients of published ports (`localhost:P`, the node's own addresses),
+        // balanced at connect(2). Without it the rest of the data path works as before.
+        match shoal_dataplane::sock_lb::cgroup2_root() {
+            Some(cgroup) => match dataplane.attach_socket_lb(&cgroup) {
+                Ok(()) => {
+                    info!(cgroup = %cgroup.display(), "published ports served to node-local clients")
+                }
+                Err(e) => {
+                    warn!(error = %Chain(&e), "node-local clients of published ports are not served")
+                }
+            },
+            None => warn!(
+                "no cgroup v2 hierarchy: node-local clients of published ports are not served"
+            ),
         }
         Ok(NodeDataplane {
             dataplane,
