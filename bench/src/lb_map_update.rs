@@ -1,12 +1,16 @@
 //! How long programming the VIP load balancer takes: a full table of 10,000 VIPs x 10
 //! backends, and one service's change (a backend added, then removed) with 100 and with
-//! 10,000 VIPs in place. shoal: one `LoadBalancer::apply` of the whole desired table into a
-//! private (unpinned) `Dataplane`, as the agent calls it. The peer: the same table as
-//! kube-proxy's nftables mode would write it (`nft_lb`), loaded with `nft -f` in a scratch
-//! network namespace, and the same change written as kube-proxy writes it (the one service's
-//! chain flushed and refilled).
+//! 10,000 VIPs in place. shoal, into a private (unpinned) `Dataplane`: the full load is one
+//! `LoadBalancer::apply` of the whole table (what the agent does on start), with its writes
+//! batched and, for comparison, one entry per syscall; a change is
+//! `LoadBalancer::apply_service` of the one service (what the agent calls on a change) and,
+//! for comparison, `apply` of the whole table with that service changed (what it called
+//! before). The peer: the same table as kube-proxy's nftables mode would write it (`nft_lb`),
+//! loaded with `nft -f` in a scratch network namespace, and the same change written as
+//! kube-proxy writes it (the one service's chain flushed and refilled).
 
 use std::{
+    collections::BTreeSet,
     net::Ipv4Addr,
     path::Path,
     time::{Duration, Instant},
@@ -26,6 +30,10 @@ const BACKENDS: u32 = 10;
 const FULL_RUNS: usize = 3;
 /// Adds and removes of one backend per size and system; the medians are shown.
 const CHANGES: usize = 10;
+/// The same through `apply_service`, microseconds each.
+const SERVICE_CHANGES: usize = 100;
+/// Pause before a size's changes are timed.
+const SETTLE: Duration = Duration::from_secs(2);
 
 pub fn run() -> anyhow::Result<()> {
     let large = table(LARGE);
@@ -33,21 +41,32 @@ pub fn run() -> anyhow::Result<()> {
     let netns = Netns::create(&format!("shoal-bench-nft-{}", std::process::id()));
     let ns = Path::new(&netns.path()).to_path_buf();
 
-    // shoal: full loads, each into a fresh data path; the last one stays for the changes.
+    // shoal: full loads, each into a fresh data path, batched and one entry per syscall in
+    // turn; the last batched one stays for the changes.
     let mut shoal_full = Vec::new();
+    let mut shoal_full_single = Vec::new();
     let mut dataplane = None;
     for _ in 0..FULL_RUNS {
-        let mut dp = Dataplane::load(None).context("loading the eBPF programs")?;
-        let started = Instant::now();
-        let report = dp.lb_mut().apply(&large).context("full load")?;
-        shoal_full.push(started.elapsed());
-        let want = ApplyReport {
-            vips_added: LARGE as usize,
-            backends_added: (LARGE * BACKENDS) as usize,
-            ..ApplyReport::default()
-        };
-        ensure!(report == want, "full load applied {report:?}");
-        dataplane = Some(dp);
+        for batched in [false, true] {
+            let mut dp = Dataplane::load(None).context("loading the eBPF programs")?;
+            dp.lb_mut().set_batched(batched);
+            let started = Instant::now();
+            let report = dp.lb_mut().apply(&large).context("full load")?;
+            let took = started.elapsed();
+            let want = ApplyReport {
+                vips_added: LARGE as usize,
+                backends_added: (LARGE * BACKENDS) as usize,
+                ..ApplyReport::default()
+            };
+            ensure!(report == want, "full load applied {report:?}");
+            dp.lb_mut().set_batched(true);
+            if batched {
+                shoal_full.push(took);
+                dataplane = Some(dp);
+            } else {
+                shoal_full_single.push(took);
+            }
+        }
     }
     let mut dp = dataplane.context("no full load ran")?;
     let shoal_large = shoal_changes(&mut dp, &large, LARGE)?;
@@ -75,17 +94,18 @@ pub fn run() -> anyhow::Result<()> {
     drop(netns);
 
     println!(
-        "lb-map-update: VIPs x {BACKENDS} backends; shoal: one LoadBalancer::apply of the whole \
-         table (private Dataplane); nftables: nft -f in a scratch netns, kube-proxy layout"
+        "lb-map-update: VIPs x {BACKENDS} backends; shoal: private Dataplane, full load = \
+         LoadBalancer::apply, change = apply_service (and apply of the whole table); \
+         nftables: nft -f in a scratch netns, kube-proxy layout"
     );
     println!(
-        "{:<44} {:>10} {:>10} {:>10}",
+        "{:<56} {:>10} {:>10} {:>10}",
         "", "shoal", "nftables", "shoal/nft"
     );
     let row = |what: &str, shoal: &[Duration], nft: &[Duration]| {
         let (shoal, nft) = (median(shoal), median(nft));
         println!(
-            "{what:<44} {:>10} {:>10} {:>10.3}",
+            "{what:<56} {:>10} {:>10} {:>10.4}",
             format!("{shoal:.2?}"),
             format!("{nft:.2?}"),
             shoal.as_secs_f64() / nft.as_secs_f64()
@@ -97,44 +117,73 @@ pub fn run() -> anyhow::Result<()> {
         &shoal_full,
         &nft_full,
     );
-    let sizes = [
-        (SMALL, &shoal_small, &nft_small),
-        (LARGE, &shoal_large, &nft_large),
-    ];
-    for (what, pick) in [
+    row(
+        &format!("full load, one entry per syscall (median of {FULL_RUNS})"),
+        &shoal_full_single,
+        &nft_full,
+    );
+    type Pick = fn(&Changes) -> &[Duration];
+    for (what, shoal_pick, nft_pick) in [
         (
-            "one backend added",
-            Changes::added as fn(&Changes) -> &[Duration],
+            "one backend added, apply_service",
+            Changes::service_added as Pick,
+            Changes::added as Pick,
         ),
-        ("one backend removed", Changes::removed),
+        (
+            "one backend removed, apply_service",
+            Changes::service_removed,
+            Changes::removed,
+        ),
+        (
+            "one backend added, apply (whole table)",
+            Changes::added,
+            Changes::added,
+        ),
+        (
+            "one backend removed, apply (whole table)",
+            Changes::removed,
+            Changes::removed,
+        ),
     ] {
+        let sizes = [
+            (SMALL, &shoal_small, &nft_small),
+            (LARGE, &shoal_large, &nft_large),
+        ];
         let [at_small, at_large] = sizes.map(|(services, shoal, nft)| {
             row(
-                &format!("{what}, {services} VIPs (median of {CHANGES})"),
-                pick(shoal),
-                pick(nft),
+                &format!("{what}, {services} VIPs"),
+                shoal_pick(shoal),
+                nft_pick(nft),
             )
         });
         println!(
-            "{:<44} {:>10.1} {:>10.1}",
+            "{:<56} {:>10.2} {:>10.2}",
             format!("{what}: {LARGE} / {SMALL} VIPs"),
             at_large.0.as_secs_f64() / at_small.0.as_secs_f64(),
             at_large.1.as_secs_f64() / at_small.1.as_secs_f64()
         );
     }
     println!(
-        "{:<44} {:>10} {:>10}",
+        "{:<56} {:>10} {:>10}",
         "nft -f of an empty script (the process)",
         "",
         format!("{:.2?}", median(&nft_empty))
     );
+    println!(
+        "(changes: medians of {SERVICE_CHANGES} through apply_service, {CHANGES} otherwise; \
+         nftables has one way to change a service)"
+    );
     Ok(())
 }
 
-/// Timed changes of one service: one backend added, then removed again.
+/// Timed changes of one service: one backend added, then removed again; for shoal both
+/// through `apply_service` and through `apply` of the whole table (`added`, `removed`).
+#[derive(Default)]
 struct Changes {
     added: Vec<Duration>,
     removed: Vec<Duration>,
+    service_added: Vec<Duration>,
+    service_removed: Vec<Duration>,
 }
 
 impl Changes {
@@ -143,6 +192,12 @@ impl Changes {
     }
     fn removed(&self) -> &[Duration] {
         &self.removed
+    }
+    fn service_added(&self) -> &[Duration] {
+        &self.service_added
+    }
+    fn service_removed(&self) -> &[Duration] {
+        &self.service_removed
     }
 }
 
@@ -158,24 +213,43 @@ fn changed(table: &LbTable, services: u32) -> (Ipv4Addr, LbTable) {
 }
 
 fn shoal_changes(dp: &mut Dataplane, table: &LbTable, services: u32) -> anyhow::Result<Changes> {
-    let (_, grown) = changed(table, services);
-    let mut changes = Changes {
-        added: Vec::new(),
-        removed: Vec::new(),
+    let (vip, grown) = changed(table, services);
+    let none = BTreeSet::new();
+    let mut changes = Changes::default();
+    let check = |report: ApplyReport, want: (usize, usize)| -> anyhow::Result<()> {
+        ensure!(
+            (report.backends_added, report.backends_removed) == want
+                && report.vips_added + report.vips_removed == 0,
+            "a one-backend change applied {report:?}"
+        );
+        Ok(())
     };
+    // Settled first: the kernel frees the maps of the data paths dropped before in the
+    // background, which would otherwise compete with the first changes.
+    std::thread::sleep(SETTLE);
+    for _ in 0..SERVICE_CHANGES {
+        for (to, times, want) in [
+            (&grown, &mut changes.service_added, (1, 0)),
+            (table, &mut changes.service_removed, (0, 1)),
+        ] {
+            let started = Instant::now();
+            let report = dp
+                .lb_mut()
+                .apply_service(vip, &to[&vip], &none)
+                .context("one-service change")?;
+            times.push(started.elapsed());
+            check(report, want)?;
+        }
+    }
     for _ in 0..CHANGES {
         for (to, times, want) in [
             (&grown, &mut changes.added, (1, 0)),
             (table, &mut changes.removed, (0, 1)),
         ] {
             let started = Instant::now();
-            let report = dp.lb_mut().apply(to).context("one-service change")?;
+            let report = dp.lb_mut().apply(to).context("whole-table change")?;
             times.push(started.elapsed());
-            ensure!(
-                (report.backends_added, report.backends_removed) == want
-                    && report.vips_added + report.vips_removed == 0,
-                "a one-backend change applied {report:?}"
-            );
+            check(report, want)?;
         }
     }
     Ok(changes)
@@ -184,10 +258,7 @@ fn shoal_changes(dp: &mut Dataplane, table: &LbTable, services: u32) -> anyhow::
 fn nft_changes(netns: &Path, table: &LbTable, services: u32) -> anyhow::Result<Changes> {
     let (vip, grown) = changed(table, services);
     let added = format!(": {}", backend(services / 2, BACKENDS));
-    let mut changes = Changes {
-        added: Vec::new(),
-        removed: Vec::new(),
-    };
+    let mut changes = Changes::default();
     for round in 0..CHANGES {
         for (to, times, present) in [
             (&grown, &mut changes.added, true),

@@ -12,8 +12,8 @@
 //! - `flow_lifetime`: when a flow's conntrack entries may be forgotten (linger, UDP idle, a
 //!   flow's other entry) and the programs' monotonic clock; shared by [`lb`] (which re-exports
 //!   its public items) and [`mesh`].
-//! - [`lb`]: [`LoadBalancer`], the service VIP maps kept equal to a desired table, and their
-//!   counters.
+//! - [`lb`]: [`LoadBalancer`], the service VIP maps: a whole table on start, then one
+//!   service per change (batched writes), a background check, and their counters.
 //! - [`mesh`]: [`Mesh`], the published ports' maps (ingress routing mesh, host mode).
 //! - [`bpffs`]: mounting bpffs and the per-node pin directory.
 //! - [`netns`]: running code inside another network namespace, on a thread of its own.

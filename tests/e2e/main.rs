@@ -25,6 +25,7 @@ mod gossip_bounds;
 mod health;
 mod host_install;
 mod ingress_recreate;
+mod lb_delta;
 mod lb_programs;
 mod mesh;
 mod mesh_flood;

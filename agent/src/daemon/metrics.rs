@@ -71,16 +71,24 @@ pub async fn serve(
 
 async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
     let swarm = sources.swarm.summary().await;
-    let (hooks, (lb, lb_events), mesh_events) = sources
+    let (hooks, (lb, lb_events), mesh_events, lb_repairs) = sources
         .dataplane
         .lock()
         .as_ref()
-        .map(|dp| (dp.info().counters, dp.lb_counters(), dp.mesh_events()))
+        .map(|dp| {
+            (
+                dp.info().counters,
+                dp.lb_counters(),
+                dp.mesh_events(),
+                dp.lb_repairs(),
+            )
+        })
         .unwrap_or_default();
     let snapshot = Snapshot {
         hooks,
         lb,
         lb_events,
+        lb_repairs,
         mesh_events,
         swarm_active: swarm.active,
         is_manager: swarm.is_manager,
@@ -113,6 +121,8 @@ struct Snapshot {
     /// Per VIP (`backend: None`) and per backend.
     lb: Vec<VipCounters>,
     lb_events: Vec<(LbEvent, u64)>,
+    /// VIPs whose map entries the background check found differing, and rewrote.
+    lb_repairs: u64,
     mesh_events: Vec<(MeshEvent, u64)>,
     swarm_active: bool,
     is_manager: bool,
@@ -357,6 +367,13 @@ impl Snapshot {
             ConstCounter::new(*value)
                 .encode(events.encode_family(&vec![("event", event.name())])?)?;
         }
+        ConstCounter::new(self.lb_repairs).encode(encoder.encode_descriptor(
+            "shoal_lb_repairs",
+            "VIPs whose load balancer map entries the background check found differing from \
+             what the agent programmed (written behind its back), and rewrote.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?)?;
         let mut mesh = encoder.encode_descriptor(
             "shoal_mesh_events",
             "Published ports (routing mesh and host mode): connections forwarded to a task, \

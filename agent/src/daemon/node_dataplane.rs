@@ -3,6 +3,8 @@
 //! the networking, through [`ServiceDataplane`]).
 
 use std::{
+    collections::BTreeSet,
+    net::Ipv4Addr,
     path::Path,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
@@ -16,7 +18,7 @@ use shoal_control::{
 };
 use shoal_dataplane::{
     Dataplane, LbTable, MeshTable, XdpAttachMode, bpffs,
-    lb::{ApplyReport, VipCounters},
+    lb::{ApplyReport, CheckReport, VipCounters},
     netns::run_in,
 };
 use tracing::{info, warn};
@@ -68,6 +70,32 @@ impl ServiceDataplane for SharedDataplane {
         let mut guard = self.lock();
         let dp = guard.as_mut().context(STOPPED)?;
         Ok(dp.dataplane.lb_mut().apply_draining(table, draining)?)
+    }
+
+    fn apply_service(
+        &self,
+        vip: Ipv4Addr,
+        backends: &BTreeSet<Ipv4Addr>,
+        draining: &BTreeSet<Ipv4Addr>,
+    ) -> anyhow::Result<ApplyReport> {
+        let mut guard = self.lock();
+        let dp = guard.as_mut().context(STOPPED)?;
+        Ok(dp
+            .dataplane
+            .lb_mut()
+            .apply_service(vip, backends, draining)?)
+    }
+
+    fn remove_service(&self, vip: Ipv4Addr) -> anyhow::Result<ApplyReport> {
+        let mut guard = self.lock();
+        let dp = guard.as_mut().context(STOPPED)?;
+        Ok(dp.dataplane.lb_mut().remove_service(vip)?)
+    }
+
+    fn check_vips(&self, after: Option<Ipv4Addr>, budget: usize) -> anyhow::Result<CheckReport> {
+        let mut guard = self.lock();
+        let dp = guard.as_mut().context(STOPPED)?;
+        Ok(dp.dataplane.lb_mut().check(after, budget)?)
     }
 
     fn expire_flows(&self) -> anyhow::Result<usize> {
@@ -154,6 +182,11 @@ impl NodeDataplane {
             warn!(error = %Chain(&e), "reading the load balancer's counters");
             Default::default()
         })
+    }
+
+    /// VIPs whose map entries the background check rewrote, since the agent started.
+    pub fn lb_repairs(&self) -> u64 {
+        self.dataplane.lb().repairs()
     }
 
     /// How often each published-port event happened, read now.

@@ -5,6 +5,12 @@
 //! networks that the leader lists stays in the table with no backend when none runs, so its
 //! connections are refused rather than lost.
 //!
+//! The table is handed over whole once (the full reconcile of a start, which re-adopts the
+//! pinned maps); from then on only the services that differ from what was handed last go to
+//! the data path, one `apply_service` or `remove_service` each, so a change costs its own
+//! service's map writes whatever the size of the table. Each refresh also has the data path
+//! compare a few VIPs' map entries with what it programmed and repair those that differ.
+//!
 //! After an agent restart the maps still hold the last table (they are pinned) while the
 //! network DB starts empty. Until it has settled (met a live member, or run for
 //! [`SETTLE_AFTER`] alone), backends are only added, never removed: removing one resets its
@@ -12,12 +18,17 @@
 //! connections.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
     path::Path,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
 
-use shoal_dataplane::{LbTable, MeshTable, lb::ApplyReport};
+use shoal_dataplane::{
+    LbTable, MeshTable,
+    lb::{ApplyReport, CheckReport},
+};
 use tracing::{debug, info, warn};
 
 use shoal_control::error_chain::Chain;
@@ -37,8 +48,21 @@ pub trait ServiceDataplane: Send + Sync {
     /// What the published ports' maps hold now.
     fn mesh_table(&self) -> MeshTable;
     /// Makes the maps hold exactly `table`, with the backends of `draining` (per VIP) kept
-    /// for their flows but out of the round robin.
+    /// for their flows but out of the round robin: the full reconcile, on start.
     fn apply(&self, table: &LbTable, draining: &LbTable) -> anyhow::Result<ApplyReport>;
+    /// Makes the maps hold `backends` for `vip` (added if new), `draining` kept for their
+    /// flows; writes no other VIP's entries.
+    fn apply_service(
+        &self,
+        vip: Ipv4Addr,
+        backends: &BTreeSet<Ipv4Addr>,
+        draining: &BTreeSet<Ipv4Addr>,
+    ) -> anyhow::Result<ApplyReport>;
+    /// Removes `vip` and its backends' entries; writes no other VIP's entries.
+    fn remove_service(&self, vip: Ipv4Addr) -> anyhow::Result<ApplyReport>;
+    /// Compares the maps' entries of up to `budget` VIPs after `after` with what was
+    /// programmed and repairs those that differ (see `LoadBalancer::check`).
+    fn check_vips(&self, after: Option<Ipv4Addr>, budget: usize) -> anyhow::Result<CheckReport>;
     /// What the maps hold now.
     fn table(&self) -> LbTable;
     /// Forgets flows that are over (closed TCP, idle UDP), VIP and published-port ones;
@@ -52,11 +76,16 @@ pub const SETTLE_AFTER: Duration = Duration::from_secs(5);
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// How often flows that are over are removed from the flow table.
 const EXPIRE_EVERY: Duration = Duration::from_secs(5);
+/// VIPs whose map entries each refresh compares with what was programmed (about a dozen
+/// lookups each, under the data path's lock): 10,000 VIPs are gone round in 40 s.
+const CHECK_BUDGET: usize = 256;
 
 /// The load balancer as this node runs it.
 pub struct Vips {
     dataplane: Option<Arc<dyn ServiceDataplane>>,
     state: Mutex<VipState>,
+    /// What was handed to the data path, per VIP; `None` until the first full reconcile.
+    programmed: Mutex<Option<BTreeMap<Ipv4Addr, ServiceBackends>>>,
 }
 
 #[derive(Default)]
@@ -65,6 +94,8 @@ struct VipState {
     db_started: Option<Instant>,
     /// Latched once removals are allowed.
     settled: bool,
+    /// Where the next background check of the maps starts (after this VIP).
+    check_after: Option<Ipv4Addr>,
 }
 
 impl Vips {
@@ -72,11 +103,18 @@ impl Vips {
         Vips {
             dataplane,
             state: Mutex::default(),
+            programmed: Mutex::default(),
         }
     }
 
     fn state(&self) -> MutexGuard<'_, VipState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn programmed(&self) -> MutexGuard<'_, Option<BTreeMap<Ipv4Addr, ServiceBackends>>> {
+        self.programmed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Puts the task-facing programs on a task's veth (its sandbox end).
@@ -113,12 +151,15 @@ impl Vips {
 }
 
 impl NodeNetworking {
-    /// Recomputes the load balancer's table from the endpoints this node sees and applies
-    /// what changed.
+    /// Recomputes the load balancer's table from the endpoints this node sees and hands the
+    /// data path the services that changed since the last refresh (the whole table the first
+    /// time: the full reconcile of a start or re-adoption). One refresh at a time: the record
+    /// of what was handed is held throughout, so an older table never overwrites a newer one.
     pub(super) fn refresh_vips(&self) {
         let Some(dp) = self.vips.dataplane.clone() else {
             return;
         };
+        let mut programmed = self.vips.programmed();
         let mut wanted = LbTable::new();
         // Withdrawn tasks: their flows go on until they are gone (see `executor::stop`).
         let mut draining = LbTable::new();
@@ -144,18 +185,70 @@ impl NodeNetworking {
                 wanted.entry(vip).or_default().extend(backends);
             }
         }
-        match dp.apply(&wanted, &draining) {
-            Ok(report) if report != ApplyReport::default() => {
-                info!(
-                    vips_added = report.vips_added,
-                    vips_removed = report.vips_removed,
-                    backends_added = report.backends_added,
-                    backends_removed = report.backends_removed,
-                    "service VIPs updated"
-                );
+        let desired = services(&wanted, &draining);
+        let (report, failed) = match programmed.as_mut() {
+            None => match dp.apply(&wanted, &draining) {
+                Ok(report) => {
+                    *programmed = Some(desired);
+                    (report, None)
+                }
+                // What did not take (a VIP past the node's capacity keeps its old backends)
+                // is handed over again, service by service, at the next refresh.
+                Err(e) => {
+                    let held = dp.table();
+                    let mut taken = desired;
+                    taken.retain(|vip, s| held.get(vip) == Some(&s.backends));
+                    // And a VIP that should have gone but is still there goes then.
+                    for (vip, backends) in held {
+                        if !wanted.contains_key(&vip) {
+                            let draining = BTreeSet::new();
+                            taken.insert(vip, ServiceBackends { backends, draining });
+                        }
+                    }
+                    *programmed = Some(taken);
+                    (ApplyReport::default(), Some((1, e)))
+                }
+            },
+            Some(handed) => hand_over(dp.as_ref(), handed, &desired),
+        };
+        drop(programmed);
+        if report != ApplyReport::default() {
+            info!(
+                vips_added = report.vips_added,
+                vips_removed = report.vips_removed,
+                backends_added = report.backends_added,
+                backends_removed = report.backends_removed,
+                "service VIPs updated"
+            );
+        }
+        if let Some((services, e)) = failed {
+            warn!(services, error = %Chain(e.as_ref()), "updating the service VIPs");
+        }
+    }
+
+    /// Compares the map entries of the next [`CHECK_BUDGET`] VIPs with what was programmed
+    /// and has those that differ rewritten (a low-priority repair; the check goes round all
+    /// VIPs in turn). Nothing before the first full reconcile.
+    pub(super) fn check_vips(&self) {
+        let Some(dp) = self.vips.dataplane.clone() else {
+            return;
+        };
+        if self.vips.programmed().is_none() {
+            return;
+        }
+        let after = self.vips.state().check_after;
+        match dp.check_vips(after, CHECK_BUDGET) {
+            Ok(report) => {
+                self.vips.state().check_after = report.next;
+                if report.repaired > 0 {
+                    warn!(
+                        repaired = report.repaired,
+                        checked = report.checked,
+                        "service VIP map entries differed from what was programmed: rewritten"
+                    );
+                }
             }
-            Ok(_) => {}
-            Err(e) => warn!(error = %Chain(e.as_ref()), "updating the service VIPs"),
+            Err(e) => warn!(error = %Chain(e.as_ref()), "checking the service VIP maps"),
         }
     }
 
@@ -178,8 +271,93 @@ impl NodeNetworking {
     }
 }
 
+/// One VIP as the agent hands it to the data path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct ServiceBackends {
+    backends: BTreeSet<Ipv4Addr>,
+    /// Withdrawn backends whose flows go on (see [`ServiceDataplane::apply`]).
+    draining: BTreeSet<Ipv4Addr>,
+}
+
+/// The table and its draining backends, per VIP.
+fn services(wanted: &LbTable, draining: &LbTable) -> BTreeMap<Ipv4Addr, ServiceBackends> {
+    wanted
+        .iter()
+        .map(|(vip, backends)| {
+            let service = ServiceBackends {
+                backends: backends.clone(),
+                draining: draining.get(vip).cloned().unwrap_or_default(),
+            };
+            (*vip, service)
+        })
+        .collect()
+}
+
+/// A change to hand the data path.
+#[derive(Debug, PartialEq, Eq)]
+enum Delta<'a> {
+    Apply(Ipv4Addr, &'a ServiceBackends),
+    Remove(Ipv4Addr),
+}
+
+/// The services of `desired` that differ from what was `handed`, and those that went.
+fn delta<'a>(
+    handed: &BTreeMap<Ipv4Addr, ServiceBackends>,
+    desired: &'a BTreeMap<Ipv4Addr, ServiceBackends>,
+) -> Vec<Delta<'a>> {
+    let changed = desired
+        .iter()
+        .filter(|(vip, service)| handed.get(vip) != Some(service))
+        .map(|(vip, service)| Delta::Apply(*vip, service));
+    let gone = handed
+        .keys()
+        .filter(|vip| !desired.contains_key(vip))
+        .map(|vip| Delta::Remove(*vip));
+    gone.chain(changed).collect()
+}
+
+/// Hands `dp` the services of `desired` that differ from `handed`, one by one, and records
+/// each one done in `handed`. A service that fails is forgotten in `handed` (applied again
+/// at the next refresh); the count of failures and the first error are returned.
+fn hand_over(
+    dp: &dyn ServiceDataplane,
+    handed: &mut BTreeMap<Ipv4Addr, ServiceBackends>,
+    desired: &BTreeMap<Ipv4Addr, ServiceBackends>,
+) -> (ApplyReport, Option<(usize, anyhow::Error)>) {
+    let mut report = ApplyReport::default();
+    let mut failed: Option<(usize, anyhow::Error)> = None;
+    for change in delta(handed, desired) {
+        let (vip, done) = match change {
+            Delta::Apply(vip, service) => {
+                let done = dp.apply_service(vip, &service.backends, &service.draining);
+                match &done {
+                    Ok(_) => handed.insert(vip, service.clone()),
+                    Err(_) => handed.remove(&vip),
+                };
+                (vip, done)
+            }
+            Delta::Remove(vip) => {
+                let done = dp.remove_service(vip);
+                if done.is_ok() {
+                    handed.remove(&vip);
+                }
+                (vip, done)
+            }
+        };
+        match done {
+            Ok(r) => report.add(r),
+            Err(e) => match &mut failed {
+                Some((n, _)) => *n += 1,
+                None => failed = Some((1, e.context(format!("VIP {vip}")))),
+            },
+        }
+    }
+    (report, failed)
+}
+
 /// Re-applies the table every [`REFRESH_EVERY`] (changes are applied as they come by the
-/// network DB follower; this catches what was deferred while the DB settled).
+/// network DB follower; this catches what was deferred while the DB settled), and checks the
+/// next [`CHECK_BUDGET`] VIPs' map entries.
 /// Also removes the flows that are over every [`EXPIRE_EVERY`], so churn of short connections
 /// never makes the flow table's LRU evict a quiet live one.
 pub async fn refresh_periodically(networking: Arc<NodeNetworking>) {
@@ -195,6 +373,7 @@ pub async fn refresh_periodically(networking: Arc<NodeNetworking>) {
         let done = tokio::task::spawn_blocking(move || {
             n.ensure_ingress_endpoint();
             n.refresh_vips();
+            n.check_vips();
             n.refresh_mesh();
             if expire && let Some(dp) = &n.vips.dataplane {
                 match dp.expire_flows() {
@@ -208,5 +387,158 @@ pub async fn refresh_periodically(networking: Arc<NodeNetworking>) {
         if let Err(e) = done {
             warn!(error = %Chain(&e), "refreshing the service VIPs failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::{BTreeMap, BTreeSet},
+        net::Ipv4Addr,
+        path::Path,
+        sync::Mutex,
+    };
+
+    use shoal_dataplane::{LbTable, MeshTable, lb::ApplyReport, lb::CheckReport};
+
+    use super::{Delta, ServiceBackends, ServiceDataplane, delta, hand_over, services};
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, last)
+    }
+
+    fn service(backends: &[u8], draining: &[u8]) -> ServiceBackends {
+        ServiceBackends {
+            backends: backends.iter().map(|b| ip(*b)).collect(),
+            draining: draining.iter().map(|b| ip(*b)).collect(),
+        }
+    }
+
+    #[test]
+    fn only_services_that_changed_or_went_are_handed_over() {
+        let handed: BTreeMap<Ipv4Addr, ServiceBackends> = [
+            (ip(100), service(&[1, 2], &[])),
+            (ip(101), service(&[3], &[])),
+            (ip(102), service(&[5], &[])),
+            (ip(103), service(&[6], &[])),
+        ]
+        .into();
+        let desired: BTreeMap<Ipv4Addr, ServiceBackends> = [
+            (ip(100), service(&[1, 2], &[])),
+            (ip(101), service(&[3, 4], &[])),
+            (ip(103), service(&[], &[6])),
+            (ip(104), service(&[], &[])),
+        ]
+        .into();
+        assert_eq!(
+            delta(&handed, &desired),
+            vec![
+                Delta::Remove(ip(102)),
+                Delta::Apply(ip(101), &desired[&ip(101)]),
+                Delta::Apply(ip(103), &desired[&ip(103)]),
+                Delta::Apply(ip(104), &desired[&ip(104)]),
+            ]
+        );
+        assert_eq!(delta(&desired, &desired), vec![]);
+    }
+
+    #[test]
+    fn draining_backends_go_with_their_vip() {
+        let wanted: LbTable = [(ip(100), [ip(1)].into()), (ip(101), BTreeSet::new())].into();
+        let draining: LbTable = [(ip(101), [ip(2)].into())].into();
+        assert_eq!(
+            services(&wanted, &draining),
+            [(ip(100), service(&[1], &[])), (ip(101), service(&[], &[2]))].into()
+        );
+    }
+
+    /// Records the per-service calls; fails `apply_service` for the VIPs in `failing`.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Mutex<Vec<String>>,
+        failing: Mutex<BTreeSet<Ipv4Addr>>,
+    }
+
+    impl ServiceDataplane for Recorder {
+        fn attach_task_veth(&self, _: &Path, _: &str) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn attach_mesh_reply(&self, _: &Path, _: &str) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn apply_mesh(&self, _: &MeshTable) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn mesh_table(&self) -> MeshTable {
+            MeshTable::default()
+        }
+        fn apply(&self, _: &LbTable, _: &LbTable) -> anyhow::Result<ApplyReport> {
+            self.calls.lock().unwrap().push("apply".into());
+            Ok(ApplyReport::default())
+        }
+        fn apply_service(
+            &self,
+            vip: Ipv4Addr,
+            backends: &BTreeSet<Ipv4Addr>,
+            _: &BTreeSet<Ipv4Addr>,
+        ) -> anyhow::Result<ApplyReport> {
+            self.calls.lock().unwrap().push(format!("apply {vip}"));
+            if self.failing.lock().unwrap().contains(&vip) {
+                anyhow::bail!("full");
+            }
+            Ok(ApplyReport {
+                backends_added: backends.len(),
+                ..ApplyReport::default()
+            })
+        }
+        fn remove_service(&self, vip: Ipv4Addr) -> anyhow::Result<ApplyReport> {
+            self.calls.lock().unwrap().push(format!("remove {vip}"));
+            Ok(ApplyReport {
+                vips_removed: 1,
+                ..ApplyReport::default()
+            })
+        }
+        fn check_vips(&self, _: Option<Ipv4Addr>, _: usize) -> anyhow::Result<CheckReport> {
+            Ok(CheckReport::default())
+        }
+        fn table(&self) -> LbTable {
+            LbTable::new()
+        }
+        fn expire_flows(&self) -> anyhow::Result<usize> {
+            Ok(0)
+        }
+    }
+
+    #[test]
+    fn a_service_that_fails_is_handed_over_again_at_the_next_refresh() {
+        let dp = Recorder::default();
+        dp.failing.lock().unwrap().insert(ip(101));
+        let mut handed: BTreeMap<Ipv4Addr, ServiceBackends> =
+            [(ip(100), service(&[1], &[])), (ip(102), service(&[5], &[]))].into();
+        let desired: BTreeMap<Ipv4Addr, ServiceBackends> = [
+            (ip(100), service(&[1], &[])),
+            (ip(101), service(&[3, 4], &[])),
+        ]
+        .into();
+
+        let (report, failed) = hand_over(&dp, &mut handed, &desired);
+        assert_eq!(
+            *dp.calls.lock().unwrap(),
+            vec!["remove 10.0.0.102", "apply 10.0.0.101"]
+        );
+        assert_eq!(report.vips_removed, 1);
+        let (count, error) = failed.expect("the failure is reported");
+        assert_eq!(count, 1);
+        assert!(format!("{error:#}").contains("10.0.0.101"), "{error:#}");
+        assert_eq!(handed.keys().copied().collect::<Vec<_>>(), vec![ip(100)]);
+
+        // --- the next refresh: the same desired table, the data path no longer failing
+        dp.calls.lock().unwrap().clear();
+        dp.failing.lock().unwrap().clear();
+        let (report, failed) = hand_over(&dp, &mut handed, &desired);
+        assert!(failed.is_none());
+        assert_eq!(report.backends_added, 2);
+        assert_eq!(*dp.calls.lock().unwrap(), vec!["apply 10.0.0.101"]);
+        assert_eq!(handed, desired);
     }
 }

@@ -1,11 +1,29 @@
 //! [`LoadBalancer`]: the userspace side of service VIP load balancing. It keeps the maps of
-//! `shoal_common::lb` equal to a desired table (VIP -> backend addresses), changing only what
-//! differs, in the order that lets the tc programs read the maps at any moment (see the
-//! consistency rules in `shoal_common::lb`), and reads the counters.
+//! `shoal_common::lb` equal to what it is told, in the order that lets the tc programs read the
+//! maps at any moment (see the consistency rules in `shoal_common::lb`), and reads the counters.
+//!
+//! It remembers what it programmed, per VIP, so a change costs only the service it touches:
+//! [`LoadBalancer::apply_service`] and [`LoadBalancer::remove_service`] write that service's
+//! entries and look at no other. [`LoadBalancer::apply`] makes the maps hold a whole table (on
+//! start and re-adoption), and [`LoadBalancer::check`] compares the maps with what was
+//! programmed, a few VIPs at a time, and rewrites what differs (a low-priority repair).
+//! Writes are gathered and issued in batches (`writes`, `batch`).
 //!
 //! The maps are pinned, so they outlive the agent: [`LoadBalancer::adopt`] rebuilds the ID
 //! assignments from them, and the next [`LoadBalancer::apply`] keeps every backend that stays
 //! under the ID its flows name. That is what lets established flows survive an agent restart.
+//!
+//! # Layout
+//! - this file: [`LoadBalancer`], adoption and the changes.
+//! - `writes`: the map writes of one change, in their order.
+//! - `batch`: `BPF_MAP_UPDATE_BATCH` / `BPF_MAP_DELETE_BATCH`.
+//! - `check`: comparing the maps with what was programmed, and their raw contents.
+//! - `ids`: service and backend ID pools.
+
+mod batch;
+mod check;
+mod ids;
+mod writes;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -19,12 +37,14 @@ use shoal_common::lb::{
     SLOTS_MAP, SlotKey, VIPS_MAP, VipService,
 };
 
+pub use self::check::{CheckReport, LbMapContents};
 // Part of this module's API since before the flow rules had a module of their own.
+use self::{ids::IdPool, writes::Writes};
 pub use crate::flow_lifetime::{CLOSED_FLOW_LINGER, UDP_FLOW_IDLE, monotonic_now_ns};
 use crate::{
     error::Error,
     flow_lifetime::{flow_is_over, partner, quiet_for},
-    maps::{addr, map_error, octets, per_cpu_zeros, sum, take},
+    maps::{addr, map_error, octets, sum, take},
 };
 
 /// What the data path should balance: each VIP and the addresses of its backends (on the
@@ -40,15 +60,28 @@ struct ServiceEntry {
     /// Backends that take no new flow (in no slot) but whose entries stay, so the flows they
     /// have go on: tasks withdrawn from their service and draining before their stop signal.
     draining: BTreeMap<Ipv4Addr, u32>,
+    /// The maps may not hold what this entry says (read back from maps with a slot missing):
+    /// the next change of this VIP rewrites all of its entries, not only those that differ.
+    suspect: bool,
 }
 
-/// What one [`LoadBalancer::apply`] changed.
+/// What one change ([`LoadBalancer::apply`], [`LoadBalancer::apply_service`], ...) did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ApplyReport {
     pub vips_added: usize,
     pub vips_removed: usize,
     pub backends_added: usize,
     pub backends_removed: usize,
+}
+
+impl ApplyReport {
+    /// Adds another change's counts to these.
+    pub fn add(&mut self, other: ApplyReport) {
+        self.vips_added += other.vips_added;
+        self.vips_removed += other.vips_removed;
+        self.backends_added += other.backends_added;
+        self.backends_removed += other.backends_removed;
+    }
 }
 
 /// Traffic counters of one VIP, or one backend of it, summed over CPUs.
@@ -70,16 +103,29 @@ pub struct LoadBalancer {
     service_stats: PerCpuArray<MapData, LbCounters>,
     backend_stats: PerCpuArray<MapData, LbCounters>,
     events: PerCpuArray<MapData, u64>,
-    /// What the maps hold, by VIP.
+    /// What the maps hold, by VIP: what a change is compared with, so it costs only its VIP.
     services: BTreeMap<Ipv4Addr, ServiceEntry>,
     service_ids: IdPool,
     backend_ids: IdPool,
+    /// The writes of the change being made; kept so its buffers are allocated once.
+    writes: Writes,
+    /// Possible CPUs: the kernel sizes per-CPU values by it.
+    cpus: usize,
+    /// VIPs [`LoadBalancer::check`] found differing from what was programmed, and rewrote.
+    repairs: u64,
+    /// Writes go in batches (one syscall per map and step); off: one entry per syscall.
+    batched: bool,
 }
 
 impl LoadBalancer {
     /// Takes the load balancer's maps out of the loaded object and reads back what they hold
     /// (pinned maps of an earlier agent, or empty ones).
     pub fn adopt(ebpf: &mut aya::Ebpf) -> Result<Self, Error> {
+        let cpus = aya::util::nr_cpus().map_err(|(what, source)| Error::Io {
+            what: "counting CPUs",
+            path: what.into(),
+            source,
+        })?;
         let mut lb = LoadBalancer {
             vips: HashMap::try_from(take(ebpf, VIPS_MAP)?).map_err(map_error(VIPS_MAP))?,
             slots: HashMap::try_from(take(ebpf, SLOTS_MAP)?).map_err(map_error(SLOTS_MAP))?,
@@ -96,14 +142,33 @@ impl LoadBalancer {
             services: BTreeMap::new(),
             service_ids: IdPool::new(MAX_SERVICES),
             backend_ids: IdPool::new(MAX_BACKENDS),
+            writes: Writes::default(),
+            cpus,
+            repairs: 0,
+            batched: true,
         };
         lb.read_back()?;
         Ok(lb)
     }
 
+    /// Writes in batches (the default), or one entry per syscall: what the benchmark compares
+    /// batching with.
+    pub fn set_batched(&mut self, batched: bool) {
+        self.batched = batched;
+    }
+
+    /// Forgets what this load balancer believed and reads it back from the maps: after a
+    /// write failed part way.
+    fn resync(&mut self) -> Result<(), Error> {
+        self.services.clear();
+        self.service_ids = IdPool::new(MAX_SERVICES);
+        self.backend_ids = IdPool::new(MAX_BACKENDS);
+        self.read_back()
+    }
+
     /// Rebuilds `services` and the ID pools from the maps. A backend entry no slot names is
     /// draining if its VIP is there (the next apply keeps it only if it still is), and cleared
-    /// otherwise.
+    /// otherwise. A VIP with a slot missing or naming no backend of its own is `suspect`.
     fn read_back(&mut self) -> Result<(), Error> {
         let vips: Vec<(u32, VipService)> = self
             .vips
@@ -114,8 +179,7 @@ impl LoadBalancer {
         for (raw_vip, service) in vips {
             let mut entry = ServiceEntry {
                 id: service.service_id,
-                backends: Vec::new(),
-                draining: BTreeMap::new(),
+                ..ServiceEntry::default()
             };
             for slot in 0..service.backend_count {
                 let key = SlotKey {
@@ -123,28 +187,35 @@ impl LoadBalancer {
                     slot,
                 };
                 let Ok(id) = self.slots.get(&key, 0) else {
+                    entry.suspect = true;
                     continue;
                 };
-                let backend = self.backends.get(&id, 0).map_err(map_error(BACKENDS_MAP))?;
+                let Ok(backend) = self.backends.get(&id, 0) else {
+                    entry.suspect = true;
+                    continue;
+                };
                 if backend.ip != 0 && backend.service_id == service.service_id {
                     entry.backends.push((id, addr(backend.ip)));
                     named.insert(id);
                     self.backend_ids.mark_used(id);
+                } else {
+                    entry.suspect = true;
                 }
             }
             self.service_ids.mark_used(service.service_id);
             self.services.insert(addr(raw_vip), entry);
         }
+        let by_service: std::collections::HashMap<u32, Ipv4Addr> =
+            self.services.iter().map(|(vip, e)| (e.id, *vip)).collect();
         for id in 1..MAX_BACKENDS {
             let backend = self.backends.get(&id, 0).map_err(map_error(BACKENDS_MAP))?;
             if backend.ip == 0 || named.contains(&id) {
                 continue;
             }
             // Of a VIP the maps hold: draining (the next apply says whether it still is).
-            if let Some(entry) = self
-                .services
-                .values_mut()
-                .find(|e| e.id == backend.service_id)
+            if let Some(entry) = by_service
+                .get(&backend.service_id)
+                .and_then(|vip| self.services.get_mut(vip))
             {
                 entry.draining.insert(addr(backend.ip), id);
                 self.backend_ids.mark_used(id);
@@ -170,12 +241,14 @@ impl LoadBalancer {
         self.apply_draining(desired, &LbTable::new())
     }
 
-    /// Makes the maps hold exactly `desired`. Backends that stay keep their IDs (their flows
-    /// go on); a backend of `draining` (per VIP) that the VIP had leaves the round robin but
-    /// keeps its entry, so its flows go on until it is removed; other removed backends' flows
-    /// fail fast; a VIP that goes stops answering ARP. Every VIP is applied on its own, so one
-    /// that cannot be (the node's capacity is reached) does not stop the others; the first
-    /// error is returned after all were tried.
+    /// Makes the maps hold exactly `desired` (a full reconcile: on start and re-adoption; a
+    /// change of one service is [`LoadBalancer::apply_service`]). Backends that stay keep
+    /// their IDs (their flows go on); a backend of `draining` (per VIP) that the VIP had
+    /// leaves the round robin but keeps its entry, so its flows go on until it is removed;
+    /// other removed backends' flows fail fast; a VIP that goes stops answering ARP. Every
+    /// VIP is planned on its own, so one that cannot be (the node's capacity is reached) does
+    /// not stop the others; the first error is returned after all were tried. The writes go
+    /// in two rounds of batches: the VIPs that go (so their IDs are free), then the rest.
     pub fn apply_draining(
         &mut self,
         desired: &LbTable,
@@ -190,57 +263,80 @@ impl LoadBalancer {
             .copied()
             .collect();
         for vip in gone {
-            if let Err(e) = self.remove_vip(vip, &mut report) {
-                first_error.get_or_insert(e);
-            }
+            self.plan_removal(vip, &mut report);
         }
+        self.flush()?;
         let none = BTreeSet::new();
         for (vip, backends) in desired {
             let draining = draining.get(vip).unwrap_or(&none);
-            let unchanged = self.services.get(vip).is_some_and(|e| {
-                e.backends.len() == backends.len()
-                    && e.backends.iter().map(|(_, ip)| ip).eq(backends.iter())
-                    // What stays draining: of those asked, the ones it has and no longer serves.
-                    && e.draining.keys().eq(draining
-                        .iter()
-                        .filter(|ip| !backends.contains(ip) && e.draining.contains_key(ip)))
-            });
-            if unchanged {
-                continue;
-            }
-            if let Err(e) = self.set_vip(*vip, backends, draining, &mut report) {
+            if let Err(e) = self.plan_vip(*vip, backends, draining, &mut report) {
                 first_error.get_or_insert(e);
             }
         }
+        self.flush()?;
         match first_error {
             Some(e) => Err(e),
             None => Ok(report),
         }
     }
 
-    /// Writes one VIP's backends, in the order the programs can read at any moment: new
-    /// backend entries, then the slots, then the count, then the slots and entries that go.
-    /// Of `draining`, only backends the VIP has now stay (a new one would have no flow).
-    fn set_vip(
+    /// Makes the maps hold `backends` for `vip` (added if new), with the backends of
+    /// `draining` it had kept for their flows but out of the round robin; no other VIP's
+    /// entries are read or written. Nothing is written when the VIP already is so.
+    pub fn apply_service(
+        &mut self,
+        vip: Ipv4Addr,
+        backends: &BTreeSet<Ipv4Addr>,
+        draining: &BTreeSet<Ipv4Addr>,
+    ) -> Result<ApplyReport, Error> {
+        let mut report = ApplyReport::default();
+        let planned = self.plan_vip(vip, backends, draining, &mut report);
+        self.flush()?;
+        planned.map(|()| report)
+    }
+
+    /// Removes `vip` and every entry of its backends (their flows fail fast); no other VIP's
+    /// entries are read or written. A VIP the maps do not hold is fine.
+    pub fn remove_service(&mut self, vip: Ipv4Addr) -> Result<ApplyReport, Error> {
+        let mut report = ApplyReport::default();
+        self.plan_removal(vip, &mut report);
+        self.flush()?;
+        Ok(report)
+    }
+
+    /// Plans one VIP's writes into `self.writes` and records the VIP as planned: new backend
+    /// entries, the slots that change, the count if it changes, then the slots and entries
+    /// that go. Of `draining`, only backends the VIP has now stay (a new one would have no
+    /// flow). Nothing is planned when the VIP already is so.
+    fn plan_vip(
         &mut self,
         vip: Ipv4Addr,
         wanted: &BTreeSet<Ipv4Addr>,
         draining: &BTreeSet<Ipv4Addr>,
         report: &mut ApplyReport,
     ) -> Result<(), Error> {
-        let mut entry = match self.services.get(&vip) {
-            Some(entry) => entry.clone(),
+        let new_service = !self.services.contains_key(&vip);
+        if let Some(e) = self.services.get(&vip)
+            && !e.suspect
+            && e.backends.len() == wanted.len()
+            && e.backends.iter().map(|(_, ip)| ip).eq(wanted.iter())
+            // What stays draining: of those asked, the ones it has and no longer serves.
+            && e.draining.keys().eq(draining
+                .iter()
+                .filter(|ip| !wanted.contains(ip) && e.draining.contains_key(ip)))
+        {
+            return Ok(());
+        }
+        let mut entry = match self.services.remove(&vip) {
+            Some(entry) => entry,
             None => {
                 let id = self.service_ids.take().ok_or(Error::LbCapacity {
                     what: "VIPs",
                     max: MAX_SERVICES - 1,
                 })?;
-                self.reset_service_slot(id)?;
-                report.vips_added += 1;
                 ServiceEntry {
                     id,
-                    backends: Vec::new(),
-                    draining: BTreeMap::new(),
+                    ..ServiceEntry::default()
                 }
             }
         };
@@ -252,6 +348,8 @@ impl LoadBalancer {
             .map(|(id, ip)| (*ip, *id))
             .chain(entry.draining.iter().map(|(ip, id)| (*ip, *id)))
             .collect();
+        let w = &mut self.writes;
+        let (new_backends_len, backends_len) = (w.new_backends.len(), w.backends.len());
         let mut new_backends = Vec::with_capacity(wanted.len());
         for ip in wanted {
             let id = match old.get(ip) {
@@ -264,50 +362,58 @@ impl LoadBalancer {
                                 self.backend_ids.give_back(*id);
                             }
                         }
+                        w.new_backends.truncate(new_backends_len);
+                        w.backends.truncate(backends_len);
+                        if new_service {
+                            self.service_ids.give_back(entry.id);
+                        } else {
+                            self.services.insert(vip, entry);
+                        }
                         return Err(Error::LbCapacity {
                             what: "backends",
                             max: MAX_BACKENDS - 1,
                         });
                     };
-                    self.reset_backend_slot(id)?;
-                    self.backends
-                        .set(
-                            id,
-                            Backend {
-                                ip: octets(*ip),
-                                service_id: entry.id,
-                            },
-                            0,
-                        )
-                        .map_err(map_error(BACKENDS_MAP))?;
+                    w.new_backends.push(id);
+                    w.backends.push(
+                        id,
+                        Backend {
+                            ip: octets(*ip),
+                            service_id: entry.id,
+                        },
+                    );
                     report.backends_added += 1;
                     id
                 }
             };
             new_backends.push((id, *ip));
         }
-        for (slot, (id, _)) in new_backends.iter().enumerate() {
-            let key = SlotKey {
-                service_id: entry.id,
-                slot: slot as u32,
-            };
-            self.slots
-                .insert(key, id, 0)
-                .map_err(map_error(SLOTS_MAP))?;
+        if new_service {
+            w.new_services.push(entry.id);
+            report.vips_added += 1;
         }
-        let service = VipService {
-            service_id: entry.id,
-            backend_count: new_backends.len() as u32,
-        };
-        self.vips
-            .insert(octets(vip), service, 0)
-            .map_err(map_error(VIPS_MAP))?;
-        for slot in new_backends.len()..entry.backends.len() {
+        for (slot, (id, _)) in new_backends.iter().enumerate() {
+            if !entry.suspect && entry.backends.get(slot).is_some_and(|(old, _)| old == id) {
+                continue;
+            }
             let key = SlotKey {
                 service_id: entry.id,
                 slot: slot as u32,
             };
-            let _ = self.slots.remove(&key);
+            w.slots.push(key, *id);
+        }
+        if new_service || entry.suspect || new_backends.len() != entry.backends.len() {
+            let service = VipService {
+                service_id: entry.id,
+                backend_count: new_backends.len() as u32,
+            };
+            w.vips.push(octets(vip), service);
+        }
+        for slot in new_backends.len()..entry.backends.len() {
+            w.stale_slots.push(SlotKey {
+                service_id: entry.id,
+                slot: slot as u32,
+            });
         }
         let new_draining: BTreeMap<Ipv4Addr, u32> = draining
             .iter()
@@ -321,31 +427,31 @@ impl LoadBalancer {
             .collect();
         for id in old.values() {
             if !kept.contains(id) {
-                self.clear_backend(*id)?;
+                w.cleared_backends.push(*id, Backend::default());
+                w.freed_backends.push(*id);
                 report.backends_removed += 1;
             }
         }
         entry.backends = new_backends;
         entry.draining = new_draining;
+        entry.suspect = false;
         self.services.insert(vip, entry);
         Ok(())
     }
 
-    fn remove_vip(&mut self, vip: Ipv4Addr, report: &mut ApplyReport) -> Result<(), Error> {
-        let Some(entry) = self.services.get(&vip).cloned() else {
-            return Ok(());
+    /// Plans the removal of `vip`: its VIP entry first (from then on the programs leave its
+    /// traffic alone), then its slots and backend entries.
+    fn plan_removal(&mut self, vip: Ipv4Addr, report: &mut ApplyReport) {
+        let Some(entry) = self.services.remove(&vip) else {
+            return;
         };
-        // The VIP first: from now on the programs leave its traffic alone.
-        match self.vips.remove(&octets(vip)) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_error(VIPS_MAP)(e)),
-        }
+        let w = &mut self.writes;
+        w.gone_vips.push(octets(vip));
         for slot in 0..entry.backends.len() {
-            let key = SlotKey {
+            w.stale_slots.push(SlotKey {
                 service_id: entry.id,
                 slot: slot as u32,
-            };
-            let _ = self.slots.remove(&key);
+            });
         }
         for id in entry
             .backends
@@ -353,39 +459,12 @@ impl LoadBalancer {
             .map(|(id, _)| id)
             .chain(entry.draining.values())
         {
-            self.clear_backend(*id)?;
+            w.cleared_backends.push(*id, Backend::default());
+            w.freed_backends.push(*id);
             report.backends_removed += 1;
         }
-        self.service_ids.give_back(entry.id);
-        self.services.remove(&vip);
+        w.freed_services.push(entry.id);
         report.vips_removed += 1;
-        Ok(())
-    }
-
-    /// Zeroes a backend entry (its flows fail fast from now on) and frees its ID.
-    fn clear_backend(&mut self, id: u32) -> Result<(), Error> {
-        self.backends
-            .set(id, Backend::default(), 0)
-            .map_err(map_error(BACKENDS_MAP))?;
-        self.backend_ids.give_back(id);
-        Ok(())
-    }
-
-    /// A reused service ID starts with its cursor and counters at zero.
-    fn reset_service_slot(&mut self, id: u32) -> Result<(), Error> {
-        self.cursors.set(id, 0, 0).map_err(map_error(CURSORS_MAP))?;
-        let zeros = per_cpu_zeros()?;
-        self.service_stats
-            .set(id, zeros, 0)
-            .map_err(map_error(SERVICE_STATS_MAP))
-    }
-
-    /// A reused backend ID starts with its counters at zero.
-    fn reset_backend_slot(&mut self, id: u32) -> Result<(), Error> {
-        let zeros = per_cpu_zeros()?;
-        self.backend_stats
-            .set(id, zeros, 0)
-            .map_err(map_error(BACKEND_STATS_MAP))
     }
 
     /// Each VIP's counters, then each of its backends', summed over CPUs.
@@ -462,77 +541,5 @@ impl LoadBalancer {
             .iter()
             .collect::<Result<_, _>>()
             .map_err(map_error(FLOWS_MAP))
-    }
-}
-
-/// IDs `1..max` (0 means "none" in the maps), lowest free first.
-struct IdPool {
-    used: Vec<bool>,
-    /// Where the search for a free ID starts: below it, every ID is used.
-    next: usize,
-}
-
-impl IdPool {
-    fn new(max: u32) -> Self {
-        let mut used = vec![false; max as usize];
-        used[0] = true;
-        IdPool { used, next: 1 }
-    }
-
-    fn mark_used(&mut self, id: u32) {
-        if let Some(slot) = self.used.get_mut(id as usize) {
-            *slot = true;
-        }
-    }
-
-    fn take(&mut self) -> Option<u32> {
-        let id = (self.next..self.used.len()).find(|i| !self.used[*i])?;
-        self.used[id] = true;
-        self.next = id + 1;
-        Some(id as u32)
-    }
-
-    fn give_back(&mut self, id: u32) {
-        if let Some(slot) = self.used.get_mut(id as usize)
-            && id != 0
-        {
-            *slot = false;
-            self.next = self.next.min(id as usize);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::IdPool;
-
-    #[test]
-    fn ids_start_at_one_and_are_reused_lowest_first() {
-        let mut pool = IdPool::new(4);
-        assert_eq!(
-            [pool.take(), pool.take(), pool.take()],
-            [Some(1), Some(2), Some(3)]
-        );
-        assert_eq!(
-            pool.take(),
-            None,
-            "0 is never handed out and 4 is the limit"
-        );
-        pool.give_back(2);
-        pool.give_back(0);
-        assert_eq!(pool.take(), Some(2));
-        assert_eq!(pool.take(), None);
-    }
-
-    #[test]
-    fn marked_ids_are_skipped() {
-        let mut pool = IdPool::new(5);
-        pool.mark_used(1);
-        pool.mark_used(3);
-        pool.mark_used(99);
-        assert_eq!(
-            [pool.take(), pool.take(), pool.take()],
-            [Some(2), Some(4), None]
-        );
     }
 }
