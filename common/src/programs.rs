@@ -20,3 +20,5 @@ pub const TC_MESH_REPLY: &str = "shoal_tc_mesh_reply";
 /// cgroup `connect4` program on the cgroup v2 root: node-local connections to published ports
 /// go straight to a task (socket-level balancing).
 pub const CONNECT4: &str = "shoal_connect4";
+/// cgroup `getpeername4` program beside it: a balanced socket's peer is what it asked for.
+pub const GETPEERNAME4: &str = "shoal_getpeername4";

@@ -130,9 +130,8 @@ impl Dataplane {
             let program = classifier_mut(&mut ebpf, name)?;
             load_retrying(name, || program.load())?;
         }
-        // Loaded (so the verifier checks it everywhere), attached only by the agent.
-        {
-            let name = programs::CONNECT4;
+        // Loaded (so the verifier checks them everywhere), attached only by the agent.
+        for name in [programs::CONNECT4, programs::GETPEERNAME4] {
             let program: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
                 .ok_or(Error::MissingProgram { name })?

@@ -1,5 +1,5 @@
 //! The socket-level balancer for node-local clients of published ports (the `shoal_connect4`
-//! program, Cilium's socket LB): attached to the cgroup v2 root, so it sees every IPv4
+//! and `shoal_getpeername4` programs, Cilium's socket LB): attached to the cgroup v2 root, so it sees every IPv4
 //! `connect(2)` on the host, and told which network namespace is the node's (its cookie), so
 //! it acts there only. The attachment belongs to the [`Dataplane`]'s program and goes with it
 //! (also when the agent is killed: the link is an fd, not pinned).
@@ -57,29 +57,30 @@ pub fn attach(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), Error> {
     };
     let mut netns: Array<_, u64> = Array::try_from(map).map_err(map_error)?;
     netns.set(0, cookie, 0).map_err(map_error)?;
-    let name = programs::CONNECT4;
-    let program: &mut CgroupSockAddr = ebpf
-        .program_mut(name)
-        .ok_or(Error::MissingProgram { name })?
-        .try_into()
-        .map_err(|e| Error::Program {
-            name,
-            source: Box::new(e),
+    for name in [programs::CONNECT4, programs::GETPEERNAME4] {
+        let program: &mut CgroupSockAddr = ebpf
+            .program_mut(name)
+            .ok_or(Error::MissingProgram { name })?
+            .try_into()
+            .map_err(|e| Error::Program {
+                name,
+                source: Box::new(e),
+            })?;
+        let dir = File::open(cgroup).map_err(|source| Error::Io {
+            what: "opening the cgroup v2 root",
+            path: cgroup.to_path_buf(),
+            source,
         })?;
-    let dir = File::open(cgroup).map_err(|source| Error::Io {
-        what: "opening the cgroup v2 root",
-        path: cgroup.to_path_buf(),
-        source,
-    })?;
-    // As a bpf_link, which the kernel always attaches as one of many (several agents on one
-    // host each attach their own); it refuses the multi flag there, so none is passed.
-    program
-        .attach(dir, CgroupAttachMode::Single)
-        .map_err(|e| Error::Attach {
-            program: name,
-            interface: cgroup.display().to_string(),
-            source: Box::new(e),
-        })?;
+        // As a bpf_link, which the kernel always attaches as one of many (several agents on
+        // one host each attach their own); it refuses the multi flag there, so none is passed.
+        program
+            .attach(dir, CgroupAttachMode::Single)
+            .map_err(|e| Error::Attach {
+                program: name,
+                interface: cgroup.display().to_string(),
+                source: Box::new(e),
+            })?;
+    }
     Ok(())
 }
 

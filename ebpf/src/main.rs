@@ -72,6 +72,14 @@ mod programs {
         1
     }
 
+    /// `getpeername(2)` of an IPv4 socket: a socket `shoal_connect4` balanced sees the address
+    /// it connected to as its peer. Always allowed.
+    #[cgroup_sock_addr(getpeername4)]
+    pub fn shoal_getpeername4(ctx: SockAddrContext) -> i32 {
+        sock_lb::getpeername4(&ctx);
+        1
+    }
+
     /// The XDP benchmark floor: does nothing but pass.
     #[xdp]
     pub fn shoal_xdp_floor(_ctx: XdpContext) -> u32 {

@@ -1,7 +1,8 @@
 //! Node-local clients of published ports: a process on a node (outside any task) reaches a
 //! published port at `localhost:P`, `127.0.0.1:P` and the node's own address, balanced over
 //! the service's tasks on every node, through the socket-level balancer (`shoal_connect4` on
-//! the cgroup v2 root, acting in the node's own network namespace only).
+//! the cgroup v2 root, acting in the node's own network namespace only); its socket's peer
+//! stays the address it asked for (`shoal_getpeername4`).
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -51,6 +52,23 @@ fn a_node_reaches_its_published_ports_at_localhost_and_its_own_address() {
             .collect();
         assert_eq!(seen, ids(&web), "{host}:8080 from node1");
     }
+    // The balanced socket's peer is what it connected to, not the task it reached.
+    let peer = cluster.exec(
+        0,
+        "python3",
+        &[
+            "-c",
+            "import socket\n\
+             s = socket.create_connection(('127.0.0.1', 8080), 5)\n\
+             print(s.getpeername())",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&peer.stdout).trim(),
+        "('127.0.0.1', 8080)",
+        "{}",
+        String::from_utf8_lossy(&peer.stderr)
+    );
     // A port nothing publishes stays the node's own business: refused there.
     let out = cluster.exec(
         0,
