@@ -79,6 +79,22 @@ impl<K, V> Batch<K, V> {
         self.keys.clear();
         self.values.clear();
     }
+
+    /// Writes every entry into `map` with one `BPF_MAP_UPDATE_BATCH`; false when that was not
+    /// done (not `batched`, or refused), for the caller to write one entry per syscall. An
+    /// empty batch is written.
+    fn written_at_once(&self, batched: bool, map: &MapData) -> bool {
+        self.len() == 0
+            || batch_call(
+                batched,
+                BPF_MAP_UPDATE_BATCH,
+                map,
+                self.keys.as_ptr().cast(),
+                self.values.as_ptr().cast(),
+                self.len(),
+            )
+            .is_ok()
+    }
 }
 
 /// One batch syscall on `map`: `count` keys at `keys` and, for an update, `count` values at
@@ -128,20 +144,7 @@ pub(super) fn update_hash<K: Pod, V: Pod>(
     name: &'static str,
     batch: &Batch<K, V>,
 ) -> Result<(), Error> {
-    if batch.len() == 0 {
-        return Ok(());
-    }
-    let (keys, values) = (batch.keys.as_ptr().cast(), batch.values.as_ptr().cast());
-    if batch_call(
-        batched,
-        BPF_MAP_UPDATE_BATCH,
-        map.map(),
-        keys,
-        values,
-        batch.len(),
-    )
-    .is_ok()
-    {
+    if batch.written_at_once(batched, map.map()) {
         return Ok(());
     }
     for (key, value) in batch.keys.iter().zip(&batch.values) {
@@ -189,20 +192,7 @@ pub(super) fn update_array<V: Pod>(
     name: &'static str,
     batch: &Batch<u32, V>,
 ) -> Result<(), Error> {
-    if batch.len() == 0 {
-        return Ok(());
-    }
-    let (keys, values) = (batch.keys.as_ptr().cast(), batch.values.as_ptr().cast());
-    if batch_call(
-        batched,
-        BPF_MAP_UPDATE_BATCH,
-        map.map(),
-        keys,
-        values,
-        batch.len(),
-    )
-    .is_ok()
-    {
+    if batch.written_at_once(batched, map.map()) {
         return Ok(());
     }
     for (key, value) in batch.keys.iter().zip(&batch.values) {

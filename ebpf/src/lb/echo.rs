@@ -1,14 +1,15 @@
 //! ICMP echo requests to a VIP, answered in place, as the node behind an IPVS virtual address
 //! answers them: `ping VIP` from a task tells whether the service's address is there, whatever
 //! its backends run. The request becomes its own reply (addresses and MACs swapped, type 8 ->
-//! 0, the ICMP checksum adjusted for that one word, RFC 1624) and goes straight back to the
-//! task. Other ICMP to a VIP stays dropped and counted as malformed: nothing but echo answers on
-//! a VIP's address.
+//! 0, the ICMP checksum adjusted for that one word: `checksum::replace16`) and goes straight
+//! back to the task. Other ICMP to a VIP stays dropped and counted as malformed: nothing but
+//! echo answers on a VIP's address.
 
 use aya_ebpf::{bindings::TC_ACT_SHOT, helpers::bpf_redirect, programs::TcContext};
 use shoal_common::lb::LbEvent;
 
 use super::{
+    checksum::replace16,
     headers::{ETH_DST, ETH_SRC, IP, IP_DST, IP_FRAG, IP_FRAG_MASK, IP_SRC},
     maps::count_event,
 };
@@ -48,32 +49,23 @@ fn reply_in_place(ctx: &TcContext) -> Result<(), LbEvent> {
     if kind != ICMP_ECHO_REQUEST || code != 0 {
         return Err(LbEvent::Malformed);
     }
-    let check = u16::from_be(ctx.load::<u16>(ICMP_CHECK).map_err(malformed)?);
+    let check = ctx.load::<u16>(ICMP_CHECK).map_err(malformed)?;
     let macs = ctx.load::<[u8; 12]>(ETH_DST).map_err(malformed)?;
     let src = ctx.load::<u32>(IP_SRC).map_err(malformed)?;
     let dst = ctx.load::<u32>(IP_DST).map_err(malformed)?;
     let mut swapped = [0u8; 12];
     swapped[..6].copy_from_slice(&macs[6..]);
     swapped[6..].copy_from_slice(&macs[..6]);
-    // The IP header checksum stays: a ones' complement sum does not depend on the order of
-    // its words.
     // Destination then source MAC, both at once (ETH_SRC follows ETH_DST).
     const _: () = assert!(ETH_SRC == ETH_DST + 6);
     ctx.store(ETH_DST, &swapped, 0).map_err(malformed)?;
+    // The IP header checksum stays: a ones' complement sum does not depend on the order of
+    // its words.
     ctx.store(IP_SRC, &dst, 0).map_err(malformed)?;
     ctx.store(IP_DST, &src, 0).map_err(malformed)?;
     ctx.store(ICMP, &[0u8, 0u8], 0).map_err(malformed)?;
-    let check = echo_reply_checksum(check);
-    ctx.store(ICMP_CHECK, &check.to_be(), 0)
-        .map_err(malformed)?;
+    // The type/code word goes 8/0 -> 0/0 (words as loaded, as the checksum is).
+    let check = replace16(check, u16::from_ne_bytes([ICMP_ECHO_REQUEST, 0]), 0);
+    ctx.store(ICMP_CHECK, &check, 0).map_err(malformed)?;
     Ok(())
-}
-
-/// RFC 1624's HC' = ~(~HC + ~m + m') for the type/code word going from 0x0800 to 0x0000.
-#[inline(always)]
-fn echo_reply_checksum(check: u16) -> u16 {
-    let mut sum = u32::from(!check) + u32::from(!0x0800u16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
 }

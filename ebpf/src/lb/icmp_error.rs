@@ -10,6 +10,7 @@
 use aya_ebpf::programs::TcContext;
 
 use super::{
+    checksum::{replace16, replace32},
     find_flow,
     headers::{IP, IP_CHECK, IP_SRC, PROTO_TCP, PROTO_UDP, mac_of},
     nat,
@@ -116,30 +117,4 @@ fn rewrite(ctx: &TcContext, backend: u32, vip: u32, inner_proto: u8) -> Result<(
     ctx.l3_csum_replace(IP_CHECK, u64::from(backend), u64::from(vip), 4)?;
     ctx.store(IP_SRC, &vip, 0)?;
     nat::set_src_mac(ctx, &mac_of(vip))
-}
-
-/// RFC 1624's incremental update of a checksum (as loaded: wire bytes in a `u16`) for a 32-bit
-/// field (wire bytes in a `u32`) going `from` -> `to`.
-#[inline(always)]
-fn replace32(check: u16, from: u32, to: u32) -> u16 {
-    let halves = |v: u32| {
-        let b = v.to_ne_bytes();
-        (
-            u16::from_ne_bytes([b[0], b[1]]),
-            u16::from_ne_bytes([b[2], b[3]]),
-        )
-    };
-    let (f0, f1) = halves(from);
-    let (t0, t1) = halves(to);
-    replace16(replace16(check, f0, t0), f1, t1)
-}
-
-/// The same for a 16-bit field. Ones' complement sums do not depend on the byte order, so the
-/// words can stay as loaded.
-#[inline(always)]
-fn replace16(check: u16, from: u16, to: u16) -> u16 {
-    let mut sum = u32::from(!check) + u32::from(!from) + u32::from(to);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
 }
