@@ -3,8 +3,9 @@
 use shoal_control::api::PortConfigMsg;
 
 /// `[PUBLISHED:]TARGET[/PROTOCOL]`, or the long form
-/// `published=P,target=T,protocol=tcp|udp,mode=ingress|host` (every key but `target`
-/// optional). A missing published port is allocated by the managers (30000-32767).
+/// `published=P,target=T,protocol=tcp|udp,mode=ingress|host,source=client|snat` (every key
+/// but `target` optional; `source=snat`: the task sees the receiving node's address, as in
+/// Swarm, instead of the client's). A missing published port is allocated by the managers (30000-32767).
 pub fn parse_publish(s: &str) -> Result<PortConfigMsg, String> {
     let bad = |why: &str| format!("invalid publish {s:?}: {why}");
     let mut port = PortConfigMsg {
@@ -26,6 +27,12 @@ pub fn parse_publish(s: &str) -> Result<PortConfigMsg, String> {
                     port.publish_mode = match value {
                         "ingress" | "host" => value.to_string(),
                         _ => return Err(bad("mode must be ingress or host")),
+                    }
+                }
+                "source" => {
+                    port.source = match value {
+                        "client" | "snat" => value.to_string(),
+                        _ => return Err(bad("source must be client or snat")),
                     }
                 }
                 _ => return Err(bad(&format!("unknown key {key:?}"))),
@@ -89,6 +96,7 @@ mod tests {
             target_port: target,
             published_port: published,
             publish_mode: mode.into(),
+            source: String::new(),
         }
     }
 

@@ -118,6 +118,7 @@ fn mesh() -> anyhow::Result<Dataplane> {
         ]
         .into(),
         vteps: [(TASK, NODE)].into(),
+        ingress_ifindex: 0,
     };
     dp.mesh_mut()
         .apply(&mesh)

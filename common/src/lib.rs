@@ -35,4 +35,6 @@ pub const PINNED_MAPS: &[&str] = &[
     mesh::FLOWS_MAP,
     mesh::UNCONFIRMED_MAP,
     mesh::EVENTS_MAP,
+    mesh::RETURNS_MAP,
+    mesh::INGRESS_IF_MAP,
 ];

@@ -6,14 +6,25 @@
 //! service's VIP (the service's VIP on the `ingress` network is the [`PublishedPort::frontend`]
 //! key into `shoal_common::lb`'s maps, whose backends are the service's tasks on `ingress`):
 //!
-//! - ingress mode: the packet becomes `node's ingress address:nat port -> task:target`
-//!   (source NAT, as Swarm's routing mesh does), is wrapped in VXLAN (VNI of `ingress`) to the
-//!   task's node and sent out again (`XDP_TX`), or handed to the node's own VXLAN socket when
-//!   the task is local (`XDP_PASS`). The task answers the node's ingress address, which is an
-//!   endpoint of `ingress` like a task's; the answer reaches the receiving node's ingress
-//!   interface, where the reply program (tc) undoes both NATs and redirects it out of the
-//!   underlay to the client. The backend sees the receiving node's ingress address as its
-//!   peer, not the client's (Swarm's behaviour).
+//! - ingress mode, the client's address kept ([`MODE_INGRESS_CLIENT`], the default): the
+//!   packet becomes `client -> task:target` (destination NAT only), is wrapped in VXLAN (VNI
+//!   of `ingress`) to the task's node and sent out again (`XDP_TX`), or handed to the node's
+//!   own VXLAN socket when the task is local (`XDP_PASS`). Its inner source MAC names the
+//!   receiving node ([`mesh_source_mac`] of its ingress address). On the task's node the tc
+//!   program of the task's `ingress` veth notes, from that MAC, which node the flow came
+//!   through ([`RETURNS_MAP`]); the task answers the client by its default route, the gateway
+//!   bridge, whose port runs the reply program: it finds the note and sends the answer into
+//!   the node's own ingress interface toward the receiving node's ingress endpoint (its MAC,
+//!   [`mac_for_ip`](crate::lb::mac_for_ip) of that address), so the `ingress` overlay carries it back there.
+//!   The receiving node's reply program gets it on its ingress interface, finds the reply
+//!   entry (`task:target -> client`), puts `node:P` back as source and redirects it out of the
+//!   underlay. The backend sees the client's address and port as its peer (moby#25526).
+//! - ingress mode with source NAT ([`MODE_INGRESS`], `--publish ...,source=snat`, Swarm's
+//!   behaviour): the packet becomes `node's ingress address:nat port -> task:target`, and
+//!   travels as above. The task answers the node's ingress address, which is an endpoint of
+//!   `ingress` like a task's; the answer reaches the receiving node's ingress interface,
+//!   where the reply program (tc) undoes both NATs and redirects it out of the underlay to
+//!   the client. The backend sees the receiving node's ingress address as its peer.
 //! - host mode: `node:P -> local task's gateway-bridge address:target`, source kept, passed to
 //!   the kernel, which routes it onto the gateway bridge; the task's answer is un-NAT-ed by the
 //!   reply program on the task's gateway-bridge port and redirected out of the underlay. The
@@ -31,6 +42,11 @@
 //! SHOAL_MESH_UNCONFIRMED LRU_HASH lb::FlowKey         -> MeshFlow (new flows, not confirmed
 //!                                                         by their client yet)
 //! SHOAL_MESH_EVENTS PERCPU_ARRAY MeshEvent             -> u64
+//! SHOAL_MESH_RETURNS LRU_HASH lb::FlowKey              -> receiving node's ingress address
+//!                                                         (on the task's node: answers of
+//!                                                         client-kept flows, task -> client)
+//! SHOAL_MESH_INGRESS_IF ARRAY[1] 0                     -> ifindex of the node's ingress
+//!                                                         interface (where answers go back)
 //! ```
 //!
 //! # Two flow tables: a flood of spoofed SYNs cannot push out established connections
@@ -55,12 +71,17 @@
 //! Byte order as in `shoal_common::lb`: addresses and ports in network order, the rest host
 //! order. Forward entries are keyed by what the client sends (`client -> node:P`, direction
 //! `FLOW_FORWARD`), reply entries by what the backend sends (`task:target -> ingress
-//! address:nat port` in ingress mode, `task:target -> client` in host mode, `FLOW_REPLY`).
+//! address:nat port` with source NAT, `task:target -> client` otherwise, `FLOW_REPLY`).
 //!
-//! Keeping the client's address through the mesh (beyond Swarm, moby#25526) fits this layout:
-//! a [`MeshFlow::mode`] of its own whose reply entry is keyed `task -> client` as host mode's
-//! is, with the task's answer steered back to the receiving node by its VTEP (already in the
-//! forward entry's [`MeshFlow::vtep`]) instead of by the SNAT address.
+//! Forward entries of client-kept flows carry the client as their new source
+//! ([`MeshFlow::local_ip`], its port as [`MeshFlow::local_port`]), so their reply entries are
+//! keyed `task -> client` as host mode's are. Two receiving nodes cannot both hold the same
+//! `client:port -> task:target` flow: the task's own TCP stack could not tell them apart either
+//! (a client reaching two nodes from one source port, to one task, at once).
+//!
+//! The answer's MTU: it leaves the task through the gateway bridge but travels on `ingress`,
+//! so a client-kept task's gateway interface takes the `ingress` MTU (its TCP then sizes its
+//! segments for the overlay, and its UDP answers are fragmented to fit it).
 
 /// Map `SHOAL_MESH_CONFIG`: `ARRAY` of one [`MeshConfig`].
 pub const CONFIG_MAP: &str = "SHOAL_MESH_CONFIG";
@@ -81,6 +102,16 @@ pub const FLOWS_MAP: &str = "SHOAL_MESH_FLOWS";
 pub const UNCONFIRMED_MAP: &str = "SHOAL_MESH_UNCONFIRMED";
 /// Map `SHOAL_MESH_EVENTS`: `PERCPU_ARRAY`, index [`MeshEvent`] -> `u64` occurrences.
 pub const EVENTS_MAP: &str = "SHOAL_MESH_EVENTS";
+/// Map `SHOAL_MESH_RETURNS`: `LRU_HASH`, key `lb::FlowKey` of a task's answer (`task:target ->
+/// client:port`, direction `FLOW_REPLY`) -> the ingress address (network order) of the node
+/// that received the client's flow. Written on the task's node when the flow's packets reach
+/// the task (client-kept flows only); read by the reply program on the task's gateway-bridge
+/// port. Least recently used entries go first; a connection's SYN writes its entry afresh.
+pub const RETURNS_MAP: &str = "SHOAL_MESH_RETURNS";
+/// Map `SHOAL_MESH_INGRESS_IF`: `ARRAY` of one `u32`, the ifindex of the node's ingress
+/// interface (`shoal_ingress`, in the node's network namespace); 0: answers of client-kept
+/// flows are not steered back (they pass).
+pub const INGRESS_IF_MAP: &str = "SHOAL_MESH_INGRESS_IF";
 
 /// Node addresses a node can publish on.
 pub const MAX_ADDRS: u32 = 64;
@@ -91,6 +122,9 @@ pub const MAX_PORTS: u32 = 16_384;
 pub const MAX_VTEPS: u32 = 131_072;
 /// Confirmed flow entries (two per flow).
 pub const MAX_FLOW_ENTRIES: u32 = 131_072;
+/// Answers a task's node can steer back to their receiving nodes (one per client-kept flow
+/// to this node's tasks).
+pub const MAX_RETURN_ENTRIES: u32 = 65_536;
 /// Unconfirmed flow entries (two per flow): what a flood churns. A client's handshake is lost
 /// to a flood only if this many new entries arrive within its round trip.
 pub const MAX_UNCONFIRMED_ENTRIES: u32 = 65_536;
@@ -153,10 +187,19 @@ impl PortKey {
     }
 }
 
-/// [`PublishedPort::mode`] and [`MeshFlow::mode`]: balanced over the cluster, source NAT-ed.
+/// [`PublishedPort::mode`] and [`MeshFlow::mode`]: balanced over the cluster, source NAT-ed to
+/// the receiving node's ingress address (Swarm's routing mesh; `source=snat`).
 pub const MODE_INGRESS: u8 = 1;
 /// [`PublishedPort::mode`] and [`MeshFlow::mode`]: this node's tasks only, source kept.
 pub const MODE_HOST: u8 = 2;
+/// [`PublishedPort::mode`] and [`MeshFlow::mode`]: balanced over the cluster, the client's
+/// address kept; answers return through the receiving node (see the module docs).
+pub const MODE_INGRESS_CLIENT: u8 = 3;
+
+/// Is `mode` one of the routing mesh's (balanced over the cluster, carried on `ingress`)?
+pub const fn is_ingress_mode(mode: u8) -> bool {
+    mode == MODE_INGRESS || mode == MODE_INGRESS_CLIENT
+}
 
 /// Value of [`PORTS_MAP`].
 #[repr(C)]
@@ -167,7 +210,7 @@ pub struct PublishedPort {
     pub frontend: u32,
     /// The task's port, network order.
     pub target_port: u16,
-    /// [`MODE_INGRESS`] or [`MODE_HOST`].
+    /// [`MODE_INGRESS_CLIENT`], [`MODE_INGRESS`] or [`MODE_HOST`].
     pub mode: u8,
     pub pad: u8,
 }
@@ -199,12 +242,12 @@ pub struct MeshFlow {
     pub last_seen_ns: u64,
     /// Forward: the task (new destination). Reply: the client (new destination).
     pub peer_ip: u32,
-    /// Forward: the new source (the node's ingress address; the client in host mode).
+    /// Forward: the new source (the node's ingress address with source NAT; else the client).
     /// Reply: the node address the client connected to (new source).
     pub local_ip: u32,
     /// Forward: the target port. Reply: the client's port.
     pub peer_port: u16,
-    /// Forward: the new source port (NAT port; the client's in host mode). Reply: the
+    /// Forward: the new source port (NAT port with source NAT; else the client's). Reply: the
     /// published port.
     pub local_port: u16,
     /// Forward, ingress mode: the task's node (VXLAN destination). 0 otherwise.
@@ -219,7 +262,7 @@ pub struct MeshFlow {
     pub tcp_isn: u32,
     /// `lb::FLOW_FIN` / `lb::FLOW_RST` seen in this direction, and [`FLOW_UNREPLIED`].
     pub flags: u32,
-    /// [`MODE_INGRESS`] or [`MODE_HOST`].
+    /// [`MODE_INGRESS_CLIENT`], [`MODE_INGRESS`] or [`MODE_HOST`].
     pub mode: u8,
     pub pad: [u8; 7],
 }
@@ -274,11 +317,14 @@ pub enum MeshEvent {
     /// Unconfirmed flow entries the LRU took before they were confirmed or expired: a flood
     /// fills the unconfirmed table faster than the agent's expiry empties it.
     UnconfirmedEvicted = 13,
+    /// On a task's node: answers of client-kept flows sent back on `ingress` toward the node
+    /// that received the flow (its reply program then counts them [`MeshEvent::Replied`]).
+    Returned = 14,
 }
 
 impl MeshEvent {
     /// Every event, in index order.
-    pub const ALL: [MeshEvent; 14] = [
+    pub const ALL: [MeshEvent; 15] = [
         Self::Forwarded,
         Self::Replied,
         Self::NoBackend,
@@ -293,6 +339,7 @@ impl MeshEvent {
         Self::Evicted,
         Self::UnconfirmedExpired,
         Self::UnconfirmedEvicted,
+        Self::Returned,
     ];
 
     /// The event's name as shown to operators (metrics labels).
@@ -312,6 +359,7 @@ impl MeshEvent {
             Self::Evicted => "evicted",
             Self::UnconfirmedExpired => "unconfirmed_expired",
             Self::UnconfirmedEvicted => "unconfirmed_evicted",
+            Self::Returned => "returned",
         }
     }
 }

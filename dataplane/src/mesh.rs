@@ -17,8 +17,8 @@ use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
 use shoal_common::{
     lb::{FLOW_FORWARD, FlowKey, FlowState},
     mesh::{
-        ADDRS_MAP, CONFIG_MAP, EVENTS_MAP, FLOWS_MAP, MeshConfig, MeshEvent, MeshFlow, PORTS_MAP,
-        PortKey, PublishedPort, UNCONFIRMED_MAP, VTEPS_MAP,
+        ADDRS_MAP, CONFIG_MAP, EVENTS_MAP, FLOWS_MAP, INGRESS_IF_MAP, MeshConfig, MeshEvent,
+        MeshFlow, PORTS_MAP, PortKey, PublishedPort, RETURNS_MAP, UNCONFIRMED_MAP, VTEPS_MAP,
     },
 };
 use tracing::warn;
@@ -40,6 +40,9 @@ pub struct MeshTable {
     pub ports: BTreeMap<PortKey, PublishedPort>,
     /// Ingress backend (task address on `ingress`) -> its node's VTEP.
     pub vteps: BTreeMap<Ipv4Addr, Ipv4Addr>,
+    /// The node's ingress interface (where answers of client-kept flows go back to their
+    /// receiving node); 0: none.
+    pub ingress_ifindex: u32,
 }
 
 /// The mesh's maps.
@@ -48,6 +51,9 @@ pub struct Mesh {
     addrs: HashMap<MapData, u32, u32>,
     ports: HashMap<MapData, PortKey, PublishedPort>,
     vteps: HashMap<MapData, u32, u32>,
+    ingress_if: Array<MapData, u32>,
+    /// On this node's tasks' side: answers of client-kept flows -> their receiving node.
+    returns: HashMap<MapData, FlowKey, u32>,
     /// Confirmed flows.
     flows: HashMap<MapData, FlowKey, MeshFlow>,
     /// New flows not confirmed by their client yet.
@@ -67,6 +73,9 @@ impl Mesh {
             addrs: HashMap::try_from(take(ebpf, ADDRS_MAP)?).map_err(map_error(ADDRS_MAP))?,
             ports: HashMap::try_from(take(ebpf, PORTS_MAP)?).map_err(map_error(PORTS_MAP))?,
             vteps: HashMap::try_from(take(ebpf, VTEPS_MAP)?).map_err(map_error(VTEPS_MAP))?,
+            ingress_if: Array::try_from(take(ebpf, INGRESS_IF_MAP)?)
+                .map_err(map_error(INGRESS_IF_MAP))?,
+            returns: HashMap::try_from(take(ebpf, RETURNS_MAP)?).map_err(map_error(RETURNS_MAP))?,
             flows: HashMap::try_from(take(ebpf, FLOWS_MAP)?).map_err(map_error(FLOWS_MAP))?,
             unconfirmed: HashMap::try_from(take(ebpf, UNCONFIRMED_MAP)?)
                 .map_err(map_error(UNCONFIRMED_MAP))?,
@@ -89,6 +98,10 @@ impl Mesh {
                 .into_iter()
                 .map(|(k, v)| (addr(k), addr(v)))
                 .collect(),
+            ingress_ifindex: self
+                .ingress_if
+                .get(&0, 0)
+                .map_err(map_error(INGRESS_IF_MAP))?,
         })
     }
 
@@ -110,6 +123,15 @@ impl Mesh {
             self.config
                 .set(0, desired.config, 0)
                 .map_err(map_error(CONFIG_MAP))?;
+        }
+        let ingress_if = self
+            .ingress_if
+            .get(&0, 0)
+            .map_err(map_error(INGRESS_IF_MAP))?;
+        if ingress_if != desired.ingress_ifindex {
+            self.ingress_if
+                .set(0, desired.ingress_ifindex, 0)
+                .map_err(map_error(INGRESS_IF_MAP))?;
         }
         add_changed(&mut self.vteps, &current_vteps, &vteps, VTEPS_MAP)?;
         add_changed(&mut self.addrs, &current_addrs, &addrs, ADDRS_MAP)?;
@@ -169,6 +191,16 @@ impl Mesh {
         self.events
             .set(index, values, 0)
             .map_err(map_error(EVENTS_MAP))
+    }
+
+    /// The answers this node's tasks send back to other nodes (client-kept flows): key ->
+    /// receiving node's ingress address. For tests and diagnostics.
+    pub fn return_entries(&self) -> Result<Vec<(FlowKey, Ipv4Addr)>, Error> {
+        self.returns
+            .iter()
+            .map(|entry| entry.map(|(k, v)| (k, addr(v))))
+            .collect::<Result<_, _>>()
+            .map_err(map_error(RETURNS_MAP))
     }
 
     /// Confirmed flow entries now in the map (both directions), for tests and diagnostics.

@@ -12,6 +12,7 @@ mod autolock;
 mod cert_reissue;
 mod certificates;
 mod cli_errors;
+mod client_address;
 mod cluster_basics;
 mod dataplane_programs;
 mod dns;

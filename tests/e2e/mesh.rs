@@ -19,22 +19,16 @@ use shoal_tests::{
 };
 
 use crate::support::{
-    Placed, create_whoami, ids, metric, new_connections, new_datagrams, ok, running, served_by,
-    tally,
+    Placed, create_whoami, ids, metric, new_connections, new_datagrams, ok, remote_socket, running,
+    served_by, tally,
 };
 
-/// What whoami says the connection came from (`RemoteAddr: ip:port`).
+/// What whoami says the connection came from.
 fn remote_addr(report: &str) -> Ipv4Addr {
-    let addr = report
-        .lines()
-        .find_map(|l| l.strip_prefix("RemoteAddr: "))
-        .unwrap_or_else(|| panic!("no RemoteAddr in {report:?}"));
-    addr.parse::<SocketAddr>()
-        .map(|a| match a.ip() {
-            std::net::IpAddr::V4(v4) => v4,
-            other => panic!("IPv6 peer {other}"),
-        })
-        .unwrap_or_else(|e| panic!("bad RemoteAddr {addr:?}: {e}"))
+    match remote_socket(report).ip() {
+        std::net::IpAddr::V4(v4) => v4,
+        other => panic!("IPv6 peer {other}"),
+    }
 }
 
 fn node_addr(cluster: &Cluster, i: usize, port: u16) -> SocketAddr {
@@ -103,19 +97,34 @@ fn every_node_serves_the_port_round_robin_over_the_tasks() {
         }
     }
 
-    // --- 2. what the task sees: the receiving node's ingress address (Swarm's behaviour)
+    // --- 2. what the task sees: the client's own address and port (shoal's default, beyond
+    // Swarm), through every node: the one without a task answers through the tasks' nodes,
+    // whose answers it gets back over `ingress`
     let netns = cluster.client_ns().path();
-    let report = http_from(Path::new(&netns), node_addr(&cluster, 2, 8080)).unwrap();
-    let peer = remote_addr(&report);
-    assert_eq!(
-        peer.octets()[..2],
-        [10, 255],
-        "the backend sees an ingress address, got {peer}"
-    );
+    for i in 0..3 {
+        let mut stream = tcp_connect(Path::new(&netns), node_addr(&cluster, i, 8080)).unwrap();
+        let local = stream.local_addr().unwrap();
+        assert_eq!(local.ip(), std::net::IpAddr::from(cluster.client_address()));
+        for _ in 0..2 {
+            let report = http_get(&mut stream, "/").unwrap();
+            assert_eq!(remote_socket(&report), local, "node{}: {report}", i + 1);
+        }
+    }
     assert!(
         metric(&cluster, 2, "shoal_mesh_events_total{event=\"forwarded\"}") >= 300,
         "node3 forwarded its connections"
     );
+    for task in &web {
+        assert!(
+            metric(
+                &cluster,
+                task.node,
+                "shoal_mesh_events_total{event=\"returned\"}"
+            ) > 0,
+            "node{} sent answers back to the nodes that received their flows",
+            task.node + 1
+        );
+    }
 
     // --- 3. every node has its endpoint on `ingress`, as Docker shows it, tasks or not
     for i in 0..3 {

@@ -12,7 +12,10 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use shoal_common::{
-    mesh::{MODE_HOST, MODE_INGRESS, MeshConfig, MeshEvent, PortKey, PublishedPort, host_frontend},
+    mesh::{
+        MODE_HOST, MODE_INGRESS, MODE_INGRESS_CLIENT, MeshConfig, MeshEvent, PortKey,
+        PublishedPort, host_frontend,
+    },
     programs,
 };
 use shoal_dataplane::{Dataplane, LbTable, MeshTable};
@@ -50,7 +53,8 @@ fn raw(ip: Ipv4Addr) -> u32 {
 
 /// A dataplane with: TCP 8080 -> 80 in ingress mode over a local and a remote task, UDP 5353
 /// -> 53 in host mode on a local task, TCP and UDP 8081 in ingress mode with no task at all,
-/// and UDP 8082 whose frontend the load balancer does not know. The `ingress` MTU is 1450.
+/// UDP 8082 whose frontend the load balancer does not know, and TCP 8083 -> 80 over the same
+/// tasks as 8080 with the client's address kept. The `ingress` MTU is 1450.
 fn mesh() -> Dataplane {
     mesh_with_mtu(1450)
 }
@@ -93,6 +97,10 @@ fn mesh_with_mtu(ingress_mtu: u16) -> Dataplane {
                 PortKey::new(8081, 17),
                 published(no_task_vip, 80, MODE_INGRESS),
             ),
+            (
+                PortKey::new(8083, 6),
+                published(INGRESS_VIP, 80, MODE_INGRESS_CLIENT),
+            ),
             // A frontend the load balancer does not hold (yet) at all.
             (
                 PortKey::new(8082, 17),
@@ -101,6 +109,7 @@ fn mesh_with_mtu(ingress_mtu: u16) -> Dataplane {
         ]
         .into(),
         vteps: [(LOCAL_TASK, NODE), (REMOTE_TASK, OTHER_NODE)].into(),
+        ingress_ifindex: 0,
     };
     dp.mesh_mut().apply(&mesh).expect("mesh table");
     assert_eq!(dp.mesh().table().unwrap(), mesh, "maps read back");
@@ -479,6 +488,137 @@ fn host_mode_goes_to_the_local_task_with_the_client_address_kept() {
     let out = dp.test_run(programs::XDP_UNDERLAY, &no_sum, 1).unwrap();
     assert_eq!(out.return_value, XDP_PASS);
     assert_eq!(&out.data_out[40..42], &[0, 0], "UDP checksum stays 'none'");
+}
+
+#[test]
+fn client_kept_flows_keep_their_source_and_answers_go_back_to_their_node() {
+    let mut dp = mesh();
+    // --- 1. the SYN goes to the local task with only its destination rewritten; the inner
+    // source MAC names this node (its ingress address), for the task's node to answer through
+    let syn = Seg::syn(CLIENT, 40000, 8083);
+    let out = dp
+        .test_run(programs::XDP_UNDERLAY, &syn.as_client_sends(), 1)
+        .unwrap();
+    assert_eq!(out.return_value, XDP_PASS);
+    let inner = decapsulate(&out.data_out, (NODE_MAC, CLIENT_MAC), CLIENT);
+    let to_task = Seg {
+        dst: LOCAL_TASK,
+        dport: 80,
+        ..syn
+    };
+    assert_eq!(
+        inner,
+        to_task.frame(mesh_mac(), mac(LOCAL_TASK), b""),
+        "client:40000 -> task:80, checksums right"
+    );
+
+    // --- 2. the task's answer to the client, on this node: the reply entry is keyed
+    // task -> client, and the answer leaves as node:8083 -> client
+    let syn_ack = Seg {
+        dst: CLIENT,
+        dport: 40000,
+        ..Seg::syn_ack_from_task(40000, 5000)
+    };
+    let out = dp
+        .test_run(
+            programs::TC_MESH_REPLY,
+            &syn_ack.frame(mac(LOCAL_TASK), [2, 0, 0, 0, 0, 1], b""),
+            1,
+        )
+        .unwrap();
+    assert_eq!(out.return_value, TC_ACT_REDIRECT);
+    let undone = Seg {
+        src: NODE,
+        sport: 8083,
+        ..syn_ack
+    };
+    assert_eq!(out.data_out[14..], undone.ip_packet()[..], "from node:8083");
+    assert_eq!(event(&dp, MeshEvent::Replied), 1);
+
+    // --- 3. on the task's node: a flow another node received (its MAC says which) is noted
+    // as it reaches the task; a source-NAT-ed one (the source is that node itself) is not
+    let mut table = dp.mesh().table().unwrap();
+    table.ingress_ifindex = 1;
+    dp.mesh_mut().apply(&table).unwrap();
+    let other_ingress = Ipv4Addr::new(10, 255, 0, 3);
+    let other_mac = shoal_common::mesh::mesh_source_mac(other_ingress.octets());
+    let arriving = Seg {
+        dst: LOCAL_TASK,
+        sport: 41000,
+        dport: 80,
+        ..Seg::syn(CLIENT, 41000, 80)
+    };
+    let out = dp
+        .test_run(
+            programs::TC_EGRESS,
+            &arriving.frame(other_mac, mac(LOCAL_TASK), b""),
+            1,
+        )
+        .unwrap();
+    assert_eq!(out.return_value, 0, "passed to the task (TC_ACT_OK)");
+    let natted = Seg {
+        src: other_ingress,
+        dst: LOCAL_TASK,
+        sport: 42000,
+        dport: 80,
+        ..Seg::syn(other_ingress, 42000, 80)
+    };
+    dp.test_run(
+        programs::TC_EGRESS,
+        &natted.frame(other_mac, mac(LOCAL_TASK), b""),
+        1,
+    )
+    .unwrap();
+    let notes = dp.mesh().return_entries().unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let (key, node) = notes[0];
+    assert_eq!(
+        (
+            Ipv4Addr::from(key.src_ip.to_ne_bytes()),
+            u16::from_be(key.src_port),
+            Ipv4Addr::from(key.dst_ip.to_ne_bytes()),
+            u16::from_be(key.dst_port),
+            node
+        ),
+        (LOCAL_TASK, 80, CLIENT, 41000, other_ingress)
+    );
+
+    // --- 4. the task's answer has no reply entry here: it goes into this node's ingress
+    // interface, to the other node's ingress endpoint, addresses untouched
+    let answer = Seg {
+        src: LOCAL_TASK,
+        dst: CLIENT,
+        sport: 80,
+        dport: 41000,
+        ..Seg::syn_ack_from_task(41000, 6000)
+    };
+    let out = dp
+        .test_run(
+            programs::TC_MESH_REPLY,
+            &answer.frame(mac(LOCAL_TASK), [2, 0, 0, 0, 0, 1], b""),
+            1,
+        )
+        .unwrap();
+    assert_eq!(out.return_value, TC_ACT_REDIRECT);
+    assert_eq!(
+        out.data_out,
+        answer.frame(mac(INGRESS_ADDR), mac(other_ingress), b""),
+        "MACs: ours on `ingress` -> the receiving node's endpoint"
+    );
+    assert_eq!(event(&dp, MeshEvent::Returned), 1);
+    assert_eq!(event(&dp, MeshEvent::Replied), 1, "not a reply of ours");
+
+    // --- 5. without the ingress interface known, nothing is steered: it passes
+    table.ingress_ifindex = 0;
+    dp.mesh_mut().apply(&table).unwrap();
+    let out = dp
+        .test_run(
+            programs::TC_MESH_REPLY,
+            &answer.frame(mac(LOCAL_TASK), [2, 0, 0, 0, 0, 1], b""),
+            1,
+        )
+        .unwrap();
+    assert_eq!(out.return_value, 0);
 }
 
 #[test]

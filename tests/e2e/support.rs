@@ -273,3 +273,13 @@ pub fn docker_ok(cluster: &Cluster, i: usize, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// What whoami says the connection came from (`RemoteAddr: ip:port`).
+pub fn remote_socket(report: &str) -> SocketAddr {
+    let addr = report
+        .lines()
+        .find_map(|l| l.strip_prefix("RemoteAddr: "))
+        .unwrap_or_else(|| panic!("no RemoteAddr in {report:?}"));
+    addr.parse()
+        .unwrap_or_else(|e| panic!("bad RemoteAddr {addr:?}: {e}"))
+}

@@ -701,6 +701,7 @@ fn a_task_runs_once_it_listens_and_is_withdrawn_before_its_signal() {
         target: 8099,
         published: 8099,
         mode: PublishMode::Ingress,
+        source: Default::default(),
     }];
     ex.reconcile(std::slice::from_ref(&t));
     reports.wait("tready", TaskState::Starting);

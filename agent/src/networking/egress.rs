@@ -64,13 +64,14 @@ impl Egress {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Connects the task to the gateway bridge as `eth<index>`, with the default route.
-    /// Returns its address there and its bridge port (in the node's netns).
+    /// Connects the task to the gateway bridge as `eth<index>` with MTU `mtu`, with the
+    /// default route. Returns its address there and its bridge port (in the node's netns).
     pub fn attach(
         &self,
         task: &Task,
         netns: &Path,
         index: usize,
+        mtu: u32,
     ) -> anyhow::Result<(Ipv4Addr, String)> {
         let mut state = self.lock();
         if !state.ready {
@@ -94,6 +95,7 @@ impl Egress {
             &format!("eth{index}"),
             ip,
             &port,
+            mtu,
         )?;
         Ok((ip, port))
     }

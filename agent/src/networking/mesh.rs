@@ -28,10 +28,10 @@ use std::{
 
 use anyhow::Context as _;
 use shoal_common::mesh::{
-    MODE_HOST, MODE_INGRESS, MeshConfig, PortKey, PublishedPort, host_frontend,
+    MODE_HOST, MODE_INGRESS, MODE_INGRESS_CLIENT, MeshConfig, PortKey, PublishedPort, host_frontend,
 };
 use shoal_control::{
-    cluster::{PortProtocol, PublishMode, Task, mesh::RoutingMesh, network::Network},
+    cluster::{PortProtocol, PortSource, PublishMode, Task, mesh::RoutingMesh, network::Network},
     error_chain::Chain,
     netdb::Endpoint,
 };
@@ -106,6 +106,16 @@ impl MeshState {
 /// Does the task publish a port in host mode?
 pub fn publishes_host_ports(task: &Task) -> bool {
     task.spec.ports.iter().any(|p| p.mode == PublishMode::Host)
+}
+
+/// Does the task publish an ingress-mode port that keeps the client's address? Its answers
+/// to clients leave by the gateway bridge and must be steered back to the node that received
+/// each flow (see `shoal_common::mesh`).
+pub fn keeps_client_addresses(task: &Task) -> bool {
+    task.spec
+        .ports
+        .iter()
+        .any(|p| p.mode == PublishMode::Ingress && p.source == PortSource::Client)
 }
 
 fn proto_number(p: PortProtocol) -> u8 {
@@ -288,8 +298,9 @@ impl NodeNetworking {
         self.release_network(&mut local, network_id, NODE_ENDPOINT_MEMBER);
     }
 
-    /// A host-mode task came up on the gateway bridge (its bridge port is `bridge_port` in the
-    /// node's netns): its answers go through the reply program.
+    /// A task publishing host-mode ports, or ingress-mode ports that keep the client's address,
+    /// came up on the gateway bridge (its bridge port is `bridge_port` in the node's netns): its
+    /// answers go through the reply program.
     pub(super) fn attach_host_task(&self, bridge_port: &str) -> anyhow::Result<()> {
         self.vips
             .attach_mesh_reply(&self.config.node_netns, bridge_port)
@@ -426,13 +437,15 @@ impl NodeNetworking {
         };
         table.config = config;
         table.addrs = self.underlay_addrs();
+        table.ingress_ifindex = nix::net::if_::if_nametoindex(NODE_INGRESS_INTERFACE).unwrap_or(0);
         for service in &mesh.services {
             for port in &service.ports {
                 let proto = proto_number(port.protocol);
                 let (frontend, mode) = match port.mode {
-                    PublishMode::Ingress => match service.ingress_vip {
-                        Some(vip) => (vip, MODE_INGRESS),
-                        None => continue,
+                    PublishMode::Ingress => match (service.ingress_vip, port.source) {
+                        (Some(vip), PortSource::Client) => (vip, MODE_INGRESS_CLIENT),
+                        (Some(vip), PortSource::Snat) => (vip, MODE_INGRESS),
+                        (None, _) => continue,
                     },
                     // Only where a task of the service runs: elsewhere the port is the
                     // node's own business (nothing listens: the kernel refuses), as in Docker.

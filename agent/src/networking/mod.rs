@@ -41,7 +41,8 @@ use shoal_control::{
     netdb::{Endpoint, NetDb},
 };
 use shoal_dataplane::overlay::{
-    OverlaySpec, Sandbox, attach_task, detach_task, ensure_sandbox, mac_for_ip, remove_sandbox,
+    GATEWAY_MTU, OverlaySpec, Sandbox, attach_task, detach_task, ensure_sandbox,
+    loose_reverse_path_filter, mac_for_ip, remove_sandbox,
 };
 use tracing::{info, warn};
 
@@ -390,13 +391,30 @@ impl TaskNetwork for NodeNetworking {
         let internal_only =
             task.networks.iter().all(|a| a.network.internal) && !task.networks.is_empty();
         if !internal_only {
+            // A task keeping its clients' addresses answers them by the gateway bridge, but
+            // the answers travel back on `ingress` (see `mesh`): its gateway interface takes
+            // the overlay's MTU, so its TCP segments and UDP fragments fit there.
+            let keeps_clients = mesh::keeps_client_addresses(task);
+            let ingress = task
+                .networks
+                .iter()
+                .find(|a| a.network.ingress)
+                .filter(|_| keeps_clients);
+            let mtu = ingress.map_or(GATEWAY_MTU, |a| {
+                self.config.network_mtu(&a.network).min(GATEWAY_MTU)
+            });
             let (gateway_ip, bridge_port) = self
                 .egress
-                .attach(task, netns, task.networks.len())
+                .attach(task, netns, task.networks.len(), mtu)
                 .context("gateway bridge")?;
-            if mesh::publishes_host_ports(task) {
+            if ingress.is_some() {
+                loose_reverse_path_filter(netns).context("client addresses kept")?;
+            }
+            if mesh::publishes_host_ports(task) || ingress.is_some() {
                 self.attach_host_task(&bridge_port)
-                    .context("host-mode ports")?;
+                    .context("published ports")?;
+            }
+            if mesh::publishes_host_ports(task) {
                 host_port_addr = Some(gateway_ip);
             }
         }

@@ -427,6 +427,7 @@ mod tests {
             target: 80,
             published: 8080,
             mode: crate::cluster::PublishMode::Ingress,
+            source: Default::default(),
         }];
         assert!(address_tasks(&state, &mut tasks).is_empty());
         assert_eq!(ips(&tasks[0]), ["10.255.0.4/16"]);
@@ -478,6 +479,7 @@ mod tests {
                 target: 80,
                 published: 8080,
                 mode: crate::cluster::PublishMode::Ingress,
+                source: Default::default(),
             }];
             s
         };

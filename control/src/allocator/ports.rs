@@ -108,6 +108,7 @@ mod tests {
             target,
             published,
             mode,
+            source: Default::default(),
         }
     }
 

@@ -38,8 +38,8 @@ pub use model::{
 pub use network::NetworkAttachment;
 pub use service::{
     CommandShape, Constraint, ConstraintKey, EndpointMode, FailureAction, InvalidVolumeName,
-    MAX_VOLUME_NAME, Mount, MountKind, PortConfig, PortProtocol, PublishMode, Resources,
-    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Task, TaskState,
+    MAX_VOLUME_NAME, Mount, MountKind, PortConfig, PortProtocol, PortSource, PublishMode,
+    Resources, RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, Task, TaskState,
     TaskStatus, TmpfsOptions, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
     VOLUME_NAME_CHARS, VirtualIp, validate_volume_name,
 };

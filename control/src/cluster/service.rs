@@ -127,6 +127,9 @@ pub struct PortConfig {
     /// The port every node (ingress) or the task's node (host) accepts; 0 in a spec: any.
     pub published: u16,
     pub mode: PublishMode,
+    /// Ingress mode: what the task sees as its peer (host mode always sees the client).
+    #[serde(default, with = "crate::format::since_schema_2")]
+    pub source: PortSource,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -158,6 +161,27 @@ impl PublishMode {
         match self {
             PublishMode::Ingress => "ingress",
             PublishMode::Host => "host",
+        }
+    }
+}
+
+/// Whose address a task behind an ingress-mode port sees as its peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PortSource {
+    /// The client's own address and port, also when another node received the connection
+    /// (its answers go back through that node). shoal's default, beyond Swarm (moby#25526).
+    #[default]
+    Client,
+    /// The receiving node's address on `ingress` (source NAT), as Swarm's routing mesh does:
+    /// for tasks that must not see outside addresses, or that answer them some other way.
+    Snat,
+}
+
+impl PortSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortSource::Client => "client",
+            PortSource::Snat => "snat",
         }
     }
 }

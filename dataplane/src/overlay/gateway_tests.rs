@@ -218,14 +218,38 @@ fn task_reaches_outside_through_masquerading_gateway() {
     let err = ensure_gateway_bridge(&node, &foreign).expect_err("bridge name of a veth");
     assert!(matches!(err, OverlayError::Invalid(_)), "{err}");
     let ip1 = Ipv4Addr::new(172, 18, 0, 2);
-    let err = attach_task_gateway(&node, &spec, &task1, "eth1-much-too-long", ip1, "gw-t1")
-        .expect_err("ifname too long");
+    let err = attach_task_gateway(
+        &node,
+        &spec,
+        &task1,
+        "eth1-much-too-long",
+        ip1,
+        "gw-t1",
+        GATEWAY_MTU,
+    )
+    .expect_err("ifname too long");
     assert!(matches!(err, OverlayError::Invalid(_)), "{err}");
-    let err = attach_task_gateway(&node, &spec, &task1, "eth1", NODE_ADDR, "gw-t1")
-        .expect_err("task address outside subnet");
+    let err = attach_task_gateway(
+        &node,
+        &spec,
+        &task1,
+        "eth1",
+        NODE_ADDR,
+        "gw-t1",
+        GATEWAY_MTU,
+    )
+    .expect_err("task address outside subnet");
     assert!(matches!(err, OverlayError::Invalid(_)), "{err}");
-    let err = attach_task_gateway(&node, &spec, &task1, "eth1", spec.gateway, "gw-t1")
-        .expect_err("task address = gateway");
+    let err = attach_task_gateway(
+        &node,
+        &spec,
+        &task1,
+        "eth1",
+        spec.gateway,
+        "gw-t1",
+        GATEWAY_MTU,
+    )
+    .expect_err("task address = gateway");
     assert!(matches!(err, OverlayError::Invalid(_)), "{err}");
     assert_eq!(
         link_names(&task1),
@@ -239,8 +263,10 @@ fn task_reaches_outside_through_masquerading_gateway() {
 
     // --- 4. two tasks on the gateway bridge.
     let ip2 = Ipv4Addr::new(172, 18, 0, 3);
-    attach_task_gateway(&node, &spec, &task1, "eth1", ip1, "gw-t1").expect("attach task 1");
-    attach_task_gateway(&node, &spec, &task2, "eth1", ip2, "gw-t2").expect("attach task 2");
+    attach_task_gateway(&node, &spec, &task1, "eth1", ip1, "gw-t1", GATEWAY_MTU)
+        .expect("attach task 1");
+    attach_task_gateway(&node, &spec, &task2, "eth1", ip2, "gw-t2", GATEWAY_MTU)
+        .expect("attach task 2");
     let eth1 = in_ns(&task1, "ip", &["-d", "addr", "show", "eth1"]);
     for want in ["02:42:ac:12:00:02", "mtu 1500", "inet 172.18.0.2/16", "UP"] {
         assert!(eth1.contains(want), "no {want:?} in {eth1}");
@@ -321,7 +347,8 @@ fn task_reaches_outside_through_masquerading_gateway() {
 
     // --- 7. re-attach keeps the pair; a damaged pair is rebuilt.
     let before = (ifindex(&task1, "eth1"), ifindex(&node, "gw-t1"));
-    attach_task_gateway(&node, &spec, &task1, "eth1", ip1, "gw-t1").expect("attach again");
+    attach_task_gateway(&node, &spec, &task1, "eth1", ip1, "gw-t1", GATEWAY_MTU)
+        .expect("attach again");
     assert_eq!(
         (ifindex(&task1, "eth1"), ifindex(&node, "gw-t1")),
         before,
@@ -344,7 +371,8 @@ fn task_reaches_outside_through_masquerading_gateway() {
         &["link", "set", "eth1", "address", "02:00:00:00:00:01"],
     );
     let damaged = ifindex(&node, "gw-t2");
-    attach_task_gateway(&node, &spec, &task2, "eth1", ip2, "gw-t2").expect("repair task 2");
+    attach_task_gateway(&node, &spec, &task2, "eth1", ip2, "gw-t2", GATEWAY_MTU)
+        .expect("repair task 2");
     assert_ne!(ifindex(&node, "gw-t2"), damaged, "damaged pair kept");
     let eth1 = in_ns(&task2, "ip", &["-d", "link", "show", "eth1"]);
     assert!(eth1.contains("02:42:ac:12:00:03"), "{eth1}");
@@ -356,7 +384,7 @@ fn task_reaches_outside_through_masquerading_gateway() {
     assert_eq!(link_names(&task1), ["lo"], "eth1 left in task 1");
     let err = detach_task_gateway(&node, &spec, "gwt-up").expect_err("detach of a foreign veth");
     assert!(matches!(err, OverlayError::Invalid(_)), "{err}");
-    let err = attach_task_gateway(&node, &spec, &task1, "eth1", ip1, "gwt-up")
+    let err = attach_task_gateway(&node, &spec, &task1, "eth1", ip1, "gwt-up", GATEWAY_MTU)
         .expect_err("attach over a foreign veth");
     assert!(matches!(err, OverlayError::Invalid(_)), "{err}");
     assert!(

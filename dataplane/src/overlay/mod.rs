@@ -46,7 +46,8 @@ pub use endpoints::{add_remote_endpoint, remote_endpoints, remove_remote_endpoin
 pub use error::OverlayError;
 pub use gateway::{
     DEFAULT_GATEWAY_BRIDGE, GATEWAY_MTU, GATEWAY_NFT_TABLE, GatewaySpec, attach_task_gateway,
-    detach_task_gateway, enable_ip_forwarding, ensure_gateway_bridge, remove_gateway_bridge,
+    detach_task_gateway, enable_ip_forwarding, ensure_gateway_bridge, loose_reverse_path_filter,
+    remove_gateway_bridge,
 };
 pub use mtu::{VXLAN_OVERHEAD, overlay_mtu_for, overlay_mtu_over};
 pub use netns::{create_netns, remove_netns};

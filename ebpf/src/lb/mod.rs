@@ -429,6 +429,8 @@ pub fn to_task(ctx: &TcContext) -> i32 {
             _ => PASS,
         };
     };
+    // A published port's flow with the client's address kept: where it came in.
+    crate::mesh::note_arrival(ctx, &flow);
     let Some((state, entry)) = find_flow(&key) else {
         return PASS;
     };

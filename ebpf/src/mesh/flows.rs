@@ -7,8 +7,8 @@
 use shoal_common::{
     lb::{FLOW_FORWARD, FLOW_REPLY, FlowKey, FlowState, VipService},
     mesh::{
-        CONFIRM_ACK_WINDOW, FLOW_UNREPLIED, MODE_HOST, MeshConfig, MeshEvent, MeshFlow,
-        PublishedPort,
+        CONFIRM_ACK_WINDOW, FLOW_UNREPLIED, MODE_HOST, MODE_INGRESS, MeshConfig, MeshEvent,
+        MeshFlow, PublishedPort,
     },
 };
 
@@ -112,7 +112,7 @@ fn alive(flow: &MeshFlow, vip: &VipService) -> bool {
 }
 
 /// The key of a forward entry's reply entry: what the task sends back, `task:target ->
-/// local_ip:local_port` (the NAT address in ingress mode, the client in host mode).
+/// local_ip:local_port` (the NAT address with source NAT, else the client).
 #[inline(always)]
 fn reply_key(forward: &MeshFlow, proto: u8) -> FlowKey {
     FlowKey {
@@ -198,14 +198,18 @@ fn open(
     now: u64,
 ) -> Result<MeshFlow, MeshEvent> {
     let backend = picked.nat_ip;
-    let (vtep, local_ip) = if published.mode == MODE_HOST {
-        (0, ip.src)
+    let vtep = if published.mode == MODE_HOST {
+        0
     } else {
         // SAFETY: copied out at once.
-        let vtep = unsafe { SHOAL_MESH_VTEPS.get(&backend) }
+        unsafe { SHOAL_MESH_VTEPS.get(&backend) }
             .copied()
-            .ok_or(MeshEvent::NoRoute)?;
-        (vtep, config.ingress_ip)
+            .ok_or(MeshEvent::NoRoute)?
+    };
+    let local_ip = if published.mode == MODE_INGRESS {
+        config.ingress_ip
+    } else {
+        ip.src
     };
     let reply = MeshFlow {
         last_seen_ns: now,
@@ -246,9 +250,9 @@ fn same_client(e: &MeshFlow, reply: &MeshFlow) -> bool {
 }
 
 /// Stores the reply entry `task:target -> local_ip:port` in the unconfirmed table and returns
-/// the port. In ingress mode the port is the NAT port: the client's own if free at that task
-/// in both tables, else one of a few others derived from the client; in host mode it is the
-/// client's.
+/// the port. With source NAT the port is the NAT port: the client's own if free at that task
+/// in both tables, else one of a few others derived from the client; otherwise it is the
+/// client's (whose address is kept: an entry of the same key is an older flow's, taken over).
 #[inline(always)]
 fn reserve_reply(
     ip: &Ipv4Header,
@@ -258,8 +262,8 @@ fn reserve_reply(
     local_ip: u32,
     reply: &MeshFlow,
 ) -> Result<u16, MeshEvent> {
-    let host = published.mode == MODE_HOST;
-    let tries = if host { 1 } else { NAT_PORT_TRIES + 1 };
+    let keeps_client = published.mode != MODE_INGRESS;
+    let tries = if keeps_client { 1 } else { NAT_PORT_TRIES + 1 };
     let mut i = 0;
     while i < tries {
         let port = if i == 0 {
@@ -277,8 +281,8 @@ fn reserve_reply(
             pad: [0; 2],
         };
         // Held by a confirmed flow of another client?
-        let taken =
-            !host && find_in(&SHOAL_MESH_FLOWS, &key).is_some_and(|(e, _)| !same_client(&e, reply));
+        let taken = !keeps_client
+            && find_in(&SHOAL_MESH_FLOWS, &key).is_some_and(|(e, _)| !same_client(&e, reply));
         if !taken {
             if SHOAL_MESH_UNCONFIRMED.insert(&key, reply, NOEXIST).is_ok() {
                 return Ok(port);
@@ -287,7 +291,7 @@ fn reserve_reply(
             // forward entry the LRU lost)? Then it is ours to take over.
             let ours =
                 find_in(&SHOAL_MESH_UNCONFIRMED, &key).is_some_and(|(e, _)| same_client(&e, reply));
-            if ours || host {
+            if ours || keeps_client {
                 let _ = SHOAL_MESH_UNCONFIRMED.insert(&key, reply, 0);
                 return Ok(port);
             }

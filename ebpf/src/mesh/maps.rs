@@ -8,8 +8,9 @@ use aya_ebpf::{
 use shoal_common::{
     lb::FlowKey,
     mesh::{
-        FLOW_UNREPLIED, MAX_ADDRS, MAX_FLOW_ENTRIES, MAX_PORTS, MAX_UNCONFIRMED_ENTRIES, MAX_VTEPS,
-        MESH_EVENTS, MeshConfig, MeshEvent, MeshFlow, PortKey, PublishedPort,
+        FLOW_UNREPLIED, MAX_ADDRS, MAX_FLOW_ENTRIES, MAX_PORTS, MAX_RETURN_ENTRIES,
+        MAX_UNCONFIRMED_ENTRIES, MAX_VTEPS, MESH_EVENTS, MeshConfig, MeshEvent, MeshFlow, PortKey,
+        PublishedPort,
     },
 };
 
@@ -33,6 +34,13 @@ pub static SHOAL_MESH_FLOWS: LruHashMap<FlowKey, MeshFlow> =
 #[map]
 pub static SHOAL_MESH_UNCONFIRMED: LruHashMap<FlowKey, MeshFlow> =
     LruHashMap::with_max_entries(MAX_UNCONFIRMED_ENTRIES, 0);
+
+#[map]
+pub static SHOAL_MESH_RETURNS: LruHashMap<FlowKey, u32> =
+    LruHashMap::with_max_entries(MAX_RETURN_ENTRIES, 0);
+
+#[map]
+pub static SHOAL_MESH_INGRESS_IF: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
 pub static SHOAL_MESH_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MESH_EVENTS, 0);

@@ -10,6 +10,8 @@
 //! - `encap`: VXLAN encapsulation and the verdict that sends the frame on.
 //! - `reply`: the tc program on the node's ingress interface and host-mode gateway ports.
 //! - `reset`: the TCP reset and the ICMP port unreachable for connections no task can take.
+//! - `returns`: on a task's node, answers of client-kept flows steered back to the node that
+//!   received them.
 
 mod encap;
 mod flows;
@@ -17,13 +19,15 @@ pub mod maps;
 mod packet;
 mod reply;
 mod reset;
+mod returns;
 
 pub use reply::from_backend;
+pub use returns::note_arrival;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use shoal_common::mesh::{
-    DEFAULT_INGRESS_MTU, MODE_HOST, MODE_INGRESS, MeshConfig, MeshEvent, MeshFlow, PortKey,
-    PublishedPort, mesh_source_mac,
+    DEFAULT_INGRESS_MTU, MODE_HOST, MeshConfig, MeshEvent, MeshFlow, PortKey, PublishedPort,
+    is_ingress_mode, mesh_source_mac,
 };
 
 use crate::lb::{self, maps::SHOAL_LB_VIPS};
@@ -114,7 +118,7 @@ fn forward(
     if ctx.data() + L4 + l4_min > ctx.data_end() {
         return Err(MeshEvent::Malformed);
     }
-    if published.mode == MODE_INGRESS && u16::from_be(ip.tot_len) > ingress_mtu(config) {
+    if is_ingress_mode(published.mode) && u16::from_be(ip.tot_len) > ingress_mtu(config) {
         return Err(MeshEvent::TooBig);
     }
     let tcp = if is_tcp {
@@ -152,7 +156,7 @@ fn forward(
         (ctx.data_end() - ctx.data()) as u64,
         new_flow,
     );
-    rewrite(ctx, ip, ports, &flow)?;
+    rewrite(ctx, ip, ports, &flow, config.ingress_ip)?;
     if flow.mode == MODE_HOST {
         // To the task's gateway-bridge address: the kernel routes it there.
         return Ok(PASS);
@@ -167,21 +171,20 @@ fn forward(
     )
 }
 
-/// Rewrites the packet for its task: destination `task:target`, and in ingress mode source
-/// `ingress address:NAT port` and the inner MACs (the task's, and [`mesh_source_mac`]). Checksums are
-/// updated incrementally (frames from the wire carry full checksums).
+/// Rewrites the packet for its task: destination `task:target`; with source NAT the source
+/// `ingress address:NAT port`; in both ingress modes the inner MACs (the task's, and
+/// [`mesh_source_mac`] of this node's `ingress_ip`, which tells the task's node where the flow
+/// came in). Checksums are updated incrementally (frames from the wire carry full checksums).
 #[inline(always)]
 fn rewrite(
     ctx: &XdpContext,
     ip: &Ipv4Header,
     ports: &Ports,
     flow: &MeshFlow,
+    ingress_ip: u32,
 ) -> Result<(), MeshEvent> {
-    let (new_src, new_sport) = if flow.mode == MODE_HOST {
-        (ip.src, ports.src)
-    } else {
-        (flow.local_ip, flow.local_port)
-    };
+    // The forward entry's new source: the NAT address, or the client itself.
+    let (new_src, new_sport) = (flow.local_ip, flow.local_port);
     let (new_dst, new_dport) = (flow.peer_ip, flow.peer_port);
     let addrs = [(ip.src, new_src), (ip.dst, new_dst)];
     let mut header = *ip;
@@ -229,7 +232,7 @@ fn rewrite(
     }
     let (dst_mac, src_mac) = (
         lb::headers::mac_of(new_dst),
-        mesh_source_mac(new_src.to_ne_bytes()),
+        mesh_source_mac(ingress_ip.to_ne_bytes()),
     );
     if written && write(ctx, 0, dst_mac) && write(ctx, 6, src_mac) {
         Ok(())

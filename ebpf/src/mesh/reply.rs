@@ -17,7 +17,10 @@ use aya_ebpf::{
 };
 use shoal_common::mesh::MeshEvent;
 
-use super::maps::{answered, config, count_event, find_flow, touch};
+use super::{
+    maps::{answered, config, count_event, find_flow, touch},
+    returns,
+};
 use crate::lb::{
     self,
     headers::{
@@ -35,7 +38,8 @@ pub fn from_backend(ctx: &TcContext) -> i32 {
         return PASS;
     };
     let Some((state, entry, unconfirmed)) = find_flow(&key) else {
-        return PASS;
+        // An answer of a client-kept flow another node received goes back there.
+        return returns::steer(ctx, &key).unwrap_or(PASS);
     };
     let Some(config) = config() else {
         return PASS;

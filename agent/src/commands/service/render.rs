@@ -273,6 +273,10 @@ fn docker_ports(ports: &[PortConfigMsg]) -> Vec<serde_json::Value> {
             if p.published_port != 0 {
                 port["PublishedPort"] = p.published_port.into();
             }
+            // shoal's own key, only where it differs from the default (client kept).
+            if p.source == "snat" {
+                port["Source"] = "snat".into();
+            }
             port
         })
         .collect()
@@ -514,6 +518,7 @@ mod tests {
             target_port: target,
             published_port: published,
             publish_mode: "ingress".into(),
+            source: String::new(),
         }
     }
 

@@ -333,6 +333,8 @@ fn service_spec(
                 target_port: p.target.into(),
                 published_port: p.published.map_or(0, u32::from),
                 publish_mode: p.mode.as_str().into(),
+                // Compose has no word for it: the default, the client's address kept.
+                source: String::new(),
             })
             .collect(),
         ..Default::default()

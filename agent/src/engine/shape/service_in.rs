@@ -426,6 +426,8 @@ fn endpoint_spec(
             target_port: port(p.u64("TargetPort")?)?,
             published_port: port(p.u64("PublishedPort")?)?,
             publish_mode,
+            // Docker's PortConfig has no such field: the default, the client's address kept.
+            source: String::new(),
         });
         p.rest(warnings);
     }

@@ -113,6 +113,7 @@ mod tests {
                 target_port: 80,
                 published_port: 8080,
                 publish_mode: "ingress".into(),
+                source: String::new(),
             }],
             labels: vec![KeyValue {
                 key: "tier".into(),

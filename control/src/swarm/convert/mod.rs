@@ -13,8 +13,8 @@ use super::{error::Error, lookup::resolve_network, spec_fields};
 use crate::{
     api,
     cluster::{
-        ClusterState, CommandShape, EndpointMode, PortConfig, PortProtocol, PublishMode,
-        RestartCondition, Role, Service, ServiceMode, ServiceSpec, Task, limits,
+        ClusterState, CommandShape, EndpointMode, PortConfig, PortProtocol, PortSource,
+        PublishMode, RestartCondition, Role, Service, ServiceMode, ServiceSpec, Task, limits,
     },
     orchestrator::parse_constraint,
 };
@@ -160,6 +160,20 @@ fn port_from_api(p: &api::PortConfigMsg) -> Result<PortConfig, Error> {
             )));
         }
     };
+    let source = match (p.source.as_str(), mode) {
+        ("" | "client", _) => PortSource::Client,
+        ("snat", PublishMode::Ingress) => PortSource::Snat,
+        ("snat", PublishMode::Host) => {
+            return Err(invalid(
+                "invalid source \"snat\": host mode always keeps the client's address".into(),
+            ));
+        }
+        (other, _) => {
+            return Err(invalid(format!(
+                "invalid source {other:?}: expected client or snat"
+            )));
+        }
+    };
     let port = |value: u32, what: &str| {
         u16::try_from(value)
             .map_err(|_| invalid(format!("invalid {what} port {value}: at most 65535")))
@@ -175,6 +189,7 @@ fn port_from_api(p: &api::PortConfigMsg) -> Result<PortConfig, Error> {
         target,
         published: port(p.published_port, "published")?,
         mode,
+        source,
     })
 }
 
@@ -184,6 +199,7 @@ fn port_to_api(p: &PortConfig) -> api::PortConfigMsg {
         target_port: p.target.into(),
         published_port: p.published.into(),
         publish_mode: p.mode.as_str().to_string(),
+        source: p.source.as_str().to_string(),
     }
 }
 

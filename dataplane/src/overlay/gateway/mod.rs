@@ -38,7 +38,7 @@ use rtnetlink::{
     },
 };
 
-pub use masquerade::{GATEWAY_NFT_TABLE, enable_ip_forwarding};
+pub use masquerade::{GATEWAY_NFT_TABLE, enable_ip_forwarding, loose_reverse_path_filter};
 
 use self::{
     links::{is_veth_port_of, not_our_port, owned_link},
@@ -236,7 +236,7 @@ pub fn remove_gateway_bridge(node_netns: &Path, spec: &GatewaySpec) -> Result<()
 
 /// Connects `task_netns` to the gateway bridge: veth `host_side_name` (node netns, a port of
 /// `spec.bridge`) <-> `ifname` (task netns) carrying `ip` with the subnet's prefix and MAC
-/// [`mac_for_ip`](super::mac_for_ip), MTU [`GATEWAY_MTU`], loopback up, and the task's default
+/// [`mac_for_ip`](super::mac_for_ip), MTU `mtu` (usually [`GATEWAY_MTU`]), loopback up, and the task's default
 /// route via `spec.gateway` (replacing any previous default route: the gateway bridge is how a
 /// task on overlays reaches the world, as in Docker).
 ///
@@ -249,6 +249,7 @@ pub fn attach_task_gateway(
     ifname: &str,
     ip: Ipv4Addr,
     host_side_name: &str,
+    mtu: u32,
 ) -> Result<(), OverlayError> {
     spec.validate()?;
     check_host_address(spec.subnet, ip, "task address")?;
@@ -265,7 +266,7 @@ pub fn attach_task_gateway(
         ifname,
         ip: Ipv4Net::new(ip, spec.subnet.prefix_len())
             .map_err(|e| OverlayError::Invalid(format!("task address {ip}: {e}")))?,
-        mtu: GATEWAY_MTU,
+        mtu,
         default_route: Some(spec.gateway),
     };
     veth.ensure()?;

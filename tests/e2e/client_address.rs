@@ -1,0 +1,155 @@
+//! The client's own address through the routing mesh (moby#25526), on 3 nodes with the
+//! outside client on the underlay: a task behind an ingress-mode port sees the client's
+//! address and port whichever node the client asked, and the answers come from that node;
+//! `source=snat` keeps Swarm's behaviour per port; the node the client asked, cut off
+//! mid-connection, takes that connection with it while every other node goes on serving.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
+
+use shoal_tests::{
+    Cluster, Cut,
+    task_net::{http_from, http_get, tcp_connect},
+    wait_until,
+};
+
+use crate::support::{create_whoami, ok, remote_socket, running, served_by, stderr};
+
+fn node_addr(cluster: &Cluster, i: usize, port: u16) -> SocketAddr {
+    SocketAddr::new(cluster.nodes[i].address.into(), port)
+}
+
+/// Waits (at most 10 s) until node `i` serves `port` to the client.
+fn wait_served(cluster: &Cluster, i: usize, port: u16) {
+    let netns = cluster.client_ns().path();
+    let to = node_addr(cluster, i, port);
+    wait_until(Duration::from_secs(10), &format!("{to} served"), || {
+        http_from(Path::new(&netns), to)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+}
+
+#[test]
+fn tasks_see_the_client_unless_the_port_asks_for_source_nat() {
+    let cluster = Cluster::start(3);
+    cluster.form_swarm(1);
+    create_whoami(&cluster, "kept", 80, &["-p", "8080:80"]);
+    create_whoami(
+        &cluster,
+        "natted",
+        80,
+        &["--publish", "published=8081,target=80,source=snat"],
+    );
+    let kept = running(&cluster, "kept", 1).remove(0);
+    running(&cluster, "natted", 1);
+    let netns = cluster.client_ns().path();
+    let client = IpAddr::from(cluster.client_address());
+
+    // --- 1. every node, the task's own and the two without it: the task sees the client's
+    // address and port, over several requests of one connection (whose handshake and answers
+    // came from the node the client asked, or it would not be open)
+    for i in 0..3 {
+        wait_served(&cluster, i, 8080);
+        let mut stream = tcp_connect(Path::new(&netns), node_addr(&cluster, i, 8080)).unwrap();
+        let local = stream.local_addr().unwrap();
+        assert_eq!(local.ip(), client);
+        for _ in 0..3 {
+            let report = http_get(&mut stream, "/").unwrap();
+            assert_eq!(served_by(&report), kept.id);
+            assert_eq!(remote_socket(&report), local, "node{}: {report}", i + 1);
+        }
+    }
+
+    // --- 2. `source=snat`: the receiving node's ingress address, as Swarm does
+    for i in 0..3 {
+        wait_served(&cluster, i, 8081);
+        let report = http_from(Path::new(&netns), node_addr(&cluster, i, 8081)).unwrap();
+        let peer = remote_socket(&report).ip();
+        assert_ne!(peer, client, "node{}: {report}", i + 1);
+        assert!(
+            matches!(peer, IpAddr::V4(v4) if v4.octets()[..2] == [10, 255]),
+            "node{}: the task sees an ingress address, got {peer}",
+            i + 1
+        );
+    }
+
+    // --- 3. shown where the spec is, and refused where it cannot apply
+    let inspect: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&cluster, 0, &["service", "inspect", "natted"])).unwrap();
+    let ports = &inspect[0]["Spec"]["EndpointSpec"]["Ports"];
+    assert_eq!(ports[0]["Source"], "snat", "{ports}");
+    let inspect: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&cluster, 0, &["service", "inspect", "kept"])).unwrap();
+    let ports = &inspect[0]["Spec"]["EndpointSpec"]["Ports"];
+    assert!(ports[0].get("Source").is_none(), "the default: {ports}");
+    for (publish, why) in [
+        (
+            "published=8082,target=80,mode=host,source=snat",
+            "host mode always keeps",
+        ),
+        ("published=8082,target=80,source=dsr", "client or snat"),
+    ] {
+        let out = cluster.nodes[0].cli(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "bad",
+            "--publish",
+            publish,
+            "--",
+            "/bin/true",
+        ]);
+        assert!(!out.status.success(), "{publish} accepted");
+        assert!(stderr(&out).contains(why), "{publish}: {}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn the_node_the_client_asked_takes_its_connections_when_cut() {
+    let cluster = Cluster::start(3);
+    cluster.form_swarm(1);
+    create_whoami(&cluster, "kept", 80, &["-p", "8080:80"]);
+    let task = running(&cluster, "kept", 1).remove(0);
+    // The receiving node: one without the task, not the manager when there is a choice.
+    let receiving = (1..3).find(|i| *i != task.node).unwrap();
+    let other = (0..3).find(|i| *i != task.node && *i != receiving).unwrap();
+    for i in 0..3 {
+        wait_served(&cluster, i, 8080);
+    }
+    let netns = cluster.client_ns().path();
+    let mut held = tcp_connect(Path::new(&netns), node_addr(&cluster, receiving, 8080)).unwrap();
+    let local = held.local_addr().unwrap();
+    assert_eq!(remote_socket(&http_get(&mut held, "/").unwrap()), local);
+
+    // --- 1. cut off: the held connection's peer is that node, so it ends with it (no answer
+    // on it), as with Swarm's source NAT. Every other node goes on serving, the client's
+    // address kept.
+    cluster.cut(receiving, Cut::LinkDown);
+    assert!(
+        http_get(&mut held, "/").is_err(),
+        "a connection through a cut-off node answered"
+    );
+    for i in [task.node, other] {
+        let mut stream = tcp_connect(Path::new(&netns), node_addr(&cluster, i, 8080)).unwrap();
+        let local = stream.local_addr().unwrap();
+        assert_eq!(
+            remote_socket(&http_get(&mut stream, "/").unwrap()),
+            local,
+            "node{}",
+            i + 1
+        );
+    }
+
+    // --- 2. back: it serves again, the client's address kept
+    cluster.heal(receiving, Cut::LinkDown);
+    wait_served(&cluster, receiving, 8080);
+    let mut stream = tcp_connect(Path::new(&netns), node_addr(&cluster, receiving, 8080)).unwrap();
+    let local = stream.local_addr().unwrap();
+    assert_eq!(remote_socket(&http_get(&mut stream, "/").unwrap()), local);
+}
