@@ -201,13 +201,13 @@ node_shoal 1 service create --name my-web --replicas 2 -p 8080:80 -- "$SHOAL" wh
 node_shoal 1 service ls
 node_shoal 1 service ps my-web
 for i in $(seq 1 $NODES); do
-  say "From the outside client: curl http://$SUBNET.$((10 + i)):8080/ x4   (every node serves the port, round robin over both tasks)"
+  say "From the outside client ($SUBNET.100): curl http://$SUBNET.$((10 + i)):8080/ x4   (every node serves the port, round robin over both tasks, which see the client's own address)"
   for _ in 1 2 3 4; do
     ip netns exec "$PREFIX-client" curl -s --max-time 5 "http://$SUBNET.$((10 + i)):8080/" | grep -E 'Hostname|RemoteAddr' | paste -sd' '
   done
 done
 say "curl node1's /metrics | grep shoal_mesh_   (connections the underlay XDP program forwarded)"
-nsenter --net="/run/netns/$(node_ns 1)" -- curl -s http://127.0.0.1:9323/metrics | grep -E '^shoal_mesh_events_total\{event="(forwarded|replied)"'
+nsenter --net="/run/netns/$(node_ns 1)" -- curl -s http://127.0.0.1:9323/metrics | grep -E '^shoal_mesh_events_total\{event="(forwarded|replied|returned)"'
 
 say "shoal service rm my-web   (frees 8080 for the stack)"
 node_shoal 1 service rm my-web
