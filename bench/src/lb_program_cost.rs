@@ -123,6 +123,15 @@ fn repeated(dp: &Dataplane) -> anyhow::Result<()> {
             counts: Counted::default(),
         },
         Row {
+            // A connection the socket-level balancer (shoal_connect4) sent straight to its
+            // backend: its segments carry the backend's address, no VIP, and must cost the
+            // parse floor plus the one VIP lookup that misses.
+            path: "socket-balanced: established (not a VIP)",
+            program: programs::TC_INGRESS,
+            frame: tcp(CLIENT, BACKENDS[0], CLIENT_PORT, PORT, false),
+            counts: Counted::default(),
+        },
+        Row {
             path: "not a reply: task -> task",
             program: programs::TC_EGRESS,
             frame: tcp(OTHER, CLIENT, PORT, CLIENT_PORT, false),

@@ -27,6 +27,7 @@ mod health;
 mod host_install;
 mod ingress_recreate;
 mod lb_delta;
+mod lb_nonlinear;
 mod lb_programs;
 mod mesh;
 mod mesh_flood;

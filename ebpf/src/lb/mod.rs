@@ -32,14 +32,15 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use headers::{
-    ETH_P_ARP, ETH_P_IP, ETH_TYPE, IP, IP_DST, IP_PROTO, IP_SRC, Ipv4Flow, NotAFlow, PROTO_ICMP,
-    PROTO_TCP, TCP_ACK_FLAG, TCP_FIN, TCP_FLAGS, TCP_RST, TCP_SEQ, TCP_SYN, ipv4_flow, mac_of,
+    ETH_P_ARP, ETH_P_IP, Ipv4Flow, Ipv4Header, NotAFlow, PROTO_ICMP, PROTO_TCP, TCP_ACK_FLAG,
+    TCP_FIN, TCP_RST, TCP_SYN, ethertype, ipv4_flow, ipv4_header,
 };
 use icmp_error::Translated;
 use maps::{
     SHOAL_LB_BACKENDS, SHOAL_LB_CURSORS, SHOAL_LB_FLOWS, SHOAL_LB_SLOTS, SHOAL_LB_VIPS,
     count_event, count_traffic,
 };
+use nat::Side;
 use shoal_common::lb::{
     FLOW_FIN, FLOW_FORWARD, FLOW_REPLY, FLOW_RST, FlowKey, FlowState, LbEvent, SlotKey, VipService,
 };
@@ -47,12 +48,50 @@ use shoal_common::lb::{
 const PASS: i32 = TC_ACT_OK as i32;
 const DROP: i32 = TC_ACT_SHOT as i32;
 
-/// The floor the load balancer is measured against: the Ethernet and IPv4/L4 header reads
-/// every IPv4 packet costs (helper calls, so they are never optimized away), then pass.
+/// What the tc programs read of every packet, once, whatever path it then takes.
+enum Parsed {
+    /// An ARP frame.
+    Arp,
+    /// An IPv4 packet: its fixed header, and its TCP/UDP headers or why it has none.
+    Ipv4(Ipv4Header, Result<Ipv4Flow, NotAFlow>),
+    /// Anything else (IPv6, an IPv4 frame too short for its header).
+    Other,
+}
+
+/// The one parse of [`from_task`] and [`to_task`] (and of the floor, [`parse_only`]): the
+/// ethertype, the IPv4 header, the ports and TCP flags and sequence number, read in place.
+#[inline(always)]
+fn parse(ctx: &TcContext) -> Parsed {
+    match ethertype(ctx) {
+        Some(ETH_P_IP) => match ipv4_header(ctx) {
+            Some(ip) => {
+                let flow = ipv4_flow(ctx, &ip);
+                Parsed::Ipv4(ip, flow)
+            }
+            None => Parsed::Other,
+        },
+        Some(ETH_P_ARP) => Parsed::Arp,
+        _ => Parsed::Other,
+    }
+}
+
+/// The floor the load balancer is measured against: the same parse as the real programs
+/// ([`parse`]: direct reads, a pull when the headers are not linear), then pass. The verdict
+/// depends on every field read, so none of the reads is optimized away (in the real programs
+/// every one is used); it is always `TC_ACT_OK` for a real packet.
 #[inline(always)]
 pub fn parse_only(ctx: &TcContext) -> i32 {
-    if let Ok(ETH_P_IP) = ctx.load::<u16>(ETH_TYPE) {
-        let _ = ipv4_flow(ctx);
+    if let Parsed::Ipv4(ip, Ok(flow)) = parse(ctx) {
+        let folded = ip.dst
+            ^ flow.src_ip
+            ^ u32::from(flow.src_port)
+            ^ (u32::from(flow.dst_port) << 16)
+            ^ flow.tcp_seq
+            ^ u32::from(flow.tcp_flags);
+        // An impossible packet (ver_ihl 0 never parses): keeps `folded` live.
+        if folded == 0 && ip.ver_ihl == 0 {
+            return DROP;
+        }
     }
     PASS
 }
@@ -60,29 +99,24 @@ pub fn parse_only(ctx: &TcContext) -> i32 {
 /// A packet a task sent (tc ingress on the sandbox end of its veth).
 #[inline(always)]
 pub fn from_task(ctx: &TcContext) -> i32 {
-    let Ok(ethertype) = ctx.load::<u16>(ETH_TYPE) else {
-        return PASS;
+    let (ip, flow) = match parse(ctx) {
+        Parsed::Ipv4(ip, flow) => (ip, flow),
+        Parsed::Arp => return arp::answer_vip_request(ctx),
+        Parsed::Other => return PASS,
     };
-    if ethertype == ETH_P_ARP {
-        return arp::answer_vip_request(ctx);
-    }
-    if ethertype != ETH_P_IP {
-        return PASS;
-    }
     // Only traffic to a VIP is ours; everything else passes untouched, however odd it is.
-    let Ok(dst) = ctx.load::<u32>(IP_DST) else {
-        return PASS;
-    };
     // SAFETY: copied out at once (see aya's note on hash map aliasing).
-    let Some(vip) = (unsafe { SHOAL_LB_VIPS.get(&dst) }).copied() else {
-        forget_stale_reply(ctx);
+    let Some(vip) = (unsafe { SHOAL_LB_VIPS.get(&ip.dst) }).copied() else {
+        if let Ok(flow) = &flow {
+            forget_stale_reply(flow);
+        }
         return PASS;
     };
     // ICMP to a VIP: an echo request is answered here (`echo`), anything else dropped.
-    if let Ok(PROTO_ICMP) = ctx.load::<u8>(IP_PROTO) {
+    if ip.proto == PROTO_ICMP {
         return echo::answer(ctx);
     }
-    let flow = match ipv4_flow(ctx) {
+    let flow = match flow {
         Ok(flow) => flow,
         Err(NotAFlow::Fragment) => {
             count_event(LbEvent::Fragment);
@@ -105,22 +139,13 @@ pub fn from_task(ctx: &TcContext) -> i32 {
 /// A task opening a TCP connection straight to another task (not through a VIP) from a port
 /// an earlier, closed VIP flow to that task used: the old flow's reply entry (still lingering
 /// before the agent forgets it) would rewrite this connection's replies to come from the
-/// VIP. It goes now. Only SYNs pay for the lookup.
+/// VIP. It goes now. Only SYNs pay for the lookup: every other packet not sent to a VIP costs
+/// the one VIP lookup that missed.
 #[inline(always)]
-fn forget_stale_reply(ctx: &TcContext) {
-    // The cheapest checks first: this runs for every packet not sent to a VIP.
-    match (ctx.load::<u8>(IP), ctx.load::<u8>(IP_PROTO)) {
-        (Ok(ver_ihl), Ok(PROTO_TCP)) => {
-            let flags = ctx.load::<u8>(IP + usize::from(ver_ihl & 0x0f) * 4 + TCP_FLAGS);
-            if !matches!(flags, Ok(f) if f & TCP_SYN != 0 && f & TCP_ACK_FLAG == 0) {
-                return;
-            }
-        }
-        _ => return,
-    }
-    let Ok(flow) = ipv4_flow(ctx) else {
+fn forget_stale_reply(flow: &Ipv4Flow) {
+    if flow.proto != PROTO_TCP || !opening(flow.tcp_flags) {
         return;
-    };
+    }
     let reply = FlowKey {
         src_ip: flow.dst_ip,
         dst_ip: flow.src_ip,
@@ -131,6 +156,12 @@ fn forget_stale_reply(ctx: &TcContext) {
         pad: [0; 2],
     };
     let _ = SHOAL_LB_FLOWS.remove(&reply);
+}
+
+/// A SYN without ACK: the start of a connection.
+#[inline(always)]
+fn opening(tcp_flags: u8) -> bool {
+    tcp_flags & TCP_SYN != 0 && tcp_flags & TCP_ACK_FLAG == 0
 }
 
 /// What to do with the TCP flags of a segment for flow tracking.
@@ -148,11 +179,16 @@ struct TcpSegment {
 /// reply hooks (VIP and published ports) look up for every packet.
 #[inline(always)]
 pub(crate) fn as_reply(ctx: &TcContext) -> Option<(Ipv4Flow, FlowKey)> {
-    if ctx.load::<u16>(ETH_TYPE).ok()? != ETH_P_IP {
-        return None;
+    match parse(ctx) {
+        Parsed::Ipv4(_, Ok(flow)) => Some((flow, reply_key_of(&flow))),
+        _ => None,
     }
-    let flow = ipv4_flow(ctx).ok()?;
-    let key = FlowKey {
+}
+
+/// The key of the reply entry `flow` would belong to.
+#[inline(always)]
+fn reply_key_of(flow: &Ipv4Flow) -> FlowKey {
+    FlowKey {
         src_ip: flow.src_ip,
         dst_ip: flow.dst_ip,
         src_port: flow.src_port,
@@ -160,15 +196,15 @@ pub(crate) fn as_reply(ctx: &TcContext) -> Option<(Ipv4Flow, FlowKey)> {
         proto: flow.proto,
         direction: FLOW_REPLY,
         pad: [0; 2],
-    };
-    Some((flow, key))
+    }
 }
 
-/// The flow-entry flags (FIN, RST) the packet carries: 0 for UDP.
+/// The flow-entry flags (FIN, RST) the packet carries: 0 for UDP. (From the parse: the
+/// context is no longer read.)
 #[inline(always)]
-pub(crate) fn closing_of(ctx: &TcContext, flow: &Ipv4Flow) -> u32 {
+pub(crate) fn closing_of(_ctx: &TcContext, flow: &Ipv4Flow) -> u32 {
     if flow.proto == PROTO_TCP {
-        ctx.load::<u8>(flow.l4 + TCP_FLAGS).map_or(0, closing_bits)
+        closing_bits(flow.tcp_flags)
     } else {
         0
     }
@@ -195,15 +231,22 @@ fn find_flow(key: &FlowKey) -> Option<(FlowState, *mut FlowState)> {
     Some((unsafe { *entry }, entry))
 }
 
-/// Records a packet in an entry found by [`find_flow`]: when it was seen, and how the flow is
-/// closing.
+/// Records a packet in an entry found by [`find_flow`] (`state`, its copy): when it was seen,
+/// and how the flow is closing. The entry is written only when that changes: the coarse clock
+/// ticks once a jiffy, so most packets of a busy flow find both as they are, and leave the
+/// entry's cache line clean for the other CPUs that read it.
 #[inline(always)]
-fn touch(entry: *mut FlowState, closing: u32) {
+fn touch(entry: *mut FlowState, state: &FlowState, closing: u32) {
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if now == state.last_seen_ns && state.flags & closing == closing {
+        return;
+    }
     // SAFETY: a valid entry (found just before, in this program run, under RCU); a racing
     // writer on another CPU can only set the same kind of values (a time, more flags), and a
     // torn time is corrected by the next packet.
     unsafe {
-        (*entry).last_seen_ns = bpf_ktime_get_coarse_ns();
+        (*entry).last_seen_ns = now;
         (*entry).flags |= closing;
     }
 }
@@ -211,11 +254,10 @@ fn touch(entry: *mut FlowState, closing: u32) {
 #[inline(always)]
 fn balance(ctx: &TcContext, flow: &Ipv4Flow, vip: &VipService) -> Result<i32, i64> {
     let tcp = if flow.proto == PROTO_TCP {
-        let flags: u8 = ctx.load(flow.l4 + TCP_FLAGS)?;
         Some(TcpSegment {
-            opening: flags & TCP_SYN != 0 && flags & TCP_ACK_FLAG == 0,
-            seq: ctx.load(flow.l4 + TCP_SEQ)?,
-            closing: closing_bits(flags),
+            opening: opening(flow.tcp_flags),
+            seq: flow.tcp_seq,
+            closing: closing_bits(flow.tcp_flags),
         })
     } else {
         None
@@ -242,7 +284,7 @@ fn balance(ctx: &TcContext, flow: &Ipv4Flow, vip: &VipService) -> Result<i32, i6
             None
         }
         Some((state, entry)) if backend_alive(&state, vip) => {
-            touch(entry, tcp.as_ref().map_or(0, |t| t.closing));
+            touch(entry, &state, tcp.as_ref().map_or(0, |t| t.closing));
             Some(state)
         }
         Some((state, _)) => {
@@ -289,8 +331,7 @@ fn balance(ctx: &TcContext, flow: &Ipv4Flow, vip: &VipService) -> Result<i32, i6
     if state.nat_ip == flow.src_ip {
         return hairpin(ctx, flow);
     }
-    nat::rewrite_addr(ctx, flow, IP_DST, flow.dst_ip, state.nat_ip)?;
-    nat::set_dst_mac(ctx, &mac_of(state.nat_ip))?;
+    nat::nat_addr(ctx, flow, Side::Dst, flow.dst_ip, state.nat_ip)?;
     Ok(PASS)
 }
 
@@ -302,11 +343,7 @@ fn balance(ctx: &TcContext, flow: &Ipv4Flow, vip: &VipService) -> Result<i32, i6
 /// [`remember`] stores for the server's side).
 #[inline(always)]
 fn hairpin(ctx: &TcContext, flow: &Ipv4Flow) -> Result<i32, i64> {
-    let (task, vip) = (flow.src_ip, flow.dst_ip);
-    nat::rewrite_addr(ctx, flow, IP_SRC, task, vip)?;
-    nat::rewrite_addr(ctx, flow, IP_DST, vip, task)?;
-    nat::set_src_mac(ctx, &mac_of(vip))?;
-    nat::set_dst_mac(ctx, &mac_of(task))?;
+    nat::swap_addrs(ctx, flow)?;
     // SAFETY: plain helper call on this skb's own interface.
     Ok(unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) } as i32)
 }
@@ -409,32 +446,35 @@ fn reply_key(flow: &Ipv4Flow, state: &FlowState) -> FlowKey {
 
 /// A packet on its way to a task (tc egress on the sandbox end of its veth): a backend's reply
 /// to a balanced flow gets the VIP back as its source, and so does an ICMP error about such a
-/// flow (`icmp_error`).
+/// flow (`icmp_error`). A packet that is neither costs the parse and one flow lookup.
 #[inline(always)]
 pub fn to_task(ctx: &TcContext) -> i32 {
-    let Some((flow, key)) = as_reply(ctx) else {
+    let (ip, flow) = match parse(ctx) {
+        Parsed::Ipv4(ip, flow) => (ip, flow),
+        Parsed::Arp | Parsed::Other => return PASS,
+    };
+    let flow = match flow {
+        Ok(flow) => flow,
         // Not TCP or UDP: only then is it worth asking whether it is an ICMP error to
         // translate (the common packet pays nothing for it).
-        return match ctx.load::<u8>(IP_PROTO) {
-            Ok(PROTO_ICMP) if ctx.load::<u16>(ETH_TYPE) == Ok(ETH_P_IP) => {
-                match icmp_error::translate(ctx) {
-                    Translated::NotOurs => PASS,
-                    Translated::Done => {
-                        count_event(LbEvent::ReplyNat);
-                        PASS
-                    }
-                    Translated::Failed => DROP,
+        Err(_) if ip.proto == PROTO_ICMP => {
+            return match icmp_error::translate(ctx) {
+                Translated::NotOurs => PASS,
+                Translated::Done => {
+                    count_event(LbEvent::ReplyNat);
+                    PASS
                 }
-            }
-            _ => PASS,
-        };
+                Translated::Failed => DROP,
+            };
+        }
+        Err(_) => return PASS,
     };
     // A published port's flow with the client's address kept: where it came in.
     crate::mesh::note_arrival(ctx, &flow);
-    let Some((state, entry)) = find_flow(&key) else {
+    let Some((state, entry)) = find_flow(&reply_key_of(&flow)) else {
         return PASS;
     };
-    touch(entry, closing_of(ctx, &flow));
+    touch(entry, &state, closing_of(ctx, &flow));
     count_event(LbEvent::ReplyNat);
     count_traffic(
         state.service_id,
@@ -442,9 +482,7 @@ pub fn to_task(ctx: &TcContext) -> i32 {
         u64::from(ctx.len()),
         false,
     );
-    let rewritten = nat::rewrite_addr(ctx, &flow, IP_SRC, flow.src_ip, state.nat_ip)
-        .and_then(|()| nat::set_src_mac(ctx, &mac_of(state.nat_ip)));
-    match rewritten {
+    match nat::nat_addr(ctx, &flow, Side::Src, flow.src_ip, state.nat_ip) {
         Ok(()) => PASS,
         Err(_) => DROP,
     }
