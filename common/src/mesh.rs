@@ -102,12 +102,28 @@ pub const FLOWS_MAP: &str = "SHOAL_MESH_FLOWS";
 pub const UNCONFIRMED_MAP: &str = "SHOAL_MESH_UNCONFIRMED";
 /// Map `SHOAL_MESH_EVENTS`: `PERCPU_ARRAY`, index [`MeshEvent`] -> `u64` occurrences.
 pub const EVENTS_MAP: &str = "SHOAL_MESH_EVENTS";
-/// Map `SHOAL_MESH_RETURNS`: `LRU_HASH`, key `lb::FlowKey` of a task's answer (`task:target ->
-/// client:port`, direction `FLOW_REPLY`) -> the ingress address (network order) of the node
-/// that received the client's flow. Written on the task's node when the flow's packets reach
-/// the task (client-kept flows only); read by the reply program on the task's gateway-bridge
-/// port. Least recently used entries go first; a connection's SYN writes its entry afresh.
+/// Map `SHOAL_MESH_RETURNS`: `LRU_HASH`, key `lb::FlowKey` of a task's answer with no source
+/// address (`0:target -> client:port`, direction `FLOW_REPLY`) -> [`ReturnPath`]. Written on
+/// the task's node when the flow's packets reach the task (client-kept flows only); read by
+/// the reply program on the task's gateway-bridge port. Without the source address because a
+/// UDP socket bound to `0.0.0.0` answers from the address its route picks, the gateway
+/// bridge's, not the one the client's datagram reached. Least recently used entries go
+/// first; a connection's SYN writes its entry afresh. Two tasks of one node with the same
+/// target port, answering the same `client:port` at the same time, would share an entry.
 pub const RETURNS_MAP: &str = "SHOAL_MESH_RETURNS";
+/// Value of [`RETURNS_MAP`]: where a task's answers go back to, and as whom.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReturnPath {
+    /// The ingress address of the node that received the client's flow (network order).
+    pub node: u32,
+    /// The task's address on `ingress`, the flow's destination (network order): the answer's
+    /// source, which a UDP answer from the gateway bridge's address is given back.
+    pub task: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ReturnPath>() == 8);
+
 /// Map `SHOAL_MESH_INGRESS_IF`: `ARRAY` of one `u32`, the ifindex of the node's ingress
 /// interface (`shoal_ingress`, in the node's network namespace); 0: answers of client-kept
 /// flows are not steered back (they pass).
@@ -320,11 +336,14 @@ pub enum MeshEvent {
     /// On a task's node: answers of client-kept flows sent back on `ingress` toward the node
     /// that received the flow (its reply program then counts them [`MeshEvent::Replied`]).
     Returned = 14,
+    /// ICMP errors about a flow's answers (fragmentation needed, unreachable, time exceeded,
+    /// from a router on the client's side or the client) translated and sent on to its task.
+    IcmpError = 15,
 }
 
 impl MeshEvent {
     /// Every event, in index order.
-    pub const ALL: [MeshEvent; 15] = [
+    pub const ALL: [MeshEvent; 16] = [
         Self::Forwarded,
         Self::Replied,
         Self::NoBackend,
@@ -340,6 +359,7 @@ impl MeshEvent {
         Self::UnconfirmedExpired,
         Self::UnconfirmedEvicted,
         Self::Returned,
+        Self::IcmpError,
     ];
 
     /// The event's name as shown to operators (metrics labels).
@@ -360,6 +380,7 @@ impl MeshEvent {
             Self::UnconfirmedExpired => "unconfirmed_expired",
             Self::UnconfirmedEvicted => "unconfirmed_evicted",
             Self::Returned => "returned",
+            Self::IcmpError => "icmp_error",
         }
     }
 }
@@ -393,3 +414,5 @@ unsafe impl aya::Pod for PortKey {}
 unsafe impl aya::Pod for PublishedPort {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for MeshFlow {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for ReturnPath {}

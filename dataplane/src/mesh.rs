@@ -18,7 +18,8 @@ use shoal_common::{
     lb::{FLOW_FORWARD, FlowKey, FlowState},
     mesh::{
         ADDRS_MAP, CONFIG_MAP, EVENTS_MAP, FLOWS_MAP, INGRESS_IF_MAP, MeshConfig, MeshEvent,
-        MeshFlow, PORTS_MAP, PortKey, PublishedPort, RETURNS_MAP, UNCONFIRMED_MAP, VTEPS_MAP,
+        MeshFlow, PORTS_MAP, PortKey, PublishedPort, RETURNS_MAP, ReturnPath, UNCONFIRMED_MAP,
+        VTEPS_MAP,
     },
 };
 use tracing::warn;
@@ -53,7 +54,7 @@ pub struct Mesh {
     vteps: HashMap<MapData, u32, u32>,
     ingress_if: Array<MapData, u32>,
     /// On this node's tasks' side: answers of client-kept flows -> their receiving node.
-    returns: HashMap<MapData, FlowKey, u32>,
+    returns: HashMap<MapData, FlowKey, ReturnPath>,
     /// Confirmed flows.
     flows: HashMap<MapData, FlowKey, MeshFlow>,
     /// New flows not confirmed by their client yet.
@@ -193,12 +194,11 @@ impl Mesh {
             .map_err(map_error(EVENTS_MAP))
     }
 
-    /// The answers this node's tasks send back to other nodes (client-kept flows): key ->
-    /// receiving node's ingress address. For tests and diagnostics.
-    pub fn return_entries(&self) -> Result<Vec<(FlowKey, Ipv4Addr)>, Error> {
+    /// The answers this node's tasks send back to other nodes (client-kept flows): answer key
+    /// (no source address) -> where and as whom. For tests and diagnostics.
+    pub fn return_entries(&self) -> Result<Vec<(FlowKey, ReturnPath)>, Error> {
         self.returns
             .iter()
-            .map(|entry| entry.map(|(k, v)| (k, addr(v))))
             .collect::<Result<_, _>>()
             .map_err(map_error(RETURNS_MAP))
     }

@@ -5,14 +5,14 @@
 //! mid-connection, takes that connection with it while every other node goes on serving.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::{IpAddr, SocketAddr, UdpSocket},
     path::Path,
     time::Duration,
 };
 
 use shoal_tests::{
     Cluster, Cut,
-    task_net::{http_from, http_get, tcp_connect},
+    task_net::{http_from, http_get, in_netns, retry_interrupted, tcp_connect},
     wait_until,
 };
 
@@ -37,7 +37,12 @@ fn wait_served(cluster: &Cluster, i: usize, port: u16) {
 fn tasks_see_the_client_unless_the_port_asks_for_source_nat() {
     let cluster = Cluster::start(3);
     cluster.form_swarm(1);
-    create_whoami(&cluster, "kept", 80, &["-p", "8080:80"]);
+    create_whoami(
+        &cluster,
+        "kept",
+        80,
+        &["-p", "8080:80", "-p", "8080:80/udp"],
+    );
     create_whoami(
         &cluster,
         "natted",
@@ -62,6 +67,30 @@ fn tasks_see_the_client_unless_the_port_asks_for_source_nat() {
             assert_eq!(served_by(&report), kept.id);
             assert_eq!(remote_socket(&report), local, "node{}: {report}", i + 1);
         }
+    }
+
+    // --- 1b. UDP alike, from a server socket bound to 0.0.0.0 (which answers from its route's
+    // address): the answer comes from the node asked, and the task saw the client's socket
+    for i in 0..3 {
+        let to = node_addr(&cluster, i, 8080);
+        let socket = in_netns(Path::new(&netns), || UdpSocket::bind("0.0.0.0:0")).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let local = socket.local_addr().unwrap().port();
+        let mut buf = [0u8; 2048];
+        let (n, from) = wait_until(Duration::from_secs(10), &format!("UDP {to}"), || {
+            socket.send_to(b"hi", to).map_err(|e| e.to_string())?;
+            retry_interrupted(|| socket.recv_from(&mut buf)).map_err(|e| e.to_string())
+        });
+        assert_eq!(from, to, "node{}: the answer's source", i + 1);
+        let report = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert_eq!(
+            remote_socket(&report),
+            SocketAddr::new(client, local),
+            "node{}: {report}",
+            i + 1
+        );
     }
 
     // --- 2. `source=snat`: the receiving node's ingress address, as Swarm does

@@ -31,6 +31,7 @@ mod lb_nonlinear;
 mod lb_programs;
 mod mesh;
 mod mesh_flood;
+mod mesh_pmtu;
 mod mesh_programs;
 mod netdb_signatures;
 mod network_mtu;

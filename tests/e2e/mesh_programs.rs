@@ -537,9 +537,28 @@ fn client_kept_flows_keep_their_source_and_answers_go_back_to_their_node() {
 
     // --- 3. on the task's node: a flow another node received (its MAC says which) is noted
     // as it reaches the task; a source-NAT-ed one (the source is that node itself) is not
+    // (A test run's skb is on loopback, ifindex 1: the ingress interface is another one.)
     let mut table = dp.mesh().table().unwrap();
-    table.ingress_ifindex = 1;
+    table.ingress_ifindex = 1000;
     dp.mesh_mut().apply(&table).unwrap();
+    // This node received a flow of the same client port to the same task earlier (its reply
+    // entry lingers); the round robin gives the remote task (no route here) a turn first.
+    let remote = Seg::syn(CLIENT, 39999, 8083).as_client_sends();
+    run(
+        &dp,
+        programs::XDP_UNDERLAY,
+        &remote,
+        XDP_DROP,
+        "remote task",
+    );
+    let earlier = Seg::syn(CLIENT, 41000, 8083).as_client_sends();
+    run(
+        &dp,
+        programs::XDP_UNDERLAY,
+        &earlier,
+        XDP_PASS,
+        "an earlier flow",
+    );
     let other_ingress = Ipv4Addr::new(10, 255, 0, 3);
     let other_mac = shoal_common::mesh::mesh_source_mac(other_ingress.octets());
     let arriving = Seg {
@@ -571,20 +590,30 @@ fn client_kept_flows_keep_their_source_and_answers_go_back_to_their_node() {
     .unwrap();
     let notes = dp.mesh().return_entries().unwrap();
     assert_eq!(notes.len(), 1, "{notes:?}");
-    let (key, node) = notes[0];
+    let (key, path) = notes[0];
     assert_eq!(
         (
             Ipv4Addr::from(key.src_ip.to_ne_bytes()),
             u16::from_be(key.src_port),
             Ipv4Addr::from(key.dst_ip.to_ne_bytes()),
             u16::from_be(key.dst_port),
-            node
+            Ipv4Addr::from(path.node.to_ne_bytes()),
+            Ipv4Addr::from(path.task.to_ne_bytes()),
         ),
-        (LOCAL_TASK, 80, CLIENT, 41000, other_ingress)
+        (
+            Ipv4Addr::UNSPECIFIED,
+            80,
+            CLIENT,
+            41000,
+            other_ingress,
+            LOCAL_TASK
+        ),
+        "keyed without the answer's source, which the note gives"
     );
 
-    // --- 4. the task's answer has no reply entry here: it goes into this node's ingress
-    // interface, to the other node's ingress endpoint, addresses untouched
+    // --- 4. the task's answer goes by the note, not by this node's lingering reply entry:
+    // into this node's ingress interface, to the other node's ingress endpoint, addresses
+    // untouched
     let answer = Seg {
         src: LOCAL_TASK,
         dst: CLIENT,
@@ -608,17 +637,154 @@ fn client_kept_flows_keep_their_source_and_answers_go_back_to_their_node() {
     assert_eq!(event(&dp, MeshEvent::Returned), 1);
     assert_eq!(event(&dp, MeshEvent::Replied), 1, "not a reply of ours");
 
-    // --- 5. without the ingress interface known, nothing is steered: it passes
-    table.ingress_ifindex = 0;
-    dp.mesh_mut().apply(&table).unwrap();
+    // --- 5. UDP: a socket bound to 0.0.0.0 answers from its gateway-bridge address (its route
+    // to the client): it gets the task's ingress address back, checksums right, and goes back
+    let datagram = udp(CLIENT, LOCAL_TASK, 41001, 80, (other_mac, mac(LOCAL_TASK)));
+    run(&dp, programs::TC_EGRESS, &datagram, 0, "UDP to the task");
+    let udp_answer = udp(
+        HOST_TASK,
+        CLIENT,
+        80,
+        41001,
+        (mac(HOST_TASK), [2, 0, 0, 0, 0, 1]),
+    );
     let out = dp
-        .test_run(
-            programs::TC_MESH_REPLY,
-            &answer.frame(mac(LOCAL_TASK), [2, 0, 0, 0, 0, 1], b""),
-            1,
-        )
+        .test_run(programs::TC_MESH_REPLY, &udp_answer, 1)
         .unwrap();
-    assert_eq!(out.return_value, 0);
+    assert_eq!(out.return_value, TC_ACT_REDIRECT);
+    assert_eq!(
+        out.data_out,
+        udp(
+            LOCAL_TASK,
+            CLIENT,
+            80,
+            41001,
+            (mac(INGRESS_ADDR), mac(other_ingress))
+        ),
+        "as the task's ingress address, to the receiving node"
+    );
+    assert_eq!(event(&dp, MeshEvent::Returned), 2);
+
+    // --- 6. on the ingress interface itself (where answers other nodes steer here arrive),
+    // and without the ingress interface known, notes are not followed: this node's own reply
+    // entry answers it, from node:8083
+    for ingress_ifindex in [1, 0] {
+        table.ingress_ifindex = ingress_ifindex;
+        dp.mesh_mut().apply(&table).unwrap();
+        let out = dp
+            .test_run(
+                programs::TC_MESH_REPLY,
+                &answer.frame(mac(LOCAL_TASK), [2, 0, 0, 0, 0, 1], b""),
+                1,
+            )
+            .unwrap();
+        assert_eq!(
+            out.return_value, TC_ACT_REDIRECT,
+            "ingress ifindex {ingress_ifindex}"
+        );
+        assert_eq!(&out.data_out[26..30], &NODE.octets(), "from this node");
+    }
+    assert_eq!(event(&dp, MeshEvent::Returned), 2);
+}
+
+/// The first 28 bytes (IP header and 8 bytes of TCP) of a 1450-byte segment `src:sport ->
+/// dst:dport`: what an ICMP error quotes of it.
+fn quoted(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let mut packet = Vec::new();
+    PacketBuilder::ipv4(src.octets(), dst.octets(), 63)
+        .tcp(sport, dport, 7000, 64240)
+        .ack(1)
+        .write(&mut packet, &[0u8; 1410])
+        .unwrap();
+    packet.truncate(28);
+    packet
+}
+
+/// An ICMP fragmentation needed (next-hop MTU 1400) from `from` to `to`, quoting `quote`.
+fn frag_needed(from: Ipv4Addr, to: Ipv4Addr, macs: ([u8; 6], [u8; 6]), quote: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    PacketBuilder::ethernet2(macs.0, macs.1)
+        .ipv4(from.octets(), to.octets(), 64)
+        .icmpv4(etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 },
+        ))
+        .write(&mut frame, quote)
+        .unwrap();
+    frame
+}
+
+#[test]
+fn icmp_errors_about_answers_reach_their_task_in_its_own_terms() {
+    let dp = mesh();
+    let router = Ipv4Addr::new(192, 168, 7, 1);
+    // One flow of each ingress kind, both on the local task (round robin: the remote task's
+    // turn comes in between, with no route in a test run).
+    let kept = Seg::syn(CLIENT, 40000, 8083);
+    run(
+        &dp,
+        programs::XDP_UNDERLAY,
+        &kept.as_client_sends(),
+        XDP_PASS,
+        "kept",
+    );
+    run(
+        &dp,
+        programs::XDP_UNDERLAY,
+        &Seg::syn(CLIENT, 40001, 8080).as_client_sends(),
+        XDP_DROP,
+        "remote",
+    );
+    let natted = Seg::syn(CLIENT, 40002, 8080);
+    run(
+        &dp,
+        programs::XDP_UNDERLAY,
+        &natted.as_client_sends(),
+        XDP_PASS,
+        "natted",
+    );
+
+    for (port, sport, task_sees) in [
+        (8083, 40000, (CLIENT, 40000)),
+        (8080, 40002, (INGRESS_ADDR, 40002)),
+    ] {
+        // A router on the client's side cannot pass an answer node:P -> client on: it says
+        // so to the node, quoting the answer.
+        let error = frag_needed(
+            router,
+            NODE,
+            (CLIENT_MAC, NODE_MAC),
+            &quoted(NODE, CLIENT, port, sport),
+        );
+        let out = dp.test_run(programs::XDP_UNDERLAY, &error, 1).unwrap();
+        assert_eq!(
+            out.return_value, XDP_PASS,
+            "{port}: to the local task, over VXLAN"
+        );
+        let inner = decapsulate(&out.data_out, (NODE_MAC, CLIENT_MAC), router);
+        assert_eq!(
+            inner,
+            frag_needed(
+                INGRESS_ADDR,
+                LOCAL_TASK,
+                (mesh_mac(), mac(LOCAL_TASK)),
+                &quoted(LOCAL_TASK, task_sees.0, 80, task_sees.1)
+            ),
+            "{port}: the error as the task knows the flow, every checksum right"
+        );
+    }
+    assert_eq!(event(&dp, MeshEvent::IcmpError), 2);
+
+    // An error about no flow of ours (another port, or no such client) is the kernel's.
+    for quote in [
+        quoted(NODE, CLIENT, 22, 40000),
+        quoted(NODE, CLIENT, 8083, 40009),
+    ] {
+        let error = frag_needed(router, NODE, (CLIENT_MAC, NODE_MAC), &quote);
+        let out = dp.test_run(programs::XDP_UNDERLAY, &error, 1).unwrap();
+        assert_eq!(out.return_value, XDP_PASS);
+        assert_eq!(out.data_out, error, "untouched");
+    }
+    assert_eq!(event(&dp, MeshEvent::IcmpError), 2);
 }
 
 #[test]

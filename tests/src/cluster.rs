@@ -144,6 +144,25 @@ impl Cluster {
         host(self.subnet, CLIENT_HOST)
     }
 
+    /// Another host on the underlay (a router, a second client): namespace `<prefix>-<name>`
+    /// with `eth0` on the underlay at host number `n` (not one of the nodes' or the client's),
+    /// full checksums on what it sends, as the client. Deleted when the returned value drops.
+    pub fn add_host(&self, name: &str, n: u8) -> Netns {
+        assert!(
+            n != CLIENT_HOST && !(NODE_HOST_BASE..=NODE_HOST_BASE + 50).contains(&n),
+            "host number {n} is taken"
+        );
+        let ns = Netns::create(&format!("{}-{name}", self.prefix));
+        plug(&self.underlay, &ns, name, host(self.subnet, n));
+        ethtool(&ns, &["-K", "eth0", "tx", "off"]);
+        ns
+    }
+
+    /// The address of host number `n` on the underlay (see [`Cluster::add_host`]).
+    pub fn underlay_address(&self, n: u8) -> Ipv4Addr {
+        host(self.subnet, n)
+    }
+
     /// Runs a command in node `i`'s namespace.
     pub fn exec(&self, i: usize, program: &str, args: &[&str]) -> Output {
         self.node_ns[i].exec(program, args)

@@ -10,7 +10,7 @@ use shoal_common::{
     mesh::{
         FLOW_UNREPLIED, MAX_ADDRS, MAX_FLOW_ENTRIES, MAX_PORTS, MAX_RETURN_ENTRIES,
         MAX_UNCONFIRMED_ENTRIES, MAX_VTEPS, MESH_EVENTS, MeshConfig, MeshEvent, MeshFlow, PortKey,
-        PublishedPort,
+        PublishedPort, ReturnPath,
     },
 };
 
@@ -36,7 +36,7 @@ pub static SHOAL_MESH_UNCONFIRMED: LruHashMap<FlowKey, MeshFlow> =
     LruHashMap::with_max_entries(MAX_UNCONFIRMED_ENTRIES, 0);
 
 #[map]
-pub static SHOAL_MESH_RETURNS: LruHashMap<FlowKey, u32> =
+pub static SHOAL_MESH_RETURNS: LruHashMap<FlowKey, ReturnPath> =
     LruHashMap::with_max_entries(MAX_RETURN_ENTRIES, 0);
 
 #[map]

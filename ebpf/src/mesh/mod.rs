@@ -12,9 +12,11 @@
 //! - `reset`: the TCP reset and the ICMP port unreachable for connections no task can take.
 //! - `returns`: on a task's node, answers of client-kept flows steered back to the node that
 //!   received them.
+//! - `icmp`: ICMP errors about a flow's answers, from the client's side, sent on to its task.
 
 mod encap;
 mod flows;
+mod icmp;
 pub mod maps;
 mod packet;
 mod reply;
@@ -34,8 +36,8 @@ use crate::lb::{self, maps::SHOAL_LB_VIPS};
 use flows::{TcpSegment, Tracked};
 use maps::{SHOAL_MESH_ADDRS, SHOAL_MESH_PORTS, count_event};
 use packet::{
-    ETH_P_IP, IP, IP_FRAG_MASK, Ipv4Header, L4, PROTO_TCP, PROTO_UDP, Ports, TCP_ACK, TCP_CHECK,
-    TCP_FLAGS, TCP_MIN, TCP_SEQ, UDP_CHECK, UDP_MIN, read, update, word, write,
+    ETH_P_IP, IP, IP_FRAG_MASK, Ipv4Header, L4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Ports, TCP_ACK,
+    TCP_CHECK, TCP_FLAGS, TCP_MIN, TCP_SEQ, UDP_CHECK, UDP_MIN, read, update, word, write,
 };
 
 const PASS: u32 = xdp_action::XDP_PASS;
@@ -59,6 +61,9 @@ pub fn from_underlay(ctx: &XdpContext) -> u32 {
     // them (and refuses them: nothing listens on a published port).
     if ip.ver_ihl != 0x45 || ip.frag & IP_FRAG_MASK != 0 {
         return PASS;
+    }
+    if ip.proto == PROTO_ICMP {
+        return icmp_error(ctx, &ip);
     }
     if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
         return PASS;
@@ -92,6 +97,26 @@ pub fn from_underlay(ctx: &XdpContext) -> u32 {
                 (_, MeshEvent::TooBig) => reset::reply_with_frag_needed(ctx, ingress_mtu(&config)),
                 _ => DROP,
             }
+        }
+    }
+}
+
+/// An ICMP packet to one of the node's addresses: an error about a published port's flow goes
+/// on to its task (`icmp`), anything else to the kernel.
+#[inline(always)]
+fn icmp_error(ctx: &XdpContext, ip: &Ipv4Header) -> u32 {
+    let Some(config) = maps::config() else {
+        return PASS;
+    };
+    match icmp::from_client(ctx, ip, &config) {
+        None => PASS,
+        Some(Ok(verdict)) => {
+            count_event(MeshEvent::IcmpError);
+            verdict
+        }
+        Some(Err(event)) => {
+            count_event(event);
+            DROP
         }
     }
 }

@@ -13,6 +13,7 @@ pub const IP_LEN: usize = 20;
 pub const L4: usize = IP + IP_LEN;
 /// Ethertype IPv4 as loaded.
 pub const ETH_P_IP: u16 = 0x0800u16.to_be();
+pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 

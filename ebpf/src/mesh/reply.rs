@@ -34,16 +34,27 @@ const DROP: i32 = TC_ACT_SHOT as i32;
 
 #[inline(always)]
 pub fn from_backend(ctx: &TcContext) -> i32 {
-    let Some((flow, key)) = lb::as_reply(ctx) else {
+    let Some((mut flow, mut key)) = lb::as_reply(ctx) else {
         return PASS;
-    };
-    let Some((state, entry, unconfirmed)) = find_flow(&key) else {
-        // An answer of a client-kept flow another node received goes back there.
-        return returns::steer(ctx, &key).unwrap_or(PASS);
     };
     let Some(config) = config() else {
         return PASS;
     };
+    // On a task's gateway-bridge port, an answer of a client-kept flow goes by its note, the
+    // latest word on where the client's flow came in: a reply entry of this node for the same
+    // `task -> client:port` may be an earlier flow's, through this node, still lingering.
+    if let Some(path) = returns::on_gateway_port(ctx, &key) {
+        if returns::as_task(ctx, &mut flow, &mut key, &path).is_err() {
+            return DROP;
+        }
+        if let Some(verdict) = returns::steer(ctx, &path, &config) {
+            return verdict;
+        }
+    }
+    let Some(found) = find_flow(&key) else {
+        return PASS;
+    };
+    let (state, entry, unconfirmed) = found;
     let closing = lb::closing_of(ctx, &flow);
     // SAFETY: plain helper call.
     touch(entry, closing, unsafe { bpf_ktime_get_coarse_ns() });
