@@ -407,8 +407,13 @@ impl TaskNetwork for NodeNetworking {
                 .egress
                 .attach(task, netns, task.networks.len(), mtu)
                 .context("gateway bridge")?;
-            if ingress.is_some() {
-                loose_reverse_path_filter(netns).context("client addresses kept")?;
+            // Not fatal: the task still serves, but a strict filter drops the clients whose
+            // address it keeps (source NAT, `source=snat`, does not need it).
+            if ingress.is_some()
+                && let Err(e) = loose_reverse_path_filter(netns)
+            {
+                warn!(task = %task.id, error = %Chain(&e),
+                    "clients of its published ports may be dropped: set net.ipv4.conf.all.rp_filter=2 (or 0) on the host, or publish with source=snat");
             }
             if mesh::publishes_host_ports(task) || ingress.is_some() {
                 self.attach_host_task(&bridge_port)

@@ -401,3 +401,39 @@ fn task_reaches_outside_through_masquerading_gateway() {
     assert_eq!(ip_forward(&node), "1", "remove turned forwarding off");
     drop(namespaces);
 }
+
+#[test]
+fn a_strict_reverse_path_filter_is_loosened_and_a_loose_one_left_alone() {
+    let pid = std::process::id();
+    let mut namespaces = Namespaces(Vec::new());
+    let task = namespaces.add(&format!("shoal-gwt-{pid}-rp"));
+    let read = |which: &str| {
+        in_ns(
+            &task,
+            "cat",
+            &[&format!("/proc/sys/net/ipv4/conf/{which}/rp_filter")],
+        )
+        .trim()
+        .to_string()
+    };
+    let set = |which: &str, value: &str| {
+        in_ns(
+            &task,
+            "sysctl",
+            &["-qw", &format!("net.ipv4.conf.{which}.rp_filter={value}")],
+        );
+    };
+    // Off: nothing is written.
+    set("all", "0");
+    set("default", "0");
+    loose_reverse_path_filter(&task).expect("off");
+    assert_eq!((read("all"), read("default")), ("0".into(), "0".into()));
+    // Strict in `default` (what an interface starts with) or in `all`: `all` becomes loose.
+    set("default", "1");
+    loose_reverse_path_filter(&task).expect("default strict");
+    assert_eq!(read("all"), "2");
+    set("all", "1");
+    set("default", "0");
+    loose_reverse_path_filter(&task).expect("all strict");
+    assert_eq!(read("all"), "2");
+}

@@ -17,6 +17,7 @@ pub const GATEWAY_NFT_TABLE: &str = "shoal_gw";
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 const RP_FILTER_ALL: &str = "/proc/sys/net/ipv4/conf/all/rp_filter";
+const RP_FILTER_DEFAULT: &str = "/proc/sys/net/ipv4/conf/default/rp_filter";
 
 fn enter_err(netns: &Path) -> impl FnOnce(crate::Error) -> OverlayError {
     let path = netns.to_path_buf();
@@ -89,15 +90,19 @@ pub(super) fn apply_nft(netns: &Path, script: &str) -> Result<(), OverlayError> 
         })
 }
 
-/// Sets `net.ipv4.conf.all.rp_filter=2` (loose) in a task's `netns`: a task behind a
-/// published port that keeps the client's address receives the client's packets on its
-/// `ingress` interface while its route back to the client is the gateway bridge, which a strict
-/// reverse-path filter (a host's `rp_filter=1`, inherited by new namespaces) would drop. Loose
-/// still drops sources with no route at all. The kernel takes the larger of `all` and the
-/// interface's own value, so `all` alone decides unless an interface was set stricter by hand.
+/// Makes the reverse-path filter of a task's `netns` loose (`net.ipv4.conf.all.rp_filter=2`)
+/// where it is strict: a task behind a published port that keeps the client's address
+/// receives the client's packets on its `ingress` interface while its route back to the
+/// client is the gateway bridge, which a strict filter (a host's `rp_filter=1`, inherited by
+/// new namespaces) drops. Loose still drops sources with no route at all. The kernel takes
+/// the larger of `all` and an interface's own value (which starts as `default`), so when
+/// neither is strict (1) nothing is written, and a read-only `/proc/sys` (in a container)
+/// does not matter.
 pub fn loose_reverse_path_filter(netns: &Path) -> Result<(), OverlayError> {
     let loosen = || -> io::Result<()> {
-        if fs::read_to_string(RP_FILTER_ALL)?.trim() == "2" {
+        let strict =
+            |path: &str| -> io::Result<bool> { Ok(fs::read_to_string(path)?.trim() == "1") };
+        if !strict(RP_FILTER_ALL)? && !strict(RP_FILTER_DEFAULT)? {
             return Ok(());
         }
         fs::write(RP_FILTER_ALL, "2")
@@ -105,7 +110,7 @@ pub fn loose_reverse_path_filter(netns: &Path) -> Result<(), OverlayError> {
     crate::netns::run_in(netns, loosen)
         .map_err(enter_err(netns))?
         .map_err(|source| OverlayError::Netns {
-            what: "setting net.ipv4.conf.all.rp_filter in netns",
+            what: "loosening the strict net.ipv4.conf.all.rp_filter in netns",
             path: netns.to_path_buf(),
             source,
         })
