@@ -10,11 +10,13 @@
 //! - [`programs`]: names of the eBPF programs in the object.
 //! - [`lb`]: service VIP load balancing: VIPs, backends, round-robin cursors, flows, counters.
 //! - [`mesh`]: published ports (ingress routing mesh, host mode): ports, VTEPs, NAT flows.
+//! - [`sock_lb`]: socket-level balancing (cgroup hooks): what balanced sockets asked for.
 #![no_std]
 
 pub mod lb;
 pub mod mesh;
 pub mod programs;
+pub mod sock_lb;
 pub mod stats;
 
 /// Maps the agent pins under the node's bpffs directory, so a restarted agent re-adopts them.
@@ -37,4 +39,6 @@ pub const PINNED_MAPS: &[&str] = &[
     mesh::EVENTS_MAP,
     mesh::RETURNS_MAP,
     mesh::INGRESS_IF_MAP,
+    sock_lb::ORIGINS_MAP,
+    sock_lb::UDP_MAP,
 ];

@@ -17,8 +17,15 @@ pub const TC_PARSE_FLOOR: &str = "shoal_tc_parse_floor";
 /// tc (clsact) ingress program for the answers of published-port flows: on the node's
 /// ingress interface (ingress mode) and on host-mode tasks' gateway-bridge ports.
 pub const TC_MESH_REPLY: &str = "shoal_tc_mesh_reply";
-/// cgroup `connect4` program on the cgroup v2 root: node-local connections to published ports
-/// go straight to a task (socket-level balancing).
+/// cgroup `connect4` program on the cgroup v2 root: node-local connections to published ports,
+/// and the node's tasks' connections to VIPs, go straight to a backend (socket-level
+/// balancing).
 pub const CONNECT4: &str = "shoal_connect4";
 /// cgroup `getpeername4` program beside it: a balanced socket's peer is what it asked for.
 pub const GETPEERNAME4: &str = "shoal_getpeername4";
+/// cgroup `sendmsg4` program beside it: an unconnected UDP socket's datagram to a published
+/// port (node-local) or a VIP (a task's) goes straight to a backend.
+pub const SENDMSG4: &str = "shoal_sendmsg4";
+/// cgroup `recvmsg4` program beside it: datagrams from a backend a socket was balanced to come
+/// from the address it sent to.
+pub const RECVMSG4: &str = "shoal_recvmsg4";

@@ -131,7 +131,7 @@ impl Dataplane {
             load_retrying(name, || program.load())?;
         }
         // Loaded (so the verifier checks them everywhere), attached only by the agent.
-        for name in [programs::CONNECT4, programs::GETPEERNAME4] {
+        for name in crate::sock_lb::PROGRAMS {
             let program: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
                 .ok_or(Error::MissingProgram { name })?
@@ -173,10 +173,18 @@ impl Dataplane {
         self.pin_dir.as_deref()
     }
 
-    /// Attaches the socket-level balancer (node-local clients of published ports) to the
-    /// cgroup v2 root `cgroup`, for the calling thread's network namespace (see `sock_lb`).
+    /// Attaches the socket-level balancer (node-local clients of published ports; tasks'
+    /// clients of VIPs once [`Dataplane::serve_tasks_at_socket`] names them) to the cgroup v2
+    /// root `cgroup`, for the calling thread's network namespace (see `sock_lb`).
     pub fn attach_socket_lb(&mut self, cgroup: &Path) -> Result<(), Error> {
         crate::sock_lb::attach(&mut self.ebpf, cgroup)
+    }
+
+    /// Has the socket-level balancer serve the tasks below `subtree` (the node's task cgroup
+    /// subtree in the cgroup v2 hierarchy) too: their connections to VIPs are balanced at the
+    /// socket. Returns the subtree's cgroup ID (see `sock_lb`).
+    pub fn serve_tasks_at_socket(&mut self, subtree: &Path) -> Result<u64, Error> {
+        crate::sock_lb::serve_tasks(&mut self.ebpf, subtree)
     }
 
     /// Attaches the underlay XDP program to `interface` (in the calling thread's netns), in

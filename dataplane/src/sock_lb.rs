@@ -1,29 +1,41 @@
-//! The socket-level balancer for node-local clients of published ports (the `shoal_connect4`
-//! and `shoal_getpeername4` programs, Cilium's socket LB): attached to the cgroup v2 root, so it sees every IPv4
-//! `connect(2)` on the host, and told which network namespace is the node's (its cookie), so
-//! it acts there only. The attachment belongs to the [`Dataplane`]'s program and goes with it
-//! (also when the agent is killed: the link is an fd, not pinned).
+//! The socket-level balancer (the `shoal_connect4`, `shoal_sendmsg4`, `shoal_recvmsg4` and
+//! `shoal_getpeername4` programs, Cilium's socket LB): attached to the cgroup v2 root, so it
+//! sees every IPv4 `connect(2)`, UDP `sendmsg(2)`/`recvmsg(2)` and `getpeername(2)` on the
+//! host, and told which sockets are this node's: its network namespace (by cookie: node-local
+//! clients of published ports) and its task cgroup subtree (by cgroup ID: tasks' clients of
+//! VIPs). The attachment belongs to the [`Dataplane`]'s program and goes with it (also when
+//! the agent is killed: the link is an fd, not pinned).
 //!
 //! [`Dataplane`]: crate::Dataplane
 
 use std::{
     fs::{self, File},
     io,
-    os::fd::AsRawFd as _,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf,
-    maps::Array,
+    maps::{Array, HashMap, Map, MapData},
     programs::{CgroupAttachMode, CgroupSockAddr},
 };
-use shoal_common::programs;
+use shoal_common::{
+    lb::{FLOWS_MAP, FlowKey, FlowState},
+    programs,
+    sock_lb::{CONFIG_MAP, SOCK_CONFIG_NETNS, SOCK_CONFIG_TASK_CGROUP},
+};
 
 use crate::error::Error;
 
-/// The map holding the node's network namespace cookie (index 0).
-const NETNS_MAP: &str = "SHOAL_SOCK_NETNS";
+/// The socket-level balancer's programs, attached in this order (the peer-name and receive hooks first, so a socket
+/// is never balanced without its origin being shown).
+pub const PROGRAMS: [&str; 4] = [
+    programs::GETPEERNAME4,
+    programs::RECVMSG4,
+    programs::CONNECT4,
+    programs::SENDMSG4,
+];
 /// `SO_NETNS_COOKIE` (Linux 5.14): the cookie of a socket's network namespace.
 const SO_NETNS_COOKIE: libc::c_int = 71;
 
@@ -41,23 +53,15 @@ pub fn cgroup2_root() -> Option<PathBuf> {
     })
 }
 
-/// Attaches the program to `cgroup` for the network namespace of the calling thread.
+/// Attaches the programs to `cgroup` for the network namespace of the calling thread.
 pub fn attach(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), Error> {
     let cookie = netns_cookie().map_err(|source| Error::Io {
         what: "reading the network namespace cookie (SO_NETNS_COOKIE, Linux 5.14)",
         path: PathBuf::from("/proc/self/ns/net"),
         source,
     })?;
-    let map = ebpf
-        .map_mut(NETNS_MAP)
-        .ok_or(Error::MissingMap { name: NETNS_MAP })?;
-    let map_error = |e: aya::maps::MapError| Error::Map {
-        name: NETNS_MAP,
-        source: Box::new(e),
-    };
-    let mut netns: Array<_, u64> = Array::try_from(map).map_err(map_error)?;
-    netns.set(0, cookie, 0).map_err(map_error)?;
-    for name in [programs::CONNECT4, programs::GETPEERNAME4] {
+    set_config(ebpf, SOCK_CONFIG_NETNS, cookie)?;
+    for name in PROGRAMS {
         let program: &mut CgroupSockAddr = ebpf
             .program_mut(name)
             .ok_or(Error::MissingProgram { name })?
@@ -82,6 +86,48 @@ pub fn attach(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), Error> {
             })?;
     }
     Ok(())
+}
+
+/// Serves the sockets of processes below `subtree`, the node's task cgroup subtree in the
+/// cgroup v2 hierarchy (`.../shoal-tasks/<node-id>`): their connections and datagrams to VIPs
+/// are balanced at the socket. Returns the subtree's cgroup ID.
+pub fn serve_tasks(ebpf: &mut Ebpf, subtree: &Path) -> Result<u64, Error> {
+    // A cgroup v2 directory's inode number is its cgroup ID (kernfs node ID), what
+    // `bpf_get_current_ancestor_cgroup_id` returns.
+    let id = fs::metadata(subtree)
+        .map_err(|source| Error::Io {
+            what: "reading the task cgroup subtree's ID",
+            path: subtree.to_path_buf(),
+            source,
+        })?
+        .ino();
+    set_config(ebpf, SOCK_CONFIG_TASK_CGROUP, id)?;
+    Ok(id)
+}
+
+fn set_config(ebpf: &mut Ebpf, index: u32, value: u64) -> Result<(), Error> {
+    let map = ebpf
+        .map_mut(CONFIG_MAP)
+        .ok_or(Error::MissingMap { name: CONFIG_MAP })?;
+    let map_error = |e: aya::maps::MapError| Error::Map {
+        name: CONFIG_MAP,
+        source: Box::new(e),
+    };
+    let mut config: Array<_, u64> = Array::try_from(map).map_err(map_error)?;
+    config.set(index, value, 0).map_err(map_error)
+}
+
+/// The VIP flow table (`SHOAL_LB_FLOWS`) a node pinned under `pin_dir`, read from outside the
+/// agent (tests, diagnostics): a socket-balanced connection must have no entry there.
+pub fn pinned_vip_flows(pin_dir: &Path) -> Result<Vec<(FlowKey, FlowState)>, Error> {
+    let map_error = |e: aya::maps::MapError| Error::Map {
+        name: FLOWS_MAP,
+        source: Box::new(e),
+    };
+    let data = MapData::from_pin(pin_dir.join(FLOWS_MAP)).map_err(map_error)?;
+    let map: HashMap<_, FlowKey, FlowState> =
+        HashMap::try_from(Map::from_map_data(data).map_err(map_error)?).map_err(map_error)?;
+    map.iter().collect::<Result<_, _>>().map_err(map_error)
 }
 
 /// The cookie of the calling thread's network namespace, from a throwaway socket.

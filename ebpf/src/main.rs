@@ -4,7 +4,8 @@
 //! - `stats`: the per-CPU packet/byte counters every program updates.
 //! - `lb`: service VIP load balancing on the task-facing veths (tc).
 //! - `mesh`: published ports: the underlay XDP program and the reply program (tc).
-//! - `sock_lb`: node-local clients of published ports, balanced at `connect(2)` (cgroup).
+//! - `sock_lb`: node-local clients of published ports and tasks' VIP clients, balanced at the
+//!   socket (cgroup `connect4`, `sendmsg4`, `recvmsg4`, `getpeername4`).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // The round-robin cursor needs an atomic fetch-add, which the bpfel target exposes only as an
@@ -65,7 +66,8 @@ mod programs {
     }
 
     /// `connect(2)` of an IPv4 socket anywhere on the host (cgroup v2 root): a connection from
-    /// the node itself to one of its published ports goes straight to a task. Always allowed.
+    /// the node itself to one of its published ports, or from one of its tasks to a VIP, goes
+    /// straight to a backend. Always allowed.
     #[cgroup_sock_addr(connect4)]
     pub fn shoal_connect4(ctx: SockAddrContext) -> i32 {
         sock_lb::connect4(&ctx);
@@ -77,6 +79,24 @@ mod programs {
     #[cgroup_sock_addr(getpeername4)]
     pub fn shoal_getpeername4(ctx: SockAddrContext) -> i32 {
         sock_lb::getpeername4(&ctx);
+        1
+    }
+
+    /// `sendmsg(2)` with an address on an IPv4 UDP socket: a datagram from the node to one of
+    /// its published ports, or from one of its tasks to a VIP, goes straight to a backend.
+    /// Always allowed.
+    #[cgroup_sock_addr(sendmsg4)]
+    pub fn shoal_sendmsg4(ctx: SockAddrContext) -> i32 {
+        sock_lb::sendmsg4(&ctx);
+        1
+    }
+
+    /// `recvmsg(2)` with an address on an IPv4 UDP socket: a datagram from a backend
+    /// `shoal_sendmsg4` or `shoal_connect4` chose comes from the address the socket sent to.
+    /// Always allowed.
+    #[cgroup_sock_addr(recvmsg4)]
+    pub fn shoal_recvmsg4(ctx: SockAddrContext) -> i32 {
+        sock_lb::recvmsg4(&ctx);
         1
     }
 

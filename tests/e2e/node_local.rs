@@ -1,14 +1,25 @@
-//! Node-local clients of published ports: a process on a node (outside any task) reaches a
-//! published port at `localhost:P`, `127.0.0.1:P` and the node's own address, balanced over
-//! the service's tasks on every node, through the socket-level balancer (`shoal_connect4` on
-//! the cgroup v2 root, acting in the node's own network namespace only); its socket's peer
-//! stays the address it asked for (`shoal_getpeername4`).
+//! Socket-level balancing (`shoal_connect4`, `shoal_sendmsg4`, `shoal_recvmsg4`,
+//! `shoal_getpeername4` on the cgroup v2 root):
+//! - node-local clients of published ports: a process on a node (outside any task) reaches a
+//!   published port at `localhost:P`, `127.0.0.1:P` and the node's own address, TCP and UDP,
+//!   balanced over the service's tasks on every node; its socket's peer, and the source of
+//!   the datagrams it receives, stay the address it asked for. Another node's address is left
+//!   to the wire and that node's XDP (not balanced at the socket);
+//! - a task's connections and datagrams to a VIP go straight to a backend, with no flow in the
+//!   VIP flow table (no packet NAT), and the task still sees the VIP as its peer; a process in
+//!   the task's network namespace but outside its cgroup is left to the tc path.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    time::Duration,
+};
 
+use shoal_dataplane::{bpffs, sock_lb::pinned_vip_flows};
 use shoal_tests::{Cluster, wait_until};
 
-use crate::support::{create_whoami, ids, running, served_by};
+use crate::support::{create_whoami, ids, metric, new_datagrams, ok, running, served_by, stderr};
 
 /// `curl http://{host}:8080/` from node `i`'s own network namespace (no task's).
 fn curl_from_node(cluster: &Cluster, i: usize, host: &str) -> Result<String, String> {
@@ -19,6 +30,105 @@ fn curl_from_node(cluster: &Cluster, i: usize, host: &str) -> Result<String, Str
     } else {
         Err(format!("curl {url}: {}", out.status))
     }
+}
+
+/// Python run as `python3 -c UDP_CLIENT HOST PORT`: six datagrams from six unconnected
+/// sockets (six flows), four from one socket, and one from a `connect()`ed socket; for each,
+/// where the answer came from (and the connected socket's peer) and the answer. One JSON line.
+const UDP_CLIENT: &str = r#"
+import json, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    return s
+out = {"flows": [], "one_socket": []}
+kept = []
+for _ in range(6):
+    s = udp()
+    s.sendto(b"hi", (host, port))
+    data, addr = s.recvfrom(4096)
+    kept.append(s)
+    out["flows"].append({"from": list(addr), "answer": data.decode()})
+s = udp()
+for _ in range(4):
+    s.sendto(b"hi", (host, port))
+    data, addr = s.recvfrom(4096)
+    out["one_socket"].append({"from": list(addr), "answer": data.decode()})
+s = udp()
+s.connect((host, port))
+s.send(b"hi")
+data, addr = s.recvfrom(4096)
+out["connected"] = {"from": list(addr), "peer": list(s.getpeername()), "answer": data.decode()}
+print(json.dumps(out))
+"#;
+
+/// Python run as `python3 -c TCP_CLIENT HOST PORT COUNT`: COUNT new connections, each one
+/// `GET /`, with the socket's peer and the answer. One JSON line.
+const TCP_CLIENT: &str = r#"
+import json, socket, sys
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+out = []
+for _ in range(count):
+    s = socket.create_connection((host, port), 5)
+    peer = s.getpeername()
+    s.sendall(b"GET / HTTP/1.0\r\nHost: shoal\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    out.append({"peer": list(peer), "answer": data.decode(errors="replace")})
+print(json.dumps(out))
+"#;
+
+/// An address as Python prints it in JSON: `[host, port]`.
+fn pair(ip: &str, port: u16) -> serde_json::Value {
+    serde_json::json!([ip, port])
+}
+
+/// The JSON line a client script printed, or why there is none.
+fn parse(out: &std::process::Output, what: &str) -> Result<serde_json::Value, String> {
+    if !out.status.success() {
+        return Err(format!("{what}: {}: {}", out.status, stderr(out)));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{what}: {e}: {out:?}"))
+}
+
+/// Who answered each entry of a client script's list.
+fn answered_by(entries: &serde_json::Value) -> Vec<String> {
+    entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| served_by(e["answer"].as_str().unwrap()))
+        .collect()
+}
+
+/// The UDP client's checks against `host:port` (what the answers must come from: `from`):
+/// new flows reach every task of `expected`, one socket's datagrams stay on one task, and
+/// every answer, also on the connected socket, comes from `from`.
+fn check_udp(report: &serde_json::Value, from: &serde_json::Value, expected: &BTreeSet<String>) {
+    let flows: BTreeSet<String> = answered_by(&report["flows"]).into_iter().collect();
+    assert_eq!(&flows, expected, "new UDP flows: {report}");
+    let one: BTreeSet<String> = answered_by(&report["one_socket"]).into_iter().collect();
+    assert_eq!(one.len(), 1, "one socket's datagrams on one task: {report}");
+    for entry in report["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(report["one_socket"].as_array().unwrap())
+        .chain([&report["connected"]])
+    {
+        assert_eq!(&entry["from"], from, "recvfrom's source: {report}");
+    }
+    assert_eq!(
+        &report["connected"]["peer"], from,
+        "connected peer: {report}"
+    );
+    served_by(report["connected"]["answer"].as_str().unwrap());
 }
 
 #[test]
@@ -36,6 +146,8 @@ fn a_node_reaches_its_published_ports_at_localhost_and_its_own_address() {
             "1",
             "-p",
             "8080:80",
+            "--publish",
+            "published=5353,target=80,protocol=udp",
         ],
     );
     let web = running(&cluster, "web", 2);
@@ -69,6 +181,20 @@ fn a_node_reaches_its_published_ports_at_localhost_and_its_own_address() {
         "{}",
         String::from_utf8_lossy(&peer.stderr)
     );
+    // UDP: unconnected (sendmsg4/recvmsg4) and connected (connect4) sockets; the answers
+    // come from the address the datagrams were sent to.
+    for host in ["127.0.0.1", node1.as_str()] {
+        let run = || {
+            let out = cluster.exec(0, "python3", &["-c", UDP_CLIENT, host, "5353"]);
+            parse(&out, &format!("UDP to {host}:5353 from node1"))
+        };
+        wait_until(
+            Duration::from_secs(10),
+            &format!("UDP {host}:5353 from node1"),
+            || run().map(|_| ()),
+        );
+        check_udp(&run().unwrap(), &pair(host, 5353), &ids(&web));
+    }
     // A port nothing publishes stays the node's own business: refused there.
     let out = cluster.exec(
         0,
@@ -76,4 +202,176 @@ fn a_node_reaches_its_published_ports_at_localhost_and_its_own_address() {
         &["-s", "--max-time", "5", "http://127.0.0.1:8081/"],
     );
     assert!(!out.status.success(), "nothing listens on 8081");
+}
+
+/// Another node's address is not balanced at the socket (as in Cilium): the connection goes
+/// over the underlay to that node, whose XDP program balances it like any client's, over the
+/// tasks on every node, the client's own node's included. Both ingress modes: the client's
+/// address kept (the default: the task answers the node it runs on, and the answer must still
+/// go back through the node asked), and Swarm's source NAT.
+#[test]
+fn a_node_reaches_published_ports_at_another_nodes_address() {
+    let cluster = Cluster::start(2);
+    cluster.form_swarm(1);
+    // node1 is the client here: what it sends must carry full checksums, as on a real wire
+    // (a veth leaves a local socket's partial; node2's XDP rewrites them incrementally, and a
+    // task on node1 would drop them), as the fixture's own client does.
+    let out = cluster.exec(0, "ethtool", &["-K", "eth0", "tx", "off"]);
+    assert!(out.status.success(), "{out:?}");
+    for (name, port, source) in [("kept", 8080, "client"), ("snat", 8090, "snat")] {
+        let tcp = format!("published={port},target=80,source={source}");
+        let udp = format!("published={port},target=80,protocol=udp,source={source}");
+        create_whoami(
+            &cluster,
+            name,
+            80,
+            &[
+                "--replicas",
+                "2",
+                "--replicas-max-per-node",
+                "1",
+                "--publish",
+                &tcp,
+                "--publish",
+                &udp,
+            ],
+        );
+    }
+    let node2 = cluster.nodes[1].address.to_string();
+    for (name, port) in [("snat", 8090), ("kept", 8080)] {
+        let tasks = ids(&running(&cluster, name, 2));
+        let url = format!("http://{node2}:{port}/");
+        let curl = || {
+            let out = cluster.exec(0, "curl", &["-s", "--max-time", "5", &url]);
+            if out.status.success() {
+                Ok(served_by(&String::from_utf8_lossy(&out.stdout)))
+            } else {
+                Err(format!("curl {url} from node1: {}", out.status))
+            }
+        };
+        wait_until(Duration::from_secs(10), &url, || curl().map(|_| ()));
+        let answers: Vec<Result<String, String>> = (0..6).map(|_| curl()).collect();
+        let seen: BTreeSet<String> = answers.iter().flatten().cloned().collect();
+        assert_eq!(seen, tasks, "{url} from node1, source={name}: {answers:?}");
+        assert!(answers.iter().all(Result::is_ok), "{url}: {answers:?}");
+        let out = cluster.exec(0, "python3", &["-c", UDP_CLIENT, &node2, &port.to_string()]);
+        let report = parse(
+            &out,
+            &format!("UDP to {node2}:{port} from node1, source={name}"),
+        );
+        check_udp(&report.unwrap(), &pair(&node2, port), &tasks);
+    }
+}
+
+/// The entries of node `i`'s VIP flow table that belong to flows to `vip` (forward entries
+/// keyed to it, reply entries translating back to it).
+fn vip_flow_entries(cluster: &Cluster, i: usize, vip: Ipv4Addr) -> usize {
+    let pin_dir = bpffs::node_pin_dir(Path::new(bpffs::DEFAULT_ROOT), &cluster.nodes[i].node_id());
+    let vip = u32::from_ne_bytes(vip.octets());
+    pinned_vip_flows(&pin_dir)
+        .unwrap()
+        .iter()
+        .filter(|(key, state)| key.dst_ip == vip || state.nat_ip == vip)
+        .count()
+}
+
+#[test]
+fn a_tasks_vip_connections_are_balanced_at_the_socket_without_packet_nat() {
+    let cluster = Cluster::start(2);
+    cluster.form_swarm(1);
+    ok(
+        &cluster,
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.10.29.0/24",
+            "sock_net",
+        ],
+    );
+    create_whoami(
+        &cluster,
+        "web",
+        80,
+        &[
+            "--replicas",
+            "2",
+            "--replicas-max-per-node",
+            "1",
+            "--network",
+            "sock_net",
+        ],
+    );
+    let bin = shoal_tests::agent::shoal_bin().display().to_string();
+    ok(
+        &cluster,
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "client",
+            "--network",
+            "sock_net",
+            "--constraint",
+            "node.hostname==node1",
+            "--",
+            &bin,
+            "whoami",
+            "--port",
+            "9000",
+        ],
+    );
+    let web = running(&cluster, "web", 2);
+    let client = running(&cluster, "client", 1).remove(0);
+    let vip = crate::support::vip_of(&cluster, "web", "sock_net");
+    let vip_text = vip.to_string();
+    // In the client task: its cgroup and namespaces (`shoal exec`), as the task itself.
+    let in_task = |script: &str, args: &[&str]| {
+        let mut argv = vec!["exec", &client.id, "--", "python3", "-c", script];
+        argv.extend_from_slice(args);
+        cluster.nodes[0].cli(&argv)
+    };
+    let tcp = || {
+        parse(
+            &in_task(TCP_CLIENT, &[&vip_text, "80", "6"]),
+            "TCP to the VIP",
+        )
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "the VIP to answer the client task",
+        || tcp().map(|_| ()),
+    );
+    // TCP: new connections go round robin over both tasks, and each socket's peer is the VIP.
+    let report = tcp().unwrap();
+    let seen: BTreeSet<String> = answered_by(&report).into_iter().collect();
+    assert_eq!(seen, ids(&web), "{report}");
+    for entry in report.as_array().unwrap() {
+        assert_eq!(entry["peer"], pair(&vip_text, 80), "getpeername: {report}");
+    }
+    // UDP: the answers come from the VIP.
+    let udp = parse(&in_task(UDP_CLIENT, &[&vip_text, "80"]), "UDP to the VIP").unwrap();
+    check_udp(&udp, &pair(&vip_text, 80), &ids(&web));
+    // No packet was NAT-ed: node1's VIP flow table holds nothing for the VIP, and its load
+    // balancer never counted a flow to it.
+    assert_eq!(vip_flow_entries(&cluster, 0, vip), 0, "VIP flow entries");
+    let flows_series = format!("shoal_lb_vip_flows_total{{vip=\"{vip}\"}}");
+    assert_eq!(metric(&cluster, 0, &flows_series), 0, "{flows_series}");
+
+    // The scope: a process in the task's network namespace but not in its cgroup (the test
+    // itself) is not the node's task; its datagrams take the tc path, which NATs and keeps
+    // flows (UDP flows stay for minutes of idleness).
+    let answers = new_datagrams(&client.netns(&cluster), SocketAddr::new(vip.into(), 80), 4)
+        .expect("datagrams to the VIP from the task's namespace");
+    assert_eq!(answers.len(), 4);
+    assert!(
+        vip_flow_entries(&cluster, 0, vip) > 0,
+        "the tc path keeps flows for the VIP"
+    );
+    assert!(metric(&cluster, 0, &flows_series) > 0, "{flows_series}");
 }

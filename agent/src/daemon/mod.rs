@@ -128,6 +128,9 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
         node_id.as_str(),
     )
     .context("opening the task executor")?;
+    if let Some(dp) = dataplane.lock().as_mut() {
+        dp.serve_tasks_at_socket(executor.task_cgroup_v2().as_deref());
+    }
     // Before the stale sandboxes go: the `ingress` one is kept for the node's endpoint.
     networking.resume_routing_mesh();
     networking.remove_stale_sandboxes();

@@ -130,6 +130,8 @@ pub struct NodeDataplane {
     dataplane: Dataplane,
     /// The interface carrying the data-path address, when there is one.
     underlay_interface: Option<String>,
+    /// Whether the socket-level balancer is attached.
+    socket_lb: bool,
 }
 
 impl NodeDataplane {
@@ -154,24 +156,51 @@ impl NodeDataplane {
             None => warn!("no data-path address: the underlay XDP program is not attached"),
         }
         // Node-local clients of published ports (`localhost:P`, the node's own addresses),
-        // balanced at connect(2). Without it the rest of the data path works as before.
-        match shoal_dataplane::sock_lb::cgroup2_root() {
+        // balanced at the socket. Without it the rest of the data path works as before.
+        let socket_lb = match shoal_dataplane::sock_lb::cgroup2_root() {
             Some(cgroup) => match dataplane.attach_socket_lb(&cgroup) {
                 Ok(()) => {
-                    info!(cgroup = %cgroup.display(), "published ports served to node-local clients")
+                    info!(cgroup = %cgroup.display(), "published ports served to node-local clients");
+                    true
                 }
                 Err(e) => {
-                    warn!(error = %Chain(&e), "node-local clients of published ports are not served")
+                    warn!(error = %Chain(&e), "node-local clients of published ports are not served");
+                    false
                 }
             },
-            None => warn!(
-                "no cgroup v2 hierarchy: node-local clients of published ports are not served"
-            ),
-        }
+            None => {
+                warn!(
+                    "no cgroup v2 hierarchy: node-local clients of published ports are not served"
+                );
+                false
+            }
+        };
         Ok(NodeDataplane {
             dataplane,
             underlay_interface: underlay_interface.map(str::to_string),
+            socket_lb,
         })
+    }
+
+    /// Balances the VIP connections of the tasks below `subtree` (the node's task cgroup
+    /// subtree in the cgroup v2 hierarchy) at the socket; without it (or without the socket
+    /// balancer) their traffic to VIPs takes the tc path, as it works on its own.
+    pub fn serve_tasks_at_socket(&mut self, subtree: Option<&Path>) {
+        if !self.socket_lb {
+            return;
+        }
+        let Some(subtree) = subtree else {
+            warn!("tasks have no cgroup v2 subtree: their VIP traffic is balanced per packet (tc)");
+            return;
+        };
+        match self.dataplane.serve_tasks_at_socket(subtree) {
+            Ok(id) => {
+                info!(cgroup = %subtree.display(), id, "tasks' VIP connections balanced at the socket")
+            }
+            Err(e) => {
+                warn!(error = %Chain(&e), "tasks' VIP traffic is balanced per packet (tc) only")
+            }
+        }
     }
 
     /// The load balancer's per-VIP and per-backend counters, and its events, read now.

@@ -295,6 +295,15 @@ impl Cgroups {
         }
     }
 
+    /// The node's task subtree in the cgroup v2 (unified) hierarchy, when tasks are placed
+    /// there: the socket-level balancer knows the node's tasks by it.
+    pub fn unified_node_dir(&self) -> Option<&Path> {
+        self.hierarchies
+            .iter()
+            .find(|h| matches!(h.kind, Kind::Unified { .. }))
+            .map(|h| h.node_dir.as_path())
+    }
+
     /// The task's cgroup directories, one per hierarchy.
     #[cfg(test)]
     pub fn task_dirs(&self, task_id: &str) -> Vec<PathBuf> {

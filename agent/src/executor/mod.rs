@@ -222,6 +222,12 @@ impl Executor {
         exec::exec_command(&self.inner, task_id, argv)
     }
 
+    /// The node's task cgroup subtree in the cgroup v2 hierarchy, if tasks are placed there
+    /// (see `cgroup`): every task's processes are below it.
+    pub fn task_cgroup_v2(&self) -> Option<PathBuf> {
+        self.inner.cgroups.unified_node_dir().map(Path::to_path_buf)
+    }
+
     /// The PID of a running task (its namespaces are `/proc/<pid>/ns/*`).
     #[cfg(test)]
     pub fn pid(&self, task_id: &str) -> Option<u32> {
