@@ -182,3 +182,77 @@ fn the_node_the_client_asked_takes_its_connections_when_cut() {
     let local = stream.local_addr().unwrap();
     assert_eq!(remote_socket(&http_get(&mut stream, "/").unwrap()), local);
 }
+
+/// A task answering its first datagram and then closing its UDP socket: every later datagram
+/// gets its kernel's ICMP port unreachable.
+const ANSWER_ONCE: &str = "import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', 9999))
+data, peer = s.recvfrom(100)
+s.sendto(b'bye', peer)
+s.close()
+time.sleep(3600)
+";
+
+#[test]
+fn a_tasks_port_unreachable_reaches_the_client_from_the_node_it_asked() {
+    let cluster = Cluster::start(3);
+    cluster.form_swarm(1);
+    for (name, publish) in [
+        ("kept", "published=8085,target=9999,protocol=udp"),
+        (
+            "natted",
+            "published=8086,target=9999,protocol=udp,source=snat",
+        ),
+    ] {
+        ok(
+            &cluster,
+            0,
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--name",
+                name,
+                "--publish",
+                publish,
+                "--",
+                "/usr/bin/python3",
+                "-c",
+                ANSWER_ONCE,
+            ],
+        );
+        running(&cluster, name, 1);
+    }
+    let netns = cluster.client_ns().path();
+    for port in [8085, 8086] {
+        // The one answer, through node1, once the port is served.
+        let first = node_addr(&cluster, 0, port);
+        let socket = in_netns(Path::new(&netns), || UdpSocket::bind("0.0.0.0:0")).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        wait_until(Duration::from_secs(10), &format!("{first} answers"), || {
+            socket.send_to(b"hi", first).map_err(|e| e.to_string())?;
+            retry_interrupted(|| socket.recv_from(&mut buf)).map_err(|e| e.to_string())
+        });
+        // Then nothing listens: a connected socket learns it at once, through every node (the
+        // task's error translated: from node:P, about the client's own datagram).
+        for i in 0..3 {
+            let to = node_addr(&cluster, i, port);
+            let socket = in_netns(Path::new(&netns), || UdpSocket::bind("0.0.0.0:0")).unwrap();
+            socket.connect(to).unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            socket.send(b"hi").unwrap();
+            let err = retry_interrupted(|| socket.recv(&mut buf)).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::ConnectionRefused,
+                "{to}: {err}"
+            );
+        }
+    }
+}

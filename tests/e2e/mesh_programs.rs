@@ -788,6 +788,64 @@ fn icmp_errors_about_answers_reach_their_task_in_its_own_terms() {
 }
 
 #[test]
+fn icmp_errors_from_the_task_reach_the_client_about_its_own_packet() {
+    let dp = mesh();
+    let kept = Seg::syn(CLIENT, 40000, 8083);
+    run(
+        &dp,
+        programs::XDP_UNDERLAY,
+        &kept.as_client_sends(),
+        XDP_PASS,
+        "kept",
+    );
+    let remote = Seg::syn(CLIENT, 40001, 8080).as_client_sends();
+    run(&dp, programs::XDP_UNDERLAY, &remote, XDP_DROP, "remote");
+    let natted = Seg::syn(CLIENT, 40002, 8080);
+    run(
+        &dp,
+        programs::XDP_UNDERLAY,
+        &natted.as_client_sends(),
+        XDP_PASS,
+        "natted",
+    );
+
+    // The task quotes the packet as it got it: from the client (kept) or from the node's
+    // ingress address (source NAT); the client gets it from the node, about client -> node:P.
+    for (port, sport, task_saw) in [(8083, 40000, CLIENT), (8080, 40002, INGRESS_ADDR)] {
+        let error = frag_needed(
+            LOCAL_TASK,
+            task_saw,
+            (mac(LOCAL_TASK), [2, 0, 0, 0, 0, 1]),
+            &quoted(task_saw, LOCAL_TASK, sport, 80),
+        );
+        let out = dp.test_run(programs::TC_MESH_REPLY, &error, 1).unwrap();
+        assert_eq!(out.return_value, TC_ACT_REDIRECT, "{port}: to the underlay");
+        let expected = frag_needed(
+            NODE,
+            CLIENT,
+            (mac(LOCAL_TASK), [2, 0, 0, 0, 0, 1]),
+            &quoted(CLIENT, NODE, sport, port),
+        );
+        assert_eq!(
+            out.data_out[14..],
+            expected[14..],
+            "{port}: from the node, quoting the client's own packet, checksums right"
+        );
+    }
+    assert_eq!(event(&dp, MeshEvent::IcmpError), 2);
+
+    // About no flow of ours: untouched.
+    let error = frag_needed(
+        LOCAL_TASK,
+        CLIENT,
+        (mac(LOCAL_TASK), [2, 0, 0, 0, 0, 1]),
+        &quoted(CLIENT, LOCAL_TASK, 40009, 80),
+    );
+    let out = dp.test_run(programs::TC_MESH_REPLY, &error, 1).unwrap();
+    assert_eq!((out.return_value, out.data_out), (0, error));
+}
+
+#[test]
 fn other_traffic_passes_untouched() {
     let dp = mesh();
     let frames = [

@@ -15,7 +15,7 @@
 //! - `icmp_error`: ICMP errors about a balanced flow, translated back to the VIP.
 
 mod arp;
-mod checksum;
+pub(crate) mod checksum;
 mod echo;
 pub(crate) mod headers;
 mod icmp_error;

@@ -13,6 +13,7 @@
 //! - `returns`: on a task's node, answers of client-kept flows steered back to the node that
 //!   received them.
 //! - `icmp`: ICMP errors about a flow's answers, from the client's side, sent on to its task.
+//! - `task_icmp`: ICMP errors a task sends about a flow's packets, sent on to the client.
 
 mod encap;
 mod flows;
@@ -22,6 +23,7 @@ mod packet;
 mod reply;
 mod reset;
 mod returns;
+mod task_icmp;
 
 pub use reply::from_backend;
 pub use returns::note_arrival;

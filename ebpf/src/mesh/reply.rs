@@ -19,7 +19,7 @@ use shoal_common::mesh::MeshEvent;
 
 use super::{
     maps::{answered, config, count_event, find_flow, touch},
-    returns,
+    returns, task_icmp,
 };
 use crate::lb::{
     self,
@@ -34,11 +34,12 @@ const DROP: i32 = TC_ACT_SHOT as i32;
 
 #[inline(always)]
 pub fn from_backend(ctx: &TcContext) -> i32 {
-    let Some((mut flow, mut key)) = lb::as_reply(ctx) else {
-        return PASS;
-    };
     let Some(config) = config() else {
         return PASS;
+    };
+    let Some((mut flow, mut key)) = lb::as_reply(ctx) else {
+        // Not TCP or UDP: an ICMP error about a flow's packet, from its task?
+        return task_icmp::from_task(ctx, &config);
     };
     // On a task's gateway-bridge port, an answer of a client-kept flow goes by its note, the
     // latest word on where the client's flow came in: a reply entry of this node for the same
