@@ -199,17 +199,31 @@ pub enum LbEvent {
     Malformed = 4,
     /// Reply packets reverse-NAT-ed back to the VIP.
     ReplyNat = 5,
+    /// Flow entries the programs removed themselves: a gone backend's flow, a stale reply
+    /// entry in the way of a new connection.
+    Forgotten = 6,
+    // The agent counts the next two, in this same map (see `mesh::MeshEvent::Expired`).
+    /// Flow entries the agent's expiry removed: closed TCP, idle UDP, lone replies.
+    Expired = 7,
+    /// Flow entries the LRU took when the table was full: they vanished between two expiry
+    /// rounds without the programs or the agent removing them (an estimate: an entry made and
+    /// evicted between two rounds is not seen). The least recently used go first, quiet flows
+    /// before busy ones; a new flow is never refused for want of room.
+    Evicted = 8,
 }
 
 impl LbEvent {
     /// Every event, in index order.
-    pub const ALL: [LbEvent; 6] = [
+    pub const ALL: [LbEvent; 9] = [
         Self::ArpReplied,
         Self::NoBackend,
         Self::BackendGone,
         Self::Fragment,
         Self::Malformed,
         Self::ReplyNat,
+        Self::Forgotten,
+        Self::Expired,
+        Self::Evicted,
     ];
 
     /// The event's name as shown to operators (metrics labels).
@@ -221,6 +235,9 @@ impl LbEvent {
             Self::Fragment => "fragment",
             Self::Malformed => "malformed",
             Self::ReplyNat => "reply_nat",
+            Self::Forgotten => "forgotten",
+            Self::Expired => "expired",
+            Self::Evicted => "evicted",
         }
     }
 }

@@ -15,6 +15,7 @@
 //! - [`lb`]: [`LoadBalancer`], the service VIP maps: a whole table on start, then one
 //!   service per change (batched writes), a background check, and their counters.
 //! - [`mesh`]: [`Mesh`], the published ports' maps (ingress routing mesh, host mode).
+//! - [`flow_tables`]: how full the flow tables are and what they take (`shoal info`).
 //! - [`bpffs`]: mounting bpffs and the per-node pin directory.
 //! - [`netns`]: running code inside another network namespace, on a thread of its own.
 //! - [`overlay`]: overlay sandboxes (bridge + VXLAN netns), task veths, remote endpoints, and
@@ -24,6 +25,7 @@
 pub mod bpffs;
 pub mod error;
 mod flow_lifetime;
+pub mod flow_tables;
 pub mod lb;
 pub mod loader;
 mod maps;

@@ -58,3 +58,57 @@ pub(crate) fn sum(
     }
     Ok(total)
 }
+
+/// One event counter's per-CPU values (index `index` of the events map `name`), or `None` if
+/// the map has no entry for it: a map pinned by an older agent, made when there were fewer
+/// events (an array lookup past its end is `ENOENT`; the programs' counts of it are lost the
+/// same way, silently).
+pub(crate) fn event_per_cpu(
+    map: &PerCpuArray<MapData, u64>,
+    index: u32,
+    name: &'static str,
+) -> Result<Option<Vec<u64>>, Error> {
+    match map.get(&index, 0) {
+        Ok(values) => Ok(Some(values.to_vec())),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(nix::libc::ENOENT) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(map_error(name)(e)),
+    }
+}
+
+/// An event counter summed over CPUs (0 where the map has no entry for it).
+pub(crate) fn event_total(
+    map: &PerCpuArray<MapData, u64>,
+    index: u32,
+    name: &'static str,
+) -> Result<u64, Error> {
+    Ok(event_per_cpu(map, index, name)?
+        .unwrap_or_default()
+        .into_iter()
+        .fold(0, u64::wrapping_add))
+}
+
+/// Adds `n` to an event counter the agent keeps (the programs never write it), on the first
+/// CPU's slot. The agent is the only writer, so read-add-write is safe.
+pub(crate) fn add_to_event(
+    map: &mut PerCpuArray<MapData, u64>,
+    index: u32,
+    n: u64,
+    name: &'static str,
+) -> Result<(), Error> {
+    let Some(mut values) = event_per_cpu(map, index, name)?.filter(|_| n > 0) else {
+        return Ok(());
+    };
+    if let Some(first) = values.first_mut() {
+        *first = first.wrapping_add(n);
+    }
+    let values = PerCpuValues::try_from(values).map_err(|source| Error::Io {
+        what: "building per-CPU values",
+        path: name.into(),
+        source,
+    })?;
+    map.set(index, values, 0).map_err(map_error(name))
+}

@@ -13,7 +13,7 @@ use std::{
     path::Path,
 };
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use shoal_common::{
     lb::{FLOW_FORWARD, FlowKey, FlowState},
     mesh::{
@@ -28,7 +28,7 @@ pub use crate::flow_lifetime::{UNCONFIRMED_TCP_IDLE, UNCONFIRMED_UDP_IDLE};
 use crate::{
     error::Error,
     flow_lifetime::{CLOSED_FLOW_LINGER, LeftInPlace, flow_is_over, unconfirmed_is_over},
-    maps::{addr, map_error, octets, take},
+    maps::{add_to_event, addr, event_total, map_error, octets, take},
 };
 
 /// What the mesh should do on this node.
@@ -63,6 +63,9 @@ pub struct Mesh {
     /// What the last expiry round left in both flow tables: what is gone at the next round
     /// without the programs or the expiry removing it, the LRU took.
     left_in_place: Option<LeftInPlace>,
+    /// What the maps hold since the last [`Mesh::apply`]; `None` until then (or after a
+    /// failed one): the next apply reads the maps.
+    programmed: Option<MeshTable>,
 }
 
 impl Mesh {
@@ -83,6 +86,7 @@ impl Mesh {
             events: PerCpuArray::try_from(take(ebpf, EVENTS_MAP)?)
                 .map_err(map_error(EVENTS_MAP))?,
             left_in_place: None,
+            programmed: None,
         })
     }
 
@@ -107,39 +111,80 @@ impl Mesh {
     }
 
     /// Makes the maps hold exactly `desired`: VTEPs and addresses before the ports that need
-    /// them, ports that go before the VTEPs they used.
+    /// them, ports that go before the VTEPs they used. Only what differs from what the maps
+    /// hold is written; what they hold is remembered from the last apply (read from the maps
+    /// once, at the first apply after adoption: the full reconcile), so a change costs the
+    /// writes it needs and one in-memory comparison, no map reads.
     pub fn apply(&mut self, desired: &MeshTable) -> Result<(), Error> {
-        // Each map is read once; what differs is written.
-        let config = self.config.get(&0, 0).map_err(map_error(CONFIG_MAP))?;
-        let current_vteps = entries(&self.vteps, VTEPS_MAP)?;
-        let current_addrs = entries(&self.addrs, ADDRS_MAP)?;
-        let current_ports = entries(&self.ports, PORTS_MAP)?;
-        let vteps: BTreeMap<u32, u32> = desired
-            .vteps
-            .iter()
-            .map(|(k, v)| (octets(*k), octets(*v)))
-            .collect();
-        let addrs: BTreeMap<u32, u32> = desired.addrs.iter().map(|a| (octets(*a), 1)).collect();
-        if config != desired.config {
+        let current = match self.programmed.take() {
+            Some(table) => table,
+            None => self.table()?,
+        };
+        // Not remembered after a failure: the next apply reads the maps again.
+        self.write_difference(&current, desired)?;
+        self.programmed = Some(desired.clone());
+        Ok(())
+    }
+
+    /// Publishes `key` as `port`, or withdraws it (`None`): one map write, whatever else is
+    /// published (the frontend and the VTEPs it needs must be there already).
+    pub fn set_port(&mut self, key: PortKey, port: Option<PublishedPort>) -> Result<(), Error> {
+        match &port {
+            Some(p) => self.ports.insert(key, p, 0).map_err(map_error(PORTS_MAP))?,
+            None => remove_entry(&mut self.ports, &key, PORTS_MAP)?,
+        }
+        if let Some(table) = &mut self.programmed {
+            match port {
+                Some(p) => table.ports.insert(key, p),
+                None => table.ports.remove(&key),
+            };
+        }
+        Ok(())
+    }
+
+    fn write_difference(&mut self, current: &MeshTable, desired: &MeshTable) -> Result<(), Error> {
+        if current.config != desired.config {
             self.config
                 .set(0, desired.config, 0)
                 .map_err(map_error(CONFIG_MAP))?;
         }
-        let ingress_if = self
-            .ingress_if
-            .get(&0, 0)
-            .map_err(map_error(INGRESS_IF_MAP))?;
-        if ingress_if != desired.ingress_ifindex {
+        if current.ingress_ifindex != desired.ingress_ifindex {
             self.ingress_if
                 .set(0, desired.ingress_ifindex, 0)
                 .map_err(map_error(INGRESS_IF_MAP))?;
         }
-        add_changed(&mut self.vteps, &current_vteps, &vteps, VTEPS_MAP)?;
-        add_changed(&mut self.addrs, &current_addrs, &addrs, ADDRS_MAP)?;
-        add_changed(&mut self.ports, &current_ports, &desired.ports, PORTS_MAP)?;
-        remove_others(&mut self.ports, &current_ports, &desired.ports, PORTS_MAP)?;
-        remove_others(&mut self.addrs, &current_addrs, &addrs, ADDRS_MAP)?;
-        remove_others(&mut self.vteps, &current_vteps, &vteps, VTEPS_MAP)?;
+        for (ip, vtep) in &desired.vteps {
+            if current.vteps.get(ip) != Some(vtep) {
+                self.vteps
+                    .insert(octets(*ip), octets(*vtep), 0)
+                    .map_err(map_error(VTEPS_MAP))?;
+            }
+        }
+        for a in desired.addrs.difference(&current.addrs) {
+            self.addrs
+                .insert(octets(*a), 1, 0)
+                .map_err(map_error(ADDRS_MAP))?;
+        }
+        for (key, port) in &desired.ports {
+            if current.ports.get(key) != Some(port) {
+                self.ports
+                    .insert(key, port, 0)
+                    .map_err(map_error(PORTS_MAP))?;
+            }
+        }
+        for key in current.ports.keys() {
+            if !desired.ports.contains_key(key) {
+                remove_entry(&mut self.ports, key, PORTS_MAP)?;
+            }
+        }
+        for a in current.addrs.difference(&desired.addrs) {
+            remove_entry(&mut self.addrs, &octets(*a), ADDRS_MAP)?;
+        }
+        for ip in current.vteps.keys() {
+            if !desired.vteps.contains_key(ip) {
+                remove_entry(&mut self.vteps, &octets(*ip), VTEPS_MAP)?;
+            }
+        }
         Ok(())
     }
 
@@ -151,47 +196,14 @@ impl Mesh {
             .collect()
     }
 
-    /// One event's per-CPU counts, or `None` if the map has no entry for it: a map pinned by
-    /// an older agent, made when there were fewer events (an array lookup past its end is
-    /// `ENOENT`; the programs' counts of it are lost the same way, silently).
-    fn per_cpu(&self, event: MeshEvent) -> Result<Option<Vec<u64>>, Error> {
-        match self.events.get(&(event as u32), 0) {
-            Ok(values) => Ok(Some(values.to_vec())),
-            Err(aya::maps::MapError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(nix::libc::ENOENT) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(map_error(EVENTS_MAP)(e)),
-        }
-    }
-
     fn event(&self, event: MeshEvent) -> Result<u64, Error> {
-        Ok(self
-            .per_cpu(event)?
-            .unwrap_or_default()
-            .into_iter()
-            .fold(0, u64::wrapping_add))
+        event_total(&self.events, event as u32, EVENTS_MAP)
     }
 
     /// Adds `n` to one of the events the agent counts ([`MeshEvent::Expired`] and the three
-    /// after it), on the first CPU's slot: the programs never write these. The agent is the only writer, so read-add-write is safe.
+    /// after it).
     fn count(&mut self, event: MeshEvent, n: u64) -> Result<(), Error> {
-        let index = event as u32;
-        let Some(mut values) = self.per_cpu(event)?.filter(|_| n > 0) else {
-            return Ok(());
-        };
-        if let Some(first) = values.first_mut() {
-            *first = first.wrapping_add(n);
-        }
-        let values = PerCpuValues::try_from(values).map_err(|source| Error::Io {
-            what: "building per-CPU values",
-            path: EVENTS_MAP.into(),
-            source,
-        })?;
-        self.events
-            .set(index, values, 0)
-            .map_err(map_error(EVENTS_MAP))
+        add_to_event(&mut self.events, event as u32, n, EVENTS_MAP)
     }
 
     /// The answers this node's tasks send back to other nodes (client-kept flows): answer key
@@ -410,32 +422,14 @@ fn entries<K: aya::Pod + Ord, V: aya::Pod>(
 }
 
 /// Writes the entries of `desired` that `current` (the map's contents) lacks or has otherwise.
-fn add_changed<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
+/// Removes `key` from `map` (missing already is fine).
+fn remove_entry<K: aya::Pod, V: aya::Pod>(
     map: &mut HashMap<MapData, K, V>,
-    current: &BTreeMap<K, V>,
-    desired: &BTreeMap<K, V>,
+    key: &K,
     name: &'static str,
 ) -> Result<(), Error> {
-    for (k, v) in desired {
-        if current.get(k) != Some(v) {
-            map.insert(k, v, 0).map_err(map_error(name))?;
-        }
+    match map.remove(key) {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_error(name)(e)),
     }
-    Ok(())
-}
-
-/// Removes the entries of `current` (the map's contents) that `desired` does not have.
-fn remove_others<K: aya::Pod + Ord, V: aya::Pod>(
-    map: &mut HashMap<MapData, K, V>,
-    current: &BTreeMap<K, V>,
-    desired: &BTreeMap<K, V>,
-    name: &'static str,
-) -> Result<(), Error> {
-    for k in current.keys().filter(|k| !desired.contains_key(k)) {
-        match map.remove(k) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_error(name)(e)),
-        }
-    }
-    Ok(())
 }

@@ -47,6 +47,26 @@ fn three_agents_come_up_and_answer_info() {
         let dataplane = &info["dataplane"];
         assert_eq!(dataplane["underlay_interface"], "eth0", "{info}");
         assert_eq!(dataplane["xdp_attached"], true, "{info}");
+        // The flow tables: how full, at most, and what the kernel charges for them.
+        let tables = dataplane["flow_tables"].as_array().expect("flow tables");
+        let names: Vec<&str> = tables.iter().filter_map(|t| t["name"].as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "SHOAL_LB_FLOWS",
+                "SHOAL_MESH_FLOWS",
+                "SHOAL_MESH_UNCONFIRMED",
+                "SHOAL_MESH_RETURNS"
+            ],
+            "{info}"
+        );
+        assert_eq!(tables[0]["capacity"], 131_072, "{info}");
+        for t in tables {
+            assert!(
+                t["memory_bytes"].as_u64().unwrap_or(0) > 0,
+                "{t}: memory unknown"
+            );
+        }
         let id = info["node_id"].as_str().unwrap().to_string();
         assert_eq!(id.len(), 25, "node id {id}");
         assert!(

@@ -681,3 +681,57 @@ fn a_direct_connection_reusing_a_closed_vip_flows_port_is_left_alone() {
         "the backend's answer to the direct connection must not be rewritten to the VIP"
     );
 }
+
+/// `count` new connections to the VIP from distinct clients (`10.20.0.0/16` from `first`):
+/// each is balanced (NAT-ed to a backend), whatever the table holds.
+fn new_connections_from(dp: &Dataplane, first: u32, count: u32) {
+    for i in first..first + count {
+        let syn = Tcp {
+            src: Ipv4Addr::from(0x0a14_0000 + i),
+            src_mac: mac(Ipv4Addr::from(0x0a14_0000 + i)),
+            ..Tcp::syn_to_vip(40000)
+        };
+        let (verdict, out) = send(dp, &syn.frame());
+        assert_eq!(verdict, TC_ACT_OK, "connection {i}");
+        let dst = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+        assert!(BACKENDS.contains(&dst), "connection {i} went to {dst}");
+    }
+}
+
+#[test]
+fn a_full_flow_table_takes_its_oldest_entries_and_counts_them() {
+    let mut dp = balancer(&BACKENDS);
+    let capacity = shoal_common::lb::MAX_FLOW_ENTRIES;
+    // Two entries per connection: this many fill the table.
+    let filling = capacity / 2;
+    new_connections_from(&dp, 0, filling);
+    let entries = dp.lb().flow_entries().unwrap().len() as u32;
+    assert!(entries > capacity * 9 / 10, "{entries} entries");
+    // The first expiry round sees them (open TCP: nothing to expire)...
+    dp.lb_mut()
+        .expire_flows(shoal_dataplane::lb::monotonic_now_ns())
+        .unwrap();
+    assert_eq!(event(&dp, LbEvent::Evicted), 0);
+    // ... 10,000 more connections are all balanced, the LRU taking the oldest entries, and
+    // the next round counts what it took.
+    new_connections_from(&dp, filling, 10_000);
+    dp.lb_mut()
+        .expire_flows(shoal_dataplane::lb::monotonic_now_ns())
+        .unwrap();
+    // 20,000 entries needed room, less what was free; the kernel's LRU frees in batches (up
+    // to 128 entries a CPU at a time), so a few more may go.
+    let evicted = event(&dp, LbEvent::Evicted);
+    let needed = 20_000 - u64::from(capacity - entries);
+    assert!(
+        (needed..=needed + 1_024).contains(&evicted),
+        "{evicted} evicted, {needed} needed"
+    );
+    assert_eq!(event(&dp, LbEvent::Expired), 0, "open connections stay");
+    // The newest connections are all there.
+    let flows = dp.lb().flow_entries().unwrap();
+    let newest = flows
+        .iter()
+        .filter(|(k, _)| u32::from_be_bytes(k.src_ip.to_ne_bytes()) >= 0x0a14_0000 + filling)
+        .count();
+    assert_eq!(newest, 10_000, "the newest forward entries kept");
+}

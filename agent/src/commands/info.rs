@@ -73,6 +73,23 @@ fn render(info: &InfoResponse) -> String {
         for c in &dp.counters {
             let _ = writeln!(out, " {}: {} packets, {} bytes", c.hook, c.packets, c.bytes);
         }
+        if !dp.flow_tables.is_empty() {
+            let _ = writeln!(
+                out,
+                " Flow Tables (LRU: full, the least recently used goes):"
+            );
+        }
+        for t in &dp.flow_tables {
+            let memory = match t.memory_bytes {
+                0 => String::new(),
+                m => format!(", {:.1} MiB", m as f64 / (1024.0 * 1024.0)),
+            };
+            let _ = writeln!(
+                out,
+                "  {}: {} of {} entries{memory}",
+                t.name, t.entries, t.capacity
+            );
+        }
     }
     out
 }

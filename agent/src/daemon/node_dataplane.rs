@@ -12,7 +12,7 @@ use std::{
 use anyhow::Context as _;
 use shoal_common::{lb::LbEvent, mesh::MeshEvent};
 use shoal_control::{
-    api::{DataplaneInfo, HookCounters},
+    api::{DataplaneInfo, FlowTableInfo, HookCounters},
     error_chain::Chain,
     identity::NodeId,
 };
@@ -242,6 +242,21 @@ impl NodeDataplane {
             ),
             Err(e) => (Vec::new(), format!("reading counters: {}", Chain(&e))),
         };
+        let flow_tables = match self.dataplane.flow_tables() {
+            Ok(tables) => tables
+                .into_iter()
+                .map(|t| FlowTableInfo {
+                    name: t.name.to_string(),
+                    entries: t.entries as u64,
+                    capacity: t.capacity.into(),
+                    memory_bytes: t.memory_bytes.unwrap_or(0),
+                })
+                .collect(),
+            Err(e) => {
+                warn!(error = %Chain(&e), "reading the flow tables");
+                Vec::new()
+            }
+        };
         DataplaneInfo {
             underlay_interface: self.underlay_interface.clone().unwrap_or_default(),
             xdp_attached: self.underlay_interface.is_some(),
@@ -252,6 +267,7 @@ impl NodeDataplane {
                 .unwrap_or_default(),
             counters,
             error,
+            flow_tables,
         }
     }
 }

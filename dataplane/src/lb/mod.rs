@@ -43,8 +43,8 @@ use self::{ids::IdPool, writes::Writes};
 pub use crate::flow_lifetime::{CLOSED_FLOW_LINGER, UDP_FLOW_IDLE, monotonic_now_ns};
 use crate::{
     error::Error,
-    flow_lifetime::{flow_is_over, partner, quiet_for},
-    maps::{addr, map_error, octets, sum, take},
+    flow_lifetime::{LeftInPlace, flow_is_over, partner, quiet_for},
+    maps::{add_to_event, addr, event_total, map_error, octets, sum, take},
 };
 
 /// What the data path should balance: each VIP and the addresses of its backends (on the
@@ -115,6 +115,9 @@ pub struct LoadBalancer {
     repairs: u64,
     /// Writes go in batches (one syscall per map and step); off: one entry per syscall.
     batched: bool,
+    /// The flow entries the last expiry round left in place: what is gone at the next round
+    /// without the programs or the expiry removing it, the LRU took.
+    left_in_place: Option<LeftInPlace>,
 }
 
 impl LoadBalancer {
@@ -146,6 +149,7 @@ impl LoadBalancer {
             cpus,
             repairs: 0,
             batched: true,
+            left_in_place: None,
         };
         lb.read_back()?;
         Ok(lb)
@@ -487,17 +491,12 @@ impl LoadBalancer {
         Ok(out)
     }
 
-    /// How often each [`LbEvent`] happened, summed over CPUs.
+    /// How often each [`LbEvent`] happened, summed over CPUs (0 for an event the map, pinned
+    /// by an older agent with fewer events, has no entry for).
     pub fn events(&self) -> Result<Vec<(LbEvent, u64)>, Error> {
         LbEvent::ALL
             .into_iter()
-            .map(|event| {
-                let per_cpu = self
-                    .events
-                    .get(&(event as u32), 0)
-                    .map_err(map_error(EVENTS_MAP))?;
-                Ok((event, per_cpu.iter().copied().fold(0u64, u64::wrapping_add)))
-            })
+            .map(|event| Ok((event, event_total(&self.events, event as u32, EVENTS_MAP)?)))
             .collect()
     }
 
@@ -505,10 +504,17 @@ impl LoadBalancer {
     /// and quiet for [`CLOSED_FLOW_LINGER`], UDP flows quiet for [`UDP_FLOW_IDLE`], and reply
     /// entries left without their forward entry for as long. Open TCP flows are never removed,
     /// however quiet. `now_ns` is CLOCK_MONOTONIC, the programs' clock ([`monotonic_now_ns`]).
-    /// Returns how many entries were removed.
+    /// Counts what it removed ([`LbEvent::Expired`]) and what the LRU took since the last
+    /// round ([`LbEvent::Evicted`]). Returns how many entries were removed.
     pub fn expire_flows(&mut self, now_ns: u64) -> Result<usize, Error> {
+        let forgotten = event_total(&self.events, LbEvent::Forgotten as u32, EVENTS_MAP)?;
         let entries: std::collections::HashMap<FlowKey, FlowState> =
             self.flow_entries()?.into_iter().collect();
+        let evicted = self
+            .left_in_place
+            .as_ref()
+            .map(|left| left.evicted_since(&entries, &Default::default(), forgotten))
+            .unwrap_or_default();
         let mut expired = Vec::new();
         for (key, state) in &entries {
             let partner_key = partner(key, state);
@@ -526,13 +532,27 @@ impl LoadBalancer {
                 }
             }
         }
-        let mut removed = 0;
+        let mut removed = std::collections::HashSet::new();
         for key in expired {
             if self.flows.remove(&key).is_ok() {
-                removed += 1;
+                removed.insert(key);
             }
         }
-        Ok(removed)
+        self.left_in_place = Some(LeftInPlace {
+            confirmed: entries
+                .into_keys()
+                .filter(|k| !removed.contains(k))
+                .collect(),
+            unconfirmed: Default::default(),
+            forgotten,
+        });
+        for (event, n) in [
+            (LbEvent::Expired, removed.len() as u64),
+            (LbEvent::Evicted, evicted.confirmed),
+        ] {
+            add_to_event(&mut self.events, event as u32, n, EVENTS_MAP)?;
+        }
+        Ok(removed.len())
     }
 
     /// Flow entries now in the conntrack map (both directions), for tests and `inspect`.

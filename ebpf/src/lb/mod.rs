@@ -155,7 +155,7 @@ fn forget_stale_reply(flow: &Ipv4Flow) {
         direction: FLOW_REPLY,
         pad: [0; 2],
     };
-    let _ = SHOAL_LB_FLOWS.remove(&reply);
+    forget(&reply);
 }
 
 /// A SYN without ACK: the start of a connection.
@@ -290,7 +290,7 @@ fn balance(ctx: &TcContext, flow: &Ipv4Flow, vip: &VipService) -> Result<i32, i6
         Some((state, _)) => {
             count_event(LbEvent::BackendGone);
             forget_reply(flow, &state);
-            let _ = SHOAL_LB_FLOWS.remove(&key);
+            forget(&key);
             if tcp.is_some() {
                 return Ok(reset::reply_with_reset(ctx, flow));
             }
@@ -427,7 +427,15 @@ fn remember(key: &FlowKey, flow: &Ipv4Flow, state: &FlowState) {
 
 #[inline(always)]
 fn forget_reply(flow: &Ipv4Flow, state: &FlowState) {
-    let _ = SHOAL_LB_FLOWS.remove(&reply_key(flow, state));
+    forget(&reply_key(flow, state));
+}
+
+/// Removes a flow entry, counted (so the agent does not take it for the LRU's eviction).
+#[inline(always)]
+fn forget(key: &FlowKey) {
+    if SHOAL_LB_FLOWS.remove(key).is_ok() {
+        count_event(LbEvent::Forgotten);
+    }
 }
 
 /// The key of the backend's replies to the client.
