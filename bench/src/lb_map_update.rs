@@ -8,6 +8,19 @@
 //! before). The peer: the same table as kube-proxy's nftables mode would write it (`nft_lb`),
 //! loaded with `nft -f` in a scratch network namespace, and the same change written as
 //! kube-proxy writes it (the one service's chain flushed and refilled).
+//!
+//! Then, each at 100 and 10,000 with the ratio printed, the other things one service or
+//! endpoint change programs (issue 23, "O(1) changes"):
+//! - DNS records: one task added to and removed from one service, with 100 and 10,000
+//!   services in the embedded DNS server's records, through `RecordsView::update` (what the
+//!   agent hands the server on a change) and, for comparison, the whole records built again
+//!   and swapped in (what it did before).
+//! - FDB entries: one remote endpoint added to and removed from an overlay sandbox holding
+//!   100 and 10,000 (1,000 nodes x 10 tasks) remote endpoints, real netlink in a throwaway
+//!   netns, through `add_remote_endpoint` / `remove_remote_endpoint` (what the agent calls on
+//!   a change); and the background check's read of the sandbox, and the re-adding of every
+//!   endpoint it did every 5 s before.
+//! - (published ports: to come.)
 
 use std::{
     collections::BTreeSet,
@@ -18,7 +31,14 @@ use std::{
 
 use anyhow::{Context as _, ensure};
 use shoal_dataplane::lb::ApplyReport;
+use shoal_dataplane::netns::run_in;
+use shoal_dataplane::overlay::{
+    DEFAULT_MTU, DEFAULT_VXLAN_PORT, OverlaySpec, RemoteEndpoint, add_remote_endpoint,
+    add_remote_endpoints, ensure_sandbox, mac_for_ip, remote_endpoint_entries,
+    remove_remote_endpoint, remove_sandbox,
+};
 use shoal_dataplane::{Dataplane, LbTable};
+use shoal_dns::{EndpointRecord, NetworkInfo, Records, RecordsView};
 use shoal_tests::netns::Netns;
 
 use crate::nft_lb;
@@ -173,7 +193,285 @@ pub fn run() -> anyhow::Result<()> {
         "(changes: medians of {SERVICE_CHANGES} through apply_service, {CHANGES} otherwise; \
          nftables has one way to change a service)"
     );
+
+    dns_records()?;
+    fdb_entries()?;
+    // Published ports (the mesh's maps) go here, in the same shape: one change at 100 and at
+    // 10,000, and the ratio.
     Ok(())
+}
+
+/// One row of the sections below: the medians at 100 and 10,000 and their ratio.
+fn scaling_row(what: &str, small: &[Duration], large: &[Duration]) {
+    let (small, large) = (median(small), median(large));
+    println!(
+        "{what:<56} {:>10} {:>10} {:>9.2}x",
+        format!("{small:.2?}"),
+        format!("{large:.2?}"),
+        large.as_secs_f64() / small.as_secs_f64()
+    );
+}
+
+fn scaling_header(what: &str) {
+    println!();
+    println!("{what}");
+    println!(
+        "{:<56} {:>10} {:>10} {:>10}",
+        "",
+        SMALL.to_string(),
+        LARGE.to_string(),
+        format!("{LARGE}/{SMALL}")
+    );
+}
+
+/// Tasks per service in the DNS records.
+const DNS_TASKS: u32 = 2;
+
+/// DNS records: one task added to one service, then removed, with `services` services (each
+/// `DNS_TASKS` tasks with a VIP, on one network) in the records.
+fn dns_records() -> anyhow::Result<()> {
+    let network = || NetworkInfo {
+        id: "net1".into(),
+        name: "bench".into(),
+    };
+    let mut rows = Vec::new();
+    for services in [SMALL, LARGE] {
+        let endpoints: Vec<EndpointRecord> = (0..services)
+            .flat_map(|s| (0..DNS_TASKS).map(move |t| dns_endpoint(s, t)))
+            .collect();
+        let started = Instant::now();
+        let view = RecordsView::new(Records::new(vec![network()], endpoints.clone()));
+        let built = started.elapsed();
+        let added = dns_endpoint(services / 2, DNS_TASKS);
+        let (mut delta_added, mut delta_removed) = (Vec::new(), Vec::new());
+        for _ in 0..SERVICE_CHANGES {
+            let started = Instant::now();
+            view.update(|r| r.upsert_endpoint(added.clone()));
+            delta_added.push(started.elapsed());
+            ensure!(
+                view.update(|r| r.endpoint_count()) == endpoints.len() + 1,
+                "the task was not added"
+            );
+            let started = Instant::now();
+            view.update(|r| r.remove_endpoint(&added.network_id, &added.task_id));
+            delta_removed.push(started.elapsed());
+            ensure!(
+                view.update(|r| r.endpoint_count()) == endpoints.len(),
+                "the task was not removed"
+            );
+        }
+        let mut grown = endpoints.clone();
+        grown.push(added.clone());
+        let (mut whole_added, mut whole_removed) = (Vec::new(), Vec::new());
+        for _ in 0..CHANGES {
+            for (to, times) in [(&grown, &mut whole_added), (&endpoints, &mut whole_removed)] {
+                let started = Instant::now();
+                view.replace(Records::new(vec![network()], to.clone()));
+                times.push(started.elapsed());
+            }
+        }
+        rows.push((
+            built,
+            [delta_added, delta_removed, whole_added, whole_removed],
+        ));
+    }
+    scaling_header(&format!(
+        "DNS records: services x {DNS_TASKS} tasks (VIP mode, one network) in the embedded \
+         DNS server's records; one task added to one service, then removed"
+    ));
+    let [(small_built, small), (large_built, large)] =
+        <[_; 2]>::try_from(rows).map_err(|_| anyhow::anyhow!("two sizes"))?;
+    for (i, what) in [
+        "one task added, RecordsView::update (delta)",
+        "one task removed, RecordsView::update (delta)",
+        "one task added, Records::new + replace (as before)",
+        "one task removed, Records::new + replace (as before)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        scaling_row(what, &small[i], &large[i]);
+    }
+    scaling_row(
+        "full build (Records::new, at start)",
+        &[small_built],
+        &[large_built],
+    );
+    println!("(medians of {SERVICE_CHANGES} delta changes and {CHANGES} rebuilds; the build once)");
+    Ok(())
+}
+
+/// Task `task` of service `service`: addresses from 10.10.0.2 up, VIPs from 10.20.0.2 up.
+fn dns_endpoint(service: u32, task: u32) -> EndpointRecord {
+    let name = format!("svc{service}");
+    let id = format!("task{service}x{task}");
+    EndpointRecord {
+        network_id: "net1".into(),
+        task_id: id.clone(),
+        ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 10, 0, 2)) + service * 4 + task),
+        vip: Some(Ipv4Addr::from(
+            u32::from(Ipv4Addr::new(10, 20, 0, 2)) + service,
+        )),
+        aliases: vec![
+            format!("{name}.{}.{id}", task + 1),
+            format!("{name}.{}", task + 1),
+        ],
+        service: name,
+        service_aliases: Vec::new(),
+    }
+}
+
+/// Remote tasks per node in the FDB measurement: 10,000 endpoints are 1,000 nodes.
+const FDB_TASKS_PER_NODE: u32 = 10;
+
+/// A node netns with an underlay address and a sandbox in it, removed on drop.
+struct FdbTopology {
+    node: Netns,
+    sandbox_dir: std::path::PathBuf,
+    sandbox: std::path::PathBuf,
+}
+
+impl Drop for FdbTopology {
+    fn drop(&mut self) {
+        if let Err(e) = remove_sandbox(&self.sandbox) {
+            eprintln!(
+                "lb-map-update: removing sandbox {}: {e}",
+                self.sandbox.display()
+            );
+        }
+        let _ = std::process::Command::new("umount")
+            .arg("--lazy")
+            .arg(&self.sandbox_dir)
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir(&self.sandbox_dir);
+        // The node netns goes with `self.node`.
+    }
+}
+
+/// FDB entries: one remote endpoint added, then removed, in a sandbox with 100 and with
+/// 10,000 remote endpoints (`FDB_TASKS_PER_NODE` per node).
+fn fdb_entries() -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for endpoints in [SMALL, LARGE] {
+        let pid = std::process::id();
+        let sandbox_dir = Path::new("/run/shoal").join(format!("bench-fdb-{pid}"));
+        let topo = FdbTopology {
+            node: Netns::create(&format!("shoal-bench-fdb-{pid}")),
+            sandbox: sandbox_dir.join("ov"),
+            sandbox_dir,
+        };
+        let local_vtep = Ipv4Addr::new(172, 16, 0, 1);
+        topo.node
+            .ip(&["link", "add", "ul0", "type", "veth", "peer", "name", "ul1"]);
+        topo.node
+            .ip(&["addr", "add", "172.16.0.1/12", "dev", "ul0"]);
+        topo.node.ip(&["link", "set", "ul0", "up"]);
+        let spec = OverlaySpec {
+            vni: 4100,
+            subnet: "10.0.0.0/16".parse().context("subnet")?,
+            gateway: Ipv4Addr::new(10, 0, 0, 1),
+            vxlan_port: DEFAULT_VXLAN_PORT,
+            local_vtep,
+            mtu: DEFAULT_MTU,
+        };
+        let node = Path::new(&topo.node.path()).to_path_buf();
+        let sandbox = run_in(&node, || ensure_sandbox(&node, &topo.sandbox, &spec))
+            .context("entering the node netns")?
+            .context("creating the sandbox")?;
+        let remote: Vec<RemoteEndpoint> = (0..endpoints).map(fdb_endpoint).collect();
+        let started = Instant::now();
+        add_remote_endpoints(&sandbox, &remote).context("programming the endpoints")?;
+        let programmed = started.elapsed();
+        let started = Instant::now();
+        let present = remote_endpoint_entries(&sandbox).context("listing the endpoints")?;
+        let listed = started.elapsed();
+        ensure!(
+            present.len() == remote.len() && present.iter().all(|(_, complete)| *complete),
+            "{} of {} endpoints programmed",
+            present.len(),
+            remote.len()
+        );
+        // One task of a node already there (its FDB entry points at a known VTEP).
+        let (ip, mac, _) = fdb_endpoint(endpoints + 5);
+        let vtep = fdb_endpoint(endpoints / 2).2;
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        for _ in 0..SERVICE_CHANGES {
+            let started = Instant::now();
+            add_remote_endpoint(&sandbox, ip, mac, vtep).context("adding one endpoint")?;
+            added.push(started.elapsed());
+            let started = Instant::now();
+            remove_remote_endpoint(&sandbox, ip, mac, vtep).context("removing one endpoint")?;
+            removed.push(started.elapsed());
+        }
+        // Checked once, outside the timing: the endpoint came and went.
+        add_remote_endpoint(&sandbox, ip, mac, vtep)?;
+        let with = remote_endpoint_entries(&sandbox)?;
+        ensure!(
+            with.contains(&((ip, mac, vtep), true)),
+            "the endpoint was not programmed"
+        );
+        remove_remote_endpoint(&sandbox, ip, mac, vtep)?;
+        ensure!(
+            remote_endpoint_entries(&sandbox)?.len() == remote.len(),
+            "the endpoint was not removed"
+        );
+        // What the background check did every 5 s before: every endpoint added again, one
+        // netlink connection each, then the FDB listed.
+        let started = Instant::now();
+        for &(ip, mac, vtep) in &remote {
+            add_remote_endpoint(&sandbox, ip, mac, vtep).context("re-adding")?;
+        }
+        remote_endpoint_entries(&sandbox)?;
+        let old_sync = started.elapsed();
+        rows.push((added, removed, programmed, listed, old_sync));
+        drop(topo);
+    }
+    scaling_header(&format!(
+        "FDB entries: remote endpoints in one overlay sandbox ({FDB_TASKS_PER_NODE} per node: \
+         {SMALL} = {} nodes, {LARGE} = {} nodes), each an FDB entry and two neighbour entries",
+        SMALL / FDB_TASKS_PER_NODE,
+        LARGE / FDB_TASKS_PER_NODE
+    ));
+    let [small, large] = <[_; 2]>::try_from(rows).map_err(|_| anyhow::anyhow!("two sizes"))?;
+    scaling_row(
+        "one endpoint added, add_remote_endpoint",
+        &small.0,
+        &large.0,
+    );
+    scaling_row(
+        "one endpoint removed, remove_remote_endpoint",
+        &small.1,
+        &large.1,
+    );
+    scaling_row(
+        "all programmed, add_remote_endpoints (sandbox created)",
+        &[small.2],
+        &[large.2],
+    );
+    scaling_row(
+        "background check's read (FDB + neighbour dumps)",
+        &[small.3],
+        &[large.3],
+    );
+    scaling_row(
+        "old background sync (re-add every endpoint, then list)",
+        &[small.4],
+        &[large.4],
+    );
+    println!(
+        "(medians of {SERVICE_CHANGES} adds and removes; the rest once; real netlink in a \
+         throwaway netns)"
+    );
+    Ok(())
+}
+
+/// Remote endpoint `i`: task address 10.0.0.2 up, behind node `i / FDB_TASKS_PER_NODE`
+/// (VTEPs 172.16.1.0 up).
+fn fdb_endpoint(i: u32) -> RemoteEndpoint {
+    let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 2)) + i);
+    let vtep = Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 1, 0)) + i / FDB_TASKS_PER_NODE);
+    (ip, mac_for_ip(ip), vtep)
 }
 
 /// Timed changes of one service: one backend added, then removed again; for shoal both

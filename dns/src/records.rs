@@ -1,13 +1,14 @@
 //! The names a task can resolve: an index built from the cluster's endpoints, the lookups on it
 //! (scope order, network suffix, owned names), and the view the agent swaps when it changes.
 //!
-//! Everything here is pure: no sockets, no clocks. The index is rebuilt from scratch by the agent
-//! on every change and swapped in whole, so lookups never see a half-applied update.
+//! Everything here is pure: no sockets, no clocks. The index is built whole by the agent at
+//! start, then changed one endpoint at a time (only the names and PTRs that endpoint touches are
+//! recomputed), each change applied under the view's lock so lookups never see half of it.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hickory_proto::rr::Name;
 
@@ -41,7 +42,7 @@ pub struct EndpointRecord {
 }
 
 /// What one name answers on one network.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     /// Distinct addresses in endpoint order.
     ips: Vec<Ipv4Addr>,
@@ -49,18 +50,72 @@ struct Entry {
     shuffle: bool,
 }
 
-/// One network's names, keyed in lowercase.
+/// One network's names, keyed in lowercase, and what each is made of, so that one endpoint
+/// coming, changing or going recomputes only the names and PTRs it touches.
 #[derive(Debug)]
 struct NetIndex {
+    /// The network name as the user spelled it, for PTR answers.
+    name: String,
     /// Lowercased network name, compared against a query's suffix.
     name_lower: String,
     /// `<service>`, `tasks.<service>` and task aliases, lowercased, without trailing dot.
     names: HashMap<String, Entry>,
     /// Task IPs and VIPs -> the fully-qualified name a PTR query answers.
     ptr: HashMap<Ipv4Addr, Name>,
+    /// Every endpoint on this network by task ID. Task-ID order is the "endpoint order" of
+    /// every answer (the agent hands endpoints sorted by network and task ID).
+    endpoints: BTreeMap<String, EndpointRecord>,
+    /// Lowercased name -> the endpoints that give it addresses.
+    sources: HashMap<String, NameSources>,
+    /// Address -> the names a PTR query for it could answer.
+    ptr_sources: HashMap<Ipv4Addr, PtrSources>,
 }
 
-/// An immutable snapshot of everything the embedded server can answer, per network.
+/// The endpoints behind one lowercased name on one network.
+#[derive(Debug, Default)]
+struct NameSources {
+    /// Endpoints of the service with this name (its own or one of its aliases), by task ID.
+    service: BTreeMap<String, Member>,
+    /// Endpoints with this task alias, by task ID.
+    alias: BTreeMap<String, Ipv4Addr>,
+    /// The VIP whose PTR this name's service names, as put in `ptr_sources`.
+    vip_ptr: Option<Ipv4Addr>,
+}
+
+/// One endpoint of a service name.
+#[derive(Debug)]
+struct Member {
+    ip: Ipv4Addr,
+    vip: Option<Ipv4Addr>,
+    /// The service name as the endpoint spells it, when this is its service's own name (not
+    /// an alias): a VIP's PTR names it.
+    own: Option<String>,
+}
+
+/// What a PTR query for one address could answer.
+#[derive(Debug, Default)]
+struct PtrSources {
+    /// The names of the endpoints with this address, by task ID; the first wins.
+    tasks: BTreeMap<String, Name>,
+    /// The names of the services with this VIP, by lowercased name; used when no endpoint
+    /// has the address, the first wins.
+    vips: BTreeMap<String, Name>,
+}
+
+/// The names and addresses an update touched, recomputed once at its end.
+#[derive(Default)]
+struct Touched {
+    names: HashSet<String>,
+    ptrs: HashSet<Ipv4Addr>,
+}
+
+/// Everything the embedded server can answer, per network.
+///
+/// Built whole ([`Records::new`], at start) or changed one endpoint at a time
+/// ([`Records::upsert_endpoint`], [`Records::remove_endpoint`]): a change recomputes only the
+/// names and PTRs of that endpoint (its service's, its aliases', its address's), whatever
+/// else the records hold. Either way the answers are the same function of the networks and
+/// endpoints.
 #[derive(Debug, Default)]
 pub struct Records {
     /// Network ID -> that network's names.
@@ -83,127 +138,312 @@ pub(crate) enum Resolution<'a> {
     Forward,
 }
 
-/// Per-service accumulator while building one network's index (a service's name or one of
-/// its aliases).
-#[derive(Default)]
-struct ServiceAcc {
-    /// The service name as the user spelled it, for its VIP's PTR name; empty when only
-    /// aliases have this name.
-    name: String,
-    vip: Option<Ipv4Addr>,
-    ips: Vec<Ipv4Addr>,
-    seen: HashSet<Ipv4Addr>,
+impl NetIndex {
+    fn new(name: String) -> NetIndex {
+        NetIndex {
+            name_lower: name.to_ascii_lowercase(),
+            name,
+            names: HashMap::new(),
+            ptr: HashMap::new(),
+            endpoints: BTreeMap::new(),
+            sources: HashMap::new(),
+            ptr_sources: HashMap::new(),
+        }
+    }
+
+    /// Adds or replaces the endpoint of `ep.task_id`; the names it touches are recomputed by
+    /// [`NetIndex::refresh`].
+    fn upsert(&mut self, ep: EndpointRecord, touched: &mut Touched) {
+        if let Some(old) = self.endpoints.get(&ep.task_id) {
+            if *old == ep {
+                return;
+            }
+            let old = old.clone();
+            self.unlink(&old, touched);
+        }
+        self.link(&ep, touched);
+        self.endpoints.insert(ep.task_id.clone(), ep);
+    }
+
+    fn remove(&mut self, task_id: &str, touched: &mut Touched) {
+        if let Some(old) = self.endpoints.remove(task_id) {
+            self.unlink(&old, touched);
+        }
+    }
+
+    /// The lowercased service names (its own, then its aliases) of `ep`, with whether each is
+    /// the own one, and its lowercased task aliases.
+    fn names_of(ep: &EndpointRecord) -> (Vec<(String, Option<&str>)>, Vec<String>) {
+        let service = if ep.service.is_empty() {
+            Vec::new()
+        } else {
+            std::iter::once((&ep.service, true))
+                .chain(ep.service_aliases.iter().map(|alias| (alias, false)))
+                .filter(|(name, _)| !name.is_empty())
+                .map(|(name, own)| (name.to_ascii_lowercase(), own.then_some(name.as_str())))
+                .collect()
+        };
+        let aliases = ep
+            .aliases
+            .iter()
+            .filter(|a| !a.is_empty())
+            .map(|a| a.to_ascii_lowercase())
+            .collect();
+        (service, aliases)
+    }
+
+    fn link(&mut self, ep: &EndpointRecord, touched: &mut Touched) {
+        let (service, aliases) = Self::names_of(ep);
+        for (key, own) in service {
+            let member = self
+                .sources
+                .entry(key.clone())
+                .or_default()
+                .service
+                .entry(ep.task_id.clone())
+                .or_insert(Member {
+                    ip: ep.ip,
+                    vip: ep.vip,
+                    own: None,
+                });
+            if member.own.is_none() {
+                member.own = own.map(str::to_string);
+            }
+            touched.names.insert(key);
+        }
+        for key in aliases {
+            self.sources
+                .entry(key.clone())
+                .or_default()
+                .alias
+                .insert(ep.task_id.clone(), ep.ip);
+            touched.names.insert(key);
+        }
+        let label = ep
+            .aliases
+            .first()
+            .filter(|a| !a.is_empty())
+            .unwrap_or(&ep.task_id);
+        if let Some(name) = ptr_name(label, &self.name) {
+            self.ptr_sources
+                .entry(ep.ip)
+                .or_default()
+                .tasks
+                .insert(ep.task_id.clone(), name);
+            touched.ptrs.insert(ep.ip);
+        }
+    }
+
+    fn unlink(&mut self, ep: &EndpointRecord, touched: &mut Touched) {
+        let (service, aliases) = Self::names_of(ep);
+        for (key, _) in service {
+            if let Some(sources) = self.sources.get_mut(&key) {
+                sources.service.remove(&ep.task_id);
+            }
+            touched.names.insert(key);
+        }
+        for key in aliases {
+            if let Some(sources) = self.sources.get_mut(&key) {
+                sources.alias.remove(&ep.task_id);
+            }
+            touched.names.insert(key);
+        }
+        if let Some(sources) = self.ptr_sources.get_mut(&ep.ip) {
+            sources.tasks.remove(&ep.task_id);
+        }
+        touched.ptrs.insert(ep.ip);
+    }
+
+    /// Recomputes the names and PTRs `touched` lists from their sources.
+    fn refresh(&mut self, touched: Touched) {
+        let Touched {
+            names,
+            ptrs: mut touched_ptrs,
+        } = touched;
+        // The VIP PTRs of the touched service names first: they feed the PTRs below.
+        for key in &names {
+            let Some(sources) = self.sources.get_mut(key) else {
+                continue;
+            };
+            let vip = sources.service.values().find_map(|m| m.vip);
+            let own = sources.service.values().find_map(|m| m.own.as_deref());
+            let wanted = vip.zip(own.and_then(|own| ptr_name(own, &self.name)));
+            let old = sources.vip_ptr.take();
+            sources.vip_ptr = wanted.as_ref().map(|(vip, _)| *vip);
+            if let Some(old) = old
+                && let Some(ptr) = self.ptr_sources.get_mut(&old)
+            {
+                ptr.vips.remove(key);
+                touched_ptrs.insert(old);
+            }
+            if let Some((vip, name)) = wanted {
+                self.ptr_sources
+                    .entry(vip)
+                    .or_default()
+                    .vips
+                    .insert(key.clone(), name);
+                touched_ptrs.insert(vip);
+            }
+        }
+        for key in &names {
+            self.refresh_name(key);
+            self.refresh_name(&format!("tasks.{key}"));
+        }
+        for key in names {
+            if self
+                .sources
+                .get(&key)
+                .is_some_and(|s| s.service.is_empty() && s.alias.is_empty() && s.vip_ptr.is_none())
+            {
+                self.sources.remove(&key);
+            }
+        }
+        for ip in touched_ptrs {
+            let name = self.ptr_sources.get(&ip).and_then(|s| {
+                s.tasks
+                    .values()
+                    .next()
+                    .or_else(|| s.vips.values().next())
+                    .cloned()
+            });
+            match name {
+                Some(name) => {
+                    self.ptr.insert(ip, name);
+                }
+                None => {
+                    self.ptr.remove(&ip);
+                    self.ptr_sources.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// What `key` answers: a service's name (its VIP, or its task IPs in dnsrr mode), else
+    /// `tasks.<service>` (the task IPs), else a task alias. When a name is both a service and
+    /// a task alias, the service wins.
+    fn refresh_name(&mut self, key: &str) {
+        let service = |key: &str| {
+            self.sources
+                .get(key)
+                .filter(|s| !s.service.is_empty())
+                .map(|s| {
+                    let ips = distinct(s.service.values().map(|m| m.ip));
+                    (s.service.values().find_map(|m| m.vip), ips)
+                })
+        };
+        let entry = if let Some((vip, ips)) = service(key) {
+            Some(match vip {
+                Some(vip) => Entry {
+                    ips: vec![vip],
+                    shuffle: false,
+                },
+                None => Entry { ips, shuffle: true },
+            })
+        } else if let Some((_, ips)) = key.strip_prefix("tasks.").and_then(service) {
+            Some(Entry { ips, shuffle: true })
+        } else {
+            self.sources
+                .get(key)
+                .filter(|s| !s.alias.is_empty())
+                .map(|s| {
+                    let ips = distinct(s.alias.values().copied());
+                    let shuffle = ips.len() > 1;
+                    Entry { ips, shuffle }
+                })
+        };
+        match entry {
+            Some(entry) => {
+                if self.names.get(key) != Some(&entry) {
+                    self.names.insert(key.to_string(), entry);
+                }
+            }
+            None => {
+                self.names.remove(key);
+            }
+        }
+    }
+}
+
+/// `ips` without repeats, in order.
+fn distinct(ips: impl Iterator<Item = Ipv4Addr>) -> Vec<Ipv4Addr> {
+    let mut seen = HashSet::new();
+    ips.filter(|ip| seen.insert(*ip)).collect()
 }
 
 impl Records {
     /// Indexes endpoints by network. Endpoints on networks not listed are ignored (nothing could
-    /// name them); duplicate IPs are answered once. When a name is both a service and a task
-    /// alias on the same network, the service wins.
+    /// name them); duplicate IPs are answered once; an endpoint listed twice (same network and
+    /// task) counts once, the later one. When a name is both a service and a task alias on the
+    /// same network, the service wins. Answers list addresses in task-ID order.
     pub fn new(networks: Vec<NetworkInfo>, endpoints: Vec<EndpointRecord>) -> Records {
-        let mut index: HashMap<String, NetIndex> = HashMap::with_capacity(networks.len());
-        let mut net_names: HashMap<String, String> = HashMap::with_capacity(networks.len());
+        let mut records = Records::default();
         for net in networks {
-            index.insert(
-                net.id.clone(),
-                NetIndex {
-                    name_lower: net.name.to_ascii_lowercase(),
-                    names: HashMap::new(),
-                    ptr: HashMap::new(),
-                },
-            );
-            net_names.insert(net.id, net.name);
+            records.networks.insert(net.id, NetIndex::new(net.name));
         }
-
-        // (network id, lowercased service) -> accumulated service.
-        let mut services: HashMap<(String, String), ServiceAcc> = HashMap::new();
-        // (network id, lowercased alias) -> (addresses, seen).
-        let mut aliases: HashMap<(String, String), (Vec<Ipv4Addr>, HashSet<Ipv4Addr>)> =
-            HashMap::new();
-
+        let mut touched: HashMap<String, Touched> = HashMap::new();
         for ep in endpoints {
-            let (Some(net), Some(net_name)) =
-                (index.get_mut(&ep.network_id), net_names.get(&ep.network_id))
-            else {
-                continue;
-            };
-            if !ep.service.is_empty() {
-                let names = std::iter::once((&ep.service, true))
-                    .chain(ep.service_aliases.iter().map(|alias| (alias, false)));
-                for (name, own) in names.filter(|(name, _)| !name.is_empty()) {
-                    let acc = services
-                        .entry((ep.network_id.clone(), name.to_ascii_lowercase()))
-                        .or_default();
-                    if own && acc.name.is_empty() {
-                        acc.name.clone_from(name);
-                    }
-                    // Mid-update, some endpoints of a vip service may not carry it yet; one is
-                    // enough.
-                    if acc.vip.is_none() {
-                        acc.vip = ep.vip;
-                    }
-                    if acc.seen.insert(ep.ip) {
-                        acc.ips.push(ep.ip);
-                    }
-                }
-            }
-            for alias in ep.aliases.iter().filter(|a| !a.is_empty()) {
-                let (ips, seen) = aliases
-                    .entry((ep.network_id.clone(), alias.to_ascii_lowercase()))
-                    .or_default();
-                if seen.insert(ep.ip) {
-                    ips.push(ep.ip);
-                }
-            }
-            let label = ep
-                .aliases
-                .first()
-                .filter(|a| !a.is_empty())
-                .unwrap_or(&ep.task_id);
-            if let Some(name) = ptr_name(label, net_name) {
-                net.ptr.entry(ep.ip).or_insert(name);
+            if let Some(net) = records.networks.get_mut(&ep.network_id) {
+                let touched = touched.entry(ep.network_id.clone()).or_default();
+                net.upsert(ep, touched);
             }
         }
+        for (id, touched) in touched {
+            if let Some(net) = records.networks.get_mut(&id) {
+                net.refresh(touched);
+            }
+        }
+        records
+    }
 
-        for ((net_id, service), acc) in services {
-            let Some(net) = index.get_mut(&net_id) else {
-                continue;
-            };
-            let answer = match acc.vip {
-                Some(vip) => {
-                    if let Some(name) = net_names
-                        .get(&net_id)
-                        .filter(|_| !acc.name.is_empty())
-                        .and_then(|n| ptr_name(&acc.name, n))
-                    {
-                        net.ptr.entry(vip).or_insert(name);
-                    }
-                    Entry {
-                        ips: vec![vip],
-                        shuffle: false,
-                    }
-                }
-                None => Entry {
-                    ips: acc.ips.clone(),
-                    shuffle: true,
-                },
-            };
-            net.names.insert(
-                format!("tasks.{service}"),
-                Entry {
-                    ips: acc.ips,
-                    shuffle: true,
-                },
-            );
-            net.names.insert(service, answer);
+    /// Adds a network (with no endpoints), or renames one (its names are rebuilt). Costs
+    /// nothing when the network is there already under that name.
+    pub fn set_network(&mut self, network: NetworkInfo) {
+        let endpoints = match self.networks.get(&network.id) {
+            Some(net) if net.name == network.name => return,
+            Some(_) => self
+                .networks
+                .remove(&network.id)
+                .map(|net| net.endpoints)
+                .unwrap_or_default(),
+            None => BTreeMap::new(),
+        };
+        let mut net = NetIndex::new(network.name);
+        let mut touched = Touched::default();
+        for ep in endpoints.into_values() {
+            net.upsert(ep, &mut touched);
         }
-        for ((net_id, alias), (ips, _)) in aliases {
-            if let Some(net) = index.get_mut(&net_id) {
-                let shuffle = ips.len() > 1;
-                net.names.entry(alias).or_insert(Entry { ips, shuffle });
-            }
-        }
+        net.refresh(touched);
+        self.networks.insert(network.id, net);
+    }
 
-        Records { networks: index }
+    /// Removes a network and every endpoint on it.
+    pub fn remove_network(&mut self, network_id: &str) {
+        self.networks.remove(network_id);
+    }
+
+    /// Adds `endpoint`, or replaces the one of its task on its network; ignored when that
+    /// network is not in the records. Recomputes only the names and PTRs it had or has.
+    pub fn upsert_endpoint(&mut self, endpoint: EndpointRecord) {
+        if let Some(net) = self.networks.get_mut(&endpoint.network_id) {
+            let mut touched = Touched::default();
+            net.upsert(endpoint, &mut touched);
+            net.refresh(touched);
+        }
+    }
+
+    /// Removes the endpoint of `task_id` on `network_id`, if there is one. Recomputes only the
+    /// names and PTRs it had.
+    pub fn remove_endpoint(&mut self, network_id: &str, task_id: &str) {
+        if let Some(net) = self.networks.get_mut(network_id) {
+            let mut touched = Touched::default();
+            net.remove(task_id, &mut touched);
+            net.refresh(touched);
+        }
+    }
+
+    /// How many endpoints the records hold, over all networks.
+    pub fn endpoint_count(&self) -> usize {
+        self.networks.values().map(|n| n.endpoints.len()).sum()
     }
 
     /// No networks, no names: every owned name is NXDOMAIN, the rest is forwarded.
@@ -306,35 +546,48 @@ fn parse_reverse_v4(qname: &str) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(octets))
 }
 
-/// The current [`Records`], swapped whole by the agent and read on every query.
+/// The current [`Records`]: replaced whole by the agent at start, changed in place one
+/// endpoint at a time afterwards, and read on every query.
 ///
-/// Readers take the lock only long enough to clone an `Arc`, so a swap never waits on a slow
-/// query and a query never sees a half-built index.
+/// A change is applied under the write lock, so a query never sees half of it; queries hold
+/// the read lock only while they look names up and encode the answer (never across a forward
+/// to an upstream), and a change holds the write lock only for its own names, so neither
+/// waits on the other for long.
 #[derive(Debug)]
 pub struct RecordsView {
-    current: RwLock<Arc<Records>>,
+    current: RwLock<Records>,
 }
 
 impl RecordsView {
     /// A view starting at `initial`.
     pub fn new(initial: Records) -> Arc<RecordsView> {
         Arc::new(RecordsView {
-            current: RwLock::new(Arc::new(initial)),
+            current: RwLock::new(initial),
         })
     }
 
-    /// Makes `records` what every following query sees.
+    /// Makes `records` what every following query sees (a full reconcile: built beforehand,
+    /// swapped in under the lock).
     pub fn replace(&self, records: Records) {
-        let records = Arc::new(records);
-        // A writer cannot panic while holding this lock (it only assigns), so poisoning would
-        // only come from a reader's panic, which leaves the value intact.
-        let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
-        *guard = records;
+        let old = std::mem::replace(&mut *self.write(), records);
+        // Freed after the lock is released.
+        drop(old);
     }
 
-    /// The records as of now.
-    pub fn current(&self) -> Arc<Records> {
-        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    /// Applies `change` to the records in place, at once for every following query.
+    pub fn update<T>(&self, change: impl FnOnce(&mut Records) -> T) -> T {
+        change(&mut self.write())
+    }
+
+    /// The records as of now; hold it only while answering.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Records> {
+        // A panic mid-change leaves at most that change half applied (each map stays valid);
+        // answering from that beats answering nothing, so poisoning is ignored.
+        self.current.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Records> {
+        self.current.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -680,15 +933,133 @@ mod tests {
         assert_eq!(parse_reverse_v4("4.3.2.1.ip6.arpa"), None);
     }
 
+    /// One network's ID, names and PTRs.
+    type NetDump = (String, Vec<(String, Entry)>, Vec<(Ipv4Addr, String)>);
+
+    /// The names and PTRs of every network, to compare two records.
+    fn index_of(r: &Records) -> Vec<NetDump> {
+        let mut nets: Vec<_> = r
+            .networks
+            .iter()
+            .map(|(id, net)| {
+                let mut names: Vec<_> = net
+                    .names
+                    .iter()
+                    .map(|(k, e)| (k.clone(), e.clone()))
+                    .collect();
+                names.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut ptr: Vec<_> = net.ptr.iter().map(|(ip, n)| (*ip, n.to_ascii())).collect();
+                ptr.sort();
+                (id.clone(), names, ptr)
+            })
+            .collect();
+        nets.sort_by(|a, b| a.0.cmp(&b.0));
+        nets
+    }
+
     #[test]
-    fn view_replace_is_seen_by_the_next_reader_and_old_snapshots_stay_valid() {
+    fn changes_one_endpoint_at_a_time_answer_as_a_full_build() {
+        // Few names and addresses, so services, aliases, VIPs and PTRs collide often.
+        let networks = || {
+            vec![
+                NetworkInfo {
+                    id: "n1".into(),
+                    name: "front".into(),
+                },
+                NetworkInfo {
+                    id: "n2".into(),
+                    name: "Back".into(),
+                },
+            ]
+        };
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % n
+        };
+        let mut records = Records::new(networks(), Vec::new());
+        let mut handed: BTreeMap<(String, String), EndpointRecord> = BTreeMap::new();
+        for step in 0..3000 {
+            let net = ["n1", "n2", "n9"][next(3) as usize];
+            let task = format!("t{}", next(12));
+            if next(4) == 0 {
+                records.remove_endpoint(net, &task);
+                handed.remove(&(net.to_string(), task));
+            } else {
+                let service = ["web", "db", "Web", "api", ""][next(5) as usize];
+                let vip = match next(3) {
+                    0 => None,
+                    v => Some(format!("10.0.9.{v}")),
+                };
+                let mut e = ep(
+                    net,
+                    &task,
+                    &format!("10.0.1.{}", next(8)),
+                    service,
+                    vip.as_deref(),
+                );
+                e.service_aliases = match next(4) {
+                    0 => vec!["api".into()],
+                    1 => vec!["web".into(), "".into()],
+                    _ => Vec::new(),
+                };
+                if next(5) == 0 {
+                    e.aliases = vec!["db".into()];
+                }
+                if next(7) == 0 {
+                    e.aliases.clear();
+                }
+                if net != "n9" {
+                    handed.insert((net.to_string(), task), e.clone());
+                }
+                records.upsert_endpoint(e);
+            }
+            if step % 7 == 0 {
+                let full = Records::new(networks(), handed.values().cloned().collect());
+                assert_eq!(index_of(&records), index_of(&full), "after step {step}");
+                assert_eq!(records.endpoint_count(), handed.len());
+            }
+        }
+        // A rename rebuilds that network's names; removing it drops its endpoints.
+        records.set_network(NetworkInfo {
+            id: "n1".into(),
+            name: "Edge".into(),
+        });
+        let mut renamed = networks();
+        renamed[0].name = "Edge".into();
+        let full = Records::new(renamed, handed.values().cloned().collect());
+        assert_eq!(index_of(&records), index_of(&full));
+        records.remove_network("n1");
+        handed.retain(|(net, _), _| net != "n1");
+        assert_eq!(records.endpoint_count(), handed.len());
+    }
+
+    #[test]
+    fn view_replace_and_update_are_seen_by_the_next_reader() {
         let view = RecordsView::new(Records::empty());
-        let before = view.current();
-        view.replace(sample());
-        assert_eq!(before.resolve(&scope(&["n1"]), "web"), Resolution::NxDomain);
         assert_eq!(
-            ips_of(view.current().resolve(&scope(&["n1"]), "web")).0,
+            view.read().resolve(&scope(&["n1"]), "web"),
+            Resolution::NxDomain
+        );
+        view.replace(sample());
+        assert_eq!(
+            ips_of(view.read().resolve(&scope(&["n1"]), "web")).0,
             addrs(&["10.0.1.2"])
+        );
+        view.update(|r| {
+            r.upsert_endpoint(ep("n1", "t6", "10.0.1.7", "cache", None));
+            r.remove_endpoint("n1", "t1");
+        });
+        let r = view.read();
+        assert_eq!(
+            ips_of(r.resolve(&scope(&["n1"]), "cache")).0,
+            addrs(&["10.0.1.7"])
+        );
+        assert_eq!(
+            ips_of(r.resolve(&scope(&["n1"]), "tasks.web")).0,
+            addrs(&["10.0.1.4"])
         );
     }
 }

@@ -125,7 +125,8 @@ pub(crate) async fn serve_udp(task: Arc<ServedTask>, socket: UdpSocket) {
             Some(_) = forwards.join_next(), if !forwards.is_empty() => {}
             ready = socket.readable() => {
                 let served = ready.and_then(|()| {
-                    let records = task.node.records.current();
+                    // Held for this batch only, never across an await.
+                    let records = task.node.records.read();
                     batch::serve_ready(&socket, ipv6, |query, src, reply| {
                         answer_udp(&task, &records, &socket, &mut forwards, query, src, reply)
                     })
@@ -263,8 +264,9 @@ async fn serve_connection(
         };
         bump(&task.node.counters.queries_tcp);
         let arrived = Instant::now();
-        let records = task.node.records.current();
-        let response = match task.handle(&records, &message, peer, ReceivedOver::Tcp) {
+        // The records are read for this message only, not across a forward.
+        let action = task.handle(&task.node.records.read(), &message, peer, ReceivedOver::Tcp);
+        let response = match action {
             Action::Drop => continue,
             Action::Reply(response) => Some(response),
             Action::Forward(pending) => match try_forward_permit(&task) {

@@ -2,31 +2,40 @@
 //! sandbox for becomes a static FDB entry (MAC -> that node's VTEP) and a permanent neighbour
 //! entry (IP -> MAC) in the sandbox; a withdrawn one (task gone, or its node down) is removed.
 //!
-//! Changes are applied as they come, and every [`SYNC_EVERY`] the sandboxes are compared with
-//! the network DB as a whole: that removes entries no change will ever mention (programmed by
-//! an agent that restarted while their owner went away) and repairs anything missed.
+//! A sandbox gets every remote endpoint when it is created (the full reconcile, over one
+//! netlink connection). After that each change is applied as it comes: one endpoint coming or
+//! going is its own three entries written or deleted, one netlink request each, whatever else
+//! the sandbox holds. Every [`SYNC_EVERY`] a background check reads each sandbox's entries (two
+//! dumps) and compares them with the network DB: it writes only what differs, removing entries
+//! no change will ever mention (programmed by an agent that restarted while their owner went
+//! away) and repairing anything missed or half programmed, and logs what it repaired. The same
+//! check runs at once after changes were missed.
 
-use std::{collections::HashSet, net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use shoal_control::{
     error_chain::Chain,
     netdb::{Change, Endpoint},
 };
 use shoal_dataplane::overlay::{
-    Sandbox, add_remote_endpoint, remote_endpoints, remove_remote_endpoint,
+    RemoteEndpoint, Sandbox, add_remote_endpoint, add_remote_endpoints, remote_endpoint_entries,
+    remove_remote_endpoint, remove_remote_endpoints,
 };
 use tokio::sync::broadcast::{Receiver, error::RecvError};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::NodeNetworking;
 
-/// Programs every remote endpoint of `endpoints` into `sandbox` (adds only: used when a
-/// sandbox is created or after missed changes).
+/// Programs every remote endpoint of `endpoints` into `sandbox` (adds only, over one netlink
+/// connection: used when a sandbox is created).
 pub fn program_all(node_id: &str, sandbox: &Sandbox, endpoints: &[Endpoint]) {
-    for e in endpoints.iter().filter(|e| e.node_id != node_id) {
-        if let Err(err) = add_remote_endpoint(sandbox, e.ip, e.mac, e.vtep) {
-            warn!(ip = %e.ip, vtep = %e.vtep, error = %Chain(&err), "programming a remote endpoint");
-        }
+    let remote: Vec<RemoteEndpoint> = endpoints
+        .iter()
+        .filter(|e| e.node_id != node_id)
+        .map(|e| (e.ip, e.mac, e.vtep))
+        .collect();
+    if let Err(err) = add_remote_endpoints(sandbox, &remote) {
+        warn!(endpoints = remote.len(), error = %Chain(&err), "programming the remote endpoints");
     }
 }
 
@@ -87,9 +96,10 @@ impl NodeNetworking {
         }
     }
 
-    /// Makes every sandbox hold exactly the remote endpoints the network DB has. Skipped while
-    /// this node sees no other member: before its first exchange it knows nothing, and a node
-    /// cut off has had everything withdrawn by changes already.
+    /// Makes every sandbox hold exactly the remote endpoints the network DB has, writing only
+    /// the difference (reading costs two dumps per sandbox; nothing is written when nothing
+    /// differs). Skipped while this node sees no other member: before its first exchange it
+    /// knows nothing, and a node cut off has had everything withdrawn by changes already.
     fn sync_all(&self) {
         let Some(db) = self.db() else {
             return;
@@ -99,28 +109,44 @@ impl NodeNetworking {
         }
         let local = self.local();
         for (id, net) in &local.networks {
-            let wanted = db.endpoints(id);
-            program_all(&self.config.node_id, &net.sandbox, &wanted);
-            let wanted: HashSet<(Ipv4Addr, [u8; 6], Ipv4Addr)> = wanted
+            let wanted: HashSet<RemoteEndpoint> = db
+                .endpoints(id)
                 .iter()
                 .filter(|e| e.node_id != self.config.node_id)
                 .map(|e| (e.ip, e.mac, e.vtep))
                 .collect();
-            let present = match remote_endpoints(&net.sandbox) {
+            let present = match remote_endpoint_entries(&net.sandbox) {
                 Ok(present) => present,
                 Err(e) => {
                     warn!(network = %net.network.name, error = %Chain(&e), "listing remote endpoints");
                     continue;
                 }
             };
-            for (ip, mac, vtep) in present {
-                if wanted.contains(&(ip, mac, vtep)) {
-                    continue;
-                }
-                debug!(%ip, %vtep, network = %net.network.name, "removing a stale remote endpoint");
-                if let Err(e) = remove_remote_endpoint(&net.sandbox, ip, mac, vtep) {
-                    warn!(%ip, error = %Chain(&e), "removing a stale remote endpoint");
-                }
+            let complete: HashSet<RemoteEndpoint> = present
+                .iter()
+                .filter(|(_, complete)| *complete)
+                .map(|(endpoint, _)| *endpoint)
+                .collect();
+            let stale: Vec<RemoteEndpoint> = present
+                .into_iter()
+                .map(|(endpoint, _)| endpoint)
+                .filter(|endpoint| !wanted.contains(endpoint))
+                .collect();
+            let missing: Vec<RemoteEndpoint> = wanted.difference(&complete).copied().collect();
+            if stale.is_empty() && missing.is_empty() {
+                continue;
+            }
+            info!(
+                network = %net.network.name,
+                stale = stale.len(),
+                missing = missing.len(),
+                "repairing remote endpoints"
+            );
+            if let Err(e) = remove_remote_endpoints(&net.sandbox, &stale) {
+                warn!(network = %net.network.name, error = %Chain(&e), "removing stale remote endpoints");
+            }
+            if let Err(e) = add_remote_endpoints(&net.sandbox, &missing) {
+                warn!(network = %net.network.name, error = %Chain(&e), "programming missing remote endpoints");
             }
         }
     }

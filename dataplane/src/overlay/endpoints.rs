@@ -28,33 +28,51 @@ use super::{
     netlink::{errno, index_of, nl_err, with_handle},
 };
 
-/// Programs a remote endpoint (see the module docs). Idempotent: entries are replaced.
+/// A remote endpoint as programmed: its IP, its MAC, and the VTEP (node) it is behind.
+pub type RemoteEndpoint = (Ipv4Addr, [u8; 6], Ipv4Addr);
+
+/// Programs a remote endpoint (see the module docs): one FDB and two neighbour entries, each
+/// one netlink request, whatever else the sandbox holds. Idempotent: entries are replaced.
 pub fn add_remote_endpoint(
     sandbox: &Sandbox,
     ip: Ipv4Addr,
     mac: [u8; 6],
     vtep: Ipv4Addr,
 ) -> Result<(), OverlayError> {
+    add_remote_endpoints(sandbox, &[(ip, mac, vtep)])
+}
+
+/// [`add_remote_endpoint`] for many endpoints over one netlink connection (a sandbox's full
+/// reconcile). Stops at the first error.
+pub fn add_remote_endpoints(
+    sandbox: &Sandbox,
+    endpoints: &[RemoteEndpoint],
+) -> Result<(), OverlayError> {
+    if endpoints.is_empty() {
+        return Ok(());
+    }
     let netns = sandbox.path.as_path();
     with_handle(netns, |h| async move {
         let vxlan = index_of(&h, VXLAN_NAME, netns).await?;
         let bridge = index_of(&h, BRIDGE_NAME, netns).await?;
-        h.neighbours()
-            .add_bridge(vxlan, &mac)
-            .flags(NeighbourFlags::Own)
-            .destination(IpAddr::V4(vtep))
-            .replace()
-            .execute()
-            .await
-            .map_err(nl_err("adding fdb entry on", VXLAN_NAME, netns))?;
-        for (index, name) in [(vxlan, VXLAN_NAME), (bridge, BRIDGE_NAME)] {
+        for &(ip, mac, vtep) in endpoints {
             h.neighbours()
-                .add(index, IpAddr::V4(ip))
-                .link_layer_address(&mac)
+                .add_bridge(vxlan, &mac)
+                .flags(NeighbourFlags::Own)
+                .destination(IpAddr::V4(vtep))
                 .replace()
                 .execute()
                 .await
-                .map_err(nl_err("adding neighbour entry on", name, netns))?;
+                .map_err(nl_err("adding fdb entry on", VXLAN_NAME, netns))?;
+            for (index, name) in [(vxlan, VXLAN_NAME), (bridge, BRIDGE_NAME)] {
+                h.neighbours()
+                    .add(index, IpAddr::V4(ip))
+                    .link_layer_address(&mac)
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(nl_err("adding neighbour entry on", name, netns))?;
+            }
         }
         Ok(())
     })
@@ -67,28 +85,42 @@ pub fn remove_remote_endpoint(
     mac: [u8; 6],
     vtep: Ipv4Addr,
 ) -> Result<(), OverlayError> {
+    remove_remote_endpoints(sandbox, &[(ip, mac, vtep)])
+}
+
+/// [`remove_remote_endpoint`] for many endpoints over one netlink connection. Stops at the
+/// first error.
+pub fn remove_remote_endpoints(
+    sandbox: &Sandbox,
+    endpoints: &[RemoteEndpoint],
+) -> Result<(), OverlayError> {
+    if endpoints.is_empty() {
+        return Ok(());
+    }
     let netns = sandbox.path.as_path();
     with_handle(netns, |h| async move {
         let vxlan = index_of(&h, VXLAN_NAME, netns).await?;
         let bridge = index_of(&h, BRIDGE_NAME, netns).await?;
+        for &(ip, mac, vtep) in endpoints {
+            let mut fdb = NeighbourMessage::default();
+            fdb.header.family = AddressFamily::Bridge;
+            fdb.header.ifindex = vxlan;
+            fdb.header.state = NeighbourState::Permanent;
+            fdb.header.flags = NeighbourFlags::Own;
+            fdb.attributes = vec![
+                NeighbourAttribute::LinkLayerAddress(mac.to_vec()),
+                NeighbourAttribute::Destination(NeighbourAddress::Inet(vtep)),
+            ];
+            delete(&h, fdb, "deleting fdb entry on", VXLAN_NAME, netns).await?;
 
-        let mut fdb = NeighbourMessage::default();
-        fdb.header.family = AddressFamily::Bridge;
-        fdb.header.ifindex = vxlan;
-        fdb.header.state = NeighbourState::Permanent;
-        fdb.header.flags = NeighbourFlags::Own;
-        fdb.attributes = vec![
-            NeighbourAttribute::LinkLayerAddress(mac.to_vec()),
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(vtep)),
-        ];
-        delete(&h, fdb, "deleting fdb entry on", VXLAN_NAME, netns).await?;
-
-        for (index, name) in [(vxlan, VXLAN_NAME), (bridge, BRIDGE_NAME)] {
-            let mut neigh = NeighbourMessage::default();
-            neigh.header.family = AddressFamily::Inet;
-            neigh.header.ifindex = index;
-            neigh.attributes = vec![NeighbourAttribute::Destination(NeighbourAddress::Inet(ip))];
-            delete(&h, neigh, "deleting neighbour entry on", name, netns).await?;
+            for (index, name) in [(vxlan, VXLAN_NAME), (bridge, BRIDGE_NAME)] {
+                let mut neigh = NeighbourMessage::default();
+                neigh.header.family = AddressFamily::Inet;
+                neigh.header.ifindex = index;
+                neigh.attributes =
+                    vec![NeighbourAttribute::Destination(NeighbourAddress::Inet(ip))];
+                delete(&h, neigh, "deleting neighbour entry on", name, netns).await?;
+            }
         }
         Ok(())
     })
@@ -98,13 +130,25 @@ pub fn remove_remote_endpoint(
 /// of `vxlan0`. The IP is the one the MAC was derived from ([`super::mac_for_ip`]), which is how
 /// every remote endpoint is programmed. Used to remove entries nothing asks for any more (left
 /// by an agent that restarted while their owner went away).
-pub fn remote_endpoints(
+pub fn remote_endpoints(sandbox: &Sandbox) -> Result<Vec<RemoteEndpoint>, OverlayError> {
+    Ok(remote_endpoint_entries(sandbox)?
+        .into_iter()
+        .map(|(endpoint, _)| endpoint)
+        .collect())
+}
+
+/// [`remote_endpoints`], each with whether its two neighbour entries (IP -> that MAC on
+/// `vxlan0` and on `br0`) are in place too: what the agent's background check compares with
+/// the endpoints it wants, to repair an endpoint that is only half programmed. Two dumps
+/// (FDB, neighbours), the whole sandbox's: not for every change.
+pub fn remote_endpoint_entries(
     sandbox: &Sandbox,
-) -> Result<Vec<(Ipv4Addr, [u8; 6], Ipv4Addr)>, OverlayError> {
+) -> Result<Vec<(RemoteEndpoint, bool)>, OverlayError> {
     let netns = sandbox.path.as_path();
     with_handle(netns, |h| async move {
         use futures::TryStreamExt as _;
         let vxlan = index_of(&h, VXLAN_NAME, netns).await?;
+        let bridge = index_of(&h, BRIDGE_NAME, netns).await?;
         let mut dump = h
             .neighbours()
             .get()
@@ -144,7 +188,48 @@ pub fn remote_endpoints(
                 found.push((Ipv4Addr::new(mac[2], mac[3], mac[4], mac[5]), mac, vtep));
             }
         }
-        Ok(found)
+        // (ifindex, ip) -> MAC of the permanent IPv4 neighbour entries of both links.
+        let mut neighbours = std::collections::HashMap::new();
+        let mut dump = h
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute();
+        while let Some(entry) = dump.try_next().await.map_err(nl_err(
+            "listing neighbour entries of",
+            VXLAN_NAME,
+            netns,
+        ))? {
+            let index = entry.header.ifindex;
+            if (index != vxlan && index != bridge)
+                || entry.header.state != NeighbourState::Permanent
+            {
+                continue;
+            }
+            let mut ip = None;
+            let mut mac = None;
+            for attribute in &entry.attributes {
+                match attribute {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(*a),
+                    NeighbourAttribute::LinkLayerAddress(a) => {
+                        mac = <[u8; 6]>::try_from(a.as_slice()).ok();
+                    }
+                    _ => {}
+                }
+            }
+            if let (Some(ip), Some(mac)) = (ip, mac) {
+                neighbours.insert((index, ip), mac);
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|(ip, mac, vtep)| {
+                let complete = [vxlan, bridge]
+                    .iter()
+                    .all(|index| neighbours.get(&(*index, ip)) == Some(&mac));
+                ((ip, mac, vtep), complete)
+            })
+            .collect())
     })
 }
 

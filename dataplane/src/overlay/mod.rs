@@ -42,7 +42,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use endpoints::{add_remote_endpoint, remote_endpoints, remove_remote_endpoint};
+pub use endpoints::{
+    RemoteEndpoint, add_remote_endpoint, add_remote_endpoints, remote_endpoint_entries,
+    remote_endpoints, remove_remote_endpoint, remove_remote_endpoints,
+};
 pub use error::OverlayError;
 pub use gateway::{
     DEFAULT_GATEWAY_BRIDGE, GATEWAY_MTU, GATEWAY_NFT_TABLE, GatewaySpec, attach_task_gateway,
