@@ -16,6 +16,8 @@
 //!   service per change (batched writes), a background check, and their counters.
 //! - [`mesh`]: [`Mesh`], the published ports' maps (ingress routing mesh, host mode).
 //! - [`flow_tables`]: how full the flow tables are and what they take (`shoal info`).
+//! - [`sock_destroy`]: destroying the sockets the socket-level balancer sent to a backend
+//!   that has gone (`SOCK_DESTROY`).
 //! - [`bpffs`]: mounting bpffs and the per-node pin directory.
 //! - [`netns`]: running code inside another network namespace, on a thread of its own.
 //! - [`overlay`]: overlay sandboxes (bridge + VXLAN netns), task veths, remote endpoints, and
@@ -33,6 +35,7 @@ pub mod mesh;
 pub mod netns;
 pub mod object;
 pub mod overlay;
+pub mod sock_destroy;
 pub mod sock_lb;
 pub mod stats;
 

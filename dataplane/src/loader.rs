@@ -187,6 +187,17 @@ impl Dataplane {
         crate::sock_lb::serve_tasks(&mut self.ebpf, subtree)
     }
 
+    /// Destroys the TCP and connected UDP sockets in the network namespace at `netns` that
+    /// the socket-level balancer sent to one of `backends` (gone from the load balancer):
+    /// they fail with `ECONNABORTED` instead of hanging (see `sock_destroy`).
+    pub fn destroy_balanced_sockets(
+        &self,
+        netns: &Path,
+        backends: &std::collections::BTreeSet<std::net::Ipv4Addr>,
+    ) -> Result<crate::sock_destroy::Destroyed, Error> {
+        crate::sock_destroy::destroy_balanced(&self.ebpf, netns, backends)
+    }
+
     /// Attaches the underlay XDP program to `interface` (in the calling thread's netns), in
     /// `mode`. With a pin directory the link is pinned there; a link an earlier agent left
     /// pinned gets this program swapped in, without a moment unattached (in the mode it was

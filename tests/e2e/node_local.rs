@@ -7,17 +7,22 @@
 //!   to the wire and that node's XDP (not balanced at the socket);
 //! - a task's connections and datagrams to a VIP go straight to a backend, with no flow in the
 //!   VIP flow table (no packet NAT), and the task still sees the VIP as its peer; a process in
-//!   the task's network namespace but outside its cgroup is left to the tc path.
+//!   the task's network namespace but outside its cgroup is left to the tc path;
+//! - a task's connection balanced at the socket to a backend that is then removed is destroyed
+//!   by the agent (its read fails) instead of hanging; the task's direct connection to the
+//!   same address is left alone.
 
 use std::{
     collections::BTreeSet,
+    io::{BufRead as _, BufReader, Read as _},
     net::{Ipv4Addr, SocketAddr},
     path::Path,
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use shoal_dataplane::{bpffs, sock_lb::pinned_vip_flows};
-use shoal_tests::{Cluster, wait_until};
+use shoal_tests::{Cluster, Cut, wait_until};
 
 use crate::support::{create_whoami, ids, metric, new_datagrams, ok, running, served_by, stderr};
 
@@ -374,4 +379,222 @@ fn a_tasks_vip_connections_are_balanced_at_the_socket_without_packet_nat() {
         "the tc path keeps flows for the VIP"
     );
     assert!(metric(&cluster, 0, &flows_series) > 0, "{flows_series}");
+}
+
+/// Python run in a task as `python3 -c HELD_CLIENT VIP PORT DEAD DEAD_IP`: holds a TCP
+/// connection through the VIP to task DEAD and one to another task, a connected UDP socket to
+/// the VIP answered by DEAD, and a direct connection (no VIP) to DEAD_IP:PORT; prints `ready`,
+/// then waits (at most 30 s) for the held connection to DEAD to end, and prints one JSON line:
+/// how it ended (`timeout` if it did not) and the state of the others, and who answers a new
+/// connection to the VIP. Outcomes: `eof`, `timeout`, an errno name, or who answered.
+const HELD_CLIENT: &str = r#"
+import errno, json, socket, sys
+vip, port, dead, dead_ip = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+def who(data):
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith("Hostname: "):
+            return line[len("Hostname: "):]
+    raise RuntimeError("no Hostname in %r" % data)
+
+def recv(s):
+    chunk = s.recv(4096)
+    if not chunk:
+        raise EOFError()
+    return chunk
+
+def get(s):
+    s.sendall(b"GET / HTTP/1.1\r\nHost: shoal\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += recv(s)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = 0
+    for line in head.decode().split("\r\n"):
+        if line.lower().startswith("content-length:"):
+            length = int(line.split(":", 1)[1])
+    while len(body) < length:
+        body += recv(s)
+    return who(body)
+
+def outcome(op):
+    try:
+        return op()
+    except socket.timeout:
+        return "timeout"
+    except EOFError:
+        return "eof"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+
+held = {}
+for _ in range(20):
+    s = socket.create_connection((vip, port), 5)
+    key = "dead" if get(s) == dead else "alive"
+    if key in held:
+        s.close()
+    else:
+        held[key] = s
+    if len(held) == 2:
+        break
+udp = []
+for _ in range(20):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(5)
+    u.connect((vip, port))
+    u.send(b"hi")
+    udp.append(u)
+    if who(u.recv(4096)) == dead:
+        break
+direct = socket.create_connection((dead_ip, port), 5)
+direct_answer = get(direct)
+print("ready", flush=True)
+
+held["dead"].settimeout(30)
+out = {"dead": outcome(lambda: recv(held["dead"]) and "data")}
+udp[-1].settimeout(5)
+out["udp"] = outcome(lambda: who(udp[-1].recv(4096)))
+out["alive"] = outcome(lambda: get(held["alive"]))
+direct.setblocking(False)
+out["direct"] = outcome(lambda: recv(direct) and "data")
+out["direct_answer"] = direct_answer
+out["new"] = outcome(lambda: get(socket.create_connection((vip, port), 5)))
+print(json.dumps(out), flush=True)
+"#;
+
+/// Cilium destroys the sockets it balanced to a backend that went; so does the agent (from
+/// userspace, `SOCK_DESTROY`): node2 dies (its link cut, so its task never closes anything),
+/// its task leaves the VIP on node1, and the client task's connection and connected UDP
+/// socket balanced to it fail at once with `ECONNABORTED` instead of hanging until a timeout
+/// (nothing per packet sees them: the tc path's reset cannot happen). What the task reached
+/// directly, even at the same address and port, is left alone, and so is its connection to
+/// the other backend; a new connection to the VIP goes to the one that is left.
+#[test]
+fn a_removed_backends_socket_balanced_connections_are_destroyed() {
+    let cluster = Cluster::start(2);
+    cluster.form_swarm(1);
+    ok(
+        &cluster,
+        0,
+        &[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.10.31.0/24",
+            "gone_net",
+        ],
+    );
+    create_whoami(
+        &cluster,
+        "web",
+        80,
+        &[
+            "--replicas",
+            "2",
+            "--replicas-max-per-node",
+            "1",
+            "--network",
+            "gone_net",
+        ],
+    );
+    let bin = shoal_tests::agent::shoal_bin();
+    let bin_text = bin.display().to_string();
+    ok(
+        &cluster,
+        0,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "client",
+            "--network",
+            "gone_net",
+            "--constraint",
+            "node.hostname==node1",
+            "--",
+            &bin_text,
+            "whoami",
+            "--port",
+            "9000",
+        ],
+    );
+    let web = running(&cluster, "web", 2);
+    let client = running(&cluster, "client", 1).remove(0);
+    let dead = web.iter().find(|t| t.node == 1).unwrap().clone();
+    let alive = web.iter().find(|t| t.node == 0).unwrap().id.clone();
+    let vip = crate::support::vip_of(&cluster, "web", "gone_net").to_string();
+    wait_until(
+        Duration::from_secs(20),
+        "the VIP to answer the client task over both backends",
+        || {
+            let out = cluster.nodes[0].cli(&[
+                "exec", &client.id, "--", "python3", "-c", TCP_CLIENT, &vip, "80", "4",
+            ]);
+            let seen: BTreeSet<String> = answered_by(&parse(&out, "TCP to the VIP")?)
+                .into_iter()
+                .collect();
+            if seen == ids(&web) {
+                Ok(())
+            } else {
+                Err(format!("answered by {seen:?}"))
+            }
+        },
+    );
+
+    // In the client task (its cgroup: `shoal exec`), so the VIP is balanced at the socket.
+    let dead_ip = dead.ip.to_string();
+    let mut held = Command::new(&bin)
+        .arg("-H")
+        .arg(format!("unix://{}", cluster.nodes[0].socket().display()))
+        .args(["exec", &client.id, "--", "python3", "-c", HELD_CLIENT])
+        .args([vip.as_str(), "80", &dead.id, &dead_ip])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The script bounds every step itself (connect and read timeouts).
+    let mut lines = BufReader::new(held.stdout.take().unwrap()).lines();
+    let mut next_line = || lines.next().and_then(Result::ok).unwrap_or_default();
+    let ready = next_line();
+    if ready != "ready" {
+        let _ = held.wait();
+        let mut err = String::new();
+        let _ = held.stderr.take().unwrap().read_to_string(&mut err);
+        panic!("the client script: {ready:?}: {err}");
+    }
+    cluster.cut(1, Cut::LinkDown);
+    let line = next_line();
+    let status = held.wait().unwrap();
+    let report: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("the client script ({status}): {e}: {line:?}"));
+
+    assert_eq!(
+        report["dead"],
+        "ECONNABORTED",
+        "the connection balanced to the removed backend: {report}\n{}",
+        cluster.nodes[0].log_tail()
+    );
+    assert_eq!(
+        report["udp"], "ECONNABORTED",
+        "the connected UDP socket: {report}"
+    );
+    assert_eq!(
+        report["alive"],
+        alive.as_str(),
+        "the other backend's: {report}"
+    );
+    // Still open (nothing to read yet), not aborted.
+    assert_eq!(
+        report["direct"], "EAGAIN",
+        "the direct connection: {report}"
+    );
+    assert_eq!(report["direct_answer"], dead.id.as_str(), "{report}");
+    assert_eq!(report["new"], alive.as_str(), "a new connection: {report}");
+    for protocol in ["tcp", "udp"] {
+        let series = format!("shoal_lb_sockets_destroyed_total{{protocol=\"{protocol}\"}}");
+        assert!(metric(&cluster, 0, &series) >= 1, "{series}");
+    }
 }

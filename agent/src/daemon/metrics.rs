@@ -26,7 +26,7 @@ use shoal_common::{
 use shoal_control::{
     api::HookCounters, cluster::health::Health, error_chain::Chain, netdb::NetDbStats, swarm::Swarm,
 };
-use shoal_dataplane::lb::VipCounters;
+use shoal_dataplane::{lb::VipCounters, sock_destroy::Destroyed};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tracing::warn;
 
@@ -71,7 +71,7 @@ pub async fn serve(
 
 async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
     let swarm = sources.swarm.summary().await;
-    let (hooks, (lb, lb_events), mesh_events, lb_repairs) = sources
+    let (hooks, (lb, lb_events), mesh_events, lb_repairs, sockets_destroyed) = sources
         .dataplane
         .lock()
         .as_ref()
@@ -81,6 +81,7 @@ async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
                 dp.lb_counters(),
                 dp.mesh_events(),
                 dp.lb_repairs(),
+                dp.sockets_destroyed(),
             )
         })
         .unwrap_or_default();
@@ -89,6 +90,7 @@ async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
         lb,
         lb_events,
         lb_repairs,
+        sockets_destroyed,
         mesh_events,
         swarm_active: swarm.active,
         is_manager: swarm.is_manager,
@@ -123,6 +125,8 @@ struct Snapshot {
     lb_events: Vec<(LbEvent, u64)>,
     /// VIPs whose map entries the background check found differing, and rewrote.
     lb_repairs: u64,
+    /// Sockets balanced at the socket to a backend that was then removed, destroyed.
+    sockets_destroyed: Destroyed,
     mesh_events: Vec<(MeshEvent, u64)>,
     swarm_active: bool,
     is_manager: bool,
@@ -374,6 +378,22 @@ impl Snapshot {
             None,
             ConstCounter::new(0u64).metric_type(),
         )?)?;
+        let mut destroyed = encoder.encode_descriptor(
+            "shoal_lb_sockets_destroyed",
+            "Sockets the socket-level balancer had sent to a backend that was then removed \
+             from the load balancer (not draining), destroyed by the agent (SOCK_DESTROY), \
+             per protocol: TCP connections and connected UDP sockets of this node's tasks \
+             and node-local clients.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (protocol, value) in [
+            ("tcp", self.sockets_destroyed.tcp),
+            ("udp", self.sockets_destroyed.udp),
+        ] {
+            ConstCounter::new(value)
+                .encode(destroyed.encode_family(&vec![("protocol", protocol)])?)?;
+        }
         let mut mesh = encoder.encode_descriptor(
             "shoal_mesh_events",
             "Published ports (routing mesh and host mode): connections forwarded to a task, \

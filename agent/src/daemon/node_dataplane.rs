@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeSet,
     net::Ipv4Addr,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
@@ -17,9 +17,10 @@ use shoal_control::{
     identity::NodeId,
 };
 use shoal_dataplane::{
-    Dataplane, LbTable, MeshTable, XdpAttachMode, bpffs,
+    Dataplane, Error as DataplaneError, LbTable, MeshTable, XdpAttachMode, bpffs,
     lb::{ApplyReport, CheckReport, VipCounters},
     netns::run_in,
+    sock_destroy::Destroyed,
 };
 use tracing::{info, warn};
 
@@ -107,6 +108,28 @@ impl ServiceDataplane for SharedDataplane {
         Ok(vip_flows? + mesh_flows?)
     }
 
+    fn destroy_balanced_sockets(
+        &self,
+        netns: &[PathBuf],
+        backends: &BTreeSet<Ipv4Addr>,
+    ) -> anyhow::Result<Destroyed> {
+        let mut guard = self.lock();
+        let dp = guard.as_mut().context(STOPPED)?;
+        let mut destroyed = Destroyed::default();
+        for path in netns {
+            match dp.dataplane.destroy_balanced_sockets(path, backends) {
+                Ok(d) => destroyed.add(d),
+                // A task that stopped since its namespace was listed.
+                Err(DataplaneError::EnterNetns { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => warn!(netns = %path.display(), error = %Chain(&e),
+                    "destroying the sockets balanced to removed backends"),
+            }
+        }
+        dp.sockets_destroyed.add(destroyed);
+        Ok(destroyed)
+    }
+
     fn table(&self) -> LbTable {
         self.lock()
             .as_ref()
@@ -132,6 +155,8 @@ pub struct NodeDataplane {
     underlay_interface: Option<String>,
     /// Whether the socket-level balancer is attached.
     socket_lb: bool,
+    /// Sockets balanced to a backend that was then removed, destroyed since the agent started.
+    sockets_destroyed: Destroyed,
 }
 
 impl NodeDataplane {
@@ -179,6 +204,7 @@ impl NodeDataplane {
             dataplane,
             underlay_interface: underlay_interface.map(str::to_string),
             socket_lb,
+            sockets_destroyed: Destroyed::default(),
         })
     }
 
@@ -216,6 +242,12 @@ impl NodeDataplane {
     /// VIPs whose map entries the background check rewrote, since the agent started.
     pub fn lb_repairs(&self) -> u64 {
         self.dataplane.lb().repairs()
+    }
+
+    /// Sockets balanced to a backend that was then removed, destroyed since the agent started
+    /// (see `ServiceDataplane::destroy_balanced_sockets`).
+    pub fn sockets_destroyed(&self) -> Destroyed {
+        self.sockets_destroyed
     }
 
     /// How often each published-port event happened, read now.

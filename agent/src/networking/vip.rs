@@ -10,6 +10,9 @@
 //! the data path, one `apply_service` or `remove_service` each, so a change costs its own
 //! service's map writes whatever the size of the table. Each refresh also has the data path
 //! compare a few VIPs' map entries with what it programmed and repair those that differ.
+//! A backend that leaves for good (removed, not draining) also has the sockets the
+//! socket-level balancer sent to it destroyed, in this node's tasks and the node itself: no
+//! packet of theirs meets the tc path that resets its flows.
 //!
 //! After an agent restart the maps still hold the last table (they are pinned) while the
 //! network DB starts empty. Until it has settled (met a live member, or run for
@@ -20,7 +23,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
@@ -28,6 +31,7 @@ use std::{
 use shoal_dataplane::{
     LbTable, MeshTable,
     lb::{ApplyReport, CheckReport},
+    sock_destroy::Destroyed,
 };
 use tracing::{debug, info, warn};
 
@@ -68,6 +72,14 @@ pub trait ServiceDataplane: Send + Sync {
     /// Forgets flows that are over (closed TCP, idle UDP), VIP and published-port ones;
     /// returns how many entries went.
     fn expire_flows(&self) -> anyhow::Result<usize>;
+    /// Destroys the TCP and connected UDP sockets in the network namespaces `netns` that the
+    /// socket-level balancer sent to one of `backends`, which left the load balancer for
+    /// good (`shoal_dataplane::sock_destroy`); a namespace that fails is skipped (a warning).
+    fn destroy_balanced_sockets(
+        &self,
+        netns: &[PathBuf],
+        backends: &BTreeSet<Ipv4Addr>,
+    ) -> anyhow::Result<Destroyed>;
 }
 
 /// How long a network DB that has met nobody is waited for before backends may be removed.
@@ -186,6 +198,7 @@ impl NodeNetworking {
             }
         }
         let desired = services(&wanted, &draining);
+        let mut gone = BTreeSet::new();
         let (report, failed) = match programmed.as_mut() {
             None => match dp.apply(&wanted, &draining) {
                 Ok(report) => {
@@ -209,9 +222,17 @@ impl NodeNetworking {
                     (ApplyReport::default(), Some((1, e)))
                 }
             },
-            Some(handed) => hand_over(dp.as_ref(), handed, &desired),
+            Some(handed) => {
+                let leaving = leaving(handed, &desired);
+                let done = hand_over(dp.as_ref(), handed, &desired);
+                gone = gone_for_good(leaving, handed, &desired);
+                done
+            }
         };
         drop(programmed);
+        if !gone.is_empty() {
+            self.destroy_balanced_sockets(dp.as_ref(), &gone);
+        }
         if report != ApplyReport::default() {
             info!(
                 vips_added = report.vips_added,
@@ -223,6 +244,36 @@ impl NodeNetworking {
         }
         if let Some((services, e)) = failed {
             warn!(services, error = %Chain(e.as_ref()), "updating the service VIPs");
+        }
+    }
+
+    /// Ends the connections the socket-level balancer gave to `gone`, backends that left
+    /// the load balancer for good (not draining: removed): in every task's network
+    /// namespace and the node's own (its clients of published ports), the sockets it sent to
+    /// them are destroyed, as the tc path resets such flows. Nothing else would end them:
+    /// their packets never meet the tc programs.
+    fn destroy_balanced_sockets(&self, dp: &dyn ServiceDataplane, gone: &BTreeSet<Ipv4Addr>) {
+        let mut netns = vec![self.config.node_netns.clone()];
+        // The executor mounts each task's namespace there as `task-<task id>`.
+        if let Ok(entries) = std::fs::read_dir(&self.config.netns_dir) {
+            netns.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("task-"))
+                    .map(|e| e.path()),
+            );
+        }
+        match dp.destroy_balanced_sockets(&netns, gone) {
+            Ok(d) if d.total() > 0 => info!(
+                tcp = d.tcp,
+                udp = d.udp,
+                backends = ?gone,
+                "sockets balanced to removed backends destroyed"
+            ),
+            Ok(_) => {}
+            Err(e) => {
+                warn!(error = %Chain(e.as_ref()), "destroying the sockets balanced to removed backends")
+            }
         }
     }
 
@@ -291,6 +342,54 @@ fn services(wanted: &LbTable, draining: &LbTable) -> BTreeMap<Ipv4Addr, ServiceB
             (*vip, service)
         })
         .collect()
+}
+
+impl ServiceBackends {
+    /// Does the data path keep `ip` for this VIP (in the round robin or draining)?
+    fn holds(&self, ip: &Ipv4Addr) -> bool {
+        self.backends.contains(ip) || self.draining.contains(ip)
+    }
+}
+
+/// Per VIP of `handed`, the backends it holds (in the round robin or draining) that
+/// `desired` no longer has for it.
+fn leaving(
+    handed: &BTreeMap<Ipv4Addr, ServiceBackends>,
+    desired: &BTreeMap<Ipv4Addr, ServiceBackends>,
+) -> BTreeMap<Ipv4Addr, BTreeSet<Ipv4Addr>> {
+    handed
+        .iter()
+        .filter(|(vip, old)| desired.get(vip) != Some(old))
+        .filter_map(|(vip, old)| {
+            let new = desired.get(vip);
+            let left: BTreeSet<Ipv4Addr> = (old.backends.iter().chain(&old.draining))
+                .filter(|ip| !new.is_some_and(|n| n.holds(ip)))
+                .copied()
+                .collect();
+            (!left.is_empty()).then_some((*vip, left))
+        })
+        .collect()
+}
+
+/// Of the backends `leaving` their VIPs, those gone for good once `handed` records what the
+/// data path took: their VIP's change was applied, and no VIP holds them any more (an
+/// address can back several host-mode frontends).
+fn gone_for_good(
+    leaving: BTreeMap<Ipv4Addr, BTreeSet<Ipv4Addr>>,
+    handed: &BTreeMap<Ipv4Addr, ServiceBackends>,
+    desired: &BTreeMap<Ipv4Addr, ServiceBackends>,
+) -> BTreeSet<Ipv4Addr> {
+    let mut gone: BTreeSet<Ipv4Addr> = leaving
+        .into_iter()
+        .filter(|(vip, _)| handed.get(vip) == desired.get(vip))
+        .flat_map(|(_, left)| left)
+        .collect();
+    if !gone.is_empty() {
+        for service in handed.values().chain(desired.values()) {
+            gone.retain(|ip| !service.holds(ip));
+        }
+    }
+    gone
 }
 
 /// A change to hand the data path.
@@ -401,7 +500,10 @@ mod tests {
 
     use shoal_dataplane::{LbTable, MeshTable, lb::ApplyReport, lb::CheckReport};
 
-    use super::{Delta, ServiceBackends, ServiceDataplane, delta, hand_over, services};
+    use super::{
+        Delta, Destroyed, ServiceBackends, ServiceDataplane, delta, gone_for_good, hand_over,
+        leaving, services,
+    };
 
     fn ip(last: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, 0, 0, last)
@@ -440,6 +542,52 @@ mod tests {
             ]
         );
         assert_eq!(delta(&desired, &desired), vec![]);
+    }
+
+    #[test]
+    fn backends_removed_for_good_are_those_no_applied_vip_holds_any_more() {
+        let handed: BTreeMap<Ipv4Addr, ServiceBackends> = [
+            // 2 removed, 3 draining: only 2 goes.
+            (ip(100), service(&[1, 2, 3], &[])),
+            // The VIP goes with its backends, the draining one too.
+            (ip(101), service(&[4], &[5])),
+            // 6 goes from this VIP but another still holds it (host-mode frontends).
+            (ip(102), service(&[6], &[])),
+            (ip(103), service(&[6], &[])),
+            // A draining backend that is then removed.
+            (ip(104), service(&[], &[7])),
+            // A change that fails: 8 stays in the maps.
+            (ip(105), service(&[8, 9], &[])),
+        ]
+        .into();
+        let mut desired: BTreeMap<Ipv4Addr, ServiceBackends> = [
+            (ip(100), service(&[1], &[3])),
+            (ip(102), service(&[], &[])),
+            (ip(103), service(&[6], &[])),
+            (ip(104), service(&[], &[])),
+            (ip(105), service(&[9], &[])),
+        ]
+        .into();
+        let left = leaving(&handed, &desired);
+        assert_eq!(
+            left,
+            [
+                (ip(100), [ip(2)].into()),
+                (ip(101), [ip(4), ip(5)].into()),
+                (ip(102), [ip(6)].into()),
+                (ip(104), [ip(7)].into()),
+                (ip(105), [ip(8)].into()),
+            ]
+            .into()
+        );
+        // What the data path took: all but 105's change (forgotten, applied again later).
+        let mut after = desired.clone();
+        after.remove(&ip(105));
+        let gone = gone_for_good(left, &after, &desired);
+        assert_eq!(gone, [ip(2), ip(4), ip(5), ip(7)].into());
+        // Nothing changed: nothing goes.
+        desired.clear();
+        assert_eq!(leaving(&desired, &desired), BTreeMap::new());
     }
 
     #[test]
@@ -506,6 +654,13 @@ mod tests {
         }
         fn expire_flows(&self) -> anyhow::Result<usize> {
             Ok(0)
+        }
+        fn destroy_balanced_sockets(
+            &self,
+            _: &[std::path::PathBuf],
+            _: &BTreeSet<Ipv4Addr>,
+        ) -> anyhow::Result<Destroyed> {
+            Ok(Destroyed::default())
         }
     }
 
