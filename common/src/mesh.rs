@@ -35,7 +35,7 @@
 //! ```text
 //! SHOAL_MESH_CONFIG ARRAY[1]  0                        -> MeshConfig
 //! SHOAL_MESH_ADDRS  HASH      node address             -> u32 (1): where ports are published
-//! SHOAL_MESH_PORTS  HASH      PortKey{port, proto}     -> PublishedPort
+//! SHOAL_MESH_PORT_INDEX ARRAY PortKey::index()        -> PublishedPort (mode 0: none)
 //! SHOAL_MESH_VTEPS  HASH      backend address          -> its node's VTEP (ingress backends)
 //! SHOAL_MESH_FLOWS  LRU_HASH  lb::FlowKey              -> MeshFlow (confirmed flows: forward
 //!                                                         and reply entries)
@@ -87,8 +87,14 @@
 pub const CONFIG_MAP: &str = "SHOAL_MESH_CONFIG";
 /// Map `SHOAL_MESH_ADDRS`: `HASH`, key a node address (`u32`, network order) -> `u32` 1.
 pub const ADDRS_MAP: &str = "SHOAL_MESH_ADDRS";
-/// Map `SHOAL_MESH_PORTS`: `HASH`, key [`PortKey`] -> [`PublishedPort`].
-pub const PORTS_MAP: &str = "SHOAL_MESH_PORTS";
+/// Map `SHOAL_MESH_PORT_INDEX`: `ARRAY` of [`PORT_INDEX_LEN`] [`PublishedPort`], indexed by
+/// [`PortKey::index`]; an all-zero entry (mode 0) is a port not published. An array, not a
+/// hash: every packet to the node is looked up here, and the kernel inlines an array lookup
+/// into the program (no hashing, no helper call). 1 MiB, every port of both protocols.
+/// (Named apart from the older agents' `SHOAL_MESH_PORTS` hash, whose pin is left unused.)
+pub const PORTS_MAP: &str = "SHOAL_MESH_PORT_INDEX";
+/// Entries of [`PORTS_MAP`]: every TCP port, then every UDP port.
+pub const PORT_INDEX_LEN: u32 = 2 * 65_536;
 /// Map `SHOAL_MESH_VTEPS`: `HASH`, key a task's ingress address -> its node's VTEP address.
 pub const VTEPS_MAP: &str = "SHOAL_MESH_VTEPS";
 /// Map `SHOAL_MESH_FLOWS`: `LRU_HASH`, key `lb::FlowKey` -> [`MeshFlow`]: confirmed flows.
@@ -131,9 +137,6 @@ pub const INGRESS_IF_MAP: &str = "SHOAL_MESH_INGRESS_IF";
 
 /// Node addresses a node can publish on.
 pub const MAX_ADDRS: u32 = 64;
-/// Published (port, protocol) pairs a node can hold (Swarm's range is 2,768 ports, and any
-/// port may be asked for).
-pub const MAX_PORTS: u32 = 16_384;
 /// Ingress backends a node can know the VTEP of.
 pub const MAX_VTEPS: u32 = 131_072;
 /// Confirmed flow entries (two per flow).
@@ -180,7 +183,7 @@ pub struct MeshConfig {
 }
 const _: () = assert!(core::mem::size_of::<MeshConfig>() == 20);
 
-/// Key of [`PORTS_MAP`].
+/// A published port and its protocol; its place in [`PORTS_MAP`] is [`PortKey::index`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PortKey {
@@ -200,6 +203,12 @@ impl PortKey {
             proto,
             pad: 0,
         }
+    }
+
+    /// Its index in [`PORTS_MAP`]: TCP ports first, then UDP ports; `None` for another
+    /// protocol.
+    pub const fn index(&self) -> Option<u32> {
+        port_index(self.port, self.proto)
     }
 }
 
@@ -241,6 +250,17 @@ impl PublishedPort {
             mode,
             pad: 0,
         }
+    }
+}
+
+/// The [`PORTS_MAP`] index of `port` (network order, as loaded) for protocol `proto`.
+#[inline(always)]
+pub const fn port_index(port: u16, proto: u8) -> Option<u32> {
+    let port = u16::from_be(port) as u32;
+    match proto {
+        6 => Some(port),
+        17 => Some(65_536 + port),
+        _ => None,
     }
 }
 

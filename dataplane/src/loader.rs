@@ -68,6 +68,10 @@ impl XdpAttachMode {
     }
 }
 
+/// Pins of maps older agents had and this one replaced: `SHOAL_MESH_PORTS` (a hash, now the
+/// `SHOAL_MESH_PORT_INDEX` array).
+const RETIRED_PINS: &[&str] = &["SHOAL_MESH_PORTS"];
+
 /// The pinned underlay XDP link's name in the pin directory.
 pub const XDP_LINK_PIN: &str = "xdp_link";
 
@@ -122,6 +126,12 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(bytes)?;
+        // Maps an older agent pinned under names this one no longer uses: nothing reads them.
+        if let Some(dir) = pin_dir {
+            for name in RETIRED_PINS {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+        }
         for name in XDP_PROGRAMS {
             let program = xdp_mut(&mut ebpf, name)?;
             load_retrying(name, || program.load())?;

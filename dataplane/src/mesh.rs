@@ -50,7 +50,8 @@ pub struct MeshTable {
 pub struct Mesh {
     config: Array<MapData, MeshConfig>,
     addrs: HashMap<MapData, u32, u32>,
-    ports: HashMap<MapData, PortKey, PublishedPort>,
+    /// Indexed by [`PortKey::index`]; an all-zero entry is a port not published.
+    ports: Array<MapData, PublishedPort>,
     vteps: HashMap<MapData, u32, u32>,
     ingress_if: Array<MapData, u32>,
     /// On this node's tasks' side: answers of client-kept flows -> their receiving node.
@@ -75,7 +76,7 @@ impl Mesh {
         Ok(Mesh {
             config: Array::try_from(take(ebpf, CONFIG_MAP)?).map_err(map_error(CONFIG_MAP))?,
             addrs: HashMap::try_from(take(ebpf, ADDRS_MAP)?).map_err(map_error(ADDRS_MAP))?,
-            ports: HashMap::try_from(take(ebpf, PORTS_MAP)?).map_err(map_error(PORTS_MAP))?,
+            ports: Array::try_from(take(ebpf, PORTS_MAP)?).map_err(map_error(PORTS_MAP))?,
             vteps: HashMap::try_from(take(ebpf, VTEPS_MAP)?).map_err(map_error(VTEPS_MAP))?,
             ingress_if: Array::try_from(take(ebpf, INGRESS_IF_MAP)?)
                 .map_err(map_error(INGRESS_IF_MAP))?,
@@ -98,7 +99,7 @@ impl Mesh {
                 .into_iter()
                 .map(addr)
                 .collect(),
-            ports: entries(&self.ports, PORTS_MAP)?,
+            ports: self.published_ports()?,
             vteps: entries(&self.vteps, VTEPS_MAP)?
                 .into_iter()
                 .map(|(k, v)| (addr(k), addr(v)))
@@ -129,10 +130,7 @@ impl Mesh {
     /// Publishes `key` as `port`, or withdraws it (`None`): one map write, whatever else is
     /// published (the frontend and the VTEPs it needs must be there already).
     pub fn set_port(&mut self, key: PortKey, port: Option<PublishedPort>) -> Result<(), Error> {
-        match &port {
-            Some(p) => self.ports.insert(key, p, 0).map_err(map_error(PORTS_MAP))?,
-            None => remove_entry(&mut self.ports, &key, PORTS_MAP)?,
-        }
+        self.write_port(key, port.as_ref())?;
         if let Some(table) = &mut self.programmed {
             match port {
                 Some(p) => table.ports.insert(key, p),
@@ -140,6 +138,35 @@ impl Mesh {
             };
         }
         Ok(())
+    }
+
+    /// Writes `key`'s entry of the port index: `port`, or all zero (not published).
+    fn write_port(&mut self, key: PortKey, port: Option<&PublishedPort>) -> Result<(), Error> {
+        let index = key.index().ok_or_else(|| Error::Io {
+            what: "publishing a port: only TCP and UDP have ports",
+            path: PORTS_MAP.into(),
+            source: std::io::ErrorKind::InvalidInput.into(),
+        })?;
+        self.ports
+            .set(index, port.copied().unwrap_or_default(), 0)
+            .map_err(map_error(PORTS_MAP))
+    }
+
+    /// The published ports, read from the whole index (131,072 entries: at the first apply
+    /// after adoption, and for tests).
+    fn published_ports(&self) -> Result<BTreeMap<PortKey, PublishedPort>, Error> {
+        let mut ports = BTreeMap::new();
+        for (index, entry) in self.ports.iter().enumerate() {
+            let port = entry.map_err(map_error(PORTS_MAP))?;
+            if port.mode != 0 {
+                let (number, proto) = match index {
+                    i if i < 65_536 => (i as u16, 6),
+                    i => ((i - 65_536) as u16, 17),
+                };
+                ports.insert(PortKey::new(number, proto), port);
+            }
+        }
+        Ok(ports)
     }
 
     fn write_difference(&mut self, current: &MeshTable, desired: &MeshTable) -> Result<(), Error> {
@@ -167,14 +194,12 @@ impl Mesh {
         }
         for (key, port) in &desired.ports {
             if current.ports.get(key) != Some(port) {
-                self.ports
-                    .insert(key, port, 0)
-                    .map_err(map_error(PORTS_MAP))?;
+                self.write_port(*key, Some(port))?;
             }
         }
         for key in current.ports.keys() {
             if !desired.ports.contains_key(key) {
-                remove_entry(&mut self.ports, key, PORTS_MAP)?;
+                self.write_port(*key, None)?;
             }
         }
         for a in current.addrs.difference(&desired.addrs) {

@@ -33,7 +33,6 @@ use aya_ebpf::{
 };
 use shoal_common::{
     lb::VipService,
-    mesh::PortKey,
     sock_lb::{
         MAX_CGROUP_DEPTH, MAX_SOCK_ORIGINS, MAX_SOCK_UDP, SOCK_CONFIG_LEN, SOCK_CONFIG_NETNS,
         SOCK_CONFIG_TASK_CGROUP, SockBackend, SockOrigin, SockPeer,
@@ -42,7 +41,7 @@ use shoal_common::{
 
 use crate::{
     lb::{self, maps::SHOAL_LB_VIPS},
-    mesh::maps::{SHOAL_MESH_ADDRS, SHOAL_MESH_PORTS},
+    mesh::maps::{SHOAL_MESH_ADDRS, published},
 };
 
 const PROTO_TCP: u32 = 6;
@@ -116,13 +115,8 @@ fn service_of(ctx: &SockAddrContext, dst: u32, port: u32, protocol: u32) -> Opti
         if !loopback && unsafe { SHOAL_MESH_ADDRS.get(&dst) }.is_none() {
             return None;
         }
-        let key = PortKey {
-            // The port is in network order in the low 16 bits.
-            port: port as u16,
-            proto: protocol as u8,
-            pad: 0,
-        };
-        let published = unsafe { SHOAL_MESH_PORTS.get(&key) }.copied()?;
+        // The port is in network order in the low 16 bits.
+        let published = published(port as u16, protocol as u8)?;
         let vip = unsafe { SHOAL_LB_VIPS.get(&published.frontend) }.copied()?;
         return Some(Service {
             vip,

@@ -8,9 +8,9 @@ use aya_ebpf::{
 use shoal_common::{
     lb::FlowKey,
     mesh::{
-        FLOW_UNREPLIED, MAX_ADDRS, MAX_FLOW_ENTRIES, MAX_PORTS, MAX_RETURN_ENTRIES,
-        MAX_UNCONFIRMED_ENTRIES, MAX_VTEPS, MESH_EVENTS, MeshConfig, MeshEvent, MeshFlow, PortKey,
-        PublishedPort, ReturnPath,
+        FLOW_UNREPLIED, MAX_ADDRS, MAX_FLOW_ENTRIES, MAX_RETURN_ENTRIES, MAX_UNCONFIRMED_ENTRIES,
+        MAX_VTEPS, MESH_EVENTS, MeshConfig, MeshEvent, MeshFlow, PORT_INDEX_LEN, PublishedPort,
+        ReturnPath, port_index,
     },
 };
 
@@ -21,8 +21,17 @@ pub static SHOAL_MESH_CONFIG: Array<MeshConfig> = Array::with_max_entries(1, 0);
 pub static SHOAL_MESH_ADDRS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_ADDRS, 0);
 
 #[map]
-pub static SHOAL_MESH_PORTS: HashMap<PortKey, PublishedPort> =
-    HashMap::with_max_entries(MAX_PORTS, 0);
+pub static SHOAL_MESH_PORT_INDEX: Array<PublishedPort> = Array::with_max_entries(PORT_INDEX_LEN, 0);
+
+/// What is published on `port` (network order, as loaded) for `proto`, if anything.
+#[inline(always)]
+pub fn published(port: u16, proto: u8) -> Option<PublishedPort> {
+    let index = port_index(port, proto)?;
+    SHOAL_MESH_PORT_INDEX
+        .get(index)
+        .copied()
+        .filter(|p| p.mode != 0)
+}
 
 #[map]
 pub static SHOAL_MESH_VTEPS: HashMap<u32, u32> = HashMap::with_max_entries(MAX_VTEPS, 0);

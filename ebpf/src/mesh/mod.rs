@@ -30,13 +30,13 @@ pub use returns::note_arrival;
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use shoal_common::mesh::{
-    DEFAULT_INGRESS_MTU, MODE_HOST, MeshConfig, MeshEvent, MeshFlow, PortKey, PublishedPort,
+    DEFAULT_INGRESS_MTU, MODE_HOST, MeshConfig, MeshEvent, MeshFlow, PublishedPort,
     is_ingress_mode, mesh_source_mac,
 };
 
 use crate::lb::{self, maps::SHOAL_LB_VIPS};
 use flows::{TcpSegment, Tracked};
-use maps::{SHOAL_MESH_ADDRS, SHOAL_MESH_PORTS, count_event};
+use maps::{SHOAL_MESH_ADDRS, count_event};
 use packet::{
     ETH_P_IP, IP, IP_FRAG_MASK, Ipv4Header, L4, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Ports, TCP_ACK,
     TCP_CHECK, TCP_FLAGS, TCP_MIN, TCP_SEQ, UDP_CHECK, UDP_MIN, read, update, word, write,
@@ -55,17 +55,19 @@ pub fn from_underlay(ctx: &XdpContext) -> u32 {
     let Some(ip) = read::<Ipv4Header>(ctx, IP) else {
         return PASS;
     };
-    // SAFETY (map gets below): values are copied out at once.
-    if unsafe { SHOAL_MESH_ADDRS.get(&ip.dst) }.is_none() {
-        return PASS;
-    }
     // IP options and fragments carry their ports elsewhere or not at all: the kernel gets
     // them (and refuses them: nothing listens on a published port).
     if ip.ver_ihl != 0x45 || ip.frag & IP_FRAG_MASK != 0 {
         return PASS;
     }
+    // SAFETY (map gets below): values are copied out at once.
+    let to_node = || unsafe { SHOAL_MESH_ADDRS.get(&ip.dst) }.is_some();
     if ip.proto == PROTO_ICMP {
-        return icmp_error(ctx, &ip);
+        return if to_node() {
+            icmp_error(ctx, &ip)
+        } else {
+            PASS
+        };
     }
     if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
         return PASS;
@@ -73,14 +75,14 @@ pub fn from_underlay(ctx: &XdpContext) -> u32 {
     let Some(ports) = read::<Ports>(ctx, L4) else {
         return PASS;
     };
-    let port = PortKey {
-        port: ports.dst,
-        proto: ip.proto,
-        pad: 0,
-    };
-    let Some(published) = (unsafe { SHOAL_MESH_PORTS.get(&port) }).copied() else {
+    // The port first: most packets a node gets are for ports nothing publishes (its own
+    // services, VXLAN, gossip), and pay this one (array) lookup only.
+    let Some(published) = maps::published(ports.dst, ip.proto) else {
         return PASS;
     };
+    if !to_node() {
+        return PASS;
+    }
     let Some(config) = maps::config() else {
         return PASS;
     };
