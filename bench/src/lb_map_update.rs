@@ -20,7 +20,10 @@
 //!   netns, through `add_remote_endpoint` / `remove_remote_endpoint` (what the agent calls on
 //!   a change); and the background check's read of the sandbox, and the re-adding of every
 //!   endpoint it did every 5 s before.
-//! - (published ports: to come.)
+//! - Published ports: one port published and withdrawn again, with 100 and 10,000 ports
+//!   published, through `Mesh::set_port` (one write) and through `Mesh::apply` of the whole
+//!   table with that port added or removed (what the agent calls on a change: it compares in
+//!   memory with what it programmed, then writes the one entry).
 
 use std::{
     collections::BTreeSet,
@@ -30,6 +33,7 @@ use std::{
 };
 
 use anyhow::{Context as _, ensure};
+use shoal_common::mesh::{MODE_INGRESS_CLIENT, PortKey, PublishedPort};
 use shoal_dataplane::lb::ApplyReport;
 use shoal_dataplane::netns::run_in;
 use shoal_dataplane::overlay::{
@@ -37,7 +41,7 @@ use shoal_dataplane::overlay::{
     add_remote_endpoints, ensure_sandbox, mac_for_ip, remote_endpoint_entries,
     remove_remote_endpoint, remove_sandbox,
 };
-use shoal_dataplane::{Dataplane, LbTable};
+use shoal_dataplane::{Dataplane, LbTable, MeshTable};
 use shoal_dns::{EndpointRecord, NetworkInfo, Records, RecordsView};
 use shoal_tests::netns::Netns;
 
@@ -196,8 +200,78 @@ pub fn run() -> anyhow::Result<()> {
 
     dns_records()?;
     fdb_entries()?;
-    // Published ports (the mesh's maps) go here, in the same shape: one change at 100 and at
-    // 10,000, and the ratio.
+    published_ports()?;
+    Ok(())
+}
+
+/// The mesh's table with `ports` TCP ports published from 20,000 up (their frontends need not
+/// exist for the maps).
+fn mesh_table(ports: u32) -> MeshTable {
+    let mut table = MeshTable::default();
+    for i in 0..ports {
+        table.ports.insert(
+            PortKey::new(20_000 + i as u16, 6),
+            PublishedPort::new([10, 255, 255, 254], 80, MODE_INGRESS_CLIENT),
+        );
+    }
+    table
+}
+
+/// Published ports: one port published, then withdrawn, with 100 and 10,000 in place.
+fn published_ports() -> anyhow::Result<()> {
+    let extra = PortKey::new(8080, 6);
+    let port = PublishedPort::new([10, 255, 255, 253], 80, MODE_INGRESS_CLIENT);
+    let mut rows = Vec::new();
+    for ports in [SMALL, LARGE] {
+        let mut dp = Dataplane::load(None).context("loading the eBPF programs")?;
+        let table = mesh_table(ports);
+        let started = Instant::now();
+        dp.mesh_mut().apply(&table).context("full load")?;
+        let full = started.elapsed();
+        let (mut set_added, mut set_removed) = (Vec::new(), Vec::new());
+        for _ in 0..SERVICE_CHANGES {
+            for (value, times) in [(Some(port), &mut set_added), (None, &mut set_removed)] {
+                let started = Instant::now();
+                dp.mesh_mut().set_port(extra, value)?;
+                times.push(started.elapsed());
+            }
+        }
+        let mut grown = table.clone();
+        grown.ports.insert(extra, port);
+        let (mut apply_added, mut apply_removed) = (Vec::new(), Vec::new());
+        for _ in 0..SERVICE_CHANGES {
+            for (to, times) in [(&grown, &mut apply_added), (&table, &mut apply_removed)] {
+                let started = Instant::now();
+                dp.mesh_mut().apply(to)?;
+                times.push(started.elapsed());
+            }
+        }
+        ensure!(
+            dp.mesh().table()?.ports.len() == ports as usize,
+            "the maps do not hold the {ports} ports"
+        );
+        rows.push((full, [set_added, set_removed, apply_added, apply_removed]));
+    }
+    scaling_header("Published ports (the mesh's port index): one port published, then withdrawn");
+    let [(small_full, small), (large_full, large)] =
+        <[_; 2]>::try_from(rows).map_err(|_| anyhow::anyhow!("two sizes"))?;
+    for (i, what) in [
+        "one port published, Mesh::set_port",
+        "one port withdrawn, Mesh::set_port",
+        "one port published, Mesh::apply (whole table, agent)",
+        "one port withdrawn, Mesh::apply (whole table, agent)",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        scaling_row(what, &small[i], &large[i]);
+    }
+    scaling_row(
+        "full load (first Mesh::apply: reads the index)",
+        &[small_full],
+        &[large_full],
+    );
+    println!("(medians of {SERVICE_CHANGES} changes; the full load once)");
     Ok(())
 }
 
