@@ -237,22 +237,29 @@ fn a_tasks_port_unreachable_reaches_the_client_from_the_node_it_asked() {
             socket.send_to(b"hi", first).map_err(|e| e.to_string())?;
             retry_interrupted(|| socket.recv_from(&mut buf)).map_err(|e| e.to_string())
         });
-        // Then nothing listens: a connected socket learns it at once, through every node (the
-        // task's error translated: from node:P, about the client's own datagram).
-        for i in 0..3 {
-            let to = node_addr(&cluster, i, port);
-            let socket = in_netns(Path::new(&netns), || UdpSocket::bind("0.0.0.0:0")).unwrap();
-            socket.connect(to).unwrap();
+        // Then nothing listens, once the task has closed its socket after answering (a
+        // datagram that came before that waits in the socket, unanswered): a connected socket
+        // learns it at once, through every node (the task's error translated: from node:P,
+        // about the client's own datagram).
+        let refused = |to: SocketAddr, timeout: Duration| -> Result<(), String> {
+            let socket = in_netns(Path::new(&netns), || UdpSocket::bind("0.0.0.0:0"))
+                .map_err(|e| e.to_string())?;
+            socket.connect(to).map_err(|e| e.to_string())?;
             socket
-                .set_read_timeout(Some(Duration::from_secs(2)))
-                .unwrap();
-            socket.send(b"hi").unwrap();
-            let err = retry_interrupted(|| socket.recv(&mut buf)).unwrap_err();
-            assert_eq!(
-                err.kind(),
-                std::io::ErrorKind::ConnectionRefused,
-                "{to}: {err}"
-            );
+                .set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
+            socket.send(b"hi").map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 64];
+            match retry_interrupted(|| socket.recv(&mut buf)) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+                other => Err(format!("{to}: {other:?}")),
+            }
+        };
+        wait_until(Duration::from_secs(10), "the task's socket closed", || {
+            refused(first, Duration::from_millis(500))
+        });
+        for i in 0..3 {
+            refused(node_addr(&cluster, i, port), Duration::from_secs(2)).unwrap();
         }
     }
 }

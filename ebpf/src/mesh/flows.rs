@@ -5,7 +5,7 @@
 //! `shoal_common::mesh`.
 
 use shoal_common::{
-    lb::{FLOW_FORWARD, FLOW_REPLY, FlowKey, FlowState, VipService},
+    lb::{FLOW_FORWARD, FLOW_REPLY, FlowKey, FlowState},
     mesh::{
         CONFIRM_ACK_WINDOW, FLOW_UNREPLIED, MODE_HOST, MODE_INGRESS, MeshConfig, MeshEvent,
         MeshFlow, PublishedPort,
@@ -18,7 +18,7 @@ use super::{
     },
     packet::{Ipv4Header, Ports},
 };
-use crate::lb;
+use crate::lb::{self, maps::SHOAL_LB_VIPS};
 
 /// `BPF_NOEXIST`: insert only if the key is free.
 const NOEXIST: u64 = 1;
@@ -47,6 +47,8 @@ pub struct Tracked {
 /// unconfirmed one (which this packet may confirm), else a new one in the unconfirmed table.
 /// A flow whose task went away, or whose client's port began a new connection (a SYN with
 /// another ISN), is forgotten first; TCP then fails (a reset), UDP moves to a live task.
+/// Only a new flow looks its frontend up (the VIP's service and round robin): a flow's own
+/// entry says which service and task it is on.
 #[inline(always)]
 pub fn track(
     key: &FlowKey,
@@ -54,14 +56,13 @@ pub fn track(
     ports: &Ports,
     published: &PublishedPort,
     config: &MeshConfig,
-    vip: &VipService,
     tcp: Option<&TcpSegment>,
     now: u64,
 ) -> Result<Tracked, MeshEvent> {
     let closing = tcp.map_or(0, |t| t.closing);
     if let Some((flow, entry)) = find_in(&SHOAL_MESH_FLOWS, key) {
         let reopened = tcp.is_some_and(|t| t.opening && t.seq != flow.tcp_isn);
-        if !reopened && alive(&flow, vip) {
+        if !reopened && alive(&flow) {
             touch(entry, closing, now);
             return Ok(Tracked {
                 flow,
@@ -75,7 +76,7 @@ pub fn track(
     }
     if let Some((flow, entry)) = find_in(&SHOAL_MESH_UNCONFIRMED, key) {
         let reopened = tcp.is_some_and(|t| t.opening && t.seq != flow.tcp_isn);
-        if !reopened && alive(&flow, vip) {
+        if !reopened && alive(&flow) {
             touch(entry, closing, now);
             // A retransmitted SYN keeps its task, and confirms nothing.
             if !tcp.is_some_and(|t| t.opening) {
@@ -95,7 +96,11 @@ pub fn track(
     if tcp.is_some_and(|t| !t.opening) {
         return Err(MeshEvent::BackendGone);
     }
-    let picked = lb::pick_backend(vip, tcp.map_or(0, |t| t.seq)).ok_or(MeshEvent::NoBackend)?;
+    // SAFETY: copied out at once.
+    let vip = unsafe { SHOAL_LB_VIPS.get(&published.frontend) }
+        .copied()
+        .ok_or(MeshEvent::NoBackend)?;
+    let picked = lb::pick_backend(&vip, tcp.map_or(0, |t| t.seq)).ok_or(MeshEvent::NoBackend)?;
     let flow = open(key, ip, ports, published, config, &picked, now)?;
     count_event(MeshEvent::Forwarded);
     Ok(Tracked {
@@ -104,11 +109,11 @@ pub fn track(
     })
 }
 
-/// Is the flow's task still a backend of the frontend, at the same address?
+/// Is the flow's task still a backend of its service, at the same address? (A service
+/// removed takes its backends with it; one published again on the port gets new flows.)
 #[inline(always)]
-fn alive(flow: &MeshFlow, vip: &VipService) -> bool {
-    flow.service_id == vip.service_id
-        && lb::backend_alive_at(flow.backend_id, flow.peer_ip, vip.service_id)
+fn alive(flow: &MeshFlow) -> bool {
+    lb::backend_alive_at(flow.backend_id, flow.peer_ip, flow.service_id)
 }
 
 /// The key of a forward entry's reply entry: what the task sends back, `task:target ->

@@ -34,7 +34,7 @@ use shoal_common::mesh::{
     is_ingress_mode, mesh_source_mac,
 };
 
-use crate::lb::{self, maps::SHOAL_LB_VIPS};
+use crate::lb;
 use flows::{TcpSegment, Tracked};
 use maps::{SHOAL_MESH_ADDRS, count_event};
 use packet::{
@@ -166,15 +166,11 @@ fn forward(
     } else {
         None
     };
-    // SAFETY: copied out at once.
-    let vip = unsafe { SHOAL_LB_VIPS.get(&published.frontend) }
-        .copied()
-        .ok_or(MeshEvent::NoBackend)?;
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let key = flows::forward_key(ip, ports);
     let Tracked { flow, new_flow } =
-        flows::track(&key, ip, ports, published, config, &vip, tcp.as_ref(), now)?;
+        flows::track(&key, ip, ports, published, config, tcp.as_ref(), now)?;
     let client_macs = (
         read::<[u8; 6]>(ctx, 0).ok_or(MeshEvent::Malformed)?,
         read::<[u8; 6]>(ctx, 6).ok_or(MeshEvent::Malformed)?,
