@@ -1,6 +1,9 @@
 //! Connections and requests per second from an outside client to a published port (the
 //! ingress routing mesh), against two peers doing the same job on the same node, topology and
-//! tasks in the same run: nftables DNAT + masquerade, and HAProxy (TCP mode, round robin).
+//! tasks in the same run: nftables DNAT + masquerade, and HAProxy (TCP mode, round robin);
+//! against the limit, wrk on node1 straight to the tasks with no load balancer; and the
+//! machine's CPU time per 1,000 requests of each, minus the direct one's: what each load
+//! balancer itself costs.
 //!
 //! A 3-node swarm (the netns fixture) runs `web`, 2 `shoal whoami --port 80` tasks kept off
 //! node1 and published `-p 8080:80`. Every peer receives on node1, the node with no task, so
@@ -17,6 +20,11 @@
 //!   overlay, and conntrack undoes both on the answers.
 //! - HAProxy: wrk to `node1:8082`, HAProxy in node1's netns, a connection of its own to a
 //!   task's ingress address per client connection (also from node1's ingress address).
+//! - direct: wrk in node1's netns straight to the tasks' ingress addresses, port 80, over the
+//!   same overlay, no load balancer, spread over the tasks as round robin would
+//!   (`WrkPeer::wrk`). The outside client has no route to the tasks, so this is the path every peer's
+//!   requests take from node1 on, without the client -> node1 hop: a little above the
+//!   physical limit of what any load balancer on node1 can reach.
 //!
 //! 8081 and 8082 are not published, so shoal's programs pass that traffic (and the reply
 //! program passes answers that are no mesh flow's). What one peer leaves behind must not touch
@@ -31,11 +39,12 @@
 //!   a refused SYN costs a 1 s retransmit. So each peer's connections reach the tasks from
 //!   ports of their own: shoal's from the client's ports 1024-25499, nftables' from the
 //!   client's 25500-49999 (its `ip_local_port_range`, set before each run; the masquerade keeps
-//!   them, restricted to the same range), HAProxy's from node1's 50000-60999.
+//!   them, restricted to the same range), HAProxy's and direct's from node1's 50000-60999
+//!   (one host's connections, its TCP timestamps only grow).
 //! - The client's TIME_WAIT sockets (wrk closes first) hold its ports for 60 s: at thousands
 //!   of connections per second, wrk would soon spend its time searching for a free port. The
 //!   client reuses them after 1 s (`tcp_tw_reuse=1`, what a load generator is given), for
-//!   every peer alike.
+//!   every peer alike; so does node1, where the direct peer's wrk runs (and HAProxy connects).
 //! - An nftables NAT table turns conntrack on for every packet of its netns, which would tax
 //!   shoal's and HAProxy's traffic too: the table is loaded for nftables' runs only (and its
 //!   balance check), and deleted after each.
@@ -57,8 +66,8 @@ use shoal_tests::Cluster;
 use crate::{
     nft_lb,
     support::{
-        Haproxy, Mode, Placed, Run, WrkPeer, create_whoami, haproxy_config, nsenter, output,
-        print_wrk_table, running, wrk_conditions, wrk_rounds,
+        Haproxy, Mode, Placed, Run, WrkPeer, create_whoami, haproxy_config, load_average,
+        machine_busy, nsenter, output, print_wrk_table, running, wrk_conditions, wrk_rounds,
     },
 };
 
@@ -75,6 +84,9 @@ const NFT_PORTS: (u16, u16) = (25500, 49999);
 const HAPROXY_PORTS: (u16, u16) = (50000, 60999);
 /// Indexes into [`Peers::peers`].
 const NFT: usize = 1;
+const DIRECT: usize = 3;
+/// The peers' short names, for the ratios.
+const SHORTS: [&str; 4] = ["shoal", "nftables", "haproxy", "direct"];
 
 pub fn run() -> anyhow::Result<()> {
     let cluster = Cluster::start(3);
@@ -101,10 +113,12 @@ pub fn run() -> anyhow::Result<()> {
             .map_err(|e| peers.explain(e))
             .with_context(|| format!("checking {}", peers.peers[p].name))?;
     }
+    let idle = machine_busy(std::time::Duration::from_secs(2))?;
     let results = wrk_rounds(peers.peers.len(), |p, mode, seconds| {
         peers.wrk(p, mode, seconds)
     })
     .map_err(|e| peers.explain(e))?;
+    let load_after = load_average();
     let conditions = wrk_conditions();
     let names: Vec<&'static str> = peers.peers.iter().map(|p| p.name).collect();
     drop(peers);
@@ -114,11 +128,18 @@ pub fn run() -> anyhow::Result<()> {
         "mesh-throughput: {TASKS} x shoal whoami on node2 and node3, every peer on node1 (no \
          task) from the outside client; {conditions}"
     );
-    print_wrk_table(&names, &results, &[(1, "nftables"), (2, "haproxy")]);
+    println!("machine before the rounds: {idle}; load average after: {load_after}");
+    print_wrk_table(
+        &names,
+        &SHORTS,
+        &results,
+        DIRECT,
+        &[(0, DIRECT), (0, NFT), (0, 2)],
+    );
     Ok(())
 }
 
-/// The three peers, and what the nftables and HAProxy ones need; dropping it (also on error or
+/// The four peers, and what the nftables and HAProxy ones need; dropping it (also on error or
 /// panic) stops HAProxy, removes the nftables table if loaded, and the scratch directory.
 struct Peers {
     peers: Vec<WrkPeer>,
@@ -138,22 +159,35 @@ impl Peers {
         let address = cluster.nodes[0].address;
         let dir = std::env::temp_dir().join(format!("shoal-bench-mesh-{}", std::process::id()));
         let to = |port| SocketAddr::new(address.into(), port);
+        let servers: Vec<SocketAddr> = tasks
+            .iter()
+            .map(|t| SocketAddr::new(t.ip.into(), TARGET))
+            .collect();
+        let peer = WrkPeer::new;
         let mut peers = Peers {
             peers: vec![
+                peer(
+                    "shoal routing mesh (XDP, VXLAN)",
+                    client.clone(),
+                    to(PUBLISHED),
+                ),
+                peer(
+                    "nftables DNAT + masquerade (conntrack)",
+                    client.clone(),
+                    to(NFT_PORT),
+                ),
+                peer(
+                    "HAProxy (tcp, roundrobin, on node1)",
+                    client.clone(),
+                    to(HAPROXY_PORT),
+                ),
                 WrkPeer {
-                    name: "shoal routing mesh (XDP, VXLAN)",
-                    netns: client.clone(),
-                    target: to(PUBLISHED),
-                },
-                WrkPeer {
-                    name: "nftables DNAT + masquerade (conntrack)",
-                    netns: client.clone(),
-                    target: to(NFT_PORT),
-                },
-                WrkPeer {
-                    name: "HAProxy (tcp, roundrobin, on node1)",
-                    netns: client.clone(),
-                    target: to(HAPROXY_PORT),
+                    also: servers[1..].to_vec(),
+                    ..peer(
+                        "direct: wrk on node1 to each task, no LB",
+                        node.clone(),
+                        servers[0],
+                    )
                 },
             ],
             haproxy: None,
@@ -165,29 +199,32 @@ impl Peers {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
 
         set_port_range(&node, HAPROXY_PORTS)?;
-        output(nsenter(&client, "sysctl").args(["-q", "-w", "net.ipv4.tcp_tw_reuse=1"]))?;
+        for netns in [&client, &node] {
+            output(nsenter(netns, "sysctl").args(["-q", "-w", "net.ipv4.tcp_tw_reuse=1"]))?;
+        }
         // Check the table once (it is loaded for nftables' runs only).
         peers.set_nft(true).context("loading the nftables peer")?;
         peers.set_nft(false)?;
 
-        let servers: Vec<SocketAddr> = tasks
-            .iter()
-            .map(|t| SocketAddr::new(t.ip.into(), TARGET))
-            .collect();
         let listening = to(HAPROXY_PORT);
         let config = haproxy_config(listening, &servers);
         peers.haproxy = Some(Haproxy::start(&node, &dir, &config, listening)?);
         Ok(peers)
     }
 
-    /// Runs `f` on peer `p`: with the client's ports set for `p`, and with the nftables
-    /// table loaded around it if `p` is nftables.
+    /// Runs `f` on peer `p`: with the client's ports set for `p` (node1's for the direct
+    /// peer, HAProxy's range), and with the nftables table loaded around it if `p` is
+    /// nftables.
     fn with<T>(
         &mut self,
         p: usize,
         f: impl FnOnce(&WrkPeer) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let ports = if p == NFT { NFT_PORTS } else { SHOAL_PORTS };
+        let ports = match p {
+            NFT => NFT_PORTS,
+            DIRECT => HAPROXY_PORTS,
+            _ => SHOAL_PORTS,
+        };
         set_port_range(&self.peers[p].netns, ports)?;
         if p == NFT {
             self.set_nft(true)?;

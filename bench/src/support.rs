@@ -1,6 +1,7 @@
 //! Helpers the benchmarks share: commands in a network namespace, the CLI calls that set up
 //! services on the netns cluster fixture and find their tasks, program-cost tables, and the
-//! wrk rounds and HAProxy peer of the throughput benchmarks.
+//! wrk rounds, the machine's CPU time (`/proc/stat`) and the HAProxy peer of the throughput
+//! benchmarks.
 
 use std::{
     collections::BTreeSet,
@@ -240,24 +241,93 @@ impl Mode {
     pub(crate) const ALL: [Mode; 2] = [Mode::KeepAlive, Mode::Close];
 }
 
-/// One wrk run: requests per second, and socket errors plus non-2xx answers.
+/// One wrk run: requests per second, and socket errors plus non-2xx answers; the requests it
+/// completed, and the machine's busy CPU time over it ([`busy_cpu_seconds`], all CPUs).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Run {
     pub(crate) rate: f64,
     pub(crate) errors: u64,
+    pub(crate) requests: u64,
+    pub(crate) cpu_seconds: f64,
+}
+
+impl Run {
+    /// The machine's CPU time per 1,000 requests, in ms (the same number as µs per request).
+    pub(crate) fn cpu_ms_per_1k(&self) -> f64 {
+        self.cpu_seconds * 1e6 / self.requests as f64
+    }
+}
+
+/// The machine's busy CPU time since boot, all CPUs, in seconds: the `cpu` line of
+/// `/proc/stat`, user + nice + system + irq + softirq + steal (not idle, not iowait; guest
+/// time is already in user and nice).
+pub(crate) fn busy_cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .context("no cpu line in /proc/stat")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing /proc/stat: {line}"))?;
+    ensure!(ticks.len() >= 8, "short cpu line in /proc/stat: {line}");
+    // user nice system idle iowait irq softirq steal [guest guest_nice]
+    let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7];
+    // /proc/stat counts in USER_HZ, 100 on every Linux architecture's ABI.
+    Ok(busy as f64 / 100.0)
+}
+
+/// The machine's load averages (`/proc/loadavg`: "0.61 1.14 1.33"), for reports.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".to_string())
+}
+
+/// How busy the machine is with nothing measured running: busy CPU seconds per second over
+/// `period` (2.0 would be both cores of this VM), and the load averages.
+pub(crate) fn machine_busy(period: Duration) -> anyhow::Result<String> {
+    let before = busy_cpu_seconds()?;
+    std::thread::sleep(period);
+    let busy = (busy_cpu_seconds()? - before) / period.as_secs_f64();
+    Ok(format!(
+        "{busy:.2} CPUs busy over {} s with no wrk running, load average {}",
+        period.as_secs(),
+        load_average()
+    ))
 }
 
 /// Each peer's runs, keep-alive then `Connection: close`, in round order.
 pub(crate) type Runs = [Vec<Run>; 2];
 
-/// A way of reaching the backends: wrk runs in `netns` against `target`.
+/// A way of reaching the backends: wrk runs in `netns` against `target`, from inside the
+/// cgroup v2 directory `cgroup` if given. With `also`, the peer is the backends themselves
+/// with no load balancer ("direct"): one wrk per address (`target` and then `also`), all at
+/// once, the connections shared out among them, each wrk single-threaded; their requests are
+/// summed.
 pub(crate) struct WrkPeer {
     pub(crate) name: &'static str,
     pub(crate) netns: PathBuf,
     pub(crate) target: SocketAddr,
+    pub(crate) also: Vec<SocketAddr>,
+    pub(crate) cgroup: Option<PathBuf>,
 }
 
 impl WrkPeer {
+    /// A peer whose wrk runs in `netns` against `target`, alone and outside any cgroup.
+    pub(crate) fn new(name: &'static str, netns: PathBuf, target: SocketAddr) -> WrkPeer {
+        WrkPeer {
+            name,
+            netns,
+            target,
+            also: Vec::new(),
+            cgroup: None,
+        }
+    }
+
     /// Waits (bounded) until new connections through the peer reach every backend in
     /// `backends`, each named by whoami's `field` line (`Name: `, `Hostname: `).
     pub(crate) fn wait_balanced(
@@ -268,8 +338,11 @@ impl WrkPeer {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut seen = BTreeSet::new();
         let mut last_error = String::new();
+        let targets = self.targets();
+        let mut next = targets.iter().cycle();
         while Instant::now() < deadline {
-            match http_from(&self.netns, self.target) {
+            let target = *next.next().unwrap_or(&self.target);
+            match self.get(target) {
                 Ok(body) => {
                     let name = body
                         .lines()
@@ -277,8 +350,7 @@ impl WrkPeer {
                         .unwrap_or_default();
                     ensure!(
                         backends.contains(name),
-                        "{} answered from {name:?}, not a backend:\n{body}",
-                        self.target
+                        "{target} answered from {name:?}, not a backend:\n{body}"
                     );
                     seen.insert(name.to_string());
                     if seen == *backends {
@@ -297,22 +369,142 @@ impl WrkPeer {
         )
     }
 
-    /// One wrk run through the peer.
-    pub(crate) fn wrk(&self, mode: Mode, seconds: u32) -> anyhow::Result<Run> {
-        let mut command = nsenter(&self.netns, "wrk");
+    /// Every address wrk is pointed at: `target`, then `also`.
+    fn targets(&self) -> Vec<SocketAddr> {
+        let mut all = vec![self.target];
+        all.extend_from_slice(&self.also);
+        all
+    }
+
+    /// `program args` in the peer's network namespace, and in its cgroup if it has one (a
+    /// shell writes its own PID into the cgroup, then becomes `nsenter`).
+    fn command(&self, program: &str, args: &[String]) -> Command {
+        let mut command = match &self.cgroup {
+            None => nsenter(&self.netns, program),
+            Some(cgroup) => {
+                let mut command = Command::new("sh");
+                command
+                    .args(["-c", "echo $$ > \"$0\" && exec \"$@\""])
+                    .arg(cgroup.join("cgroup.procs"))
+                    .arg("nsenter")
+                    .arg(format!("--net={}", self.netns.display()))
+                    .args(["--", program]);
+                command
+            }
+        };
+        command.args(args);
         command
-            .arg(format!("-t{WRK_THREADS}"))
-            .arg(format!("-c{WRK_CONNECTIONS}"))
-            .arg(format!("-d{seconds}s"))
-            .args(["--timeout", "2s"]);
-        if let Mode::Close = mode {
-            command.args(["-H", "Connection: close"]);
+    }
+
+    /// `GET /` on a new connection from the peer's netns (and cgroup): whoami's answer.
+    fn get(&self, target: SocketAddr) -> anyhow::Result<String> {
+        if self.cgroup.is_none() {
+            return Ok(http_from(&self.netns, target)?);
         }
-        command.arg(format!("http://{}/", self.target));
-        let out = output(command.stdin(Stdio::null())).context("running wrk")?;
-        let report = String::from_utf8_lossy(&out.stdout);
-        parse_wrk(&report)
-            .with_context(|| format!("{}: unexpected wrk output:\n{report}", self.name))
+        let args = ["-sS", "--max-time", "2"].map(str::to_string);
+        let mut command = self.command("curl", &args);
+        command.arg(format!("http://{target}/"));
+        let out = output(command.stdin(Stdio::null()))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// One wrk run through the peer, and the machine's busy CPU time over it. A direct peer
+    /// is spread over its addresses as round robin would spread it: with keep-alive, one wrk
+    /// per address at once, the connections shared out (round robin spreads connections);
+    /// with `Connection: close`, where round robin gives every address the same share of
+    /// requests, one wrk of all the connections per address in turn, `seconds` shared out
+    /// (rounded up), combined as equal shares: the harmonic mean of the rates, the mean of
+    /// the CPU per request (so a cheaper backend, node1's own, does not weigh more).
+    pub(crate) fn wrk(&self, mode: Mode, seconds: u32) -> anyhow::Result<Run> {
+        let targets = self.targets();
+        if targets.len() == 1 || matches!(mode, Mode::KeepAlive) {
+            return self.wrk_at(&targets, mode, seconds);
+        }
+        let each = seconds.div_ceil(targets.len() as u32);
+        let runs: Vec<Run> = targets
+            .iter()
+            .map(|target| self.wrk_at(&[*target], mode, each))
+            .collect::<anyhow::Result<_>>()?;
+        let n = runs.len() as f64;
+        let requests = runs.iter().map(|r| r.requests).sum::<u64>();
+        let cpu_per_request = runs
+            .iter()
+            .map(|r| r.cpu_seconds / r.requests as f64)
+            .sum::<f64>()
+            / n;
+        Ok(Run {
+            rate: n / runs.iter().map(|r| 1.0 / r.rate).sum::<f64>(),
+            errors: runs.iter().map(|r| r.errors).sum(),
+            requests,
+            cpu_seconds: cpu_per_request * requests as f64,
+        })
+    }
+
+    /// wrk to each of `targets` at once, the connections shared out, and the machine's busy
+    /// CPU time from just before the first wrk starts to just after the last one exits.
+    fn wrk_at(&self, targets: &[SocketAddr], mode: Mode, seconds: u32) -> anyhow::Result<Run> {
+        let count = targets.len() as u32;
+        let before = busy_cpu_seconds()?;
+        let children: Vec<(SocketAddr, Child)> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, target)| {
+                // WRK_CONNECTIONS shared out: 16 over 3 is 6 + 5 + 5.
+                let connections =
+                    WRK_CONNECTIONS / count + u32::from((i as u32) < WRK_CONNECTIONS % count);
+                let mut args = vec![
+                    format!("-t{WRK_THREADS}"),
+                    format!("-c{connections}"),
+                    format!("-d{seconds}s"),
+                    "--timeout".to_string(),
+                    "2s".to_string(),
+                ];
+                if let Mode::Close = mode {
+                    args.extend(["-H".to_string(), "Connection: close".to_string()]);
+                }
+                args.push(format!("http://{target}/"));
+                let child = self
+                    .command("wrk", &args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .context("starting wrk")?;
+                Ok((*target, child))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let outs: Vec<(SocketAddr, Output)> = children
+            .into_iter()
+            .map(|(target, child)| Ok((target, child.wait_with_output()?)))
+            .collect::<std::io::Result<_>>()
+            .context("waiting for wrk")?;
+        let cpu_seconds = busy_cpu_seconds()? - before;
+        let mut total = Run {
+            rate: 0.0,
+            errors: 0,
+            requests: 0,
+            cpu_seconds,
+        };
+        for (target, out) in outs {
+            let report = String::from_utf8_lossy(&out.stdout);
+            ensure!(
+                out.status.success(),
+                "{}: wrk to {target}: {}: {}",
+                self.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            let run = parse_wrk(&report).with_context(|| {
+                format!(
+                    "{}: unexpected wrk output (to {target}):\n{report}",
+                    self.name
+                )
+            })?;
+            total.rate += run.rate;
+            total.errors += run.errors;
+            total.requests += run.requests;
+        }
+        Ok(total)
     }
 }
 
@@ -352,45 +544,108 @@ pub(crate) fn wrk_conditions() -> String {
     )
 }
 
-/// Prints the table of `wrk_rounds`' results: each peer's medians and errors, shoal (the
-/// first peer) over each of `versus` (peer index, short name), and every round's numbers.
-pub(crate) fn print_wrk_table(names: &[&str], results: &[Runs], versus: &[(usize, &str)]) {
+/// Prints the table of `wrk_rounds`' results: each peer's medians and errors, the machine's CPU
+/// time per 1,000 requests (keep-alive) and per 1,000 connections (`Connection: close`), and
+/// that minus the `direct` peer's (no load balancer): what the load balancer itself costs.
+/// Then, for each `(a, b)` of `versus`, a's medians over b's, and a's load-balancer CPU over
+/// b's (not against the direct peer, whose is 0 by definition); peers are named by `shorts`
+/// there. Last, every round's numbers.
+pub(crate) fn print_wrk_table(
+    names: &[&str],
+    shorts: &[&str],
+    results: &[Runs],
+    direct: usize,
+    versus: &[(usize, usize)],
+) {
     println!(
-        "{:<44} {:>12} {:>8} {:>12} {:>8}",
-        "peer", "requests/s", "errors", "conns/s", "errors"
+        "{:<44} {:>11} {:>6} {:>10} {:>6} {:>11} {:>10} {:>12} {:>11}",
+        "peer",
+        "requests/s",
+        "errors",
+        "conns/s",
+        "errors",
+        "CPU/1k req",
+        "LB/1k req",
+        "CPU/1k conn",
+        "LB/1k conn"
     );
-    let medians: Vec<[f64; 2]> = results
+    let medians = |f: fn(&Run) -> f64| -> Vec<[f64; 2]> {
+        results
+            .iter()
+            .map(|r| r.clone().map(|runs| median(runs.iter().map(f).collect())))
+            .collect()
+    };
+    let rates = medians(|r| r.rate);
+    let cpu = medians(Run::cpu_ms_per_1k);
+    // What the load balancer costs: the machine's CPU per 1,000 requests over the direct
+    // peer's, in each mode.
+    let lb: Vec<[f64; 2]> = cpu
         .iter()
-        .map(|r| {
-            r.clone()
-                .map(|runs| median(runs.iter().map(|r| r.rate).collect()))
-        })
+        .map(|c| [c[0] - cpu[direct][0], c[1] - cpu[direct][1]])
         .collect();
-    for ((name, result), m) in names.iter().zip(results).zip(&medians) {
+    for (p, (name, result)) in names.iter().zip(results).enumerate() {
         let errors = |runs: &[Run]| runs.iter().map(|r| r.errors).sum::<u64>();
+        let (ms, lb_ms) = (cpu[p], lb[p]);
         println!(
-            "{name:<44} {:>12.0} {:>8} {:>12.0} {:>8}",
-            m[0],
+            "{name:<44} {:>11.0} {:>6} {:>10.0} {:>6} {:>8.1} ms {:>7.1} ms {:>9.1} ms {:>8.1} ms",
+            rates[p][0],
             errors(&result[0]),
-            m[1],
-            errors(&result[1])
+            rates[p][1],
+            errors(&result[1]),
+            ms[0],
+            lb_ms[0],
+            ms[1],
+            lb_ms[1]
         );
     }
-    for (i, peer) in versus {
+    println!(
+        "(CPU: the machine's busy CPU time, all CPUs, from /proc/stat over each wrk run, per \
+         1,000 requests (ms per 1k = us per request); LB: minus {}'s, the load balancer's own \
+         cost)",
+        shorts[direct]
+    );
+    let ratio = |a: f64, b: f64| {
+        if b.abs() < f64::EPSILON {
+            "-".to_string()
+        } else {
+            format!("{:.2}", a / b)
+        }
+    };
+    for &(a, b) in versus {
+        let lb_ratio = |m: usize| {
+            if b == direct {
+                "-".to_string()
+            } else {
+                ratio(lb[a][m], lb[b][m])
+            }
+        };
         println!(
-            "{:<44} {:>12.2} {:>8} {:>12.2}",
-            format!("shoal / {peer}"),
-            medians[0][0] / medians[*i][0],
+            "{:<44} {:>11} {:>6} {:>10} {:>6} {:>11} {:>10} {:>12} {:>11}",
+            format!("{} / {}", shorts[a], shorts[b]),
+            ratio(rates[a][0], rates[b][0]),
             "",
-            medians[0][1] / medians[*i][1]
+            ratio(rates[a][1], rates[b][1]),
+            "",
+            ratio(cpu[a][0], cpu[b][0]),
+            lb_ratio(0),
+            ratio(cpu[a][1], cpu[b][1]),
+            lb_ratio(1)
         );
     }
-    println!("per round (requests/s, conns/s):");
+    println!("per round (requests/s, conns/s; CPU ms per 1k requests, per 1k conns):");
     for (name, result) in names.iter().zip(results) {
         let rounds: Vec<String> = result[0]
             .iter()
             .zip(&result[1])
-            .map(|(keep_alive, close)| format!("{:.0} {:.0}", keep_alive.rate, close.rate))
+            .map(|(keep_alive, close)| {
+                format!(
+                    "{:.0} {:.0} ({:.1} {:.1})",
+                    keep_alive.rate,
+                    close.rate,
+                    keep_alive.cpu_ms_per_1k(),
+                    close.cpu_ms_per_1k()
+                )
+            })
             .collect();
         println!("  {name:<42} {}", rounds.join(" | "));
     }
@@ -403,6 +658,12 @@ fn parse_wrk(report: &str) -> anyhow::Result<Run> {
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .context("no Requests/sec")?;
+    // "  151234 requests in 4.00s, 50.12MB read"
+    let requests = report
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .context("no `N requests in`")?;
     let mut errors = 0;
     for line in report.lines().map(str::trim) {
         if let Some(counts) = line.strip_prefix("Socket errors:") {
@@ -415,7 +676,12 @@ fn parse_wrk(report: &str) -> anyhow::Result<Run> {
             errors += n.trim().parse::<u64>().unwrap_or(0);
         }
     }
-    Ok(Run { rate, errors })
+    Ok(Run {
+        rate,
+        errors,
+        requests,
+        cpu_seconds: 0.0,
+    })
 }
 
 /// HAProxy in the foreground (`-db`) in a network namespace, logging its own errors to a file
