@@ -10,10 +10,12 @@
 //! every request crosses the `ingress` overlay to a task on node2 or node3, and wrk runs in
 //! the fixture's outside client (on the underlay, not in the swarm):
 //!
-//! - shoal: wrk to `node1:8080`; the XDP program on node1's underlay interface balances each
-//!   new connection, NATs it to `node1's ingress address -> task:80` and sends it in VXLAN to
-//!   the task's node; the reply program on node1's `shoal_ingress` undoes it and sends the
-//!   answer straight out of the underlay.
+//! - shoal: wrk to `node1:8080`, in ingress mode's default (the client's address kept): the
+//!   XDP program on node1's underlay interface balances each new connection, NATs its
+//!   destination to `task:80` and sends it in VXLAN to the task's node; the task's answers
+//!   leave by its gateway bridge, where the reply program steers them back over `ingress` to
+//!   node1, whose reply program puts `node1:8080` back and sends them straight out of the
+//!   underlay. (More work than a source NAT: the task sees the client.)
 //! - nftables: wrk to `node1:8081`; a table in node1's netns DNATs it in prerouting (`numgen
 //!   inc mod 2`) to a task's ingress address and masquerades it in postrouting (so the task
 //!   answers node1, as with shoal); node1 routes it out of `shoal_ingress` onto the same
@@ -29,11 +31,11 @@
 //! 8081 and 8082 are not published, so shoal's programs pass that traffic (and the reply
 //! program passes answers that are no mesh flow's). What one peer leaves behind must not touch
 //! another's traffic:
-//! - Ports. A task sees every peer's connections come from node1's ingress address, and what
-//!   tells them apart is the port. shoal's flow entries outlive closed connections, and an
-//!   ingress connection keeps the client's port as its NAT port: a task's answer to `node1's
-//!   ingress address:P` is taken by the reply program whenever a shoal flow from client port P
-//!   is still known. And a task's TIME_WAIT socket for a port accepts a new connection's SYN
+//! - Ports. A task sees the other peers' connections come from node1's ingress address and
+//!   shoal's from the client's, and what tells them apart on the client's side is the port.
+//!   shoal's flow entries outlive closed connections, keyed by the client's port: a task's
+//!   answer to that port is taken by the reply program whenever a shoal flow from it is still
+//!   known. And a task's TIME_WAIT socket for a port accepts a new connection's SYN
 //!   only with a newer TCP timestamp than the last connection's, which holds for connections
 //!   from one host (the client) but not across hosts (the client's, then HAProxy's on node1):
 //!   a refused SYN costs a 1 s retransmit. So each peer's connections reach the tasks from
