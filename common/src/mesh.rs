@@ -15,7 +15,8 @@
 //!   through ([`RETURNS_MAP`]); the task answers the client by its default route, the gateway
 //!   bridge, whose port runs the reply program: it finds the note and sends the answer into
 //!   the node's own ingress interface toward the receiving node's ingress endpoint (its MAC,
-//!   [`mac_for_ip`](crate::lb::mac_for_ip) of that address), so the `ingress` overlay carries it back there.
+//!   [`mac_for_ip`](crate::lb::mac_for_ip) of that address), so the `ingress` overlay carries
+//!   it back there.
 //!   The receiving node's reply program gets it on its ingress interface, finds the reply
 //!   entry (`task:target -> client`), puts `node:P` back as source and redirects it out of the
 //!   underlay. The backend sees the client's address and port as its peer (moby#25526).
@@ -42,9 +43,9 @@
 //! SHOAL_MESH_UNCONFIRMED LRU_HASH lb::FlowKey         -> MeshFlow (new flows, not confirmed
 //!                                                         by their client yet)
 //! SHOAL_MESH_EVENTS PERCPU_ARRAY MeshEvent             -> u64
-//! SHOAL_MESH_RETURNS LRU_HASH lb::FlowKey              -> receiving node's ingress address
-//!                                                         (on the task's node: answers of
-//!                                                         client-kept flows, task -> client)
+//! SHOAL_MESH_RETURNS LRU_HASH lb::FlowKey (no source) -> ReturnPath (on the task's node:
+//!                                                         answers of client-kept flows,
+//!                                                         task -> client)
 //! SHOAL_MESH_INGRESS_IF ARRAY[1] 0                     -> ifindex of the node's ingress
 //!                                                         interface (where answers go back)
 //! ```
