@@ -169,7 +169,8 @@ pub struct ServiceCreateArgs {
     #[arg(long = "endpoint-mode", value_parser = ["vip", "dnsrr"], default_value = "vip")]
     pub endpoint_mode: String,
     /// Publish a port: [PUBLISHED:]TARGET[/udp], or
-    /// published=P,target=T,protocol=tcp|udp,mode=ingress|host (repeatable).
+    /// published=P,target=T,protocol=tcp|udp,mode=ingress|host,source=client|snat
+    /// (repeatable; source=snat: the task sees the receiving node's address, as in Swarm).
     #[arg(short = 'p', long = "publish", value_parser = crate::publish::parse_publish)]
     pub publish: Vec<shoal_control::api::PortConfigMsg>,
     /// Environment variable KEY=VALUE (repeatable).
