@@ -7,31 +7,14 @@
 
 use aya_ebpf::programs::XdpContext;
 
-pub const ETH_LEN: usize = 14;
-pub const IP: usize = ETH_LEN;
-pub const IP_LEN: usize = 20;
-pub const L4: usize = IP + IP_LEN;
-/// Ethertype IPv4 as loaded.
-pub const ETH_P_IP: u16 = 0x0800u16.to_be();
-pub const PROTO_ICMP: u8 = 1;
-pub const PROTO_TCP: u8 = 6;
-pub const PROTO_UDP: u8 = 17;
+// The layouts are the tc programs' (`lb::headers`): one definition of the wire.
+pub use crate::lb::headers::{
+    ETH_P_IP, IP, IP_FRAG_MASK, Ipv4Header, PROTO_ICMP, PROTO_TCP, PROTO_UDP, TCP_CHECK, TCP_FLAGS,
+    TCP_MIN, TCP_SEQ, UDP_CHECK, UDP_MIN,
+};
 
-/// The IPv4 header, as laid out on the wire.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Ipv4Header {
-    pub ver_ihl: u8,
-    pub tos: u8,
-    pub tot_len: u16,
-    pub id: u16,
-    pub frag: u16,
-    pub ttl: u8,
-    pub proto: u8,
-    pub check: u16,
-    pub src: u32,
-    pub dst: u32,
-}
+/// Where the L4 header starts after an IPv4 header without options.
+pub const L4: usize = crate::lb::headers::L4_NO_OPTIONS;
 
 /// The first 4 bytes of TCP and UDP: the ports.
 #[repr(C)]
@@ -41,18 +24,8 @@ pub struct Ports {
     pub dst: u16,
 }
 
-/// Offsets within the L4 header.
-pub const TCP_SEQ: usize = 4;
+/// The acknowledgment number's offset within the TCP header.
 pub const TCP_ACK: usize = 8;
-pub const TCP_FLAGS: usize = 13;
-pub const TCP_CHECK: usize = 16;
-pub const UDP_CHECK: usize = 6;
-/// Bytes of the L4 header that must be present: TCP's fixed header, UDP's header.
-pub const TCP_MIN: usize = 20;
-pub const UDP_MIN: usize = 8;
-
-/// More-fragments flag and fragment offset, as loaded.
-pub const IP_FRAG_MASK: u16 = 0x3fffu16.to_be();
 
 /// A pointer to a `T` at `offset`, if the frame holds it.
 #[inline(always)]
