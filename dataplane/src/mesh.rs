@@ -140,6 +140,25 @@ impl Mesh {
         Ok(())
     }
 
+    /// Sets the VTEP of the ingress backend `ip` (`None`: forgets it): one map write, whatever
+    /// else is published (a port whose frontend still sends to `ip` must be withdrawn first).
+    pub fn set_vtep(&mut self, ip: Ipv4Addr, vtep: Option<Ipv4Addr>) -> Result<(), Error> {
+        match vtep {
+            Some(v) => self
+                .vteps
+                .insert(octets(ip), octets(v), 0)
+                .map_err(map_error(VTEPS_MAP))?,
+            None => remove_entry(&mut self.vteps, &octets(ip), VTEPS_MAP)?,
+        }
+        if let Some(table) = &mut self.programmed {
+            match vtep {
+                Some(v) => table.vteps.insert(ip, v),
+                None => table.vteps.remove(&ip),
+            };
+        }
+        Ok(())
+    }
+
     /// Writes `key`'s entry of the port index: `port`, or all zero (not published).
     fn write_port(&mut self, key: PortKey, port: Option<&PublishedPort>) -> Result<(), Error> {
         let index = key.index().ok_or_else(|| Error::Io {

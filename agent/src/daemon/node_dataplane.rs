@@ -67,6 +67,12 @@ impl ServiceDataplane for SharedDataplane {
         Ok(dp.dataplane.mesh_mut().apply(table)?)
     }
 
+    fn set_mesh_vtep(&self, ip: Ipv4Addr, vtep: Option<Ipv4Addr>) -> anyhow::Result<()> {
+        let mut guard = self.lock();
+        let dp = guard.as_mut().context(STOPPED)?;
+        Ok(dp.dataplane.mesh_mut().set_vtep(ip, vtep)?)
+    }
+
     fn apply(&self, table: &LbTable, draining: &LbTable) -> anyhow::Result<ApplyReport> {
         let mut guard = self.lock();
         let dp = guard.as_mut().context(STOPPED)?;

@@ -18,15 +18,22 @@ use std::{
 };
 
 use anyhow::Context as _;
-use shoal_control::{cluster::Task, error_chain::Chain, netdb::Change};
+use shoal_control::{
+    cluster::Task,
+    error_chain::Chain,
+    netdb::{Change, Endpoint},
+};
 use shoal_dns::{
     DnsCounters, DnsServer, EndpointRecord, NetworkInfo, Records, RecordsView, ServerConfig,
     TaskDns, resolv_conf::EMBEDDED_DNS,
 };
-use tokio::sync::broadcast::{Receiver, error::RecvError};
+use tokio::sync::broadcast::{
+    Receiver,
+    error::{RecvError, TryRecvError},
+};
 use tracing::{debug, warn};
 
-use super::NodeNetworking;
+use super::{NodeNetworking, visible::EndpointChange};
 
 /// At most one refresh of the records per this long: the first change of a burst is applied
 /// at once, the rest of the burst with one refresh after it.
@@ -111,78 +118,122 @@ impl EmbeddedDns {
         Ok(())
     }
 
-    /// Makes the records hold `networks` and `endpoints` (by network and task ID). The first
-    /// call builds them whole (a full reconcile); later ones hand over only the networks and
-    /// endpoints that differ from the last call, each recomputing only the names it touches.
+    /// Makes the records hold `networks` and `endpoints` (by network and task ID): the full
+    /// reconcile. The first call builds them whole; a later one hands over only the networks
+    /// and endpoints that differ from what the records hold.
     fn set(
         &self,
         networks: HashMap<String, NetworkInfo>,
-        mut endpoints: BTreeMap<(String, String), EndpointRecord>,
+        endpoints: BTreeMap<(String, String), EndpointRecord>,
     ) {
-        // The records ignore endpoints on networks they do not have: so must what is handed,
-        // or such an endpoint would never be handed once its network comes.
-        endpoints.retain(|(network_id, _), _| networks.contains_key(network_id));
         let mut handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(last) = handed.as_mut() else {
+            let endpoints: HashMap<_, _> = endpoints
+                .into_iter()
+                .filter(|((network_id, _), _)| networks.contains_key(network_id))
+                .collect();
             self.records.replace(Records::new(
                 networks.values().cloned().collect(),
                 endpoints.values().cloned().collect(),
             ));
             *handed = Some(Handed {
                 networks,
-                endpoints: endpoints.into_iter().collect(),
+                endpoints,
             });
             return;
         };
-        let new_networks: Vec<&NetworkInfo> = networks
-            .iter()
-            .filter(|(id, n)| last.networks.get(*id) != Some(*n))
-            .map(|(_, n)| n)
-            .collect();
-        let gone_networks: Vec<&String> = last
-            .networks
-            .keys()
-            .filter(|id| !networks.contains_key(*id))
-            .collect();
-        let changed: Vec<&EndpointRecord> = endpoints
-            .iter()
-            .filter(|(key, e)| last.endpoints.get(*key) != Some(*e))
-            .map(|(_, e)| e)
-            .collect();
-        let gone: Vec<&(String, String)> = last
+        let mut changed: Vec<((String, String), Option<EndpointRecord>)> = last
             .endpoints
             .keys()
             .filter(|key| !endpoints.contains_key(*key))
+            .map(|key| (key.clone(), None))
             .collect();
+        changed.extend(endpoints.into_iter().map(|(key, e)| (key, Some(e))));
+        self.hand_over(last, networks, changed);
+    }
+
+    /// Makes the records hold `networks`, and each of `changed` (by network and task ID; `None`:
+    /// gone), leaving every other endpoint as it is: each recomputes only the names it
+    /// touches. Nothing before the first [`Self::set`].
+    fn update(
+        &self,
+        networks: HashMap<String, NetworkInfo>,
+        changed: Vec<((String, String), Option<EndpointRecord>)>,
+    ) {
+        let mut handed = self.handed.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(last) = handed.as_mut() {
+            self.hand_over(last, networks, changed);
+        }
+    }
+
+    fn hand_over(
+        &self,
+        last: &mut Handed,
+        networks: HashMap<String, NetworkInfo>,
+        changed: Vec<((String, String), Option<EndpointRecord>)>,
+    ) {
+        let new_networks: Vec<NetworkInfo> = networks
+            .iter()
+            .filter(|(id, n)| last.networks.get(*id) != Some(*n))
+            .map(|(_, n)| n.clone())
+            .collect();
+        let gone_networks: Vec<String> = last
+            .networks
+            .keys()
+            .filter(|id| !networks.contains_key(*id))
+            .cloned()
+            .collect();
+        let mut upserts = Vec::new();
+        let mut gone = Vec::new();
+        for (key, record) in changed {
+            // The records ignore endpoints on networks they do not have: so must what is
+            // handed, or such an endpoint would never be handed once its network comes.
+            let record = record.filter(|_| networks.contains_key(&key.0));
+            if last.endpoints.get(&key) == record.as_ref() {
+                continue;
+            }
+            match record {
+                Some(record) => {
+                    last.endpoints.insert(key, record.clone());
+                    upserts.push(record);
+                }
+                None => {
+                    last.endpoints.remove(&key);
+                    gone.push(key);
+                }
+            }
+        }
+        // Endpoints of a network that goes go with it.
+        last.endpoints
+            .retain(|(network_id, _), _| networks.contains_key(network_id));
         if new_networks.is_empty()
             && gone_networks.is_empty()
-            && changed.is_empty()
+            && upserts.is_empty()
             && gone.is_empty()
         {
             return;
         }
         debug!(
             networks = new_networks.len() + gone_networks.len(),
-            changed = changed.len(),
+            changed = upserts.len(),
             gone = gone.len(),
             "DNS records changed"
         );
         self.records.update(|records| {
             for network in new_networks {
-                records.set_network(network.clone());
+                records.set_network(network);
             }
-            for endpoint in changed {
-                records.upsert_endpoint(endpoint.clone());
+            for endpoint in upserts {
+                records.upsert_endpoint(endpoint);
             }
-            for (network_id, task_id) in gone {
+            for (network_id, task_id) in &gone {
                 records.remove_endpoint(network_id, task_id);
             }
-            for network_id in gone_networks {
+            for network_id in &gone_networks {
                 records.remove_network(network_id);
             }
         });
         last.networks = networks;
-        last.endpoints = endpoints.into_iter().collect();
     }
 
     /// Stops answering for `task_id` (its sockets close; the namespace goes next).
@@ -205,10 +256,10 @@ fn bind_in(netns: &Path) -> anyhow::Result<(UdpSocket, TcpListener)> {
 }
 
 impl NodeNetworking {
-    /// Brings the DNS records up to date with this node's networks: its own endpoints, and
-    /// every other node's from the network DB (which already hides those of nodes that are
-    /// down). Only what changed since the last call reaches the server.
-    pub(super) fn refresh_dns(&self) {
+    /// Brings the DNS records up to date with this node's networks and the endpoints that
+    /// `changed` (all the visible ones when `full`): its own, and every other node's from the
+    /// network DB (which already hides those of nodes that are down).
+    pub(super) fn refresh_dns(&self, changed: &[EndpointChange], full: bool) {
         let networks: HashMap<String, NetworkInfo> = self
             .local()
             .networks
@@ -221,50 +272,79 @@ impl NodeNetworking {
                 (info.id.clone(), info)
             })
             .collect();
-        let endpoints = self
-            .visible_endpoints()
-            .into_iter()
-            // Nodes' ingress endpoints have no name to answer; draining tasks are withdrawn.
-            .filter(|e| !e.service.is_empty() && !e.draining)
-            .map(|e| {
-                let record = EndpointRecord {
-                    network_id: e.network_id,
-                    task_id: e.endpoint_id,
-                    ip: e.ip,
-                    service: e.service,
-                    vip: e.vip,
-                    aliases: e.aliases,
-                    service_aliases: e.service_aliases,
-                };
-                ((record.network_id.clone(), record.task_id.clone()), record)
-            })
-            .collect();
-        self.dns.set(networks, endpoints);
+        if full {
+            let endpoints = self
+                .visible()
+                .all()
+                .filter_map(record)
+                .map(|r| ((r.network_id.clone(), r.task_id.clone()), r))
+                .collect();
+            self.dns.set(networks, endpoints);
+        } else {
+            let changed = changed
+                .iter()
+                .map(|c| (c.key.clone(), c.new.as_ref().and_then(record)))
+                .collect();
+            self.dns.update(networks, changed);
+        }
     }
 }
 
-/// Follows the network DB's changes into the DNS records until it stops; a burst of changes
-/// costs one refresh per [`COALESCE`], and a lone change is answered at once.
+/// What the records hold of `e`: nodes' ingress endpoints have no name to answer, draining
+/// tasks are withdrawn.
+fn record(e: &Endpoint) -> Option<EndpointRecord> {
+    (!e.service.is_empty() && !e.draining).then(|| EndpointRecord {
+        network_id: e.network_id.clone(),
+        task_id: e.endpoint_id.clone(),
+        ip: e.ip,
+        service: e.service.clone(),
+        vip: e.vip,
+        aliases: e.aliases.clone(),
+        service_aliases: e.service_aliases.clone(),
+    })
+}
+
+/// Follows the network DB's changes into the DNS records, the VIP backends and the published
+/// ports until it stops: each change marks its endpoint dirty, and a burst of changes costs one
+/// refresh per [`COALESCE`] (a lone change is applied at once). Changes missed (the channel
+/// lagged) make the refresh read every endpoint again.
 pub async fn follow(networking: Arc<NodeNetworking>, mut changes: Receiver<Change>) {
     loop {
-        match changes.recv().await {
-            Ok(_) => {}
-            Err(RecvError::Lagged(missed)) => {
-                warn!(
-                    missed,
-                    "network DB changes missed: refreshing the DNS records"
-                );
+        let first = changes.recv().await;
+        let mut missed = match first {
+            Ok(change) => {
+                mark(&networking, &change);
+                0
             }
+            Err(RecvError::Lagged(missed)) => missed,
             Err(RecvError::Closed) => return,
-        }
+        };
         // Whatever queued meanwhile is covered by the refresh below.
-        while let Ok(_) | Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) =
-            changes.try_recv()
-        {}
+        loop {
+            match changes.try_recv() {
+                Ok(change) => mark(&networking, &change),
+                Err(TryRecvError::Lagged(n)) => missed += n,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        if missed > 0 {
+            warn!(
+                missed,
+                "network DB changes missed: reading every endpoint again"
+            );
+            networking.mark_dirty(|d| d.all = true);
+        }
         let n = networking.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || n.refresh_services()).await {
             warn!(error = %Chain(&e), "refreshing the DNS records and VIP backends failed");
         }
         tokio::time::sleep(COALESCE).await;
     }
+}
+
+fn mark(networking: &NodeNetworking, change: &Change) {
+    let e = match change {
+        Change::Upsert(e) | Change::Remove(e) => e,
+    };
+    networking.mark_dirty(|d| d.mark(&e.network_id, &e.endpoint_id));
 }

@@ -207,6 +207,8 @@ impl NodeNetworking {
         *state = Inner::default();
         drop(state);
         *self.netdb.write().unwrap_or_else(PoisonError::into_inner) = None;
+        // Other nodes' endpoints are no longer seen.
+        self.mark_dirty(|d| d.all = true);
     }
 }
 
@@ -268,6 +270,8 @@ async fn start(
     networking.gossip.lock().stop = Some(stop_tx);
     tokio::spawn(remote::follow(networking.clone(), changes));
     tokio::spawn(super::dns::follow(networking.clone(), db.subscribe()));
+    // What the DB held before the follower subscribed: read every endpoint again.
+    networking.mark_dirty(|d| d.all = true);
     let n = networking.clone();
     let _ = tokio::task::spawn_blocking(move || n.refresh_services()).await;
     info!(%bind, peers = peers.len(), "network DB started");

@@ -20,7 +20,7 @@
 //! VIP on `ingress` and its backends, from the same endpoints.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
     sync::{Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
@@ -41,7 +41,11 @@ use shoal_dataplane::{
 };
 use tracing::{debug, info, warn};
 
-use super::NodeNetworking;
+use super::{
+    NodeNetworking,
+    vip::Settle,
+    visible::{Dirty, EndpointChange},
+};
 
 /// The node end of the ingress endpoint's veth, in the node's netns.
 pub const NODE_INGRESS_INTERFACE: &str = "shoal_ingress";
@@ -71,6 +75,56 @@ struct Inner {
     host_tasks: BTreeMap<String, HostTask>,
     /// Remote VTEPs, and when a datagram was last sent to each (see [`knock`]).
     knocked: BTreeMap<Ipv4Addr, Instant>,
+    /// From `mesh`: the leader's VIPs -> their network.
+    known_vips: BTreeMap<Ipv4Addr, String>,
+    /// From `mesh`: host-mode frontends (see [`host_frontend`]) -> the services publishing
+    /// that port.
+    host_frontends: BTreeMap<Ipv4Addr, BTreeSet<String>>,
+    /// What the mesh's maps were last made whole for; `None`: the next refresh hands over the
+    /// whole table (see [`NodeNetworking::refresh_mesh`]).
+    applied: Option<MeshFrame>,
+}
+
+impl Inner {
+    /// Indexes what the leader said (`mesh`): the VIPs it lists and the host-mode frontends.
+    fn index(&mut self) {
+        self.known_vips.clear();
+        self.host_frontends.clear();
+        let Some(mesh) = &self.mesh else { return };
+        for v in &mesh.vips {
+            self.known_vips.insert(v.addr, v.network_id.clone());
+        }
+        for service in &mesh.services {
+            for port in service.ports.iter().filter(|p| p.mode == PublishMode::Host) {
+                let key =
+                    Ipv4Addr::from(host_frontend(port.published, proto_number(port.protocol)));
+                self.host_frontends
+                    .entry(key)
+                    .or_default()
+                    .insert(service.name.clone());
+            }
+        }
+    }
+
+    /// The host-mode frontends `service` publishes.
+    fn frontends_of(&self, service: &str) -> Vec<Ipv4Addr> {
+        self.host_frontends
+            .iter()
+            .filter(|(_, services)| services.contains(service))
+            .map(|(key, _)| *key)
+            .collect()
+    }
+}
+
+/// The mesh's table but its ports and VTEPs: what is compared every refresh, and decides
+/// whether the whole table is handed over again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct MeshFrame {
+    config: MeshConfig,
+    addrs: BTreeSet<Ipv4Addr>,
+    ingress_ifindex: u32,
+    /// The `ingress` network whose tasks' VTEPs the table holds; `None`: nothing published.
+    ingress: Option<String>,
 }
 
 /// A host-mode task: it serves its service's host-mode ports on this node.
@@ -138,7 +192,14 @@ impl NodeNetworking {
                 return;
             }
             state.mesh = Some(mesh.clone());
+            state.index();
         }
+        // What the leader says exists, and what is published, may have changed for any
+        // service: compared whole with what was handed (the list comes whole).
+        self.mark_dirty(|d| {
+            d.all_vips = true;
+            d.mesh = true;
+        });
         self.save_routing_mesh(mesh);
         self.ensure_ingress_endpoint();
         self.refresh_services();
@@ -186,8 +247,11 @@ impl NodeNetworking {
         let endpoint = {
             let mut state = self.mesh.lock();
             state.mesh = None;
+            state.index();
+            state.applied = None;
             state.endpoint.take()
         };
+        self.mark_dirty(|d| d.all_vips = true);
         if let Some((network_id, _)) = endpoint {
             self.remove_ingress_endpoint(&network_id);
         }
@@ -272,11 +336,14 @@ impl NodeNetworking {
             (network.id.clone(), NODE_ENDPOINT_MEMBER.to_string()),
             endpoint,
         );
+        local.dirty.mark(&network.id, NODE_ENDPOINT_MEMBER);
         drop(local);
         info!(address = %addr, "ingress endpoint ready: published ports are served here");
         let mut state = self.mesh.lock();
         state.endpoint = Some((network.id, addr));
         state.endpoint_error = None;
+        drop(state);
+        self.mark_dirty(|d| d.mesh = true);
     }
 
     /// Takes the node's endpoint off the ingress network `network_id`: withdrawn from the
@@ -287,6 +354,7 @@ impl NodeNetworking {
         local
             .endpoints
             .remove(&(network_id.to_string(), NODE_ENDPOINT_MEMBER.to_string()));
+        local.dirty.mark(network_id, NODE_ENDPOINT_MEMBER);
         if let Some(db) = self.db() {
             db.delete_endpoint(network_id, &format!("ingress-{}", self.config.node_id));
         }
@@ -308,90 +376,182 @@ impl NodeNetworking {
 
     /// A host-mode task at `gateway_ip` is ready: this node's port balances onto it.
     pub(super) fn add_host_task(&self, task: &Task, gateway_ip: Ipv4Addr) {
-        self.mesh.lock().host_tasks.insert(
-            task.id.clone(),
-            HostTask {
-                service: task.spec.name.clone(),
-                gateway_ip,
-                draining: false,
-            },
-        );
+        let host_task = HostTask {
+            service: task.spec.name.clone(),
+            gateway_ip,
+            draining: false,
+        };
+        let mut state = self.mesh.lock();
+        state.host_tasks.insert(task.id.clone(), host_task);
+        let frontends = state.frontends_of(&task.spec.name);
+        drop(state);
+        self.host_frontends_changed(frontends);
     }
 
     /// The task takes no new connection on its host-mode ports; its own go on.
     pub(super) fn drain_host_task(&self, task_id: &str) {
-        if let Some(task) = self.mesh.lock().host_tasks.get_mut(task_id) {
-            task.draining = true;
-        }
+        let mut state = self.mesh.lock();
+        let Some(task) = state.host_tasks.get_mut(task_id) else {
+            return;
+        };
+        task.draining = true;
+        let service = task.service.clone();
+        let frontends = state.frontends_of(&service);
+        drop(state);
+        self.host_frontends_changed(frontends);
     }
 
     pub(super) fn remove_host_task(&self, task_id: &str) {
-        self.mesh.lock().host_tasks.remove(task_id);
+        let mut state = self.mesh.lock();
+        let Some(task) = state.host_tasks.remove(task_id) else {
+            return;
+        };
+        let frontends = state.frontends_of(&task.service);
+        drop(state);
+        self.host_frontends_changed(frontends);
+    }
+
+    /// A host-mode task came, drained or went: its service's frontends are computed again,
+    /// and which host-mode ports this node publishes may have changed.
+    fn host_frontends_changed(&self, frontends: Vec<Ipv4Addr>) {
+        self.mark_dirty(|d| {
+            d.vips.extend(frontends);
+            d.mesh = true;
+        });
     }
 
     /// The VIPs the leader says exist (see [`RoutingMesh::vips`]) on the networks this node
-    /// has joined: kept in the load balancer's table even with no backend.
-    pub(super) fn known_vips(&self) -> Vec<Ipv4Addr> {
-        let vips = match &self.mesh.lock().mesh {
-            Some(mesh) => mesh.vips.clone(),
-            None => return Vec::new(),
+    /// has joined, among `among` (all of them: `None`): kept in the load balancer's table
+    /// even with no backend.
+    pub(super) fn known_vips(&self, among: Option<&BTreeSet<Ipv4Addr>>) -> Vec<Ipv4Addr> {
+        let vips: Vec<(Ipv4Addr, String)> = {
+            let state = self.mesh.lock();
+            match among {
+                None => state
+                    .known_vips
+                    .iter()
+                    .map(|(vip, network)| (*vip, network.clone()))
+                    .collect(),
+                Some(among) => among
+                    .iter()
+                    .filter_map(|vip| state.known_vips.get(vip).map(|n| (*vip, n.clone())))
+                    .collect(),
+            }
         };
         let local = self.local();
         vips.into_iter()
-            .filter(|v| local.networks.contains_key(&v.network_id))
-            .map(|v| v.addr)
+            .filter(|(_, network_id)| local.networks.contains_key(network_id))
+            .map(|(vip, _)| vip)
             .collect()
     }
 
-    /// Adds the host-mode frontends (see the module docs) to the load balancer's table, and
-    /// their draining tasks to `draining`.
-    pub(super) fn add_host_frontends(&self, table: &mut LbTable, draining: &mut LbTable) {
+    /// Adds the host-mode frontends (see the module docs) among `among` (all: `None`) to the
+    /// load balancer's table, and their draining tasks to `draining`.
+    pub(super) fn add_host_frontends(
+        &self,
+        table: &mut LbTable,
+        draining: &mut LbTable,
+        among: Option<&BTreeSet<Ipv4Addr>>,
+    ) {
         let state = self.mesh.lock();
-        let Some(mesh) = &state.mesh else { return };
-        for service in &mesh.services {
-            for port in service.ports.iter().filter(|p| p.mode == PublishMode::Host) {
-                let key =
-                    Ipv4Addr::from(host_frontend(port.published, proto_number(port.protocol)));
-                let backends = table.entry(key).or_default();
-                for task in state.host_tasks.values() {
-                    if task.service != service.name {
-                        continue;
-                    }
-                    if task.draining {
-                        draining.entry(key).or_default().insert(task.gateway_ip);
-                    } else {
-                        backends.insert(task.gateway_ip);
-                    }
+        let frontends: Vec<(&Ipv4Addr, &BTreeSet<String>)> = match among {
+            None => state.host_frontends.iter().collect(),
+            Some(among) => among
+                .iter()
+                .filter_map(|key| state.host_frontends.get_key_value(key))
+                .collect(),
+        };
+        for (key, services) in frontends {
+            let backends = table.entry(*key).or_default();
+            for task in state.host_tasks.values() {
+                if !services.contains(&task.service) {
+                    continue;
+                }
+                if task.draining {
+                    draining.entry(*key).or_default().insert(task.gateway_ip);
+                } else {
+                    backends.insert(task.gateway_ip);
                 }
             }
         }
     }
 
-    /// Recomputes the mesh's maps and applies what changed.
-    pub(super) fn refresh_mesh(&self) {
-        let Some(table) = self.mesh_table() else {
+    /// Brings the mesh's maps up to date: the whole table (written where it differs from
+    /// what the maps hold) on a full reconcile, when the leader's word, this node's host-mode
+    /// tasks or the ingress endpoint changed, when the network DB settled, or when the
+    /// settings or the node's addresses moved (compared every refresh); otherwise only the
+    /// VTEPs of the ingress endpoints `changes` touched, one map write each.
+    pub(super) fn refresh_mesh(&self, changes: &[EndpointChange], dirty: &Dirty, settle: Settle) {
+        let Some(frame) = self.mesh_frame() else {
             return;
         };
-        if let Err(e) = self.vips.apply_mesh(&table) {
-            warn!(error = %Chain(e.as_ref()), "updating the published ports");
+        let whole = dirty.all
+            || dirty.mesh
+            || settle.newly
+            || self.mesh.lock().applied.as_ref() != Some(&frame);
+        if whole {
+            let table = self.mesh_table(&frame, settle.settled);
+            let applied = match self.vips.apply_mesh(&table) {
+                Ok(()) => Some(frame),
+                Err(e) => {
+                    warn!(error = %Chain(e.as_ref()), "updating the published ports");
+                    None
+                }
+            };
+            self.mesh.lock().applied = applied;
+            self.knock_at_vteps(table.vteps.values().copied(), true);
+            return;
         }
-        self.knock_at_vteps(&table);
+        let Some(network_id) = &frame.ingress else {
+            return;
+        };
+        let vtep_of = |e: &Option<Endpoint>| {
+            e.as_ref()
+                .filter(|e| e.vtep != Ipv4Addr::UNSPECIFIED)
+                .map(|e| (e.ip, e.vtep))
+        };
+        let mut added = Vec::new();
+        for change in changes.iter().filter(|c| &c.key.0 == network_id) {
+            let (old, new) = (vtep_of(&change.old), vtep_of(&change.new));
+            if old == new {
+                continue;
+            }
+            let mut result = Ok(());
+            if let Some((ip, vtep)) = new {
+                result = self.vips.set_mesh_vtep(ip, Some(vtep));
+                added.push(vtep);
+            }
+            // After a restart, VTEPs are removed only once the network DB settled (as the
+            // VIPs' backends are).
+            if let Some((ip, _)) = old
+                && new.is_none_or(|(new_ip, _)| new_ip != ip)
+                && settle.settled
+            {
+                result = result.and(self.vips.set_mesh_vtep(ip, None));
+            }
+            if let Err(e) = result {
+                warn!(error = %Chain(e.as_ref()), "updating the published ports' VTEPs");
+                // Made whole at the next refresh.
+                self.mesh.lock().applied = None;
+            }
+        }
+        self.knock_at_vteps(added, false);
     }
 
-    /// Knocks at the remote VTEPs the table sends to that were not knocked at lately.
-    fn knock_at_vteps(&self, table: &MeshTable) {
+    /// Knocks at the remote ones among `vteps` and the others known that were not knocked at
+    /// lately; `all`: `vteps` are all the table sends to (the others are forgotten).
+    fn knock_at_vteps(&self, vteps: impl IntoIterator<Item = Ipv4Addr>, all: bool) {
         let own = self.config.data_path_addr;
+        let remote: BTreeSet<Ipv4Addr> = vteps.into_iter().filter(|v| Some(*v) != own).collect();
         let due: Vec<Ipv4Addr> = {
             let mut state = self.mesh.lock();
-            let remote: std::collections::BTreeSet<Ipv4Addr> = table
-                .vteps
-                .values()
-                .copied()
-                .filter(|v| Some(*v) != own)
-                .collect();
-            state.knocked.retain(|vtep, _| remote.contains(vtep));
-            let due: Vec<Ipv4Addr> = remote
+            if all {
+                state.knocked.retain(|vtep, _| remote.contains(vtep));
+            }
+            let known: Vec<Ipv4Addr> = state.knocked.keys().copied().collect();
+            let due: BTreeSet<Ipv4Addr> = remote
                 .into_iter()
+                .chain(known)
                 .filter(|v| {
                     state
                         .knocked
@@ -402,78 +562,103 @@ impl NodeNetworking {
             for vtep in &due {
                 state.knocked.insert(*vtep, Instant::now());
             }
-            due
+            due.into_iter().collect()
         };
         for vtep in due {
             knock(vtep);
         }
     }
 
-    /// The mesh's maps as they should be now; `None` while this agent has not heard of the
-    /// routing mesh (from the leader or its saved copy): then the maps are left as they are,
-    /// so a restarting agent does not stop serving what the previous one set up.
-    fn mesh_table(&self) -> Option<MeshTable> {
-        let mut table = MeshTable::default();
+    /// What the mesh's table is made of beyond its ports and VTEPs; `None` while this agent
+    /// has not heard of the routing mesh (from the leader or its saved copy): then the maps
+    /// are left as they are, so a restarting agent does not stop serving what the previous
+    /// one set up.
+    fn mesh_frame(&self) -> Option<MeshFrame> {
         // Until the ingress endpoint is there nothing is published, host mode included: the
         // programs take an all-zero setting for "not configured".
-        let (mesh, ingress_addr, host_services) = {
+        let (network, ingress_addr) = {
             let state = self.mesh.lock();
-            let host_services: std::collections::BTreeSet<String> = state
-                .host_tasks
-                .values()
-                .map(|t| t.service.clone())
-                .collect();
             match (&state.mesh, &state.endpoint) {
                 (None, _) => return None,
-                (Some(mesh), Some((_, addr))) => (mesh.clone(), *addr, host_services),
-                (Some(_), None) => return Some(table),
+                (Some(mesh), Some((_, addr))) => (mesh.ingress.clone(), *addr),
+                (Some(_), None) => return Some(MeshFrame::default()),
             }
         };
-        let Some(network) = &mesh.ingress else {
-            return Some(table);
+        let Some(network) = network else {
+            return Some(MeshFrame::default());
         };
-        let Some(config) = self.mesh_config(ingress_addr, network) else {
-            return Some(table);
+        let Some(config) = self.mesh_config(ingress_addr, &network) else {
+            return Some(MeshFrame::default());
         };
-        table.config = config;
-        table.addrs = self.underlay_addrs();
-        table.ingress_ifindex = nix::net::if_::if_nametoindex(NODE_INGRESS_INTERFACE).unwrap_or(0);
-        for service in &mesh.services {
-            for port in &service.ports {
-                let proto = proto_number(port.protocol);
-                let (frontend, mode) = match port.mode {
-                    PublishMode::Ingress => match (service.ingress_vip, port.source) {
-                        (Some(vip), PortSource::Client) => (vip, MODE_INGRESS_CLIENT),
-                        (Some(vip), PortSource::Snat) => (vip, MODE_INGRESS),
-                        (None, _) => continue,
-                    },
-                    // Only where a task of the service runs: elsewhere the port is the
-                    // node's own business (nothing listens: the kernel refuses), as in Docker.
-                    PublishMode::Host if !host_services.contains(&service.name) => continue,
-                    PublishMode::Host => (
-                        Ipv4Addr::from(host_frontend(port.published, proto)),
-                        MODE_HOST,
-                    ),
-                };
-                table.ports.insert(
-                    PortKey::new(port.published, proto),
-                    PublishedPort::new(frontend.octets(), port.target, mode),
-                );
+        Some(MeshFrame {
+            config,
+            addrs: self.underlay_addrs(),
+            ingress_ifindex: nix::net::if_::if_nametoindex(NODE_INGRESS_INTERFACE).unwrap_or(0),
+            ingress: Some(network.id),
+        })
+    }
+
+    /// The mesh's maps as they should be now, around `frame`.
+    fn mesh_table(&self, frame: &MeshFrame, settled: bool) -> MeshTable {
+        let mut table = MeshTable {
+            config: frame.config,
+            addrs: frame.addrs.clone(),
+            ingress_ifindex: frame.ingress_ifindex,
+            ..MeshTable::default()
+        };
+        let Some(network_id) = &frame.ingress else {
+            return table;
+        };
+        {
+            let state = self.mesh.lock();
+            let Some(mesh) = &state.mesh else {
+                return table;
+            };
+            let host_services: BTreeSet<&str> = state
+                .host_tasks
+                .values()
+                .map(|t| t.service.as_str())
+                .collect();
+            for service in &mesh.services {
+                for port in &service.ports {
+                    let proto = proto_number(port.protocol);
+                    let (frontend, mode) = match port.mode {
+                        PublishMode::Ingress => match (service.ingress_vip, port.source) {
+                            (Some(vip), PortSource::Client) => (vip, MODE_INGRESS_CLIENT),
+                            (Some(vip), PortSource::Snat) => (vip, MODE_INGRESS),
+                            (None, _) => continue,
+                        },
+                        // Only where a task of the service runs: elsewhere the port is the
+                        // node's own business (nothing listens: the kernel refuses), as in
+                        // Docker.
+                        PublishMode::Host if !host_services.contains(service.name.as_str()) => {
+                            continue;
+                        }
+                        PublishMode::Host => (
+                            Ipv4Addr::from(host_frontend(port.published, proto)),
+                            MODE_HOST,
+                        ),
+                    };
+                    table.ports.insert(
+                        PortKey::new(port.published, proto),
+                        PublishedPort::new(frontend.octets(), port.target, mode),
+                    );
+                }
             }
         }
-        for e in self.visible_endpoints() {
-            if e.network_id == network.id && e.vtep != Ipv4Addr::UNSPECIFIED {
+        for e in self.visible().on_network(network_id) {
+            if e.vtep != Ipv4Addr::UNSPECIFIED {
                 table.vteps.insert(e.ip, e.vtep);
             }
         }
-        if !self.vips_settled() {
+        if !settled {
             // After a restart the network DB starts empty while the VIP maps keep their
             // backends: keep their VTEPs too until it has settled (see `vip.rs`).
             for (ip, vtep) in self.vips.mesh_table().vteps {
                 table.vteps.entry(ip).or_insert(vtep);
             }
         }
-        Some(table)
+        table
     }
 
     /// The settings of the mesh's programs, if this node has what they need.

@@ -11,6 +11,8 @@
 //! - `mod.rs`: [`NodeNetworking`], what the executor calls to attach and detach a task.
 //! - `gossip`: starting the network DB from the keys and peers the leader sends, key rotation.
 //! - `remote`: following the network DB into FDB and neighbour entries in the sandboxes.
+//! - `visible`: the endpoints this node sees, kept change by change; what DNS, the VIPs and
+//!   the published ports follow.
 //! - `egress`: the gateway bridge and each task's address on it.
 //! - `dns`: the embedded DNS server in each task, and its records.
 //! - `vip`: the eBPF load balancer: programs on each task's veth, VIP -> backends table.
@@ -23,6 +25,7 @@ mod gossip;
 mod mesh;
 mod remote;
 mod vip;
+mod visible;
 
 pub use mesh::INGRESS_SANDBOX_KEY;
 pub use vip::ServiceDataplane;
@@ -47,6 +50,7 @@ use shoal_dataplane::overlay::{
 use tracing::{info, warn};
 
 use crate::executor::TaskNetwork;
+use visible::{Dirty, EndpointChange, EndpointKey, Visible};
 
 /// How this node takes part in overlay networks.
 #[derive(Clone, Debug)]
@@ -90,6 +94,11 @@ impl NetworkingConfig {
 pub struct NodeNetworking {
     config: NetworkingConfig,
     local: Mutex<Local>,
+    /// The endpoints the last refresh saw (see `visible`).
+    visible: Mutex<Visible>,
+    /// Held through a refresh: one at a time, so what a refresh read is never recorded over
+    /// what a later one read.
+    refreshing: Mutex<()>,
     egress: egress::Egress,
     dns: dns::EmbeddedDns,
     vips: vip::Vips,
@@ -111,6 +120,22 @@ struct Local {
     /// Local tasks attached but not ready yet (see the executor's `readiness`), by task ID:
     /// what they will publish.
     pending: HashMap<String, Pending>,
+    /// What changed since the last refresh.
+    dirty: Dirty,
+}
+
+impl Local {
+    /// The endpoint `key` as this node sees it now: its own, else the network DB's on a
+    /// network it has a sandbox for.
+    fn visible_endpoint(&self, key: &EndpointKey, db: Option<&NetDb>) -> Option<Endpoint> {
+        if let Some(own) = self.endpoints.get(key) {
+            return Some(own.clone());
+        }
+        if !self.networks.contains_key(&key.0) {
+            return None;
+        }
+        db?.endpoint(&key.0, &key.1)
+    }
 }
 
 /// What a task publishes once it is ready.
@@ -148,7 +173,16 @@ impl NodeNetworking {
             vips: vip::Vips::new(dataplane),
             mesh: mesh::MeshState::default(),
             config,
-            local: Mutex::default(),
+            // The first refresh reads everything: the full reconcile of a start.
+            local: Mutex::new(Local {
+                dirty: Dirty {
+                    all: true,
+                    ..Dirty::default()
+                },
+                ..Local::default()
+            }),
+            visible: Mutex::default(),
+            refreshing: Mutex::default(),
             netdb: RwLock::new(None),
             gossip: gossip::GossipState::default(),
             runtime: tokio::runtime::Handle::current(),
@@ -158,9 +192,10 @@ impl NodeNetworking {
     }
 
     /// The endpoints of every network this node has a sandbox for: its own, and every other
-    /// node's from the network DB (which already hides those of nodes that are down). What
-    /// both the DNS records and the VIP backends are built from.
-    fn visible_endpoints(&self) -> Vec<Endpoint> {
+    /// node's from the network DB (which already hides those of nodes that are down), each
+    /// under the key [`Local::visible_endpoint`] reads it back by: what a full reconcile
+    /// of `visible` starts from.
+    fn visible_endpoints(&self) -> BTreeMap<EndpointKey, Endpoint> {
         let local = self.local();
         // Keyed by (network, task): the DB's copy of a local endpoint and ours are the same.
         let mut endpoints: BTreeMap<(String, String), Endpoint> = local
@@ -177,19 +212,66 @@ impl NodeNetworking {
                 }
             }
         }
-        endpoints.into_values().collect()
+        endpoints
     }
 
-    /// Rebuilds what follows the endpoints: the DNS records, the VIP backends and the
-    /// published ports.
+    /// Brings what follows the endpoints up to date with what changed since the last
+    /// refresh: the DNS records, the VIP backends and the published ports. Cheap when
+    /// nothing did (it runs every second, and after every change).
     fn refresh_services(&self) {
-        self.refresh_dns();
-        self.refresh_vips();
-        self.refresh_mesh();
+        let _one_at_a_time = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (dirty, changes) = self.take_changes();
+        let settle = self.settle();
+        self.refresh_dns(&changes, dirty.all);
+        self.refresh_vips(&changes, &dirty, settle);
+        self.refresh_mesh(&changes, &dirty, settle);
+    }
+
+    /// Takes what is dirty and reads the dirty endpoints back from their sources (all of
+    /// them for a full reconcile): what changed since the last refresh.
+    fn take_changes(&self) -> (Dirty, Vec<EndpointChange>) {
+        let mut dirty = self.local().dirty.take();
+        if dirty.all {
+            let all = self.visible_endpoints();
+            return (dirty, self.visible().replace(all));
+        }
+        // The endpoints of a network left are read back like the others: gone, unless the
+        // network was joined again meanwhile.
+        {
+            let visible = self.visible();
+            for network_id in &dirty.networks_left {
+                dirty.keys.extend(visible.keys_on(network_id));
+            }
+        }
+        if dirty.keys.is_empty() {
+            return (dirty, Vec::new());
+        }
+        let db = self.db();
+        let now: Vec<(EndpointKey, Option<Endpoint>)> = {
+            let local = self.local();
+            dirty
+                .keys
+                .iter()
+                .map(|key| (key.clone(), local.visible_endpoint(key, db.as_deref())))
+                .collect()
+        };
+        (dirty, self.visible().update(now))
+    }
+
+    /// Marks what may have changed for the next refresh.
+    fn mark_dirty(&self, mark: impl FnOnce(&mut Dirty)) {
+        mark(&mut self.local().dirty);
     }
 
     fn local(&self) -> MutexGuard<'_, Local> {
         self.local.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn visible(&self) -> MutexGuard<'_, Visible> {
+        self.visible.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The network DB, while it runs.
@@ -269,8 +351,14 @@ impl NodeNetworking {
         info!(network = %network.name, vni = network.vni, mtu = spec.mtu, "overlay sandbox ready");
         if let Some(db) = self.db() {
             db.join_network(&network.id);
-            remote::program_all(&self.config.node_id, &sandbox, &db.endpoints(&network.id));
+            let endpoints = db.endpoints(&network.id);
+            remote::program_all(&self.config.node_id, &sandbox, &endpoints);
+            for e in &endpoints {
+                local.dirty.mark(&e.network_id, &e.endpoint_id);
+            }
         }
+        // Its VIPs that the leader lists are kept from now on, backends or not.
+        local.dirty.all_vips = true;
         local.networks.insert(
             network.id.clone(),
             LocalNetwork {
@@ -294,6 +382,8 @@ impl NodeNetworking {
         let Some(net) = local.networks.remove(network_id) else {
             return;
         };
+        local.dirty.networks_left.push(network_id.to_string());
+        local.dirty.all_vips = true;
         if let Some(db) = self.db() {
             db.leave_network(network_id);
         }
@@ -446,6 +536,7 @@ impl TaskNetwork for NodeNetworking {
             if let Some(db) = &db {
                 db.put_endpoint(endpoint.clone());
             }
+            local.dirty.mark(&endpoint.network_id, &task.id);
             local
                 .endpoints
                 .insert((endpoint.network_id.clone(), task.id.clone()), endpoint);
@@ -458,7 +549,8 @@ impl TaskNetwork for NodeNetworking {
     }
 
     fn withdraw(&self, task: &Task) -> bool {
-        let mut local = self.local();
+        let mut guard = self.local();
+        let local = &mut *guard;
         local.pending.remove(&task.id);
         let mut withdrawn = false;
         let db = self.db();
@@ -470,13 +562,14 @@ impl TaskNetwork for NodeNetworking {
                 && !endpoint.draining
             {
                 endpoint.draining = true;
+                local.dirty.keys.insert(key.clone());
                 withdrawn = true;
                 if let Some(db) = &db {
                     db.put_endpoint(endpoint.clone());
                 }
             }
         }
-        drop(local);
+        drop(guard);
         self.drain_host_task(&task.id);
         if withdrawn {
             info!(task = %task.id, "task endpoints withdrawn");
@@ -496,6 +589,7 @@ impl TaskNetwork for NodeNetworking {
             local
                 .endpoints
                 .remove(&(network_id.clone(), task.id.clone()));
+            local.dirty.mark(network_id, &task.id);
             if let Some(db) = self.db() {
                 db.delete_endpoint(network_id, &task.id);
             }

@@ -37,7 +37,12 @@ use tracing::{debug, info, warn};
 
 use shoal_control::error_chain::Chain;
 
-use super::NodeNetworking;
+use shoal_control::netdb::Endpoint;
+
+use super::{
+    NodeNetworking,
+    visible::{Dirty, EndpointChange},
+};
 
 /// What the networking needs of the eBPF data path (VIPs and published ports): implemented
 /// by the agent's shared [`shoal_dataplane::Dataplane`]; absent when the agent runs without
@@ -49,6 +54,9 @@ pub trait ServiceDataplane: Send + Sync {
     fn attach_mesh_reply(&self, netns: &Path, interface: &str) -> anyhow::Result<()>;
     /// Makes the published ports' maps hold exactly `table`.
     fn apply_mesh(&self, table: &MeshTable) -> anyhow::Result<()>;
+    /// Sets (or forgets, `None`) the VTEP of one ingress backend in the published ports'
+    /// maps; writes nothing else.
+    fn set_mesh_vtep(&self, ip: Ipv4Addr, vtep: Option<Ipv4Addr>) -> anyhow::Result<()>;
     /// What the published ports' maps hold now.
     fn mesh_table(&self) -> MeshTable;
     /// Makes the maps hold exactly `table`, with the backends of `draining` (per VIP) kept
@@ -108,6 +116,12 @@ struct VipState {
     settled: bool,
     /// Where the next background check of the maps starts (after this VIP).
     check_after: Option<Ipv4Addr>,
+    /// `settled` as the last refresh saw it.
+    settle_seen: bool,
+    /// VIPs the data path failed to take: computed and handed again at the next refresh.
+    retry: BTreeSet<Ipv4Addr>,
+    /// The next refresh is a full reconcile (the last one failed half way).
+    full_next: bool,
 }
 
 impl Vips {
@@ -153,6 +167,14 @@ impl Vips {
         }
     }
 
+    /// Sets (or forgets) one ingress backend's VTEP in the published ports' maps.
+    pub fn set_mesh_vtep(&self, ip: Ipv4Addr, vtep: Option<Ipv4Addr>) -> anyhow::Result<()> {
+        match &self.dataplane {
+            Some(dp) => dp.set_mesh_vtep(ip, vtep),
+            None => Ok(()),
+        }
+    }
+
     /// What the published ports' maps hold now.
     pub fn mesh_table(&self) -> MeshTable {
         self.dataplane
@@ -162,71 +184,107 @@ impl Vips {
     }
 }
 
+/// Which VIPs a refresh computes again.
+#[derive(Debug, PartialEq, Eq)]
+enum Scope {
+    /// Every one: the full reconcile.
+    All,
+    /// These only: those whose endpoints changed, and any other named dirty.
+    Vips(BTreeSet<Ipv4Addr>),
+}
+
+/// Whether backends may be removed yet (see the module's comment), and whether that became
+/// true since the last refresh (what was kept meanwhile is then reconciled).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Settle {
+    pub settled: bool,
+    pub newly: bool,
+}
+
 impl NodeNetworking {
-    /// Recomputes the load balancer's table from the endpoints this node sees and hands the
-    /// data path the services that changed since the last refresh (the whole table the first
-    /// time: the full reconcile of a start or re-adoption). One refresh at a time: the record
-    /// of what was handed is held throughout, so an older table never overwrites a newer one.
-    pub(super) fn refresh_vips(&self) {
+    /// Hands the data path the VIPs whose backends `changes` touched (and those `dirty`
+    /// names), each computed from the visible endpoints behind it alone; every VIP only for a
+    /// full reconcile (a start or re-adoption, missed changes, a network joined or left, the
+    /// leader's list of VIPs changed, the network DB settled). A change thus costs its own
+    /// service's work, however many services there are. One refresh at a time: the record of
+    /// what was handed is held throughout, so an older table never overwrites a newer one.
+    pub(super) fn refresh_vips(&self, changes: &[EndpointChange], dirty: &Dirty, settle: Settle) {
         let Some(dp) = self.vips.dataplane.clone() else {
             return;
         };
         let mut programmed = self.vips.programmed();
-        let mut wanted = LbTable::new();
-        // Withdrawn tasks: their flows go on until they are gone (see `executor::stop`).
-        let mut draining = LbTable::new();
-        // A service's VIP stays while the service exists, with no backend if none runs: the
-        // programs then refuse its connections at once (reset, port unreachable).
-        for vip in self.known_vips() {
-            wanted.entry(vip).or_default();
-        }
-        for e in self.visible_endpoints() {
-            if let Some(vip) = e.vip {
-                let backends = wanted.entry(vip).or_default();
-                if e.draining {
-                    draining.entry(vip).or_default().insert(e.ip);
-                } else {
-                    backends.insert(e.ip);
+        let scope = {
+            let mut state = self.vips.state();
+            let full_next = std::mem::take(&mut state.full_next);
+            if programmed.is_none() || dirty.all || dirty.all_vips || settle.newly || full_next {
+                state.retry.clear();
+                Scope::All
+            } else {
+                let mut vips = std::mem::take(&mut state.retry);
+                vips.extend(dirty.vips.iter().copied());
+                vips.extend(changes.iter().flat_map(EndpointChange::vips));
+                if vips.is_empty() {
+                    return;
                 }
+                Scope::Vips(vips)
             }
-        }
-        self.add_host_frontends(&mut wanted, &mut draining);
-        if !self.vips_settled() {
+        };
+        let mut desired = self.desired_services(&scope);
+        if !settle.settled {
             // Keep what the maps hold; only add.
-            for (vip, backends) in dp.table() {
-                wanted.entry(vip).or_default().extend(backends);
-            }
-        }
-        let desired = services(&wanted, &draining);
-        let mut gone = BTreeSet::new();
-        let (report, failed) = match programmed.as_mut() {
-            None => match dp.apply(&wanted, &draining) {
-                Ok(report) => {
-                    *programmed = Some(desired);
-                    (report, None)
-                }
-                // What did not take (a VIP past the node's capacity keeps its old backends)
-                // is handed over again, service by service, at the next refresh.
-                Err(e) => {
-                    let held = dp.table();
-                    let mut taken = desired;
-                    taken.retain(|vip, s| held.get(vip) == Some(&s.backends));
-                    // And a VIP that should have gone but is still there goes then.
-                    for (vip, backends) in held {
-                        if !wanted.contains_key(&vip) {
-                            let draining = BTreeSet::new();
-                            taken.insert(vip, ServiceBackends { backends, draining });
+            match (&scope, programmed.as_ref()) {
+                (Scope::Vips(vips), Some(handed)) => {
+                    for vip in vips {
+                        if let Some(held) = handed.get(vip) {
+                            desired.entry(*vip).or_default().keep(held);
                         }
                     }
-                    *programmed = Some(taken);
-                    (ApplyReport::default(), Some((1, e)))
                 }
-            },
+                _ => {
+                    for (vip, backends) in dp.table() {
+                        let held = ServiceBackends {
+                            backends,
+                            draining: BTreeSet::new(),
+                        };
+                        desired.entry(vip).or_default().keep(&held);
+                    }
+                }
+            }
+        }
+        let mut gone = BTreeSet::new();
+        let (report, failed) = match programmed.as_mut() {
+            None => {
+                let (wanted, draining) = tables(&desired);
+                match dp.apply(&wanted, &draining) {
+                    Ok(report) => {
+                        *programmed = Some(desired);
+                        (report, None)
+                    }
+                    // What did not take (a VIP past the node's capacity keeps its old
+                    // backends) is handed over again, service by service, at the next refresh.
+                    Err(e) => {
+                        let held = dp.table();
+                        let mut taken = desired;
+                        taken.retain(|vip, s| held.get(vip) == Some(&s.backends));
+                        // And a VIP that should have gone but is still there goes then.
+                        for (vip, backends) in held {
+                            if !wanted.contains_key(&vip) {
+                                let draining = BTreeSet::new();
+                                taken.insert(vip, ServiceBackends { backends, draining });
+                            }
+                        }
+                        *programmed = Some(taken);
+                        self.vips.state().full_next = true;
+                        (ApplyReport::default(), Some((1, e)))
+                    }
+                }
+            }
             Some(handed) => {
-                let leaving = leaving(handed, &desired);
-                let done = hand_over(dp.as_ref(), handed, &desired);
+                let leaving = leaving(handed, &desired, &scope);
+                let done = hand_over(dp.as_ref(), handed, &desired, &scope);
+                self.vips.state().retry.extend(done.failed_vips);
                 gone = gone_for_good(leaving, handed, &desired);
-                done
+                (done.report, done.failed)
             }
         };
         drop(programmed);
@@ -245,6 +303,54 @@ impl NodeNetworking {
         if let Some((services, e)) = failed {
             warn!(services, error = %Chain(e.as_ref()), "updating the service VIPs");
         }
+    }
+
+    /// The VIPs of `scope` as they should be: a VIP the leader lists on a network this node
+    /// has joined stays, with no backend if none runs (the programs then refuse its
+    /// connections at once: reset, port unreachable); the visible endpoints behind each,
+    /// withdrawn ones draining (their flows go on until they are gone, see
+    /// `executor::stop`); and the host-mode frontends with this node's tasks behind them.
+    fn desired_services(&self, scope: &Scope) -> BTreeMap<Ipv4Addr, ServiceBackends> {
+        let filter = match scope {
+            Scope::All => None,
+            Scope::Vips(vips) => Some(vips),
+        };
+        let mut wanted = LbTable::new();
+        let mut draining = LbTable::new();
+        for vip in self.known_vips(filter) {
+            wanted.entry(vip).or_default();
+        }
+        {
+            let visible = self.visible();
+            let mut add = |e: &Endpoint| {
+                if let Some(vip) = e.vip {
+                    let backends = wanted.entry(vip).or_default();
+                    if e.draining {
+                        draining.entry(vip).or_default().insert(e.ip);
+                    } else {
+                        backends.insert(e.ip);
+                    }
+                }
+            };
+            match filter {
+                None => visible.all().for_each(&mut add),
+                Some(vips) => vips
+                    .iter()
+                    .flat_map(|vip| visible.with_vip(*vip))
+                    .for_each(&mut add),
+            }
+        }
+        self.add_host_frontends(&mut wanted, &mut draining, filter);
+        services(&wanted, &draining)
+    }
+
+    /// Where backends may be removed yet (see [`Settle`]).
+    pub(super) fn settle(&self) -> Settle {
+        let settled = self.vips_settled();
+        let mut state = self.vips.state();
+        let newly = settled && !state.settle_seen;
+        state.settle_seen |= settled;
+        Settle { settled, newly }
     }
 
     /// Ends the connections the socket-level balancer gave to `gone`, backends that left
@@ -349,26 +455,77 @@ impl ServiceBackends {
     fn holds(&self, ip: &Ipv4Addr) -> bool {
         self.backends.contains(ip) || self.draining.contains(ip)
     }
+
+    /// Adds what `held` has that this has not, as `held` has it (the network DB has not
+    /// settled: nothing is removed yet).
+    fn keep(&mut self, held: &ServiceBackends) {
+        let kept: Vec<Ipv4Addr> = held
+            .backends
+            .iter()
+            .filter(|ip| !self.holds(ip))
+            .copied()
+            .collect();
+        self.backends.extend(kept);
+        let kept: Vec<Ipv4Addr> = held
+            .draining
+            .iter()
+            .filter(|ip| !self.holds(ip))
+            .copied()
+            .collect();
+        self.draining.extend(kept);
+    }
 }
 
-/// Per VIP of `handed`, the backends it holds (in the round robin or draining) that
-/// `desired` no longer has for it.
+/// The backends and the draining backends per VIP, as [`ServiceDataplane::apply`] takes
+/// them.
+fn tables(services: &BTreeMap<Ipv4Addr, ServiceBackends>) -> (LbTable, LbTable) {
+    let wanted = services
+        .iter()
+        .map(|(vip, s)| (*vip, s.backends.clone()))
+        .collect();
+    let draining = services
+        .iter()
+        .filter(|(_, s)| !s.draining.is_empty())
+        .map(|(vip, s)| (*vip, s.draining.clone()))
+        .collect();
+    (wanted, draining)
+}
+
+/// Per VIP of `handed` in `scope`, the backends it holds (in the round robin or draining)
+/// that `desired` no longer has for it.
 fn leaving(
     handed: &BTreeMap<Ipv4Addr, ServiceBackends>,
     desired: &BTreeMap<Ipv4Addr, ServiceBackends>,
+    scope: &Scope,
 ) -> BTreeMap<Ipv4Addr, BTreeSet<Ipv4Addr>> {
-    handed
-        .iter()
-        .filter(|(vip, old)| desired.get(vip) != Some(old))
+    scope
+        .handed(handed)
+        .filter(|(vip, old)| desired.get(vip) != Some(*old))
         .filter_map(|(vip, old)| {
-            let new = desired.get(vip);
+            let new = desired.get(&vip);
             let left: BTreeSet<Ipv4Addr> = (old.backends.iter().chain(&old.draining))
                 .filter(|ip| !new.is_some_and(|n| n.holds(ip)))
                 .copied()
                 .collect();
-            (!left.is_empty()).then_some((*vip, left))
+            (!left.is_empty()).then_some((vip, left))
         })
         .collect()
+}
+
+impl Scope {
+    /// The VIPs of `handed` in this scope.
+    fn handed<'a>(
+        &'a self,
+        handed: &'a BTreeMap<Ipv4Addr, ServiceBackends>,
+    ) -> Box<dyn Iterator<Item = (Ipv4Addr, &'a ServiceBackends)> + 'a> {
+        match self {
+            Scope::All => Box::new(handed.iter().map(|(vip, s)| (*vip, s))),
+            Scope::Vips(vips) => Box::new(
+                vips.iter()
+                    .filter_map(|vip| handed.get(vip).map(|s| (*vip, s))),
+            ),
+        }
+    }
 }
 
 /// Of the backends `leaving` their VIPs, those gone for good once `handed` records what the
@@ -399,64 +556,86 @@ enum Delta<'a> {
     Remove(Ipv4Addr),
 }
 
-/// The services of `desired` that differ from what was `handed`, and those that went.
+/// The services of `desired` that differ from what was `handed`, and those that went (removals
+/// first), within `scope`: what `desired` holds outside it is not looked at.
 fn delta<'a>(
     handed: &BTreeMap<Ipv4Addr, ServiceBackends>,
     desired: &'a BTreeMap<Ipv4Addr, ServiceBackends>,
+    scope: &Scope,
 ) -> Vec<Delta<'a>> {
+    let gone = scope
+        .handed(handed)
+        .filter(|(vip, _)| !desired.contains_key(vip))
+        .map(|(vip, _)| Delta::Remove(vip));
+    let in_scope = |vip: &Ipv4Addr| match scope {
+        Scope::All => true,
+        Scope::Vips(vips) => vips.contains(vip),
+    };
     let changed = desired
         .iter()
+        .filter(|(vip, _)| in_scope(vip))
         .filter(|(vip, service)| handed.get(vip) != Some(service))
         .map(|(vip, service)| Delta::Apply(*vip, service));
-    let gone = handed
-        .keys()
-        .filter(|vip| !desired.contains_key(vip))
-        .map(|vip| Delta::Remove(*vip));
     gone.chain(changed).collect()
 }
 
-/// Hands `dp` the services of `desired` that differ from `handed`, one by one, and records
-/// each one done in `handed`. A service that fails is forgotten in `handed` (applied again
-/// at the next refresh); the count of failures and the first error are returned.
+/// What [`hand_over`] did.
+struct HandedOver {
+    report: ApplyReport,
+    /// The VIPs that failed (forgotten in `handed`: handed over again at the next refresh).
+    failed_vips: BTreeSet<Ipv4Addr>,
+    /// How many failed, and the first error.
+    failed: Option<(usize, anyhow::Error)>,
+}
+
+/// Hands `dp` the services of `desired` that differ from `handed` within `scope`, one by
+/// one, and records each one done in `handed`.
 fn hand_over(
     dp: &dyn ServiceDataplane,
     handed: &mut BTreeMap<Ipv4Addr, ServiceBackends>,
     desired: &BTreeMap<Ipv4Addr, ServiceBackends>,
-) -> (ApplyReport, Option<(usize, anyhow::Error)>) {
-    let mut report = ApplyReport::default();
-    let mut failed: Option<(usize, anyhow::Error)> = None;
-    for change in delta(handed, desired) {
-        let (vip, done) = match change {
+    scope: &Scope,
+) -> HandedOver {
+    let mut done = HandedOver {
+        report: ApplyReport::default(),
+        failed_vips: BTreeSet::new(),
+        failed: None,
+    };
+    for change in delta(handed, desired, scope) {
+        let (vip, result) = match change {
             Delta::Apply(vip, service) => {
-                let done = dp.apply_service(vip, &service.backends, &service.draining);
-                match &done {
+                let result = dp.apply_service(vip, &service.backends, &service.draining);
+                match &result {
                     Ok(_) => handed.insert(vip, service.clone()),
                     Err(_) => handed.remove(&vip),
                 };
-                (vip, done)
+                (vip, result)
             }
             Delta::Remove(vip) => {
-                let done = dp.remove_service(vip);
-                if done.is_ok() {
+                let result = dp.remove_service(vip);
+                if result.is_ok() {
                     handed.remove(&vip);
                 }
-                (vip, done)
+                (vip, result)
             }
         };
-        match done {
-            Ok(r) => report.add(r),
-            Err(e) => match &mut failed {
-                Some((n, _)) => *n += 1,
-                None => failed = Some((1, e.context(format!("VIP {vip}")))),
-            },
+        match result {
+            Ok(r) => done.report.add(r),
+            Err(e) => {
+                done.failed_vips.insert(vip);
+                match &mut done.failed {
+                    Some((n, _)) => *n += 1,
+                    None => done.failed = Some((1, e.context(format!("VIP {vip}")))),
+                }
+            }
         }
     }
-    (report, failed)
+    done
 }
 
-/// Re-applies the table every [`REFRESH_EVERY`] (changes are applied as they come by the
-/// network DB follower; this catches what was deferred while the DB settled), and checks the
-/// next [`CHECK_BUDGET`] VIPs' map entries.
+/// Refreshes every [`REFRESH_EVERY`] (changes are applied as they come by the network DB
+/// follower; this catches what was deferred while the DB settled, and retries what failed),
+/// and checks the next [`CHECK_BUDGET`] VIPs' map entries.
 /// Also removes the flows that are over every [`EXPIRE_EVERY`], so churn of short connections
 /// never makes the flow table's LRU evict a quiet live one.
 pub async fn refresh_periodically(networking: Arc<NodeNetworking>) {
@@ -471,9 +650,8 @@ pub async fn refresh_periodically(networking: Arc<NodeNetworking>) {
         }
         let done = tokio::task::spawn_blocking(move || {
             n.ensure_ingress_endpoint();
-            n.refresh_vips();
+            n.refresh_services();
             n.check_vips();
-            n.refresh_mesh();
             if expire && let Some(dp) = &n.vips.dataplane {
                 match dp.expire_flows() {
                     Ok(0) => {}
@@ -501,8 +679,8 @@ mod tests {
     use shoal_dataplane::{LbTable, MeshTable, lb::ApplyReport, lb::CheckReport};
 
     use super::{
-        Delta, Destroyed, ServiceBackends, ServiceDataplane, delta, gone_for_good, hand_over,
-        leaving, services,
+        Delta, Destroyed, Scope, ServiceBackends, ServiceDataplane, delta, gone_for_good,
+        hand_over, leaving, services,
     };
 
     fn ip(last: u8) -> Ipv4Addr {
@@ -533,7 +711,7 @@ mod tests {
         ]
         .into();
         assert_eq!(
-            delta(&handed, &desired),
+            delta(&handed, &desired, &Scope::All),
             vec![
                 Delta::Remove(ip(102)),
                 Delta::Apply(ip(101), &desired[&ip(101)]),
@@ -541,7 +719,24 @@ mod tests {
                 Delta::Apply(ip(104), &desired[&ip(104)]),
             ]
         );
-        assert_eq!(delta(&desired, &desired), vec![]);
+        assert_eq!(delta(&desired, &desired, &Scope::All), vec![]);
+
+        // A refresh of some VIPs only: what differs outside them is not looked at (desired
+        // holds only the VIPs computed: 102 is gone, 103 not computed).
+        let scope = Scope::Vips([ip(101), ip(102), ip(104)].into());
+        let computed: BTreeMap<Ipv4Addr, ServiceBackends> = [
+            (ip(101), service(&[3, 4], &[])),
+            (ip(104), service(&[], &[])),
+        ]
+        .into();
+        assert_eq!(
+            delta(&handed, &computed, &scope),
+            vec![
+                Delta::Remove(ip(102)),
+                Delta::Apply(ip(101), &computed[&ip(101)]),
+                Delta::Apply(ip(104), &computed[&ip(104)]),
+            ]
+        );
     }
 
     #[test]
@@ -568,7 +763,7 @@ mod tests {
             (ip(105), service(&[9], &[])),
         ]
         .into();
-        let left = leaving(&handed, &desired);
+        let left = leaving(&handed, &desired, &Scope::All);
         assert_eq!(
             left,
             [
@@ -587,7 +782,23 @@ mod tests {
         assert_eq!(gone, [ip(2), ip(4), ip(5), ip(7)].into());
         // Nothing changed: nothing goes.
         desired.clear();
-        assert_eq!(leaving(&desired, &desired), BTreeMap::new());
+        assert_eq!(leaving(&desired, &desired, &Scope::All), BTreeMap::new());
+
+        // Scoped: only the VIPs computed are looked at.
+        let computed: BTreeMap<Ipv4Addr, ServiceBackends> = [(ip(100), service(&[1], &[3]))].into();
+        let scope = Scope::Vips([ip(100), ip(101)].into());
+        assert_eq!(
+            leaving(&handed, &computed, &scope),
+            [(ip(100), [ip(2)].into()), (ip(101), [ip(4), ip(5)].into())].into()
+        );
+    }
+
+    #[test]
+    fn until_settled_what_was_handed_is_kept_as_it_was() {
+        let mut wanted = service(&[1], &[2]);
+        wanted.keep(&service(&[2, 3], &[4, 1]));
+        // 3 stays in the round robin, 4 draining; 1 and 2 stay as wanted.
+        assert_eq!(wanted, service(&[1, 3], &[2, 4]));
     }
 
     #[test]
@@ -615,6 +826,13 @@ mod tests {
             Ok(())
         }
         fn apply_mesh(&self, _: &MeshTable) -> anyhow::Result<()> {
+            Ok(())
+        }
+        fn set_mesh_vtep(&self, ip: Ipv4Addr, vtep: Option<Ipv4Addr>) -> anyhow::Result<()> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("vtep {ip} {vtep:?}"));
             Ok(())
         }
         fn mesh_table(&self) -> MeshTable {
@@ -676,13 +894,14 @@ mod tests {
         ]
         .into();
 
-        let (report, failed) = hand_over(&dp, &mut handed, &desired);
+        let done = hand_over(&dp, &mut handed, &desired, &Scope::All);
         assert_eq!(
             *dp.calls.lock().unwrap(),
             vec!["remove 10.0.0.102", "apply 10.0.0.101"]
         );
-        assert_eq!(report.vips_removed, 1);
-        let (count, error) = failed.expect("the failure is reported");
+        assert_eq!(done.report.vips_removed, 1);
+        assert_eq!(done.failed_vips, [ip(101)].into());
+        let (count, error) = done.failed.expect("the failure is reported");
         assert_eq!(count, 1);
         assert!(format!("{error:#}").contains("10.0.0.101"), "{error:#}");
         assert_eq!(handed.keys().copied().collect::<Vec<_>>(), vec![ip(100)]);
@@ -690,9 +909,10 @@ mod tests {
         // --- the next refresh: the same desired table, the data path no longer failing
         dp.calls.lock().unwrap().clear();
         dp.failing.lock().unwrap().clear();
-        let (report, failed) = hand_over(&dp, &mut handed, &desired);
-        assert!(failed.is_none());
-        assert_eq!(report.backends_added, 2);
+        // (a refresh of the VIPs that failed: what the agent does next)
+        let done = hand_over(&dp, &mut handed, &desired, &Scope::Vips(done.failed_vips));
+        assert!(done.failed.is_none());
+        assert_eq!(done.report.backends_added, 2);
         assert_eq!(*dp.calls.lock().unwrap(), vec!["apply 10.0.0.101"]);
         assert_eq!(handed, desired);
     }

@@ -369,6 +369,12 @@ impl NetDb {
         lock(&self.shared.table).live(network_id)
     }
 
+    /// One live entry of a joined network (`None` if deleted, unknown, or its node is down):
+    /// what a follower of [`Self::subscribe`] reads back for a key a change named.
+    pub fn endpoint(&self, network_id: &str, endpoint_id: &str) -> Option<Endpoint> {
+        lock(&self.shared.table).live_one(network_id, endpoint_id)
+    }
+
     /// Changes to live entries (what DNS and the load balancer follow).
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.events.subscribe()

@@ -503,6 +503,13 @@ impl Table {
             .collect()
     }
 
+    /// One live entry, as [`Self::live`] would list it.
+    pub(crate) fn live_one(&self, network_id: &str, endpoint_id: &str) -> Option<Endpoint> {
+        let key = (network_id.to_string(), endpoint_id.to_string());
+        let entry = self.entries.get(&key)?;
+        self.visible(&entry.rec).then(|| entry.rec.endpoint.clone())
+    }
+
     /// Everything we hold (joined networks only, tombstones included) for push-pull.
     pub(crate) fn snapshot(&self) -> Vec<Record> {
         self.entries.values().map(|e| e.rec.clone()).collect()
