@@ -33,6 +33,22 @@
 /// Map `SHOAL_LB_VIPS`: `HASH`, key VIP (`u32`, network order) -> [`VipService`]. Also the
 /// set of addresses the ARP responder answers for.
 pub const VIPS_MAP: &str = "SHOAL_LB_VIPS";
+/// Map `SHOAL_LB_VIP_HINTS`: `ARRAY`, index [`vip_hint`] of an address -> how many VIPs have
+/// that index. A packet to an address whose entry is 0 is to no VIP: what the task-facing
+/// program learns from one inlined array read, before (and mostly instead of) the hash lookup
+/// in [`VIPS_MAP`]. Raised before a VIP is written, lowered after it is removed.
+pub const VIP_HINTS_MAP: &str = "SHOAL_LB_VIP_HINTS";
+/// Entries of [`VIP_HINTS_MAP`]: one per value of an address's last 16 bits.
+pub const VIP_HINTS: u32 = 1 << 16;
+
+/// The [`VIP_HINTS_MAP`] index of an address as loaded (network-order bytes read as a native
+/// `u32`, as the map keys are): its last two octets.
+#[inline(always)]
+pub fn vip_hint(addr: u32) -> u32 {
+    let [_, _, c, d] = addr.to_ne_bytes();
+    u32::from(u16::from_ne_bytes([c, d]))
+}
+
 /// Map `SHOAL_LB_SLOTS`: `HASH`, key [`SlotKey`] -> backend ID (`u32`).
 pub const SLOTS_MAP: &str = "SHOAL_LB_SLOTS";
 /// Map `SHOAL_LB_BACKENDS`: `ARRAY`, index backend ID -> [`Backend`]. ID 0 is never used, so

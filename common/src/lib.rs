@@ -23,6 +23,7 @@ pub mod stats;
 pub const PINNED_MAPS: &[&str] = &[
     stats::STATS_MAP,
     lb::VIPS_MAP,
+    lb::VIP_HINTS_MAP,
     lb::SLOTS_MAP,
     lb::BACKENDS_MAP,
     lb::CURSORS_MAP,

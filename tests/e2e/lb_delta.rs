@@ -284,3 +284,61 @@ fn a_full_load_large_enough_for_two_writer_threads_is_written_whole() {
     assert_eq!(contents.backends.len(), 5000, "backend entries");
     assert_eq!(contents.slots.len(), 5000, "slots");
 }
+
+/// What the VIP hints should hold for `vips`: per index (the last two octets), how many.
+fn hints_of<'a>(
+    vips: impl IntoIterator<Item = &'a Ipv4Addr>,
+) -> std::collections::HashMap<u32, u32> {
+    let mut hints = std::collections::HashMap::new();
+    for vip in vips {
+        let index = shoal_common::lb::vip_hint(u32::from_ne_bytes(vip.octets()));
+        *hints.entry(index).or_default() += 1;
+    }
+    hints
+}
+
+#[test]
+fn the_vip_hints_count_the_vips_through_changes_removals_and_a_restart() {
+    let pins = Pins::new();
+    let mut dp = Dataplane::load(Some(&pins.dir())).unwrap();
+    // Two VIPs share their last two octets with another VIP (10.201.0.x and 10.202.0.x):
+    // one index counts two.
+    let mut table = table();
+    let twin = Ipv4Addr::new(10, 202, 0, 5);
+    table.insert(twin, [backend(90, 0)].into());
+    dp.lb_mut().apply(&table).unwrap();
+    let hints = dp.lb().vip_hints().unwrap();
+    assert_eq!(hints, hints_of(table.keys()));
+    assert_eq!(
+        hints[&shoal_common::lb::vip_hint(u32::from_ne_bytes(twin.octets()))],
+        2
+    );
+
+    // One VIP of the pair goes: its index still counts the other.
+    dp.lb_mut().remove_service(vip(5)).unwrap();
+    table.remove(&vip(5));
+    assert_eq!(dp.lb().vip_hints().unwrap(), hints_of(table.keys()));
+    // A VIP added alone, then every VIP gone through a full apply: all entries back to 0.
+    let added = Ipv4Addr::new(10, 203, 7, 7);
+    dp.lb_mut()
+        .apply_service(added, &[backend(91, 0)].into(), &BTreeSet::new())
+        .unwrap();
+    table.insert(added, [backend(91, 0)].into());
+    assert_eq!(dp.lb().vip_hints().unwrap(), hints_of(table.keys()));
+
+    // A restart adopts the maps and rewrites every entry from the VIPs they hold, whatever
+    // the hints map held (here a stray entry written behind its back).
+    drop(dp);
+    {
+        let pin = pins.dir().join(shoal_common::lb::VIP_HINTS_MAP);
+        let data = aya::maps::MapData::from_pin(pin).unwrap();
+        let mut map =
+            aya::maps::Array::<_, u32>::try_from(aya::maps::Map::from_map_data(data).unwrap())
+                .unwrap();
+        map.set(4242, 9, 0).unwrap();
+    }
+    let mut dp = Dataplane::load(Some(&pins.dir())).unwrap();
+    assert_eq!(dp.lb().vip_hints().unwrap(), hints_of(table.keys()));
+    dp.lb_mut().apply(&LbTable::new()).unwrap();
+    assert_eq!(dp.lb().vip_hints().unwrap(), Default::default());
+}

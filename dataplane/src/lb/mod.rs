@@ -22,6 +22,7 @@
 
 mod batch;
 mod check;
+mod hints;
 mod ids;
 mod writes;
 
@@ -34,12 +35,12 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use shoal_common::lb::{
     BACKEND_STATS_MAP, BACKENDS_MAP, Backend, CURSORS_MAP, EVENTS_MAP, FLOW_FORWARD, FLOWS_MAP,
     FlowKey, FlowState, LbCounters, LbEvent, MAX_BACKENDS, MAX_SERVICES, SERVICE_STATS_MAP,
-    SLOTS_MAP, SlotKey, VIPS_MAP, VipService,
+    SLOTS_MAP, SlotKey, VIP_HINTS_MAP, VIPS_MAP, VipService,
 };
 
 pub use self::check::{CheckReport, LbMapContents};
 // Part of this module's API since before the flow rules had a module of their own.
-use self::{ids::IdPool, writes::Writes};
+use self::{hints::VipHints, ids::IdPool, writes::Writes};
 pub use crate::flow_lifetime::{CLOSED_FLOW_LINGER, UDP_FLOW_IDLE, monotonic_now_ns};
 use crate::{
     error::Error,
@@ -103,6 +104,7 @@ pub struct LoadBalancer {
     service_stats: PerCpuArray<MapData, LbCounters>,
     backend_stats: PerCpuArray<MapData, LbCounters>,
     events: PerCpuArray<MapData, u64>,
+    hints: VipHints,
     /// What the maps hold, by VIP: what a change is compared with, so it costs only its VIP.
     services: BTreeMap<Ipv4Addr, ServiceEntry>,
     service_ids: IdPool,
@@ -142,6 +144,9 @@ impl LoadBalancer {
                 .map_err(map_error(BACKEND_STATS_MAP))?,
             events: PerCpuArray::try_from(take(ebpf, EVENTS_MAP)?)
                 .map_err(map_error(EVENTS_MAP))?,
+            hints: VipHints::new(
+                Array::try_from(take(ebpf, VIP_HINTS_MAP)?).map_err(map_error(VIP_HINTS_MAP))?,
+            ),
             services: BTreeMap::new(),
             service_ids: IdPool::new(MAX_SERVICES),
             backend_ids: IdPool::new(MAX_BACKENDS),
@@ -229,7 +234,13 @@ impl LoadBalancer {
                 .set(id, Backend::default(), 0)
                 .map_err(map_error(BACKENDS_MAP))?;
         }
-        Ok(())
+        let vips: Vec<u32> = self.services.keys().map(|vip| octets(*vip)).collect();
+        self.hints.reset(vips, self.batched)
+    }
+
+    /// The VIP hints as the map holds them: index -> count, non-zero entries only.
+    pub fn vip_hints(&self) -> Result<std::collections::HashMap<u32, u32>, Error> {
+        self.hints.read()
     }
 
     /// The VIPs and backends the maps hold now.

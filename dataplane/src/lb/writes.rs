@@ -1,8 +1,9 @@
 //! [`Writes`]: what one change of the load balancer writes to its maps, gathered while the
 //! change is planned and written afterwards in batches (one syscall per map and step, see
 //! `batch`), in the order that lets the programs read the maps at any moment: VIPs that go,
-//! new IDs' cursors and counters, new backend entries, slots, VIP entries (counts), then the
-//! slots and backend entries that go.
+//! new IDs' cursors and counters, new backend entries, slots, the VIP hints of new VIPs, VIP
+//! entries (counts), then the slots and backend entries that go, and the hints of the VIPs
+//! that went.
 //!
 //! IDs freed by a change are handed back to their pools only once it is written: an ID taken
 //! again in the same change would otherwise have its new entry zeroed by the old one's
@@ -151,8 +152,10 @@ impl LoadBalancer {
             entries()?;
         }
         update_hash(b, &mut self.slots, SLOTS_MAP, &w.slots)?;
+        self.hints.raise(&w.vips.keys, b)?;
         update_hash(b, &mut self.vips, VIPS_MAP, &w.vips)?;
         delete_hash(b, &mut self.slots, SLOTS_MAP, &w.stale_slots)?;
-        update_array(b, &mut self.backends, BACKENDS_MAP, &w.cleared_backends)
+        update_array(b, &mut self.backends, BACKENDS_MAP, &w.cleared_backends)?;
+        self.hints.lower(&w.gone_vips, b)
     }
 }

@@ -139,11 +139,17 @@ pub fn ethertype(ctx: &TcContext) -> Option<u16> {
 
 /// The fixed IPv4 header of an IPv4 frame (the ethertype was checked), pulled into the linear
 /// part first if it is not there; `None` if the frame is too short for it. Not validated
-/// (see [`ipv4_flow`]). The pull takes a TCP header's worth more, so the one pull is all an
-/// IPv4 packet without options ever needs.
+/// (see [`ipv4_flow`]). What is made linear is the headers of a TCP packet without IP
+/// options (the longest the programs read in place), or the whole frame if it is shorter: so
+/// this is the one pull an IPv4 packet without options ever needs, and [`ipv4_flow`] reads
+/// its L4 header with a bounds check alone (one `bpf_skb_pull_data` call site in a program
+/// also keeps its code simple enough for LLVM's BPF backend: with two, it once kept a
+/// register across the call).
 #[inline(always)]
 pub fn ipv4_header(ctx: &TcContext) -> Option<Ipv4Header> {
-    if !linear(ctx, L4_NO_OPTIONS, L4_NO_OPTIONS + TCP_MIN) {
+    const HEADERS: usize = L4_NO_OPTIONS + TCP_MIN;
+    let frame = ctx.len() as usize;
+    if !linear(ctx, HEADERS.min(frame), HEADERS) {
         return None;
     }
     read::<Ipv4Header>(ctx, IP)
@@ -151,7 +157,7 @@ pub fn ipv4_header(ctx: &TcContext) -> Option<Ipv4Header> {
 
 /// Parses the L4 header of an IPv4 packet whose fixed header is `ip`: the ports, and a TCP
 /// segment's flags and sequence number. Without IP options (all but never seen) the headers
-/// are read in place, pulled first if they are not linear; with options the L4 header sits at
+/// are read in place ([`ipv4_header`] made them linear); with options the L4 header sits at
 /// a variable offset and is read with `bpf_skb_load_bytes`, which keeps every direct access at
 /// a constant offset (what the verifier can check without tracking a variable one).
 #[inline(always)]
@@ -172,9 +178,7 @@ pub fn ipv4_flow(ctx: &TcContext, ip: &Ipv4Header) -> Result<Ipv4Flow, NotAFlow>
     let l4_min = if is_tcp { TCP_MIN } else { UDP_MIN };
     let l4 = IP + usize::from(ihl) * 4;
     let (ports, tcp_flags, tcp_seq) = if ihl == 5 {
-        if !linear(ctx, L4_NO_OPTIONS + l4_min, L4_NO_OPTIONS + l4_min) {
-            return Err(NotAFlow::Truncated);
-        }
+        // Linear already, as far as the frame goes (see `ipv4_header`).
         if is_tcp {
             let tcp = read::<TcpHead>(ctx, L4_NO_OPTIONS).ok_or(NotAFlow::Truncated)?;
             ((tcp.src_port, tcp.dst_port), tcp.flags, tcp.seq)

@@ -9,11 +9,27 @@ use aya_ebpf::{
 };
 use shoal_common::lb::{
     Backend, FlowKey, FlowState, LB_EVENTS, LbCounters, LbEvent, MAX_BACKENDS, MAX_FLOW_ENTRIES,
-    MAX_SERVICES, MAX_SLOTS, SlotKey, VipService,
+    MAX_SERVICES, MAX_SLOTS, SlotKey, VIP_HINTS, VipService, vip_hint,
 };
 
 #[map]
 pub static SHOAL_LB_VIPS: HashMap<u32, VipService> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static SHOAL_LB_VIP_HINTS: Array<u32> = Array::with_max_entries(VIP_HINTS, 0);
+
+/// May `addr` be a VIP? False: it is none (see `shoal_common::lb::VIP_HINTS_MAP`).
+///
+/// A BPF-to-BPF call, not inlined: inlined into `lb::from_task`, LLVM 22's BPF backend spilled
+/// an undefined register on one of that function's paths (a value it may leave undefined
+/// there), which the verifier refuses as a read of an uninitialized register. The call costs
+/// a few nanoseconds; the array lookup inside it is still inlined by the kernel.
+#[inline(never)]
+pub fn maybe_vip(addr: u32) -> bool {
+    SHOAL_LB_VIP_HINTS
+        .get(vip_hint(addr))
+        .is_some_and(|count| *count != 0)
+}
 
 #[map]
 pub static SHOAL_LB_SLOTS: HashMap<SlotKey, u32> = HashMap::with_max_entries(MAX_SLOTS, 0);

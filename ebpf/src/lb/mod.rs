@@ -24,7 +24,10 @@ pub(crate) mod nat;
 pub(crate) mod reset;
 pub(crate) mod unreachable;
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::{
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    ptr::NonNull,
+};
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
@@ -38,7 +41,7 @@ use headers::{
 use icmp_error::Translated;
 use maps::{
     SHOAL_LB_BACKENDS, SHOAL_LB_CURSORS, SHOAL_LB_FLOWS, SHOAL_LB_SLOTS, SHOAL_LB_VIPS,
-    count_event, count_traffic,
+    count_event, count_traffic, maybe_vip,
 };
 use nat::Side;
 use shoal_common::lb::{
@@ -105,6 +108,30 @@ pub fn from_task(ctx: &TcContext) -> i32 {
         Parsed::Other => return PASS,
     };
     // Only traffic to a VIP is ours; everything else passes untouched, however odd it is.
+    // Most of it is known to be no VIP's from one array read.
+    if !maybe_vip(ip.dst) {
+        if let Ok(flow) = &flow {
+            forget_stale_reply(flow);
+        }
+        return PASS;
+    }
+    // A segment of an established flow needs no VIP lookup: its entry names its service and
+    // backend, and the backend entry says whether that still holds (a VIP that goes takes its
+    // backends with it).
+    let known = match &flow {
+        Ok(flow) => flow_entry(&forward_key(flow)),
+        Err(_) => None,
+    };
+    if let (Ok(flow), Some(entry)) = (&flow, known)
+        && let state = read_entry(entry)
+        && goes_on(flow, &state)
+    {
+        touch(entry.as_ptr(), &state, closing_of(ctx, flow));
+        return forward(ctx, flow, &state, false).unwrap_or_else(|_| {
+            count_event(LbEvent::Malformed);
+            DROP
+        });
+    }
     // SAFETY: copied out at once (see aya's note on hash map aliasing).
     let Some(vip) = (unsafe { SHOAL_LB_VIPS.get(&ip.dst) }).copied() else {
         if let Ok(flow) = &flow {
@@ -127,7 +154,7 @@ pub fn from_task(ctx: &TcContext) -> i32 {
             return DROP;
         }
     };
-    match balance(ctx, &flow, &vip) {
+    match balance(ctx, &flow, &vip, known) {
         Ok(verdict) => verdict,
         Err(_) => {
             count_event(LbEvent::Malformed);
@@ -170,8 +197,6 @@ struct TcpSegment {
     opening: bool,
     /// Its sequence number (the ISN, when opening), as loaded.
     seq: u32,
-    /// [`FLOW_FIN`] / [`FLOW_RST`] if the segment carries them.
-    closing: u32,
 }
 
 /// An IPv4 TCP/UDP packet's headers, and the key of the reply entry it would belong to
@@ -226,9 +251,23 @@ pub(crate) fn closing_bits(tcp_flags: u8) -> u32 {
 /// Looks up a flow entry: a copy of it, and where it is, to record packets in it.
 #[inline(always)]
 fn find_flow(key: &FlowKey) -> Option<(FlowState, *mut FlowState)> {
-    let entry = SHOAL_LB_FLOWS.get_ptr_mut(key)?;
-    // SAFETY: a valid entry of the map, copied out at once.
-    Some((unsafe { *entry }, entry))
+    let entry = flow_entry(key)?;
+    Some((read_entry(entry), entry.as_ptr()))
+}
+
+/// Where a flow entry is. (A bare pointer: an `Option` of it is a nullable pointer, where an
+/// `Option` of a copy would leave its payload undefined when `None`, and LLVM may then spill
+/// any register for it, which the verifier refuses as a read of an uninitialized one.)
+#[inline(always)]
+fn flow_entry(key: &FlowKey) -> Option<NonNull<FlowState>> {
+    NonNull::new(SHOAL_LB_FLOWS.get_ptr_mut(key)?)
+}
+
+/// A copy of a flow entry found by [`flow_entry`].
+#[inline(always)]
+fn read_entry(entry: NonNull<FlowState>) -> FlowState {
+    // SAFETY: a valid entry of the map (found in this program run, under RCU), copied out.
+    unsafe { *entry.as_ptr() }
 }
 
 /// Records a packet in an entry found by [`find_flow`] (`state`, its copy): when it was seen,
@@ -251,18 +290,10 @@ fn touch(entry: *mut FlowState, state: &FlowState, closing: u32) {
     }
 }
 
+/// The key of `flow`'s forward entry (its 5-tuple as the client sent it).
 #[inline(always)]
-fn balance(ctx: &TcContext, flow: &Ipv4Flow, vip: &VipService) -> Result<i32, i64> {
-    let tcp = if flow.proto == PROTO_TCP {
-        Some(TcpSegment {
-            opening: opening(flow.tcp_flags),
-            seq: flow.tcp_seq,
-            closing: closing_bits(flow.tcp_flags),
-        })
-    } else {
-        None
-    };
-    let key = FlowKey {
+fn forward_key(flow: &Ipv4Flow) -> FlowKey {
+    FlowKey {
         src_ip: flow.src_ip,
         dst_ip: flow.dst_ip,
         src_port: flow.src_port,
@@ -270,58 +301,27 @@ fn balance(ctx: &TcContext, flow: &Ipv4Flow, vip: &VipService) -> Result<i32, i6
         proto: flow.proto,
         direction: FLOW_FORWARD,
         pad: [0; 2],
-    };
-    let known = find_flow(&key);
-    let mut new_flow = false;
-    let state = match known {
-        // A SYN with a new ISN on a known 5-tuple is a new connection (the port was reused).
-        Some((state, _))
-            if tcp
-                .as_ref()
-                .is_some_and(|t| t.opening && t.seq != state.tcp_isn) =>
-        {
-            forget_reply(flow, &state);
-            None
-        }
-        Some((state, entry)) if backend_alive(&state, vip) => {
-            touch(entry, &state, tcp.as_ref().map_or(0, |t| t.closing));
-            Some(state)
-        }
-        Some((state, _)) => {
-            count_event(LbEvent::BackendGone);
-            forget_reply(flow, &state);
-            forget(&key);
-            if tcp.is_some() {
-                return Ok(reset::reply_with_reset(ctx, flow));
-            }
-            // UDP has no connection to break: the flow moves to a live backend.
-            None
-        }
-        None => None,
-    };
-    let state = match state {
-        Some(state) => state,
-        None => {
-            // Only the start of a connection may be balanced: a mid-stream TCP segment with no
-            // flow entry (its backend was removed, or the entry evicted) is reset.
-            if tcp.as_ref().is_some_and(|t| !t.opening) {
-                count_event(LbEvent::BackendGone);
-                return Ok(reset::reply_with_reset(ctx, flow));
-            }
-            let Some(state) = pick_backend(vip, tcp.as_ref().map_or(0, |t| t.seq)) else {
-                // Refused at once, as a closed port would: a reset, or a port unreachable.
-                count_event(LbEvent::NoBackend);
-                return Ok(if tcp.is_some() {
-                    reset::reply_with_reset(ctx, flow)
-                } else {
-                    unreachable::reply_with_unreachable(ctx, flow)
-                });
-            };
-            remember(&key, flow, &state);
-            new_flow = true;
-            state
-        }
-    };
+    }
+}
+
+/// Does the flow of this entry (`state`) go on with this packet, as it is? Not for a SYN with
+/// a new ISN (the port was reused: a new connection), nor once its backend is gone.
+#[inline(always)]
+fn goes_on(flow: &Ipv4Flow, state: &FlowState) -> bool {
+    let new_connection =
+        flow.proto == PROTO_TCP && opening(flow.tcp_flags) && flow.tcp_seq != state.tcp_isn;
+    !new_connection && backend_alive_at(state.backend_id, state.nat_ip, state.service_id)
+}
+
+/// Sends a packet of a flow to a VIP on to its backend (`state`): counted, then DNAT-ed (or
+/// turned round, for a task balanced onto itself).
+#[inline(always)]
+fn forward(
+    ctx: &TcContext,
+    flow: &Ipv4Flow,
+    state: &FlowState,
+    new_flow: bool,
+) -> Result<i32, i64> {
     count_traffic(
         state.service_id,
         state.backend_id,
@@ -335,6 +335,64 @@ fn balance(ctx: &TcContext, flow: &Ipv4Flow, vip: &VipService) -> Result<i32, i6
     Ok(PASS)
 }
 
+/// A packet to a VIP that is not of a flow going on: balanced if it opens one, else refused
+/// or reset. `known`: its forward entry, as found.
+#[inline(always)]
+fn balance(
+    ctx: &TcContext,
+    flow: &Ipv4Flow,
+    vip: &VipService,
+    known: Option<NonNull<FlowState>>,
+) -> Result<i32, i64> {
+    let tcp = if flow.proto == PROTO_TCP {
+        Some(TcpSegment {
+            opening: opening(flow.tcp_flags),
+            seq: flow.tcp_seq,
+        })
+    } else {
+        None
+    };
+    let key = forward_key(flow);
+    match known.map(read_entry) {
+        // A SYN with a new ISN on a known 5-tuple is a new connection (the port was reused).
+        Some(state)
+            if tcp
+                .as_ref()
+                .is_some_and(|t| t.opening && t.seq != state.tcp_isn) =>
+        {
+            forget_reply(flow, &state);
+        }
+        // Not going on (`goes_on`): its backend is gone.
+        Some(state) => {
+            count_event(LbEvent::BackendGone);
+            forget_reply(flow, &state);
+            forget(&key);
+            if tcp.is_some() {
+                return Ok(reset::reply_with_reset(ctx, flow));
+            }
+            // UDP has no connection to break: the flow moves to a live backend.
+        }
+        None => {}
+    }
+    // Only the start of a connection may be balanced: a mid-stream TCP segment with no flow
+    // entry (its backend was removed, or the entry evicted) is reset.
+    if tcp.as_ref().is_some_and(|t| !t.opening) {
+        count_event(LbEvent::BackendGone);
+        return Ok(reset::reply_with_reset(ctx, flow));
+    }
+    let Some(state) = pick_backend(vip, tcp.as_ref().map_or(0, |t| t.seq)) else {
+        // Refused at once, as a closed port would: a reset, or a port unreachable.
+        count_event(LbEvent::NoBackend);
+        return Ok(if tcp.is_some() {
+            reset::reply_with_reset(ctx, flow)
+        } else {
+            unreachable::reply_with_unreachable(ctx, flow)
+        });
+    };
+    remember(&key, flow, &state);
+    forward(ctx, flow, &state, true)
+}
+
 /// A task balanced onto itself. The bridge never sends a frame back out of the port it came
 /// in on, and a reply from `self` to `self` would stay on the task's loopback; so both
 /// directions are turned into `VIP -> task` and sent straight back: the client sees the VIP as
@@ -346,13 +404,6 @@ fn hairpin(ctx: &TcContext, flow: &Ipv4Flow) -> Result<i32, i64> {
     nat::swap_addrs(ctx, flow)?;
     // SAFETY: plain helper call on this skb's own interface.
     Ok(unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) } as i32)
-}
-
-/// Is the flow's backend still the service's, at the same address?
-#[inline(always)]
-fn backend_alive(state: &FlowState, vip: &VipService) -> bool {
-    state.service_id == vip.service_id
-        && backend_alive_at(state.backend_id, state.nat_ip, vip.service_id)
 }
 
 /// Does backend `id` still hold `ip` for `service_id`?
