@@ -203,9 +203,12 @@ impl EmbeddedDns {
                 }
             }
         }
-        // Endpoints of a network that goes go with it.
-        last.endpoints
-            .retain(|(network_id, _), _| networks.contains_key(network_id));
+        // Endpoints of a network that goes go with it (a scan only then: this runs on every
+        // refresh).
+        if !gone_networks.is_empty() {
+            last.endpoints
+                .retain(|(network_id, _), _| networks.contains_key(network_id));
+        }
         if new_networks.is_empty()
             && gone_networks.is_empty()
             && upserts.is_empty()

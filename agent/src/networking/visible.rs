@@ -134,19 +134,23 @@ impl Visible {
 
     /// The visible endpoints on `network_id`.
     pub fn on_network<'a>(&'a self, network_id: &'a str) -> impl Iterator<Item = &'a Endpoint> {
-        self.endpoints
-            .range((network_id.to_string(), String::new())..)
-            .take_while(move |(k, _)| k.0 == network_id)
-            .map(|(_, e)| e)
+        self.entries_on(network_id).map(|(_, e)| e)
     }
 
     /// Their keys.
     pub fn keys_on(&self, network_id: &str) -> Vec<EndpointKey> {
-        self.endpoints
-            .range((network_id.to_string(), String::new())..)
-            .take_while(|(k, _)| k.0 == network_id)
+        self.entries_on(network_id)
             .map(|(k, _)| k.clone())
             .collect()
+    }
+
+    fn entries_on<'a>(
+        &'a self,
+        network_id: &'a str,
+    ) -> impl Iterator<Item = (&'a EndpointKey, &'a Endpoint)> {
+        self.endpoints
+            .range((network_id.to_string(), String::new())..)
+            .take_while(move |(k, _)| k.0 == network_id)
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Endpoint> {
