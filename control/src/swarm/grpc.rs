@@ -232,7 +232,7 @@ impl Cluster for ClusterService {
         self.allow(&request, Needs::Itself(&node_id)).await?;
         // Followers keep a record too, so a follower that becomes leader knows who was alive.
         self.swarm
-            .record_heartbeat(&request.get_ref().node_id)
+            .record_heartbeat(&node_id, request.get_ref().agent_stopping)
             .await?;
         self.on_leader(
             request.into_inner(),

@@ -205,6 +205,7 @@ impl Swarm {
     pub async fn shutdown(&self) {
         let _guard = self.inner.transitions.lock().await;
         if let Some(active) = self.inner.active.write().await.take() {
+            node::heartbeat::say_stopping(self, &active).await;
             active.deactivate().await;
         }
     }

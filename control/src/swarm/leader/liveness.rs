@@ -3,6 +3,11 @@
 //!
 //! A manager that just became leader has not heard from anyone yet, so every node gets a grace
 //! period counted from the moment of the leadership change ([`Liveness::became_leader`]).
+//!
+//! A node whose agent stops and leaves its tasks running (an upgrade, a restart) says so with a
+//! last heartbeat: its tasks still serve, so it is not Down before [`STOPPING_GRACE`] has passed
+//! (or three periods, if longer). A restarted agent is back well within it; a killed agent or a
+//! cut link sends no such word and is Down after three periods as before.
 
 use std::{
     collections::HashMap,
@@ -22,13 +27,28 @@ use crate::{
 /// Heartbeat periods of silence after which a node is Down (Swarm's rule).
 pub const MISSED_PERIODS: u32 = 3;
 
+/// How long a node whose agent said it was stopping may stay silent before it is Down: Swarm's
+/// own window with its default 5 s heartbeat, which users plan their restarts around.
+pub const STOPPING_GRACE: Duration = Duration::from_secs(15);
+
 impl Swarm {
-    /// Notes that `node_id` is alive (every manager does, not only the leader).
+    /// Notes that `node_id` is alive, or that its agent is stopping with its tasks left
+    /// running (every manager does, not only the leader).
     pub(in crate::swarm) async fn record_heartbeat(
         &self,
         node_id: &str,
+        agent_stopping: bool,
     ) -> Result<(), crate::swarm::error::Error> {
-        self.active().await?.liveness.record(node_id);
+        let active = self.active().await?;
+        if agent_stopping {
+            info!(
+                node_id,
+                "the node's agent is stopping; its tasks keep running"
+            );
+            active.liveness.stopping(node_id);
+        } else {
+            active.liveness.record(node_id);
+        }
         Ok(())
     }
 }
@@ -39,6 +59,8 @@ pub struct Liveness {
 
 struct Seen {
     last: HashMap<String, Instant>,
+    /// Nodes whose agent said it was stopping, and when they said it.
+    stopping: HashMap<String, Instant>,
     /// No node is Down for silence before this: when this manager became leader.
     grace_from: Instant,
 }
@@ -48,13 +70,24 @@ impl Liveness {
         Liveness {
             seen: Mutex::new(Seen {
                 last: HashMap::new(),
+                stopping: HashMap::new(),
                 grace_from: Instant::now(),
             }),
         }
     }
 
     pub fn record(&self, node_id: &str) {
-        self.lock().last.insert(node_id.to_string(), Instant::now());
+        let mut seen = self.lock();
+        seen.stopping.remove(node_id);
+        seen.last.insert(node_id.to_string(), Instant::now());
+    }
+
+    /// `node_id`'s agent is stopping and leaves its tasks running (see the module's comment).
+    pub fn stopping(&self, node_id: &str) {
+        let now = Instant::now();
+        let mut seen = self.lock();
+        seen.last.insert(node_id.to_string(), now);
+        seen.stopping.insert(node_id.to_string(), now);
     }
 
     pub fn became_leader(&self) {
@@ -77,8 +110,13 @@ impl Liveness {
         self.seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Silent for three periods, and not within the grace of a stop it announced. The grace
+    /// counts from the announcement, so that a manager which never heard the node come back
+    /// (beats go to the leader only) holds it for no longer when it becomes leader itself.
     pub fn is_down(&self, node_id: &str, period: Duration) -> bool {
-        self.silence(node_id) > period * MISSED_PERIODS
+        let stopping_since = self.lock().stopping.get(node_id).copied();
+        let in_grace = stopping_since.is_some_and(|at| at.elapsed() <= STOPPING_GRACE);
+        !in_grace && self.silence(node_id) > period * MISSED_PERIODS
     }
 }
 
@@ -134,5 +172,21 @@ mod tests {
         );
         liveness.record("a");
         assert!(!liveness.is_down("a", period));
+    }
+
+    #[test]
+    fn a_node_whose_agent_is_stopping_gets_the_longer_grace_until_it_beats_again() {
+        let liveness = Liveness::new();
+        let period = Duration::from_millis(10);
+        liveness.record("restarting");
+        liveness.record("killed");
+        liveness.stopping("restarting");
+        std::thread::sleep(period * (MISSED_PERIODS + 1));
+        assert!(liveness.is_down("killed", period));
+        assert!(!liveness.is_down("restarting", period));
+        // Back: its next silence counts three periods again.
+        liveness.record("restarting");
+        std::thread::sleep(period * (MISSED_PERIODS + 1));
+        assert!(liveness.is_down("restarting", period));
     }
 }

@@ -42,7 +42,9 @@ pub fn run(
 async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>) {
     let runner = Arc::clone(&swarm.inner.runner);
     let mut period = swarm.config().heartbeat_period;
-    let mut next = period;
+    // The first beat at once: a restarted agent is Down for the leader after three periods of
+    // silence, counted from its last beat before the restart.
+    let mut next = Duration::ZERO;
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -78,7 +80,7 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
             runner.requeue(reports);
             continue;
         };
-        let reply = match send(&active, leader, swarm.node_id(), &reports).await {
+        let reply = match send(&active, leader, swarm.node_id(), &reports, false).await {
             Ok(reply) => reply,
             Err(e) => {
                 debug!(%leader, cause = %Chain(&e), "heartbeat failed");
@@ -119,20 +121,50 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
     }
 }
 
-/// One heartbeat to the leader at `leader`, carrying `reports`.
+/// One heartbeat to the manager at `to` (the leader, or one that forwards it there), carrying
+/// `reports`.
 async fn send(
     active: &Active,
-    leader: SocketAddr,
+    to: SocketAddr,
     node_id: &str,
     reports: &TaskReports,
+    agent_stopping: bool,
 ) -> Result<HeartbeatResponse, Error> {
     let request = HeartbeatRequest {
         node_id: node_id.to_string(),
         task_reports: encode_reports(reports)?,
         cert_fingerprint: active.tls.current().cert.fingerprint.clone(),
+        agent_stopping,
     };
-    let reply = active.peers.client(leader)?.heartbeat(request).await?;
+    let reply = active.peers.client(to)?.heartbeat(request).await?;
     Ok(reply.into_inner())
+}
+
+/// How long a stopping agent waits for the managers to take its last word.
+const STOPPING_NOTICE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The agent is stopping and leaves its tasks running: tells every other manager it knows (each
+/// records it and forwards it to the leader), so that whichever leads gives this node the
+/// longer grace before Down (`leader/liveness.rs`). Best effort: a manager that does not answer
+/// within a second counts three periods as for any silent node.
+pub(in crate::swarm) async fn say_stopping(swarm: &Swarm, active: &Active) {
+    let own = active.file().addr;
+    let mut managers = active.managers_leader_first();
+    managers.sort();
+    managers.dedup();
+    managers.retain(|m| *m != own);
+    let notices = managers.iter().map(|&to| async move {
+        if let Err(e) = send(active, to, swarm.node_id(), &Vec::new(), true).await {
+            debug!(%to, cause = %Chain(&e), "telling a manager this agent stops");
+        }
+    });
+    let all = futures::future::join_all(notices);
+    if tokio::time::timeout(STOPPING_NOTICE_TIMEOUT, all)
+        .await
+        .is_err()
+    {
+        debug!("not every manager heard that this agent stops");
+    }
 }
 
 /// Hands the keys and routing mesh of a heartbeat answer to the runner, and returns the tasks
