@@ -6,10 +6,11 @@
 //! The maps are programmed as the agent does (`LoadBalancer::apply` for the frontends and
 //! their backends, `Mesh::apply` for the node's settings, addresses, ports and VTEPs), and as
 //! the `mesh_programs` tests do: TCP 8080 -> 80 in ingress mode on one task whose VTEP is this
-//! node, UDP 5353 -> 53 in host mode on one local task. A test run has no interface to route
-//! from, so a task on another node cannot be reached (`bpf_fib_lookup` fails): only the local
-//! VTEP's forward path is measured, which does the same NAT and VXLAN encapsulation and
-//! passes the frame to the node's own VXLAN socket instead of sending it out again.
+//! node, TCP 8090 -> 80 in ingress mode on one task on another node, UDP 5353 -> 53 in host
+//! mode on one local task. The benchmark runs in a network namespace of its own with an
+//! underlay interface (`u0`, the node's address, the other node as a permanent neighbour): the
+//! other node's task is reached from it (`bpf_fib_lookup` with the test run's ingress
+//! interface; `XDP_TX`), the local one through the node's own VXLAN socket (`XDP_PASS`).
 //!
 //! The forward path rewrites the frame and grows it by the 50 bytes of VXLAN, and the reply
 //! path un-NATs it, so neither can be repeated on one buffer: like `lb-program-cost`'s single
@@ -19,7 +20,7 @@
 //! Every measurement checks the verdicts and output frames, and from the mesh's events and
 //! the load balancer's counters that every run took the path it is named after.
 
-use std::{net::Ipv4Addr, ops::Range, time::Duration};
+use std::{net::Ipv4Addr, ops::Range, path::Path, time::Duration};
 
 use anyhow::{Context as _, ensure};
 use etherparse::PacketBuilder;
@@ -31,7 +32,8 @@ use shoal_common::{
     },
     programs,
 };
-use shoal_dataplane::{Dataplane, LbTable, MeshTable, TestRunOutcome};
+use shoal_dataplane::{Dataplane, LbTable, MeshTable, TestRunOutcome, netns::run_in};
+use shoal_tests::{names::unique_prefix, netns::Underlay};
 
 use crate::{
     program_cost::{REPEAT, ROUNDS, median_ns},
@@ -41,6 +43,8 @@ use crate::{
 /// The node (where ports are published, and its VTEP) and the outside client.
 const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 7, 11);
 const OTHER_NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 7, 12);
+/// The other node's MAC: the next hop toward its VTEP.
+const OTHER_NODE_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x12];
 const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 7, 100);
 const NODE_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x11];
 const CLIENT_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x64];
@@ -48,6 +52,10 @@ const CLIENT_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x64];
 const INGRESS_ADDR: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 2);
 const INGRESS_VIP: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 254);
 const TASK: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 5);
+/// Another service's VIP on `ingress`, and its one task, on the other node.
+const REMOTE_VIP: Ipv4Addr = Ipv4Addr::new(10, 255, 255, 253);
+const REMOTE_TASK: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 6);
+const REMOTE_PUBLISHED: u16 = 8090;
 /// A host-mode task, at its gateway-bridge address.
 const HOST_TASK: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 5);
 const PUBLISHED: u16 = 8080;
@@ -61,9 +69,9 @@ const VNI: u32 = 4096;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 /// Single runs: distinct flows (client ports from `FIRST_PORT`), each sent once per path.
-/// Four flow entries each (forward and reply, ingress and host mode): the ingress flows are
-/// confirmed by their client's ACK, the host-mode ones (one datagram each way) stay
-/// unconfirmed; under each table's capacity, so none is evicted.
+/// Six flow entries each (forward and reply of the two ingress flows and the host-mode one):
+/// the ingress flows are confirmed by their client's ACK, the host-mode ones (one datagram
+/// each way) stay unconfirmed; under each table's capacity, so none is evicted.
 const FLOWS: u16 = 20_000;
 const FIRST_PORT: u16 = 20_000;
 /// What a data segment or datagram carries (about an HTTP request, a DNS answer).
@@ -72,6 +80,7 @@ const ISN: u32 = 1_000;
 const TASK_ISN: u32 = 5_000;
 
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_REDIRECT: u32 = 7;
 /// IPv4 source and destination in an untagged Ethernet frame.
@@ -79,10 +88,25 @@ const IP_SRC: Range<usize> = 26..30;
 const IP_DST: Range<usize> = 30..34;
 
 pub fn run() -> anyhow::Result<()> {
-    let dp = mesh().context("programming the mesh")?;
-    repeated(&dp)?;
-    println!();
-    single(&dp)
+    let underlay = underlay();
+    let ifindex = underlay.ifindex;
+    run_in(Path::new(&underlay.netns.path()), || {
+        let dp = mesh().context("programming the mesh")?;
+        repeated(&dp)?;
+        println!();
+        single(&dp, ifindex)
+    })?
+}
+
+/// A namespace with the node's underlay: `u0` with the node's address, the other node a
+/// permanent neighbour on it.
+fn underlay() -> Underlay {
+    let underlay = Underlay::create(
+        &format!("{}-mesh-cost", unique_prefix()),
+        &format!("{NODE}/24"),
+    );
+    underlay.set_neighbour(OTHER_NODE, OTHER_NODE_MAC);
+    underlay
 }
 
 /// A dataplane publishing TCP 8080 -> 80 (ingress, one task on this node's VTEP) and UDP
@@ -90,7 +114,12 @@ pub fn run() -> anyhow::Result<()> {
 fn mesh() -> anyhow::Result<Dataplane> {
     let mut dp = Dataplane::load(None).context("loading the eBPF programs")?;
     let host_key = Ipv4Addr::from(host_frontend(HOST_PUBLISHED, PROTO_UDP));
-    let table: LbTable = [(INGRESS_VIP, [TASK].into()), (host_key, [HOST_TASK].into())].into();
+    let table: LbTable = [
+        (INGRESS_VIP, [TASK].into()),
+        (REMOTE_VIP, [REMOTE_TASK].into()),
+        (host_key, [HOST_TASK].into()),
+    ]
+    .into();
     dp.lb_mut()
         .apply(&table)
         .context("programming the frontends")?;
@@ -112,12 +141,16 @@ fn mesh() -> anyhow::Result<Dataplane> {
                 published(INGRESS_VIP, TARGET, MODE_INGRESS),
             ),
             (
+                PortKey::new(REMOTE_PUBLISHED, PROTO_TCP),
+                published(REMOTE_VIP, TARGET, MODE_INGRESS),
+            ),
+            (
                 PortKey::new(HOST_PUBLISHED, PROTO_UDP),
                 published(host_key, HOST_TARGET, MODE_HOST),
             ),
         ]
         .into(),
-        vteps: [(TASK, NODE)].into(),
+        vteps: [(TASK, NODE), (REMOTE_TASK, OTHER_NODE)].into(),
         ingress_ifindex: 0,
     };
     dp.mesh_mut()
@@ -180,68 +213,105 @@ fn repeated(dp: &Dataplane) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The measured paths of the single runs, in the order they run for each flow.
-const PATHS: [(&str, &str, &str); 6] = [
+/// The measured paths of the single runs, in the order they run for each flow: name, program,
+/// floor, and whether the frame arrives on the underlay interface (what `bpf_fib_lookup`
+/// routes from; the local task's paths run as before, on no interface).
+const PATHS: [(&str, &str, &str, bool); 10] = [
     (
         "ingress: new connection (SYN)",
         programs::XDP_UNDERLAY,
         programs::XDP_FLOOR,
+        false,
     ),
     (
         "ingress reply: the task's SYN-ACK",
         programs::TC_MESH_REPLY,
         programs::TC_PARSE_FLOOR,
+        false,
     ),
     (
         "ingress: the client's first ACK (confirms)",
         programs::XDP_UNDERLAY,
         programs::XDP_FLOOR,
+        false,
     ),
     (
         "ingress: established (data segment)",
         programs::XDP_UNDERLAY,
         programs::XDP_FLOOR,
+        false,
+    ),
+    (
+        "ingress, remote task: new connection",
+        programs::XDP_UNDERLAY,
+        programs::XDP_FLOOR,
+        true,
+    ),
+    (
+        "ingress, remote task: its SYN-ACK",
+        programs::TC_MESH_REPLY,
+        programs::TC_PARSE_FLOOR,
+        false,
+    ),
+    (
+        "ingress, remote task: first ACK",
+        programs::XDP_UNDERLAY,
+        programs::XDP_FLOOR,
+        true,
+    ),
+    (
+        "ingress, remote task: established",
+        programs::XDP_UNDERLAY,
+        programs::XDP_FLOOR,
+        true,
     ),
     (
         "host mode: new flow (UDP datagram)",
         programs::XDP_UNDERLAY,
         programs::XDP_FLOOR,
+        false,
     ),
     (
         "host mode reply: the task's answer",
         programs::TC_MESH_REPLY,
         programs::TC_PARSE_FLOOR,
+        false,
     ),
 ];
 
 /// One run per flow and path, `FLOWS` flows, each path's floor on the same frame.
-fn single(dp: &Dataplane) -> anyhow::Result<()> {
+fn single(dp: &Dataplane, underlay_ifindex: u32) -> anyhow::Result<()> {
     let before = Counted::read(dp)?;
-    let mut floors: [Vec<Duration>; 6] = Default::default();
-    let mut measured: [Vec<Duration>; 6] = Default::default();
+    let mut floors: [Vec<Duration>; PATHS.len()] = Default::default();
+    let mut measured: [Vec<Duration>; PATHS.len()] = Default::default();
     for port in (FIRST_PORT..).take(usize::from(FLOWS)) {
         let frames = [
             tcp(CLIENT, NODE, port, PUBLISHED, Segment::Syn),
             tcp(TASK, INGRESS_ADDR, TARGET, port, Segment::SynAck),
             tcp(CLIENT, NODE, port, PUBLISHED, Segment::Data),
             tcp(CLIENT, NODE, port, PUBLISHED, Segment::Data),
+            tcp(CLIENT, NODE, port, REMOTE_PUBLISHED, Segment::Syn),
+            tcp(REMOTE_TASK, INGRESS_ADDR, TARGET, port, Segment::SynAck),
+            tcp(CLIENT, NODE, port, REMOTE_PUBLISHED, Segment::Data),
+            tcp(CLIENT, NODE, port, REMOTE_PUBLISHED, Segment::Data),
             udp(CLIENT, NODE, port, HOST_PUBLISHED),
             udp(HOST_TASK, CLIENT, HOST_TARGET, port),
         ];
-        for (i, ((path, program, floor), frame)) in PATHS.iter().zip(&frames).enumerate() {
-            floors[i].push(dp.test_run(floor, frame, 1)?.duration);
-            let out = dp.test_run(program, frame, 1)?;
+        for (i, ((path, program, floor, routed), frame)) in PATHS.iter().zip(&frames).enumerate() {
+            let on = routed.then_some(underlay_ifindex);
+            floors[i].push(dp.test_run_on(floor, frame, 1, on)?.duration);
+            let out = dp.test_run_on(program, frame, 1, on)?;
             check(i, &out, frame.len(), port).with_context(|| format!("{path}, port {port}"))?;
             measured[i].push(out.duration);
         }
     }
     let flows = u64::from(FLOWS);
     let want = Counted {
-        forwarded: 2 * flows,
-        replied: 2 * flows,
-        confirmed: flows,
-        flows: 2 * flows,
-        packets: 6 * flows,
+        forwarded: 3 * flows,
+        replied: 3 * flows,
+        confirmed: 2 * flows,
+        flows: 3 * flows,
+        packets: 10 * flows,
         other_events: 0,
     };
     Counted::read(dp)?.expect_since(before, want, "single runs")?;
@@ -252,7 +322,7 @@ fn single(dp: &Dataplane) -> anyhow::Result<()> {
          same frame"
     );
     cost_header("ns/run");
-    for (i, (path, program, _)) in PATHS.iter().enumerate() {
+    for (i, (path, program, _, _)) in PATHS.iter().enumerate() {
         cost_line(
             path,
             program,
@@ -271,6 +341,21 @@ fn check(i: usize, out: &TestRunOutcome, len: usize, port: u16) -> anyhow::Resul
     };
     let data = &out.data_out;
     match i {
+        // Ingress, the other node's task: NAT-ed, wrapped in VXLAN to its node, sent back out
+        // on the underlay to the neighbour.
+        4 | 6 | 7 => {
+            let inner = data.get(VXLAN_OVERHEAD..).context("short frame")?;
+            ensure!(
+                out.return_value == XDP_TX
+                    && data.len() == len + VXLAN_OVERHEAD
+                    && data.get(0..6) == Some(&OTHER_NODE_MAC[..])
+                    && ip(data, IP_DST)? == OTHER_NODE
+                    && ip(inner, IP_DST)? == REMOTE_TASK
+                    && inner.get(36..38) == Some(&TARGET.to_be_bytes()[..]),
+                "not sent to {REMOTE_TASK}:{TARGET} in VXLAN via {OTHER_NODE} (verdict {})",
+                out.return_value
+            );
+        }
         // Ingress: NAT-ed to the task and wrapped in VXLAN to our own VTEP.
         0 | 2 | 3 => {
             let inner = data.get(VXLAN_OVERHEAD..).context("short frame")?;
@@ -286,7 +371,7 @@ fn check(i: usize, out: &TestRunOutcome, len: usize, port: u16) -> anyhow::Resul
             );
         }
         // Host mode: DNAT to the task, passed to the kernel.
-        4 => ensure!(
+        8 => ensure!(
             out.return_value == XDP_PASS
                 && data.len() == len
                 && ip(data, IP_SRC)? == CLIENT

@@ -365,11 +365,33 @@ impl Dataplane {
         frame: &[u8],
         repeat: u32,
     ) -> Result<TestRunOutcome, Error> {
+        self.test_run_on(program, frame, repeat, None)
+    }
+
+    /// [`Dataplane::test_run`] for an XDP program, as if `frame` arrived on the interface
+    /// `ingress_ifindex` of the calling thread's network namespace (its routes are what
+    /// `bpf_fib_lookup` sees); `None`: on no interface.
+    pub fn test_run_on(
+        &self,
+        program: &'static str,
+        frame: &[u8],
+        repeat: u32,
+        ingress_ifindex: Option<u32>,
+    ) -> Result<TestRunOutcome, Error> {
         // Room for programs that grow the frame (encapsulation) in later versions.
         let mut data_out = vec![0u8; frame.len() + 256];
+        // `struct xdp_md`: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex; the kernel wants data 0, data_end the frame's length, no metadata.
+        let xdp_md: Option<Vec<u8>> = ingress_ifindex.map(|ifindex| {
+            [0, frame.len() as u32, 0, ifindex, 0, 0]
+                .iter()
+                .flat_map(|v| v.to_ne_bytes())
+                .collect()
+        });
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut data_out),
+            ctx_in: xdp_md.as_deref(),
             repeat: repeat.max(1),
             ..Default::default()
         };

@@ -1474,3 +1474,112 @@ fn a_syn_flood_from_spoofed_sources_never_displaces_an_established_flow() {
         "no established entry lost"
     );
 }
+
+/// The next hop's MAC toward the other node, as the test's underlay neighbour table says, and
+/// the one it changes to.
+const OTHER_NODE_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x12];
+const OTHER_NODE_NEW_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x13];
+
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.map(|b| format!("{b:02x}")).join(":")
+}
+
+/// A SYN from `CLIENT` (ports from `next_port` on) that the round robin gives the remote task:
+/// the local task's turns pass to the kernel. Returns its segment and the program's output.
+fn remote_syn(
+    dp: &Dataplane,
+    ifindex: u32,
+    next_port: &mut u16,
+) -> (Seg, shoal_dataplane::TestRunOutcome) {
+    for _ in 0..2 {
+        let syn = Seg::syn(CLIENT, *next_port, 8080);
+        *next_port += 1;
+        let out = dp
+            .test_run_on(
+                programs::XDP_UNDERLAY,
+                &syn.as_client_sends(),
+                1,
+                Some(ifindex),
+            )
+            .unwrap();
+        if out.return_value != XDP_PASS {
+            return (syn, out);
+        }
+    }
+    panic!("two SYNs in a row went to the local task");
+}
+
+/// The outer Ethernet header and destination of a frame sent toward the remote task's node.
+fn outer_macs_and_dst(frame: &[u8]) -> ([u8; 6], [u8; 6], Ipv4Addr) {
+    let outer = SlicedPacket::from_ethernet(frame).expect("outer frame parses");
+    let eth = outer.link.as_ref().unwrap().to_header().unwrap();
+    let eth = eth.ethernet2().unwrap();
+    let Some(etherparse::NetSlice::Ipv4(ip)) = &outer.net else {
+        panic!("outer IPv4");
+    };
+    let dst = Ipv4Addr::from(ip.header().to_header().destination);
+    (eth.destination, eth.source, dst)
+}
+
+#[test]
+fn a_remote_task_is_reached_over_its_nodes_route_which_is_kept_and_followed_when_it_changes() {
+    use shoal_tests::{names::unique_prefix, netns::Underlay, wait::wait_until};
+    use std::{path::Path, time::Duration};
+
+    // --- an underlay to route over: u0 with the node's address, the other node's neighbour
+    let underlay = Underlay::create(&format!("{}-route", unique_prefix()), "192.168.7.11/24");
+    underlay.set_neighbour(OTHER_NODE, OTHER_NODE_MAC);
+    let ifindex = underlay.ifindex;
+
+    shoal_dataplane::netns::run_in(Path::new(&underlay.netns.path()), || {
+        let dp = mesh();
+        let mut port = 42000;
+
+        // --- 1. the remote task's SYN leaves again on u0 (XDP_TX), to its node's VTEP, with
+        //        the neighbour's MAC and u0's
+        let (syn, out) = remote_syn(&dp, ifindex, &mut port);
+        assert_eq!(out.return_value, XDP_TX);
+        let (dst_mac, src_mac, dst) = outer_macs_and_dst(&out.data_out);
+        assert_eq!(dst, OTHER_NODE);
+        assert_eq!(dst_mac, OTHER_NODE_MAC);
+        assert_eq!(mac_text(src_mac), underlay.mac);
+        assert_eq!(event(&dp, MeshEvent::NoRoute), 0);
+
+        // --- 2. the neighbour moves: new flows follow it within a few seconds (the kept route
+        //        is looked up again once it is a second old)
+        underlay.set_neighbour(OTHER_NODE, OTHER_NODE_NEW_MAC);
+        wait_until(Duration::from_secs(5), "the new next hop", || {
+            let (_, out) = remote_syn(&dp, ifindex, &mut port);
+            let (dst_mac, _, _) = outer_macs_and_dst(&out.data_out);
+            if out.return_value == XDP_TX && dst_mac == OTHER_NODE_NEW_MAC {
+                Ok(())
+            } else {
+                Err(format!("verdict {}, MAC {dst_mac:02x?}", out.return_value))
+            }
+        });
+
+        // --- 3. an underlay whose MTU is below what `ingress` lets through: its route is not
+        //        kept, each packet is looked up with its size, so a large one is dropped as
+        //        before the cache, and a small one still goes
+        underlay.netns.ip(&["link", "set", "u0", "mtu", "1000"]);
+        let large = syn.data().frame(CLIENT_MAC, NODE_MAC, &[b'x'; 1200]);
+        let small = syn.data().frame(CLIENT_MAC, NODE_MAC, b"GET /");
+        wait_until(Duration::from_secs(5), "large segments dropped", || {
+            let before = event(&dp, MeshEvent::NoRoute);
+            let out = dp
+                .test_run_on(programs::XDP_UNDERLAY, &large, 1, Some(ifindex))
+                .unwrap();
+            if out.return_value == XDP_DROP && event(&dp, MeshEvent::NoRoute) == before + 1 {
+                Ok(())
+            } else {
+                Err(format!("verdict {}", out.return_value))
+            }
+        });
+        let out = dp
+            .test_run_on(programs::XDP_UNDERLAY, &small, 1, Some(ifindex))
+            .unwrap();
+        assert_eq!(out.return_value, XDP_TX, "a small segment of the same flow");
+        assert_eq!(outer_macs_and_dst(&out.data_out).2, OTHER_NODE);
+    })
+    .unwrap();
+}

@@ -51,6 +51,72 @@ impl Netns {
     }
 }
 
+/// A node's underlay interface in a [`Netns`] of its own, for programs test-run as if frames
+/// arrived on it (what `bpf_fib_lookup` routes from): a veth with the node's address, its peer
+/// up, forwarding on as on a node.
+pub struct Underlay {
+    pub netns: Netns,
+    /// The veth's name and index.
+    pub interface: &'static str,
+    pub ifindex: u32,
+    /// Its MAC, as `ip` prints it.
+    pub mac: String,
+}
+
+impl Underlay {
+    /// In a new namespace `name`: `u0` with `address` (CIDR).
+    pub fn create(name: &str, address: &str) -> Underlay {
+        let netns = Netns::create(name);
+        netns.ip(&["link", "add", "u0", "type", "veth", "peer", "name", "u1"]);
+        netns.ip(&["link", "set", "u1", "up"]);
+        netns.ip(&["link", "set", "u0", "up"]);
+        netns.ip(&["addr", "add", address, "dev", "u0"]);
+        run_ok(
+            netns
+                .command("sysctl")
+                .args(["-qw", "net.ipv4.ip_forward=1"]),
+        );
+        // `ip -o link show u0`: "<index>: u0@u1: ... link/ether <mac> brd ...".
+        let link = netns.ip(&["-o", "link", "show", "u0"]);
+        let ifindex = link
+            .split(':')
+            .next()
+            .and_then(|i| i.trim().parse().ok())
+            .unwrap_or_else(|| panic!("u0's index in {link:?}"));
+        let words: Vec<&str> = link.split_whitespace().collect();
+        let mac = words
+            .iter()
+            .position(|w| *w == "link/ether")
+            .and_then(|i| words.get(i + 1))
+            .unwrap_or_else(|| panic!("u0's MAC in {link:?}"))
+            .to_string();
+        Underlay {
+            netns,
+            interface: "u0",
+            ifindex,
+            mac,
+        }
+    }
+
+    /// `ip` (an IPv4 address on the link) answers at `mac`, for good.
+    pub fn set_neighbour(&self, ip: std::net::Ipv4Addr, mac: [u8; 6]) {
+        let mac = mac.map(|b| format!("{b:02x}")).join(":");
+        let ip = ip.to_string();
+        let args = [
+            "neigh",
+            "replace",
+            &ip,
+            "lladdr",
+            &mac,
+            "dev",
+            "u0",
+            "nud",
+            "permanent",
+        ];
+        self.netns.ip(&args);
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip")

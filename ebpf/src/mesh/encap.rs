@@ -4,20 +4,35 @@
 //! address to the task's VTEP, UDP to the VXLAN port with a source port from the flow (for
 //! ECMP entropy) and no UDP checksum (allowed over IPv4, RFC 7348), the `ingress` VNI. A task
 //! on another node: the route and neighbour toward its VTEP come from `bpf_fib_lookup`, and
-//! the frame leaves again (`XDP_TX`, or a redirect when that route uses another interface). A
-//! task on this node: the frame is handed to the kernel, addressed to the node's own VXLAN
+//! the frame leaves again (`XDP_TX`, or a redirect when that route uses another interface).
+//! The lookup's answer is kept per VTEP for [`ROUTE_TTL_NS`] (`SHOAL_MESH_ROUTES`), as katran
+//! keeps its gateway's MAC, but learned: a changed route or neighbour is followed within that
+//! time. It is kept only if the route takes the largest frame the `ingress` MTU lets through,
+//! so a kept route never skips a check the lookup would have made; a route with a smaller MTU
+//! is looked up for every packet, with that packet's size, as before. A task on this node: the frame is handed to the kernel, addressed to the node's own VXLAN
 //! socket, which delivers it into the `ingress` sandbox like any other VXLAN frame; its outer
 //! source is then the client's address, since the kernel drops a packet from the wire that
 //! claims one of its own addresses as source (a martian).
 
 use aya_ebpf::{
-    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action},
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_xdp_adjust_head},
+    bindings::{
+        BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action,
+    },
+    helpers::{
+        bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_head,
+    },
     programs::XdpContext,
 };
 use shoal_common::mesh::{MeshConfig, MeshEvent, VXLAN_OVERHEAD};
 
-use super::packet::{ETH_P_IP, Ipv4Header, PROTO_UDP, ipv4_checksum, write};
+use super::{
+    ingress_mtu,
+    maps::{CachedRoute, SHOAL_MESH_ROUTES},
+    packet::{ETH_P_IP, Ipv4Header, PROTO_UDP, ipv4_checksum, write},
+};
+
+/// How long a route found toward a VTEP is used before it is looked up again.
+const ROUTE_TTL_NS: u64 = 1_000_000_000;
 
 /// Outer UDP and VXLAN headers, as on the wire.
 #[repr(C)]
@@ -57,7 +72,8 @@ pub fn send_to_vtep(
         // To ourselves: the frame came addressed to this interface, so its MACs will do.
         (client_macs.0, client_macs.1, in_ifindex)
     } else {
-        route(ctx, config, vtep, inner_len, in_ifindex)?
+        let route = route(ctx, config, vtep, inner_len, in_ifindex)?;
+        (route.dst_mac, route.src_mac, route.out_ifindex)
     };
     // SAFETY: the helper checks the headroom; all pointers are re-derived after it.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(VXLAN_OVERHEAD as i32)) } != 0 {
@@ -110,7 +126,8 @@ pub fn send_to_vtep(
     })
 }
 
-/// The route toward `vtep`: next hop's MAC, our MAC, and the interface.
+/// The route toward `vtep` for a frame of `inner_len` bytes before encapsulation: the kept
+/// one while it is fresh, else a lookup (kept if it takes the largest frame, see the module).
 #[inline(always)]
 fn route(
     ctx: &XdpContext,
@@ -118,7 +135,41 @@ fn route(
     vtep: u32,
     inner_len: u16,
     in_ifindex: u32,
-) -> Result<([u8; 6], [u8; 6], u32), MeshEvent> {
+) -> Result<CachedRoute, MeshEvent> {
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: copied out at once.
+    if let Some(kept) = unsafe { SHOAL_MESH_ROUTES.get(&vtep) }
+        && kept.in_ifindex == in_ifindex
+        && now.wrapping_sub(kept.found_ns) < ROUTE_TTL_NS
+    {
+        return Ok(*kept);
+    }
+    let largest = ingress_mtu(config) + ETH_LEN as u16;
+    match look_up(ctx, config, vtep, largest, in_ifindex, now) {
+        Ok(route) => {
+            // Another CPU may race to the same answer: either write will do.
+            let _ = SHOAL_MESH_ROUTES.insert(&vtep, &route, 0);
+            Ok(route)
+        }
+        Err(ret) if ret == i64::from(BPF_FIB_LKUP_RET_FRAG_NEEDED) => {
+            look_up(ctx, config, vtep, inner_len, in_ifindex, now).map_err(|_| MeshEvent::NoRoute)
+        }
+        Err(_) => Err(MeshEvent::NoRoute),
+    }
+}
+
+/// `bpf_fib_lookup` toward `vtep` for a frame of `inner_len` bytes before encapsulation: the
+/// next hop's MAC, ours and the interface, else the helper's return code.
+#[inline(always)]
+fn look_up(
+    ctx: &XdpContext,
+    config: &MeshConfig,
+    vtep: u32,
+    inner_len: u16,
+    in_ifindex: u32,
+    now: u64,
+) -> Result<CachedRoute, i64> {
     // SAFETY: a plain-data struct of the kernel's ABI, all zero is valid.
     let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
@@ -138,9 +189,15 @@ fn route(
         )
     };
     if ret != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
-        return Err(MeshEvent::NoRoute);
+        return Err(ret);
     }
-    Ok((params.dmac, params.smac, params.ifindex))
+    Ok(CachedRoute {
+        found_ns: now,
+        in_ifindex,
+        out_ifindex: params.ifindex,
+        dst_mac: params.dmac,
+        src_mac: params.smac,
+    })
 }
 
 #[inline(always)]

@@ -51,6 +51,29 @@ pub static SHOAL_MESH_RETURNS: LruHashMap<FlowKey, ReturnPath> =
 #[map]
 pub static SHOAL_MESH_INGRESS_IF: Array<u32> = Array::with_max_entries(1, 0);
 
+/// Nodes whose route `encap` keeps (one per VTEP a flow was sent to; the LRU drops the least
+/// recently used beyond).
+const MAX_ROUTES: u32 = 4096;
+
+/// The way to a task's node as `bpf_fib_lookup` found it (`encap::route`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CachedRoute {
+    /// `bpf_ktime_get_coarse_ns()` of the lookup.
+    pub found_ns: u64,
+    /// The interface the frame arrived on when it was looked up (policy routing may differ).
+    pub in_ifindex: u32,
+    pub out_ifindex: u32,
+    pub dst_mac: [u8; 6],
+    pub src_mac: [u8; 6],
+}
+
+/// Routes toward VTEPs, private to the loaded programs (not pinned: a cache, which a new load
+/// refills from its first packets).
+#[map]
+pub static SHOAL_MESH_ROUTES: LruHashMap<u32, CachedRoute> =
+    LruHashMap::with_max_entries(MAX_ROUTES, 0);
+
 #[map]
 pub static SHOAL_MESH_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MESH_EVENTS, 0);
 
