@@ -39,7 +39,67 @@ pub fn run(
     Box::pin(beat(swarm, active, stop))
 }
 
-async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>) {
+/// The beats, and beside them the following of what they bring: starting a task (a network
+/// namespace, interfaces, programs, a fork) can take a while on a loaded host, and must never
+/// hold back the next beat, or the leader would take the node for Down (three periods of
+/// silence) and move its tasks. A beat hands its assignments over and goes on.
+async fn beat(swarm: Swarm, active: Arc<Active>, stop: watch::Receiver<bool>) {
+    let handoff = Handoff::default();
+    let runner = Arc::clone(&swarm.inner.runner);
+    tokio::select! {
+        () = beat_loop(&swarm, &active, stop.clone(), &handoff) => {}
+        () = follow_loop(&runner, &handoff, stop) => {}
+    }
+}
+
+/// Assignments on their way from the beats to the task runner: only the latest matters (each
+/// names every task of the node), and word back when following them gave news to report.
+#[derive(Default)]
+struct Handoff {
+    latest: std::sync::Mutex<Option<(Vec<Task>, TaskFiles)>>,
+    handed: tokio::sync::Notify,
+    news: tokio::sync::Notify,
+}
+
+impl Handoff {
+    fn hand(&self, assigned: Vec<Task>, files: TaskFiles) {
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some((assigned, files));
+        self.handed.notify_one();
+    }
+
+    fn take(&self) -> Option<(Vec<Task>, TaskFiles)> {
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// Makes the runner follow the latest assignments handed over, one reconcile at a time.
+async fn follow_loop(
+    runner: &Arc<dyn TaskRunner>,
+    handoff: &Handoff,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            () = handoff.handed.notified() => {}
+        }
+        if let Some((assigned, files)) = handoff.take()
+            && follow(runner, assigned, files).await
+        {
+            handoff.news.notify_one();
+        }
+    }
+}
+
+async fn beat_loop(
+    swarm: &Swarm,
+    active: &Arc<Active>,
+    mut stop: watch::Receiver<bool>,
+    handoff: &Handoff,
+) {
     let runner = Arc::clone(&swarm.inner.runner);
     let mut period = swarm.config().heartbeat_period;
     // The first beat at once: a restarted agent is Down for the leader after three periods of
@@ -49,10 +109,16 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(next) => {}
+            // The runner has news (a task started): the next beat comes soon, so that the
+            // leader sees it within ~100 ms instead of a period later.
+            () = handoff.news.notified() => {
+                next = SOON.min(period);
+                continue;
+            }
         }
         next = period;
         let reports = runner.take_reports();
-        if let Some(leader) = Leader::of(&swarm, &active) {
+        if let Some(leader) = Leader::of(swarm, active) {
             // The leader beats for itself without a round trip.
             active.liveness.record(swarm.node_id());
             match leader.dispatch(swarm.node_id(), reports.clone()).await {
@@ -64,9 +130,7 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
                     active.certs.follow(&ours.creds, &roots, renew, period);
                     runner.gossip(&gossip_config(&state));
                     runner.routing_mesh(&RoutingMesh::for_node(&state, swarm.node_id()));
-                    if follow(&runner, assigned, files).await {
-                        next = SOON.min(period);
-                    }
+                    handoff.hand(assigned, files);
                 }
                 Err(e) => {
                     debug!(cause = %Chain(&e), "local dispatch failed");
@@ -80,7 +144,7 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
             runner.requeue(reports);
             continue;
         };
-        let reply = match send(&active, leader, swarm.node_id(), &reports, false).await {
+        let reply = match send(active, leader, swarm.node_id(), &reports, false).await {
             Ok(reply) => reply,
             Err(e) => {
                 debug!(%leader, cause = %Chain(&e), "heartbeat failed");
@@ -90,7 +154,7 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
             }
         };
         period = Duration::from_millis(reply.period_ms.max(50));
-        active.learn_managers(reply.leader_addr.parse().ok(), &reply.manager_addrs, &swarm);
+        active.learn_managers(reply.leader_addr.parse().ok(), &reply.manager_addrs, swarm);
         active.certs.follow(
             &active.tls.creds(),
             &reply.ca_certs_pem,
@@ -101,10 +165,8 @@ async fn beat(swarm: Swarm, active: Arc<Active>, mut stop: watch::Receiver<bool>
             .manager_ids
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = reply.manager_ids.clone();
-        if let Some((assigned, files)) = follow_reply(runner.as_ref(), &reply)
-            && follow(&runner, assigned, files).await
-        {
-            next = SOON.min(period);
+        if let Some((assigned, files)) = follow_reply(runner.as_ref(), &reply) {
+            handoff.hand(assigned, files);
         }
         if let Ok(role) = parse_role(&reply.role)
             && role != active.role()
