@@ -18,6 +18,7 @@
 //! - `raft_writes`: Raft write throughput and commit latency with 3 managers.
 //! - `scheduler`: the orchestrator placing 1,000 replicas on 100 simulated nodes.
 //! - `service_create`: `service create --replicas 50` to all running, on 3 real nodes.
+//! - `sock_lb_cost`: what the socket-level balancer adds to a `connect(2)` it does not balance.
 //! - `support`: helpers the benchmarks share (commands in a netns, services on the fixture,
 //!   program-cost tables, wrk rounds and the HAProxy peer);
 //!   `nft_lb`: the kube-proxy-style nftables peer of the load balancer.
@@ -37,6 +38,7 @@ mod program_cost;
 mod raft_writes;
 mod scheduler;
 mod service_create;
+mod sock_lb_cost;
 mod support;
 mod vip_throughput;
 mod zero_downtime;
@@ -89,6 +91,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
         "service create --replicas 50 to all running on 3 nodes, vs unshare x50 (netns cluster)",
     ),
     (
+        "sock-lb-cost",
+        "UDP connect(2) with the socket-level balancer attached vs without, per kind of address",
+    ),
+    (
         "vip-throughput",
         "conns/s and requests/s through a VIP vs nftables DNAT and HAProxy (wrk, 3 nodes)",
     ),
@@ -112,6 +118,7 @@ fn main() -> ExitCode {
         "raft-writes" => raft_writes::run(),
         "scheduler" => scheduler::run(),
         "service-create" => service_create::run(),
+        "sock-lb-cost" => sock_lb_cost::run(),
         "vip-throughput" => vip_throughput::run(),
         "zero-downtime" => zero_downtime::run(),
         _ => {

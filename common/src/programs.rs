@@ -21,6 +21,9 @@ pub const TC_MESH_REPLY: &str = "shoal_tc_mesh_reply";
 /// and the node's tasks' connections to VIPs, go straight to a backend (socket-level
 /// balancing).
 pub const CONNECT4: &str = "shoal_connect4";
+/// Minimal cgroup `connect4` program (allows, does nothing): the floor of the socket-level
+/// balancer's cost to a `connect(2)`.
+pub const CONNECT4_FLOOR: &str = "shoal_connect4_floor";
 /// cgroup `getpeername4` program beside it: a balanced socket's peer is what it asked for.
 pub const GETPEERNAME4: &str = "shoal_getpeername4";
 /// cgroup `sendmsg4` program beside it: an unconnected UDP socket's datagram to a published

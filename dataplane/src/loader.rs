@@ -190,6 +190,12 @@ impl Dataplane {
         crate::sock_lb::attach(&mut self.ebpf, cgroup)
     }
 
+    /// Attaches the do-nothing `connect4` program to the cgroup v2 root `cgroup` instead of the
+    /// socket-level balancer: the floor benchmarks compare it with.
+    pub fn attach_connect4_floor(&mut self, cgroup: &Path) -> Result<(), Error> {
+        crate::sock_lb::attach_floor(&mut self.ebpf, cgroup)
+    }
+
     /// Has the socket-level balancer serve the tasks below `subtree` (the node's task cgroup
     /// subtree in the cgroup v2 hierarchy) too: their connections to VIPs are balanced at the
     /// socket. Returns the subtree's cgroup ID (see `sock_lb`).

@@ -61,15 +61,38 @@ pub fn attach(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), Error> {
         source,
     })?;
     set_config(ebpf, SOCK_CONFIG_NETNS, cookie)?;
-    for name in PROGRAMS {
-        let program: &mut CgroupSockAddr = ebpf
-            .program_mut(name)
-            .ok_or(Error::MissingProgram { name })?
-            .try_into()
-            .map_err(|e| Error::Program {
-                name,
-                source: Box::new(e),
-            })?;
+    attach_programs(ebpf, cgroup, &PROGRAMS)
+}
+
+/// Loads and attaches the do-nothing `connect4` floor to `cgroup` (benchmarks: what the hook
+/// itself costs; the agent never loads it).
+pub fn attach_floor(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), Error> {
+    let name = programs::CONNECT4_FLOOR;
+    sock_addr_program(ebpf, name)?
+        .load()
+        .map_err(|e| Error::Program {
+            name,
+            source: Box::new(e),
+        })?;
+    attach_programs(ebpf, cgroup, &[name])
+}
+
+fn sock_addr_program<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSockAddr, Error> {
+    ebpf.program_mut(name)
+        .ok_or(Error::MissingProgram { name })?
+        .try_into()
+        .map_err(|e| Error::Program {
+            name,
+            source: Box::new(e),
+        })
+}
+
+fn attach_programs(ebpf: &mut Ebpf, cgroup: &Path, names: &[&'static str]) -> Result<(), Error> {
+    for &name in names {
+        let program = sock_addr_program(ebpf, name)?;
         let dir = File::open(cgroup).map_err(|source| Error::Io {
             what: "opening the cgroup v2 root",
             path: cgroup.to_path_buf(),

@@ -112,6 +112,13 @@ mod programs {
         TC_ACT_OK
     }
 
+    /// The socket-level balancer's benchmark floor: a `connect4` hook that does nothing but
+    /// allow (what any program on the hook costs).
+    #[cgroup_sock_addr(connect4)]
+    pub fn shoal_connect4_floor(_ctx: SockAddrContext) -> i32 {
+        1
+    }
+
     /// The load balancer's benchmark floor: parses what it parses of every packet, and passes.
     #[classifier]
     pub fn shoal_tc_parse_floor(ctx: TcContext) -> i32 {

@@ -123,7 +123,12 @@ fn service_of(ctx: &SockAddrContext, dst: u32, port: u32, protocol: u32) -> Opti
             port: published.target_port,
         });
     }
-    // The VIP lookup first: it is what rules out nearly every socket of the host, cheaply.
+    // The VIP first: it is what rules out nearly every socket of the host, cheaply. Most
+    // addresses are known to be no VIP's from one array read (the VIP hints, as in the tc
+    // programs), before the hash lookup.
+    if !lb::maps::maybe_vip(dst) {
+        return None;
+    }
     let vip = unsafe { SHOAL_LB_VIPS.get(&dst) }.copied()?;
     if !in_node_tasks() {
         return None;
