@@ -142,11 +142,7 @@ impl Dataplane {
         }
         // Loaded (so the verifier checks them everywhere), attached only by the agent.
         for name in crate::sock_lb::PROGRAMS {
-            let program: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or(Error::MissingProgram { name })?
-                .try_into()
-                .map_err(|e| program_error(name, e))?;
+            let program = sock_addr_mut(&mut ebpf, name)?;
             load_retrying(name, || program.load())?;
         }
         let lb = LoadBalancer::adopt(&mut ebpf)?;
@@ -449,6 +445,16 @@ fn classifier_mut<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut SchedClassifier, Error> {
+    ebpf.program_mut(name)
+        .ok_or(Error::MissingProgram { name })?
+        .try_into()
+        .map_err(|e| program_error(name, e))
+}
+
+pub(crate) fn sock_addr_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut CgroupSockAddr, Error> {
     ebpf.program_mut(name)
         .ok_or(Error::MissingProgram { name })?
         .try_into()

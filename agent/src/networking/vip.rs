@@ -459,20 +459,15 @@ impl ServiceBackends {
     /// Adds what `held` has that this has not, as `held` has it (the network DB has not
     /// settled: nothing is removed yet).
     fn keep(&mut self, held: &ServiceBackends) {
-        let kept: Vec<Ipv4Addr> = held
-            .backends
-            .iter()
-            .filter(|ip| !self.holds(ip))
-            .copied()
-            .collect();
+        let kept = self.missing(&held.backends);
         self.backends.extend(kept);
-        let kept: Vec<Ipv4Addr> = held
-            .draining
-            .iter()
-            .filter(|ip| !self.holds(ip))
-            .copied()
-            .collect();
+        let kept = self.missing(&held.draining);
         self.draining.extend(kept);
+    }
+
+    /// What of `ips` this holds neither as a backend nor as draining.
+    fn missing(&self, ips: &BTreeSet<Ipv4Addr>) -> Vec<Ipv4Addr> {
+        ips.iter().filter(|ip| !self.holds(ip)).copied().collect()
     }
 }
 

@@ -18,9 +18,7 @@ use aya_ebpf::{
     bindings::{
         BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action,
     },
-    helpers::{
-        bpf_fib_lookup as fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_xdp_adjust_head,
-    },
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
 use shoal_common::mesh::{MeshConfig, MeshEvent, VXLAN_OVERHEAD};
@@ -54,7 +52,8 @@ const OUTER_IP: usize = ETH_LEN;
 const OUTER_UDP: usize = OUTER_IP + 20;
 
 /// Wraps the (already rewritten) frame in VXLAN to `vtep` and returns the verdict.
-/// `client_macs` are the destination and source MACs the frame arrived with.
+/// `client_macs` are the destination and source MACs the frame arrived with; `now` is
+/// `bpf_ktime_get_coarse_ns()` as the caller read it.
 #[inline(always)]
 pub fn send_to_vtep(
     ctx: &XdpContext,
@@ -63,6 +62,7 @@ pub fn send_to_vtep(
     entropy: u32,
     client_macs: ([u8; 6], [u8; 6]),
     client_ip: u32,
+    now: u64,
 ) -> Result<u32, MeshEvent> {
     let inner_len = (ctx.data_end() - ctx.data()) as u16;
     // SAFETY: reading a field of the context the program was given.
@@ -72,7 +72,7 @@ pub fn send_to_vtep(
         // To ourselves: the frame came addressed to this interface, so its MACs will do.
         (client_macs.0, client_macs.1, in_ifindex)
     } else {
-        let route = route(ctx, config, vtep, inner_len, in_ifindex)?;
+        let route = route(ctx, config, vtep, inner_len, in_ifindex, now)?;
         (route.dst_mac, route.src_mac, route.out_ifindex)
     };
     // SAFETY: the helper checks the headroom; all pointers are re-derived after it.
@@ -135,9 +135,8 @@ fn route(
     vtep: u32,
     inner_len: u16,
     in_ifindex: u32,
+    now: u64,
 ) -> Result<CachedRoute, MeshEvent> {
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: copied out at once.
     if let Some(kept) = unsafe { SHOAL_MESH_ROUTES.get(&vtep) }
         && kept.in_ifindex == in_ifindex

@@ -193,6 +193,7 @@ fn forward(
         ip.src ^ u32::from(ports.src),
         client_macs,
         ip.src,
+        now,
     )
 }
 
