@@ -161,9 +161,10 @@ pub struct FlowState {
     /// same 5-tuple is a new connection (port reuse) and is balanced again; a retransmitted
     /// SYN keeps its backend. 0 for UDP.
     pub tcp_isn: u32,
-    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC) of the last packet in this entry's
-    /// direction: the agent removes closed TCP flows and idle UDP flows by it.
-    pub last_seen_ns: u64,
+    /// When the last packet in this entry's direction was seen, in jiffies (`bpf_jiffies64()`;
+    /// the agent converts it to CLOCK_MONOTONIC, see `dataplane::flow_clock`): the agent
+    /// removes closed TCP flows and idle UDP flows by it.
+    pub last_seen: u64,
     /// [`FLOW_FIN`] and [`FLOW_RST`]: what this entry's direction has sent.
     pub flags: u32,
     /// Explicit, so every byte of the value is written.

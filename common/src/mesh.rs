@@ -275,8 +275,9 @@ pub const fn host_frontend(port: u16, proto: u8) -> [u8; 4] {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MeshFlow {
-    /// `bpf_ktime_get_coarse_ns()` of the last packet in this entry's direction.
-    pub last_seen_ns: u64,
+    /// When the last packet in this entry's direction was seen, in jiffies (as
+    /// `lb::FlowState::last_seen`).
+    pub last_seen: u64,
     /// Forward: the task (new destination). Reply: the client (new destination).
     pub peer_ip: u32,
     /// Forward: the new source (the node's ingress address with source NAT; else the client).

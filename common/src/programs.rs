@@ -9,6 +9,9 @@ pub const TC_EGRESS: &str = "shoal_tc_egress";
 /// Minimal XDP program (parse nothing, pass everything): the floor that benchmarks compare
 /// every XDP program against.
 pub const XDP_FLOOR: &str = "shoal_xdp_floor";
+/// XDP program never attached: writes the programs' clock (jiffies) into the frame it is
+/// test-run on, so the agent can convert flow entries' stamps (`dataplane::flow_clock`).
+pub const FLOW_CLOCK: &str = "shoal_flow_clock";
 /// Minimal tc program: the floor for tc programs (skb test runs cost more than XDP ones).
 pub const TC_FLOOR: &str = "shoal_tc_floor";
 /// Minimal parse-and-pass tc program: reads the Ethernet, IPv4 and port fields the load

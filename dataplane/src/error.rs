@@ -16,6 +16,9 @@ pub enum Error {
     #[error("eBPF program {name} is not in the object")]
     MissingProgram { name: &'static str },
 
+    #[error("reading the kernel's clock (jiffies): {program} wrote nothing")]
+    NoFlowClock { program: &'static str },
+
     #[error("eBPF map {name} is not in the object")]
     MissingMap { name: &'static str },
 

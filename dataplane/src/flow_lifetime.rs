@@ -1,13 +1,15 @@
 //! When a flow's conntrack entries may be forgotten, for VIP and published-port flows alike:
 //! a closed TCP flow after a linger, a UDP flow after minutes of quiet, an open TCP flow never;
 //! a published port's unconfirmed flow (its client never answered its task: a spoofed SYN)
-//! within seconds; which entry is a flow's other half; what vanished between two expiry
-//! rounds without expiry (the LRU's evictions); and the monotonic clock the programs stamp
-//! entries with.
+//! within seconds; which entry is a flow's other half; and what vanished between two expiry
+//! rounds without expiry (the LRU's evictions). Entries' stamps are read on the programs'
+//! clock (`flow_clock`); the durations here are nanoseconds.
 
 use std::collections::{HashMap, HashSet};
 
 use shoal_common::lb::{FLOW_FIN, FLOW_FORWARD, FLOW_REPLY, FLOW_RST, FlowKey, FlowState};
+
+use crate::flow_clock::FlowTime;
 
 /// How long a closed TCP flow's entries stay (its last retransmitted FIN or ACK still finds
 /// them), like a short TIME_WAIT.
@@ -25,13 +27,6 @@ pub const UNCONFIRMED_TCP_IDLE: u64 = 5_000_000_000;
 /// As [`UNCONFIRMED_TCP_IDLE`] for UDP: a client that sent once (a query answered, or spoofed)
 /// and not since. Conntrack's unreplied/unassured UDP timeout.
 pub const UNCONFIRMED_UDP_IDLE: u64 = 30_000_000_000;
-
-/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_coarse_ns` reads.
-pub fn monotonic_now_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| (t.tv_sec() as u64) * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
-}
 
 /// The other entry of a flow: the reply entry of a forward one (or the forward one of a
 /// reply), or, for a task balanced onto itself, the forward entry of its server side.
@@ -62,11 +57,9 @@ pub(crate) fn partner(key: &FlowKey, state: &FlowState) -> FlowKey {
 }
 
 /// Nanoseconds since either direction of the flow last saw a packet.
-pub(crate) fn quiet_for(state: &FlowState, partner: Option<&FlowState>, now_ns: u64) -> u64 {
-    let last = partner.map_or(state.last_seen_ns, |p| {
-        p.last_seen_ns.max(state.last_seen_ns)
-    });
-    now_ns.saturating_sub(last)
+pub(crate) fn quiet_for(state: &FlowState, partner: Option<&FlowState>, now: FlowTime) -> u64 {
+    let last = partner.map_or(state.last_seen, |p| p.last_seen.max(state.last_seen));
+    now.since(last)
 }
 
 /// Whether a flow (its forward entry, and its partner if there is one) may be forgotten.
@@ -74,9 +67,9 @@ pub(crate) fn flow_is_over(
     proto: u8,
     forward: &FlowState,
     partner: Option<&FlowState>,
-    now_ns: u64,
+    now: FlowTime,
 ) -> bool {
-    let quiet = quiet_for(forward, partner, now_ns);
+    let quiet = quiet_for(forward, partner, now);
     if proto != 6 {
         return quiet >= UDP_FLOW_IDLE;
     }
@@ -86,16 +79,16 @@ pub(crate) fn flow_is_over(
     (reset || fin_both) && quiet >= CLOSED_FLOW_LINGER
 }
 
-/// Whether an unconfirmed flow may be forgotten: its client (the forward entry, `last_seen_ns`)
+/// Whether an unconfirmed flow may be forgotten: its client (the forward entry, `last_seen`)
 /// has been quiet for [`UNCONFIRMED_TCP_IDLE`] or [`UNCONFIRMED_UDP_IDLE`]. Its task's answers
 /// do not count: a task retransmits its SYN-ACK to a spoofed client for a minute.
-pub(crate) fn unconfirmed_is_over(proto: u8, client_last_seen_ns: u64, now_ns: u64) -> bool {
+pub(crate) fn unconfirmed_is_over(proto: u8, client_last_seen: u64, now: FlowTime) -> bool {
     let idle = if proto == 6 {
         UNCONFIRMED_TCP_IDLE
     } else {
         UNCONFIRMED_UDP_IDLE
     };
-    now_ns.saturating_sub(client_last_seen_ns) >= idle
+    now.since(client_last_seen) >= idle
 }
 
 /// The keys of a flow table the last expiry round left in place, to tell at the next round
@@ -149,10 +142,27 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     use super::{
-        CLOSED_FLOW_LINGER, Evicted, FlowState, LeftInPlace, UDP_FLOW_IDLE, UNCONFIRMED_TCP_IDLE,
-        UNCONFIRMED_UDP_IDLE, flow_is_over, partner, unconfirmed_is_over,
+        CLOSED_FLOW_LINGER, Evicted, FlowState, FlowTime, LeftInPlace, UDP_FLOW_IDLE,
+        UNCONFIRMED_TCP_IDLE, UNCONFIRMED_UDP_IDLE, partner,
     };
     use shoal_common::lb::{FLOW_FIN, FLOW_FORWARD, FLOW_REPLY, FLOW_RST, FlowKey};
+
+    // The rules on a clock of one nanosecond a tick: stamps and now in nanoseconds.
+    fn at(ns: u64) -> FlowTime {
+        FlowTime {
+            jiffies: ns,
+            tick_ns: 1,
+            monotonic_ns: ns,
+        }
+    }
+
+    fn flow_is_over(proto: u8, f: &FlowState, p: Option<&FlowState>, now_ns: u64) -> bool {
+        super::flow_is_over(proto, f, p, at(now_ns))
+    }
+
+    fn unconfirmed_is_over(proto: u8, last_seen: u64, now_ns: u64) -> bool {
+        super::unconfirmed_is_over(proto, last_seen, at(now_ns))
+    }
 
     #[test]
     fn a_flows_two_entries_name_each_other() {
@@ -199,7 +209,7 @@ mod tests {
 
     fn seen(at: u64, flags: u32) -> FlowState {
         FlowState {
-            last_seen_ns: at,
+            last_seen: at,
             flags,
             ..Default::default()
         }

@@ -10,8 +10,9 @@
 //! - `maps`: what every owner of the object's maps uses (taking a map, naming it in errors,
 //!   per-CPU zeros and sums, addresses in the maps' byte order).
 //! - `flow_lifetime`: when a flow's conntrack entries may be forgotten (linger, UDP idle, a
-//!   flow's other entry) and the programs' monotonic clock; shared by [`lb`] (which re-exports
-//!   its public items) and [`mesh`].
+//!   flow's other entry); shared by [`lb`] (which re-exports its public items) and [`mesh`].
+//! - [`flow_clock`]: the programs' clock (jiffies) converted to CLOCK_MONOTONIC for those
+//!   rules.
 //! - [`lb`]: [`LoadBalancer`], the service VIP maps: a whole table on start, then one
 //!   service per change (batched writes), a background check, and their counters.
 //! - [`mesh`]: [`Mesh`], the published ports' maps (ingress routing mesh, host mode).
@@ -26,6 +27,7 @@
 
 pub mod bpffs;
 pub mod error;
+pub mod flow_clock;
 mod flow_lifetime;
 pub mod flow_tables;
 pub mod lb;

@@ -86,7 +86,11 @@ pub struct TestRunOutcome {
     pub duration: Duration,
 }
 
-const XDP_PROGRAMS: [&str; 2] = [programs::XDP_UNDERLAY, programs::XDP_FLOOR];
+const XDP_PROGRAMS: [&str; 3] = [
+    programs::XDP_UNDERLAY,
+    programs::XDP_FLOOR,
+    programs::FLOW_CLOCK,
+];
 const TC_PROGRAMS: [&str; 5] = [
     programs::TC_INGRESS,
     programs::TC_EGRESS,
@@ -145,8 +149,9 @@ impl Dataplane {
             let program = sock_addr_mut(&mut ebpf, name)?;
             load_retrying(name, || program.load())?;
         }
-        let lb = LoadBalancer::adopt(&mut ebpf)?;
-        let mesh = Mesh::adopt(&mut ebpf)?;
+        let clock = crate::flow_clock::FlowClock::calibrate(&ebpf)?;
+        let lb = LoadBalancer::adopt(&mut ebpf, clock)?;
+        let mesh = Mesh::adopt(&mut ebpf, clock)?;
         Ok(Self {
             ebpf,
             lb,
@@ -486,7 +491,7 @@ fn load_retrying(
     }
 }
 
-fn program_error(name: &'static str, e: aya::programs::ProgramError) -> Error {
+pub(crate) fn program_error(name: &'static str, e: aya::programs::ProgramError) -> Error {
     Error::Program {
         name,
         source: Box::new(e),

@@ -27,6 +27,7 @@ use tracing::warn;
 pub use crate::flow_lifetime::{UNCONFIRMED_TCP_IDLE, UNCONFIRMED_UDP_IDLE};
 use crate::{
     error::Error,
+    flow_clock::{FlowClock, FlowTime},
     flow_lifetime::{CLOSED_FLOW_LINGER, LeftInPlace, flow_is_over, unconfirmed_is_over},
     maps::{add_to_event, addr, event_total, map_error, octets, take},
 };
@@ -67,12 +68,14 @@ pub struct Mesh {
     /// What the maps hold since the last [`Mesh::apply`]; `None` until then (or after a
     /// failed one): the next apply reads the maps.
     programmed: Option<MeshTable>,
+    /// Converts the flow entries' stamps (jiffies) for the expiry rules.
+    clock: FlowClock,
 }
 
 impl Mesh {
     /// Takes the mesh's maps out of the loaded object (pinned maps of an earlier agent keep
     /// their contents until the next [`Mesh::apply`]).
-    pub fn adopt(ebpf: &mut aya::Ebpf) -> Result<Self, Error> {
+    pub fn adopt(ebpf: &mut aya::Ebpf, clock: FlowClock) -> Result<Self, Error> {
         Ok(Mesh {
             config: Array::try_from(take(ebpf, CONFIG_MAP)?).map_err(map_error(CONFIG_MAP))?,
             addrs: HashMap::try_from(take(ebpf, ADDRS_MAP)?).map_err(map_error(ADDRS_MAP))?,
@@ -88,6 +91,7 @@ impl Mesh {
                 .map_err(map_error(EVENTS_MAP))?,
             left_in_place: None,
             programmed: None,
+            clock,
         })
     }
 
@@ -276,6 +280,7 @@ impl Mesh {
     /// the last round ([`MeshEvent::Evicted`], [`MeshEvent::UnconfirmedEvicted`]). Returns how
     /// many entries went.
     pub fn expire_flows(&mut self, now_ns: u64) -> Result<usize, Error> {
+        let now = self.clock.at(now_ns);
         let forgotten = self.event(MeshEvent::Forgotten)?;
         let confirmed: std::collections::HashMap<FlowKey, MeshFlow> =
             self.flow_entries()?.into_iter().collect();
@@ -286,10 +291,10 @@ impl Mesh {
             .as_ref()
             .map(|left| left.evicted_since(&confirmed, &unconfirmed, forgotten))
             .unwrap_or_default();
-        let expired = remove(&mut self.flows, expired_confirmed(&confirmed, now_ns));
+        let expired = remove(&mut self.flows, expired_confirmed(&confirmed, now));
         let expired_unconfirmed = remove(
             &mut self.unconfirmed,
-            expired_unconfirmed(&unconfirmed, now_ns),
+            expired_unconfirmed(&unconfirmed, now),
         );
         self.left_in_place = Some(LeftInPlace {
             confirmed: confirmed
@@ -332,7 +337,7 @@ fn partnered_replies(
 /// entries left alone (their forward entry gone) for [`CLOSED_FLOW_LINGER`].
 fn expired_confirmed(
     entries: &std::collections::HashMap<FlowKey, MeshFlow>,
-    now_ns: u64,
+    now: FlowTime,
 ) -> Vec<FlowKey> {
     let partnered = partnered_replies(entries);
     let mut expired = Vec::new();
@@ -340,14 +345,14 @@ fn expired_confirmed(
         if key.direction != FLOW_FORWARD {
             // A reply entry is looked at from its forward entry; alone, it only lingers.
             let alone = !partnered.contains(key);
-            if alone && now_ns.saturating_sub(flow.last_seen_ns) >= CLOSED_FLOW_LINGER {
+            if alone && now.since(flow.last_seen) >= CLOSED_FLOW_LINGER {
                 expired.push(*key);
             }
             continue;
         }
         let partner_key = reply_key(key.proto, flow);
         let partner = entries.get(&partner_key).map(as_flow_state);
-        if flow_is_over(key.proto, &as_flow_state(flow), partner.as_ref(), now_ns) {
+        if flow_is_over(key.proto, &as_flow_state(flow), partner.as_ref(), now) {
             expired.push(*key);
             if partner.is_some() {
                 expired.push(partner_key);
@@ -361,22 +366,20 @@ fn expired_confirmed(
 /// too long, and reply entries whose forward entry is gone, as long after their last answer.
 fn expired_unconfirmed(
     entries: &std::collections::HashMap<FlowKey, MeshFlow>,
-    now_ns: u64,
+    now: FlowTime,
 ) -> Vec<FlowKey> {
     let partnered = partnered_replies(entries);
     let mut expired = Vec::new();
     for (key, flow) in entries {
         if key.direction == FLOW_FORWARD {
-            if unconfirmed_is_over(key.proto, flow.last_seen_ns, now_ns) {
+            if unconfirmed_is_over(key.proto, flow.last_seen, now) {
                 expired.push(*key);
                 let partner_key = reply_key(key.proto, flow);
                 if entries.contains_key(&partner_key) {
                     expired.push(partner_key);
                 }
             }
-        } else if !partnered.contains(key)
-            && unconfirmed_is_over(key.proto, flow.last_seen_ns, now_ns)
-        {
+        } else if !partnered.contains(key) && unconfirmed_is_over(key.proto, flow.last_seen, now) {
             expired.push(*key);
         }
     }
@@ -441,7 +444,7 @@ pub fn reply_key(proto: u8, forward: &MeshFlow) -> FlowKey {
 /// The parts of a mesh flow the expiry rules look at, in the VIP flows' shape.
 fn as_flow_state(flow: &MeshFlow) -> FlowState {
     FlowState {
-        last_seen_ns: flow.last_seen_ns,
+        last_seen: flow.last_seen,
         flags: flow.flags,
         ..FlowState::default()
     }

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - `stats`: the per-CPU packet/byte counters every program updates.
+//! - `clock`: the clock flow entries are stamped with (jiffies).
 //! - `lb`: service VIP load balancing on the task-facing veths (tc).
 //! - `mesh`: published ports: the underlay XDP program and the reply program (tc).
 //! - `sock_lb`: node-local clients of published ports and tasks' VIP clients, balanced at the
@@ -13,6 +14,8 @@
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
+#[cfg(target_arch = "bpf")]
+mod clock;
 #[cfg(target_arch = "bpf")]
 mod lb;
 #[cfg(target_arch = "bpf")]
@@ -103,6 +106,18 @@ mod programs {
     /// The XDP benchmark floor: does nothing but pass.
     #[xdp]
     pub fn shoal_xdp_floor(_ctx: XdpContext) -> u32 {
+        xdp_action::XDP_PASS
+    }
+
+    /// The flow entries' clock, read by the agent (`BPF_PROG_TEST_RUN`): writes `clock::now()`
+    /// into the frame's first 8 bytes (native byte order) and passes. Never attached.
+    #[xdp]
+    pub fn shoal_flow_clock(ctx: XdpContext) -> u32 {
+        let start = ctx.data();
+        if start + 8 <= ctx.data_end() {
+            // SAFETY: bounds-checked just above.
+            unsafe { core::ptr::write_unaligned(start as *mut u64, crate::clock::now()) };
+        }
         xdp_action::XDP_PASS
     }
 

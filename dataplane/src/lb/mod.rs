@@ -41,11 +41,15 @@ use shoal_common::lb::{
 pub use self::check::{CheckReport, LbMapContents};
 // Part of this module's API since before the flow rules had a module of their own.
 use self::{hints::VipHints, ids::IdPool, writes::Writes};
-pub use crate::flow_lifetime::{CLOSED_FLOW_LINGER, UDP_FLOW_IDLE, monotonic_now_ns};
 use crate::{
     error::Error,
+    flow_clock::FlowClock,
     flow_lifetime::{LeftInPlace, flow_is_over, partner, quiet_for},
     maps::{add_to_event, addr, event_total, map_error, octets, sum, take},
+};
+pub use crate::{
+    flow_clock::monotonic_now_ns,
+    flow_lifetime::{CLOSED_FLOW_LINGER, UDP_FLOW_IDLE},
 };
 
 /// What the data path should balance: each VIP and the addresses of its backends (on the
@@ -111,6 +115,8 @@ pub struct LoadBalancer {
     backend_ids: IdPool,
     /// The writes of the change being made; kept so its buffers are allocated once.
     writes: Writes,
+    /// Converts the flow entries' stamps (jiffies) for the expiry rules.
+    clock: FlowClock,
     /// Possible CPUs: the kernel sizes per-CPU values by it.
     cpus: usize,
     /// VIPs [`LoadBalancer::check`] found differing from what was programmed, and rewrote.
@@ -125,7 +131,7 @@ pub struct LoadBalancer {
 impl LoadBalancer {
     /// Takes the load balancer's maps out of the loaded object and reads back what they hold
     /// (pinned maps of an earlier agent, or empty ones).
-    pub fn adopt(ebpf: &mut aya::Ebpf) -> Result<Self, Error> {
+    pub fn adopt(ebpf: &mut aya::Ebpf, clock: FlowClock) -> Result<Self, Error> {
         let cpus = aya::util::nr_cpus().map_err(|(what, source)| Error::Io {
             what: "counting CPUs",
             path: what.into(),
@@ -151,6 +157,7 @@ impl LoadBalancer {
             service_ids: IdPool::new(MAX_SERVICES),
             backend_ids: IdPool::new(MAX_BACKENDS),
             writes: Writes::default(),
+            clock,
             cpus,
             repairs: 0,
             batched: true,
@@ -514,10 +521,12 @@ impl LoadBalancer {
     /// Removes the entries of flows that are over: TCP flows closed (FIN both ways, or a RST)
     /// and quiet for [`CLOSED_FLOW_LINGER`], UDP flows quiet for [`UDP_FLOW_IDLE`], and reply
     /// entries left without their forward entry for as long. Open TCP flows are never removed,
-    /// however quiet. `now_ns` is CLOCK_MONOTONIC, the programs' clock ([`monotonic_now_ns`]).
+    /// however quiet. `now_ns` is CLOCK_MONOTONIC ([`monotonic_now_ns`]; the entries' stamps
+    /// are converted, see `flow_clock`).
     /// Counts what it removed ([`LbEvent::Expired`]) and what the LRU took since the last
     /// round ([`LbEvent::Evicted`]). Returns how many entries were removed.
     pub fn expire_flows(&mut self, now_ns: u64) -> Result<usize, Error> {
+        let now = self.clock.at(now_ns);
         let forgotten = event_total(&self.events, LbEvent::Forgotten as u32, EVENTS_MAP)?;
         let entries: std::collections::HashMap<FlowKey, FlowState> =
             self.flow_entries()?.into_iter().collect();
@@ -531,10 +540,10 @@ impl LoadBalancer {
             let partner_key = partner(key, state);
             let partner = entries.get(&partner_key);
             let over = if key.direction == FLOW_FORWARD {
-                flow_is_over(key.proto, state, partner, now_ns)
+                flow_is_over(key.proto, state, partner, now)
             } else {
                 // A reply entry is looked at from its forward entry; alone, it only lingers.
-                partner.is_none() && quiet_for(state, None, now_ns) >= CLOSED_FLOW_LINGER
+                partner.is_none() && quiet_for(state, None, now) >= CLOSED_FLOW_LINGER
             };
             if over {
                 expired.push(*key);

@@ -31,7 +31,7 @@ use core::{
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_redirect},
+    helpers::bpf_redirect,
     programs::TcContext,
 };
 use headers::{
@@ -271,21 +271,20 @@ fn read_entry(entry: NonNull<FlowState>) -> FlowState {
 }
 
 /// Records a packet in an entry found by [`find_flow`] (`state`, its copy): when it was seen,
-/// and how the flow is closing. The entry is written only when that changes: the coarse clock
+/// and how the flow is closing. The entry is written only when that changes: the clock
 /// ticks once a jiffy, so most packets of a busy flow find both as they are, and leave the
 /// entry's cache line clean for the other CPUs that read it.
 #[inline(always)]
 fn touch(entry: *mut FlowState, state: &FlowState, closing: u32) {
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if now == state.last_seen_ns && state.flags & closing == closing {
+    let now = crate::clock::now();
+    if now == state.last_seen && state.flags & closing == closing {
         return;
     }
     // SAFETY: a valid entry (found just before, in this program run, under RCU); a racing
     // writer on another CPU can only set the same kind of values (a time, more flags), and a
     // torn time is corrected by the next packet.
     unsafe {
-        (*entry).last_seen_ns = now;
+        (*entry).last_seen = now;
         (*entry).flags |= closing;
     }
 }
@@ -441,8 +440,7 @@ pub(crate) fn pick_backend(vip: &VipService, tcp_isn: u32) -> Option<FlowState> 
         backend_id,
         service_id: vip.service_id,
         tcp_isn,
-        // SAFETY: plain helper call.
-        last_seen_ns: unsafe { bpf_ktime_get_coarse_ns() },
+        last_seen: crate::clock::now(),
         flags: 0,
         pad: 0,
     })

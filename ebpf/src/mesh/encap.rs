@@ -5,7 +5,7 @@
 //! ECMP entropy) and no UDP checksum (allowed over IPv4, RFC 7348), the `ingress` VNI. A task
 //! on another node: the route and neighbour toward its VTEP come from `bpf_fib_lookup`, and
 //! the frame leaves again (`XDP_TX`, or a redirect when that route uses another interface).
-//! The lookup's answer is kept per VTEP for [`ROUTE_TTL_NS`] (`SHOAL_MESH_ROUTES`), as katran
+//! The lookup's answer is kept per VTEP for [`ROUTE_TTL`] (`SHOAL_MESH_ROUTES`), as katran
 //! keeps its gateway's MAC, but learned: a changed route or neighbour is followed within that
 //! time. It is kept only if the route takes the largest frame the `ingress` MTU lets through,
 //! so a kept route never skips a check the lookup would have made; a route with a smaller MTU
@@ -29,8 +29,10 @@ use super::{
     packet::{ETH_P_IP, Ipv4Header, PROTO_UDP, ipv4_checksum, write},
 };
 
-/// How long a route found toward a VTEP is used before it is looked up again.
-const ROUTE_TTL_NS: u64 = 1_000_000_000;
+/// How long a route found toward a VTEP is used before it is looked up again, in jiffies (the
+/// programs' clock, `crate::clock`): a second at 250 Hz (Debian's kernels), a quarter of one
+/// at 1000 Hz, 2.5 s at 100 Hz.
+const ROUTE_TTL: u64 = 250;
 
 /// Outer UDP and VXLAN headers, as on the wire.
 #[repr(C)]
@@ -53,7 +55,7 @@ const OUTER_UDP: usize = OUTER_IP + 20;
 
 /// Wraps the (already rewritten) frame in VXLAN to `vtep` and returns the verdict.
 /// `client_macs` are the destination and source MACs the frame arrived with; `now` is
-/// `bpf_ktime_get_coarse_ns()` as the caller read it.
+/// `clock::now()` as the caller read it.
 #[inline(always)]
 pub fn send_to_vtep(
     ctx: &XdpContext,
@@ -140,7 +142,7 @@ fn route(
     // SAFETY: copied out at once.
     if let Some(kept) = unsafe { SHOAL_MESH_ROUTES.get(&vtep) }
         && kept.in_ifindex == in_ifindex
-        && now.wrapping_sub(kept.found_ns) < ROUTE_TTL_NS
+        && now.wrapping_sub(kept.found_at) < ROUTE_TTL
     {
         return Ok(*kept);
     }
@@ -191,7 +193,7 @@ fn look_up(
         return Err(ret);
     }
     Ok(CachedRoute {
-        found_ns: now,
+        found_at: now,
         in_ifindex,
         out_ifindex: params.ifindex,
         dst_mac: params.dmac,

@@ -176,7 +176,7 @@ fn confirm(key: &FlowKey, forward: &MeshFlow, tcp: Option<&TcpSegment>, closing:
         }
     }
     let forward = MeshFlow {
-        last_seen_ns: now,
+        last_seen: now,
         flags: forward.flags | closing,
         ..*forward
     };
@@ -217,7 +217,7 @@ fn open(
         ip.src
     };
     let reply = MeshFlow {
-        last_seen_ns: now,
+        last_seen: now,
         peer_ip: ip.src,
         local_ip: ip.dst,
         peer_port: ports.src,

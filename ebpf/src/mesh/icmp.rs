@@ -157,7 +157,6 @@ fn translate(
         outer.src ^ u32::from(dport),
         client_macs,
         outer.src,
-        // SAFETY: plain helper call.
-        unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() },
+        crate::clock::now(),
     )
 }

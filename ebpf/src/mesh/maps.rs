@@ -59,8 +59,8 @@ const MAX_ROUTES: u32 = 4096;
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct CachedRoute {
-    /// `bpf_ktime_get_coarse_ns()` of the lookup.
-    pub found_ns: u64,
+    /// `clock::now()` of the lookup.
+    pub found_at: u64,
     /// The interface the frame arrived on when it was looked up (policy routing may differ).
     pub in_ifindex: u32,
     pub out_ifindex: u32,
@@ -117,15 +117,15 @@ pub fn find_flow(key: &FlowKey) -> Option<(MeshFlow, *mut MeshFlow, bool)> {
 }
 
 /// Records a packet in an entry found by [`find_flow`] (time, closing flags), writing only
-/// what changes: the coarse clock moves once a tick, so a busy flow's packets mostly leave its
+/// what changes: the clock moves once a jiffy, so a busy flow's packets mostly leave its
 /// cache line clean. Racing writers can only set the same kinds of values, as for the VIP
 /// flows.
 #[inline(always)]
 pub fn touch(entry: *mut MeshFlow, closing: u32, now: u64) {
     // SAFETY: a valid entry found in this program run, under RCU.
     unsafe {
-        if (*entry).last_seen_ns != now {
-            (*entry).last_seen_ns = now;
+        if (*entry).last_seen != now {
+            (*entry).last_seen = now;
         }
         if (*entry).flags & closing != closing {
             (*entry).flags |= closing;

@@ -28,7 +28,7 @@ mod task_icmp;
 pub use reply::from_backend;
 pub use returns::note_arrival;
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use shoal_common::mesh::{
     DEFAULT_INGRESS_MTU, MODE_HOST, MeshConfig, MeshEvent, MeshFlow, PublishedPort,
     is_ingress_mode, mesh_source_mac,
@@ -166,8 +166,7 @@ fn forward(
     } else {
         None
     };
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = crate::clock::now();
     let key = flows::forward_key(ip, ports);
     let Tracked { flow, new_flow } =
         flows::track(&key, ip, ports, published, config, tcp.as_ref(), now)?;

@@ -12,7 +12,7 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_redirect_neigh},
+    helpers::bpf_redirect_neigh,
     programs::TcContext,
 };
 use shoal_common::mesh::MeshEvent;
@@ -57,8 +57,7 @@ pub fn from_backend(ctx: &TcContext) -> i32 {
     };
     let (state, entry, unconfirmed) = found;
     let closing = lb::closing_of(ctx, &flow);
-    // SAFETY: plain helper call.
-    touch(entry, closing, unsafe { bpf_ktime_get_coarse_ns() });
+    touch(entry, closing, crate::clock::now());
     if unconfirmed {
         record_answer(ctx, &flow, entry);
     }
