@@ -68,7 +68,7 @@ use shoal_tests::Cluster;
 use crate::{
     nft_lb,
     support::{
-        Haproxy, Mode, Placed, Run, WrkPeer, create_whoami, haproxy_config, load_average,
+        Haproxy, Mode, Placed, Run, WrkPeer, WrkShape, create_whoami, haproxy_config, load_average,
         machine_busy, nsenter, output, print_wrk_table, running, wrk_conditions, wrk_rounds,
     },
 };
@@ -121,7 +121,7 @@ pub fn run() -> anyhow::Result<()> {
     })
     .map_err(|e| peers.explain(e))?;
     let load_after = load_average();
-    let conditions = wrk_conditions();
+    let conditions = wrk_conditions(peers.peers[0].shape);
     let names: Vec<&'static str> = peers.peers.iter().map(|p| p.name).collect();
     drop(peers);
     drop(cluster);
@@ -165,7 +165,8 @@ impl Peers {
             .iter()
             .map(|t| SocketAddr::new(t.ip.into(), TARGET))
             .collect();
-        let peer = WrkPeer::new;
+        let shape = WrkShape::over(servers.len());
+        let peer = |name, netns, target| WrkPeer::new(name, netns, target, shape);
         let mut peers = Peers {
             peers: vec![
                 peer(

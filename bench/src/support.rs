@@ -219,14 +219,37 @@ pub(crate) fn version(program: &str, flag: &str) -> String {
     format!("{program} {}", number.unwrap_or("?"))
 }
 
-/// wrk's threads and connections, and the seconds of each measured run and of each warm-up
-/// (`vip-throughput`, `mesh-throughput`).
-pub(crate) const WRK_THREADS: u32 = 1;
-pub(crate) const WRK_CONNECTIONS: u32 = 16;
+/// The seconds of each measured wrk run and of each warm-up (`vip-throughput`,
+/// `mesh-throughput`).
 pub(crate) const WRK_SECONDS: u32 = 4;
 const WRK_WARMUP_SECONDS: u32 = 1;
 /// Rounds of every peer and mode back to back; the median is shown.
 pub(crate) const WRK_ROUNDS: usize = 5;
+
+/// wrk's threads and connections, the same for every peer of a benchmark: one connection per
+/// thread, as many as fit in 16 with the same number for every backend (15 for 3, 16 for 2).
+/// Then the direct peer, whose thread `i` connects to backend `i` modulo their number, puts on
+/// the backends exactly the load round robin puts: as many connections on each, each in an
+/// event loop of its own. (With fewer threads of several connections, a balancer's thread
+/// mixes backends where the direct peer's keeps to one, and that alone cost the balancers
+/// about 10% of requests/s against direct: `vip-throughput` in bench/README.md.)
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WrkShape {
+    pub(crate) threads: u32,
+    pub(crate) connections: u32,
+}
+
+impl WrkShape {
+    /// The shape for `backends` backends.
+    pub(crate) fn over(backends: usize) -> WrkShape {
+        let backends = (backends as u32).max(1);
+        let threads = backends * (16 / backends).max(1);
+        WrkShape {
+            threads,
+            connections: threads,
+        }
+    }
+}
 
 /// How wrk drives a peer.
 #[derive(Clone, Copy)]
@@ -303,28 +326,34 @@ pub(crate) fn machine_busy(period: Duration) -> anyhow::Result<String> {
 /// Each peer's runs, keep-alive then `Connection: close`, in round order.
 pub(crate) type Runs = [Vec<Run>; 2];
 
-/// A way of reaching the backends: wrk runs in `netns` against `target`, from inside the
-/// cgroup v2 directory `cgroup` if given. With `also`, the peer is the backends themselves
-/// with no load balancer ("direct"): one wrk per address (`target` and then `also`), all at
-/// once, the connections shared out among them, each wrk single-threaded; their requests are
-/// summed.
+/// A way of reaching the backends: wrk (of `shape`) runs in `netns` against `target`, from
+/// inside the cgroup v2 directory `cgroup` if given. With `also`, the peer is the backends
+/// themselves with no load balancer ("direct"): `target` and then `also`, spread as round robin
+/// would spread them (see [`WrkPeer::wrk`]).
 pub(crate) struct WrkPeer {
     pub(crate) name: &'static str,
     pub(crate) netns: PathBuf,
     pub(crate) target: SocketAddr,
     pub(crate) also: Vec<SocketAddr>,
     pub(crate) cgroup: Option<PathBuf>,
+    pub(crate) shape: WrkShape,
 }
 
 impl WrkPeer {
     /// A peer whose wrk runs in `netns` against `target`, alone and outside any cgroup.
-    pub(crate) fn new(name: &'static str, netns: PathBuf, target: SocketAddr) -> WrkPeer {
+    pub(crate) fn new(
+        name: &'static str,
+        netns: PathBuf,
+        target: SocketAddr,
+        shape: WrkShape,
+    ) -> WrkPeer {
         WrkPeer {
             name,
             netns,
             target,
             also: Vec::new(),
             cgroup: None,
+            shape,
         }
     }
 
@@ -410,20 +439,25 @@ impl WrkPeer {
 
     /// One wrk run through the peer, and the machine's busy CPU time over it. A direct peer
     /// is spread over its addresses as round robin would spread it: with keep-alive, one wrk
-    /// per address at once, the connections shared out (round robin spreads connections);
-    /// with `Connection: close`, where round robin gives every address the same share of
-    /// requests, one wrk of all the connections per address in turn, `seconds` shared out
-    /// (rounded up), combined as equal shares: the harmonic mean of the rates, the mean of
-    /// the CPU per request (so a cheaper backend, node1's own, does not weigh more).
+    /// whose thread `i` connects to address `i` (a Lua `setup`; round robin spreads
+    /// connections, and the shape gives each backend the same number); with `Connection:
+    /// close`, where round robin gives every address the same share of requests, one wrk of
+    /// the same shape per address in turn, `seconds` shared out (rounded up), combined as equal
+    /// shares: the harmonic mean of the rates, the mean of the CPU per request (so a cheaper
+    /// backend, node1's own, does not weigh more).
     pub(crate) fn wrk(&self, mode: Mode, seconds: u32) -> anyhow::Result<Run> {
         let targets = self.targets();
-        if targets.len() == 1 || matches!(mode, Mode::KeepAlive) {
-            return self.wrk_at(&targets, mode, seconds);
+        if targets.len() == 1 {
+            return self.wrk_once(self.target, None, mode, seconds);
+        }
+        if let Mode::KeepAlive = mode {
+            let script = ThreadTargets::write(&targets)?;
+            return self.wrk_once(self.target, Some(&script.path), mode, seconds);
         }
         let each = seconds.div_ceil(targets.len() as u32);
         let runs: Vec<Run> = targets
             .iter()
-            .map(|target| self.wrk_at(&[*target], mode, each))
+            .map(|target| self.wrk_once(*target, None, mode, each))
             .collect::<anyhow::Result<_>>()?;
         let n = runs.len() as f64;
         let requests = runs.iter().map(|r| r.requests).sum::<u64>();
@@ -440,71 +474,93 @@ impl WrkPeer {
         })
     }
 
-    /// wrk to each of `targets` at once, the connections shared out, and the machine's busy
-    /// CPU time from just before the first wrk starts to just after the last one exits.
-    fn wrk_at(&self, targets: &[SocketAddr], mode: Mode, seconds: u32) -> anyhow::Result<Run> {
-        let count = targets.len() as u32;
-        let before = busy_cpu_seconds()?;
-        let children: Vec<(SocketAddr, Child)> = targets
-            .iter()
-            .enumerate()
-            .map(|(i, target)| {
-                // WRK_CONNECTIONS shared out: 16 over 3 is 6 + 5 + 5.
-                let connections =
-                    WRK_CONNECTIONS / count + u32::from((i as u32) < WRK_CONNECTIONS % count);
-                let mut args = vec![
-                    format!("-t{WRK_THREADS}"),
-                    format!("-c{connections}"),
-                    format!("-d{seconds}s"),
-                    "--timeout".to_string(),
-                    "2s".to_string(),
-                ];
-                if let Mode::Close = mode {
-                    args.extend(["-H".to_string(), "Connection: close".to_string()]);
-                }
-                args.push(format!("http://{target}/"));
-                let child = self
-                    .command("wrk", &args)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .context("starting wrk")?;
-                Ok((*target, child))
-            })
-            .collect::<anyhow::Result<_>>()?;
-        let outs: Vec<(SocketAddr, Output)> = children
-            .into_iter()
-            .map(|(target, child)| Ok((target, child.wait_with_output()?)))
-            .collect::<std::io::Result<_>>()
-            .context("waiting for wrk")?;
-        let cpu_seconds = busy_cpu_seconds()? - before;
-        let mut total = Run {
-            rate: 0.0,
-            errors: 0,
-            requests: 0,
-            cpu_seconds,
-        };
-        for (target, out) in outs {
-            let report = String::from_utf8_lossy(&out.stdout);
-            ensure!(
-                out.status.success(),
-                "{}: wrk to {target}: {}: {}",
-                self.name,
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            let run = parse_wrk(&report).with_context(|| {
-                format!(
-                    "{}: unexpected wrk output (to {target}):\n{report}",
-                    self.name
-                )
-            })?;
-            total.rate += run.rate;
-            total.errors += run.errors;
-            total.requests += run.requests;
+    /// One wrk of the peer's shape to `target` (with `script`, if given), and the machine's
+    /// busy CPU time from just before it starts to just after it exits.
+    fn wrk_once(
+        &self,
+        target: SocketAddr,
+        script: Option<&Path>,
+        mode: Mode,
+        seconds: u32,
+    ) -> anyhow::Result<Run> {
+        let WrkShape {
+            threads,
+            connections,
+        } = self.shape;
+        let mut args = vec![
+            format!("-t{threads}"),
+            format!("-c{connections}"),
+            format!("-d{seconds}s"),
+            "--timeout".to_string(),
+            "2s".to_string(),
+        ];
+        if let Mode::Close = mode {
+            args.extend(["-H".to_string(), "Connection: close".to_string()]);
         }
-        Ok(total)
+        if let Some(script) = script {
+            args.extend(["-s".to_string(), script.display().to_string()]);
+        }
+        args.push(format!("http://{target}/"));
+        let before = busy_cpu_seconds()?;
+        let out = self
+            .command("wrk", &args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running wrk")?;
+        let cpu_seconds = busy_cpu_seconds()? - before;
+        let report = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success(),
+            "{}: wrk to {target}: {}: {}",
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let run = parse_wrk(&report).with_context(|| {
+            format!(
+                "{}: unexpected wrk output (to {target}):\n{report}",
+                self.name
+            )
+        })?;
+        Ok(Run { cpu_seconds, ..run })
+    }
+}
+
+/// A wrk Lua script that points thread `i` at address `i` (modulo their number), in a file of
+/// its own, removed on drop.
+struct ThreadTargets {
+    path: PathBuf,
+}
+
+impl ThreadTargets {
+    fn write(targets: &[SocketAddr]) -> anyhow::Result<ThreadTargets> {
+        let list: Vec<String> = targets
+            .iter()
+            .map(|t| format!("{{\"{}\", \"{}\"}}", t.ip(), t.port()))
+            .collect();
+        let script = format!(
+            "-- shoal-bench: thread i connects to address i, as round robin spreads connections.\n\
+             local targets = {{ {} }}\n\
+             local next = 0\n\
+             function setup(thread)\n  \
+               local t = targets[next % #targets + 1]\n  \
+               next = next + 1\n  \
+               thread.addr = wrk.lookup(t[1], t[2])[1]\n\
+             end\n",
+            list.join(", ")
+        );
+        let path = std::env::temp_dir().join(format!(
+            "shoal-bench-wrk-targets-{}.lua",
+            std::process::id()
+        ));
+        std::fs::write(&path, script).with_context(|| format!("writing {}", path.display()))?;
+        Ok(ThreadTargets { path })
+    }
+}
+
+impl Drop for ThreadTargets {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -533,13 +589,14 @@ pub(crate) fn wrk_rounds(
     Ok(results)
 }
 
-/// How the throughput benchmarks measure, for their reports: "wrk 4.1.0 -t1 -c16, median of
+/// How the throughput benchmarks measure, for their reports: "wrk 4.1.0 -t3 -c15, median of
 /// 5 rounds of 4 s; haproxy 2.6.12".
-pub(crate) fn wrk_conditions() -> String {
+pub(crate) fn wrk_conditions(shape: WrkShape) -> String {
     format!(
-        "{} -t{WRK_THREADS} -c{WRK_CONNECTIONS}, median of {WRK_ROUNDS} rounds of {WRK_SECONDS} \
-         s; {}",
+        "{} -t{} -c{}, median of {WRK_ROUNDS} rounds of {WRK_SECONDS} s; {}",
         version("wrk", "--version"),
+        shape.threads,
+        shape.connections,
         version("haproxy", "-v")
     )
 }

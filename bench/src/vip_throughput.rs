@@ -27,9 +27,11 @@
 //!   entry of client 4's). The agent's own socket balancer serves only its tasks' cgroups,
 //!   which wrk is not in.
 //! - direct: wrk in client 5 straight to the three backends' addresses, no load balancer,
-//!   spread over them as round robin would (`WrkPeer::wrk`: with keep-alive one wrk per
-//!   backend at once, 6 + 5 + 5 connections; with `Connection: close` one wrk per backend in
-//!   turn, combined as equal thirds).
+//!   spread over them as round robin would (`WrkPeer::wrk`: with keep-alive one wrk whose
+//!   thread `i` connects to backend `i` modulo 3; with `Connection: close` one wrk per
+//!   backend in turn, combined as equal thirds). Every peer's wrk has the same shape
+//!   (`WrkShape`: 15 threads of one connection), so the direct row is the others' load
+//!   without the balancer.
 //!
 //! One client task per peer, not one for all: an nftables NAT table turns conntrack on for
 //! every packet of its netns, which would tax the other peers too; and shoal's flow entries
@@ -56,8 +58,9 @@ use shoal_tests::{Cluster, task_net::task_netns};
 use crate::{
     nft_lb,
     support::{
-        Haproxy, Placed, WrkPeer, cli, create_whoami, haproxy_config, load_average, machine_busy,
-        network_id, nsenter, output, print_wrk_table, running, vip, wrk_conditions, wrk_rounds,
+        Haproxy, Placed, WrkPeer, WrkShape, cli, create_whoami, haproxy_config, load_average,
+        machine_busy, network_id, nsenter, output, print_wrk_table, running, vip, wrk_conditions,
+        wrk_rounds,
     },
 };
 
@@ -134,7 +137,7 @@ pub fn run() -> anyhow::Result<()> {
     let load_after = load_average();
     // (Entries could have been evicted by the tc peer's since: this one can only miss.)
     check_no_nat()?;
-    let conditions = wrk_conditions();
+    let conditions = wrk_conditions(peers.peers[0].shape);
     let names: Vec<&'static str> = peers.peers.iter().map(|p| p.name).collect();
     drop(peers);
     drop(cluster);
@@ -254,7 +257,8 @@ impl Peers {
             .iter()
             .map(|b| SocketAddr::new((*b).into(), PORT))
             .collect();
-        let peer = WrkPeer::new;
+        let shape = WrkShape::over(servers.len());
+        let peer = |name, netns, target| WrkPeer::new(name, netns, target, shape);
         let mut peers = Peers {
             peers: vec![
                 peer(
