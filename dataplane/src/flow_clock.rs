@@ -15,7 +15,10 @@ use aya::{
 use nix::time::{ClockId, clock_getres, clock_gettime};
 use shoal_common::programs;
 
-use crate::error::Error;
+use crate::{
+    error::Error,
+    programs::{program, program_error},
+};
 
 /// One reading of jiffies and CLOCK_MONOTONIC together, and the tick between jiffies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,11 +33,7 @@ impl FlowClock {
     /// taken as the moment of its reading (the syscall takes microseconds, a tick milliseconds).
     pub(crate) fn calibrate(ebpf: &Ebpf) -> Result<FlowClock, Error> {
         let name = programs::FLOW_CLOCK;
-        let program: &Xdp = ebpf
-            .program(name)
-            .ok_or(Error::MissingProgram { name })?
-            .try_into()
-            .map_err(|e| crate::loader::program_error(name, e))?;
+        let program = program::<Xdp>(ebpf, name)?;
         // The smallest frame the kernel takes for an XDP test run is an Ethernet header.
         let frame = [0u8; 64];
         let mut out = [0u8; 64];
@@ -45,7 +44,7 @@ impl FlowClock {
                 data_out: Some(&mut out),
                 ..Default::default()
             })
-            .map_err(|e| crate::loader::program_error(name, e))?;
+            .map_err(|e| program_error(name, e))?;
         let after = monotonic_now_ns();
         let jiffies = u64::from_ne_bytes(out[..8].try_into().unwrap_or_default());
         if run.data_size_out < 8 || jiffies == 0 {

@@ -9,6 +9,8 @@
 //! - [`stats`]: typed handle on the per-CPU packet counters.
 //! - `maps`: what every owner of the object's maps uses (taking a map, naming it in errors,
 //!   per-CPU zeros and sums, addresses in the maps' byte order).
+//! - `programs`: finding a program of the object by name, as its type, and naming it in
+//!   errors (the loader, the socket-level balancer and the flow clock).
 //! - `flow_lifetime`: when a flow's conntrack entries may be forgotten (linger, UDP idle, a
 //!   flow's other entry); shared by [`lb`] (which re-exports its public items) and [`mesh`].
 //! - [`flow_clock`]: the programs' clock (jiffies) converted to CLOCK_MONOTONIC for those
@@ -37,6 +39,7 @@ pub mod mesh;
 pub mod netns;
 pub mod object;
 pub mod overlay;
+mod programs;
 pub mod sock_destroy;
 pub mod sock_lb;
 pub mod stats;

@@ -30,7 +30,14 @@ use aya::{
 use shoal_common::{PINNED_MAPS, programs, stats::STATS_MAP};
 use tracing::info;
 
-use crate::{error::Error, lb::LoadBalancer, mesh::Mesh, object, stats::HookCounters};
+use crate::{
+    error::Error,
+    lb::LoadBalancer,
+    mesh::Mesh,
+    object,
+    programs::{program_error, program_mut},
+    stats::HookCounters,
+};
 
 /// The loaded eBPF object. Dropping it detaches the programs it owns (not the pinned XDP link,
 /// nor the filters interfaces own).
@@ -137,16 +144,16 @@ impl Dataplane {
             }
         }
         for name in XDP_PROGRAMS {
-            let program = xdp_mut(&mut ebpf, name)?;
+            let program = program_mut::<Xdp>(&mut ebpf, name)?;
             load_retrying(name, || program.load())?;
         }
         for name in TC_PROGRAMS {
-            let program = classifier_mut(&mut ebpf, name)?;
+            let program = program_mut::<SchedClassifier>(&mut ebpf, name)?;
             load_retrying(name, || program.load())?;
         }
         // Loaded (so the verifier checks them everywhere), attached only by the agent.
         for name in crate::sock_lb::PROGRAMS {
-            let program = sock_addr_mut(&mut ebpf, name)?;
+            let program = program_mut::<CgroupSockAddr>(&mut ebpf, name)?;
             load_retrying(name, || program.load())?;
         }
         let clock = crate::flow_clock::FlowClock::calibrate(&ebpf)?;
@@ -226,7 +233,7 @@ impl Dataplane {
     ) -> Result<(), Error> {
         let name = programs::XDP_UNDERLAY;
         let pin = self.pin_dir.as_ref().map(|d| d.join(XDP_LINK_PIN));
-        let program = xdp_mut(&mut self.ebpf, name)?;
+        let program = program_mut::<Xdp>(&mut self.ebpf, name)?;
         if let Some(pin) = &pin
             && let Ok(pinned) = PinnedLink::from_pin(pin)
         {
@@ -269,7 +276,7 @@ impl Dataplane {
     /// sends with `XDP_TX` (test and benchmark underlays; a real NIC needs nothing).
     pub fn attach_xdp_floor(&mut self, interface: &str) -> Result<(), Error> {
         let name = programs::XDP_FLOOR;
-        xdp_mut(&mut self.ebpf, name)?
+        program_mut::<Xdp>(&mut self.ebpf, name)?
             .attach(interface, XdpMode::default())
             .map_err(|e| attach_error(name, interface, e))?;
         Ok(())
@@ -290,7 +297,7 @@ impl Dataplane {
             (programs::TC_INGRESS, TcAttachType::Ingress),
             (programs::TC_EGRESS, TcAttachType::Egress),
         ] {
-            classifier_mut(&mut self.ebpf, name)?
+            program_mut::<SchedClassifier>(&mut self.ebpf, name)?
                 .attach(interface, direction)
                 .map_err(|e| attach_error(name, interface, e))?;
         }
@@ -323,7 +330,7 @@ impl Dataplane {
         name: &'static str,
         direction: TcAttachType,
     ) -> Result<(), Error> {
-        let program = classifier_mut(&mut self.ebpf, name)?;
+        let program = program_mut::<SchedClassifier>(&mut self.ebpf, name)?;
         let existing = SchedClassifierLink::attached(
             interface,
             direction,
@@ -439,33 +446,6 @@ fn pin_link(
         .map_err(|e| pin_error(e.to_string()))
 }
 
-fn xdp_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, Error> {
-    ebpf.program_mut(name)
-        .ok_or(Error::MissingProgram { name })?
-        .try_into()
-        .map_err(|e| program_error(name, e))
-}
-
-fn classifier_mut<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut SchedClassifier, Error> {
-    ebpf.program_mut(name)
-        .ok_or(Error::MissingProgram { name })?
-        .try_into()
-        .map_err(|e| program_error(name, e))
-}
-
-pub(crate) fn sock_addr_mut<'a>(
-    ebpf: &'a mut Ebpf,
-    name: &'static str,
-) -> Result<&'a mut CgroupSockAddr, Error> {
-    ebpf.program_mut(name)
-        .ok_or(Error::MissingProgram { name })?
-        .try_into()
-        .map_err(|e| program_error(name, e))
-}
-
 /// How many times a program load that the kernel answers EAGAIN is tried, as libbpf does.
 const LOAD_ATTEMPTS: u32 = 5;
 
@@ -488,13 +468,6 @@ fn load_retrying(
             }
             result => return result.map_err(|e| program_error(name, e)),
         }
-    }
-}
-
-pub(crate) fn program_error(name: &'static str, e: aya::programs::ProgramError) -> Error {
-    Error::Program {
-        name,
-        source: Box::new(e),
     }
 }
 

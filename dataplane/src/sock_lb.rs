@@ -18,7 +18,7 @@ use std::{
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData},
-    programs::CgroupAttachMode,
+    programs::{CgroupAttachMode, CgroupSockAddr},
 };
 use shoal_common::{
     lb::{FLOWS_MAP, FlowKey, FlowState},
@@ -26,7 +26,7 @@ use shoal_common::{
     sock_lb::{CONFIG_MAP, SOCK_CONFIG_NETNS, SOCK_CONFIG_TASK_CGROUP},
 };
 
-use crate::{error::Error, loader::sock_addr_mut};
+use crate::{error::Error, programs::program_mut};
 
 /// The socket-level balancer's programs, attached in this order (the peer-name and receive hooks first, so a socket
 /// is never balanced without its origin being shown).
@@ -68,7 +68,7 @@ pub fn attach(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), Error> {
 /// itself costs; the agent never loads it).
 pub fn attach_floor(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), Error> {
     let name = programs::CONNECT4_FLOOR;
-    sock_addr_mut(ebpf, name)?
+    program_mut::<CgroupSockAddr>(ebpf, name)?
         .load()
         .map_err(|e| Error::Program {
             name,
@@ -79,7 +79,7 @@ pub fn attach_floor(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), Error> {
 
 fn attach_programs(ebpf: &mut Ebpf, cgroup: &Path, names: &[&'static str]) -> Result<(), Error> {
     for &name in names {
-        let program = sock_addr_mut(ebpf, name)?;
+        let program = program_mut::<CgroupSockAddr>(ebpf, name)?;
         let dir = File::open(cgroup).map_err(|source| Error::Io {
             what: "opening the cgroup v2 root",
             path: cgroup.to_path_buf(),
