@@ -86,6 +86,18 @@ struct Inner {
 }
 
 impl Inner {
+    /// Indexes what the leader said (`mesh`) again, and says which of the load balancer's
+    /// keys that changed: VIPs that came, went or moved to another network, and host-mode
+    /// frontends whose services changed.
+    fn reindex(&mut self) -> BTreeSet<Ipv4Addr> {
+        let old_vips = std::mem::take(&mut self.known_vips);
+        let old_frontends = std::mem::take(&mut self.host_frontends);
+        self.index();
+        let mut changed = differing_keys(&old_vips, &self.known_vips);
+        changed.extend(differing_keys(&old_frontends, &self.host_frontends));
+        changed
+    }
+
     /// Indexes what the leader said (`mesh`): the VIPs it lists and the host-mode frontends.
     fn index(&mut self) {
         self.known_vips.clear();
@@ -114,6 +126,16 @@ impl Inner {
             .map(|(key, _)| *key)
             .collect()
     }
+}
+
+/// The keys whose values differ between `old` and `new`, or that only one holds.
+fn differing_keys<V: PartialEq>(
+    old: &BTreeMap<Ipv4Addr, V>,
+    new: &BTreeMap<Ipv4Addr, V>,
+) -> BTreeSet<Ipv4Addr> {
+    let gone_or_changed = old.iter().filter(|(k, v)| new.get(k) != Some(v));
+    let came = new.iter().filter(|(k, _)| !old.contains_key(k));
+    gone_or_changed.chain(came).map(|(k, _)| *k).collect()
 }
 
 /// The mesh's table but its ports and VTEPs: what is compared every refresh, and decides
@@ -186,18 +208,25 @@ fn raw(ip: Ipv4Addr) -> u32 {
 impl NodeNetworking {
     /// What the leader says about published ports, with each heartbeat.
     pub fn on_routing_mesh(&self, mesh: &RoutingMesh) {
-        {
+        let changed = {
             let mut state = self.mesh.lock();
             if state.mesh.as_ref() == Some(mesh) {
                 return;
             }
+            let had_mesh = state.mesh.is_some();
             state.mesh = Some(mesh.clone());
-            state.index();
-        }
-        // What the leader says exists, and what is published, may have changed for any
-        // service: compared whole with what was handed (the list comes whole).
+            let changed = state.reindex();
+            had_mesh.then_some(changed)
+        };
+        // The load balancer computes again only the VIPs and host-mode frontends whose entry
+        // in the leader's word changed (a service created or removed costs its own VIPs, not
+        // every one); the first word is a full reconcile. What is published goes to the mesh's
+        // maps whole (compared with what they hold).
         self.mark_dirty(|d| {
-            d.all_vips = true;
+            match changed {
+                Some(keys) => d.vips.extend(keys),
+                None => d.all_vips = true,
+            }
             d.mesh = true;
         });
         self.save_routing_mesh(mesh);
@@ -690,5 +719,80 @@ impl NodeNetworking {
             .filter(|a| a.interface_name == interface)
             .filter_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip())))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_control::cluster::{
+        PortConfig,
+        mesh::{PublishedService, ServiceVip},
+    };
+
+    use super::*;
+
+    fn word(vips: &[(&str, [u8; 4])], host_ports: &[(&str, u16)]) -> RoutingMesh {
+        RoutingMesh {
+            ingress: None,
+            node_addr: None,
+            services: host_ports
+                .iter()
+                .map(|(name, port)| PublishedService {
+                    name: name.to_string(),
+                    ingress_vip: None,
+                    ports: vec![PortConfig {
+                        protocol: PortProtocol::Tcp,
+                        target: 80,
+                        published: *port,
+                        mode: PublishMode::Host,
+                        source: PortSource::default(),
+                    }],
+                })
+                .collect(),
+            vips: vips
+                .iter()
+                .map(|(network, addr)| ServiceVip {
+                    network_id: network.to_string(),
+                    addr: Ipv4Addr::from(*addr),
+                })
+                .collect(),
+        }
+    }
+
+    fn reindexed(old: RoutingMesh, new: RoutingMesh) -> BTreeSet<Ipv4Addr> {
+        let mut inner = Inner {
+            mesh: Some(old),
+            ..Inner::default()
+        };
+        inner.index();
+        inner.mesh = Some(new);
+        inner.reindex()
+    }
+
+    #[test]
+    fn a_changed_word_names_only_the_keys_that_changed() {
+        let a = ("net-a", [10, 0, 0, 2]);
+        let b = ("net-a", [10, 0, 0, 3]);
+        let c = ("net-b", [10, 1, 0, 2]);
+        let frontend = |port| Ipv4Addr::from(host_frontend(port, 6));
+        // Nothing changed: nothing to compute again.
+        let same = word(&[a, b], &[("web", 8080)]);
+        assert_eq!(reindexed(same.clone(), same), BTreeSet::new());
+        // A service created (its VIP), another removed, one VIP moved to another network.
+        let changed = reindexed(word(&[a, b], &[]), word(&[("net-b", a.1), c], &[]));
+        assert_eq!(
+            changed,
+            [a.1, b.1, c.1].map(Ipv4Addr::from).into(),
+            "a moved, b went, c came"
+        );
+        // A host-mode port published, another's services changed, one left alone.
+        let changed = reindexed(
+            word(&[a], &[("web", 8080), ("api", 9090)]),
+            word(
+                &[a],
+                &[("web", 8080), ("api", 9090), ("db", 9090), ("new", 7070)],
+            ),
+        );
+        assert_eq!(changed, [frontend(9090), frontend(7070)].into());
     }
 }

@@ -205,7 +205,7 @@ impl NodeNetworking {
     /// Hands the data path the VIPs whose backends `changes` touched (and those `dirty`
     /// names), each computed from the visible endpoints behind it alone; every VIP only for a
     /// full reconcile (a start or re-adoption, missed changes, a network joined or left, the
-    /// leader's list of VIPs changed, the network DB settled). A change thus costs its own
+    /// leader's first word, the network DB settled). A change thus costs its own
     /// service's work, however many services there are. One refresh at a time: the record of
     /// what was handed is held throughout, so an older table never overwrites a newer one.
     pub(super) fn refresh_vips(&self, changes: &[EndpointChange], dirty: &Dirty, settle: Settle) {

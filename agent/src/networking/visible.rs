@@ -30,10 +30,10 @@ pub struct Dirty {
     /// Networks this node left: their endpoints are no longer visible.
     pub networks_left: Vec<String>,
     /// VIPs to compute again for other reasons than their endpoints (a host-mode task came
-    /// or went: its service's host frontends).
+    /// or went: its service's host frontends; the leader's word changed for them).
     pub vips: BTreeSet<Ipv4Addr>,
-    /// Every VIP: what the leader says exists changed, a network was joined or left, the
-    /// network DB settled.
+    /// Every VIP: the leader's first word, a network was joined or left, the network DB
+    /// settled.
     pub all_vips: bool,
     /// The published ports' table beyond its VTEPs (the leader's ports, host-mode tasks,
     /// the ingress endpoint).
