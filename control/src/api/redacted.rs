@@ -29,6 +29,7 @@ impl fmt::Debug for HeartbeatResponse {
             .field("assigned_tasks", &bytes(&self.assigned_tasks))
             .field("gossip", &bytes(&self.gossip))
             .field("routing_mesh", &bytes(&self.routing_mesh))
+            .field("routing_mesh_digest", &bytes(&self.routing_mesh_digest))
             .field("manager_ids", &self.manager_ids)
             .field("task_files", &bytes(&self.task_files))
             .field("ca_certs_pem", &self.ca_certs_pem)

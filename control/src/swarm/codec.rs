@@ -9,6 +9,7 @@
 //! running what it runs.
 
 use serde::{Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
 
 use crate::format::{self, FormatError};
 
@@ -79,6 +80,11 @@ pub fn encode_mesh(mesh: &RoutingMesh) -> Result<Vec<u8>, CodecError> {
 
 pub fn decode_mesh(bytes: &[u8]) -> Result<RoutingMesh, CodecError> {
     decode(MESH, bytes)
+}
+
+/// What a heartbeat names an encoded routing mesh by (SHA-256): equal digests, the same mesh.
+pub fn mesh_digest(encoded: &[u8]) -> Vec<u8> {
+    Sha256::digest(encoded).to_vec()
 }
 
 fn encode<T: Serialize + ?Sized>(what: &'static str, value: &T) -> Result<Vec<u8>, CodecError> {

@@ -12,7 +12,9 @@ use crate::{
         objects::TaskFiles,
     },
     swarm::{
-        codec::{decode_reports, encode_files, encode_gossip, encode_mesh, encode_tasks},
+        codec::{
+            decode_reports, encode_files, encode_gossip, encode_mesh, encode_tasks, mesh_digest,
+        },
         error::Error,
         node::runner::TaskReports,
     },
@@ -33,6 +35,15 @@ impl Leader {
         let state = self.state();
         let (ca_certs_pem, renew_certificate) =
             self.certificate_answer(&state, &request.node_id, &request.cert_fingerprint);
+        // The mesh lists every service that publishes or has a VIP: sent again only when it
+        // changed, so a quiet swarm of many services does not ship it to every node each beat.
+        let routing_mesh = encode_mesh(&RoutingMesh::for_node(&state, &request.node_id))?;
+        let routing_mesh_digest = mesh_digest(&routing_mesh);
+        let routing_mesh = if request.routing_mesh_digest == routing_mesh_digest {
+            Vec::new()
+        } else {
+            routing_mesh
+        };
         Ok(HeartbeatResponse {
             period_ms: heartbeat_period(&state).as_millis() as u64,
             leader_addr: self.active.file().addr.to_string(),
@@ -45,7 +56,8 @@ impl Leader {
             assigned_tasks: encode_tasks(&assigned)?,
             task_files: encode_files(&files)?,
             gossip: encode_gossip(&gossip_config(&state))?,
-            routing_mesh: encode_mesh(&RoutingMesh::for_node(&state, &request.node_id))?,
+            routing_mesh,
+            routing_mesh_digest,
             manager_ids: state
                 .nodes
                 .values()

@@ -105,6 +105,10 @@ async fn beat_loop(
     // The first beat at once: a restarted agent is Down for the leader after three periods of
     // silence, counted from its last beat before the restart.
     let mut next = Duration::ZERO;
+    // The digest of the routing mesh the runner follows, as the leader last named it: the
+    // leader then sends the mesh only when it changed. Cleared when this node, as leader,
+    // hands the runner its own (that mesh has no digest from a leader's answer).
+    let mut mesh_digest: Vec<u8> = Vec::new();
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -130,6 +134,7 @@ async fn beat_loop(
                     active.certs.follow(&ours.creds, &roots, renew, period);
                     runner.gossip(&gossip_config(&state));
                     runner.routing_mesh(&RoutingMesh::for_node(&state, swarm.node_id()));
+                    mesh_digest.clear();
                     handoff.hand(assigned, files);
                 }
                 Err(e) => {
@@ -144,7 +149,12 @@ async fn beat_loop(
             runner.requeue(reports);
             continue;
         };
-        let reply = match send(active, leader, swarm.node_id(), &reports, false).await {
+        let beat = Beat {
+            reports: &reports,
+            mesh_digest: &mesh_digest,
+            agent_stopping: false,
+        };
+        let reply = match send(active, leader, swarm.node_id(), beat).await {
             Ok(reply) => reply,
             Err(e) => {
                 debug!(%leader, cause = %Chain(&e), "heartbeat failed");
@@ -165,7 +175,7 @@ async fn beat_loop(
             .manager_ids
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = reply.manager_ids.clone();
-        if let Some((assigned, files)) = follow_reply(runner.as_ref(), &reply) {
+        if let Some((assigned, files)) = follow_reply(runner.as_ref(), &reply, &mut mesh_digest) {
             handoff.hand(assigned, files);
         }
         if let Ok(role) = parse_role(&reply.role)
@@ -183,20 +193,29 @@ async fn beat_loop(
     }
 }
 
-/// One heartbeat to the manager at `to` (the leader, or one that forwards it there), carrying
-/// `reports`.
+/// What a heartbeat carries besides the node's identity.
+struct Beat<'a> {
+    /// What this node's tasks did since the last beat.
+    reports: &'a TaskReports,
+    /// The digest of the routing mesh the node follows (empty: none from a leader).
+    mesh_digest: &'a [u8],
+    /// The agent stops and leaves its tasks running.
+    agent_stopping: bool,
+}
+
+/// One heartbeat to the manager at `to` (the leader, or one that forwards it there).
 async fn send(
     active: &Active,
     to: SocketAddr,
     node_id: &str,
-    reports: &TaskReports,
-    agent_stopping: bool,
+    beat: Beat<'_>,
 ) -> Result<HeartbeatResponse, Error> {
     let request = HeartbeatRequest {
         node_id: node_id.to_string(),
-        task_reports: encode_reports(reports)?,
+        task_reports: encode_reports(beat.reports)?,
         cert_fingerprint: active.tls.current().cert.fingerprint.clone(),
-        agent_stopping,
+        agent_stopping: beat.agent_stopping,
+        routing_mesh_digest: beat.mesh_digest.to_vec(),
     };
     let reply = active.peers.client(to)?.heartbeat(request).await?;
     Ok(reply.into_inner())
@@ -216,7 +235,12 @@ pub(in crate::swarm) async fn say_stopping(swarm: &Swarm, active: &Active) {
     managers.dedup();
     managers.retain(|m| *m != own);
     let notices = managers.iter().map(|&to| async move {
-        if let Err(e) = send(active, to, swarm.node_id(), &Vec::new(), true).await {
+        let beat = Beat {
+            reports: &Vec::new(),
+            mesh_digest: &[],
+            agent_stopping: true,
+        };
+        if let Err(e) = send(active, to, swarm.node_id(), beat).await {
             debug!(%to, cause = %Chain(&e), "telling a manager this agent stops");
         }
     });
@@ -232,18 +256,32 @@ pub(in crate::swarm) async fn say_stopping(swarm: &Swarm, active: &Active) {
 /// Hands the keys and routing mesh of a heartbeat answer to the runner, and returns the tasks
 /// it assigns with their files. Each payload that does not decode is logged and skipped: above
 /// all the assignments (and their files, without which new tasks would fail), since following
-/// an unreadable one could stop every task the node runs.
+/// an unreadable one could stop every task the node runs. `mesh_digest`: the digest of the
+/// mesh the runner follows, updated; an answer without a mesh whose digest is that one leaves
+/// the runner's as it is.
 fn follow_reply(
     runner: &dyn TaskRunner,
     reply: &HeartbeatResponse,
+    mesh_digest: &mut Vec<u8>,
 ) -> Option<(Vec<Task>, TaskFiles)> {
     match decode_gossip(&reply.gossip) {
         Ok(config) => runner.gossip(&config),
         Err(e) => warn!(cause = %Chain(&e), "bad gossip config from the leader"),
     }
-    match decode_mesh(&reply.routing_mesh) {
-        Ok(mesh) => runner.routing_mesh(&mesh),
-        Err(e) => warn!(cause = %Chain(&e), "bad routing mesh from the leader"),
+    let unchanged = reply.routing_mesh.is_empty()
+        && !reply.routing_mesh_digest.is_empty()
+        && reply.routing_mesh_digest == *mesh_digest;
+    if !unchanged {
+        match decode_mesh(&reply.routing_mesh) {
+            Ok(mesh) => {
+                runner.routing_mesh(&mesh);
+                mesh_digest.clone_from(&reply.routing_mesh_digest);
+            }
+            Err(e) => {
+                mesh_digest.clear();
+                warn!(cause = %Chain(&e), "bad routing mesh from the leader");
+            }
+        }
     }
     let files = match decode_files(&reply.task_files) {
         Ok(files) => files,
@@ -342,7 +380,7 @@ mod tests {
     use crate::{
         cluster::gossip::GossipConfig,
         swarm::{
-            codec::{encode_files, encode_gossip, encode_mesh, encode_tasks},
+            codec::{encode_files, encode_gossip, encode_mesh, encode_tasks, mesh_digest},
             node::runner::RunnerError,
         },
     };
@@ -352,6 +390,7 @@ mod tests {
     struct Recorder {
         reconciled: Mutex<Vec<Vec<Task>>>,
         gossip: Mutex<usize>,
+        meshes: Mutex<usize>,
     }
 
     impl TaskRunner for Recorder {
@@ -371,6 +410,9 @@ mod tests {
         }
         fn gossip(&self, _: &GossipConfig) {
             *self.gossip.lock().unwrap() += 1;
+        }
+        fn routing_mesh(&self, _: &RoutingMesh) {
+            *self.meshes.lock().unwrap() += 1;
         }
     }
 
@@ -409,7 +451,7 @@ mod tests {
         let runner = Recorder::default();
         tracing::subscriber::with_default(subscriber, || {
             for mangled in [Vec::new(), vec![0xff; 7]] {
-                assert!(follow_reply(&runner, &reply(mangled)).is_none());
+                assert!(follow_reply(&runner, &reply(mangled), &mut Vec::new()).is_none());
             }
         });
         assert!(
@@ -433,8 +475,42 @@ mod tests {
     #[test]
     fn an_assignment_of_no_tasks_is_followed() {
         let runner = Recorder::default();
-        let assigned = follow_reply(&runner, &reply(encode_tasks(&[]).unwrap()));
+        let assigned = follow_reply(&runner, &reply(encode_tasks(&[]).unwrap()), &mut Vec::new());
         assert_eq!(assigned, Some((Vec::new(), TaskFiles::default())));
+    }
+
+    #[test]
+    fn a_routing_mesh_is_followed_when_it_comes_and_kept_when_only_its_digest_does() {
+        let runner = Recorder::default();
+        let mesh = encode_mesh(&RoutingMesh::default()).unwrap();
+        let with_mesh = HeartbeatResponse {
+            routing_mesh_digest: mesh_digest(&mesh),
+            ..reply(encode_tasks(&[]).unwrap())
+        };
+        let mut followed = Vec::new();
+        assert!(follow_reply(&runner, &with_mesh, &mut followed).is_some());
+        assert_eq!(*runner.meshes.lock().unwrap(), 1);
+        assert_eq!(
+            followed,
+            mesh_digest(&mesh),
+            "the digest of the mesh followed"
+        );
+        // The leader left it out: the same mesh, the runner is not told again.
+        let without = HeartbeatResponse {
+            routing_mesh: Vec::new(),
+            ..with_mesh.clone()
+        };
+        assert!(follow_reply(&runner, &without, &mut followed).is_some());
+        assert_eq!(*runner.meshes.lock().unwrap(), 1);
+        // Left out under another digest (never sent so): nothing to follow, and the next
+        // beat asks for it whole.
+        let other = HeartbeatResponse {
+            routing_mesh_digest: vec![1; 32],
+            ..without
+        };
+        assert!(follow_reply(&runner, &other, &mut followed).is_some());
+        assert_eq!(*runner.meshes.lock().unwrap(), 1);
+        assert!(followed.is_empty());
     }
 
     #[test]
@@ -442,6 +518,6 @@ mod tests {
         let runner = Recorder::default();
         let mut mangled = reply(encode_tasks(&[]).unwrap());
         mangled.task_files = Vec::new();
-        assert_eq!(follow_reply(&runner, &mangled), None);
+        assert_eq!(follow_reply(&runner, &mangled, &mut Vec::new()), None);
     }
 }
