@@ -589,7 +589,7 @@ pub(crate) fn wrk_rounds(
     Ok(results)
 }
 
-/// How the throughput benchmarks measure, for their reports: "wrk 4.1.0 -t3 -c15, median of
+/// How the throughput benchmarks measure, for their reports: "wrk 4.1.0 -t15 -c15, median of
 /// 5 rounds of 4 s; haproxy 2.6.12".
 pub(crate) fn wrk_conditions(shape: WrkShape) -> String {
     format!(

@@ -30,8 +30,8 @@
 //!   spread over them as round robin would (`WrkPeer::wrk`: with keep-alive one wrk whose
 //!   thread `i` connects to backend `i` modulo 3; with `Connection: close` one wrk per
 //!   backend in turn, combined as equal thirds). Every peer's wrk has the same shape
-//!   (`WrkShape`: 15 threads of one connection), so the direct row is the others' load
-//!   without the balancer.
+//!   (`WrkShape`: 15 threads of one connection), so with keep-alive the direct row is the
+//!   others' load without the balancer.
 //!
 //! One client task per peer, not one for all: an nftables NAT table turns conntrack on for
 //! every packet of its netns, which would tax the other peers too; and shoal's flow entries

@@ -56,10 +56,12 @@ pub(crate) fn partner(key: &FlowKey, state: &FlowState) -> FlowKey {
     }
 }
 
-/// Nanoseconds since either direction of the flow last saw a packet.
+/// Nanoseconds since either direction of the flow last saw a packet. Each stamp is converted
+/// before they are compared: after an upgrade one entry may still hold an older agent's
+/// nanosecond stamp, larger than any jiffies, while the other is stamped anew.
 pub(crate) fn quiet_for(state: &FlowState, partner: Option<&FlowState>, now: FlowTime) -> u64 {
-    let last = partner.map_or(state.last_seen, |p| p.last_seen.max(state.last_seen));
-    now.since(last)
+    let quiet = now.since(state.last_seen);
+    partner.map_or(quiet, |p| quiet.min(now.since(p.last_seen)))
 }
 
 /// Whether a flow (its forward entry, and its partner if there is one) may be forgotten.
@@ -280,6 +282,24 @@ mod tests {
             Some(&seen(7, 0)),
             UDP_FLOW_IDLE + 7
         ));
+    }
+
+    #[test]
+    fn a_flow_half_stamped_by_an_older_agent_counts_its_newer_half() {
+        // Jiffies near 2^32 (a minute after boot at 250 Hz), CLOCK_MONOTONIC an hour on: the
+        // reply entry still holds an older agent's nanosecond stamp from 20 minutes ago, the
+        // forward entry a jiffies stamp from a second ago.
+        let now = FlowTime {
+            jiffies: 4_295_000_000,
+            tick_ns: 4_000_000,
+            monotonic_ns: 3_600_000_000_000,
+        };
+        let fresh = seen(now.jiffies - 250, 0);
+        let old = seen(now.monotonic_ns - 1_200_000_000_000, 0);
+        assert_eq!(super::quiet_for(&fresh, Some(&old), now), 1_000_000_000);
+        assert_eq!(super::quiet_for(&old, Some(&fresh), now), 1_000_000_000);
+        assert!(!super::flow_is_over(17, &fresh, Some(&old), now));
+        assert!(super::flow_is_over(17, &old, None, now));
     }
 
     #[test]
