@@ -223,8 +223,14 @@ impl NodeNetworking {
             .refreshing
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (dirty, changes) = self.take_changes();
         let settle = self.settle();
+        if settle.newly {
+            // The refresh that may remove backends reads every endpoint from the DB itself,
+            // not through the follower of its changes, which may not have caught up with the
+            // table the first push-pull brought.
+            self.mark_dirty(|d| d.all = true);
+        }
+        let (dirty, changes) = self.take_changes();
         self.refresh_dns(&changes, dirty.all);
         self.refresh_vips(&changes, &dirty, settle);
         self.refresh_mesh(&changes, &dirty, settle);

@@ -15,7 +15,7 @@
 //! packet of theirs meets the tc path that resets its flows.
 //!
 //! After an agent restart the maps still hold the last table (they are pinned) while the
-//! network DB starts empty. Until it has settled (met a live member, or run for
+//! network DB starts empty. Until it has settled (merged a live member's whole table, or run for
 //! [`SETTLE_AFTER`] alone), backends are only added, never removed: removing one resets its
 //! flows, and a backend missing only because gossip has not caught up yet must not lose its
 //! connections.
@@ -420,7 +420,9 @@ impl NodeNetworking {
             return false;
         };
         let started = *state.db_started.get_or_insert_with(Instant::now);
-        if db.alive_members() > 0 || started.elapsed() >= SETTLE_AFTER {
+        // A member alive is not enough: the table comes with the first push-pull, and a full
+        // reconcile before it would remove every remote backend (resetting their flows).
+        if db.has_synced() || started.elapsed() >= SETTLE_AFTER {
             debug!("network DB settled: stale VIP backends may be removed");
             state.settled = true;
         }

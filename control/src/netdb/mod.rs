@@ -421,6 +421,16 @@ impl NetDb {
             .count()
     }
 
+    /// Has a peer's whole table been merged here (a push-pull, either side of it)? Until then
+    /// the table may hold only what this node published itself.
+    pub fn has_synced(&self) -> bool {
+        self.shared
+            .stats
+            .pushpulls_merged
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    }
+
     pub fn stats(&self) -> NetDbStats {
         self.shared.stats.snapshot()
     }

@@ -69,6 +69,7 @@ fn merge(shared: &Shared, msg: PushPull) {
         table.merge_checked(rec, checked);
     }
     drop(table);
+    Stats::inc(&shared.stats.pushpulls_merged);
     if !msg.members.is_empty() {
         let _ = shared.cmd.send(Cmd::Learn(msg.members));
     }

@@ -38,6 +38,8 @@ pub struct NetDbStats {
     pub dropped_forged: u64,
     /// Entries of an owner the managers have given no key for (yet): parked, not installed.
     pub dropped_unknown_owner: u64,
+    /// Push-pulls whose peer's whole table was merged here (either side of the exchange).
+    pub pushpulls_merged: u64,
 }
 
 /// The live counters, shared by the UDP loop and the push-pull tasks.
@@ -55,6 +57,7 @@ pub(crate) struct Stats {
     pub entries_verified: AtomicU64,
     pub dropped_forged: AtomicU64,
     pub dropped_unknown_owner: AtomicU64,
+    pub pushpulls_merged: AtomicU64,
 }
 
 impl Stats {
@@ -95,6 +98,7 @@ impl Stats {
             entries_verified: self.entries_verified.load(Ordering::Relaxed),
             dropped_forged: self.dropped_forged.load(Ordering::Relaxed),
             dropped_unknown_owner: self.dropped_unknown_owner.load(Ordering::Relaxed),
+            pushpulls_merged: self.pushpulls_merged.load(Ordering::Relaxed),
         }
     }
 }
