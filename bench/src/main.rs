@@ -13,6 +13,7 @@
 //! - `mesh_throughput`: requests/s and connections/s from outside to a published port vs
 //!   nftables DNAT + masquerade and HAProxy on the same node.
 //! - `lb_map_update`: programming 10,000 VIPs x 10 backends, and one change, vs `nft -f`.
+//! - `leader_beat`: the leader's work per heartbeat and per Raft write, 100 vs 10,000 services.
 //! - `vip_throughput`: connections/s and requests/s through a VIP vs nftables DNAT and HAProxy.
 //! - `overlay_throughput`: iperf3 TCP task to task over VXLAN vs node to node on the underlay.
 //! - `raft_writes`: Raft write throughput and commit latency with 3 managers.
@@ -30,6 +31,7 @@ mod dns;
 mod gossip;
 mod lb_map_update;
 mod lb_program_cost;
+mod leader_beat;
 mod mesh_program_cost;
 mod mesh_throughput;
 mod nft_lb;
@@ -61,6 +63,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
     (
         "lb-program-cost",
         "per-packet cost of each LB path (new flow, established, reply, not a VIP) vs a floor",
+    ),
+    (
+        "leader-beat",
+        "the leader's work per heartbeat and per Raft write, 100 vs 10,000 services (in process)",
     ),
     (
         "mesh-program-cost",
@@ -111,6 +117,7 @@ fn main() -> ExitCode {
         "gossip" => gossip::run(),
         "lb-map-update" => lb_map_update::run(),
         "lb-program-cost" => lb_program_cost::run(),
+        "leader-beat" => leader_beat::run(),
         "mesh-program-cost" => mesh_program_cost::run(),
         "mesh-throughput" => mesh_throughput::run(),
         "overlay-throughput" => overlay_throughput::run(),

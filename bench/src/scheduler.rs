@@ -170,27 +170,44 @@ fn pass(state: &ClusterState, next_id: &mut u64) -> Vec<Command> {
 fn cluster(constraint: Option<&str>) -> anyhow::Result<ClusterState> {
     let mut state = ClusterState::default();
     for i in 0..NODES {
-        let id = format!("node{i:03}");
-        let mut labels = std::collections::BTreeMap::new();
-        labels.insert("bench".to_string(), "yes".to_string());
+        let mut node = node(&format!("node{i:03}"), i == 0)?;
+        node.labels.insert("bench".to_string(), "yes".to_string());
         if i % 2 == 0 {
-            labels.insert("half".to_string(), "yes".to_string());
+            node.labels.insert("half".to_string(), "yes".to_string());
         }
-        state.nodes.insert(
-            id.clone(),
-            NodeRecord {
-                hostname: id.clone(),
-                id,
-                role: if i == 0 { Role::Manager } else { Role::Worker },
-                availability: Availability::Active,
-                labels,
-                addr: "127.0.0.1:2377".parse().context("address")?,
-                data_path_addr: "127.0.0.1".parse().context("address")?,
-                created_at: 0,
-                resources: Default::default(),
-            },
-        );
+        state.nodes.insert(node.id.clone(), node);
     }
+    let mut spec = spec("bench", REPLICAS);
+    spec.constraints = constraint
+        .map(parse_constraint)
+        .transpose()
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .collect();
+    let service = new_service("bench", spec);
+    if let CommandResponse::Rejected(why) = state.apply(&Command::CreateService(service)) {
+        bail!("service not created: {why}");
+    }
+    Ok(state)
+}
+
+/// A node of the simulated clusters (Ready and Active; the first a manager).
+pub fn node(id: &str, manager: bool) -> anyhow::Result<NodeRecord> {
+    Ok(NodeRecord {
+        hostname: id.to_string(),
+        id: id.to_string(),
+        role: if manager { Role::Manager } else { Role::Worker },
+        availability: Availability::Active,
+        labels: Default::default(),
+        addr: "127.0.0.1:2377".parse().context("address")?,
+        data_path_addr: "127.0.0.1".parse().context("address")?,
+        created_at: 0,
+        resources: Default::default(),
+    })
+}
+
+/// A replicated service's spec running `sleep infinity`, Swarm's defaults otherwise.
+pub fn spec(name: &str, replicas: u64) -> ServiceSpec {
     let update = UpdateConfig {
         parallelism: 1,
         delay_ms: 0,
@@ -199,18 +216,13 @@ fn cluster(constraint: Option<&str>) -> anyhow::Result<ClusterState> {
         max_failure_ratio_milli: 0,
         order: UpdateOrder::StopFirst,
     };
-    let spec = ServiceSpec {
-        name: "bench".to_string(),
+    ServiceSpec {
+        name: name.to_string(),
         command: vec!["sleep".to_string(), "infinity".to_string()],
         env: Vec::new(),
         mounts: Vec::new(),
-        mode: ServiceMode::Replicated { replicas: REPLICAS },
-        constraints: constraint
-            .map(parse_constraint)
-            .transpose()
-            .map_err(anyhow::Error::msg)?
-            .into_iter()
-            .collect(),
+        mode: ServiceMode::Replicated { replicas },
+        constraints: Vec::new(),
         networks: Vec::new(),
         endpoint_mode: Default::default(),
         restart: RestartPolicy {
@@ -236,9 +248,13 @@ fn cluster(constraint: Option<&str>) -> anyhow::Result<ClusterState> {
         healthcheck: None,
         command_shape: None,
         resources: Default::default(),
-    };
-    let service = Service {
-        id: "bench".to_string(),
+    }
+}
+
+/// A service of `spec` as `service create` makes it (version 1, nothing allocated yet).
+pub fn new_service(id: &str, spec: ServiceSpec) -> Service {
+    Service {
+        id: id.to_string(),
         spec,
         version: 1,
         previous_spec: None,
@@ -247,11 +263,7 @@ fn cluster(constraint: Option<&str>) -> anyhow::Result<ClusterState> {
         endpoint_ports: Vec::new(),
         created_at_ms: 1_000_000,
         updated_at_ms: 1_000_000,
-    };
-    if let CommandResponse::Rejected(why) = state.apply(&Command::CreateService(service)) {
-        bail!("service not created: {why}");
     }
-    Ok(state)
 }
 
 fn ms(d: Duration) -> f64 {

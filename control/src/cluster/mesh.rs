@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ClusterState, PortConfig, network::Network};
+use super::{ClusterState, Command, PortConfig, network::Network};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutingMesh {
@@ -79,6 +79,24 @@ impl RoutingMesh {
             vips,
         }
     }
+
+    /// Whether applying `command` may change what [`RoutingMesh::for_node`] builds (the
+    /// services' names, published ports and VIPs, the `ingress` network, the nodes' addresses
+    /// on it). `false` only for the commands known to touch none of them, above all the task
+    /// reports and placements every beat and every orchestrator pass writes: the leader keeps
+    /// each node's mesh encoded until a command that may change it applies.
+    pub fn may_change_with(command: &Command) -> bool {
+        !matches!(
+            command,
+            Command::ReportTasks { .. }
+                | Command::PutTasks(_)
+                | Command::RemoveTasks(_)
+                | Command::CertIssued { .. }
+                | Command::SetNodeKey { .. }
+                | Command::RotateGossipKey(_)
+                | Command::Objects(_)
+        )
+    }
 }
 
 #[cfg(test)]
@@ -124,5 +142,49 @@ mod tests {
         let old: RoutingMesh =
             serde_json::from_str(r#"{"ingress":null,"node_addr":null,"services":[]}"#).unwrap();
         assert!(old.vips.is_empty());
+    }
+
+    #[test]
+    fn placing_and_reporting_tasks_leaves_the_mesh_as_it_was() {
+        let mut sim = crate::orchestrator::fixture::Sim::new(3);
+        sim.create("web", crate::orchestrator::fixture::replicated("web", 4));
+        let web = sim.state.services.get_mut("web").unwrap();
+        web.virtual_ips = service("web", &[("ingress", "10.255.0.2/16")]).virtual_ips;
+        web.endpoint_ports = vec![PortConfig {
+            protocol: crate::cluster::PortProtocol::Tcp,
+            target: 80,
+            published: 30080,
+            mode: crate::cluster::PublishMode::Ingress,
+            source: Default::default(),
+        }];
+        let before = RoutingMesh::for_node(&sim.state, "n1");
+        assert_eq!(before.services.len(), 1);
+        // The orchestrator places the tasks, the nodes run them; one node goes down and its
+        // tasks are placed again elsewhere.
+        let mut commands = Vec::new();
+        for round in 0..6 {
+            if round == 3 {
+                sim.down.insert("n2".to_string());
+            }
+            commands.extend(sim.step());
+            sim.nodes_act();
+        }
+        assert!(commands.len() >= 2, "{commands:?}");
+        let task = sim.state.tasks.keys().next().unwrap().clone();
+        commands.push(Command::RemoveTasks(vec![task]));
+        sim.apply(commands.last().unwrap());
+        for command in &commands {
+            assert!(!RoutingMesh::may_change_with(command), "{command:?}");
+        }
+        assert_eq!(RoutingMesh::for_node(&sim.state, "n1"), before);
+        let service = sim.state.services["web"].clone();
+        assert!(RoutingMesh::may_change_with(&Command::UpdateService(
+            service
+        )));
+        assert!(RoutingMesh::may_change_with(&Command::RemoveNode {
+            id: "n3".to_string(),
+            removed_at: 0,
+            revoked_until: 0,
+        }));
     }
 }

@@ -172,6 +172,7 @@ impl Swarm {
         Ok(ManagerRole {
             raft,
             state_machine: reader,
+            meshes: Arc::default(),
         })
     }
 

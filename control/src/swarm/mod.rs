@@ -59,6 +59,7 @@ use std::{
 pub use self::{
     error::Error,
     grpc::ClusterService,
+    leader::{MeshCache, answer_beat},
     lifecycle::{BadAddress, parse_addr},
     node::log_stamps,
     node::runner::{NoTasks, RunnerError, TaskReports, TaskRunner},
@@ -149,6 +150,8 @@ struct ManagerRole {
     raft: Raft,
     /// Read access to the state machine that Raft owns.
     state_machine: StateReader,
+    /// The routing mesh each node is told, kept for the state machine's mesh generation.
+    meshes: Arc<leader::mesh_cache::MeshCache>,
 }
 
 /// What `shoal info` shows about the swarm.

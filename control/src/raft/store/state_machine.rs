@@ -2,6 +2,7 @@
 //! handle the rest of the manager reads the state through.
 
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     APPLIED, Codec, DbError, SM, SNAPSHOT, StorageError, event_log::EventLog, get, put, write,
 };
-use crate::cluster::{ClusterState, CommandResponse, events};
+use crate::cluster::{ClusterState, CommandResponse, events, mesh::RoutingMesh};
 use crate::format;
 use crate::raft::TypeConfig;
 
@@ -27,9 +28,17 @@ use crate::raft::TypeConfig;
 /// The lock is a std one, so reads need no runtime, and the state machine holds it for writing
 /// only while it applies entries in memory, never across IO.
 ///
-/// It also carries the [`EventLog`] of what was applied, for `docker events`.
+/// It also carries the [`EventLog`] of what was applied, for `docker events`, and the
+/// generation of the routing mesh the state gives each node (see [`StateReader::read_meshed`]).
 #[derive(Clone, Debug)]
-pub struct StateReader(Arc<RwLock<ClusterState>>, Arc<EventLog>);
+pub struct StateReader {
+    state: Arc<RwLock<ClusterState>>,
+    events: Arc<EventLog>,
+    /// Counts the applied commands that may have changed the routing mesh
+    /// ([`RoutingMesh::may_change_with`]) and the snapshots installed; written under the
+    /// state's write lock, so a reader holding the read lock sees the count of its state.
+    mesh_generation: Arc<AtomicU64>,
+}
 
 impl StateReader {
     /// A copy of the current state.
@@ -42,16 +51,28 @@ impl StateReader {
     pub fn read<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> T {
         // Poisoning takes a panic inside `ClusterState::apply`, which has no panicking path;
         // serving the state on beats taking the manager down over it.
-        f(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+        f(&self.state.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// [`StateReader::read`], with the state's routing-mesh generation: equal generations, the
+    /// same routing mesh for every node, so what was built from it may be kept.
+    pub fn read_meshed<T>(&self, f: impl FnOnce(&ClusterState, u64) -> T) -> T {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        f(&state, self.mesh_generation.load(Ordering::Relaxed))
     }
 
     /// The swarm events applied here.
     pub fn events(&self) -> &EventLog {
-        &self.1
+        &self.events
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, ClusterState> {
-        self.0.write().unwrap_or_else(PoisonError::into_inner)
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Under the write lock: what was built from the routing mesh is out of date.
+    fn mesh_changed(&self) {
+        self.mesh_generation.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -121,7 +142,11 @@ impl StateMachineStore {
         Ok(Self {
             db,
             codec,
-            state: StateReader(Arc::new(RwLock::new(image.state)), Arc::default()),
+            state: StateReader {
+                state: Arc::new(RwLock::new(image.state)),
+                events: Arc::default(),
+                mesh_generation: Arc::default(),
+            },
             last_applied: image.last_applied,
             membership: image.membership,
         })
@@ -186,6 +211,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let response = state.apply(&command);
                         if response == CommandResponse::Ok {
                             applied.extend(events);
+                            if RoutingMesh::may_change_with(&command) {
+                                self.state.mesh_changed();
+                            }
                         }
                         response
                     }
@@ -238,7 +266,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         let encoded = self.encode(&image.state);
-        *self.state.write() = image.state;
+        {
+            let mut state = self.state.write();
+            *state = image.state;
+            self.state.mesh_changed();
+        }
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,

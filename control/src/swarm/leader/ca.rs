@@ -84,6 +84,20 @@ fn roots(state: &ClusterState) -> String {
     }
 }
 
+/// What a heartbeat answer says about certificates to `node_id`, which uses the one with
+/// `fingerprint`: the roots to trust, and whether a root rotation needs it to renew now.
+pub(super) fn certificate_answer(
+    state: &ClusterState,
+    node_id: &str,
+    fingerprint: &str,
+) -> (String, bool) {
+    let renew = state.ca.rotation.is_some()
+        && issuing(state).is_ok_and(|issuing| {
+            !state.holds_cert_from(node_id, Some(fingerprint), &issuing.digest)
+        });
+    (roots(state), renew)
+}
+
 /// Refuses a `--cert-expiry` shoal does not take, and warns below Docker's minimum.
 pub(in crate::swarm) fn check_cert_expiry(secs: u64) -> Result<(), Error> {
     if secs < pki::MIN_NODE_CERT_EXPIRY.as_secs() {
@@ -168,20 +182,9 @@ impl Leader {
         self.record_issued(me, &cert_pem, issuer).await
     }
 
-    /// What a heartbeat answer says about certificates to `node_id`, which uses the one with
-    /// `fingerprint`: the roots to trust, and whether a root rotation needs it to renew now.
-    pub(in crate::swarm) fn certificate_answer(
-        &self,
-        state: &ClusterState,
-        node_id: &str,
-        fingerprint: &str,
-    ) -> (String, bool) {
+    /// Notes which certificate `node_id` uses (it says so on each beat), for `swarm ca`.
+    pub(in crate::swarm) fn note_cert(&self, node_id: &str, fingerprint: &str) {
         self.active.cert_reports.record(node_id, fingerprint);
-        let renew = state.ca.rotation.is_some()
-            && issuing(state).is_ok_and(|issuing| {
-                !state.holds_cert_from(node_id, Some(fingerprint), &issuing.digest)
-            });
-        (roots(state), renew)
     }
 
     /// `swarm ca [--rotate]`: starts a root rotation if asked, then says where it stands.

@@ -4,17 +4,22 @@
 //! others), the network DB's keys, its routing mesh and the roots to trust; the node's
 //! [`TaskRunner`](crate::swarm::TaskRunner) makes its processes follow.
 
-use super::{Leader, heartbeat_period, nodes::manager_addrs};
+use std::sync::Arc;
+
+use super::{
+    Leader,
+    ca::certificate_answer,
+    heartbeat_period,
+    mesh_cache::{MeshCache, NodeMesh},
+    nodes::manager_addrs,
+};
 use crate::{
     api::{HeartbeatRequest, HeartbeatResponse},
     cluster::{
-        ClusterState, Command, Role, Task, TaskState, gossip::GossipConfig, mesh::RoutingMesh,
-        objects::TaskFiles,
+        ClusterState, Command, Role, Task, TaskState, gossip::GossipConfig, objects::TaskFiles,
     },
     swarm::{
-        codec::{
-            decode_reports, encode_files, encode_gossip, encode_mesh, encode_tasks, mesh_digest,
-        },
+        codec::{decode_reports, encode_files, encode_gossip, encode_tasks},
         error::Error,
         node::runner::TaskReports,
     },
@@ -23,58 +28,68 @@ use crate::{
 impl Leader {
     /// A node says what its tasks did, and gets its task assignments back. (That it is alive
     /// was recorded by the manager the beat reached first.)
+    ///
+    /// The answer is built under the state machine's read lock, from the state as it is: no
+    /// copy of the whole state per beat, and the routing mesh is the one kept for the state's
+    /// mesh generation ([`MeshCache`](super::mesh_cache::MeshCache)), so a beat costs what the
+    /// node's own tasks and the swarm's members cost, not what its services do.
     pub async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatResponse, Error> {
-        if !self.state().nodes.contains_key(&request.node_id) {
+        let node_id = &request.node_id;
+        if !self
+            .manager
+            .state_machine
+            .read(|state| state.nodes.contains_key(node_id))
+        {
             return Err(Error::denied(format!(
-                "node {} is not a member of this swarm",
-                request.node_id
+                "node {node_id} is not a member of this swarm"
             )));
         }
         let reports = decode_reports(&request.task_reports)?;
-        let (assigned, files) = self.dispatch(&request.node_id, reports).await?;
-        let state = self.state();
-        let (ca_certs_pem, renew_certificate) =
-            self.certificate_answer(&state, &request.node_id, &request.cert_fingerprint);
-        // The mesh lists every service that publishes or has a VIP: sent again only when it
-        // changed, so a quiet swarm of many services does not ship it to every node each beat.
-        let routing_mesh = encode_mesh(&RoutingMesh::for_node(&state, &request.node_id))?;
-        let routing_mesh_digest = mesh_digest(&routing_mesh);
-        let routing_mesh = if request.routing_mesh_digest == routing_mesh_digest {
-            Vec::new()
-        } else {
-            routing_mesh
-        };
-        Ok(HeartbeatResponse {
-            period_ms: heartbeat_period(&state).as_millis() as u64,
-            leader_addr: self.active.file().addr.to_string(),
-            manager_addrs: manager_addrs(&state),
-            role: state
-                .nodes
-                .get(&request.node_id)
-                .map_or("", |n| n.role.as_str())
-                .to_string(),
-            assigned_tasks: encode_tasks(&assigned)?,
-            task_files: encode_files(&files)?,
-            gossip: encode_gossip(&gossip_config(&state))?,
-            routing_mesh,
-            routing_mesh_digest,
-            manager_ids: state
-                .nodes
-                .values()
-                .filter(|n| n.role == Role::Manager)
-                .map(|n| n.id.clone())
-                .collect(),
-            ca_certs_pem,
-            renew_certificate,
+        self.record_reports(node_id, reports).await?;
+        self.note_cert(node_id, &request.cert_fingerprint);
+        let leader_addr = self.active.file().addr.to_string();
+        self.manager.state_machine.read_meshed(|state, generation| {
+            answer_beat(
+                state,
+                generation,
+                &self.manager.meshes,
+                &request,
+                leader_addr,
+            )
         })
     }
 
-    /// Records a node's reports and returns its assignments, with the files they need.
-    pub(in crate::swarm) async fn dispatch(
+    /// The leader's own node's beat, answered without a round trip: what [`Leader::heartbeat`]
+    /// would answer, not encoded.
+    pub(in crate::swarm) async fn own_beat(
+        &self,
+        reports: TaskReports,
+        cert_fingerprint: &str,
+    ) -> Result<OwnBeat, Error> {
+        let node_id = self.node_id();
+        self.record_reports(node_id, reports).await?;
+        self.note_cert(node_id, cert_fingerprint);
+        self.manager.state_machine.read_meshed(|state, generation| {
+            let (roots, renew_certificate) = certificate_answer(state, node_id, cert_fingerprint);
+            let (assigned, files) = assignments(state, node_id);
+            Ok(OwnBeat {
+                assigned,
+                files,
+                roots,
+                renew_certificate,
+                gossip: gossip_config(state),
+                mesh: self.manager.meshes.for_node(state, generation, node_id)?,
+            })
+        })
+    }
+
+    /// Records what a node's tasks did since its last beat (a Raft write when they did
+    /// anything).
+    pub(in crate::swarm) async fn record_reports(
         &self,
         node_id: &str,
         reports: TaskReports,
-    ) -> Result<(Vec<Task>, TaskFiles), Error> {
+    ) -> Result<(), Error> {
         if node_id == self.node_id() {
             // The first manager's certificate was issued before the swarm existed (`swarm
             // init`): it is recorded by its first beat as leader (a no-op afterwards). A
@@ -90,11 +105,73 @@ impl Leader {
             };
             self.propose(command).await?;
         }
-        let state = self.state();
-        let assigned = assigned_to(&state, node_id);
-        let files = TaskFiles::for_tasks(&state, &assigned);
-        Ok((assigned, files))
+        Ok(())
     }
+}
+
+/// The leader's answer to `request`, a beat from one of the swarm's nodes, built from `state`
+/// (whose routing-mesh generation is `generation`, the mesh kept in `meshes`); `leader_addr`:
+/// where the leader serves. Public for the `leader-beat` benchmark.
+pub fn answer_beat(
+    state: &ClusterState,
+    generation: u64,
+    meshes: &MeshCache,
+    request: &HeartbeatRequest,
+    leader_addr: String,
+) -> Result<HeartbeatResponse, Error> {
+    let node_id = &request.node_id;
+    let (ca_certs_pem, renew_certificate) =
+        certificate_answer(state, node_id, &request.cert_fingerprint);
+    let (assigned, files) = assignments(state, node_id);
+    // The mesh lists every service that publishes or has a VIP: sent again only when it
+    // changed, so a quiet swarm of many services does not ship it to every node each beat.
+    let mesh = meshes.for_node(state, generation, node_id)?;
+    let routing_mesh = if request.routing_mesh_digest == mesh.digest {
+        Vec::new()
+    } else {
+        mesh.encoded.clone()
+    };
+    Ok(HeartbeatResponse {
+        period_ms: heartbeat_period(state).as_millis() as u64,
+        leader_addr,
+        manager_addrs: manager_addrs(state),
+        role: state
+            .nodes
+            .get(node_id)
+            .map_or("", |n| n.role.as_str())
+            .to_string(),
+        assigned_tasks: encode_tasks(&assigned)?,
+        task_files: encode_files(&files)?,
+        gossip: encode_gossip(&gossip_config(state))?,
+        routing_mesh,
+        routing_mesh_digest: mesh.digest.clone(),
+        manager_ids: state
+            .nodes
+            .values()
+            .filter(|n| n.role == Role::Manager)
+            .map(|n| n.id.clone())
+            .collect(),
+        ca_certs_pem,
+        renew_certificate,
+    })
+}
+
+/// What the leader's own node follows from its beat.
+pub(in crate::swarm) struct OwnBeat {
+    pub assigned: Vec<Task>,
+    pub files: TaskFiles,
+    /// The swarm's roots (PEM), and whether this node's certificate must be renewed.
+    pub roots: String,
+    pub renew_certificate: bool,
+    pub gossip: GossipConfig,
+    pub mesh: Arc<NodeMesh>,
+}
+
+/// A node's assignments, with the files they need.
+pub(in crate::swarm) fn assignments(state: &ClusterState, node_id: &str) -> (Vec<Task>, TaskFiles) {
+    let assigned = assigned_to(state, node_id);
+    let files = TaskFiles::for_tasks(state, &assigned);
+    (assigned, files)
 }
 
 /// The keys, peer addresses and node keys every node gets with its heartbeat answer.

@@ -10,6 +10,7 @@
 //! - `networks`: network create, remove, list; the `ingress` network.
 //! - `objects`: secret and config create, list, inspect, remove.
 //! - `dispatch`: heartbeats answered: task reports in, assignments, keys and routing mesh out.
+//! - `mesh_cache`: each node's routing mesh, kept encoded until the state changes it.
 //! - `orchestrate`: the orchestration loop (and periodic gossip key rotation) on the leader.
 //! - `gossip_keys`: rotating the network DB's keys.
 //! - `autolock`: the unlock key shown, rotated, autolock turned on or off.
@@ -20,6 +21,7 @@ mod ca;
 mod dispatch;
 mod gossip_keys;
 pub(super) mod liveness;
+pub(super) mod mesh_cache;
 mod networks;
 mod nodes;
 mod objects;
@@ -31,10 +33,8 @@ use std::{sync::Arc, time::Duration};
 
 use tonic::transport::Channel;
 
-pub(super) use self::{
-    ca::{CertReports, check_cert_expiry},
-    dispatch::gossip_config,
-};
+pub(super) use self::ca::{CertReports, check_cert_expiry};
+pub use self::{dispatch::answer_beat, mesh_cache::MeshCache};
 use super::{Active, ManagerRole, Swarm, error::Error};
 use crate::{
     api::cluster_client::ClusterClient,

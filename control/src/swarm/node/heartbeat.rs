@@ -15,14 +15,14 @@ use tracing::{debug, warn};
 use super::runner::{TaskReports, TaskRunner};
 use crate::{
     api::{HeartbeatRequest, HeartbeatResponse},
-    cluster::{Task, mesh::RoutingMesh, objects::TaskFiles},
+    cluster::{Task, objects::TaskFiles},
     error_chain::Chain,
     swarm::{
         Active, Swarm,
         codec::{decode_files, decode_gossip, decode_mesh, decode_tasks, encode_reports},
         convert::parse_role,
         error::Error,
-        leader::{Leader, gossip_config},
+        leader::Leader,
     },
 };
 
@@ -105,9 +105,8 @@ async fn beat_loop(
     // The first beat at once: a restarted agent is Down for the leader after three periods of
     // silence, counted from its last beat before the restart.
     let mut next = Duration::ZERO;
-    // The digest of the routing mesh the runner follows, as the leader last named it: the
-    // leader then sends the mesh only when it changed. Cleared when this node, as leader,
-    // hands the runner its own (that mesh has no digest from a leader's answer).
+    // The digest of the routing mesh the runner follows, as the leader last named it (or this
+    // node, leading, built it): the leader then sends the mesh only when it changed.
     let mut mesh_digest: Vec<u8> = Vec::new();
     loop {
         tokio::select! {
@@ -125,17 +124,21 @@ async fn beat_loop(
         if let Some(leader) = Leader::of(swarm, active) {
             // The leader beats for itself without a round trip.
             active.liveness.record(swarm.node_id());
-            match leader.dispatch(swarm.node_id(), reports.clone()).await {
-                Ok((assigned, files)) => {
-                    let state = leader.state();
-                    let ours = active.tls.current();
-                    let (roots, renew) =
-                        leader.certificate_answer(&state, swarm.node_id(), &ours.cert.fingerprint);
-                    active.certs.follow(&ours.creds, &roots, renew, period);
-                    runner.gossip(&gossip_config(&state));
-                    runner.routing_mesh(&RoutingMesh::for_node(&state, swarm.node_id()));
-                    mesh_digest.clear();
-                    handoff.hand(assigned, files);
+            let ours = active.tls.current();
+            match leader
+                .own_beat(reports.clone(), &ours.cert.fingerprint)
+                .await
+            {
+                Ok(beat) => {
+                    active
+                        .certs
+                        .follow(&ours.creds, &beat.roots, beat.renew_certificate, period);
+                    runner.gossip(&beat.gossip);
+                    if beat.mesh.digest != mesh_digest {
+                        runner.routing_mesh(&beat.mesh.mesh);
+                        mesh_digest.clone_from(&beat.mesh.digest);
+                    }
+                    handoff.hand(beat.assigned, beat.files);
                 }
                 Err(e) => {
                     debug!(cause = %Chain(&e), "local dispatch failed");
@@ -378,7 +381,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        cluster::gossip::GossipConfig,
+        cluster::{gossip::GossipConfig, mesh::RoutingMesh},
         swarm::{
             codec::{encode_files, encode_gossip, encode_mesh, encode_tasks, mesh_digest},
             node::runner::RunnerError,
