@@ -1,30 +1,41 @@
-//! What the leader pays per heartbeat, and per applied Raft write, as the swarm grows: 100
-//! nodes and 100 vs 10,000 services (each with a VIP on an overlay network, two tasks Running,
-//! every fourth publishing a port on `ingress`). In process: the state is built with the
-//! leader's own allocator and orchestrator, the beat is answered with the leader's own
-//! [`answer_beat`]; no Raft, no sockets.
+//! What the leader pays per heartbeat, and a manager per applied Raft write, as the swarm
+//! grows: 100 nodes and 100 vs 10,000 services (each with a VIP on an overlay network, two
+//! tasks Running, every fourth publishing a port on `ingress`). In process, no Raft consensus
+//! and no sockets: the swarm is built by applying the leader's own commands (allocator,
+//! orchestrator) to a real state-machine store (redb in a temporary directory, sealed, as a
+//! manager keeps it), and each beat is answered with the leader's own [`answer_beat`] under
+//! the store's read lock, as `Leader::heartbeat` does.
 //!
 //! Rows (medians): a copy of the whole state (what each `Leader::state()` costs; the beat made
 //! three before the answer was built under the read lock), the answer when the node's routing
 //! mesh is kept (every beat but the first after a change), the first answer after a change
 //! (the mesh built, encoded and digested), the first beats of all 100 nodes after a change,
-//! and the whole state encoded as the state machine saves it after each applied batch. The
-//! ratio column is 10,000 / 100 services: 1.0 is a cost that does not grow with the swarm.
+//! and one task report applied by the store (its median and its mean, which carries the
+//! whole-state image the store saves now and then). The ratio column is 10,000 / 100
+//! services: 1.0 is a cost that does not grow with the swarm.
 
 use std::{
+    collections::BTreeMap,
     net::Ipv4Addr,
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
+use futures::executor::block_on;
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, storage::RaftStateMachine};
 use shoal_control::{
     api::HeartbeatRequest,
     cluster::{
-        ClusterState, Command, CommandResponse, PortConfig, PortProtocol, PublishMode, TaskState,
-        network::Network,
+        ClusterInfo, ClusterState, Command, CommandResponse, PortConfig, PortProtocol, PublishMode,
+        TaskState, network::Network,
     },
-    format,
     orchestrator::{Inputs, reconcile},
+    raft::{
+        TypeConfig,
+        seal::SealKey,
+        store::{self, StateMachineStore},
+    },
     swarm::{MeshCache, answer_beat},
 };
 
@@ -33,24 +44,27 @@ use crate::scheduler::{new_service, node, spec};
 const NODES: usize = 100;
 const SIZES: [usize; 2] = [100, 10_000];
 const ROUNDS: usize = 20;
+/// Task reports applied one entry at a time, as a busy swarm's beats bring them.
+const WRITES: usize = 512;
+/// Entries per `apply` while the swarm is built (openraft applies up to 64 at a time).
+const BATCH: usize = 64;
 
 pub fn run() -> anyhow::Result<()> {
     println!(
         "leader-beat: {NODES} nodes, services with a VIP and 2 tasks each, every 4th publishing"
     );
     let mut rows: Vec<(&str, Vec<Duration>)> = Vec::new();
-    let mut sizes = Vec::new();
     for services in SIZES {
+        let dir = ScratchDir::new()?;
         let started = Instant::now();
-        let state = swarm(services)?;
+        let mut swarm = Swarm::new(&dir)?;
+        swarm.build(services)?;
         println!(
             "built {services} services, {} tasks in {:.1} s",
-            state.tasks.len(),
+            swarm.read(|state| state.tasks.len()),
             started.elapsed().as_secs_f64()
         );
-        let measured = measure(&state)?;
-        sizes.push(measured.encoded_bytes);
-        for (i, (label, time)) in measured.rows.into_iter().enumerate() {
+        for (i, (label, time)) in measure(&mut swarm)?.into_iter().enumerate() {
             if rows.len() <= i {
                 rows.push((label, Vec::new()));
             }
@@ -69,46 +83,43 @@ pub fn run() -> anyhow::Result<()> {
             times[1].as_secs_f64() / times[0].as_secs_f64().max(1e-12)
         );
     }
-    println!("whole state encoded: {} / {} bytes", sizes[0], sizes[1]);
     Ok(())
 }
 
-struct Measured {
-    rows: Vec<(&'static str, Duration)>,
-    encoded_bytes: usize,
-}
-
-fn measure(state: &ClusterState) -> anyhow::Result<Measured> {
-    let beat = |node: usize, digest: Vec<u8>| HeartbeatRequest {
-        node_id: node_id(node),
-        routing_mesh_digest: digest,
-        ..Default::default()
-    };
-    let meshes = MeshCache::default();
-    let answer = |generation: u64, request: &HeartbeatRequest| {
-        answer_beat(
-            state,
-            generation,
-            &meshes,
-            request,
-            "127.0.0.1:2377".to_string(),
-        )
-        .context("answering a beat")
-    };
-
+fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
     let clone = median(ROUNDS, || {
         let started = Instant::now();
-        let copy = state.clone();
+        let copy = swarm.read(ClusterState::clone);
         let took = started.elapsed();
         drop(copy);
         Ok(took)
     })?;
 
+    let meshes = MeshCache::default();
+    let reader = swarm.store.reader();
+    let answer = |generation: Option<u64>, node: usize, digest: Vec<u8>| {
+        let request = HeartbeatRequest {
+            node_id: node_id(node),
+            routing_mesh_digest: digest,
+            ..Default::default()
+        };
+        reader.read_meshed(|state, current| {
+            answer_beat(
+                state,
+                generation.unwrap_or(current),
+                &meshes,
+                &request,
+                "127.0.0.1:2377".to_string(),
+            )
+            .context("answering a beat")
+        })
+    };
+
     // The node follows the mesh already: the answer names it and leaves it out.
-    let digest = answer(0, &beat(1, Vec::new()))?.routing_mesh_digest;
+    let digest = answer(None, 1, Vec::new())?.routing_mesh_digest;
     let kept = median(ROUNDS * 10, || {
         let started = Instant::now();
-        let reply = answer(0, &beat(1, digest.clone()))?;
+        let reply = answer(None, 1, digest.clone())?;
         let took = started.elapsed();
         if !reply.routing_mesh.is_empty() || reply.assigned_tasks.is_empty() {
             bail!("a beat with the mesh kept carried it, or no task");
@@ -116,15 +127,16 @@ fn measure(state: &ClusterState) -> anyhow::Result<Measured> {
         Ok(took)
     })?;
 
-    // A change: the first beat builds the mesh again (the shared part and this node's).
-    let mut generation = 0;
+    // A change (a generation the cache has not seen): the first beat builds the mesh again,
+    // the shared part and this node's.
+    let mut generation = u64::MAX / 2;
     let changed = median(ROUNDS, || {
         generation += 1;
         let started = Instant::now();
-        let reply = answer(generation, &beat(1, digest.clone()))?;
+        let reply = answer(Some(generation), 1, digest.clone())?;
         let took = started.elapsed();
         if reply.routing_mesh_digest != digest {
-            bail!("the same state gave another mesh");
+            bail!("the first beat after a change named another mesh: the state did not change");
         }
         Ok(took)
     })?;
@@ -134,100 +146,196 @@ fn measure(state: &ClusterState) -> anyhow::Result<Measured> {
         generation += 1;
         let started = Instant::now();
         for node in 0..NODES {
-            answer(generation, &beat(node, Vec::new()))?;
+            answer(Some(generation), node, Vec::new())?;
         }
         Ok(started.elapsed())
     })?;
 
-    let mut encoded_bytes = 0;
-    let encode = median(5, || {
+    // Task reports, one entry per apply: each task reports Running again (applied, a no-op
+    // on the state, the cost of the write itself).
+    let reports: Vec<Command> = swarm.read(|state| {
+        state
+            .tasks
+            .values()
+            .cycle()
+            .take(WRITES)
+            .map(|task| Command::ReportTasks {
+                node_id: task.node_id.clone(),
+                reports: vec![(task.id.clone(), task.status.clone())],
+            })
+            .collect()
+    });
+    let mut writes = Vec::with_capacity(reports.len());
+    for report in reports {
         let started = Instant::now();
-        let encoded = format::to_cbor(state).context("encoding the state")?;
-        let took = started.elapsed();
-        encoded_bytes = encoded.len();
-        Ok(took)
-    })?;
+        swarm.apply(vec![report])?;
+        writes.push(started.elapsed());
+    }
+    let mean = writes.iter().sum::<Duration>() / writes.len() as u32;
+    writes.sort();
 
-    Ok(Measured {
-        rows: vec![
-            (
-                "state copied (each Leader::state(), 3 per beat before)",
-                clone,
-            ),
-            ("beat answered, mesh kept", kept),
-            ("beat answered, first after a change (mesh built)", changed),
-            ("first beats of all 100 nodes after a change", all_nodes),
-            ("whole state encoded (each applied Raft batch)", encode),
-        ],
-        encoded_bytes,
-    })
+    Ok(vec![
+        (
+            "state copied (each Leader::state(), 3 per beat before)",
+            clone,
+        ),
+        ("beat answered, mesh kept", kept),
+        ("beat answered, first after a change (mesh built)", changed),
+        ("first beats of all 100 nodes after a change", all_nodes),
+        (
+            "task report applied by the store, median",
+            writes[writes.len() / 2],
+        ),
+        ("task report applied by the store, mean", mean),
+    ])
 }
 
-/// A swarm of `services` services on an overlay network, placed and Running.
-fn swarm(services: usize) -> anyhow::Result<ClusterState> {
-    let mut state = ClusterState::default();
-    for i in 0..NODES {
-        let node = node(&node_id(i), i == 0)?;
-        state.nodes.insert(node.id.clone(), node);
+/// A swarm in a manager's state-machine store, written through its `apply`.
+struct Swarm {
+    store: StateMachineStore,
+    next_index: u64,
+}
+
+impl Swarm {
+    fn new(dir: &ScratchDir) -> anyhow::Result<Swarm> {
+        let (_log, store) = store::open(&dir.0.join("raft.redb"), SealKey::generate())?;
+        Ok(Swarm {
+            store,
+            next_index: 1,
+        })
     }
-    apply(
-        &mut state,
-        &Command::CreateNetwork(network("ingress", 0, true)?),
-    )?;
-    apply(
-        &mut state,
-        &Command::CreateNetwork(network("app", 1, false)?),
-    )?;
-    for i in 0..services {
-        let mut spec = spec(&format!("svc{i:05}"), 2);
-        spec.networks = vec!["app".to_string()];
-        if i % 4 == 0 {
-            spec.ports = vec![PortConfig {
-                protocol: PortProtocol::Tcp,
-                target: 80,
-                published: 0,
-                mode: PublishMode::Ingress,
-                source: Default::default(),
-            }];
-        }
-        apply(
-            &mut state,
-            &Command::CreateService(new_service(&format!("svc{i:05}"), spec)),
-        )?;
+
+    fn read<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> T {
+        self.store.reader().read(f)
     }
-    let mut next_id = 0u64;
-    for _ in 0..10 {
-        let is_ready = |_: &str| true;
-        let inputs = Inputs {
-            state: &state,
-            is_ready: &is_ready,
-            now_ms: 1_000_000,
-        };
-        let commands = reconcile(&inputs, &mut || {
-            next_id += 1;
-            format!("task{next_id:06}")
-        });
-        if commands.is_empty() {
-            break;
-        }
-        for command in &commands {
-            apply(&mut state, command)?;
-        }
-        for task in state.tasks.values_mut() {
-            if task.status.state == TaskState::Assigned {
-                task.status.state = TaskState::Running;
+
+    /// Applies `commands` as one batch of entries; every one must be accepted.
+    fn apply(&mut self, commands: Vec<Command>) -> anyhow::Result<()> {
+        let entries: Vec<Entry<TypeConfig>> = commands
+            .into_iter()
+            .map(|command| {
+                self.next_index += 1;
+                Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), self.next_index),
+                    payload: EntryPayload::Normal(command),
+                }
+            })
+            .collect();
+        for response in block_on(self.store.apply(entries))? {
+            if response != CommandResponse::Ok {
+                bail!("command refused: {response:?}");
             }
         }
+        Ok(())
     }
-    let running = state
-        .tasks
-        .values()
-        .filter(|t| t.status.state == TaskState::Running)
-        .count();
-    if running != services * 2 {
-        bail!("{running} tasks running, expected {}", services * 2);
+
+    fn apply_batched(&mut self, commands: Vec<Command>) -> anyhow::Result<()> {
+        for batch in commands.chunks(BATCH) {
+            self.apply(batch.to_vec())?;
+        }
+        Ok(())
     }
-    Ok(state)
+
+    /// `services` services on an overlay network, placed by the orchestrator and Running.
+    fn build(&mut self, services: usize) -> anyhow::Result<()> {
+        self.apply(vec![Command::Init {
+            cluster: ClusterInfo {
+                id: "c".repeat(25),
+                ca_cert_pem: String::new(),
+                ca_key_pem: String::new(),
+                worker_secret: "w".to_string(),
+                manager_secret: "m".to_string(),
+                default_addr_pools: vec!["10.0.0.0/8".to_string()],
+                subnet_size: 24,
+                heartbeat_period_ms: 5_000,
+                created_at: 1_700_000_000,
+                gossip_keys: Vec::new(),
+                unlock_key: None,
+                version: 1,
+                updated_at_ms: 0,
+            },
+            node: node(&node_id(0), true)?,
+        }])?;
+        let nodes = (1..NODES)
+            .map(|i| node(&node_id(i), false).map(Command::AddNode))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.apply_batched(nodes)?;
+        self.apply(vec![
+            Command::CreateNetwork(network("ingress", 0, true)?),
+            Command::CreateNetwork(network("app", 1, false)?),
+        ])?;
+        let creates = (0..services)
+            .map(|i| {
+                let mut spec = spec(&format!("svc{i:05}"), 2);
+                spec.networks = vec!["app".to_string()];
+                if i % 4 == 0 {
+                    spec.ports = vec![PortConfig {
+                        protocol: PortProtocol::Tcp,
+                        target: 80,
+                        published: 0,
+                        mode: PublishMode::Ingress,
+                        source: Default::default(),
+                    }];
+                }
+                Command::CreateService(new_service(&format!("svc{i:05}"), spec))
+            })
+            .collect();
+        self.apply_batched(creates)?;
+        let mut next_id = 0u64;
+        for _ in 0..10 {
+            let commands = self.read(|state| {
+                let is_ready = |_: &str| true;
+                let inputs = Inputs {
+                    state,
+                    is_ready: &is_ready,
+                    now_ms: 1_000_000,
+                };
+                reconcile(&inputs, &mut || {
+                    next_id += 1;
+                    format!("task{next_id:06}")
+                })
+            });
+            if commands.is_empty() {
+                break;
+            }
+            self.apply_batched(commands)?;
+            let reports = self.read(running_reports);
+            self.apply_batched(reports)?;
+        }
+        let running = self.read(|state| {
+            state
+                .tasks
+                .values()
+                .filter(|t| t.status.state == TaskState::Running)
+                .count()
+        });
+        if running != services * 2 {
+            bail!("{running} tasks running, expected {}", services * 2);
+        }
+        Ok(())
+    }
+}
+
+/// Each node's report that its Assigned tasks run.
+fn running_reports(state: &ClusterState) -> Vec<Command> {
+    let mut by_node: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+    for task in state.tasks.values() {
+        if task.status.state == TaskState::Assigned {
+            let mut status = task.status.clone();
+            status.state = TaskState::Running;
+            by_node
+                .entry(&task.node_id)
+                .or_default()
+                .push((task.id.clone(), status));
+        }
+    }
+    by_node
+        .into_iter()
+        .map(|(node_id, reports)| Command::ReportTasks {
+            node_id: node_id.to_string(),
+            reports,
+        })
+        .collect()
 }
 
 fn network(id: &str, index: u8, ingress: bool) -> anyhow::Result<Network> {
@@ -248,10 +356,21 @@ fn network(id: &str, index: u8, ingress: bool) -> anyhow::Result<Network> {
     })
 }
 
-fn apply(state: &mut ClusterState, command: &Command) -> anyhow::Result<()> {
-    match state.apply(command) {
-        CommandResponse::Ok => Ok(()),
-        other => bail!("command refused: {other:?}"),
+/// A directory of this run's, removed with everything in it when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> anyhow::Result<ScratchDir> {
+        let path =
+            std::env::temp_dir().join(format!("shoal-bench-leader-beat-{}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(ScratchDir(path))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -10,8 +10,8 @@
 //! - `raft_meta`: `"committed"` -> `Option<LogId<u64>>`
 //! - `raft_meta`: `"last_purged"` -> `LogId<u64>`
 //! - `raft_sm`: `"applied"` -> the state machine (last applied, membership,
-//!   [`ClusterState`](crate::cluster::ClusterState))
-//!   as of the last applied entry
+//!   [`ClusterState`](crate::cluster::ClusterState)) as of an applied entry at most
+//!   [`IMAGE_EVERY`] entries back, or the last snapshot's
 //! - `raft_sm`: `"snapshot"` -> the current snapshot (its meta and its data, itself a framed
 //!   CBOR document of the state machine)
 //! - `store_meta`: `"schema"` -> the store's schema version (u64, not sealed): how the tables
@@ -19,8 +19,11 @@
 //!   a newer one refused.
 //!
 //! Every write commits with redb's default `Durability::Immediate`: openraft requires the log
-//! and the vote on disk before it acts on them, and the state machine is saved after each
-//! applied batch so a restarted manager starts from it instead of replaying the log.
+//! and the vote on disk before it acts on them. The state machine is saved every
+//! [`IMAGE_EVERY`] entries and with each snapshot, not after each applied batch (it is the
+//! whole state: megabytes at 10,000 services): a restarted manager starts from it and openraft
+//! replays the committed entries after it from the log, which keeps them (see
+//! [`LOGS_KEPT_AFTER_SNAPSHOT`]).
 //!
 //! The redb calls block; they run on the caller's task all the same, because writes are rare
 //! (membership and node changes), small, and openraft serializes storage IO anyway.
@@ -45,11 +48,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::seal::{SealError, SealKey};
+use crate::cluster::ClusterState;
 use crate::format::{self, FormatError};
 
 pub use event_log::{EventLog, Subscription};
 pub use log::LogStore;
-pub use state_machine::{SmSnapshotBuilder, StateMachineStore, StateReader};
+pub use state_machine::{
+    IMAGE_EVERY, LOGS_KEPT_AFTER_SNAPSHOT, SmSnapshotBuilder, StateMachineStore, StateReader,
+};
 
 /// The openraft storage error of shoal's [`super::TypeConfig`].
 pub type StorageError = openraft::StorageError<u64>;
@@ -134,6 +140,12 @@ pub enum StoreError {
         op: &'static str,
         what: String,
     },
+    #[error("cannot replay the committed entries of the Raft store {}", path.display())]
+    Replay {
+        path: PathBuf,
+        #[source]
+        source: Box<StorageError>,
+    },
 }
 
 /// How values are kept: CBOR, sealed with the manager's data key. Cheap to clone.
@@ -180,8 +192,9 @@ impl Codec {
 
 /// Opens the Raft store at `path` (creating it if missing), whose values are sealed with `dek`,
 /// and returns its two halves, which share the database. A store of an older schema is
-/// migrated first; one of a newer schema is refused. The state machine comes back as it was
-/// after the last applied entry.
+/// migrated first; one of a newer schema is refused. The state machine comes back as its
+/// saved image holds it, up to [`IMAGE_EVERY`] entries behind the last one applied: Raft
+/// replays the rest when it starts ([`committed_state`] without Raft).
 pub fn open(path: &Path, dek: SealKey) -> Result<(LogStore, StateMachineStore), StoreError> {
     let codec = Codec { dek };
     let db = Database::create(path).map_err(|source| StoreError::Open {
@@ -293,3 +306,19 @@ fn put<T: Serialize + ?Sized>(
 
 #[cfg(test)]
 mod tests;
+
+/// The cluster state the store at `path` holds as of its last committed entry, for a reader
+/// that opens the store without starting Raft: the committed entries after the saved image are
+/// applied as openraft applies them when Raft starts (`StorageHelper::get_initial_state`).
+pub fn committed_state(path: &Path, dek: SealKey) -> Result<ClusterState, StoreError> {
+    let (mut log, mut sm) = open(path, dek)?;
+    // The storage calls are synchronous underneath (redb): no runtime is needed to drive them.
+    futures::executor::block_on(
+        openraft::StorageHelper::new(&mut log, &mut sm).get_initial_state(),
+    )
+    .map_err(|source| StoreError::Replay {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })?;
+    Ok(sm.cluster_state())
+}

@@ -58,9 +58,9 @@ pub(super) struct Written {
 
 const CA_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49\n";
 
-/// A store at `path` with a vote, four entries committed and applied, and a snapshot.
-pub(super) async fn write_a_store(path: &std::path::Path, dek: SealKey) -> Written {
-    let cluster = ClusterInfo {
+/// The swarm of the stores written here.
+fn cluster_info() -> ClusterInfo {
+    ClusterInfo {
         id: "c".repeat(25),
         ca_cert_pem: "cert".into(),
         ca_key_pem: CA_KEY.into(),
@@ -74,7 +74,12 @@ pub(super) async fn write_a_store(path: &std::path::Path, dek: SealKey) -> Writt
         unlock_key: None,
         version: 1,
         updated_at_ms: 0,
-    };
+    }
+}
+
+/// A store at `path` with a vote, four entries committed and applied, and a snapshot.
+pub(super) async fn write_a_store(path: &std::path::Path, dek: SealKey) -> Written {
+    let cluster = cluster_info();
     let membership = Membership::new(
         vec![BTreeSet::from([7])],
         BTreeMap::from([(7, BasicNode::new("10.0.0.1:2377"))]),
@@ -347,4 +352,123 @@ fn a_large_state_round_trips_in_cbor() {
         c.len(),
         ratio(p.len() as f64, c.len() as f64)
     );
+}
+
+/// Entries `first..=last`: nodes added, one each.
+fn more_nodes(first: u64, last: u64) -> Vec<Entry<TypeConfig>> {
+    (first..=last)
+        .map(|index| Entry {
+            log_id: log_id(index),
+            payload: EntryPayload::Normal(Command::AddNode(node(
+                &format!("n{index:04}"),
+                Role::Worker,
+            ))),
+        })
+        .collect()
+}
+
+/// A log as openraft starts one: the membership at index 0, the swarm at 1.
+fn a_new_swarm() -> Vec<Entry<TypeConfig>> {
+    let membership = Membership::new(
+        vec![BTreeSet::from([7])],
+        BTreeMap::from([(7, BasicNode::new("10.0.0.1:2377"))]),
+    );
+    vec![
+        Entry {
+            log_id: log_id(0),
+            payload: EntryPayload::Membership(membership),
+        },
+        Entry {
+            log_id: log_id(1),
+            payload: EntryPayload::Normal(Command::Init {
+                cluster: cluster_info(),
+                node: node("a", Role::Manager),
+            }),
+        },
+    ]
+}
+
+/// Appends, commits and applies `entries` in openraft's batches of 64.
+async fn commit_and_apply(
+    log: &mut LogStore,
+    sm: &mut StateMachineStore,
+    entries: Vec<Entry<TypeConfig>>,
+) {
+    let last = entries.last().expect("entries").log_id;
+    log.blocking_append(entries.clone()).await.expect("append");
+    log.save_committed(Some(last)).await.expect("commit");
+    for batch in entries.chunks(64) {
+        let responses = sm.apply(batch.to_vec()).await.expect("apply");
+        assert!(
+            responses.iter().all(|r| *r == CommandResponse::Ok),
+            "{responses:?}"
+        );
+    }
+}
+
+/// The image of the state machine is saved every `IMAGE_EVERY` entries, not after each batch;
+/// a restarted manager gets the entries after it from the log, as openraft replays them on
+/// start (`StorageHelper::get_initial_state`, what `Raft::new` runs).
+#[tokio::test]
+async fn a_restart_replays_the_entries_after_the_saved_image() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("raft.redb");
+    let dek = SealKey::generate();
+    let last = super::IMAGE_EVERY + 10;
+    let before = {
+        let (mut log, mut sm) = open(&path, dek.clone()).expect("open");
+        let mut entries = a_new_swarm();
+        entries.extend(more_nodes(2, last));
+        commit_and_apply(&mut log, &mut sm, entries).await;
+        sm.cluster_state()
+    };
+    assert_eq!(before.nodes.len(), last as usize);
+
+    {
+        let (_, mut sm) = open(&path, dek.clone()).expect("reopen");
+        let (image_at, _) = sm.applied_state().await.expect("applied");
+        let image_at = image_at.expect("an image").index;
+        assert!(
+            image_at < last && last - image_at < super::IMAGE_EVERY,
+            "the image is at {image_at}, the log at {last}"
+        );
+        assert_ne!(sm.cluster_state(), before, "the image lags");
+    }
+    // Read without Raft (a manager re-issuing its certificate before Raft starts) ...
+    let read = super::committed_state(&path, dek.clone()).expect("the committed state");
+    assert_eq!(read, before);
+    // ... and as Raft starts.
+    let (mut log, mut sm) = open(&path, dek).expect("reopen");
+    let state = openraft::StorageHelper::new(&mut log, &mut sm)
+        .get_initial_state()
+        .await
+        .expect("openraft's start");
+    assert_eq!(state.committed, Some(log_id(last)));
+    assert_eq!(
+        sm.cluster_state(),
+        before,
+        "replayed to the last committed entry"
+    );
+}
+
+/// A snapshot builder copies the state when openraft asks for it and may finish after the
+/// store saved a newer image: the older copy does not replace it.
+#[tokio::test]
+async fn a_snapshot_never_replaces_a_newer_image() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("raft.redb");
+    let dek = SealKey::generate();
+    write_a_store(&path, dek.clone()).await;
+    let last = 4 + super::IMAGE_EVERY;
+    {
+        let (mut log, mut sm) = open(&path, dek.clone()).expect("open");
+        commit_and_apply(&mut log, &mut sm, more_nodes(5, 6)).await;
+        let mut builder = sm.get_snapshot_builder().await;
+        commit_and_apply(&mut log, &mut sm, more_nodes(7, last)).await;
+        let snapshot = builder.build_snapshot().await.expect("snapshot");
+        assert_eq!(snapshot.meta.last_log_id, Some(log_id(6)));
+    }
+    let (_, mut sm) = open(&path, dek).expect("reopen");
+    let (image_at, _) = sm.applied_state().await.expect("applied");
+    assert_eq!(image_at, Some(log_id(last)), "the newer image stays");
 }

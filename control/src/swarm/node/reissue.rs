@@ -131,12 +131,8 @@ impl Swarm {
         at_rest: &AtRest,
     ) -> Result<NodeCredentials, Error> {
         let state_dir = &self.inner.config.state_dir;
-        let state = {
-            let (_log, state_machine) =
-                store::open(&persist::raft_path(state_dir), at_rest.dek.clone())
-                    .map_err(Error::internal("opening the raft store"))?;
-            state_machine.cluster_state()
-        };
+        let state = store::committed_state(&persist::raft_path(state_dir), at_rest.dek.clone())
+            .map_err(Error::internal("reading the raft store"))?;
         let fresh = own_certificate(&state, self.node_id(), Role::Manager, creds)?;
         let seal = at_rest.is_sealed().then_some(&at_rest.dek);
         fresh
