@@ -13,8 +13,6 @@ use super::{ClusterState, Command, PortConfig, network::Network};
 pub struct RoutingMesh {
     /// The `ingress` network, once it exists.
     pub ingress: Option<Network>,
-    /// This node's address on it: the source of the connections the mesh forwards.
-    pub node_addr: Option<Ipv4Addr>,
     /// Every service that publishes a port, by name order.
     pub services: Vec<PublishedService>,
     /// Every vip-mode service's VIPs (every network, `ingress` included), by address order:
@@ -24,6 +22,10 @@ pub struct RoutingMesh {
     /// field existed; the VIPs then follow the tasks alone.
     #[serde(default)]
     pub vips: Vec<ServiceVip>,
+    /// This node's address on `ingress`: the source of the connections the mesh forwards.
+    /// Last, and it must stay last: the leader encodes what every node is told alike once and
+    /// ends each node's copy with its own address (`swarm/leader/mesh_cache.rs`).
+    pub node_addr: Option<Ipv4Addr>,
 }
 
 /// A service's VIP on one network.
@@ -73,10 +75,10 @@ impl RoutingMesh {
             .collect();
         vips.sort_by_key(|v| v.addr);
         RoutingMesh {
-            node_addr: state.ingress_addrs.get(node_id).copied(),
             ingress,
             services,
             vips,
+            node_addr: state.ingress_addrs.get(node_id).copied(),
         }
     }
 

@@ -4,8 +4,6 @@
 //! others), the network DB's keys, its routing mesh and the roots to trust; the node's
 //! [`TaskRunner`](crate::swarm::TaskRunner) makes its processes follow.
 
-use std::sync::Arc;
-
 use super::{
     Leader,
     ca::certificate_answer,
@@ -129,7 +127,7 @@ pub fn answer_beat(
     let routing_mesh = if request.routing_mesh_digest == mesh.digest {
         Vec::new()
     } else {
-        mesh.encoded.clone()
+        mesh.encoded()
     };
     Ok(HeartbeatResponse {
         period_ms: heartbeat_period(state).as_millis() as u64,
@@ -144,7 +142,7 @@ pub fn answer_beat(
         task_files: encode_files(&files)?,
         gossip: encode_gossip(&gossip_config(state))?,
         routing_mesh,
-        routing_mesh_digest: mesh.digest.clone(),
+        routing_mesh_digest: mesh.digest,
         manager_ids: state
             .nodes
             .values()
@@ -164,7 +162,7 @@ pub(in crate::swarm) struct OwnBeat {
     pub roots: String,
     pub renew_certificate: bool,
     pub gossip: GossipConfig,
-    pub mesh: Arc<NodeMesh>,
+    pub mesh: NodeMesh,
 }
 
 /// A node's assignments, with the files they need.

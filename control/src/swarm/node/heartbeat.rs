@@ -135,7 +135,7 @@ async fn beat_loop(
                         .follow(&ours.creds, &beat.roots, beat.renew_certificate, period);
                     runner.gossip(&beat.gossip);
                     if beat.mesh.digest != mesh_digest {
-                        runner.routing_mesh(&beat.mesh.mesh);
+                        runner.routing_mesh(&beat.mesh.mesh());
                         mesh_digest.clone_from(&beat.mesh.digest);
                     }
                     handoff.hand(beat.assigned, beat.files);
