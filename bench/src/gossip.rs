@@ -349,11 +349,12 @@ fn ratio(a: Option<Duration>, b: Option<Duration>) -> f64 {
     }
 }
 
-/// One member saw one endpoint appear or disappear.
+/// One member saw one endpoint appear, or leave service (drained: its node was declared
+/// down, or gone).
 struct Arrival {
     member: usize,
     endpoint_id: String,
-    upsert: bool,
+    serving: bool,
     at: Instant,
 }
 
@@ -434,8 +435,11 @@ async fn measure(n: usize, member_keys: MemberKeys) -> anyhow::Result<Row> {
         let tx = arrivals_tx.clone();
         followers.spawn(async move {
             loop {
-                let (e, upsert) = match changes.recv().await {
-                    Ok(Change::Upsert(e)) => (e, true),
+                let (e, serving) = match changes.recv().await {
+                    Ok(Change::Upsert(e)) => {
+                        let serving = !e.draining;
+                        (e, serving)
+                    }
                     Ok(Change::Remove(e)) => (e, false),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
@@ -444,7 +448,7 @@ async fn measure(n: usize, member_keys: MemberKeys) -> anyhow::Result<Row> {
                 let arrival = Arrival {
                     member,
                     endpoint_id: e.endpoint_id,
-                    upsert,
+                    serving,
                     at,
                 };
                 if tx.send(arrival).is_err() {
@@ -585,12 +589,12 @@ fn endpoint(r: usize, id: &str) -> Endpoint {
     }
 }
 
-/// Waits until `want` distinct members (other than `except`) report `id` appearing (`upsert`)
-/// or disappearing; returns the first and last arrival, or how many were reached by `deadline`.
+/// Waits until `want` distinct members (other than `except`) report `id` appearing
+/// (`serving`) or leaving service; returns the first and last arrival, or how many were reached by `deadline`.
 async fn wait_all(
     arrivals: &mut mpsc::UnboundedReceiver<Arrival>,
     id: &str,
-    upsert: bool,
+    serving: bool,
     want: usize,
     except: Option<usize>,
     deadline: Instant,
@@ -603,7 +607,7 @@ async fn wait_all(
             Ok(Some(a)) => a,
             Ok(None) | Err(_) => return Err(seen.len()),
         };
-        if a.endpoint_id != id || a.upsert != upsert || Some(a.member) == except {
+        if a.endpoint_id != id || a.serving != serving || Some(a.member) == except {
             continue;
         }
         if seen.insert(a.member) {

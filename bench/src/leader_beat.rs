@@ -10,7 +10,8 @@
 //! three before the answer was built under the read lock), the answer when the node's routing
 //! mesh is kept (every beat but the first after a change), the first answer after a change
 //! (the mesh built, encoded and digested), the first beats of all 100 nodes after a change,
-//! and one task report applied by the store (its median and its mean, which carries the
+//! the orchestrator's pass on the steady swarm (the leader's tick, every 250 ms), and one task
+//! report applied by the store (its median and its mean, which carries the
 //! whole-state image the store saves now and then). The ratio column is 10,000 / 100
 //! services: 1.0 is a cost that does not grow with the swarm.
 
@@ -151,6 +152,25 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
         Ok(started.elapsed())
     })?;
 
+    // The orchestrator's tick (every 250 ms on the leader) on the steady swarm.
+    let pass = median(ROUNDS, || {
+        let started = Instant::now();
+        let commands = swarm.read(|state| {
+            let is_ready = |_: &str| true;
+            let inputs = Inputs {
+                state,
+                is_ready: &is_ready,
+                now_ms: 1_000_000,
+            };
+            reconcile(&inputs, &mut || "unused".to_string())
+        });
+        let took = started.elapsed();
+        if !commands.is_empty() {
+            bail!("the swarm is not steady: {} commands", commands.len());
+        }
+        Ok(took)
+    })?;
+
     // Task reports, one entry per apply: each task reports Running again (applied, a no-op
     // on the state, the cost of the write itself).
     let reports: Vec<Command> = swarm.read(|state| {
@@ -182,6 +202,7 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
         ("beat answered, mesh kept", kept),
         ("beat answered, first after a change (mesh built)", changed),
         ("first beats of all 100 nodes after a change", all_nodes),
+        ("orchestrator pass, nothing to do (each 250 ms tick)", pass),
         (
             "task report applied by the store, median",
             writes[writes.len() / 2],

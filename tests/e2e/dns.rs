@@ -402,8 +402,9 @@ fn embedded_dns_answers_from_the_cluster_and_forwards_the_rest() {
         },
     );
 
-    // --- 9. a node dies: its tasks leave the answers within 1 s of the network DB (seen in
-    // the FDB, which follows the same change) withdrawing them
+    // --- 9. a node dies: its tasks leave the answers once SWIM declares it down (its
+    // endpoints then drain: out of DNS at once, their FDB entries kept for the connections
+    // until the drain is over, netdb::DOWN_DRAIN, 15 s)
     let ngx = network_id(&cluster, "ngx_net");
     let dead = 2;
     let dead_vtep = cluster.nodes[dead].address.to_string();
@@ -413,21 +414,12 @@ fn embedded_dns_answers_from_the_cluster_and_forwards_the_rest() {
         .cloned()
         .collect::<Vec<_>>());
     assert!(!dead_ips.is_empty(), "rr runs on every node: {rr:?}");
+    let on_dead_node =
+        |entries: &BTreeSet<(String, String)>| entries.iter().any(|(_, vtep)| *vtep == dead_vtep);
+    assert!(on_dead_node(&fdb(&cluster, 0, &ngx)));
+    let cut = Instant::now();
     cluster.cut(dead, Cut::LinkDown);
-    wait_until(
-        Duration::from_secs(20),
-        "node3's FDB entries to go from node1",
-        || {
-            let entries = fdb(&cluster, 0, &ngx);
-            if entries.iter().any(|(_, vtep)| *vtep == dead_vtep) {
-                Err(format!("{entries:?}"))
-            } else {
-                Ok(())
-            }
-        },
-    );
-    let withdrawn = Instant::now();
-    wait_until(Duration::from_secs(1), "DNS to drop node3's tasks", || {
+    wait_until(Duration::from_secs(15), "DNS to drop node3's tasks", || {
         let got = set(dig_short(&cluster, &client, "tasks.rr"));
         if got.is_disjoint(&dead_ips) {
             Ok(())
@@ -436,8 +428,24 @@ fn embedded_dns_answers_from_the_cluster_and_forwards_the_rest() {
         }
     });
     println!(
-        "dns: node3's tasks left the answers {:?} after its FDB entries",
-        withdrawn.elapsed()
+        "dns: node3's tasks left the answers {:?} after the cut",
+        cut.elapsed()
+    );
+    assert!(
+        on_dead_node(&fdb(&cluster, 0, &ngx)),
+        "draining endpoints keep their FDB entries"
+    );
+    wait_until(
+        Duration::from_secs(25),
+        "node3's FDB entries to go from node1 once the drain is over",
+        || {
+            let entries = fdb(&cluster, 0, &ngx);
+            if on_dead_node(&entries) {
+                Err(format!("{entries:?}"))
+            } else {
+                Ok(())
+            }
+        },
     );
 
     // --- 10. bad input is answered or counted, never a crash; a flood stays bounded

@@ -464,8 +464,9 @@ print(json.dumps(out), flush=True)
 
 /// Cilium destroys the sockets it balanced to a backend that went; so does the agent (from
 /// userspace, `SOCK_DESTROY`): node2 dies (its link cut, so its task never closes anything),
-/// its task leaves the VIP on node1, and the client task's connection and connected UDP
-/// socket balanced to it fail at once with `ECONNABORTED` instead of hanging until a timeout
+/// its task leaves the VIP on node1 (once SWIM's down drain is over, netdb::DOWN_DRAIN), and
+/// the client task's connection and connected UDP socket balanced to it then fail with
+/// `ECONNABORTED` instead of hanging until a timeout
 /// (nothing per packet sees them: the tc path's reset cannot happen). What the task reached
 /// directly, even at the same address and port, is left alone, and so is its connection to
 /// the other backend; a new connection to the VIP goes to the one that is left.

@@ -293,9 +293,10 @@ fn vip_flows_survive_an_agent_sigkill_and_a_dead_node_leaves_the_backends() {
     wait_for_backends(&client, vip, &ids(&web), Duration::from_secs(10));
     assert_eq!(served_by(&http_get(&mut conn, "/").unwrap()), backend);
 
-    // --- 4. node3 dies (its link cut): its task leaves the backends within seconds, every
-    // new connection still succeeds, and a connection to it is reset by the load balancer
-    // (node3 itself can send nothing any more) instead of hanging
+    // --- 4. node3 dies (its link cut): its task leaves the round robin within seconds
+    // (draining: the node may only be restarting its agent), every new connection still
+    // succeeds, and once the drain is over (netdb::DOWN_DRAIN, 15 s) a connection to it is
+    // reset by the load balancer (node3 itself can send nothing any more) instead of hanging
     let dead = web.iter().find(|t| t.node == 2).unwrap().id.clone();
     let mut to_dead = loop {
         let mut stream = tcp_connect(&client, vip).unwrap();
@@ -316,6 +317,11 @@ fn vip_flows_survive_an_agent_sigkill_and_a_dead_node_leaves_the_backends() {
             }
         },
     );
+    // The request is retransmitted to the dead node until the drain ends; the first
+    // retransmission after it meets the reset.
+    to_dead
+        .set_read_timeout(Some(Duration::from_secs(45)))
+        .unwrap();
     let err = http_get(&mut to_dead, "/").expect_err("the dead backend's flow must fail");
     assert_eq!(err.kind(), ErrorKind::ConnectionReset, "{err:?}");
 }

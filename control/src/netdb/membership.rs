@@ -103,6 +103,7 @@ pub(crate) struct EngineConfig {
     pub probe_period: Duration,
     pub push_pull_every: Duration,
     pub tombstone_ttl: Duration,
+    pub down_drain: Duration,
 }
 
 type Swim = Foca<Member, PostcardCodec, SmallRng, Handler>;
@@ -243,6 +244,7 @@ pub(crate) async fn run(
                 let grace = cfg.probe_period * STRANGER_GRACE_PROBES;
                 let mut table = lock(&e.shared.table);
                 table.withdraw_strangers(&alive, Instant::now(), grace);
+                table.end_down_drains(Instant::now(), cfg.down_drain);
                 table.reap(cfg.tombstone_ttl);
                 drop(table);
                 if resync.due(tokio::time::Instant::now()) {
@@ -427,7 +429,7 @@ impl Engine {
                     .any(|(o, alive)| *alive && o.node_id == m.node_id);
                 drop(members);
                 if !other_alive {
-                    lock(&self.shared.table).withdraw_node(&m.node_id);
+                    lock(&self.shared.table).withdraw_node(&m.node_id, Instant::now());
                 }
                 // Pass the news on at once (3 random members) instead of on the next gossip
                 // round: every node withdraws the endpoints when it hears, so this is what

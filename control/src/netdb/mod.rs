@@ -119,6 +119,9 @@ pub struct NetDbConfig {
     pub tombstone_ttl: Duration,
     /// SWIM probe period (1 s in production); suspicion lasts three periods.
     pub probe_period: Duration,
+    /// How long the endpoints of a node declared down are shown draining before they are
+    /// hidden ([`table::DOWN_DRAIN`] in production).
+    pub down_drain: Duration,
     /// Caps on incoming push-pull connections.
     pub push_pull_limits: PushPullLimits,
     /// The node key records are signed with (the TLS key its certificate certifies). Without
@@ -141,6 +144,7 @@ impl NetDbConfig {
             push_pull_every: Duration::from_secs(30),
             tombstone_ttl: Duration::from_secs(30 * 60),
             probe_period: Duration::from_secs(1),
+            down_drain: table::DOWN_DRAIN,
             push_pull_limits: PushPullLimits::default(),
             signing_key: None,
             peer_keys: HashMap::new(),
@@ -249,6 +253,7 @@ impl NetDb {
                 probe_period: config.probe_period,
                 push_pull_every: config.push_pull_every,
                 tombstone_ttl: config.tombstone_ttl,
+                down_drain: config.down_drain,
             },
             cmd_rx,
             shutdown,

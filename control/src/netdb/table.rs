@@ -1,6 +1,14 @@
 //! The replicated endpoint table: records with Lamport clocks, tombstones, reaping, and the
 //! "withdrawn" view of endpoints owned by nodes SWIM currently considers down.
 //!
+//! A node declared down is not taken for gone at once: for [`DOWN_DRAIN`] its endpoints are
+//! shown draining (out of DNS and of every round robin, their connections, FDB and ARP entries
+//! kept), then hidden. An agent that restarts (an upgrade: its tasks keep running, its
+//! kernel objects keep forwarding) is away long enough for SWIM to declare it down; the
+//! connections to its tasks must outlive that, as they outlive the managers' Down (their
+//! window for an agent that says it is stopping is the same 15 s). A node that really died
+//! loses its connections when the drain ends instead of when it is declared down.
+//!
 //! Ordering: a record replaces another for the same (network, endpoint) when its
 //! `(clock, owner)` is greater. Every node keeps one Lamport clock, bumped past anything it has
 //! seen on each local change, so a local change always wins over what the node already knows.
@@ -31,6 +39,10 @@ use super::stats::Stats;
 /// How many records of owners with no known key are kept for a second look.
 const PARKED_MAX: usize = 1024;
 
+/// How long the endpoints of a node SWIM declared down are shown draining before they are
+/// hidden, in production (`NetDbConfig::down_drain`).
+pub const DOWN_DRAIN: Duration = Duration::from_secs(15);
+
 struct Entry {
     rec: Record,
     /// When the tombstone was created locally; reaped `tombstone_ttl` later.
@@ -46,8 +58,9 @@ pub(crate) struct Table {
     /// Versions (no payload) of records of networks we are not attached to: enough to relay
     /// each change once instead of bouncing it between non-members forever.
     foreign: HashMap<(String, String), (u64, String)>,
-    /// Owners SWIM declared down: their entries are kept but hidden until they come back.
-    down: HashSet<String>,
+    /// Owners SWIM declared down, and since when while their entries are shown draining
+    /// (`None`: hidden): their entries are kept until they come back.
+    down: HashMap<String, Option<Instant>>,
     /// Owners with entries that SWIM has not shown alive here, and since when.
     strangers: HashMap<String, Instant>,
     /// Records this node must (re)broadcast: local changes and owner re-assertions.
@@ -81,7 +94,7 @@ impl Table {
             entries: BTreeMap::new(),
             joined: HashSet::new(),
             foreign: HashMap::new(),
-            down: HashSet::new(),
+            down: HashMap::new(),
             strangers: HashMap::new(),
             outbox: Vec::new(),
             events,
@@ -212,10 +225,51 @@ impl Table {
         }
     }
 
-    fn visible(&self, rec: &Record) -> bool {
-        !rec.deleted
-            && self.joined.contains(&rec.endpoint.network_id)
-            && !self.down.contains(&rec.owner)
+    /// The endpoint as subscribers see it (draining while its owner's down drain lasts), or
+    /// `None`: deleted, of a network we are not attached to, or of an owner down and drained.
+    fn shown(&self, rec: &Record) -> Option<Endpoint> {
+        if rec.deleted || !self.joined.contains(&rec.endpoint.network_id) {
+            return None;
+        }
+        match self.down.get(&rec.owner) {
+            None => Some(rec.endpoint.clone()),
+            Some(Some(_)) => Some(Endpoint {
+                draining: true,
+                ..rec.endpoint.clone()
+            }),
+            Some(None) => None,
+        }
+    }
+
+    /// Each of `owner`'s entries as shown now, by key.
+    fn shown_of(&self, owner: &str) -> BTreeMap<(String, String), Endpoint> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.rec.owner == owner)
+            .filter_map(|(key, e)| Some((key.clone(), self.shown(&e.rec)?)))
+            .collect()
+    }
+
+    /// Sets how `owner`'s entries are shown (`None`: as they are) and emits what changed.
+    fn show_owner_as(&mut self, owner: &str, down: Option<Option<Instant>>) {
+        let before = self.shown_of(owner);
+        match down {
+            Some(down) => self.down.insert(owner.to_string(), down),
+            None => self.down.remove(owner),
+        };
+        let after = self.shown_of(owner);
+        for (key, old) in &before {
+            match after.get(key) {
+                None => self.emit(Change::Remove(old.clone())),
+                Some(new) if new != old => self.emit(Change::Upsert(new.clone())),
+                Some(_) => {}
+            }
+        }
+        for (key, new) in &after {
+            if !before.contains_key(key) {
+                self.emit(Change::Upsert(new.clone()));
+            }
+        }
     }
 
     fn emit(&self, change: Change) {
@@ -226,17 +280,12 @@ impl Table {
     /// Replaces (or inserts) an entry and emits what subscribers need to see.
     fn install(&mut self, rec: Record) {
         let key = rec.key();
-        let old_visible = self
-            .entries
-            .get(&key)
-            .filter(|e| self.visible(&e.rec))
-            .map(|e| e.rec.endpoint.clone());
-        let new_visible = self.visible(&rec);
-        match (old_visible, new_visible) {
-            (Some(old), false) => self.emit(Change::Remove(old)),
-            (Some(old), true) if old == rec.endpoint => {}
-            (_, true) => self.emit(Change::Upsert(rec.endpoint.clone())),
-            (None, false) => {}
+        let old = self.entries.get(&key).and_then(|e| self.shown(&e.rec));
+        match (old, self.shown(&rec)) {
+            (Some(old), None) => self.emit(Change::Remove(old)),
+            (Some(old), Some(new)) if old == new => {}
+            (_, Some(new)) => self.emit(Change::Upsert(new)),
+            (None, None) => {}
         }
         let deleted_at = rec.deleted.then(Instant::now);
         self.entries.insert(key, Entry { rec, deleted_at });
@@ -415,9 +464,9 @@ impl Table {
             .collect();
         for key in gone {
             if let Some(e) = self.entries.remove(&key)
-                && self.visible(&e.rec)
+                && let Some(shown) = self.shown(&e.rec)
             {
-                self.emit(Change::Remove(e.rec.endpoint));
+                self.emit(Change::Remove(shown));
             }
         }
         self.joined.remove(network_id);
@@ -427,20 +476,25 @@ impl Table {
         self.joined.contains(network_id)
     }
 
-    /// SWIM declared `node` down: hide its entries at once.
-    pub(crate) fn withdraw_node(&mut self, node: &str) {
-        if node == self.node_id || self.down.contains(node) {
+    /// SWIM declared `node` down at `now`: its entries drain, then are hidden
+    /// ([`Self::end_down_drains`]).
+    pub(crate) fn withdraw_node(&mut self, node: &str, now: Instant) {
+        if node == self.node_id || self.down.contains_key(node) {
             return;
         }
-        let gone: Vec<Endpoint> = self
-            .entries
-            .values()
-            .filter(|e| e.rec.owner == node && self.visible(&e.rec))
-            .map(|e| e.rec.endpoint.clone())
+        self.show_owner_as(node, Some(Some(now)));
+    }
+
+    /// Hides the entries of the nodes down for `drain` or longer at `now`.
+    pub(crate) fn end_down_drains(&mut self, now: Instant, drain: Duration) {
+        let over: Vec<String> = self
+            .down
+            .iter()
+            .filter(|(_, since)| since.is_some_and(|t| now.duration_since(t) >= drain))
+            .map(|(owner, _)| owner.clone())
             .collect();
-        self.down.insert(node.to_string());
-        for endpoint in gone {
-            self.emit(Change::Remove(endpoint));
+        for owner in over {
+            self.show_owner_as(&owner, Some(None));
         }
     }
 
@@ -465,13 +519,14 @@ impl Table {
         self.strangers
             .retain(|owner, _| owners.contains(owner) && !alive.contains(owner));
         for owner in owners {
-            if owner == self.node_id || alive.contains(&owner) || self.down.contains(&owner) {
+            if owner == self.node_id || alive.contains(&owner) || self.down.contains_key(&owner) {
                 continue;
             }
             let since = *self.strangers.entry(owner.clone()).or_insert(now);
             if now.duration_since(since) >= grace {
+                // Never seen alive: nothing of it is served here to drain.
                 tracing::debug!(%owner, "netdb: withdrawing entries of a node never seen alive");
-                self.withdraw_node(&owner);
+                self.show_owner_as(&owner, Some(None));
             }
         }
     }
@@ -479,18 +534,10 @@ impl Table {
     /// `node` is alive again: show its entries; fresher state arrives by push-pull/broadcast.
     /// Returns whether the node was withdrawn (so the caller can resync with it).
     pub(crate) fn restore_node(&mut self, node: &str) -> bool {
-        if !self.down.remove(node) {
+        if !self.down.contains_key(node) {
             return false;
         }
-        let back: Vec<Endpoint> = self
-            .entries
-            .values()
-            .filter(|e| e.rec.owner == node && self.visible(&e.rec))
-            .map(|e| e.rec.endpoint.clone())
-            .collect();
-        for endpoint in back {
-            self.emit(Change::Upsert(endpoint));
-        }
+        self.show_owner_as(node, None);
         true
     }
 
@@ -498,8 +545,7 @@ impl Table {
         self.entries
             .range((network_id.to_string(), String::new())..)
             .take_while(|(k, _)| k.0 == network_id)
-            .filter(|(_, e)| self.visible(&e.rec))
-            .map(|(_, e)| e.rec.endpoint.clone())
+            .filter_map(|(_, e)| self.shown(&e.rec))
             .collect()
     }
 
@@ -507,7 +553,7 @@ impl Table {
     pub(crate) fn live_one(&self, network_id: &str, endpoint_id: &str) -> Option<Endpoint> {
         let key = (network_id.to_string(), endpoint_id.to_string());
         let entry = self.entries.get(&key)?;
-        self.visible(&entry.rec).then(|| entry.rec.endpoint.clone())
+        self.shown(&entry.rec)
     }
 
     /// Everything we hold (joined networks only, tombstones included) for push-pull.
@@ -635,7 +681,15 @@ mod tests {
         for r in a.take_outbox() {
             b.merge(r);
         }
-        b.withdraw_node("a");
+        let down = Instant::now();
+        b.withdraw_node("a", down);
+        assert!(
+            b.live("n").iter().all(|e| e.draining),
+            "a node declared down drains first"
+        );
+        b.end_down_drains(down + DOWN_DRAIN - Duration::from_millis(1), DOWN_DRAIN);
+        assert!(!b.live("n").is_empty(), "still draining");
+        b.end_down_drains(down + DOWN_DRAIN, DOWN_DRAIN);
         assert!(b.live("n").is_empty());
         b.restore_node("a");
         assert_eq!(b.live("n").len(), 1);

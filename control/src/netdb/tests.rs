@@ -43,6 +43,7 @@ fn config(node: &str, keys: Vec<[u8; 32]>) -> NetDbConfig {
         push_pull_every: Duration::from_secs(2),
         tombstone_ttl: Duration::from_secs(60),
         probe_period: Duration::from_millis(200),
+        down_drain: Duration::from_secs(1),
         ..NetDbConfig::new(node, bind, KEY)
     }
 }
@@ -137,8 +138,16 @@ async fn replicate_delete_down_and_rejoin() {
     })
     .await;
 
-    // c stops: its endpoint is withdrawn on a and b.
+    // c stops: its endpoint drains on a and b (declared down), then is withdrawn.
     let _ = c.stop.take().map(|s| s.send(()));
+    let draining = |db: &NetDb| {
+        let e = db.endpoints("n1");
+        e.len() == 1 && e[0].endpoint_id == "t3" && e[0].draining
+    };
+    eventually("c's endpoints draining", Duration::from_secs(5), || {
+        [&a, &b].iter().all(|n| draining(&n.db))
+    })
+    .await;
     eventually("c's endpoints withdrawn", Duration::from_secs(5), || {
         [&a, &b].iter().all(|n| ids(&n.db, "n1").is_empty())
     })

@@ -247,22 +247,20 @@ impl Leader {
     /// On the leader, from the orchestrator's loop: ends a root rotation once every node
     /// reports using a certificate of the new CA.
     pub(super) async fn finish_root_rotation_if_done(&self) {
-        let state = self.state();
-        let Some(rotation) = &state.ca.rotation else {
-            return;
-        };
-        let Ok(issuing) = issuing(&state) else {
-            return;
-        };
-        let reports = self.active.cert_reports.snapshot();
-        let done = state.nodes.keys().all(|id| {
-            state.holds_cert_from(id, reports.get(id).map(String::as_str), &issuing.digest)
+        let done = self.read(|state| {
+            let rotation = state.ca.rotation.as_ref()?;
+            let issuing = issuing(state).ok()?;
+            let reports = self.active.cert_reports.snapshot();
+            let done = state.nodes.keys().all(|id| {
+                state.holds_cert_from(id, reports.get(id).map(String::as_str), &issuing.digest)
+            });
+            done.then(|| (rotation.ca_cert_pem.clone(), issuing))
         });
-        if !done {
+        let Some((ca_cert_pem, issuing)) = done else {
             return;
-        }
+        };
         let command = Command::FinishCaRotation {
-            ca_cert_pem: rotation.ca_cert_pem.clone(),
+            ca_cert_pem,
             worker_secret: pki::generate_secret(),
             manager_secret: pki::generate_secret(),
         };

@@ -31,7 +31,7 @@ impl Leader {
 
     /// On the leader, from the orchestrator's loop: rotates when the newest key is too old.
     pub(super) async fn rotate_gossip_key_if_due(&self) {
-        if !rotation_due(&self.state(), now_ms()) {
+        if !self.read(|state| rotation_due(state, now_ms())) {
             return;
         }
         match self.add_gossip_key().await {
