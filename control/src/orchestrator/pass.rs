@@ -59,7 +59,9 @@ pub(super) struct ServicePass<'a, 'x> {
     /// The service as this pass leaves it (update status, rollback).
     pub service: Service,
     pub slots: BTreeMap<SlotKey<'a>, Slot<'a>>,
-    pub candidates: Candidates<'a>,
+    /// The nodes a new task may go to, found when the pass first places one: most passes
+    /// of most services place nothing, and finding them walks every node.
+    candidates: Option<Candidates<'a>>,
     /// Task IDs to remove (history).
     pub removed: Vec<String>,
 }
@@ -97,7 +99,7 @@ impl<'a, 'x> ServicePass<'a, 'x> {
             original: service,
             service: service.clone(),
             slots,
-            candidates: ctx.candidates(&service.spec.constraints),
+            candidates: None,
             removed: Vec::new(),
         }
     }
@@ -108,7 +110,7 @@ impl<'a, 'x> ServicePass<'a, 'x> {
 
     /// Replaces the service the pass works toward (a rollback changes spec and constraints).
     pub fn set_service(&mut self, service: Service) {
-        self.candidates = self.ctx.candidates(&service.spec.constraints);
+        self.candidates = None;
         self.service = service;
     }
 
@@ -188,16 +190,21 @@ impl<'a, 'x> ServicePass<'a, 'x> {
         };
         let node = match target {
             Target::Node(node) => self.placer.room_on(node, wants).map(|()| node.to_string()),
-            Target::Spread { prefer } => match prefer.filter(|n| {
-                self.candidates.nodes.contains(&n.as_str())
-                    && self.placer.fits(&self.service.id, n, max, wants)
-            }) {
-                Some(node) => Ok(node),
-                None => self
-                    .placer
-                    .choose(&self.service.id, &self.candidates, max, wants)
-                    .map(str::to_string),
-            },
+            Target::Spread { prefer } => {
+                let candidates = self
+                    .candidates
+                    .get_or_insert_with(|| self.ctx.candidates(&self.service.spec.constraints));
+                match prefer.filter(|n| {
+                    candidates.nodes.contains(&n.as_str())
+                        && self.placer.fits(&self.service.id, n, max, wants)
+                }) {
+                    Some(node) => Ok(node),
+                    None => self
+                        .placer
+                        .choose(&self.service.id, candidates, max, wants)
+                        .map(str::to_string),
+                }
+            }
         };
         let now = self.ctx.now;
         let status = match &node {
@@ -245,9 +252,12 @@ impl<'a, 'x> ServicePass<'a, 'x> {
         let wants = &cow.spec.resources;
         let chosen = match node {
             Some(node) => self.placer.room_on(node, wants).map(|()| node),
-            None => self
-                .placer
-                .choose(&self.service.id, &self.candidates, max, wants),
+            None => {
+                let candidates = self
+                    .candidates
+                    .get_or_insert_with(|| self.ctx.candidates(&self.service.spec.constraints));
+                self.placer.choose(&self.service.id, candidates, max, wants)
+            }
         };
         match chosen {
             Ok(node) => {

@@ -33,11 +33,7 @@ impl Leader {
     /// node's own tasks and the swarm's members cost, not what its services do.
     pub async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatResponse, Error> {
         let node_id = &request.node_id;
-        if !self
-            .manager
-            .state_machine
-            .read(|state| state.nodes.contains_key(node_id))
-        {
+        if !self.read(|state| state.nodes.contains_key(node_id)) {
             return Err(Error::denied(format!(
                 "node {node_id} is not a member of this swarm"
             )));
@@ -166,14 +162,14 @@ pub(in crate::swarm) struct OwnBeat {
 }
 
 /// A node's assignments, with the files they need.
-pub(in crate::swarm) fn assignments(state: &ClusterState, node_id: &str) -> (Vec<Task>, TaskFiles) {
+fn assignments(state: &ClusterState, node_id: &str) -> (Vec<Task>, TaskFiles) {
     let assigned = assigned_to(state, node_id);
     let files = TaskFiles::for_tasks(state, &assigned);
     (assigned, files)
 }
 
 /// The keys, peer addresses and node keys every node gets with its heartbeat answer.
-pub fn gossip_config(state: &ClusterState) -> GossipConfig {
+fn gossip_config(state: &ClusterState) -> GossipConfig {
     GossipConfig {
         keys: state
             .cluster
