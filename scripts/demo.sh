@@ -62,6 +62,8 @@ down() {
     id=$(cat "$RUN/node$i/state/node-id" 2>/dev/null || true)
     [ -n "$id" ] && rm -rf "/sys/fs/bpf/shoal/$id"
   done
+  # The pin root too, once no agent on this host keeps pins there.
+  rmdir /sys/fs/bpf/shoal 2>/dev/null || true
   for ns in $(ip netns list | awk '{print $1}' | grep "^$PREFIX-" || true); do
     ip netns del "$ns"
   done
