@@ -1,5 +1,6 @@
 //! What a node needs to serve published ports (the ingress routing mesh and host mode) and
-//! to keep every service's VIPs, sent with every heartbeat answer like the gossip settings. Nodes keep the last copy, so ports
+//! to keep every service's VIPs, named by its digest in every heartbeat answer and sent when
+//! the node's copy differs (`swarm/leader/mesh_cache.rs`). Nodes keep the last copy, so ports
 //! keep being served with every manager down and across agent restarts. Which tasks serve a
 //! port is not here: that comes from the network DB (ingress) and the node's own tasks (host).
 
