@@ -31,7 +31,6 @@ use shoal_control::{
         ClusterInfo, ClusterState, Command, CommandResponse, PortConfig, PortProtocol, PublishMode,
         TaskState, network::Network,
     },
-    orchestrator::{Inputs, reconcile},
     raft::{
         TypeConfig,
         seal::SealKey,
@@ -40,7 +39,7 @@ use shoal_control::{
     swarm::{MeshCache, answer_beat},
 };
 
-use crate::scheduler::{new_service, node, spec};
+use crate::scheduler::{new_service, node, pass, spec};
 
 const NODES: usize = 100;
 const SIZES: [usize; 2] = [100, 10_000];
@@ -153,17 +152,9 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
     })?;
 
     // The orchestrator's tick (every 250 ms on the leader) on the steady swarm.
-    let pass = median(ROUNDS, || {
+    let steady_pass = median(ROUNDS, || {
         let started = Instant::now();
-        let commands = swarm.read(|state| {
-            let is_ready = |_: &str| true;
-            let inputs = Inputs {
-                state,
-                is_ready: &is_ready,
-                now_ms: 1_000_000,
-            };
-            reconcile(&inputs, &mut || "unused".to_string())
-        });
+        let commands = swarm.read(|state| pass(state, &mut 0));
         let took = started.elapsed();
         if !commands.is_empty() {
             bail!("the swarm is not steady: {} commands", commands.len());
@@ -202,7 +193,10 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
         ("beat answered, mesh kept", kept),
         ("beat answered, first after a change (mesh built)", changed),
         ("first beats of all 100 nodes after a change", all_nodes),
-        ("orchestrator pass, nothing to do (each 250 ms tick)", pass),
+        (
+            "orchestrator pass, nothing to do (each 250 ms tick)",
+            steady_pass,
+        ),
         (
             "task report applied by the store, median",
             writes[writes.len() / 2],
@@ -304,18 +298,7 @@ impl Swarm {
         self.apply_batched(creates)?;
         let mut next_id = 0u64;
         for _ in 0..10 {
-            let commands = self.read(|state| {
-                let is_ready = |_: &str| true;
-                let inputs = Inputs {
-                    state,
-                    is_ready: &is_ready,
-                    now_ms: 1_000_000,
-                };
-                reconcile(&inputs, &mut || {
-                    next_id += 1;
-                    format!("task{next_id:06}")
-                })
-            });
+            let commands = self.read(|state| pass(state, &mut next_id));
             if commands.is_empty() {
                 break;
             }

@@ -152,8 +152,8 @@ fn converged_state(constraint: Option<&str>) -> anyhow::Result<(ClusterState, Co
     Ok((state, result))
 }
 
-/// One reconcile pass; task IDs continue from `next_id`.
-fn pass(state: &ClusterState, next_id: &mut u64) -> Vec<Command> {
+/// One reconcile pass (every node ready); task IDs continue from `next_id`.
+pub fn pass(state: &ClusterState, next_id: &mut u64) -> Vec<Command> {
     let is_ready = |_: &str| true;
     let inputs = Inputs {
         state,
