@@ -10,13 +10,14 @@
 //! three before the answer was built under the read lock), the answer when the node's routing
 //! mesh is kept (every beat but the first after a change), the first answer after a change
 //! (the mesh built, encoded and digested), the first beats of all 100 nodes after a change,
-//! the orchestrator's pass on the steady swarm (the leader's tick, every 250 ms), and one task
+//! the orchestrator's pass on the steady swarm (what the leader's tick ran every 250 ms), the
+//! tick now that it skips the pass when nothing it reads has changed, and one task
 //! report applied by the store (its median and its mean, which carries the
 //! whole-state image the store saves now and then). The ratio column is 10,000 / 100
 //! services: 1.0 is a cost that does not grow with the swarm.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
     path::PathBuf,
     time::{Duration, Instant},
@@ -36,7 +37,7 @@ use shoal_control::{
         seal::SealKey,
         store::{self, StateMachineStore},
     },
-    swarm::{MeshCache, answer_beat},
+    swarm::{MeshCache, Passes, answer_beat},
 };
 
 use crate::scheduler::{new_service, node, pass, spec};
@@ -103,10 +104,10 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
             routing_mesh_digest: digest,
             ..Default::default()
         };
-        reader.read_meshed(|state, current| {
+        reader.read_versioned(|state, current| {
             answer_beat(
                 state,
-                generation.unwrap_or(current),
+                generation.unwrap_or(current.mesh),
                 &meshes,
                 &request,
                 "127.0.0.1:2377".to_string(),
@@ -162,6 +163,38 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
         Ok(took)
     })?;
 
+    // The leader's tick as it runs now: a pass only when the state, the nodes' readiness or
+    // a time a pass named has moved since the last pass that had nothing to do.
+    let mut passes = Passes::default();
+    let reader = swarm.store.reader();
+    let mut tick = || {
+        reader.read_versioned(|state, generations| {
+            // The leader asks each node's liveness; here every node is up.
+            let down: BTreeSet<&str> = state
+                .nodes
+                .keys()
+                .map(String::as_str)
+                .filter(|_| false)
+                .collect();
+            passes.tick(state, generations.state, &down, 1_000_000)
+        })
+    };
+    if !tick().is_empty() {
+        bail!("the swarm is not steady");
+    }
+    let idle_tick = median(ROUNDS * 10, || {
+        let started = Instant::now();
+        let commands = tick();
+        let took = started.elapsed();
+        if !commands.is_empty() {
+            bail!("an idle tick had {} commands", commands.len());
+        }
+        Ok(took)
+    })?;
+    if passes.run() != 1 {
+        bail!("{} passes ran, expected only the first", passes.run());
+    }
+
     // Task reports, one entry per apply: each task reports Running again (applied, a no-op
     // on the state, the cost of the write itself).
     let reports: Vec<Command> = swarm.read(|state| {
@@ -194,8 +227,12 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
         ("beat answered, first after a change (mesh built)", changed),
         ("first beats of all 100 nodes after a change", all_nodes),
         (
-            "orchestrator pass, nothing to do (each 250 ms tick)",
+            "orchestrator pass, nothing to do (each 250 ms tick before)",
             steady_pass,
+        ),
+        (
+            "orchestrator tick, nothing changed (pass skipped)",
+            idle_tick,
         ),
         (
             "task report applied by the store, median",

@@ -164,7 +164,7 @@ pub fn pass(state: &ClusterState, next_id: &mut u64) -> Vec<Command> {
         *next_id += 1;
         format!("task{next_id:06}")
     };
-    reconcile(&inputs, &mut new_id)
+    reconcile(&inputs, &mut new_id).commands
 }
 
 fn cluster(constraint: Option<&str>) -> anyhow::Result<ClusterState> {

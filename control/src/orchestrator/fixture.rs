@@ -146,31 +146,69 @@ impl Sim {
 
     /// One reconcile pass at the current time, applied.
     pub fn pass(&mut self) -> Vec<Command> {
-        let down = self.down.clone();
-        let is_ready = move |id: &str| !down.contains(id);
+        let (reconciled, next) = self.pass_at(self.now);
+        self.next_id = next;
+        for command in &reconciled.commands {
+            self.apply(command);
+        }
+        reconciled.commands
+    }
+
+    /// What a pass at `now` would decide, not applied; and the next task number.
+    fn pass_at(&self, now: u64) -> (super::Reconciled, u64) {
+        let is_ready = |id: &str| !self.down.contains(id);
         let inputs = Inputs {
             state: &self.state,
             is_ready: &is_ready,
-            now_ms: self.now,
+            now_ms: now,
         };
         let mut next = self.next_id;
-        let commands = reconcile(&inputs, &mut || {
+        let reconciled = reconcile(&inputs, &mut || {
             next += 1;
             format!("t{next:04}")
         });
-        self.next_id = next;
-        for command in &commands {
-            self.apply(command);
-        }
-        commands
+        (reconciled, next)
     }
 
-    /// A pass, then checks that a second pass right after it has nothing to do.
+    /// A pass, then checks that a second pass right after it has nothing to do, and that
+    /// nothing is left to do until the time it names (see [`Sim::check_wake`]).
     pub fn step(&mut self) -> Vec<Command> {
         let commands = self.pass();
         let again = self.pass();
         assert!(again.is_empty(), "not idempotent: {again:#?}");
+        self.check_wake();
         commands
+    }
+
+    /// The time a pass now names to look again ([`super::Reconciled::wake_at_ms`]).
+    pub fn wake(&self) -> Option<u64> {
+        self.pass_at(self.now).0.wake_at_ms
+    }
+
+    /// The leader skips passes while the state and readiness stay the same and the time the
+    /// last idle pass named ([`super::Reconciled::wake_at_ms`]) has not come: checks that
+    /// passes at later times before it (just before it, half-way, or a day on when it names
+    /// none) decide nothing either, so that skipping them loses nothing.
+    pub fn check_wake(&self) {
+        let (idle, _) = self.pass_at(self.now);
+        assert!(idle.commands.is_empty(), "not idle: {idle:#?}");
+        let later = match idle.wake_at_ms {
+            Some(wake) => {
+                assert!(wake > self.now, "wake at {wake}, now {}", self.now);
+                vec![self.now + (wake - self.now) / 2, wake - 1]
+            }
+            None => vec![self.now + 86_400_000],
+        };
+        for at in later {
+            let (then, _) = self.pass_at(at);
+            assert!(
+                then.commands.is_empty(),
+                "a pass at {at} (now {}, wake {:?}) has work the skip would lose: {:#?}",
+                self.now,
+                idle.wake_at_ms,
+                then.commands
+            );
+        }
     }
 
     /// Plays the nodes that are up: assigned tasks start Running, tasks told to stop report

@@ -54,7 +54,7 @@ pub(super) fn reconcile(pass: &mut ServicePass<'_, '_>) {
             Some((slot, index)) => {
                 let task = &slot.tasks[index];
                 if task.status.state.is_terminal()
-                    && should_restart(&pass.service.spec.restart, &slot.tasks, index, ctx.now)
+                    && should_restart(&pass.service.spec.restart, &slot.tasks, index, ctx)
                 {
                     let (spec, version) = pass.spec_for(task);
                     pass.shutdown(key, index);

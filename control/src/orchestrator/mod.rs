@@ -50,9 +50,21 @@ pub struct Inputs<'a> {
     pub now_ms: u64,
 }
 
-/// The commands (`UpdateService`, `PutTasks`, `RemoveTasks`, in that order) that move the
-/// state toward the services' desired state. Task IDs come from `new_id`.
-pub fn reconcile(inputs: &Inputs, new_id: &mut dyn FnMut() -> String) -> Vec<Command> {
+/// What a pass decided.
+#[derive(Debug)]
+pub struct Reconciled {
+    /// The commands (`UpdateService`, `PutTasks`, `RemoveTasks`, in that order) that move the
+    /// state toward the services' desired state.
+    pub commands: Vec<Command>,
+    /// The earliest time (ms) a decision the pass put off until then may be taken (a restart
+    /// delay, attempts leaving the restart window, an update's delay or monitor period).
+    /// While the state and node readiness stay as they were, a pass before that time decides
+    /// exactly this again (nothing, when `commands` is empty); `None`: no such time.
+    pub wake_at_ms: Option<u64>,
+}
+
+/// One pass over every service. Task IDs come from `new_id`.
+pub fn reconcile(inputs: &Inputs, new_id: &mut dyn FnMut() -> String) -> Reconciled {
     let ctx = Ctx::new(inputs.state, inputs.is_ready, inputs.now_ms);
     // Counts span all services: spread breaks ties by the node's tasks of every service.
     let mut placer = Placer::new(inputs.state);
@@ -76,7 +88,10 @@ pub fn reconcile(inputs: &Inputs, new_id: &mut dyn FnMut() -> String) -> Vec<Com
         history::prune(&mut pass);
         pass.finish(&mut out);
     }
-    out.into_commands()
+    Reconciled {
+        commands: out.into_commands(),
+        wake_at_ms: ctx.next_wake(),
+    }
 }
 
 /// What the passes decided, gathered into few commands (each one Raft log entry).

@@ -4,7 +4,7 @@
 //! that every placement in a pass sees the ones made before it: scaling 1 -> 5 on three nodes
 //! gives 2/2/1 in a single pass.
 
-use std::collections::HashMap;
+use std::{cell::Cell, collections::HashMap};
 
 use crate::cluster::{
     Availability, ClusterState, Constraint, NodeRecord, NodeResources, Resources, Task, TaskState,
@@ -12,11 +12,16 @@ use crate::cluster::{
 
 use super::constraints::satisfies;
 
-/// The pass's view of the nodes: the store's records plus readiness, asked once per node.
+/// The pass's view of the nodes: the store's records plus readiness, asked once per node; and
+/// the pass's clock.
 pub(super) struct Ctx<'a> {
     pub state: &'a ClusterState,
     pub now: u64,
     ready: HashMap<&'a str, bool>,
+    /// The earliest time a decision this pass put off (a restart delay, an update's delay or
+    /// monitor period) may be taken: until then, and while nothing else changes, another pass
+    /// decides the same.
+    wake_at: Cell<Option<u64>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -26,7 +31,34 @@ impl<'a> Ctx<'a> {
             .keys()
             .map(|id| (id.as_str(), is_ready(id)))
             .collect();
-        Ctx { state, now, ready }
+        Ctx {
+            state,
+            now,
+            ready,
+            wake_at: Cell::new(None),
+        }
+    }
+
+    /// Whether time `at` (ms) has come; if not, the pass is to run again then. Every decision
+    /// that waits for a time asks through this (or [`Ctx::wake_at`]): that is what makes
+    /// [`crate::orchestrator::Reconciled::wake_at_ms`] true.
+    pub fn reached(&self, at: u64) -> bool {
+        let reached = self.now >= at;
+        if !reached {
+            self.wake_at(at);
+        }
+        reached
+    }
+
+    /// Something this pass decided changes by itself at `at` (ms), later than now.
+    pub fn wake_at(&self, at: u64) {
+        let earliest = self.wake_at.get().map_or(at, |w| w.min(at));
+        self.wake_at.set(Some(earliest));
+    }
+
+    /// The earliest time noted by [`Ctx::reached`] and [`Ctx::wake_at`].
+    pub fn next_wake(&self) -> Option<u64> {
+        self.wake_at.get()
     }
 
     pub fn node(&self, id: &str) -> Option<&'a NodeRecord> {

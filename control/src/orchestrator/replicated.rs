@@ -49,7 +49,7 @@ fn repair<'a>(pass: &mut ServicePass<'a, '_>, key: SlotKey<'a>) {
     };
     let task = &slot.tasks[index];
     let replace = if task.status.state.is_terminal() {
-        should_restart(&pass.service.spec.restart, &slot.tasks, index, pass.ctx.now)
+        should_restart(&pass.service.spec.restart, &slot.tasks, index, pass.ctx)
     } else if task.node_id.is_empty() {
         if task.status.state <= TaskState::Pending {
             pass.assign(key, index, None);

@@ -8,15 +8,16 @@ use std::borrow::Cow;
 
 use crate::cluster::{RestartCondition, RestartPolicy, Task, TaskState};
 
-use super::pass::same_task_spec;
+use super::{pass::same_task_spec, placement::Ctx};
 
 /// Whether the stopped task `tasks[current]` should be replaced now. `false` also covers "not
-/// yet" (restart delay): a later pass asks again.
+/// yet" (the restart delay, or attempts used up within the window): the pass is told when to
+/// ask again.
 pub(super) fn should_restart(
     policy: &RestartPolicy,
     tasks: &[Cow<'_, Task>],
     current: usize,
-    now: u64,
+    ctx: &Ctx<'_>,
 ) -> bool {
     let Some(task) = tasks.get(current) else {
         return false;
@@ -27,23 +28,41 @@ pub(super) fn should_restart(
         RestartCondition::OnFailure => is_failure(state),
         RestartCondition::Any => state.is_terminal(),
     };
-    if !wanted || now < task.status.timestamp_ms.saturating_add(policy.delay_ms) {
+    if !wanted || !ctx.reached(task.status.timestamp_ms.saturating_add(policy.delay_ms)) {
         return false;
     }
-    policy.max_attempts == 0 || attempts(policy, tasks, current, now) < policy.max_attempts
+    if policy.max_attempts == 0 {
+        return true;
+    }
+    let attempts = attempts(policy, tasks, current, ctx.now);
+    if u64::try_from(attempts.len()).unwrap_or(u64::MAX) < policy.max_attempts {
+        return true;
+    }
+    // Used up: the oldest attempt leaves the window the moment after it is `window_ms` old.
+    if policy.window_ms > 0
+        && let Some(oldest) = attempts.iter().map(|t| t.status.timestamp_ms).min()
+    {
+        ctx.wake_at(oldest.saturating_add(policy.window_ms).saturating_add(1));
+    }
+    false
 }
 
 /// Restarts of this slot's task within the window: earlier tasks with the same spec that
 /// stopped on their own (not shut down by the orchestrator, which leaves Shutdown/Orphaned) and
 /// were then replaced. Tasks of an older spec do not count: an update starts afresh.
-fn attempts(policy: &RestartPolicy, tasks: &[Cow<'_, Task>], current: usize, now: u64) -> u64 {
+fn attempts<'t>(
+    policy: &RestartPolicy,
+    tasks: &'t [Cow<'_, Task>],
+    current: usize,
+    now: u64,
+) -> Vec<&'t Task> {
     let spec = &tasks[current].spec;
     let since = if policy.window_ms == 0 {
         0
     } else {
         now.saturating_sub(policy.window_ms)
     };
-    let count = tasks
+    tasks
         .iter()
         .enumerate()
         .filter(|(i, t)| {
@@ -56,8 +75,8 @@ fn attempts(policy: &RestartPolicy, tasks: &[Cow<'_, Task>], current: usize, now
                 && t.status.timestamp_ms >= since
                 && same_task_spec(&t.spec, spec)
         })
-        .count();
-    u64::try_from(count).unwrap_or(u64::MAX)
+        .map(|(_, t)| t.as_ref())
+        .collect()
 }
 
 pub(super) fn is_failure(state: TaskState) -> bool {
@@ -150,6 +169,13 @@ mod tests {
         });
         let id = sim.current("job", 1).id.clone();
         sim.report(&id, TaskState::Failed);
+        let failed_at = sim.now;
+        sim.settle();
+        assert_eq!(
+            sim.wake(),
+            Some(failed_at + 5_000),
+            "a pass when the delay is over"
+        );
         sim.now += 4_999;
         sim.settle();
         assert_eq!(sim.current("job", 1).id, id);
@@ -178,9 +204,15 @@ mod tests {
             window_ms: 60_000,
             ..policy(RestartCondition::Any)
         });
+        let first_failed_at = sim.now;
         assert!(end_task(&mut sim, TaskState::Failed));
         sim.now += 1_000;
         assert!(!end_task(&mut sim, TaskState::Failed));
+        assert_eq!(
+            sim.wake(),
+            Some(first_failed_at + 60_001),
+            "a pass when the first attempt has left the window"
+        );
         // Once the earlier restart is out of the window, it may restart again.
         sim.now += 60_000;
         sim.settle();

@@ -156,7 +156,7 @@ pub(super) fn advance(pass: &mut ServicePass<'_, '_>) {
     if dirty.is_empty() || in_flight {
         return;
     }
-    if finished_at.is_some_and(|at| pass.ctx.now < at.saturating_add(config.delay_ms)) {
+    if finished_at.is_some_and(|at| !pass.ctx.reached(at.saturating_add(config.delay_ms))) {
         return;
     }
     dirty.sort();
@@ -187,7 +187,7 @@ pub(super) fn complete(pass: &mut ServicePass<'_, '_>) {
         _ => return,
     };
     let monitor = config(pass).monitor_ms;
-    let now = pass.ctx.now;
+    let ctx = pass.ctx;
     let started = status.started_at_ms;
     for key in pass.update_scope() {
         let Some(slot) = pass.slots.get(&key) else {
@@ -198,7 +198,7 @@ pub(super) fn complete(pass: &mut ServicePass<'_, '_>) {
         };
         let settled = task.status.state == TaskState::Running || task.status.state.is_terminal();
         let monitored =
-            task.created_at_ms < started || now >= task.created_at_ms.saturating_add(monitor);
+            task.created_at_ms < started || ctx.reached(task.created_at_ms.saturating_add(monitor));
         let alone = slot
             .tasks
             .iter()
@@ -372,6 +372,13 @@ mod tests {
         assert_eq!(sim.current("web", 2).service_version, 1);
         sim.nodes_act();
         // Running now: the delay counts from here.
+        let running_at = sim.now;
+        sim.step();
+        assert_eq!(
+            sim.wake(),
+            Some(running_at + 10_000),
+            "the next batch's time"
+        );
         sim.now += 9_999;
         sim.step();
         assert_eq!(sim.current("web", 2).service_version, 1);
@@ -385,6 +392,13 @@ mod tests {
         assert_eq!(sim.current("web", 3).service_version, 2);
         sim.nodes_act();
         // Everything runs the new spec, but the last task is still being monitored.
+        let created_at = sim.current("web", 3).created_at_ms;
+        sim.step();
+        assert_eq!(
+            sim.wake(),
+            Some(created_at + 5_000),
+            "its monitor period's end"
+        );
         sim.now += 4_999;
         sim.step();
         assert_eq!(sim.update_state("web"), Some(UpdateState::Updating));

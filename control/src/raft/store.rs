@@ -54,7 +54,8 @@ use crate::format::{self, FormatError};
 pub use event_log::{EventLog, Subscription};
 pub use log::LogStore;
 pub use state_machine::{
-    IMAGE_EVERY, LOGS_KEPT_AFTER_SNAPSHOT, SmSnapshotBuilder, StateMachineStore, StateReader,
+    Generations, IMAGE_EVERY, LOGS_KEPT_AFTER_SNAPSHOT, SmSnapshotBuilder, StateMachineStore,
+    StateReader,
 };
 
 /// The openraft storage error of shoal's [`super::TypeConfig`].

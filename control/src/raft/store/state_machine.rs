@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     APPLIED, Codec, DbError, SM, SNAPSHOT, StorageError, event_log::EventLog, get, put, write,
 };
-use crate::cluster::{ClusterState, CommandResponse, events, mesh::RoutingMesh};
+use crate::cluster::{ClusterState, Command, CommandResponse, events, mesh::RoutingMesh};
 use crate::format;
 use crate::raft::TypeConfig;
 
@@ -29,15 +29,27 @@ use crate::raft::TypeConfig;
 /// only while it applies entries in memory, never across IO.
 ///
 /// It also carries the [`EventLog`] of what was applied, for `docker events`, and the
-/// generation of the routing mesh the state gives each node (see [`StateReader::read_meshed`]).
+/// state's [`Generations`] (see [`StateReader::read_versioned`]).
 #[derive(Clone, Debug)]
 pub struct StateReader {
     state: Arc<RwLock<ClusterState>>,
     events: Arc<EventLog>,
+    /// Counts the applied commands that changed the state and the snapshots installed.
+    generation: Arc<AtomicU64>,
     /// Counts the applied commands that may have changed the routing mesh
-    /// ([`RoutingMesh::may_change_with`]) and the snapshots installed; written under the
-    /// state's write lock, so a reader holding the read lock sees the count of its state.
+    /// ([`RoutingMesh::may_change_with`]) and the snapshots installed.
     mesh_generation: Arc<AtomicU64>,
+}
+
+/// How far the state in memory has moved; both counters are written under the state's write
+/// lock, so a reader holding the read lock sees those of its state. Equal generations of a
+/// kind, the same state for what that kind covers, so what was computed from it still holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Generations {
+    /// Any change to the state.
+    pub state: u64,
+    /// A change that may give a node another routing mesh.
+    pub mesh: u64,
 }
 
 impl StateReader {
@@ -54,11 +66,14 @@ impl StateReader {
         f(&self.state.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// [`StateReader::read`], with the state's routing-mesh generation: equal generations, the
-    /// same routing mesh for every node, so what was built from it may be kept.
-    pub fn read_meshed<T>(&self, f: impl FnOnce(&ClusterState, u64) -> T) -> T {
+    /// [`StateReader::read`], with the state's generations.
+    pub fn read_versioned<T>(&self, f: impl FnOnce(&ClusterState, Generations) -> T) -> T {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        f(&state, self.mesh_generation.load(Ordering::Relaxed))
+        let generations = Generations {
+            state: self.generation.load(Ordering::Relaxed),
+            mesh: self.mesh_generation.load(Ordering::Relaxed),
+        };
+        f(&state, generations)
     }
 
     /// The swarm events applied here.
@@ -70,9 +85,12 @@ impl StateReader {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Under the write lock: what was built from the routing mesh is out of date.
-    fn mesh_changed(&self) {
-        self.mesh_generation.fetch_add(1, Ordering::Relaxed);
+    /// Under the write lock: the state changed by `command` (`None`: replaced whole).
+    fn changed(&self, command: Option<&Command>) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        if command.is_none_or(RoutingMesh::may_change_with) {
+            self.mesh_generation.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -166,6 +184,7 @@ impl StateMachineStore {
             state: StateReader {
                 state: Arc::new(RwLock::new(image.state)),
                 events: Arc::default(),
+                generation: Arc::default(),
                 mesh_generation: Arc::default(),
             },
             last_applied: image.last_applied,
@@ -262,9 +281,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let response = state.apply(&command);
                         if response == CommandResponse::Ok {
                             applied.extend(events);
-                            if RoutingMesh::may_change_with(&command) {
-                                self.state.mesh_changed();
-                            }
+                            self.state.changed(Some(&command));
                         }
                         response
                     }
@@ -329,7 +346,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         {
             let mut state = self.state.write();
             *state = image.state;
-            self.state.mesh_changed();
+            self.state.changed(None);
         }
         let stored = StoredSnapshot {
             meta: meta.clone(),

@@ -472,3 +472,47 @@ async fn a_snapshot_never_replaces_a_newer_image() {
     let (image_at, _) = sm.applied_state().await.expect("applied");
     assert_eq!(image_at, Some(log_id(last)), "the newer image stays");
 }
+
+/// What readers keep computed from the state follows its generations: any change moves the
+/// state's, only one that may give a node another routing mesh moves the mesh's, and a command
+/// the state refuses moves neither.
+#[tokio::test]
+async fn applied_changes_move_the_generations_readers_follow() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut log, mut sm) = open(&dir.path().join("raft.redb"), SealKey::generate()).expect("open");
+    let reader = sm.reader();
+    let generations = || reader.read_versioned(|_, g| g);
+    commit_and_apply(&mut log, &mut sm, a_new_swarm()).await;
+    let swarm = generations();
+    assert_eq!((swarm.state, swarm.mesh), (1, 1), "the swarm created");
+
+    let entry = |index: u64, command: Command| Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(command),
+    };
+    let key = entry(
+        2,
+        Command::SetNodeKey {
+            id: "a".into(),
+            public_key: vec![1; 32],
+        },
+    );
+    commit_and_apply(&mut log, &mut sm, vec![key]).await;
+    let keyed = generations();
+    assert_eq!((keyed.state, keyed.mesh), (2, 1), "a node's key: no mesh");
+
+    let refused = entry(
+        3,
+        Command::SetNodeKey {
+            id: "nobody".into(),
+            public_key: vec![1; 32],
+        },
+    );
+    let responses = sm.apply(vec![refused]).await.expect("apply");
+    assert_ne!(responses, [CommandResponse::Ok]);
+    assert_eq!(generations(), keyed, "refused: nothing changed");
+
+    commit_and_apply(&mut log, &mut sm, more_nodes(4, 4)).await;
+    let joined = generations();
+    assert_eq!((joined.state, joined.mesh), (3, 2), "a node joined");
+}

@@ -42,15 +42,17 @@ impl Leader {
         self.record_reports(node_id, reports).await?;
         self.note_cert(node_id, &request.cert_fingerprint);
         let leader_addr = self.active.file().addr.to_string();
-        self.manager.state_machine.read_meshed(|state, generation| {
-            answer_beat(
-                state,
-                generation,
-                &self.manager.meshes,
-                &request,
-                leader_addr,
-            )
-        })
+        self.manager
+            .state_machine
+            .read_versioned(|state, generations| {
+                answer_beat(
+                    state,
+                    generations.mesh,
+                    &self.manager.meshes,
+                    &request,
+                    leader_addr,
+                )
+            })
     }
 
     /// The leader's own node's beat, answered without a round trip: what [`Leader::heartbeat`]
@@ -63,18 +65,24 @@ impl Leader {
         let node_id = self.node_id();
         self.record_reports(node_id, reports).await?;
         self.note_cert(node_id, cert_fingerprint);
-        self.manager.state_machine.read_meshed(|state, generation| {
-            let (roots, renew_certificate) = certificate_answer(state, node_id, cert_fingerprint);
-            let (assigned, files) = assignments(state, node_id);
-            Ok(OwnBeat {
-                assigned,
-                files,
-                roots,
-                renew_certificate,
-                gossip: gossip_config(state),
-                mesh: self.manager.meshes.for_node(state, generation, node_id)?,
+        self.manager
+            .state_machine
+            .read_versioned(|state, generations| {
+                let (roots, renew_certificate) =
+                    certificate_answer(state, node_id, cert_fingerprint);
+                let (assigned, files) = assignments(state, node_id);
+                Ok(OwnBeat {
+                    assigned,
+                    files,
+                    roots,
+                    renew_certificate,
+                    gossip: gossip_config(state),
+                    mesh: self
+                        .manager
+                        .meshes
+                        .for_node(state, generations.mesh, node_id)?,
+                })
             })
-        })
     }
 
     /// Records what a node's tasks did since its last beat (a Raft write when they did

@@ -2,8 +2,8 @@
 //! rather than on every beat: at 10,000 services building it walks every service, and encoding
 //! and hashing it are milliseconds, which a leader answering hundreds of nodes' beats a second
 //! cannot pay each time. The key is the state machine's mesh generation
-//! ([`StateReader::read_meshed`](crate::raft::store::StateReader::read_meshed)), which only
-//! the commands that may change the mesh move on; task reports and placements leave it.
+//! ([`Generations::mesh`](crate::raft::store::Generations::mesh)), which only the commands
+//! that may change the mesh move on; task reports and placements leave it.
 //!
 //! Every node is told the same mesh but for its own address on `ingress`, the mesh's last
 //! field: the shared part is encoded once, with no address, and a node's copy is that encoding

@@ -34,11 +34,12 @@ use std::{sync::Arc, time::Duration};
 use tonic::transport::Channel;
 
 pub(super) use self::ca::{CertReports, check_cert_expiry};
-pub use self::{dispatch::answer_beat, mesh_cache::MeshCache};
+pub use self::{dispatch::answer_beat, mesh_cache::MeshCache, orchestrate::Passes};
 use super::{Active, ManagerRole, Swarm, error::Error};
 use crate::{
     api::cluster_client::ClusterClient,
     cluster::{ClusterState, Command, CommandResponse},
+    raft::store::Generations,
 };
 
 /// This node leads the swarm: the handles the leader's operations work with.
@@ -89,6 +90,11 @@ impl Leader {
     /// apply while it runs: keep it to computing, never IO or an await).
     pub(super) fn read<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> T {
         self.manager.state_machine.read(f)
+    }
+
+    /// [`Leader::read`], with the state's [`Generations`].
+    pub(super) fn read_versioned<T>(&self, f: impl FnOnce(&ClusterState, Generations) -> T) -> T {
+        self.manager.state_machine.read_versioned(f)
     }
 
     fn node_id(&self) -> &str {
