@@ -134,11 +134,11 @@ fn converged_state(constraint: Option<&str>) -> anyhow::Result<(ClusterState, Co
                 bail!("command rejected: {why}");
             }
         }
-        for task in state.tasks.values_mut() {
+        state.tasks.update_each(|task| {
             if task.status.state == TaskState::Assigned {
                 task.status.state = TaskState::Running;
             }
-        }
+        });
     }
     result.converge = started.elapsed();
     let running = state

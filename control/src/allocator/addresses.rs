@@ -278,7 +278,10 @@ mod tests {
         for t in batch {
             state.tasks.insert(t.id.clone(), t);
         }
-        state.tasks.get_mut("t2").unwrap().status.state = TaskState::Shutdown;
+        state
+            .tasks
+            .update("t2", |t| t.status.state = TaskState::Shutdown)
+            .unwrap();
         let mut next = vec![task_on("t3", &["a"], TaskState::New)];
         assert!(address_tasks(&state, &mut next).is_empty());
         assert_eq!(ips(&next[0]), ["10.1.0.4/29"]);

@@ -309,12 +309,11 @@ impl ClusterState {
             }
             Command::ReportTasks { node_id, reports } => {
                 for (id, status) in reports {
-                    if let Some(task) = self.tasks.get_mut(id)
-                        && task.node_id == *node_id
-                        && status.state >= task.status.state
-                    {
-                        task.status = status.clone();
-                    }
+                    self.tasks.update(id, |task| {
+                        if task.node_id == *node_id && status.state >= task.status.state {
+                            task.status = status.clone();
+                        }
+                    });
                 }
             }
             Command::RemoveTasks(ids) => {

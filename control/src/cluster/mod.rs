@@ -8,6 +8,7 @@
 //! - `command`: [`Command`], [`CommandResponse`] and [`ClusterState::apply`].
 //! - [`events`]: what an applied command changed, as Docker's swarm events say it.
 //! - `service`: services (desired state) and tasks (their instances on nodes).
+//! - `tasks`: the store's tasks, indexed by node.
 //! - [`network`]: overlay networks.
 //! - [`objects`]: secrets and configs, and what of them a node receives with its tasks.
 //! - [`mesh`]: what a node needs to serve published ports, sent with its heartbeats.
@@ -29,6 +30,7 @@ pub mod network;
 pub mod objects;
 mod service;
 pub mod signal;
+mod tasks;
 pub mod template;
 
 pub use command::{Command, CommandResponse};
@@ -43,3 +45,4 @@ pub use service::{
     TaskStatus, TmpfsOptions, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
     VOLUME_NAME_CHARS, VirtualIp, validate_volume_name,
 };
+pub use tasks::Tasks;

@@ -132,7 +132,7 @@ pub struct ClusterState {
     /// Services by service ID.
     pub services: super::service::Services,
     /// Tasks by task ID, current and history.
-    pub tasks: super::service::Tasks,
+    pub tasks: super::Tasks,
     /// Overlay networks by network ID.
     pub networks: BTreeMap<String, super::network::Network>,
     /// Each node's address on the `ingress` network (Swarm's ingress-sbox endpoint): the

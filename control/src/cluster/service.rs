@@ -548,7 +548,6 @@ impl Task {
 
 /// Services by ID and tasks by ID; part of [`super::ClusterState`].
 pub type Services = BTreeMap<String, Service>;
-pub type Tasks = BTreeMap<String, Task>;
 
 #[cfg(test)]
 mod tests {

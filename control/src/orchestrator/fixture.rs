@@ -215,15 +215,15 @@ impl Sim {
     /// Shutdown. A node hears of no task before it is Assigned (as the dispatcher sends them).
     pub fn nodes_act(&mut self) {
         let now = self.now;
-        for task in self.state.tasks.values_mut() {
+        self.state.tasks.update_each(|task| {
             if task.node_id.is_empty()
                 || task.status.state < TaskState::Assigned
                 || self.down.contains(&task.node_id)
             {
-                continue;
+                return;
             }
             if !self.state.nodes.contains_key(&task.node_id) || task.status.state.is_terminal() {
-                continue;
+                return;
             }
             let state = if task.desired_state == TaskState::Running {
                 TaskState::Running
@@ -233,7 +233,7 @@ impl Sim {
             if task.status.state != state {
                 task.status = status(state, now);
             }
-        }
+        });
     }
 
     /// Passes and node actions until nothing changes (at most 50 rounds).
@@ -251,8 +251,10 @@ impl Sim {
 
     pub fn report(&mut self, task_id: &str, state: TaskState) {
         let now = self.now;
-        let task = self.state.tasks.get_mut(task_id).unwrap();
-        task.status = status(state, now);
+        self.state
+            .tasks
+            .update(task_id, |task| task.status = status(state, now))
+            .unwrap();
     }
 
     pub fn tasks(&self, service: &str) -> Vec<&Task> {

@@ -202,8 +202,8 @@ fn gossip_config(state: &ClusterState) -> GossipConfig {
 fn assigned_to(state: &ClusterState, node_id: &str) -> Vec<Task> {
     state
         .tasks
-        .values()
-        .filter(|t| t.node_id == node_id && t.status.state >= TaskState::Assigned)
+        .on_node(node_id)
+        .filter(|t| t.status.state >= TaskState::Assigned)
         .filter(|t| t.desired_state == TaskState::Running || !t.status.state.is_terminal())
         .cloned()
         .collect()
