@@ -383,6 +383,48 @@ fn cut_nodes_are_withdrawn_and_restored_flows_survive_restarts_and_rm_cleans_up(
         });
     }
 
+    // --- entries changed behind the agent's back: one endpoint's FDB entry deleted, a stray
+    // one added; the background check (every 5 s) puts both right, and counts them
+    let sandbox = shoal_tests::task_net::sandbox_netns(&cluster.nodes[0].state_dir(), &alpha);
+    let bridge_fdb = |args: &[&str]| {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", sandbox.display()))
+            .args(["--", "bridge", "fdb"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "bridge fdb {args:?}: {out:?}");
+    };
+    let (deleted_mac, deleted_vtep) = expected_fdb(&cluster, &web, 0).pop_first().unwrap();
+    let stray = ("02:42:0a:00:09:63".to_string(), "10.99.0.9".to_string());
+    bridge_fdb(&["del", &deleted_mac, "dev", "vxlan0", "dst", &deleted_vtep]);
+    bridge_fdb(&[
+        "add",
+        &stray.0,
+        "dev",
+        "vxlan0",
+        "dst",
+        &stray.1,
+        "self",
+        "permanent",
+    ]);
+    assert!(fdb(&cluster, 0, &alpha).contains(&stray));
+    let expected = expected_fdb(&cluster, &web, 0);
+    wait_until(Duration::from_secs(15), "FDB repaired", || {
+        let now = fdb(&cluster, 0, &alpha);
+        if now == expected {
+            Ok(())
+        } else {
+            Err(format!("{now:?} != {expected:?}"))
+        }
+    });
+    let repairs = |kind: &str| {
+        let series = format!("shoal_overlay_endpoint_repairs_total{{kind=\"{kind}\"}}");
+        metric(&cluster, 0, &series)
+    };
+    assert!(repairs("stale") >= 1, "the stray entry counted");
+    assert!(repairs("missing") >= 1, "the deleted entry counted");
+
     // --- node 2 cut off: its endpoint leaves node 0's FDB once SWIM's down drain is over
     // (netdb::DOWN_DRAIN, 15 s: its connections keep their entries meanwhile), within 20 s
     // of it being Down

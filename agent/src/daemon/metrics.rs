@@ -98,6 +98,7 @@ async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
         nodes: swarm.nodes,
         gossip: sources.networking.gossip_stats().unwrap_or_default(),
         gossip_keys: sources.networking.gossip_key_count() as i64,
+        remote_repairs: sources.networking.remote_endpoint_repairs(),
         dns: sources.networking.dns_counters(),
         task_health: sources.tasks.executor.health_counts(),
     };
@@ -134,6 +135,8 @@ struct Snapshot {
     nodes: u32,
     gossip: NetDbStats,
     gossip_keys: i64,
+    /// Remote endpoints the sandboxes' background check found (stale, missing), and repaired.
+    remote_repairs: (u64, u64),
     dns: shoal_dns::DnsCounters,
     /// This node's running tasks with a health check, per service and health.
     task_health: BTreeMap<(String, Health), u64>,
@@ -378,6 +381,19 @@ impl Snapshot {
             None,
             ConstCounter::new(0u64).metric_type(),
         )?)?;
+        let mut overlay = encoder.encode_descriptor(
+            "shoal_overlay_endpoint_repairs",
+            "Remote endpoints (an FDB entry on vxlan0 and neighbour entries on vxlan0 and br0 \
+             in an overlay sandbox) the background check found differing from the network DB, \
+             and repaired: stale ones (no such endpoint) removed, missing or half-programmed \
+             ones added.",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        let (stale, missing) = self.remote_repairs;
+        for (kind, value) in [("stale", stale), ("missing", missing)] {
+            ConstCounter::new(value).encode(overlay.encode_family(&vec![("kind", kind)])?)?;
+        }
         let mut destroyed = encoder.encode_descriptor(
             "shoal_lb_sockets_destroyed",
             "Sockets the socket-level balancer had sent to a backend that was then removed \

@@ -107,6 +107,8 @@ pub struct NodeNetworking {
     /// node leaves the swarm).
     netdb: RwLock<Option<Arc<NetDb>>>,
     gossip: gossip::GossipState,
+    /// What the sandboxes' background check repaired.
+    remote_repairs: remote::RemoteRepairs,
     runtime: tokio::runtime::Handle,
 }
 
@@ -185,6 +187,7 @@ impl NodeNetworking {
             refreshing: Mutex::default(),
             netdb: RwLock::new(None),
             gossip: gossip::GossipState::default(),
+            remote_repairs: remote::RemoteRepairs::default(),
             runtime: tokio::runtime::Handle::current(),
         });
         tokio::spawn(vip::refresh_periodically(networking.clone()));
@@ -318,6 +321,12 @@ impl NodeNetworking {
     /// The network DB's packet counters, while it runs.
     pub fn gossip_stats(&self) -> Option<shoal_control::netdb::NetDbStats> {
         self.db().map(|db| db.stats())
+    }
+
+    /// Remote endpoints the sandboxes' background check found stale and missing, and
+    /// repaired, since the agent started.
+    pub fn remote_endpoint_repairs(&self) -> (u64, u64) {
+        self.remote_repairs.counts()
     }
 
     /// Node IDs and gossip addresses of the network DB members this node sees alive.

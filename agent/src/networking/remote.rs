@@ -8,10 +8,18 @@
 //! the sandbox holds. Every [`SYNC_EVERY`] a background check reads each sandbox's entries (two
 //! dumps) and compares them with the network DB: it writes only what differs, removing entries
 //! no change will ever mention (programmed by an agent that restarted while their owner went
-//! away) and repairing anything missed or half programmed, and logs what it repaired. The same
-//! check runs at once after changes were missed.
+//! away) and repairing anything missed or half programmed, and logs and counts what it
+//! repaired ([`RemoteRepairs`], in `/metrics`). The same check runs at once after changes were
+//! missed.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use shoal_control::{
     error_chain::Chain,
@@ -36,6 +44,32 @@ pub fn program_all(node_id: &str, sandbox: &Sandbox, endpoints: &[Endpoint]) {
         .collect();
     if let Err(err) = add_remote_endpoints(sandbox, &remote) {
         warn!(endpoints = remote.len(), error = %Chain(&err), "programming the remote endpoints");
+    }
+}
+
+/// What the background check found wrong in the sandboxes, and put right, since the agent
+/// started: remote endpoints.
+#[derive(Debug, Default)]
+pub struct RemoteRepairs {
+    /// Present in a sandbox, but not in the network DB: removed.
+    stale: AtomicU64,
+    /// In the network DB, but missing from a sandbox or only half programmed there: added.
+    missing: AtomicU64,
+}
+
+impl RemoteRepairs {
+    /// (stale, missing).
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.stale.load(Ordering::Relaxed),
+            self.missing.load(Ordering::Relaxed),
+        )
+    }
+
+    fn add(&self, stale: usize, missing: usize) {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        self.stale.fetch_add(count(stale), Ordering::Relaxed);
+        self.missing.fetch_add(count(missing), Ordering::Relaxed);
     }
 }
 
@@ -142,6 +176,7 @@ impl NodeNetworking {
                 missing = missing.len(),
                 "repairing remote endpoints"
             );
+            self.remote_repairs.add(stale.len(), missing.len());
             if let Err(e) = remove_remote_endpoints(&net.sandbox, &stale) {
                 warn!(network = %net.network.name, error = %Chain(&e), "removing stale remote endpoints");
             }
