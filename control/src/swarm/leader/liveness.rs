@@ -31,6 +31,12 @@ pub const MISSED_PERIODS: u32 = 3;
 /// own window with its default 5 s heartbeat, which users plan their restarts around.
 pub const STOPPING_GRACE: Duration = Duration::from_secs(15);
 
+/// A beat recorded this soon after a node's stop notice may have been sent before it (a beat
+/// forwarded by another manager, or in flight, arrives after the notice): it shows the node
+/// alive but does not end the grace, which only a beat of the restarted agent does. (Ending it
+/// there made a node Down three periods after its notice, its task replaced mid-upgrade.)
+const NOTICE_OVERTAKEN: Duration = Duration::from_secs(1);
+
 impl Swarm {
     /// Notes that `node_id` is alive, or that its agent is stopping with its tasks left
     /// running (every manager does, not only the leader).
@@ -78,16 +84,25 @@ impl Liveness {
 
     pub fn record(&self, node_id: &str) {
         let mut seen = self.lock();
-        seen.stopping.remove(node_id);
+        if seen
+            .stopping
+            .get(node_id)
+            .is_some_and(|notice| notice.elapsed() >= NOTICE_OVERTAKEN)
+        {
+            seen.stopping.remove(node_id);
+        }
         seen.last.insert(node_id.to_string(), Instant::now());
     }
 
     /// `node_id`'s agent is stopping and leaves its tasks running (see the module's comment).
     pub fn stopping(&self, node_id: &str) {
-        let now = Instant::now();
+        self.stopping_since(node_id, Instant::now());
+    }
+
+    fn stopping_since(&self, node_id: &str, notice: Instant) {
         let mut seen = self.lock();
-        seen.last.insert(node_id.to_string(), now);
-        seen.stopping.insert(node_id.to_string(), now);
+        seen.last.insert(node_id.to_string(), notice);
+        seen.stopping.insert(node_id.to_string(), notice);
     }
 
     pub fn became_leader(&self) {
@@ -181,10 +196,18 @@ mod tests {
         liveness.record("restarting");
         liveness.record("killed");
         liveness.stopping("restarting");
+        // A beat it sent before its notice, recorded after it: the grace holds.
+        liveness.record("restarting");
         std::thread::sleep(period * (MISSED_PERIODS + 1));
         assert!(liveness.is_down("killed", period));
         assert!(!liveness.is_down("restarting", period));
-        // Back: its next silence counts three periods again.
+
+        // Back (its notice given long enough ago that this beat is the restarted agent's):
+        // its next silence counts three periods again.
+        let notice = Instant::now()
+            .checked_sub(NOTICE_OVERTAKEN)
+            .expect("an instant a second ago");
+        liveness.stopping_since("restarting", notice);
         liveness.record("restarting");
         std::thread::sleep(period * (MISSED_PERIODS + 1));
         assert!(liveness.is_down("restarting", period));
