@@ -11,9 +11,9 @@
 //! mesh is kept (every beat but the first after a change), the first answer after a change
 //! (the mesh built, encoded and digested), the first beats of all 100 nodes after a change,
 //! the orchestrator's pass on the steady swarm (what the leader's tick ran every 250 ms), the
-//! tick now that it skips the pass when nothing it reads has changed, and one task
-//! report applied by the store (its median and its mean, which carries the
-//! whole-state image the store saves now and then). The ratio column is 10,000 / 100
+//! tick now when nothing was written since (no pass), and after one task report (a pass over
+//! that task's service), and one task report applied by the store (its median and its mean,
+//! which carries the whole-state image the store saves now and then). The ratio column is 10,000 / 100
 //! services: 1.0 is a cost that does not grow with the swarm.
 
 use std::{
@@ -30,14 +30,15 @@ use shoal_control::{
     api::HeartbeatRequest,
     cluster::{
         ClusterInfo, ClusterState, Command, CommandResponse, PortConfig, PortProtocol, PublishMode,
-        TaskState, network::Network,
+        TaskState, TaskStatus, network::Network,
     },
+    orchestrator::Passes,
     raft::{
         TypeConfig,
         seal::SealKey,
         store::{self, StateMachineStore},
     },
-    swarm::{MeshCache, Passes, answer_beat},
+    swarm::{MeshCache, answer_beat},
 };
 
 use crate::scheduler::{new_service, node, pass, spec};
@@ -163,12 +164,12 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
         Ok(took)
     })?;
 
-    // The leader's tick as it runs now: a pass only when the state, the nodes' readiness or
-    // a time a pass named has moved since the last pass that had nothing to do.
+    // The leader's tick as it runs now: a pass over the services the writes since the last
+    // touched, none when nothing moved.
     let mut passes = Passes::default();
     let reader = swarm.store.reader();
-    let mut tick = || {
-        reader.read_versioned(|state, generations| {
+    let tick = |passes: &mut Passes| {
+        reader.read_touched(|state, generations, touched| {
             // The leader asks each node's liveness; here every node is up.
             let down: BTreeSet<&str> = state
                 .nodes
@@ -176,15 +177,23 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
                 .map(String::as_str)
                 .filter(|_| false)
                 .collect();
-            passes.tick(state, generations.state, &down, 1_000_000)
+            let mut new_id = || unreachable!("the swarm is steady: no task to create");
+            passes.tick(
+                state,
+                generations.state,
+                touched,
+                &down,
+                1_000_000,
+                &mut new_id,
+            )
         })
     };
-    if !tick().is_empty() {
+    if !tick(&mut passes).is_empty() {
         bail!("the swarm is not steady");
     }
     let idle_tick = median(ROUNDS * 10, || {
         let started = Instant::now();
-        let commands = tick();
+        let commands = tick(&mut passes);
         let took = started.elapsed();
         if !commands.is_empty() {
             bail!("an idle tick had {} commands", commands.len());
@@ -194,6 +203,32 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
     if passes.run() != 1 {
         bail!("{} passes ran, expected only the first", passes.run());
     }
+    // One task reports (its state again): the next tick passes over its service alone.
+    let some_tasks: Vec<(String, String, TaskStatus)> = swarm.read(|state| {
+        state
+            .tasks
+            .values()
+            .take(ROUNDS * 5)
+            .map(|t| (t.node_id.clone(), t.id.clone(), t.status.clone()))
+            .collect()
+    });
+    let mut reported = some_tasks.into_iter();
+    let tick_after_report = median(ROUNDS * 5, || {
+        let (node_id, id, status) = reported.next().context("tasks to report")?;
+        let reports = vec![(id, status)];
+        swarm.apply(vec![Command::ReportTasks { node_id, reports }])?;
+        let started = Instant::now();
+        let commands = tick(&mut passes);
+        let took = started.elapsed();
+        if !commands.is_empty() || passes.passed() != 1 {
+            bail!(
+                "a report's tick passed over {} services, with {} commands",
+                passes.passed(),
+                commands.len()
+            );
+        }
+        Ok(took)
+    })?;
 
     // Task reports, one entry per apply: each task reports Running again (applied, a no-op
     // on the state, the cost of the write itself).
@@ -233,6 +268,10 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
         (
             "orchestrator tick, nothing changed (pass skipped)",
             idle_tick,
+        ),
+        (
+            "orchestrator tick after a task report (its service passed)",
+            tick_after_report,
         ),
         (
             "task report applied by the store, median",

@@ -17,6 +17,7 @@
 //! - [`health`]: health checks (Docker's `HealthConfig`) and a task's health.
 //! - [`signal`]: `--stop-signal` names and numbers, as Docker reads them.
 //! - [`template`]: `--hostname` placeholders (`{{.Task.Slot}}`), checked here, filled on nodes.
+//! - [`touched`]: which services a command changes, for the orchestrator.
 
 pub mod certs;
 mod command;
@@ -32,6 +33,7 @@ mod service;
 pub mod signal;
 mod tasks;
 pub mod template;
+pub mod touched;
 
 pub use command::{Command, CommandResponse};
 pub use model::{
@@ -45,4 +47,4 @@ pub use service::{
     TaskStatus, TmpfsOptions, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
     VOLUME_NAME_CHARS, VirtualIp, validate_volume_name,
 };
-pub use tasks::Tasks;
+pub use tasks::{NodeUsage, Tasks};

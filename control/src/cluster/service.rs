@@ -526,6 +526,16 @@ pub struct Task {
 }
 
 impl Task {
+    /// Whether the task holds a place on its node (counted, its reservations held): wanted
+    /// running, assigned there, not stopped. A global task Pending on its node is not there
+    /// yet.
+    pub fn occupies_node(&self) -> bool {
+        self.desired_state == TaskState::Running
+            && !self.status.state.is_terminal()
+            && self.status.state >= TaskState::Assigned
+            && !self.node_id.is_empty()
+    }
+
     /// `<service>.<slot>.<task-id>` (replicated) or `<service>.<node-id>.<task-id>` (global).
     pub fn name(&self) -> String {
         if self.slot > 0 {

@@ -1,11 +1,14 @@
-//! The store's tasks by ID, with an index of them by node: the dispatcher answers each node's
-//! beat with that node's tasks, and walking every task of the swarm for them (20,000 at
-//! 10,000 services) was most of a beat's cost.
+//! The store's tasks by ID, with an index of them by node and by service, and what the tasks
+//! on each node hold of it: the dispatcher answers each node's beat with that node's tasks,
+//! and walking every task of the swarm for them (20,000 at 10,000 services) was most of a
+//! beat's cost; the orchestrator passes over the services a change touched, with their tasks,
+//! and places new ones by what each node holds.
 //!
-//! The index is kept by the only ways to change the tasks ([`Tasks::insert`],
-//! [`Tasks::remove`], [`Tasks::retain`], [`Tasks::update`]), so it cannot fall out of step;
-//! reads go to the map itself ([`Tasks`] derefs to it). It is not stored: the tasks serialize
-//! as the map alone, as they always have, and the index is built again when they are read.
+//! The indexes are kept by the only ways to change the tasks ([`Tasks::insert`],
+//! [`Tasks::remove`], [`Tasks::retain`], [`Tasks::update`], [`Tasks::update_each`]), so they
+//! cannot fall out of step; reads go to the map itself ([`Tasks`] derefs to it). They are not
+//! stored: the tasks serialize as the map alone, as they always have, and the indexes are
+//! built again when they are read.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -16,28 +19,64 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::service::Task;
 
-/// Tasks by task ID, current and history, indexed by node.
+/// Tasks by task ID, current and history, indexed by node and by service.
 #[derive(Clone, Debug, Default)]
 pub struct Tasks {
     by_id: BTreeMap<String, Task>,
     /// The IDs of the tasks on each node (a task with no node yet is in no entry).
-    by_node: HashMap<String, BTreeSet<String>>,
+    by_node: Index,
+    /// The IDs of each service's tasks.
+    by_service: Index,
+    /// What the tasks that occupy each node ([`Task::occupies_node`]) hold of it.
+    usage: HashMap<String, NodeUsage>,
 }
+
+/// What the tasks that occupy a node hold of it: how many, and what they reserve.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeUsage {
+    pub tasks: usize,
+    pub nano_cpus: u64,
+    pub memory_bytes: u64,
+}
+
+impl NodeUsage {
+    fn of(task: &Task) -> NodeUsage {
+        let wants = &task.spec.resources;
+        NodeUsage {
+            tasks: 1,
+            nano_cpus: wants.reserve_nano_cpus,
+            memory_bytes: wants.reserve_memory_bytes,
+        }
+    }
+
+    fn add(&mut self, other: NodeUsage) {
+        self.tasks += other.tasks;
+        self.nano_cpus = self.nano_cpus.saturating_add(other.nano_cpus);
+        self.memory_bytes = self.memory_bytes.saturating_add(other.memory_bytes);
+    }
+
+    fn sub(&mut self, other: NodeUsage) {
+        self.tasks = self.tasks.saturating_sub(other.tasks);
+        self.nano_cpus = self.nano_cpus.saturating_sub(other.nano_cpus);
+        self.memory_bytes = self.memory_bytes.saturating_sub(other.memory_bytes);
+    }
+}
+
+/// Task IDs by a key.
+type Index = HashMap<String, BTreeSet<String>>;
 
 impl Tasks {
     /// Adds or replaces the task `id`; returns the one it replaced.
     pub fn insert(&mut self, id: String, task: Task) -> Option<Task> {
-        self.index(&id, &task.node_id);
+        let keys = Keys::of(&task);
         let old = self.by_id.insert(id.clone(), task);
-        if let Some(old) = &old {
-            self.unindex_if_moved(&id, &old.node_id);
-        }
+        self.reindex(&id, old.as_ref().map(Keys::of), Some(keys));
         old
     }
 
     pub fn remove(&mut self, id: &str) -> Option<Task> {
         let old = self.by_id.remove(id)?;
-        self.unindex(id, &old.node_id);
+        self.reindex(id, Some(Keys::of(&old)), None);
         Some(old)
     }
 
@@ -57,64 +96,113 @@ impl Tasks {
     /// Changes the task `id` in place, if there is one; the index follows its node.
     pub fn update<T>(&mut self, id: &str, change: impl FnOnce(&mut Task) -> T) -> Option<T> {
         let task = self.by_id.get_mut(id)?;
-        let node_before = task.node_id.clone();
+        let before = Keys::of(task);
         let out = change(task);
-        let node_after = task.node_id.clone();
-        if node_after != node_before {
-            self.index(id, &node_after);
-            self.unindex(id, &node_before);
+        let after = Keys::of(task);
+        if after != before {
+            self.reindex(id, Some(before), Some(after));
         }
         Some(out)
     }
 
-    /// Changes every task in place; the index follows those that moved.
+    /// Changes every task in place; the indexes follow those whose node or service changed.
     pub fn update_each(&mut self, mut change: impl FnMut(&mut Task)) {
         let mut moved = Vec::new();
         for (id, task) in &mut self.by_id {
-            let node_before = task.node_id.clone();
+            let before = Keys::of(task);
             change(task);
-            if task.node_id != node_before {
-                moved.push((id.clone(), node_before, task.node_id.clone()));
+            let after = Keys::of(task);
+            if after != before {
+                moved.push((id.clone(), before, after));
             }
         }
         for (id, before, after) in moved {
-            self.index(&id, &after);
-            self.unindex(&id, &before);
+            self.reindex(&id, Some(before), Some(after));
         }
     }
 
     /// The tasks on `node_id` (any state), in ID order.
     pub fn on_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
-        self.by_node
-            .get(node_id)
+        self.indexed(&self.by_node, node_id)
+    }
+
+    /// The tasks of `service_id` (any state), in ID order.
+    pub fn of_service<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.indexed(&self.by_service, service_id)
+    }
+
+    /// What the tasks that occupy `node_id` hold of it.
+    pub fn usage_of(&self, node_id: &str) -> NodeUsage {
+        self.usage.get(node_id).copied().unwrap_or_default()
+    }
+
+    fn indexed<'a>(&'a self, index: &'a Index, key: &str) -> impl Iterator<Item = &'a Task> + 'a {
+        index
+            .get(key)
             .into_iter()
             .flatten()
             .filter_map(|id| self.by_id.get(id))
     }
 
-    fn index(&mut self, id: &str, node_id: &str) {
-        if !node_id.is_empty() {
-            self.by_node
-                .entry(node_id.to_string())
-                .or_default()
-                .insert(id.to_string());
-        }
-    }
-
-    fn unindex(&mut self, id: &str, node_id: &str) {
-        if let Some(ids) = self.by_node.get_mut(node_id) {
-            ids.remove(id);
-            if ids.is_empty() {
-                self.by_node.remove(node_id);
+    /// Moves task `id` in the indexes from where `before` put it to where `after` does.
+    fn reindex(&mut self, id: &str, before: Option<Keys>, after: Option<Keys>) {
+        let before = before.unwrap_or_default();
+        let after = after.unwrap_or_default();
+        move_in(&mut self.by_node, id, before.node, after.node);
+        move_in(&mut self.by_service, id, before.service, after.service);
+        if before.usage != after.usage {
+            if let Some((node, usage)) = before.usage
+                && let Some(held) = self.usage.get_mut(&node)
+            {
+                held.sub(usage);
+                if held.tasks == 0 {
+                    self.usage.remove(&node);
+                }
+            }
+            if let Some((node, usage)) = after.usage {
+                self.usage.entry(node).or_default().add(usage);
             }
         }
     }
+}
 
-    /// After `id` was replaced: out of its old node's entry unless it is still on that node.
-    fn unindex_if_moved(&mut self, id: &str, old_node: &str) {
-        if self.by_id.get(id).is_none_or(|now| now.node_id != old_node) {
-            self.unindex(id, old_node);
+/// Where a task is indexed: its node (none while it has none), its service, and what it holds
+/// of its node if it occupies it.
+#[derive(Default, PartialEq, Eq)]
+struct Keys {
+    node: Option<String>,
+    service: Option<String>,
+    usage: Option<(String, NodeUsage)>,
+}
+
+impl Keys {
+    fn of(task: &Task) -> Keys {
+        let key = |k: &str| (!k.is_empty()).then(|| k.to_string());
+        Keys {
+            node: key(&task.node_id),
+            service: key(&task.service_id),
+            usage: task
+                .occupies_node()
+                .then(|| (task.node_id.clone(), NodeUsage::of(task))),
         }
+    }
+}
+
+/// Moves `id` in `index` from the entry `from` to the entry `to` (either may be none).
+fn move_in(index: &mut Index, id: &str, from: Option<String>, to: Option<String>) {
+    if from == to {
+        return;
+    }
+    if let Some(from) = from
+        && let Some(ids) = index.get_mut(&from)
+    {
+        ids.remove(id);
+        if ids.is_empty() {
+            index.remove(&from);
+        }
+    }
+    if let Some(to) = to {
+        index.entry(to).or_default().insert(id.to_string());
     }
 }
 
@@ -173,18 +261,21 @@ impl<'de> Deserialize<'de> for Tasks {
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::Tasks;
+    use super::{NodeUsage, Tasks};
     use crate::cluster::{Task, TaskState};
     use crate::orchestrator::fixture::{replicated, status};
 
     fn task(id: &str, node: &str) -> Task {
+        let mut spec = replicated("web", 1);
+        spec.resources.reserve_nano_cpus = 1_000 * id.len() as u64;
+        spec.resources.reserve_memory_bytes = 7;
         Task {
             id: id.into(),
-            service_id: "web".into(),
+            service_id: format!("s{}", id.len() % 3),
             slot: 1,
             node_id: node.into(),
             service_version: 1,
-            spec: replicated("web", 1),
+            spec,
             networks: Vec::new(),
             desired_state: TaskState::Running,
             status: status(TaskState::Assigned, 0),
@@ -196,19 +287,42 @@ mod tests {
         tasks.on_node(node).map(|t| t.id.clone()).collect()
     }
 
-    /// The index is the one a walk of every task gives.
+    /// The indexes and the usage are what a walk of every task gives.
     fn check(tasks: &Tasks) {
-        let mut walked: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for task in tasks.values().filter(|t| !t.node_id.is_empty()) {
-            walked
-                .entry(&task.node_id)
+        let mut nodes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut services: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut usage: BTreeMap<&str, NodeUsage> = BTreeMap::new();
+        for task in tasks.values() {
+            if !task.node_id.is_empty() {
+                nodes
+                    .entry(&task.node_id)
+                    .or_default()
+                    .push(task.id.clone());
+            }
+            services
+                .entry(&task.service_id)
                 .or_default()
                 .push(task.id.clone());
+            if task.occupies_node() {
+                let held = usage.entry(&task.node_id).or_default();
+                held.tasks += 1;
+                held.nano_cpus += task.spec.resources.reserve_nano_cpus;
+                held.memory_bytes += task.spec.resources.reserve_memory_bytes;
+            }
         }
-        for (node, ids) in &walked {
+        for (node, ids) in &nodes {
             assert_eq!(&on(tasks, node), ids, "node {node}");
         }
-        assert_eq!(tasks.by_node.len(), walked.len(), "{:?}", tasks.by_node);
+        for (service, ids) in &services {
+            let of: Vec<String> = tasks.of_service(service).map(|t| t.id.clone()).collect();
+            assert_eq!(&of, ids, "service {service}");
+        }
+        for (node, held) in &usage {
+            assert_eq!(tasks.usage_of(node), *held, "node {node}");
+        }
+        assert_eq!(tasks.by_node.len(), nodes.len(), "{:?}", tasks.by_node);
+        assert_eq!(tasks.by_service.len(), services.len());
+        assert_eq!(tasks.usage.len(), usage.len(), "{:?}", tasks.usage);
     }
 
     #[test]
@@ -231,7 +345,17 @@ mod tests {
                     tasks.remove(&id);
                 }
                 3 => {
-                    tasks.update(&id, |t| t.node_id = node.to_string());
+                    let states = [TaskState::Pending, TaskState::Running, TaskState::Failed];
+                    let state = states[random(3) as usize];
+                    let desired = states[random(2) as usize + 1];
+                    tasks.update(&id, |t| {
+                        t.node_id = node.to_string();
+                        if random(3) == 0 {
+                            t.service_id = format!("s{}", random(3));
+                        }
+                        t.status.state = state;
+                        t.desired_state = desired;
+                    });
                 }
                 4 if random(4) == 0 => {
                     let from = nodes[random(4) as usize];

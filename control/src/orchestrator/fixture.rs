@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::cluster::{
     Availability, ClusterState, Command, CommandResponse, FailureAction, NodeRecord,
     RestartCondition, RestartPolicy, Role, Service, ServiceMode, ServiceSpec, Task, TaskState,
-    TaskStatus, UpdateConfig, UpdateOrder, UpdateState,
+    TaskStatus, UpdateConfig, UpdateOrder, UpdateState, touched::Touched,
 };
 
-use super::{Inputs, reconcile};
+use super::{Inputs, Passes, reconcile};
 
 pub fn node(id: &str, role: Role) -> NodeRecord {
     NodeRecord {
@@ -86,6 +86,12 @@ pub struct Sim {
     pub down: BTreeSet<String>,
     pub now: u64,
     next_id: u64,
+    /// The leader's ticks, run beside every pass: each must decide what the pass over all
+    /// services decides (see [`Sim::pass`]).
+    passes: Passes,
+    /// What the state machine would have noted since the last tick, and its generation.
+    touched: Touched,
+    generation: u64,
 }
 
 impl Sim {
@@ -96,6 +102,9 @@ impl Sim {
             down: BTreeSet::new(),
             now: 1_000_000,
             next_id: 0,
+            passes: Passes::default(),
+            touched: Touched::default(),
+            generation: 0,
         };
         for i in 1..=count {
             let role = if i == 1 { Role::Manager } else { Role::Worker };
@@ -105,11 +114,25 @@ impl Sim {
     }
 
     pub fn add_node(&mut self, id: &str, role: Role) {
+        self.changed_all();
         self.state.nodes.insert(id.to_string(), node(id, role));
     }
 
+    /// A node's record, to change as `node update` would (so every service is touched).
     pub fn node_mut(&mut self, id: &str) -> &mut NodeRecord {
+        self.changed_all();
         self.state.nodes.get_mut(id).unwrap()
+    }
+
+    pub fn remove_node(&mut self, id: &str) {
+        self.changed_all();
+        self.state.nodes.remove(id);
+    }
+
+    /// The nodes changed: every service is touched.
+    fn changed_all(&mut self) {
+        self.touched.note_all();
+        self.generation += 1;
     }
 
     pub fn create(&mut self, id: &str, spec: ServiceSpec) {
@@ -137,6 +160,8 @@ impl Sim {
     }
 
     pub fn apply(&mut self, command: &Command) {
+        self.touched.note(command, &self.state);
+        self.generation += 1;
         assert_eq!(
             self.state.apply(command),
             CommandResponse::Ok,
@@ -144,9 +169,29 @@ impl Sim {
         );
     }
 
-    /// One reconcile pass at the current time, applied.
+    /// One reconcile pass at the current time, applied; checks that the leader's tick at the
+    /// same time decides the same (over the services it chose, or without a pass).
     pub fn pass(&mut self) -> Vec<Command> {
         let (reconciled, next) = self.pass_at(self.now);
+        let down: BTreeSet<&str> = self.down.iter().map(String::as_str).collect();
+        let mut ticked_id = self.next_id;
+        let ticked = self.passes.tick(
+            &self.state,
+            self.generation,
+            self.touched.take(),
+            &down,
+            self.now,
+            &mut || {
+                ticked_id += 1;
+                format!("t{ticked_id:04}")
+            },
+        );
+        assert_eq!(
+            ticked,
+            reconciled.commands,
+            "the tick over {} services decided otherwise than the pass over all",
+            self.passes.passed()
+        );
         self.next_id = next;
         for command in &reconciled.commands {
             self.apply(command);
@@ -212,18 +257,19 @@ impl Sim {
     }
 
     /// Plays the nodes that are up: assigned tasks start Running, tasks told to stop report
-    /// Shutdown. A node hears of no task before it is Assigned (as the dispatcher sends them).
+    /// Shutdown, in one report per node, as their beats would. A node hears of no task before
+    /// it is Assigned (as the dispatcher sends them).
     pub fn nodes_act(&mut self) {
-        let now = self.now;
-        self.state.tasks.update_each(|task| {
+        let mut reports: BTreeMap<String, Vec<(String, TaskStatus)>> = BTreeMap::new();
+        for task in self.state.tasks.values() {
             if task.node_id.is_empty()
                 || task.status.state < TaskState::Assigned
                 || self.down.contains(&task.node_id)
             {
-                return;
+                continue;
             }
             if !self.state.nodes.contains_key(&task.node_id) || task.status.state.is_terminal() {
-                return;
+                continue;
             }
             let state = if task.desired_state == TaskState::Running {
                 TaskState::Running
@@ -231,9 +277,15 @@ impl Sim {
                 TaskState::Shutdown
             };
             if task.status.state != state {
-                task.status = status(state, now);
+                reports
+                    .entry(task.node_id.clone())
+                    .or_default()
+                    .push((task.id.clone(), status(state, self.now)));
             }
-        });
+        }
+        for (node_id, reports) in reports {
+            self.apply(&Command::ReportTasks { node_id, reports });
+        }
     }
 
     /// Passes and node actions until nothing changes (at most 50 rounds).
@@ -249,12 +301,15 @@ impl Sim {
         panic!("did not settle");
     }
 
+    /// The task's node reports it in `state`.
     pub fn report(&mut self, task_id: &str, state: TaskState) {
-        let now = self.now;
-        self.state
-            .tasks
-            .update(task_id, |task| task.status = status(state, now))
-            .unwrap();
+        let node_id = self.state.tasks[task_id].node_id.clone();
+        let reports = vec![(task_id.to_string(), status(state, self.now))];
+        self.apply(&Command::ReportTasks { node_id, reports });
+        assert_eq!(
+            self.state.tasks[task_id].status.state, state,
+            "report taken"
+        );
     }
 
     pub fn tasks(&self, service: &str) -> Vec<&Task> {

@@ -164,7 +164,7 @@ mod tests {
 
         // Removed node: its task is shut down and orphaned.
         let on_n1 = sim.wanted("agent")[0].id.clone();
-        sim.state.nodes.remove("n1");
+        sim.remove_node("n1");
         sim.settle();
         assert_eq!(sim.per_node("agent"), counts(&[("n2", 1)]));
         assert_eq!(sim.state.tasks[&on_n1].status.state, TaskState::Orphaned);

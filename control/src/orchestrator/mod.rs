@@ -15,6 +15,7 @@
 //! - `restart`: the restart policy (condition, delay, attempts within a window).
 //! - `update`: rolling updates and rollbacks, derived from the update status and tasks.
 //! - `history`: pruning stopped tasks to the newest few per slot.
+//! - `ticks`: the leader's ticks, passing over only the services that may have something to do.
 
 mod constraints;
 mod global;
@@ -23,16 +24,18 @@ mod pass;
 mod placement;
 mod replicated;
 mod restart;
+mod ticks;
 mod update;
 
 #[cfg(test)]
 pub(crate) mod fixture;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use constraints::{parse_constraint, satisfies};
 pub(crate) use pass::PENDING;
 pub use pass::same_task_spec;
+pub use ticks::Passes;
 
 use crate::cluster::{ClusterState, Command, Service, ServiceMode, Task};
 
@@ -51,7 +54,7 @@ pub struct Inputs<'a> {
 }
 
 /// What a pass decided.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Reconciled {
     /// The commands (`UpdateService`, `PutTasks`, `RemoveTasks`, in that order) that move the
     /// state toward the services' desired state.
@@ -61,23 +64,39 @@ pub struct Reconciled {
     /// While the state and node readiness stay as they were, a pass before that time decides
     /// exactly this again (nothing, when `commands` is empty); `None`: no such time.
     pub wake_at_ms: Option<u64>,
+    /// The same, per service passed.
+    pub wakes: BTreeMap<String, u64>,
+    /// The services passed that decided something.
+    pub changed: BTreeSet<String>,
+    /// The services passed that still have a task waiting for a node.
+    pub waiting: BTreeSet<String>,
 }
 
 /// One pass over every service. Task IDs come from `new_id`.
 pub fn reconcile(inputs: &Inputs, new_id: &mut dyn FnMut() -> String) -> Reconciled {
-    let ctx = Ctx::new(inputs.state, inputs.is_ready, inputs.now_ms);
+    reconcile_services(inputs, None, new_id)
+}
+
+/// One pass over the services `only` names (every service without it), in ID order as a pass
+/// over all. For those services it decides what a pass over all would, as long as the others
+/// would decide nothing: see [`Passes`] for when that holds.
+pub fn reconcile_services(
+    inputs: &Inputs,
+    only: Option<&BTreeSet<String>>,
+    new_id: &mut dyn FnMut() -> String,
+) -> Reconciled {
+    let state = inputs.state;
+    let ctx = Ctx::new(state, inputs.is_ready, inputs.now_ms);
     // Counts span all services: spread breaks ties by the node's tasks of every service.
-    let mut placer = Placer::new(inputs.state);
-    let mut by_service: HashMap<&str, Vec<&Task>> = HashMap::new();
-    for task in inputs.state.tasks.values() {
-        by_service
-            .entry(task.service_id.as_str())
-            .or_default()
-            .push(task);
-    }
+    let mut placer = Placer::new(state, only);
+    let services: Box<dyn Iterator<Item = &Service>> = match only {
+        None => Box::new(state.services.values()),
+        Some(ids) => Box::new(ids.iter().filter_map(|id| state.services.get(id))),
+    };
     let mut out = Output::default();
-    for service in inputs.state.services.values() {
-        let tasks = by_service.remove(service.id.as_str()).unwrap_or_default();
+    let mut reconciled = Reconciled::default();
+    for service in services {
+        let tasks: Vec<&Task> = state.tasks.of_service(&service.id).collect();
         let mut pass = ServicePass::new(&ctx, &mut placer, &mut *new_id, service, &tasks);
         update::status(&mut pass);
         match pass.service.spec.mode {
@@ -86,12 +105,21 @@ pub fn reconcile(inputs: &Inputs, new_id: &mut dyn FnMut() -> String) -> Reconci
         }
         update::complete(&mut pass);
         history::prune(&mut pass);
-        pass.finish(&mut out);
+        let waits = pass.waits_for_a_node();
+        let id = &service.id;
+        if pass.finish(&mut out) {
+            reconciled.changed.insert(id.clone());
+        }
+        if waits {
+            reconciled.waiting.insert(id.clone());
+        }
+        if let Some(wake) = ctx.take_wake() {
+            reconciled.wakes.insert(id.clone(), wake);
+        }
     }
-    Reconciled {
-        commands: out.into_commands(),
-        wake_at_ms: ctx.next_wake(),
-    }
+    reconciled.commands = out.into_commands();
+    reconciled.wake_at_ms = reconciled.wakes.values().min().copied();
+    reconciled
 }
 
 /// What the passes decided, gathered into few commands (each one Raft log entry).
@@ -203,7 +231,9 @@ mod tests {
             sim.nodes_act();
         }
         sim.down.clear();
-        for node in sim.state.nodes.values_mut() {
+        let ids: Vec<String> = sim.state.nodes.keys().cloned().collect();
+        for id in ids {
+            let node = sim.node_mut(&id);
             node.availability = Availability::Active;
             node.labels.insert("db".into(), "yes".into());
         }

@@ -335,8 +335,18 @@ impl<'a, 'x> ServicePass<'a, 'x> {
         }
     }
 
-    /// Turns the pass's decisions into output.
-    pub fn finish(self, out: &mut Output) {
+    /// Whether a task the service wants running waits for a node after this pass: other
+    /// services' changes (tasks stopping, freeing a node's reservations) may place it.
+    pub fn waits_for_a_node(&self) -> bool {
+        self.slots
+            .values()
+            .flat_map(|s| &s.tasks)
+            .any(|t| t.desired_state == TaskState::Running && t.status.state == TaskState::Pending)
+    }
+
+    /// Turns the pass's decisions into output; whether it decided anything.
+    pub fn finish(self, out: &mut Output) -> bool {
+        let before = (out.services.len(), out.tasks.len(), out.removed.len());
         if self.service != *self.original {
             out.services.push(self.service);
         }
@@ -350,6 +360,7 @@ impl<'a, 'x> ServicePass<'a, 'x> {
             }
         }
         out.removed.extend(self.removed);
+        (out.services.len(), out.tasks.len(), out.removed.len()) != before
     }
 }
 

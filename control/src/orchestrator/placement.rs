@@ -4,10 +4,13 @@
 //! that every placement in a pass sees the ones made before it: scaling 1 -> 5 on three nodes
 //! gives 2/2/1 in a single pass.
 
-use std::{cell::Cell, collections::HashMap};
+use std::{
+    cell::Cell,
+    collections::{BTreeSet, HashMap},
+};
 
 use crate::cluster::{
-    Availability, ClusterState, Constraint, NodeRecord, NodeResources, Resources, Task, TaskState,
+    Availability, ClusterState, Constraint, NodeRecord, NodeResources, NodeUsage, Resources, Task,
 };
 
 use super::constraints::satisfies;
@@ -19,8 +22,8 @@ pub(super) struct Ctx<'a> {
     pub now: u64,
     ready: HashMap<&'a str, bool>,
     /// The earliest time a decision this pass put off (a restart delay, an update's delay or
-    /// monitor period) may be taken: until then, and while nothing else changes, another pass
-    /// decides the same.
+    /// monitor period) may be taken, for the service being passed: until then, and while
+    /// nothing else changes, another pass decides the same for it.
     wake_at: Cell<Option<u64>>,
 }
 
@@ -56,9 +59,10 @@ impl<'a> Ctx<'a> {
         self.wake_at.set(Some(earliest));
     }
 
-    /// The earliest time noted by [`Ctx::reached`] and [`Ctx::wake_at`].
-    pub fn next_wake(&self) -> Option<u64> {
-        self.wake_at.get()
+    /// The earliest time noted by [`Ctx::reached`] and [`Ctx::wake_at`] since the last call:
+    /// the pass asks after each service.
+    pub fn take_wake(&self) -> Option<u64> {
+        self.wake_at.take()
     }
 
     pub fn node(&self, id: &str) -> Option<&'a NodeRecord> {
@@ -192,13 +196,9 @@ pub(super) struct Candidates<'a> {
     unsatisfied: usize,
 }
 
-/// Tasks that occupy a node: non-terminal, wanted Running, assigned (a global task Pending on
-/// its node is not there yet).
-pub(super) fn occupies(task: &Task) -> bool {
-    task.desired_state == TaskState::Running
-        && !task.status.state.is_terminal()
-        && task.status.state >= TaskState::Assigned
-        && !task.node_id.is_empty()
+/// One more (`add`) or one less.
+fn step(n: usize, add: bool) -> usize {
+    if add { n + 1 } else { n.saturating_sub(1) }
 }
 
 /// Task counts and reservations per node, of each service and of all services. Nodes are
@@ -216,7 +216,15 @@ pub(super) struct Placer {
 }
 
 impl Placer {
-    pub fn new(state: &ClusterState) -> Self {
+    /// The counts of `state`, each service's for the services `only` names (all without it):
+    /// a pass over some services compares per-service counts of those alone. The totals and
+    /// reservations are every service's, as the store keeps them per node.
+    pub fn new(state: &ClusterState, only: Option<&BTreeSet<String>>) -> Self {
+        let usage: Vec<NodeUsage> = state
+            .nodes
+            .keys()
+            .map(|id| state.tasks.usage_of(id))
+            .collect();
         let mut placer = Placer {
             index: state
                 .nodes
@@ -224,46 +232,70 @@ impl Placer {
                 .enumerate()
                 .map(|(i, id)| (id.clone(), i))
                 .collect(),
-            total: vec![0; state.nodes.len()],
+            total: usage.iter().map(|u| u.tasks).collect(),
             per_service: HashMap::new(),
             capacity: state.nodes.values().map(|n| n.resources).collect(),
-            reserved: vec![NodeResources::default(); state.nodes.len()],
+            reserved: usage
+                .iter()
+                .map(|u| NodeResources {
+                    nano_cpus: u.nano_cpus,
+                    memory_bytes: u.memory_bytes,
+                })
+                .collect(),
         };
-        for task in state.tasks.values() {
-            placer.count(task, true);
+        let services: Box<dyn Iterator<Item = &String>> = match only {
+            None => Box::new(state.services.keys()),
+            Some(ids) => Box::new(ids.iter()),
+        };
+        for id in services {
+            for task in state.tasks.of_service(id) {
+                placer.count_service(task, true);
+            }
         }
         placer
     }
 
     /// Adds (`add`) or removes a task from the counts, if it occupies a node of the store.
     pub fn count(&mut self, task: &Task, add: bool) {
-        if !occupies(task) {
-            return;
-        }
-        let Some(&node) = self.index.get(&task.node_id) else {
+        self.count_service(task, add);
+        self.count_node(task, add);
+    }
+
+    /// The node at `task`'s index, if it occupies one of the store.
+    fn occupied(&self, task: &Task) -> Option<usize> {
+        task.occupies_node()
+            .then(|| self.index.get(&task.node_id).copied())
+            .flatten()
+    }
+
+    /// The task's service's count on its node.
+    fn count_service(&mut self, task: &Task, add: bool) {
+        let Some(node) = self.occupied(task) else {
             return;
         };
         let nodes = self.total.len();
-        if !self.per_service.contains_key(&task.service_id) {
-            self.per_service
-                .insert(task.service_id.clone(), vec![0; nodes]);
-        }
-        let step = |n: &mut usize| *n = if add { *n + 1 } else { n.saturating_sub(1) };
-        if let Some(mine) = self
+        let mine = self
             .per_service
-            .get_mut(&task.service_id)
-            .and_then(|v| v.get_mut(node))
-        {
-            step(mine);
+            .entry(task.service_id.clone())
+            .or_insert_with(|| vec![0; nodes]);
+        if let Some(mine) = mine.get_mut(node) {
+            *mine = step(*mine, add);
         }
+    }
+
+    /// The node's count of all tasks, and what they reserve.
+    fn count_node(&mut self, task: &Task, add: bool) {
+        let Some(node) = self.occupied(task) else {
+            return;
+        };
         if let Some(all) = self.total.get_mut(node) {
-            step(all);
+            *all = step(*all, add);
         }
         let wants = &task.spec.resources;
         if let Some(reserved) = self.reserved.get_mut(node) {
-            let step = |n: u64, by: u64| if add { n + by } else { n.saturating_sub(by) };
-            reserved.nano_cpus = step(reserved.nano_cpus, wants.reserve_nano_cpus);
-            reserved.memory_bytes = step(reserved.memory_bytes, wants.reserve_memory_bytes);
+            let moved = |n: u64, by: u64| if add { n + by } else { n.saturating_sub(by) };
+            reserved.nano_cpus = moved(reserved.nano_cpus, wants.reserve_nano_cpus);
+            reserved.memory_bytes = moved(reserved.memory_bytes, wants.reserve_memory_bytes);
         }
     }
 

@@ -408,7 +408,7 @@ mod tests {
             .unwrap()
             .id
             .clone();
-        sim.state.nodes.remove("n2");
+        sim.remove_node("n2");
         sim.settle();
         let old = &sim.state.tasks[&on_n2];
         assert_eq!(

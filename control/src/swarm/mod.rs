@@ -59,7 +59,7 @@ use std::{
 pub use self::{
     error::Error,
     grpc::ClusterService,
-    leader::{MeshCache, Passes, answer_beat},
+    leader::{MeshCache, answer_beat},
     lifecycle::{BadAddress, parse_addr},
     node::log_stamps,
     node::runner::{NoTasks, RunnerError, TaskReports, TaskRunner},

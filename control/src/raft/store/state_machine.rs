@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use super::{
     APPLIED, Codec, DbError, SM, SNAPSHOT, StorageError, event_log::EventLog, get, put, write,
 };
-use crate::cluster::{ClusterState, Command, CommandResponse, events, mesh::RoutingMesh};
+use crate::cluster::{
+    ClusterState, Command, CommandResponse, events, mesh::RoutingMesh, touched::Touched,
+};
 use crate::format;
 use crate::raft::TypeConfig;
 
@@ -39,6 +41,9 @@ pub struct StateReader {
     /// Counts the applied commands that may have changed the routing mesh
     /// ([`RoutingMesh::may_change_with`]) and the snapshots installed.
     mesh_generation: Arc<AtomicU64>,
+    /// The services the commands applied may have changed for the orchestrator, since it last
+    /// took them ([`StateReader::read_touched`]); written under the state's write lock.
+    touched: Arc<Mutex<Touched>>,
 }
 
 /// How far the state in memory has moved; both counters are written under the state's write
@@ -76,6 +81,20 @@ impl StateReader {
         f(&state, generations)
     }
 
+    /// [`StateReader::read_versioned`], with the services changed since the last call (the
+    /// leader's orchestrator is the one caller), taken under the read lock: exactly those of
+    /// the state `f` reads.
+    pub fn read_touched<T>(&self, f: impl FnOnce(&ClusterState, Generations, Touched) -> T) -> T {
+        self.read_versioned(|state, generations| {
+            let touched = self
+                .touched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            f(state, generations, touched)
+        })
+    }
+
     /// The swarm events applied here.
     pub fn events(&self) -> &EventLog {
         &self.events
@@ -85,8 +104,23 @@ impl StateReader {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Under the write lock, before `command` applies to `state`: notes the services it may
+    /// change (whether it is then accepted or not: a refused one costs a pass at most).
+    fn note(&self, command: &Command, state: &ClusterState) {
+        self.touched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .note(command, state);
+    }
+
     /// Under the write lock: the state changed by `command` (`None`: replaced whole).
     fn changed(&self, command: Option<&Command>) {
+        if command.is_none() {
+            self.touched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .note_all();
+        }
         self.generation.fetch_add(1, Ordering::Relaxed);
         if command.is_none_or(RoutingMesh::may_change_with) {
             self.mesh_generation.fetch_add(1, Ordering::Relaxed);
@@ -186,6 +220,7 @@ impl StateMachineStore {
                 events: Arc::default(),
                 generation: Arc::default(),
                 mesh_generation: Arc::default(),
+                touched: Arc::default(),
             },
             last_applied: image.last_applied,
             membership: image.membership,
@@ -278,6 +313,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Blank => CommandResponse::Ok,
                     EntryPayload::Normal(command) => {
                         let events = events::of(&command, &state);
+                        self.state.note(&command, &state);
                         let response = state.apply(&command);
                         if response == CommandResponse::Ok {
                             applied.extend(events);

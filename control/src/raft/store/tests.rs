@@ -515,4 +515,14 @@ async fn applied_changes_move_the_generations_readers_follow() {
     commit_and_apply(&mut log, &mut sm, more_nodes(4, 4)).await;
     let joined = generations();
     assert_eq!((joined.state, joined.mesh), (3, 2), "a node joined");
+
+    // What the orchestrator passes over next: a node joined, so every service; once taken,
+    // nothing until the next change.
+    let touched = reader.read_touched(|_, g, touched| {
+        assert_eq!(g, joined);
+        touched
+    });
+    assert!(touched.all, "{touched:?}");
+    let again = reader.read_touched(|_, _, touched| touched);
+    assert_eq!(again, crate::cluster::touched::Touched::default());
 }

@@ -34,11 +34,11 @@ use std::{sync::Arc, time::Duration};
 use tonic::transport::Channel;
 
 pub(super) use self::ca::{CertReports, check_cert_expiry};
-pub use self::{dispatch::answer_beat, mesh_cache::MeshCache, orchestrate::Passes};
+pub use self::{dispatch::answer_beat, mesh_cache::MeshCache};
 use super::{Active, ManagerRole, Swarm, error::Error};
 use crate::{
     api::cluster_client::ClusterClient,
-    cluster::{ClusterState, Command, CommandResponse},
+    cluster::{ClusterState, Command, CommandResponse, touched::Touched},
     raft::store::Generations,
 };
 
@@ -92,9 +92,13 @@ impl Leader {
         self.manager.state_machine.read(f)
     }
 
-    /// [`Leader::read`], with the state's [`Generations`].
-    pub(super) fn read_versioned<T>(&self, f: impl FnOnce(&ClusterState, Generations) -> T) -> T {
-        self.manager.state_machine.read_versioned(f)
+    /// [`Leader::read`], with the state's [`Generations`] and the services changed since the
+    /// last call (for the orchestrator, the one caller).
+    pub(super) fn read_touched<T>(
+        &self,
+        f: impl FnOnce(&ClusterState, Generations, Touched) -> T,
+    ) -> T {
+        self.manager.state_machine.read_touched(f)
     }
 
     fn node_id(&self) -> &str {
