@@ -12,8 +12,9 @@
 //! (the mesh built, encoded and digested), the first beats of all 100 nodes after a change,
 //! the orchestrator's pass on the steady swarm (what the leader's tick ran every 250 ms), the
 //! tick now when nothing was written since (no pass), and after one task report (a pass over
-//! that task's service), and one task report applied by the store (its median and its mean,
-//! which carries the whole-state image the store saves now and then). The ratio column is 10,000 / 100
+//! that task's service), one task report applied by the store (its median and its mean,
+//! which carries the whole-state image the store saves now and then), and the longest a
+//! reader waited for the read lock during those writes. The ratio column is 10,000 / 100
 //! services: 1.0 is a cost that does not grow with the swarm.
 
 use std::{
@@ -244,12 +245,37 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
             })
             .collect()
     });
-    let mut writes = Vec::with_capacity(reports.len());
-    for report in reports {
-        let started = Instant::now();
-        swarm.apply(vec![report])?;
-        writes.push(started.elapsed());
-    }
+    // Meanwhile a reader (a beat, the orchestrator) takes the read lock again and again: the
+    // longest it waited is what a write made readers wait (the image's saves included).
+    let writing = std::sync::atomic::AtomicBool::new(true);
+    let reader = swarm.store.reader();
+    let (writes, longest_read_wait) = std::thread::scope(|scope| {
+        let waits = scope.spawn(|| {
+            let mut longest = Duration::ZERO;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let asked = Instant::now();
+                reader.read(|_| ());
+                longest = longest.max(asked.elapsed());
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            longest
+        });
+        let mut writes = Vec::with_capacity(reports.len());
+        for report in reports {
+            let started = Instant::now();
+            if let Err(e) = swarm.apply(vec![report]) {
+                writing.store(false, std::sync::atomic::Ordering::Relaxed);
+                return Err(e);
+            }
+            writes.push(started.elapsed());
+        }
+        writing.store(false, std::sync::atomic::Ordering::Relaxed);
+        let longest = waits
+            .join()
+            .map_err(|_| anyhow::anyhow!("the reader panicked"))?;
+        Ok((writes, longest))
+    })?;
+    let mut writes = writes;
     let mean = writes.iter().sum::<Duration>() / writes.len() as u32;
     writes.sort();
 
@@ -278,6 +304,10 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
             writes[writes.len() / 2],
         ),
         ("task report applied by the store, mean", mean),
+        (
+            "longest read-lock wait of a reader during those writes",
+            longest_read_wait,
+        ),
     ])
 }
 

@@ -305,7 +305,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut responses = Vec::new();
         let mut applied = Vec::new();
-        let image = {
+        let image_due = {
             let mut state = self.state.write();
             for entry in entries {
                 self.last_applied = Some(entry.log_id);
@@ -328,11 +328,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 });
             }
             // The image only every IMAGE_EVERY entries: it is the whole state.
-            self.image_due().then(|| self.encode(&state))
+            self.image_due()
         };
         // Published once the batch is in memory, as readers see it.
         self.state.events().record(applied);
-        // Written after the lock is released: readers need not wait for the disk.
+        // Encoded under the read lock, which readers share (beats, the orchestrator): under
+        // the write lock they waited for it, tens of milliseconds at 10,000 services. Nothing
+        // changes the state meanwhile: this is its only writer.
+        let image = image_due.then(|| self.state.read(|state| self.encode(state)));
+        // Written after the read lock is released too: readers need not wait for the disk.
         if let Some(image) = image {
             image
                 .and_then(|encoded| {
