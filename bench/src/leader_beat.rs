@@ -14,7 +14,8 @@
 //! tick now when nothing was written since (no pass), and after one task report (a pass over
 //! that task's service), one task report applied by the store (its median and its mean,
 //! which carries the whole-state image the store saves now and then), and the longest a
-//! reader waited for the read lock during those writes. The ratio column is 10,000 / 100
+//! reader waited for the read lock during those writes, and a service created (its VIP and
+//! published port allocated by the store). The ratio column is 10,000 / 100
 //! services: 1.0 is a cost that does not grow with the swarm.
 
 use std::{
@@ -279,6 +280,16 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
     let mean = writes.iter().sum::<Duration>() / writes.len() as u32;
     writes.sort();
 
+    // A service created: the store checks its name and allocates its published port and VIP.
+    let mut created = 0;
+    let create_service = median(ROUNDS, || {
+        created += 1;
+        let command = create(&format!("new{created:03}"), true);
+        let started = Instant::now();
+        swarm.apply(vec![command])?;
+        Ok(started.elapsed())
+    })?;
+
     Ok(vec![
         (
             "state copied (each Leader::state(), 3 per beat before)",
@@ -308,7 +319,28 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
             "longest read-lock wait of a reader during those writes",
             longest_read_wait,
         ),
+        (
+            "service created by the store (VIP and published port allocated)",
+            create_service,
+        ),
     ])
+}
+
+/// `service create` of `name` with two replicas and a VIP on `app`; `publish`: port 80
+/// published on the routing mesh too (a port the allocator picks).
+fn create(name: &str, publish: bool) -> Command {
+    let mut spec = spec(name, 2);
+    spec.networks = vec!["app".to_string()];
+    if publish {
+        spec.ports = vec![PortConfig {
+            protocol: PortProtocol::Tcp,
+            target: 80,
+            published: 0,
+            mode: PublishMode::Ingress,
+            source: Default::default(),
+        }];
+    }
+    Command::CreateService(new_service(name, spec))
 }
 
 /// A swarm in a manager's state-machine store, written through its `apply`.
@@ -386,20 +418,7 @@ impl Swarm {
             Command::CreateNetwork(network("app", 1, false)?),
         ])?;
         let creates = (0..services)
-            .map(|i| {
-                let mut spec = spec(&format!("svc{i:05}"), 2);
-                spec.networks = vec!["app".to_string()];
-                if i % 4 == 0 {
-                    spec.ports = vec![PortConfig {
-                        protocol: PortProtocol::Tcp,
-                        target: 80,
-                        published: 0,
-                        mode: PublishMode::Ingress,
-                        source: Default::default(),
-                    }];
-                }
-                Command::CreateService(new_service(&format!("svc{i:05}"), spec))
-            })
+            .map(|i| create(&format!("svc{i:05}"), i % 4 == 0))
             .collect();
         self.apply_batched(creates)?;
         let mut next_id = 0u64;

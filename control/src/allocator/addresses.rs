@@ -25,23 +25,11 @@ use crate::cluster::{
 /// when those run out are addresses of finished tasks reused. Allocations made earlier in the
 /// same batch count as held.
 pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, AllocError)> {
-    let mut held: HashMap<&str, HashSet<Ipv4Addr>> = HashMap::new();
-    let mut live: HashMap<&str, HashSet<Ipv4Addr>> = HashMap::new();
-    for task in state.tasks.values() {
-        for a in &task.networks {
-            held.entry(a.network.id.as_str())
-                .or_default()
-                .insert(a.addr.addr());
-            if !task.status.state.is_terminal() {
-                live.entry(a.network.id.as_str())
-                    .or_default()
-                    .insert(a.addr.addr());
-            }
-        }
-    }
+    // The tasks' addresses are indexed by the store (`Tasks::address_use`); the VIPs and the
+    // nodes' ingress addresses are gathered here.
+    let mut reserved: HashMap<&str, HashSet<Ipv4Addr>> = HashMap::new();
     for (network_id, vip) in service_vips(state).chain(node_ingress_addrs(state)) {
-        held.entry(network_id).or_default().insert(vip);
-        live.entry(network_id).or_default().insert(vip);
+        reserved.entry(network_id).or_default().insert(vip);
     }
     let mut batch: HashMap<String, HashSet<Ipv4Addr>> = HashMap::new();
     let mut failed = Vec::new();
@@ -56,9 +44,11 @@ pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, A
                 failed.push((task.id.clone(), AllocError::NetworkGone(id.clone())));
                 break;
             };
+            let held = state.tasks.addresses_on(id);
             let taken = |ip: &Ipv4Addr, strict: bool| {
-                let sets = if strict { &held } else { &live };
-                sets.get(id.as_str()).is_some_and(|s| s.contains(ip))
+                let used = held(*ip);
+                (if strict { used.tasks } else { used.live }) > 0
+                    || reserved.get(id.as_str()).is_some_and(|s| s.contains(ip))
                     || batch.get(id).is_some_and(|s| s.contains(ip))
             };
             let free = |strict: bool| {
@@ -155,18 +145,12 @@ pub fn assign_ingress_addrs(state: &mut ClusterState) {
                 .filter(|(n, _)| *n == ingress.id)
                 .map(|(_, ip)| ip),
         );
-        taken.extend(
-            state
-                .tasks
-                .values()
-                .flat_map(|t| &t.networks)
-                .filter(|a| a.network.id == ingress.id)
-                .map(|a| a.addr.addr()),
-        );
+        let used = state.tasks.addresses_on(&ingress.id);
+        let held = |ip: &Ipv4Addr| used(*ip).tasks > 0;
         if let Some(ip) = ingress
             .subnet
             .hosts()
-            .find(|ip| *ip != ingress.gateway && !taken.contains(ip))
+            .find(|ip| *ip != ingress.gateway && !taken.contains(ip) && !held(ip))
         {
             state.ingress_addrs.insert(id, ip);
         }
@@ -197,23 +181,17 @@ pub fn assign_vips(state: &ClusterState, service: &mut Service) -> Result<(), Al
             .map(|(_, ip)| ip)
             .collect();
         taken.extend(
-            state
-                .tasks
-                .values()
-                .flat_map(|t| &t.networks)
-                .filter(|a| a.network.id == *id)
-                .map(|a| a.addr.addr()),
-        );
-        taken.extend(
             node_ingress_addrs(state)
                 .filter(|(n, _)| *n == id.as_str())
                 .map(|(_, ip)| ip),
         );
+        let used = state.tasks.addresses_on(id);
+        let held = |ip: &Ipv4Addr| used(*ip).tasks > 0;
         let ip = network
             .subnet
             .hosts()
             .rev()
-            .find(|ip| *ip != network.gateway && !taken.contains(ip))
+            .find(|ip| *ip != network.gateway && !taken.contains(ip) && !held(ip))
             .ok_or_else(|| AllocError::AddressesExhausted {
                 network: network.name.clone(),
                 subnet: network.subnet,

@@ -12,6 +12,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
+    net::Ipv4Addr,
     ops::Deref,
 };
 
@@ -29,6 +30,16 @@ pub struct Tasks {
     by_service: Index,
     /// What the tasks that occupy each node ([`Task::occupies_node`]) hold of it.
     usage: HashMap<String, NodeUsage>,
+    /// The addresses the tasks hold on each network (a stopped task keeps its addresses while
+    /// it is stored): network ID -> address -> by how many tasks, how many of them live.
+    addresses: HashMap<String, HashMap<Ipv4Addr, AddressUse>>,
+}
+
+/// Who holds an address on a network: stored tasks, and of those the live ones (not stopped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AddressUse {
+    pub tasks: usize,
+    pub live: usize,
 }
 
 /// What the tasks that occupy a node hold of it: how many, and what they reserve.
@@ -136,6 +147,22 @@ impl Tasks {
         self.usage.get(node_id).copied().unwrap_or_default()
     }
 
+    /// Which stored tasks hold `ip` on `network_id`.
+    pub fn address_use(&self, network_id: &str, ip: Ipv4Addr) -> AddressUse {
+        self.addresses_on(network_id)(ip)
+    }
+
+    /// [`Tasks::address_use`] on `network_id`, the network looked up once: for a scan of its
+    /// addresses.
+    pub fn addresses_on(&self, network_id: &str) -> impl Fn(Ipv4Addr) -> AddressUse + '_ {
+        let held = self.addresses.get(network_id);
+        move |ip| {
+            held.and_then(|held| held.get(&ip))
+                .copied()
+                .unwrap_or_default()
+        }
+    }
+
     fn indexed<'a>(&'a self, index: &'a Index, key: &str) -> impl Iterator<Item = &'a Task> + 'a {
         index
             .get(key)
@@ -150,6 +177,33 @@ impl Tasks {
         let after = after.unwrap_or_default();
         move_in(&mut self.by_node, id, before.node, after.node);
         move_in(&mut self.by_service, id, before.service, after.service);
+        if before.addresses != after.addresses {
+            for (network, ip, live) in before.addresses {
+                let Some(held) = self.addresses.get_mut(&network) else {
+                    continue;
+                };
+                if let Some(used) = held.get_mut(&ip) {
+                    used.tasks = used.tasks.saturating_sub(1);
+                    used.live = used.live.saturating_sub(usize::from(live));
+                    if used.tasks == 0 {
+                        held.remove(&ip);
+                    }
+                }
+                if held.is_empty() {
+                    self.addresses.remove(&network);
+                }
+            }
+            for (network, ip, live) in after.addresses {
+                let used = self
+                    .addresses
+                    .entry(network)
+                    .or_default()
+                    .entry(ip)
+                    .or_default();
+                used.tasks += 1;
+                used.live += usize::from(live);
+            }
+        }
         if before.usage != after.usage {
             if let Some((node, usage)) = before.usage
                 && let Some(held) = self.usage.get_mut(&node)
@@ -166,13 +220,14 @@ impl Tasks {
     }
 }
 
-/// Where a task is indexed: its node (none while it has none), its service, and what it holds
-/// of its node if it occupies it.
+/// Where a task is indexed: its node (none while it has none), its service, what it holds of
+/// its node if it occupies it, and its addresses (network, address, whether it is live).
 #[derive(Default, PartialEq, Eq)]
 struct Keys {
     node: Option<String>,
     service: Option<String>,
     usage: Option<(String, NodeUsage)>,
+    addresses: Vec<(String, Ipv4Addr, bool)>,
 }
 
 impl Keys {
@@ -184,6 +239,14 @@ impl Keys {
             usage: task
                 .occupies_node()
                 .then(|| (task.node_id.clone(), NodeUsage::of(task))),
+            addresses: task
+                .networks
+                .iter()
+                .map(|a| {
+                    let live = !task.status.state.is_terminal();
+                    (a.network.id.clone(), a.addr.addr(), live)
+                })
+                .collect(),
         }
     }
 }
@@ -261,8 +324,10 @@ impl<'de> Deserialize<'de> for Tasks {
 mod tests {
     use std::collections::BTreeMap;
 
-    use super::{NodeUsage, Tasks};
-    use crate::cluster::{Task, TaskState};
+    use std::{collections::HashMap, net::Ipv4Addr};
+
+    use super::{AddressUse, NodeUsage, Tasks};
+    use crate::cluster::{NetworkAttachment, Task, TaskState, network::Network};
     use crate::orchestrator::fixture::{replicated, status};
 
     fn task(id: &str, node: &str) -> Task {
@@ -280,6 +345,28 @@ mod tests {
             desired_state: TaskState::Running,
             status: status(TaskState::Assigned, 0),
             created_at_ms: 0,
+        }
+    }
+
+    /// An attachment to network `net` with address 10.0.0.`last`.
+    fn attachment(net: u64, last: u64) -> NetworkAttachment {
+        NetworkAttachment {
+            network: Network {
+                id: format!("net{net}"),
+                name: format!("net{net}"),
+                driver: "overlay".into(),
+                subnet: "10.0.0.0/24".parse().unwrap(),
+                gateway: Ipv4Addr::new(10, 0, 0, 1),
+                vni: 4097,
+                attachable: false,
+                internal: false,
+                ingress: false,
+                created_at_ms: 0,
+                labels: Default::default(),
+                options: Default::default(),
+            },
+            addr: format!("10.0.0.{last}/24").parse().unwrap(),
+            vip: None,
         }
     }
 
@@ -323,6 +410,21 @@ mod tests {
         assert_eq!(tasks.by_node.len(), nodes.len(), "{:?}", tasks.by_node);
         assert_eq!(tasks.by_service.len(), services.len());
         assert_eq!(tasks.usage.len(), usage.len(), "{:?}", tasks.usage);
+        let mut addresses: BTreeMap<(String, Ipv4Addr), AddressUse> = BTreeMap::new();
+        for task in tasks.values() {
+            for a in &task.networks {
+                let used = addresses
+                    .entry((a.network.id.clone(), a.addr.addr()))
+                    .or_default();
+                used.tasks += 1;
+                used.live += usize::from(!task.status.state.is_terminal());
+            }
+        }
+        for ((network, ip), used) in &addresses {
+            assert_eq!(tasks.address_use(network, *ip), *used, "{network} {ip}");
+        }
+        let indexed: usize = tasks.addresses.values().map(HashMap::len).sum();
+        assert_eq!(indexed, addresses.len(), "{:?}", tasks.addresses);
     }
 
     #[test]
@@ -348,6 +450,9 @@ mod tests {
                     let states = [TaskState::Pending, TaskState::Running, TaskState::Failed];
                     let state = states[random(3) as usize];
                     let desired = states[random(2) as usize + 1];
+                    let networks: Vec<NetworkAttachment> = (0..random(3))
+                        .map(|_| attachment(random(2), random(6)))
+                        .collect();
                     tasks.update(&id, |t| {
                         t.node_id = node.to_string();
                         if random(3) == 0 {
@@ -355,6 +460,9 @@ mod tests {
                         }
                         t.status.state = state;
                         t.desired_state = desired;
+                        if !networks.is_empty() {
+                            t.networks = networks;
+                        }
                     });
                 }
                 4 if random(4) == 0 => {
