@@ -25,7 +25,7 @@ use crate::cluster::{
 /// when those run out are addresses of finished tasks reused. Allocations made earlier in the
 /// same batch count as held.
 pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, AllocError)> {
-    // The tasks' addresses are indexed by the store (`Tasks::address_use`); the VIPs and the
+    // The tasks' addresses are indexed by the store (`Tasks::addresses_on`); the VIPs and the
     // nodes' ingress addresses are gathered here.
     let mut reserved: HashMap<&str, HashSet<Ipv4Addr>> = HashMap::new();
     for (network_id, vip) in service_vips(state).chain(node_ingress_addrs(state)) {

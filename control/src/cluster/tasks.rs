@@ -147,13 +147,8 @@ impl Tasks {
         self.usage.get(node_id).copied().unwrap_or_default()
     }
 
-    /// Which stored tasks hold `ip` on `network_id`.
-    pub fn address_use(&self, network_id: &str, ip: Ipv4Addr) -> AddressUse {
-        self.addresses_on(network_id)(ip)
-    }
-
-    /// [`Tasks::address_use`] on `network_id`, the network looked up once: for a scan of its
-    /// addresses.
+    /// Which stored tasks hold an address on `network_id` (the network looked up once, for a
+    /// scan of its addresses).
     pub fn addresses_on(&self, network_id: &str) -> impl Fn(Ipv4Addr) -> AddressUse + '_ {
         let held = self.addresses.get(network_id);
         move |ip| {
@@ -421,7 +416,7 @@ mod tests {
             }
         }
         for ((network, ip), used) in &addresses {
-            assert_eq!(tasks.address_use(network, *ip), *used, "{network} {ip}");
+            assert_eq!(tasks.addresses_on(network)(*ip), *used, "{network} {ip}");
         }
         let indexed: usize = tasks.addresses.values().map(HashMap::len).sum();
         assert_eq!(indexed, addresses.len(), "{:?}", tasks.addresses);

@@ -227,7 +227,7 @@ impl Sim {
 
     /// The time a pass now names to look again ([`super::Reconciled::wake_at_ms`]).
     pub fn wake(&self) -> Option<u64> {
-        self.pass_at(self.now).0.wake_at_ms
+        self.pass_at(self.now).0.wake_at_ms()
     }
 
     /// The leader skips passes while the state and readiness stay the same and the time the
@@ -237,7 +237,7 @@ impl Sim {
     pub fn check_wake(&self) {
         let (idle, _) = self.pass_at(self.now);
         assert!(idle.commands.is_empty(), "not idle: {idle:#?}");
-        let later = match idle.wake_at_ms {
+        let later = match idle.wake_at_ms() {
             Some(wake) => {
                 assert!(wake > self.now, "wake at {wake}, now {}", self.now);
                 vec![self.now + (wake - self.now) / 2, wake - 1]
@@ -250,7 +250,7 @@ impl Sim {
                 then.commands.is_empty(),
                 "a pass at {at} (now {}, wake {:?}) has work the skip would lose: {:#?}",
                 self.now,
-                idle.wake_at_ms,
+                idle.wake_at_ms(),
                 then.commands
             );
         }

@@ -59,12 +59,8 @@ pub struct Reconciled {
     /// The commands (`UpdateService`, `PutTasks`, `RemoveTasks`, in that order) that move the
     /// state toward the services' desired state.
     pub commands: Vec<Command>,
-    /// The earliest time (ms) a decision the pass put off until then may be taken (a restart
-    /// delay, attempts leaving the restart window, an update's delay or monitor period).
-    /// While the state and node readiness stay as they were, a pass before that time decides
-    /// exactly this again (nothing, when `commands` is empty); `None`: no such time.
-    pub wake_at_ms: Option<u64>,
-    /// The same, per service passed.
+    /// Per service passed, the earliest time (ms) a decision its pass put off until then may
+    /// be taken (see [`Reconciled::wake_at_ms`]).
     pub wakes: BTreeMap<String, u64>,
     /// The services passed that decided something.
     pub changed: BTreeSet<String>,
@@ -118,8 +114,17 @@ pub fn reconcile_services(
         }
     }
     reconciled.commands = out.into_commands();
-    reconciled.wake_at_ms = reconciled.wakes.values().min().copied();
     reconciled
+}
+
+impl Reconciled {
+    /// The earliest time (ms) a decision the pass put off until then may be taken (a restart
+    /// delay, attempts leaving the restart window, an update's delay or monitor period).
+    /// While the state and node readiness stay as they were, a pass before that time decides
+    /// exactly this again (nothing, when `commands` is empty); `None`: no such time.
+    pub fn wake_at_ms(&self) -> Option<u64> {
+        self.wakes.values().min().copied()
+    }
 }
 
 /// What the passes decided, gathered into few commands (each one Raft log entry).
