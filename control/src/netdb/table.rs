@@ -43,6 +43,15 @@ const PARKED_MAX: usize = 1024;
 /// hidden, in production (`NetDbConfig::down_drain`).
 pub const DOWN_DRAIN: Duration = Duration::from_secs(15);
 
+/// How the entries of an owner SWIM declared down are shown.
+#[derive(Clone, Copy, Debug)]
+enum Down {
+    /// Draining (out of DNS and every round robin, kept otherwise) since it was declared down.
+    Draining { since: Instant },
+    /// Not at all.
+    Hidden,
+}
+
 struct Entry {
     rec: Record,
     /// When the tombstone was created locally; reaped `tombstone_ttl` later.
@@ -58,9 +67,9 @@ pub(crate) struct Table {
     /// Versions (no payload) of records of networks we are not attached to: enough to relay
     /// each change once instead of bouncing it between non-members forever.
     foreign: HashMap<(String, String), (u64, String)>,
-    /// Owners SWIM declared down, and since when while their entries are shown draining
-    /// (`None`: hidden): their entries are kept until they come back.
-    down: HashMap<String, Option<Instant>>,
+    /// Owners SWIM declared down, and how their entries are shown: they are kept until the
+    /// owner comes back.
+    down: HashMap<String, Down>,
     /// Owners with entries that SWIM has not shown alive here, and since when.
     strangers: HashMap<String, Instant>,
     /// Records this node must (re)broadcast: local changes and owner re-assertions.
@@ -233,11 +242,11 @@ impl Table {
         }
         match self.down.get(&rec.owner) {
             None => Some(rec.endpoint.clone()),
-            Some(Some(_)) => Some(Endpoint {
+            Some(Down::Draining { .. }) => Some(Endpoint {
                 draining: true,
                 ..rec.endpoint.clone()
             }),
-            Some(None) => None,
+            Some(Down::Hidden) => None,
         }
     }
 
@@ -251,7 +260,7 @@ impl Table {
     }
 
     /// Sets how `owner`'s entries are shown (`None`: as they are) and emits what changed.
-    fn show_owner_as(&mut self, owner: &str, down: Option<Option<Instant>>) {
+    fn show_owner_as(&mut self, owner: &str, down: Option<Down>) {
         let before = self.shown_of(owner);
         match down {
             Some(down) => self.down.insert(owner.to_string(), down),
@@ -482,7 +491,7 @@ impl Table {
         if node == self.node_id || self.down.contains_key(node) {
             return;
         }
-        self.show_owner_as(node, Some(Some(now)));
+        self.show_owner_as(node, Some(Down::Draining { since: now }));
     }
 
     /// Hides the entries of the nodes down for `drain` or longer at `now`.
@@ -490,11 +499,13 @@ impl Table {
         let over: Vec<String> = self
             .down
             .iter()
-            .filter(|(_, since)| since.is_some_and(|t| now.duration_since(t) >= drain))
+            .filter(|(_, down)| {
+                matches!(down, Down::Draining { since } if now.duration_since(*since) >= drain)
+            })
             .map(|(owner, _)| owner.clone())
             .collect();
         for owner in over {
-            self.show_owner_as(&owner, Some(None));
+            self.show_owner_as(&owner, Some(Down::Hidden));
         }
     }
 
@@ -526,7 +537,7 @@ impl Table {
             if now.duration_since(since) >= grace {
                 // Never seen alive: nothing of it is served here to drain.
                 tracing::debug!(%owner, "netdb: withdrawing entries of a node never seen alive");
-                self.show_owner_as(&owner, Some(None));
+                self.show_owner_as(&owner, Some(Down::Hidden));
             }
         }
     }
