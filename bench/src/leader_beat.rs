@@ -15,7 +15,8 @@
 //! that task's service), one task report applied by the store (its median and its mean,
 //! which carries the whole-state image the store saves now and then), and the longest a
 //! reader waited for the read lock during those writes, and a service created (its VIP and
-//! published port allocated by the store). The ratio column is 10,000 / 100
+//! published port allocated by the store), and the orchestrator's tick that follows (its
+//! tasks placed and addressed). The ratio column is 10,000 / 100
 //! services: 1.0 is a cost that does not grow with the swarm.
 
 use std::{
@@ -29,6 +30,7 @@ use anyhow::{Context as _, bail};
 use futures::executor::block_on;
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, storage::RaftStateMachine};
 use shoal_control::{
+    allocator::address_tasks,
     api::HeartbeatRequest,
     cluster::{
         ClusterInfo, ClusterState, Command, CommandResponse, PortConfig, PortProtocol, PublishMode,
@@ -170,7 +172,7 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
     // touched, none when nothing moved.
     let mut passes = Passes::default();
     let reader = swarm.store.reader();
-    let tick = |passes: &mut Passes| {
+    let tick = |passes: &mut Passes, new_id: &mut dyn FnMut() -> String| {
         reader.read_touched(|state, generations, touched| {
             // The leader asks each node's liveness; here every node is up.
             let down: BTreeSet<&str> = state
@@ -179,23 +181,17 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
                 .map(String::as_str)
                 .filter(|_| false)
                 .collect();
-            let mut new_id = || unreachable!("the swarm is steady: no task to create");
-            passes.tick(
-                state,
-                generations.state,
-                touched,
-                &down,
-                1_000_000,
-                &mut new_id,
-            )
+            let commands = passes.tick(state, generations.state, touched, &down, 1_000_000, new_id);
+            addressed(state, commands)
         })
     };
-    if !tick(&mut passes).is_empty() {
+    let mut no_new_task = || unreachable!("the swarm is steady: no task to create");
+    if !tick(&mut passes, &mut no_new_task)?.is_empty() {
         bail!("the swarm is not steady");
     }
     let idle_tick = median(ROUNDS * 10, || {
         let started = Instant::now();
-        let commands = tick(&mut passes);
+        let commands = tick(&mut passes, &mut no_new_task)?;
         let took = started.elapsed();
         if !commands.is_empty() {
             bail!("an idle tick had {} commands", commands.len());
@@ -220,7 +216,7 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
         let reports = vec![(id, status)];
         swarm.apply(vec![Command::ReportTasks { node_id, reports }])?;
         let started = Instant::now();
-        let commands = tick(&mut passes);
+        let commands = tick(&mut passes, &mut no_new_task)?;
         let took = started.elapsed();
         if !commands.is_empty() || passes.passed() != 1 {
             bail!(
@@ -290,6 +286,52 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
         Ok(started.elapsed())
     })?;
 
+    // Those services' tasks placed and Running (not timed); then each new service's first
+    // tick: its two tasks placed and given addresses on `app` and `ingress`.
+    let mut next_task = 0u64;
+    let mut new_task = || {
+        next_task += 1;
+        format!("placed{next_task:06}")
+    };
+    // Applies a tick's commands, the nodes' reports that the tasks run, and ticks until a
+    // tick decides nothing: the next tick passes over what is written after this alone.
+    let settle = |swarm: &mut Swarm,
+                  passes: &mut Passes,
+                  new_task: &mut dyn FnMut() -> String,
+                  mut commands: Vec<Command>| {
+        for _ in 0..5 {
+            if commands.is_empty() {
+                return Ok(());
+            }
+            swarm.apply(commands)?;
+            let reports = swarm.read(running_reports);
+            swarm.apply(reports)?;
+            commands = tick(passes, new_task)?;
+        }
+        bail!("the orchestrator did not settle in 5 ticks")
+    };
+    let placements = tick(&mut passes, &mut new_task)?;
+    settle(swarm, &mut passes, &mut new_task, placements)?;
+    let tick_after_create = median(ROUNDS, || {
+        created += 1;
+        swarm.apply(vec![create(&format!("new{created:03}"), true)])?;
+        let started = Instant::now();
+        let commands = tick(&mut passes, &mut new_task)?;
+        let took = started.elapsed();
+        let addressed = placed_tasks(&commands)
+            .filter(|t| t.networks.len() == 2 && !t.node_id.is_empty())
+            .count();
+        if addressed != 2 || passes.passed() != 1 {
+            bail!(
+                "a new service's tick passed over {} services and placed {addressed} tasks \
+                 with both addresses, expected 1 and 2",
+                passes.passed()
+            );
+        }
+        settle(swarm, &mut passes, &mut new_task, commands)?;
+        Ok(took)
+    })?;
+
     Ok(vec![
         (
             "state copied (each Leader::state(), 3 per beat before)",
@@ -323,7 +365,32 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
             "service created by the store (VIP and published port allocated)",
             create_service,
         ),
+        (
+            "orchestrator tick after a service create (2 tasks placed)",
+            tick_after_create,
+        ),
     ])
+}
+
+/// `commands` with the tasks they create given their addresses, as the leader's tick does
+/// after each pass; every one must get them.
+fn addressed(state: &ClusterState, mut commands: Vec<Command>) -> anyhow::Result<Vec<Command>> {
+    for command in &mut commands {
+        if let Command::PutTasks(tasks) = command
+            && let Some((id, error)) = address_tasks(state, tasks).first()
+        {
+            bail!("task {id} got no address: {error}");
+        }
+    }
+    Ok(commands)
+}
+
+/// The tasks `commands` put in the store.
+fn placed_tasks(commands: &[Command]) -> impl Iterator<Item = &shoal_control::cluster::Task> {
+    commands.iter().flat_map(|c| match c {
+        Command::PutTasks(tasks) => tasks.as_slice(),
+        _ => &[],
+    })
 }
 
 /// `service create` of `name` with two replicas and a VIP on `app`; `publish`: port 80
@@ -423,7 +490,7 @@ impl Swarm {
         self.apply_batched(creates)?;
         let mut next_id = 0u64;
         for _ in 0..10 {
-            let commands = self.read(|state| pass(state, &mut next_id));
+            let commands = self.read(|state| addressed(state, pass(state, &mut next_id)))?;
             if commands.is_empty() {
                 break;
             }

@@ -5,16 +5,15 @@
 //! batch of tasks from an older state; taking them from opposite ends means the two only meet
 //! when the subnet is nearly full (the apply of `PutTasks` catches that case).
 
-use std::{
-    collections::{HashMap, HashSet},
-    net::Ipv4Addr,
-};
+use std::{collections::HashMap, ops::RangeInclusive};
 
 use ipnet::Ipv4Net;
 
 use super::{AllocError, ports::attachment_networks};
 use crate::cluster::{
-    ClusterState, EndpointMode, NetworkAttachment, Service, Task, VirtualIp, network::Network,
+    ClusterState, EndpointMode, NetworkAttachment, Service, Task, VirtualIp,
+    held::{Held, highest_free, lowest_free},
+    network::Network,
 };
 
 /// Gives each task of `tasks` that has no addresses yet one address per network of its spec.
@@ -25,13 +24,9 @@ use crate::cluster::{
 /// when those run out are addresses of finished tasks reused. Allocations made earlier in the
 /// same batch count as held.
 pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, AllocError)> {
-    // The tasks' addresses are indexed by the store (`Tasks::addresses_on`); the VIPs and the
-    // nodes' ingress addresses are gathered here.
-    let mut reserved: HashMap<&str, HashSet<Ipv4Addr>> = HashMap::new();
-    for (network_id, vip) in service_vips(state).chain(node_ingress_addrs(state)) {
-        reserved.entry(network_id).or_default().insert(vip);
-    }
-    let mut batch: HashMap<String, HashSet<Ipv4Addr>> = HashMap::new();
+    // The stored tasks' addresses and the VIPs are indexed by the store; what else is taken
+    // (the gateway, the nodes' ingress addresses, this batch's) is gathered here per network.
+    let mut reserved: HashMap<String, Held> = HashMap::new();
     let mut failed = Vec::new();
     for task in tasks.iter_mut() {
         let networks = attachment_networks(state, &task.spec);
@@ -44,20 +39,13 @@ pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, A
                 failed.push((task.id.clone(), AllocError::NetworkGone(id.clone())));
                 break;
             };
-            let held = state.tasks.addresses_on(id);
-            let taken = |ip: &Ipv4Addr, strict: bool| {
-                let used = held(*ip);
-                (if strict { used.tasks } else { used.live }) > 0
-                    || reserved.get(id.as_str()).is_some_and(|s| s.contains(ip))
-                    || batch.get(id).is_some_and(|s| s.contains(ip))
-            };
-            let free = |strict: bool| {
-                network
-                    .subnet
-                    .hosts()
-                    .find(|ip| *ip != network.gateway && !taken(ip, strict))
-            };
-            let Some(ip) = free(true).or_else(|| free(false)) else {
+            let reserved = reserved
+                .entry(id.clone())
+                .or_insert_with(|| reserved_on(state, network));
+            let vips = state.services.vips_on(id);
+            let free = |tasks: &Held| lowest_free(hosts(network.subnet), &[tasks, vips, reserved]);
+            let Some(ip) = free(state.tasks.held_on(id)).or_else(|| free(state.tasks.live_on(id)))
+            else {
                 failed.push((
                     task.id.clone(),
                     AllocError::AddressesExhausted {
@@ -80,16 +68,16 @@ pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, A
                     labels: Default::default(),
                     ..network.clone()
                 },
-                addr: Ipv4Net::new(ip, network.subnet.prefix_len()).unwrap_or(network.subnet),
+                addr: Ipv4Net::new(ip.into(), network.subnet.prefix_len())
+                    .unwrap_or(network.subnet),
                 vip,
             });
         }
         if attachments.len() == networks.len() {
             for a in &attachments {
-                batch
-                    .entry(a.network.id.clone())
-                    .or_default()
-                    .insert(a.addr.addr());
+                if let Some(batch) = reserved.get_mut(&a.network.id) {
+                    batch.add(u32::from(a.addr.addr()));
+                }
             }
             task.networks = attachments;
         }
@@ -97,21 +85,25 @@ pub fn address_tasks(state: &ClusterState, tasks: &mut [Task]) -> Vec<(String, A
     failed
 }
 
-/// Every service's VIPs, as (network ID, address).
-fn service_vips(state: &ClusterState) -> impl Iterator<Item = (&str, Ipv4Addr)> {
-    state.services.values().flat_map(|s| {
-        s.virtual_ips
-            .iter()
-            .map(|v| (v.network_id.as_str(), v.addr.addr()))
-    })
+/// The hosts of `subnet`, as `u32` (a subnet always has one: a /32 is its one address).
+fn hosts(subnet: Ipv4Net) -> RangeInclusive<u32> {
+    let mut hosts = subnet.hosts();
+    let first = hosts.next().map_or(u32::from(subnet.network()), u32::from);
+    let last = hosts.next_back().map_or(first, u32::from);
+    first..=last
 }
 
-/// The nodes' addresses on `ingress`, as (network ID, address).
-fn node_ingress_addrs(state: &ClusterState) -> impl Iterator<Item = (&str, Ipv4Addr)> {
-    let ingress = state.networks.values().find(|n| n.ingress);
-    ingress
-        .into_iter()
-        .flat_map(|n| state.ingress_addrs.values().map(|a| (n.id.as_str(), *a)))
+/// What is taken on `network` besides the stored tasks' addresses and the VIPs: its gateway,
+/// and on `ingress` every node's address.
+fn reserved_on(state: &ClusterState, network: &Network) -> Held {
+    let mut reserved = Held::default();
+    reserved.add(u32::from(network.gateway));
+    if network.ingress {
+        for addr in state.ingress_addrs.values() {
+            reserved.add(u32::from(*addr));
+        }
+    }
+    reserved
 }
 
 /// Keeps [`ClusterState::ingress_addrs`] right: one address on `ingress` per node (the lowest
@@ -119,11 +111,10 @@ fn node_ingress_addrs(state: &ClusterState) -> impl Iterator<Item = (&str, Ipv4A
 /// nodes that left. Nothing before `ingress` exists. A node that finds no free address keeps
 /// none; its agent then serves no published port and logs why.
 pub fn assign_ingress_addrs(state: &mut ClusterState) {
-    let nodes: HashSet<&String> = state.nodes.keys().collect();
     let gone: Vec<String> = state
         .ingress_addrs
         .keys()
-        .filter(|id| !nodes.contains(id))
+        .filter(|id| !state.nodes.contains_key(*id))
         .cloned()
         .collect();
     for id in gone {
@@ -138,21 +129,16 @@ pub fn assign_ingress_addrs(state: &mut ClusterState) {
         .filter(|id| !state.ingress_addrs.contains_key(*id))
         .cloned()
         .collect();
+    let mut reserved = reserved_on(state, &ingress);
     for id in missing {
-        let mut taken: HashSet<Ipv4Addr> = state.ingress_addrs.values().copied().collect();
-        taken.extend(
-            service_vips(state)
-                .filter(|(n, _)| *n == ingress.id)
-                .map(|(_, ip)| ip),
-        );
-        let used = state.tasks.addresses_on(&ingress.id);
-        let held = |ip: &Ipv4Addr| used(*ip).tasks > 0;
-        if let Some(ip) = ingress
-            .subnet
-            .hosts()
-            .find(|ip| *ip != ingress.gateway && !taken.contains(ip) && !held(ip))
-        {
-            state.ingress_addrs.insert(id, ip);
+        let taken = [
+            &reserved,
+            state.services.vips_on(&ingress.id),
+            state.tasks.held_on(&ingress.id),
+        ];
+        if let Some(ip) = lowest_free(hosts(ingress.subnet), &taken) {
+            reserved.add(ip);
+            state.ingress_addrs.insert(id, ip.into());
         }
     }
 }
@@ -176,29 +162,20 @@ pub fn assign_vips(state: &ClusterState, service: &mut Service) -> Result<(), Al
             .networks
             .get(id)
             .ok_or_else(|| AllocError::NetworkGone(id.clone()))?;
-        let mut taken: HashSet<Ipv4Addr> = service_vips(state)
-            .filter(|(n, _)| *n == id.as_str())
-            .map(|(_, ip)| ip)
-            .collect();
-        taken.extend(
-            node_ingress_addrs(state)
-                .filter(|(n, _)| *n == id.as_str())
-                .map(|(_, ip)| ip),
-        );
-        let used = state.tasks.addresses_on(id);
-        let held = |ip: &Ipv4Addr| used(*ip).tasks > 0;
-        let ip = network
-            .subnet
-            .hosts()
-            .rev()
-            .find(|ip| *ip != network.gateway && !taken.contains(ip) && !held(ip))
-            .ok_or_else(|| AllocError::AddressesExhausted {
+        let taken = [
+            state.services.vips_on(id),
+            state.tasks.held_on(id),
+            &reserved_on(state, network),
+        ];
+        let ip = highest_free(hosts(network.subnet), &taken).ok_or_else(|| {
+            AllocError::AddressesExhausted {
                 network: network.name.clone(),
                 subnet: network.subnet,
-            })?;
+            }
+        })?;
         vips.push(VirtualIp {
             network_id: id.clone(),
-            addr: Ipv4Net::new(ip, network.subnet.prefix_len()).unwrap_or(network.subnet),
+            addr: Ipv4Net::new(ip.into(), network.subnet.prefix_len()).unwrap_or(network.subnet),
         });
     }
     service.virtual_ips = vips;

@@ -1,10 +1,11 @@
 //! Published ports (asked for, kept, or taken from Swarm's range) and the networks a service's
 //! tasks attach to, which publishing in ingress mode extends.
 
-use std::collections::HashMap;
-
 use super::AllocError;
-use crate::cluster::{ClusterState, PortConfig, Service, ServiceSpec};
+use crate::cluster::{
+    ClusterState, PortConfig, PortProtocol, Service, ServiceSpec,
+    held::{Held, lowest_free},
+};
 
 /// Where published ports are allocated when none is asked for: Swarm's range.
 pub const PUBLISHED_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
@@ -29,16 +30,12 @@ pub fn assign_published_ports(
     state: &ClusterState,
     service: &mut Service,
 ) -> Result<(), AllocError> {
-    let others: HashMap<(u16, &'static str), &Service> = state
-        .services
-        .values()
-        .filter(|s| s.id != service.id)
-        .flat_map(|s| {
-            s.endpoint_ports
-                .iter()
-                .map(move |p| ((p.published, p.protocol.as_str()), s))
-        })
-        .collect();
+    let other_owner = |port: u16, protocol: PortProtocol| {
+        state
+            .services
+            .publishing(port, protocol)
+            .find(|s| s.id != service.id)
+    };
     let asked: Vec<&PortConfig> = service
         .spec
         .ports
@@ -46,7 +43,7 @@ pub fn assign_published_ports(
         .filter(|p| p.published != 0)
         .collect();
     for (i, p) in asked.iter().enumerate() {
-        if let Some(owner) = others.get(&(p.published, p.protocol.as_str())) {
+        if let Some(owner) = other_owner(p.published, p.protocol) {
             return Err(AllocError::PortInUse {
                 port: p.published,
                 service: owner.spec.name.clone(),
@@ -69,12 +66,16 @@ pub fn assign_published_ports(
             decided.push(*p);
             continue;
         }
-        // Free: nobody else's, not asked for by this spec, not given to an earlier open port.
+        // This spec's own: asked for, or given to an earlier open port.
+        let mut own = Held::default();
+        for d in asked.iter().copied().chain(&decided) {
+            if d.protocol == p.protocol {
+                own.add(u32::from(d.published));
+            }
+        }
+        // Free: nobody else's, and not this spec's own.
         let free = |port: &u16| {
-            let same = |d: &PortConfig| d.published == *port && d.protocol == p.protocol;
-            !others.contains_key(&(*port, p.protocol.as_str()))
-                && !asked.iter().any(|a| same(a))
-                && !decided.iter().any(same)
+            other_owner(*port, p.protocol).is_none() && own.holders(u32::from(*port)) == 0
         };
         let kept = service
             .endpoint_ports
@@ -82,12 +83,12 @@ pub fn assign_published_ports(
             .find(|e| e.target == p.target && e.protocol == p.protocol && e.mode == p.mode)
             .map(|e| e.published)
             .filter(free);
-        let port = kept.or_else(|| PUBLISHED_PORTS.clone().find(free)).ok_or(
-            AllocError::PortsExhausted {
+        let port = kept
+            .or_else(|| lowest_free_port(state, service, p.protocol, &own))
+            .ok_or(AllocError::PortsExhausted {
                 first: *PUBLISHED_PORTS.start(),
                 last: *PUBLISHED_PORTS.end(),
-            },
-        )?;
+            })?;
         decided.push(PortConfig {
             published: port,
             ..*p
@@ -95,6 +96,38 @@ pub fn assign_published_ports(
     }
     service.endpoint_ports = decided;
     Ok(())
+}
+
+/// The lowest port of [`PUBLISHED_PORTS`] for `protocol` that no other service publishes and
+/// `own` does not hold. The store's index holds the ports `service` itself publishes now,
+/// which are free for it: the lowest of those that nobody else holds competes with the lowest
+/// port nobody holds at all.
+fn lowest_free_port(
+    state: &ClusterState,
+    service: &Service,
+    protocol: PortProtocol,
+    own: &Held,
+) -> Option<u16> {
+    let range = u32::from(*PUBLISHED_PORTS.start())..=u32::from(*PUBLISHED_PORTS.end());
+    let published = state.services.ports(protocol);
+    let unheld = lowest_free(range.clone(), &[published, own]);
+    let stored = state.services.get(&service.id);
+    let held_by_it_alone = stored
+        .into_iter()
+        .flat_map(|s| &s.endpoint_ports)
+        .filter(|e| e.protocol == protocol)
+        .map(|e| u32::from(e.published))
+        .filter(|port| range.contains(port) && own.holders(*port) == 0)
+        .filter(|port| {
+            let others = state.services.publishing(*port as u16, protocol);
+            others.filter(|s| s.id != service.id).count() == 0
+        })
+        .min();
+    let port = match (unheld, held_by_it_alone) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b)?,
+    };
+    u16::try_from(port).ok()
 }
 
 #[cfg(test)]

@@ -232,11 +232,7 @@ impl ClusterState {
                 self.revoked.insert(id.clone(), *revoked_until);
             }
             Command::CreateService(service) => {
-                if self
-                    .services
-                    .values()
-                    .any(|s| s.spec.name == service.spec.name)
-                {
+                if self.services.named(&service.spec.name).is_some() {
                     return Err(format!("service {} already exists", service.spec.name).into());
                 }
                 super::objects::check_new_references(self, &service.spec, &[])?;
@@ -467,11 +463,8 @@ impl ClusterState {
     /// Whether a new task's address on some network is a service's VIP there.
     fn address_conflict(&self, task: &Task) -> bool {
         task.networks.iter().any(|a| {
-            self.services.values().any(|s| {
-                s.virtual_ips
-                    .iter()
-                    .any(|v| v.network_id == a.network.id && v.addr.addr() == a.addr.addr())
-            })
+            let vips = self.services.vips_on(&a.network.id);
+            vips.holders(u32::from(a.addr.addr())) > 0
         })
     }
 

@@ -151,15 +151,16 @@ mod tests {
     fn placing_and_reporting_tasks_leaves_the_mesh_as_it_was() {
         let mut sim = crate::orchestrator::fixture::Sim::new(3);
         sim.create("web", crate::orchestrator::fixture::replicated("web", 4));
-        let web = sim.state.services.get_mut("web").unwrap();
-        web.virtual_ips = service("web", &[("ingress", "10.255.0.2/16")]).virtual_ips;
-        web.endpoint_ports = vec![PortConfig {
-            protocol: crate::cluster::PortProtocol::Tcp,
-            target: 80,
-            published: 30080,
-            mode: crate::cluster::PublishMode::Ingress,
-            source: Default::default(),
-        }];
+        sim.state.services.update("web", |web| {
+            web.virtual_ips = service("web", &[("ingress", "10.255.0.2/16")]).virtual_ips;
+            web.endpoint_ports = vec![PortConfig {
+                protocol: crate::cluster::PortProtocol::Tcp,
+                target: 80,
+                published: 30080,
+                mode: crate::cluster::PublishMode::Ingress,
+                source: Default::default(),
+            }];
+        });
         let before = RoutingMesh::for_node(&sim.state, "n1");
         assert_eq!(before.services.len(), 1);
         // The orchestrator places the tasks, the nodes run them; one node goes down and its

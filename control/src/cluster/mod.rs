@@ -24,12 +24,14 @@ mod command;
 pub mod events;
 pub mod gossip;
 pub mod health;
+pub mod held;
 pub mod limits;
 pub mod mesh;
 mod model;
 pub mod network;
 pub mod objects;
 mod service;
+mod services;
 pub mod signal;
 mod tasks;
 pub mod template;
@@ -47,4 +49,5 @@ pub use service::{
     TaskStatus, TmpfsOptions, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
     VOLUME_NAME_CHARS, VirtualIp, validate_volume_name,
 };
+pub use services::Services;
 pub use tasks::{NodeUsage, Tasks};

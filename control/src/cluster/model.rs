@@ -130,7 +130,7 @@ pub struct ClusterState {
     /// Nodes by node ID.
     pub nodes: BTreeMap<String, NodeRecord>,
     /// Services by service ID.
-    pub services: super::service::Services,
+    pub services: super::Services,
     /// Tasks by task ID, current and history.
     pub tasks: super::Tasks,
     /// Overlay networks by network ID.

@@ -556,9 +556,6 @@ impl Task {
     }
 }
 
-/// Services by ID and tasks by ID; part of [`super::ClusterState`].
-pub type Services = BTreeMap<String, Service>;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use std::{
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::service::Task;
+use super::{held::Held, service::Task};
 
 /// Tasks by task ID, current and history, indexed by node and by service.
 #[derive(Clone, Debug, Default)]
@@ -31,15 +31,10 @@ pub struct Tasks {
     /// What the tasks that occupy each node ([`Task::occupies_node`]) hold of it.
     usage: HashMap<String, NodeUsage>,
     /// The addresses the tasks hold on each network (a stopped task keeps its addresses while
-    /// it is stored): network ID -> address -> by how many tasks, how many of them live.
-    addresses: HashMap<String, HashMap<Ipv4Addr, AddressUse>>,
-}
-
-/// Who holds an address on a network: stored tasks, and of those the live ones (not stopped).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AddressUse {
-    pub tasks: usize,
-    pub live: usize,
+    /// it is stored), by network ID.
+    held: HashMap<String, Held>,
+    /// Those the live tasks (not stopped) hold.
+    live: HashMap<String, Held>,
 }
 
 /// What the tasks that occupy a node hold of it: how many, and what they reserve.
@@ -147,15 +142,14 @@ impl Tasks {
         self.usage.get(node_id).copied().unwrap_or_default()
     }
 
-    /// Which stored tasks hold an address on `network_id` (the network looked up once, for a
-    /// scan of its addresses).
-    pub fn addresses_on(&self, network_id: &str) -> impl Fn(Ipv4Addr) -> AddressUse + '_ {
-        let held = self.addresses.get(network_id);
-        move |ip| {
-            held.and_then(|held| held.get(&ip))
-                .copied()
-                .unwrap_or_default()
-        }
+    /// The addresses (as `u32`) the stored tasks hold on `network_id`.
+    pub fn held_on(&self, network_id: &str) -> &Held {
+        self.held.get(network_id).unwrap_or(Held::empty())
+    }
+
+    /// The addresses the live tasks (not stopped) hold on `network_id`.
+    pub fn live_on(&self, network_id: &str) -> &Held {
+        self.live.get(network_id).unwrap_or(Held::empty())
     }
 
     fn indexed<'a>(&'a self, index: &'a Index, key: &str) -> impl Iterator<Item = &'a Task> + 'a {
@@ -174,29 +168,17 @@ impl Tasks {
         move_in(&mut self.by_service, id, before.service, after.service);
         if before.addresses != after.addresses {
             for (network, ip, live) in before.addresses {
-                let Some(held) = self.addresses.get_mut(&network) else {
-                    continue;
-                };
-                if let Some(used) = held.get_mut(&ip) {
-                    used.tasks = used.tasks.saturating_sub(1);
-                    used.live = used.live.saturating_sub(usize::from(live));
-                    if used.tasks == 0 {
-                        held.remove(&ip);
-                    }
-                }
-                if held.is_empty() {
-                    self.addresses.remove(&network);
+                release(&mut self.held, &network, ip);
+                if live {
+                    release(&mut self.live, &network, ip);
                 }
             }
             for (network, ip, live) in after.addresses {
-                let used = self
-                    .addresses
-                    .entry(network)
-                    .or_default()
-                    .entry(ip)
-                    .or_default();
-                used.tasks += 1;
-                used.live += usize::from(live);
+                let ip = u32::from(ip);
+                if live {
+                    self.live.entry(network.clone()).or_default().add(ip);
+                }
+                self.held.entry(network).or_default().add(ip);
             }
         }
         if before.usage != after.usage {
@@ -242,6 +224,16 @@ impl Keys {
                     (a.network.id.clone(), a.addr.addr(), live)
                 })
                 .collect(),
+        }
+    }
+}
+
+/// One holder fewer of `ip` on `network` (an emptied network's entry goes).
+fn release(by_network: &mut HashMap<String, Held>, network: &str, ip: Ipv4Addr) {
+    if let Some(held) = by_network.get_mut(network) {
+        held.remove(u32::from(ip));
+        if held.is_empty() {
+            by_network.remove(network);
         }
     }
 }
@@ -319,9 +311,9 @@ impl<'de> Deserialize<'de> for Tasks {
 mod tests {
     use std::collections::BTreeMap;
 
-    use std::{collections::HashMap, net::Ipv4Addr};
+    use std::net::Ipv4Addr;
 
-    use super::{AddressUse, NodeUsage, Tasks};
+    use super::{NodeUsage, Tasks};
     use crate::cluster::{NetworkAttachment, Task, TaskState, network::Network};
     use crate::orchestrator::fixture::{replicated, status};
 
@@ -405,21 +397,42 @@ mod tests {
         assert_eq!(tasks.by_node.len(), nodes.len(), "{:?}", tasks.by_node);
         assert_eq!(tasks.by_service.len(), services.len());
         assert_eq!(tasks.usage.len(), usage.len(), "{:?}", tasks.usage);
-        let mut addresses: BTreeMap<(String, Ipv4Addr), AddressUse> = BTreeMap::new();
+        // Address -> (stored tasks holding it, live ones).
+        let mut addresses: BTreeMap<(String, Ipv4Addr), (usize, usize)> = BTreeMap::new();
         for task in tasks.values() {
             for a in &task.networks {
                 let used = addresses
                     .entry((a.network.id.clone(), a.addr.addr()))
                     .or_default();
-                used.tasks += 1;
-                used.live += usize::from(!task.status.state.is_terminal());
+                used.0 += 1;
+                used.1 += usize::from(!task.status.state.is_terminal());
             }
         }
         for ((network, ip), used) in &addresses {
-            assert_eq!(tasks.addresses_on(network)(*ip), *used, "{network} {ip}");
+            let ip32 = u32::from(*ip);
+            let indexed = (
+                tasks.held_on(network).holders(ip32),
+                tasks.live_on(network).holders(ip32),
+            );
+            assert_eq!(indexed, *used, "{network} {ip}");
         }
-        let indexed: usize = tasks.addresses.values().map(HashMap::len).sum();
-        assert_eq!(indexed, addresses.len(), "{:?}", tasks.addresses);
+        // Nothing else is held: a network's entry goes with its last address.
+        let networks = |held: &std::collections::HashMap<String, super::Held>| {
+            held.keys()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let expected: std::collections::BTreeSet<String> =
+            addresses.keys().map(|(n, _)| n.clone()).collect();
+        assert_eq!(networks(&tasks.held), expected);
+        for network in &expected {
+            let subnet = u32::from(Ipv4Addr::new(10, 0, 0, 0));
+            let held = tasks.held_on(network);
+            let free = super::super::held::lowest_free(subnet..=subnet + 255, &[held]);
+            let first = (subnet..=subnet + 255)
+                .find(|n| !addresses.contains_key(&(network.clone(), Ipv4Addr::from(*n))));
+            assert_eq!(free, first, "{network}");
+        }
     }
 
     #[test]

@@ -128,18 +128,19 @@ mod tests {
     fn state(ingress_addrs: &[(&str, [u8; 4])]) -> ClusterState {
         let mut sim = crate::orchestrator::fixture::Sim::new(0);
         sim.create("web", crate::orchestrator::fixture::replicated("web", 1));
-        let web = sim.state.services.get_mut("web").unwrap();
-        web.virtual_ips = vec![VirtualIp {
-            network_id: "ingress".to_string(),
-            addr: "10.255.0.5/16".parse().unwrap(),
-        }];
-        web.endpoint_ports = vec![PortConfig {
-            protocol: PortProtocol::Tcp,
-            target: 80,
-            published: 30080,
-            mode: PublishMode::Ingress,
-            source: Default::default(),
-        }];
+        sim.state.services.update("web", |web| {
+            web.virtual_ips = vec![VirtualIp {
+                network_id: "ingress".to_string(),
+                addr: "10.255.0.5/16".parse().unwrap(),
+            }];
+            web.endpoint_ports = vec![PortConfig {
+                protocol: PortProtocol::Tcp,
+                target: 80,
+                published: 30080,
+                mode: PublishMode::Ingress,
+                source: Default::default(),
+            }];
+        });
         for (node, addr) in ingress_addrs {
             sim.state
                 .ingress_addrs
@@ -191,7 +192,7 @@ mod tests {
         // The same generation: the shared part is kept, even if handed another state (only a
         // node's own address is read again).
         let mut moved = state(&[("n1", [10, 255, 0, 2])]);
-        moved.services.clear();
+        moved.services = Default::default();
         let kept = cache.for_node(&moved, 0, "n1").unwrap();
         assert!(Arc::ptr_eq(&kept.shared, &n1.shared));
         assert_eq!(kept.digest, n1.digest);
