@@ -11,8 +11,8 @@
 //! mesh is kept (every beat but the first after a change), the first answer after a change
 //! (the mesh built, encoded and digested), the first beats of all 100 nodes after a change,
 //! the orchestrator's pass on the steady swarm (what the leader's tick ran every 250 ms), the
-//! tick now when nothing was written since (no pass), and after one task report (a pass over
-//! that task's service), one task report applied by the store (its median and its mean,
+//! tick now when nothing was written since (no pass), after one task report (a pass over
+//! that task's service) and after a node's labels change (a pass over its tasks' services), one task report applied by the store (its median and its mean,
 //! which carries the whole-state image the store saves now and then), and the longest a
 //! reader waited for the read lock during those writes, and a service created (its VIP and
 //! published port allocated by the store), and the orchestrator's tick that follows (its
@@ -228,6 +228,39 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
         Ok(took)
     })?;
 
+    // A node's labels change (`node update --label-add`): the next tick passes over the
+    // services with tasks on that node (no constraint reads the label: nothing to do).
+    let on_node = swarm.read(|state| {
+        let services: BTreeSet<&String> = state
+            .tasks
+            .on_node(&node_id(1))
+            .map(|t| &t.service_id)
+            .collect();
+        services.len()
+    });
+    let mut relabelled = 0;
+    let tick_after_node_change = median(ROUNDS, || {
+        relabelled += 1;
+        swarm.apply(vec![Command::UpdateNode {
+            id: node_id(1),
+            availability: None,
+            labels_add: vec![("bench".to_string(), relabelled.to_string())],
+            labels_rm: Vec::new(),
+        }])?;
+        let started = Instant::now();
+        let commands = tick(&mut passes, &mut no_new_task)?;
+        let took = started.elapsed();
+        if !commands.is_empty() || passes.passed() != on_node {
+            bail!(
+                "a node change's tick passed over {} services (expected the {on_node} with \
+                 tasks on it), with {} commands",
+                passes.passed(),
+                commands.len()
+            );
+        }
+        Ok(took)
+    })?;
+
     // Task reports, one entry per apply: each task reports Running again (applied, a no-op
     // on the state, the cost of the write itself).
     let reports: Vec<Command> = swarm.read(|state| {
@@ -351,6 +384,10 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
         (
             "orchestrator tick after a task report (its service passed)",
             tick_after_report,
+        ),
+        (
+            "orchestrator tick after a node's labels change",
+            tick_after_node_change,
         ),
         (
             "task report applied by the store, median",

@@ -2,6 +2,7 @@
 //! against: the names taken, the published ports and who publishes them, and the VIPs on each
 //! network. At 10,000 services a `service create` walked every service for each of these
 //! (the name, the ports, the VIP set), and every new task's check against the VIPs did too.
+//! And the global services, which the orchestrator passes over when a node changes.
 //!
 //! As for [`super::Tasks`], the indexes are kept by the only ways to change the services
 //! ([`Services::insert`], [`Services::remove`], [`Services::update`]), are not stored (the
@@ -16,7 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{
     held::Held,
-    service::{PortProtocol, Service},
+    service::{PortProtocol, Service, ServiceMode},
 };
 
 /// Services by service ID, indexed by name, published port and VIP.
@@ -32,6 +33,8 @@ pub struct Services {
     ports: HashMap<PortProtocol, Held>,
     /// The VIPs (as `u32`) on each network, by network ID.
     vips: HashMap<String, Held>,
+    /// The IDs of the global services.
+    global: BTreeSet<String>,
 }
 
 impl Services {
@@ -88,8 +91,20 @@ impl Services {
         self.vips.get(network_id).unwrap_or(Held::empty())
     }
 
+    /// The IDs of the global services (one task on every eligible node).
+    pub fn global(&self) -> impl Iterator<Item = &String> + '_ {
+        self.global.iter()
+    }
+
     /// Puts `service` (stored under `id`) in the indexes (`add`) or takes it out.
     fn index(&mut self, id: &str, service: &Service, add: bool) {
+        if service.spec.mode == ServiceMode::Global {
+            if add {
+                self.global.insert(id.to_string());
+            } else {
+                self.global.remove(id);
+            }
+        }
         change_ids(&mut self.by_name, service.spec.name.clone(), id, add);
         for p in &service.endpoint_ports {
             change_ids(&mut self.by_port, (p.published, p.protocol), id, add);
@@ -188,9 +203,9 @@ mod tests {
 
     use super::Services;
     use crate::cluster::{
-        PortConfig, PortProtocol, PublishMode, Service, VirtualIp, held::lowest_free,
+        PortConfig, PortProtocol, PublishMode, Service, ServiceMode, VirtualIp, held::lowest_free,
     };
-    use crate::orchestrator::fixture::{new_service, replicated};
+    use crate::orchestrator::fixture::{global, new_service, replicated};
 
     fn service(
         id: &str,
@@ -198,7 +213,13 @@ mod tests {
         ports: &[(u16, PortProtocol)],
         vips: &[(&str, u8)],
     ) -> Service {
-        let mut s = new_service(id, replicated(name, 1), 0);
+        // Some names global.
+        let spec = if name.ends_with(['0', '3', '6', '9']) {
+            global(name)
+        } else {
+            replicated(name, 1)
+        };
+        let mut s = new_service(id, spec, 0);
         s.endpoint_ports = ports
             .iter()
             .map(|(published, protocol)| PortConfig {
@@ -262,6 +283,12 @@ mod tests {
         }
         let networks: BTreeSet<&str> = vips.keys().map(|(n, _)| *n).collect();
         assert_eq!(services.vips.len(), networks.len());
+        let global: Vec<&String> = services
+            .iter()
+            .filter(|(_, s)| s.spec.mode == ServiceMode::Global)
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(services.global().collect::<Vec<_>>(), global);
     }
 
     #[test]
@@ -292,6 +319,11 @@ mod tests {
                 _ => {
                     let name = format!("web{}", random(25));
                     services.update(&id, |s| {
+                        s.spec.mode = if random(2) == 0 {
+                            ServiceMode::Global
+                        } else {
+                            ServiceMode::Replicated { replicas: 1 }
+                        };
                         s.spec.name = name;
                         s.endpoint_ports.pop();
                         s.virtual_ips.pop();

@@ -1,25 +1,27 @@
-//! Which services a command changes for the orchestrator, whose passes read the nodes, the
-//! services and the tasks only: the state machine notes them as it applies commands
-//! ([`Touched`]), and the leader's orchestrator passes over those services rather than every
-//! one (`orchestrator::Passes`).
+//! Which services and nodes a command changes for the orchestrator, whose passes read the
+//! nodes, the services and the tasks only: the state machine notes them as it applies
+//! commands ([`Touched`]), and the leader's orchestrator passes over the services they
+//! concern rather than every one (`orchestrator::Passes`).
 
 use std::collections::BTreeSet;
 
 use super::{ClusterState, Command};
 
-/// More services than this noted since the orchestrator last took them count as all of them:
+/// More services and nodes than this noted since the orchestrator last took them count as all of them:
 /// the notes must not grow without bound on a manager that does not lead (nothing takes them
 /// there), and a pass over that many is a pass over most anyway.
 const MAX_NOTED: usize = 4096;
 
-/// The services changed since the orchestrator last looked, or all of them.
+/// The services and nodes changed since the orchestrator last looked, or all of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Touched {
-    /// Every service may have changed: the nodes changed (placement reads them all), a
-    /// snapshot replaced the state, or too many were noted.
+    /// Everything may have changed: the swarm was created, a snapshot replaced the state, or
+    /// too many were noted.
     pub all: bool,
     /// Services whose record or tasks changed.
     pub services: BTreeSet<String>,
+    /// Nodes whose record changed, or that joined or left.
+    pub nodes: BTreeSet<String>,
 }
 
 impl Touched {
@@ -30,11 +32,11 @@ impl Touched {
             return;
         }
         match command {
-            Command::Init { .. }
-            | Command::AddNode(_)
-            | Command::UpdateNode { .. }
-            | Command::SetRole { .. }
-            | Command::RemoveNode { .. } => self.note_all(),
+            Command::Init { .. } => self.note_all(),
+            Command::AddNode(node) => self.note_node(&node.id),
+            Command::UpdateNode { id, .. }
+            | Command::SetRole { id, .. }
+            | Command::RemoveNode { id, .. } => self.note_node(id),
             Command::CreateService(service) | Command::UpdateService(service) => {
                 self.note_service(&service.id);
             }
@@ -74,14 +76,25 @@ impl Touched {
     pub fn note_all(&mut self) {
         self.all = true;
         self.services.clear();
+        self.nodes.clear();
     }
 
     pub fn note_service(&mut self, id: &str) {
-        if self.all {
-            return;
+        if !self.all {
+            self.services.insert(id.to_string());
+            self.check_size();
         }
-        self.services.insert(id.to_string());
-        if self.services.len() > MAX_NOTED {
+    }
+
+    pub fn note_node(&mut self, id: &str) {
+        if !self.all {
+            self.nodes.insert(id.to_string());
+            self.check_size();
+        }
+    }
+
+    fn check_size(&mut self) {
+        if self.services.len() + self.nodes.len() > MAX_NOTED {
             self.note_all();
         }
     }
@@ -114,8 +127,8 @@ mod tests {
 
     fn services(ids: &[&str]) -> Touched {
         Touched {
-            all: false,
             services: ids.iter().map(|id| id.to_string()).collect(),
+            ..Touched::default()
         }
     }
 
@@ -142,15 +155,21 @@ mod tests {
         let unknown = Command::RemoveTasks(vec!["nope".into()]);
         assert_eq!(noted(&[unknown], &sim), Touched::default());
 
-        // The nodes: every service.
+        // The nodes, by ID: the orchestrator finds the services concerned.
         let drain = Command::UpdateNode {
             id: "n2".into(),
             availability: Some(Availability::Drain),
             labels_add: Vec::new(),
             labels_rm: Vec::new(),
         };
-        let all = noted(&[Command::RemoveService { id: "web".into() }, drain], &sim);
-        assert!(all.all && all.services.is_empty(), "{all:?}");
+        let role = Command::SetRole {
+            id: "n1".into(),
+            role: crate::cluster::Role::Worker,
+        };
+        let commands = [Command::RemoveService { id: "web".into() }, drain, role];
+        let mut expected = services(&["web"]);
+        expected.nodes = ["n1", "n2"].into_iter().map(String::from).collect();
+        assert_eq!(noted(&commands, &sim), expected);
 
         // Neither: a node's key.
         let key = Command::SetNodeKey {
@@ -161,12 +180,16 @@ mod tests {
     }
 
     #[test]
-    fn too_many_services_count_as_all_and_take_leaves_nothing() {
+    fn too_many_services_and_nodes_count_as_all_and_take_leaves_nothing() {
         let mut touched = Touched::default();
-        for i in 0..=MAX_NOTED {
+        for i in 0..MAX_NOTED {
             touched.note_service(&format!("s{i}"));
         }
-        assert!(touched.all && touched.services.is_empty());
+        assert!(!touched.all);
+        touched.note_node("n1");
+        assert!(touched.all && touched.services.is_empty() && touched.nodes.is_empty());
+        touched.note_node("n2");
+        assert!(touched.nodes.is_empty(), "all stays all");
         touched.note_service("more");
         assert!(touched.services.is_empty(), "all stays all");
         assert!(touched.take().all);

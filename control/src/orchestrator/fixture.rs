@@ -114,24 +114,24 @@ impl Sim {
     }
 
     pub fn add_node(&mut self, id: &str, role: Role) {
-        self.changed_all();
+        self.node_changed(id);
         self.state.nodes.insert(id.to_string(), node(id, role));
     }
 
-    /// A node's record, to change as `node update` would (so every service is touched).
+    /// A node's record, to change as `node update` would (so the node is noted).
     pub fn node_mut(&mut self, id: &str) -> &mut NodeRecord {
-        self.changed_all();
+        self.node_changed(id);
         self.state.nodes.get_mut(id).unwrap()
     }
 
     pub fn remove_node(&mut self, id: &str) {
-        self.changed_all();
+        self.node_changed(id);
         self.state.nodes.remove(id);
     }
 
-    /// The nodes changed: every service is touched.
-    fn changed_all(&mut self) {
-        self.touched.note_all();
+    /// Notes that node `id` changed, as the state machine does for the node commands.
+    fn node_changed(&mut self, id: &str) {
+        self.touched.note_node(id);
         self.generation += 1;
     }
 

@@ -187,6 +187,11 @@ mod tests {
         spec.constraints = vec![super::parse_constraint("node.labels.db==yes").unwrap()];
         sim.create("db", spec);
         sim.create("agent", global("agent"));
+        // Services of one task each: a node's change concerns some services, not all, so the
+        // leader's ticks pass over a part of them (checked against a pass over all in `step`).
+        for name in ["one1", "one2", "one3", "one4"] {
+            sim.create(name, replicated(name, 1));
+        }
         let mut random = move |n: u64| {
             seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             (seed >> 33) % n
@@ -256,6 +261,9 @@ mod tests {
         ));
         assert_eq!(sim.wanted("db").len(), 2);
         assert_eq!(sim.wanted("agent").len(), 5);
+        for name in ["one1", "one2", "one3", "one4"] {
+            assert_eq!(sim.wanted(name).len(), 1, "{name}");
+        }
         // None when the last change was a scale (nothing to roll out).
         assert!(matches!(
             sim.update_state("web"),

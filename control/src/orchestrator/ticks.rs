@@ -5,13 +5,15 @@
 //! A service's pass is a function of its record and tasks, the nodes, their readiness, the
 //! time, and (for where a new task goes, or whether one fits at all) the other services'
 //! tasks on each node. So after a pass, a service that decided nothing decides nothing again
-//! until its record or tasks change (the state machine notes them: [`Touched`]), a node
-//! changes or goes Down or comes back (then every service is passed), or the time its pass
-//! named comes ([`Reconciled::wakes`]). A service whose pass decided something is passed
-//! again next tick (its commands may not have been committed), and one with a task waiting
-//! for a node is passed with every change (another service's task stopping may free the room
-//! it waits for). The orchestrator's tests check that the commands of every tick are those
-//! of a pass over all services, on every step of every scenario.
+//! until its record or tasks change (the state machine notes them: [`Touched`]), a node it
+//! has a task on changes or goes Down or comes back, or the time its pass named comes
+//! ([`Reconciled::wakes`]). A service whose pass decided something is passed again next tick
+//! (its commands may not have been committed), and one with a task waiting for a node is
+//! passed with every change (another service's task stopping, or a node joining or coming
+//! back, may free the room it waits for). A global service is passed whenever any node
+//! changes (it may need a task there, or none). The orchestrator's tests check that the
+//! commands of every tick are those of a pass over all services, on every step of every
+//! scenario.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -68,7 +70,7 @@ impl Passes {
         if nothing_moved {
             return Vec::new();
         }
-        let only = (self.started && !touched.all && same_down).then(|| {
+        let only = (self.started && !touched.all).then(|| {
             let mut services = touched.services;
             services.extend(std::mem::take(&mut self.again));
             services.extend(
@@ -77,6 +79,21 @@ impl Passes {
                     .filter(|(_, wake)| **wake <= now_ms)
                     .map(|(id, _)| id.clone()),
             );
+            // The nodes that changed, or went Down, or came back.
+            let mut nodes: BTreeSet<&str> = touched.nodes.iter().map(String::as_str).collect();
+            nodes.extend(
+                self.down
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|n| !down.contains(n)),
+            );
+            nodes.extend(down.iter().filter(|n| !self.down.contains(**n)));
+            if !nodes.is_empty() {
+                services.extend(state.services.global().cloned());
+                for node in nodes {
+                    services.extend(state.tasks.on_node(node).map(|t| t.service_id.clone()));
+                }
+            }
             services
         });
         let reconciled = match &only {
