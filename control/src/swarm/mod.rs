@@ -57,6 +57,7 @@ use std::{
 };
 
 pub use self::{
+    convert::service_to_api,
     error::Error,
     grpc::ClusterService,
     leader::{MeshCache, answer_beat},

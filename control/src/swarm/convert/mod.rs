@@ -377,9 +377,10 @@ pub fn service_to_api(
     state: &ClusterState,
     eligible_nodes: u64,
 ) -> api::ServiceInfo {
-    let tasks = state.tasks.values().filter(|t| {
-        t.service_id == service.id && t.desired_state == crate::cluster::TaskState::Running
-    });
+    let tasks = state
+        .tasks
+        .of_service(&service.id)
+        .filter(|t| t.desired_state == crate::cluster::TaskState::Running);
     let (mut desired, mut running) = (0u64, 0u64);
     for task in tasks {
         desired += 1;

@@ -50,9 +50,10 @@ impl Leader {
     }
 
     pub async fn list_networks(&self, _: Empty) -> Result<ListNetworksResponse, Error> {
-        let state = self.state();
-        Ok(ListNetworksResponse {
-            networks: state.networks.values().map(network_to_api).collect(),
+        self.read(|state| {
+            Ok(ListNetworksResponse {
+                networks: state.networks.values().map(network_to_api).collect(),
+            })
         })
     }
 

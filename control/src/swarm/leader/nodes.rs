@@ -131,15 +131,16 @@ impl Leader {
 
     /// Every node, with the leader's view of its status.
     pub async fn list_nodes(&self, _: Empty) -> Result<ListNodesResponse, Error> {
-        let state = self.state();
         let raft = RaftView::of(&self.manager);
-        let period = heartbeat_period(&state);
-        let nodes = state
-            .nodes
-            .values()
-            .map(|node| node_info(node, &self.active, &raft, period))
-            .collect();
-        Ok(ListNodesResponse { nodes })
+        self.read(|state| {
+            let period = heartbeat_period(state);
+            let nodes = state
+                .nodes
+                .values()
+                .map(|node| node_info(node, &self.active, &raft, period))
+                .collect();
+            Ok(ListNodesResponse { nodes })
+        })
     }
 
     /// `node update`, `node promote` and `node demote`.

@@ -30,16 +30,18 @@ impl Leader {
     }
 
     pub async fn list_secrets(&self, _: Empty) -> Result<ListSecretsResponse, Error> {
-        let state = self.state();
-        Ok(ListSecretsResponse {
-            secrets: state.secrets.values().map(secret_info).collect(),
+        self.read(|state| {
+            Ok(ListSecretsResponse {
+                secrets: state.secrets.values().map(secret_info).collect(),
+            })
         })
     }
 
     pub async fn inspect_secret(&self, request: ObjectRef) -> Result<SecretInfo, Error> {
-        let state = self.state();
-        let object = resolve_object(&state, ObjectKind::Secret, &request.reference)?;
-        Ok(secret_info(object))
+        self.read(|state| {
+            let object = resolve_object(state, ObjectKind::Secret, &request.reference)?;
+            Ok(secret_info(object))
+        })
     }
 
     pub async fn update_secret(&self, request: UpdateObjectRequest) -> Result<SecretInfo, Error> {
@@ -61,20 +63,22 @@ impl Leader {
 
     /// Without their data: a listing of many large configs must stay small.
     pub async fn list_configs(&self, _: Empty) -> Result<ListConfigsResponse, Error> {
-        let state = self.state();
-        Ok(ListConfigsResponse {
-            configs: state
-                .configs
-                .values()
-                .map(|c| config_info(c, false))
-                .collect(),
+        self.read(|state| {
+            Ok(ListConfigsResponse {
+                configs: state
+                    .configs
+                    .values()
+                    .map(|c| config_info(c, false))
+                    .collect(),
+            })
         })
     }
 
     pub async fn inspect_config(&self, request: ObjectRef) -> Result<ConfigInfo, Error> {
-        let state = self.state();
-        let object = resolve_object(&state, ObjectKind::Config, &request.reference)?;
-        Ok(config_info(object, true))
+        self.read(|state| {
+            let object = resolve_object(state, ObjectKind::Config, &request.reference)?;
+            Ok(config_info(object, true))
+        })
     }
 
     pub async fn update_config(&self, request: UpdateObjectRequest) -> Result<ConfigInfo, Error> {

@@ -38,24 +38,25 @@ impl Leader {
 
     /// The swarm's settings as the store holds them.
     pub async fn inspect_swarm(&self, _: Empty) -> Result<SwarmInfo, Error> {
-        let state = self.state();
-        let cluster = cluster_of(&state)?;
-        let created_at_ms = cluster.created_at * 1000;
-        Ok(SwarmInfo {
-            id: cluster.id.clone(),
-            version: cluster.version,
-            created_at_ms,
-            // A swarm whose settings never changed since (or from before the field) reports
-            // its creation.
-            updated_at_ms: cluster.updated_at_ms.max(created_at_ms),
-            default_addr_pools: cluster.default_addr_pools.clone(),
-            subnet_size: u32::from(cluster.subnet_size),
-            heartbeat_period_ms: cluster.heartbeat_period_ms,
-            cert_expiry_secs: state
-                .ca
-                .cert_expiry(pki::DEFAULT_NODE_CERT_EXPIRY)
-                .as_secs(),
-            autolock: cluster.unlock_key.is_some(),
+        self.read(|state| {
+            let cluster = cluster_of(state)?;
+            let created_at_ms = cluster.created_at * 1000;
+            Ok(SwarmInfo {
+                id: cluster.id.clone(),
+                version: cluster.version,
+                created_at_ms,
+                // A swarm whose settings never changed since (or from before the field) reports
+                // its creation.
+                updated_at_ms: cluster.updated_at_ms.max(created_at_ms),
+                default_addr_pools: cluster.default_addr_pools.clone(),
+                subnet_size: u32::from(cluster.subnet_size),
+                heartbeat_period_ms: cluster.heartbeat_period_ms,
+                cert_expiry_secs: state
+                    .ca
+                    .cert_expiry(pki::DEFAULT_NODE_CERT_EXPIRY)
+                    .as_secs(),
+                autolock: cluster.unlock_key.is_some(),
+            })
         })
     }
 }
