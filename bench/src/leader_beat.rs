@@ -7,17 +7,20 @@
 //! the store's read lock, as `Leader::heartbeat` does.
 //!
 //! Rows (medians): a copy of the whole state (what each `Leader::state()` costs; the beat made
-//! three before the answer was built under the read lock), the answer when the node's routing
-//! mesh is kept (every beat but the first after a change), the first answer after a change
-//! (the mesh built, encoded and digested), the first beats of all 100 nodes after a change,
-//! the orchestrator's pass on the steady swarm (what the leader's tick ran every 250 ms), the
-//! tick now when nothing was written since (no pass), after one task report (a pass over
-//! that task's service) and after a node's labels change (a pass over its tasks' services), one task report applied by the store (its median and its mean,
-//! which carries the whole-state image the store saves now and then), and the longest a
-//! reader waited for the read lock during those writes, and a service created (its VIP and
-//! published port allocated by the store), and the orchestrator's tick that follows (its
-//! tasks placed and addressed). The ratio column is 10,000 / 100
-//! services: 1.0 is a cost that does not grow with the swarm.
+//! three before the answer was built under the read lock); the answer when the node's
+//! routing mesh is kept (every beat but the first after a change), with the node's tasks
+//! sent whole, and with them kept too (a steady beat: the node names the ones it has); the
+//! first answer after a change (the mesh built, encoded and digested); the first beats of all
+//! 100 nodes after a change, each getting the whole mesh; the orchestrator's pass on the
+//! steady swarm (what the leader's tick ran every 250 ms); the tick when nothing was written
+//! since (no pass), after one task report (a pass over that task's service) and after a
+//! node's labels change (a pass over its tasks' services); one task report applied by the
+//! store (its median and its mean, which carries the whole-state image the store saves now
+//! and then) and the longest a reader waited for the read lock during those writes;
+//! `service ls` answered; a service created (its VIP and published port allocated by the
+//! store) and the orchestrator's tick that follows (its tasks placed and addressed); and the
+//! beats of all 100 nodes after a service create, each getting the mesh's change. The ratio
+//! column is 10,000 / 100 services: 1.0 is a cost that does not grow with the swarm.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -42,7 +45,7 @@ use shoal_control::{
         seal::SealKey,
         store::{self, StateMachineStore},
     },
-    swarm::{MeshCache, answer_beat},
+    swarm::{MeshCache, answer_beat, service_to_api},
 };
 
 use crate::scheduler::{new_service, node, pass, spec};
@@ -103,10 +106,11 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
 
     let meshes = MeshCache::default();
     let reader = swarm.store.reader();
-    let answer = |generation: Option<u64>, node: usize, digest: Vec<u8>| {
+    let answer = |generation: Option<u64>, node: usize, digest: Vec<u8>, token: Vec<u8>| {
         let request = HeartbeatRequest {
             node_id: node_id(node),
             routing_mesh_digest: digest,
+            assignments_token: token,
             ..Default::default()
         };
         reader.read_versioned(|state, current| {
@@ -121,14 +125,30 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
         })
     };
 
-    // The node follows the mesh already: the answer names it and leaves it out.
-    let digest = answer(None, 1, Vec::new())?.routing_mesh_digest;
+    // The node follows the mesh already: the answer names it and leaves it out. Its tasks
+    // are sent whole: the node names no assignments (its first beat to this leader, or its
+    // tasks changed since the last).
+    let first = answer(None, 1, Vec::new(), Vec::new())?;
+    let (digest, token) = (first.routing_mesh_digest, first.assignments_token);
     let kept = median(ROUNDS * 10, || {
         let started = Instant::now();
-        let reply = answer(None, 1, digest.clone())?;
+        let reply = answer(None, 1, digest.clone(), Vec::new())?;
         let took = started.elapsed();
         if !reply.routing_mesh.is_empty() || reply.assigned_tasks.is_empty() {
             bail!("a beat with the mesh kept carried it, or no task");
+        }
+        Ok(took)
+    })?;
+    // ... and the steady beat: the node names the assignments it has, none changed.
+    let all_kept = median(ROUNDS * 10, || {
+        let started = Instant::now();
+        let reply = answer(None, 1, digest.clone(), token.clone())?;
+        let took = started.elapsed();
+        if !reply.routing_mesh.is_empty() || !reply.assignments_kept {
+            bail!("a steady beat carried the mesh, or did not keep the assignments");
+        }
+        if !reply.assigned_tasks.is_empty() {
+            bail!("kept assignments were sent");
         }
         Ok(took)
     })?;
@@ -139,7 +159,7 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
     let changed = median(ROUNDS, || {
         generation += 1;
         let started = Instant::now();
-        let reply = answer(Some(generation), 1, digest.clone())?;
+        let reply = answer(Some(generation), 1, digest.clone(), token.clone())?;
         let took = started.elapsed();
         if reply.routing_mesh_digest != digest {
             bail!("the first beat after a change named another mesh: the state did not change");
@@ -147,12 +167,20 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
         Ok(took)
     })?;
 
-    // ... and every node's first beat after it.
+    // ... and every node's first beat after it: each node has its tasks (names them), and
+    // gets the new mesh whole.
+    let tokens = (0..NODES)
+        .map(|node| Ok(answer(None, node, Vec::new(), Vec::new())?.assignments_token))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mesh_bytes = answer(None, 1, Vec::new(), Vec::new())?.routing_mesh.len();
     let all_nodes = median(5, || {
         generation += 1;
         let started = Instant::now();
-        for node in 0..NODES {
-            answer(Some(generation), node, Vec::new())?;
+        for (node, token) in tokens.iter().enumerate() {
+            let reply = answer(Some(generation), node, Vec::new(), token.clone())?;
+            if !reply.assignments_kept || reply.routing_mesh.is_empty() {
+                bail!("a node's first beat after a change did not keep its tasks or got no mesh");
+            }
         }
         Ok(started.elapsed())
     })?;
@@ -309,6 +337,25 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
     let mean = writes.iter().sum::<Duration>() / writes.len() as u32;
     writes.sort();
 
+    // `service ls`: every service as the API shows it, with its running and desired tasks.
+    let service_ls = median(ROUNDS, || {
+        let started = Instant::now();
+        let listed = swarm.read(|state| {
+            state
+                .services
+                .values()
+                .map(|s| service_to_api(s, state, 0))
+                .filter(|info| info.running_tasks == 2)
+                .count()
+        });
+        let took = started.elapsed();
+        let services = swarm.read(|state| state.services.len());
+        if listed != services {
+            bail!("{listed} of {services} services listed with their 2 tasks running");
+        }
+        Ok(took)
+    })?;
+
     // A service created: the store checks its name and allocates its published port and VIP.
     let mut created = 0;
     let create_service = median(ROUNDS, || {
@@ -365,14 +412,50 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
         Ok(took)
     })?;
 
+    // A change to the mesh for real: a service created that publishes a port (applied, not
+    // timed); every node names the mesh and the tasks it has, and gets the change.
+    let mut change_bytes = 0;
+    let mesh_change = median(5, || {
+        // What each node has now (the rows before placed tasks: its tasks' token moved).
+        let told = (0..NODES)
+            .map(|node| {
+                let reply = answer(None, node, Vec::new(), Vec::new())?;
+                Ok((reply.routing_mesh_digest, reply.assignments_token))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        created += 1;
+        swarm.apply(vec![create(&format!("new{created:03}"), true)])?;
+        let started = Instant::now();
+        for (node, (digest, token)) in told.into_iter().enumerate() {
+            let reply = answer(None, node, digest, token)?;
+            if !reply.routing_mesh.is_empty() || reply.routing_mesh_delta.is_empty() {
+                bail!("a node with the last mesh was not sent the change alone");
+            }
+            if !reply.assignments_kept {
+                bail!("a node's tasks changed with a service created and not placed");
+            }
+            change_bytes = reply.routing_mesh_delta.len();
+        }
+        Ok(started.elapsed())
+    })?;
+    println!(
+        "a service created: the change as a node gets it: {change_bytes} bytes (the whole \
+         mesh: {} KiB)",
+        mesh_bytes / 1024
+    );
+
     Ok(vec![
         (
             "state copied (each Leader::state(), 3 per beat before)",
             clone,
         ),
-        ("beat answered, mesh kept", kept),
+        ("beat answered, mesh kept, tasks sent", kept),
+        ("beat answered, mesh and tasks kept", all_kept),
         ("beat answered, first after a change (mesh built)", changed),
-        ("first beats of all 100 nodes after a change", all_nodes),
+        (
+            "first beats of all 100 nodes after a change (whole mesh)",
+            all_nodes,
+        ),
         (
             "orchestrator pass, nothing to do (each 250 ms tick before)",
             steady_pass,
@@ -399,12 +482,20 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
             longest_read_wait,
         ),
         (
+            "service ls answered (every service with its tasks)",
+            service_ls,
+        ),
+        (
             "service created by the store (VIP and published port allocated)",
             create_service,
         ),
         (
             "orchestrator tick after a service create (2 tasks placed)",
             tick_after_create,
+        ),
+        (
+            "beats of all 100 nodes after a service create (the change)",
+            mesh_change,
         ),
     ])
 }

@@ -329,6 +329,24 @@ fn scaling_a_dead_node_and_publish_updates_reach_every_node() {
     wait_until(Duration::from_secs(10), "8081 to be served", || {
         from_client(&cluster, to, 2).map(|_| ())
     });
+    // The workers had the mesh: the leader sent them its changes, not the whole mesh again,
+    // and each change gave the mesh the leader named (none refused).
+    for i in 1..3 {
+        let updates = |how: &str| {
+            metric(
+                &cluster,
+                i,
+                &format!("shoal_routing_mesh_updates_total{{how=\"{how}\"}}"),
+            )
+        };
+        assert!(updates("change") > 0, "node{} got no change", i + 1);
+        assert_eq!(updates("refused"), 0, "node{}", i + 1);
+        assert!(
+            updates("whole") > 0,
+            "node{}: its first mesh came whole",
+            i + 1
+        );
+    }
 
     // --- 4. scaled to 0: the port is still published, and with no task to take it the XDP
     // program refuses connections at once (a reset) instead of letting them hang

@@ -24,7 +24,11 @@ use shoal_common::{
     mesh::MeshEvent,
 };
 use shoal_control::{
-    api::HookCounters, cluster::health::Health, error_chain::Chain, netdb::NetDbStats, swarm::Swarm,
+    api::HookCounters,
+    cluster::health::Health,
+    error_chain::Chain,
+    netdb::NetDbStats,
+    swarm::{MeshUpdateCounts, Swarm},
 };
 use shoal_dataplane::{lb::VipCounters, sock_destroy::Destroyed};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -99,6 +103,7 @@ async fn scrape(State(sources): State<Sources>) -> impl IntoResponse {
         gossip: sources.networking.gossip_stats().unwrap_or_default(),
         gossip_keys: sources.networking.gossip_key_count() as i64,
         remote_repairs: sources.networking.remote_endpoint_repairs(),
+        mesh_updates: sources.swarm.mesh_updates(),
         dns: sources.networking.dns_counters(),
         task_health: sources.tasks.executor.health_counts(),
     };
@@ -137,6 +142,8 @@ struct Snapshot {
     gossip_keys: i64,
     /// Remote endpoints the sandboxes' background check found (stale, missing), and repaired.
     remote_repairs: (u64, u64),
+    /// How the routing meshes from the leader came (whole, as a change, refused).
+    mesh_updates: MeshUpdateCounts,
     dns: shoal_dns::DnsCounters,
     /// This node's running tasks with a health check, per service and health.
     task_health: BTreeMap<(String, Health), u64>,
@@ -393,6 +400,22 @@ impl Snapshot {
         let (stale, missing) = self.remote_repairs;
         for (kind, value) in [("stale", stale), ("missing", missing)] {
             ConstCounter::new(value).encode(overlay.encode_family(&vec![("kind", kind)])?)?;
+        }
+        let mut meshes = encoder.encode_descriptor(
+            "shoal_routing_mesh_updates",
+            "Routing meshes this node followed from the leader's heartbeat answers: sent whole, \
+             or as the change from the one it had; refused: undecodable, or a change that did \
+             not give the mesh the leader named (the next one then came whole).",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        let m = self.mesh_updates;
+        for (how, value) in [
+            ("whole", m.whole),
+            ("change", m.changes),
+            ("refused", m.refused),
+        ] {
+            ConstCounter::new(value).encode(meshes.encode_family(&vec![("how", how)])?)?;
         }
         let mut destroyed = encoder.encode_descriptor(
             "shoal_lb_sockets_destroyed",

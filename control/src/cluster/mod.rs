@@ -27,6 +27,7 @@ pub mod health;
 pub mod held;
 pub mod limits;
 pub mod mesh;
+pub mod mesh_delta;
 mod model;
 pub mod network;
 pub mod objects;

@@ -446,9 +446,12 @@ pub struct TaskFiles {
 impl TaskFiles {
     /// The files `assigned` (every task of one node) need: those of the tasks desired running
     /// that have not run yet.
-    pub fn for_tasks(state: &ClusterState, assigned: &[Task]) -> TaskFiles {
+    pub fn for_tasks<'a>(
+        state: &ClusterState,
+        assigned: impl IntoIterator<Item = &'a Task>,
+    ) -> TaskFiles {
         let mut files = TaskFiles::default();
-        let starting = assigned.iter().filter(|t| {
+        let starting = assigned.into_iter().filter(|t| {
             t.desired_state == TaskState::Running && t.status.state < TaskState::Running
         });
         for task in starting {

@@ -14,6 +14,7 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     net::Ipv4Addr,
     ops::Deref,
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -35,7 +36,13 @@ pub struct Tasks {
     held: HashMap<String, Held>,
     /// Those the live tasks (not stopped) hold.
     live: HashMap<String, Held>,
+    /// The last change to each node's tasks (see [`Tasks::changed_on`]).
+    changes: HashMap<String, u64>,
 }
+
+/// Numbers for [`Tasks::changed_on`], one counter for the process: two copies of the tasks
+/// changed apart never give a node the same number for different tasks.
+static CHANGES: AtomicU64 = AtomicU64::new(1);
 
 /// What the tasks that occupy a node hold of it: how many, and what they reserve.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -75,13 +82,18 @@ impl Tasks {
     /// Adds or replaces the task `id`; returns the one it replaced.
     pub fn insert(&mut self, id: String, task: Task) -> Option<Task> {
         let keys = Keys::of(&task);
+        self.note_change(&task.node_id);
         let old = self.by_id.insert(id.clone(), task);
+        if let Some(old) = &old {
+            self.note_change(&old.node_id);
+        }
         self.reindex(&id, old.as_ref().map(Keys::of), Some(keys));
         old
     }
 
     pub fn remove(&mut self, id: &str) -> Option<Task> {
         let old = self.by_id.remove(id)?;
+        self.note_change(&old.node_id);
         self.reindex(id, Some(Keys::of(&old)), None);
         Some(old)
     }
@@ -105,6 +117,9 @@ impl Tasks {
         let before = Keys::of(task);
         let out = change(task);
         let after = Keys::of(task);
+        for node in [&before.node, &after.node].into_iter().flatten() {
+            note_change(&mut self.changes, node);
+        }
         if after != before {
             self.reindex(id, Some(before), Some(after));
         }
@@ -118,6 +133,9 @@ impl Tasks {
             let before = Keys::of(task);
             change(task);
             let after = Keys::of(task);
+            for node in [&before.node, &after.node].into_iter().flatten() {
+                note_change(&mut self.changes, node);
+            }
             if after != before {
                 moved.push((id.clone(), before, after));
             }
@@ -135,6 +153,18 @@ impl Tasks {
     /// The tasks of `service_id` (any state), in ID order.
     pub fn of_service<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
         self.indexed(&self.by_service, service_id)
+    }
+
+    /// A number that changes whenever a task on `node_id` changes, comes or goes (0: none
+    /// ever did in this copy of the tasks), and that no other node's tasks, nor another copy
+    /// of these changed since, had in this process: a node whose number is the one it had
+    /// has the same tasks. The leader skips sending the unchanged assignments by it.
+    pub fn changed_on(&self, node_id: &str) -> u64 {
+        self.changes.get(node_id).copied().unwrap_or(0)
+    }
+
+    fn note_change(&mut self, node_id: &str) {
+        note_change(&mut self.changes, node_id);
     }
 
     /// What the tasks that occupy `node_id` hold of it.
@@ -224,6 +254,20 @@ impl Keys {
                     (a.network.id.clone(), a.addr.addr(), live)
                 })
                 .collect(),
+        }
+    }
+}
+
+/// Gives `node_id` (none: no node) a new number in `changes`.
+fn note_change(changes: &mut HashMap<String, u64>, node_id: &str) {
+    if node_id.is_empty() {
+        return;
+    }
+    let next = CHANGES.fetch_add(1, Ordering::Relaxed);
+    match changes.get_mut(node_id) {
+        Some(n) => *n = next,
+        None => {
+            changes.insert(node_id.to_string(), next);
         }
     }
 }
@@ -445,6 +489,7 @@ mod tests {
         };
         let nodes = ["", "n1", "n2", "n3"];
         for _ in 0..2_000 {
+            let before = on_each_node(&tasks);
             let id = format!("t{}", random(40));
             let node = nodes[random(4) as usize];
             match random(5) {
@@ -487,8 +532,33 @@ mod tests {
                 }
             }
             check(&tasks);
+            // A node whose number is the one it had has the same tasks.
+            for (node, (number, had)) in &before {
+                if tasks.changed_on(node) == *number {
+                    assert_eq!(&on_each_node(&tasks)[node].1, had, "{node}");
+                }
+            }
         }
         assert!(!tasks.is_empty());
+        // Two copies changed apart never share a number for different tasks.
+        let mut copy = tasks.clone();
+        let (id, task) = copy.iter().find(|(_, t)| !t.node_id.is_empty()).unwrap();
+        let (id, node) = (id.clone(), task.node_id.clone());
+        assert_eq!(copy.changed_on(&node), tasks.changed_on(&node));
+        copy.update(&id, |t| t.status.state = TaskState::Failed);
+        tasks.update(&id, |t| t.status.state = TaskState::Complete);
+        assert_ne!(copy.changed_on(&node), tasks.changed_on(&node));
+    }
+
+    /// Each node's number and tasks.
+    fn on_each_node(tasks: &Tasks) -> BTreeMap<String, (u64, Vec<Task>)> {
+        ["n1", "n2", "n3"]
+            .into_iter()
+            .map(|node| {
+                let on: Vec<Task> = tasks.on_node(node).cloned().collect();
+                (node.to_string(), (tasks.changed_on(node), on))
+            })
+            .collect()
     }
 
     #[test]

@@ -13,7 +13,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::format::{self, FormatError};
 
 use crate::{
-    cluster::{Task, gossip::GossipConfig, mesh::RoutingMesh, objects::TaskFiles},
+    cluster::{
+        Task, gossip::GossipConfig, mesh::RoutingMesh, mesh_delta::MeshDelta, objects::TaskFiles,
+    },
     swarm::node::runner::TaskReports,
 };
 
@@ -38,6 +40,7 @@ const TASKS: &str = "task assignments";
 const GOSSIP: &str = "gossip config";
 const MESH: &str = "routing mesh";
 const FILES: &str = "task files";
+const MESH_DELTA: &str = "routing mesh change";
 
 pub fn encode_reports(reports: &TaskReports) -> Result<Vec<u8>, CodecError> {
     encode(REPORTS, reports)
@@ -81,9 +84,16 @@ pub fn decode_mesh(bytes: &[u8]) -> Result<RoutingMesh, CodecError> {
     decode(MESH, bytes)
 }
 
+pub fn encode_mesh_delta(delta: &MeshDelta) -> Result<Vec<u8>, CodecError> {
+    encode(MESH_DELTA, delta)
+}
+
+pub fn decode_mesh_delta(bytes: &[u8]) -> Result<MeshDelta, CodecError> {
+    decode(MESH_DELTA, bytes)
+}
+
 /// What a heartbeat names an encoded routing mesh by (SHA-256): equal digests, the same mesh.
 /// (The leader computes it by parts, `leader/mesh_cache.rs`; this is its definition.)
-#[cfg(test)]
 pub fn mesh_digest(encoded: &[u8]) -> Vec<u8> {
     use sha2::{Digest, Sha256};
     Sha256::digest(encoded).to_vec()

@@ -62,6 +62,7 @@ pub use self::{
     grpc::ClusterService,
     leader::{MeshCache, answer_beat},
     lifecycle::{BadAddress, parse_addr},
+    node::heartbeat::MeshUpdateCounts,
     node::log_stamps,
     node::runner::{NoTasks, RunnerError, TaskReports, TaskRunner},
 };
@@ -118,6 +119,8 @@ struct Inner {
     locked: Mutex<Option<SwarmFile>>,
     /// A node whose certificate expired while it was off: when it expired. Only leaving helps.
     expired: Mutex<Option<String>>,
+    /// How the routing meshes the leader sent came (`/metrics`).
+    mesh_updates: node::heartbeat::MeshUpdates,
 }
 
 /// An active membership: everything that exists only while the node is in a swarm.
@@ -182,8 +185,15 @@ impl Swarm {
                 transitions: tokio::sync::Mutex::new(()),
                 locked: Mutex::new(None),
                 expired: Mutex::new(None),
+                mesh_updates: Default::default(),
             }),
         }
+    }
+
+    /// The routing meshes this node followed from the leader's answers: sent whole, sent as
+    /// a change, and changes refused (not the mesh the leader named: the next came whole).
+    pub fn mesh_updates(&self) -> node::heartbeat::MeshUpdateCounts {
+        self.inner.mesh_updates.counts()
     }
 
     pub fn config(&self) -> &NodeConfig {

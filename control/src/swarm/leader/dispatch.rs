@@ -124,14 +124,26 @@ pub fn answer_beat(
     let node_id = &request.node_id;
     let (ca_certs_pem, renew_certificate) =
         certificate_answer(state, node_id, &request.cert_fingerprint);
-    let (assigned, files) = assignments(state, node_id);
+    let files = TaskFiles::for_tasks(state, assigned_to(state, node_id));
+    // The node's tasks, sent again only when they changed: at 10,000 services a beat encoded
+    // a node's 200 tasks whole each time.
+    let assignments_token = assignments_token(state, node_id);
+    let assignments_kept = request.assignments_token == assignments_token;
+    let assigned_tasks = if assignments_kept {
+        Vec::new()
+    } else {
+        let assigned: Vec<Task> = assigned_to(state, node_id).cloned().collect();
+        encode_tasks(&assigned)?
+    };
     // The mesh lists every service that publishes or has a VIP: sent again only when it
     // changed, so a quiet swarm of many services does not ship it to every node each beat.
     let mesh = meshes.for_node(state, generation, node_id)?;
-    let routing_mesh = if request.routing_mesh_digest == mesh.digest {
-        Vec::new()
+    let (routing_mesh, routing_mesh_delta) = if request.routing_mesh_digest == mesh.digest {
+        (Vec::new(), Vec::new())
+    } else if let Some(delta) = meshes.delta_to(&mesh, &request.routing_mesh_digest)? {
+        (Vec::new(), delta)
     } else {
-        mesh.encoded()
+        (mesh.encoded(), Vec::new())
     };
     Ok(HeartbeatResponse {
         period_ms: heartbeat_period(state).as_millis() as u64,
@@ -142,11 +154,12 @@ pub fn answer_beat(
             .get(node_id)
             .map_or("", |n| n.role.as_str())
             .to_string(),
-        assigned_tasks: encode_tasks(&assigned)?,
+        assigned_tasks,
         task_files: encode_files(&files)?,
         gossip: encode_gossip(&gossip_config(state))?,
         routing_mesh,
         routing_mesh_digest: mesh.digest,
+        routing_mesh_delta,
         manager_ids: state
             .nodes
             .values()
@@ -155,7 +168,19 @@ pub fn answer_beat(
             .collect(),
         ca_certs_pem,
         renew_certificate,
+        assignments_token,
+        assignments_kept,
     })
+}
+
+/// Names `node_id`'s assignments in `state`: this process's epoch (a number drawn when it
+/// started, so a token from another leader, or from before a restart, never matches) and the
+/// store's number for the last change to the node's tasks (`Tasks::changed_on`).
+fn assignments_token(state: &ClusterState, node_id: &str) -> Vec<u8> {
+    static EPOCH: std::sync::LazyLock<u64> = std::sync::LazyLock::new(rand::random);
+    let mut token = EPOCH.to_be_bytes().to_vec();
+    token.extend_from_slice(&state.tasks.changed_on(node_id).to_be_bytes());
+    token
 }
 
 /// What the leader's own node follows from its beat.
@@ -171,7 +196,7 @@ pub(in crate::swarm) struct OwnBeat {
 
 /// A node's assignments, with the files they need.
 fn assignments(state: &ClusterState, node_id: &str) -> (Vec<Task>, TaskFiles) {
-    let assigned = assigned_to(state, node_id);
+    let assigned: Vec<Task> = assigned_to(state, node_id).cloned().collect();
     let files = TaskFiles::for_tasks(state, &assigned);
     (assigned, files)
 }
@@ -199,12 +224,10 @@ fn gossip_config(state: &ClusterState) -> GossipConfig {
 
 /// The tasks a node must run or stop: those desired running, and those still running there.
 /// A global task Pending on its node (no room for its reservations yet) is not sent.
-fn assigned_to(state: &ClusterState, node_id: &str) -> Vec<Task> {
+fn assigned_to<'a>(state: &'a ClusterState, node_id: &str) -> impl Iterator<Item = &'a Task> {
     state
         .tasks
         .on_node(node_id)
         .filter(|t| t.status.state >= TaskState::Assigned)
         .filter(|t| t.desired_state == TaskState::Running || !t.status.state.is_terminal())
-        .cloned()
-        .collect()
 }

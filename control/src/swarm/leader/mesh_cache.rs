@@ -11,8 +11,13 @@
 //! the shared bytes, kept at the point the address starts. So a change costs one encoding and
 //! one hash whatever the number of nodes, a beat a few microseconds, and a node's bytes are
 //! put together only when it needs them.
+//!
+//! The last few meshes are kept too: a node that has one of them (its beat names it by its
+//! digest) is sent the change from it ([`MeshCache::delta_to`], `cluster::mesh_delta`),
+//! computed once per pair of generations, rather than the whole mesh.
 
 use std::{
+    collections::{HashMap, VecDeque},
     net::Ipv4Addr,
     sync::{Arc, Mutex, PoisonError},
 };
@@ -20,14 +25,19 @@ use std::{
 use sha2::{Digest, Sha256};
 
 use crate::{
-    cluster::{ClusterState, mesh::RoutingMesh},
+    cluster::{ClusterState, mesh::RoutingMesh, mesh_delta::MeshDelta},
     format,
-    swarm::codec::{CodecError, encode_mesh},
+    swarm::codec::{CodecError, encode_mesh, encode_mesh_delta},
 };
+
+/// How many meshes before the current one are kept to send changes from.
+const RECENT: usize = 8;
 
 /// What every node is told alike, encoded once.
 #[derive(Debug)]
 struct SharedMesh {
+    /// The state machine's mesh generation it was built for.
+    generation: u64,
     /// The mesh with no `node_addr`.
     mesh: RoutingMesh,
     /// Its encoding without the last byte (the null of `node_addr`).
@@ -63,10 +73,29 @@ impl NodeMesh {
     }
 }
 
+impl SharedMesh {
+    /// The digest of this mesh as told to a node whose address encodes as `addr`.
+    fn digest_with(&self, addr: &[u8]) -> Vec<u8> {
+        let mut hasher = self.hashed_head.clone();
+        hasher.update(addr);
+        hasher.finalize().to_vec()
+    }
+}
+
 /// Kept by a manager for the state machine it reads (one per Raft store: generations of
 /// different stores do not compare).
 #[derive(Default)]
-pub struct MeshCache(Mutex<Option<(u64, Arc<SharedMesh>)>>);
+pub struct MeshCache(Mutex<Kept>);
+
+#[derive(Default)]
+struct Kept {
+    /// The shared part of the newest generation built.
+    current: Option<Arc<SharedMesh>>,
+    /// Those of the generations before, newest first, at most [`RECENT`].
+    recent: VecDeque<Arc<SharedMesh>>,
+    /// The changes computed, by (from, to) generation, with no `node_addr`.
+    deltas: HashMap<(u64, u64), Arc<MeshDelta>>,
+}
 
 impl MeshCache {
     /// `node_id`'s mesh in `state`, whose mesh generation is `generation`: from the shared
@@ -83,20 +112,52 @@ impl MeshCache {
             what: "routing mesh",
             source,
         })?;
-        let mut hasher = shared.hashed_head.clone();
-        hasher.update(&addr);
         Ok(NodeMesh {
-            digest: hasher.finalize().to_vec(),
+            digest: shared.digest_with(&addr),
             shared,
             addr,
             node_addr,
         })
     }
 
+    /// The change to `to` from the mesh a node has, named by `digest` (its beat's), encoded
+    /// for that node: when that mesh is one of the last [`RECENT`] as told to it (with the
+    /// address it has now). `None`: the node is to get the whole mesh.
+    pub fn delta_to(&self, to: &NodeMesh, digest: &[u8]) -> Result<Option<Vec<u8>>, CodecError> {
+        if digest.is_empty() || digest == to.digest {
+            return Ok(None);
+        }
+        let delta = {
+            let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let from = kept
+                .recent
+                .iter()
+                .chain(&kept.current)
+                .find(|old| {
+                    old.generation != to.shared.generation && old.digest_with(&to.addr) == digest
+                })
+                .cloned();
+            let Some(from) = from else {
+                return Ok(None);
+            };
+            let key = (from.generation, to.shared.generation);
+            let delta = kept
+                .deltas
+                .entry(key)
+                .or_insert_with(|| Arc::new(MeshDelta::between(&from.mesh, &to.shared.mesh)));
+            Arc::clone(delta)
+        };
+        let delta = MeshDelta {
+            node_addr: to.node_addr,
+            ..(*delta).clone()
+        };
+        encode_mesh_delta(&delta).map(Some)
+    }
+
     fn shared(&self, state: &ClusterState, generation: u64) -> Result<Arc<SharedMesh>, CodecError> {
         let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((kept_generation, shared)) = kept.as_ref()
-            && *kept_generation == generation
+        if let Some(shared) = &kept.current
+            && shared.generation == generation
         {
             return Ok(Arc::clone(shared));
         }
@@ -108,11 +169,17 @@ impl MeshCache {
         // The last field's null: `node_addr` is the mesh's last field.
         head.pop();
         let shared = Arc::new(SharedMesh {
+            generation,
             hashed_head: Sha256::new_with_prefix(&head),
             head,
             mesh,
         });
-        *kept = Some((generation, Arc::clone(&shared)));
+        if let Some(before) = kept.current.replace(Arc::clone(&shared)) {
+            kept.recent.push_front(before);
+            kept.recent.truncate(RECENT);
+        }
+        // Changes to an older generation are of no more use.
+        kept.deltas.clear();
         Ok(shared)
     }
 }
@@ -201,5 +268,67 @@ mod tests {
         assert_eq!(again.mesh(), RoutingMesh::for_node(&moved, "n1"));
         assert_eq!(again.encoded(), encoded_whole(&moved, "n1"));
         assert_ne!(again.digest, n1.digest);
+    }
+
+    /// `state` with one more service publishing `port`.
+    fn with_service(mut state: ClusterState, name: &str, port: u16) -> ClusterState {
+        let mut service = crate::orchestrator::fixture::new_service(
+            name,
+            crate::orchestrator::fixture::replicated(name, 1),
+            0,
+        );
+        service.endpoint_ports = vec![PortConfig {
+            protocol: PortProtocol::Tcp,
+            target: 80,
+            published: port,
+            mode: PublishMode::Ingress,
+            source: Default::default(),
+        }];
+        state.services.insert(name.to_string(), service);
+        state
+    }
+
+    #[test]
+    fn a_node_with_a_recent_mesh_gets_the_change_and_it_gives_the_new_mesh() {
+        let cache = MeshCache::default();
+        let addrs = [("n1", [10, 255, 0, 2]), ("n2", [10, 255, 0, 3])];
+        let mut states = vec![state(&addrs)];
+        let mut told = vec![cache.for_node(&states[0], 0, "n1").unwrap()];
+        for generation in 1..=RECENT as u64 + 1 {
+            let name = format!("s{generation}");
+            let last = states.last().unwrap().clone();
+            let next = with_service(last, &name, 30000 + generation as u16);
+            told.push(cache.for_node(&next, generation, "n1").unwrap());
+            states.push(next);
+        }
+        let newest = told.last().unwrap();
+        // From each of the last RECENT meshes: the change, which gives the newest mesh.
+        for (i, old) in told.iter().enumerate().rev().skip(1).take(RECENT) {
+            let delta = cache
+                .delta_to(newest, &old.digest)
+                .unwrap()
+                .expect("a change");
+            let delta = crate::swarm::codec::decode_mesh_delta(&delta).unwrap();
+            let next = delta.apply(&old.mesh());
+            assert_eq!(next, newest.mesh(), "from generation {i}");
+            assert_eq!(mesh_digest(&encode_mesh(&next).unwrap()), newest.digest);
+            assert!(
+                delta.services.len() < next.services.len(),
+                "a change, not the mesh"
+            );
+        }
+        // Older than that, unknown, none, or the node's own: no change, the whole mesh.
+        assert_eq!(cache.delta_to(newest, &told[0].digest).unwrap(), None);
+        assert_eq!(cache.delta_to(newest, &[7; 32]).unwrap(), None);
+        assert_eq!(cache.delta_to(newest, &[]).unwrap(), None);
+        assert_eq!(cache.delta_to(newest, &newest.digest).unwrap(), None);
+        // Another node's digest of an old mesh is not this node's: no change for n1.
+        let n2_old = {
+            let cache = MeshCache::default();
+            cache
+                .for_node(&states[RECENT], RECENT as u64, "n2")
+                .unwrap()
+        };
+        assert_eq!(cache.delta_to(newest, &n2_old.digest).unwrap(), None);
     }
 }

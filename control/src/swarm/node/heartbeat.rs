@@ -5,7 +5,10 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, PoisonError},
+    sync::{
+        Arc, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -15,11 +18,14 @@ use tracing::{debug, warn};
 use super::runner::{TaskReports, TaskRunner};
 use crate::{
     api::{HeartbeatRequest, HeartbeatResponse},
-    cluster::{Task, objects::TaskFiles},
+    cluster::{Task, mesh::RoutingMesh, objects::TaskFiles},
     error_chain::Chain,
     swarm::{
         Active, Swarm,
-        codec::{decode_files, decode_gossip, decode_mesh, decode_tasks, encode_reports},
+        codec::{
+            CodecError, decode_files, decode_gossip, decode_mesh, decode_mesh_delta, decode_tasks,
+            encode_mesh, encode_reports, mesh_digest,
+        },
         convert::parse_role,
         error::Error,
         leader::Leader,
@@ -105,9 +111,13 @@ async fn beat_loop(
     // The first beat at once: a restarted agent is Down for the leader after three periods of
     // silence, counted from its last beat before the restart.
     let mut next = Duration::ZERO;
-    // The digest of the routing mesh the runner follows, as the leader last named it (or this
-    // node, leading, built it): the leader then sends the mesh only when it changed.
-    let mut mesh_digest: Vec<u8> = Vec::new();
+    // The routing mesh the runner follows, with its digest as the leader last named it (or
+    // this node, leading, built it): the leader then sends the mesh, or its change, only
+    // when it changed.
+    let mut mesh = FollowedMesh::default();
+    // The assignments the leader last sent, with its token for them: it then sends them only
+    // when they changed.
+    let mut assignments: Option<Assignments> = None;
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -134,9 +144,10 @@ async fn beat_loop(
                         .certs
                         .follow(&ours.creds, &beat.roots, beat.renew_certificate, period);
                     runner.gossip(&beat.gossip);
-                    if beat.mesh.digest != mesh_digest {
-                        runner.routing_mesh(&beat.mesh.mesh());
-                        mesh_digest.clone_from(&beat.mesh.digest);
+                    if beat.mesh.digest != mesh.digest {
+                        let own = beat.mesh.mesh();
+                        runner.routing_mesh(&own);
+                        mesh.follow(own, beat.mesh.digest.clone());
                     }
                     handoff.hand(beat.assigned, beat.files);
                 }
@@ -154,7 +165,8 @@ async fn beat_loop(
         };
         let beat = Beat {
             reports: &reports,
-            mesh_digest: &mesh_digest,
+            mesh_digest: &mesh.digest,
+            assignments_token: assignments.as_ref().map_or(&[], |a| &a.token),
             agent_stopping: false,
         };
         let reply = match send(active, leader, swarm.node_id(), beat).await {
@@ -178,7 +190,14 @@ async fn beat_loop(
             .manager_ids
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = reply.manager_ids.clone();
-        if let Some((assigned, files)) = follow_reply(runner.as_ref(), &reply, &mut mesh_digest) {
+        let followed = follow_reply(
+            runner.as_ref(),
+            &reply,
+            &mut mesh,
+            &mut assignments,
+            &swarm.inner.mesh_updates,
+        );
+        if let Some((assigned, files)) = followed {
             handoff.hand(assigned, files);
         }
         if let Ok(role) = parse_role(&reply.role)
@@ -202,6 +221,8 @@ struct Beat<'a> {
     reports: &'a TaskReports,
     /// The digest of the routing mesh the node follows (empty: none from a leader).
     mesh_digest: &'a [u8],
+    /// The leader's token for the assignments the node has (empty: none).
+    assignments_token: &'a [u8],
     /// The agent stops and leaves its tasks running.
     agent_stopping: bool,
 }
@@ -219,6 +240,7 @@ async fn send(
         cert_fingerprint: active.tls.current().cert.fingerprint.clone(),
         agent_stopping: beat.agent_stopping,
         routing_mesh_digest: beat.mesh_digest.to_vec(),
+        assignments_token: beat.assignments_token.to_vec(),
     };
     let reply = active.peers.client(to)?.heartbeat(request).await?;
     Ok(reply.into_inner())
@@ -241,6 +263,7 @@ pub(in crate::swarm) async fn say_stopping(swarm: &Swarm, active: &Active) {
         let beat = Beat {
             reports: &Vec::new(),
             mesh_digest: &[],
+            assignments_token: &[],
             agent_stopping: true,
         };
         if let Err(e) = send(active, to, swarm.node_id(), beat).await {
@@ -259,30 +282,43 @@ pub(in crate::swarm) async fn say_stopping(swarm: &Swarm, active: &Active) {
 /// Hands the keys and routing mesh of a heartbeat answer to the runner, and returns the tasks
 /// it assigns with their files. Each payload that does not decode is logged and skipped: above
 /// all the assignments (and their files, without which new tasks would fail), since following
-/// an unreadable one could stop every task the node runs. `mesh_digest`: the digest of the
-/// mesh the runner follows, updated; an answer without a mesh whose digest is that one leaves
-/// the runner's as it is.
+/// an unreadable one could stop every task the node runs. `mesh`: the mesh the runner
+/// follows, updated; an answer without a mesh whose digest is that one's leaves the runner's
+/// as it is. `assignments`: what the leader last sent, updated; an answer that keeps them
+/// gives them again.
 fn follow_reply(
     runner: &dyn TaskRunner,
     reply: &HeartbeatResponse,
-    mesh_digest: &mut Vec<u8>,
+    mesh: &mut FollowedMesh,
+    assignments: &mut Option<Assignments>,
+    updates: &MeshUpdates,
 ) -> Option<(Vec<Task>, TaskFiles)> {
     match decode_gossip(&reply.gossip) {
         Ok(config) => runner.gossip(&config),
         Err(e) => warn!(cause = %Chain(&e), "bad gossip config from the leader"),
     }
     let unchanged = reply.routing_mesh.is_empty()
+        && reply.routing_mesh_delta.is_empty()
         && !reply.routing_mesh_digest.is_empty()
-        && reply.routing_mesh_digest == *mesh_digest;
+        && reply.routing_mesh_digest == mesh.digest;
     if !unchanged {
-        match decode_mesh(&reply.routing_mesh) {
-            Ok(mesh) => {
-                runner.routing_mesh(&mesh);
-                mesh_digest.clone_from(&reply.routing_mesh_digest);
+        let as_change = !reply.routing_mesh_delta.is_empty();
+        match mesh.next(reply) {
+            Ok(next) => {
+                runner.routing_mesh(&next);
+                mesh.follow(next, reply.routing_mesh_digest.clone());
+                let counter = if as_change {
+                    &updates.changes
+                } else {
+                    &updates.whole
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                mesh_digest.clear();
-                warn!(cause = %Chain(&e), "bad routing mesh from the leader");
+                // The next beat names no mesh: the leader sends it whole.
+                *mesh = FollowedMesh::default();
+                updates.refused.fetch_add(1, Ordering::Relaxed);
+                warn!(cause = %e, "bad routing mesh from the leader");
             }
         }
     }
@@ -293,13 +329,105 @@ fn follow_reply(
             return None;
         }
     };
+    if reply.assignments_kept {
+        return match assignments {
+            Some(kept) if kept.token == reply.assignments_token => {
+                Some((kept.tasks.clone(), files))
+            }
+            _ => {
+                // Not those this node has: the next beat asks for them whole.
+                *assignments = None;
+                warn!(
+                    "the leader kept assignments this node does not have; the node's tasks are left as they are"
+                );
+                None
+            }
+        };
+    }
     match decode_tasks(&reply.assigned_tasks) {
-        Ok(assigned) => Some((assigned, files)),
+        Ok(assigned) => {
+            *assignments = Some(Assignments {
+                token: reply.assignments_token.clone(),
+                tasks: assigned.clone(),
+            });
+            Some((assigned, files))
+        }
         Err(e) => {
+            *assignments = None;
             warn!(cause = %Chain(&e), "bad task assignments from the leader; the node's tasks are left as they are");
             None
         }
     }
+}
+
+/// How the routing meshes a node followed came.
+#[derive(Debug, Default)]
+pub struct MeshUpdates {
+    whole: AtomicU64,
+    changes: AtomicU64,
+    refused: AtomicU64,
+}
+
+/// [`MeshUpdates`] read at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshUpdateCounts {
+    /// Meshes sent whole.
+    pub whole: u64,
+    /// Meshes sent as the change from the node's.
+    pub changes: u64,
+    /// Meshes not followed: undecodable, or a change that did not give the mesh named.
+    pub refused: u64,
+}
+
+impl MeshUpdates {
+    pub(in crate::swarm) fn counts(&self) -> MeshUpdateCounts {
+        MeshUpdateCounts {
+            whole: self.whole.load(Ordering::Relaxed),
+            changes: self.changes.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The routing mesh a node follows, and its digest (empty: none yet).
+#[derive(Default)]
+struct FollowedMesh {
+    digest: Vec<u8>,
+    mesh: Option<RoutingMesh>,
+}
+
+impl FollowedMesh {
+    fn follow(&mut self, mesh: RoutingMesh, digest: Vec<u8>) {
+        self.mesh = Some(mesh);
+        self.digest = digest;
+    }
+
+    /// The mesh `reply` gives: whole, or the change from this one, which must come out as the
+    /// mesh the reply names (its encoding's digest).
+    fn next(&self, reply: &HeartbeatResponse) -> Result<RoutingMesh, String> {
+        let bad = |e: CodecError| Chain(&e).to_string();
+        if reply.routing_mesh_delta.is_empty() {
+            return decode_mesh(&reply.routing_mesh).map_err(bad);
+        }
+        let delta = decode_mesh_delta(&reply.routing_mesh_delta).map_err(bad)?;
+        let current = self
+            .mesh
+            .as_ref()
+            .ok_or("a change to a routing mesh this node does not have")?;
+        let next = delta.apply(current);
+        if mesh_digest(&encode_mesh(&next).map_err(bad)?) != reply.routing_mesh_digest {
+            return Err(
+                "a routing mesh change that does not give the mesh the leader named".into(),
+            );
+        }
+        Ok(next)
+    }
+}
+
+/// The assignments a leader sent, and its token for them.
+struct Assignments {
+    token: Vec<u8>,
+    tasks: Vec<Task>,
 }
 
 /// Hands the assignments to the task runner, which forks: not on an async worker.
@@ -381,9 +509,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        cluster::{gossip::GossipConfig, mesh::RoutingMesh},
+        cluster::gossip::GossipConfig,
         swarm::{
-            codec::{encode_files, encode_gossip, encode_mesh, encode_tasks, mesh_digest},
+            codec::{encode_files, encode_gossip, encode_tasks},
             node::runner::RunnerError,
         },
     };
@@ -454,7 +582,16 @@ mod tests {
         let runner = Recorder::default();
         tracing::subscriber::with_default(subscriber, || {
             for mangled in [Vec::new(), vec![0xff; 7]] {
-                assert!(follow_reply(&runner, &reply(mangled), &mut Vec::new()).is_none());
+                assert!(
+                    follow_reply(
+                        &runner,
+                        &reply(mangled),
+                        &mut FollowedMesh::default(),
+                        &mut None,
+                        &MeshUpdates::default(),
+                    )
+                    .is_none()
+                );
             }
         });
         assert!(
@@ -478,7 +615,13 @@ mod tests {
     #[test]
     fn an_assignment_of_no_tasks_is_followed() {
         let runner = Recorder::default();
-        let assigned = follow_reply(&runner, &reply(encode_tasks(&[]).unwrap()), &mut Vec::new());
+        let assigned = follow_reply(
+            &runner,
+            &reply(encode_tasks(&[]).unwrap()),
+            &mut FollowedMesh::default(),
+            &mut None,
+            &MeshUpdates::default(),
+        );
         assert_eq!(assigned, Some((Vec::new(), TaskFiles::default())));
     }
 
@@ -490,11 +633,20 @@ mod tests {
             routing_mesh_digest: mesh_digest(&mesh),
             ..reply(encode_tasks(&[]).unwrap())
         };
-        let mut followed = Vec::new();
-        assert!(follow_reply(&runner, &with_mesh, &mut followed).is_some());
+        let mut followed = FollowedMesh::default();
+        assert!(
+            follow_reply(
+                &runner,
+                &with_mesh,
+                &mut followed,
+                &mut None,
+                &MeshUpdates::default()
+            )
+            .is_some()
+        );
         assert_eq!(*runner.meshes.lock().unwrap(), 1);
         assert_eq!(
-            followed,
+            followed.digest,
             mesh_digest(&mesh),
             "the digest of the mesh followed"
         );
@@ -503,7 +655,16 @@ mod tests {
             routing_mesh: Vec::new(),
             ..with_mesh.clone()
         };
-        assert!(follow_reply(&runner, &without, &mut followed).is_some());
+        assert!(
+            follow_reply(
+                &runner,
+                &without,
+                &mut followed,
+                &mut None,
+                &MeshUpdates::default()
+            )
+            .is_some()
+        );
         assert_eq!(*runner.meshes.lock().unwrap(), 1);
         // Left out under another digest (never sent so): nothing to follow, and the next
         // beat asks for it whole.
@@ -511,9 +672,119 @@ mod tests {
             routing_mesh_digest: vec![1; 32],
             ..without
         };
-        assert!(follow_reply(&runner, &other, &mut followed).is_some());
+        assert!(
+            follow_reply(
+                &runner,
+                &other,
+                &mut followed,
+                &mut None,
+                &MeshUpdates::default()
+            )
+            .is_some()
+        );
         assert_eq!(*runner.meshes.lock().unwrap(), 1);
-        assert!(followed.is_empty());
+        assert!(followed.digest.is_empty() && followed.mesh.is_none());
+    }
+
+    #[test]
+    fn assignments_are_kept_when_the_leader_says_so_under_their_token() {
+        let runner = Recorder::default();
+        let mut task = crate::orchestrator::fixture::Sim::new(1);
+        task.create("web", crate::orchestrator::fixture::replicated("web", 1));
+        task.settle();
+        let tasks: Vec<Task> = task.state.tasks.values().cloned().collect();
+        let full = HeartbeatResponse {
+            assignments_token: vec![7; 16],
+            ..reply(encode_tasks(&tasks).unwrap())
+        };
+        let mut kept = None;
+        let first = follow_reply(
+            &runner,
+            &full,
+            &mut FollowedMesh::default(),
+            &mut kept,
+            &MeshUpdates::default(),
+        );
+        assert_eq!(first.map(|(t, _)| t), Some(tasks.clone()));
+        assert_eq!(kept.as_ref().map(|k| k.token.clone()), Some(vec![7; 16]));
+        // Kept: no tasks on the wire, the node's own again (the files as sent now).
+        let same = HeartbeatResponse {
+            assigned_tasks: Vec::new(),
+            assignments_kept: true,
+            ..full.clone()
+        };
+        let again = follow_reply(
+            &runner,
+            &same,
+            &mut FollowedMesh::default(),
+            &mut kept,
+            &MeshUpdates::default(),
+        );
+        assert_eq!(again, Some((tasks, TaskFiles::default())));
+        // Kept under a token the node does not have: nothing followed, and the next beat
+        // names none, so the leader sends them whole.
+        let other = HeartbeatResponse {
+            assignments_token: vec![8; 16],
+            ..same
+        };
+        assert_eq!(
+            follow_reply(
+                &runner,
+                &other,
+                &mut FollowedMesh::default(),
+                &mut kept,
+                &MeshUpdates::default()
+            ),
+            None
+        );
+        assert!(kept.is_none());
+    }
+
+    #[test]
+    fn a_routing_mesh_change_is_applied_to_the_mesh_followed_and_checked() {
+        use crate::cluster::{mesh::ServiceVip, mesh_delta::MeshDelta};
+        use crate::swarm::codec::encode_mesh_delta;
+        let runner = Recorder::default();
+        let updates = MeshUpdates::default();
+        let old = RoutingMesh::default();
+        let new = RoutingMesh {
+            vips: vec![ServiceVip {
+                network_id: "ingress".into(),
+                addr: [10, 255, 0, 5].into(),
+            }],
+            node_addr: Some([10, 255, 0, 2].into()),
+            ..RoutingMesh::default()
+        };
+        let digest = |m: &RoutingMesh| mesh_digest(&encode_mesh(m).unwrap());
+        let mut followed = FollowedMesh::default();
+        followed.follow(old.clone(), digest(&old));
+        let change = HeartbeatResponse {
+            routing_mesh: Vec::new(),
+            routing_mesh_delta: encode_mesh_delta(&MeshDelta::between(&old, &new)).unwrap(),
+            routing_mesh_digest: digest(&new),
+            ..reply(encode_tasks(&[]).unwrap())
+        };
+        assert!(follow_reply(&runner, &change, &mut followed, &mut None, &updates).is_some());
+        assert_eq!(followed.mesh.as_ref(), Some(&new));
+        assert_eq!(followed.digest, digest(&new));
+        assert_eq!(*runner.meshes.lock().unwrap(), 1);
+        // A change that does not come out as the mesh named: not followed, and the next beat
+        // names no mesh (the leader sends it whole).
+        let mut again = FollowedMesh::default();
+        again.follow(old.clone(), digest(&old));
+        let wrong = HeartbeatResponse {
+            routing_mesh_digest: vec![1; 32],
+            ..change.clone()
+        };
+        assert!(follow_reply(&runner, &wrong, &mut again, &mut None, &updates).is_some());
+        assert!(again.digest.is_empty() && again.mesh.is_none());
+        // A change to no mesh at all: the same.
+        let mut none = FollowedMesh::default();
+        assert!(follow_reply(&runner, &change, &mut none, &mut None, &updates).is_some());
+        assert!(none.digest.is_empty());
+        assert_eq!(*runner.meshes.lock().unwrap(), 1, "neither was followed");
+        let counts = updates.counts();
+        assert_eq!((counts.whole, counts.changes, counts.refused), (0, 1, 2));
     }
 
     #[test]
@@ -521,6 +792,15 @@ mod tests {
         let runner = Recorder::default();
         let mut mangled = reply(encode_tasks(&[]).unwrap());
         mangled.task_files = Vec::new();
-        assert_eq!(follow_reply(&runner, &mangled, &mut Vec::new()), None);
+        assert_eq!(
+            follow_reply(
+                &runner,
+                &mangled,
+                &mut FollowedMesh::default(),
+                &mut None,
+                &MeshUpdates::default()
+            ),
+            None
+        );
     }
 }
