@@ -111,6 +111,7 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
             node_id: node_id(node),
             routing_mesh_digest: digest,
             assignments_token: token,
+            accepts_mesh_delta: true,
             ..Default::default()
         };
         reader.read_versioned(|state, current| {

@@ -45,13 +45,15 @@ pub fn resolve_service<'a>(state: &'a ClusterState, reference: &str) -> Result<&
     if let Some(service) = state.services.get(reference) {
         return Ok(service);
     }
-    if let Some(service) = state.services.values().find(|s| s.spec.name == reference) {
+    if let Some(service) = state.services.named(reference) {
         return Ok(service);
     }
+    // The IDs that start with `reference` are together in ID order.
     let matches: Vec<&Service> = state
         .services
-        .values()
-        .filter(|s| !reference.is_empty() && s.id.starts_with(reference))
+        .range(reference.to_string()..)
+        .take_while(|(id, _)| !reference.is_empty() && id.starts_with(reference))
+        .map(|(_, s)| s)
         .collect();
     match matches.as_slice() {
         [service] => Ok(service),

@@ -140,7 +140,9 @@ pub fn answer_beat(
     let mesh = meshes.for_node(state, generation, node_id)?;
     let (routing_mesh, routing_mesh_delta) = if request.routing_mesh_digest == mesh.digest {
         (Vec::new(), Vec::new())
-    } else if let Some(delta) = meshes.delta_to(&mesh, &request.routing_mesh_digest)? {
+    } else if request.accepts_mesh_delta
+        && let Some(delta) = meshes.delta_to(&mesh, &request.routing_mesh_digest)?
+    {
         (Vec::new(), delta)
     } else {
         (mesh.encoded(), Vec::new())

@@ -241,6 +241,7 @@ async fn send(
         agent_stopping: beat.agent_stopping,
         routing_mesh_digest: beat.mesh_digest.to_vec(),
         assignments_token: beat.assignments_token.to_vec(),
+        accepts_mesh_delta: true,
     };
     let reply = active.peers.client(to)?.heartbeat(request).await?;
     Ok(reply.into_inner())
