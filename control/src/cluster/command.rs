@@ -305,11 +305,16 @@ impl ClusterState {
             }
             Command::ReportTasks { node_id, reports } => {
                 for (id, status) in reports {
-                    self.tasks.update(id, |task| {
-                        if task.node_id == *node_id && status.state >= task.status.state {
-                            task.status = status.clone();
-                        }
+                    // Only a report that changes something writes: a write moves the node's
+                    // number (`Tasks::changed_on`), and its next beat gets its tasks whole.
+                    let changes = self.tasks.get(id).is_some_and(|task| {
+                        task.node_id == *node_id
+                            && status.state >= task.status.state
+                            && task.status != *status
                     });
+                    if changes {
+                        self.tasks.update(id, |task| task.status = status.clone());
+                    }
                 }
             }
             Command::RemoveTasks(ids) => {
@@ -485,5 +490,43 @@ impl ClusterState {
         self.nodes
             .get_mut(id)
             .ok_or_else(|| format!("node {id} not found").into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cluster::{Command, TaskState};
+    use crate::orchestrator::fixture::{Sim, replicated};
+
+    #[test]
+    fn only_a_report_that_changes_a_task_moves_its_nodes_number() {
+        let mut sim = Sim::new(2);
+        sim.create("web", replicated("web", 1));
+        sim.settle();
+        let task = sim.current("web", 1).clone();
+        let node = task.node_id.clone();
+        let other = if node == "n1" { "n2" } else { "n1" };
+        let report = |node: &str, state: TaskState| {
+            let mut status = task.status.clone();
+            status.state = state;
+            Command::ReportTasks {
+                node_id: node.to_string(),
+                reports: vec![(task.id.clone(), status)],
+            }
+        };
+        let number = sim.state.tasks.changed_on(&node);
+        // The state it is in, from another node, or backwards: nothing changes.
+        for command in [
+            report(&node, task.status.state),
+            report(other, TaskState::Failed),
+            report(&node, TaskState::Assigned),
+        ] {
+            sim.apply(&command);
+            assert_eq!(sim.state.tasks.changed_on(&node), number, "{command:?}");
+            assert_eq!(sim.state.tasks[&task.id].status, task.status);
+        }
+        sim.apply(&report(&node, TaskState::Failed));
+        assert_ne!(sim.state.tasks.changed_on(&node), number);
+        assert_eq!(sim.state.tasks[&task.id].status.state, TaskState::Failed);
     }
 }
