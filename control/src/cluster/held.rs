@@ -9,7 +9,7 @@
 //! other form one run.
 
 use std::collections::{BTreeMap, HashMap};
-use std::{ops::RangeInclusive, sync::LazyLock};
+use std::{hash::Hash, ops::RangeInclusive, sync::LazyLock};
 
 /// A multiset of numbers: how many holders each has, and the runs of the held ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -110,6 +110,19 @@ impl Held {
         }
         if n < last {
             self.runs.insert(n + 1, last);
+        }
+    }
+}
+
+/// One holder more (`add`) or fewer of `n` in the set under `key` of `sets` (an emptied set
+/// goes): for indexes of held numbers by network, protocol, ...
+pub fn change_held<K: Hash + Eq>(sets: &mut HashMap<K, Held>, key: K, n: u32, add: bool) {
+    if add {
+        sets.entry(key).or_default().add(n);
+    } else if let Some(held) = sets.get_mut(&key) {
+        held.remove(n);
+        if held.is_empty() {
+            sets.remove(&key);
         }
     }
 }

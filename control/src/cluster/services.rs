@@ -16,7 +16,7 @@ use std::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::{
-    held::Held,
+    held::{Held, change_held},
     service::{PortProtocol, Service, ServiceMode},
 };
 
@@ -129,18 +129,6 @@ fn change_ids<K: std::hash::Hash + Eq>(
     } else if let Some(ids) = index.get_mut(&key) {
         ids.remove(id);
         if ids.is_empty() {
-            index.remove(&key);
-        }
-    }
-}
-
-/// One holder more or fewer of `n` under `key` (an emptied entry goes).
-fn change_held<K: std::hash::Hash + Eq>(index: &mut HashMap<K, Held>, key: K, n: u32, add: bool) {
-    if add {
-        index.entry(key).or_default().add(n);
-    } else if let Some(held) = index.get_mut(&key) {
-        held.remove(n);
-        if held.is_empty() {
             index.remove(&key);
         }
     }

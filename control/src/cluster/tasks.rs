@@ -19,7 +19,10 @@ use std::{
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{held::Held, service::Task};
+use super::{
+    held::{Held, change_held},
+    service::Task,
+};
 
 /// Tasks by task ID, current and history, indexed by node and by service.
 #[derive(Clone, Debug, Default)]
@@ -82,10 +85,10 @@ impl Tasks {
     /// Adds or replaces the task `id`; returns the one it replaced.
     pub fn insert(&mut self, id: String, task: Task) -> Option<Task> {
         let keys = Keys::of(&task);
-        self.note_change(&task.node_id);
+        note_change(&mut self.changes, &task.node_id);
         let old = self.by_id.insert(id.clone(), task);
         if let Some(old) = &old {
-            self.note_change(&old.node_id);
+            note_change(&mut self.changes, &old.node_id);
         }
         self.reindex(&id, old.as_ref().map(Keys::of), Some(keys));
         old
@@ -93,7 +96,7 @@ impl Tasks {
 
     pub fn remove(&mut self, id: &str) -> Option<Task> {
         let old = self.by_id.remove(id)?;
-        self.note_change(&old.node_id);
+        note_change(&mut self.changes, &old.node_id);
         self.reindex(id, Some(Keys::of(&old)), None);
         Some(old)
     }
@@ -163,10 +166,6 @@ impl Tasks {
         self.changes.get(node_id).copied().unwrap_or(0)
     }
 
-    fn note_change(&mut self, node_id: &str) {
-        note_change(&mut self.changes, node_id);
-    }
-
     /// What the tasks that occupy `node_id` hold of it.
     pub fn usage_of(&self, node_id: &str) -> NodeUsage {
         self.usage.get(node_id).copied().unwrap_or_default()
@@ -197,18 +196,14 @@ impl Tasks {
         move_in(&mut self.by_node, id, before.node, after.node);
         move_in(&mut self.by_service, id, before.service, after.service);
         if before.addresses != after.addresses {
-            for (network, ip, live) in before.addresses {
-                release(&mut self.held, &network, ip);
-                if live {
-                    release(&mut self.live, &network, ip);
+            for (add, addresses) in [(false, before.addresses), (true, after.addresses)] {
+                for (network, ip, live) in addresses {
+                    let ip = u32::from(ip);
+                    if live {
+                        change_held(&mut self.live, network.clone(), ip, add);
+                    }
+                    change_held(&mut self.held, network, ip, add);
                 }
-            }
-            for (network, ip, live) in after.addresses {
-                let ip = u32::from(ip);
-                if live {
-                    self.live.entry(network.clone()).or_default().add(ip);
-                }
-                self.held.entry(network).or_default().add(ip);
             }
         }
         if before.usage != after.usage {
@@ -268,16 +263,6 @@ fn note_change(changes: &mut HashMap<String, u64>, node_id: &str) {
         Some(n) => *n = next,
         None => {
             changes.insert(node_id.to_string(), next);
-        }
-    }
-}
-
-/// One holder fewer of `ip` on `network` (an emptied network's entry goes).
-fn release(by_network: &mut HashMap<String, Held>, network: &str, ip: Ipv4Addr) {
-    if let Some(held) = by_network.get_mut(network) {
-        held.remove(u32::from(ip));
-        if held.is_empty() {
-            by_network.remove(network);
         }
     }
 }
