@@ -53,7 +53,8 @@ use crate::scheduler::{new_service, node, pass, spec};
 const NODES: usize = 100;
 const SIZES: [usize; 2] = [100, 10_000];
 const ROUNDS: usize = 20;
-/// Task reports applied one entry at a time, as a busy swarm's beats bring them.
+/// Task reports applied one entry at a time, as a busy swarm's beats bring them (at least:
+/// see the image interval where they are made).
 const WRITES: usize = 512;
 /// Entries per `apply` while the swarm is built (openraft applies up to 64 at a time).
 const BATCH: usize = 64;
@@ -291,13 +292,21 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
     })?;
 
     // Task reports, one entry per apply: each task reports Running again (applied, a no-op
-    // on the state, the cost of the write itself).
+    // on the state, the cost of the write itself). As many as the store lets its image lag at
+    // this size, so that the mean carries one image save per interval, as a long run's does.
+    let image_bytes = swarm.read(|state| shoal_control::format::to_cbor(state).map(|c| c.len()))?;
+    let interval = store::image_interval(image_bytes as u64) as usize;
+    println!(
+        "the state's image: {} KiB, saved every {interval} writes (snapshots every {}, besides)",
+        image_bytes / 1024,
+        store::SNAPSHOT_EVERY
+    );
     let reports: Vec<Command> = swarm.read(|state| {
         state
             .tasks
             .values()
             .cycle()
-            .take(WRITES)
+            .take(WRITES.max(interval))
             .map(|task| Command::ReportTasks {
                 node_id: task.node_id.clone(),
                 reports: vec![(task.id.clone(), task.status.clone())],

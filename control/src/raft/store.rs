@@ -11,7 +11,7 @@
 //! - `raft_meta`: `"last_purged"` -> `LogId<u64>`
 //! - `raft_sm`: `"applied"` -> the state machine (last applied, membership,
 //!   [`ClusterState`](crate::cluster::ClusterState)) as of an applied entry at most
-//!   [`IMAGE_EVERY`] entries back, or the last snapshot's
+//!   [`image_interval`] entries back, or the last snapshot's
 //! - `raft_sm`: `"snapshot"` -> the current snapshot (its meta and its data, itself a framed
 //!   CBOR document of the state machine)
 //! - `store_meta`: `"schema"` -> the store's schema version (u64, not sealed): how the tables
@@ -20,10 +20,10 @@
 //!
 //! Every write commits with redb's default `Durability::Immediate`: openraft requires the log
 //! and the vote on disk before it acts on them. The state machine is saved every
-//! [`IMAGE_EVERY`] entries and with each snapshot, not after each applied batch (it is the
-//! whole state: megabytes at 10,000 services): a restarted manager starts from it and openraft
-//! replays the committed entries after it from the log, which keeps them (see
-//! [`LOGS_KEPT_AFTER_SNAPSHOT`]).
+//! [`image_interval`] entries (more for a larger image, so a write pays a bounded share of it)
+//! and with each snapshot, not after each applied batch (it is the whole state: megabytes at
+//! 10,000 services): a restarted manager starts from it and openraft replays the committed
+//! entries after it from the log, which keeps them (see [`IMAGE_EVERY`]).
 //!
 //! The redb calls block; they run on the caller's task all the same, because writes are rare
 //! (membership and node changes), small, and openraft serializes storage IO anyway.
@@ -54,8 +54,8 @@ use crate::format::{self, FormatError};
 pub use event_log::{EventLog, Subscription};
 pub use log::LogStore;
 pub use state_machine::{
-    Generations, IMAGE_EVERY, LOGS_KEPT_AFTER_SNAPSHOT, SmSnapshotBuilder, StateMachineStore,
-    StateReader,
+    Generations, IMAGE_BYTES_PER_ENTRY, IMAGE_EVERY, LOGS_KEPT_AFTER_SNAPSHOT, SNAPSHOT_EVERY,
+    SmSnapshotBuilder, StateMachineStore, StateReader, image_interval,
 };
 
 /// The openraft storage error of shoal's [`super::TypeConfig`].
@@ -194,7 +194,7 @@ impl Codec {
 /// Opens the Raft store at `path` (creating it if missing), whose values are sealed with `dek`,
 /// and returns its two halves, which share the database. A store of an older schema is
 /// migrated first; one of a newer schema is refused. The state machine comes back as its
-/// saved image holds it, up to [`IMAGE_EVERY`] entries behind the last one applied: Raft
+/// saved image holds it, up to [`image_interval`] entries behind the last one applied: Raft
 /// replays the rest when it starts ([`committed_state`] without Raft).
 pub fn open(path: &Path, dek: SealKey) -> Result<(LogStore, StateMachineStore), StoreError> {
     let codec = Codec { dek };
@@ -286,10 +286,22 @@ fn get<T: DeserializeOwned>(
     table: TableDefinition<&str, &[u8]>,
     key: &str,
 ) -> Result<Option<T>, DbError> {
+    Ok(get_sized(db, codec, table, key)?.map(|(value, _)| value))
+}
+
+/// [`get`], with the size of the stored value in bytes.
+fn get_sized<T: DeserializeOwned>(
+    db: &Database,
+    codec: &Codec,
+    table: TableDefinition<&str, &[u8]>,
+    key: &str,
+) -> Result<Option<(T, u64)>, DbError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(table)?;
     let value = table.get(key)?;
-    value.map(|v| codec.decode(v.value())).transpose()
+    value
+        .map(|v| Ok((codec.decode(v.value())?, v.value().len() as u64)))
+        .transpose()
 }
 
 /// Encodes and stores `value` at `key` of a string-keyed table, within `txn`.

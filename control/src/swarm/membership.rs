@@ -156,9 +156,8 @@ impl Swarm {
             heartbeat_interval: 250,
             election_timeout_min: 1000,
             election_timeout_max: 2000,
-            // The state machine's saved image may lag the log (store::IMAGE_EVERY): the
-            // entries after it must outlive a snapshot.
             max_in_snapshot_log_to_keep: store::LOGS_KEPT_AFTER_SNAPSHOT,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(store::SNAPSHOT_EVERY),
             ..Default::default()
         }
         .validate()

@@ -15,7 +15,8 @@ use redb::{Database, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    APPLIED, Codec, DbError, SM, SNAPSHOT, StorageError, event_log::EventLog, get, put, write,
+    APPLIED, Codec, DbError, SM, SNAPSHOT, StorageError, event_log::EventLog, get, get_sized, put,
+    write,
 };
 use crate::cluster::{
     ClusterState, Command, CommandResponse, events, mesh::RoutingMesh, touched::Touched,
@@ -178,7 +179,8 @@ impl StoredSnapshot {
 }
 
 /// The Raft state machine of a manager: the [`ClusterState`] in memory (read it through
-/// [`StateMachineStore::reader`]), saved to redb every [`IMAGE_EVERY`] entries and with each snapshot.
+/// [`StateMachineStore::reader`]), saved to redb every [`image_interval`] entries and with each
+/// snapshot.
 pub struct StateMachineStore {
     db: Arc<Database>,
     codec: Codec,
@@ -188,30 +190,62 @@ pub struct StateMachineStore {
     saved: SavedImage,
 }
 
-/// How many entries the saved image (`"applied"`) may lag behind the state in memory. The
+/// The fewest entries the saved image (`"applied"`) may lag behind the state in memory. The
 /// image is the whole state, so saving it after every applied batch made each Raft write cost
 /// the swarm's size (at 10,000 services a 27 MB document encoded, sealed and written for one
 /// task report); a restarted manager replays the entries after its image from the log (openraft
 /// re-applies every committed entry past `applied_state()` before it starts), which holds them
-/// until a snapshot covers them. A snapshot saves the image with it (never an older one than
-/// saved), and openraft keeps [`LOGS_KEPT_AFTER_SNAPSHOT`] entries before a snapshot, more than
-/// the lag: the entries past the image are always still in the log.
+/// until a snapshot covers them.
+///
+/// Why they are always still there: openraft purges the log only after a snapshot (built, or
+/// installed from the leader), and never past the snapshot's last entry (it keeps
+/// [`LOGS_KEPT_AFTER_SNAPSHOT`] before it); both save the image with the snapshot (never an
+/// older one than saved). So the image is never older than the log's first entry, however far
+/// it lags the state in memory.
 pub const IMAGE_EVERY: u64 = 256;
 
-/// `max_in_snapshot_log_to_keep` of the managers' Raft: entries kept in the log before the
-/// last snapshot (openraft's default, made explicit because [`IMAGE_EVERY`] relies on it).
-pub const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1000;
-const _: () = assert!(IMAGE_EVERY < LOGS_KEPT_AFTER_SNAPSHOT);
+/// The image's bytes each entry pays for: the image is saved after [`image_interval`] entries,
+/// at least [`IMAGE_EVERY`], more for a larger image, so that saving it costs a write at most
+/// this many bytes encoded, sealed and written, amortized, at any swarm size (a fixed interval
+/// made the mean write grow with the swarm: 0.7 ms at 10,000 services, one 27 MB image every
+/// 256 writes). A large swarm's image then comes mostly with the snapshots, which openraft
+/// builds every [`SNAPSHOT_EVERY`] entries beside the state machine, not in a write's way. What it costs: a
+/// restarted manager replays more entries (at most the interval, or the entries since the last
+/// snapshot), each a write's work in memory.
+pub const IMAGE_BYTES_PER_ENTRY: u64 = 4096;
 
-/// The last entry the saved image includes, shared by the store and its snapshot builders
-/// (which run beside it): held while an image is written, so a builder's older copy never
-/// replaces a newer image.
-type SavedImage = Arc<Mutex<Option<LogId<u64>>>>;
+/// How many entries the saved image may lag behind the state in memory, for an image of
+/// `image_bytes` (the last one saved).
+pub fn image_interval(image_bytes: u64) -> u64 {
+    IMAGE_EVERY.max(image_bytes / IMAGE_BYTES_PER_ENTRY)
+}
+
+/// The managers' Raft snapshot policy: a snapshot every this many entries (openraft's default,
+/// made explicit: the image of a large swarm comes mostly with them, see
+/// [`IMAGE_BYTES_PER_ENTRY`]).
+pub const SNAPSHOT_EVERY: u64 = 5000;
+
+/// `max_in_snapshot_log_to_keep` of the managers' Raft: entries kept in the log before the
+/// last snapshot (openraft's default, made explicit: a follower a little behind gets entries,
+/// not a snapshot).
+pub const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 1000;
+
+/// What the saved image (`"applied"`) holds: the last entry it includes and its size (sealed).
+#[derive(Clone, Copy, Debug, Default)]
+struct SavedAt {
+    at: Option<LogId<u64>>,
+    bytes: u64,
+}
+
+/// The saved image, shared by the store and its snapshot builders (which run beside it): held
+/// while an image is written, so a builder's older copy never replaces a newer image.
+type SavedImage = Arc<Mutex<SavedAt>>;
 
 impl StateMachineStore {
     /// Loads the state machine saved in `db`, or an empty one.
     pub(super) fn load(db: Arc<Database>, codec: Codec) -> Result<Self, DbError> {
-        let image: SmImage = get(&db, &codec, SM, APPLIED)?.unwrap_or_default();
+        let (image, bytes): (SmImage, u64) =
+            get_sized(&db, &codec, SM, APPLIED)?.unwrap_or_default();
         Ok(Self {
             db,
             codec,
@@ -224,7 +258,10 @@ impl StateMachineStore {
             },
             last_applied: image.last_applied,
             membership: image.membership,
-            saved: Arc::new(Mutex::new(image.last_applied)),
+            saved: Arc::new(Mutex::new(SavedAt {
+                at: image.last_applied,
+                bytes,
+            })),
         })
     }
 
@@ -248,11 +285,11 @@ impl StateMachineStore {
         .encode()
     }
 
-    /// Whether the image is [`IMAGE_EVERY`] entries or more behind the state in memory.
+    /// Whether the image is [`image_interval`] entries or more behind the state in memory.
     fn image_due(&self) -> bool {
         let index = |id: Option<LogId<u64>>| id.map_or(0, |id| id.index + 1);
         let saved = *self.saved.lock().unwrap_or_else(PoisonError::into_inner);
-        index(self.last_applied).saturating_sub(index(saved)) >= IMAGE_EVERY
+        index(self.last_applied).saturating_sub(index(saved.at)) >= image_interval(saved.bytes)
     }
 }
 
@@ -273,7 +310,7 @@ fn save_image(
     also: impl FnOnce(&WriteTransaction) -> Result<(), DbError>,
 ) -> Result<(), DbError> {
     let mut saved = saved.lock().unwrap_or_else(PoisonError::into_inner);
-    let newer = image.force || image.at > *saved;
+    let newer = image.force || image.at > saved.at;
     let sealed = if newer {
         Some(codec.seal(image.encoded)?)
     } else {
@@ -285,8 +322,11 @@ fn save_image(
         }
         also(txn)
     })?;
-    if newer {
-        *saved = image.at;
+    if let Some(sealed) = sealed {
+        *saved = SavedAt {
+            at: image.at,
+            bytes: sealed.len() as u64,
+        };
     }
     Ok(())
 }

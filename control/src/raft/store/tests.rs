@@ -451,6 +451,65 @@ async fn a_restart_replays_the_entries_after_the_saved_image() {
     );
 }
 
+/// A larger image lags more entries (one per `IMAGE_BYTES_PER_ENTRY` of it), so that saving
+/// it costs a write a bounded share at any swarm size; the entries after it still replay.
+#[tokio::test]
+async fn a_large_image_is_saved_less_often() {
+    use crate::cluster::objects::{FileData, FileObject, ObjectCommand, ObjectKind};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("raft.redb");
+    let dek = SealKey::generate();
+    // Three configs of 400 KB (distinct bytes, as sealing makes them) make an image of over
+    // 1.2 MB: an interval of about 290 entries, over IMAGE_EVERY's 256.
+    let config = |index: u64| Entry {
+        log_id: log_id(index),
+        payload: EntryPayload::Normal(Command::Objects(ObjectCommand::Create {
+            kind: ObjectKind::Config,
+            object: FileObject {
+                id: format!("c{index:024}"),
+                name: format!("big-{index}"),
+                labels: BTreeMap::new(),
+                data: FileData::new((0..400_000u32).map(|i| (i * index as u32) as u8).collect()),
+                created_at_ms: 1,
+                updated_at_ms: 1,
+                version: 1,
+            },
+        })),
+    };
+    let first_image = super::IMAGE_EVERY - 1;
+    let last = 2 * super::IMAGE_EVERY + 10;
+    let before = {
+        let (mut log, mut sm) = open(&path, dek.clone()).expect("open");
+        let mut entries = a_new_swarm();
+        entries.extend((2..5).map(config));
+        entries.extend(more_nodes(5, last));
+        commit_and_apply(&mut log, &mut sm, entries).await;
+        sm.cluster_state()
+    };
+    let (_, bytes): (super::state_machine::SmImage, u64) = {
+        let db = redb::Database::open(&path).expect("open the file");
+        let codec = super::Codec { dek: dek.clone() };
+        super::get_sized(&db, &codec, super::SM, super::APPLIED)
+            .expect("read")
+            .expect("an image")
+    };
+    let interval = super::image_interval(bytes);
+    assert!(interval > last - first_image, "{bytes} bytes: {interval}");
+    let (mut log, mut sm) = open(&path, dek).expect("reopen");
+    let (image_at, _) = sm.applied_state().await.expect("applied");
+    assert_eq!(
+        image_at.map(|id| id.index),
+        Some(first_image),
+        "saved once, after the first IMAGE_EVERY entries, not again ({last} applied)"
+    );
+    openraft::StorageHelper::new(&mut log, &mut sm)
+        .get_initial_state()
+        .await
+        .expect("openraft's start");
+    assert_eq!(sm.cluster_state(), before, "replayed to the last entry");
+}
+
 /// A snapshot builder copies the state when openraft asks for it and may finish after the
 /// store saved a newer image: the older copy does not replace it.
 #[tokio::test]
