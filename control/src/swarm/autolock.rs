@@ -189,7 +189,9 @@ pub(super) async fn follow_unlock_key(
         }
         // A store that has not learned of the swarm yet (a new manager catching up) says
         // nothing about autolock.
-        let Some(wanted) = manager.state().cluster.map(|c| c.unlock_key) else {
+        let Some(wanted) =
+            manager.read(|state| state.cluster.as_ref().map(|c| c.unlock_key.clone()))
+        else {
             continue;
         };
         let current = at_rest

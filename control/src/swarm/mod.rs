@@ -302,7 +302,9 @@ impl Active {
 }
 
 impl ManagerRole {
-    fn state(&self) -> ClusterState {
-        self.state_machine.cluster_state()
+    /// Runs `f` on the replicated state as applied here, under the state machine's read lock
+    /// (keep it short: entries wait to apply). Not a copy: at 10,000 services that is ~40 ms.
+    fn read<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> T {
+        self.state_machine.read(f)
     }
 }

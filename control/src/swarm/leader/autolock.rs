@@ -2,7 +2,7 @@
 //! (`swarm unlock-key`, `swarm update --autolock`). The key lives in the store's
 //! `ClusterInfo`; each manager re-seals its own data key when it changes there.
 
-use super::{Leader, nodes::cluster_of};
+use super::Leader;
 use crate::{
     api::{UnlockKeyRequest, UnlockKeyResponse},
     cluster::Command,
@@ -14,9 +14,7 @@ impl Leader {
     /// Turns autolock on or off if asked, then rotates the key if asked, and answers with
     /// the key (empty when autolock is off).
     pub async fn unlock_key(&self, request: UnlockKeyRequest) -> Result<UnlockKeyResponse, Error> {
-        let current = || -> Result<Option<String>, Error> {
-            Ok(cluster_of(&self.state())?.unlock_key.clone())
-        };
+        let current = || -> Result<Option<String>, Error> { Ok(self.cluster()?.unlock_key) };
         match (request.autolock, current()?) {
             (Some(true), None) => self.set_unlock_key(Some(UnlockKey::generate())).await?,
             (Some(false), Some(_)) => self.set_unlock_key(None).await?,

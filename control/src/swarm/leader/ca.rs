@@ -125,13 +125,16 @@ impl Leader {
         node_id: &str,
         role: Role,
     ) -> Result<NodeCredentials, Error> {
-        let state = self.state();
-        let cluster = cluster_of(&state)?;
-        let issuing = issuing(&state)?;
-        let expiry = state.ca.cert_expiry(pki::DEFAULT_NODE_CERT_EXPIRY);
+        let (cluster_id, issuing, expiry) = self.read(|state| {
+            Ok::<_, Error>((
+                cluster_of(state)?.id.clone(),
+                issuing(state)?,
+                state.ca.cert_expiry(pki::DEFAULT_NODE_CERT_EXPIRY),
+            ))
+        })?;
         let (cert_pem, key_pem) = issuing
             .ca
-            .issue_leaf(node_id, role, &cluster.id, expiry)
+            .issue_leaf(node_id, role, &cluster_id, expiry)
             .map_err(Error::pki("issuing the node certificate"))?;
         self.record_issued(node_id, &cert_pem, issuing.digest)
             .await?;
@@ -167,14 +170,18 @@ impl Leader {
     /// and a store of an earlier version knows no certificate: the leader records its own
     /// when the store has none for it.
     pub(super) async fn record_own_cert_if_unknown(&self) -> Result<(), Error> {
-        let state = self.state();
         let me = self.node_id();
-        if state.node_certs.contains_key(me) {
+        let unknown = self.read(|state| {
+            if state.node_certs.contains_key(me) {
+                return Ok(None);
+            }
+            Ok::<_, Error>(Some(cluster_of(state)?.ca_cert_pem.clone()))
+        })?;
+        let Some(ca_cert_pem) = unknown else {
             return Ok(());
-        }
-        let cluster = cluster_of(&state)?;
+        };
         let root = ClusterCa {
-            cert_pem: cluster.ca_cert_pem.clone(),
+            cert_pem: ca_cert_pem,
             key_pem: String::new(),
         };
         let issuer = root.digest().map_err(Error::pki("digesting the CA"))?;
@@ -192,35 +199,35 @@ impl Leader {
         if request.rotate {
             self.start_root_rotation().await?;
         }
-        let state = self.state();
-        let cluster = cluster_of(&state)?;
-        let nodes = state.nodes.len() as u32;
-        let (desired, rotated) = match &state.ca.rotation {
-            None => (String::new(), nodes),
-            Some(rotation) => {
-                let issuer = issuing(&state)?.digest;
-                let reports = self.active.cert_reports.snapshot();
-                let rotated = state
-                    .nodes
-                    .keys()
-                    .filter(|id| {
-                        state.holds_cert_from(id, reports.get(*id).map(String::as_str), &issuer)
-                    })
-                    .count() as u32;
-                (rotation.ca_cert_pem.clone(), rotated)
-            }
-        };
-        Ok(RootCaResponse {
-            ca_cert_pem: cluster.ca_cert_pem.clone(),
-            desired_ca_cert_pem: desired,
-            nodes,
-            nodes_rotated: rotated,
+        let reports = self.active.cert_reports.snapshot();
+        self.read(|state| {
+            let cluster = cluster_of(state)?;
+            let nodes = state.nodes.len() as u32;
+            let (desired, rotated) = match &state.ca.rotation {
+                None => (String::new(), nodes),
+                Some(rotation) => {
+                    let issuer = issuing(state)?.digest;
+                    let rotated = state
+                        .nodes
+                        .keys()
+                        .filter(|id| {
+                            state.holds_cert_from(id, reports.get(*id).map(String::as_str), &issuer)
+                        })
+                        .count() as u32;
+                    (rotation.ca_cert_pem.clone(), rotated)
+                }
+            };
+            Ok(RootCaResponse {
+                ca_cert_pem: cluster.ca_cert_pem.clone(),
+                desired_ca_cert_pem: desired,
+                nodes,
+                nodes_rotated: rotated,
+            })
         })
     }
 
     async fn start_root_rotation(&self) -> Result<(), Error> {
-        let state = self.state();
-        let cluster = cluster_of(&state)?;
+        let cluster = self.cluster()?;
         // Always cross-signed by the root: nodes of a rotation this one replaces trust it.
         let root = ClusterCa {
             cert_pem: cluster.ca_cert_pem.clone(),

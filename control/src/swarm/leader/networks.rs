@@ -26,25 +26,25 @@ use crate::{
 
 impl Leader {
     pub async fn create_network(&self, spec: NetworkSpec) -> Result<NetworkInfo, Error> {
-        let state = self.state();
-        let network = new_network(&state, &spec)?;
+        let network = self.read(|state| new_network(state, &spec))?;
         self.propose(Command::CreateNetwork(network.clone()))
             .await?;
         Ok(network_to_api(&network))
     }
 
     pub async fn remove_network(&self, request: NetworkRef) -> Result<Empty, Error> {
-        let state = self.state();
-        let network = resolve_network(&state, &request.network)?;
-        if network.ingress
-            && let Some(user) = state.services.values().find(|s| s.spec.needs_ingress())
-        {
-            return Err(Error::refused(format!(
-                "ingress network cannot be removed because service {} depends on it",
-                user.spec.name
-            )));
-        }
-        let id = network.id.clone();
+        let id = self.read(|state| {
+            let network = resolve_network(state, &request.network)?;
+            if network.ingress
+                && let Some(user) = state.services.values().find(|s| s.spec.needs_ingress())
+            {
+                return Err(Error::refused(format!(
+                    "ingress network cannot be removed because service {} depends on it",
+                    user.spec.name
+                )));
+            }
+            Ok(network.id.clone())
+        })?;
         self.propose(Command::RemoveNetwork { id }).await?;
         Ok(Empty {})
     }
@@ -59,11 +59,15 @@ impl Leader {
 
     /// At `swarm init`: Swarm's `ingress` network, 10.255.0.0/16 on VNI 4096.
     pub(in crate::swarm) async fn create_ingress(&self) -> Result<(), Error> {
-        let state = self.state();
-        if state.networks.values().any(|n| n.ingress) {
+        let free = self.read(|state| {
+            if state.networks.values().any(|n| n.ingress) {
+                return Ok(None);
+            }
+            validate_subnet(state, INGRESS_SUBNET, None).map(Some)
+        })?;
+        let Some((subnet, gateway)) = free else {
             return Ok(());
-        }
-        let (subnet, gateway) = validate_subnet(&state, INGRESS_SUBNET, None)?;
+        };
         let network = Network {
             id: NodeId::generate().to_string(),
             name: INGRESS_NAME.to_string(),

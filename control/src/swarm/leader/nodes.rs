@@ -29,8 +29,7 @@ const LEGACY_NODE_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600)
 impl Leader {
     /// A node presents a join token: check it, issue its certificate, record the node.
     pub async fn admit(&self, request: AdmitRequest) -> Result<AdmitResponse, Error> {
-        let state = self.state();
-        let cluster = cluster_of(&state)?;
+        let cluster = self.cluster()?;
         let ca = ClusterCa {
             cert_pem: cluster.ca_cert_pem.clone(),
             key_pem: cluster.ca_key_pem.clone(),
@@ -61,7 +60,7 @@ impl Leader {
         // The managers decide who a node is: an ID the swarm knows stays its owner's. A join
         // carrying it is refused, or the token's holder could take that node's role, addresses
         // and tasks (a node that left comes back once its record is removed).
-        if state.nodes.contains_key(&request.node_id) {
+        if self.read(|state| state.nodes.contains_key(&request.node_id)) {
             return Err(Error::exists(already_member(&request.node_id)));
         }
         let addr: SocketAddr = request
@@ -98,16 +97,14 @@ impl Leader {
             ca_cert_pem: creds.ca_cert_pem,
             cert_pem: creds.cert_pem,
             key_pem: creds.key_pem,
-            manager_addrs: manager_addrs(&self.state()),
+            manager_addrs: self.read(manager_addrs),
         })
     }
 
     /// A manager's Raft server is up: make it a learner, let it catch up, then a voter.
     pub async fn add_raft_member(&self, request: AddRaftMemberRequest) -> Result<Empty, Error> {
-        let state = self.state();
-        let node = state
-            .nodes
-            .get(&request.node_id)
+        let node = self
+            .read(|state| state.nodes.get(&request.node_id).cloned())
             .ok_or_else(|| Error::not_found(format!("node {} not found", request.node_id)))?;
         if node.role != Role::Manager {
             return Err(Error::denied(format!(
@@ -145,8 +142,7 @@ impl Leader {
 
     /// `node update`, `node promote` and `node demote`.
     pub async fn update_node(&self, request: UpdateNodeRequest) -> Result<NodeInfo, Error> {
-        let state = self.state();
-        let node = resolve_node(&state, &request.node)?.clone();
+        let node = self.read(|state| resolve_node(state, &request.node).cloned())?;
         let availability = match request.availability.as_str() {
             "" => None,
             a => Some(Availability::parse(a).ok_or_else(|| {
@@ -172,28 +168,24 @@ impl Leader {
         }
         if !request.role.is_empty() {
             let role = parse_role(&request.role)?;
-            self.set_role(&state, &node, role).await?;
+            self.set_role(&node, role).await?;
         }
-        let state = self.state();
-        let updated = state
-            .nodes
-            .get(&node.id)
-            .ok_or_else(|| Error::not_found(format!("node {} not found", node.id)))?;
         let raft = RaftView::of(&self.manager);
-        Ok(node_info(
-            updated,
-            &self.active,
-            &raft,
-            heartbeat_period(&state),
-        ))
+        self.read(|state| {
+            let updated = state
+                .nodes
+                .get(&node.id)
+                .ok_or_else(|| Error::not_found(format!("node {} not found", node.id)))?;
+            Ok(node_info(
+                updated,
+                &self.active,
+                &raft,
+                heartbeat_period(state),
+            ))
+        })
     }
 
-    async fn set_role(
-        &self,
-        state: &ClusterState,
-        node: &NodeRecord,
-        role: Role,
-    ) -> Result<(), Error> {
+    async fn set_role(&self, node: &NodeRecord, role: Role) -> Result<(), Error> {
         if node.role == role {
             return Ok(());
         }
@@ -208,11 +200,13 @@ impl Leader {
                 .await
             }
             Role::Worker => {
-                let managers = state
-                    .nodes
-                    .values()
-                    .filter(|n| n.role == Role::Manager)
-                    .count();
+                let managers = self.read(|state| {
+                    state
+                        .nodes
+                        .values()
+                        .filter(|n| n.role == Role::Manager)
+                        .count()
+                });
                 if managers <= 1 {
                     return Err(Error::refused(
                         "attempting to demote the last manager of the swarm",
@@ -249,8 +243,19 @@ impl Leader {
 
     /// `node rm`.
     pub async fn remove_node(&self, request: RemoveNodeRequest) -> Result<Empty, Error> {
-        let state = self.state();
-        let node = resolve_node(&state, &request.node)?.clone();
+        // What the removal needs of the state, read in place.
+        let (node, period, lifetime, last) = self.read(|state| {
+            let node = resolve_node(state, &request.node)?.clone();
+            // The longest any certificate of it can live: the swarm's expiry now, or a year
+            // (certificates issued before the expiry was configurable), or the last one issued.
+            let lifetime = state
+                .ca
+                .cert_expiry(pki::DEFAULT_NODE_CERT_EXPIRY)
+                .max(LEGACY_NODE_CERT_VALIDITY)
+                .as_secs();
+            let last = state.node_certs.get(&node.id).map_or(0, |c| c.not_after);
+            Ok::<_, Error>((node, heartbeat_period(state), lifetime, last))
+        })?;
         if node.role == Role::Manager {
             return Err(Error::refused(format!(
                 "node {} is a cluster manager and is a member of the raft cluster. It must be \
@@ -258,26 +263,13 @@ impl Leader {
                 node.id
             )));
         }
-        if !request.force
-            && !self
-                .active
-                .liveness
-                .is_down(&node.id, heartbeat_period(&state))
-        {
+        if !request.force && !self.active.liveness.is_down(&node.id, period) {
             return Err(Error::refused(format!(
                 "node {} is not down and can't be removed",
                 node.id
             )));
         }
         let removed_at = now_secs();
-        // The longest any certificate of it can live: the swarm's expiry now, or a year
-        // (certificates issued before the expiry was configurable), or the last one issued.
-        let lifetime = state
-            .ca
-            .cert_expiry(pki::DEFAULT_NODE_CERT_EXPIRY)
-            .max(LEGACY_NODE_CERT_VALIDITY)
-            .as_secs();
-        let last = state.node_certs.get(&node.id).map_or(0, |c| c.not_after);
         self.propose(Command::RemoveNode {
             id: node.id.clone(),
             removed_at,
@@ -294,10 +286,8 @@ impl Leader {
         &self,
         request: RenewCertificateRequest,
     ) -> Result<Credentials, Error> {
-        let state = self.state();
-        let node = state
-            .nodes
-            .get(&request.node_id)
+        let node = self
+            .read(|state| state.nodes.get(&request.node_id).cloned())
             .ok_or_else(|| Error::UnknownNode(request.node_id.clone()))?;
         // Recorded before the node gets its new key: every node learns it with its next
         // heartbeat.
@@ -318,8 +308,7 @@ impl Leader {
             self.propose_setting(Command::RotateSecret { role, secret }, None)
                 .await?;
         }
-        let state = self.state();
-        let cluster = cluster_of(&state)?;
+        let cluster = self.cluster()?;
         let ca = ClusterCa {
             cert_pem: cluster.ca_cert_pem.clone(),
             key_pem: cluster.ca_key_pem.clone(),

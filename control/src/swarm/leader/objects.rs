@@ -102,8 +102,7 @@ impl Leader {
         validate_name(&name).map_err(Error::invalid)?;
         validate_data(kind, &data).map_err(Error::invalid)?;
         let labels = labels_from_api(labels)?;
-        let state = self.state();
-        if state.objects(kind).values().any(|o| o.name == name) {
+        if self.read(|state| state.objects(kind).values().any(|o| o.name == name)) {
             return Err(Error::exists(format!(
                 "{} {name} already exists",
                 kind.as_str()
@@ -135,9 +134,9 @@ impl Leader {
         request: UpdateObjectRequest,
     ) -> Result<FileObject, Error> {
         let labels = labels_from_api(request.labels)?;
-        let id = resolve_object(&self.state(), kind, &request.reference)?
-            .id
-            .clone();
+        let id = self.read(|state| {
+            Ok::<_, Error>(resolve_object(state, kind, &request.reference)?.id.clone())
+        })?;
         let command = ObjectCommand::Update {
             kind,
             id: id.clone(),
@@ -146,25 +145,24 @@ impl Leader {
             at_ms: now_ms(),
         };
         self.propose(Command::Objects(command)).await?;
-        let state = self.state();
         // Removed between the commit and this read: said as a missing object.
-        state.objects(kind).get(&id).cloned().ok_or_else(|| {
-            Error::not_found(format!("{} {} not found", kind.as_str(), request.reference))
-        })
+        self.read(|state| state.objects(kind).get(&id).cloned())
+            .ok_or_else(|| {
+                Error::not_found(format!("{} {} not found", kind.as_str(), request.reference))
+            })
     }
 
     /// Removes an object no service uses (checked again when the removal applies).
     async fn remove_object(&self, kind: ObjectKind, reference: &str) -> Result<Empty, Error> {
-        let state = self.state();
-        let object = resolve_object(&state, kind, reference)?;
-        let users = state.users_of(kind, &object.id);
-        if !users.is_empty() {
-            return Err(Error::refused(in_use(kind, &object.name, &users)));
-        }
-        let command = ObjectCommand::Remove {
-            kind,
-            id: object.id.clone(),
-        };
+        let id = self.read(|state| {
+            let object = resolve_object(state, kind, reference)?;
+            let users = state.users_of(kind, &object.id);
+            if !users.is_empty() {
+                return Err(Error::refused(in_use(kind, &object.name, &users)));
+            }
+            Ok(object.id.clone())
+        })?;
+        let command = ObjectCommand::Remove { kind, id };
         self.propose(Command::Objects(command)).await?;
         Ok(Empty {})
     }

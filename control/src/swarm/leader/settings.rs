@@ -26,8 +26,7 @@ impl Leader {
                 info!(secs, "node certificate expiry changed");
             }
             None => {
-                let state = self.state();
-                let version = cluster_of(&state)?.version;
+                let version = self.read(|state| Ok::<_, Error>(cluster_of(state)?.version))?;
                 if expected.is_some_and(|v| v != version) {
                     return Err(Error::OutOfSequence);
                 }

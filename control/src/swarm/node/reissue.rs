@@ -148,7 +148,8 @@ impl Swarm {
             return false;
         };
         let current = active.tls.creds();
-        let fresh = match own_certificate(&manager.state(), self.node_id(), active.role(), &current)
+        let fresh = match manager
+            .read(|state| own_certificate(state, self.node_id(), active.role(), &current))
         {
             Ok(fresh) => fresh,
             Err(e) => {
@@ -183,9 +184,14 @@ impl Swarm {
         settle: Duration,
     ) -> Option<Duration> {
         let manager = active.manager.as_ref()?;
-        let state = manager.state();
-        let recorded = state.node_certs.get(self.node_id())?;
-        if recorded.fingerprint == active.tls.current().cert.fingerprint {
+        let fingerprint = &active.tls.current().cert.fingerprint;
+        let uses_recorded = manager.read(|state| {
+            state
+                .node_certs
+                .get(self.node_id())
+                .map(|c| &c.fingerprint == fingerprint)
+        })?;
+        if uses_recorded {
             return None;
         }
         Some(settle.saturating_sub(installed_for))
