@@ -18,8 +18,10 @@
 //! store (its median and its mean, which carries the whole-state image the store saves now
 //! and then) and the longest a reader waited for the read lock during those writes;
 //! `service ls` answered; a service created (its VIP and published port allocated by the
-//! store) and the orchestrator's tick that follows (its tasks placed and addressed); and the
-//! beats of all 100 nodes after a service create, each getting the mesh's change. The ratio
+//! store) and the orchestrator's tick that follows (its tasks placed and addressed); the
+//! beats of all 100 nodes after a service create, each getting the mesh's change; and a
+//! manager's restart: the store opened (its image loaded) and the entries after the image
+//! replayed from the log. The ratio
 //! column is 10,000 / 100 services: 1.0 is a cost that does not grow with the swarm.
 
 use std::{
@@ -31,7 +33,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use futures::executor::block_on;
-use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, storage::RaftStateMachine};
+use openraft::{
+    CommittedLeaderId, Entry, EntryPayload, LogId, StorageHelper,
+    storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine},
+};
 use shoal_control::{
     allocator::address_tasks,
     api::HeartbeatRequest,
@@ -74,7 +79,9 @@ pub fn run() -> anyhow::Result<()> {
             swarm.read(|state| state.tasks.len()),
             started.elapsed().as_secs_f64()
         );
-        for (i, (label, time)) in measure(&mut swarm)?.into_iter().enumerate() {
+        let mut measured = measure(&mut swarm)?;
+        measured.extend(swarm.restart()?);
+        for (i, (label, time)) in measured.into_iter().enumerate() {
             if rows.len() <= i {
                 rows.push((label, Vec::new()));
             }
@@ -552,15 +559,73 @@ fn create(name: &str, publish: bool) -> Command {
 struct Swarm {
     store: StateMachineStore,
     next_index: u64,
+    /// Every entry applied, for the log a restart replays ([`Swarm::restart`]).
+    applied: Vec<Entry<TypeConfig>>,
+    path: PathBuf,
+    dek: SealKey,
 }
 
 impl Swarm {
     fn new(dir: &ScratchDir) -> anyhow::Result<Swarm> {
-        let (_log, store) = store::open(&dir.0.join("raft.redb"), SealKey::generate())?;
+        let path = dir.0.join("raft.redb");
+        let dek = SealKey::generate();
+        let (_log, store) = store::open(&path, dek.clone())?;
         Ok(Swarm {
             store,
             next_index: 1,
+            applied: Vec::new(),
+            path,
+            dek,
         })
+    }
+
+    /// A manager restarted: its store opened (the saved image read, opened and decoded), and
+    /// then Raft's start (the committed entries after the image read from the log and
+    /// applied). The log is given the entries after the image first, as a manager's holds
+    /// them (not timed). Consumes the swarm: its store is closed first.
+    fn restart(self) -> anyhow::Result<Vec<(&'static str, Duration)>> {
+        let Swarm {
+            store,
+            applied,
+            path,
+            dek,
+            ..
+        } = self;
+        let before = store.cluster_state();
+        drop(store);
+        let replayed = {
+            let (mut log, mut sm) = store::open(&path, dek.clone())?;
+            let (image_at, _) = block_on(sm.applied_state())?;
+            let after: Vec<Entry<TypeConfig>> = applied
+                .into_iter()
+                .filter(|entry| Some(entry.log_id) > image_at)
+                .collect();
+            let last = after.last().map(|entry| entry.log_id);
+            block_on(log.blocking_append(after.iter().cloned()))?;
+            block_on(log.save_committed(last))?;
+            // Raft purged the log up to the image at most (here: exactly).
+            if let Some(image_at) = image_at {
+                block_on(log.purge(image_at))?;
+            }
+            after.len()
+        };
+        let started = Instant::now();
+        let (mut log, mut sm) = store::open(&path, dek)?;
+        let opened = started.elapsed();
+        let state = block_on(StorageHelper::new(&mut log, &mut sm).get_initial_state())?;
+        let started_raft = started.elapsed();
+        let (applied_to, _) = block_on(sm.applied_state())?;
+        if applied_to != state.committed || sm.cluster_state() != before {
+            bail!("the restart did not replay to the state before it");
+        }
+        println!("a restart: {replayed} entries after the saved image replayed");
+        Ok(vec![
+            ("restart: store opened (the image loaded)", opened),
+            (
+                "restart: and the entries after the image replayed",
+                started_raft,
+            ),
+        ])
     }
 
     fn read<T>(&self, f: impl FnOnce(&ClusterState) -> T) -> T {
@@ -579,6 +644,7 @@ impl Swarm {
                 }
             })
             .collect();
+        self.applied.extend(entries.iter().cloned());
         for response in block_on(self.store.apply(entries))? {
             if response != CommandResponse::Ok {
                 bail!("command refused: {response:?}");
