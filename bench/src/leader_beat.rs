@@ -34,7 +34,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use futures::executor::block_on;
 use openraft::{
-    CommittedLeaderId, Entry, EntryPayload, LogId, StorageHelper,
+    CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder, StorageHelper,
     storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine},
 };
 use shoal_control::{
@@ -603,8 +603,11 @@ impl Swarm {
             let last = after.last().map(|entry| entry.log_id);
             block_on(log.blocking_append(after.iter().cloned()))?;
             block_on(log.save_committed(last))?;
-            // Raft purged the log up to the image at most (here: exactly).
+            // Raft purges the log only up to a snapshot, which saved the image too (here: a
+            // snapshot of the image itself, then the log purged up to it).
             if let Some(image_at) = image_at {
+                let mut builder = block_on(sm.get_snapshot_builder());
+                block_on(builder.build_snapshot())?;
                 block_on(log.purge(image_at))?;
             }
             after.len()
