@@ -6,8 +6,8 @@
 //! manager keeps it), and each beat is answered with the leader's own [`answer_beat`] under
 //! the store's read lock, as `Leader::heartbeat` does.
 //!
-//! Rows (medians): a copy of the whole state (what each `Leader::state()` costs; the beat made
-//! three before the answer was built under the read lock); the answer when the node's
+//! Rows (medians): a copy of the whole state (the snapshot builder's; the beat made three
+//! before the answer was built under the read lock, and API calls one); the answer when the node's
 //! routing mesh is kept (every beat but the first after a change), with the node's tasks
 //! sent whole, and with them kept too (a steady beat: the node names the ones it has); the
 //! first answer after a change (the mesh built, encoded and digested); the first beats of all
@@ -463,7 +463,7 @@ fn measure(swarm: &mut Swarm) -> anyhow::Result<Vec<(&'static str, Duration)>> {
 
     Ok(vec![
         (
-            "state copied (each Leader::state(), 3 per beat before)",
+            "state copied (the snapshot builder's; API calls' before)",
             clone,
         ),
         ("beat answered, mesh kept, tasks sent", kept),
