@@ -13,6 +13,9 @@ pub enum Error {
     #[error("loading the eBPF object")]
     Load(#[source] Box<aya::EbpfError>),
 
+    #[error("reading the eBPF object's map definitions")]
+    ParseObject(#[source] Box<aya_obj::ParseError>),
+
     #[error("eBPF program {name} is not in the object")]
     MissingProgram { name: &'static str },
 

@@ -22,6 +22,7 @@
 //! - [`sock_destroy`]: destroying the sockets the socket-level balancer sent to a backend
 //!   that has gone (`SOCK_DESTROY`).
 //! - [`bpffs`]: mounting bpffs and the per-node pin directory.
+//! - `pins`: which pinned maps a restarted agent may re-adopt (those of this build's layout).
 //! - [`netns`]: running code inside another network namespace, on a thread of its own.
 //! - [`overlay`]: overlay sandboxes (bridge + VXLAN netns), task veths, remote endpoints, and
 //!   the node's gateway bridge with its masquerade.
@@ -39,6 +40,7 @@ pub mod mesh;
 pub mod netns;
 pub mod object;
 pub mod overlay;
+mod pins;
 mod programs;
 pub mod sock_destroy;
 pub mod sock_lb;

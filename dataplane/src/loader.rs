@@ -131,8 +131,12 @@ impl Dataplane {
             }
             None => Vec::new(),
         };
-        // Pinned maps are re-adopted when the pin exists, created and pinned otherwise. The
-        // object marks no map as pinned, so without a directory every map stays private.
+        // Pinned maps are re-adopted when the pin exists and holds the map this object
+        // defines (`pins`), created and pinned otherwise. The object marks no map as pinned,
+        // so without a directory every map stays private.
+        if let Some(dir) = pin_dir {
+            crate::pins::drop_stale(bytes, dir, PINNED_MAPS)?;
+        }
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }

@@ -7,11 +7,11 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
-    path::{Path, PathBuf},
 };
 
-use shoal_dataplane::{Dataplane, LbTable, bpffs, lb::LbMapContents};
-use shoal_tests::names::{BPFFS_ROOT, unique_prefix};
+use shoal_dataplane::{Dataplane, LbTable, lb::LbMapContents};
+
+use crate::support::Pins;
 
 const SERVICES: u32 = 40;
 const BACKENDS: u32 = 3;
@@ -62,29 +62,6 @@ fn others(contents: &LbMapContents, except: Ipv4Addr) -> LbMapContents {
             .filter(|(_, b)| Some(b.service_id) != id)
             .map(|(k, v)| (*k, *v))
             .collect(),
-    }
-}
-
-/// A node's pin directory on bpffs, removed with its pins on drop (also on panic).
-struct Pins {
-    node: String,
-}
-
-impl Pins {
-    fn new() -> Self {
-        Pins {
-            node: unique_prefix(),
-        }
-    }
-
-    fn dir(&self) -> PathBuf {
-        bpffs::node_pin_dir(Path::new(BPFFS_ROOT), &self.node)
-    }
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = bpffs::remove_node_pins(Path::new(BPFFS_ROOT), &self.node);
     }
 }
 

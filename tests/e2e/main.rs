@@ -38,6 +38,7 @@ mod network_mtu;
 mod networks;
 mod node_local;
 mod overlay;
+mod pinned_maps;
 mod provisioning;
 mod publish;
 mod readiness;

@@ -1,6 +1,6 @@
 //! Helpers the end-to-end modules share: CLI calls that must succeed, a service's running
-//! tasks, a sandbox's FDB, metrics, who of `shoal whoami`'s tasks answers, and the docker CLI
-//! on a node's `docker.sock`.
+//! tasks, a sandbox's FDB, metrics, who of `shoal whoami`'s tasks answers, the docker CLI
+//! on a node's `docker.sock`, and a throwaway pin directory for a data path's maps.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -10,11 +10,36 @@ use std::{
     time::Duration,
 };
 
+use shoal_dataplane::bpffs;
 use shoal_tests::{
     Cluster,
+    names::{BPFFS_ROOT, unique_prefix},
     task_net::{http_from, in_netns, retry_interrupted, sandbox_netns, task_netns},
     wait_until,
 };
+
+/// A node's pin directory on bpffs, removed with its pins on drop (also on panic).
+pub struct Pins {
+    node: String,
+}
+
+impl Pins {
+    pub fn new() -> Self {
+        Pins {
+            node: unique_prefix(),
+        }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        bpffs::node_pin_dir(Path::new(BPFFS_ROOT), &self.node)
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = bpffs::remove_node_pins(Path::new(BPFFS_ROOT), &self.node);
+    }
+}
 
 /// `service create --detach --name NAME EXTRA... -- shoal whoami --port WHOAMI_PORT` on node1.
 pub fn create_whoami(cluster: &Cluster, name: &str, whoami_port: u16, extra: &[&str]) {
