@@ -425,6 +425,18 @@ pub struct AgentArgs {
     /// would vanish there). `native` and `generic` force one.
     #[arg(long, env = "SHOAL_XDP_MODE", value_enum, default_value_t = XdpModeArg::Auto)]
     pub xdp_mode: XdpModeArg,
+    /// Entries of the VIP flow table: two per connection the tc programs balance (a task's
+    /// connections balanced at the socket take none). It takes its whole size in kernel memory
+    /// (about 100 bytes an entry); when full, the least recently used entries go (counted in
+    /// shoal_lb_events_total{event="evicted"}). A new size takes effect when the agent starts:
+    /// the table of the last run is replaced, and the connections it held are reset. `shoal
+    /// info` shows the size, the entries in use and the memory.
+    #[arg(long, env = "SHOAL_LB_FLOWS", value_name = "ENTRIES",
+        default_value_t = shoal_dataplane::TableSizes::default().lb_flows,
+        value_parser = clap::value_parser!(u32).range(
+            i64::from(shoal_dataplane::TableSizes::LB_FLOWS_MIN)
+                ..=i64::from(shoal_dataplane::TableSizes::LB_FLOWS_MAX)))]
+    pub lb_flows: u32,
     /// DNS server the tasks' embedded DNS forwards other names to, IP or IP:PORT (repeatable;
     /// default: the nameservers of the host's /etc/resolv.conf), as dockerd's --dns.
     #[arg(long = "dns", env = "SHOAL_DNS", value_delimiter = ',', value_parser = parse_dns_server)]

@@ -47,6 +47,14 @@ pub enum Error {
         source: Box<aya::programs::ProgramError>,
     },
 
+    #[error("{asked} entries for {what}: it takes {min} to {max}")]
+    TableSize {
+        what: &'static str,
+        asked: u32,
+        min: u32,
+        max: u32,
+    },
+
     #[error("this node's load balancer is full: at most {max} {what}")]
     LbCapacity { what: &'static str, max: u32 },
 

@@ -37,7 +37,7 @@ impl Dataplane {
             (
                 lb::FLOWS_MAP,
                 self.lb().flow_entries()?.len(),
-                lb::MAX_FLOW_ENTRIES,
+                self.table_sizes().lb_flows,
             ),
             (
                 mesh::FLOWS_MAP,

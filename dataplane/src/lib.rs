@@ -23,6 +23,7 @@
 //!   that has gone (`SOCK_DESTROY`).
 //! - [`bpffs`]: mounting bpffs and the per-node pin directory.
 //! - `pins`: which pinned maps a restarted agent may re-adopt (those of this build's layout).
+//! - [`table_sizes`]: the table capacities an operator chooses (`--lb-flows`).
 //! - [`netns`]: running code inside another network namespace, on a thread of its own.
 //! - [`overlay`]: overlay sandboxes (bridge + VXLAN netns), task veths, remote endpoints, and
 //!   the node's gateway bridge with its masquerade.
@@ -45,9 +46,11 @@ mod programs;
 pub mod sock_destroy;
 pub mod sock_lb;
 pub mod stats;
+pub mod table_sizes;
 
 pub use error::Error;
 pub use lb::{LbTable, LoadBalancer};
 pub use loader::{Dataplane, TestRunOutcome, XdpAttachMode};
 pub use mesh::{Mesh, MeshTable};
 pub use stats::HookCounters;
+pub use table_sizes::TableSizes;

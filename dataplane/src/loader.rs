@@ -37,6 +37,7 @@ use crate::{
     object,
     programs::{program_error, program_mut},
     stats::HookCounters,
+    table_sizes::TableSizes,
 };
 
 /// The loaded eBPF object. Dropping it detaches the programs it owns (not the pinned XDP link,
@@ -52,6 +53,8 @@ pub struct Dataplane {
     /// The underlay XDP link, pinned under `pin_dir`. Dropping it closes our fd only: the
     /// pin keeps the program attached.
     underlay_xdp: Option<PinnedLink>,
+    /// The capacities the tables were made with.
+    sizes: TableSizes,
 }
 
 /// How the underlay XDP program is attached.
@@ -113,10 +116,20 @@ const TASK_FILTER_HANDLE: TcHandle = TcHandle::new(0, 1);
 
 impl Dataplane {
     /// Loads the embedded object and every program in it into the kernel. With `pin_dir`, maps
-    /// are pinned (or re-adopted) there; the directory is created if needed.
+    /// are pinned (or re-adopted) there; the directory is created if needed. The tables have
+    /// the object's own capacities.
     pub fn load(pin_dir: Option<&Path>) -> Result<Self, Error> {
+        Self::load_sized(pin_dir, TableSizes::default())
+    }
+
+    /// [`Dataplane::load`] with the capacities `sizes` (a pinned table of another size, left
+    /// by an earlier run, is replaced: see `pins`).
+    pub fn load_sized(pin_dir: Option<&Path>, sizes: TableSizes) -> Result<Self, Error> {
         let bytes = object::bytes()?;
         let mut loader = EbpfLoader::new();
+        for (name, entries) in sizes.resized() {
+            loader.map_max_entries(name, entries);
+        }
         let pin_paths: Vec<(&str, PathBuf)> = match pin_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir).map_err(|source| Error::Io {
@@ -135,7 +148,7 @@ impl Dataplane {
         // defines (`pins`), created and pinned otherwise. The object marks no map as pinned,
         // so without a directory every map stays private.
         if let Some(dir) = pin_dir {
-            crate::pins::drop_stale(bytes, dir, PINNED_MAPS)?;
+            crate::pins::drop_stale(bytes, dir, PINNED_MAPS, &sizes.resized())?;
         }
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
@@ -169,7 +182,13 @@ impl Dataplane {
             mesh,
             pin_dir: pin_dir.map(Path::to_path_buf),
             underlay_xdp: None,
+            sizes,
         })
+    }
+
+    /// The capacities the tables were made with.
+    pub fn table_sizes(&self) -> TableSizes {
+        self.sizes
     }
 
     /// The published ports' maps.

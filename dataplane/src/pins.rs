@@ -5,8 +5,9 @@
 //! used as it is: with another value size the new programs fail verification and the agent
 //! cannot start until someone removes the pins by hand; with another capacity it runs on the
 //! old one, silently. So a pin is re-adopted only when the map is what this build's object
-//! defines (type, key and value sizes, capacity, flags); any other is unpinned, said in one
-//! line, and the load makes the map anew. What such a map held is lost: for a flow table, its
+//! defines (type, key and value sizes, capacity, flags; with the capacities the operator chose,
+//! `--lb-flows`); any other is unpinned, said in one line, and the load makes the map anew.
+//! That is also how a changed `--lb-flows` takes effect at the agent's next start. What such a map held is lost: for a flow table, its
 //! connections (those of a VIP are reset on their next segment, as after an eviction).
 
 use std::{fmt, path::Path};
@@ -49,9 +50,15 @@ fn pinned_layout(path: &Path) -> Result<Layout, aya::maps::MapError> {
 }
 
 /// Unpins, under `dir`, each of the maps `names` whose pinned layout differs from the one the
-/// eBPF `object` defines (or that is no readable map), so that the load makes it anew; returns
-/// their names. A name without a pin, or that the object does not define, is left alone.
-pub(crate) fn drop_stale(object: &[u8], dir: &Path, names: &[&str]) -> Result<Vec<String>, Error> {
+/// eBPF `object` defines, with the capacities of `resized` (or that is no readable map), so
+/// that the load makes it anew; returns their names. A name without a pin, or that the object
+/// does not define, is left alone.
+pub(crate) fn drop_stale(
+    object: &[u8],
+    dir: &Path,
+    names: &[&str],
+    resized: &[(&str, u32)],
+) -> Result<Vec<String>, Error> {
     let parsed = aya_obj::Object::parse(object).map_err(|e| Error::ParseObject(Box::new(e)))?;
     let mut dropped = Vec::new();
     for name in names {
@@ -66,7 +73,10 @@ pub(crate) fn drop_stale(object: &[u8], dir: &Path, names: &[&str]) -> Result<Ve
             map_type: defined.map_type(),
             key_size: defined.key_size(),
             value_size: defined.value_size(),
-            max_entries: defined.max_entries(),
+            max_entries: resized
+                .iter()
+                .find(|(resized, _)| resized == name)
+                .map_or(defined.max_entries(), |(_, entries)| *entries),
             flags: defined.map_flags(),
         };
         let pinned = match pinned_layout(&path) {

@@ -1,13 +1,14 @@
 //! A restarted agent re-adopts its pinned maps only when they are the maps this build's
 //! programs expect: a map pinned by another build under a map's name (another capacity,
 //! another type and value size) is replaced, and a map of this build's layout is kept, with
-//! what it holds.
+//! what it holds. The VIP flow table's size is the operator's (`--lb-flows`): a new one takes
+//! effect at the next start, through the same check.
 
 use std::{net::Ipv4Addr, path::Path};
 
 use aya::{EbpfLoader, maps::MapInfo};
 use shoal_common::lb::{CURSORS_MAP, FLOWS_MAP, MAX_FLOW_ENTRIES, VIPS_MAP, VipService};
-use shoal_dataplane::{Dataplane, LbTable, object};
+use shoal_dataplane::{Dataplane, LbTable, TableSizes, object};
 
 use crate::support::Pins;
 
@@ -61,5 +62,47 @@ fn maps_pinned_with_another_layout_are_replaced_and_this_layouts_kept() {
     assert!(
         dp.lb().map_contents().unwrap().vips.contains_key(&vip),
         "the VIP programmed before the restart is still in the map"
+    );
+}
+
+#[test]
+fn the_vip_flow_table_has_the_size_asked_and_a_new_size_replaces_it_at_the_next_load() {
+    let pins = Pins::new();
+    let dir = pins.dir();
+    let small = TableSizes::new(4096).unwrap();
+    let capacity_and_memory = |dp: &Dataplane| {
+        let table = dp
+            .flow_tables()
+            .unwrap()
+            .into_iter()
+            .find(|t| t.name == FLOWS_MAP)
+            .unwrap();
+        (table.capacity, table.memory_bytes.unwrap())
+    };
+
+    let dp = Dataplane::load_sized(Some(&dir), small).unwrap();
+    assert_eq!(info(&dir, FLOWS_MAP).max_entries(), 4096);
+    let (capacity, small_memory) = capacity_and_memory(&dp);
+    assert_eq!(capacity, 4096, "what shoal info shows");
+    let small_id = info(&dir, FLOWS_MAP).id();
+    drop(dp);
+
+    // The same size again: the table is re-adopted.
+    drop(Dataplane::load_sized(Some(&dir), small).unwrap());
+    assert_eq!(
+        info(&dir, FLOWS_MAP).id(),
+        small_id,
+        "re-adopted at the same size"
+    );
+
+    // The default size: the table is replaced.
+    let dp = Dataplane::load(Some(&dir)).unwrap();
+    assert_eq!(info(&dir, FLOWS_MAP).max_entries(), MAX_FLOW_ENTRIES);
+    assert_ne!(info(&dir, FLOWS_MAP).id(), small_id, "replaced");
+    let (capacity, memory) = capacity_and_memory(&dp);
+    assert_eq!(capacity, MAX_FLOW_ENTRIES);
+    assert!(
+        memory > small_memory * 16,
+        "{memory} bytes for {MAX_FLOW_ENTRIES} entries, {small_memory} for 4096"
     );
 }

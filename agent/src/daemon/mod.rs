@@ -92,6 +92,7 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
         &node_id,
         config.underlay_interface.as_deref(),
         args.xdp_mode,
+        shoal_dataplane::TableSizes::new(args.lb_flows)?,
     )?);
     let networking = NodeNetworking::new(
         NetworkingConfig {

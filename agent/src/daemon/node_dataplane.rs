@@ -17,7 +17,7 @@ use shoal_control::{
     identity::NodeId,
 };
 use shoal_dataplane::{
-    Dataplane, Error as DataplaneError, LbTable, MeshTable, XdpAttachMode, bpffs,
+    Dataplane, Error as DataplaneError, LbTable, MeshTable, TableSizes, XdpAttachMode, bpffs,
     lb::{ApplyReport, CheckReport, VipCounters},
     netns::run_in,
     sock_destroy::Destroyed,
@@ -172,6 +172,7 @@ impl NodeDataplane {
         node_id: &NodeId,
         underlay_interface: Option<&str>,
         xdp_mode: XdpModeArg,
+        sizes: TableSizes,
     ) -> anyhow::Result<Self> {
         let root = Path::new(bpffs::DEFAULT_ROOT);
         bpffs::ensure_mounted(root).with_context(|| {
@@ -181,7 +182,8 @@ impl NodeDataplane {
             )
         })?;
         let pin_dir = bpffs::node_pin_dir(root, node_id.as_str());
-        let mut dataplane = Dataplane::load(Some(&pin_dir)).context("starting the data path")?;
+        let mut dataplane =
+            Dataplane::load_sized(Some(&pin_dir), sizes).context("starting the data path")?;
         match underlay_interface {
             Some(interface) => attach_underlay(&mut dataplane, interface, xdp_mode)?,
             None => warn!("no data-path address: the underlay XDP program is not attached"),
