@@ -427,7 +427,7 @@ pub struct AgentArgs {
     pub xdp_mode: XdpModeArg,
     /// Entries of the VIP flow table: two per connection the tc programs balance (a task's
     /// connections balanced at the socket take none). It takes its whole size in kernel memory
-    /// (about 100 bytes an entry); when full, the least recently used entries go (counted in
+    /// (about 110 bytes an entry); when full, the least recently used entries go (counted in
     /// shoal_lb_events_total{event="evicted"}). A new size takes effect when the agent starts:
     /// the table of the last run is replaced, and the connections it held are reset. `shoal
     /// info` shows the size, the entries in use and the memory.

@@ -17,7 +17,8 @@ pub struct TableSizes {
 impl TableSizes {
     /// The fewest entries `lb_flows` may have.
     pub const LB_FLOWS_MIN: u32 = 1024;
-    /// The most (about 1.6 GiB of kernel memory at this size).
+    /// The most (about 1.8 GiB of kernel memory at this size: ~112 bytes an entry, 14 MiB for
+    /// the default 131,072, as `shoal info` shows).
     pub const LB_FLOWS_MAX: u32 = 16 * 1024 * 1024;
 
     /// The sizes, checked: one line saying what is out of range.
