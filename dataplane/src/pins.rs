@@ -51,16 +51,15 @@ fn pinned_layout(path: &Path) -> Result<Layout, aya::maps::MapError> {
 
 /// Unpins, under `dir`, each of the maps `names` whose pinned layout differs from the one the
 /// eBPF `object` defines, with the capacities of `resized` (or that is no readable map), so
-/// that the load makes it anew; returns their names. A name without a pin, or that the object
-/// does not define, is left alone.
+/// that the load makes it anew (each said in one line). A name without a pin, or that the
+/// object does not define, is left alone.
 pub(crate) fn drop_stale(
     object: &[u8],
     dir: &Path,
     names: &[&str],
     resized: &[(&str, u32)],
-) -> Result<Vec<String>, Error> {
+) -> Result<(), Error> {
     let parsed = aya_obj::Object::parse(object).map_err(|e| Error::ParseObject(Box::new(e)))?;
-    let mut dropped = Vec::new();
     for name in names {
         let path = dir.join(name);
         let Some(defined) = parsed.maps.get(*name) else {
@@ -92,7 +91,6 @@ pub(crate) fn drop_stale(
             path: path.clone(),
             source,
         })?;
-        dropped.push((*name).to_string());
     }
-    Ok(dropped)
+    Ok(())
 }
