@@ -151,6 +151,13 @@ fn parse_driver_opt(s: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value.to_string()))
 }
 
+/// The range a flow table's `ENTRIES` may take (`--lb-flows`, `--mesh-flows`).
+fn flow_table_entries() -> clap::builder::RangedI64ValueParser<u32> {
+    use shoal_dataplane::TableSizes;
+    clap::value_parser!(u32)
+        .range(i64::from(TableSizes::FLOWS_MIN)..=i64::from(TableSizes::FLOWS_MAX))
+}
+
 #[derive(Args, Debug)]
 pub struct NetworkLsArgs {
     /// Output format.
@@ -429,14 +436,23 @@ pub struct AgentArgs {
     /// connections balanced at the socket take none). It takes its whole size in kernel memory
     /// (about 110 bytes an entry); when full, the least recently used entries go (counted in
     /// shoal_lb_events_total{event="evicted"}). A new size takes effect when the agent starts:
-    /// the table of the last run is replaced, and the connections it held are reset. `shoal
-    /// info` shows the size, the entries in use and the memory.
+    /// a new table is made and the last run's entries are carried over into it, so no
+    /// connection is reset (a smaller table keeps the most recent). `shoal info` shows the
+    /// size, the entries in use and the memory.
     #[arg(long, env = "SHOAL_LB_FLOWS", value_name = "ENTRIES",
         default_value_t = shoal_dataplane::TableSizes::default().lb_flows,
-        value_parser = clap::value_parser!(u32).range(
-            i64::from(shoal_dataplane::TableSizes::LB_FLOWS_MIN)
-                ..=i64::from(shoal_dataplane::TableSizes::LB_FLOWS_MAX)))]
+        value_parser = flow_table_entries())]
     pub lb_flows: u32,
+    /// Entries of the routing mesh's flow table: two per connection this node receives on a
+    /// published port (once its client has answered; a flood of new ones churns a table of its
+    /// own). The table of answers this node's tasks send back through the nodes that received
+    /// their clients gets half as many. About 110 bytes an entry; when full, the least recently
+    /// used entries go (counted in shoal_mesh_events_total{event="evicted"}). A new size takes
+    /// effect when the agent starts, as --lb-flows.
+    #[arg(long, env = "SHOAL_MESH_FLOWS", value_name = "ENTRIES",
+        default_value_t = shoal_dataplane::TableSizes::default().mesh_flows,
+        value_parser = flow_table_entries())]
+    pub mesh_flows: u32,
     /// DNS server the tasks' embedded DNS forwards other names to, IP or IP:PORT (repeatable;
     /// default: the nameservers of the host's /etc/resolv.conf), as dockerd's --dns.
     #[arg(long = "dns", env = "SHOAL_DNS", value_delimiter = ',', value_parser = parse_dns_server)]

@@ -42,7 +42,7 @@ impl Dataplane {
             (
                 mesh::FLOWS_MAP,
                 self.mesh().flow_entries()?.len(),
-                mesh::MAX_FLOW_ENTRIES,
+                self.table_sizes().mesh_flows,
             ),
             (
                 mesh::UNCONFIRMED_MAP,
@@ -52,7 +52,7 @@ impl Dataplane {
             (
                 mesh::RETURNS_MAP,
                 self.mesh().return_entries()?.len(),
-                mesh::MAX_RETURN_ENTRIES,
+                self.table_sizes().mesh_returns(),
             ),
         ];
         Ok(tables

@@ -23,13 +23,15 @@
 //!   that has gone (`SOCK_DESTROY`).
 //! - [`bpffs`]: mounting bpffs and the per-node pin directory.
 //! - `pins`: which pinned maps a restarted agent may re-adopt (those of this build's layout).
-//! - [`table_sizes`]: the table capacities an operator chooses (`--lb-flows`).
+//! - [`table_sizes`]: the table capacities an operator chooses (`--lb-flows`, `--mesh-flows`);
+//!   `carry_over`: a resized flow table's entries copied into the new one.
 //! - [`netns`]: running code inside another network namespace, on a thread of its own.
 //! - [`overlay`]: overlay sandboxes (bridge + VXLAN netns), task veths, remote endpoints, and
 //!   the node's gateway bridge with its masquerade.
 //! - [`error`]: the crate's error type.
 
 pub mod bpffs;
+mod carry_over;
 pub mod error;
 pub mod flow_clock;
 mod flow_lifetime;

@@ -31,6 +31,7 @@ use shoal_common::{PINNED_MAPS, programs, stats::STATS_MAP};
 use tracing::info;
 
 use crate::{
+    carry_over::Carried,
     error::Error,
     lb::LoadBalancer,
     mesh::Mesh,
@@ -55,6 +56,8 @@ pub struct Dataplane {
     underlay_xdp: Option<PinnedLink>,
     /// The capacities the tables were made with.
     sizes: TableSizes,
+    /// Flow tables of the last run's size still being copied into this run's (`carry_over`).
+    carried: Carried,
 }
 
 /// How the underlay XDP program is attached.
@@ -147,9 +150,10 @@ impl Dataplane {
         // Pinned maps are re-adopted when the pin exists and holds the map this object
         // defines (`pins`), created and pinned otherwise. The object marks no map as pinned,
         // so without a directory every map stays private.
-        if let Some(dir) = pin_dir {
-            crate::pins::drop_stale(bytes, dir, PINNED_MAPS, &sizes.resized())?;
-        }
+        let resized_tables = match pin_dir {
+            Some(dir) => crate::pins::drop_stale(bytes, dir, PINNED_MAPS, &sizes.resized())?,
+            None => Vec::new(),
+        };
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -176,6 +180,10 @@ impl Dataplane {
         let clock = crate::flow_clock::FlowClock::calibrate(&ebpf)?;
         let lb = LoadBalancer::adopt(&mut ebpf, clock)?;
         let mesh = Mesh::adopt(&mut ebpf, clock)?;
+        let carried = match pin_dir {
+            Some(dir) => Carried::start(dir, resized_tables),
+            None => Carried::default(),
+        };
         Ok(Self {
             ebpf,
             lb,
@@ -183,12 +191,22 @@ impl Dataplane {
             pin_dir: pin_dir.map(Path::to_path_buf),
             underlay_xdp: None,
             sizes,
+            carried,
         })
     }
 
     /// The capacities the tables were made with.
     pub fn table_sizes(&self) -> TableSizes {
         self.sizes
+    }
+
+    /// One round of carrying flow tables resized at this load over (`carry_over`): what the
+    /// last run's programs, while they still run, changed in the old tables is copied into
+    /// the new ones, and the old tables no program uses any more are released. The agent
+    /// calls it with its flow upkeep. Returns how many old tables are still carried (0: none,
+    /// or all done).
+    pub fn carry_over(&mut self) -> usize {
+        self.carried.round()
     }
 
     /// The published ports' maps.

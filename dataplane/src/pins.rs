@@ -6,14 +6,17 @@
 //! cannot start until someone removes the pins by hand; with another capacity it runs on the
 //! old one, silently. So a pin is re-adopted only when the map is what this build's object
 //! defines (type, key and value sizes, capacity, flags; with the capacities the operator chose,
-//! `--lb-flows`); any other is unpinned, said in one line, and the load makes the map anew.
-//! That is also how a changed `--lb-flows` takes effect at the agent's next start. What such a map held is lost: for a flow table, its
-//! connections (those of a VIP are reset on their next segment, as after an eviction).
+//! `--lb-flows`, `--mesh-flows`); any other is unpinned, said in one line, and the load makes
+//! the map anew. A flow table the operator resized (the same layout but its capacity) is
+//! handed back still open, for `carry_over` to copy its entries into the new one, so a new
+//! size resets no connection. Any other map unpinned loses what it held: for a flow table of
+//! another layout, its connections (those of a VIP are reset on their next segment, as after
+//! an eviction).
 
 use std::{fmt, path::Path};
 
-use aya::maps::MapInfo;
-use tracing::warn;
+use aya::maps::{MapData, MapInfo};
+use tracing::{info, warn};
 
 use crate::error::Error;
 
@@ -37,6 +40,16 @@ impl fmt::Display for Layout {
     }
 }
 
+impl Layout {
+    /// Whether `wanted` is this layout with another capacity only.
+    fn resized_to(&self, wanted: &Layout) -> bool {
+        Layout {
+            max_entries: wanted.max_entries,
+            ..*self
+        } == *wanted
+    }
+}
+
 /// The layout of the map pinned at `path`.
 fn pinned_layout(path: &Path) -> Result<Layout, aya::maps::MapError> {
     let info = MapInfo::from_pin(path)?;
@@ -52,14 +65,16 @@ fn pinned_layout(path: &Path) -> Result<Layout, aya::maps::MapError> {
 /// Unpins, under `dir`, each of the maps `names` whose pinned layout differs from the one the
 /// eBPF `object` defines, with the capacities of `resized` (or that is no readable map), so
 /// that the load makes it anew (each said in one line). A name without a pin, or that the
-/// object does not define, is left alone.
+/// object does not define, is left alone. Returns the maps of `resized` that differ in their
+/// capacity alone, open: the tables to carry over.
 pub(crate) fn drop_stale(
     object: &[u8],
     dir: &Path,
-    names: &[&str],
+    names: &[&'static str],
     resized: &[(&str, u32)],
-) -> Result<(), Error> {
+) -> Result<Vec<(&'static str, MapData)>, Error> {
     let parsed = aya_obj::Object::parse(object).map_err(|e| Error::ParseObject(Box::new(e)))?;
+    let mut carried = Vec::new();
     for name in names {
         let path = dir.join(name);
         let Some(defined) = parsed.maps.get(*name) else {
@@ -68,29 +83,43 @@ pub(crate) fn drop_stale(
         if !path.exists() {
             continue;
         }
+        let sized = resized.iter().find(|(resized, _)| resized == name);
         let wanted = Layout {
             map_type: defined.map_type(),
             key_size: defined.key_size(),
             value_size: defined.value_size(),
-            max_entries: resized
-                .iter()
-                .find(|(resized, _)| resized == name)
-                .map_or(defined.max_entries(), |(_, entries)| *entries),
+            max_entries: sized.map_or(defined.max_entries(), |(_, entries)| *entries),
             flags: defined.map_flags(),
         };
         let pinned = match pinned_layout(&path) {
             Ok(pinned) if pinned == wanted => continue,
+            Ok(pinned) if sized.is_some() && pinned.resized_to(&wanted) => {
+                match MapData::from_pin(&path) {
+                    Ok(old) => {
+                        info!(map = %name, from = pinned.max_entries, to = wanted.max_entries,
+                            "flow table resized: a new table made, the old one's entries carried over");
+                        carried.push((*name, old));
+                        unpin(&path)?;
+                        continue;
+                    }
+                    Err(e) => format!("{pinned}, not readable ({e})"),
+                }
+            }
             Ok(pinned) => pinned.to_string(),
             Err(e) => format!("not a readable map ({e})"),
         };
         warn!(map = %name, %pinned, wanted = %wanted,
             "the pinned map is not the one this build's programs expect: replaced, and what it \
              held dropped");
-        std::fs::remove_file(&path).map_err(|source| Error::Io {
-            what: "unpinning a stale map",
-            path: path.clone(),
-            source,
-        })?;
+        unpin(&path)?;
     }
-    Ok(())
+    Ok(carried)
+}
+
+fn unpin(path: &Path) -> Result<(), Error> {
+    std::fs::remove_file(path).map_err(|source| Error::Io {
+        what: "unpinning a stale map",
+        path: path.to_path_buf(),
+        source,
+    })
 }

@@ -62,6 +62,7 @@ fn unknown_flags_and_bad_values_are_one_line() {
     );
     assert_one_line_error(&shoal(&["agent", "--log-format", "xml"]), 2, "xml");
     assert_one_line_error(&shoal(&["agent", "--lb-flows", "100"]), 2, "--lb-flows");
+    assert_one_line_error(&shoal(&["agent", "--mesh-flows", "0"]), 2, "--mesh-flows");
     assert_one_line_error(&shoal(&["frobnicate"]), 2, "frobnicate");
 }
 

@@ -279,11 +279,20 @@ fn vip_flows_survive_an_agent_sigkill_and_a_dead_node_leaves_the_backends() {
         .collect();
     assert_eq!(while_down, ids(&web), "balancing with the agent down");
 
-    // --- 3. restart it: it re-adopts the maps and swaps its programs in; the flow goes on
+    // --- 3. restart it with a VIP flow table of another size: it re-adopts the other maps,
+    // makes the new table with the old one's flows carried over, and swaps its programs in;
+    // the flow goes on (without the carry-over its entries would be lost, and its next
+    // segment reset)
+    cluster.nodes[0].extra_args = vec!["--lb-flows".into(), "65536".into()];
     cluster.nodes[0].start();
     wait_until(Duration::from_secs(10), "node1's agent to answer", || {
         cluster.nodes[0].try_info().map(|_| ())
     });
+    let info = cluster.nodes[0].info();
+    assert_eq!(
+        info["dataplane"]["flow_tables"][0]["capacity"], 65_536,
+        "{info}"
+    );
     // Spread over the new agent's start-up (re-attaching every task's programs), paced by
     // new connections rather than sleeps.
     for _ in 0..5 {
@@ -291,6 +300,20 @@ fn vip_flows_survive_an_agent_sigkill_and_a_dead_node_leaves_the_backends() {
         let _ = new_connections(&client, vip, 3);
     }
     wait_for_backends(&client, vip, &ids(&web), Duration::from_secs(10));
+    assert_eq!(served_by(&http_get(&mut conn, "/").unwrap()), backend);
+    // Once the last run's programs are all swapped out, the old table goes.
+    wait_until(
+        Duration::from_secs(15),
+        "node1's old VIP flow table to be released",
+        || {
+            let log = std::fs::read_to_string(cluster.nodes[0].log_path()).unwrap();
+            if log.contains("the old table is no longer used, released") {
+                Ok(())
+            } else {
+                Err("still carried".to_string())
+            }
+        },
+    );
     assert_eq!(served_by(&http_get(&mut conn, "/").unwrap()), backend);
 
     // --- 4. node3 dies (its link cut): its task leaves the round robin within seconds

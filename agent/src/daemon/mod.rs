@@ -92,7 +92,7 @@ async fn serve(args: AgentArgs) -> anyhow::Result<()> {
         &node_id,
         config.underlay_interface.as_deref(),
         args.xdp_mode,
-        shoal_dataplane::TableSizes::new(args.lb_flows)?,
+        shoal_dataplane::TableSizes::new(args.lb_flows, args.mesh_flows)?,
     )?);
     let networking = NodeNetworking::new(
         NetworkingConfig {

@@ -108,6 +108,9 @@ impl ServiceDataplane for SharedDataplane {
     fn expire_flows(&self) -> anyhow::Result<usize> {
         let mut guard = self.lock();
         let dp = guard.as_mut().context(STOPPED)?;
+        // A flow table resized at this start: what the last run's programs still put in
+        // the old one, copied over first.
+        dp.dataplane.carry_over();
         let now = shoal_dataplane::lb::monotonic_now_ns();
         let vip_flows = dp.dataplane.lb_mut().expire_flows(now);
         let mesh_flows = dp.dataplane.mesh_mut().expire_flows(now);
