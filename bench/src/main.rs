@@ -23,10 +23,13 @@
 //! - `support`: helpers the benchmarks share (commands in a netns, services on the fixture,
 //!   program-cost tables, wrk rounds and the HAProxy peer);
 //!   `nft_lb`: the kube-proxy-style nftables peer of the load balancer.
+//! - `connect_loop`: the throughput benchmarks' connection-rate client (`shoal-bench
+//!   connect-loop`, run by them inside a peer's netns; not a benchmark of its own).
 //! - `zero_downtime`: failed requests during rolling updates, scale-down, drain and late
 //!   binding, shoal's stop order vs an instant withdraw-and-kill.
 #![allow(clippy::print_stdout, reason = "a benchmark's output is its report")]
 
+mod connect_loop;
 mod dns;
 mod gossip;
 mod lb_map_update;
@@ -113,6 +116,10 @@ const BENCHMARKS: &[(&str, &str)] = &[
 fn main() -> ExitCode {
     let name = std::env::args().nth(1).unwrap_or_default();
     let result = match name.as_str() {
+        "connect-loop" => {
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            connect_loop::run(&args)
+        }
         "dns" => dns::run(),
         "gossip" => gossip::run(),
         "lb-map-update" => lb_map_update::run(),

@@ -43,17 +43,18 @@
 //!   client's 25500-49999 (its `ip_local_port_range`, set before each run; the masquerade keeps
 //!   them, restricted to the same range), HAProxy's and direct's from node1's 50000-60999
 //!   (one host's connections, its TCP timestamps only grow).
-//! - The client's TIME_WAIT sockets (wrk closes first) hold its ports for 60 s: at thousands
-//!   of connections per second, wrk would soon spend its time searching for a free port. The
+//! - The client's TIME_WAIT sockets (the client closes first) hold its ports for 60 s: at thousands
+//!   of connections per second, the client would soon spend its time searching for a free port. The
 //!   client reuses them after 1 s (`tcp_tw_reuse=1`, what a load generator is given), for
 //!   every peer alike; so does node1, where the direct peer's wrk runs (and HAProxy connects).
 //! - An nftables NAT table turns conntrack on for every packet of its netns, which would tax
 //!   shoal's and HAProxy's traffic too: the table is loaded for nftables' runs only (and its
 //!   balance check), and deleted after each.
 //!
-//! Requests/s: wrk on keep-alive connections. Connections/s: the same wrk with
-//! `Connection: close`, so every request is a new TCP connection (connect, GET, close), the
-//! new-flow path each time.
+//! Requests/s: wrk on keep-alive connections. Connections/s: the bench's own client
+//! (`connect_loop`, of the same shape; its direct row's threads send their consecutive
+//! connections to the tasks in turn, as round robin does), every request on a new TCP
+//! connection (connect, GET with `Connection: close`, close), the new-flow path each time.
 
 use std::{
     collections::BTreeSet,

@@ -19,6 +19,8 @@ use shoal_tests::{
     task_net::{http_from, in_netns},
 };
 
+use crate::connect_loop::Tally;
+
 /// Bound on waiting for a service's tasks to run.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -437,40 +439,60 @@ impl WrkPeer {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// One wrk run through the peer, and the machine's busy CPU time over it. A direct peer
-    /// is spread over its addresses as round robin would spread it: with keep-alive, one wrk
-    /// whose thread `i` connects to address `i` (a Lua `setup`; round robin spreads
-    /// connections, and the shape gives each backend the same number); with `Connection:
-    /// close`, where round robin gives every address the same share of requests, one wrk of
-    /// the same shape per address in turn, `seconds` shared out (rounded up), combined as equal
-    /// shares: the harmonic mean of the rates, the mean of the CPU per request (so a cheaper
-    /// backend, node1's own, does not weigh more).
+    /// One run through the peer, and the machine's busy CPU time over it. Keep-alive: wrk; a
+    /// direct peer is spread over its addresses as round robin would spread it, one wrk whose
+    /// thread `i` connects to address `i` (a Lua `setup`; round robin spreads connections, and
+    /// the shape gives each backend the same number). `Connection: close`: the bench's own
+    /// client (`connect_loop`), of the same shape, each thread cycling through the peer's
+    /// addresses, so a direct peer's thread sends its consecutive connections to the backends
+    /// in turn, as a balancer's does.
     pub(crate) fn wrk(&self, mode: Mode, seconds: u32) -> anyhow::Result<Run> {
         let targets = self.targets();
-        if targets.len() == 1 {
-            return self.wrk_once(self.target, None, mode, seconds);
+        match mode {
+            Mode::Close => self.connect_loop(&targets, seconds),
+            Mode::KeepAlive if targets.len() == 1 => {
+                self.wrk_once(self.target, None, mode, seconds)
+            }
+            Mode::KeepAlive => {
+                let script = ThreadTargets::write(&targets)?;
+                self.wrk_once(self.target, Some(&script.path), mode, seconds)
+            }
         }
-        if let Mode::KeepAlive = mode {
-            let script = ThreadTargets::write(&targets)?;
-            return self.wrk_once(self.target, Some(&script.path), mode, seconds);
-        }
-        let each = seconds.div_ceil(targets.len() as u32);
-        let runs: Vec<Run> = targets
-            .iter()
-            .map(|target| self.wrk_once(*target, None, mode, each))
-            .collect::<anyhow::Result<_>>()?;
-        let n = runs.len() as f64;
-        let requests = runs.iter().map(|r| r.requests).sum::<u64>();
-        let cpu_per_request = runs
-            .iter()
-            .map(|r| r.cpu_seconds / r.requests as f64)
-            .sum::<f64>()
-            / n;
+    }
+
+    /// `shoal-bench connect-loop` of the peer's shape to `targets` in the peer's netns (and
+    /// cgroup), and the machine's busy CPU time from just before it starts to just after it
+    /// exits.
+    fn connect_loop(&self, targets: &[SocketAddr], seconds: u32) -> anyhow::Result<Run> {
+        let exe = std::env::current_exe().context("finding shoal-bench itself")?;
+        let mut args = vec![
+            "connect-loop".to_string(),
+            seconds.to_string(),
+            self.shape.threads.to_string(),
+        ];
+        args.extend(targets.iter().map(ToString::to_string));
+        let before = busy_cpu_seconds()?;
+        let out = self
+            .command(&exe.display().to_string(), &args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running the connect loop")?;
+        let cpu_seconds = busy_cpu_seconds()? - before;
+        ensure!(
+            out.status.success(),
+            "{}: connect loop to {targets:?}: {}: {}",
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let tally = Tally::parse(stdout.lines().last().unwrap_or_default())
+            .with_context(|| format!("{}: connect loop to {targets:?}", self.name))?;
         Ok(Run {
-            rate: n / runs.iter().map(|r| 1.0 / r.rate).sum::<f64>(),
-            errors: runs.iter().map(|r| r.errors).sum(),
-            requests,
-            cpu_seconds: cpu_per_request * requests as f64,
+            rate: tally.requests as f64 / tally.seconds,
+            errors: tally.errors,
+            requests: tally.requests,
+            cpu_seconds,
         })
     }
 
@@ -589,15 +611,16 @@ pub(crate) fn wrk_rounds(
     Ok(results)
 }
 
-/// How the throughput benchmarks measure, for their reports: "wrk 4.1.0 -t15 -c15, median of
-/// 5 rounds of 4 s; haproxy 2.6.12".
+/// How the throughput benchmarks measure, for their reports: "wrk 4.1.0 -t15 -c15 (keep-alive),
+/// connect-loop 15 threads (close), median of 5 rounds of 4 s; haproxy 2.6.12".
 pub(crate) fn wrk_conditions(shape: WrkShape) -> String {
     format!(
-        "{} -t{} -c{}, median of {WRK_ROUNDS} rounds of {WRK_SECONDS} s; {}",
-        version("wrk", "--version"),
-        shape.threads,
-        shape.connections,
-        version("haproxy", "-v")
+        "{wrk} -t{threads} -c{connections} (keep-alive), connect-loop {threads} threads \
+         (close), median of {WRK_ROUNDS} rounds of {WRK_SECONDS} s; {haproxy}",
+        wrk = version("wrk", "--version"),
+        threads = shape.threads,
+        connections = shape.connections,
+        haproxy = version("haproxy", "-v")
     )
 }
 

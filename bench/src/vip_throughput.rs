@@ -28,10 +28,10 @@
 //!   which wrk is not in.
 //! - direct: wrk in client 5 straight to the three backends' addresses, no load balancer,
 //!   spread over them as round robin would (`WrkPeer::wrk`: with keep-alive one wrk whose
-//!   thread `i` connects to backend `i` modulo 3; with `Connection: close` one wrk per
-//!   backend in turn, combined as equal thirds). Every peer's wrk has the same shape
-//!   (`WrkShape`: 15 threads of one connection), so with keep-alive the direct row is the
-//!   others' load without the balancer.
+//!   thread `i` connects to backend `i` modulo 3; with `Connection: close` the bench's own
+//!   client, `connect_loop`, whose every thread sends its consecutive connections to the
+//!   backends in turn). Every peer's client has the same shape (`WrkShape`: 15 threads of
+//!   one connection), so the direct row is the others' load without the balancer.
 //!
 //! One client task per peer, not one for all: an nftables NAT table turns conntrack on for
 //! every packet of its netns, which would tax the other peers too; and shoal's flow entries
@@ -39,9 +39,9 @@
 //! the replies of a later direct (nftables- or HAProxy-made) connection to the same backend
 //! that reuses its client port.
 //!
-//! Requests/s: wrk on keep-alive connections. Connections/s: the same wrk with
-//! `Connection: close`, so every request is a new TCP connection (connect, GET, close), the
-//! load balancer's new-flow path each time.
+//! Requests/s: wrk on keep-alive connections. Connections/s: `connect_loop`, every request
+//! on a new TCP connection (connect, GET with `Connection: close`, close), the load
+//! balancer's new-flow path each time.
 
 use std::{
     collections::BTreeSet,
@@ -294,6 +294,16 @@ impl Peers {
             route_added: false,
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+
+        // Every client reuses its TIME_WAIT ports after a second (what a load generator is
+        // given; the client closes first). Without it a peer with one destination (the VIP,
+        // nftables' address) runs out of ports to it, 28,232 in the default range against
+        // about 26,000 connections a run, while the direct and socket LB peers, whose
+        // connections go to three addresses, have three times the room: rounds of the first
+        // fell to 55-65% with the CPU per connection up by half (connect() searching).
+        for netns in peers.peers.iter().map(|p| &p.netns) {
+            output(nsenter(netns, "sysctl").args(["-q", "-w", "net.ipv4.tcp_tw_reuse=1"]))?;
+        }
 
         // nftables: the address routed out of eth0 (so the source is the task's overlay
         // address), then the table.
