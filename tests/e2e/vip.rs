@@ -283,14 +283,28 @@ fn vip_flows_survive_an_agent_sigkill_and_a_dead_node_leaves_the_backends() {
     // makes the new table with the old one's flows carried over, and swaps its programs in;
     // the flow goes on (without the carry-over its entries would be lost, and its next
     // segment reset)
-    cluster.nodes[0].extra_args = vec!["--lb-flows".into(), "65536".into()];
+    cluster.nodes[0].extra_args = ["--lb-flows", "65536", "--mesh-flows", "8192"]
+        .map(String::from)
+        .to_vec();
     cluster.nodes[0].start();
     wait_until(Duration::from_secs(10), "node1's agent to answer", || {
         cluster.nodes[0].try_info().map(|_| ())
     });
     let info = cluster.nodes[0].info();
+    let capacities: Vec<(&str, u64)> = info["dataplane"]["flow_tables"]
+        .as_array()
+        .expect("flow tables")
+        .iter()
+        .filter_map(|t| Some((t["name"].as_str()?, t["capacity"].as_u64()?)))
+        .collect();
     assert_eq!(
-        info["dataplane"]["flow_tables"][0]["capacity"], 65_536,
+        capacities,
+        [
+            ("SHOAL_LB_FLOWS", 65_536),
+            ("SHOAL_MESH_FLOWS", 8192),
+            ("SHOAL_MESH_UNCONFIRMED", 65_536),
+            ("SHOAL_MESH_RETURNS", 4096)
+        ],
         "{info}"
     );
     // Spread over the new agent's start-up (re-attaching every task's programs), paced by
@@ -301,16 +315,19 @@ fn vip_flows_survive_an_agent_sigkill_and_a_dead_node_leaves_the_backends() {
     }
     wait_for_backends(&client, vip, &ids(&web), Duration::from_secs(10));
     assert_eq!(served_by(&http_get(&mut conn, "/").unwrap()), backend);
-    // Once the last run's programs are all swapped out, the old table goes.
+    // Once the last run's programs are all swapped out, the old tables go (the three
+    // resized: the VIP flows, the mesh's flows and its answers').
     wait_until(
         Duration::from_secs(15),
-        "node1's old VIP flow table to be released",
+        "node1's old flow tables to be released",
         || {
             let log = std::fs::read_to_string(cluster.nodes[0].log_path()).unwrap();
-            if log.contains("the old table is no longer used, released") {
-                Ok(())
-            } else {
-                Err("still carried".to_string())
+            match log
+                .matches("the old table is no longer used, released")
+                .count()
+            {
+                3 => Ok(()),
+                n => Err(format!("{n} of 3 released")),
             }
         },
     );
