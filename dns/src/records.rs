@@ -6,7 +6,14 @@
 //! recomputed), each change applied under the view's lock so lookups never see half of it.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
+
+/// The records' hash maps and sets: foldhash (seeded at random per process) instead of the
+/// standard SipHash, which took a sixth of a full build's time; a full build at 20,000
+/// endpoints went from 480-530 ms to 350-380 ms (bench/README.md, `lb-map-update: DNS
+/// records`). The keys are names and addresses from the swarm's own state.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -105,8 +112,8 @@ struct PtrSources {
 /// The names and addresses an update touched, recomputed once at its end.
 #[derive(Default)]
 struct Touched {
-    names: HashSet<String>,
-    ptrs: HashSet<Ipv4Addr>,
+    names: FastSet<String>,
+    ptrs: FastSet<Ipv4Addr>,
 }
 
 /// Everything the embedded server can answer, per network.
@@ -143,11 +150,11 @@ impl NetIndex {
         NetIndex {
             name_lower: name.to_ascii_lowercase(),
             name,
-            names: HashMap::new(),
-            ptr: HashMap::new(),
+            names: HashMap::default(),
+            ptr: HashMap::default(),
             endpoints: BTreeMap::new(),
-            sources: HashMap::new(),
-            ptr_sources: HashMap::new(),
+            sources: HashMap::default(),
+            ptr_sources: HashMap::default(),
         }
     }
 
@@ -380,7 +387,7 @@ impl Records {
         for net in networks {
             records.networks.insert(net.id, NetIndex::new(net.name));
         }
-        let mut touched: HashMap<String, Touched> = HashMap::new();
+        let mut touched: HashMap<String, Touched> = HashMap::default();
         for ep in endpoints {
             if let Some(net) = records.networks.get_mut(&ep.network_id) {
                 let touched = touched.entry(ep.network_id.clone()).or_default();
