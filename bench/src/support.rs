@@ -258,7 +258,7 @@ impl WrkShape {
 pub(crate) enum Mode {
     /// Keep-alive connections: requests per second.
     KeepAlive,
-    /// `Connection: close`: every request on a new connection.
+    /// `Connection: close`: every request on a new connection (`connect_loop`).
     Close,
 }
 
@@ -450,12 +450,10 @@ impl WrkPeer {
         let targets = self.targets();
         match mode {
             Mode::Close => self.connect_loop(&targets, seconds),
-            Mode::KeepAlive if targets.len() == 1 => {
-                self.wrk_once(self.target, None, mode, seconds)
-            }
+            Mode::KeepAlive if targets.len() == 1 => self.wrk_once(self.target, None, seconds),
             Mode::KeepAlive => {
                 let script = ThreadTargets::write(&targets)?;
-                self.wrk_once(self.target, Some(&script.path), mode, seconds)
+                self.wrk_once(self.target, Some(&script.path), seconds)
             }
         }
     }
@@ -471,23 +469,11 @@ impl WrkPeer {
             self.shape.threads.to_string(),
         ];
         args.extend(targets.iter().map(ToString::to_string));
-        let before = busy_cpu_seconds()?;
-        let out = self
-            .command(&exe.display().to_string(), &args)
-            .stdin(Stdio::null())
-            .output()
-            .context("running the connect loop")?;
-        let cpu_seconds = busy_cpu_seconds()? - before;
-        ensure!(
-            out.status.success(),
-            "{}: connect loop to {targets:?}: {}: {}",
-            self.name,
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        let what = format!("connect loop to {targets:?}");
+        let (out, cpu_seconds) = self.timed(&exe.display().to_string(), &args, &what)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let tally = Tally::parse(stdout.lines().last().unwrap_or_default())
-            .with_context(|| format!("{}: connect loop to {targets:?}", self.name))?;
+            .with_context(|| format!("{}: {what}", self.name))?;
         Ok(Run {
             rate: tally.requests as f64 / tally.seconds,
             errors: tally.errors,
@@ -496,13 +482,32 @@ impl WrkPeer {
         })
     }
 
-    /// One wrk of the peer's shape to `target` (with `script`, if given), and the machine's
-    /// busy CPU time from just before it starts to just after it exits.
+    /// `program args` through the peer, which must succeed (else an error naming `what`), and
+    /// the machine's busy CPU time from just before it starts to just after it exits.
+    fn timed(&self, program: &str, args: &[String], what: &str) -> anyhow::Result<(Output, f64)> {
+        let before = busy_cpu_seconds()?;
+        let out = self
+            .command(program, args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {what}"))?;
+        let cpu_seconds = busy_cpu_seconds()? - before;
+        ensure!(
+            out.status.success(),
+            "{}: {what}: {}: {}",
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok((out, cpu_seconds))
+    }
+
+    /// One keep-alive wrk of the peer's shape to `target` (with `script`, if given), and the
+    /// machine's busy CPU time over it.
     fn wrk_once(
         &self,
         target: SocketAddr,
         script: Option<&Path>,
-        mode: Mode,
         seconds: u32,
     ) -> anyhow::Result<Run> {
         let WrkShape {
@@ -516,28 +521,12 @@ impl WrkPeer {
             "--timeout".to_string(),
             "2s".to_string(),
         ];
-        if let Mode::Close = mode {
-            args.extend(["-H".to_string(), "Connection: close".to_string()]);
-        }
         if let Some(script) = script {
             args.extend(["-s".to_string(), script.display().to_string()]);
         }
         args.push(format!("http://{target}/"));
-        let before = busy_cpu_seconds()?;
-        let out = self
-            .command("wrk", &args)
-            .stdin(Stdio::null())
-            .output()
-            .context("running wrk")?;
-        let cpu_seconds = busy_cpu_seconds()? - before;
+        let (out, cpu_seconds) = self.timed("wrk", &args, &format!("wrk to {target}"))?;
         let report = String::from_utf8_lossy(&out.stdout);
-        ensure!(
-            out.status.success(),
-            "{}: wrk to {target}: {}: {}",
-            self.name,
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
         let run = parse_wrk(&report).with_context(|| {
             format!(
                 "{}: unexpected wrk output (to {target}):\n{report}",
