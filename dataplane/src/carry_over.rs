@@ -77,6 +77,10 @@ impl Carried {
     /// last round; releases the old tables no loaded program uses any more (after a last copy).
     /// Returns how many old tables are still carried.
     pub(crate) fn round(&mut self) -> usize {
+        // Nothing carried (the usual case): no need to list the kernel's programs.
+        if self.tables.is_empty() {
+            return 0;
+        }
         let in_use = map_ids_in_use();
         self.tables.retain_mut(|table| {
             let used = in_use
